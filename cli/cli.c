@@ -1,0 +1,86 @@
+/* cli: model path resolution and option parsing shared by the subcommands. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+static bool file_exists(const char *p) {
+    return access(p, R_OK) == 0;
+}
+
+char *cli_model_path(const char *flag) {
+    if (flag) return sgl_strdup(flag);
+    const char *env = getenv("SGL_MODEL");
+    if (env && *env) return sgl_strdup(env);
+    char buf[PATH_MAX + 64];
+    snprintf(buf, sizeof buf, "%s/models/%s", SGL_SOURCE_ROOT, SGL_DEFAULT_MODEL_FILE);
+    if (file_exists(buf)) return sgl_strdup(buf);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(buf, sizeof buf, "%s/../models/%s", exe, SGL_DEFAULT_MODEL_FILE);
+            if (file_exists(buf)) return sgl_strdup(buf);
+        }
+    }
+    snprintf(buf, sizeof buf, "models/%s", SGL_DEFAULT_MODEL_FILE);
+    if (file_exists(buf)) return sgl_strdup(buf);
+    fprintf(stderr,
+            "sglc: error: no model found. The default model (%s) is installed by "
+            "scripts/setup into models/.\n"
+            "  Point sglc at any llama-family GGUF file with --model PATH or the "
+            "SGL_MODEL environment variable.\n",
+            SGL_DEFAULT_MODEL_FILE);
+    return NULL;
+}
+
+bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return false;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return true;
+    }
+    if (a[n] != 0) return false;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "sglc %s: error: option %s needs a value\n", argv[0], name);
+        exit(2);
+    }
+    *value = argv[++*i];
+    return true;
+}
+
+long cli_parse_long(const char *cmd, const char *name, const char *v, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "sglc %s: error: invalid value '%s' for %s (expected an integer in [%ld, %ld])\n",
+                cmd, v, name, lo, hi);
+        exit(2);
+    }
+    return x;
+}
+
+double cli_parse_double(const char *cmd, const char *name, const char *v, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || isnan(x) || x < lo || x > hi) {
+        fprintf(stderr, "sglc %s: error: invalid value '%s' for %s (expected a number in [%g, %g])\n",
+                cmd, v, name, lo, hi);
+        exit(2);
+    }
+    return x;
+}

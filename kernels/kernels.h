@@ -1,0 +1,89 @@
+/* kernels: the compute primitives the model forward is built from (CPU).
+ *
+ * Every op has a plain scalar reference version; faster versions (AVX2/FMA/
+ * F16C) are chosen once at start-up from the CPU's features through a table
+ * of function pointers, and are tested against the reference.
+ *
+ * Determinism contract (the scheduler relies on it): the value computed for
+ * one output element never depends on the batch size, on which other rows are
+ * in the batch, or on the thread count; each kernel keeps a fixed reduction
+ * order per output element.
+ *
+ * Layouts: a weight matrix W with `rows` rows of `k` elements is stored
+ * row-major in its dtype; row r starts at byte r * sgl_dtype_row_bytes(t, k).
+ * Activations are f32, row-major, contiguous.
+ */
+#ifndef SGL_KERNELS_H
+#define SGL_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/dtype.h"
+
+/* ---- thread pool --------------------------------------------------------- */
+
+typedef struct kern_pool kern_pool;
+/* fn is called once per thread index ith in [0, nth) (the caller's thread is
+ * one of them); kern_pool_run returns when all calls have returned. */
+typedef void (*kern_task_fn)(void *ctx, int ith, int nth);
+
+/* Returns a pool of n_threads workers (0 = number of online cores), or NULL.
+ * Caller owns it; free with kern_pool_free. */
+kern_pool *kern_pool_new(int n_threads);
+void kern_pool_free(kern_pool *pool);
+int kern_pool_threads(const kern_pool *pool);
+void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *ctx);
+
+/* ---- implementation choice ------------------------------------------------ */
+
+/* Name of the implementation in use ("avx2" or "scalar"). */
+const char *kern_impl_name(void);
+/* Force the scalar reference implementation (true) or re-detect (false).
+ * For tests and benchmarks; call before using kernels from several threads. */
+void kern_force_reference(bool on);
+
+/* ---- quantized types ------------------------------------------------------ */
+
+/* 1 if t can be used as a weight type in kern_matmul / kern_dequant_row. */
+int kern_type_supported(sgl_dtype t);
+/* dst[0..n) = decoded src (n a multiple of the block size). */
+void kern_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n);
+/* Reference quantizer: encodes src[0..n) into dst (sgl_dtype_row_bytes(t, n)
+ * bytes). Returns 0, or -1 if t has no quantizer. Used by tests and by the
+ * tiny test model writer. */
+int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
+
+/* ---- matmul --------------------------------------------------------------- */
+
+/* Y[b*rows + r] = sum_j W[r][j] * X[b*k + j], for b < nb, r < rows.
+ * Each weight block is loaded once for all nb rows of X. Work is split over
+ * the pool by output rows. Deterministic per the contract above. */
+void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
+                 const float *X, int64_t nb, float *Y);
+
+/* ---- element-wise and small ops (single-threaded; callers split work) ------ */
+
+/* y = x / rms(x) * w */
+void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+/* In place, numerically stable. */
+void kern_softmax(float *x, int64_t n);
+/* gate[i] = silu(gate[i]) * up[i] */
+void kern_silu_mul(float *gate, const float *up, int64_t n);
+/* y[i] += x[i] */
+void kern_add(float *y, const float *x, int64_t n);
+/* Returns sum a[i]*b[i] in a fixed order. */
+float kern_dot_f32(const float *a, const float *b, int64_t n);
+/* y[i] += a * x[i] */
+void kern_axpy(float *y, float a, const float *x, int64_t n);
+/* Rotary embedding in place on n_heads heads of head_dim values at position
+ * pos; the first rot_dim dims of each head rotate. neox=false pairs (2i,2i+1)
+ * (llama/GGML "normal"); neox=true pairs (i, i+rot_dim/2). freq_scale
+ * multiplies the position (linear scaling; 1 = none). */
+void kern_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float theta_base,
+               float freq_scale, bool neox);
+/* f16 <-> f32 conversion of n values. */
+void kern_f32_to_f16(uint16_t *dst, const float *src, int64_t n);
+void kern_f16_to_f32(float *dst, const uint16_t *src, int64_t n);
+
+#endif
