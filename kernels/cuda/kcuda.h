@@ -1,0 +1,33 @@
+/* kcuda: the CUDA backend's C interface (built when meson finds nvcc).
+ *
+ * Dense matmuls go through cuBLAS; quantized weights are decoded on the device
+ * by our own kernels into f32 first. Every entry point returns 0 or -1 with
+ * err set and never aborts, including on machines with no GPU or no driver.
+ * Results are compared with the CPU reference (kernels.h) by the 'cuda' test
+ * suite, which skips when no device is present.
+ */
+#ifndef SGL_KCUDA_H
+#define SGL_KCUDA_H
+
+#include <stdint.h>
+
+#include "kernels/dtype.h"
+#include "util/util.h"
+
+/* Number of usable CUDA devices; 0 when there is no GPU or no driver. */
+int kcuda_device_count(void);
+/* Writes a one-line description of device 0 (name, memory, compute
+ * capability) into buf. Returns 0, or -1 when there is no device. */
+int kcuda_device_describe(char *buf, size_t cap);
+/* 1 if weights of type t can be used by kcuda_matmul. */
+int kcuda_type_supported(sgl_dtype t);
+/* Host-memory convenience matmul with kernels.h semantics:
+ * Y[b*rows + r] = sum_j W[r][j] * X[b*k + j]. Copies W, X to the device,
+ * decodes W to f32, runs cuBLAS SGEMM, copies Y back. */
+int kcuda_matmul(sgl_dtype t, const void *W, int64_t rows, int64_t k, const float *X, int64_t nb,
+                 float *Y, sgl_error *err);
+/* Decodes n elements of type t on the device and copies them to dst (host).
+ * Used by tests to compare the device decoders with kern_dequant_row. */
+int kcuda_dequant(sgl_dtype t, const void *src, float *dst, int64_t n, sgl_error *err);
+
+#endif
