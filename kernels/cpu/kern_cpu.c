@@ -1,0 +1,143 @@
+/* kern_cpu: the public kernel API (kernels.h) on the CPU. Chooses the
+ * implementation table once (AVX2 when the CPU has AVX2+FMA+F16C and the
+ * AVX2 files were built, else scalar), and drives kern_matmul: quantize the
+ * activations once per call, then split output rows over the pool.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "kernels/cpu/kern_internal.h"
+#include "util/util.h"
+
+static kern_ops ops_ref, ops_fast;
+static _Atomic(const kern_ops *) ops_cur;
+static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
+
+#ifdef KERN_HAVE_AVX2
+static bool cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+#endif
+
+static void ops_init(void) {
+    kref_ops_fill(&ops_ref);
+    ops_fast = ops_ref;
+#ifdef KERN_HAVE_AVX2
+    if (cpu_has_avx2()) kavx2_ops_fill(&ops_fast);
+#endif
+    atomic_store(&ops_cur, &ops_fast);
+}
+
+static const kern_ops *ops_get(void) {
+    pthread_once(&ops_once, ops_init);
+    return atomic_load_explicit(&ops_cur, memory_order_acquire);
+}
+
+const char *kern_impl_name(void) {
+    return ops_get()->name;
+}
+
+void kern_force_reference(bool on) {
+    pthread_once(&ops_once, ops_init);
+    atomic_store(&ops_cur, on ? &ops_ref : &ops_fast);
+}
+
+int kern_type_supported(sgl_dtype t) {
+    if (t < 0 || t >= SGL_DTYPE_MAX_ID) return 0;
+    pthread_once(&ops_once, ops_init);
+    return ops_ref.mm[t].rows != NULL;
+}
+
+void kern_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n) {
+    kref_dequant_row(t, src, dst, n);
+}
+
+int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n) {
+    if (!sgl_dtype_known(t) || n % sgl_dtype_block_elems(t)) return -1;
+    return kref_quantize_row(t, src, dst, n);
+}
+
+/* ---- matmul driver ------------------------------------------------------ */
+
+typedef struct {
+    const kern_mm_impl *impl;
+    const void *W;
+    int64_t rows, k, nb;
+    const float *X;
+    void *xq;
+    size_t xq_row_bytes;
+    float *Y;
+} mm_task;
+
+static void range_split(int64_t n, int64_t align, int ith, int nth, int64_t *a, int64_t *b) {
+    int64_t units = (n + align - 1) / align;
+    int64_t per = units / nth, extra = units % nth;
+    int64_t u0 = ith * per + (ith < extra ? ith : extra);
+    int64_t u1 = u0 + per + (ith < extra ? 1 : 0);
+    *a = SGL_MIN(u0 * align, n);
+    *b = SGL_MIN(u1 * align, n);
+}
+
+static void mm_prep_task(void *ctx, int ith, int nth) {
+    mm_task *t = ctx;
+    int64_t b0, b1;
+    range_split(t->nb, 1, ith, nth, &b0, &b1);
+    if (b0 < b1) t->impl->prep(t->X, t->k, t->xq, b0, b1);
+}
+
+static void mm_rows_task(void *ctx, int ith, int nth) {
+    mm_task *t = ctx;
+    int64_t r0, r1;
+    range_split(t->rows, t->impl->row_align, ith, nth, &r0, &r1);
+    if (r0 < r1) t->impl->rows(t->W, t->rows, t->k, t->X, t->xq, t->nb, t->Y, r0, r1);
+}
+
+void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
+                 const float *X, int64_t nb, float *Y) {
+    const kern_ops *ops = ops_get();
+    if (t < 0 || t >= SGL_DTYPE_MAX_ID || !ops->mm[t].rows || rows <= 0 || nb <= 0) return;
+    mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, 0, Y};
+    void *owned = NULL;
+    if (task.impl->prep) {
+        size_t bytes = (size_t)nb * (size_t)(k / sgl_dtype_block_elems(t)) *
+                       task.impl->xq_row_bytes_per_block;
+        task.xq = pool ? kern_pool_scratch(pool, bytes) : (owned = aligned_alloc(64, (bytes + 63) & ~(size_t)63));
+        if (!task.xq) return;
+        /* Small batches are quantized on the caller's thread: waking the
+         * pool costs more than the work. */
+        if (nb * k < 16384) task.impl->prep(X, k, task.xq, 0, nb);
+        else kern_pool_run(pool, mm_prep_task, &task);
+    }
+    kern_pool_run(pool, mm_rows_task, &task);
+    free(owned);
+}
+
+/* ---- small ops ---------------------------------------------------------- */
+
+void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    ops_get()->rmsnorm(y, x, w, n, eps);
+}
+void kern_softmax(float *x, int64_t n) {
+    ops_get()->softmax(x, n);
+}
+void kern_silu_mul(float *gate, const float *up, int64_t n) {
+    ops_get()->silu_mul(gate, up, n);
+}
+void kern_add(float *y, const float *x, int64_t n) {
+    ops_get()->add(y, x, n);
+}
+float kern_dot_f32(const float *a, const float *b, int64_t n) {
+    return ops_get()->dot_f32(a, b, n);
+}
+void kern_axpy(float *y, float a, const float *x, int64_t n) {
+    ops_get()->axpy(y, a, x, n);
+}
+void kern_f32_to_f16(uint16_t *dst, const float *src, int64_t n) {
+    ops_get()->f32_to_f16(dst, src, n);
+}
+void kern_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
+    ops_get()->f16_to_f32(dst, src, n);
+}

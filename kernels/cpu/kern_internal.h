@@ -1,0 +1,204 @@
+/* kern_internal: what the CPU kernel files share but nobody above kernels/
+ * sees: the GGML block layouts, scalar f16/bf16 conversions, the quantized
+ * activation formats used by the fast matmul, and the table of function
+ * pointers through which the implementation (scalar or AVX2) is chosen.
+ */
+#ifndef SGL_KERN_INTERNAL_H
+#define SGL_KERN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+/* ---- block layouts (GGML, byte-exact) ------------------------------------
+ *
+ *   Q4_0  | d:f16 | qs[16]: byte j = elem j (low nibble), elem j+16 (high) |
+ *         x = (q - 8) * d
+ *   Q4_1  | d:f16 | m:f16 | qs[16] as Q4_0 |          x = q * d + m
+ *   Q8_0  | d:f16 | qs[32]: int8 |                    x = q * d
+ *
+ * K-quants: super-blocks of 256 elements.
+ *   Q4_K  | d:f16 | dmin:f16 | scales[12] | qs[128] |
+ *         8 sub-blocks of 32, each a 6-bit scale sc and 6-bit min mn packed
+ *         in scales[12] (see kq_scale_min_k4); x = d*sc*q - dmin*mn.
+ *         qs holds 4 chunks of 64 elements: in chunk c, byte l (0..31) of
+ *         qs[32c..] is elem 64c+l (low nibble) and 64c+32+l (high nibble).
+ *   Q5_K  | d | dmin | scales[12] | qh[32] | qs[128] |
+ *         as Q4_K plus a 5th bit: elem 64c+l takes bit 2c of qh[l],
+ *         elem 64c+32+l takes bit 2c+1 of qh[l].
+ *   Q6_K  | ql[128] | qh[64] | scales[16]:int8 | d:f16 |
+ *         16 sub-blocks of 16 with int8 scales; x = d*sc*(q - 32), q 6 bits.
+ *         Two halves of 128; in half h, for l in 0..31 (ql += 64h, qh += 32h):
+ *           elem l     = ql[l] low  | (qh[l] bits 0-1) << 4
+ *           elem l+32  = ql[l+32] low | (qh[l] bits 2-3) << 4
+ *           elem l+64  = ql[l] high | (qh[l] bits 4-5) << 4
+ *           elem l+96  = ql[l+32] high | (qh[l] bits 6-7) << 4
+ *         and elem e of the super-block uses scales[e / 16].
+ *   Q8_K  | d:f32 | qs[256]:int8 | bsums[16]:int16 (sums of 16 qs) |
+ */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[16];
+} kq_block_q4_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qs[16];
+} kq_block_q4_1;
+typedef struct {
+    uint16_t d;
+    int8_t qs[32];
+} kq_block_q8_0;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} kq_block_q4_k;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[32];
+    uint8_t qs[128];
+} kq_block_q5_k;
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+} kq_block_q6_k;
+typedef struct {
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16];
+} kq_block_q8_k;
+
+/* The sizes above must match dtype.def. */
+#define X(name, id, be, bb) enum { KQ_BB_##name = bb, KQ_BE_##name = be };
+#include "kernels/dtype.def"
+#undef X
+_Static_assert(sizeof(kq_block_q4_0) == KQ_BB_Q4_0, "Q4_0 block size");
+_Static_assert(sizeof(kq_block_q4_1) == KQ_BB_Q4_1, "Q4_1 block size");
+_Static_assert(sizeof(kq_block_q8_0) == KQ_BB_Q8_0, "Q8_0 block size");
+_Static_assert(sizeof(kq_block_q4_k) == KQ_BB_Q4_K, "Q4_K block size");
+_Static_assert(sizeof(kq_block_q5_k) == KQ_BB_Q5_K, "Q5_K block size");
+_Static_assert(sizeof(kq_block_q6_k) == KQ_BB_Q6_K, "Q6_K block size");
+_Static_assert(sizeof(kq_block_q8_k) == KQ_BB_Q8_K, "Q8_K block size");
+
+/* Activation block for the Q4_0/Q4_1/Q8_0 fast paths: 32 int8 values with
+ * x ~= qs * d, and s = d * sum(qs) (needed by Q4_1's min term). */
+typedef struct {
+    float d, s;
+    int8_t qs[32];
+} kq_block_x8;
+
+/* Unpacks the j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K super-block. */
+static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *mn = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* ---- scalar half / bfloat16 conversion (round to nearest even) --------- */
+
+static inline uint32_t kq_f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float kq_bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t kq_f32_to_f16(float f) {
+    uint32_t x = kq_f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00; /* NaN stays NaN */
+    if (a >= 0x477ff000u) return sign | 0x7c00; /* rounds to >= 65520: inf */
+    if (a < 0x38800000u) {
+        /* Below 2^-14: f16 subnormal, unit 2^-24. Adding 0.5 (whose f32 ulp is
+         * 2^-24) makes the FPU round to that unit for us. */
+        float t = kq_bits_f32(a) + 0.5f;
+        return sign | (uint16_t)(kq_f32_bits(t) - 0x3f000000u);
+    }
+    uint32_t odd = (a >> 13) & 1;
+    a += 0xc8000fffu + odd; /* rebias exponent by -112, round to even */
+    return sign | (uint16_t)(a >> 13);
+}
+
+static inline float kq_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 31, m = h & 1023;
+    if (e == 0) {
+        float v = (float)m * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    if (e == 31) return kq_bits_f32(sign | 0x7f800000u | (m << 13));
+    return kq_bits_f32(sign | ((e + 112) << 23) | (m << 13));
+}
+
+static inline uint16_t kq_f32_to_bf16(float f) {
+    uint32_t x = kq_f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fffu + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+static inline float kq_bf16_to_f32(uint16_t h) {
+    return kq_bits_f32((uint32_t)h << 16);
+}
+
+/* ---- scalar reference entry points (ref_*.c) ---------------------------- */
+
+void kref_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n);
+int kref_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
+void kref_quantize_row_q8_k(const float *src, kq_block_q8_k *dst, int64_t n);
+void kref_quantize_row_x8(const float *src, kq_block_x8 *dst, int64_t n);
+
+/* Returns a 64-byte aligned buffer of at least `bytes` owned by the pool
+ * (reused across calls; valid until the next call or kern_pool_free), or
+ * NULL when memory runs out. */
+void *kern_pool_scratch(kern_pool *pool, size_t bytes);
+
+/* ---- implementation table ---------------------------------------------- */
+
+/* Computes rows [r0, r1) of Y for all nb rows of X (see kern_matmul); the
+ * matmul driver splits rows over threads and calls this from each. `xq` is
+ * the activation quantized once per call by prep (NULL when prep is NULL). */
+typedef void (*kern_mm_rows_fn)(const void *W, int64_t rows, int64_t k, const float *X,
+                                const void *xq, int64_t nb, float *Y, int64_t r0, int64_t r1);
+/* Quantizes activation rows [b0, b1) of X into xq (layout private to the
+ * implementation); returns nothing. */
+typedef void (*kern_mm_prep_fn)(const float *X, int64_t k, void *xq, int64_t b0, int64_t b1);
+
+typedef struct {
+    kern_mm_rows_fn rows;
+    kern_mm_prep_fn prep; /* NULL: X is used as f32 */
+    size_t xq_row_bytes_per_block; /* bytes of xq per weight block of one X row */
+    int row_align; /* thread row ranges start at multiples of this */
+} kern_mm_impl;
+
+typedef struct {
+    const char *name;
+    kern_mm_impl mm[SGL_DTYPE_MAX_ID]; /* rows == NULL: type unsupported */
+    void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
+    void (*softmax)(float *x, int64_t n);
+    void (*silu_mul)(float *gate, const float *up, int64_t n);
+    void (*add)(float *y, const float *x, int64_t n);
+    float (*dot_f32)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*f32_to_f16)(uint16_t *dst, const float *src, int64_t n);
+    void (*f16_to_f32)(float *dst, const uint16_t *src, int64_t n);
+} kern_ops;
+
+/* Fill a table; the AVX2 one starts from the reference one and overrides. */
+void kref_ops_fill(kern_ops *ops);
+void kavx2_ops_fill(kern_ops *ops);
+
+#endif
