@@ -532,16 +532,19 @@ static void bpe_push_pair(enc *e, int32_t l) {
 /* Encodes one pre-tokenized word s[0..n) (n >= 1). */
 static void bpe_word(enc *e, const uint8_t *s, size_t n) {
     const sgl_tokenizer *tok = e->tok;
-    if (n == 1 && tok->byte_tok[s[0]] >= 0) {
-        emit(e, tok->byte_tok[s[0]]);
+    if (n == 1) {
+        if (tok->byte_tok[s[0]] >= 0) emit(e, tok->byte_tok[s[0]]);
         return;
     }
     if (!sym_reserve(e, n)) return;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = tok->byte_tok[s[i]];
-        if (id < 0) id = tok->unk;
-        if (id < 0) continue; /* no way to represent this byte */
+        /* A byte the vocabulary has no token for is dropped, as Hugging
+         * Face's BPE does without an unk token (SmolLM2 lacks 21 bytes,
+         * e.g. 0x04; its GGUF unknown_token_id is <|endoftext|>, which must
+         * not appear in the middle of text). */
+        if (id < 0) continue;
         e->sym[m] = id;
         e->prev[m] = (int32_t)m - 1;
         e->next[m] = (int32_t)m + 1;

@@ -14,7 +14,7 @@
  *
  * A sgl_tokenizer copies everything it needs out of the gguf_file, so the
  * file may be closed after tok_load_gguf. It is immutable after loading and
- * safe to share between threads (the per-word cache is internally locked).
+ * safe to share between threads (encoding uses only per-call scratch memory).
  */
 #ifndef SGL_TOKENIZER_H
 #define SGL_TOKENIZER_H
@@ -58,7 +58,9 @@ enum {
     TOK_ENC_ADD_SPECIAL = 1u << 1,
 };
 
-/* Encodes text[0..len) (any bytes; invalid UTF-8 is encoded byte by byte).
+/* Encodes text[0..len) (any bytes; invalid UTF-8 is encoded byte by byte;
+ * a byte-level vocabulary's missing bytes are dropped, as HF does: SmolLM2
+ * has no token for 21 bytes such as 0x04, so decode(encode(x)) lacks them).
  * On success returns 0 and stores a malloc'd array (caller frees; non-NULL
  * even when *n_ids is 0) in *ids. Returns -1 with err set only when memory
  * runs out. */
