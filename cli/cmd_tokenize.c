@@ -1,0 +1,181 @@
+/* cmd_tokenize: `sglc tokenize` prints the token ids and pieces of a text
+ * under a model's tokenizer (and, with --chat, its chat-template rendering).
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "runtime/chat_template.h"
+#include "runtime/gguf.h"
+#include "runtime/tokenizer.h"
+#include "runtime/unicode.h"
+#include "util/util.h"
+
+static void usage(FILE *o) {
+    fprintf(o,
+            "usage: sglc tokenize [--model PATH] [--no-special] [--add-special] [--chat] [--json] "
+            "[TEXT | -]\n"
+            "  Prints one line per token: id, the bytes it stands for (quoted, C escapes), and\n"
+            "  the vocabulary text; then the count. TEXT '-' or absent: read standard input.\n"
+            "  --no-special   treat special-token text like \"<|im_end|>\" as plain text\n"
+            "  --add-special  add BOS/EOS where the model's GGUF asks for them\n"
+            "  --chat         render TEXT as one user message with the model's chat template\n"
+            "                 (plus the assistant prompt) and tokenize that\n"
+            "  --json         print {\"text\", \"count\", \"ids\", \"tokens\": [{id, text, piece}]}\n");
+}
+
+/* Appends bytes as a quoted C-style string: printable ASCII and valid UTF-8
+ * as is, the rest as escapes. */
+static void quote(sgl_strbuf *o, const char *s, size_t n) {
+    sgl_strbuf_putc(o, '"');
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        uint32_t cp;
+        size_t l = uni_decode((const uint8_t *)s + i, n - i, &cp);
+        if (c == '"' || c == '\\') sgl_strbuf_printf(o, "\\%c", c);
+        else if (c == '\n') sgl_strbuf_puts(o, "\\n");
+        else if (c == '\t') sgl_strbuf_puts(o, "\\t");
+        else if (c == '\r') sgl_strbuf_puts(o, "\\r");
+        else if (c < 0x20 || c == 0x7F || cp == UNI_INVALID) sgl_strbuf_printf(o, "\\x%02x", c);
+        else if ((uni_class(cp) & UNI_SPACE) && cp >= 0x80) sgl_strbuf_printf(o, "\\u%04x", cp);
+        else sgl_strbuf_append(o, s + i, l);
+        i += l;
+    }
+    sgl_strbuf_putc(o, '"');
+}
+
+/* Copy of s[0..n) with invalid UTF-8 replaced by U+FFFD (for JSON). */
+static char *utf8_clean(const char *s, size_t n) {
+    sgl_strbuf o = {0};
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t l = uni_decode((const uint8_t *)s + i, n - i, &cp);
+        if (cp == UNI_INVALID) sgl_strbuf_puts(&o, "\xEF\xBF\xBD");
+        else sgl_strbuf_append(&o, s + i, l);
+        i += l;
+    }
+    return sgl_strbuf_take(&o);
+}
+
+static char *read_stdin(void) {
+    sgl_strbuf sb = {0};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) sgl_strbuf_append(&sb, buf, n);
+    return sgl_strbuf_take(&sb);
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *model_flag = NULL, *text_arg = NULL;
+    bool no_special = false, add_special = false, chat = false, json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (cli_opt(argc, argv, &i, "--model", &v)) model_flag = v;
+        else if (strcmp(argv[i], "--no-special") == 0) no_special = true;
+        else if (strcmp(argv[i], "--add-special") == 0) add_special = true;
+        else if (strcmp(argv[i], "--chat") == 0) chat = true;
+        else if (strcmp(argv[i], "--json") == 0) json = true;
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] == '-' && argv[i][1] != 0) {
+            fprintf(stderr, "sglc tokenize: error: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (text_arg) {
+            fprintf(stderr, "sglc tokenize: error: give one TEXT argument (quote it)\n");
+            return 2;
+        } else {
+            text_arg = argv[i];
+        }
+    }
+    char *path = cli_model_path(model_flag);
+    if (!path) return 1;
+    sgl_error err = {0};
+    gguf_file *f = gguf_open(path, &err);
+    if (!f) {
+        fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
+        free(path);
+        return 1;
+    }
+    sgl_tokenizer *tok = tok_load_gguf(f, &err);
+    chat_template *ct = tok && chat ? chat_template_from_gguf(f, tok, &err) : NULL;
+    gguf_close(f);
+    free(path);
+    if (!tok || (chat && !ct)) {
+        fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
+        tok_free(tok);
+        return 1;
+    }
+
+    char *text = text_arg && strcmp(text_arg, "-") != 0 ? sgl_strdup(text_arg) : read_stdin();
+    if (chat) {
+        sgl_strbuf r = {0};
+        chat_msg m = {"user", text};
+        if (chat_render(ct, &m, 1, true, &r, &err)) {
+            fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
+            return 1;
+        }
+        free(text);
+        text = sgl_strbuf_take(&r);
+    }
+    unsigned flags = (no_special ? 0 : TOK_ENC_PARSE_SPECIAL) | (add_special ? TOK_ENC_ADD_SPECIAL : 0);
+    int32_t *ids;
+    size_t n;
+    if (tok_encode_ex(tok, text, strlen(text), flags, &ids, &n, &err)) {
+        fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
+        return 1;
+    }
+
+    if (json) {
+        cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *toks = cJSON_CreateArray();
+        char *clean = utf8_clean(text, strlen(text));
+        cJSON_AddStringToObject(root, "text", clean);
+        free(clean);
+        cJSON_AddNumberToObject(root, "count", (double)n);
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *p = tok_piece(tok, ids[i], &len);
+            char *piece = utf8_clean(p, len);
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddNumberToObject(t, "id", ids[i]);
+            cJSON_AddStringToObject(t, "text", tok_text(tok, ids[i]));
+            cJSON_AddStringToObject(t, "piece", piece);
+            if (tok_is_special(tok, ids[i])) cJSON_AddTrueToObject(t, "special");
+            cJSON_AddItemToArray(toks, t);
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+            free(piece);
+        }
+        cJSON_AddItemToObject(root, "ids", arr);
+        cJSON_AddItemToObject(root, "tokens", toks);
+        char *s = cJSON_Print(root);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(root);
+    } else {
+        sgl_strbuf line = {0};
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *p = tok_piece(tok, ids[i], &len);
+            sgl_strbuf_clear(&line);
+            sgl_strbuf_printf(&line, "%7d  ", ids[i]);
+            quote(&line, p, len);
+            const char *vt = tok_text(tok, ids[i]);
+            if (tok_is_special(tok, ids[i])) sgl_strbuf_puts(&line, "  (special)");
+            else if (strlen(vt) != len || memcmp(vt, p, len) != 0) {
+                sgl_strbuf_puts(&line, "  ");
+                quote(&line, vt, strlen(vt));
+            }
+            printf("%s\n", line.data);
+        }
+        sgl_strbuf_free(&line);
+        printf("%zu token%s\n", n, n == 1 ? "" : "s");
+    }
+    free(ids);
+    free(text);
+    chat_template_free(ct);
+    tok_free(tok);
+    return 0;
+}
