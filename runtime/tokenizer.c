@@ -442,6 +442,10 @@ typedef struct enc {
     size_t cap_sym;
     heap_ent *heap;
     size_t n_heap, cap_heap;
+    /* tok_pretokenize: word end offsets instead of ids */
+    bool words_only;
+    size_t *ends;
+    size_t n_ends, cap_ends;
     bool oom;
 } enc;
 
@@ -767,7 +771,13 @@ static void bpe_fragment(enc *e, const uint8_t *s, size_t n) {
         case PRE_QWEN2: j = match_llama3(e, i, ncp, 1); break;
         default: j = match_gpt2(e, i, ncp); break;
         }
-        bpe_word(e, s + e->off[i], e->off[j] - e->off[i]);
+        if (e->words_only) {
+            if (grow((void **)&e->ends, &e->cap_ends, e->n_ends + 1, sizeof *e->ends))
+                e->ends[e->n_ends++] = e->off[j];
+            else e->oom = true;
+        } else {
+            bpe_word(e, s + e->off[i], e->off[j] - e->off[i]);
+        }
         i = j;
     }
 }
@@ -798,6 +808,38 @@ static void spm_raw(enc *e, const char *s, size_t n, bool prefix) {
     }
     spm_fragment(e, buf, o);
     free(buf);
+}
+
+static void enc_free_scratch(enc *e) {
+    free(e->cp);
+    free(e->cls);
+    free(e->off);
+    free(e->sym);
+    free(e->start);
+    free(e->prev);
+    free(e->next);
+    free(e->heap);
+}
+
+int tok_pretokenize(const sgl_tokenizer *tok, const char *text, size_t len, size_t **ends,
+                    size_t *n_words, sgl_error *err) {
+    enc e = {.tok = tok, .words_only = true};
+    if (tok->kind == TOK_KIND_BPE) bpe_fragment(&e, (const uint8_t *)text, len);
+    else if (len > 0 && grow((void **)&e.ends, &e.cap_ends, 1, sizeof *e.ends)) e.ends[e.n_ends++] = len;
+    if (!e.oom && !e.ends) {
+        e.ends = malloc(sizeof *e.ends);
+        if (!e.ends) e.oom = true;
+    }
+    enc_free_scratch(&e);
+    if (e.oom) {
+        free(e.ends);
+        *ends = NULL;
+        *n_words = 0;
+        return sgl_error_set(err, "tokenizer: out of memory pre-tokenizing %zu bytes", len);
+    }
+    *ends = e.ends;
+    *n_words = e.n_ends;
+    return 0;
 }
 
 /* Returns the id of the longest special token at s[0..n) that may be matched
@@ -843,14 +885,7 @@ int tok_encode_ex(const sgl_tokenizer *tok, const char *text, size_t len, unsign
         e.ids = malloc(sizeof *e.ids);
         if (!e.ids) e.oom = true;
     }
-    free(e.cp);
-    free(e.cls);
-    free(e.off);
-    free(e.sym);
-    free(e.start);
-    free(e.prev);
-    free(e.next);
-    free(e.heap);
+    enc_free_scratch(&e);
     if (e.oom) {
         free(e.ids);
         *ids = NULL;

@@ -70,6 +70,14 @@ int tok_encode_ex(const sgl_tokenizer *tok, const char *text, size_t len, unsign
 int tok_encode(const sgl_tokenizer *tok, const char *text, size_t len, bool parse_special,
                int32_t **ids, size_t *n_ids, sgl_error *err);
 
+/* Splits text[0..len) into the words the pre-tokenizer hands to BPE
+ * (special tokens are not looked for here). On success returns 0 and stores
+ * a malloc'd array (caller frees; non-NULL) of each word's end offset in
+ * bytes, in order, in *ends. A SentencePiece vocabulary has no pre-tokenizer:
+ * one word, the whole text. Returns -1 with err set when memory runs out. */
+int tok_pretokenize(const sgl_tokenizer *tok, const char *text, size_t len, size_t **ends,
+                    size_t *n_words, sgl_error *err);
+
 /* ---- vocabulary ---------------------------------------------------------- */
 
 int32_t tok_vocab_size(const sgl_tokenizer *tok);
