@@ -785,9 +785,9 @@ static void bpe_fragment(enc *e, const uint8_t *s, size_t n) {
 /* Normalises a raw fragment for SentencePiece (spaces -> "▁", optional
  * leading "▁") and encodes it. */
 static void spm_raw(enc *e, const char *s, size_t n, bool prefix) {
-    size_t spaces = prefix ? 1 : 0;
+    size_t spaces = 0;
     for (size_t i = 0; i < n; i++) spaces += s[i] == ' ';
-    size_t len = n + 2 * spaces;
+    size_t len = n + 2 * spaces + (prefix ? 3 : 0); /* ' ' (1 byte) -> U+2581 (3 bytes) */
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) {
         e->oom = true;
