@@ -664,9 +664,9 @@ static size_t lower_ascii(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c
 static size_t match_contraction(const enc *e, size_t i, size_t n, bool icase) {
     if (e->cp[i] != '\'' || i + 1 >= n) return 0;
     uint32_t a = e->cp[i + 1], b = i + 2 < n ? e->cp[i + 2] : 0;
-    if (icase) {
-        a = (uint32_t)lower_ascii(a);
-        b = (uint32_t)lower_ascii(b);
+    if (icase) { /* Unicode case folding as Oniguruma does it: U+017F (long s) is 's' */
+        a = a == 0x17F ? 's' : (uint32_t)lower_ascii(a);
+        b = b == 0x17F ? 's' : (uint32_t)lower_ascii(b);
     }
     if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
     if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;

@@ -120,7 +120,8 @@ const char *tok_pre_kind(const sgl_tokenizer *tok);
 /* ---- decoding ------------------------------------------------------------ */
 
 /* Appends the bytes of ids to out (exact concatenation of tok_piece, so
- * decode(encode(x)) == x for every x; no UTF-8 repair). skip_special drops
+ * decode(encode(x)) == x for every x the vocabulary can represent; no UTF-8
+ * repair; a SentencePiece space prefix shows as a leading " "). skip_special drops
  * CONTROL tokens. Returns 0, or -1 when memory runs out or an id is out of
  * range. */
 int tok_decode(const sgl_tokenizer *tok, const int32_t *ids, size_t n, sgl_strbuf *out,

@@ -296,6 +296,7 @@ static void test_pretokenizer_cases(void) {
         {"llama-bpe", "a\n\n b", "a|\n\n| b"},
         {"llama-bpe", "x ...\n\ny", "x| ...\n\n|y"},
         {"llama-bpe", "\tword", "\tword"},
+        {"llama-bpe", "x'\xC5\xBF" "a", "x|'\xC5\xBF|a"}, /* (?i) folds U+017F to s (HF agrees) */
         {"qwen2", "12345", "1|2|3|4|5"},
         {"smollm", "a 12 b", "a| |1|2| b"},
     };
