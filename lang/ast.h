@@ -104,6 +104,7 @@ enum {
 struct sgl_node {
     sgl_ast_kind kind;
     sgl_loc loc; /* the whole construct */
+    uint32_t depth; /* parser: expression tree height (leaves 0; statements 0) */
     union {
         struct { /* MODULE */
             const char *path; /* path as opened (display form) */

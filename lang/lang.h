@@ -119,7 +119,7 @@ void sgl_source_line_col(const sgl_source *src, uint32_t offset, uint32_t *line,
 
 /* Supplies a module source the file system doesn't have (e.g. an embedded
  * stdlib). Called with the import string ("chat"); returns true and sets
- * *text/*len (static storage or storage outliving the program; it is copied)
+ * text and len (static storage or storage outliving the program; it is copied)
  * and *display_path (copied, e.g. "<stdlib>/chat.sgl") if it has it. */
 typedef bool (*sgl_module_provider)(void *ctx, const char *name, const char **text,
                                     size_t *len, const char **display_path);

@@ -1,0 +1,93 @@
+/* cmd_check: `sglc check FILE...`: parse and check SGL files, print the
+ * diagnostics. Exit status: 0 (warnings allowed), 1 on errors, 2 on usage. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "lang/lang.h"
+
+static void check_usage(FILE *out) {
+    fprintf(out,
+            "usage: sglc check [--allow-io] [-I DIR]... FILE...\n\n"
+            "Parses and checks each FILE and everything it imports; prints\n"
+            "diagnostics as file:line:col: error: message. Exit status 1 if any\n"
+            "file has errors, 0 otherwise (warnings allowed).\n\n"
+            "  --allow-io    permit the file/http/shell builtins\n"
+            "  -I DIR        also search DIR for imports (after $SGL_PATH)\n"
+            "  --quiet       print only errors, not warnings\n");
+}
+
+static bool diag_color(void) {
+    const char *nc = getenv("NO_COLOR");
+    return isatty(2) && !(nc && *nc);
+}
+
+int cmd_check(int argc, char **argv) {
+    sgl_load_options opts = {0};
+    const char *dirs[64];
+    size_t n_dirs = 0;
+    bool quiet = false;
+    int n_files = 0;
+    char **files = calloc((size_t)argc, sizeof *files);
+    if (!files) return 2;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            check_usage(stdout);
+            free(files);
+            return 0;
+        } else if (!strcmp(argv[i], "--allow-io")) {
+            opts.allow_io = true;
+        } else if (!strcmp(argv[i], "--quiet")) {
+            quiet = true;
+        } else if (cli_opt(argc, argv, &i, "-I", &v)) {
+            if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "sglc check: unknown option '%s'\n", argv[i]);
+            check_usage(stderr);
+            free(files);
+            return 2;
+        } else {
+            files[n_files++] = argv[i];
+        }
+    }
+    if (n_files == 0) {
+        check_usage(stderr);
+        free(files);
+        return 2;
+    }
+    opts.search_path = dirs;
+    opts.n_search_path = n_dirs;
+    bool color = diag_color();
+    int status = 0;
+    for (int f = 0; f < n_files; f++) {
+        sgl_program *p = NULL;
+        int rc = sgl_program_load_file(&p, files[f], &opts);
+        if (!p) {
+            fprintf(stderr, "sglc check: out of memory\n");
+            free(files);
+            return 1;
+        }
+        if (quiet) {
+            /* Drop warnings (and their notes) before printing. */
+            size_t k = 0;
+            bool keep = true;
+            for (size_t i = 0; i < p->diags.len; i++) {
+                sgl_diag d = p->diags.items[i];
+                if (d.level != SGL_DIAG_NOTE) keep = d.level == SGL_DIAG_ERROR;
+                if (keep)
+                    p->diags.items[k++] = d;
+                else
+                    free(d.msg);
+            }
+            p->diags.len = k;
+        }
+        sgl_diags_print(p, stderr, color);
+        if (rc) status = 1;
+        sgl_program_free(p);
+    }
+    free(files);
+    return status;
+}
