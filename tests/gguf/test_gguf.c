@@ -2,6 +2,7 @@
  * handling of corrupted files (hand-built byte images, every truncation
  * point, random byte flips). Files are built in memory; a corrupted image is
  * copied into an exactly-sized heap block so sanitizers see any over-read. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -727,21 +728,42 @@ static void test_random_corruption(void) {
     free(buf);
 }
 
-/* String-array index built lazily from several threads at once would race;
- * here just check repeated and interleaved use over two arrays. */
-static void test_arr_index_reuse(void) {
+/* The string-array index is built on first use; several threads asking at
+ * once must all get correct strings (and build it only once, without leaks). */
+typedef struct idx_job {
+    const gguf_file *f;
+    int bad;
+} idx_job;
+
+static void *idx_worker(void *arg) {
+    idx_job *j = arg;
+    for (int rep = 0; rep < 50; rep++)
+        for (uint64_t i = SGL_ARRAY_LEN(test_strs); i-- > 0;) {
+            gguf_str s = gguf_arr_str(j->f, "tokenizer.ggml.tokens", i);
+            j->bad += !(s.ptr && s.len == strlen(test_strs[i]) && !memcmp(s.ptr, test_strs[i], s.len));
+            j->bad += gguf_arr_str(j->f, "empty.array", i).ptr != NULL;
+        }
+    return NULL;
+}
+
+static void test_arr_index_threads(void) {
     uint8_t *buf;
     uint64_t len;
     make_valid(&buf, &len);
-    gguf_file *f = gguf_open_memory(buf, len, NULL);
-    CHECK(f);
-    if (f) {
-        for (int rep = 0; rep < 3; rep++)
-            for (uint64_t i = SGL_ARRAY_LEN(test_strs); i-- > 0;) {
-                gguf_str s = gguf_arr_str(f, "tokenizer.ggml.tokens", i);
-                CHECK(s.len == strlen(test_strs[i]));
-                CHECK(gguf_arr_str(f, "empty.array", i).ptr == NULL);
-            }
+    for (int round = 0; round < 20; round++) {
+        gguf_file *f = gguf_open_memory(buf, len, NULL);
+        CHECK(f);
+        if (!f) break;
+        pthread_t th[4];
+        idx_job jobs[4];
+        for (int t = 0; t < 4; t++) {
+            jobs[t] = (idx_job){f, 0};
+            CHECK_INT(pthread_create(&th[t], NULL, idx_worker, &jobs[t]), 0);
+        }
+        for (int t = 0; t < 4; t++) {
+            pthread_join(th[t], NULL);
+            CHECK_INT(jobs[t].bad, 0);
+        }
         gguf_close(f);
     }
     free(buf);
@@ -757,6 +779,6 @@ int main(void) {
     TEST_RUN(test_bad_tensors);
     TEST_RUN(test_truncation);
     TEST_RUN(test_random_corruption);
-    TEST_RUN(test_arr_index_reuse);
+    TEST_RUN(test_arr_index_threads);
     return TEST_DONE();
 }
