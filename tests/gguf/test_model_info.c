@@ -215,6 +215,54 @@ static void test_errors(void) {
     run_free(&r);
 }
 
+/* A sparse file made with the writer: rope scaling keys shown, missing
+ * tokenizer facts shown as "-" / null, no chat template. */
+static void test_sparse_file(void) {
+    char path[512], args[1024];
+    snprintf(path, sizeof path, "%s/sparse.gguf", tmpdir);
+    gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_u32(w, "llama.block_count", 1);
+    gguf_writer_set_str(w, "llama.rope.scaling.type", "linear");
+    gguf_writer_set_f32(w, "llama.rope.scaling.factor", 4.0f);
+    float v[32] = {0};
+    uint64_t ne[1] = {32};
+    gguf_writer_add_tensor(w, "x", SGL_DTYPE_F32, 1, ne, v);
+    sgl_error err = {{0}};
+    CHECK_MSG(gguf_writer_write_file(w, path, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    snprintf(args, sizeof args, "--model '%s'", path);
+    run_result r = run(args);
+    CHECK_INT(r.status, 0);
+    CHECK_HAS(r.out, "  block_count                        1\n");
+    CHECK_HAS(r.out, "  context_length                     -\n");
+    CHECK_HAS(r.out, "  rope.scaling.type                  linear\n");
+    CHECK_HAS(r.out, "  rope.scaling.factor                4\n");
+    CHECK_HAS(r.out, "name:            -\n");
+    CHECK_HAS(r.out, "tokenizer:       - (pre: -)\n");
+    CHECK_HAS(r.out, "vocabulary:      0 tokens, 0 merges\n");
+    CHECK_HAS(r.out, "special tokens:  bos - eos - unk - pad -\n");
+    CHECK_HAS(r.out, "chat template:   no\n");
+    CHECK_HAS(r.out, "totals: 1 tensors, 32 parameters, 128 bytes\n");
+    run_free(&r);
+    snprintf(args, sizeof args, "--json --model '%s'", path);
+    r = run(args);
+    cJSON *j = cJSON_Parse(r.out);
+    CHECK(j);
+    if (j) {
+        cJSON *hp = cJSON_GetObjectItem(j, "hyperparameters");
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(hp, "context_length")));
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(hp, "rope.scaling.type")), "linear");
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "rope.scaling.factor")) == 4.0);
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(j, "name")));
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "tokenizer"), "bos_token_id")));
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "chat_template"), "present")));
+        cJSON_Delete(j);
+    }
+    run_free(&r);
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: test_model_info SGLC MODEL.gguf|real\n");
@@ -246,6 +294,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_text);
     TEST_RUN(test_json);
     TEST_RUN(test_errors);
+    TEST_RUN(test_sparse_file);
     char out[600];
     snprintf(out, sizeof out, "%s/out", tmpdir);
     unlink(out);
