@@ -42,6 +42,7 @@ typedef struct lang_parser {
     bool closed_block; /* the token just read is a '}' closing a block */
     bool has_unclosed; /* a closer just popped an opener it didn't match */
     lang_bracket unclosed;
+    bool stray_closer; /* the token just read is a closer with no opener */
 
     /* automatic separators (lang_lex) */
     int last_tok;

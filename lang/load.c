@@ -153,7 +153,7 @@ static int resolve_import(sgl_program *p, const char *importer, const sgl_node *
             }
             if (!rc && !local_only) {
                 rc = try_file(p, SGL_SOURCE_ROOT "/stdlib", file.data, f, loc);
-                sgl_strbuf_printf(&searched, ", %s", SGL_SOURCE_ROOT "/stdlib");
+                sgl_strbuf_printf(&searched, ", the standard library");
             }
         }
     }

@@ -125,7 +125,6 @@ param_list:
 
 block:
     BLOCK_OPEN stmts '}'        { $$ = ast_block(P, @$, $2); }
-  | BLOCK_OPEN stmts error '}'  { $$ = ast_block(P, @$, $2); yyerrok; }
   ;
 
 stmts:
@@ -285,7 +284,12 @@ int lang_lex(LANG_YYSTYPE *lval, lang_loc *lloc, lang_parser *P) {
     for (;;) {
         P->closed_block = false;
         P->has_unclosed = false;
+        P->stray_closer = false;
         int t = (lang_yylex)(lval, lloc, P->scanner); /* the flex scanner, not the macro */
+        if (t == END) { /* at the end of the last line, not on a line of its own */
+            uint32_t e = P->len > 0 && P->src[P->len - 1] == '\n' ? P->len - 1 : P->len;
+            *lloc = (lang_loc){e, e};
+        }
         if (t == NEWLINE) {
             if (!P->pending_nl && lex_can_end(P->last_tok)) {
                 P->pending_nl = true;
@@ -299,7 +303,11 @@ int lang_lex(LANG_YYSTYPE *lval, lang_loc *lloc, lang_parser *P) {
             P->pending_nl = false;
             sep_loc = P->nl_loc;
             sep = t != ELSE && t != ELIF;
-        } else if ((t == END || (t == '}' && P->closed_block)) && lex_can_end(P->last_tok)) {
+        } else if (t == END && lex_can_end(P->last_tok)) {
+            sep = true;
+        } else if (t == '}' && P->closed_block && P->last_tok != SEP && P->last_tok != BLOCK_OPEN) {
+            /* Even after an operator: the statement must end before its block
+             * does, and a separator here keeps error recovery inside the block. */
             sep = true;
         }
         if (sep) {
@@ -325,8 +333,12 @@ static void describe_token(lang_parser *P, yysymbol_kind_t sym, lang_loc l, char
     if (sym == YYSYMBOL_YYEOF) {
         snprintf(buf, n, "end of file");
     } else if (sym == YYSYMBOL_SEP) {
-        if (l.start < P->len && P->src[l.start] == ';')
+        if (l.start >= P->len)
+            snprintf(buf, n, "end of file");
+        else if (P->src[l.start] == ';')
             snprintf(buf, n, "';'");
+        else if (P->src[l.start] == '}') /* the separator inserted before a block's '}' */
+            snprintf(buf, n, "'}'");
         else
             snprintf(buf, n, "end of line");
     } else if (sym == YYSYMBOL_STRING || sym == YYSYMBOL_FSTR_TEXT) {
@@ -374,14 +386,20 @@ static bool expects_closer(yysymbol_kind_t *exp, int n, char kind) {
     return false;
 }
 
+static bool expects(yysymbol_kind_t *exp, int n, yysymbol_kind_t s) {
+    for (int i = 0; i < n; i++)
+        if (exp[i] == s) return true;
+    return false;
+}
+
 static int yyreport_syntax_error(const yypcontext_t *ctx, lang_parser *P) {
     P->n_syntax_errors++;
     yysymbol_kind_t tok = yypcontext_token(ctx);
     lang_loc l = *yypcontext_location(ctx);
     char found[64];
     describe_token(P, tok, l, found, sizeof found);
-    yysymbol_kind_t exp[8];
-    int n = yypcontext_expected_tokens(ctx, exp, 8);
+    yysymbol_kind_t exp[YYNTOKENS];
+    int n = yypcontext_expected_tokens(ctx, exp, YYNTOKENS);
     if (n < 0) n = 0;
 
     /* The innermost open bracket, or the one the current closer skipped. */
@@ -403,7 +421,20 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, lang_parser *P) {
         }
     }
     sgl_diag *d;
-    if (have_open && (expects_closer(exp, n, open.kind) || (P->has_unclosed && open.start == P->unclosed.start))) {
+    if (P->stray_closer && (tok == YYTRANSLATE(')') || tok == YYTRANSLATE(']') || tok == YYTRANSLATE('}'))) {
+        d = lang_error(P, l, "unmatched %s", found);
+    } else if (tok == YYSYMBOL_FN && P->depth > 0) {
+        d = lang_error(P, l, "unexpected 'fn' (functions are defined at top level only)");
+    } else if (P->depth == 0 && !have_open && expects(exp, n, YYSYMBOL_FN) &&
+               (tok == YYSYMBOL_LET || tok == YYSYMBOL_IDENT || tok == YYSYMBOL_IF || tok == YYSYMBOL_FOR ||
+                tok == YYSYMBOL_WHILE || tok == YYSYMBOL_RETURN || tok == YYSYMBOL_WITH ||
+                tok == YYSYMBOL_ASSERT || tok == YYSYMBOL_BREAK || tok == YYSYMBOL_CONTINUE)) {
+        d = lang_error(P, l, "unexpected %s at top level (statements belong inside a fn or the main block)", found);
+    } else if (have_open && ((expects_closer(exp, n, open.kind) &&
+                              (n <= 2 || tok == YYSYMBOL_YYEOF || tok == YYSYMBOL_SEP || tok == YYTRANSLATE(')') ||
+                               tok == YYTRANSLATE(']') || tok == YYTRANSLATE('}') || open.kind == '(' ||
+                               open.kind == '[')) ||
+                             P->has_unclosed)) {
         uint32_t line, col;
         sgl_source_line_col(&P->prog->files[P->file], open.start, &line, &col);
         d = lang_error(P, l, "expected %s to close %s at line %u, found %s", closer_of(open.kind),
