@@ -80,6 +80,73 @@ int sgl_kwarg_lookup(const char *name) {
     return -1;
 }
 
+/* ---- generic children ---- */
+
+static size_t put(sgl_node **out, size_t cap, size_t k, sgl_node *c) {
+    if (!c) return k;
+    if (k < cap) out[k] = c;
+    return k + 1;
+}
+
+static size_t put_list(sgl_node **out, size_t cap, size_t k, const sgl_node_list *l) {
+    for (uint32_t i = 0; i < l->len; i++) k = put(out, cap, k, l->items[i]);
+    return k;
+}
+
+size_t sgl_ast_children(sgl_node *n, sgl_node **out, size_t cap) {
+    size_t k = 0;
+    switch (n->kind) {
+    case SGL_AST_MODULE: return put_list(out, cap, k, &n->module.items);
+    case SGL_AST_FN:
+        k = put_list(out, cap, k, &n->fn.annots);
+        k = put_list(out, cap, k, &n->fn.params);
+        return put(out, cap, k, n->fn.body);
+    case SGL_AST_CONST:
+    case SGL_AST_LET: return put(out, cap, k, n->decl.value);
+    case SGL_AST_MAIN: return put(out, cap, k, n->main.body);
+    case SGL_AST_BLOCK: return put_list(out, cap, k, &n->block.stmts);
+    case SGL_AST_ASSIGN:
+        k = put(out, cap, k, n->assign.target);
+        return put(out, cap, k, n->assign.value);
+    case SGL_AST_EXPR_STMT: return put(out, cap, k, n->expr_stmt.expr);
+    case SGL_AST_IF:
+        k = put(out, cap, k, n->if_.cond);
+        k = put(out, cap, k, n->if_.then);
+        return put(out, cap, k, n->if_.els);
+    case SGL_AST_FOR:
+        k = put(out, cap, k, n->for_.iter);
+        return put(out, cap, k, n->for_.body);
+    case SGL_AST_WHILE:
+        k = put(out, cap, k, n->while_.cond);
+        return put(out, cap, k, n->while_.body);
+    case SGL_AST_RETURN: return put(out, cap, k, n->ret.value);
+    case SGL_AST_ASSERT:
+        k = put(out, cap, k, n->assert_.cond);
+        return put(out, cap, k, n->assert_.msg);
+    case SGL_AST_WITH:
+        k = put(out, cap, k, n->with.call);
+        return put(out, cap, k, n->with.body);
+    case SGL_AST_FSTRING: return put_list(out, cap, k, &n->fstr.parts);
+    case SGL_AST_LIST:
+    case SGL_AST_MAP: return put_list(out, cap, k, &n->list.items);
+    case SGL_AST_PAIR:
+        k = put(out, cap, k, n->pair.key);
+        return put(out, cap, k, n->pair.value);
+    case SGL_AST_INDEX:
+        k = put(out, cap, k, n->index.obj);
+        return put(out, cap, k, n->index.index);
+    case SGL_AST_UNARY: return put(out, cap, k, n->unary.operand);
+    case SGL_AST_BINARY:
+        k = put(out, cap, k, n->binary.lhs);
+        return put(out, cap, k, n->binary.rhs);
+    case SGL_AST_CALL:
+        k = put(out, cap, k, n->call.callee);
+        return put_list(out, cap, k, &n->call.args);
+    case SGL_AST_KWARG: return put(out, cap, k, n->kwarg.value);
+    default: return 0;
+    }
+}
+
 /* ---- builders ---- */
 
 /* Out of memory inside the parser: there is no good way to continue, and

@@ -251,5 +251,10 @@ const char *sgl_op_name(sgl_op op);
 const char *sgl_builtin_name(sgl_builtin b);
 /* Returns the SGL_BI_* flags of a builtin (see lang.h), 0 if out of range. */
 unsigned sgl_builtin_flags(sgl_builtin b);
+/* Stores n's direct children (non-NULL, source order) in out[0..cap) and
+ * returns how many there are (may exceed cap: then only cap are stored).
+ * For generic walks; MODULE children are its items, CALL children the
+ * callee then the arguments, FN children annots, params, body. */
+size_t sgl_ast_children(sgl_node *n, sgl_node **out, size_t cap);
 
 #endif

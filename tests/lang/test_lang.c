@@ -195,6 +195,23 @@ static void test_regex(void) {
     }
 }
 
+static size_t count_nodes(sgl_node *n) {
+    sgl_node *kids[64];
+    size_t k = sgl_ast_children(n, kids, 64), total = 1;
+    for (size_t i = 0; i < k && i < 64; i++) total += count_nodes(kids[i]);
+    return total;
+}
+
+static void test_children(void) {
+    int rc;
+    sgl_program *p = load("fn f(s, a) { s += f\"x{a}\" + gen(\"g\", max_tokens=3) }\n", &rc);
+    CHECK_INT(rc, 0);
+    /* module fn param param block assign name(s) binary fstr str name(a)
+     * call name(gen) str kwarg int */
+    CHECK_INT(count_nodes(p->modules[0]), 16);
+    sgl_program_free(p);
+}
+
 static void test_tables(void) {
     CHECK_INT(sgl_builtin_lookup("gen"), SGL_BUILTIN_GEN);
     CHECK_INT(sgl_builtin_lookup("nope"), -1);
@@ -241,6 +258,7 @@ int main(void) {
     TEST_RUN(test_max_errors);
     TEST_RUN(test_regex);
     TEST_RUN(test_tables);
+    TEST_RUN(test_children);
     TEST_RUN(test_parse_only_and_dump);
     return TEST_DONE();
 }
