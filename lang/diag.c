@@ -115,19 +115,36 @@ static void print_one(const sgl_program *p, const sgl_diag *d, FILE *out, bool c
     uint32_t start = d->loc.start > src->len ? src->len : d->loc.start;
     uint32_t end = d->loc.end < start ? start : d->loc.end;
     if (end > le) end = le; /* underline only the first line of a range */
+    /* Very long lines are shown as a window around the start column. */
+    enum { WIN = 80 };
+    uint32_t vs = ls, ve = le;
+    bool cut_l = false, cut_r = false;
+    if (le - ls > 2 * WIN) {
+        if (start > ls + WIN / 2) {
+            vs = start - WIN / 2;
+            while (vs < start && (src->text[vs] & 0xC0) == 0x80) vs++;
+            cut_l = true;
+        }
+        if (ve > vs + 2 * WIN) {
+            ve = vs + 2 * WIN;
+            while (ve > vs && (src->text[ve] & 0xC0) == 0x80) ve--;
+            cut_r = true;
+        }
+        if (end > ve) end = ve;
+    }
     /* Gutter width follows the line number. */
     char num[16];
     int w = snprintf(num, sizeof num, "%u", line);
     if (w < 4) w = 4;
-    fprintf(out, "%*u | ", w, line);
-    for (uint32_t i = ls; i < le; i++) {
+    fprintf(out, "%*u | %s", w, line, cut_l ? "..." : "");
+    for (uint32_t i = vs; i < ve; i++) {
         unsigned char c = (unsigned char)src->text[i];
-        fputc(c == '\t' || c >= 32 || c >= 0x80 ? c : ' ', out);
+        fputc(c == '\t' || (c >= 32 && c != 127) ? c : ' ', out);
     }
-    fputc('\n', out);
-    fprintf(out, "%*s | ", w, "");
+    fputs(cut_r ? "...\n" : "\n", out);
+    fprintf(out, "%*s | %s", w, "", cut_l ? "   " : "");
     /* Pad with the same whitespace, one column per UTF-8 character. */
-    for (uint32_t i = ls; i < start; i++) {
+    for (uint32_t i = vs; i < start; i++) {
         unsigned char c = (unsigned char)src->text[i];
         if ((c & 0xC0) == 0x80) continue;
         fputc(c == '\t' ? '\t' : ' ', out);

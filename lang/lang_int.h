@@ -19,6 +19,7 @@ typedef struct lang_bracket {
 
 #define LANG_MAX_NESTING 200  /* open brackets at once */
 #define LANG_MAX_DEPTH 1000   /* expression tree depth */
+#define LANG_MAX_FILE (64 << 20) /* bytes per source file */
 
 /* Parser + lexer state for one file. */
 typedef struct lang_parser {
@@ -46,6 +47,7 @@ typedef struct lang_parser {
 
     /* automatic separators (lang_lex) */
     int last_tok;
+    int prev_tok; /* the token before last_tok */
     bool pending_nl;
     lang_loc nl_loc;
     bool queued;

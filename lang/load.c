@@ -103,6 +103,13 @@ static int try_file(sgl_program *p, const char *dir, const char *file, found_mod
         free(path);
         return -1;
     }
+    if (len > LANG_MAX_FILE) {
+        sgl_diag_add(p, SGL_DIAG_ERROR, loc, "module '%s' is too large (the limit is %d MiB)", path,
+                     LANG_MAX_FILE >> 20);
+        free(path);
+        free(text);
+        return -1;
+    }
     char rbuf[PATH_MAX];
     f->real = sgl_strdup(realpath(path, rbuf) ? rbuf : path);
     f->display = path;
@@ -257,6 +264,12 @@ int sgl_program_load_buffer(sgl_program **out, const char *name, const char *tex
                             const sgl_load_options *opts) {
     sgl_program *p = *out = program_new(opts);
     if (!p) return -1;
+    if (len > LANG_MAX_FILE) {
+        sgl_diag *d = sgl_diag_add(p, SGL_DIAG_ERROR, (sgl_loc){0, 0, 0}, "%s: input too large (the limit is %d MiB)",
+                                   name ? name : "<input>", LANG_MAX_FILE >> 20);
+        if (d) d->has_loc = false;
+        return -1;
+    }
     char *copy = malloc(len + 1);
     if (!copy) return -1;
     if (len) memcpy(copy, text, len);
@@ -275,6 +288,13 @@ int sgl_program_load_file(sgl_program **out, const char *path, const sgl_load_op
     char *text = sgl_read_file(path, &len, &err);
     if (!text) {
         sgl_diag *d = sgl_diag_add(p, SGL_DIAG_ERROR, (sgl_loc){0, 0, 0}, "%s", err.msg);
+        if (d) d->has_loc = false;
+        return -1;
+    }
+    if (len > LANG_MAX_FILE) {
+        free(text);
+        sgl_diag *d = sgl_diag_add(p, SGL_DIAG_ERROR, (sgl_loc){0, 0, 0}, "%s: file too large (the limit is %d MiB)",
+                                   path, LANG_MAX_FILE >> 20);
         if (d) d->has_loc = false;
         return -1;
     }

@@ -278,6 +278,7 @@ int lang_lex(LANG_YYSTYPE *lval, lang_loc *lloc, lang_parser *P) {
         P->queued = false;
         memcpy(lval, P->q_val_buf, sizeof *lval);
         *lloc = P->q_loc;
+        P->prev_tok = P->last_tok;
         P->last_tok = P->q_tok;
         return P->q_tok;
     }
@@ -316,9 +317,11 @@ int lang_lex(LANG_YYSTYPE *lval, lang_loc *lloc, lang_parser *P) {
             P->q_loc = *lloc;
             memcpy(P->q_val_buf, lval, sizeof *lval);
             *lloc = sep_loc;
+            P->prev_tok = P->last_tok;
             P->last_tok = SEP;
             return SEP;
         }
+        P->prev_tok = P->last_tok;
         P->last_tok = t;
         return t;
     }
@@ -423,6 +426,10 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, lang_parser *P) {
     sgl_diag *d;
     if (P->stray_closer && (tok == YYTRANSLATE(')') || tok == YYTRANSLATE(']') || tok == YYTRANSLATE('}'))) {
         d = lang_error(P, l, "unmatched %s", found);
+    } else if ((tok == YYSYMBOL_EQ || tok == YYSYMBOL_NE || tok == YYTRANSLATE('<') || tok == YYSYMBOL_LE ||
+                tok == YYTRANSLATE('>') || tok == YYSYMBOL_GE || tok == YYSYMBOL_IN) &&
+               lex_can_end(P->prev_tok)) {
+        d = lang_error(P, l, "comparisons do not chain: write (a < b) and (b < c) instead of a < b < c");
     } else if (tok == YYSYMBOL_FN && P->depth > 0) {
         d = lang_error(P, l, "unexpected 'fn' (functions are defined at top level only)");
     } else if (P->depth == 0 && !have_open && expects(exp, n, YYSYMBOL_FN) &&

@@ -6,7 +6,8 @@ next to it:
   NAME.ast  exact stdout of `sglc dump --ast NAME.sgl`
   NAME.err  exact stderr of `sglc check NAME.sgl` followed by "exit: N"
 Commands run inside the group directory with NO_COLOR=1, so paths in
-diagnostics are the bare file names. A case may have both files.
+diagnostics are the bare file names. A case may have both files. A first
+line "# sglc-args: ARGS" adds ARGS (split on spaces) to both commands.
 
 usage: run_golden.py SGLC GROUP_DIR [--update]
   --update  rewrite the expectation files from the current output (then
@@ -48,11 +49,16 @@ def main():
             continue
         ok = True
         checks = []
+        extra = []
+        with open(os.path.join(group, name + ".sgl"), "rb") as f:
+            first = f.readline().decode("utf-8", "replace")
+        if first.startswith("# sglc-args:"):
+            extra = first[len("# sglc-args:"):].split()
         if want_ast:
-            rc, out, _ = run(sglc, ["dump", "--ast", name + ".sgl"], group)
+            rc, out, _ = run(sglc, ["dump", "--ast"] + extra + [name + ".sgl"], group)
             checks.append((ast_file, out))
         if want_err:
-            rc, _, err = run(sglc, ["check", name + ".sgl"], group)
+            rc, _, err = run(sglc, ["check"] + extra + [name + ".sgl"], group)
             checks.append((err_file, err + f"exit: {rc}\n"))
         for path, got in checks:
             if update:
