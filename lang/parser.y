@@ -430,6 +430,8 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, lang_parser *P) {
                 tok == YYTRANSLATE('>') || tok == YYSYMBOL_GE || tok == YYSYMBOL_IN) &&
                lex_can_end(P->prev_tok)) {
         d = lang_error(P, l, "comparisons do not chain: write (a < b) and (b < c) instead of a < b < c");
+    } else if (tok == YYSYMBOL_IF && P->prev_tok == ELSE) {
+        d = lang_error(P, l, "write 'elif' instead of 'else if'");
     } else if (tok == YYSYMBOL_FN && P->depth > 0) {
         d = lang_error(P, l, "unexpected 'fn' (functions are defined at top level only)");
     } else if (P->depth == 0 && !have_open && expects(exp, n, YYSYMBOL_FN) &&

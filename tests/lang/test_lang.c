@@ -151,6 +151,12 @@ static void test_diagnostics(void) {
                    "   2 |   print(x)\n"
                    "     |         ^\n");
     free(buf);
+
+    f = open_memstream(&buf, &n);
+    sgl_diags_print(p, f, true);
+    fclose(f);
+    CHECK(strstr(buf, "\033[1;31merror:") != NULL);
+    free(buf);
     sgl_program_free(p);
 
     p = load("main { let a = 1 }\n", &rc);
