@@ -1,0 +1,270 @@
+/* fake_engine.c: the deterministic scripted engine described in
+ * fake_engine.h (tokens are bytes; replies come from rules).
+ */
+#include "vm/fake_engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int vm_fake_add_rule(vm_fake *f, const char *when, const char *reply, const char *abort_msg) {
+    vm_fake_rule *nr = realloc(f->rules, (f->n_rules + 1) * sizeof *nr);
+    if (!nr) return -1;
+    f->rules = nr;
+    vm_fake_rule *r = &f->rules[f->n_rules++];
+    r->when = sgl_strdup(when ? when : "");
+    r->reply = sgl_strdup(reply ? reply : "");
+    r->abort_msg = abort_msg ? sgl_strdup(abort_msg) : NULL;
+    return 0;
+}
+
+/* The rule whose `when` occurs latest in prompt, or NULL. */
+static const vm_fake_rule *match(const vm_fake *f, const char *prompt) {
+    const vm_fake_rule *best = NULL;
+    const char *best_pos = NULL;
+    for (uint32_t i = 0; i < f->n_rules; i++) {
+        const char *w = f->rules[i].when, *last = NULL;
+        for (const char *p = strstr(prompt, w); p; p = *p ? strstr(p + 1, w) : NULL) last = p;
+        if (last && (!best || last > best_pos)) {
+            best = &f->rules[i];
+            best_pos = last;
+        }
+    }
+    return best;
+}
+
+static int32_t cached_prefix(vm_fake *f, const char *prompt) {
+    size_t best = 0, n = strlen(prompt);
+    for (uint32_t i = 0; i < f->n_seen; i++) {
+        size_t k = 0;
+        const char *s = f->seen[i];
+        while (k < n && s[k] && s[k] == prompt[k]) k++;
+        if (k > best) best = k;
+    }
+    char **ns = realloc(f->seen, (f->n_seen + 1) * sizeof *ns);
+    if (ns) {
+        f->seen = ns;
+        f->seen[f->n_seen] = sgl_strdup(prompt);
+        if (f->seen[f->n_seen]) f->n_seen++;
+    }
+    return (int32_t)best;
+}
+
+static void log_req(vm_fake *f, char kind, const char *prompt) {
+    char **nl = realloc(f->log, (f->n_log + 1) * sizeof *nl);
+    if (!nl) return;
+    f->log = nl;
+    sgl_strbuf sb = {0};
+    sgl_strbuf_printf(&sb, "%c:%s", kind, prompt);
+    f->log[f->n_log++] = sgl_strbuf_take(&sb);
+}
+
+static void abort_result(sgl_result *r, const char *msg) {
+    r->finish = SGL_FINISH_ABORT;
+    r->error = sgl_strdup(msg);
+}
+
+static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, sgl_result *r) {
+    const sgl_sampling_params *sp = &req->params;
+    if (sp->regex || sp->json_schema) {
+        abort_result(r, "constrained decoding is not supported by this engine");
+        return;
+    }
+    const vm_fake_rule *rule = match(f, prompt);
+    if (rule && rule->abort_msg) {
+        abort_result(r, rule->abort_msg);
+        return;
+    }
+    const char *reply = rule ? rule->reply : (f->default_reply ? f->default_reply : "ok");
+    size_t n = strlen(reply);
+    r->finish = SGL_FINISH_STOP;
+    r->stop_token = 0;
+    /* The earliest stop string wins; matched text is left out. */
+    size_t cut = n;
+    int which = -1;
+    for (int32_t i = 0; i < sp->n_stop; i++) {
+        if (!sp->stop[i][0]) continue;
+        const char *p = strstr(reply, sp->stop[i]);
+        if (p && (size_t)(p - reply) < cut) {
+            cut = (size_t)(p - reply);
+            which = i;
+        }
+    }
+    if (which >= 0) {
+        r->stop_str = sgl_strdup(sp->stop[which]);
+        r->stop_token = -1;
+    }
+    if (sp->max_new_tokens >= 0 && cut > (size_t)sp->max_new_tokens) {
+        cut = (size_t)sp->max_new_tokens;
+        r->finish = SGL_FINISH_LENGTH;
+        r->stop_token = -1;
+        free(r->stop_str);
+        r->stop_str = NULL;
+    }
+    r->text = sgl_strndup(reply, cut);
+    r->text_len = cut;
+    r->completion_tokens = (int32_t)cut;
+    r->n_tokens = (int32_t)cut;
+    r->tokens = calloc(cut ? cut : 1, sizeof(int32_t));
+    for (size_t i = 0; r->tokens && i < cut; i++) r->tokens[i] = (unsigned char)reply[i];
+    if (sp->return_logprob) {
+        r->logprobs = calloc(cut ? cut : 1, sizeof(sgl_token_logprob));
+        r->n_logprobs = r->logprobs ? (int32_t)cut : 0;
+        for (int32_t i = 0; i < r->n_logprobs; i++) {
+            r->logprobs[i].token = (unsigned char)reply[i];
+            r->logprobs[i].logprob = -0.5f;
+            int32_t k = sp->top_logprobs_num;
+            if (k > 0) {
+                r->logprobs[i].top_ids = calloc((size_t)k, sizeof(int32_t));
+                r->logprobs[i].top_logprobs = calloc((size_t)k, sizeof(float));
+                if (r->logprobs[i].top_ids && r->logprobs[i].top_logprobs) {
+                    r->logprobs[i].n_top = k;
+                    for (int32_t j = 0; j < k; j++) {
+                        r->logprobs[i].top_ids[j] = (unsigned char)reply[i] + j;
+                        r->logprobs[i].top_logprobs[j] = -0.5f - (float)j;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void do_score(vm_fake *f, const sgl_request *req, const char *prompt, sgl_result *r) {
+    const vm_fake_rule *rule = prompt[0] ? match(f, prompt) : NULL;
+    if (rule && rule->abort_msg) {
+        abort_result(r, rule->abort_msg);
+        return;
+    }
+    r->finish = SGL_FINISH_LENGTH;
+    r->text = sgl_strdup("");
+    r->choices = calloc((size_t)(req->n_choices ? req->n_choices : 1), sizeof(sgl_choice_score));
+    if (!r->choices) return;
+    r->n_choices = req->n_choices;
+    for (int32_t i = 0; i < req->n_choices; i++) {
+        const char *c = req->choices[i];
+        int32_t n = (int32_t)strlen(c);
+        sgl_choice_score *cs = &r->choices[i];
+        cs->n_tokens = n;
+        cs->tokens = calloc((size_t)(n ? n : 1), sizeof(int32_t));
+        cs->logprobs = calloc((size_t)(n ? n : 1), sizeof(float));
+        if (!cs->tokens || !cs->logprobs) continue;
+        for (int32_t k = 0; k < n; k++) cs->tokens[k] = (unsigned char)c[k];
+        if (f->scorer) {
+            f->scorer(f->scorer_ctx, prompt, c, cs->logprobs, n);
+        } else {
+            float lp = rule && strcmp(rule->reply, c) == 0 ? -0.1f : -1.0f;
+            for (int32_t k = 0; k < n; k++) cs->logprobs[k] = lp;
+        }
+        for (int32_t k = 0; k < n; k++) cs->sum += cs->logprobs[k];
+        r->prompt_tokens += (int32_t)strlen(prompt) + n;
+    }
+}
+
+static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err) {
+    vm_fake *f = ctx;
+    const char *prompt = req->text ? req->text : "";
+    if (!req->text && req->n_tokens) return sgl_error_set(err, "fake engine: token prompts not supported");
+    sgl_result *r = calloc(1, sizeof *r);
+    if (!r) return sgl_error_set(err, "out of memory");
+    r->id = id;
+    r->user_tag = req->user_tag;
+    r->kind = req->kind;
+    r->stop_token = -1;
+    f->since_wait++;
+    switch (req->kind) {
+    case SGL_REQ_GENERATE:
+        log_req(f, 'G', prompt);
+        r->prompt_tokens = (int32_t)strlen(prompt);
+        r->cached_tokens = cached_prefix(f, prompt);
+        do_generate(f, req, prompt, r);
+        break;
+    case SGL_REQ_SCORE:
+        log_req(f, 'S', prompt);
+        r->cached_tokens = cached_prefix(f, prompt);
+        do_score(f, req, prompt, r);
+        break;
+    default:
+        log_req(f, 'P', prompt);
+        r->prompt_tokens = (int32_t)strlen(prompt);
+        r->cached_tokens = cached_prefix(f, prompt);
+        r->finish = SGL_FINISH_LENGTH;
+        break;
+    }
+    if (!r->text) r->text = sgl_strdup("");
+    if (f->n_ready == f->cap_ready) {
+        uint32_t nc = f->cap_ready ? f->cap_ready * 2 : 16;
+        sgl_result **nr = realloc(f->ready, nc * sizeof *nr);
+        if (!nr) {
+            sgl_result_free(r);
+            return sgl_error_set(err, "out of memory");
+        }
+        f->ready = nr;
+        f->cap_ready = nc;
+    }
+    f->ready[f->n_ready++] = r;
+    return 0;
+}
+
+static sgl_result *fake_wait(void *ctx, double timeout_s) {
+    vm_fake *f = ctx;
+    if (f->since_wait) {
+        int32_t *nb = realloc(f->batches, (f->n_batches + 1) * sizeof *nb);
+        if (nb) {
+            f->batches = nb;
+            f->batches[f->n_batches++] = f->since_wait;
+        }
+        f->since_wait = 0;
+    }
+    if (!f->n_ready) return NULL;
+    sgl_result *r;
+    if (f->reverse) {
+        r = f->ready[--f->n_ready];
+    } else {
+        r = f->ready[0];
+        memmove(f->ready, f->ready + 1, (f->n_ready - 1) * sizeof *f->ready);
+        f->n_ready--;
+    }
+    return r;
+}
+
+static void fake_metrics(void *ctx, sgl_engine_metrics *out) {
+    vm_fake *f = ctx;
+    out->requests_done = f->n_log;
+}
+
+static void fake_free(void *ctx) {
+    vm_fake *f = ctx;
+    for (uint32_t i = 0; i < f->n_rules; i++) {
+        free((char *)f->rules[i].when);
+        free((char *)f->rules[i].reply);
+        free((char *)f->rules[i].abort_msg);
+    }
+    free(f->rules);
+    for (uint32_t i = 0; i < f->n_log; i++) free(f->log[i]);
+    free(f->log);
+    for (uint32_t i = 0; i < f->n_seen; i++) free(f->seen[i]);
+    free(f->seen);
+    for (uint32_t i = 0; i < f->n_ready; i++) sgl_result_free(f->ready[i]);
+    free(f->ready);
+    free(f->batches);
+    free(f);
+}
+
+static const sgl_engine_ops fake_ops = {
+    .name = "fake",
+    .submit = fake_submit,
+    .wait = fake_wait,
+    .metrics = fake_metrics,
+    .free = fake_free,
+};
+
+sgl_engine *vm_fake_engine_new(vm_fake **fake_out) {
+    vm_fake *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    sgl_engine *e = sgl_engine_new(&fake_ops, f);
+    if (!e) {
+        free(f);
+        return NULL;
+    }
+    if (fake_out) *fake_out = f;
+    return e;
+}

@@ -1,0 +1,212 @@
+/* link.c: queue of requests waiting to be handed to the engine, the table
+ * of requests in flight, and result routing. See link.h.
+ */
+#include "vm/link.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { ENT_GEN, ENT_SCORE_COND, ENT_SCORE_UNCOND, ENT_PREFILL } ent_kind;
+
+typedef struct link_ent {
+    ent_kind kind;
+    uint64_t id;       /* engine id once submitted */
+    vm_stream *st;     /* retained (GEN / SCORE) */
+    vm_prefill *pf;    /* retained (PREFILL) */
+} link_ent;
+
+struct vm_link {
+    sgl_engine *engine;
+    const chat_template *ct;
+    chat_template *own_ct;
+    vm_wake_fn wake;
+    void *wake_ctx;
+    link_ent *queued;
+    uint32_t n_queued, cap_queued;
+    link_ent *flight;
+    uint32_t n_flight, cap_flight;
+    vm_link_stats stats;
+};
+
+vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
+    vm_link *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->engine = engine;
+    l->ct = ct;
+    if (!ct) {
+        l->own_ct = chat_template_from_family("plain", NULL);
+        l->ct = l->own_ct;
+    }
+    return l;
+}
+
+static void ent_release(link_ent *e) {
+    if (e->st) vm_release((vm_value){.type = VM_STREAM, .as.st = e->st});
+    if (e->pf) vm_prefill_release(e->pf);
+    e->st = NULL;
+    e->pf = NULL;
+}
+
+void vm_link_free(vm_link *l) {
+    if (!l) return;
+    l->wake = NULL;
+    for (uint32_t i = 0; i < l->n_queued; i++) ent_release(&l->queued[i]);
+    for (uint32_t i = 0; i < l->n_flight; i++) ent_release(&l->flight[i]);
+    free(l->queued);
+    free(l->flight);
+    chat_template_free(l->own_ct);
+    free(l);
+}
+
+void vm_link_set_waker(vm_link *l, vm_wake_fn fn, void *ctx) {
+    l->wake = fn;
+    l->wake_ctx = ctx;
+}
+
+void vm_link_wake(vm_link *l, void *fiber) {
+    if (l->wake) l->wake(l->wake_ctx, fiber);
+}
+
+const chat_template *vm_link_template(vm_link *l) { return l->ct; }
+sgl_engine *vm_link_engine(vm_link *l) { return l->engine; }
+
+static int push_ent(link_ent **arr, uint32_t *n, uint32_t *cap, link_ent e) {
+    if (*n == *cap) {
+        uint32_t nc = *cap ? *cap * 2 : 16;
+        link_ent *na = realloc(*arr, nc * sizeof *na);
+        if (!na) return -1;
+        *arr = na;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = e;
+    return 0;
+}
+
+int vm_link_queue_gen(vm_link *l, vm_stream *st) {
+    vm_sop *op = st->head;
+    int n = 1;
+    link_ent e = {.kind = op->gen->is_select ? ENT_SCORE_COND : ENT_GEN, .st = st};
+    if (push_ent(&l->queued, &l->n_queued, &l->cap_queued, e) < 0) return -1;
+    st->hdr.rc++;
+    if (op->gen->is_select && op->gen->method == VM_SELECT_UNCONDITIONAL_LIKELIHOOD) {
+        e.kind = ENT_SCORE_UNCOND;
+        if (push_ent(&l->queued, &l->n_queued, &l->cap_queued, e) < 0) {
+            op->n_waiting = 1;
+            return -1;
+        }
+        st->hdr.rc++;
+        n = 2;
+    }
+    op->n_waiting = n;
+    return 0;
+}
+
+int vm_link_queue_prefill(vm_link *l, vm_prefill *pf) {
+    link_ent e = {.kind = ENT_PREFILL, .pf = pf};
+    if (push_ent(&l->queued, &l->n_queued, &l->cap_queued, e) < 0) return -1;
+    pf->rc++;
+    return 0;
+}
+
+/* Builds and submits one queued entry. Returns the engine id or 0 (err). */
+static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
+    sgl_request req;
+    memset(&req, 0, sizeof req);
+    req.params = sgl_sampling_params_default();
+    if (e->kind == ENT_PREFILL) {
+        req.kind = SGL_REQ_PREFILL;
+        req.text = e->pf->text;
+        l->stats.prefill_requests++;
+        return sgl_engine_submit(l->engine, &req, err);
+    }
+    vm_stream *st = e->st;
+    vm_gen_args *a = st->head->gen;
+    req.text = st->text.data ? st->text.data : "";
+    if (e->kind == ENT_GEN) {
+        req.kind = SGL_REQ_GENERATE;
+        req.params = a->sp;
+        req.params.stop = (const char *const *)a->stop;
+        req.params.n_stop = a->n_stop;
+        req.params.stop_token_ids = a->stop_ids;
+        req.params.n_stop_token_ids = a->n_stop_ids;
+        l->stats.generate_requests++;
+    } else {
+        req.kind = SGL_REQ_SCORE;
+        req.choices = (const char *const *)a->choices;
+        req.n_choices = a->n_choices;
+        if (e->kind == ENT_SCORE_UNCOND) req.text = "";
+        l->stats.score_requests++;
+    }
+    return sgl_engine_submit(l->engine, &req, err);
+}
+
+int vm_link_flush(vm_link *l) {
+    uint32_t n = l->n_queued;
+    int submitted = 0;
+    /* Entries stay valid while we walk: nothing below queues more. */
+    for (uint32_t i = 0; i < n; i++) {
+        link_ent e = l->queued[i];
+        if (e.st && (e.st->error || !e.st->head)) { /* failed meanwhile */
+            ent_release(&e);
+            continue;
+        }
+        sgl_error err = {{0}};
+        e.id = submit_ent(l, &e, &err);
+        if (!e.id || push_ent(&l->flight, &l->n_flight, &l->cap_flight, e) < 0) {
+            if (e.pf) vm_prefill_done(e.pf);
+            if (e.st) {
+                char msg[1100];
+                snprintf(msg, sizeof msg, "engine refused the request: %s",
+                         err.msg[0] ? err.msg : "out of memory");
+                vm_stream_fail(e.st, msg);
+            }
+            ent_release(&e);
+            continue;
+        }
+        submitted++;
+    }
+    l->n_queued = 0;
+    if (submitted) {
+        l->stats.flushes++;
+        if (submitted > l->stats.max_batch) l->stats.max_batch = submitted;
+    }
+    return submitted;
+}
+
+int vm_link_outstanding(const vm_link *l) { return (int)(l->n_queued + l->n_flight); }
+
+static void route(vm_link *l, sgl_result *r) {
+    uint32_t i;
+    for (i = 0; i < l->n_flight; i++)
+        if (l->flight[i].id == r->id) break;
+    if (i == l->n_flight) { /* not ours (e.g. from before a reset) */
+        sgl_result_free(r);
+        return;
+    }
+    link_ent e = l->flight[i];
+    l->flight[i] = l->flight[--l->n_flight];
+    l->stats.prompt_tokens += r->prompt_tokens;
+    l->stats.completion_tokens += r->completion_tokens;
+    l->stats.cached_tokens += r->cached_tokens;
+    if (e.kind == ENT_PREFILL) {
+        sgl_result_free(r);
+        vm_prefill_done(e.pf);
+    } else {
+        vm_stream_on_result(e.st, e.kind == ENT_SCORE_UNCOND ? 1 : 0, r);
+    }
+    ent_release(&e);
+}
+
+int vm_link_wait(vm_link *l, double timeout_s) {
+    if (l->n_flight == 0) return 0;
+    sgl_result *r = sgl_engine_wait(l->engine, timeout_s);
+    if (!r) return 0;
+    int n = 0;
+    do {
+        route(l, r);
+        n++;
+    } while ((r = sgl_engine_poll(l->engine)) != NULL);
+    return n;
+}
+
+void vm_link_stats_get(const vm_link *l, vm_link_stats *out) { *out = l->stats; }

@@ -1,0 +1,57 @@
+/* link: the VM's binding to an engine (runtime/engine.h). Streams queue
+ * their requests here; the scheduler flushes the queue when every fiber is
+ * parked, so the requests of many fibers reach the engine together and
+ * batch. Results come back through vm_link_wait, which routes each to the
+ * stream (or fork prefill) that asked for it.
+ *
+ * The link also carries what streams need from the model: the chat template
+ * (roles), and the wake callback through which streams make parked fibers
+ * runnable again.
+ */
+#ifndef SGL_VM_LINK_H
+#define SGL_VM_LINK_H
+
+#include <stdint.h>
+
+#include "runtime/chat_template.h"
+#include "runtime/engine.h"
+#include "vm/stream.h"
+
+typedef void (*vm_wake_fn)(void *ctx, void *fiber);
+
+typedef struct vm_link_stats {
+    int64_t generate_requests, score_requests, prefill_requests;
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
+    int64_t flushes;        /* times queued requests were handed to the engine */
+    int64_t max_batch;      /* most requests handed over in one flush */
+} vm_link_stats;
+
+typedef struct vm_link vm_link;
+
+/* engine and ct are borrowed and must outlive the link (ct may be NULL:
+ * roles then use the "plain" family). Returns NULL on OOM. */
+vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct);
+/* Drops queued requests and forgets in-flight ones (their streams are
+ * released; results arriving later are freed by whoever frees the engine). */
+void vm_link_free(vm_link *l);
+void vm_link_set_waker(vm_link *l, vm_wake_fn fn, void *ctx);
+void vm_link_wake(vm_link *l, void *fiber);
+const chat_template *vm_link_template(vm_link *l);
+sgl_engine *vm_link_engine(vm_link *l);
+
+/* Queues the request(s) of st's head GEN op (retains st). Returns 0 or -1. */
+int vm_link_queue_gen(vm_link *l, vm_stream *st);
+/* Queues a PREFILL (retains pf). */
+int vm_link_queue_prefill(vm_link *l, vm_prefill *pf);
+/* Submits everything queued. A request the engine refuses fails its stream
+ * (prefills count as done). Returns the number submitted. */
+int vm_link_flush(vm_link *l);
+/* Requests queued or in flight. */
+int vm_link_outstanding(const vm_link *l);
+/* Waits up to timeout_s (< 0: no limit) for one result, then also takes all
+ * that are ready, routing each. Returns the number routed (0 on timeout or
+ * when nothing is in flight). */
+int vm_link_wait(vm_link *l, double timeout_s);
+void vm_link_stats_get(const vm_link *l, vm_link_stats *out);
+
+#endif

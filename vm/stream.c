@@ -1,0 +1,834 @@
+/* stream.c: prompt streams: the op queue (text, roles, gen/select), result
+ * application (variables, meta, select scoring as SGLang defines it),
+ * waiters, fork/join and the per-instance group. See stream.h.
+ */
+#include "vm/stream.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm/link.h"
+
+const char *vm_role_name(vm_role r) {
+    switch (r) {
+    case VM_ROLE_SYSTEM: return "system";
+    case VM_ROLE_USER: return "user";
+    default: return "assistant";
+    }
+}
+
+/* ---- gen args --------------------------------------------------------------- */
+
+vm_gen_args *vm_gen_args_new(void) {
+    vm_gen_args *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->sp = sgl_sampling_params_default();
+    return a;
+}
+
+void vm_gen_args_free(vm_gen_args *a) {
+    if (!a) return;
+    free(a->name);
+    for (int32_t i = 0; i < a->n_stop; i++) free(a->stop[i]);
+    free(a->stop);
+    free(a->stop_ids);
+    for (int32_t i = 0; i < a->n_choices; i++) free(a->choices[i]);
+    free(a->choices);
+    free(a);
+}
+
+/* ---- groups ------------------------------------------------------------------ */
+
+vm_group *vm_group_new(void) {
+    vm_group *g = calloc(1, sizeof *g);
+    if (g) g->rc = 1;
+    return g;
+}
+
+void vm_group_release(vm_group *g) {
+    if (!g || --g->rc > 0) return;
+    free(g->error);
+    free(g->waiters);
+    free(g);
+}
+
+static int waiter_add(void ***arr, uint32_t *n, uint32_t *cap, void *fiber) {
+    for (uint32_t i = 0; i < *n; i++)
+        if ((*arr)[i] == fiber) return 0;
+    if (*n == *cap) {
+        uint32_t nc = *cap ? *cap * 2 : 4;
+        void **na = realloc(*arr, nc * sizeof(void *));
+        if (!na) return -1;
+        *arr = na;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = fiber;
+    return 0;
+}
+
+int vm_group_wait(vm_group *g, void *fiber) {
+    return waiter_add(&g->waiters, &g->n_waiters, &g->cap_waiters, fiber);
+}
+
+/* ---- streams --------------------------------------------------------------------- */
+
+vm_value vm_stream_new(vm_link *link, vm_group *group) {
+    vm_stream *st = vm_obj_alloc(sizeof(vm_stream), VM_STREAM);
+    if (!st) return vm_none();
+    vm_value v = {.type = VM_STREAM, .as.st = st};
+    st->link = link;
+    st->group = group;
+    if (group) group->rc++;
+    st->open_role = -1;
+    st->vars = vm_map_new();
+    st->meta = vm_map_new();
+    st->messages = vm_list_new(0);
+    if (st->vars.type != VM_MAP || st->meta.type != VM_MAP || st->messages.type != VM_LIST) {
+        vm_release(v);
+        return vm_none();
+    }
+    return v;
+}
+
+static void sop_free(vm_sop *op) {
+    free(op->text);
+    vm_gen_args_free(op->gen);
+    sgl_result_free(op->res[0]);
+    sgl_result_free(op->res[1]);
+    free(op);
+}
+
+void vm_stream_destroy(vm_stream *st) {
+    for (vm_sop *op = st->head, *next; op; op = next) {
+        next = op->next;
+        sop_free(op);
+    }
+    if (st->busy_counted && st->group) st->group->n_busy--;
+    vm_release(st->vars);
+    vm_release(st->meta);
+    vm_release(st->messages);
+    sgl_strbuf_free(&st->text);
+    if (st->prefill) vm_prefill_release(st->prefill);
+    vm_group_release(st->group);
+    if (st->parent) vm_release((vm_value){.type = VM_STREAM, .as.st = st->parent});
+    free(st->waiters);
+    free(st->error);
+    free(st);
+}
+
+static void wake_all(vm_stream *st) {
+    uint32_t n = st->n_waiters;
+    st->n_waiters = 0;
+    for (uint32_t i = 0; i < n; i++) vm_link_wake(st->link, st->waiters[i]);
+}
+
+static void set_busy(vm_stream *st, bool busy) {
+    if (busy == st->busy_counted) return;
+    st->busy_counted = busy;
+    vm_group *g = st->group;
+    if (!g) return;
+    if (busy) {
+        g->n_busy++;
+        return;
+    }
+    if (--g->n_busy == 0) {
+        uint32_t n = g->n_waiters;
+        g->n_waiters = 0;
+        for (uint32_t i = 0; i < n; i++) vm_link_wake(st->link, g->waiters[i]);
+    }
+}
+
+void vm_stream_fail(vm_stream *st, const char *msg) {
+    if (!st->error) st->error = sgl_strdup(msg);
+    if (st->group && !st->group->error) st->group->error = sgl_strdup(msg);
+    for (vm_sop *op = st->head, *next; op; op = next) {
+        next = op->next;
+        sop_free(op);
+    }
+    st->head = st->tail = NULL;
+    st->in_flight = false;
+    set_busy(st, false);
+    wake_all(st);
+}
+
+static void enqueue(vm_stream *st, vm_sop *op) {
+    op->next = NULL;
+    if (st->tail) st->tail->next = op;
+    else st->head = op;
+    st->tail = op;
+    set_busy(st, true);
+}
+
+static void pop_head(vm_stream *st) {
+    vm_sop *op = st->head;
+    st->head = op->next;
+    if (!st->head) st->tail = NULL;
+    st->in_flight = false;
+    sop_free(op);
+}
+
+static const chat_template *tmpl(vm_stream *st) { return vm_link_template(st->link); }
+
+static int push_message(vm_stream *st, const char *role, const char *content, size_t len) {
+    vm_value m = vm_map_new();
+    if (m.type != VM_MAP) return -1;
+    if (vm_map_set_cstr(m, "role", vm_str_from(role), NULL) < 0 ||
+        vm_map_set_cstr(m, "content", vm_str_new(content, len), NULL) < 0) {
+        vm_release(m);
+        return -1;
+    }
+    return vm_list_push(st->messages, m);
+}
+
+static void apply_role_begin(vm_stream *st, vm_role role) {
+    const chat_template *ct = tmpl(st);
+    if (!st->began) {
+        st->began = true;
+        if (ct && st->text.len == 0) sgl_strbuf_puts(&st->text, chat_template_begin(ct));
+        const char *def = ct ? chat_template_default_system(ct) : NULL;
+        if (def && role != VM_ROLE_SYSTEM && vm_list_len(st->messages) == 0) {
+            /* What the model's own template renders when no system turn leads. */
+            sgl_strbuf_puts(&st->text, chat_role_prefix(ct, "system"));
+            sgl_strbuf_puts(&st->text, def);
+            sgl_strbuf_puts(&st->text, chat_role_suffix(ct, "system"));
+            push_message(st, "system", def, strlen(def));
+        }
+    }
+    if (ct) sgl_strbuf_puts(&st->text, chat_role_prefix(ct, vm_role_name(role)));
+    st->open_role = (int)role;
+    st->role_start = st->text.len;
+}
+
+static void apply_role_end(vm_stream *st, vm_role role) {
+    const chat_template *ct = tmpl(st);
+    size_t start = st->open_role == (int)role ? st->role_start : st->text.len;
+    push_message(st, vm_role_name(role), st->text.data ? st->text.data + start : "",
+                 st->text.len - start);
+    if (ct) sgl_strbuf_puts(&st->text, chat_role_suffix(ct, vm_role_name(role)));
+    st->open_role = -1;
+}
+
+/* Applies ops from the head until one needs the engine. */
+void vm_stream_advance(vm_stream *st) {
+    bool progressed = false;
+    while (st->head && !st->error) {
+        vm_sop *op = st->head;
+        if (op->kind == VM_SOP_GEN) {
+            if (st->in_flight) return;
+            if (st->prefill && !st->prefill->done) {
+                vm_prefill *pf = st->prefill;
+                bool listed = false;
+                for (uint32_t i = 0; i < pf->n_waiting; i++) listed |= pf->waiting[i] == st;
+                if (!listed) {
+                    if (pf->n_waiting == pf->cap_waiting) {
+                        uint32_t nc = pf->cap_waiting ? pf->cap_waiting * 2 : 4;
+                        vm_stream **nw = realloc(pf->waiting, nc * sizeof *nw);
+                        if (!nw) {
+                            vm_stream_fail(st, "out of memory");
+                            return;
+                        }
+                        pf->waiting = nw;
+                        pf->cap_waiting = nc;
+                    }
+                    st->hdr.rc++;
+                    pf->waiting[pf->n_waiting++] = st;
+                }
+                if (progressed) wake_all(st);
+                return;
+            }
+            if (st->prefill) {
+                vm_prefill_release(st->prefill);
+                st->prefill = NULL;
+            }
+            st->in_flight = true;
+            if (vm_link_queue_gen(st->link, st) < 0) {
+                vm_stream_fail(st, "out of memory queueing a request");
+                return;
+            }
+            if (progressed) wake_all(st);
+            return;
+        }
+        if (op->kind == VM_SOP_TEXT) sgl_strbuf_append(&st->text, op->text, op->len);
+        else if (op->kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, op->role);
+        else apply_role_end(st, op->role);
+        pop_head(st);
+        progressed = true;
+    }
+    if (!st->head) set_busy(st, false);
+    wake_all(st);
+}
+
+int vm_stream_append_text(vm_stream *st, const char *text, size_t len, sgl_error *err) {
+    if (st->error) return 0;
+    if (!st->head) {
+        if (sgl_strbuf_append(&st->text, text, len) < 0) return sgl_error_set(err, "out of memory");
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op || !(op->text = sgl_strndup(text, len))) {
+        free(op);
+        return sgl_error_set(err, "out of memory");
+    }
+    op->kind = VM_SOP_TEXT;
+    op->len = len;
+    enqueue(st, op);
+    return 0;
+}
+
+static int append_role(vm_stream *st, vm_sop_kind kind, vm_role role, sgl_error *err) {
+    if (st->error) return 0;
+    if (!st->head) {
+        if (kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, role);
+        else apply_role_end(st, role);
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op) return sgl_error_set(err, "out of memory");
+    op->kind = kind;
+    op->role = role;
+    enqueue(st, op);
+    return 0;
+}
+
+int vm_stream_role_begin(vm_stream *st, vm_role role, sgl_error *err) {
+    return append_role(st, VM_SOP_ROLE_BEGIN, role, err);
+}
+
+int vm_stream_role_end(vm_stream *st, vm_role role, sgl_error *err) {
+    return append_role(st, VM_SOP_ROLE_END, role, err);
+}
+
+int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err) {
+    if (st->error) {
+        vm_gen_args_free(args);
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op) {
+        vm_gen_args_free(args);
+        return sgl_error_set(err, "out of memory");
+    }
+    op->kind = VM_SOP_GEN;
+    op->gen = args;
+    bool was_idle = st->head == NULL;
+    enqueue(st, op);
+    if (was_idle) vm_stream_advance(st);
+    return 0;
+}
+
+bool vm_stream_var_pending(const vm_stream *st, const char *name) {
+    for (const vm_sop *op = st->head; op; op = op->next)
+        if (op->kind == VM_SOP_GEN && op->gen->name && strcmp(op->gen->name, name) == 0) return true;
+    return false;
+}
+
+static vm_wait_status failed(vm_stream *st, sgl_error *err) {
+    sgl_error_set(err, "%s", st->error);
+    return VM_FAILED;
+}
+
+static vm_wait_status park(vm_stream *st, void *fiber, sgl_error *err) {
+    if (waiter_add(&st->waiters, &st->n_waiters, &st->cap_waiters, fiber) < 0) {
+        sgl_error_set(err, "out of memory");
+        return VM_FAILED;
+    }
+    return VM_WAIT;
+}
+
+static vm_wait_status want_in(vm_stream *st, vm_value map, const char *what, vm_value name,
+                              void *fiber, vm_value *out, sgl_error *err) {
+    if (name.type != VM_STR) {
+        sgl_error_set(err, "stream %s name must be a str, not %s", what, vm_type_name(name.type));
+        return VM_FAILED;
+    }
+    if (st->error) return failed(st, err);
+    if (vm_stream_var_pending(st, vm_str_cstr(name))) return park(st, fiber, err);
+    vm_value *v = vm_map_get(map, name);
+    if (!v) {
+        sgl_strbuf sb = {0};
+        for (uint32_t i = 0; i < vm_map_len(st->vars); i++) {
+            sgl_strbuf_puts(&sb, i ? ", " : "");
+            vm_str_append(&sb, st->vars.as.m->entries[i].key);
+        }
+        sgl_error_set(err, "stream has no %s '%s' (it has: %s)", what, vm_str_cstr(name),
+                      sb.len ? sb.data : "none");
+        sgl_strbuf_free(&sb);
+        return VM_FAILED;
+    }
+    *out = vm_retain(*v);
+    return VM_READY;
+}
+
+vm_wait_status vm_stream_want_var(vm_stream *st, vm_value name, void *fiber, vm_value *out,
+                                  sgl_error *err) {
+    return want_in(st, st->vars, "variable", name, fiber, out, err);
+}
+
+vm_wait_status vm_stream_want_meta(vm_stream *st, vm_value name, void *fiber, vm_value *out,
+                                   sgl_error *err) {
+    return want_in(st, st->meta, "meta for variable", name, fiber, out, err);
+}
+
+vm_wait_status vm_stream_want_idle(vm_stream *st, void *fiber, vm_value *out, sgl_error *err) {
+    if (st->error) return failed(st, err);
+    if (st->head) return park(st, fiber, err);
+    if (out) {
+        *out = vm_str_new(st->text.data ? st->text.data : "", st->text.len);
+        if (out->type != VM_STR) {
+            sgl_error_set(err, "out of memory");
+            return VM_FAILED;
+        }
+    }
+    return VM_READY;
+}
+
+vm_value vm_stream_vars(vm_stream *st) { return st->vars; }
+
+int vm_stream_show(sgl_strbuf *sb, vm_stream *st) {
+    int rc = sgl_strbuf_printf(sb, "<stream %zu chars", st->text.len);
+    if (vm_map_len(st->vars)) {
+        rc |= sgl_strbuf_puts(sb, ", vars ");
+        vm_value keys = vm_list_new(vm_map_len(st->vars));
+        if (keys.type == VM_LIST) {
+            for (uint32_t i = 0; i < vm_map_len(st->vars); i++)
+                vm_list_push(keys, vm_retain(st->vars.as.m->entries[i].key));
+            rc |= vm_repr_append(sb, keys);
+            vm_release(keys);
+        }
+    }
+    if (st->head) rc |= sgl_strbuf_puts(sb, ", running");
+    if (st->error) rc |= sgl_strbuf_puts(sb, ", failed");
+    rc |= sgl_strbuf_putc(sb, '>');
+    return rc ? -1 : 0;
+}
+
+int vm_stream_set_var(vm_stream *st, const char *name, vm_value val, sgl_error *err) {
+    return vm_map_set_cstr(st->vars, name, val, err);
+}
+
+/* ---- results ------------------------------------------------------------------------ */
+
+static vm_value logprob_pair(float lp, int32_t tok) {
+    vm_value p = vm_map_new();
+    if (p.type != VM_MAP) return p;
+    vm_map_set_cstr(p, "token", vm_int(tok), NULL);
+    vm_map_set_cstr(p, "logprob", vm_float(lp), NULL);
+    return p;
+}
+
+/* [{token, logprob, top: [{token, logprob}...]}...] */
+static vm_value logprob_list(const sgl_token_logprob *lps, int32_t n) {
+    vm_value l = vm_list_new((uint32_t)n);
+    if (l.type != VM_LIST) return l;
+    for (int32_t i = 0; i < n; i++) {
+        vm_value e = logprob_pair(lps[i].logprob, lps[i].token);
+        vm_value alts = vm_list_new((uint32_t)lps[i].n_top);
+        for (int32_t k = 0; alts.type == VM_LIST && k < lps[i].n_top; k++)
+            vm_list_push(alts, logprob_pair(lps[i].top_logprobs[k], lps[i].top_ids[k]));
+        if (e.type == VM_MAP) vm_map_set_cstr(e, "top", alts, NULL);
+        else vm_release(alts);
+        vm_list_push(l, e);
+    }
+    return l;
+}
+
+/* The meta map of docs/language.md §8.6. */
+static vm_value meta_base(const sgl_result *r, int32_t prompt, int32_t completion, int32_t cached) {
+    vm_value m = vm_map_new();
+    if (m.type != VM_MAP) return m;
+    vm_map_set_cstr(m, "prompt_tokens", vm_int(prompt), NULL);
+    vm_map_set_cstr(m, "completion_tokens", vm_int(completion), NULL);
+    vm_map_set_cstr(m, "cached_tokens", vm_int(cached), NULL);
+    vm_map_set_cstr(m, "finish_reason", vm_str_from(sgl_finish_name(r->finish)), NULL);
+    vm_value matched = vm_none();
+    if (r->stop_str) matched = vm_str_from(r->stop_str);
+    else if (r->finish == SGL_FINISH_STOP && r->stop_token >= 0) matched = vm_int(r->stop_token);
+    vm_map_set_cstr(m, "matched_stop", matched, NULL);
+    return m;
+}
+
+static void account(vm_stream *st, int32_t prompt, int32_t completion, int32_t cached) {
+    if (!st->group) return;
+    st->group->prompt_tokens += prompt;
+    st->group->completion_tokens += completion;
+    st->group->cached_tokens += cached;
+    st->group->requests++;
+}
+
+/* Converts generated text per dtype. Returns 0 or -1 with msg. */
+static int convert_dtype(vm_dtype dt, const char *text, vm_value *out, char *msg, size_t cap) {
+    const char *p = text;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    size_t n = strlen(p);
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\n' || p[n - 1] == '\t' || p[n - 1] == '\r')) n--;
+    char buf[64];
+    if (n >= sizeof buf) n = sizeof buf - 1;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    char *end = NULL;
+    errno = 0;
+    switch (dt) {
+    case VM_DTYPE_INT: {
+        long long v = strtoll(buf, &end, 10);
+        if (end == buf || *end || errno) break;
+        *out = vm_int(v);
+        return 0;
+    }
+    case VM_DTYPE_FLOAT: {
+        double v = strtod(buf, &end);
+        if (end == buf || *end || errno) break;
+        *out = vm_float(v);
+        return 0;
+    }
+    case VM_DTYPE_BOOL:
+        if (!strcmp(buf, "true") || !strcmp(buf, "True")) *out = vm_bool(true);
+        else if (!strcmp(buf, "false") || !strcmp(buf, "False")) *out = vm_bool(false);
+        else break;
+        return 0;
+    default:
+        *out = vm_str_from(text);
+        return 0;
+    }
+    snprintf(msg, cap, "the model's output \"%.40s\" is not a valid %s", buf,
+             dt == VM_DTYPE_INT ? "int" : dt == VM_DTYPE_FLOAT ? "float" : "bool");
+    return -1;
+}
+
+static void finish_var(vm_stream *st, const char *name, vm_value val, vm_value meta) {
+    if (name) {
+        vm_map_set_cstr(st->vars, name, val, NULL);
+        vm_map_set_cstr(st->meta, name, meta, NULL);
+    } else {
+        vm_release(val);
+        vm_release(meta);
+    }
+}
+
+static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
+    vm_gen_args *a = op->gen;
+    sgl_strbuf_append(&st->text, r->text, r->text_len);
+    vm_value val;
+    char msg[200];
+    if (convert_dtype(a->dtype, r->text, &val, msg, sizeof msg) < 0) {
+        char full[300];
+        snprintf(full, sizeof full, "gen '%s': %s", a->name ? a->name : "", msg);
+        vm_stream_fail(st, full);
+        return;
+    }
+    vm_value meta = meta_base(r, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
+    if (meta.type == VM_MAP && a->sp.return_logprob)
+        vm_map_set_cstr(meta, "logprobs", logprob_list(r->logprobs, r->n_logprobs), NULL);
+    account(st, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
+    finish_var(st, a->name, val, meta);
+}
+
+static vm_value float_list(const double *v, int32_t n) {
+    vm_value l = vm_list_new((uint32_t)n);
+    for (int32_t i = 0; l.type == VM_LIST && i < n; i++) vm_list_push(l, vm_float(v[i]));
+    return l;
+}
+
+static vm_value choice_logprobs(const sgl_choice_score *c) {
+    vm_value l = vm_list_new((uint32_t)c->n_tokens);
+    for (int32_t i = 0; l.type == VM_LIST && i < c->n_tokens; i++)
+        vm_list_push(l, logprob_pair(c->logprobs[i], c->tokens[i]));
+    return l;
+}
+
+/* Picks a choice from the SCORE results, following SGLang's three methods:
+ *   token_length_normalized: highest mean logprob of the choice's tokens;
+ *   greedy_token_selection: compare the first token's logprob, ties go to
+ *     the next token (a shorter choice is padded with its own mean);
+ *   unconditional_likelihood_normalized: highest mean of (conditional -
+ *     unconditional) logprob per token, the first unconditional logprob
+ *     (no context to predict it from) counting as 0.
+ * First index wins ties. */
+static void apply_select(vm_stream *st, vm_sop *op) {
+    vm_gen_args *a = op->gen;
+    sgl_result *r = op->res[0];
+    int32_t n = a->n_choices;
+    if (r->n_choices != n) {
+        vm_stream_fail(st, "select: the engine scored a different number of choices");
+        return;
+    }
+    double *norm = calloc((size_t)n, sizeof(double));
+    double *uncond_norm = calloc((size_t)n, sizeof(double));
+    if (!norm || !uncond_norm) {
+        free(norm);
+        free(uncond_norm);
+        vm_stream_fail(st, "out of memory");
+        return;
+    }
+    int32_t max_len = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const sgl_choice_score *c = &r->choices[i];
+        norm[i] = c->n_tokens ? c->sum / c->n_tokens : -INFINITY;
+        if (c->n_tokens > max_len) max_len = c->n_tokens;
+    }
+    int32_t best = 0;
+    if (a->method == VM_SELECT_TOKEN_LENGTH_NORMALIZED) {
+        for (int32_t i = 1; i < n; i++)
+            if (norm[i] > norm[best]) best = i;
+    } else if (a->method == VM_SELECT_GREEDY_TOKEN) {
+        /* remaining[] keeps the candidates still tied. */
+        bool *alive = calloc((size_t)n, sizeof(bool));
+        int32_t n_alive = n;
+        for (int32_t i = 0; alive && i < n; i++) alive[i] = true;
+        for (int32_t j = 0; alive && j < max_len && n_alive > 1; j++) {
+            double mx = -INFINITY;
+            for (int32_t i = 0; i < n; i++) {
+                if (!alive[i]) continue;
+                const sgl_choice_score *c = &r->choices[i];
+                double lp = j < c->n_tokens ? c->logprobs[j] : norm[i];
+                if (lp > mx) mx = lp;
+            }
+            for (int32_t i = 0; i < n; i++) {
+                if (!alive[i]) continue;
+                const sgl_choice_score *c = &r->choices[i];
+                double lp = j < c->n_tokens ? c->logprobs[j] : norm[i];
+                if (lp != mx) {
+                    alive[i] = false;
+                    n_alive--;
+                }
+            }
+        }
+        for (int32_t i = 0; alive && i < n; i++)
+            if (alive[i]) {
+                best = i;
+                break;
+            }
+        free(alive);
+    } else {
+        sgl_result *u = op->res[1];
+        for (int32_t i = 0; i < n; i++) {
+            const sgl_choice_score *c = &r->choices[i];
+            const sgl_choice_score *uc = u && i < u->n_choices ? &u->choices[i] : NULL;
+            double s = 0;
+            for (int32_t j = 0; j < c->n_tokens; j++) {
+                /* Align the unconditional scores to the end: the first token
+                 * may be missing (nothing to predict it from). */
+                int32_t k = uc ? j - (c->n_tokens - uc->n_tokens) : -1;
+                double ul = (uc && k > 0 && k < uc->n_tokens) ? uc->logprobs[k] : 0.0;
+                s += c->logprobs[j] - ul;
+            }
+            uncond_norm[i] = c->n_tokens ? s / c->n_tokens : -INFINITY;
+        }
+        for (int32_t i = 1; i < n; i++)
+            if (uncond_norm[i] > uncond_norm[best]) best = i;
+    }
+    const char *chosen = a->choices[best];
+    sgl_strbuf_puts(&st->text, chosen);
+    vm_value meta = meta_base(r, r->prompt_tokens, 0, r->cached_tokens);
+    if (meta.type == VM_MAP) {
+        vm_map_set_cstr(meta, "normalized_prompt_logprobs", float_list(norm, n), NULL);
+        vm_value itl = vm_list_new((uint32_t)n);
+        for (int32_t i = 0; itl.type == VM_LIST && i < n; i++)
+            vm_list_push(itl, choice_logprobs(&r->choices[i]));
+        vm_map_set_cstr(meta, "input_token_logprobs", itl, NULL);
+        if (a->method == VM_SELECT_UNCONDITIONAL_LIKELIHOOD) {
+            vm_map_set_cstr(meta, "normalized_unconditional_prompt_logprobs",
+                            float_list(uncond_norm, n), NULL);
+            if (op->res[1]) {
+                vm_value ul = vm_list_new((uint32_t)n);
+                for (int32_t i = 0; ul.type == VM_LIST && i < op->res[1]->n_choices; i++)
+                    vm_list_push(ul, choice_logprobs(&op->res[1]->choices[i]));
+                vm_map_set_cstr(meta, "unconditional_token_logprobs", ul, NULL);
+            }
+        }
+        vm_map_set_cstr(meta, "choice_index", vm_int(best), NULL);
+        vm_map_set_cstr(meta, "method",
+                        vm_str_from(a->method == VM_SELECT_GREEDY_TOKEN ? "greedy_token_selection"
+                                    : a->method == VM_SELECT_UNCONDITIONAL_LIKELIHOOD
+                                        ? "unconditional_likelihood_normalized"
+                                        : "token_length_normalized"),
+                        NULL);
+        vm_map_set_cstr(meta, "scores",
+                        float_list(a->method == VM_SELECT_UNCONDITIONAL_LIKELIHOOD ? uncond_norm : norm, n),
+                        NULL);
+    }
+    int32_t prompt = r->prompt_tokens + (op->res[1] ? op->res[1]->prompt_tokens : 0);
+    int32_t cached = r->cached_tokens + (op->res[1] ? op->res[1]->cached_tokens : 0);
+    account(st, prompt, 0, cached);
+    free(norm);
+    free(uncond_norm);
+    finish_var(st, a->name, vm_str_from(chosen), meta);
+}
+
+void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
+    vm_sop *op = st->head;
+    if (!op || op->kind != VM_SOP_GEN || !st->in_flight || st->error) {
+        sgl_result_free(r);
+        return;
+    }
+    if (r->finish == SGL_FINISH_ABORT) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s '%s': engine error: %s", op->gen->is_select ? "select" : "gen",
+                 op->gen->name ? op->gen->name : "", r->error ? r->error : "aborted");
+        sgl_result_free(r);
+        vm_stream_fail(st, msg);
+        return;
+    }
+    if (!op->gen->is_select) {
+        apply_gen(st, op, r);
+        sgl_result_free(r);
+    } else {
+        sgl_result_free(op->res[slot & 1]);
+        op->res[slot & 1] = r;
+        if (--op->n_waiting > 0) return;
+        apply_select(st, op);
+    }
+    if (st->error) return;
+    pop_head(st);
+    vm_stream_advance(st);
+}
+
+/* ---- fork / join ------------------------------------------------------------------------ */
+
+void vm_prefill_release(vm_prefill *pf) {
+    if (!pf || --pf->rc > 0) return;
+    for (uint32_t i = 0; i < pf->n_waiting; i++) vm_release((vm_value){.type = VM_STREAM, .as.st = pf->waiting[i]});
+    free(pf->waiting);
+    free(pf->text);
+    free(pf);
+}
+
+void vm_prefill_done(vm_prefill *pf) {
+    pf->done = true;
+    uint32_t n = pf->n_waiting;
+    vm_stream **w = pf->waiting;
+    pf->waiting = NULL;
+    pf->n_waiting = pf->cap_waiting = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        vm_stream_advance(w[i]);
+        vm_release((vm_value){.type = VM_STREAM, .as.st = w[i]});
+    }
+    free(w);
+}
+
+static vm_value map_copy(vm_value m) {
+    vm_value c = vm_map_new();
+    for (uint32_t i = 0; c.type == VM_MAP && i < vm_map_len(m); i++)
+        vm_map_set(c, vm_retain(m.as.m->entries[i].key), vm_retain(m.as.m->entries[i].val), NULL);
+    return c;
+}
+
+int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
+    if (n < 1) return sgl_error_set(err, "fork: the number of branches must be >= 1, not %d", n);
+    if (n > 4096) return sgl_error_set(err, "fork: too many branches (%d)", n);
+    vm_prefill *pf = NULL;
+    if (parent->text.len > 0) {
+        pf = calloc(1, sizeof *pf);
+        if (!pf || !(pf->text = sgl_strndup(parent->text.data, parent->text.len))) {
+            free(pf);
+            return sgl_error_set(err, "out of memory");
+        }
+        pf->rc = 1;
+    }
+    vm_value list = vm_list_new((uint32_t)n);
+    if (list.type != VM_LIST) goto oom;
+    for (int i = 0; i < n; i++) {
+        vm_value cv = vm_stream_new(parent->link, parent->group);
+        if (cv.type != VM_STREAM) goto oom;
+        vm_stream *c = cv.as.st;
+        vm_release(c->vars);
+        vm_release(c->meta);
+        vm_release(c->messages);
+        c->vars = map_copy(parent->vars);
+        c->meta = map_copy(parent->meta);
+        c->messages = vm_list_new(vm_list_len(parent->messages));
+        for (uint32_t k = 0; c->messages.type == VM_LIST && k < vm_list_len(parent->messages); k++)
+            vm_list_push(c->messages, vm_retain(vm_list_get(parent->messages, k)));
+        if (c->vars.type != VM_MAP || c->meta.type != VM_MAP || c->messages.type != VM_LIST ||
+            (parent->text.len && sgl_strbuf_append(&c->text, parent->text.data, parent->text.len) < 0)) {
+            vm_release(cv);
+            goto oom;
+        }
+        c->open_role = parent->open_role;
+        c->role_start = parent->role_start;
+        c->began = parent->began;
+        c->fork_base = parent->text.len;
+        c->parent = parent;
+        parent->hdr.rc++;
+        c->fork_nvars = vm_map_len(parent->vars);
+        if (pf) {
+            c->prefill = pf;
+            pf->rc++;
+        }
+        vm_list_push(list, cv);
+    }
+    if (pf) {
+        if (vm_link_queue_prefill(parent->link, pf) < 0) goto oom;
+        vm_prefill_release(pf);
+    }
+    *out = list;
+    return 0;
+oom:
+    vm_release(list);
+    vm_prefill_release(pf);
+    return sgl_error_set(err, "out of memory");
+}
+
+int vm_stream_join(vm_value children, bool concat, sgl_error *err) {
+    if (children.type != VM_LIST)
+        return sgl_error_set(err, "join: expected the list of streams fork returned, not %s",
+                             vm_type_name(children.type));
+    uint32_t n = vm_list_len(children);
+    vm_stream *parent = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        vm_value c = vm_list_get(children, i);
+        if (c.type != VM_STREAM)
+            return sgl_error_set(err, "join: item %u is a %s, not a stream", i, vm_type_name(c.type));
+        if (!c.as.st->parent)
+            return sgl_error_set(err, "join: item %u is not a stream made by fork", i);
+        if (parent && c.as.st->parent != parent)
+            return sgl_error_set(err, "join: the streams come from different forks");
+        parent = c.as.st->parent;
+        if (c.as.st->error) return sgl_error_set(err, "join: branch %u failed: %s", i, c.as.st->error);
+    }
+    if (!parent) return 0;
+    /* Names in first-seen order over the children. */
+    vm_value names = vm_map_new();
+    if (names.type != VM_MAP) return sgl_error_set(err, "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        vm_stream *c = vm_list_get(children, i).as.st;
+        for (uint32_t k = c->fork_nvars; k < vm_map_len(c->vars); k++)
+            vm_map_set(names, vm_retain(c->vars.as.m->entries[k].key), vm_none(), NULL);
+    }
+    for (uint32_t k = 0; k < vm_map_len(names); k++) {
+        vm_value key = names.as.m->entries[k].key;
+        vm_value vals = vm_list_new(n), metas = vm_list_new(n);
+        for (uint32_t i = 0; vals.type == VM_LIST && metas.type == VM_LIST && i < n; i++) {
+            vm_stream *c = vm_list_get(children, i).as.st;
+            vm_value *v = vm_map_get(c->vars, key), *m = vm_map_get(c->meta, key);
+            vm_list_push(vals, v ? vm_retain(*v) : vm_none());
+            vm_list_push(metas, m ? vm_retain(*m) : vm_none());
+        }
+        if (vm_map_set(parent->vars, vm_retain(key), vals, err) < 0 ||
+            vm_map_set(parent->meta, vm_retain(key), metas, err) < 0) {
+            vm_release(names);
+            return -1;
+        }
+    }
+    vm_release(names);
+    if (concat) {
+        for (uint32_t i = 0; i < n; i++) {
+            vm_stream *c = vm_list_get(children, i).as.st;
+            size_t base = SGL_MIN(c->fork_base, c->text.len);
+            if (vm_stream_append_text(parent, c->text.data + base, c->text.len - base, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int vm_stream_append_stream(vm_stream *st, vm_stream *other, sgl_error *err) {
+    if (other->error) return sgl_error_set(err, "%s", other->error);
+    if (vm_stream_append_text(st, other->text.data ? other->text.data : "", other->text.len, err) < 0)
+        return -1;
+    for (uint32_t i = 0; i < vm_list_len(other->messages); i++)
+        if (vm_list_push(st->messages, vm_retain(vm_list_get(other->messages, i))) < 0)
+            return sgl_error_set(err, "out of memory");
+    return 0;
+}

@@ -1,0 +1,203 @@
+/* stream: SGVM's prompt state. A stream is a text buffer plus chat messages
+ * (role segments), named variables and per-variable meta, and a FIFO of
+ * pending operations (SGLang's stream executor):
+ *
+ *   s += "text"        TEXT        applied at once when the queue is empty
+ *   s += gen("v", ..)  GEN         a GENERATE request on the text so far; the
+ *                                  queue waits for its result, then appends
+ *                                  the text and sets v
+ *   s += select(..)    SELECT      SCORE requests, then the chosen text
+ *   user( ... )        ROLE_BEGIN / ROLE_END around the role's content
+ *
+ * Appending never waits: the op is queued and the appending fiber goes on.
+ * A variable named by a queued GEN/SELECT is "pending": a reader parks
+ * (vm_stream_want_var returns VM_WAIT and records the fiber as a waiter)
+ * until the op completes. Every state change (an op completed, the queue
+ * drained, a failure) wakes all waiters through the link's wake callback;
+ * they re-check.
+ *
+ * fork: children copy the parent's text, messages and variables (the parent
+ * must be idle); their first request waits for the PREFILL of the shared
+ * prefix (vm_prefill) so the prefix is computed once. join gathers the
+ * children's new variables as lists on the parent (mode gather), or appends
+ * their new text (mode concat).
+ *
+ * A failed request fails the stream: queued ops are dropped, error holds the
+ * message, and every later wait on it reports that error.
+ *
+ * Streams are vm values (VM_STREAM, reference-counted like other objects:
+ * see value.h). A stream in flight is also referenced by the link until its
+ * request completes.
+ */
+#ifndef SGL_VM_STREAM_H
+#define SGL_VM_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/engine.h"
+#include "vm/value.h"
+
+typedef struct vm_link vm_link;
+
+typedef enum vm_role { VM_ROLE_SYSTEM, VM_ROLE_USER, VM_ROLE_ASSISTANT } vm_role;
+const char *vm_role_name(vm_role r);
+
+typedef enum vm_dtype { VM_DTYPE_STR, VM_DTYPE_INT, VM_DTYPE_FLOAT, VM_DTYPE_BOOL } vm_dtype;
+
+typedef enum vm_select_method {
+    VM_SELECT_TOKEN_LENGTH_NORMALIZED,
+    VM_SELECT_GREEDY_TOKEN,
+    VM_SELECT_UNCONDITIONAL_LIKELIHOOD,
+} vm_select_method;
+
+/* Arguments of one gen/select, all owned (freed by vm_gen_args_free).
+ * sp's pointer fields are set from the owned arrays when the request is
+ * built; fill stop/stop_ids/choices, not sp.stop. */
+typedef struct vm_gen_args {
+    char *name;               /* variable to set; NULL = anonymous */
+    sgl_sampling_params sp;
+    char **stop;
+    int32_t n_stop;
+    int32_t *stop_ids;
+    int32_t n_stop_ids;
+    vm_dtype dtype;
+    bool is_select;           /* select(), or gen(..., choices=[...]) */
+    char **choices;
+    int32_t n_choices;
+    vm_select_method method;
+} vm_gen_args;
+
+/* Returns a zeroed args record with SGLang's sampling defaults, or NULL. */
+vm_gen_args *vm_gen_args_new(void);
+void vm_gen_args_free(vm_gen_args *a);
+
+typedef enum vm_sop_kind { VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END } vm_sop_kind;
+
+typedef struct vm_sop {
+    vm_sop_kind kind;
+    struct vm_sop *next;
+    char *text;          /* TEXT: owned bytes */
+    size_t len;
+    vm_role role;        /* ROLE_* */
+    vm_gen_args *gen;    /* GEN: owned */
+    int n_waiting;       /* GEN: requests in flight for this op */
+    sgl_result *res[2];  /* SELECT: [0] conditional, [1] unconditional scores */
+} vm_sop;
+
+/* A shared-prefix PREFILL the children of one fork wait for. */
+typedef struct vm_prefill {
+    int rc;
+    bool done;
+    char *text;              /* the prefix (owned) */
+    vm_stream **waiting;     /* children blocked on it (each retained) */
+    uint32_t n_waiting, cap_waiting;
+} vm_prefill;
+
+/* Program instance bookkeeping shared by all streams it creates: how many
+ * are busy (non-empty queue) and the first failure. The VM waits for
+ * n_busy == 0 before it reports an instance finished. */
+typedef struct vm_group {
+    int rc;
+    int n_busy;
+    char *error;             /* first stream failure (owned), or NULL */
+    void **waiters;          /* fibers waiting for n_busy == 0 */
+    uint32_t n_waiters, cap_waiters;
+    int64_t prompt_tokens, completion_tokens, cached_tokens, requests;
+} vm_group;
+
+vm_group *vm_group_new(void);
+void vm_group_release(vm_group *g);
+/* Adds a waiter (fiber) woken when the group has no busy stream. */
+int vm_group_wait(vm_group *g, void *fiber);
+
+struct vm_stream {
+    vm_obj hdr;              /* refcount: values + link references */
+    vm_link *link;           /* borrowed; outlives the stream */
+    vm_group *group;         /* retained */
+    sgl_strbuf text;
+    vm_value vars;           /* map: name -> value */
+    vm_value meta;           /* map: name -> map of meta */
+    vm_value messages;       /* list of {"role": .., "content": ..} */
+    int open_role;           /* -1 or the vm_role whose content is being written */
+    size_t role_start;       /* text offset where the open role's content begins */
+    bool began;              /* a role was opened at least once (template begin written) */
+    vm_sop *head, *tail;     /* queued ops; head is the one in progress */
+    bool in_flight;          /* head's request(s) submitted */
+    bool busy_counted;       /* counted in group->n_busy */
+    vm_prefill *prefill;     /* wait for this before the first request (retained) */
+    char *error;             /* failure message (owned), or NULL */
+    vm_stream *parent;       /* the stream this one was forked from (retained), or NULL */
+    size_t fork_base;        /* text length when forked (join concat) */
+    uint32_t fork_nvars;     /* variables inherited from the parent */
+    void **waiters;
+    uint32_t n_waiters, cap_waiters;
+};
+
+/* Returns a new empty stream (one reference, as a value) or none on OOM. */
+vm_value vm_stream_new(vm_link *link, vm_group *group);
+/* Called by vm_release when the last reference goes: frees everything. */
+void vm_stream_destroy(vm_stream *st);
+
+/* Queue an op. Text is copied. gen args are CONSUMED. Returns 0 or -1 (OOM,
+ * err set; args freed). When the stream has failed the op is dropped and 0
+ * returned (the error is reported to whoever waits). */
+int vm_stream_append_text(vm_stream *st, const char *text, size_t len, sgl_error *err);
+int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err);
+int vm_stream_role_begin(vm_stream *st, vm_role role, sgl_error *err);
+int vm_stream_role_end(vm_stream *st, vm_role role, sgl_error *err);
+
+typedef enum vm_wait_status { VM_READY = 0, VM_WAIT = 1, VM_FAILED = -1 } vm_wait_status;
+
+/* True when the queue is empty. */
+static inline bool vm_stream_idle(const vm_stream *st) { return st->head == NULL; }
+/* Is a variable still to be produced by a queued op? */
+bool vm_stream_var_pending(const vm_stream *st, const char *name);
+
+/* Readers. Each returns VM_READY (result set), VM_WAIT (fiber recorded as a
+ * waiter; call again when woken) or VM_FAILED (err set: the stream failed,
+ * or the variable does not exist). *out is a new reference. */
+vm_wait_status vm_stream_want_var(vm_stream *st, vm_value name, void *fiber, vm_value *out,
+                                  sgl_error *err);
+vm_wait_status vm_stream_want_meta(vm_stream *st, vm_value name, void *fiber, vm_value *out,
+                                   sgl_error *err);
+/* Waits for the queue to drain; then *out (if non-NULL) = the text. */
+vm_wait_status vm_stream_want_idle(vm_stream *st, void *fiber, vm_value *out, sgl_error *err);
+
+/* fork: parent must be idle (check with vm_stream_want_idle first). Creates
+ * n children (list value of streams in *out) and queues one PREFILL of the
+ * parent's text (when non-empty) that the children's first requests wait
+ * for. Returns 0 or -1. */
+int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err);
+/* join: children is the list fork returned; every child must be idle. For
+ * each variable a child set after the fork, parent[name] = [child values in
+ * branch order] (none where a child lacks it), meta likewise; concat=true
+ * also appends each child's new text to the parent (queued like other
+ * text). Returns 0 or -1 with err (a branch failed, not a fork list). */
+int vm_stream_join(vm_value children, bool concat, sgl_error *err);
+/* s += other: other must be idle; its text is appended (queued like other
+ * text) and its messages copied. Returns 0 or -1. */
+int vm_stream_append_stream(vm_stream *st, vm_stream *other, sgl_error *err);
+
+/* Borrowed map of the stream's variables (for json_dump / results). */
+vm_value vm_stream_vars(vm_stream *st);
+/* "<stream: N chars, vars [..]>" */
+int vm_stream_show(sgl_strbuf *sb, vm_stream *st);
+/* Stores a variable directly (e.g. run_batch arguments). Consumes val. */
+int vm_stream_set_var(vm_stream *st, const char *name, vm_value val, sgl_error *err);
+
+/* ---- used by the link (vm/link.c) ------------------------------------------ */
+
+/* Processes queued ops until one needs the engine (then asks the link to
+ * submit it) or the queue drains. Wakes waiters on progress. */
+void vm_stream_advance(vm_stream *st);
+/* A result for the head op arrived (slot 0/1: which SELECT request). Takes
+ * ownership of r. */
+void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r);
+/* Marks the stream failed with msg, drops queued ops, wakes everyone. */
+void vm_stream_fail(vm_stream *st, const char *msg);
+void vm_prefill_release(vm_prefill *pf);
+/* The prefill finished (successfully or not: either way children go on). */
+void vm_prefill_done(vm_prefill *pf);
+
+#endif

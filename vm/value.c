@@ -1,0 +1,1095 @@
+/* value.c: SGVM values: allocation and reference counting, lists and
+ * insertion-ordered maps, equality/hashing, operators, printing, and a
+ * small JSON reader/writer (our own, so integers stay ints and objects keep
+ * their order). Ownership rules are in value.h.
+ */
+#include "vm/value.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm/stream.h"
+
+static int64_t live_objects;
+
+int64_t vm_live_objects(void) { return live_objects; }
+
+void *vm_obj_alloc(size_t size, vm_type t) {
+    vm_obj *o = calloc(1, size);
+    if (!o) return NULL;
+    o->rc = 1;
+    o->type = (uint32_t)t;
+    live_objects++;
+    return o;
+}
+
+const char *vm_type_name(vm_type t) {
+    static const char *const names[] = {"none", "bool", "int", "float", "str",
+                                        "list", "map", "fn", "builtin", "stream", "iterator"};
+    return (unsigned)t < SGL_ARRAY_LEN(names) ? names[t] : "?";
+}
+
+/* ---- strings, lists, maps, functions ----------------------------------------- */
+
+vm_value vm_str_new(const char *s, size_t n) {
+    if (n > UINT32_MAX - 1) return vm_none();
+    vm_str *o = vm_obj_alloc(sizeof(vm_str) + n + 1, VM_STR);
+    if (!o) return vm_none();
+    if (n) memcpy(o->data, s, n);
+    o->data[n] = 0;
+    o->len = (uint32_t)n;
+    vm_value v = {.type = VM_STR, .as.s = o};
+    return v;
+}
+
+vm_value vm_str_from(const char *cstr) { return vm_str_new(cstr, strlen(cstr)); }
+
+vm_value vm_str_take(sgl_strbuf *sb) {
+    vm_value v = vm_str_new(sb->data ? sb->data : "", sb->len);
+    sgl_strbuf_free(sb);
+    return v;
+}
+
+vm_value vm_list_new(uint32_t cap) {
+    vm_list *o = vm_obj_alloc(sizeof(vm_list), VM_LIST);
+    if (!o) return vm_none();
+    if (cap) {
+        o->items = malloc(cap * sizeof(vm_value));
+        if (!o->items) {
+            free(o);
+            live_objects--;
+            return vm_none();
+        }
+        o->cap = cap;
+    }
+    vm_value v = {.type = VM_LIST, .as.l = o};
+    return v;
+}
+
+vm_value vm_map_new(void) {
+    vm_map *o = vm_obj_alloc(sizeof(vm_map), VM_MAP);
+    if (!o) return vm_none();
+    vm_value v = {.type = VM_MAP, .as.m = o};
+    return v;
+}
+
+vm_value vm_fn_new(const void *code, uint32_t index, const char *name) {
+    vm_fn *o = vm_obj_alloc(sizeof(vm_fn), VM_FN);
+    if (!o) return vm_none();
+    o->code = code;
+    o->index = index;
+    o->name = sgl_strdup(name ? name : "?");
+    vm_value v = {.type = VM_FN, .as.fn = o};
+    return v;
+}
+
+int vm_iter_new(vm_value src, vm_value *out, sgl_error *err) {
+    if (src.type != VM_LIST && src.type != VM_MAP && src.type != VM_STR)
+        return sgl_error_set(err, "'%s' value is not iterable", vm_type_name(src.type));
+    vm_iter *it = vm_obj_alloc(sizeof(vm_iter), VM_ITER);
+    if (!it) return sgl_error_set(err, "out of memory");
+    it->src = vm_retain(src);
+    out->type = VM_ITER;
+    out->as.it = it;
+    return 0;
+}
+
+bool vm_iter_next(vm_value iv, vm_value *item) {
+    vm_iter *it = iv.as.it;
+    vm_value src = it->src;
+    switch (src.type) {
+    case VM_LIST:
+        if (it->pos >= src.as.l->len) return false;
+        *item = vm_retain(src.as.l->items[it->pos++]);
+        return true;
+    case VM_MAP:
+        if (it->pos >= src.as.m->len) return false;
+        *item = vm_retain(src.as.m->entries[it->pos++].key);
+        return true;
+    case VM_STR: {
+        uint32_t n = src.as.s->len, p = it->pos;
+        if (p >= n) return false;
+        unsigned char c = (unsigned char)src.as.s->data[p];
+        uint32_t k = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (p + k > n) k = n - p;
+        *item = vm_str_new(src.as.s->data + p, k);
+        it->pos = p + k;
+        return item->type == VM_STR;
+    }
+    default:
+        return false;
+    }
+}
+
+void vm_release(vm_value v) {
+    if (!vm_is_obj(v)) return;
+    vm_obj *o = v.as.obj;
+    if (--o->rc > 0) return;
+    switch (v.type) {
+    case VM_STR:
+        break;
+    case VM_LIST:
+        for (uint32_t i = 0; i < v.as.l->len; i++) vm_release(v.as.l->items[i]);
+        free(v.as.l->items);
+        break;
+    case VM_MAP:
+        for (uint32_t i = 0; i < v.as.m->len; i++) {
+            vm_release(v.as.m->entries[i].key);
+            vm_release(v.as.m->entries[i].val);
+        }
+        free(v.as.m->entries);
+        free(v.as.m->index);
+        break;
+    case VM_FN:
+        free(v.as.fn->name);
+        break;
+    case VM_ITER:
+        vm_release(v.as.it->src);
+        break;
+    case VM_STREAM:
+        vm_stream_destroy(v.as.st);
+        live_objects--;
+        return; /* the stream frees itself */
+    default:
+        break;
+    }
+    free(o);
+    live_objects--;
+}
+
+bool vm_truthy(vm_value v) {
+    switch (v.type) {
+    case VM_NONE: return false;
+    case VM_BOOL: return v.as.b;
+    case VM_INT: return v.as.i != 0;
+    case VM_FLOAT: return v.as.f != 0.0;
+    case VM_STR: return v.as.s->len > 0;
+    case VM_LIST: return v.as.l->len > 0;
+    case VM_MAP: return v.as.m->len > 0;
+    default: return true;
+    }
+}
+
+int vm_list_push(vm_value list, vm_value v) {
+    vm_list *l = list.as.l;
+    if (l->len == l->cap) {
+        uint32_t nc = l->cap ? l->cap * 2 : 4;
+        vm_value *ni = realloc(l->items, nc * sizeof(vm_value));
+        if (!ni) {
+            vm_release(v);
+            return -1;
+        }
+        l->items = ni;
+        l->cap = nc;
+    }
+    l->items[l->len++] = v;
+    return 0;
+}
+
+vm_value vm_list_get(vm_value list, uint32_t i) {
+    return i < list.as.l->len ? list.as.l->items[i] : vm_none();
+}
+
+int vm_list_set(vm_value list, uint32_t i, vm_value v) {
+    if (i >= list.as.l->len) {
+        vm_release(v);
+        return -1;
+    }
+    vm_release(list.as.l->items[i]);
+    list.as.l->items[i] = v;
+    return 0;
+}
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+bool vm_hash(vm_value v, uint64_t *h) {
+    switch (v.type) {
+    case VM_NONE: *h = 0x1234567ull; return true;
+    case VM_BOOL: *h = mix64(v.as.b ? 1 : 0); return true; /* true == 1 is not a rule here */
+    case VM_INT: *h = mix64((uint64_t)v.as.i); return true;
+    case VM_FLOAT: {
+        double f = v.as.f;
+        if (f == floor(f) && fabs(f) < 9.2e18) {
+            *h = mix64((uint64_t)(int64_t)f);
+            return true;
+        }
+        uint64_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        *h = mix64(bits ^ 0x5555);
+        return true;
+    }
+    case VM_STR: {
+        vm_str *s = v.as.s;
+        if (!s->hash) {
+            uint64_t x = 1469598103934665603ull;
+            for (uint32_t i = 0; i < s->len; i++) x = (x ^ (uint8_t)s->data[i]) * 1099511628211ull;
+            s->hash = x ? x : 1;
+        }
+        *h = s->hash;
+        return true;
+    }
+    case VM_BUILTIN: *h = mix64(0xb000 + (uint64_t)v.as.builtin); return true;
+    case VM_FN: *h = mix64((uint64_t)(uintptr_t)v.as.fn); return true;
+    default: return false;
+    }
+}
+
+static int map_find(const vm_map *m, vm_value key, uint64_t h) {
+    if (!m->index_cap) return -1;
+    uint32_t mask = m->index_cap - 1;
+    for (uint32_t p = (uint32_t)h & mask;; p = (p + 1) & mask) {
+        int32_t e = m->index[p];
+        if (e < 0) return -1;
+        if (m->entries[e].hash == h && vm_equal(m->entries[e].key, key)) return e;
+    }
+}
+
+static int map_reindex(vm_map *m, uint32_t cap) {
+    int32_t *idx = malloc(cap * sizeof(int32_t));
+    if (!idx) return -1;
+    for (uint32_t i = 0; i < cap; i++) idx[i] = -1;
+    for (uint32_t e = 0; e < m->len; e++) {
+        uint32_t p = (uint32_t)m->entries[e].hash & (cap - 1);
+        while (idx[p] >= 0) p = (p + 1) & (cap - 1);
+        idx[p] = (int32_t)e;
+    }
+    free(m->index);
+    m->index = idx;
+    m->index_cap = cap;
+    return 0;
+}
+
+int vm_map_set(vm_value map, vm_value key, vm_value val, sgl_error *err) {
+    vm_map *m = map.as.m;
+    uint64_t h;
+    if (!vm_hash(key, &h)) {
+        sgl_error_set(err, "unhashable map key of type %s", vm_type_name(key.type));
+        goto fail;
+    }
+    int e = map_find(m, key, h);
+    if (e >= 0) {
+        vm_release(key);
+        vm_release(m->entries[e].val);
+        m->entries[e].val = val;
+        return 0;
+    }
+    if (m->len == m->cap) {
+        uint32_t nc = m->cap ? m->cap * 2 : 4;
+        vm_map_entry *ne = realloc(m->entries, nc * sizeof(vm_map_entry));
+        if (!ne) goto oom;
+        m->entries = ne;
+        m->cap = nc;
+    }
+    if ((m->len + 1) * 2 > m->index_cap) {
+        uint32_t nc = m->index_cap ? m->index_cap * 2 : 8;
+        while ((m->len + 1) * 2 > nc) nc *= 2;
+        if (map_reindex(m, nc) < 0) goto oom;
+    }
+    m->entries[m->len].key = key;
+    m->entries[m->len].val = val;
+    m->entries[m->len].hash = h;
+    uint32_t p = (uint32_t)h & (m->index_cap - 1);
+    while (m->index[p] >= 0) p = (p + 1) & (m->index_cap - 1);
+    m->index[p] = (int32_t)m->len;
+    m->len++;
+    return 0;
+oom:
+    sgl_error_set(err, "out of memory");
+fail:
+    vm_release(key);
+    vm_release(val);
+    return -1;
+}
+
+int vm_map_set_cstr(vm_value map, const char *key, vm_value val, sgl_error *err) {
+    vm_value k = vm_str_from(key);
+    if (k.type != VM_STR) {
+        vm_release(val);
+        return sgl_error_set(err, "out of memory");
+    }
+    return vm_map_set(map, k, val, err);
+}
+
+vm_value *vm_map_get(vm_value map, vm_value key) {
+    uint64_t h;
+    if (!vm_hash(key, &h)) return NULL;
+    int e = map_find(map.as.m, key, h);
+    return e >= 0 ? &map.as.m->entries[e].val : NULL;
+}
+
+vm_value *vm_map_get_cstr(vm_value map, const char *key) {
+    /* A stack string avoids an allocation for lookups. */
+    size_t n = strlen(key);
+    struct {
+        vm_str s;
+        char buf[128];
+    } tmp;
+    if (n >= sizeof tmp.buf) {
+        vm_value k = vm_str_new(key, n);
+        if (k.type != VM_STR) return NULL;
+        vm_value *r = vm_map_get(map, k);
+        vm_release(k);
+        return r;
+    }
+    memset(&tmp.s, 0, sizeof tmp.s);
+    tmp.s.hdr.rc = 1;
+    tmp.s.hdr.type = VM_STR;
+    tmp.s.len = (uint32_t)n;
+    memcpy(tmp.s.data, key, n + 1);
+    vm_value k = {.type = VM_STR, .as.s = &tmp.s};
+    return vm_map_get(map, k);
+}
+
+/* ---- equality and ordering ------------------------------------------------------ */
+
+static bool is_num(vm_value v) { return v.type == VM_INT || v.type == VM_FLOAT; }
+static double num_f(vm_value v) { return v.type == VM_INT ? (double)v.as.i : v.as.f; }
+
+static bool equal_depth(vm_value a, vm_value b, int depth) {
+    if (depth > VM_MAX_DEPTH) return false;
+    if (is_num(a) && is_num(b)) {
+        if (a.type == VM_INT && b.type == VM_INT) return a.as.i == b.as.i;
+        return num_f(a) == num_f(b);
+    }
+    if (a.type != b.type) return false;
+    switch (a.type) {
+    case VM_NONE: return true;
+    case VM_BOOL: return a.as.b == b.as.b;
+    case VM_STR:
+        return a.as.s == b.as.s ||
+               (a.as.s->len == b.as.s->len && memcmp(a.as.s->data, b.as.s->data, a.as.s->len) == 0);
+    case VM_LIST:
+        if (a.as.l->len != b.as.l->len) return false;
+        for (uint32_t i = 0; i < a.as.l->len; i++)
+            if (!equal_depth(a.as.l->items[i], b.as.l->items[i], depth + 1)) return false;
+        return true;
+    case VM_MAP:
+        if (a.as.m->len != b.as.m->len) return false;
+        for (uint32_t i = 0; i < a.as.m->len; i++) {
+            vm_value *o = vm_map_get(b, a.as.m->entries[i].key);
+            if (!o || !equal_depth(a.as.m->entries[i].val, *o, depth + 1)) return false;
+        }
+        return true;
+    case VM_BUILTIN: return a.as.builtin == b.as.builtin;
+    default: return a.as.obj == b.as.obj;
+    }
+}
+
+bool vm_equal(vm_value a, vm_value b) { return equal_depth(a, b, 0); }
+
+/* Three-way order; -2 when the pair has no order. */
+static int order(vm_value a, vm_value b, int depth) {
+    if (depth > VM_MAX_DEPTH) return -2;
+    if (is_num(a) && is_num(b)) {
+        if (a.type == VM_INT && b.type == VM_INT) return (a.as.i > b.as.i) - (a.as.i < b.as.i);
+        double x = num_f(a), y = num_f(b);
+        if (isnan(x) || isnan(y)) return -3; /* unordered: every comparison false */
+        return (x > y) - (x < y);
+    }
+    if (a.type == VM_STR && b.type == VM_STR) {
+        size_t n = SGL_MIN(a.as.s->len, b.as.s->len);
+        int c = memcmp(a.as.s->data, b.as.s->data, n);
+        if (c) return c < 0 ? -1 : 1;
+        return (a.as.s->len > b.as.s->len) - (a.as.s->len < b.as.s->len);
+    }
+    if (a.type == VM_LIST && b.type == VM_LIST) {
+        uint32_t n = SGL_MIN(a.as.l->len, b.as.l->len);
+        for (uint32_t i = 0; i < n; i++) {
+            int c = order(a.as.l->items[i], b.as.l->items[i], depth + 1);
+            if (c != 0) return c;
+        }
+        return (a.as.l->len > b.as.l->len) - (a.as.l->len < b.as.l->len);
+    }
+    if (a.type == VM_BOOL && b.type == VM_BOOL) return (a.as.b > b.as.b) - (a.as.b < b.as.b);
+    return -2;
+}
+
+int vm_compare(sgl_op op, vm_value a, vm_value b, bool *out, sgl_error *err) {
+    if (op == SGL_OP_EQ || op == SGL_OP_NE) {
+        bool e = vm_equal(a, b);
+        *out = op == SGL_OP_EQ ? e : !e;
+        return 0;
+    }
+    int c = order(a, b, 0);
+    if (c == -2)
+        return sgl_error_set(err, "'%s' not supported between '%s' and '%s'", sgl_op_name(op),
+                             vm_type_name(a.type), vm_type_name(b.type));
+    if (c == -3) {
+        *out = false;
+        return 0;
+    }
+    switch (op) {
+    case SGL_OP_LT: *out = c < 0; break;
+    case SGL_OP_LE: *out = c <= 0; break;
+    case SGL_OP_GT: *out = c > 0; break;
+    case SGL_OP_GE: *out = c >= 0; break;
+    default: return sgl_error_set(err, "'%s' is not a comparison", sgl_op_name(op));
+    }
+    return 0;
+}
+
+/* ---- operators -------------------------------------------------------------------- */
+
+static int bad_operands(sgl_op op, vm_value a, vm_value b, sgl_error *err) {
+    return sgl_error_set(err, "unsupported operand types for %s: '%s' and '%s'", sgl_op_name(op),
+                         vm_type_name(a.type), vm_type_name(b.type));
+}
+
+static int oom(sgl_error *err) { return sgl_error_set(err, "out of memory"); }
+
+static int repeat(vm_value seq, int64_t n, vm_value *out, sgl_error *err) {
+    if (n < 0) n = 0;
+    if (seq.type == VM_STR) {
+        size_t len = seq.as.s->len;
+        if (len && (uint64_t)n > (UINT32_MAX - 1) / len) return sgl_error_set(err, "string too long");
+        sgl_strbuf sb = {0};
+        if (sgl_strbuf_reserve(&sb, len * (size_t)n + 1) < 0) return oom(err);
+        for (int64_t i = 0; i < n; i++) sgl_strbuf_append(&sb, seq.as.s->data, len);
+        *out = vm_str_take(&sb);
+        return out->type == VM_STR ? 0 : oom(err);
+    }
+    uint32_t len = seq.as.l->len;
+    if (len && (uint64_t)n > (1u << 28) / len) return sgl_error_set(err, "list too long");
+    vm_value l = vm_list_new((uint32_t)(len * n));
+    if (l.type != VM_LIST) return oom(err);
+    for (int64_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < len; j++) vm_list_push(l, vm_retain(seq.as.l->items[j]));
+    *out = l;
+    return 0;
+}
+
+int vm_arith(sgl_op op, vm_value a, vm_value b, vm_value *out, sgl_error *err) {
+    if (is_num(a) && is_num(b)) {
+        if (a.type == VM_INT && b.type == VM_INT) {
+            int64_t x = a.as.i, y = b.as.i, r;
+            bool ovf = false;
+            switch (op) {
+            case SGL_OP_ADD: ovf = __builtin_add_overflow(x, y, &r); break;
+            case SGL_OP_SUB: ovf = __builtin_sub_overflow(x, y, &r); break;
+            case SGL_OP_MUL: ovf = __builtin_mul_overflow(x, y, &r); break;
+            case SGL_OP_DIV:
+            case SGL_OP_MOD:
+                if (y == 0) return sgl_error_set(err, "%s by zero", op == SGL_OP_DIV ? "division" : "modulo");
+                if (y == -1 && x == INT64_MIN) {
+                    if (op == SGL_OP_DIV) ovf = true;
+                    r = 0;
+                    break;
+                }
+                r = op == SGL_OP_DIV ? x / y : x % y; /* C: truncation, sign of the dividend */
+                break;
+            default: return bad_operands(op, a, b, err);
+            }
+            if (ovf) return sgl_error_set(err, "integer overflow in %s", sgl_op_name(op));
+            *out = vm_int(r);
+            return 0;
+        }
+        double x = num_f(a), y = num_f(b), r;
+        switch (op) {
+        case SGL_OP_ADD: r = x + y; break;
+        case SGL_OP_SUB: r = x - y; break;
+        case SGL_OP_MUL: r = x * y; break;
+        case SGL_OP_DIV:
+            if (y == 0) return sgl_error_set(err, "division by zero");
+            r = x / y;
+            break;
+        case SGL_OP_MOD:
+            if (y == 0) return sgl_error_set(err, "modulo by zero");
+            r = fmod(x, y); /* sign of the dividend, as for ints */
+            break;
+        default: return bad_operands(op, a, b, err);
+        }
+        *out = vm_float(r);
+        return 0;
+    }
+    if (op == SGL_OP_ADD && a.type == VM_STR && b.type == VM_STR) {
+        sgl_strbuf sb = {0};
+        if (sgl_strbuf_reserve(&sb, (size_t)a.as.s->len + b.as.s->len + 1) < 0) return oom(err);
+        sgl_strbuf_append(&sb, a.as.s->data, a.as.s->len);
+        sgl_strbuf_append(&sb, b.as.s->data, b.as.s->len);
+        *out = vm_str_take(&sb);
+        return out->type == VM_STR ? 0 : oom(err);
+    }
+    if (op == SGL_OP_ADD && a.type == VM_LIST && b.type == VM_LIST) {
+        vm_value l = vm_list_new(a.as.l->len + b.as.l->len);
+        if (l.type != VM_LIST) return oom(err);
+        for (uint32_t i = 0; i < a.as.l->len; i++) vm_list_push(l, vm_retain(a.as.l->items[i]));
+        for (uint32_t i = 0; i < b.as.l->len; i++) vm_list_push(l, vm_retain(b.as.l->items[i]));
+        *out = l;
+        return 0;
+    }
+    if (op == SGL_OP_ADD && a.type == VM_MAP && b.type == VM_MAP) {
+        vm_value m = vm_map_new();
+        if (m.type != VM_MAP) return oom(err);
+        for (int side = 0; side < 2; side++) {
+            vm_value src = side ? b : a;
+            for (uint32_t i = 0; i < src.as.m->len; i++)
+                if (vm_map_set(m, vm_retain(src.as.m->entries[i].key),
+                               vm_retain(src.as.m->entries[i].val), err) < 0) {
+                    vm_release(m);
+                    return -1;
+                }
+        }
+        *out = m;
+        return 0;
+    }
+    if (op == SGL_OP_MUL) {
+        if ((a.type == VM_STR || a.type == VM_LIST) && b.type == VM_INT)
+            return repeat(a, b.as.i, out, err);
+        if ((b.type == VM_STR || b.type == VM_LIST) && a.type == VM_INT)
+            return repeat(b, a.as.i, out, err);
+    }
+    return bad_operands(op, a, b, err);
+}
+
+int vm_unary(sgl_op op, vm_value a, vm_value *out, sgl_error *err) {
+    if (op == SGL_OP_NOT) {
+        *out = vm_bool(!vm_truthy(a));
+        return 0;
+    }
+    if (op == SGL_OP_NEG) {
+        if (a.type == VM_INT) {
+            if (a.as.i == INT64_MIN) return sgl_error_set(err, "integer overflow in negation");
+            *out = vm_int(-a.as.i);
+            return 0;
+        }
+        if (a.type == VM_FLOAT) {
+            *out = vm_float(-a.as.f);
+            return 0;
+        }
+        return sgl_error_set(err, "bad operand type for unary -: '%s'", vm_type_name(a.type));
+    }
+    return sgl_error_set(err, "'%s' is not a unary operator", sgl_op_name(op));
+}
+
+int vm_contains(vm_value c, vm_value item, bool *out, sgl_error *err) {
+    switch (c.type) {
+    case VM_STR:
+        if (item.type != VM_STR)
+            return sgl_error_set(err, "'in <str>' needs a str on the left, not '%s'",
+                                 vm_type_name(item.type));
+        if (item.as.s->len == 0) {
+            *out = true;
+            return 0;
+        }
+        *out = memmem(c.as.s->data, c.as.s->len, item.as.s->data, item.as.s->len) != NULL;
+        return 0;
+    case VM_LIST:
+        *out = false;
+        for (uint32_t i = 0; i < c.as.l->len && !*out; i++) *out = vm_equal(c.as.l->items[i], item);
+        return 0;
+    case VM_MAP:
+        *out = vm_map_get(c, item) != NULL;
+        return 0;
+    default:
+        return sgl_error_set(err, "argument of type '%s' is not a container", vm_type_name(c.type));
+    }
+}
+
+static int seq_index(vm_value idx, uint32_t len, const char *what, uint32_t *out, sgl_error *err) {
+    if (idx.type != VM_INT)
+        return sgl_error_set(err, "%s index must be int, not %s", what, vm_type_name(idx.type));
+    int64_t i = idx.as.i;
+    if (i < 0) i += len;
+    if (i < 0 || i >= (int64_t)len)
+        return sgl_error_set(err, "%s index %" PRId64 " out of range (length %u)", what, idx.as.i,
+                             len);
+    *out = (uint32_t)i;
+    return 0;
+}
+
+static void key_repr(sgl_strbuf *sb, vm_value k) {
+    vm_repr_append(sb, k);
+    if (sb->len > 80) {
+        sb->len = 77;
+        sgl_strbuf_puts(sb, "...");
+    }
+}
+
+int vm_index_get(vm_value obj, vm_value idx, vm_value *out, sgl_error *err) {
+    uint32_t i = 0;
+    switch (obj.type) {
+    case VM_LIST:
+        if (seq_index(idx, obj.as.l->len, "list", &i, err) < 0) return -1;
+        *out = vm_retain(obj.as.l->items[i]);
+        return 0;
+    case VM_STR:
+        if (seq_index(idx, obj.as.s->len, "str", &i, err) < 0) return -1;
+        *out = vm_str_new(obj.as.s->data + i, 1);
+        return out->type == VM_STR ? 0 : oom(err);
+    case VM_MAP: {
+        vm_value *v = vm_map_get(obj, idx);
+        if (!v) {
+            uint64_t h;
+            if (!vm_hash(idx, &h))
+                return sgl_error_set(err, "unhashable map key of type %s", vm_type_name(idx.type));
+            sgl_strbuf sb = {0};
+            key_repr(&sb, idx);
+            sgl_error_set(err, "key %s not found in map", sb.data ? sb.data : "");
+            sgl_strbuf_free(&sb);
+            return -1;
+        }
+        *out = vm_retain(*v);
+        return 0;
+    }
+    default:
+        return sgl_error_set(err, "'%s' value is not indexable", vm_type_name(obj.type));
+    }
+}
+
+int vm_index_set(vm_value obj, vm_value idx, vm_value v, sgl_error *err) {
+    uint32_t i = 0;
+    switch (obj.type) {
+    case VM_LIST:
+        if (seq_index(idx, obj.as.l->len, "list", &i, err) < 0) break;
+        return vm_list_set(obj, i, v);
+    case VM_MAP:
+        return vm_map_set(obj, vm_retain(idx), v, err);
+    default:
+        sgl_error_set(err, "'%s' value does not support item assignment", vm_type_name(obj.type));
+        break;
+    }
+    vm_release(v);
+    return -1;
+}
+
+int vm_len(vm_value v, int64_t *out, sgl_error *err) {
+    switch (v.type) {
+    case VM_STR: *out = v.as.s->len; return 0;
+    case VM_LIST: *out = v.as.l->len; return 0;
+    case VM_MAP: *out = v.as.m->len; return 0;
+    default: return sgl_error_set(err, "'%s' value has no len()", vm_type_name(v.type));
+    }
+}
+
+/* ---- printing ------------------------------------------------------------------------ */
+
+static int float_append(sgl_strbuf *sb, double f, bool json) {
+    if (isnan(f)) return sgl_strbuf_puts(sb, json ? "null" : "nan");
+    if (isinf(f)) return sgl_strbuf_puts(sb, json ? "null" : (f < 0 ? "-inf" : "inf"));
+    /* Shortest digits that read back exactly; positional notation for
+     * decimal exponents in [-4, 16) as Python's repr does. */
+    char buf[64];
+    int prec = 1;
+    for (; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, f);
+        if (strtod(buf, NULL) == f) break;
+    }
+    if (f != 0) {
+        int e = (int)floor(log10(fabs(f)));
+        if (e >= -4 && e < 16) {
+            int decimals = prec - 1 - e;
+            snprintf(buf, sizeof buf, "%.*f", decimals > 0 ? decimals : 0, f);
+            if (strtod(buf, NULL) != f) snprintf(buf, sizeof buf, "%.*g", prec, f);
+        }
+    }
+    if (!strpbrk(buf, ".eEn")) strcat(buf, ".0");
+    return sgl_strbuf_puts(sb, buf);
+}
+
+static int quote_append(sgl_strbuf *sb, const char *s, size_t n) {
+    int rc = sgl_strbuf_putc(sb, '"');
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': rc = sgl_strbuf_puts(sb, "\\\""); break;
+        case '\\': rc = sgl_strbuf_puts(sb, "\\\\"); break;
+        case '\n': rc = sgl_strbuf_puts(sb, "\\n"); break;
+        case '\r': rc = sgl_strbuf_puts(sb, "\\r"); break;
+        case '\t': rc = sgl_strbuf_puts(sb, "\\t"); break;
+        case '\b': rc = sgl_strbuf_puts(sb, "\\b"); break;
+        case '\f': rc = sgl_strbuf_puts(sb, "\\f"); break;
+        default:
+            if (c < 0x20 || c == 0x7f) rc = sgl_strbuf_printf(sb, "\\u%04x", c);
+            else rc = sgl_strbuf_putc(sb, (char)c);
+        }
+    }
+    return rc ? rc : sgl_strbuf_putc(sb, '"');
+}
+
+static int dump(sgl_strbuf *sb, vm_value v, bool compact, int depth, sgl_error *err);
+
+/* str(): strings raw, none/bool/numbers as written in SGL, lists and maps as
+ * JSON (", " / ": " separators); repr() quotes strings. */
+static int show(sgl_strbuf *sb, vm_value v, bool repr) {
+    switch (v.type) {
+    case VM_NONE: return sgl_strbuf_puts(sb, "none");
+    case VM_BOOL: return sgl_strbuf_puts(sb, v.as.b ? "true" : "false");
+    case VM_INT: return sgl_strbuf_printf(sb, "%" PRId64, v.as.i);
+    case VM_FLOAT: return float_append(sb, v.as.f, false);
+    case VM_STR:
+        return repr ? quote_append(sb, v.as.s->data, v.as.s->len)
+                    : sgl_strbuf_append(sb, v.as.s->data, v.as.s->len);
+    case VM_LIST:
+    case VM_MAP: {
+        size_t mark = sb->len;
+        if (dump(sb, v, false, 0, NULL) == 0) return 0;
+        sb->len = mark;
+        if (sb->data) sb->data[mark] = 0;
+        return sgl_strbuf_puts(sb, v.type == VM_LIST ? "[...]" : "{...}");
+    }
+    case VM_FN: return sgl_strbuf_printf(sb, "<fn %s>", v.as.fn->name);
+    case VM_BUILTIN: return sgl_strbuf_printf(sb, "<builtin %s>", sgl_builtin_name(v.as.builtin));
+    case VM_STREAM: return vm_stream_show(sb, v.as.st);
+    case VM_ITER: return sgl_strbuf_puts(sb, "<iterator>");
+    default: return sgl_strbuf_puts(sb, "?");
+    }
+}
+
+int vm_str_append(sgl_strbuf *sb, vm_value v) { return show(sb, v, false); }
+int vm_repr_append(sgl_strbuf *sb, vm_value v) { return show(sb, v, true); }
+
+vm_value vm_to_str(vm_value v) {
+    if (v.type == VM_STR) return vm_retain(v);
+    sgl_strbuf sb = {0};
+    if (vm_str_append(&sb, v) < 0) {
+        sgl_strbuf_free(&sb);
+        return vm_none();
+    }
+    return vm_str_take(&sb);
+}
+
+/* ---- JSON ------------------------------------------------------------------------------- */
+
+static int dump(sgl_strbuf *sb, vm_value v, bool compact, int depth, sgl_error *err) {
+    if (depth > VM_MAX_DEPTH) return sgl_error_set(err, "value nested too deeply for JSON");
+    int rc = 0;
+    switch (v.type) {
+    case VM_NONE: rc = sgl_strbuf_puts(sb, "null"); break;
+    case VM_BOOL: rc = sgl_strbuf_puts(sb, v.as.b ? "true" : "false"); break;
+    case VM_INT: rc = sgl_strbuf_printf(sb, "%" PRId64, v.as.i); break;
+    case VM_FLOAT: rc = float_append(sb, v.as.f, true); break;
+    case VM_STR: rc = quote_append(sb, v.as.s->data, v.as.s->len); break;
+    case VM_LIST:
+        rc = sgl_strbuf_putc(sb, '[');
+        for (uint32_t i = 0; i < v.as.l->len && rc == 0; i++) {
+            if (i) rc = sgl_strbuf_puts(sb, compact ? "," : ", ");
+            if (rc == 0 && dump(sb, v.as.l->items[i], compact, depth + 1, err) < 0) return -1;
+        }
+        if (rc == 0) rc = sgl_strbuf_putc(sb, ']');
+        break;
+    case VM_MAP:
+        rc = sgl_strbuf_putc(sb, '{');
+        for (uint32_t i = 0; i < v.as.m->len && rc == 0; i++) {
+            vm_map_entry *e = &v.as.m->entries[i];
+            if (i) rc = sgl_strbuf_puts(sb, compact ? "," : ", ");
+            if (rc == 0) {
+                if (e->key.type == VM_STR) {
+                    rc = quote_append(sb, e->key.as.s->data, e->key.as.s->len);
+                } else {
+                    sgl_strbuf k = {0};
+                    rc = vm_str_append(&k, e->key);
+                    if (rc == 0) rc = quote_append(sb, k.data ? k.data : "", k.len);
+                    sgl_strbuf_free(&k);
+                }
+            }
+            if (rc == 0) rc = sgl_strbuf_puts(sb, compact ? ":" : ": ");
+            if (rc == 0 && dump(sb, e->val, compact, depth + 1, err) < 0) return -1;
+        }
+        if (rc == 0) rc = sgl_strbuf_putc(sb, '}');
+        break;
+    case VM_STREAM: {
+        vm_value vars = vm_stream_vars(v.as.st);
+        return dump(sb, vars, compact, depth + 1, err);
+    }
+    default:
+        return sgl_error_set(err, "a %s value has no JSON form", vm_type_name(v.type));
+    }
+    return rc ? oom(err) : 0;
+}
+
+int vm_json_dump(sgl_strbuf *sb, vm_value v, bool compact, sgl_error *err) {
+    return dump(sb, v, compact, 0, err);
+}
+
+typedef struct json_parser {
+    const char *s, *end, *p;
+    sgl_error *err;
+    int depth;
+} json_parser;
+
+static int json_fail(json_parser *jp, const char *msg) {
+    int line = 1, col = 1;
+    for (const char *q = jp->s; q < jp->p; q++) {
+        if (*q == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+    }
+    return sgl_error_set(jp->err, "json: line %d col %d: %s", line, col, msg);
+}
+
+static void json_ws(json_parser *jp) {
+    while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' || *jp->p == '\r'))
+        jp->p++;
+}
+
+static int json_hex4(json_parser *jp, uint32_t *out) {
+    if (jp->end - jp->p < 4) return json_fail(jp, "truncated \\u escape");
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = jp->p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
+        else return json_fail(jp, "bad hex digit in \\u escape");
+    }
+    jp->p += 4;
+    *out = v;
+    return 0;
+}
+
+static void utf8_put(sgl_strbuf *sb, uint32_t cp) {
+    char b[4];
+    int n;
+    if (cp < 0x80) { b[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { b[0] = (char)(0xc0 | (cp >> 6)); b[1] = (char)(0x80 | (cp & 0x3f)); n = 2; }
+    else if (cp < 0x10000) {
+        b[0] = (char)(0xe0 | (cp >> 12)); b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        b[2] = (char)(0x80 | (cp & 0x3f)); n = 3;
+    } else {
+        b[0] = (char)(0xf0 | (cp >> 18)); b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); b[3] = (char)(0x80 | (cp & 0x3f)); n = 4;
+    }
+    sgl_strbuf_append(sb, b, (size_t)n);
+}
+
+static int json_string(json_parser *jp, vm_value *out) {
+    jp->p++; /* opening quote */
+    sgl_strbuf sb = {0};
+    sgl_strbuf_reserve(&sb, 16);
+    while (1) {
+        if (jp->p >= jp->end) {
+            sgl_strbuf_free(&sb);
+            return json_fail(jp, "unterminated string");
+        }
+        char c = *jp->p++;
+        if (c == '"') break;
+        if ((unsigned char)c < 0x20) {
+            jp->p--;
+            sgl_strbuf_free(&sb);
+            return json_fail(jp, "control character in string");
+        }
+        if (c != '\\') {
+            sgl_strbuf_putc(&sb, c);
+            continue;
+        }
+        if (jp->p >= jp->end) break;
+        char e = *jp->p++;
+        switch (e) {
+        case '"': sgl_strbuf_putc(&sb, '"'); break;
+        case '\\': sgl_strbuf_putc(&sb, '\\'); break;
+        case '/': sgl_strbuf_putc(&sb, '/'); break;
+        case 'b': sgl_strbuf_putc(&sb, '\b'); break;
+        case 'f': sgl_strbuf_putc(&sb, '\f'); break;
+        case 'n': sgl_strbuf_putc(&sb, '\n'); break;
+        case 'r': sgl_strbuf_putc(&sb, '\r'); break;
+        case 't': sgl_strbuf_putc(&sb, '\t'); break;
+        case 'u': {
+            uint32_t cp;
+            if (json_hex4(jp, &cp) < 0) {
+                sgl_strbuf_free(&sb);
+                return -1;
+            }
+            if (cp >= 0xd800 && cp < 0xdc00 && jp->end - jp->p >= 6 && jp->p[0] == '\\' &&
+                jp->p[1] == 'u') {
+                jp->p += 2;
+                uint32_t lo;
+                if (json_hex4(jp, &lo) < 0) {
+                    sgl_strbuf_free(&sb);
+                    return -1;
+                }
+                if (lo >= 0xdc00 && lo < 0xe000) cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                else cp = 0xfffd;
+            } else if (cp >= 0xd800 && cp < 0xe000) {
+                cp = 0xfffd;
+            }
+            utf8_put(&sb, cp);
+            break;
+        }
+        default:
+            jp->p--;
+            sgl_strbuf_free(&sb);
+            return json_fail(jp, "bad escape in string");
+        }
+    }
+    *out = vm_str_take(&sb);
+    return out->type == VM_STR ? 0 : json_fail(jp, "out of memory");
+}
+
+static int json_value(json_parser *jp, vm_value *out);
+
+static int json_number(json_parser *jp, vm_value *out) {
+    const char *start = jp->p;
+    bool is_float = false;
+    if (jp->p < jp->end && *jp->p == '-') jp->p++;
+    if (jp->p >= jp->end || *jp->p < '0' || *jp->p > '9') return json_fail(jp, "bad number");
+    if (*jp->p == '0') jp->p++;
+    else while (jp->p < jp->end && *jp->p >= '0' && *jp->p <= '9') jp->p++;
+    if (jp->p < jp->end && *jp->p == '.') {
+        is_float = true;
+        jp->p++;
+        if (jp->p >= jp->end || *jp->p < '0' || *jp->p > '9') return json_fail(jp, "bad number");
+        while (jp->p < jp->end && *jp->p >= '0' && *jp->p <= '9') jp->p++;
+    }
+    if (jp->p < jp->end && (*jp->p == 'e' || *jp->p == 'E')) {
+        is_float = true;
+        jp->p++;
+        if (jp->p < jp->end && (*jp->p == '+' || *jp->p == '-')) jp->p++;
+        if (jp->p >= jp->end || *jp->p < '0' || *jp->p > '9') return json_fail(jp, "bad number");
+        while (jp->p < jp->end && *jp->p >= '0' && *jp->p <= '9') jp->p++;
+    }
+    char buf[64];
+    size_t n = (size_t)(jp->p - start);
+    char *tmp = n < sizeof buf ? buf : malloc(n + 1);
+    if (!tmp) return json_fail(jp, "out of memory");
+    memcpy(tmp, start, n);
+    tmp[n] = 0;
+    if (!is_float) {
+        errno = 0;
+        long long v = strtoll(tmp, NULL, 10);
+        if (errno == ERANGE) is_float = true;
+        else *out = vm_int(v);
+    }
+    if (is_float) *out = vm_float(strtod(tmp, NULL));
+    if (tmp != buf) free(tmp);
+    return 0;
+}
+
+static int json_lit(json_parser *jp, const char *word, vm_value v, vm_value *out) {
+    size_t n = strlen(word);
+    if ((size_t)(jp->end - jp->p) < n || memcmp(jp->p, word, n) != 0)
+        return json_fail(jp, "unexpected character");
+    jp->p += n;
+    *out = v;
+    return 0;
+}
+
+static int json_value(json_parser *jp, vm_value *out) {
+    json_ws(jp);
+    if (jp->p >= jp->end) return json_fail(jp, "unexpected end of input");
+    if (++jp->depth > VM_MAX_DEPTH) return json_fail(jp, "nested too deeply");
+    int rc;
+    char c = *jp->p;
+    if (c == '{') {
+        jp->p++;
+        vm_value m = vm_map_new();
+        if (m.type != VM_MAP) return json_fail(jp, "out of memory");
+        json_ws(jp);
+        if (jp->p < jp->end && *jp->p == '}') {
+            jp->p++;
+        } else {
+            while (1) {
+                json_ws(jp);
+                if (jp->p >= jp->end || *jp->p != '"') {
+                    vm_release(m);
+                    return json_fail(jp, "expected a string key");
+                }
+                vm_value k, v;
+                if (json_string(jp, &k) < 0) {
+                    vm_release(m);
+                    return -1;
+                }
+                json_ws(jp);
+                if (jp->p >= jp->end || *jp->p != ':') {
+                    vm_release(k);
+                    vm_release(m);
+                    return json_fail(jp, "expected ':'");
+                }
+                jp->p++;
+                if (json_value(jp, &v) < 0) {
+                    vm_release(k);
+                    vm_release(m);
+                    return -1;
+                }
+                if (vm_map_set(m, k, v, jp->err) < 0) {
+                    vm_release(m);
+                    return -1;
+                }
+                json_ws(jp);
+                if (jp->p < jp->end && *jp->p == ',') {
+                    jp->p++;
+                    continue;
+                }
+                if (jp->p < jp->end && *jp->p == '}') {
+                    jp->p++;
+                    break;
+                }
+                vm_release(m);
+                return json_fail(jp, "expected ',' or '}'");
+            }
+        }
+        *out = m;
+        rc = 0;
+    } else if (c == '[') {
+        jp->p++;
+        vm_value l = vm_list_new(0);
+        if (l.type != VM_LIST) return json_fail(jp, "out of memory");
+        json_ws(jp);
+        if (jp->p < jp->end && *jp->p == ']') {
+            jp->p++;
+        } else {
+            while (1) {
+                vm_value v;
+                if (json_value(jp, &v) < 0) {
+                    vm_release(l);
+                    return -1;
+                }
+                if (vm_list_push(l, v) < 0) {
+                    vm_release(l);
+                    return json_fail(jp, "out of memory");
+                }
+                json_ws(jp);
+                if (jp->p < jp->end && *jp->p == ',') {
+                    jp->p++;
+                    continue;
+                }
+                if (jp->p < jp->end && *jp->p == ']') {
+                    jp->p++;
+                    break;
+                }
+                vm_release(l);
+                return json_fail(jp, "expected ',' or ']'");
+            }
+        }
+        *out = l;
+        rc = 0;
+    } else if (c == '"') {
+        rc = json_string(jp, out);
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        rc = json_number(jp, out);
+    } else if (c == 't') {
+        rc = json_lit(jp, "true", vm_bool(true), out);
+    } else if (c == 'f') {
+        rc = json_lit(jp, "false", vm_bool(false), out);
+    } else if (c == 'n') {
+        rc = json_lit(jp, "null", vm_none(), out);
+    } else {
+        rc = json_fail(jp, "unexpected character");
+    }
+    jp->depth--;
+    return rc;
+}
+
+int vm_json_parse(const char *text, size_t len, vm_value *out, sgl_error *err) {
+    json_parser jp = {.s = text, .end = text + len, .p = text, .err = err};
+    if (json_value(&jp, out) < 0) return -1;
+    json_ws(&jp);
+    if (jp.p != jp.end) {
+        vm_release(*out);
+        *out = vm_none();
+        return json_fail(&jp, "trailing characters after the value");
+    }
+    return 0;
+}

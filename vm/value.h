@@ -1,0 +1,259 @@
+/* value: SGVM's runtime values. Scalars (none, bool, int, float, builtin)
+ * live inside vm_value; strings, lists, maps, functions and streams are
+ * reference-counted heap objects pointed to from it.
+ *
+ * Ownership (the one rule set every VM file follows):
+ *   - A vm_value held in a variable, stack slot or container owns one
+ *     reference to its object (scalars own nothing).
+ *   - Constructors (vm_str_new, vm_list_new, vm_json_parse, vm_arith, ...)
+ *     hand the caller a NEW reference: the caller must vm_release it or
+ *     store it somewhere that will.
+ *   - Storing functions (vm_list_push, vm_list_set, vm_map_set) CONSUME the
+ *     values passed in (key and value): the container now owns them. On
+ *     failure they release what they were given, so the caller never
+ *     releases a value it passed to a storing function.
+ *   - Getters (vm_list_get, vm_map_get, vm_str_cstr) return BORROWED
+ *     values/pointers, valid while the container keeps them; vm_retain one
+ *     to keep it.
+ *   - Everything else (equality, hashing, printing, JSON dump) borrows.
+ * Reference cycles (a list that contains itself) leak; printing and equality
+ * stop at depth VM_MAX_DEPTH instead of recursing forever.
+ *
+ * Maps keep insertion order and accept hashable keys (none, bool, int,
+ * float, str; 1 and 1.0 are the same key). JSON-shaped: json_dump writes
+ * non-string keys as their str().
+ */
+#ifndef SGL_VM_VALUE_H
+#define SGL_VM_VALUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lang/ast.h"
+#include "util/util.h"
+
+#define VM_MAX_DEPTH 200
+
+typedef enum vm_type {
+    VM_NONE,
+    VM_BOOL,
+    VM_INT,
+    VM_FLOAT,
+    VM_STR,
+    VM_LIST,
+    VM_MAP,
+    VM_FN,      /* an SGL function (heap object: name + code pointer) */
+    VM_BUILTIN, /* a builtin (immediate: sgl_builtin id) */
+    VM_STREAM,  /* a prompt stream (vm/stream.h) */
+    VM_ITER,    /* a for-loop iterator (internal: never visible to programs) */
+    VM__TYPE_COUNT
+} vm_type;
+
+/* Header of every heap object. rc counts owning references. */
+typedef struct vm_obj {
+    uint32_t rc;
+    uint32_t type; /* vm_type */
+} vm_obj;
+
+typedef struct vm_str vm_str;
+typedef struct vm_list vm_list;
+typedef struct vm_map vm_map;
+typedef struct vm_fn vm_fn;
+typedef struct vm_stream vm_stream;
+typedef struct vm_iter vm_iter;
+
+typedef struct vm_value {
+    vm_type type;
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        int32_t builtin;
+        vm_obj *obj;
+        vm_str *s;
+        vm_list *l;
+        vm_map *m;
+        vm_fn *fn;
+        vm_stream *st;
+        vm_iter *it;
+    } as;
+} vm_value;
+
+/* Immutable byte string (NUL-terminated; may hold NULs). */
+struct vm_str {
+    vm_obj hdr;
+    uint32_t len;
+    uint64_t hash; /* 0 = not computed yet */
+    char data[];
+};
+
+struct vm_list {
+    vm_obj hdr;
+    vm_value *items; /* [len], owned */
+    uint32_t len, cap;
+};
+
+typedef struct vm_map_entry {
+    vm_value key, val; /* owned */
+    uint64_t hash;
+} vm_map_entry;
+
+struct vm_map {
+    vm_obj hdr;
+    vm_map_entry *entries; /* [len], insertion order */
+    uint32_t len, cap;
+    int32_t *index;        /* [index_cap] open addressing, -1 = empty; power of two */
+    uint32_t index_cap;
+};
+
+/* A function value. code is the compiler's function record (opaque here,
+ * owned by the loaded program, which outlives every value). */
+struct vm_fn {
+    vm_obj hdr;
+    const void *code;
+    uint32_t index; /* index in the program's function table */
+    char *name;     /* owned copy */
+};
+
+/* Allocates a zeroed heap object of size bytes with rc 1 (counted in
+ * vm_live_objects). Returns NULL on OOM. For object kinds defined in other
+ * files (streams). */
+void *vm_obj_alloc(size_t size, vm_type t);
+
+/* Iterator over a list (items), map (keys, insertion order) or str (UTF-8
+ * characters). */
+struct vm_iter {
+    vm_obj hdr;
+    vm_value src; /* owned */
+    uint32_t pos;
+};
+
+/* ---- constructors (immediates need no release) ---------------------------- */
+
+static inline vm_value vm_none(void) { vm_value v = {.type = VM_NONE}; return v; }
+static inline vm_value vm_bool(bool b) { vm_value v = {.type = VM_BOOL, .as.b = b}; return v; }
+static inline vm_value vm_int(int64_t i) { vm_value v = {.type = VM_INT, .as.i = i}; return v; }
+static inline vm_value vm_float(double f) { vm_value v = {.type = VM_FLOAT, .as.f = f}; return v; }
+static inline vm_value vm_builtin(int32_t id) {
+    vm_value v = {.type = VM_BUILTIN, .as.builtin = id};
+    return v;
+}
+static inline bool vm_is_obj(vm_value v) {
+    return v.type >= VM_STR && v.type != VM_BUILTIN && v.type < VM__TYPE_COUNT;
+}
+
+/* New string copied from s[0..n). Returns a new reference; type VM_NONE if
+ * memory runs out (callers check with vm_is_oom / type). */
+vm_value vm_str_new(const char *s, size_t n);
+vm_value vm_str_from(const char *cstr);
+/* Takes a strbuf's contents as a string (the buffer is emptied). */
+vm_value vm_str_take(sgl_strbuf *sb);
+vm_value vm_list_new(uint32_t cap);
+vm_value vm_map_new(void);
+/* name is copied. */
+vm_value vm_fn_new(const void *code, uint32_t index, const char *name);
+/* Iterator over src (retained). Returns 0, or -1 with err when src is not
+ * iterable. */
+int vm_iter_new(vm_value src, vm_value *out, sgl_error *err);
+/* Sets *item (new reference) and returns true, or returns false at the end. */
+bool vm_iter_next(vm_value it, vm_value *item);
+
+/* ---- reference counting ------------------------------------------------------ */
+
+/* Adds a reference; returns v for chaining. Scalars: no-op. */
+static inline vm_value vm_retain(vm_value v) {
+    if (vm_is_obj(v)) v.as.obj->rc++;
+    return v;
+}
+/* Drops a reference; frees the object (and releases its contents) at zero. */
+void vm_release(vm_value v);
+/* Releases v and sets it to none. */
+static inline void vm_clear(vm_value *v) {
+    vm_release(*v);
+    *v = vm_none();
+}
+
+/* ---- accessors ---------------------------------------------------------------- */
+
+/* "none", "bool", "int", "float", "str", "list", "map", "fn", "builtin", "stream", "iterator". */
+const char *vm_type_name(vm_type t);
+/* Borrowed NUL-terminated bytes of a VM_STR. */
+static inline const char *vm_str_cstr(vm_value v) { return v.as.s->data; }
+static inline size_t vm_str_len(vm_value v) { return v.as.s->len; }
+bool vm_truthy(vm_value v);
+
+/* List ops. push/set CONSUME v; get borrows. Return 0 / -1 (OOM or index). */
+int vm_list_push(vm_value list, vm_value v);
+vm_value vm_list_get(vm_value list, uint32_t i);
+int vm_list_set(vm_value list, uint32_t i, vm_value v);
+static inline uint32_t vm_list_len(vm_value list) { return list.as.l->len; }
+
+/* Map ops. set CONSUMES key and val (replacing an existing entry keeps its
+ * position). Returns 0, or -1 with err set (unhashable key, OOM). */
+int vm_map_set(vm_value map, vm_value key, vm_value val, sgl_error *err);
+/* Convenience: key given as a C string. Consumes val. */
+int vm_map_set_cstr(vm_value map, const char *key, vm_value val, sgl_error *err);
+/* Borrowed pointer to the value stored under key, or NULL if absent (or the
+ * key is unhashable). */
+vm_value *vm_map_get(vm_value map, vm_value key);
+vm_value *vm_map_get_cstr(vm_value map, const char *key);
+static inline uint32_t vm_map_len(vm_value map) { return map.as.m->len; }
+
+/* ---- equality, hashing, ordering -------------------------------------------- */
+
+/* Deep equality; int 1 == float 1.0. Streams/functions compare by identity. */
+bool vm_equal(vm_value a, vm_value b);
+/* Returns true and sets *h for hashable values (none, bool, int, float, str,
+ * builtin, fn); false for lists, maps, streams. Equal values hash equal. */
+bool vm_hash(vm_value v, uint64_t *h);
+
+/* ---- operators (lang/ops.def) ------------------------------------------------ */
+
+/* Binary arithmetic ADD SUB MUL DIV MOD (docs/language.md §6): int op int
+ * stays int (DIV truncates toward zero, MOD has the dividend's sign, as C);
+ * a float operand gives a float; str + str, list + list, map + map (right
+ * wins), str * int, list * int. Sets *out to a new reference and returns 0,
+ * or -1 with err set ("unsupported operand types for +: 'str' and 'int'",
+ * "division by zero", "integer overflow in *"). */
+int vm_arith(sgl_op op, vm_value a, vm_value b, vm_value *out, sgl_error *err);
+/* EQ NE LT LE GT GE: ordering works on numbers, strings (bytewise) and lists
+ * (lexicographic); other mixes give an error. */
+int vm_compare(sgl_op op, vm_value a, vm_value b, bool *out, sgl_error *err);
+/* `item in container`: substring for str, element for list, key for map. */
+int vm_contains(vm_value container, vm_value item, bool *out, sgl_error *err);
+/* NEG (numbers) and NOT (any value). */
+int vm_unary(sgl_op op, vm_value a, vm_value *out, sgl_error *err);
+/* obj[idx] for str (one byte), list (negative counts from the end) and map
+ * (missing key is an error). Sets *out to a new reference. */
+int vm_index_get(vm_value obj, vm_value idx, vm_value *out, sgl_error *err);
+/* obj[idx] = v for list and map. CONSUMES v. */
+int vm_index_set(vm_value obj, vm_value idx, vm_value v, sgl_error *err);
+/* len(): bytes of a str, items of a list or map. */
+int vm_len(vm_value v, int64_t *out, sgl_error *err);
+
+/* ---- printing and JSON -------------------------------------------------------- */
+
+/* Appends str(v) to sb: a string's own bytes; none, bools and numbers as
+ * SGL writes them; lists and maps as JSON with ", " and ": " separators
+ * (nested none is null); streams as "<stream ...>". repr(v) differs only in
+ * quoting a top-level string JSON-style. Floats print in the shortest form
+ * that reads back exactly, with ".0" when integral. Returns 0 or -1 (OOM). */
+int vm_str_append(sgl_strbuf *sb, vm_value v);
+int vm_repr_append(sgl_strbuf *sb, vm_value v);
+/* str(v) as a new string value (reference), or none on OOM. */
+vm_value vm_to_str(vm_value v);
+
+/* Writes v as JSON: compact = no spaces, else ", " and ": " separators (one
+ * line either way). Streams dump as the map of their variables; functions
+ * and builtins are an error; nan/inf become null. Returns 0 or -1 with err. */
+int vm_json_dump(sgl_strbuf *sb, vm_value v, bool compact, sgl_error *err);
+/* Parses a JSON text (integers without fraction/exponent become int, others
+ * float; objects become maps in document order). Sets *out to a new
+ * reference; returns 0, or -1 with err "json: line L col C: ...". */
+int vm_json_parse(const char *text, size_t len, vm_value *out, sgl_error *err);
+
+/* Count of live heap objects (for leak checks in tests). */
+int64_t vm_live_objects(void);
+
+#endif
