@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "compiler/compiler.h"
 #include "lang/lang.h"
 
 typedef enum { DUMP_AST, DUMP_GRAPH, DUMP_BYTECODE } dump_view;
@@ -50,6 +51,8 @@ int cmd_dump(int argc, char **argv) {
             all = true;
         } else if (!strcmp(a, "--allow-io")) {
             opts.allow_io = true;
+        } else if (compiler_dump_option(argc, argv, i)) {
+            i += compiler_dump_option(argc, argv, i) - 1; /* compiler_dump_cmd reads it */
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "sglc dump: unknown option '%s'\n", a);
             dump_usage(stderr);
@@ -83,17 +86,11 @@ int cmd_dump(int argc, char **argv) {
         break;
     case DUMP_GRAPH:
         /* ---- compiler: dataflow graph view goes here ---- */
-        if (status == 0) {
-            fprintf(stderr, "sglc dump: --graph is not built yet in this version of sglc\n");
-            status = 2;
-        }
+        if (status == 0) status = compiler_dump_cmd(p, false, argc, argv);
         break;
     case DUMP_BYTECODE:
         /* ---- compiler: bytecode view goes here ---- */
-        if (status == 0) {
-            fprintf(stderr, "sglc dump: --bytecode is not built yet in this version of sglc\n");
-            status = 2;
-        }
+        if (status == 0) status = compiler_dump_cmd(p, true, argc, argv);
         break;
     }
     sgl_program_free(p);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "compiler/compiler.h"
+#include "compiler/ir.h"
 
 static const sgl_opcode_info opcode_table[] = {
 #define OPCODE(name, fmt, pops, pushes, flags, doc) {#name, SGL_FMT_##fmt, pops, pushes, flags, doc},
@@ -46,8 +46,8 @@ const sgl_bc_line *sgl_bc_line_at(const sgl_bc_function *f, uint32_t pc) {
 /* ---- disassembler ---- */
 
 /* Writes s[0..len) as a quoted string, escaping control bytes; long strings
- * are cut at max bytes with "..." after the quote. */
-static void put_quoted(FILE *out, const char *s, size_t len, size_t max) {
+ * are cut at max bytes with "..." after the quote (never in JSON). */
+void comp_write_quoted(FILE *out, const char *s, size_t len, size_t max, bool json) {
     fputc('"', out);
     size_t n = len < max ? len : max;
     for (size_t i = 0; i < n; i++) {
@@ -59,7 +59,7 @@ static void put_quoted(FILE *out, const char *s, size_t len, size_t max) {
         case '"': fputs("\\\"", out); break;
         case '\\': fputs("\\\\", out); break;
         default:
-            if (c < 0x20 || c == 0x7f) fprintf(out, "\\x%02x", c);
+            if (c < 0x20 || c == 0x7f) fprintf(out, json ? "\\u%04x" : "\\x%02x", c);
             else fputc(c, out);
         }
     }
@@ -67,13 +67,15 @@ static void put_quoted(FILE *out, const char *s, size_t len, size_t max) {
     if (n < len) fputs("...", out);
 }
 
-/* Writes constant k in SGL literal syntax. */
-static void put_const(FILE *out, const sgl_module *m, uint32_t k, size_t max) {
-    if (k >= m->n_consts) {
+static void put_quoted(FILE *out, const char *s, size_t len, size_t max) { comp_write_quoted(out, s, len, max, false); }
+
+/* Writes constant k of pool[0..n) in SGL literal syntax. */
+void comp_const_write(const sgl_const *pool, uint32_t n, uint32_t k, size_t max, FILE *out) {
+    if (k >= n) {
         fprintf(out, "<bad const %" PRIu32 ">", k);
         return;
     }
-    const sgl_const *c = &m->consts[k];
+    const sgl_const *c = &pool[k];
     switch (c->kind) {
     case SGL_CONST_NONE: fputs("none", out); break;
     case SGL_CONST_BOOL: fputs(c->b ? "true" : "false", out); break;
@@ -84,7 +86,7 @@ static void put_const(FILE *out, const sgl_module *m, uint32_t k, size_t max) {
         fputc('[', out);
         for (uint32_t i = 0; i < c->agg.n; i++) {
             if (i) fputs(", ", out);
-            put_const(out, m, c->agg.items[i], max);
+            comp_const_write(pool, n, c->agg.items[i], max, out);
         }
         fputc(']', out);
         break;
@@ -92,13 +94,17 @@ static void put_const(FILE *out, const sgl_module *m, uint32_t k, size_t max) {
         fputc('{', out);
         for (uint32_t i = 0; i < c->agg.n; i++) {
             if (i) fputs(", ", out);
-            put_const(out, m, c->agg.items[2 * i], max);
+            comp_const_write(pool, n, c->agg.items[2 * i], max, out);
             fputs(": ", out);
-            put_const(out, m, c->agg.items[2 * i + 1], max);
+            comp_const_write(pool, n, c->agg.items[2 * i + 1], max, out);
         }
         fputc('}', out);
         break;
     }
+}
+
+static void put_const(FILE *out, const sgl_module *m, uint32_t k, size_t max) {
+    comp_const_write(m->consts, m->n_consts, k, max, out);
 }
 
 static void put_site(FILE *out, const sgl_module *m, uint32_t s) {
