@@ -15,7 +15,7 @@ typedef enum { DUMP_AST, DUMP_GRAPH, DUMP_BYTECODE } dump_view;
 
 static void dump_usage(FILE *out) {
     fprintf(out,
-            "usage: sglc dump (--ast | --graph | --bytecode) [--parse-only] [--allow-io] FILE\n\n"
+            "usage: sglc dump (--ast | --graph | --bytecode) [--parse-only] [--all] [--allow-io] FILE\n\n"
             "  --ast         the syntax tree as an S-expression, with the checker's name\n"
             "                bindings (@local:N, @param:N, @fn:mK, @const:mK, @builtin)\n"
             "  --parse-only  (--ast) skip the checks; show the tree as parsed\n"
