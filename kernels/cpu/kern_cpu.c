@@ -68,7 +68,6 @@ typedef struct {
     int64_t rows, k, nb;
     const float *X;
     void *xq;
-    size_t xq_row_bytes;
     float *Y;
 } mm_task;
 
@@ -85,7 +84,7 @@ static void mm_prep_task(void *ctx, int ith, int nth) {
     mm_task *t = ctx;
     int64_t b0, b1;
     range_split(t->nb, 1, ith, nth, &b0, &b1);
-    if (b0 < b1) t->impl->prep(t->X, t->k, t->xq, b0, b1);
+    if (b0 < b1) t->impl->prep(t->X, t->k, t->nb, t->xq, b0, b1);
 }
 
 static void mm_rows_task(void *ctx, int ith, int nth) {
@@ -99,16 +98,15 @@ void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int6
                  const float *X, int64_t nb, float *Y) {
     const kern_ops *ops = ops_get();
     if (t < 0 || t >= SGL_DTYPE_MAX_ID || !ops->mm[t].rows || rows <= 0 || nb <= 0) return;
-    mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, 0, Y};
+    mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, Y};
     void *owned = NULL;
     if (task.impl->prep) {
-        size_t bytes = (size_t)nb * (size_t)(k / sgl_dtype_block_elems(t)) *
-                       task.impl->xq_row_bytes_per_block;
+        size_t bytes = task.impl->xq_bytes(k, nb);
         task.xq = pool ? kern_pool_scratch(pool, bytes) : (owned = aligned_alloc(64, (bytes + 63) & ~(size_t)63));
         if (!task.xq) return;
         /* Small batches are quantized on the caller's thread: waking the
          * pool costs more than the work. */
-        if (nb * k < 16384) task.impl->prep(X, k, task.xq, 0, nb);
+        if (nb * k < 16384) task.impl->prep(X, k, nb, task.xq, 0, nb);
         else kern_pool_run(pool, mm_prep_task, &task);
     }
     kern_pool_run(pool, mm_rows_task, &task);

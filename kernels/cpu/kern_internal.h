@@ -173,14 +173,15 @@ void *kern_pool_scratch(kern_pool *pool, size_t bytes);
  * the activation quantized once per call by prep (NULL when prep is NULL). */
 typedef void (*kern_mm_rows_fn)(const void *W, int64_t rows, int64_t k, const float *X,
                                 const void *xq, int64_t nb, float *Y, int64_t r0, int64_t r1);
-/* Quantizes activation rows [b0, b1) of X into xq (layout private to the
- * implementation); returns nothing. */
-typedef void (*kern_mm_prep_fn)(const float *X, int64_t k, void *xq, int64_t b0, int64_t b1);
+/* Quantizes activation rows [b0, b1) of X (nb rows in all) into xq, whose
+ * layout is private to the implementation. */
+typedef void (*kern_mm_prep_fn)(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0,
+                                int64_t b1);
 
 typedef struct {
     kern_mm_rows_fn rows;
     kern_mm_prep_fn prep; /* NULL: X is used as f32 */
-    size_t xq_row_bytes_per_block; /* bytes of xq per weight block of one X row */
+    size_t (*xq_bytes)(int64_t k, int64_t nb); /* scratch size for prep */
     int row_align; /* thread row ranges start at multiples of this */
 } kern_mm_impl;
 
@@ -200,5 +201,6 @@ typedef struct {
 /* Fill a table; the AVX2 one starts from the reference one and overrides. */
 void kref_ops_fill(kern_ops *ops);
 void kavx2_ops_fill(kern_ops *ops);
+void kavx2_mm_fill(kern_ops *ops); /* the matmul part, in avx2_matmul.c */
 
 #endif

@@ -64,7 +64,10 @@ static void *worker_main(void *arg) {
     kern_pool *p = wa->pool;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = atomic_load(&p->gen);
+    /* gen starts at 0; a run may bump it before this thread gets here, so
+     * start from 0 rather than from what gen reads now. A run cannot finish
+     * (nor gen move again) before every worker has run it. */
+    unsigned seen = 0;
     for (;;) {
         /* Wait for a new generation: spin first, then sleep. */
         long long t0 = 0;
@@ -79,7 +82,7 @@ static void *worker_main(void *arg) {
                 t0 = 0;
             }
         }
-        seen = atomic_load(&p->gen);
+        seen++;
         if (atomic_load(&p->stop)) return NULL;
         p->fn(p->ctx, ith, p->n_threads);
         if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeping))

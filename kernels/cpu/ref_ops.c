@@ -89,7 +89,7 @@ static void ref_f16_to_f32(float *d, const uint16_t *s, int64_t n) {
 void kref_ops_fill(kern_ops *ops) {
     memset(ops, 0, sizeof *ops);
     ops->name = "scalar";
-#define SET(T) ops->mm[SGL_DTYPE_##T] = (kern_mm_impl){ref_mm_##T, NULL, 0, 1};
+#define SET(T) ops->mm[SGL_DTYPE_##T] = (kern_mm_impl){ref_mm_##T, NULL, NULL, 1};
     SET(F32) SET(F16) SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
 #undef SET
     ops->rmsnorm = ref_rmsnorm;

@@ -1,0 +1,192 @@
+/* test_matmul: kern_matmul for every supported weight type.
+ *
+ * 1. The fast implementation against the scalar reference on random shapes
+ *    (odd row counts, nb = 1..37, k = block multiples up to 4096). The fast
+ *    path quantizes activations to int8 per block (per 32 values, or per 256
+ *    for the K-quants), whose rounding error is at most amax/254 per value;
+ *    so the bound per output is
+ *        sum_j |w_j| * amax(block of x_j) / 254 * 1.02 + 2e-5 * sum_j |w_j x_j|
+ *    (the second term covers f32 accumulation). As that worst case is loose,
+ *    a statistical bound is checked too: rounding errors are at most
+ *    uniform on [-d/2, d/2] (d = amax/127), so the error's deviation is
+ *    sigma = sqrt(sum_j w_j^2 d_j^2 / 12) and we require |err| <= 6 sigma
+ *    (+ the f32 term); the data are fixed by the seed, so this cannot flake.
+ *    Float weight types use the f32 term only.
+ * 2. Determinism: Y[b][r] bit-identical whatever nb, the other rows in the
+ *    batch, their order and the thread count.
+ */
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "tests/test.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float frand(void) {
+    return (float)(rnd() & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static const sgl_dtype types[] = {SGL_DTYPE_F32, SGL_DTYPE_F16, SGL_DTYPE_BF16, SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1,
+                                  SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_K, SGL_DTYPE_Q5_K, SGL_DTYPE_Q6_K};
+#define N_TYPES (int)(sizeof types / sizeof types[0])
+
+static int is_quant(sgl_dtype t) {
+    return sgl_dtype_block_elems(t) > 1;
+}
+
+/* Random weight matrix in type t; returns malloc'd bytes, and its decoded
+ * values in *wf (malloc'd). */
+static uint8_t *make_weights(sgl_dtype t, int64_t rows, int64_t k, float **wf) {
+    size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
+    uint8_t *w = malloc(rb * (size_t)rows);
+    float *src = malloc(sizeof(float) * (size_t)k);
+    *wf = malloc(sizeof(float) * (size_t)(rows * k));
+    for (int64_t r = 0; r < rows; r++) {
+        float scale = 0.05f + (float)(rnd() % 100) / 50.0f;
+        for (int64_t j = 0; j < k; j++) src[j] = frand() * scale;
+        kern_quantize_row(t, src, w + (size_t)r * rb, k);
+        kern_dequant_row(t, w + (size_t)r * rb, *wf + r * k, k);
+    }
+    free(src);
+    return w;
+}
+
+static void fill_x(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
+}
+
+static void test_fast_vs_reference(void) {
+    kern_pool *pool = kern_pool_new(2);
+    CHECK(pool != NULL);
+    if (strcmp(kern_impl_name(), "scalar") == 0) printf("note: no AVX2 here; comparing scalar with itself\n");
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        sgl_dtype t = types[ti];
+        int be = sgl_dtype_block_elems(t) > 32 ? sgl_dtype_block_elems(t) : 32;
+        for (int iter = 0; iter < 6; iter++) {
+            int64_t rows = 1 + rnd() % 67;
+            int64_t k = be * (1 + (int64_t)(rnd() % (uint32_t)(4096 / be)));
+            if (iter == 0) k = be;
+            if (iter == 1) k = 4096;
+            if (t == SGL_DTYPE_F32 && iter == 2) k = 37; /* float types need no blocks */
+            int64_t nb = iter == 3 ? 1 : 1 + rnd() % 37;
+            float *wf, *x = malloc(sizeof(float) * (size_t)(nb * k));
+            uint8_t *w = make_weights(t, rows, k, &wf);
+            fill_x(x, nb * k);
+            float *yr = malloc(sizeof(float) * (size_t)(nb * rows)), *yf = malloc(sizeof(float) * (size_t)(nb * rows));
+            kern_force_reference(true);
+            kern_matmul(pool, t, w, rows, k, x, nb, yr);
+            kern_force_reference(false);
+            kern_matmul(pool, t, w, rows, k, x, nb, yf);
+            int bad = 0;
+            double worst = 0;
+            int qb = sgl_dtype_block_elems(t) == 256 ? 256 : 32;
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t r = 0; r < rows; r++) {
+                    const float *wr = wf + r * k, *xb = x + b * k;
+                    double sabs = 0, sq = 0, var = 0;
+                    for (int64_t j0 = 0; j0 < k; j0 += qb) {
+                        double amax = 0, sw = 0, sw2 = 0;
+                        int64_t j1 = j0 + qb < k ? j0 + qb : k;
+                        for (int64_t j = j0; j < j1; j++) {
+                            amax = fmax(amax, fabs(xb[j]));
+                            sw += fabs(wr[j]);
+                            sw2 += (double)wr[j] * wr[j];
+                            sabs += fabs(wr[j] * xb[j]);
+                        }
+                        sq += sw * amax / 254.0;
+                        var += sw2 * (amax / 127.0) * (amax / 127.0) / 12.0;
+                    }
+                    double tol = (is_quant(t) ? fmin(1.02 * sq, 6.0 * sqrt(var)) : 0) + 2e-5 * sabs + 1e-6;
+                    double err = fabs((double)yf[b * rows + r] - (double)yr[b * rows + r]);
+                    worst = fmax(worst, err / tol);
+                    if (!(err <= tol)) bad++;
+                }
+            CHECK_MSG(bad == 0, "%s rows=%lld k=%lld nb=%lld: %d outputs out of bound (worst err/tol %.3g)",
+                      sgl_dtype_name(t), (long long)rows, (long long)k, (long long)nb, bad, worst);
+            free(w);
+            free(wf);
+            free(x);
+            free(yr);
+            free(yf);
+        }
+    }
+    kern_pool_free(pool);
+}
+
+/* The reference itself must match a direct double-precision product. */
+static void test_reference_exact(void) {
+    kern_force_reference(true);
+    int64_t rows = 5, k = 64, nb = 3;
+    float *wf, x[192], y[15];
+    uint8_t *w = make_weights(SGL_DTYPE_Q4_1, rows, k, &wf);
+    fill_x(x, nb * k);
+    kern_matmul(NULL, SGL_DTYPE_Q4_1, w, rows, k, x, nb, y);
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (int64_t j = 0; j < k; j++) s += (double)wf[r * k + j] * x[b * k + j];
+            CHECK_NEAR(y[b * rows + r], s, 1e-5 * (1 + fabs(s)));
+        }
+    kern_force_reference(false);
+    free(w);
+    free(wf);
+}
+
+/* Y rows computed inside batches of different sizes and orders, with
+ * different thread counts, must be bit-identical to the nb = 1 result. */
+static void test_determinism(void) {
+    kern_force_reference(false);
+    kern_pool *pools[3] = {kern_pool_new(1), kern_pool_new(2), kern_pool_new(3)};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        sgl_dtype t = types[ti];
+        int be = sgl_dtype_block_elems(t) > 32 ? sgl_dtype_block_elems(t) : 32;
+        int64_t rows = 37, k = be * (be == 256 ? 3 : 9), NB = 37;
+        float *wf, *x = malloc(sizeof(float) * (size_t)(NB * k));
+        uint8_t *w = make_weights(t, rows, k, &wf);
+        fill_x(x, NB * k);
+        /* the single-row answers */
+        float *ref = malloc(sizeof(float) * (size_t)(NB * rows));
+        for (int64_t b = 0; b < NB; b++) kern_matmul(pools[0], t, w, rows, k, x + b * k, 1, ref + b * rows);
+        float *xb = malloc(sizeof(float) * (size_t)(NB * k)), *yb = malloc(sizeof(float) * (size_t)(NB * rows));
+        int64_t perm[37];
+        int bad = 0;
+        for (int trial = 0; trial < 12; trial++) {
+            int64_t nb = trial == 0 ? NB : 1 + rnd() % NB;
+            /* a random selection of rows, in random order */
+            for (int64_t i = 0; i < NB; i++) perm[i] = i;
+            for (int64_t i = NB - 1; i > 0; i--) {
+                int64_t j = rnd() % (uint32_t)(i + 1), tmp = perm[i];
+                perm[i] = perm[j];
+                perm[j] = tmp;
+            }
+            for (int64_t i = 0; i < nb; i++) memcpy(xb + i * k, x + perm[i] * k, sizeof(float) * (size_t)k);
+            kern_matmul(pools[trial % 3], t, w, rows, k, xb, nb, yb);
+            for (int64_t i = 0; i < nb; i++)
+                if (memcmp(yb + i * rows, ref + perm[i] * rows, sizeof(float) * (size_t)rows) != 0) bad++;
+        }
+        /* a pool-less call too */
+        kern_matmul(NULL, t, w, rows, k, x, NB, yb);
+        if (memcmp(yb, ref, sizeof(float) * (size_t)(NB * rows)) != 0) bad++;
+        CHECK_MSG(bad == 0, "%s: %d batch rows differ from the nb=1 result", sgl_dtype_name(t), bad);
+        free(w);
+        free(wf);
+        free(x);
+        free(xb);
+        free(yb);
+        free(ref);
+    }
+    for (int i = 0; i < 3; i++) kern_pool_free(pools[i]);
+}
+
+int main(void) {
+    printf("implementation: %s\n", kern_impl_name());
+    TEST_RUN(test_reference_exact);
+    TEST_RUN(test_fast_vs_reference);
+    TEST_RUN(test_determinism);
+    return TEST_DONE();
+}
