@@ -158,7 +158,8 @@ int vm_link_flush(vm_link *l) {
                 char msg[1100];
                 snprintf(msg, sizeof msg, "engine refused the request: %s",
                          err.msg[0] ? err.msg : "out of memory");
-                vm_stream_fail(e.st, msg);
+                vm_stream_fail_at(e.st, e.st->head && e.st->head->gen ? e.st->head->gen->where : NULL,
+                                  msg);
             }
             ent_release(&e);
             continue;

@@ -31,6 +31,7 @@ vm_gen_args *vm_gen_args_new(void) {
 void vm_gen_args_free(vm_gen_args *a) {
     if (!a) return;
     free(a->name);
+    free(a->where);
     for (int32_t i = 0; i < a->n_stop; i++) free(a->stop[i]);
     free(a->stop);
     free(a->stop_ids);
@@ -50,6 +51,7 @@ vm_group *vm_group_new(void) {
 void vm_group_release(vm_group *g) {
     if (!g || --g->rc > 0) return;
     free(g->error);
+    free(g->error_where);
     free(g->waiters);
     free(g);
 }
@@ -140,9 +142,19 @@ static void set_busy(vm_stream *st, bool busy) {
     }
 }
 
-void vm_stream_fail(vm_stream *st, const char *msg) {
-    if (!st->error) st->error = sgl_strdup(msg);
-    if (st->group && !st->group->error) st->group->error = sgl_strdup(msg);
+void vm_stream_fail(vm_stream *st, const char *msg) { vm_stream_fail_at(st, NULL, msg); }
+
+void vm_stream_fail_at(vm_stream *st, const char *where, const char *msg) {
+    if (!st->error) {
+        sgl_strbuf sb = {0};
+        sgl_strbuf_puts(&sb, msg);
+        if (where) sgl_strbuf_printf(&sb, " (at %s)", where);
+        st->error = sgl_strbuf_take(&sb);
+    }
+    if (st->group && !st->group->error) {
+        st->group->error = sgl_strdup(msg);
+        st->group->error_where = where ? sgl_strdup(where) : NULL;
+    }
     for (vm_sop *op = st->head, *next; op; op = next) {
         next = op->next;
         sop_free(op);
@@ -410,11 +422,13 @@ int vm_stream_set_var(vm_stream *st, const char *name, vm_value val, sgl_error *
 
 /* ---- results ------------------------------------------------------------------------ */
 
+static double f2d(float x);
+
 static vm_value logprob_pair(float lp, int32_t tok) {
     vm_value p = vm_map_new();
     if (p.type != VM_MAP) return p;
     vm_map_set_cstr(p, "token", vm_int(tok), NULL);
-    vm_map_set_cstr(p, "logprob", vm_float(lp), NULL);
+    vm_map_set_cstr(p, "logprob", vm_float(f2d(lp)), NULL);
     return p;
 }
 
@@ -514,7 +528,7 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
     if (convert_dtype(a->dtype, r->text, &val, msg, sizeof msg) < 0) {
         char full[300];
         snprintf(full, sizeof full, "gen '%s': %s", a->name ? a->name : "", msg);
-        vm_stream_fail(st, full);
+        vm_stream_fail_at(st, a->where, full);
         return;
     }
     vm_value meta = meta_base(r, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
@@ -522,6 +536,17 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
         vm_map_set_cstr(meta, "logprobs", logprob_list(r->logprobs, r->n_logprobs), NULL);
     account(st, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
     finish_var(st, a->name, val, meta);
+}
+
+/* A float32 logprob as the double its shortest decimal form reads as, so
+ * -0.1f shows as -0.1. */
+static double f2d(float x) {
+    char buf[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
+    return strtod(buf, NULL);
 }
 
 static vm_value float_list(const double *v, int32_t n) {
@@ -564,7 +589,9 @@ static void apply_select(vm_stream *st, vm_sop *op) {
     int32_t max_len = 0;
     for (int32_t i = 0; i < n; i++) {
         const sgl_choice_score *c = &r->choices[i];
-        norm[i] = c->n_tokens ? c->sum / c->n_tokens : -INFINITY;
+        double sum = 0;
+        for (int32_t k = 0; k < c->n_tokens; k++) sum += f2d(c->logprobs[k]);
+        norm[i] = c->n_tokens ? sum / c->n_tokens : -INFINITY;
         if (c->n_tokens > max_len) max_len = c->n_tokens;
     }
     int32_t best = 0;
@@ -667,7 +694,7 @@ void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
         snprintf(msg, sizeof msg, "%s '%s': engine error: %s", op->gen->is_select ? "select" : "gen",
                  op->gen->name ? op->gen->name : "", r->error ? r->error : "aborted");
         sgl_result_free(r);
-        vm_stream_fail(st, msg);
+        vm_stream_fail_at(st, op->gen->where, msg);
         return;
     }
     if (!op->gen->is_select) {

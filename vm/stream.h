@@ -56,6 +56,7 @@ typedef enum vm_select_method {
  * built; fill stop/stop_ids/choices, not sp.stop. */
 typedef struct vm_gen_args {
     char *name;               /* variable to set; NULL = anonymous */
+    char *where;              /* "file:line:col" of the call, for messages; or NULL */
     sgl_sampling_params sp;
     char **stop;
     int32_t n_stop;
@@ -101,6 +102,7 @@ typedef struct vm_group {
     int rc;
     int n_busy;
     char *error;             /* first stream failure (owned), or NULL */
+    char *error_where;       /* where the failing gen/select is ("file:line:col"), or NULL */
     void **waiters;          /* fibers waiting for n_busy == 0 */
     uint32_t n_waiters, cap_waiters;
     int64_t prompt_tokens, completion_tokens, cached_tokens, requests;
@@ -194,8 +196,11 @@ void vm_stream_advance(vm_stream *st);
 /* A result for the head op arrived (slot 0/1: which SELECT request). Takes
  * ownership of r. */
 void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r);
-/* Marks the stream failed with msg, drops queued ops, wakes everyone. */
+/* Marks the stream failed with msg, drops queued ops, wakes everyone.
+ * where (or NULL) names the call that failed; readers see
+ * "msg (at where)", the group keeps msg and where apart. */
 void vm_stream_fail(vm_stream *st, const char *msg);
+void vm_stream_fail_at(vm_stream *st, const char *where, const char *msg);
 void vm_prefill_release(vm_prefill *pf);
 /* The prefill finished (successfully or not: either way children go on). */
 void vm_prefill_done(vm_prefill *pf);

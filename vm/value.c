@@ -721,7 +721,7 @@ static int dump(sgl_strbuf *sb, vm_value v, bool compact, int depth, sgl_error *
  * JSON (", " / ": " separators); repr() quotes strings. */
 static int show(sgl_strbuf *sb, vm_value v, bool repr) {
     switch (v.type) {
-    case VM_NONE: return sgl_strbuf_puts(sb, "none");
+    case VM_NONE: return sgl_strbuf_puts(sb, "null");
     case VM_BOOL: return sgl_strbuf_puts(sb, v.as.b ? "true" : "false");
     case VM_INT: return sgl_strbuf_printf(sb, "%" PRId64, v.as.i);
     case VM_FLOAT: return float_append(sb, v.as.f, false);

@@ -234,9 +234,9 @@ int vm_len(vm_value v, int64_t *out, sgl_error *err);
 
 /* ---- printing and JSON -------------------------------------------------------- */
 
-/* Appends str(v) to sb: a string's own bytes; none, bools and numbers as
- * SGL writes them; lists and maps as JSON with ", " and ": " separators
- * (nested none is null); streams as "<stream ...>". repr(v) differs only in
+/* Appends str(v) to sb (docs/language.md §9): a string's own bytes, other
+ * values as JSON (none is null; lists and maps with ", " and ": "
+ * separators); nan/inf as nan/inf; streams as "<stream ...>". repr(v) differs only in
  * quoting a top-level string JSON-style. Floats print in the shortest form
  * that reads back exactly, with ".0" when integral. Returns 0 or -1 (OOM). */
 int vm_str_append(sgl_strbuf *sb, vm_value v);

@@ -30,7 +30,7 @@ static const char *dumps(vm_value v, bool compact) {
 
 static void test_scalars_and_str(void) {
     int64_t live = vm_live_objects();
-    CHECK_STR(show(vm_none()), "none");
+    CHECK_STR(show(vm_none()), "null");
     CHECK_STR(show(vm_bool(true)), "true");
     CHECK_STR(show(vm_int(-42)), "-42");
     CHECK_STR(show(vm_float(2.5)), "2.5");

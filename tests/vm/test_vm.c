@@ -1,0 +1,372 @@
+/* test_vm: SGVM end to end on the fake engine: SGL source -> front end ->
+ * compiler -> VM, checking what the program prints (or the located error
+ * it fails with). One case per opcode family, then streams (gen, roles,
+ * select, fork/join, run_batch, batching, prefix hints) and failures
+ * (runtime errors with tracebacks, a failing run_batch instance that
+ * leaves the others intact, constrained decoding refused). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/compiler.h"
+#include "lang/lang.h"
+#include "runtime/chat_template.h"
+#include "tests/test.h"
+#include "vm/fake_engine.h"
+#include "vm/vm.h"
+
+typedef struct run_out {
+    char *printed;    /* malloc'd */
+    char *error;      /* malloc'd or NULL */
+    vm_fake *fake;    /* valid until run_free */
+    sgl_engine *engine;
+    vm_link_stats stats;
+} run_out;
+
+static void run_free(run_out *r) {
+    free(r->printed);
+    free(r->error);
+    sgl_engine_free(r->engine);
+}
+
+/* rules: NULL-terminated pairs when, reply (reply "!msg" = abort msg). */
+static int run_src(const char *src, const char *const *rules, run_out *out) {
+    memset(out, 0, sizeof *out);
+    sgl_program *p = NULL;
+    int rc = sgl_program_load_buffer(&p, "t.sgl", src, strlen(src), NULL);
+    if (rc != 0) {
+        sgl_diags_print(p, stderr, false);
+        sgl_program_free(p);
+        return -1;
+    }
+    sgl_error err = {{0}};
+    sgl_module *m = compiler_compile(p, NULL, &err);
+    sgl_program_free(p);
+    if (!m) {
+        fprintf(stderr, "compile: %s\n", err.msg);
+        return -1;
+    }
+    out->engine = vm_fake_engine_new(&out->fake);
+    for (int i = 0; rules && rules[i]; i += 2) {
+        const char *reply = rules[i + 1];
+        vm_fake_add_rule(out->fake, rules[i], reply[0] == '!' ? NULL : reply, reply[0] == '!' ? reply + 1 : NULL);
+    }
+    chat_template *ct = chat_template_from_family("chatml", NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    vm_config cfg = vm_config_default();
+    cfg.engine = out->engine;
+    cfg.chat = ct;
+    cfg.out = mem;
+    vm *v = vm_new(&cfg, &err);
+    vm_inst *in = vm_spawn(v, m, (uint32_t)m->entry, NULL, 0, false, &err);
+    if (in) vm_run(v, &err);
+    if (!in) out->error = sgl_strdup(err.msg);
+    else if (vm_inst_failed(in)) out->error = sgl_strdup(vm_inst_error(in));
+    vm_engine_stats(v, &out->stats);
+    vm_free(v);
+    fclose(mem);
+    out->printed = buf;
+    chat_template_free(ct);
+    compiler_module_free(m);
+    return 0;
+}
+
+/* Runs src and checks the printed text and the error (NULL = must succeed). */
+static void expect_run(const char *src, const char *const *rules, const char *want_printed,
+                       const char *want_error, int line) {
+    run_out r;
+    int64_t live = vm_live_objects();
+    if (run_src(src, rules, &r) < 0) {
+        CHECK_MSG(0, "line %d: program did not compile", line);
+        return;
+    }
+    CHECK_MSG(r.printed && strcmp(r.printed, want_printed) == 0, "line %d: printed\n  got:      \"%s\"\n  expected: \"%s\"",
+              line, r.printed ? r.printed : "(null)", want_printed);
+    if (!want_error) CHECK_MSG(r.error == NULL, "line %d: unexpected error: %s", line, r.error);
+    else CHECK_MSG(r.error && strstr(r.error, want_error), "line %d: error \"%s\" lacks \"%s\"", line,
+                   r.error ? r.error : "(none)", want_error);
+    run_free(&r);
+    CHECK_MSG(vm_live_objects() == live, "line %d: %lld objects leaked", line,
+              (long long)(vm_live_objects() - live));
+}
+#define EXPECT(...) expect_run(__VA_ARGS__, __LINE__)
+
+static void test_arith_compare_logic(void) {
+    EXPECT("fn f(a, b, x, y) {\n"
+           "  print(a + b, a / b, -a % b, a * 2.5, x + y, [a] + [b], a == 7.0, y > x)\n"
+           "  print(a in [1, 7], x not in \"abc\", not a, -a, a > b and b > 0, a < b or false)\n"
+           "  print({\"k\": 1} + {\"k\": 2, \"z\": 3}, x * 3, a - b)\n"
+           "}\n"
+           "main { f(7, 2, \"a\", \"b\") }\n",
+           NULL,
+           "9 3 -1 17.5 ab [7, 2] true true\n"
+           "true false false -7 true false\n"
+           "{\"k\": 2, \"z\": 3} aaa 5\n",
+           NULL);
+}
+
+static void test_control_flow(void) {
+    EXPECT("fn f(n) {\n"
+           "  let out = []\n"
+           "  for i in range(n) {\n"
+           "    if i == 1 { continue }\n"
+           "    elif i == 4 { break }\n"
+           "    out += [i]\n"
+           "  }\n"
+           "  let k = 0\n"
+           "  while true { k += 1\n if k >= 3 { break } }\n"
+           "  let t = \"\"\n"
+           "  for ch in \"h\\u{e9}!\" { t = t + \"[\" + ch + \"]\" }\n"
+           "  for key in ({\"x\": 1, \"y\": 2}) { t += key }\n"
+           "  return [out, k, t]\n"
+           "}\n"
+           "main { print(f(10)) }\n",
+           NULL, "[[0, 2, 3], 3, \"[h][\xc3\xa9][!]xy\"]\n", NULL);
+}
+
+static void test_collections(void) {
+    EXPECT("main {\n"
+           "  let a = [1, [2, 3]]\n"
+           "  let b = a\n"
+           "  b[1][0] = 9\n"
+           "  let m = {\"k\": [1]}\n"
+           "  m[\"k\"][0] = 5\n"
+           "  m[\"n\"] = a\n"
+           "  print(a, b, m, len(m), keys(m), a[-1], \"xyz\"[1])\n"
+           "}\n",
+           NULL, "[1, [2, 3]] [1, [9, 3]] {\"k\": [5], \"n\": [1, [2, 3]]} 2 [\"k\", \"n\"] [2, 3] y\n",
+           NULL);
+}
+
+static void test_calls(void) {
+    EXPECT("fn fib(n) { if n < 2 { return n }\n return fib(n - 1) + fib(n - 2) }\n"
+           "fn twice(f, x) { return f(f(x)) }\n"
+           "fn inc(x) { return x + 1 }\n"
+           "fn noret(x) { let y = x }\n"
+           "main { print(fib(15), twice(inc, 5), noret(1)) }\n",
+           NULL, "610 7 null\n", NULL);
+}
+
+static void test_strings_builtins(void) {
+    EXPECT("main {\n"
+           "  let x = 3\n"
+           "  print(f\"x={x} l={[1, \"a\"]} n={none} f={1.5}\")\n"
+           "  print(int(\"42\"), int(3.9), float(\"2.5\"), str(12) + \"!\", range(1, 10, 3))\n"
+           "  let j = json_parse(\"{\\\"a\\\": [1, 2.0, null]}\")\n"
+           "  print(json_dump(j), j[\"a\"][1] == 2)\n"
+           "  print(regex_match(r\"\\d+(\\.\\d+)?\", \"3.14\"), regex_match(\"[a-c]+\", \"abd\"))\n"
+           "  print(time() > 1000000000.0)\n"
+           "}\n",
+           NULL,
+           "x=3 l=[1, \"a\"] n=null f=1.5\n"
+           "42 3 2.5 12! [1, 4, 7]\n"
+           "{\"a\":[1,2.0,null]} true\n"
+           "true false\n"
+           "true\n",
+           NULL);
+}
+
+static void test_runtime_errors(void) {
+    EXPECT("fn g(x) { return 10 / x }\n"
+           "fn f(x) { return g(x - 1) }\n"
+           "main { print(\"before\")\n print(f(1)) }\n",
+           NULL, "before\n", "t.sgl:1:18: error: division by zero\n  in g at t.sgl:1:18\n  in f at t.sgl:2:18\n  in main at t.sgl:4:8");
+    EXPECT("main { let x = 2\n assert x == 3, f\"x is {x}\" }\n", NULL, "",
+           "t.sgl:2:2: error: assertion failed: x is 2");
+    EXPECT("main { let m = {\"a\": 1}\n print(m[\"b\"]) }\n", NULL, "",
+           "t.sgl:2:8: error: key \"b\" not found in map");
+    EXPECT("main { print(int(\"x1\")) }\n", NULL, "", "error: int(): invalid integer literal \"x1\"");
+}
+
+static const char *const qa_rules[] = {"A:", " Paris\nmore", "Capital", "Rome", NULL};
+
+static void test_gen_and_read(void) {
+    EXPECT("fn qa(s, q) {\n"
+           "  s += \"Q: \" + q + \"\\nA:\" + gen(\"a\", max_tokens=16, stop=\"\\n\") + \"\\n\"\n"
+           "}\n"
+           "main {\n"
+           "  let st = qa(\"capital of France?\")\n"
+           "  print(st[\"a\"], meta(st, \"a\")[\"finish_reason\"], json_dump(meta(st, \"a\")[\"matched_stop\"]))\n"
+           "  print(json_dump(text(st)))\n"
+           "}\n",
+           qa_rules, " Paris stop \"\\n\"\n\"Q: capital of France?\\nA: Paris\\n\"\n", NULL);
+    /* max_tokens cuts (fake: a token is a byte); dtype parses. */
+    EXPECT("fn f(s) { s += \"n=\" + gen(\"n\", dtype=\"int\") + \" \" + gen(\"t\", max_tokens=2) }\n"
+           "main { let st = f()\n print(st[\"n\"] + 1, st[\"t\"], meta(st, \"t\")[\"finish_reason\"]) }\n",
+           (const char *const[]){"n=", "41", "41 ", "abc", NULL}, "42 ab length\n", NULL);
+    EXPECT("fn f(s) { s += gen(\"x\") }\nmain { let st = f()\n print(st[\"y\"]) }\n", NULL, "",
+           "t.sgl:3:8: error: stream has no variable 'y'");
+}
+
+static void test_roles_and_select(void) {
+    EXPECT("fn chat(s) {\n"
+           "  s += system(\"Be brief.\")\n"
+           "  s += user(\"Capital of Italy?\")\n"
+           "  s += assistant(gen(\"ans\", max_tokens=8))\n"
+           "  with user(s) { s += \"Pick one: \" }\n"
+           "  s += assistant(select(\"pick\", [\"Milan\", \"Rome\"]))\n"
+           "}\n"
+           "main { let st = chat()\n print(st[\"ans\"], st[\"pick\"], meta(st, \"pick\")[\"scores\"])\n"
+           "  print(json_dump(text(st))) }\n",
+           qa_rules,
+           "Rome Rome [-1.0, -0.1]\n"
+           "\"<|im_start|>system\\nBe brief.<|im_end|>\\n<|im_start|>user\\nCapital of Italy?<|im_end|>\\n"
+           "<|im_start|>assistant\\nRome<|im_end|>\\n<|im_start|>user\\nPick one: <|im_end|>\\n"
+           "<|im_start|>assistant\\nRome<|im_end|>\\n\"\n",
+           NULL);
+}
+
+static const char *const tip_rules[] = {"Tip 1:", " eat well\n", "Tip 2:", " sleep\n", "In summary,", " rest.", NULL};
+
+static void test_fork_join(void) {
+    const char *src = "fn tips(s, topic) {\n"
+                      "  s += f\"Tips for {topic}:\\n\"\n"
+                      "  let b = fork(s, 2)\n"
+                      "  for i in range(2) {\n"
+                      "    b[i] += f\"Tip {i + 1}:\" + gen(\"detail\", max_tokens=32, stop=\"\\n\")\n"
+                      "  }\n"
+                      "  join(b)\n"
+                      "  s += \"Tip 1:\" + b[0][\"detail\"] + \"\\nTip 2:\" + b[1][\"detail\"] + \"\\n\"\n"
+                      "  s += \"In summary,\" + gen(\"summary\", max_tokens=16)\n"
+                      "}\n"
+                      "main { let st = tips(\"health\")\n print(st[\"detail\"], st[\"summary\"]) }\n";
+    run_out r;
+    if (run_src(src, tip_rules, &r) < 0) {
+        CHECK(0);
+        return;
+    }
+    CHECK_STR(r.printed, "[\" eat well\", \" sleep\"]  rest.\n");
+    CHECK(r.error == NULL);
+    /* prefill alone, then both branches in one batch, then the summary. */
+    CHECK_INT(r.fake->n_batches, 3);
+    if (r.fake->n_batches == 3) {
+        CHECK_INT(r.fake->batches[0], 1);
+        CHECK_INT(r.fake->batches[1], 2);
+        CHECK_INT(r.fake->batches[2], 1);
+    }
+    CHECK(r.fake->n_log > 0 && r.fake->log[0][0] == 'P');
+    CHECK_INT(r.stats.max_batch, 2);
+    run_free(&r);
+}
+
+static void test_run_batch(void) {
+    const char *src = "fn sentiment(s, text) {\n"
+                      "  s += system(\"Classify.\")\n"
+                      "  assert text != \"boom\", \"bad input\"\n"
+                      "  s += f\"Text: {text}\\nSentiment:\" + select(\"label\", [\"positive\", \"negative\"])\n"
+                      "}\n"
+                      "main {\n"
+                      "  let rs = run_batch(sentiment, [{\"text\": \"I love it\"}, {\"text\": \"boom\"},\n"
+                      "                                {\"text\": \"awful\"}, {\"text\": \"great\"}], parallel=4)\n"
+                      "  print(rs[0][\"label\"], rs[2][\"label\"], rs[3][\"label\"], len(rs))\n"
+                      "  print(rs[1][\"label\"])\n"
+                      "}\n";
+    const char *const rules[] = {"love", "positive", "awful", "negative", "great", "positive", NULL};
+    run_out r;
+    if (run_src(src, rules, &r) < 0) {
+        CHECK(0);
+        return;
+    }
+    /* The failed instance leaves the others intact; reading it fails main
+     * with the instance's own located error. */
+    CHECK_STR(r.printed, "positive negative positive 4\n");
+    CHECK_MSG(r.error && strstr(r.error, "t.sgl:3:3: error: assertion failed: bad input"), "error: %s",
+              r.error ? r.error : "(none)");
+    /* Prefix hint first (system turn), then the three scorings together. */
+    CHECK(r.fake->n_log > 0 && strncmp(r.fake->log[0], "P:<|im_start|>system\nClassify.<|im_end|>\n", 40) == 0);
+    CHECK_INT(r.stats.max_batch, 3);
+    run_free(&r);
+}
+
+static void test_batch_defaults_and_parallel(void) {
+    /* parallel=1 runs the instances one after another; run_batch kwargs are
+     * gen defaults (max_tokens=1 cuts the fake's "ok" to "o"). */
+    EXPECT("fn f(s, x) { s += x + gen(\"g\") }\n"
+           "main { let rs = run_batch(f, [{\"x\": \"a\"}, {\"x\": \"b\"}], parallel=1, max_tokens=1)\n"
+           "  print(rs[0][\"g\"], rs[1][\"g\"]) }\n",
+           NULL, "o o\n", NULL);
+    EXPECT("fn f(s, x) { s += x }\n"
+           "main { let rs = run_batch(f, json_parse(\"[{\\\"y\\\": 1}]\"), parallel=2)\n print(len(rs))\n print(rs[0][\"q\"]) }\n",
+           NULL, "1\n", "run_batch: argument 0");
+}
+
+static void test_engine_failures(void) {
+    EXPECT("fn f(s) { s += \"bad\" + gen(\"x\")\n s += \"tail\" }\nmain { let st = f()\n print(\"a\")\n print(st[\"x\"]) }\n",
+           (const char *const[]){"bad", "!engine exploded", NULL}, "a\n",
+           "t.sgl:5:8: error: gen 'x': engine error: engine exploded (at t.sgl:1:24)");
+    /* Not read: the instance still fails, located at the gen. */
+    EXPECT("fn f(s) { s += \"bad\" + gen(\"x\") }\nmain { let st = f() }\n",
+           (const char *const[]){"bad", "!boom", NULL}, "", "t.sgl:1:24: error: gen 'x': engine error: boom");
+    EXPECT("fn f(s) { s += gen(\"x\", regex=\"[0-9]+\") }\nmain { let st = f() }\n", NULL, "",
+           "constrained decoding is not supported yet");
+}
+
+static void test_stream_values(void) {
+    EXPECT("fn part(s, x) { s += x }\n"
+           "main { let a = part(\"one \")\n let b = part(\"two\")\n a += b\n print(text(a))\n"
+           "  let c = fork(a)\n c[0] += \"!\"\n join(c, mode=\"concat\")\n print(text(a)) }\n",
+           NULL, "one two\none two!\n", NULL);
+}
+
+/* The C API: instances spawned side by side; one fails, the others finish. */
+static void test_spawn_api(void) {
+    int64_t live = vm_live_objects();
+    const char *src = "fn f(s, x) { assert x != 2\n s += f\"{x}:\" + gen(\"g\") }\n";
+    sgl_program *p = NULL;
+    CHECK_INT(sgl_program_load_buffer(&p, "api.sgl", src, strlen(src), NULL), 0);
+    sgl_error err = {{0}};
+    sgl_module *m = compiler_compile(p, NULL, &err);
+    sgl_program_free(p);
+    if (!m) {
+        CHECK(0);
+        return;
+    }
+    vm_fake *fake;
+    sgl_engine *e = vm_fake_engine_new(&fake);
+    vm_config cfg = vm_config_default();
+    cfg.engine = e;
+    vm *v = vm_new(&cfg, &err);
+    int fi = sgl_module_find_fn(m, "f");
+    vm_inst *ins[3];
+    for (int i = 0; i < 3; i++) {
+        vm_value arg = vm_int(i + 1);
+        ins[i] = vm_spawn(v, m, (uint32_t)fi, &arg, 1, true, &err);
+    }
+    CHECK_INT(vm_run(v, &err), 0);
+    CHECK(vm_inst_done(ins[0]) && !vm_inst_failed(ins[0]));
+    CHECK(vm_inst_failed(ins[1]));
+    CHECK(vm_inst_error(ins[1]) && strstr(vm_inst_error(ins[1]), "api.sgl:1:14: error: assertion failed"));
+    CHECK(!vm_inst_failed(ins[2]));
+    vm_value st = vm_inst_result(ins[2]);
+    CHECK(st.type == VM_STREAM && strcmp(vm_str_cstr(*vm_map_get_cstr(vm_stream_vars(st.as.st), "g")), "ok") == 0);
+    CHECK_INT(fake->n_batches, 1);
+    CHECK_INT(fake->batches[0], 2);
+    vm_inst_stats is;
+    vm_inst_stats_get(ins[0], &is);
+    CHECK_INT(is.requests, 1);
+    CHECK_INT(is.completion_tokens, 2);
+    vm_free(v);
+    sgl_engine_free(e);
+    compiler_module_free(m);
+    CHECK_INT(vm_live_objects(), live);
+}
+
+int main(void) {
+    TEST_RUN(test_arith_compare_logic);
+    TEST_RUN(test_control_flow);
+    TEST_RUN(test_collections);
+    TEST_RUN(test_calls);
+    TEST_RUN(test_strings_builtins);
+    TEST_RUN(test_runtime_errors);
+    TEST_RUN(test_gen_and_read);
+    TEST_RUN(test_roles_and_select);
+    TEST_RUN(test_fork_join);
+    TEST_RUN(test_run_batch);
+    TEST_RUN(test_batch_defaults_and_parallel);
+    TEST_RUN(test_engine_failures);
+    TEST_RUN(test_stream_values);
+    TEST_RUN(test_spawn_api);
+    return TEST_DONE();
+}

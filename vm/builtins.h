@@ -1,0 +1,28 @@
+/* builtins: SGL's plain builtins (docs/language.md §9): print, len, str,
+ * int, float, range, keys, json_parse, json_dump, regex_match, time, and the
+ * I/O ones (read_file, write_file, http_get, http_post, shell) that work only
+ * when the VM runs with allow_io. Stream primitives (gen, select, roles,
+ * fork, join, run_batch, meta, text) are in vm.c.
+ */
+#ifndef SGL_VM_BUILTINS_H
+#define SGL_VM_BUILTINS_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "lang/ast.h"
+#include "vm/value.h"
+
+/* Calls plain builtin b with args[0..n) (borrowed). out: FILE for print;
+ * allow_io gates the I/O builtins. Sets *out_val to a new reference and
+ * returns 0, or -1 with err set (the message names the builtin). Returns -2
+ * when b is not a plain builtin. */
+int vm_builtin_plain(sgl_builtin b, const vm_value *args, uint32_t n, FILE *out, bool allow_io,
+                     vm_value *out_val, sgl_error *err);
+
+/* Whole-string match of text against pattern in SGL's regex dialect
+ * (docs/language.md §10), via POSIX extended regexes. Returns 1 match,
+ * 0 no match, -1 with err set for a pattern it cannot compile. */
+int vm_regex_match(const char *pattern, const char *text, size_t text_len, sgl_error *err);
+
+#endif

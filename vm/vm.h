@@ -1,0 +1,107 @@
+/* vm: SGVM, the interpreter for compiler/bytecode.h modules.
+ *
+ *   vm_config cfg = vm_config_default();
+ *   cfg.engine = engine;                 // runtime/engine.h, borrowed
+ *   cfg.chat = tmpl;                     // chat template for roles (or NULL)
+ *   vm *v = vm_new(&cfg, &err);
+ *   vm_inst *main = vm_spawn(v, module, module->entry, NULL, 0, false, &err);
+ *   vm_run(v);                           // until every instance is done
+ *   if (vm_inst_failed(main)) fputs(vm_inst_error(main), stderr);
+ *   vm_free(v);
+ *
+ * Fibers: every program instance (a spawned call, each element of a
+ * run_batch) runs on its own fiber, with its own value stack and call
+ * frames (SGL calls never recurse in C). A fiber runs until an op needs
+ * something that is not there yet: a variable still being generated, a
+ * stream that must drain (fork, join, text), a run_batch whose instances
+ * are still running. It then parks at that op (pc unchanged, operands still
+ * on the stack) and is woken by whatever it waits for; the op re-executes.
+ * Appends (gen included) never park: they queue on the stream (stream.h).
+ *
+ * Scheduler (vm_run): run every runnable fiber until all are parked or
+ * done; hand every request the streams queued to the engine in one go (so
+ * they batch); wait for completions; resume the fibers they wake; repeat.
+ * If everything is parked and nothing is in flight the parked instances
+ * fail with a "deadlock" error.
+ *
+ * Runtime errors fail the instance with a located message:
+ *   file:line:col: error: message
+ *     in fn_name at file:line:col
+ *     in main at file:line:col
+ * Other instances (the rest of a run_batch) go on. An instance is done when
+ * its function has returned and every stream it created has drained; a
+ * stream failure (engine error) fails the instance too.
+ *
+ * Dispatch is a switch, or computed goto where the compiler has it (the
+ * VM_DISPATCH_SWITCH macro forces the switch).
+ */
+#ifndef SGL_VM_VM_H
+#define SGL_VM_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "compiler/bytecode.h"
+#include "runtime/chat_template.h"
+#include "runtime/engine.h"
+#include "vm/link.h"
+#include "vm/value.h"
+
+typedef struct vm_config {
+    sgl_engine *engine;        /* required; borrowed */
+    const chat_template *chat; /* roles; NULL = the "plain" family */
+    bool allow_io;             /* read_file, write_file, http_get, http_post, shell */
+    FILE *out;                 /* print(); NULL = stdout */
+    /* Run-level gen defaults (command-line flags): a map from kwargs.def
+     * names to values, applied before run_batch's and the call site's own
+     * arguments. Borrowed; none = engine defaults only. */
+    vm_value gen_defaults;
+    /* Prefill a function's prefix hint before a run_batch of it (and a
+     * fork's shared prefix before its branches). Default true. */
+    bool prefix_hints;
+} vm_config;
+
+vm_config vm_config_default(void);
+
+typedef struct vm vm;
+typedef struct vm_inst vm_inst;
+
+/* Returns a VM (caller frees with vm_free) or NULL with err set. */
+vm *vm_new(const vm_config *cfg, sgl_error *err);
+/* Frees every instance and value the VM holds. Modules are not freed. */
+void vm_free(vm *v);
+
+/* Starts an instance of function fn of module m (the module is borrowed and
+ * must outlive the VM). args[0..n_args) are borrowed (retained). fresh: run
+ * on a new stream bound to parameter 0 and make that stream the result
+ * (args then fill parameters 1..); otherwise args fill parameters 0.. and
+ * the result is the return value. The instance is owned by the VM; it runs
+ * at the next vm_run. Returns NULL with err set (bad fn index, arity). */
+vm_inst *vm_spawn(vm *v, const sgl_module *m, uint32_t fn, const vm_value *args, uint32_t n_args,
+                  bool fresh, sgl_error *err);
+/* Runs until no instance can make progress (normally: all done). Returns 0,
+ * or -1 with err set on a VM-level failure (out of memory). Instance
+ * failures are reported per instance. */
+int vm_run(vm *v, sgl_error *err);
+
+bool vm_inst_done(const vm_inst *in);
+bool vm_inst_failed(const vm_inst *in);
+/* The located error message (with traceback), or NULL. Owned by the VM. */
+const char *vm_inst_error(const vm_inst *in);
+/* Borrowed: the return value, or the fresh stream. none until done. */
+vm_value vm_inst_result(const vm_inst *in);
+
+typedef struct vm_inst_stats {
+    double seconds;            /* spawn to done */
+    int64_t requests, prompt_tokens, completion_tokens, cached_tokens;
+} vm_inst_stats;
+void vm_inst_stats_get(const vm_inst *in, vm_inst_stats *out);
+
+/* Engine-side totals for this VM's requests (batching, tokens). */
+void vm_engine_stats(const vm *v, vm_link_stats *out);
+
+/* Instruction counter (all fibers), for benchmarks. */
+uint64_t vm_instructions(const vm *v);
+
+#endif
