@@ -44,14 +44,25 @@ void vm_gen_args_free(vm_gen_args *a) {
 
 vm_group *vm_group_new(void) {
     vm_group *g = calloc(1, sizeof *g);
-    if (g) g->rc = 1;
+    if (g) {
+        g->rc = 1;
+        g->vars = vm_none();
+    }
     return g;
+}
+
+/* Records a produced variable on the group (borrowed key/value). */
+static void group_note_var(vm_group *g, vm_value key, vm_value val) {
+    if (!g) return;
+    if (g->vars.type != VM_MAP) g->vars = vm_map_new();
+    if (g->vars.type == VM_MAP) vm_map_set(g->vars, vm_retain(key), vm_retain(val), NULL);
 }
 
 void vm_group_release(vm_group *g) {
     if (!g || --g->rc > 0) return;
     free(g->error);
     free(g->error_where);
+    vm_release(g->vars);
     free(g->waiters);
     free(g);
 }
@@ -512,6 +523,9 @@ static int convert_dtype(vm_dtype dt, const char *text, vm_value *out, char *msg
 
 static void finish_var(vm_stream *st, const char *name, vm_value val, vm_value meta) {
     if (name) {
+        vm_value key = vm_str_from(name);
+        group_note_var(st->group, key, val);
+        vm_release(key);
         vm_map_set_cstr(st->vars, name, val, NULL);
         vm_map_set_cstr(st->meta, name, meta, NULL);
     } else {
@@ -832,6 +846,7 @@ int vm_stream_join(vm_value children, bool concat, sgl_error *err) {
             vm_list_push(vals, v ? vm_retain(*v) : vm_none());
             vm_list_push(metas, m ? vm_retain(*m) : vm_none());
         }
+        group_note_var(parent->group, key, vals);
         if (vm_map_set(parent->vars, vm_retain(key), vals, err) < 0 ||
             vm_map_set(parent->meta, vm_retain(key), metas, err) < 0) {
             vm_release(names);

@@ -106,6 +106,8 @@ typedef struct vm_group {
     void **waiters;          /* fibers waiting for n_busy == 0 */
     uint32_t n_waiters, cap_waiters;
     int64_t prompt_tokens, completion_tokens, cached_tokens, requests;
+    vm_value vars;           /* map: every variable its streams produced (last
+                                write wins; join's lists included), or none */
 } vm_group;
 
 vm_group *vm_group_new(void);

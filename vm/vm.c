@@ -72,6 +72,7 @@ struct vm_inst {
     bool failed;
     char *error;
     double t0, t1;
+    FILE *out;             /* print() destination, or NULL for the VM's */
 };
 
 struct vm {
@@ -82,6 +83,8 @@ struct vm {
     vm_inst *run_head, *run_tail;
     uint64_t n_instr;
     int n_live; /* instances not done */
+    vm_done_hook done_hook;
+    void *done_ctx;
 };
 
 vm_config vm_config_default(void) {
@@ -383,6 +386,12 @@ vm_inst *vm_spawn(vm *v, const sgl_module *m, uint32_t fn, const vm_value *args,
 }
 
 bool vm_inst_done(const vm_inst *in) { return in->state == FIB_DONE; }
+vm_value vm_inst_vars(const vm_inst *in) { return in->group->vars; }
+void vm_inst_set_output(vm_inst *in, FILE *out) { in->out = out; }
+void vm_set_done_hook(vm *v, vm_done_hook fn, void *ctx) {
+    v->done_hook = fn;
+    v->done_ctx = ctx;
+}
 bool vm_inst_failed(const vm_inst *in) { return in->failed; }
 const char *vm_inst_error(const vm_inst *in) { return in->error; }
 vm_value vm_inst_result(const vm_inst *in) { return in->result; }
@@ -409,6 +418,7 @@ static void inst_finish(vm_inst *in) {
     if (in->failed && in->result.type == VM_NONE && in->stream.type == VM_STREAM)
         in->result = vm_retain(in->stream);
     if (in->batch_parent) batch_child_done(in->batch_parent, in);
+    else if (in->v->done_hook) in->v->done_hook(in->v->done_ctx, in);
 }
 
 /* ---- runtime errors ------------------------------------------------------------------- */
@@ -619,6 +629,7 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
         b->insts[i] = c;
         b->running++;
         c->batch_parent = parent;
+        c->out = parent->out;
         c->defaults = vm_retain(b->defaults);
         if (b->pf) {
             c->prefill = b->pf;
@@ -825,7 +836,7 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
                              sgl_builtin_name(b));
     default: break;
     }
-    int rc = vm_builtin_plain(b, args, n, v->cfg.out, v->cfg.allow_io, out, err);
+    int rc = vm_builtin_plain(b, args, n, in->out ? in->out : v->cfg.out, v->cfg.allow_io, out, err);
     if (rc == -2) return sgl_error_set(err, "unknown builtin #%d", (int)b);
     return rc;
 }

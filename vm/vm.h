@@ -92,6 +92,18 @@ const char *vm_inst_error(const vm_inst *in);
 /* Borrowed: the return value, or the fresh stream. none until done. */
 vm_value vm_inst_result(const vm_inst *in);
 
+/* Borrowed map of every variable the instance's streams produced (last
+ * write wins), or none when there were none. */
+vm_value vm_inst_vars(const vm_inst *in);
+/* Where this instance's (and its run_batch children's) print() goes; NULL:
+ * the VM's output. The FILE is borrowed. */
+void vm_inst_set_output(vm_inst *in, FILE *out);
+
+/* Called when a top-level instance (one from vm_spawn) is done, from inside
+ * vm_run; the hook may vm_spawn more instances. */
+typedef void (*vm_done_hook)(void *ctx, vm_inst *in);
+void vm_set_done_hook(vm *v, vm_done_hook fn, void *ctx);
+
 typedef struct vm_inst_stats {
     double seconds;            /* spawn to done */
     int64_t requests, prompt_tokens, completion_tokens, cached_tokens;

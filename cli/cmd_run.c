@@ -1,0 +1,213 @@
+/* cmd_run: `sglc run FILE [ARGS...]`: load, check and compile an SGL program,
+ * run its main block (or --fn NAME with ARGS) on the VM against the local
+ * engine (or --fake), and print what it prints; --json prints one JSON
+ * object with the result, variables, output, timings and token counts.
+ * Exit status: 0 ok, 1 program error (diagnostics or runtime error),
+ * 2 usage or setup error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "vm/session.h"
+
+static void run_usage(FILE *out) {
+    fprintf(out,
+            "usage: sglc run FILE [ARGS...] [options]\n\n"
+            "Runs FILE's main block, or the function --fn NAME with ARGS (each ARG is\n"
+            "read as JSON when it parses, else as a string; a function whose first\n"
+            "parameter is a stream runs on a fresh stream when that one is left out).\n\n"
+            "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
+            "  --fake             use the deterministic fake engine (no model; replies \"ok\")\n"
+            "  --fn NAME          run function NAME instead of main\n"
+            "  --json             print one JSON object: result, variables, output, error,\n"
+            "                     seconds, requests and token counts\n"
+            "  --allow-io         permit read_file, write_file, http_get, http_post, shell\n"
+            "  -O LEVEL           compiler optimisation level (0, 1, 2)\n"
+            "  -I DIR             also search DIR for imports\n"
+            "  --temperature T    default sampling temperature for gen (run level)\n"
+            "  --max-tokens N     default max_tokens for gen\n"
+            "  --seed N           default sampling seed\n"
+            "  --threads N        engine threads (default: all cores)\n"
+            "  --stats            print engine batching and cache figures to stderr\n",
+            SGL_DEFAULT_MODEL_FILE);
+}
+
+static bool diag_color(void) {
+    const char *nc = getenv("NO_COLOR");
+    return isatty(2) && !(nc && *nc);
+}
+
+int cmd_run(int argc, char **argv) {
+    const char *file = NULL, *model = NULL, *fn_name = NULL, *v;
+    bool json = false, fake = false, stats = false;
+    vm_session_opts so = vm_session_opts_default();
+    const char *dirs[64];
+    size_t n_dirs = 0;
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    int n_args = 0;
+    vm_value defaults = vm_map_new();
+    if (!args || defaults.type != VM_MAP) return 2;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            run_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--fake")) {
+            fake = true;
+        } else if (!strcmp(argv[i], "--stats")) {
+            stats = true;
+        } else if (!strcmp(argv[i], "--allow-io")) {
+            so.allow_io = true;
+        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
+            model = v;
+        } else if (cli_opt(argc, argv, &i, "--fn", &v)) {
+            fn_name = v;
+        } else if (cli_opt(argc, argv, &i, "-I", &v)) {
+            if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
+        } else if (cli_opt(argc, argv, &i, "-O", &v)) {
+            so.opt_level = (int)cli_parse_long("run", "-O", v, 0, 2);
+        } else if (!strncmp(argv[i], "-O", 2) && argv[i][2]) {
+            so.opt_level = (int)cli_parse_long("run", "-O", argv[i] + 2, 0, 2);
+        } else if (cli_opt(argc, argv, &i, "--temperature", &v)) {
+            vm_map_set_cstr(defaults, "temperature", vm_float(cli_parse_double("run", "--temperature", v, 0, 100)), NULL);
+        } else if (cli_opt(argc, argv, &i, "--max-tokens", &v)) {
+            vm_map_set_cstr(defaults, "max_tokens", vm_int(cli_parse_long("run", "--max-tokens", v, 0, 1 << 20)), NULL);
+        } else if (cli_opt(argc, argv, &i, "--seed", &v)) {
+            vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("run", "--seed", v, 0, 1L << 31)), NULL);
+        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
+            so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024);
+        } else if (argv[i][0] == '-' && argv[i][1] && !file) {
+            fprintf(stderr, "sglc run: unknown option '%s'\n", argv[i]);
+            run_usage(stderr);
+            return 2;
+        } else if (!file) {
+            file = argv[i];
+        } else {
+            args[n_args++] = argv[i];
+        }
+    }
+    if (!file) {
+        run_usage(stderr);
+        return 2;
+    }
+    so.search_path = dirs;
+    so.n_search_path = n_dirs;
+    so.fake = fake;
+
+    /* Check and compile before loading the model: errors come fast. */
+    vm_session s;
+    memset(&s, 0, sizeof s);
+    s.opts = so;
+    vm_script sc;
+    sgl_error err = {{0}};
+    if (vm_script_load(&s, file, NULL, 0, stderr, diag_color(), true, &sc, &err) < 0) {
+        if (sc.prog && sc.prog->diags.n_errors == 0) fprintf(stderr, "sglc run: %s\n", err.msg);
+        vm_script_free(&sc);
+        return 1;
+    }
+    int fi = sc.mod->entry;
+    if (fn_name) {
+        fi = sgl_module_find_fn(sc.mod, fn_name);
+        if (fi < 0) {
+            fprintf(stderr, "sglc run: %s has no function '%s'\n", file, fn_name);
+            vm_script_free(&sc);
+            return 2;
+        }
+    } else if (fi < 0) {
+        fprintf(stderr, "sglc run: %s has no main block (use --fn NAME)\n", file);
+        vm_script_free(&sc);
+        return 2;
+    }
+    const sgl_bc_function *fn = &sc.mod->fns[fi];
+    bool fresh = false;
+    if ((uint32_t)n_args + 1 == fn->n_params && (fn->flags & SGL_FNF_STREAM)) {
+        fresh = true;
+    } else if ((uint32_t)n_args != fn->n_params) {
+        fprintf(stderr, "sglc run: %s() takes %u argument%s, got %d\n", fn->name, fn->n_params,
+                fn->n_params == 1 ? "" : "s", n_args);
+        vm_script_free(&sc);
+        return 2;
+    }
+
+    char *model_path = NULL;
+    if (!fake) {
+        model_path = cli_model_path(model);
+        if (!model_path) {
+            vm_script_free(&sc);
+            return 2;
+        }
+        so.model_path = model_path;
+    }
+    if (vm_session_open(&s, &so, &err) < 0) {
+        fprintf(stderr, "sglc run: %s\n", err.msg);
+        vm_script_free(&sc);
+        free(model_path);
+        return 2;
+    }
+
+    char *outbuf = NULL;
+    size_t outlen = 0;
+    FILE *out = json ? open_memstream(&outbuf, &outlen) : stdout;
+    vm_config cfg = vm_session_config(&s);
+    cfg.out = out;
+    cfg.gen_defaults = defaults;
+    vm *vmach = vm_new(&cfg, &err);
+    vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
+    for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);
+    vm_inst *in = vmach ? vm_spawn(vmach, sc.mod, (uint32_t)fi, vals, (uint32_t)n_args, fresh, &err) : NULL;
+    for (int i = 0; i < n_args; i++) vm_release(vals[i]);
+    free(vals);
+    int status = 0;
+    if (!in) {
+        fprintf(stderr, "sglc run: %s\n", err.msg);
+        status = 2;
+    } else {
+        vm_run(vmach, &err);
+        if (json) {
+            fflush(out);
+            sgl_strbuf sb = {0};
+            vm_inst_json(in, outbuf, &sb);
+            printf("%s\n", sb.data ? sb.data : "{}");
+            sgl_strbuf_free(&sb);
+        } else if (!vm_inst_failed(in) && fn_name) {
+            /* --fn: show what the function produced. */
+            vm_value r = vm_inst_result(in);
+            sgl_strbuf sb = {0};
+            if (r.type == VM_STREAM) vm_json_dump(&sb, vm_inst_vars(in).type == VM_MAP ? vm_inst_vars(in) : r, false, NULL);
+            else vm_str_append(&sb, r);
+            printf("%s\n", sb.data ? sb.data : "");
+            sgl_strbuf_free(&sb);
+        }
+        if (vm_inst_failed(in)) {
+            vm_script_print_error(&sc, vm_inst_error(in), stderr);
+            status = 1;
+        }
+        if (stats) {
+            vm_link_stats ls;
+            vm_engine_stats(vmach, &ls);
+            sgl_engine_metrics em;
+            sgl_engine_metrics_get(s.engine, &em);
+            fprintf(stderr,
+                    "stats: %lld generate, %lld score, %lld prefill requests in %lld flushes (largest %lld); "
+                    "prompt %lld tokens, %lld cached (%.1f%%), %lld generated; %llu VM instructions\n",
+                    (long long)ls.generate_requests, (long long)ls.score_requests, (long long)ls.prefill_requests,
+                    (long long)ls.flushes, (long long)ls.max_batch, (long long)em.prompt_tokens,
+                    (long long)em.cached_tokens, 100.0 * em.hit_rate, (long long)em.generated_tokens,
+                    (unsigned long long)vm_instructions(vmach));
+        }
+    }
+    vm_free(vmach);
+    if (json) {
+        fclose(out);
+        free(outbuf);
+    }
+    vm_release(defaults);
+    vm_session_close(&s);
+    vm_script_free(&sc);
+    free(model_path);
+    free(args);
+    return status;
+}

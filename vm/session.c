@@ -1,0 +1,171 @@
+/* session.c: engine + chat template setup, script loading with the
+ * embedded stdlib, error rendering with source lines. See session.h.
+ */
+#include "vm/session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/gguf.h"
+#include "vm/stdlib_sgl.h"
+
+vm_session_opts vm_session_opts_default(void) {
+    vm_session_opts o;
+    memset(&o, 0, sizeof o);
+    o.opt_level = -1;
+    return o;
+}
+
+int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
+    memset(s, 0, sizeof *s);
+    s->opts = *o;
+    double t0 = sgl_now();
+    if (o->fake) {
+        s->engine = vm_fake_engine_new(&s->fake);
+        s->ct = chat_template_from_family("chatml", err);
+        if (!s->engine || !s->ct) {
+            vm_session_close(s);
+            return sgl_error_set(err, "out of memory");
+        }
+        return 0;
+    }
+    if (!o->model_path) return sgl_error_set(err, "no model given");
+    gguf_file *f = gguf_open(o->model_path, err);
+    if (!f) return sgl_error_prefix(err, "%s", o->model_path);
+    s->tok = tok_load_gguf(f, err);
+    if (s->tok) s->ct = chat_template_from_gguf(f, s->tok, err);
+    gguf_close(f);
+    if (!s->ct) {
+        vm_session_close(s);
+        return sgl_error_prefix(err, "%s", o->model_path);
+    }
+    sgl_engine_config cfg = sgl_engine_config_default();
+    cfg.model_path = o->model_path;
+    cfg.n_threads = o->n_threads;
+    if (o->kv_mem_mb > 0) cfg.kv_mem_mb = o->kv_mem_mb;
+    s->engine = sgl_engine_local_new(&cfg, err);
+    if (!s->engine) {
+        vm_session_close(s);
+        return -1;
+    }
+    s->load_seconds = sgl_now() - t0;
+    return 0;
+}
+
+void vm_session_close(vm_session *s) {
+    sgl_engine_free(s->engine);
+    chat_template_free(s->ct);
+    tok_free(s->tok);
+    memset(s, 0, sizeof *s);
+}
+
+vm_config vm_session_config(const vm_session *s) {
+    vm_config c = vm_config_default();
+    c.engine = s->engine;
+    c.chat = s->ct;
+    c.allow_io = s->opts.allow_io;
+    return c;
+}
+
+int vm_script_load(const vm_session *s, const char *path, const char *text, size_t len, FILE *diag,
+                   bool color, bool show_warnings, vm_script *out, sgl_error *err) {
+    memset(out, 0, sizeof *out);
+    sgl_load_options lo;
+    memset(&lo, 0, sizeof lo);
+    lo.search_path = s->opts.search_path;
+    lo.n_search_path = s->opts.n_search_path;
+    lo.provider = vm_stdlib_provider;
+    lo.allow_io = s->opts.allow_io;
+    int rc = text ? sgl_program_load_buffer(&out->prog, path, text, len, &lo)
+                  : sgl_program_load_file(&out->prog, path, &lo);
+    if (!out->prog) return sgl_error_set(err, "out of memory");
+    if (diag && (rc != 0 || (show_warnings && out->prog->diags.n_warnings)))
+        sgl_diags_print(out->prog, diag, color);
+    if (rc != 0)
+        return sgl_error_set(err, "%d error%s", out->prog->diags.n_errors,
+                             out->prog->diags.n_errors == 1 ? "" : "s");
+    compiler_options co = compiler_options_default();
+    if (s->opts.opt_level >= 0) co.opt_level = s->opts.opt_level;
+    out->mod = compiler_compile(out->prog, &co, err);
+    if (!out->mod) return sgl_error_prefix(err, "compile");
+    return 0;
+}
+
+void vm_script_free(vm_script *sc) {
+    compiler_module_free(sc->mod);
+    sgl_program_free(sc->prog);
+    memset(sc, 0, sizeof *sc);
+}
+
+void vm_script_print_error(const vm_script *sc, const char *msg, FILE *out) {
+    const char *nl = strchr(msg, '\n');
+    size_t first_len = nl ? (size_t)(nl - msg) : strlen(msg);
+    fwrite(msg, 1, first_len, out);
+    fputc('\n', out);
+    /* "path:line:col: error: ..." -> the source line with a caret. */
+    const sgl_program *p = sc ? sc->prog : NULL;
+    for (uint32_t i = 0; p && i < p->n_files; i++) {
+        const sgl_source *src = &p->files[i];
+        size_t pl = strlen(src->path);
+        unsigned line = 0, col = 0;
+        if (strncmp(msg, src->path, pl) != 0 || msg[pl] != ':') continue;
+        if (sscanf(msg + pl, ":%u:%u:", &line, &col) != 2 || line == 0 || line > src->n_lines) continue;
+        uint32_t a = src->line_starts[line - 1];
+        uint32_t b = line < src->n_lines ? src->line_starts[line] : src->len;
+        while (b > a && (src->text[b - 1] == '\n' || src->text[b - 1] == '\r')) b--;
+        if (b - a > 200) break;
+        fprintf(out, "%5u | %.*s\n      | ", line, (int)(b - a), src->text + a);
+        for (unsigned k = 1; k < col && a + k - 1 < b; k++) fputc(src->text[a + k - 1] == '\t' ? '\t' : ' ', out);
+        fputs("^\n", out);
+        break;
+    }
+    if (nl) fprintf(out, "%s\n", nl + 1);
+}
+
+vm_value vm_arg_value(const char *arg) {
+    vm_value v;
+    if (vm_json_parse(arg, strlen(arg), &v, NULL) == 0) return v;
+    return vm_str_from(arg);
+}
+
+/* JSON of v, or of str(v) when v has no JSON form. */
+static void json_or_str(sgl_strbuf *sb, vm_value v) {
+    size_t mark = sb->len;
+    if (vm_json_dump(sb, v, false, NULL) == 0) return;
+    sb->len = mark;
+    if (sb->data) sb->data[mark] = 0;
+    vm_value s = vm_to_str(v);
+    vm_json_dump(sb, s, false, NULL);
+    vm_release(s);
+}
+
+int vm_inst_json(const vm_inst *in, const char *output, sgl_strbuf *sb) {
+    vm_inst_stats st;
+    vm_inst_stats_get(in, &st);
+    bool failed = vm_inst_failed(in);
+    sgl_strbuf_printf(sb, "{\"status\": \"%s\", \"result\": ", failed ? "error" : "ok");
+    vm_value r = vm_inst_result(in);
+    if (failed || r.type == VM_STREAM) sgl_strbuf_puts(sb, "null");
+    else json_or_str(sb, r);
+    sgl_strbuf_puts(sb, ", \"variables\": ");
+    vm_value vars = vm_inst_vars(in);
+    if (vars.type == VM_MAP) json_or_str(sb, vars);
+    else sgl_strbuf_puts(sb, "{}");
+    sgl_strbuf_puts(sb, ", \"output\": ");
+    vm_value o = vm_str_from(output ? output : "");
+    json_or_str(sb, o);
+    vm_release(o);
+    sgl_strbuf_puts(sb, ", \"error\": ");
+    if (failed) {
+        vm_value e = vm_str_from(vm_inst_error(in) ? vm_inst_error(in) : "error");
+        json_or_str(sb, e);
+        vm_release(e);
+    } else {
+        sgl_strbuf_puts(sb, "null");
+    }
+    return sgl_strbuf_printf(sb,
+                             ", \"seconds\": %.3f, \"requests\": %lld, \"prompt_tokens\": %lld, "
+                             "\"completion_tokens\": %lld, \"cached_tokens\": %lld}",
+                             st.seconds, (long long)st.requests, (long long)st.prompt_tokens,
+                             (long long)st.completion_tokens, (long long)st.cached_tokens);
+}

@@ -1,0 +1,81 @@
+/* session: what `sglc run`, `sglc batch` and `sglc repl` share: an engine
+ * (the local engine on a GGUF model, or the fake engine), the model's chat
+ * template, and scripts (an SGL program loaded with the embedded stdlib,
+ * checked and compiled), plus helpers to report runtime errors with the
+ * source line and to turn results into JSON.
+ */
+#ifndef SGL_VM_SESSION_H
+#define SGL_VM_SESSION_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "compiler/compiler.h"
+#include "lang/lang.h"
+#include "runtime/chat_template.h"
+#include "runtime/engine.h"
+#include "runtime/tokenizer.h"
+#include "vm/fake_engine.h"
+#include "vm/value.h"
+#include "vm/vm.h"
+
+typedef struct vm_session_opts {
+    const char *model_path;    /* GGUF for the local engine (unless fake) */
+    bool fake;                 /* the deterministic fake engine (no model) */
+    bool allow_io;
+    int opt_level;             /* -1: the compiler's default */
+    int n_threads;             /* 0: all cores */
+    int kv_mem_mb;             /* 0: engine default */
+    const char *const *search_path;
+    size_t n_search_path;
+} vm_session_opts;
+
+vm_session_opts vm_session_opts_default(void);
+
+typedef struct vm_session {
+    vm_session_opts opts;
+    sgl_engine *engine;
+    vm_fake *fake;             /* when opts.fake */
+    sgl_tokenizer *tok;        /* local engine: for the chat template */
+    chat_template *ct;
+    double load_seconds;
+} vm_session;
+
+/* Starts the engine. Returns 0, or -1 with err set (model not loadable). */
+int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err);
+void vm_session_close(vm_session *s);
+/* A VM config for this session (engine, chat template, allow_io). */
+vm_config vm_session_config(const vm_session *s);
+
+typedef struct vm_script {
+    sgl_program *prog;
+    sgl_module *mod;
+} vm_script;
+
+/* Loads path (or, when text is non-NULL, text[0..len) named path), with
+ * the embedded stdlib as import fallback, checks and compiles it.
+ * Diagnostics go to diag (NULL: nowhere; warnings only when
+ * show_warnings). Returns 0, or -1 with err set ("N errors" or the
+ * compiler's message); *out is always safe to vm_script_free. */
+int vm_script_load(const vm_session *s, const char *path, const char *text, size_t len, FILE *diag,
+                   bool color, bool show_warnings, vm_script *out, sgl_error *err);
+void vm_script_free(vm_script *sc);
+
+/* Writes msg (a VM error: "file:line:col: error: ...\n  in f at ...") to
+ * out, with the source line and a caret under the column after the first
+ * line when the file is one of the script's. */
+void vm_script_print_error(const vm_script *sc, const char *msg, FILE *out);
+
+/* Appends one JSON object describing a finished instance to sb:
+ *   {"status": "ok"|"error", "result": ..., "variables": {...},
+ *    "output": "...", "error": null|"...", "seconds": s, "requests": n,
+ *    "prompt_tokens": n, "completion_tokens": n, "cached_tokens": n}
+ * output (may be NULL) is what the instance printed. Values without a JSON
+ * form are written as their str(). Returns 0 or -1 (OOM). */
+int vm_inst_json(const vm_inst *in, const char *output, sgl_strbuf *sb);
+
+/* A command-line argument as a value: its JSON value when it parses as
+ * JSON, else the string itself. New reference. */
+vm_value vm_arg_value(const char *arg);
+
+#endif
