@@ -80,7 +80,13 @@ void comp_const_write(const sgl_const *pool, uint32_t n, uint32_t k, size_t max,
     case SGL_CONST_NONE: fputs("none", out); break;
     case SGL_CONST_BOOL: fputs(c->b ? "true" : "false", out); break;
     case SGL_CONST_INT: fprintf(out, "%" PRId64, c->i); break;
-    case SGL_CONST_FLOAT: fprintf(out, "%.17g", c->f); break;
+    case SGL_CONST_FLOAT: {
+        char buf[40];
+        snprintf(buf, sizeof buf, "%.17g", c->f);
+        fputs(buf, out);
+        if (!strpbrk(buf, ".eEn")) fputs(".0", out); /* 3.0, not 3: tell floats from ints */
+        break;
+    }
     case SGL_CONST_STRING: put_quoted(out, c->str.bytes, c->str.len, max); break;
     case SGL_CONST_LIST:
         fputc('[', out);

@@ -178,7 +178,9 @@ static void emit_value(em *e, ir_ref id) {
         return;
     }
     sgl_loc save = e->loc;
-    e->loc = n->loc;
+    /* constants and loads cannot fail: they keep their user's location, so
+     * the line table follows statements rather than operands */
+    if (n->op != IR_CONST && n->op != IR_LOAD && n->op != IR_FN_REF) e->loc = n->loc;
     switch (n->op) {
     case IR_CONST: emit(e, SGL_BC_LOAD_CONST, (uint32_t)n->k, 0, 0, 1); break;
     case IR_LOAD: emit(e, SGL_BC_LOAD_LOCAL, (uint32_t)n->i, 0, 0, 1); break;

@@ -171,6 +171,9 @@ typedef struct styping {
     uint8_t *is_stream; /* per slot of that function */
     uint8_t *demoted;   /* per slot: plainly assigned somewhere */
     bool changed;
+    /* weak evidence for p0: `p0 += ...` and p0 read nowhere but in stream
+     * positions (with, fork/meta/text, s["v"], the stream argument of a call) */
+    uint32_t p0_appends, p0_reads, p0_stream_reads;
 } styping;
 
 static bool *g_fn_stream; /* per fn: p0 is a stream (during inference) */
@@ -202,13 +205,24 @@ static void st_list(styping *t, const sgl_node_list *l) {
     for (uint32_t i = 0; i < l->len; i++) st_expr(t, l->items[i]);
 }
 
+static void p0_stream_use(styping *t, const sgl_node *e) {
+    if (e && slot_of(e) == 0) t->p0_stream_reads++;
+}
+
 static void st_expr(styping *t, const sgl_node *e) {
     if (!e) return;
     switch (e->kind) {
+    case SGL_AST_NAME:
+        if (slot_of(e) == 0) t->p0_reads++;
+        break;
     case SGL_AST_FSTRING: st_list(t, &e->fstr.parts); break;
     case SGL_AST_LIST: case SGL_AST_MAP: st_list(t, &e->list.items); break;
     case SGL_AST_PAIR: st_expr(t, e->pair.key); st_expr(t, e->pair.value); break;
-    case SGL_AST_INDEX: st_expr(t, e->index.obj); st_expr(t, e->index.index); break;
+    case SGL_AST_INDEX:
+        if (e->index.index->kind == SGL_AST_STRING) p0_stream_use(t, e->index.obj);
+        st_expr(t, e->index.obj);
+        st_expr(t, e->index.index);
+        break;
     case SGL_AST_UNARY: st_expr(t, e->unary.operand); break;
     case SGL_AST_BINARY: st_expr(t, e->binary.lhs); st_expr(t, e->binary.rhs); break;
     case SGL_AST_KWARG: st_expr(t, e->kwarg.value); break;
@@ -216,8 +230,10 @@ static void st_expr(styping *t, const sgl_node *e) {
         st_list(t, &e->call.args);
         if (e->call.call_kind == SGL_CALL_BUILTIN) {
             sgl_builtin b = e->call.builtin;
-            if ((b == SGL_BUILTIN_FORK || b == SGL_BUILTIN_META || b == SGL_BUILTIN_TEXT) && e->call.n_positional >= 1)
+            if ((b == SGL_BUILTIN_FORK || b == SGL_BUILTIN_META || b == SGL_BUILTIN_TEXT) && e->call.n_positional >= 1) {
                 mark_slot(t, e->call.args.items[0]);
+                p0_stream_use(t, e->call.args.items[0]);
+            }
             if (b == SGL_BUILTIN_RUN_BATCH && e->call.n_positional >= 1) {
                 const sgl_node *f = e->call.args.items[0];
                 if (f->kind == SGL_AST_NAME && f->name.bind.kind == SGL_BIND_FN)
@@ -227,6 +243,7 @@ static void st_expr(styping *t, const sgl_node *e) {
             mark_p0(t, fn_index_of(t->c, e->call.fn));
         } else if (e->call.call_kind == SGL_CALL_FN && e->call.fn->fn.params.len > 0) {
             const sgl_node *a0 = e->call.param_args[0];
+            p0_stream_use(t, a0);
             int s = a0 ? slot_of(a0) : -1;
             if (s >= 0 && t->is_stream[s] && !t->demoted[s]) mark_p0(t, fn_index_of(t->c, e->call.fn));
         }
@@ -249,10 +266,11 @@ static void st_stmt(styping *t, const sgl_node *n) {
         break;
     case SGL_AST_ASSIGN: {
         st_expr(t, n->assign.value);
-        st_expr(t, n->assign.target);
+        if (n->assign.target->kind != SGL_AST_NAME) st_expr(t, n->assign.target);
         int s = slot_of(n->assign.target);
         if (n->assign.op == SGL_OP_ADD) {
             if (s >= 0 && has_prim(n->assign.value)) mark_slot(t, n->assign.target);
+            if (s == 0) t->p0_appends++;
         } else if (s >= 0 && !t->demoted[s]) {
             t->demoted[s] = 1;
             t->changed = true;
@@ -274,6 +292,7 @@ static void st_stmt(styping *t, const sgl_node *n) {
     case SGL_AST_ASSERT: st_expr(t, n->assert_.cond); st_expr(t, n->assert_.msg); break;
     case SGL_AST_WITH:
         if (n->with.stream) {
+            p0_stream_use(t, n->with.stream);
             st_expr(t, n->with.stream);
             mark_slot(t, n->with.stream);
         }
@@ -305,10 +324,13 @@ static int infer_streams(comp *c, uint8_t **slots) {
         bool changed = false;
         for (uint32_t i = 0; i < c->n_fns; i++) {
             ir_fn *f = c->fns[i];
-            styping t = {c, (int)i, slots[i], dem[i], false};
+            styping t = {.c = c, .fi = (int)i, .is_stream = slots[i], .demoted = dem[i]};
             if (f->n_params > 0 && fs[i] && !slots[i][0]) slots[i][0] = 1, t.changed = true;
             const sgl_node *body = f->decl->kind == SGL_AST_FN ? f->decl->fn.body : f->decl->main.body;
             st_block(&t, body);
+            if (f->decl->kind == SGL_AST_FN && f->n_params > 0 && t.p0_appends && t.p0_reads == t.p0_stream_reads &&
+                !slots[i][0])
+                slots[i][0] = 1, t.changed = true;
             if (f->n_params > 0 && slots[i][0] && !fs[i]) fs[i] = true, t.changed = true;
             changed |= t.changed;
         }
@@ -785,19 +807,22 @@ static void close_withs(lw *w, uint32_t keep, sgl_loc loc) {
     }
 }
 
-/* Does block b assign slot with '=' or another non-append operator? */
-static bool block_assigns(const sgl_node *n, int slot) {
+/* Does block b store slot (an assignment other than an append to a known
+ * stream, or a for variable)? */
+static bool block_assigns(const lw *w, const sgl_node *n, int slot) {
     if (!n) return false;
     switch (n->kind) {
     case SGL_AST_BLOCK:
         for (uint32_t i = 0; i < n->block.stmts.len; i++)
-            if (block_assigns(n->block.stmts.items[i], slot)) return true;
+            if (block_assigns(w, n->block.stmts.items[i], slot)) return true;
         return false;
-    case SGL_AST_ASSIGN: return slot_of(n->assign.target) == slot;
-    case SGL_AST_IF: return block_assigns(n->if_.then, slot) || block_assigns(n->if_.els, slot);
-    case SGL_AST_FOR: return n->for_.slot == slot || block_assigns(n->for_.body, slot);
-    case SGL_AST_WHILE: return block_assigns(n->while_.body, slot);
-    case SGL_AST_WITH: return block_assigns(n->with.body, slot);
+    case SGL_AST_ASSIGN:
+        if (slot_of(n->assign.target) != slot) return false;
+        return !(n->assign.op == SGL_OP_ADD && (w->stream_slot[slot] || has_prim(n->assign.value)));
+    case SGL_AST_IF: return block_assigns(w, n->if_.then, slot) || block_assigns(w, n->if_.els, slot);
+    case SGL_AST_FOR: return n->for_.slot == slot || block_assigns(w, n->for_.body, slot);
+    case SGL_AST_WHILE: return block_assigns(w, n->while_.body, slot);
+    case SGL_AST_WITH: return block_assigns(w, n->with.body, slot);
     default: return false;
     }
 }
@@ -954,7 +979,7 @@ static void lower_stmt(lw *w, const sgl_node *n) {
         }
         int slot = slot_of(n->with.stream);
         ir_ref s = lower_expr(w, n->with.stream);
-        if (slot >= 0 && block_assigns(n->with.body, slot)) slot = -1;
+        if (slot >= 0 && block_assigns(w, n->with.body, slot)) slot = -1;
         if (slot < 0) { /* keep the stream in a temp for the closing ROLE_END */
             uint32_t t = new_temp(w);
             store(w, (int)t, s, loc);

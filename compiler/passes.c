@@ -1,6 +1,6 @@
 /* passes.c: the optimization passes over the IR and the pass table.
  *
- *   pass       -O  what it does
+ *   pass       -O  what it does (in table order)
  *   fold       1   constant folding: operators, f-strings, len/str, literal
  *                  lists/maps and indexing over constants; appends of a
  *                  constant become APPEND_TEXT; constant keyword arguments
@@ -8,11 +8,12 @@
  *                  taken branch
  *   dce        1   dead code: nodes after return/break/continue, unused pure
  *                  values, stores to locals that are never read, empty ifs
+ *   reorder    2   in @reorder functions, constant append statements move
+ *                  ahead of argument-dependent ones (between barriers)
  *   coalesce   1   adjacent APPEND_TEXTs to one stream become one
  *   hoist      1   common-prefix hoisting: text (or a role opening) that
  *                  every branch of an if/else appends first moves before it
- *   reorder    2   in @reorder functions, constant append statements move
- *                  ahead of argument-dependent ones (between barriers)
+ *   coalesce   1   again, for text hoisted next to text
  *   prefix     1   the function's prefix hint (argument-independent prefix
  *                  of its stream) for the VM to cache
  * Each pass returns 1 if it changed the IR, 0 if not, -1 on OOM.
@@ -630,10 +631,12 @@ static int pass_prefix(comp *c, ir_fn *f) {
 const ir_pass ir_passes[] = {
     {"fold", 1, pass_fold, "constant folding (operators, f-strings, literal lists, constant branches)"},
     {"dce", 1, pass_dce, "dead code: after return, unused pure values, unread stores"},
+    /* reorder works on statement units, so it runs before coalescing
+     * merges text across statements */
+    {"reorder", 2, pass_reorder, "@reorder functions: constant appends move ahead of argument-dependent ones"},
     {"coalesce", 1, pass_coalesce, "adjacent constant appends to one stream become one"},
     {"hoist", 1, pass_hoist, "text every branch of an if/else appends first moves before it"},
-    {"reorder", 2, pass_reorder, "@reorder functions: constant appends move ahead of argument-dependent ones"},
-    {"coalesce", 1, pass_coalesce, "again, after hoisting and reordering"},
+    {"coalesce", 1, pass_coalesce, "again, after hoisting"},
     {"prefix", 1, pass_prefix, "the function's argument-independent prefix hint"},
 };
 const uint32_t ir_n_passes = SGL_ARRAY_LEN(ir_passes);
