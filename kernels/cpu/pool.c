@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -17,8 +18,12 @@
 
 #include "kernels/cpu/kern_internal.h"
 
-/* How long an idle worker (or the waiting caller) spins before sleeping. */
-#define POOL_SPIN_NS 200000LL
+/* How long an idle worker (or the waiting caller) polls before sleeping.
+ * The first POOL_PAUSE_SPINS polls only pause (lowest latency); later ones
+ * also yield the CPU, so an oversubscribed machine still runs the thread we
+ * are waiting for. */
+#define POOL_SPIN_NS 100000LL
+#define POOL_PAUSE_SPINS 2048
 
 struct kern_pool {
     int n_threads;
@@ -72,8 +77,11 @@ static void *worker_main(void *arg) {
         /* Wait for a new generation: spin first, then sleep. */
         long long t0 = 0;
         for (int spins = 0; atomic_load_explicit(&p->gen, memory_order_acquire) == seen; spins++) {
-            cpu_relax();
-            if ((spins & 255) != 255) continue;
+            if (spins < POOL_PAUSE_SPINS) {
+                cpu_relax();
+                continue;
+            }
+            sched_yield();
             if (!t0) t0 = now_ns();
             else if (now_ns() - t0 > POOL_SPIN_NS) {
                 atomic_fetch_add(&p->n_sleeping, 1);
@@ -147,8 +155,11 @@ void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
     for (int spins = 0;; spins++) {
         int left = atomic_load_explicit(&p->pending, memory_order_acquire);
         if (left == 0) break;
-        cpu_relax();
-        if ((spins & 255) != 255) continue;
+        if (spins < POOL_PAUSE_SPINS) {
+            cpu_relax();
+            continue;
+        }
+        sched_yield();
         if (!t0) t0 = now_ns();
         else if (now_ns() - t0 > POOL_SPIN_NS) {
             atomic_store(&p->caller_sleeping, 1);
