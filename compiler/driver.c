@@ -16,8 +16,8 @@ compiler_options compiler_options_default(void) {
 int comp_begin(comp *c, const sgl_program *p, const compiler_options *opts, sgl_error *err) {
     FILE *trace = c->trace;
     compiler_graph_format tf = c->trace_fmt;
+    const char *tfn = c->trace_fn;
     memset(c, 0, sizeof *c);
-    c->trace = trace;
     c->trace_fmt = tf;
     c->prog = p;
     c->opts = opts ? *opts : compiler_options_default();
@@ -29,15 +29,20 @@ int comp_begin(comp *c, const sgl_program *p, const compiler_options *opts, sgl_
     if (!c->arena) return sgl_error_set(err, "out of memory");
     if (p->diags.n_errors) return sgl_error_set(err, "the program has errors; nothing to compile");
     if (comp_lower(c)) return -1;
+    bool traced = false;
     for (uint32_t i = 0; i < c->n_fns; i++) {
         ir_fn *f = c->fns[i];
+        c->trace = trace && (!tfn || !strcmp(tfn, f->name)) ? trace : NULL;
         if (c->opts.verify && ir_verify(c, f, err)) return sgl_error_prefix(err, "IR verifier after lowering");
         if (c->trace) {
-            fprintf(c->trace, "%s== lowered ==\n", i ? "\n" : "");
+            fprintf(c->trace, "%s== lowered ==\n", traced ? "\n" : "");
             ir_dump_fn(c, f, c->trace_fmt, c->trace, true);
+            traced = true;
         }
         if (comp_run_passes(c, f, -1)) return -1;
     }
+    c->trace = trace;
+    if (trace && tfn && !traced) return sgl_error_set(err, "no function named '%s'", tfn);
     return 0;
 }
 
@@ -153,6 +158,7 @@ int compiler_dump_cmd(const sgl_program *p, bool bytecode, int argc, char **argv
             /* trace one function at a time so its stages read together */
             c.trace = stdout;
             c.trace_fmt = fmt;
+            c.trace_fn = fn;
             int rc = comp_begin(&c, p, &o, &err);
             comp_end(&c);
             if (rc) {

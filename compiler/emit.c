@@ -617,6 +617,84 @@ out:
     return rc;
 }
 
+/* Drops constants nothing refers to (intermediate results of folding) and
+ * renumbers the rest in their old order, so an aggregate still refers only
+ * to smaller indices. Rewrites code, sites and prefix hints. */
+static int compact_consts(comp *c, sgl_bc_function *fns, uint32_t n_fns, sgl_bc_site *sites, uint32_t n_sites) {
+    uint32_t n = c->n_consts;
+    uint32_t *map = malloc((n + 1) * sizeof *map);
+    if (!map) return -1;
+    memset(map, 0, (n + 1) * sizeof *map); /* 0 = unused; else new index + 1 */
+    for (uint32_t i = 0; i < n_fns; i++) {
+        const sgl_bc_function *f = &fns[i];
+        for (uint32_t pc = 0; pc < f->n_code; pc++) {
+            sgl_opcode op = SGL_INSTR_OP(f->code[pc]);
+            if ((op == SGL_BC_LOAD_CONST || op == SGL_BC_APPEND_TEXT) && SGL_INSTR_A(f->code[pc]) < n)
+                map[SGL_INSTR_A(f->code[pc])] = 1;
+        }
+        for (uint32_t j = 0; j < f->n_prefix; j++)
+            if (f->prefix[j].kind == SGL_PREFIX_TEXT) map[f->prefix[j].konst] = 1;
+    }
+    for (uint32_t i = 0; i < n_sites; i++) {
+        if (sites[i].name >= 0) map[sites[i].name] = 1;
+        for (uint32_t j = 0; j < sites[i].n_kwargs; j++)
+            if (sites[i].kwargs[j].konst >= 0) map[sites[i].kwargs[j].konst] = 1;
+    }
+    for (uint32_t k = n; k-- > 0;) { /* items of a used aggregate are used */
+        const sgl_const *x = &c->consts[k];
+        if (!map[k] || (x->kind != SGL_CONST_LIST && x->kind != SGL_CONST_MAP)) continue;
+        uint32_t m = x->kind == SGL_CONST_MAP ? 2 * x->agg.n : x->agg.n;
+        for (uint32_t j = 0; j < m; j++) map[x->agg.items[j]] = 1;
+    }
+    uint32_t nn = 0;
+    for (uint32_t k = 0; k < n; k++)
+        if (map[k]) map[k] = ++nn;
+    sgl_const *pool = sgl_arena_alloc(c->arena, (nn + 1) * sizeof *pool);
+    if (!pool) {
+        free(map);
+        return -1;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        if (!map[k]) continue;
+        sgl_const x = c->consts[k];
+        if (x.kind == SGL_CONST_LIST || x.kind == SGL_CONST_MAP) {
+            uint32_t m = x.kind == SGL_CONST_MAP ? 2 * x.agg.n : x.agg.n;
+            uint32_t *items = sgl_arena_alloc(c->arena, (m + 1) * sizeof *items);
+            if (!items) {
+                free(map);
+                return -1;
+            }
+            for (uint32_t j = 0; j < m; j++) items[j] = map[x.agg.items[j]] - 1;
+            x.agg.items = items;
+        }
+        pool[map[k] - 1] = x;
+    }
+    /* the arrays below are this compile's own (arena) memory */
+    for (uint32_t i = 0; i < n_fns; i++) {
+        sgl_bc_function *f = &fns[i];
+        sgl_instr *code = (sgl_instr *)f->code;
+        for (uint32_t pc = 0; pc < f->n_code; pc++) {
+            sgl_opcode op = SGL_INSTR_OP(code[pc]);
+            if ((op == SGL_BC_LOAD_CONST || op == SGL_BC_APPEND_TEXT) && SGL_INSTR_A(code[pc]) < n)
+                code[pc] = SGL_INSTR_MAKE_A(op, map[SGL_INSTR_A(code[pc])] - 1);
+        }
+        sgl_bc_prefix_item *pre = (sgl_bc_prefix_item *)f->prefix;
+        for (uint32_t j = 0; j < f->n_prefix; j++)
+            if (pre[j].kind == SGL_PREFIX_TEXT) pre[j].konst = map[pre[j].konst] - 1;
+    }
+    for (uint32_t i = 0; i < n_sites; i++) {
+        if (sites[i].name >= 0) sites[i].name = (int32_t)map[sites[i].name] - 1;
+        sgl_bc_kwarg *kw = (sgl_bc_kwarg *)sites[i].kwargs;
+        for (uint32_t j = 0; j < sites[i].n_kwargs; j++)
+            if (kw[j].konst >= 0) kw[j].konst = (int32_t)map[kw[j].konst] - 1;
+    }
+    free(map);
+    c->consts = pool;
+    c->n_consts = nn;
+    c->cap_consts = nn;
+    return 0;
+}
+
 sgl_module *comp_emit(comp *c) {
     sgl_arena *A = c->arena;
     sgl_module *m = sgl_arena_alloc(A, sizeof *m);
@@ -669,6 +747,10 @@ sgl_module *comp_emit(comp *c) {
     for (uint32_t i = 0; i < c->prog->n_files; i++) {
         const char *p = c->prog->files[i].path ? c->prog->files[i].path : "?";
         files[i] = sgl_arena_strndup(A, p, strlen(p));
+    }
+    if (compact_consts(c, fns, c->n_fns, sites, n_sites)) {
+        sgl_error_set(c->err, "out of memory");
+        return NULL;
     }
     m->consts = c->consts;
     m->n_consts = c->n_consts;

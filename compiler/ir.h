@@ -136,6 +136,7 @@ typedef struct comp {
     int failed;
     FILE *trace;          /* dump the graph after lowering and each pass that changes it */
     compiler_graph_format trace_fmt;
+    const char *trace_fn; /* trace only this function (NULL: all) */
 } comp;
 
 /* ---- ir.c: building and editing ---- */
