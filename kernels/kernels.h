@@ -37,7 +37,9 @@ void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *ctx);
 
 /* ---- implementation choice ------------------------------------------------ */
 
-/* Name of the implementation in use ("avx2" or "scalar"). */
+/* Name of the implementation in use: "scalar", "avx2", or "avx2-vnni" (AVX2
+ * plus AVX512-VNNI dot products for Q4_0/Q4_1/Q8_0, bit-identical results to
+ * "avx2"; environment variable SGL_KERN_NO_VNNI=1 at start-up disables it). */
 const char *kern_impl_name(void);
 /* Force the scalar reference implementation (true) or re-detect (false).
  * For tests and benchmarks; call before using kernels from several threads. */

@@ -23,6 +23,19 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* Sums of 4 adjacent u8*s8 products in each int32 lane. With AVX512-VNNI
+ * (this file compiled a second time with KERN_VNNI) one vpdpbusd; else
+ * maddubs + madd. Callers keep every pair sum below 2^15, so maddubs never
+ * saturates and both forms give the same integers: results are
+ * bit-identical between the two builds. */
+ALWAYS_INLINE __m256i dot_u8s8(__m256i u, __m256i s) {
+#ifdef KERN_VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
 /* Sum of the 8 lanes in a fixed order. */
 ALWAYS_INLINE float hsum8(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -56,10 +69,13 @@ static int64_t x8_nbp(int64_t nb) {
     return (nb + 3) / 4 * 4 + 4;
 }
 
+#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
 static size_t x8_bytes(int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
     return (size_t)(nb * nblk * 32 + nb * nblk * 4 + nblk * x8_nbp(nb) * 4) + 64;
 }
+
+#endif
 
 static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
@@ -102,6 +118,7 @@ ALWAYS_INLINE int pack32(const float *x, float id, int8_t *q) {
     return _mm_cvtsi128_si32(s4);
 }
 
+#ifndef KERN_VNNI
 static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
     x8_layout l = x8_map(xq, k, nb);
     int64_t nblk = k / 32;
@@ -117,6 +134,7 @@ static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0,
         for (int64_t i = 0; i < nblk; i++)
             for (int64_t b = nb; b < l.nbp; b++) l.s[i * l.nbp + b] = 0;
 }
+#endif
 
 enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
 
@@ -126,7 +144,6 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
                            int64_t rows, int64_t r) {
     const int bb = kind == KIND_Q4_0 ? 18 : kind == KIND_Q4_1 ? 20 : 34;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4][4];
     __m128 accm[4];
 #pragma GCC unroll 4
@@ -157,9 +174,8 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
             float dx = l->d[(b + j) * nblk + blk];
 #pragma GCC unroll 4
             for (int i = 0; i < RW; i++) {
-                __m256i p16 = kind == KIND_Q8_0 ? _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(x, w[i]))
-                                                : _mm256_maddubs_epi16(w[i], x);
-                __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                __m256i p32 = kind == KIND_Q8_0 ? dot_u8s8(wa[i], _mm256_sign_epi8(x, w[i])) : dot_u8s8(w[i], x);
+                __m256 p = _mm256_cvtepi32_ps(p32);
                 acc[i][j] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[i] * dx), acc[i][j]);
             }
         }
@@ -239,6 +255,7 @@ X8_ROWS(mm_q4_0, KIND_Q4_0, 18)
 X8_ROWS(mm_q4_1, KIND_Q4_1, 20)
 X8_ROWS(mm_q8_0, KIND_Q8_0, 34)
 
+#ifndef KERN_VNNI
 /* ==== K-quants against Q8_K activations ====================================
  *
  * Each weight super-block is first unpacked (once per tile) into a common
@@ -497,6 +514,17 @@ FW_ROWS(mm_f32, KIND_F32, 4)
 FW_ROWS(mm_f16, KIND_F16, 2)
 FW_ROWS(mm_bf16, KIND_BF16, 2)
 
+#endif /* KERN_VNNI */
+
+#ifdef KERN_VNNI
+/* Overrides the Q4_0/Q4_1/Q8_0 entries with the VNNI build of the same code. */
+void kvnni_mm_fill(kern_ops *ops) {
+    ops->name = "avx2-vnni";
+    ops->mm[SGL_DTYPE_Q4_0].rows = mm_q4_0;
+    ops->mm[SGL_DTYPE_Q4_1].rows = mm_q4_1;
+    ops->mm[SGL_DTYPE_Q8_0].rows = mm_q8_0;
+}
+#else
 void kavx2_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x8_prep, x8_bytes, 4};
     ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x8_prep, x8_bytes, 4};
@@ -508,3 +536,4 @@ void kavx2_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_F16] = (kern_mm_impl){mm_f16, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_BF16] = (kern_mm_impl){mm_bf16, NULL, NULL, 4};
 }
+#endif

@@ -28,6 +28,11 @@ static void ops_init(void) {
 #ifdef KERN_HAVE_AVX2
     if (cpu_has_avx2()) kavx2_ops_fill(&ops_fast);
 #endif
+#ifdef KERN_HAVE_VNNI
+    if (cpu_has_avx2() && getenv("SGL_KERN_NO_VNNI") == NULL && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512vl"))
+        kvnni_mm_fill(&ops_fast);
+#endif
     atomic_store(&ops_cur, &ops_fast);
 }
 

@@ -202,5 +202,8 @@ typedef struct {
 void kref_ops_fill(kern_ops *ops);
 void kavx2_ops_fill(kern_ops *ops);
 void kavx2_mm_fill(kern_ops *ops); /* the matmul part, in avx2_matmul.c */
+/* avx2_matmul.c built with AVX512-VNNI/VL (vpdpbusd on 256-bit vectors):
+ * replaces the Q4_0/Q4_1/Q8_0 row functions of an AVX2 table. */
+void kvnni_mm_fill(kern_ops *ops);
 
 #endif

@@ -1,0 +1,152 @@
+/* bench_kernels: times kern_matmul on the default model's shapes
+ * (SmolLM2-135M: hidden 576, kv 192, ffn 1536, vocab 49152; Q4_1 weights
+ * and a Q8_0 output head) for nb = 1, 8, 32, 512, scalar vs AVX2, 1 and 2
+ * threads, and prints time per call, GFLOP/s and effective weight GB/s,
+ * then the per-token totals the engine's targets are stated in. Also times
+ * an empty pool run. Not a test: it only prints figures.
+ *
+ * usage: bench_kernels [--quick]   (--quick: fewer repetitions, nb <= 32)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/kernels.h"
+
+typedef struct {
+    const char *name;
+    sgl_dtype t;
+    int64_t rows, k;
+    int per_layer; /* how many of these a layer runs (0: once per token) */
+} shape;
+
+static const shape shapes[] = {
+    {"attn q/o 576x576", SGL_DTYPE_Q4_1, 576, 576, 2},
+    {"attn k/v 192x576", SGL_DTYPE_Q4_1, 192, 576, 2},
+    {"ffn gate/up 1536x576", SGL_DTYPE_Q4_1, 1536, 576, 2},
+    {"ffn down 576x1536", SGL_DTYPE_Q4_1, 576, 1536, 1},
+    {"head 49152x576", SGL_DTYPE_Q8_0, 49152, 576, 0},
+};
+#define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
+#define N_LAYERS 30
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint32_t rng = 1;
+static float frand(void) {
+    rng = rng * 1664525u + 1013904223u;
+    return (float)(rng >> 8) / 8388608.0f - 1.0f;
+}
+
+static void nop_task(void *ctx, int ith, int nth) {
+    (void)ctx;
+    (void)ith;
+    (void)nth;
+}
+
+/* Seconds per call: the best of a few timed batches (least disturbed by
+ * other load), each batch long enough to time. */
+static double time_matmul(kern_pool *pool, const shape *s, const void *W, const float *X, int64_t nb,
+                          float *Y, double budget) {
+    double t0 = now_s();
+    kern_matmul(pool, s->t, W, s->rows, s->k, X, nb, Y);
+    double one = now_s() - t0;
+    if (one > budget) return one;
+    int reps = (int)(budget / 4 / (one + 1e-9));
+    if (reps < 1) reps = 1;
+    double best = one;
+    for (int batch = 0; batch < 4; batch++) {
+        t0 = now_s();
+        for (int i = 0; i < reps; i++) kern_matmul(pool, s->t, W, s->rows, s->k, X, nb, Y);
+        double per = (now_s() - t0) / reps;
+        if (per < best) best = per;
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    static const int64_t nbs[] = {1, 8, 32, 512};
+    int n_nb = quick ? 3 : 4;
+    double budget = quick ? 0.05 : 0.3;
+    kern_pool *pools[2] = {kern_pool_new(1), kern_pool_new(2)};
+    if (!pools[0] || !pools[1]) {
+        fprintf(stderr, "bench_kernels: cannot start threads\n");
+        return 1;
+    }
+    kern_force_reference(false);
+    const char *fast = kern_impl_name();
+    printf("kernels: fast implementation \"%s\"\n", fast);
+
+    /* pool round trip */
+    for (int p = 0; p < 2; p++) {
+        for (int i = 0; i < 1000; i++) kern_pool_run(pools[p], nop_task, NULL);
+        double t0 = now_s();
+        for (int i = 0; i < 20000; i++) kern_pool_run(pools[p], nop_task, NULL);
+        printf("pool: %d thread(s): empty run %.2f us\n", kern_pool_threads(pools[p]), (now_s() - t0) / 20000 * 1e6);
+    }
+
+    int64_t max_nb = nbs[n_nb - 1], max_k = 1536;
+    float *X = malloc(sizeof(float) * (size_t)(max_nb * max_k));
+    float *Y = malloc(sizeof(float) * (size_t)(max_nb * 49152));
+    for (int64_t i = 0; i < max_nb * max_k; i++) X[i] = frand();
+    void *W[N_SHAPES];
+    for (int si = 0; si < N_SHAPES; si++) {
+        const shape *s = &shapes[si];
+        size_t rb = sgl_dtype_row_bytes(s->t, (uint64_t)s->k);
+        W[si] = malloc(rb * (size_t)s->rows);
+        float *row = malloc(sizeof(float) * (size_t)s->k);
+        for (int64_t r = 0; r < s->rows; r++) {
+            for (int64_t j = 0; j < s->k; j++) row[j] = frand() * 0.1f;
+            kern_quantize_row(s->t, row, (uint8_t *)W[si] + rb * (size_t)r, s->k);
+        }
+        free(row);
+    }
+
+    /* t[impl][threads][nb][shape] */
+    static double t[2][2][4][N_SHAPES];
+    printf("\n%-22s %-6s %4s %3s %12s %10s %9s\n", "shape", "impl", "nb", "thr", "us/call", "GFLOP/s", "W GB/s");
+    for (int si = 0; si < N_SHAPES; si++) {
+        const shape *s = &shapes[si];
+        double wbytes = (double)sgl_dtype_row_bytes(s->t, (uint64_t)s->k) * (double)s->rows;
+        for (int ni = 0; ni < n_nb; ni++)
+            for (int impl = 0; impl < 2; impl++)
+                for (int p = 0; p < 2; p++) {
+                    int64_t nb = nbs[ni];
+                    double flop = 2.0 * (double)s->rows * (double)s->k * (double)nb;
+                    t[impl][p][ni][si] = 0;
+                    /* the scalar reference is slow: skip its biggest cases */
+                    if (impl == 0 && flop > 4e9) continue;
+                    kern_force_reference(impl == 0);
+                    double sec = time_matmul(pools[p], s, W[si], X, nb, Y, budget);
+                    t[impl][p][ni][si] = sec;
+                    printf("%-22s %-6s %4lld %3d %12.1f %10.2f %9.2f\n", s->name, impl ? fast : "scalar",
+                           (long long)nb, p + 1, sec * 1e6, flop / sec * 1e-9, wbytes / sec * 1e-9);
+                }
+    }
+    kern_force_reference(false);
+
+    printf("\nper token, whole model (%d layers + head), fast implementation:\n", N_LAYERS);
+    for (int ni = 0; ni < n_nb; ni++)
+        for (int p = 0; p < 2; p++) {
+            double total = 0;
+            for (int si = 0; si < N_SHAPES; si++) {
+                int per = shapes[si].per_layer;
+                total += t[1][p][ni][si] * (per ? per * N_LAYERS : 1);
+            }
+            double per_tok = total / (double)nbs[ni];
+            printf("  nb=%-4lld threads=%d: %8.3f ms per call set, %8.3f ms per token, %8.1f tokens/s\n",
+                   (long long)nbs[ni], p + 1, total * 1e3, per_tok * 1e3, 1.0 / per_tok);
+        }
+    for (int si = 0; si < N_SHAPES; si++) free(W[si]);
+    free(X);
+    free(Y);
+    kern_pool_free(pools[0]);
+    kern_pool_free(pools[1]);
+    return 0;
+}
