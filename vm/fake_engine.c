@@ -17,16 +17,20 @@ int vm_fake_add_rule(vm_fake *f, const char *when, const char *reply, const char
     return 0;
 }
 
-/* The rule whose `when` occurs latest in prompt, or NULL. */
+/* The rule whose `when` match ends latest in prompt (ties: the longer
+ * `when`, then the earlier rule), or NULL. */
 static const vm_fake_rule *match(const vm_fake *f, const char *prompt) {
     const vm_fake_rule *best = NULL;
-    const char *best_pos = NULL;
+    size_t best_end = 0, best_len = 0;
     for (uint32_t i = 0; i < f->n_rules; i++) {
         const char *w = f->rules[i].when, *last = NULL;
         for (const char *p = strstr(prompt, w); p; p = *p ? strstr(p + 1, w) : NULL) last = p;
-        if (last && (!best || last > best_pos)) {
+        if (!last) continue;
+        size_t len = strlen(w), end = (size_t)(last - prompt) + len;
+        if (!best || end > best_end || (end == best_end && len > best_len)) {
             best = &f->rules[i];
-            best_pos = last;
+            best_end = end;
+            best_len = len;
         }
     }
     return best;

@@ -9,8 +9,8 @@
  * evicts.
  *
  * GENERATE reply: from the rules. A rule matches when its `when` text occurs
- * in the prompt; the rule whose match is latest in the prompt wins (ties:
- * the earlier rule). No match: the default reply ("ok"). A rule with
+ * in the prompt; the rule whose (last) match ends latest in the prompt wins
+ * (ties: the longer `when`, then the earlier rule). No match: the default reply ("ok"). A rule with
  * abort_msg makes the request fail with that message. A regex or
  * json_schema in the request aborts it, as the local engine does.
  *

@@ -310,6 +310,46 @@ static void test_stream_values(void) {
            NULL, "one two\none two!\n", NULL);
 }
 
+static void test_stdlib(void) {
+    EXPECT("import \"strings\"\n"
+           "main { print(substr(\"hello\", 1, 3), find(\"a,b,c\", \",\", 2), split(\"a,b,,c\", \",\"),\n"
+           "  json_dump(strip(\"  x y \\n\")), lower(\"MiXeD\"), starts_with(\"prefix\", \"pre\"), first_line(\"a\\nb\")) }\n",
+           NULL, "el 3 [\"a\", \"b\", \"\", \"c\"] \"x y\" mixed true a\n", NULL);
+    EXPECT("import \"vote\"\n"
+           "main { print(majority([\"Paris\", \" paris\", \"Rome\"]), vote_count([1, 2, 2])) }\n",
+           NULL, "Paris {\"answer\": 2, \"votes\": 2, \"total\": 3}\n", NULL);
+    EXPECT("import \"vote\"\n"
+           "fn ask(s) { s += \"Q: 2+2?\\nA:\"\n return self_consistency(s, 3, 8, [\"\\n\"]) }\n"
+           "fn empty(s) {\n}\n"
+           "main { let st = empty()\n print(ask(st), len(st[\"sample\"])) }\n",
+           (const char *const[]){"A:", " 4", NULL}, "4 3\n", NULL);
+    EXPECT("import \"fewshot\"\n"
+           "const EX = [{\"input\": \"good\", \"output\": \"pos\"}, {\"input\": \"bad\", \"output\": \"neg\"}]\n"
+           "fn c(s, t) { few_shot_query(s, EX, t, \"In\", \"Out\")\n s += select(\"y\", spaced(labels_of(EX))) }\n"
+           "main { let st = c(\"fine\")\n print(json_dump(text(st))) }\n",
+           (const char *const[]){"fine", " pos", NULL}, "\"In: good\\nOut: pos\\n\\nIn: bad\\nOut: neg\\n\\nIn: fine\\nOut: pos\"\n", NULL);
+    EXPECT("import \"agent\"\n"
+           "fn up(x) { return \"UP:\" + x }\n"
+           "fn empty(s) {\n}\n"
+           "main { print(parse_action(\" calc[1 + 2] \\nmore\"), parse_action(\"nothing\"))\n"
+           "  let st = empty()\n print(react(st, \"q?\", {\"up\": up}, 3)) }\n",
+           (const char *const[]){"Action:", " up[abc]", "Observation: UP:abc\nThought:", " done", "UP:abc\nThought: done\nAction:",
+                                 " finish[ABC]", NULL},
+           "{\"tool\": \"calc\", \"input\": \"1 + 2\"} null\nABC\n", NULL);
+}
+
+static void test_logprobs_meta(void) {
+    EXPECT("fn f(s) { s += gen(\"g\", max_tokens=2, return_logprob=true, top_logprobs_num=2, stop_token_ids=[5],\n"
+           "  temperature=0.5, top_p=0.9, top_k=3, min_p=0.1, seed=3, frequency_penalty=0.1, presence_penalty=0.1,\n"
+           "  repetition_penalty=1.1, ignore_eos=false, min_tokens=1) }\n"
+           "main { let st = f()\n let m = meta(st, \"g\")\n print(len(m[\"logprobs\"]), m[\"logprobs\"][0]) }\n",
+           NULL,
+           "2 {\"token\": 111, \"logprob\": -0.5, \"top\": [{\"token\": 111, \"logprob\": -0.5}, {\"token\": 112, \"logprob\": -1.5}]}\n",
+           NULL);
+    EXPECT("fn f(s, t) { s += gen(\"g\", temperature=t) }\nmain { let st = f(-1.0)\n print(st[\"g\"]) }\n", NULL, "",
+           "gen: temperature must be >= 0, got -1");
+}
+
 /* The C API: instances spawned side by side; one fails, the others finish. */
 static void test_spawn_api(void) {
     int64_t live = vm_live_objects();
@@ -367,6 +407,8 @@ int main(void) {
     TEST_RUN(test_batch_defaults_and_parallel);
     TEST_RUN(test_engine_failures);
     TEST_RUN(test_stream_values);
+    TEST_RUN(test_stdlib);
+    TEST_RUN(test_logprobs_meta);
     TEST_RUN(test_spawn_api);
     return TEST_DONE();
 }
