@@ -43,6 +43,7 @@ int comp_begin(comp *c, const sgl_program *p, const compiler_options *opts, sgl_
     }
     c->trace = trace;
     if (trace && tfn && !traced) return sgl_error_set(err, "no function named '%s'", tfn);
+    if (comp_link_prefixes(c)) return -1;
     return 0;
 }
 

@@ -115,6 +115,7 @@ typedef struct ir_fn {
     /* prefix hint (passes.c) */
     sgl_bc_prefix_item *prefix;
     uint32_t n_prefix;
+    bool prefix_whole;    /* the hint is everything the function appends */
     ir_move *moves;
     uint32_t n_moves;
 } ir_fn;
@@ -183,6 +184,9 @@ extern const uint32_t ir_n_passes;
 /* Runs the passes of c->opts.opt_level on f (verifying after each when
  * c->opts.verify). stop_after: run only passes [0, stop_after] (-1: all). */
 int comp_run_passes(comp *c, ir_fn *f, int stop_after);
+/* After every function went through its passes: recomputes the prefix
+ * hints so that a call extending p0 contributes its callee's hint. */
+int comp_link_prefixes(comp *c);
 
 /* ---- emit.c ---- */
 /* Builds the module from the lowered, optimized IR. NULL on error. */
