@@ -56,7 +56,7 @@ ALWAYS_INLINE float f16_load(const uint8_t *p) {
  *   qs: int8 [nb][nblk][32]
  *   d:  f32  [nb][nblk]        x ~= qs * d
  *   s:  f32  [nblk][nbp]       s = d * sum(qs), transposed so a tile's RB
- *                              rows are adjacent; nbp = nb rounded up + 4,
+ *                              rows are adjacent; nbp = nb rounded up + 8,
  *                              padding zeroed.
  */
 typedef struct {
@@ -66,7 +66,7 @@ typedef struct {
 } x8_layout;
 
 static int64_t x8_nbp(int64_t nb) {
-    return (nb + 3) / 4 * 4 + 4;
+    return (nb + 7) / 8 * 8 + 8;
 }
 
 #ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
@@ -144,21 +144,23 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
                            int64_t rows, int64_t r) {
     const int bb = kind == KIND_Q4_0 ? 18 : kind == KIND_Q4_1 ? 20 : 34;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4][4];
-    __m128 accm[4];
+    __m256 acc[4][8];
+    __m256 accm[4];
 #pragma GCC unroll 4
     for (int i = 0; i < RW; i++) {
-        accm[i] = _mm_setzero_ps();
-#pragma GCC unroll 4
+        accm[i] = _mm256_setzero_ps();
+#pragma GCC unroll 8
         for (int j = 0; j < RB; j++) acc[i][j] = _mm256_setzero_ps();
     }
     for (int64_t blk = 0; blk < nblk; blk++) {
         __m256i w[4], wa[4];
+        __m256 dwb[4];
         float dw[4], mw[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RW; i++) {
             const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)blk * bb;
             dw[i] = f16_load(p);
+            dwb[i] = _mm256_set1_ps(dw[i]);
             if (kind == KIND_Q8_0) {
                 w[i] = _mm256_loadu_si256((const __m256i *)(p + 2));
                 wa[i] = _mm256_abs_epi8(w[i]);
@@ -168,29 +170,30 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
                 w[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
             __m256i x = _mm256_loadu_si256((const __m256i *)(l->qs + ((b + j) * nblk + blk) * 32));
-            float dx = l->d[(b + j) * nblk + blk];
+            /* a broadcast from memory costs only a load */
+            __m256 dx = _mm256_broadcast_ss(l->d + (b + j) * nblk + blk);
 #pragma GCC unroll 4
             for (int i = 0; i < RW; i++) {
                 __m256i p32 = kind == KIND_Q8_0 ? dot_u8s8(wa[i], _mm256_sign_epi8(x, w[i])) : dot_u8s8(w[i], x);
                 __m256 p = _mm256_cvtepi32_ps(p32);
-                acc[i][j] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[i] * dx), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(p, _mm256_mul_ps(dwb[i], dx), acc[i][j]);
             }
         }
         if (kind != KIND_Q8_0) {
             /* min term m_w * s_x, one lane per activation row of the tile */
-            __m128 s = _mm_loadu_ps(l->s + blk * l->nbp + b);
+            __m256 s = _mm256_loadu_ps(l->s + blk * l->nbp + b);
 #pragma GCC unroll 4
-            for (int i = 0; i < RW; i++) accm[i] = _mm_fmadd_ps(_mm_set1_ps(mw[i]), s, accm[i]);
+            for (int i = 0; i < RW; i++) accm[i] = _mm256_fmadd_ps(_mm256_set1_ps(mw[i]), s, accm[i]);
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < RW; i++) {
-        float m[4];
-        _mm_storeu_ps(m, accm[i]);
-#pragma GCC unroll 4
+        float m[8];
+        _mm256_storeu_ps(m, accm[i]);
+#pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
             float y = hsum8(acc[i][j]);
             if (kind != KIND_Q8_0) y += m[j];
@@ -200,30 +203,37 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
 }
 
 /* Walks rows [r0, r1) x all nb activation rows in tiles: 4x1 for a single
- * activation row (more independent accumulators), else 2x4, with smaller
- * tiles at the edges. Activation rows go in chunks of 64 so a chunk of the
+ * activation row (more independent accumulators), else X8_TW x X8_TB, with
+ * smaller tiles at the edges. Activation rows go in chunks of 64 so a chunk of the
  * quantized activations stays in cache while the weight rows stream by. */
+#ifndef X8_TW
+#define X8_TW 2
+#endif
+#ifndef X8_TB
+#define X8_TB 8
+#endif
+#define X8_T(K, RW, RB) x8_tile(K, RW, RB, W, wrb, nblk, l, b, Y, rows, r)
 #define X8_ROWS(NAME, KIND, BB)                                                                   \
-    static void NAME##_t41(const uint8_t *W, size_t wrb, int64_t nblk, const x8_layout *l,      \
-                           int64_t b, float *Y, int64_t rows, int64_t r) {                       \
-        x8_tile(KIND, 4, 1, W, wrb, nblk, l, b, Y, rows, r);                                      \
-    }                                                                                             \
-    static void NAME##_t2(int rb, const uint8_t *W, size_t wrb, int64_t nblk, const x8_layout *l, \
-                          int64_t b, float *Y, int64_t rows, int64_t r) {                        \
-        switch (rb) {                                                                             \
-        case 4: x8_tile(KIND, 2, 4, W, wrb, nblk, l, b, Y, rows, r); break;                       \
-        case 3: x8_tile(KIND, 2, 3, W, wrb, nblk, l, b, Y, rows, r); break;                       \
-        case 2: x8_tile(KIND, 2, 2, W, wrb, nblk, l, b, Y, rows, r); break;                       \
-        default: x8_tile(KIND, 2, 1, W, wrb, nblk, l, b, Y, rows, r); break;                      \
-        }                                                                                         \
-    }                                                                                             \
-    static void NAME##_t1(int rb, const uint8_t *W, size_t wrb, int64_t nblk, const x8_layout *l, \
-                          int64_t b, float *Y, int64_t rows, int64_t r) {                        \
-        switch (rb) {                                                                             \
-        case 4: x8_tile(KIND, 1, 4, W, wrb, nblk, l, b, Y, rows, r); break;                       \
-        case 3: x8_tile(KIND, 1, 3, W, wrb, nblk, l, b, Y, rows, r); break;                       \
-        case 2: x8_tile(KIND, 1, 2, W, wrb, nblk, l, b, Y, rows, r); break;                       \
-        default: x8_tile(KIND, 1, 1, W, wrb, nblk, l, b, Y, rows, r); break;                      \
+    static void NAME##_tile(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nblk,         \
+                            const x8_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {  \
+        switch (rw * 16 + rb) {                                                                   \
+        case 65: X8_T(KIND, 4, 1); break;                                                               \
+        case 40: X8_T(KIND, 2, 8); break;                                                               \
+        case 39: X8_T(KIND, 2, 7); break;                                                               \
+        case 38: X8_T(KIND, 2, 6); break;                                                               \
+        case 37: X8_T(KIND, 2, 5); break;                                                               \
+        case 36: X8_T(KIND, 2, 4); break;                                                               \
+        case 35: X8_T(KIND, 2, 3); break;                                                               \
+        case 34: X8_T(KIND, 2, 2); break;                                                               \
+        case 33: X8_T(KIND, 2, 1); break;                                                               \
+        case 24: X8_T(KIND, 1, 8); break;                                                               \
+        case 23: X8_T(KIND, 1, 7); break;                                                               \
+        case 22: X8_T(KIND, 1, 6); break;                                                               \
+        case 21: X8_T(KIND, 1, 5); break;                                                               \
+        case 20: X8_T(KIND, 1, 4); break;                                                               \
+        case 19: X8_T(KIND, 1, 3); break;                                                               \
+        case 18: X8_T(KIND, 1, 2); break;                                                               \
+        default: X8_T(KIND, 1, 1); break;                                                               \
         }                                                                                         \
     }                                                                                             \
     static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,    \
@@ -233,21 +243,15 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
         int64_t nblk = k / 32;                                                                    \
         size_t wrb = (size_t)nblk * BB;                                                           \
         x8_layout l = x8_map((void *)xq, k, nb);                                                  \
-        if (nb == 1) {                                                                            \
-            int64_t r = r0;                                                                       \
-            for (; r + 4 <= r1; r += 4) NAME##_t41(W, wrb, nblk, &l, 0, Y, rows, r);             \
-            for (; r < r1; r++) NAME##_t1(1, W, wrb, nblk, &l, 0, Y, rows, r);                   \
-            return;                                                                               \
-        }                                                                                         \
+        int tw = nb == 1 ? 4 : X8_TW, tb = nb == 1 ? 1 : X8_TB;                                   \
         for (int64_t bc = 0; bc < nb; bc += 64) {                                                 \
             int64_t be = bc + 64 < nb ? bc + 64 : nb;                                             \
-            int64_t r = r0;                                                                       \
-            for (; r + 2 <= r1; r += 2)                                                           \
-                for (int64_t b = bc; b < be; b += 4)                                              \
-                    NAME##_t2((int)(be - b < 4 ? be - b : 4), W, wrb, nblk, &l, b, Y, rows, r);   \
-            for (; r < r1; r++)                                                                   \
-                for (int64_t b = bc; b < be; b += 4)                                              \
-                    NAME##_t1((int)(be - b < 4 ? be - b : 4), W, wrb, nblk, &l, b, Y, rows, r);   \
+            for (int64_t r = r0; r < r1;) {                                                       \
+                int rw = r + tw <= r1 ? tw : 1;                                                   \
+                for (int64_t b = bc; b < be; b += tb)                                             \
+                    NAME##_tile(rw, (int)(be - b < tb ? be - b : tb), W, wrb, nblk, &l, b, Y, rows, r); \
+                r += rw;                                                                          \
+            }                                                                                     \
         }                                                                                         \
     }
 
