@@ -38,7 +38,10 @@ static const vm_fake_rule *match(const vm_fake *f, const char *prompt) {
 
 static int32_t cached_prefix(vm_fake *f, const char *prompt) {
     size_t best = 0, n = strlen(prompt);
-    for (uint32_t i = 0; i < f->n_seen; i++) {
+    /* Only the latest 256 prompts count: a cache that forgets, and a fake
+     * that stays linear in the number of requests. */
+    uint32_t from = f->n_seen > 256 ? f->n_seen - 256 : 0;
+    for (uint32_t i = from; i < f->n_seen; i++) {
         size_t k = 0;
         const char *s = f->seen[i];
         while (k < n && s[k] && s[k] == prompt[k]) k++;
@@ -218,15 +221,11 @@ static sgl_result *fake_wait(void *ctx, double timeout_s) {
         }
         f->since_wait = 0;
     }
-    if (!f->n_ready) return NULL;
+    if (f->ready_head == f->n_ready) return NULL;
     sgl_result *r;
-    if (f->reverse) {
-        r = f->ready[--f->n_ready];
-    } else {
-        r = f->ready[0];
-        memmove(f->ready, f->ready + 1, (f->n_ready - 1) * sizeof *f->ready);
-        f->n_ready--;
-    }
+    if (f->reverse) r = f->ready[--f->n_ready];
+    else r = f->ready[f->ready_head++];
+    if (f->ready_head == f->n_ready) f->ready_head = f->n_ready = 0;
     return r;
 }
 
@@ -247,7 +246,7 @@ static void fake_free(void *ctx) {
     free(f->log);
     for (uint32_t i = 0; i < f->n_seen; i++) free(f->seen[i]);
     free(f->seen);
-    for (uint32_t i = 0; i < f->n_ready; i++) sgl_result_free(f->ready[i]);
+    for (uint32_t i = f->ready_head; i < f->n_ready; i++) sgl_result_free(f->ready[i]);
     free(f->ready);
     free(f->batches);
     free(f);

@@ -57,8 +57,8 @@ typedef struct vm_fake {
     /* internal */
     char **seen;
     uint32_t n_seen;
-    sgl_result **ready;
-    uint32_t n_ready, cap_ready;
+    sgl_result **ready;        /* [ready_head, n_ready) not yet delivered */
+    uint32_t ready_head, n_ready, cap_ready;
     uint64_t next_id;
 } vm_fake;
 

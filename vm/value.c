@@ -42,8 +42,29 @@ vm_value vm_str_new(const char *s, size_t n) {
     if (n) memcpy(o->data, s, n);
     o->data[n] = 0;
     o->len = (uint32_t)n;
+    o->cap = (uint32_t)n;
     vm_value v = {.type = VM_STR, .as.s = o};
     return v;
+}
+
+int vm_str_append_inplace(vm_value *sv, const char *b, size_t n) {
+    vm_str *o = sv->as.s;
+    size_t need = (size_t)o->len + n;
+    if (need > UINT32_MAX - 1) return -1;
+    if (need > o->cap) {
+        size_t nc = SGL_MAX(need, (size_t)o->cap * 2);
+        if (nc > UINT32_MAX - 1) nc = need;
+        vm_str *no = realloc(o, sizeof(vm_str) + nc + 1);
+        if (!no) return -1;
+        o = no;
+        o->cap = (uint32_t)nc;
+        sv->as.s = o;
+    }
+    memcpy(o->data + o->len, b, n);
+    o->len = (uint32_t)need;
+    o->data[need] = 0;
+    o->hash = 0;
+    return 0;
 }
 
 vm_value vm_str_from(const char *cstr) { return vm_str_new(cstr, strlen(cstr)); }

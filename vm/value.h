@@ -84,6 +84,7 @@ typedef struct vm_value {
 struct vm_str {
     vm_obj hdr;
     uint32_t len;
+    uint32_t cap;  /* bytes data can hold before the NUL (>= len) */
     uint64_t hash; /* 0 = not computed yet */
     char data[];
 };
@@ -147,6 +148,11 @@ static inline bool vm_is_obj(vm_value v) {
  * memory runs out (callers check with vm_is_oom / type). */
 vm_value vm_str_new(const char *s, size_t n);
 vm_value vm_str_from(const char *cstr);
+/* Appends b's bytes to the string *sv in place, growing it (the object may
+ * move: *sv is updated, and the caller must update every other reference
+ * it knows of). Only for a string nobody else can observe changing.
+ * Returns 0 or -1 on OOM. */
+int vm_str_append_inplace(vm_value *sv, const char *b, size_t n);
 /* Takes a strbuf's contents as a string (the buffer is emptied). */
 vm_value vm_str_take(sgl_strbuf *sb);
 vm_value vm_list_new(uint32_t cap);

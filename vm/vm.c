@@ -850,6 +850,33 @@ static const sgl_op binop_of[SGL_BC__COUNT] = {
     [SGL_BC_GT] = SGL_OP_GT,   [SGL_BC_GE] = SGL_OP_GE,
 };
 
+/* `x += b` / `x = x + b` on a list or string that only local x and the
+ * operand stack hold, when the next op stores the result back into x:
+ * extends x in place instead of copying (turns loops that build a list or
+ * string piece by piece from quadratic into linear). Returns true when
+ * done; then the stack's a is the result. */
+static bool add_in_place(vm_inst *in, const vm_frame *fr, vm_value *a, vm_value b) {
+    if ((a->type != VM_LIST && a->type != VM_STR) || fr->pc >= fr->fn->n_code) return false;
+    sgl_instr nx = fr->fn->code[fr->pc];
+    if (SGL_INSTR_OP(nx) != SGL_BC_STORE_LOCAL) return false;
+    uint32_t k = SGL_INSTR_A(nx);
+    if (k >= fr->fn->n_locals) return false;
+    vm_value *slot = &in->stack[fr->base + k];
+    if (slot->type != a->type || slot->as.obj != a->as.obj || a->as.obj->rc != 2) return false;
+    if (a->type == VM_LIST && b.type == VM_LIST) {
+        if (b.as.l == a->as.l) return false;
+        for (uint32_t i = 0; i < vm_list_len(b); i++)
+            if (vm_list_push(*a, vm_retain(vm_list_get(b, i))) < 0) return false;
+        return true;
+    }
+    if (a->type == VM_STR && b.type == VM_STR && b.as.s != a->as.s) {
+        if (vm_str_append_inplace(a, vm_str_cstr(b), vm_str_len(b)) < 0) return false;
+        slot->as.s = a->as.s; /* the object may have moved */
+        return true;
+    }
+    return false;
+}
+
 /* Appends v to stream s per APPEND mode. Returns 0, 1 (park: v is a busy
  * stream), -1. */
 static int do_append(vm_inst *in, vm_value s, vm_value v, uint32_t mode, sgl_error *err) {
@@ -990,9 +1017,15 @@ next:
     OP(STORE_LOCAL) {
         uint32_t k = SGL_INSTR_A(ins);
         if (k >= fr->fn->n_locals) FAIL_MSG("bad bytecode: local %u", k);
-        a = own(POP());
-        vm_release(STK[fr->base + k]);
-        STK[fr->base + k] = a;
+        a = POP();
+        vm_value *slot = &STK[fr->base + k];
+        if (vm_is_obj(a) && vm_is_obj(*slot) && a.as.obj == slot->as.obj) {
+            vm_release(a); /* x = x (e.g. after an in-place +=): nothing to copy */
+            NEXT;
+        }
+        a = own(a);
+        vm_release(*slot);
+        *slot = a;
         NEXT;
     }
     OP(LOAD_FN) {
@@ -1013,6 +1046,10 @@ next:
         NEXT;
     }
     OP(ADD) OP(SUB) OP(MUL) OP(DIV) OP(MOD) {
+        if (op == SGL_BC_ADD && add_in_place(in, fr, &PEEK(1), TOP)) {
+            vm_release(POP());
+            NEXT;
+        }
         b = POP();
         a = POP();
         int rc = vm_arith(binop_of[op], a, b, &r, &err);
@@ -1059,6 +1096,10 @@ next:
             int rc = do_append(in, a, b, SGL_APPEND_VALUE, &err);
             if (rc == 1) PARK();
             CHECK_RC(rc);
+            vm_release(POP());
+            NEXT;
+        }
+        if (add_in_place(in, fr, &PEEK(1), b)) {
             vm_release(POP());
             NEXT;
         }

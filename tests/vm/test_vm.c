@@ -138,6 +138,14 @@ static void test_collections(void) {
            "}\n",
            NULL, "[1, [2, 3]] [1, [9, 3]] {\"k\": [5], \"n\": [1, [2, 3]]} 2 [\"k\", \"n\"] [2, 3] y\n",
            NULL);
+    /* In-place += keeps value semantics for other names. */
+    EXPECT("main {\n"
+           "  let a = [1]\n  let b = a\n  a += [2]\n  let s = \"x\"\n  let t = s\n  s += \"y\"\n  s = s + \"z\"\n"
+           "  let big = []\n  for i in range(1000) { big += [i] }\n"
+           "  let m = {\"l\": big}\n  big += [0]\n"
+           "  print(a, b, s, t, len(big), len(m[\"l\"]))\n"
+           "}\n",
+           NULL, "[1, 2] [1] xyz x 1001 1000\n", NULL);
 }
 
 static void test_calls(void) {
