@@ -13,6 +13,7 @@
 #include "runtime/chat_template.h"
 #include "tests/test.h"
 #include "vm/fake_engine.h"
+#include "vm/stdlib_sgl.h"
 #include "vm/vm.h"
 
 typedef struct run_out {
@@ -346,6 +347,27 @@ static void test_stdlib(void) {
            "{\"tool\": \"calc\", \"input\": \"1 + 2\"} null\nABC\n", NULL);
 }
 
+/* The embedded stdlib serves every stdlib/NAME.sgl by name, and a program
+ * loaded with only the provider (no file system) can import it. */
+static void test_embedded_stdlib(void) {
+    const char *text = NULL, *disp = NULL;
+    size_t len = 0;
+    CHECK(vm_stdlib_provider(NULL, "chat", &text, &len, &disp));
+    CHECK(text && len > 0 && strstr(text, "fn ask(") != NULL);
+    CHECK_STR(disp, "<stdlib>/chat.sgl");
+    CHECK(vm_stdlib_provider(NULL, "agent.sgl", &text, &len, &disp));
+    CHECK(!vm_stdlib_provider(NULL, "nope", &text, &len, &disp));
+    CHECK(vm_stdlib_count >= 5);
+    const char *src = "import \"vote\"\nmain { print(majority([1, 1, 2])) }\n";
+    sgl_load_options lo = {0};
+    lo.no_filesystem = true;
+    lo.provider = vm_stdlib_provider;
+    sgl_program *p = NULL;
+    CHECK_INT(sgl_program_load_buffer(&p, "e.sgl", src, strlen(src), &lo), 0);
+    if (p && p->diags.n_errors) sgl_diags_print(p, stderr, false);
+    sgl_program_free(p);
+}
+
 static void test_logprobs_meta(void) {
     EXPECT("fn f(s) { s += gen(\"g\", max_tokens=2, return_logprob=true, top_logprobs_num=2, stop_token_ids=[5],\n"
            "  temperature=0.5, top_p=0.9, top_k=3, min_p=0.1, seed=3, frequency_penalty=0.1, presence_penalty=0.1,\n"
@@ -416,6 +438,7 @@ int main(void) {
     TEST_RUN(test_engine_failures);
     TEST_RUN(test_stream_values);
     TEST_RUN(test_stdlib);
+    TEST_RUN(test_embedded_stdlib);
     TEST_RUN(test_logprobs_meta);
     TEST_RUN(test_spawn_api);
     return TEST_DONE();
