@@ -26,6 +26,7 @@ struct vm_link {
     link_ent *flight;
     uint32_t n_flight, cap_flight;
     vm_link_stats stats;
+    char *uncond_prompt;
 };
 
 vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
@@ -55,6 +56,7 @@ void vm_link_free(vm_link *l) {
     free(l->queued);
     free(l->flight);
     chat_template_free(l->own_ct);
+    free(l->uncond_prompt);
     free(l);
 }
 
@@ -69,6 +71,11 @@ void vm_link_wake(vm_link *l, void *fiber) {
 
 const chat_template *vm_link_template(vm_link *l) { return l->ct; }
 sgl_engine *vm_link_engine(vm_link *l) { return l->engine; }
+
+void vm_link_set_uncond_prompt(vm_link *l, const char *text) {
+    free(l->uncond_prompt);
+    l->uncond_prompt = text && *text ? sgl_strdup(text) : NULL;
+}
 
 static int push_ent(link_ent **arr, uint32_t *n, uint32_t *cap, link_ent e) {
     if (*n == *cap) {
@@ -134,7 +141,7 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         req.kind = SGL_REQ_SCORE;
         req.choices = (const char *const *)a->choices;
         req.n_choices = a->n_choices;
-        if (e->kind == ENT_SCORE_UNCOND) req.text = "";
+        if (e->kind == ENT_SCORE_UNCOND) req.text = l->uncond_prompt ? l->uncond_prompt : "";
         l->stats.score_requests++;
     }
     return sgl_engine_submit(l->engine, &req, err);

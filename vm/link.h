@@ -38,6 +38,10 @@ void vm_link_set_waker(vm_link *l, vm_wake_fn fn, void *ctx);
 void vm_link_wake(vm_link *l, void *fiber);
 const chat_template *vm_link_template(vm_link *l);
 sgl_engine *vm_link_engine(vm_link *l);
+/* The prompt unconditional select scores are computed after (SGLang scores
+ * the choices alone; engines that refuse an empty prompt get the model's
+ * BOS text here). Copied; NULL or "" = empty prompt (the default). */
+void vm_link_set_uncond_prompt(vm_link *l, const char *text);
 
 /* Queues the request(s) of st's head GEN op (retains st). Returns 0 or -1. */
 int vm_link_queue_gen(vm_link *l, vm_stream *st);

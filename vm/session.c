@@ -34,6 +34,14 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
     if (!f) return sgl_error_prefix(err, "%s", o->model_path);
     s->tok = tok_load_gguf(f, err);
     if (s->tok) s->ct = chat_template_from_gguf(f, s->tok, err);
+    if (s->tok) {
+        /* The local engine refuses an empty SCORE prompt: unconditional
+         * select scores are taken after BOS (or a newline without one). */
+        size_t bl = 0;
+        int32_t bos = tok_bos(s->tok);
+        const char *piece = bos >= 0 ? tok_piece(s->tok, bos, &bl) : NULL;
+        s->uncond_prompt = piece && bl ? sgl_strndup(piece, bl) : sgl_strdup("\n");
+    }
     gguf_close(f);
     if (!s->ct) {
         vm_session_close(s);
@@ -56,6 +64,7 @@ void vm_session_close(vm_session *s) {
     sgl_engine_free(s->engine);
     chat_template_free(s->ct);
     tok_free(s->tok);
+    free(s->uncond_prompt);
     memset(s, 0, sizeof *s);
 }
 
@@ -64,6 +73,7 @@ vm_config vm_session_config(const vm_session *s) {
     c.engine = s->engine;
     c.chat = s->ct;
     c.allow_io = s->opts.allow_io;
+    c.uncond_prompt = s->uncond_prompt;
     return c;
 }
 

@@ -38,6 +38,7 @@ typedef struct vm_session {
     vm_fake *fake;             /* when opts.fake */
     sgl_tokenizer *tok;        /* local engine: for the chat template */
     chat_template *ct;
+    char *uncond_prompt;       /* BOS text (or "\n") for unconditional select scores */
     double load_seconds;
 } vm_session;
 

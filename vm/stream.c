@@ -651,8 +651,8 @@ static void apply_select(vm_stream *st, vm_sop *op) {
                 /* Align the unconditional scores to the end: the first token
                  * may be missing (nothing to predict it from). */
                 int32_t k = uc ? j - (c->n_tokens - uc->n_tokens) : -1;
-                double ul = (uc && k > 0 && k < uc->n_tokens) ? uc->logprobs[k] : 0.0;
-                s += c->logprobs[j] - ul;
+                double ul = (uc && k > 0 && k < uc->n_tokens) ? f2d(uc->logprobs[k]) : 0.0;
+                s += f2d(c->logprobs[j]) - ul;
             }
             uncond_norm[i] = c->n_tokens ? s / c->n_tokens : -INFINITY;
         }

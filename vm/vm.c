@@ -132,6 +132,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
         return NULL;
     }
     vm_link_set_waker(v->link, wake, v);
+    vm_link_set_uncond_prompt(v->link, cfg->uncond_prompt);
     return v;
 }
 

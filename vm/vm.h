@@ -60,6 +60,9 @@ typedef struct vm_config {
     /* Prefill a function's prefix hint before a run_batch of it (and a
      * fork's shared prefix before its branches). Default true. */
     bool prefix_hints;
+    /* Prompt for unconditional select scoring (see vm_link_set_uncond_prompt);
+     * NULL = empty. Borrowed. */
+    const char *uncond_prompt;
 } vm_config;
 
 vm_config vm_config_default(void);

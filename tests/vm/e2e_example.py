@@ -42,6 +42,16 @@ def check(name, res, out_lines):
     elif name == 'react_agent':
         assert 'thought' in v and 'action' in v, v
         assert any(line.startswith('answer: ') for line in out_lines), out_lines
+    elif name == 'select_methods':
+        assert len(out_lines) == 3, out_lines
+        for line, method in zip(out_lines, ('token_length_normalized', 'greedy_token_selection',
+                                            'unconditional_likelihood_normalized')):
+            head, scores = line.split(' [', 1)
+            assert head.split(':')[0] == method, line
+            assert head.split(':', 1)[1] in (' Paris', ' London', ' a big city'), line
+            assert len(json.loads('[' + scores)) == 3, line
+        # Greedy and length-normalised agree on a one-token winner here.
+        assert out_lines[0].split(':')[1].split(' [')[0] == ' Paris', out_lines
     else:
         fail('no checks for example ' + name)
 
