@@ -268,6 +268,11 @@ static void emit_effect(em *e, ir_ref id) {
         e->loc = n->loc;
         emit(e, SGL_BC_STORE_LOCAL, (uint32_t)n->i, 0, 1, 0);
         break;
+    case IR_DROP:
+        emit_value(e, n->in[0]);
+        e->loc = n->loc;
+        emit(e, SGL_BC_POP, 0, 0, 1, 0);
+        break;
     case IR_INDEX:
     case IR_READ_VAR:
     case IR_META:

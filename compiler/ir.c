@@ -191,3 +191,26 @@ bool ir_region_within(const ir_fn *f, uint32_t r, uint32_t anc) {
         r = f->nodes[o].region;
     }
 }
+
+bool ir_may_fail(const ir_fn *f, ir_ref id) {
+    const ir_node *n = &f->nodes[id];
+    if (ir_op_flags(n->op) & IRF_EFFECT) return false;
+    switch (n->op) {
+    case IR_CONST: case IR_LOAD: case IR_FN_REF: return false;
+    case IR_FSTR: case IR_LIST: case IR_AND: case IR_OR: break; /* fail only through their inputs */
+    case IR_MAP:
+        for (uint32_t i = 0; i < n->n_in; i += 2) /* keys must be strings */
+            if (f->nodes[n->in[i]].op != IR_CONST) return true;
+        break;
+    case IR_UNOP:
+        if (n->i != SGL_OP_NOT) return true;
+        break;
+    case IR_BINOP:
+        if (n->i != SGL_OP_EQ && n->i != SGL_OP_NE) return true;
+        break;
+    default: return true;
+    }
+    for (uint32_t i = 0; i < n->n_in; i++)
+        if (ir_may_fail(f, n->in[i])) return true;
+    return false;
+}

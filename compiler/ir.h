@@ -160,6 +160,9 @@ void ir_region_remove(ir_fn *f, ir_ref n);
 void ir_region_rechain(ir_fn *f, uint32_t r);
 /* Uses: number of live nodes with n among their inputs. */
 uint32_t ir_count_uses(const ir_fn *f, ir_ref n);
+/* Can computing pure node n (and its pure inputs) raise a runtime error?
+ * Effects' values count as computed already. */
+bool ir_may_fail(const ir_fn *f, ir_ref n);
 /* Is region r (transitively) inside region anc? */
 bool ir_region_within(const ir_fn *f, uint32_t r, uint32_t anc);
 

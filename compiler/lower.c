@@ -886,7 +886,13 @@ static void lower_stmt(lw *w, const sgl_node *n) {
         c->failed = 1;
         return;
     }
-    case SGL_AST_EXPR_STMT: lower_expr(w, n->expr_stmt.expr); return;
+    case SGL_AST_EXPR_STMT: {
+        /* a pure value nobody uses is never computed: keep its errors */
+        ir_ref v = lower_expr(w, n->expr_stmt.expr);
+        if (v != IR_NONE && (ir_op_flags(w->f->nodes[v].op) & IRF_PURE) && ir_may_fail(w->f, v))
+            add(w, IR_DROP, &v, 1, loc);
+        return;
+    }
     case SGL_AST_IF: {
         ir_ref cond = lower_expr(w, n->if_.cond);
         ir_ref ifn = add(w, IR_IF, &cond, 1, loc);

@@ -288,8 +288,19 @@ static int pass_dce(comp *c, ir_fn *f) {
             if (n->dead) continue;
             bool kill = false;
             if ((ir_op_flags(n->op) & IRF_PURE) && uses[i] == 0) kill = true;
-            /* a store nobody reads: its value, if an effect, still runs */
-            else if (n->op == IR_STORE && n->i >= (int64_t)f->n_params && !slot_is_read(f, n->i)) kill = true;
+            /* a store nobody reads: its value, if an effect, still runs; a
+             * computation that may fail becomes a drop, to fail the same */
+            else if (n->op == IR_STORE && n->i >= (int64_t)f->n_params && !slot_is_read(f, n->i)) {
+                if (ir_may_fail(f, n->in[0])) {
+                    n->op = IR_DROP;
+                    changed = 1;
+                    again = true;
+                } else {
+                    kill = true;
+                }
+            } else if (n->op == IR_DROP && !ir_may_fail(f, n->in[0])) {
+                kill = true; /* folded into something that cannot fail */
+            }
             else if (n->op == IR_IF && region_empty(f, n->reg[0]) && region_empty(f, n->reg[1]) &&
                      (ir_op_flags(N(f, n->in[0])->op) & IRF_PURE))
                 kill = true;
@@ -620,7 +631,7 @@ static int pass_prefix(comp *c, ir_fn *f) {
         ir_ref x = R->nodes[i];
         ir_node *nd = N(f, x);
         if (nd->dead || (ir_op_flags(nd->op) & IRF_PURE)) continue;
-        if (nd->op == IR_STORE) continue; /* locals don't touch the stream */
+        if (nd->op == IR_STORE || nd->op == IR_DROP) continue; /* locals (and errors) don't touch the stream */
         bool on_p0 = nd->n_in >= 1 && N(f, nd->in[0])->op == IR_LOAD && N(f, nd->in[0])->i == 0;
         if (nd->op == IR_CALL && on_p0 && nd->i >= 0 && (uint32_t)nd->i < c->n_fns) {
             const ir_fn *g = c->fns[nd->i];

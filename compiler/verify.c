@@ -124,7 +124,7 @@ static int check_node(vctx *v, ir_ref id) {
     switch (n->op) {
     case IR_CONST: case IR_LOAD: case IR_FN_REF: case IR_BREAK: case IR_CONTINUE: case IR_WHILE:
         rc = expect_in(v, id, 0, 0); break;
-    case IR_UNOP: case IR_STORE: case IR_YIELD: case IR_IF: case IR_FOR: case IR_APPEND_TEXT:
+    case IR_UNOP: case IR_STORE: case IR_DROP: case IR_YIELD: case IR_IF: case IR_FOR: case IR_APPEND_TEXT:
     case IR_ROLE_BEGIN: case IR_ROLE_END:
         rc = expect_in(v, id, 1, 1); break;
     case IR_BINOP: case IR_AND: case IR_OR: case IR_INDEX: case IR_ADD_ASSIGN: case IR_APPEND:
