@@ -82,7 +82,18 @@ class Gen:
             elif c == 2:
                 out.append(f"n = {self.num()}")
             elif c == 3 and stream:
-                out.append(f's += "{self.r.choice(["A", "B", "Answer: ", "Answer? "])}"')
+                k = self.r.randrange(5)
+                word = self.r.choice(["A", "B", "Answer: ", "Answer? "])
+                if k == 0:
+                    out.append(f's += "{word}"')
+                elif k == 1:
+                    out.append(f's += {self.r.choice(["user", "assistant", "system"])}("{word}" + {self.text()})')
+                elif k == 2:
+                    out.append(f's += "{word}" + gen("g{self.r.randrange(3)}", max_tokens={self.r.randrange(1, 4)})')
+                elif k == 3 and depth < 2:
+                    out.append(f"with {self.r.choice(['user', 'assistant'])}(s) {{\n" + self.stmts(depth + 1, stream) + "}")
+                else:
+                    out.append(f's += select("c", ["{word}", "x"])')
             elif c == 4:
                 then = self.stmts(depth + 1, stream)
                 els = self.stmts(depth + 1, stream)
