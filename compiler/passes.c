@@ -374,14 +374,33 @@ static uint32_t pos_in(ir_fn *f, uint32_t r, ir_ref x) {
 
 /* Creates node op in region r at position pos (a copy of template t, with
  * stream input a fresh LOAD of slot). Returns it or IR_NONE. */
+/* A live LOAD of slot in region r before position pos with no store to
+ * the slot in between, or IR_NONE. */
+static ir_ref find_load(ir_fn *f, uint32_t r, uint32_t pos, int64_t slot) {
+    ir_region *R = &f->regions[r];
+    for (uint32_t i = pos; i-- > 0;) {
+        ir_node *x = N(f, R->nodes[i]);
+        if (x->dead) continue;
+        if (x->op == IR_LOAD && x->i == slot) return R->nodes[i];
+        if ((x->op == IR_STORE || x->op == IR_FOR) && x->i == slot) return IR_NONE;
+        if (ir_op_flags(x->op) & IRF_REGION) return IR_NONE; /* might store it */
+    }
+    return IR_NONE;
+}
+
 static ir_ref insert_stream_op(comp *c, ir_fn *f, uint32_t r, uint32_t pos, const ir_node *t, int64_t slot) {
     ir_node tmpl = *t; /* t may move when nodes grow */
-    ir_ref ld = ir_add(c, f, r, IR_LOAD, NULL, 0, tmpl.loc);
-    if (ld == IR_NONE) return IR_NONE;
-    N(f, ld)->i = slot;
-    N(f, ld)->stmt = tmpl.stmt;
-    ir_region_remove(f, ld);
-    if (ir_region_insert(c, f, r, pos, ld)) return IR_NONE;
+    ir_ref ld = find_load(f, r, pos, slot);
+    if (ld != IR_NONE) {
+        pos--; /* the op goes at pos + 1 below: right before the if */
+    } else {
+        ld = ir_add(c, f, r, IR_LOAD, NULL, 0, tmpl.loc);
+        if (ld == IR_NONE) return IR_NONE;
+        N(f, ld)->i = slot;
+        N(f, ld)->stmt = tmpl.stmt;
+        ir_region_remove(f, ld);
+        if (ir_region_insert(c, f, r, pos, ld)) return IR_NONE;
+    }
     ir_ref x = ir_add(c, f, r, tmpl.op, &ld, 1, tmpl.loc);
     if (x == IR_NONE) return IR_NONE;
     N(f, x)->i = tmpl.i;
