@@ -268,7 +268,6 @@ X8_ROWS(mm_q4_0, KIND_Q4_0, 18)
 X8_ROWS(mm_q4_1, KIND_Q4_1, 20)
 X8_ROWS(mm_q8_0, KIND_Q8_0, 34)
 
-#ifndef KERN_VNNI
 /* ==== K-quants against Q8_K activations ====================================
  *
  * Each weight super-block is first unpacked (once per tile) into a common
@@ -338,6 +337,7 @@ ALWAYS_INLINE void unpack_q6_k(const uint8_t *p, kq_unpacked *u) {
 
 enum { KIND_Q4_K, KIND_Q5_K, KIND_Q6_K };
 
+#ifndef KERN_VNNI
 static size_t q8k_bytes(int64_t k, int64_t nb) {
     return (size_t)(nb * (k / 256)) * sizeof(kq_block_q8_k);
 }
@@ -365,15 +365,16 @@ static void q8k_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0
             }
         }
 }
+#endif
 
 ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W,
                            size_t wrb, int64_t nsb, const kq_block_q8_k *xq, int64_t b,
                            float *Y, int64_t rows, int64_t r) {
     const int bb = kind == KIND_Q4_K ? 144 : kind == KIND_Q5_K ? 176 : 210;
-    __m256 acc[2][4];
+    __m256 acc[2][8];
 #pragma GCC unroll 2
     for (int i = 0; i < RW; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < RB; j++) acc[i][j] = _mm256_setzero_ps();
     kq_unpacked u[2];
     for (int64_t sb = 0; sb < nsb; sb++) {
@@ -383,7 +384,7 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
             if (kind == KIND_Q6_K) unpack_q6_k(p, &u[i]);
             else unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
             const kq_block_q8_k *y = xq + (b + j) * nsb + sb;
             __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
@@ -394,7 +395,11 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
                 for (int c = 0; c < 8; c++) {
                     __m256i x = _mm256_loadu_si256((const __m256i *)(y->qs + 32 * c));
                     __m256i p16 = _mm256_maddubs_epi16(u[i].q[c], x);
+#ifdef KERN_VNNI
+                    sumi = _mm256_dpwssd_epi32(sumi, p16, u[i].sc[c]); /* = madd + add */
+#else
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, u[i].sc[c]));
+#endif
                 }
                 __m256 mt = _mm256_cvtepi32_ps(_mm256_madd_epi16(u[i].mn, bs));
                 acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(u[i].d * y->d), acc[i][j]);
@@ -404,22 +409,31 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
     }
 #pragma GCC unroll 2
     for (int i = 0; i < RW; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < RB; j++) Y[(b + j) * rows + r + i] = hsum8(acc[i][j]);
 }
 
+#define KQ_T(K, RW, RB) kq_tile(K, RW, RB, W, wrb, nsb, xq, b, Y, rows, r)
 #define KQ_ROWS(NAME, KIND, BB)                                                                   \
     static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nsb,             \
                          const kq_block_q8_k *xq, int64_t b, float *Y, int64_t rows, int64_t r) { \
-        switch (rw * 8 + rb) {                                                                    \
-        case 20: kq_tile(KIND, 2, 4, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        case 19: kq_tile(KIND, 2, 3, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        case 18: kq_tile(KIND, 2, 2, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        case 17: kq_tile(KIND, 2, 1, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        case 12: kq_tile(KIND, 1, 4, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        case 11: kq_tile(KIND, 1, 3, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        case 10: kq_tile(KIND, 1, 2, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
-        default: kq_tile(KIND, 1, 1, W, wrb, nsb, xq, b, Y, rows, r); break;                      \
+        switch (rw * 16 + rb) {                                                                   \
+        case 40: KQ_T(KIND, 2, 8); break;                                                         \
+        case 39: KQ_T(KIND, 2, 7); break;                                                         \
+        case 38: KQ_T(KIND, 2, 6); break;                                                         \
+        case 37: KQ_T(KIND, 2, 5); break;                                                         \
+        case 36: KQ_T(KIND, 2, 4); break;                                                         \
+        case 35: KQ_T(KIND, 2, 3); break;                                                         \
+        case 34: KQ_T(KIND, 2, 2); break;                                                         \
+        case 33: KQ_T(KIND, 2, 1); break;                                                         \
+        case 24: KQ_T(KIND, 1, 8); break;                                                         \
+        case 23: KQ_T(KIND, 1, 7); break;                                                         \
+        case 22: KQ_T(KIND, 1, 6); break;                                                         \
+        case 21: KQ_T(KIND, 1, 5); break;                                                         \
+        case 20: KQ_T(KIND, 1, 4); break;                                                         \
+        case 19: KQ_T(KIND, 1, 3); break;                                                         \
+        case 18: KQ_T(KIND, 1, 2); break;                                                         \
+        default: KQ_T(KIND, 1, 1); break;                                                         \
         }                                                                                         \
     }                                                                                             \
     static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,    \
@@ -430,8 +444,8 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
         for (int64_t bc = 0; bc < nb; bc += 64) {                                                 \
             int64_t be = bc + 64 < nb ? bc + 64 : nb;                                             \
             for (int64_t r = r0; r < r1; r += 2)                                                  \
-                for (int64_t b = bc; b < be; b += 4)                                              \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 4 ? be - b : 4), Wv, wrb, nsb,   \
+                for (int64_t b = bc; b < be; b += 8)                                              \
+                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 8 ? be - b : 8), Wv, wrb, nsb,   \
                              xq, b, Y, rows, r);                                                  \
         }                                                                                         \
     }
@@ -440,6 +454,7 @@ KQ_ROWS(mm_q4_k, KIND_Q4_K, 144)
 KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
 KQ_ROWS(mm_q6_k, KIND_Q6_K, 210)
 
+#ifndef KERN_VNNI
 /* ==== F32 / F16 / BF16 weights ============================================ */
 
 enum { KIND_F32, KIND_F16, KIND_BF16 };
@@ -530,12 +545,15 @@ FW_ROWS(mm_bf16, KIND_BF16, 2)
 #endif /* KERN_VNNI */
 
 #ifdef KERN_VNNI
-/* Overrides the Q4_0/Q4_1/Q8_0 entries with the VNNI build of the same code. */
+/* Overrides the quantized entries with the VNNI build of the same code. */
 void kvnni_mm_fill(kern_ops *ops) {
     ops->name = "avx2-vnni";
     ops->mm[SGL_DTYPE_Q4_0].rows = mm_q4_0;
     ops->mm[SGL_DTYPE_Q4_1].rows = mm_q4_1;
     ops->mm[SGL_DTYPE_Q8_0].rows = mm_q8_0;
+    ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
+    ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
+    ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
 }
 #else
 void kavx2_mm_fill(kern_ops *ops) {
