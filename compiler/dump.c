@@ -85,7 +85,7 @@ static void put_prefix(const comp *c, const ir_fn *f, FILE *out) {
         const sgl_bc_prefix_item *it = &f->prefix[i];
         if (it->kind == SGL_PREFIX_TEXT) {
             fputc(' ', out);
-            comp_const_write(c->consts, c->n_consts, it->konst, 60, out);
+            comp_const_write(c->consts, c->n_consts, it->konst, 400, out);
         } else {
             fprintf(out, " <%s%s>", it->kind == SGL_PREFIX_ROLE_END ? "/" : "", sgl_role_name((sgl_role)it->role));
         }

@@ -115,7 +115,6 @@ typedef struct ir_fn {
     /* prefix hint (passes.c) */
     sgl_bc_prefix_item *prefix;
     uint32_t n_prefix;
-    bool prefix_whole;    /* the hint is everything the function appends */
     ir_move *moves;
     uint32_t n_moves;
 } ir_fn;
@@ -188,8 +187,12 @@ extern const uint32_t ir_n_passes;
  * c->opts.verify). stop_after: run only passes [0, stop_after] (-1: all). */
 int comp_run_passes(comp *c, ir_fn *f, int stop_after);
 /* After every function went through its passes: recomputes the prefix
- * hints so that a call extending p0 contributes its callee's hint. */
+ * hints (they follow calls into other functions). */
 int comp_link_prefixes(comp *c);
+/* ---- prefix.c ---- */
+/* Computes f's prefix hint (f->prefix, f->n_prefix) by partial evaluation.
+ * Returns 0, or -1 on OOM. */
+int comp_prefix_hint(comp *c, ir_fn *f);
 
 /* ---- emit.c ---- */
 /* Builds the module from the lowered, optimized IR. NULL on error. */

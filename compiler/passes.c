@@ -612,86 +612,15 @@ static int pass_reorder(comp *c, ir_fn *f) {
 
 /* ---- prefix ---- */
 
-/* Appends a TEXT item for constant k, merging with a TEXT item before it. */
-static int prefix_text(comp *c, sgl_bc_prefix_item *items, uint32_t *n, uint32_t k) {
-    if (*n && items[*n - 1].kind == SGL_PREFIX_TEXT) {
-        const sgl_const *a = &c->consts[items[*n - 1].konst], *b = &c->consts[k];
-        sgl_strbuf sb = {0};
-        int32_t m = -1;
-        if (!sgl_strbuf_append(&sb, a->str.bytes, a->str.len) && !sgl_strbuf_append(&sb, b->str.bytes, b->str.len))
-            m = comp_const_str(c, sb.data, sb.len);
-        sgl_strbuf_free(&sb);
-        if (m < 0) return -1;
-        items[*n - 1].konst = (uint32_t)m;
-    } else {
-        items[(*n)++] = (sgl_bc_prefix_item){SGL_PREFIX_TEXT, 0, k};
-    }
-    return 0;
-}
-
-/* The walk: appends to p0 of constant text and roles, skipping pure nodes
- * and stores; a call that extends p0 contributes the callee's own hint (and
- * the walk goes on past it when that hint is all the callee appends). */
-static int pass_prefix(comp *c, ir_fn *f) {
-    f->n_prefix = 0;
-    f->prefix_whole = false;
-    if (!f->stream_param) return 0;
-    ir_region *R = &f->regions[0];
-    uint32_t cap = R->len + 1;
-    for (uint32_t i = 0; i < R->len; i++) {
-        const ir_node *nd = N(f, R->nodes[i]);
-        if (!nd->dead && nd->op == IR_CALL && nd->i >= 0 && (uint32_t)nd->i < c->n_fns) cap += c->fns[nd->i]->n_prefix;
-    }
-    sgl_bc_prefix_item *items = sgl_arena_alloc(c->arena, cap * sizeof *items);
-    if (!items) return -1;
-    uint32_t n = 0;
-    bool whole = true;
-    for (uint32_t i = 0; i < R->len && whole; i++) {
-        ir_ref x = R->nodes[i];
-        ir_node *nd = N(f, x);
-        if (nd->dead || (ir_op_flags(nd->op) & IRF_PURE)) continue;
-        if (nd->op == IR_STORE || nd->op == IR_DROP) continue; /* locals (and errors) don't touch the stream */
-        bool on_p0 = nd->n_in >= 1 && N(f, nd->in[0])->op == IR_LOAD && N(f, nd->in[0])->i == 0;
-        if (nd->op == IR_CALL && on_p0 && nd->i >= 0 && (uint32_t)nd->i < c->n_fns) {
-            const ir_fn *g = c->fns[nd->i];
-            if (g == f || !g->stream_param) {
-                whole = false;
-                break;
-            }
-            for (uint32_t j = 0; j < g->n_prefix && n < cap; j++) {
-                if (g->prefix[j].kind == SGL_PREFIX_TEXT) {
-                    if (prefix_text(c, items, &n, g->prefix[j].konst)) return -1;
-                } else {
-                    items[n++] = g->prefix[j];
-                }
-            }
-            if (!g->prefix_whole) whole = false;
-            continue;
-        }
-        if (!on_p0 || !(ir_op_flags(nd->op) & IRF_STREAM)) {
-            whole = false;
-        } else if (nd->op == IR_APPEND_TEXT) {
-            if (prefix_text(c, items, &n, (uint32_t)nd->k)) return -1;
-        } else if (nd->op == IR_ROLE_BEGIN || nd->op == IR_ROLE_END) {
-            items[n++] = (sgl_bc_prefix_item){nd->op == IR_ROLE_BEGIN ? SGL_PREFIX_ROLE_BEGIN : SGL_PREFIX_ROLE_END,
-                                              (uint8_t)nd->i, 0};
-        } else {
-            whole = false; /* the first argument- or model-dependent append */
-        }
-    }
-    f->prefix = items;
-    f->n_prefix = n;
-    f->prefix_whole = whole;
-    return 0; /* annotates; the graph is unchanged */
-}
+/* The prefix hint is computed by partial evaluation (prefix.c). In the
+ * table so that --trace shows it; computed again after every function went
+ * through its passes, since it follows calls into other functions. */
+static int pass_prefix(comp *c, ir_fn *f) { return comp_prefix_hint(c, f) < 0 ? -1 : 0; }
 
 int comp_link_prefixes(comp *c) {
     if (c->opts.opt_level < 1) return 0;
-    /* callee hints feed callers: a few rounds settle call chains of that
-     * depth (recursion contributes nothing: a fn never uses its own hint) */
-    for (int round = 0; round < 4; round++)
-        for (uint32_t i = 0; i < c->n_fns; i++)
-            if (pass_prefix(c, c->fns[i])) return sgl_error_set(c->err, "out of memory");
+    for (uint32_t i = 0; i < c->n_fns; i++)
+        if (comp_prefix_hint(c, c->fns[i])) return sgl_error_set(c->err, "out of memory");
     return 0;
 }
 

@@ -418,7 +418,11 @@ static void test_prefix_text(void) {
         {"const X = \"x\"\nfn f(s, q) { s += f\"{X}{1 + 2}\"\n s += gen(\"g\") }", "x3"},
         {"fn f(s, q) { s += q\n s += \"late\" }", ""},
         {"fn f(s, b) { s += \"P \"\n if b { s += \"yes\" } else { s += \"yet\" } }", "P ye"},
-        {"fn f(s, x) { s += \"a\"\n let y = 2\n s += f\"{y}\" }", "a"},
+        {"fn f(s, x) { s += \"a\"\n let y = 2\n s += f\"{y}\" }", "a2"},
+        {"fn f(s, x) { s += \"a\"\n let y = x + 1\n s += f\"{y}\" }", "a"},
+        {"fn g(s, xs) { for x in xs { s += x } }\nfn f(s, q) { g(s, [\"1\", \"2\"])\n s += q }", "12"},
+        {"fn f(s, q) { let i = 0\n while i < 3 { s += str(i)\n i += 1 }\n s += q }", "012"},
+        {"fn f(s, q) { f(s, q)\n }", ""},
         {"fn f(s) { s += \"é one\"\n if true { s += \"\" } }", "é one"},
     };
     for (size_t i = 0; i < SGL_ARRAY_LEN(cases); i++) {
