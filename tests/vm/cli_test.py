@@ -2,7 +2,8 @@
 # cli_test.py: `sglc run` on the fake engine: main, --fn with JSON and string
 # arguments, a fresh-stream function, --json shape, a runtime error (exit 1,
 # located message with the source line), an unknown function (exit 2), the
-# same output at -O0 and -O2, and a stdlib import served from the binary.
+# same output at -O0 and -O2, a stdlib import, and the --allow-io builtins
+# (refused without the flag).
 # usage: cli_test.py SGLC
 import json
 import os
@@ -60,6 +61,16 @@ def main():
         expect(r['status'] == 'error' and 'division by zero' in r['error'], 'boom json: %r' % r)
         p = run(sglc, path, '--fn', 'nope')
         expect(p.returncode == 2 and "no function 'nope'" in p.stderr, 'nope: %r' % p.stderr)
+        io = os.path.join(tmp, 'io.sgl')
+        target = os.path.join(tmp, 'out.txt')
+        with open(io, 'w') as f:
+            f.write('main {\n  write_file("%s", "hello io")\n  print(read_file("%s"))\n'
+                    '  print(shell("echo out; echo err 1>&2; exit 3"))\n}\n' % (target, target))
+        p = run(sglc, io)
+        expect(p.returncode == 1 and 'write_file() needs --allow-io' in p.stderr, 'io without flag: %r' % p.stderr)
+        p = run(sglc, io, '--allow-io')
+        expect(p.stdout == 'hello io\n{"status": 3, "stdout": "out\\n", "stderr": "err\\n"}\n',
+               'io: %r %r' % (p.stdout, p.stderr))
         p = run(sglc, path, '--fn', 'add', '1')
         expect(p.returncode == 2 and 'takes 2 arguments' in p.stderr, 'arity: %r' % p.stderr)
     if fails:
