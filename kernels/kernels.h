@@ -28,11 +28,17 @@ typedef struct kern_pool kern_pool;
  * one of them); kern_pool_run returns when all calls have returned. */
 typedef void (*kern_task_fn)(void *ctx, int ith, int nth);
 
-/* Returns a pool of n_threads workers (0 = number of online cores), or NULL.
- * Caller owns it; free with kern_pool_free. */
+/* Returns a pool of n_threads threads counting the caller's (0 = number of
+ * online cores; n_threads - 1 workers are started), or NULL. Caller owns it;
+ * free with kern_pool_free. Idle workers poll for ~0.1 ms after each run
+ * (so back-to-back runs cost ~1 us), then sleep on a futex. */
 kern_pool *kern_pool_new(int n_threads);
 void kern_pool_free(kern_pool *pool);
+/* Thread count of the pool; 1 for NULL. */
 int kern_pool_threads(const kern_pool *pool);
+/* Runs fn on every thread of the pool and waits. A NULL pool runs fn(ctx, 0,
+ * 1) on the caller. One caller thread drives a pool at a time, and fn must
+ * not call kern_pool_run on the same pool (not reentrant). */
 void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *ctx);
 
 /* ---- implementation choice ------------------------------------------------ */
@@ -60,7 +66,13 @@ int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
 
 /* Y[b*rows + r] = sum_j W[r][j] * X[b*k + j], for b < nb, r < rows.
  * Each weight block is loaded once for all nb rows of X. Work is split over
- * the pool by output rows. Deterministic per the contract above. */
+ * the pool by output rows (pool may be NULL: single-threaded). k must be a
+ * multiple of t's block size; t must satisfy kern_type_supported (else Y is
+ * left untouched). Deterministic per the contract above: Y[b][r] is
+ * bit-identical for any nb, batch composition and thread count.
+ * Accuracy: the fast paths quantize X to int8 per block (32 values; 256 for
+ * the K-quants), so |Y - exact| <= sum_j |W[r][j]| * amax(X block of j)/254
+ * (+ f32 rounding); float weight types (F32/F16/BF16) use f32 X directly. */
 void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
                  const float *X, int64_t nb, float *Y);
 
