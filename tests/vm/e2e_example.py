@@ -42,6 +42,10 @@ def check(name, res, out_lines):
     elif name == 'react_agent':
         assert 'thought' in v and 'action' in v, v
         assert any(line.startswith('answer: ') for line in out_lines), out_lines
+    elif name == 'self_consistency':
+        assert isinstance(v['sample'], list) and len(v['sample']) == 5, v
+        assert out_lines[-1].startswith('majority: '), out_lines
+        assert out_lines[-1][len('majority: '):].strip() in [x.strip() for x in v['sample']], out_lines
     elif name == 'select_methods':
         assert len(out_lines) == 3, out_lines
         for line, method in zip(out_lines, ('token_length_normalized', 'greedy_token_selection',
