@@ -516,8 +516,11 @@ static int convert_dtype(vm_dtype dt, const char *text, vm_value *out, char *msg
         *out = vm_str_from(text);
         return 0;
     }
-    snprintf(msg, cap, "the model's output \"%.40s\" is not a valid %s", buf,
-             dt == VM_DTYPE_INT ? "int" : dt == VM_DTYPE_FLOAT ? "float" : "bool");
+    const char *tn = dt == VM_DTYPE_INT ? "int" : dt == VM_DTYPE_FLOAT ? "float" : "bool";
+    snprintf(msg, cap,
+             "the model's output \"%.40s\" is not a valid %s (dtype=\"%s\" is checked after "
+             "generation: constrained decoding is not supported yet)",
+             buf, tn, tn);
     return -1;
 }
 
@@ -538,9 +541,9 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
     vm_gen_args *a = op->gen;
     sgl_strbuf_append(&st->text, r->text, r->text_len);
     vm_value val;
-    char msg[200];
+    char msg[400];
     if (convert_dtype(a->dtype, r->text, &val, msg, sizeof msg) < 0) {
-        char full[300];
+        char full[600];
         snprintf(full, sizeof full, "gen '%s': %s", a->name ? a->name : "", msg);
         vm_stream_fail_at(st, a->where, full);
         return;
