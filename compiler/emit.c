@@ -44,6 +44,7 @@ typedef struct em {
     loop_ctx loops[64];
     uint32_t n_loops;
     int pending_pop;     /* slot whose reload would cancel a pending POP, -1 none, -2 plain POP */
+    sgl_loc pending_loc; /* the stream op the pending POP belongs to */
     sgl_bc_site *sites;  /* module-wide */
     uint32_t *n_sites, *cap_sites;
     int failed;
@@ -85,7 +86,10 @@ static void raw_emit(em *e, sgl_instr ins) {
 static void flush_pop(em *e) {
     if (e->pending_pop != -1) {
         e->pending_pop = -1;
+        sgl_loc save = e->loc;
+        e->loc = e->pending_loc;
         raw_emit(e, SGL_INSTR_MAKE_A(SGL_BC_POP, 0));
+        e->loc = save;
         e->depth--;
     }
 }
@@ -337,6 +341,7 @@ static void emit_effect(em *e, ir_ref id) {
         }
         /* the stream stays on the stack: pop it, unless the next op reloads it */
         e->pending_pop = stream_slot >= 0 ? stream_slot : -2;
+        e->pending_loc = n->loc;
         break;
     }
     case IR_FORK:
