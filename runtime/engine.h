@@ -1,0 +1,195 @@
+/* engine: the one request API between the VM (or the HTTP server) and an
+ * inference engine, local or remote.
+ *
+ * Requests are submitted without blocking and complete through a queue the
+ * caller drains with sgl_engine_poll / sgl_engine_wait. Three kinds:
+ *   GENERATE  prompt (text or token ids) + sampling params -> text, tokens
+ *   SCORE     prompt + N continuations -> per-token logprobs of each
+ *             continuation given the prompt (what `select` uses); the
+ *             continuations share the prompt's KV through the radix cache
+ *   PREFILL   cache the prompt's KV now (the frontend's prefix hint)
+ * An engine error fails that request (finish ABORT + message), never the
+ * process.
+ *
+ * The local engine (sgl_engine_local_new) runs the model in its own thread:
+ * tokenizer -> scheduler (cache-aware ordering, continuous batching, chunked
+ * prefill, retraction) -> radix cache + KV pool -> model forward -> sampler.
+ * Other engines (remote HTTP clients) plug in through sgl_engine_ops.
+ */
+#ifndef SGL_ENGINE_H
+#define SGL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+typedef enum sgl_req_kind { SGL_REQ_GENERATE, SGL_REQ_SCORE, SGL_REQ_PREFILL } sgl_req_kind;
+
+/* Mirrors SGLang's sampling params. Start from sgl_sampling_params_default().
+ * Pointed-to arrays are copied at submit. */
+typedef struct sgl_sampling_params {
+    int32_t max_new_tokens;        /* default 128 */
+    int32_t min_new_tokens;        /* stop tokens masked and stops ignored before this many */
+    const char *const *stop;       /* [n_stop] stop strings: matched across token
+                                      boundaries; the text is cut before the match */
+    int32_t n_stop;
+    const int32_t *stop_token_ids; /* [n_stop_token_ids], in addition to the model's EOS */
+    int32_t n_stop_token_ids;
+    float temperature;             /* default 1.0 (SGLang); <= 0: greedy */
+    float top_p;                   /* default 1 */
+    int32_t top_k;                 /* default -1 (off) */
+    float min_p;                   /* default 0 */
+    float frequency_penalty;       /* default 0 */
+    float presence_penalty;        /* default 0 */
+    float repetition_penalty;      /* default 1 */
+    bool ignore_eos;               /* EOS and stop_token_ids do not stop (as SGLang) */
+    bool skip_special_tokens;      /* default true: control tokens left out of text */
+    uint64_t seed;                 /* per-request PRNG seed (default 0) */
+    bool return_logprob;           /* logprob of each output token */
+    int32_t top_logprobs_num;      /* and this many alternatives per token */
+    int32_t logprob_start_len;     /* >= 0: also logprobs of prompt tokens from this
+                                      index on (input_logprobs); -1: none */
+    const char *regex;             /* constraints: not supported by the local engine yet */
+    const char *json_schema;       /*   (a request carrying one is aborted) */
+} sgl_sampling_params;
+
+sgl_sampling_params sgl_sampling_params_default(void);
+
+typedef struct sgl_request {
+    sgl_req_kind kind;
+    const char *text;              /* prompt text, or NULL when tokens are given */
+    const int32_t *tokens;         /* prompt token ids (used when text is NULL) */
+    int32_t n_tokens;
+    sgl_sampling_params params;    /* GENERATE; SCORE/PREFILL ignore all but seed */
+    const char *const *choices;    /* SCORE: [n_choices] continuation texts; each is
+                                      tokenized as part of text + choice */
+    int32_t n_choices;
+    const int32_t *const *choice_tokens; /* SCORE alternative: [n_choices] token-id
+                                      continuations appended to the prompt's ids */
+    const int32_t *choice_lens;    /* [n_choices] */
+    uint64_t user_tag;             /* echoed in the result */
+} sgl_request;
+
+typedef enum sgl_finish {
+    SGL_FINISH_NONE,   /* not finished (never in a delivered result) */
+    SGL_FINISH_STOP,   /* stop string (stop_str) or stop/EOS token (stop_token) */
+    SGL_FINISH_LENGTH, /* max_new_tokens reached (or 0 asked: SCORE/PREFILL) */
+    SGL_FINISH_ABORT   /* error: message in error */
+} sgl_finish;
+
+typedef struct sgl_token_logprob {
+    int32_t token;
+    float logprob;                 /* log-softmax of the raw logits */
+    int32_t n_top;
+    int32_t *top_ids;              /* [n_top] most likely tokens, descending */
+    float *top_logprobs;           /* [n_top] */
+} sgl_token_logprob;
+
+typedef struct sgl_choice_score {
+    int32_t n_tokens;              /* continuation tokens scored */
+    int32_t *tokens;               /* [n_tokens] */
+    float *logprobs;               /* [n_tokens] log p(token | everything before) */
+    double sum;                    /* sum of logprobs */
+} sgl_choice_score;
+
+/* A finished request. Owned by the caller after poll/wait: free with
+ * sgl_result_free (every array below belongs to it). */
+typedef struct sgl_result {
+    uint64_t id;                   /* from sgl_engine_submit */
+    uint64_t user_tag;
+    sgl_req_kind kind;
+    sgl_finish finish;
+    char *stop_str;                /* STOP by a stop string: the string, else NULL */
+    int32_t stop_token;            /* STOP by a token: its id, else -1 */
+    char *error;                   /* ABORT: the message, else NULL */
+    char *text;                    /* generated text (NUL-terminated, never NULL) */
+    size_t text_len;
+    int32_t *tokens;               /* [n_tokens] generated ids (a stop token included) */
+    int32_t n_tokens;
+    int32_t prompt_tokens;         /* SCORE: summed over choices */
+    int32_t completion_tokens;
+    int32_t cached_tokens;         /* prompt tokens served from the radix cache */
+    sgl_token_logprob *logprobs;   /* [n_logprobs] per output token (return_logprob) */
+    int32_t n_logprobs;
+    sgl_token_logprob *input_logprobs; /* prompt tokens from logprob_start_len on */
+    int32_t n_input_logprobs;
+    sgl_choice_score *choices;     /* SCORE: [n_choices] */
+    int32_t n_choices;
+} sgl_result;
+
+void sgl_result_free(sgl_result *r);
+/* "stop" / "length" / "abort" / "none". */
+const char *sgl_finish_name(sgl_finish f);
+
+/* Totals since the engine started. */
+typedef struct sgl_engine_metrics {
+    int64_t requests_done;
+    int64_t prompt_tokens;         /* tokens that needed KV (prompts, incl. retried) */
+    int64_t cached_tokens;         /* of which served from the radix cache */
+    double hit_rate;               /* cached / prompt (0 when none) */
+    int64_t generated_tokens;
+    int64_t forward_calls;
+    int64_t forward_tokens;        /* new tokens run through the model */
+    int32_t running, waiting;      /* right now */
+    int64_t evicted_tokens;        /* KV slots the radix cache evicted */
+    int64_t retractions;           /* running requests sent back to wait for memory */
+    int32_t pool_slots, pool_used; /* KV pool size and slots in use (cache included) */
+    int64_t cache_tokens;          /* slots held by the radix cache */
+} sgl_engine_metrics;
+
+/* ---- engine handle ------------------------------------------------------ */
+
+typedef struct sgl_engine sgl_engine;
+
+/* An engine implementation. Every function but free may be called from any
+ * thread; results are handed over through poll/wait. */
+typedef struct sgl_engine_ops {
+    const char *name;
+    int (*submit)(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err);
+    sgl_result *(*wait)(void *ctx, double timeout_s); /* < 0: forever; 0: poll */
+    void (*metrics)(void *ctx, sgl_engine_metrics *out);
+    void (*free)(void *ctx);
+} sgl_engine_ops;
+
+/* Wraps an implementation (ops must outlive the engine; ctx is owned by the
+ * engine and freed with ops->free). Returns NULL when memory runs out. */
+sgl_engine *sgl_engine_new(const sgl_engine_ops *ops, void *ctx);
+
+typedef enum sgl_sched_policy { SGL_SCHED_LPM, SGL_SCHED_FCFS } sgl_sched_policy;
+
+typedef struct sgl_engine_config {
+    const char *model_path;        /* GGUF */
+    int n_threads;                 /* 0: all cores */
+    int32_t kv_slots;              /* KV pool token slots; 0: from kv_mem_mb */
+    int32_t kv_mem_mb;             /* KV pool memory when kv_slots is 0 (default 256) */
+    sgl_sched_policy policy;       /* default LPM */
+    int32_t max_batch_tokens;      /* new tokens per forward (default 2048) */
+    int32_t chunk_size;            /* chunked prefill: prompt tokens per request per
+                                      forward (default 512; 0 = whole prompt) */
+    int32_t max_running;           /* running requests (default 64) */
+    bool cache_off;                /* no radix cache: every prompt computed afresh */
+} sgl_engine_config;
+
+sgl_engine_config sgl_engine_config_default(void);
+
+/* Loads the model and starts the engine thread. Returns the engine (caller
+ * frees with sgl_engine_free) or NULL with err set. */
+sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err);
+
+/* Queues a request; never blocks on the model. Returns its id (>= 1), or 0
+ * with err set when the request is malformed or memory runs out (nothing was
+ * queued). The request and everything it points to are copied. */
+uint64_t sgl_engine_submit(sgl_engine *e, const sgl_request *req, sgl_error *err);
+/* The next finished request (caller owns it), or NULL when none is ready. */
+sgl_result *sgl_engine_poll(sgl_engine *e);
+/* Waits up to timeout_s seconds (< 0: no limit) for a finished request;
+ * NULL on timeout. */
+sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s);
+void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
+const char *sgl_engine_name(const sgl_engine *e);
+/* Stops the engine (pending requests are dropped) and frees it. NULL ok. */
+void sgl_engine_free(sgl_engine *e);
+
+#endif

@@ -1,0 +1,771 @@
+/* scheduler: continuous batching over the radix cache and KV pool (see
+ * scheduler.h for the step structure and the request token layout). */
+#include "runtime/scheduler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/sampler.h"
+
+typedef struct sreq {
+    uint64_t id, user_tag;
+    sgl_req_kind kind;
+    int32_t *tok, *slots;       /* [cap]: prompt + generated; KV slot per token */
+    int32_t n_tok, cap, n_prompt;
+    int32_t n_computed, n_locked;
+    radix_node *lock_node;
+    bool admitted_once, input_lp_done, starving;
+    int32_t cached_tokens, n_gen, peek, step_chunk;
+    sgl_sampling_params p;      /* pointer fields cleared: copies below */
+    char **stop;
+    int32_t n_stop;
+    size_t max_stop_len;
+    int32_t *stop_ids;
+    int32_t n_stop_ids;
+    sampler_params sp;
+    sampler_state *ss;
+    sgl_strbuf text;
+    sgl_token_logprob *lps;
+    int32_t n_lps, cap_lps;
+    sgl_token_logprob *ilps;    /* [n_prompt - lp_first] */
+    int32_t lp_first;           /* first prompt index with an input logprob, or -1 */
+    uint64_t seq;               /* arrival order */
+    int64_t arrival_step;
+    sgl_finish finish;
+    char *stop_str, *error;
+    int32_t stop_token;
+} sreq;
+
+struct sched {
+    sched_config cfg;
+    int32_t *eos;
+    kv_pool *pool;
+    radix_cache *rc;            /* NULL when cache_off */
+    sreq **waiting;
+    int32_t n_waiting, cap_waiting;
+    sreq **running;             /* admission order; [max_running] */
+    int32_t n_running;
+    sgl_result **done;
+    int32_t done_head, n_done, cap_done;
+    int64_t step_no;
+    uint64_t next_seq;
+    model_seq *seqs;            /* [max_running] step scratch */
+    sreq **batch;
+    float *logits;
+    int64_t cap_logits;
+    float *row;                 /* [vocab] masked copy of a logits row */
+    int32_t *top_ids;           /* [vocab] */
+    float *top_lps;
+    sgl_engine_metrics m;
+};
+
+sched_config sched_config_default(void) {
+    sched_config c = {0};
+    c.policy = SGL_SCHED_LPM;
+    c.max_batch_tokens = 2048;
+    c.chunk_size = 512;
+    c.max_running = 64;
+    return c;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static void logprob_free(sgl_token_logprob *lp) {
+    free(lp->top_ids);
+    free(lp->top_logprobs);
+}
+
+static void req_free(sreq *r) {
+    if (!r) return;
+    free(r->tok);
+    free(r->slots);
+    for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->stop_ids);
+    sampler_state_free(r->ss);
+    sgl_strbuf_free(&r->text);
+    for (int32_t i = 0; i < r->n_lps; i++) logprob_free(&r->lps[i]);
+    free(r->lps);
+    if (r->ilps)
+        for (int32_t i = 0; i < r->n_prompt - r->lp_first; i++) logprob_free(&r->ilps[i]);
+    free(r->ilps);
+    free(r->stop_str);
+    free(r->error);
+    free(r);
+}
+
+static int req_reserve(sreq *r, int32_t n) {
+    if (n <= r->cap) return 0;
+    int32_t cap = r->cap ? r->cap : 16;
+    while (cap < n) cap *= 2;
+    int32_t *t = realloc(r->tok, sizeof(int32_t) * (size_t)cap);
+    if (!t) return -1;
+    r->tok = t;
+    int32_t *sl = realloc(r->slots, sizeof(int32_t) * (size_t)cap);
+    if (!sl) return -1;
+    r->slots = sl;
+    r->cap = cap;
+    return 0;
+}
+
+/* Gives up the request's KV: into the radix cache when `keep` and the cache
+ * is on (radix_insert takes every slot), else own slots back to the pool.
+ * Unlocks its prefix. */
+static void req_drop_kv(sched *s, sreq *r, bool keep) {
+    bool released = false;
+    if (keep && s->rc && r->n_computed > 0)
+        released = radix_insert(s->rc, r->tok, r->slots, r->n_computed, NULL) >= 0;
+    if (!released && r->n_computed > r->n_locked)
+        kv_pool_release(s->pool, r->slots + r->n_locked, r->n_computed - r->n_locked);
+    if (s->rc && r->lock_node) radix_unlock(s->rc, r->lock_node);
+    r->lock_node = NULL;
+    r->n_computed = r->n_locked = 0;
+}
+
+/* After a prefill chunk: put the computed tokens in the cache and lock them,
+ * so waiting requests with the same prefix can share them right away. */
+static void req_cache_progress(sched *s, sreq *r) {
+    if (!s->rc || r->n_computed <= r->n_locked) return;
+    if (radix_insert(s->rc, r->tok, r->slots, r->n_computed, NULL) < 0) return;
+    radix_match_result res;
+    radix_match(s->rc, r->tok, r->n_computed, r->slots, &res);
+    radix_lock(s->rc, res.last_node);
+    if (r->lock_node) radix_unlock(s->rc, r->lock_node);
+    r->lock_node = res.last_node;
+    /* A split that could not be allocated leaves a shorter match: the rest is
+     * in the cache (unlocked) and is simply computed again. */
+    r->n_locked = r->n_computed = res.len;
+}
+
+static int done_push(sched *s, sgl_result *res) {
+    if (s->done_head + s->n_done == s->cap_done) {
+        if (s->done_head > 0) {
+            memmove(s->done, s->done + s->done_head, sizeof(sgl_result *) * (size_t)s->n_done);
+            s->done_head = 0;
+        } else {
+            int32_t cap = s->cap_done ? s->cap_done * 2 : 64;
+            sgl_result **d = realloc(s->done, sizeof(sgl_result *) * (size_t)cap);
+            if (!d) return -1;
+            s->done = d;
+            s->cap_done = cap;
+        }
+    }
+    s->done[s->done_head + s->n_done++] = res;
+    return 0;
+}
+
+/* Ends r: its KV goes to the cache (unless the batch failed), a result is
+ * queued, r is freed. The caller removes r from its list. */
+static void req_finish(sched *s, sreq *r, bool keep_kv) {
+    req_drop_kv(s, r, keep_kv);
+    sgl_result *res = calloc(1, sizeof *res);
+    if (res) {
+        res->id = r->id;
+        res->user_tag = r->user_tag;
+        res->kind = r->kind;
+        res->finish = r->finish;
+        res->stop_str = r->stop_str;
+        r->stop_str = NULL;
+        res->stop_token = r->stop_token;
+        res->error = r->error;
+        r->error = NULL;
+        res->text_len = r->text.len;
+        res->text = sgl_strbuf_take(&r->text);
+        if (!res->text) res->text = sgl_strdup("");
+        res->n_tokens = r->n_gen;
+        res->tokens = malloc(sizeof(int32_t) * (size_t)(r->n_gen ? r->n_gen : 1));
+        if (res->tokens && r->n_gen)
+            memcpy(res->tokens, r->tok + r->n_prompt, sizeof(int32_t) * (size_t)r->n_gen);
+        res->prompt_tokens = r->n_prompt;
+        res->completion_tokens = r->n_gen;
+        res->cached_tokens = r->cached_tokens;
+        res->logprobs = r->lps;
+        res->n_logprobs = r->n_lps;
+        r->lps = NULL;
+        r->n_lps = 0;
+        if (r->lp_first >= 0) {
+            res->input_logprobs = r->ilps;
+            res->n_input_logprobs = r->n_prompt - r->lp_first;
+            r->ilps = NULL;
+        }
+        if (done_push(s, res) < 0) sgl_result_free(res);
+    }
+    s->m.requests_done++;
+    req_free(r);
+}
+
+static void req_abort(sched *s, sreq *r, const char *msg, bool keep_kv) {
+    r->finish = SGL_FINISH_ABORT;
+    free(r->error);
+    r->error = sgl_strdup(msg);
+    req_finish(s, r, keep_kv);
+}
+
+/* ---- construction -------------------------------------------------------- */
+
+sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err) {
+    if (!cfg->forward || cfg->vocab < 1 || cfg->max_batch_tokens < 1 || cfg->max_running < 1) {
+        sgl_error_set(err, "scheduler: invalid config (forward, vocab, budget, max_running)");
+        return NULL;
+    }
+    sched *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->cfg = *cfg;
+    if (s->cfg.starve_steps <= 0) s->cfg.starve_steps = 256;
+    if (s->cfg.share_min == 0) s->cfg.share_min = 32;
+    if (s->cfg.decode_reserve <= 0) s->cfg.decode_reserve = 16;
+    if (s->cfg.chunk_size < 0) s->cfg.chunk_size = 0;
+    s->pool = pool;
+    s->eos = malloc(sizeof(int32_t) * (size_t)(cfg->n_eos + 1));
+    if (!s->eos) goto oom;
+    if (cfg->n_eos) memcpy(s->eos, cfg->eos_ids, sizeof(int32_t) * (size_t)cfg->n_eos);
+    s->cfg.eos_ids = s->eos;
+    if (!cfg->cache_off && !(s->rc = radix_new(pool))) goto oom;
+    s->running = calloc((size_t)cfg->max_running, sizeof *s->running);
+    s->seqs = calloc((size_t)cfg->max_running, sizeof *s->seqs);
+    s->batch = calloc((size_t)cfg->max_running, sizeof *s->batch);
+    s->row = malloc(sizeof(float) * (size_t)cfg->vocab);
+    s->top_ids = malloc(sizeof(int32_t) * (size_t)cfg->vocab);
+    s->top_lps = malloc(sizeof(float) * (size_t)cfg->vocab);
+    if (!s->running || !s->seqs || !s->batch || !s->row || !s->top_ids || !s->top_lps) goto oom;
+    s->m.pool_slots = pool->n_slots;
+    return s;
+oom:
+    sched_free(s);
+    sgl_error_set(err, "scheduler: out of memory");
+    return NULL;
+}
+
+void sched_free(sched *s) {
+    if (!s) return;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        req_drop_kv(s, s->running[i], false);
+        req_free(s->running[i]);
+    }
+    for (int32_t i = 0; i < s->n_waiting; i++) req_free(s->waiting[i]);
+    for (int32_t i = 0; i < s->n_done; i++) sgl_result_free(s->done[s->done_head + i]);
+    radix_free(s->rc);
+    free(s->eos);
+    free(s->waiting);
+    free(s->running);
+    free(s->done);
+    free(s->seqs);
+    free(s->batch);
+    free(s->logits);
+    free(s->row);
+    free(s->top_ids);
+    free(s->top_lps);
+    free(s);
+}
+
+int sched_add(sched *s, const sched_input *in, sgl_error *err) {
+    const sgl_sampling_params *p = in->params;
+    sreq *r = calloc(1, sizeof *r);
+    if (!r) goto oom;
+    r->id = in->id;
+    r->user_tag = in->user_tag;
+    r->kind = in->kind;
+    r->p = *p;
+    r->p.stop = NULL;
+    r->p.stop_token_ids = NULL;
+    r->p.regex = r->p.json_schema = NULL;
+    r->stop_token = -1;
+    r->lp_first = -1;
+    r->seq = s->next_seq++;
+    r->arrival_step = s->step_no;
+    if (in->kind == SGL_REQ_PREFILL) r->p.max_new_tokens = 0;
+    if (r->p.max_new_tokens < 0) r->p.max_new_tokens = 0;
+    if (req_reserve(r, in->n_tokens + 1) < 0) goto oom;
+    if (in->n_tokens > 0) memcpy(r->tok, in->tokens, sizeof(int32_t) * (size_t)in->n_tokens);
+    r->n_tok = r->n_prompt = in->n_tokens;
+    if (p->n_stop > 0) {
+        if (!(r->stop = calloc((size_t)p->n_stop, sizeof(char *)))) goto oom;
+        for (int32_t i = 0; i < p->n_stop; i++) {
+            if (!(r->stop[i] = sgl_strdup(p->stop[i] ? p->stop[i] : ""))) goto oom;
+            r->n_stop++;
+            size_t l = strlen(r->stop[i]);
+            if (l > r->max_stop_len) r->max_stop_len = l;
+        }
+    }
+    if (p->n_stop_token_ids > 0) {
+        if (!(r->stop_ids = malloc(sizeof(int32_t) * (size_t)p->n_stop_token_ids))) goto oom;
+        memcpy(r->stop_ids, p->stop_token_ids, sizeof(int32_t) * (size_t)p->n_stop_token_ids);
+        r->n_stop_ids = p->n_stop_token_ids;
+    }
+    r->sp = sampler_params_default();
+    r->sp.temperature = p->temperature;
+    r->sp.top_k = p->top_k > 0 ? p->top_k : 0;
+    r->sp.top_p = p->top_p;
+    r->sp.min_p = p->min_p;
+    r->sp.repetition_penalty = p->repetition_penalty;
+    r->sp.frequency_penalty = p->frequency_penalty;
+    r->sp.presence_penalty = p->presence_penalty;
+    r->sp.seed = p->seed;
+    if (!(r->ss = sampler_state_new(s->cfg.vocab, p->seed, err))) goto fail;
+    sampler_state_add_prompt(r->ss, r->tok, r->n_prompt);
+    if (p->logprob_start_len >= 0 && SGL_MAX(p->logprob_start_len, 1) < r->n_prompt) {
+        r->lp_first = SGL_MAX(p->logprob_start_len, 1);
+        r->ilps = calloc((size_t)(r->n_prompt - r->lp_first), sizeof *r->ilps);
+        if (!r->ilps) goto oom;
+    }
+
+    const char *why = NULL;
+    if (in->n_tokens < 1) why = "empty prompt";
+    else if (in->n_tokens >= s->pool->n_slots) why = "prompt longer than the KV pool";
+    else if ((p->regex && *p->regex) || (p->json_schema && *p->json_schema))
+        why = "constrained decoding (regex / json_schema) is not supported by this engine";
+    else
+        for (int32_t i = 0; i < in->n_tokens && !why; i++)
+            if (in->tokens[i] < 0 || in->tokens[i] >= s->cfg.vocab) why = "token id out of range";
+    if (why) {
+        req_abort(s, r, why, false);
+        return 0;
+    }
+    if (s->n_waiting == s->cap_waiting) {
+        int32_t cap = s->cap_waiting ? s->cap_waiting * 2 : 64;
+        sreq **w = realloc(s->waiting, sizeof(sreq *) * (size_t)cap);
+        if (!w) goto oom;
+        s->waiting = w;
+        s->cap_waiting = cap;
+    }
+    s->waiting[s->n_waiting++] = r;
+    return 0;
+oom:
+    sgl_error_set(err, "scheduler: out of memory");
+fail:
+    req_free(r);
+    return -1;
+}
+
+/* ---- one step ------------------------------------------------------------ */
+
+static bool ensure_free(sched *s, int32_t need) {
+    int32_t free_now = kv_pool_free_count(s->pool);
+    if (free_now < need && s->rc) radix_evict(s->rc, need - free_now);
+    return kv_pool_free_count(s->pool) >= need;
+}
+
+static int waiting_push(sched *s, sreq *r) {
+    if (s->n_waiting == s->cap_waiting) {
+        int32_t cap = s->cap_waiting ? s->cap_waiting * 2 : 64;
+        sreq **w = realloc(s->waiting, sizeof(sreq *) * (size_t)cap);
+        if (!w) return -1;
+        s->waiting = w;
+        s->cap_waiting = cap;
+    }
+    s->waiting[s->n_waiting++] = r;
+    return 0;
+}
+
+/* Sends the most recently admitted running request back to wait. */
+static void retract_last(sched *s) {
+    sreq *r = s->running[--s->n_running];
+    req_drop_kv(s, r, true);
+    r->step_chunk = 0;
+    s->m.retractions++;
+    if (waiting_push(s, r) < 0) req_abort(s, r, "out of memory while retracting", false);
+}
+
+/* Uncached tokens r shares with a request still computing its prompt. */
+static bool shares_with_prefill(const sched *s, const sreq *r) {
+    if (s->cfg.share_min < 0) return false;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        const sreq *q = s->running[i];
+        if (q->n_computed >= q->n_prompt) continue;
+        int32_t n = SGL_MIN(r->n_tok, q->n_prompt), l = 0;
+        while (l < n && r->tok[l] == q->tok[l]) l++;
+        if (l >= r->peek + s->cfg.share_min) return true;
+    }
+    return false;
+}
+
+/* Longest prefix a request may take from the cache: at least its last token
+ * must run (for logits), and the rows for input logprobs must run too. */
+static int32_t match_cap(const sreq *r) {
+    int32_t cap = r->n_tok - 1;
+    if (r->lp_first >= 1 && !r->input_lp_done) cap = SGL_MIN(cap, r->lp_first - 1);
+    return cap;
+}
+
+static int cmp_fcfs(const void *a, const void *b) {
+    const sreq *x = *(const sreq *const *)a, *y = *(const sreq *const *)b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int cmp_lpm(const void *a, const void *b) {
+    const sreq *x = *(const sreq *const *)a, *y = *(const sreq *const *)b;
+    if (x->starving != y->starving) return x->starving ? -1 : 1;
+    if (!x->starving && x->peek != y->peek) return x->peek > y->peek ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Future slots a running request has been promised beyond this step: the
+ * rest of its prompt and a capped share of its remaining output. */
+static int64_t promised_capped(const sched *s, const sreq *r) {
+    int64_t rest = r->n_tok - r->n_computed - r->step_chunk;
+    if (r->kind == SGL_REQ_GENERATE)
+        rest += SGL_MIN(SGL_MAX(r->p.max_new_tokens - r->n_gen, 0), s->cfg.decode_reserve);
+    return rest;
+}
+
+/* Plans the chunks of the running requests (decodes first) and allocates
+ * their slots, retracting requests while memory is short. Returns the
+ * token budget left. */
+static int32_t plan_running(sched *s) {
+    for (;;) {
+        int32_t budget = s->cfg.max_batch_tokens, need = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int32_t i = 0; i < s->n_running; i++) {
+                sreq *r = s->running[i];
+                int32_t want = r->n_tok - r->n_computed;
+                if ((want == 1) != (pass == 0)) continue;
+                int32_t chunk = want;
+                if (s->cfg.chunk_size > 0) chunk = SGL_MIN(chunk, s->cfg.chunk_size);
+                chunk = SGL_MIN(chunk, budget);
+                r->step_chunk = chunk;
+                budget -= chunk;
+                need += chunk;
+            }
+        if (ensure_free(s, need)) {
+            for (int32_t i = 0; i < s->n_running; i++) {
+                sreq *r = s->running[i];
+                kv_pool_alloc(s->pool, r->step_chunk, r->slots + r->n_computed);
+            }
+            return budget;
+        }
+        if (s->n_running == 1) {
+            sreq *r = s->running[--s->n_running];
+            req_abort(s, r, "KV pool too small for this request", true);
+        } else {
+            retract_last(s);
+        }
+    }
+}
+
+static void admit(sched *s, int32_t budget) {
+    if (s->n_waiting == 0 || s->n_running >= s->cfg.max_running || budget <= 0) return;
+    for (int32_t i = 0; i < s->n_waiting; i++) {
+        sreq *r = s->waiting[i];
+        r->peek = s->rc ? radix_peek(s->rc, r->tok, match_cap(r)) : 0;
+        r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps;
+    }
+    qsort(s->waiting, (size_t)s->n_waiting, sizeof(sreq *),
+          s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
+    int64_t promise = 0;
+    for (int32_t i = 0; i < s->n_running; i++) promise += promised_capped(s, s->running[i]);
+    int32_t kept = 0;
+    bool stop = false;
+    for (int32_t i = 0; i < s->n_waiting; i++) {
+        sreq *r = s->waiting[i];
+        if (stop || s->n_running >= s->cfg.max_running || budget <= 0 ||
+            shares_with_prefill(s, r)) {
+            s->waiting[kept++] = r;
+            continue;
+        }
+        radix_match_result res = {0, NULL};
+        if (s->rc) {
+            radix_match(s->rc, r->tok, match_cap(r), r->slots, &res);
+            radix_lock(s->rc, res.last_node);
+        }
+        int32_t m = res.len, rest = r->n_tok - m;
+        int64_t future = rest;
+        if (r->kind == SGL_REQ_GENERATE)
+            future += SGL_MIN(SGL_MAX(r->p.max_new_tokens - r->n_gen, 0), s->cfg.decode_reserve);
+        if (s->n_running == 0) future = rest; /* alone it always fits eventually */
+        int64_t avail = kv_pool_free_count(s->pool) + (s->rc ? radix_evictable_tokens(s->rc) : 0);
+        int32_t chunk = rest;
+        if (s->cfg.chunk_size > 0) chunk = SGL_MIN(chunk, s->cfg.chunk_size);
+        chunk = SGL_MIN(chunk, budget);
+        if (promise + future > avail || !ensure_free(s, chunk)) {
+            if (s->rc) radix_unlock(s->rc, res.last_node);
+            stop = true;
+            s->waiting[kept++] = r;
+            continue;
+        }
+        kv_pool_alloc(s->pool, chunk, r->slots + m);
+        r->n_locked = r->n_computed = m;
+        r->lock_node = res.last_node;
+        r->step_chunk = chunk;
+        if (!r->admitted_once) {
+            r->admitted_once = true;
+            r->cached_tokens = m;
+            s->m.prompt_tokens += r->n_prompt;
+            s->m.cached_tokens += m;
+        }
+        promise += future - chunk;
+        budget -= chunk;
+        s->running[s->n_running++] = r;
+    }
+    s->n_waiting = kept;
+}
+
+static int logprob_fill(sched *s, sgl_token_logprob *lp, const float *row, int32_t token,
+                        int32_t top_n) {
+    top_n = SGL_MIN(SGL_MAX(top_n, 0), s->cfg.vocab);
+    int32_t n_top = 0;
+    lp->token = token;
+    lp->logprob = sampler_logprobs(row, s->cfg.vocab, token, top_n, s->top_ids, s->top_lps, &n_top);
+    lp->n_top = 0;
+    if (n_top > 0) {
+        lp->top_ids = malloc(sizeof(int32_t) * (size_t)n_top);
+        lp->top_logprobs = malloc(sizeof(float) * (size_t)n_top);
+        if (!lp->top_ids || !lp->top_logprobs) return -1;
+        memcpy(lp->top_ids, s->top_ids, sizeof(int32_t) * (size_t)n_top);
+        memcpy(lp->top_logprobs, s->top_lps, sizeof(float) * (size_t)n_top);
+        lp->n_top = n_top;
+    }
+    return 0;
+}
+
+static bool is_stop_token(const sched *s, const sreq *r, int32_t t) {
+    for (int32_t i = 0; i < s->cfg.n_eos; i++)
+        if (s->eos[i] == t) return true;
+    for (int32_t i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == t) return true;
+    return false;
+}
+
+/* Looks for a stop string ending in the bytes appended since old_len; cuts
+ * the text before the earliest one. Returns true when one matched. */
+static bool match_stop_str(sreq *r, size_t old_len) {
+    size_t from = old_len > r->max_stop_len ? old_len - r->max_stop_len + 1 : 0;
+    const char *best = NULL;
+    int32_t best_i = -1;
+    for (int32_t i = 0; i < r->n_stop; i++) {
+        size_t l = strlen(r->stop[i]);
+        if (l == 0 || r->text.len < from + l) continue;
+        const char *hit = memmem(r->text.data + from, r->text.len - from, r->stop[i], l);
+        if (hit && (!best || hit < best)) {
+            best = hit;
+            best_i = i;
+        }
+    }
+    if (!best) return false;
+    r->text.len = (size_t)(best - r->text.data);
+    r->text.data[r->text.len] = '\0';
+    r->stop_str = sgl_strdup(r->stop[best_i]);
+    return true;
+}
+
+/* The last logits row of a GENERATE request is ready: sample, record, check
+ * for the end. Returns true when r finished (r->finish set). */
+static bool sample_next(sched *s, sreq *r, const float *row) {
+    if (r->n_gen >= r->p.max_new_tokens) {
+        r->finish = SGL_FINISH_LENGTH;
+        return true;
+    }
+    const float *use = row;
+    if (r->n_gen < r->p.min_new_tokens && !r->p.ignore_eos) {
+        memcpy(s->row, row, sizeof(float) * (size_t)s->cfg.vocab);
+        for (int32_t i = 0; i < s->cfg.n_eos; i++)
+            if (s->eos[i] >= 0 && s->eos[i] < s->cfg.vocab) s->row[s->eos[i]] = -INFINITY;
+        for (int32_t i = 0; i < r->n_stop_ids; i++)
+            if (r->stop_ids[i] >= 0 && r->stop_ids[i] < s->cfg.vocab)
+                s->row[r->stop_ids[i]] = -INFINITY;
+        use = s->row;
+    }
+    int32_t t = sampler_sample(r->ss, &r->sp, use);
+    sampler_state_accept(r->ss, t);
+    if (req_reserve(r, r->n_tok + 2) < 0) {
+        r->finish = SGL_FINISH_ABORT;
+        r->error = sgl_strdup("out of memory");
+        return true;
+    }
+    if (r->p.return_logprob) {
+        if (r->n_lps == r->cap_lps) {
+            int32_t cap = r->cap_lps ? r->cap_lps * 2 : 16;
+            sgl_token_logprob *l = realloc(r->lps, sizeof *l * (size_t)cap);
+            if (l) {
+                r->lps = l;
+                r->cap_lps = cap;
+            }
+        }
+        if (r->n_lps < r->cap_lps) {
+            memset(&r->lps[r->n_lps], 0, sizeof r->lps[0]);
+            logprob_fill(s, &r->lps[r->n_lps++], row, t, r->p.top_logprobs_num);
+        }
+    }
+    r->tok[r->n_tok++] = t;
+    r->n_gen++;
+    s->m.generated_tokens++;
+    bool can_stop = r->n_gen >= r->p.min_new_tokens;
+    if (can_stop && !r->p.ignore_eos && is_stop_token(s, r, t)) {
+        r->finish = SGL_FINISH_STOP;
+        r->stop_token = t;
+        return true;
+    }
+    if (s->cfg.piece) {
+        size_t len = 0, old = r->text.len;
+        const char *piece = s->cfg.piece(s->cfg.piece_ctx, t, r->p.skip_special_tokens, &len);
+        if (piece && len) sgl_strbuf_append(&r->text, piece, len);
+        if (can_stop && r->n_stop && match_stop_str(r, old)) {
+            r->finish = SGL_FINISH_STOP;
+            return true;
+        }
+    }
+    if (r->n_gen >= r->p.max_new_tokens) {
+        r->finish = SGL_FINISH_LENGTH;
+        return true;
+    }
+    return false;
+}
+
+int sched_step(sched *s, sgl_error *err) {
+    sgl_error local;
+    if (!err) err = &local;
+    s->step_no++;
+    for (int32_t i = 0; i < s->n_running; i++) s->running[i]->step_chunk = 0;
+    for (int32_t i = 0; i < s->n_waiting; i++) s->waiting[i]->step_chunk = 0;
+    int32_t budget = plan_running(s);
+    admit(s, budget);
+
+    /* Build the batch. */
+    int32_t nb = 0;
+    int64_t rows = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sreq *r = s->running[i];
+        if (r->step_chunk <= 0) continue;
+        int32_t chunk = r->step_chunk, pos0 = r->n_computed;
+        bool final = pos0 + chunk == r->n_tok;
+        int32_t lf = chunk;
+        if (final && r->kind == SGL_REQ_GENERATE) lf = chunk - 1;
+        if (r->lp_first >= 1 && !r->input_lp_done) {
+            int32_t lo = r->lp_first - 1, hi = r->n_prompt - 2; /* positions needing rows */
+            if (lo < pos0 + chunk && hi >= pos0) lf = SGL_MIN(lf, SGL_MAX(lo - pos0, 0));
+        }
+        model_seq *q = &s->seqs[nb];
+        q->n_new = chunk;
+        q->tokens = r->tok + pos0;
+        q->pos0 = pos0;
+        q->n_ctx = pos0 + chunk;
+        q->slots = r->slots;
+        q->logits_from = lf;
+        s->batch[nb++] = r;
+        rows += chunk - lf;
+    }
+    if (nb == 0) return 0;
+    if (rows * s->cfg.vocab > s->cap_logits) {
+        float *l = realloc(s->logits, sizeof(float) * (size_t)(rows * s->cfg.vocab));
+        if (!l) {
+            sgl_error_set(err, "scheduler: out of memory for %lld logits rows", (long long)rows);
+            goto fail;
+        }
+        s->logits = l;
+        s->cap_logits = rows * s->cfg.vocab;
+    }
+    model_batch b = {nb, s->seqs};
+    s->m.forward_calls++;
+    for (int32_t i = 0; i < nb; i++) s->m.forward_tokens += s->seqs[i].n_new;
+    if (s->cfg.forward(s->cfg.forward_ctx, s->pool, &b, rows ? s->logits : NULL, err) < 0)
+        goto fail;
+
+    const float *row = s->logits;
+    for (int32_t i = 0; i < nb; i++) {
+        sreq *r = s->batch[i];
+        const model_seq *q = &s->seqs[i];
+        for (int32_t j = q->logits_from; j < q->n_new; j++, row += s->cfg.vocab) {
+            int32_t pos = q->pos0 + j;
+            if (r->lp_first >= 1 && !r->input_lp_done && pos >= r->lp_first - 1 &&
+                pos <= r->n_prompt - 2) {
+                sgl_token_logprob *lp = &r->ilps[pos + 1 - r->lp_first];
+                logprob_free(lp);
+                memset(lp, 0, sizeof *lp);
+                logprob_fill(s, lp, row, r->tok[pos + 1], r->p.top_logprobs_num);
+            }
+        }
+        r->n_computed += q->n_new;
+        if (r->lp_first >= 1 && r->n_computed >= r->n_prompt - 1) r->input_lp_done = true;
+        bool final = r->n_computed == r->n_tok, finished = false;
+        if (final && r->kind == SGL_REQ_GENERATE) {
+            finished = sample_next(s, r, row - s->cfg.vocab);
+        } else if (final) {
+            r->finish = SGL_FINISH_LENGTH;
+            finished = true;
+        }
+        if (finished) {
+            r->step_chunk = -1; /* marks removal below */
+        } else if (q->n_new > 1) {
+            req_cache_progress(s, r);
+        }
+    }
+    int32_t kept = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sreq *r = s->running[i];
+        if (r->step_chunk == -1) req_finish(s, r, true);
+        else s->running[kept++] = r;
+    }
+    s->n_running = kept;
+    return nb;
+fail:
+    /* The new KV of this batch is garbage: nothing of it goes to the cache. */
+    for (int32_t i = 0; i < nb; i++) {
+        s->batch[i]->n_computed += s->batch[i]->step_chunk; /* its slots, to release */
+        s->batch[i]->step_chunk = -1;
+    }
+    kept = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sreq *r = s->running[i];
+        if (r->step_chunk == -1) {
+            req_abort(s, r, err->msg, false);
+        } else {
+            s->running[kept++] = r;
+        }
+    }
+    s->n_running = kept;
+    return -1;
+}
+
+int sched_run_all(sched *s, sgl_error *err) {
+    while (sched_busy(s)) {
+        int n = sched_step(s, err);
+        if (n < 0) return -1;
+        if (n == 0 && sched_busy(s))
+            return sgl_error_set(err, "scheduler: no progress with %d waiting", s->n_waiting);
+    }
+    return 0;
+}
+
+sgl_result *sched_pop(sched *s) {
+    if (s->n_done == 0) return NULL;
+    sgl_result *r = s->done[s->done_head++];
+    if (--s->n_done == 0) s->done_head = 0;
+    return r;
+}
+
+bool sched_busy(const sched *s) { return s->n_waiting > 0 || s->n_running > 0; }
+
+void sched_metrics(const sched *s, sgl_engine_metrics *out) {
+    *out = s->m;
+    out->hit_rate = s->m.prompt_tokens ? (double)s->m.cached_tokens / (double)s->m.prompt_tokens : 0;
+    out->running = s->n_running;
+    out->waiting = s->n_waiting;
+    out->evicted_tokens = s->rc ? radix_evicted_tokens(s->rc) : 0;
+    out->cache_tokens = s->rc ? radix_cached_tokens(s->rc) : 0;
+    out->pool_slots = s->pool->n_slots;
+    out->pool_used = s->pool->n_slots - kv_pool_free_count(s->pool);
+}
+
+const radix_cache *sched_cache(const sched *s) { return s->rc; }
+
+int sched_check(const sched *s, sgl_error *err) {
+    if (s->rc && radix_check(s->rc, err) < 0) return -1;
+    int64_t held = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        const sreq *r = s->running[i];
+        if (r->n_locked > r->n_computed || r->n_computed > r->n_tok)
+            return sgl_error_set(err, "request %llu: locked %d computed %d tokens %d",
+                                 (unsigned long long)r->id, r->n_locked, r->n_computed, r->n_tok);
+        held += r->n_computed - r->n_locked;
+    }
+    for (int32_t i = 0; i < s->n_waiting; i++)
+        if (s->waiting[i]->n_computed != 0 || s->waiting[i]->lock_node)
+            return sgl_error_set(err, "waiting request %llu holds KV",
+                                 (unsigned long long)s->waiting[i]->id);
+    int64_t cache = s->rc ? radix_cached_tokens(s->rc) : 0;
+    if (kv_pool_free_count(s->pool) + cache + held != s->pool->n_slots)
+        return sgl_error_set(err, "slots: free %d + cache %lld + requests %lld != %d",
+                             kv_pool_free_count(s->pool), (long long)cache, (long long)held,
+                             s->pool->n_slots);
+    return 0;
+}

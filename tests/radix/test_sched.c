@@ -1,0 +1,642 @@
+/* test_sched: the scheduler against a fake model whose logits are a hash of
+ * the K values it reads back from the pool, so a wrong slot anywhere (cached
+ * prefix, chunk boundary, retraction) changes the output. Checks: policy
+ * order (lpm / fcfs / starvation fallback), outputs identical alone vs
+ * batched vs small pool (eviction + retraction) vs chunked vs warm cache,
+ * stop strings across token boundaries, stop tokens, min_new_tokens,
+ * ignore_eos, SCORE-style input logprobs equal to generated logprobs, and a
+ * failing forward aborting only its batch. Slot accounting is checked after
+ * every step. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/scheduler.h"
+#include "tests/test.h"
+
+enum { VOCAB = 48, EOS = 0 };
+
+/* ---- fake model ---------------------------------------------------------- */
+
+typedef struct fake {
+    int fail_next;     /* forward calls to fail */
+    long calls;
+    int max_seqs;      /* largest batch seen */
+} fake;
+
+static uint32_t mix(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x7feb352dU;
+    h ^= h >> 15;
+    h *= 0x846ca68bU;
+    h ^= h >> 16;
+    return h;
+}
+
+static int fake_forward(void *ctx, kv_pool *kv, const model_batch *b, float *logits,
+                        sgl_error *err) {
+    fake *f = ctx;
+    f->calls++;
+    if (b->n_seqs > f->max_seqs) f->max_seqs = b->n_seqs;
+    if (f->fail_next > 0) {
+        f->fail_next--;
+        return sgl_error_set(err, "fake forward failure");
+    }
+    float *out = logits;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const model_seq *q = &b->seqs[i];
+        if (q->n_ctx != q->pos0 + q->n_new || q->n_new < 1)
+            return sgl_error_set(err, "bad descriptor");
+        for (int32_t j = 0; j < q->n_new; j++) {
+            int32_t p = q->pos0 + j;
+            kv_pool_k(kv, 0, q->slots[p])[0] = (uint16_t)mix((uint32_t)q->tokens[j] * 1000003u + (uint32_t)p);
+        }
+        for (int32_t j = q->logits_from; j < q->n_new; j++) {
+            int32_t p = q->pos0 + j;
+            uint32_t h = 17;
+            for (int32_t c = 0; c <= p; c++) h = mix(h ^ kv_pool_k(kv, 0, q->slots[c])[0]);
+            /* EOS (id 0) is as likely as any token: ~1 in 48 steps */
+            for (int32_t v = 0; v < VOCAB; v++)
+                out[v] = (float)(mix(h ^ (uint32_t)v * 0x9e3779b9u) % 1000) / 150.0f;
+            out += VOCAB;
+        }
+    }
+    return 0;
+}
+
+static char pieces[VOCAB][3];
+static const char *fake_piece(void *ctx, int32_t id, bool skip_special, size_t *len) {
+    (void)ctx;
+    if (id == EOS && skip_special) {
+        *len = 0;
+        return NULL;
+    }
+    *len = 2;
+    return pieces[id];
+}
+
+/* ---- harness ------------------------------------------------------------- */
+
+typedef struct run_opts {
+    sgl_sched_policy policy;
+    int32_t n_slots, chunk, max_running, budget, starve, share;
+    bool cache_off;
+} run_opts;
+
+static run_opts opts_default(void) {
+    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, false};
+    return o;
+}
+
+typedef struct env {
+    fake f;
+    kv_pool *pool;
+    sched *s;
+} env;
+
+static void env_init(env *e, const run_opts *o) {
+    memset(e, 0, sizeof *e);
+    e->pool = kv_pool_new(o->n_slots, 1, 1, NULL);
+    sched_config c = sched_config_default();
+    c.policy = o->policy;
+    c.chunk_size = o->chunk;
+    c.max_running = o->max_running;
+    c.max_batch_tokens = o->budget;
+    c.cache_off = o->cache_off;
+    c.starve_steps = o->starve;
+    c.share_min = o->share;
+    c.vocab = VOCAB;
+    int32_t eos = EOS;
+    c.eos_ids = &eos;
+    c.n_eos = 1;
+    c.forward = fake_forward;
+    c.forward_ctx = &e->f;
+    c.piece = fake_piece;
+    sgl_error err;
+    e->s = sched_new(&c, e->pool, &err);
+    if (!e->s) {
+        fprintf(stderr, "sched_new: %s\n", err.msg);
+        exit(1);
+    }
+}
+
+static void env_free(env *e) {
+    sched_free(e->s);
+    CHECK_INT(kv_pool_free_count(e->pool), e->pool->n_slots);
+    kv_pool_free(e->pool);
+}
+
+/* Steps to the end, checking accounting after every step. Results are put
+ * in out[] by id (ids are 0..n-1). */
+static void run_to_end(env *e, sgl_result **out, int n) {
+    sgl_error err;
+    for (int guard = 0; sched_busy(e->s) && guard < 100000; guard++) {
+        int k = sched_step(e->s, &err);
+        CHECK_MSG(k >= 0, "step: %s", err.msg);
+        CHECK_MSG(sched_check(e->s, &err) == 0, "check: %s", err.msg);
+        if (k == 0 && sched_busy(e->s)) {
+            CHECK_MSG(0, "no progress");
+            break;
+        }
+    }
+    sgl_result *r;
+    while ((r = sched_pop(e->s))) {
+        if (r->id < (uint64_t)n && !out[r->id]) out[r->id] = r;
+        else sgl_result_free(r);
+    }
+}
+
+static void add(env *e, uint64_t id, const int32_t *tok, int32_t n, const sgl_sampling_params *p,
+                sgl_req_kind kind) {
+    sched_input in = {0};
+    in.id = id;
+    in.kind = kind;
+    in.tokens = tok;
+    in.n_tokens = n;
+    in.params = p;
+    sgl_error err;
+    CHECK_MSG(sched_add(e->s, &in, &err) == 0, "add: %s", err.msg);
+}
+
+/* ---- workload ------------------------------------------------------------ */
+
+enum { N_REQ = 64, MAXP = 160 };
+static int32_t prompts[N_REQ][MAXP], plen[N_REQ];
+static sgl_sampling_params params[N_REQ];
+
+static void make_workload(void) {
+    uint32_t h = 12345;
+    int32_t shared[4][100];
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 100; i++) shared[k][i] = 1 + (int32_t)((h = mix(h + 1)) % (VOCAB - 1));
+    for (int r = 0; r < N_REQ; r++) {
+        int k = r % 5; /* 4 shared prefixes + some unshared prompts */
+        int32_t n = 0;
+        if (k < 4) {
+            int32_t take = 40 + (int32_t)((h = mix(h + 7)) % 60);
+            for (; n < take; n++) prompts[r][n] = shared[k][n];
+        }
+        int32_t tail = 3 + (int32_t)((h = mix(h + 3)) % 40);
+        for (int i = 0; i < tail; i++) prompts[r][n++] = 1 + (int32_t)((h = mix(h + 5)) % (VOCAB - 1));
+        plen[r] = n;
+        sgl_sampling_params p = sgl_sampling_params_default();
+        p.max_new_tokens = 5 + (int32_t)((h = mix(h + 11)) % 30);
+        p.temperature = (r % 3 == 0) ? 0.8f : 0.0f; /* some seeded sampling too */
+        p.seed = (uint64_t)r * 31u;
+        p.return_logprob = (r % 4 == 0);
+        params[r] = p;
+    }
+}
+
+static void run_workload(const run_opts *o, sgl_result **out, int passes, sgl_engine_metrics *m) {
+    env e;
+    env_init(&e, o);
+    memset(out, 0, sizeof(sgl_result *) * N_REQ);
+    for (int pass = 0; pass < passes; pass++) {
+        for (int r = 0; r < N_REQ; r++)
+            add(&e, (uint64_t)r, prompts[r], plen[r], &params[r], SGL_REQ_GENERATE);
+        if (pass + 1 < passes) {
+            sgl_result *tmp[N_REQ] = {0};
+            run_to_end(&e, tmp, N_REQ);
+            for (int r = 0; r < N_REQ; r++) sgl_result_free(tmp[r]);
+        } else {
+            run_to_end(&e, out, N_REQ);
+        }
+    }
+    if (m) sched_metrics(e.s, m);
+    env_free(&e);
+}
+
+/* Reference: every request alone in its own scheduler, cache off. */
+static sgl_result *alone[N_REQ];
+
+static void compute_alone(void) {
+    run_opts o = opts_default();
+    o.cache_off = true;
+    for (int r = 0; r < N_REQ; r++) {
+        env e;
+        env_init(&e, &o);
+        add(&e, 0, prompts[r], plen[r], &params[r], SGL_REQ_GENERATE);
+        sgl_result *out[1] = {0};
+        run_to_end(&e, out, 1);
+        alone[r] = out[0];
+        env_free(&e);
+    }
+}
+
+static void expect_same(sgl_result **got, const char *what) {
+    int bad = 0;
+    for (int r = 0; r < N_REQ; r++) {
+        sgl_result *a = alone[r], *g = got[r];
+        if (!a || !g) {
+            bad++;
+            continue;
+        }
+        bool same = a->n_tokens == g->n_tokens && a->finish == g->finish &&
+                    memcmp(a->tokens, g->tokens, sizeof(int32_t) * (size_t)a->n_tokens) == 0 &&
+                    strcmp(a->text, g->text) == 0 && a->n_logprobs == g->n_logprobs;
+        for (int32_t i = 0; same && i < a->n_logprobs; i++)
+            same = a->logprobs[i].logprob == g->logprobs[i].logprob;
+        if (!same) bad++;
+    }
+    CHECK_MSG(bad == 0, "%s: %d of %d requests differ from the alone run", what, bad, N_REQ);
+}
+
+static void free_all(sgl_result **v) {
+    for (int r = 0; r < N_REQ; r++) {
+        sgl_result_free(v[r]);
+        v[r] = NULL;
+    }
+}
+
+static void test_batch_equals_alone(void) {
+    sgl_result *got[N_REQ];
+    sgl_engine_metrics m;
+    run_opts o = opts_default();
+    run_workload(&o, got, 1, &m);
+    expect_same(got, "batch of 64, lpm");
+    CHECK(m.cached_tokens > 0);
+    CHECK_INT(m.requests_done, N_REQ);
+    printf("batch: %lld forward calls, %lld prompt tokens, %lld cached (hit %.3f)\n",
+           (long long)m.forward_calls, (long long)m.prompt_tokens, (long long)m.cached_tokens,
+           m.hit_rate);
+    free_all(got);
+    o.policy = SGL_SCHED_FCFS;
+    run_workload(&o, got, 1, NULL);
+    expect_same(got, "batch of 64, fcfs");
+    free_all(got);
+    o = opts_default();
+    o.cache_off = true;
+    run_workload(&o, got, 1, &m);
+    expect_same(got, "cache off");
+    CHECK_INT(m.cached_tokens, 0);
+    free_all(got);
+}
+
+static void test_chunked_equals_alone(void) {
+    sgl_result *got[N_REQ];
+    run_opts o = opts_default();
+    o.chunk = 7;
+    o.budget = 50;
+    run_workload(&o, got, 1, NULL);
+    expect_same(got, "chunk 7, budget 50");
+    free_all(got);
+    /* no in-batch prefix sharing: the same prefix is computed by several
+     * requests at once and later ones adopt the cache's copy */
+    o.share = -1;
+    run_workload(&o, got, 1, NULL);
+    expect_same(got, "chunk 7, budget 50, duplicate prefill");
+    free_all(got);
+}
+
+static void test_warm_equals_cold(void) {
+    sgl_result *got[N_REQ];
+    sgl_engine_metrics m;
+    run_opts o = opts_default();
+    run_workload(&o, got, 2, &m);
+    expect_same(got, "warm cache");
+    int warm_cached = 0;
+    for (int r = 0; r < N_REQ; r++) warm_cached += got[r] && got[r]->cached_tokens == plen[r] - 1;
+    CHECK_MSG(warm_cached == N_REQ, "%d of %d fully cached on the second pass", warm_cached, N_REQ);
+    free_all(got);
+}
+
+/* A pool far smaller than the workload: eviction and retraction, same outputs. */
+static void test_small_pool(void) {
+    sgl_result *got[N_REQ];
+    sgl_engine_metrics m;
+    run_opts o = opts_default();
+    o.n_slots = 400;
+    o.chunk = 32;
+    run_workload(&o, got, 1, &m);
+    expect_same(got, "pool of 400 slots");
+    printf("small pool: %lld evicted, %lld retractions\n", (long long)m.evicted_tokens,
+           (long long)m.retractions);
+    CHECK(m.evicted_tokens > 0);
+    free_all(got);
+    o.cache_off = true;
+    run_workload(&o, got, 1, &m);
+    expect_same(got, "pool of 400 slots, cache off");
+    free_all(got);
+}
+
+/* Long outputs beyond the admission reserve: decoding runs out of slots and
+ * requests are retracted, resumed later, and still produce the same tokens
+ * (seeded sampling included: the sampler state survives retraction). */
+static void test_retraction(void) {
+    enum { N = 6 };
+    int32_t pr[N][20];
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.max_new_tokens = 60;
+    sp.ignore_eos = true;
+    sp.temperature = 0.7f;
+    sgl_result *ref[N] = {0}, *got[N] = {0};
+    run_opts o = opts_default();
+    for (int r = 0; r < N; r++) {
+        for (int i = 0; i < 20; i++) pr[r][i] = 1 + (r * 13 + i * 5) % 47;
+        env e;
+        env_init(&e, &o);
+        sp.seed = (uint64_t)r;
+        add(&e, 0, pr[r], 20, &sp, SGL_REQ_GENERATE);
+        sgl_result *one[1] = {0};
+        run_to_end(&e, one, 1);
+        ref[r] = one[0];
+        env_free(&e);
+    }
+    for (int cache_off = 0; cache_off < 2; cache_off++) {
+        o.n_slots = 130;
+        o.cache_off = cache_off;
+        env e;
+        env_init(&e, &o);
+        for (int r = 0; r < N; r++) {
+            sp.seed = (uint64_t)r;
+            add(&e, (uint64_t)r, pr[r], 20, &sp, SGL_REQ_GENERATE);
+        }
+        run_to_end(&e, got, N);
+        sgl_engine_metrics m;
+        sched_metrics(e.s, &m);
+        printf("retraction test (cache %s): %lld retractions\n", cache_off ? "off" : "on",
+               (long long)m.retractions);
+        CHECK(m.retractions > 0);
+        for (int r = 0; r < N; r++) {
+            CHECK(got[r] && ref[r] && got[r]->n_tokens == 60 &&
+                  memcmp(got[r]->tokens, ref[r]->tokens, sizeof(int32_t) * 60) == 0);
+            sgl_result_free(got[r]);
+            got[r] = NULL;
+        }
+        env_free(&e);
+    }
+    for (int r = 0; r < N; r++) sgl_result_free(ref[r]);
+}
+
+/* Finishing order with one request at a time shows the admission order. */
+static void order_run(sgl_sched_policy pol, int32_t starve, uint64_t *order) {
+    run_opts o = opts_default();
+    o.policy = pol;
+    o.max_running = 1;
+    o.starve = starve;
+    env e;
+    env_init(&e, &o);
+    int32_t p1[40], p2[40], a1[44], a2[44], b[44];
+    for (int i = 0; i < 40; i++) {
+        p1[i] = 1 + i % 20;
+        p2[i] = 21 + i % 20;
+    }
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 2;
+    sp.ignore_eos = true;
+    add(&e, 9, p1, 40, &sp, SGL_REQ_PREFILL);
+    sgl_result *warm[10] = {0};
+    run_to_end(&e, warm, 10);
+    CHECK(warm[9] && warm[9]->finish == SGL_FINISH_LENGTH && warm[9]->n_tokens == 0);
+    sgl_result_free(warm[9]);
+    memcpy(a1, p1, sizeof p1);
+    memcpy(a2, p1, sizeof p1);
+    memcpy(b, p2, sizeof p2);
+    for (int i = 0; i < 4; i++) {
+        a1[40 + i] = 41 + i;
+        a2[40 + i] = 42 + i;
+        b[40 + i] = 43 - i;
+    }
+    add(&e, 0, b, 44, &sp, SGL_REQ_GENERATE);
+    add(&e, 1, a1, 44, &sp, SGL_REQ_GENERATE);
+    add(&e, 2, a2, 44, &sp, SGL_REQ_GENERATE);
+    sgl_error err;
+    int k = 0;
+    while (sched_busy(e.s) && k < 3) {
+        CHECK(sched_step(e.s, &err) >= 0);
+        sgl_result *r;
+        while ((r = sched_pop(e.s))) {
+            if (k < 3) order[k++] = r->id;
+            sgl_result_free(r);
+        }
+    }
+    env_free(&e);
+}
+
+static void test_policy_order(void) {
+    uint64_t o[3] = {99, 99, 99};
+    order_run(SGL_SCHED_LPM, 0, o);
+    CHECK_MSG(o[0] == 1 && o[1] == 2 && o[2] == 0, "lpm order %llu %llu %llu",
+              (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
+    order_run(SGL_SCHED_FCFS, 0, o);
+    CHECK_MSG(o[0] == 0 && o[1] == 1 && o[2] == 2, "fcfs order %llu %llu %llu",
+              (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
+    order_run(SGL_SCHED_LPM, 1, o); /* everyone starving at once: arrival order */
+    CHECK_MSG(o[0] == 0 && o[1] == 1 && o[2] == 2, "starving order %llu %llu %llu",
+              (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
+}
+
+/* Greedy text without stops, then the same with a stop string that spans a
+ * token boundary (pieces are 2 bytes): cut before its first occurrence. */
+static void test_stop_strings(void) {
+    run_opts o = opts_default();
+    int32_t prompt[] = {5, 6, 7, 8};
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 20;
+    sp.ignore_eos = true;
+    sp.skip_special_tokens = false; /* every token 2 bytes, EOS included */
+    env e;
+    env_init(&e, &o);
+    add(&e, 0, prompt, 4, &sp, SGL_REQ_GENERATE);
+    sgl_result *full[1] = {0};
+    run_to_end(&e, full, 1);
+    CHECK(full[0] && full[0]->text_len == 40 && full[0]->finish == SGL_FINISH_LENGTH);
+    char stop[4];
+    memcpy(stop, full[0]->text + 5, 3); /* bytes 5..7: crosses the 6 boundary */
+    stop[3] = 0;
+    const char *where = strstr(full[0]->text, stop);
+    const char *stops[] = {"zzzzzzz", stop};
+    sp.stop = stops;
+    sp.n_stop = 2;
+    add(&e, 1, prompt, 4, &sp, SGL_REQ_GENERATE);
+    sgl_result *cut[2] = {0};
+    run_to_end(&e, cut, 2);
+    sgl_result *c = cut[1];
+    CHECK(c && c->finish == SGL_FINISH_STOP);
+    if (c && where) {
+        CHECK_STR(c->stop_str, stop);
+        CHECK_INT(c->text_len, where - full[0]->text);
+        CHECK(strncmp(c->text, full[0]->text, c->text_len) == 0);
+        /* generation stopped at the token completing the match */
+        CHECK_INT(c->n_tokens, ((where - full[0]->text) + 3 + 1) / 2);
+    }
+    /* min_new_tokens: no stop before 10 tokens */
+    sp.min_new_tokens = 10;
+    add(&e, 0, prompt, 4, &sp, SGL_REQ_GENERATE);
+    sgl_result *mn[1] = {0};
+    run_to_end(&e, mn, 1);
+    CHECK(mn[0] && mn[0]->n_tokens >= 10);
+    sgl_result_free(mn[0]);
+    sgl_result_free(full[0]);
+    sgl_result_free(c);
+    env_free(&e);
+}
+
+/* Stop tokens: EOS ends (and is returned as stop_token) unless ignore_eos;
+ * stop_token_ids likewise; min_new_tokens masks them. */
+static void test_stop_tokens(void) {
+    run_opts o = opts_default();
+    env e;
+    env_init(&e, &o);
+    int stopped = 0, masked_ok = 1;
+    for (int r = 0; r < 40; r++) {
+        int32_t prompt[3] = {1 + r % 40, 2 + r % 30, 3};
+        sgl_sampling_params sp = sgl_sampling_params_default();
+        sp.temperature = 0;
+        sp.max_new_tokens = 30;
+        add(&e, 0, prompt, 3, &sp, SGL_REQ_GENERATE);
+        sgl_result *a[1] = {0};
+        run_to_end(&e, a, 1);
+        if (a[0] && a[0]->finish == SGL_FINISH_STOP) {
+            stopped++;
+            CHECK_INT(a[0]->stop_token, EOS);
+            CHECK_INT(a[0]->tokens[a[0]->n_tokens - 1], EOS);
+            CHECK_INT(a[0]->text_len, 2 * (a[0]->n_tokens - 1)); /* EOS text skipped */
+            /* stop on the token before EOS instead */
+            if (a[0]->n_tokens >= 2) {
+                int32_t t = a[0]->tokens[a[0]->n_tokens - 2];
+                bool earlier = false;
+                for (int32_t i = 0; i < a[0]->n_tokens - 2; i++) earlier |= a[0]->tokens[i] == t;
+                sp.stop_token_ids = &t;
+                sp.n_stop_token_ids = 1;
+                add(&e, 0, prompt, 3, &sp, SGL_REQ_GENERATE);
+                sgl_result *b[1] = {0};
+                run_to_end(&e, b, 1);
+                CHECK(b[0] && b[0]->finish == SGL_FINISH_STOP && b[0]->stop_token == t);
+                if (b[0] && !earlier) CHECK_INT(b[0]->n_tokens, a[0]->n_tokens - 1);
+                sgl_result_free(b[0]);
+                sp.stop_token_ids = NULL;
+                sp.n_stop_token_ids = 0;
+            }
+            /* ignore_eos runs to the length limit */
+            sp.ignore_eos = true;
+            add(&e, 0, prompt, 3, &sp, SGL_REQ_GENERATE);
+            sgl_result *c[1] = {0};
+            run_to_end(&e, c, 1);
+            CHECK(c[0] && c[0]->finish == SGL_FINISH_LENGTH && c[0]->n_tokens == 30);
+            sgl_result_free(c[0]);
+            /* min_new_tokens masks EOS */
+            sp.ignore_eos = false;
+            sp.min_new_tokens = a[0]->n_tokens + 2;
+            add(&e, 0, prompt, 3, &sp, SGL_REQ_GENERATE);
+            sgl_result *d[1] = {0};
+            run_to_end(&e, d, 1);
+            if (d[0])
+                for (int32_t i = 0; i < sp.min_new_tokens && i < d[0]->n_tokens - 1; i++)
+                    masked_ok &= d[0]->tokens[i] != EOS;
+            CHECK(d[0] && d[0]->n_tokens >= SGL_MIN(sp.min_new_tokens, sp.max_new_tokens));
+            sgl_result_free(d[0]);
+        }
+        sgl_result_free(a[0]);
+    }
+    CHECK_MSG(stopped >= 3, "only %d of 40 prompts hit EOS", stopped);
+    CHECK(masked_ok);
+    env_free(&e);
+}
+
+/* Logprobs of the prompt tokens from logprob_start_len (how SCORE works)
+ * equal the logprobs of the same tokens when generated. */
+static void test_score_equals_generate(void) {
+    run_opts o = opts_default();
+    o.chunk = 5;
+    env e;
+    env_init(&e, &o);
+    int32_t prompt[64];
+    for (int i = 0; i < 20; i++) prompt[i] = 1 + (i * 7) % 40;
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 12;
+    sp.ignore_eos = true;
+    sp.return_logprob = true;
+    sp.top_logprobs_num = 3;
+    add(&e, 0, prompt, 20, &sp, SGL_REQ_GENERATE);
+    sgl_result *g[1] = {0};
+    run_to_end(&e, g, 1);
+    CHECK(g[0] && g[0]->n_logprobs == 12);
+    if (!g[0]) return;
+    memcpy(prompt + 20, g[0]->tokens, sizeof(int32_t) * 12);
+    sgl_sampling_params ss = sgl_sampling_params_default();
+    ss.max_new_tokens = 0;
+    ss.logprob_start_len = 20;
+    ss.top_logprobs_num = 3;
+    add(&e, 1, prompt, 32, &ss, SGL_REQ_GENERATE); /* prefix now cached: still scored */
+    sgl_result *sc[2] = {0};
+    run_to_end(&e, sc, 2);
+    CHECK(sc[1] && sc[1]->n_input_logprobs == 12 && sc[1]->n_tokens == 0);
+    if (sc[1] && sc[1]->n_input_logprobs == 12) {
+        for (int i = 0; i < 12; i++) {
+            CHECK_INT(sc[1]->input_logprobs[i].token, g[0]->tokens[i]);
+            CHECK(sc[1]->input_logprobs[i].logprob == g[0]->logprobs[i].logprob);
+            CHECK_INT(sc[1]->input_logprobs[i].n_top, 3);
+            CHECK_INT(sc[1]->input_logprobs[i].top_ids[0], g[0]->logprobs[i].top_ids[0]);
+        }
+        CHECK(sc[1]->cached_tokens <= 19);
+    }
+    sgl_result_free(g[0]);
+    sgl_result_free(sc[1]);
+    env_free(&e);
+}
+
+static void test_forward_failure(void) {
+    run_opts o = opts_default();
+    env e;
+    env_init(&e, &o);
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 4;
+    sp.ignore_eos = true;
+    int32_t p[] = {3, 4, 5, 6, 7};
+    add(&e, 0, p, 5, &sp, SGL_REQ_GENERATE);
+    add(&e, 1, p, 4, &sp, SGL_REQ_GENERATE);
+    e.f.fail_next = 1;
+    sgl_error err;
+    CHECK_INT(sched_step(e.s, &err), -1);
+    CHECK(sched_check(e.s, &err) == 0);
+    add(&e, 2, p, 5, &sp, SGL_REQ_GENERATE);
+    sgl_result *r[3] = {0};
+    run_to_end(&e, r, 3);
+    CHECK(r[0] && r[0]->finish == SGL_FINISH_ABORT && strstr(r[0]->error, "fake forward"));
+    CHECK(r[1] && r[1]->finish == SGL_FINISH_ABORT);
+    CHECK(r[2] && r[2]->finish == SGL_FINISH_LENGTH && r[2]->n_tokens == 4);
+    CHECK_INT(radix_cached_tokens(sched_cache(e.s)), 5 + 3); /* only request 2's KV */
+    /* refused at add: empty prompt, out-of-range token, constraint */
+    int32_t bad[] = {VOCAB + 5};
+    add(&e, 0, p, 0, &sp, SGL_REQ_GENERATE);
+    add(&e, 1, bad, 1, &sp, SGL_REQ_GENERATE);
+    sgl_sampling_params rx = sp;
+    rx.regex = "a+";
+    add(&e, 2, p, 5, &rx, SGL_REQ_GENERATE);
+    for (int i = 0; i < 3; i++) {
+        sgl_result_free(r[i]);
+        r[i] = NULL;
+    }
+    run_to_end(&e, r, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK(r[i] && r[i]->finish == SGL_FINISH_ABORT && r[i]->error);
+        sgl_result_free(r[i]);
+    }
+    env_free(&e);
+}
+
+int main(void) {
+    for (int v = 0; v < VOCAB; v++) {
+        pieces[v][0] = (char)('a' + v % 26);
+        pieces[v][1] = (char)('a' + (v * 7 + 3) % 26);
+    }
+    make_workload();
+    compute_alone();
+    TEST_RUN(test_batch_equals_alone);
+    TEST_RUN(test_chunked_equals_alone);
+    TEST_RUN(test_warm_equals_cold);
+    TEST_RUN(test_small_pool);
+    TEST_RUN(test_retraction);
+    TEST_RUN(test_policy_order);
+    TEST_RUN(test_stop_strings);
+    TEST_RUN(test_stop_tokens);
+    TEST_RUN(test_score_equals_generate);
+    TEST_RUN(test_forward_failure);
+    for (int r = 0; r < N_REQ; r++) sgl_result_free(alone[r]);
+    return TEST_DONE();
+}
