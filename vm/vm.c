@@ -441,10 +441,16 @@ static void inst_fail(vm_inst *in, const char *msg) {
     char where[512];
     for (uint32_t k = in->n_frames; k-- > 0;) {
         const vm_frame *f = &in->frames[k];
-        where_of(f, f->pc ? f->pc - 1 : 0, where, sizeof where);
-        if (k == in->n_frames - 1) sgl_strbuf_printf(&sb, "%s: error: %s", where, msg);
-        if (in->n_frames > 1 || k != in->n_frames - 1)
-            sgl_strbuf_printf(&sb, "\n  in %s at %s", f->fn->name, where);
+        uint32_t depth = in->n_frames - 1 - k; /* 0 = innermost */
+        if (depth == 0 || in->n_frames > 1) where_of(f, f->pc ? f->pc - 1 : 0, where, sizeof where);
+        if (depth == 0) sgl_strbuf_printf(&sb, "%s: error: %s", where, msg);
+        if (in->n_frames < 2) continue;
+        /* Deep recursion: the innermost and outermost 8 frames only. */
+        if (in->n_frames > 16 && depth >= 8 && k >= 8) {
+            if (depth == 8) sgl_strbuf_printf(&sb, "\n  ... %u more calls ...", in->n_frames - 16);
+            continue;
+        }
+        sgl_strbuf_printf(&sb, "\n  in %s at %s", f->fn->name, where);
     }
     if (!in->n_frames) sgl_strbuf_printf(&sb, "error: %s", msg);
     in->failed = true;

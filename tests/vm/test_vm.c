@@ -187,6 +187,11 @@ static void test_runtime_errors(void) {
     EXPECT("main { let m = {\"a\": 1}\n print(m[\"b\"]) }\n", NULL, "",
            "t.sgl:2:8: error: key \"b\" not found in map");
     EXPECT("main { print(int(\"x1\")) }\n", NULL, "", "error: int(): invalid integer literal \"x1\"");
+    EXPECT("fn r(n) { return r(n + 1) }\nmain { print(r(0)) }\n", NULL, "",
+           "t.sgl:1:18: error: call stack overflow: more than 1000 nested calls (calling r)\n"
+           "  in r at t.sgl:1:18\n  in r at t.sgl:1:18\n  in r at t.sgl:1:18\n  in r at t.sgl:1:18\n"
+           "  in r at t.sgl:1:18\n  in r at t.sgl:1:18\n  in r at t.sgl:1:18\n  in r at t.sgl:1:18\n"
+           "  ... 984 more calls ...\n");
 }
 
 static const char *const qa_rules[] = {"A:", " Paris\nmore", "Capital", "Rome", NULL};
