@@ -46,6 +46,7 @@ typedef struct vm_fake {
     uint32_t n_rules;
     const char *default_reply; /* static or caller-owned; default "ok" */
     bool reverse;
+    bool refuse_prefill;       /* submit of a PREFILL fails (an engine that refuses it) */
     vm_fake_scorer scorer;
     void *scorer_ctx;
     /* log */

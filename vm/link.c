@@ -150,7 +150,7 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
 int vm_link_flush(vm_link *l) {
     uint32_t n = l->n_queued;
     int submitted = 0;
-    /* Entries stay valid while we walk: nothing below queues more. */
+    /* Walk by index: the array may grow (and move) while we walk. */
     for (uint32_t i = 0; i < n; i++) {
         link_ent e = l->queued[i];
         if (e.st && (e.st->error || !e.st->head)) { /* failed meanwhile */
@@ -173,7 +173,10 @@ int vm_link_flush(vm_link *l) {
         }
         submitted++;
     }
-    l->n_queued = 0;
+    /* A failed prefill above may have let branches queue new requests:
+     * keep those for the next flush. */
+    memmove(l->queued, l->queued + n, (l->n_queued - n) * sizeof *l->queued);
+    l->n_queued -= n;
     if (submitted) {
         l->stats.flushes++;
         if (submitted > l->stats.max_batch) l->stats.max_batch = submitted;

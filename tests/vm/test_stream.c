@@ -248,6 +248,32 @@ static void test_select_methods(void) {
     CHECK_INT(vm_live_objects(), live);
 }
 
+/* A refused PREFILL must not strand the branches waiting for it. */
+static void test_refused_prefill(void) {
+    int64_t live = vm_live_objects();
+    env e;
+    env_init(&e);
+    e.fake->refuse_prefill = true;
+    vm_value sv = vm_stream_new(e.link, e.group);
+    sgl_error err = {{0}};
+    vm_stream_append_text(sv.as.st, "prefix ", 7, &err);
+    vm_value b;
+    CHECK_INT(vm_stream_fork(sv.as.st, 2, &b, &err), 0);
+    for (uint32_t i = 0; i < 2; i++) vm_stream_append_gen(vm_list_get(b, i).as.st, gen_args("g", NULL), &err);
+    drain(&e);
+    vm_value name = vm_str_from("g"), out;
+    for (uint32_t i = 0; i < 2; i++) {
+        CHECK_INT(vm_stream_want_var(vm_list_get(b, i).as.st, name, NULL, &out, &err), VM_READY);
+        vm_release(out);
+    }
+    CHECK_INT(vm_link_outstanding(e.link), 0);
+    vm_release(name);
+    vm_release(b);
+    vm_release(sv);
+    env_free(&e);
+    CHECK_INT(vm_live_objects(), live);
+}
+
 static void test_failure(void) {
     int64_t live = vm_live_objects();
     env e;
@@ -275,6 +301,7 @@ int main(void) {
     TEST_RUN(test_roles);
     TEST_RUN(test_fork_join);
     TEST_RUN(test_select_methods);
+    TEST_RUN(test_refused_prefill);
     TEST_RUN(test_failure);
     return TEST_DONE();
 }
