@@ -7,8 +7,8 @@ helper functions and stream appends, then checks with run_same.py's rule:
 each prints the same at -O0, -O1 and -O2 on the fake engine.
 
 usage: gen_random.py SGLC [N] [SEED]   (defaults: 200 programs, seed 1)
-Not part of the default test suites (it takes a while); run it after
-changing a pass. Prints "N passed, N failed" and keeps failing programs in
+The golden suite runs 40 programs (seed 1); run it by hand with more (and
+other seeds) after changing a pass. Prints "N passed, N failed" and keeps failing programs in
 /tmp/sgl_random_fail_*.sgl.
 """
 import os
