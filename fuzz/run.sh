@@ -1,8 +1,8 @@
 #!/bin/sh
 # run.sh: build the SGL front-end fuzzer with clang (libFuzzer + ASan + UBSan)
 # and run it. Usage: fuzz/run.sh [SECONDS] [extra libFuzzer args...]
-# Builds into build-fuzz/ (flex/bison output regenerated there), uses
-# fuzz/corpus as the seed corpus and writes new inputs to build-fuzz/corpus.
+# Builds into build-fuzz/ (flex/bison output regenerated there); the seeds
+# in fuzz/corpus are copied to build-fuzz/corpus, which the fuzzer grows.
 # Crashes land in build-fuzz/ as crash-*; add them to tests/lang/cases.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +18,9 @@ clang -std=c11 -g -O1 -D_GNU_SOURCE -DSGL_SOURCE_ROOT="\"$root\"" \
   "$root"/fuzz/fuzz_lang.c "$root"/lang/ast.c "$root"/lang/check.c "$root"/lang/diag.c \
   "$root"/lang/load.c "$root"/lang/regex.c "$root"/util/util.c \
   "$out/gen/parser.c" "$out/gen/lexer.c" -lm -o "$out/fuzz_lang"
+# libFuzzer adds and reduces files in every corpus directory it is given,
+# so the committed seeds are copied into the working corpus, never passed.
+cp -n "$root"/fuzz/corpus/* "$out/corpus/"
 cd "$out"
 exec ./fuzz_lang -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 \
-  "$@" "$out/corpus" "$root/fuzz/corpus"
+  "$@" "$out/corpus"
