@@ -870,9 +870,14 @@ int vm_stream_join(vm_value children, bool concat, sgl_error *err) {
 
 int vm_stream_append_stream(vm_stream *st, vm_stream *other, sgl_error *err) {
     if (other->error) return sgl_error_set(err, "%s", other->error);
-    if (vm_stream_append_text(st, other->text.data ? other->text.data : "", other->text.len, err) < 0)
-        return -1;
-    for (uint32_t i = 0; i < vm_list_len(other->messages); i++)
+    /* Copies first: other may be st itself (s += s). */
+    char *text = sgl_strndup(other->text.data ? other->text.data : "", other->text.len);
+    uint32_t n_msgs = vm_list_len(other->messages);
+    if (!text) return sgl_error_set(err, "out of memory");
+    int rc = vm_stream_append_text(st, text, other->text.len, err);
+    free(text);
+    if (rc < 0) return -1;
+    for (uint32_t i = 0; i < n_msgs; i++)
         if (vm_list_push(st->messages, vm_retain(vm_list_get(other->messages, i))) < 0)
             return sgl_error_set(err, "out of memory");
     return 0;

@@ -322,6 +322,8 @@ static void test_stream_values(void) {
            "main { let a = part(\"one \")\n let b = part(\"two\")\n a += b\n print(text(a))\n"
            "  let c = fork(a)\n c[0] += \"!\"\n join(c, mode=\"concat\")\n print(text(a)) }\n",
            NULL, "one two\none two!\n", NULL);
+    EXPECT("fn part(s, x) { s += x }\nmain { let a = part(\"ab\")\n a += a\n a += a\n print(text(a)) }\n", NULL,
+           "abababab\n", NULL);
 }
 
 static void test_stdlib(void) {
