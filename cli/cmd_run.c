@@ -15,7 +15,8 @@
 static void run_usage(FILE *out) {
     fprintf(out,
             "usage: sglc run FILE [ARGS...] [options]\n\n"
-            "Runs FILE's main block, or the function --fn NAME with ARGS (each ARG is\n"
+            "Runs FILE's main block (FILE - reads the program from standard input), or\n"
+            "the function --fn NAME with ARGS (each ARG is\n"
             "read as JSON when it parses, else as a string; a function whose first\n"
             "parameter is a stream runs on a fresh stream when that one is left out).\n\n"
             "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
@@ -103,7 +104,18 @@ int cmd_run(int argc, char **argv) {
     s.opts = so;
     vm_script sc;
     sgl_error err = {{0}};
-    if (vm_script_load(&s, file, NULL, 0, stderr, diag_color(), true, &sc, &err) < 0) {
+    sgl_strbuf stdin_text = {0};
+    if (!strcmp(file, "-")) {
+        char buf[4096];
+        size_t k;
+        while ((k = fread(buf, 1, sizeof buf, stdin)) > 0) sgl_strbuf_append(&stdin_text, buf, k);
+        sgl_strbuf_putc(&stdin_text, 0);
+        stdin_text.len--;
+        file = "<stdin>";
+    }
+    int load_rc = vm_script_load(&s, file, stdin_text.data, stdin_text.len, stderr, diag_color(), true, &sc, &err);
+    sgl_strbuf_free(&stdin_text);
+    if (load_rc < 0) {
         if (sc.prog && sc.prog->diags.n_errors == 0) fprintf(stderr, "sglc run: %s\n", err.msg);
         vm_script_free(&sc);
         return 1;

@@ -71,6 +71,9 @@ def main():
         p = run(sglc, io, '--allow-io')
         expect(p.stdout == 'hello io\n{"status": 3, "stdout": "out\\n", "stderr": "err\\n"}\n',
                'io: %r %r' % (p.stdout, p.stderr))
+        p = subprocess.run([sglc, 'run', '--fake', '-'], input='main { print("stdin", 6 * 7) }\n',
+                           capture_output=True, text=True, timeout=60)
+        expect(p.stdout == 'stdin 42\n', 'stdin program: %r %r' % (p.stdout, p.stderr))
         p = run(sglc, path, '--fn', 'add', '1')
         expect(p.returncode == 2 and 'takes 2 arguments' in p.stderr, 'arity: %r' % p.stderr)
     if fails:
