@@ -684,7 +684,11 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
 }
 
 static void batch_child_done(vm_inst *parent, vm_inst *child) {
-    (void)child;
+    /* A script's token counts include its run_batch instances'. */
+    parent->group->requests += child->group->requests;
+    parent->group->prompt_tokens += child->group->prompt_tokens;
+    parent->group->completion_tokens += child->group->completion_tokens;
+    parent->group->cached_tokens += child->group->cached_tokens;
     vm_batch *b = parent->batch;
     if (!b) return;
     b->n_done++;

@@ -109,6 +109,8 @@ void vm_set_done_hook(vm *v, vm_done_hook fn, void *ctx);
 
 typedef struct vm_inst_stats {
     double seconds;            /* spawn to done */
+    /* Engine requests of the instance's streams, run_batch instances it
+     * started included (counted when they finish). */
     int64_t requests, prompt_tokens, completion_tokens, cached_tokens;
 } vm_inst_stats;
 void vm_inst_stats_get(const vm_inst *in, vm_inst_stats *out);

@@ -46,6 +46,7 @@ def main():
     assert dd['status'] == 'ok', dd
     labels = dd['output'].split()
     assert len(labels) == 2 and all(l in ('good', 'poor') for l in labels), dd
+    assert dd['requests'] == 2, dd  # the two scorings of the instances that ran
     print('batch (%s): %d scripts checked' % (mode, len(lines)))
 
 
