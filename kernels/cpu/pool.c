@@ -1,10 +1,17 @@
 /* pool: the kernels' persistent thread pool.
  *
- * Workers wait for a generation counter to change: they spin (with pause)
- * for a short time after each task, so back-to-back per-token kernels find
- * them awake, then sleep on a futex. The caller's thread runs task index 0
- * and waits for the others the same way (spin, then futex). A pool is driven
- * by one caller thread at a time.
+ * A run has n_threads task indices. The caller publishes the run (fn, ctx
+ * and a claim word holding the run number and the next unclaimed index),
+ * runs index 0 itself, then claims and runs whatever indices no worker has
+ * claimed yet, and waits until all are done. Workers claim indices with a
+ * compare-and-swap on the same word. So a worker that is slow to wake (a
+ * busy or oversubscribed machine) costs nothing: the caller does its share.
+ * Each index runs exactly once per run, on some thread.
+ *
+ * Idle workers poll the run number (pause, then yield) for a short time
+ * after each run, so back-to-back per-token kernels find them awake, then
+ * sleep on a futex. The caller waits for stragglers the same way. A pool is
+ * driven by one caller thread at a time.
  */
 #include <limits.h>
 #include <linux/futex.h>
@@ -28,22 +35,19 @@
 struct kern_pool {
     int n_threads;
     pthread_t *threads;
-    _Atomic unsigned gen; /* bumped once per kern_pool_run */
-    _Atomic int pending;  /* workers still running the current task */
+    _Atomic uint64_t claim; /* (run << 32) | next unclaimed task index */
+    _Atomic unsigned gen;   /* the current run number; futex word for workers */
+    _Atomic int done;       /* tasks of the current run finished */
     _Atomic int n_sleeping; /* workers in futex_wait on gen */
     _Atomic int caller_sleeping;
     _Atomic int stop;
-    kern_task_fn fn;
+    unsigned run;           /* caller side: last run number used */
+    kern_task_fn fn;        /* valid while the current run has tasks left */
     void *ctx;
     /* matmul scratch (quantized activations), owned by the pool */
     void *scratch;
     size_t scratch_cap;
 };
-
-typedef struct {
-    kern_pool *pool;
-    int ith;
-} worker_arg;
 
 static void futex_wait(void *addr, int val) {
     syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -64,17 +68,30 @@ static long long now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void *worker_main(void *arg) {
-    worker_arg *wa = arg;
-    kern_pool *p = wa->pool;
-    int ith = wa->ith;
-    free(wa);
-    /* gen starts at 0; a run may bump it before this thread gets here, so
-     * start from 0 rather than from what gen reads now. A run cannot finish
-     * (nor gen move again) before every worker has run it. */
-    unsigned seen = 0;
+/* Claims and runs task indices of run `run` until none is left (or a newer
+ * run was published). Returns the number of tasks run. */
+static int claim_and_run(kern_pool *p, unsigned run) {
+    int ran = 0;
     for (;;) {
-        /* Wait for a new generation: spin first, then sleep. */
+        uint64_t w = atomic_load(&p->claim);
+        uint32_t idx = (uint32_t)w;
+        if ((unsigned)(w >> 32) != run || idx >= (uint32_t)p->n_threads) return ran;
+        if (!atomic_compare_exchange_weak(&p->claim, &w, w + 1)) continue;
+        /* The run cannot finish (nor fn/ctx change) before this task is done. */
+        kern_task_fn fn = p->fn;
+        void *ctx = p->ctx;
+        fn(ctx, (int)idx, p->n_threads);
+        ran++;
+        if (atomic_fetch_add(&p->done, 1) + 1 == p->n_threads && atomic_load(&p->caller_sleeping))
+            futex_wake((void *)&p->done);
+    }
+}
+
+static void *worker_main(void *arg) {
+    kern_pool *p = arg;
+    unsigned seen = 0; /* runs are numbered from 1 */
+    for (;;) {
+        /* Wait for a new run: poll first, then sleep. */
         long long t0 = 0;
         for (int spins = 0; atomic_load_explicit(&p->gen, memory_order_acquire) == seen; spins++) {
             if (spins < POOL_PAUSE_SPINS) {
@@ -90,11 +107,9 @@ static void *worker_main(void *arg) {
                 t0 = 0;
             }
         }
-        seen++;
         if (atomic_load(&p->stop)) return NULL;
-        p->fn(p->ctx, ith, p->n_threads);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeping))
-            futex_wake((void *)&p->pending);
+        seen = atomic_load(&p->gen);
+        claim_and_run(p, seen);
     }
 }
 
@@ -113,10 +128,7 @@ kern_pool *kern_pool_new(int n_threads) {
         return NULL;
     }
     for (int i = 1; i < n_threads; i++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (wa) *wa = (worker_arg){p, i};
-        if (!wa || pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
-            free(wa);
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
             p->n_threads = i; /* stop the ones already started */
             kern_pool_free(p);
             return NULL;
@@ -145,16 +157,22 @@ void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
         fn(ctx, 0, 1);
         return;
     }
+    int n = p->n_threads;
+    unsigned run = ++p->run;
+    if (run == 0) run = ++p->run; /* 0 means "no run yet" to the workers */
     p->fn = fn;
     p->ctx = ctx;
-    atomic_store(&p->pending, p->n_threads - 1);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_store(&p->done, 0);
+    atomic_store(&p->claim, ((uint64_t)run << 32) | 1); /* index 0 is ours */
+    atomic_store(&p->gen, run);
     if (atomic_load(&p->n_sleeping) > 0) futex_wake((void *)&p->gen);
-    fn(ctx, 0, p->n_threads);
+    fn(ctx, 0, n);
+    atomic_fetch_add(&p->done, 1);
+    claim_and_run(p, run);
     long long t0 = 0;
     for (int spins = 0;; spins++) {
-        int left = atomic_load_explicit(&p->pending, memory_order_acquire);
-        if (left == 0) break;
+        int d = atomic_load_explicit(&p->done, memory_order_acquire);
+        if (d == n) break;
         if (spins < POOL_PAUSE_SPINS) {
             cpu_relax();
             continue;
@@ -163,8 +181,8 @@ void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
         if (!t0) t0 = now_ns();
         else if (now_ns() - t0 > POOL_SPIN_NS) {
             atomic_store(&p->caller_sleeping, 1);
-            left = atomic_load(&p->pending);
-            if (left != 0) futex_wait((void *)&p->pending, left);
+            d = atomic_load(&p->done);
+            if (d != n) futex_wait((void *)&p->done, d);
             atomic_store(&p->caller_sleeping, 0);
         }
     }

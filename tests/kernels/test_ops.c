@@ -16,39 +16,52 @@ static float frand(void) {
 }
 
 typedef struct {
-    long counts[8][16]; /* one cache line apart per thread index */
-    _Atomic long total;
-    int nth_seen;
+    _Atomic long counts[8];
+    _Atomic unsigned mask; /* indices run in the current run */
+    _Atomic int dup;       /* an index ran twice in one run */
+    _Atomic int nth_seen;
+    int work;              /* busy-loop length per task */
 } pool_ctx;
 
 static void count_task(void *ctx, int ith, int nth) {
     pool_ctx *c = ctx;
-    c->counts[ith][0]++;
-    c->nth_seen = nth;
-    atomic_fetch_add(&c->total, ith + 1);
+    atomic_fetch_add(&c->counts[ith], 1);
+    if (atomic_fetch_or(&c->mask, 1u << ith) & (1u << ith)) atomic_store(&c->dup, 1);
+    atomic_store(&c->nth_seen, nth);
+    volatile int sink = 0;
+    for (int i = 0; i < c->work; i++) sink += i;
 }
 
+/* Every index runs exactly once per run, whoever runs it (the caller takes
+ * over indices that no worker has claimed yet). */
 static void test_pool(void) {
-    for (int n = 1; n <= 4; n++) {
-        kern_pool *p = kern_pool_new(n);
-        CHECK(p != NULL);
-        if (!p) continue;
-        CHECK_INT(kern_pool_threads(p), n);
-        pool_ctx c = {0};
-        /* more threads than cores makes every run wait for a time slice */
-        const int runs = n <= (int)sysconf(_SC_NPROCESSORS_ONLN) ? 20000 : 100;
-        for (int i = 0; i < runs; i++) kern_pool_run(p, count_task, &c);
-        for (int t = 0; t < n; t++) CHECK_INT(c.counts[t][0], runs);
-        CHECK_INT(atomic_load(&c.total), (long)runs * n * (n + 1) / 2);
-        CHECK_INT(c.nth_seen, n);
-        kern_pool_free(p);
-    }
+    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    for (int n = 1; n <= 4; n++)
+        for (int work = 0; work <= 2000; work += 2000) {
+            kern_pool *p = kern_pool_new(n);
+            CHECK(p != NULL);
+            if (!p) continue;
+            CHECK_INT(kern_pool_threads(p), n);
+            pool_ctx c = {.work = work};
+            const int runs = work == 0 ? 20000 : n <= ncpu ? 2000 : 200;
+            int bad_mask = 0;
+            for (int i = 0; i < runs; i++) {
+                atomic_store(&c.mask, 0);
+                kern_pool_run(p, count_task, &c);
+                if (atomic_load(&c.mask) != (1u << n) - 1) bad_mask++;
+            }
+            CHECK_INT(bad_mask, 0);
+            CHECK_INT(atomic_load(&c.dup), 0);
+            for (int t = 0; t < n; t++) CHECK_INT(atomic_load(&c.counts[t]), runs);
+            CHECK_INT(c.nth_seen, n);
+            kern_pool_free(p);
+        }
     kern_pool *p = kern_pool_new(0);
     CHECK(p != NULL && kern_pool_threads(p) >= 1);
     kern_pool_free(p);
     pool_ctx c = {0};
     kern_pool_run(NULL, count_task, &c);
-    CHECK_INT(c.counts[0][0], 1);
+    CHECK_INT(atomic_load(&c.counts[0]), 1);
     CHECK_INT(c.nth_seen, 1);
     CHECK_INT(kern_pool_threads(NULL), 1);
     /* a pool created and freed at once, never run */
