@@ -24,8 +24,12 @@
 /* ---- thread pool --------------------------------------------------------- */
 
 typedef struct kern_pool kern_pool;
-/* fn is called once per thread index ith in [0, nth) (the caller's thread is
- * one of them); kern_pool_run returns when all calls have returned. */
+/* fn is called exactly once for each task index ith in [0, nth) (nth = the
+ * pool's thread count); kern_pool_run returns when all calls have returned.
+ * The caller's thread runs ith 0 and then any index no worker has claimed
+ * yet, so one thread may run several indices in turn (never two at once):
+ * per-ith buffers are safe, assumptions about which OS thread runs ith are
+ * not. */
 typedef void (*kern_task_fn)(void *ctx, int ith, int nth);
 
 /* Returns a pool of n_threads threads counting the caller's (0 = number of
