@@ -109,6 +109,9 @@ static bool is_definition(const char *t) {
     return !strncmp(t, "fn ", 3) || !strncmp(t, "const ", 6) || !strncmp(t, "import ", 7) || *t == '@';
 }
 
+static void print_entry_error(const vm_script *sc, const char *msg, const char *entry, unsigned line0,
+                              unsigned col_shift);
+
 /* Builds the wrapper source: defs, then fn __repl__(vars) { body; return {...} }. */
 static char *wrapper(const repl *r, const char *body, char *const *extra, size_t n_extra) {
     sgl_strbuf sb = {0};
@@ -228,7 +231,9 @@ static void do_statements(repl *r, const char *text) {
     vm_run(r->v, &err);
     fflush(stdout);
     if (vm_inst_failed(in)) {
-        vm_script_print_error(sc, vm_inst_error(in), stderr);
+        unsigned line0 = 1; /* the "fn __repl__(...) {" line */
+        for (size_t i = 0; i < r->defs.len; i++) line0 += r->defs.data[i] == '\n';
+        print_entry_error(sc, vm_inst_error(in), text, line0, lone_expr ? (unsigned)strlen("let __value = ") : 0);
         goto done;
     }
     vm_value res = vm_inst_result(in);
@@ -253,6 +258,35 @@ done:
     sgl_strbuf_free(&body);
     for (size_t i = 0; i < n_lets; i++) free(lets[i]);
     free(lets);
+}
+
+/* Prints a runtime error of an entry with <repl>:LINE:COL relative to the
+ * entry (line0 = generated lines before it; col_shift = characters the
+ * wrapper added in front of its first line) and the entry's source line;
+ * errors inside kept definitions keep the definitions' own numbering. */
+static void print_entry_error(const vm_script *sc, const char *msg, const char *entry, unsigned line0,
+                              unsigned col_shift) {
+    unsigned line = 0, col = 0;
+    int used = 0;
+    if (sscanf(msg, "<repl>:%u:%u: %n", &line, &col, &used) == 2 && used > 0 && line > line0) {
+        unsigned l = line - line0, c = (l == 1 && col > col_shift) ? col - col_shift : col;
+        const char *nl = strchr(msg, '\n');
+        int first_len = nl ? (int)(nl - msg) : (int)strlen(msg);
+        fprintf(stderr, "<repl>:%u:%u: %.*s\n", l, c, first_len - used, msg + used);
+        const char *p = entry;
+        for (unsigned k = 1; k < l && p; k++) {
+            p = strchr(p, '\n');
+            if (p) p++;
+        }
+        if (p) {
+            const char *e = strchr(p, '\n');
+            int n = e ? (int)(e - p) : (int)strlen(p);
+            fprintf(stderr, "%5u | %.*s\n      | %*s^\n", l, n, p, (int)(c > 0 ? c - 1 : 0), "");
+        }
+        if (nl) fprintf(stderr, "%s\n", nl + 1);
+        return;
+    }
+    vm_script_print_error(sc, msg, stderr); /* in a kept definition: its own lines */
 }
 
 static void do_graph(repl *r, const char *fn) {

@@ -51,7 +51,7 @@ def main():
         if want not in out:
             print('FAIL: stdout lacks %r' % want)
             ok = False
-    for want in ('error: division by zero', 'unknown command :nonsense'):
+    for want in ('<repl>:1:1: error: division by zero\n    1 | 1 / (x - 3)\n      | ^', 'unknown command :nonsense'):
         if want not in err:
             print('FAIL: stderr lacks %r:\n%s' % (want, err))
             ok = False
