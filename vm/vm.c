@@ -750,9 +750,6 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
         vm_mod *md = (vm_mod *)args[0].as.fn->code;
         uint32_t fi = args[0].as.fn->index;
         const sgl_bc_function *fn = &md->m->fns[fi];
-        if ((fn->flags & SGL_FNF_STREAM) == 0 && fn->n_params == 0 && vm_list_len(args[1]) > 0) {
-            /* fine: no parameters at all */
-        }
         vm_batch *b = calloc(1, sizeof *b);
         if (!b) return sgl_error_set(err, "out of memory");
         b->mod = md;
@@ -810,12 +807,11 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
 
 /* ---- builtin calls ------------------------------------------------------------------------- */
 
-static vm_wait_status want_stream(vm_inst *in, vm_value s, const char *fn, sgl_error *err) {
+static vm_wait_status want_stream(vm_value s, const char *fn, sgl_error *err) {
     if (s.type != VM_STREAM) {
         sgl_error_set(err, "%s(): expected a stream, got %s", fn, vm_type_name(s.type));
         return VM_FAILED;
     }
-    (void)in;
     return VM_READY;
 }
 
@@ -829,11 +825,11 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
     switch (b) {
     case SGL_BUILTIN_RUN_BATCH: return prim_run_batch(in, args, kw_ids, kw_vals, n_kw, out, err);
     case SGL_BUILTIN_TEXT:
-        if (want_stream(in, args[0], "text", err) != VM_READY) return -1;
+        if (want_stream(args[0], "text", err) != VM_READY) return -1;
         ws = vm_stream_want_idle(args[0].as.st, in, out, err);
         return ws == VM_WAIT ? 1 : ws == VM_FAILED ? -1 : 0;
     case SGL_BUILTIN_META:
-        if (want_stream(in, args[0], "meta", err) != VM_READY) return -1;
+        if (want_stream(args[0], "meta", err) != VM_READY) return -1;
         ws = vm_stream_want_meta(args[0].as.st, args[1], in, out, err);
         return ws == VM_WAIT ? 1 : ws == VM_FAILED ? -1 : 0;
     case SGL_BUILTIN_GEN:
@@ -1435,16 +1431,12 @@ next:
         vm_wait_status ws = vm_stream_want_idle(s.as.st, in, NULL, &err);
         if (ws == VM_WAIT) PARK();
         if (ws == VM_FAILED) goto fail;
-        if (!v->cfg.prefix_hints) {
-            /* No prefill: children start at once. */
-        }
         CHECK_RC(vm_stream_fork(s.as.st, (int)n, &r, &err));
         if (!v->cfg.prefix_hints) {
+            /* Branches start at once; the queued prefill still warms the cache. */
             for (uint32_t i = 0; i < vm_list_len(r); i++) {
                 vm_stream *c = vm_list_get(r, i).as.st;
-                if (c->prefill) {
-                    c->prefill->done = true; /* the queued prefill still warms the cache */
-                }
+                if (c->prefill) c->prefill->done = true;
             }
         }
         release_range(&STK[SP - nops], nops);
