@@ -31,7 +31,8 @@ static void run_usage(FILE *out) {
             "  --max-tokens N     default max_tokens for gen\n"
             "  --seed N           default sampling seed\n"
             "  --threads N        engine threads (default: all cores)\n"
-            "  --stats            print engine batching and cache figures to stderr\n",
+            "  --stats            print engine batching and cache figures to stderr\n"
+            "  --trace            print every engine request and result to stderr\n",
             SGL_DEFAULT_MODEL_FILE);
 }
 
@@ -42,7 +43,7 @@ static bool diag_color(void) {
 
 int cmd_run(int argc, char **argv) {
     const char *file = NULL, *model = NULL, *fn_name = NULL, *v;
-    bool json = false, fake = false, stats = false;
+    bool json = false, fake = false, stats = false, trace = false;
     vm_session_opts so = vm_session_opts_default();
     const char *dirs[64];
     size_t n_dirs = 0;
@@ -60,6 +61,8 @@ int cmd_run(int argc, char **argv) {
             fake = true;
         } else if (!strcmp(argv[i], "--stats")) {
             stats = true;
+        } else if (!strcmp(argv[i], "--trace")) {
+            trace = true;
         } else if (!strcmp(argv[i], "--allow-io")) {
             so.allow_io = true;
         } else if (cli_opt(argc, argv, &i, "--model", &v)) {
@@ -166,6 +169,7 @@ int cmd_run(int argc, char **argv) {
     vm_config cfg = vm_session_config(&s);
     cfg.out = out;
     cfg.gen_defaults = defaults;
+    if (trace) cfg.trace = stderr;
     vm *vmach = vm_new(&cfg, &err);
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);

@@ -27,7 +27,32 @@ struct vm_link {
     uint32_t n_flight, cap_flight;
     vm_link_stats stats;
     char *uncond_prompt;
+    FILE *trace;
 };
+
+void vm_link_set_trace(vm_link *l, FILE *out) { l->trace = out; }
+
+/* Writes at most max bytes of s[0..n) JSON-quoted (the tail when tail). */
+static void trace_text(FILE *out, const char *s, size_t n, size_t max, bool tail) {
+    size_t from = 0;
+    if (n > max) {
+        if (tail) from = n - max;
+        else n = max;
+        if (tail) fputs("...", out);
+    }
+    vm_value v = vm_str_new(s + from, n - from);
+    sgl_strbuf sb = {0};
+    vm_repr_append(&sb, v);
+    fputs(sb.data ? sb.data : "\"\"", out);
+    sgl_strbuf_free(&sb);
+    vm_release(v);
+    if (!tail && max < n) fputs("...", out);
+}
+
+static const char *ent_name(int kind) {
+    static const char *const names[] = {"generate", "score", "score-unconditional", "prefill"};
+    return names[kind];
+}
 
 vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
     vm_link *l = calloc(1, sizeof *l);
@@ -159,6 +184,20 @@ int vm_link_flush(vm_link *l) {
         }
         sgl_error err = {{0}};
         e.id = submit_ent(l, &e, &err);
+        if (l->trace) {
+            fprintf(l->trace, "[req %llu] %s", (unsigned long long)e.id, ent_name(e.kind));
+            const char *text = e.pf ? e.pf->text : (e.st->text.data ? e.st->text.data : "");
+            size_t tl = e.pf ? strlen(e.pf->text) : e.st->text.len;
+            if (e.st) {
+                vm_gen_args *a = e.st->head->gen;
+                fprintf(l->trace, " %s '%s'%s%s", a->is_select ? "select" : "gen", a->name ? a->name : "",
+                        a->where ? " at " : "", a->where ? a->where : "");
+            }
+            fprintf(l->trace, " prompt %zu bytes: ", tl);
+            trace_text(l->trace, text, tl, 60, true);
+            if (!e.id) fprintf(l->trace, " REFUSED: %s", err.msg);
+            fputc('\n', l->trace);
+        }
         if (!e.id || push_ent(&l->flight, &l->n_flight, &l->cap_flight, e) < 0) {
             if (e.pf) vm_prefill_done(e.pf);
             if (e.st) {
@@ -196,6 +235,20 @@ static void route(vm_link *l, sgl_result *r) {
     }
     link_ent e = l->flight[i];
     l->flight[i] = l->flight[--l->n_flight];
+    if (l->trace) {
+        fprintf(l->trace, "[req %llu] done %s: prompt %d, cached %d, completion %d tokens",
+                (unsigned long long)r->id, sgl_finish_name(r->finish), r->prompt_tokens, r->cached_tokens,
+                r->completion_tokens);
+        if (r->error) fprintf(l->trace, ", error: %s", r->error);
+        if (r->kind == SGL_REQ_GENERATE) {
+            fputs(", text ", l->trace);
+            trace_text(l->trace, r->text, r->text_len, 80, false);
+        }
+        for (int32_t c = 0; c < r->n_choices; c++)
+            fprintf(l->trace, "%s%.3f", c ? ", " : ", choice mean logprobs ",
+                    r->choices[c].n_tokens ? r->choices[c].sum / r->choices[c].n_tokens : 0.0);
+        fputc('\n', l->trace);
+    }
     l->stats.prompt_tokens += r->prompt_tokens;
     l->stats.completion_tokens += r->completion_tokens;
     l->stats.cached_tokens += r->cached_tokens;

@@ -12,6 +12,7 @@
 #define SGL_VM_LINK_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
@@ -42,6 +43,11 @@ sgl_engine *vm_link_engine(vm_link *l);
  * the choices alone; engines that refuse an empty prompt get the model's
  * BOS text here). Copied; NULL or "" = empty prompt (the default). */
 void vm_link_set_uncond_prompt(vm_link *l, const char *text);
+
+/* Writes one line per request submitted and per result routed to out
+ * (NULL: off): id, kind, the variable and call site, the prompt's tail,
+ * then finish reason, token counts and the text. */
+void vm_link_set_trace(vm_link *l, FILE *out);
 
 /* Queues the request(s) of st's head GEN op (retains st). Returns 0 or -1. */
 int vm_link_queue_gen(vm_link *l, vm_stream *st);

@@ -133,6 +133,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     }
     vm_link_set_waker(v->link, wake, v);
     vm_link_set_uncond_prompt(v->link, cfg->uncond_prompt);
+    vm_link_set_trace(v->link, cfg->trace);
     return v;
 }
 

@@ -63,6 +63,8 @@ typedef struct vm_config {
     /* Prompt for unconditional select scoring (see vm_link_set_uncond_prompt);
      * NULL = empty. Borrowed. */
     const char *uncond_prompt;
+    /* Request trace (vm_link_set_trace), or NULL. */
+    FILE *trace;
 } vm_config;
 
 vm_config vm_config_default(void);

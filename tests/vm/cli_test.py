@@ -52,6 +52,10 @@ def main():
         r = json.loads(p.stdout)
         expect(r['status'] == 'ok' and r['variables'] == {'reply': 'ok'} and r['requests'] == 1,
                'greet json: %r' % r)
+        p = run(sglc, path, '--fn', 'greet', 'Ada', '--trace')
+        expect('[req 1] generate gen \'reply\' at ' + path + ':3:' in p.stderr
+               and '[req 1] done stop: prompt 7, cached 0, completion 2 tokens, text "ok"' in p.stderr,
+               'trace: %r' % p.stderr)
         p = run(sglc, path, '--fn', 'boom', '3')
         expect(p.returncode == 1, 'boom exit %d' % p.returncode)
         expect(p.stderr.startswith(path + ':6:10: error: division by zero\n    6 |   return x / d\n'
