@@ -74,6 +74,8 @@ typedef struct {
     const float *X;
     void *xq;
     float *Y;
+    int64_t chunk;            /* rows per work item (a multiple of row_align) */
+    _Atomic int64_t next;     /* next unclaimed work item */
 } mm_task;
 
 static void range_split(int64_t n, int64_t align, int ith, int nth, int64_t *a, int64_t *b) {
@@ -92,18 +94,30 @@ static void mm_prep_task(void *ctx, int ith, int nth) {
     if (b0 < b1) t->impl->prep(t->X, t->k, t->nb, t->xq, b0, b1);
 }
 
+/* Rows are handed out in chunks from a shared counter, so a thread that
+ * starts late (or is descheduled) just takes fewer chunks. Which thread
+ * computes a row never changes its value. */
 static void mm_rows_task(void *ctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
     mm_task *t = ctx;
-    int64_t r0, r1;
-    range_split(t->rows, t->impl->row_align, ith, nth, &r0, &r1);
-    if (r0 < r1) t->impl->rows(t->W, t->rows, t->k, t->X, t->xq, t->nb, t->Y, r0, r1);
+    for (;;) {
+        int64_t r0 = atomic_fetch_add(&t->next, 1) * t->chunk;
+        if (r0 >= t->rows) return;
+        int64_t r1 = SGL_MIN(r0 + t->chunk, t->rows);
+        t->impl->rows(t->W, t->rows, t->k, t->X, t->xq, t->nb, t->Y, r0, r1);
+    }
 }
 
 void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
                  const float *X, int64_t nb, float *Y) {
     const kern_ops *ops = ops_get();
     if (t < 0 || t >= SGL_DTYPE_MAX_ID || !ops->mm[t].rows || rows <= 0 || nb <= 0) return;
-    mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, Y};
+    mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, Y, 0, 0};
+    /* about 4 chunks per thread, at least 16 rows */
+    int64_t align = task.impl->row_align, nth = kern_pool_threads(pool);
+    int64_t chunk = SGL_MAX(rows / (4 * nth), 16);
+    task.chunk = (chunk + align - 1) / align * align;
     void *owned = NULL;
     if (task.impl->prep) {
         size_t bytes = task.impl->xq_bytes(k, nb);
