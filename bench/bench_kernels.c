@@ -82,6 +82,15 @@ int main(int argc, char **argv) {
     kern_force_reference(false);
     const char *fast = kern_impl_name();
     printf("kernels: fast implementation \"%s\"\n", fast);
+    /* Wall-clock figures: on a busy machine (load above the core count) the
+     * 2-thread figures mostly measure the scheduler. */
+    FILE *la = fopen("/proc/loadavg", "r");
+    char load[64] = "?";
+    if (la) {
+        if (!fgets(load, sizeof load, la)) strcpy(load, "?\n");
+        fclose(la);
+        printf("load average: %s", load);
+    }
 
     /* pool round trip */
     for (int p = 0; p < 2; p++) {
