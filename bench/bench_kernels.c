@@ -7,6 +7,7 @@
  *
  * usage: bench_kernels [--quick]   (--quick: fewer repetitions, nb <= 32)
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,18 @@ static void nop_task(void *ctx, int ith, int nth) {
     (void)ctx;
     (void)ith;
     (void)nth;
+}
+
+/* Every task waits (up to 1 ms) until all nth tasks have started: the run
+ * time is then the time for all threads to join a run. */
+static _Atomic int meet_arrived;
+static void meet_task(void *ctx, int ith, int nth) {
+    (void)ctx;
+    (void)ith;
+    atomic_fetch_add(&meet_arrived, 1);
+    double t0 = now_s();
+    while (atomic_load(&meet_arrived) < nth && now_s() - t0 < 1e-3) {
+    }
 }
 
 /* Seconds per call: the best of a few timed batches (least disturbed by
@@ -97,7 +110,14 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 1000; i++) kern_pool_run(pools[p], nop_task, NULL);
         double t0 = now_s();
         for (int i = 0; i < 20000; i++) kern_pool_run(pools[p], nop_task, NULL);
-        printf("pool: %d thread(s): empty run %.2f us\n", kern_pool_threads(pools[p]), (now_s() - t0) / 20000 * 1e6);
+        double empty = (now_s() - t0) / 20000 * 1e6;
+        for (int i = 0; i < 4000; i++) { /* the first 2000 warm up */
+            if (i == 2000) t0 = now_s();
+            atomic_store(&meet_arrived, 0);
+            kern_pool_run(pools[p], meet_task, NULL);
+        }
+        printf("pool: %d thread(s): empty run %.2f us, all threads joining a run %.2f us\n",
+               kern_pool_threads(pools[p]), empty, (now_s() - t0) / 2000 * 1e6);
     }
 
     int64_t max_nb = nbs[n_nb - 1], max_k = 1536;
