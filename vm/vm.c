@@ -457,7 +457,19 @@ static void inst_fail(vm_inst *in, const char *msg) {
     in->failed = true;
     free(in->error);
     in->error = sgl_strbuf_take(&sb);
-    if (in->stream.type == VM_STREAM) vm_stream_fail(in->stream.as.st, in->error);
+    if (in->stream.type == VM_STREAM) {
+        /* What a reader of the instance's stream sees (after its own location). */
+        sgl_strbuf rs = {0};
+        if (in->n_frames) {
+            const vm_frame *f = &in->frames[in->n_frames - 1];
+            where_of(f, f->pc ? f->pc - 1 : 0, where, sizeof where);
+            sgl_strbuf_printf(&rs, "the instance failed at %s: %s", where, msg);
+        } else {
+            sgl_strbuf_printf(&rs, "the instance failed: %s", msg);
+        }
+        vm_stream_fail(in->stream.as.st, rs.data ? rs.data : msg);
+        sgl_strbuf_free(&rs);
+    }
     inst_finish(in);
 }
 

@@ -284,9 +284,9 @@ static void test_run_batch(void) {
         return;
     }
     /* The failed instance leaves the others intact; reading it fails main
-     * with the instance's own located error. */
+     * at the read, naming where the instance failed. */
     CHECK_STR(r.printed, "positive negative positive 4\n");
-    CHECK_MSG(r.error && strstr(r.error, "t.sgl:3:3: error: assertion failed: bad input"), "error: %s",
+    CHECK_MSG(r.error && strstr(r.error, "t.sgl:10:9: error: the instance failed at t.sgl:3:3: assertion failed: bad input"), "error: %s",
               r.error ? r.error : "(none)");
     /* Prefix hint first (system turn), then the three scorings together. */
     CHECK(r.fake->n_log > 0 && strncmp(r.fake->log[0], "P:<|im_start|>system\nClassify.<|im_end|>\n", 40) == 0);
