@@ -25,7 +25,9 @@ static void batch_usage(FILE *out) {
             "  --allow-io         permit the file/http/shell builtins\n"
             "  -O LEVEL           compiler optimisation level (0, 1, 2)\n"
             "  --temperature T, --max-tokens N, --seed N   run-level gen defaults\n"
-            "  --threads N        engine threads (default: all cores)\n",
+            "  --threads N        engine threads (default: all cores)\n"
+            "  --max-steps N      fail a script after N VM instructions (default 100000000;\n"
+            "                     0: no limit), so a runaway loop cannot stall the batch\n",
             SGL_DEFAULT_MODEL_FILE);
 }
 
@@ -122,6 +124,7 @@ int cmd_batch(int argc, char **argv) {
     const char *dir = NULL, *model = NULL, *out_path = NULL, *v;
     bool fake = false;
     long parallel = 16;
+    uint64_t max_steps = 100000000;
     vm_session_opts so = vm_session_opts_default();
     vm_value defaults = vm_map_new();
     for (int i = 1; i < argc; i++) {
@@ -148,6 +151,8 @@ int cmd_batch(int argc, char **argv) {
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("batch", "--seed", v, 0, 1L << 31)), NULL);
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             so.n_threads = (int)cli_parse_long("batch", "--threads", v, 0, 1024);
+        } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
+            max_steps = (uint64_t)cli_parse_double("batch", "--max-steps", v, 0, 1e18);
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "sglc batch: unknown option '%s'\n", argv[i]);
             batch_usage(stderr);
@@ -231,6 +236,7 @@ int cmd_batch(int argc, char **argv) {
     if (n_compiled) {
         vm_config cfg = vm_session_config(&s);
         cfg.gen_defaults = defaults;
+        cfg.max_steps = max_steps;
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
             fprintf(stderr, "sglc batch: %s\n", err.msg);

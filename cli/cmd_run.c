@@ -32,7 +32,8 @@ static void run_usage(FILE *out) {
             "  --seed N           default sampling seed\n"
             "  --threads N        engine threads (default: all cores)\n"
             "  --stats            print engine batching and cache figures to stderr\n"
-            "  --trace            print every engine request and result to stderr\n",
+            "  --trace            print every engine request and result to stderr\n"
+            "  --max-steps N      fail the program after N VM instructions (0: no limit)\n",
             SGL_DEFAULT_MODEL_FILE);
 }
 
@@ -44,6 +45,7 @@ static bool diag_color(void) {
 int cmd_run(int argc, char **argv) {
     const char *file = NULL, *model = NULL, *fn_name = NULL, *v;
     bool json = false, fake = false, stats = false, trace = false;
+    uint64_t max_steps = 0;
     vm_session_opts so = vm_session_opts_default();
     const char *dirs[64];
     size_t n_dirs = 0;
@@ -83,6 +85,8 @@ int cmd_run(int argc, char **argv) {
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("run", "--seed", v, 0, 1L << 31)), NULL);
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024);
+        } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
+            max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18);
         } else if (argv[i][0] == '-' && argv[i][1] && !file) {
             fprintf(stderr, "sglc run: unknown option '%s'\n", argv[i]);
             run_usage(stderr);
@@ -170,6 +174,7 @@ int cmd_run(int argc, char **argv) {
     cfg.out = out;
     cfg.gen_defaults = defaults;
     if (trace) cfg.trace = stderr;
+    cfg.max_steps = max_steps;
     vm *vmach = vm_new(&cfg, &err);
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);

@@ -73,6 +73,7 @@ struct vm_inst {
     char *error;
     double t0, t1;
     FILE *out;             /* print() destination, or NULL for the VM's */
+    uint64_t steps;        /* instructions executed */
 };
 
 struct vm {
@@ -1013,6 +1014,8 @@ next:
     ins = code[fr->pc++];
     op = SGL_INSTR_OP(ins);
     v->n_instr++;
+    if (++in->steps > v->cfg.max_steps && v->cfg.max_steps)
+        FAIL_MSG("step limit exceeded: more than %llu instructions", (unsigned long long)v->cfg.max_steps);
     if (op >= SGL_BC__COUNT) FAIL_MSG("bad bytecode: opcode %u", op);
 #ifdef VM_COMPUTED_GOTO
     goto *labels[op];

@@ -65,6 +65,9 @@ typedef struct vm_config {
     const char *uncond_prompt;
     /* Request trace (vm_link_set_trace), or NULL. */
     FILE *trace;
+    /* Fail an instance after this many instructions (0: no limit), so a
+     * runaway loop cannot stall a whole batch. */
+    uint64_t max_steps;
 } vm_config;
 
 vm_config vm_config_default(void);

@@ -2,7 +2,8 @@
 # batch_test.py: `sglc batch` over tests/vm/batch/: one JSON line per script
 # in file order; a runtime error and a compile error are reported for their
 # scripts while the others succeed; a failing run_batch instance inside a
-# script leaves the other instances' results intact.
+# script leaves the other instances' results intact; a runaway loop hits the
+# step limit without stalling the rest.
 # usage: batch_test.py SGLC DIR (fake|model)
 import json
 import os
@@ -13,7 +14,7 @@ import tempfile
 
 def main():
     sglc, d, mode = sys.argv[1:4]
-    args = [sglc, 'batch', d, '--parallel', '3']
+    args = [sglc, 'batch', d, '--parallel', '3', '--max-steps', '1000000']
     if mode == 'fake':
         args.append('--fake')
     else:
@@ -47,6 +48,8 @@ def main():
     labels = dd['output'].split()
     assert len(labels) == 2 and all(l in ('good', 'poor') for l in labels), dd
     assert dd['requests'] == 2, dd  # the two scorings of the instances that ran
+    e = byname['e_runaway.sgl']
+    assert e['status'] == 'error' and 'step limit exceeded' in e['error'], e
     print('batch (%s): %d scripts checked' % (mode, len(lines)))
 
 
