@@ -91,6 +91,9 @@ sgl_result *sgl_engine_poll(sgl_engine *e) { return e->ops->wait(e->ctx, 0); }
 sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s) {
     return e->ops->wait(e->ctx, timeout_s);
 }
+int sgl_engine_cancel(sgl_engine *e, uint64_t id) {
+    return e->ops->cancel ? e->ops->cancel(e->ctx, id) : -1;
+}
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out) {
     memset(out, 0, sizeof *out);
     if (e->ops->metrics) e->ops->metrics(e->ctx, out);
@@ -125,6 +128,7 @@ typedef struct track {
     int32_t n_parts, n_done;
     sgl_result **parts;
     int32_t *cont_start;        /* SCORE: first continuation token of each part */
+    bool cancel;                /* asked by sgl_engine_cancel; done by the engine thread */
 } track;
 
 /* A request waiting to be handed to the scheduler (deep copies). */
@@ -323,6 +327,13 @@ static void *local_main(void *arg) {
             params_free(&pd->p);
         }
         le->n_pend = 0;
+        for (track *t = le->live, *next; t; t = next) {
+            next = t->next; /* t may complete (and be freed) right here */
+            if (t->cancel) {
+                t->cancel = false;
+                sched_cancel(le->s, (uint64_t)(uintptr_t)t);
+            }
+        }
         sgl_result *r;
         while ((r = sched_pop(le->s))) /* requests refused at sched_add */
             part_done_locked(le, (track *)(uintptr_t)r->user_tag, (int32_t)r->id, r);
@@ -514,6 +525,21 @@ static sgl_result *local_wait(void *ctx, double timeout_s) {
     return r;
 }
 
+static int local_cancel(void *ctx, uint64_t id) {
+    local_engine *le = ctx;
+    int rc = -1;
+    pthread_mutex_lock(&le->mu);
+    for (track *t = le->live; t; t = t->next)
+        if (t->id == id) {
+            t->cancel = true;
+            rc = 0;
+            pthread_cond_signal(&le->work_cv);
+            break;
+        }
+    pthread_mutex_unlock(&le->mu);
+    return rc;
+}
+
 static void local_metrics(void *ctx, sgl_engine_metrics *out) {
     local_engine *le = ctx;
     pthread_mutex_lock(&le->mu);
@@ -554,8 +580,8 @@ static void local_free(void *ctx) {
     free(le);
 }
 
-static const sgl_engine_ops local_ops = {"local", local_submit, local_wait, local_metrics,
-                                         local_free};
+static const sgl_engine_ops local_ops = {"local",        local_submit, local_wait,
+                                         local_metrics,  local_free,   local_cancel};
 
 sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
     local_engine *le = calloc(1, sizeof *le);

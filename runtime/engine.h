@@ -151,6 +151,7 @@ typedef struct sgl_engine_ops {
     sgl_result *(*wait)(void *ctx, double timeout_s); /* < 0: forever; 0: poll */
     void (*metrics)(void *ctx, sgl_engine_metrics *out);
     void (*free)(void *ctx);
+    int (*cancel)(void *ctx, uint64_t id); /* optional (NULL: cannot cancel) */
 } sgl_engine_ops;
 
 /* Wraps an implementation (ops must outlive the engine; ctx is owned by the
@@ -187,6 +188,11 @@ sgl_result *sgl_engine_poll(sgl_engine *e);
 /* Waits up to timeout_s seconds (< 0: no limit) for a finished request;
  * NULL on timeout. */
 sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s);
+/* Asks the engine to stop request id. It still completes through the queue:
+ * with finish ABORT and error "cancelled", or normally if it finished first.
+ * Returns 0, or -1 when id is unknown/already delivered or the engine cannot
+ * cancel. */
+int sgl_engine_cancel(sgl_engine *e, uint64_t id);
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
 const char *sgl_engine_name(const sgl_engine *e);
 /* Stops the engine (pending requests are dropped) and frees it. NULL ok. */

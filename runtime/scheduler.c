@@ -716,6 +716,33 @@ fail:
     return -1;
 }
 
+int sched_cancel(sched *s, uint64_t user_tag) {
+    int n = 0;
+    int32_t kept = 0;
+    for (int32_t i = 0; i < s->n_waiting; i++) {
+        sreq *r = s->waiting[i];
+        if (r->user_tag == user_tag) {
+            req_abort(s, r, "cancelled", false);
+            n++;
+        } else {
+            s->waiting[kept++] = r;
+        }
+    }
+    s->n_waiting = kept;
+    kept = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sreq *r = s->running[i];
+        if (r->user_tag == user_tag) {
+            req_abort(s, r, "cancelled", true);
+            n++;
+        } else {
+            s->running[kept++] = r;
+        }
+    }
+    s->n_running = kept;
+    return n;
+}
+
 int sched_run_all(sched *s, sgl_error *err) {
     while (sched_busy(s)) {
         int n = sched_step(s, err);

@@ -104,6 +104,10 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err);
  * failed: the requests of that batch are then finished with ABORT and the
  * scheduler stays usable. */
 int sched_step(sched *s, sgl_error *err);
+/* Ends every waiting or running request whose user_tag is user_tag with
+ * ABORT "cancelled" (computed KV is kept in the cache). Call between steps.
+ * Returns how many were cancelled. */
+int sched_cancel(sched *s, uint64_t user_tag);
 /* Steps until no request is waiting or running. Returns 0, or -1 on the
  * first failed forward (err set). */
 int sched_run_all(sched *s, sgl_error *err);

@@ -273,6 +273,20 @@ static void test_stop_string(void) {
         sgl_result_free(cut);
     }
     sgl_result_free(full);
+    /* cancel: a long request ends early with ABORT "cancelled" */
+    sgl_request lr = {0};
+    lr.kind = SGL_REQ_GENERATE;
+    lr.text = prompts[6];
+    lr.params = greedy(2000);
+    lr.params.ignore_eos = true;
+    uint64_t id = sgl_engine_submit(e, &lr, &err);
+    CHECK(id != 0);
+    CHECK_INT(sgl_engine_cancel(e, id), 0);
+    sgl_result *cr = sgl_engine_wait(e, 60);
+    CHECK(cr && cr->id == id && cr->finish == SGL_FINISH_ABORT && cr->n_tokens < 2000);
+    if (cr) CHECK_STR(cr->error, "cancelled");
+    sgl_result_free(cr);
+    CHECK_INT(sgl_engine_cancel(e, id), -1); /* already delivered */
     /* wait with nothing pending times out; poll returns NULL */
     CHECK(sgl_engine_wait(e, 0.01) == NULL);
     CHECK(sgl_engine_poll(e) == NULL);

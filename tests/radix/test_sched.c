@@ -620,6 +620,49 @@ static void test_forward_failure(void) {
     env_free(&e);
 }
 
+/* Cancelling by user_tag: waiting and running requests end with ABORT
+ * "cancelled", others run on, and no slot is lost. */
+static void test_cancel(void) {
+    run_opts o = opts_default();
+    o.max_running = 2;
+    env e;
+    env_init(&e, &o);
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 40;
+    sp.ignore_eos = true;
+    int32_t p[] = {3, 4, 5, 6, 7};
+    for (uint64_t i = 0; i < 4; i++) {
+        sched_input in = {0};
+        in.id = i;
+        in.user_tag = i < 2 ? 7 : 8; /* 0 running + 1 running: tag 7; 2, 3 waiting: tag 8 */
+        in.tokens = p;
+        in.n_tokens = 5 - (int32_t)i % 2;
+        in.params = &sp;
+        in.kind = SGL_REQ_GENERATE;
+        sched_add(e.s, &in, NULL);
+    }
+    sgl_error err;
+    for (int k = 0; k < 3; k++) CHECK(sched_step(e.s, &err) >= 0);
+    CHECK_INT(sched_cancel(e.s, 7), 2);
+    CHECK(sched_check(e.s, &err) == 0);
+    CHECK_INT(sched_cancel(e.s, 99), 0);
+    sgl_result *r[4] = {0};
+    run_to_end(&e, r, 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK(r[i] != NULL);
+        if (!r[i]) continue;
+        if (i < 2) {
+            CHECK(r[i]->finish == SGL_FINISH_ABORT && !strcmp(r[i]->error, "cancelled"));
+            CHECK(r[i]->n_tokens >= 1 && r[i]->n_tokens < 40);
+        } else {
+            CHECK(r[i]->finish == SGL_FINISH_LENGTH && r[i]->n_tokens == 40);
+        }
+        sgl_result_free(r[i]);
+    }
+    env_free(&e);
+}
+
 int main(void) {
     for (int v = 0; v < VOCAB; v++) {
         pieces[v][0] = (char)('a' + v % 26);
@@ -637,6 +680,7 @@ int main(void) {
     TEST_RUN(test_stop_tokens);
     TEST_RUN(test_score_equals_generate);
     TEST_RUN(test_forward_failure);
+    TEST_RUN(test_cancel);
     for (int r = 0; r < N_REQ; r++) sgl_result_free(alone[r]);
     return TEST_DONE();
 }
