@@ -21,6 +21,7 @@
 #endif
 
 #define VM_MAX_FRAMES 1000
+#define VM_SLICE 200000 /* instructions a fiber runs before the scheduler looks at the engine */
 
 /* Per-module runtime data: constants materialised once, function values. */
 typedef struct vm_mod {
@@ -74,6 +75,7 @@ struct vm_inst {
     double t0, t1;
     FILE *out;             /* print() destination, or NULL for the VM's */
     uint64_t steps;        /* instructions executed */
+    bool yielded;          /* its last run ended at the time slice, not parked */
 };
 
 struct vm {
@@ -962,6 +964,7 @@ fail:
 /* Runs fiber in until it parks, finishes or fails. */
 static void fiber_run(vm *v, vm_inst *in) {
     sgl_error err = {{0}};
+    uint32_t slice = 0;
     vm_frame *fr;
     const sgl_instr *code;
     sgl_instr ins;
@@ -1009,6 +1012,13 @@ reload:
     fr = &in->frames[in->n_frames - 1];
     code = fr->fn->code;
 next:
+    if (++slice > VM_SLICE) {
+        /* Long computation: let the scheduler hand other fibers' requests
+         * to the engine, then continue where we are. */
+        in->yielded = true;
+        make_runnable(v, in);
+        return;
+    }
     if (fr->pc >= fr->fn->n_code) FAIL_MSG("bad bytecode: ran off the end of %s", fr->fn->name);
     if (SP + 4 > in->cap && ensure_stack(in, SP + 16) < 0) FAIL_MSG("out of memory");
     ins = code[fr->pc++];
@@ -1540,7 +1550,13 @@ int vm_run(vm *v, sgl_error *err) {
             in->queued = false;
             if (in->state == FIB_DONE) continue;
             in->state = FIB_RUNNABLE;
+            in->yielded = false;
             fiber_run(v, in);
+            if (in->yielded && vm_link_outstanding(v->link)) {
+                /* Keep the engine busy while a fiber computes. */
+                vm_link_flush(v->link);
+                vm_link_wait(v->link, 0);
+            }
         }
         if (v->n_live == 0) break;
         if (vm_link_outstanding(v->link) == 0) {
