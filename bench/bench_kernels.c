@@ -64,8 +64,8 @@ static void meet_task(void *ctx, int ith, int nth) {
 
 /* Seconds per call: the best of a few timed batches (least disturbed by
  * other load), each batch long enough to time. */
-static double time_matmul(kern_pool *pool, const shape *s, const void *W, const float *X, int64_t nb,
-                          float *Y, double budget) {
+static double time_matmul(kern_pool *pool, const shape *s, const void *W, const float *X,
+                          int64_t nb, float *Y, double budget) {
     double t0 = now_s();
     kern_matmul(pool, s->t, W, s->rows, s->k, X, nb, Y);
     double one = now_s() - t0;
@@ -75,7 +75,8 @@ static double time_matmul(kern_pool *pool, const shape *s, const void *W, const 
     double best = one;
     for (int batch = 0; batch < 4; batch++) {
         t0 = now_s();
-        for (int i = 0; i < reps; i++) kern_matmul(pool, s->t, W, s->rows, s->k, X, nb, Y);
+        for (int i = 0; i < reps; i++)
+            kern_matmul(pool, s->t, W, s->rows, s->k, X, nb, Y);
         double per = (now_s() - t0) / reps;
         if (per < best) best = per;
     }
@@ -107,9 +108,11 @@ int main(int argc, char **argv) {
 
     /* pool round trip */
     for (int p = 0; p < 2; p++) {
-        for (int i = 0; i < 1000; i++) kern_pool_run(pools[p], nop_task, NULL);
+        for (int i = 0; i < 1000; i++)
+            kern_pool_run(pools[p], nop_task, NULL);
         double t0 = now_s();
-        for (int i = 0; i < 20000; i++) kern_pool_run(pools[p], nop_task, NULL);
+        for (int i = 0; i < 20000; i++)
+            kern_pool_run(pools[p], nop_task, NULL);
         double empty = (now_s() - t0) / 20000 * 1e6;
         for (int i = 0; i < 4000; i++) { /* the first 2000 warm up */
             if (i == 2000) t0 = now_s();
@@ -123,7 +126,8 @@ int main(int argc, char **argv) {
     int64_t max_nb = nbs[n_nb - 1], max_k = 1536;
     float *X = malloc(sizeof(float) * (size_t)(max_nb * max_k));
     float *Y = malloc(sizeof(float) * (size_t)(max_nb * 49152));
-    for (int64_t i = 0; i < max_nb * max_k; i++) X[i] = frand();
+    for (int64_t i = 0; i < max_nb * max_k; i++)
+        X[i] = frand();
     void *W[N_SHAPES];
     for (int si = 0; si < N_SHAPES; si++) {
         const shape *s = &shapes[si];
@@ -131,7 +135,8 @@ int main(int argc, char **argv) {
         W[si] = malloc(rb * (size_t)s->rows);
         float *row = malloc(sizeof(float) * (size_t)s->k);
         for (int64_t r = 0; r < s->rows; r++) {
-            for (int64_t j = 0; j < s->k; j++) row[j] = frand() * 0.1f;
+            for (int64_t j = 0; j < s->k; j++)
+                row[j] = frand() * 0.1f;
             kern_quantize_row(s->t, row, (uint8_t *)W[si] + rb * (size_t)r, s->k);
         }
         free(row);
@@ -139,7 +144,8 @@ int main(int argc, char **argv) {
 
     /* t[impl][threads][nb][shape] */
     static double t[2][2][4][N_SHAPES];
-    printf("\n%-22s %-6s %4s %3s %12s %10s %9s\n", "shape", "impl", "nb", "thr", "us/call", "GFLOP/s", "W GB/s");
+    printf("\n%-22s %-6s %4s %3s %12s %10s %9s\n", "shape", "impl", "nb", "thr", "us/call",
+           "GFLOP/s", "W GB/s");
     for (int si = 0; si < N_SHAPES; si++) {
         const shape *s = &shapes[si];
         double wbytes = (double)sgl_dtype_row_bytes(s->t, (uint64_t)s->k) * (double)s->rows;
@@ -154,8 +160,9 @@ int main(int argc, char **argv) {
                     kern_force_reference(impl == 0);
                     double sec = time_matmul(pools[p], s, W[si], X, nb, Y, budget);
                     t[impl][p][ni][si] = sec;
-                    printf("%-22s %-6s %4lld %3d %12.1f %10.2f %9.2f\n", s->name, impl ? fast : "scalar",
-                           (long long)nb, p + 1, sec * 1e6, flop / sec * 1e-9, wbytes / sec * 1e-9);
+                    printf("%-22s %-6s %4lld %3d %12.1f %10.2f %9.2f\n", s->name,
+                           impl ? fast : "scalar", (long long)nb, p + 1, sec * 1e6,
+                           flop / sec * 1e-9, wbytes / sec * 1e-9);
                 }
     }
     kern_force_reference(false);
@@ -169,10 +176,12 @@ int main(int argc, char **argv) {
                 total += t[1][p][ni][si] * (per ? per * N_LAYERS : 1);
             }
             double per_tok = total / (double)nbs[ni];
-            printf("  nb=%-4lld threads=%d: %8.3f ms per call set, %8.3f ms per token, %8.1f tokens/s\n",
+            printf("  nb=%-4lld threads=%d: %8.3f ms per call set, %8.3f ms per token, %8.1f "
+                   "tokens/s\n",
                    (long long)nbs[ni], p + 1, total * 1e3, per_tok * 1e3, 1.0 / per_tok);
         }
-    for (int si = 0; si < N_SHAPES; si++) free(W[si]);
+    for (int si = 0; si < N_SHAPES; si++)
+        free(W[si]);
     free(X);
     free(Y);
     kern_pool_free(pools[0]);

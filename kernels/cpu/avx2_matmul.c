@@ -90,9 +90,10 @@ static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
 /* Max |x| of 32 floats. */
 ALWAYS_INLINE float amax32(const float *x) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 m = _mm256_max_ps(
-        _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x)), _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8))),
-        _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 16)), _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 24))));
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x)),
+                                           _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8))),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 16)),
+                                           _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 24))));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -132,7 +133,8 @@ static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0,
         }
     if (b1 == nb)
         for (int64_t i = 0; i < nblk; i++)
-            for (int64_t b = nb; b < l.nbp; b++) l.s[i * l.nbp + b] = 0;
+            for (int64_t b = nb; b < l.nbp; b++)
+                l.s[i * l.nbp + b] = 0;
 }
 #endif
 
@@ -142,11 +144,10 @@ enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
 #define X8_PF 384 /* weight prefetch distance in bytes for 1-row tiles */
 #endif
 
-
 /* One RW x RB tile: weight rows r..r+RW, activation rows b..b+RB. */
-ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uint8_t *W,
-                           size_t wrb, int64_t nblk, const x8_layout *l, int64_t b, float *Y,
-                           int64_t rows, int64_t r) {
+ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
+                           int64_t nblk, const x8_layout *l, int64_t b, float *Y, int64_t rows,
+                           int64_t r) {
     const int bb = kind == KIND_Q4_0 ? 18 : kind == KIND_Q4_1 ? 20 : 34;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[4][8];
@@ -155,7 +156,8 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
     for (int i = 0; i < RW; i++) {
         accm[i] = _mm256_setzero_ps();
 #pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) acc[i][j] = _mm256_setzero_ps();
+        for (int j = 0; j < RB; j++)
+            acc[i][j] = _mm256_setzero_ps();
     }
     for (int64_t blk = 0; blk < nblk; blk++) {
         __m256i w[4], wa[4];
@@ -186,7 +188,8 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
             __m256 dx = _mm256_broadcast_ss(l->d + (b + j) * nblk + blk);
 #pragma GCC unroll 4
             for (int i = 0; i < RW; i++) {
-                __m256i p32 = kind == KIND_Q8_0 ? dot_u8s8(wa[i], _mm256_sign_epi8(x, w[i])) : dot_u8s8(w[i], x);
+                __m256i p32 = kind == KIND_Q8_0 ? dot_u8s8(wa[i], _mm256_sign_epi8(x, w[i]))
+                                                : dot_u8s8(w[i], x);
                 __m256 p = _mm256_cvtepi32_ps(p32);
                 acc[i][j] = _mm256_fmadd_ps(p, _mm256_mul_ps(dwb[i], dx), acc[i][j]);
             }
@@ -195,7 +198,8 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
             /* min term m_w * s_x, one lane per activation row of the tile */
             __m256 s = _mm256_loadu_ps(l->s + blk * l->nbp + b);
 #pragma GCC unroll 4
-            for (int i = 0; i < RW; i++) accm[i] = _mm256_fmadd_ps(_mm256_set1_ps(mw[i]), s, accm[i]);
+            for (int i = 0; i < RW; i++)
+                accm[i] = _mm256_fmadd_ps(_mm256_set1_ps(mw[i]), s, accm[i]);
         }
     }
 #pragma GCC unroll 4
@@ -222,47 +226,50 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
 #define X8_TB 8
 #endif
 #define X8_T(K, RW, RB) x8_tile(K, RW, RB, W, wrb, nblk, l, b, Y, rows, r)
-#define X8_ROWS(NAME, KIND, BB)                                                                   \
-    static void NAME##_tile(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nblk,         \
-                            const x8_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {  \
-        switch (rw * 16 + rb) {                                                                   \
-        case 65: X8_T(KIND, 4, 1); break;                                                               \
-        case 40: X8_T(KIND, 2, 8); break;                                                               \
-        case 39: X8_T(KIND, 2, 7); break;                                                               \
-        case 38: X8_T(KIND, 2, 6); break;                                                               \
-        case 37: X8_T(KIND, 2, 5); break;                                                               \
-        case 36: X8_T(KIND, 2, 4); break;                                                               \
-        case 35: X8_T(KIND, 2, 3); break;                                                               \
-        case 34: X8_T(KIND, 2, 2); break;                                                               \
-        case 33: X8_T(KIND, 2, 1); break;                                                               \
-        case 24: X8_T(KIND, 1, 8); break;                                                               \
-        case 23: X8_T(KIND, 1, 7); break;                                                               \
-        case 22: X8_T(KIND, 1, 6); break;                                                               \
-        case 21: X8_T(KIND, 1, 5); break;                                                               \
-        case 20: X8_T(KIND, 1, 4); break;                                                               \
-        case 19: X8_T(KIND, 1, 3); break;                                                               \
-        case 18: X8_T(KIND, 1, 2); break;                                                               \
-        default: X8_T(KIND, 1, 1); break;                                                               \
-        }                                                                                         \
-    }                                                                                             \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,    \
-                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                             \
-        (void)X;                                                                                  \
-        const uint8_t *W = Wv;                                                                    \
-        int64_t nblk = k / 32;                                                                    \
-        size_t wrb = (size_t)nblk * BB;                                                           \
-        x8_layout l = x8_map((void *)xq, k, nb);                                                  \
-        int tw = nb == 1 ? 4 : X8_TW, tb = nb == 1 ? 1 : X8_TB;                                   \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                 \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                             \
-            for (int64_t r = r0; r < r1;) {                                                       \
-                int rw = r + tw <= r1 ? tw : 1;                                                   \
-                for (int64_t b = bc; b < be; b += tb)                                             \
-                    NAME##_tile(rw, (int)(be - b < tb ? be - b : tb), W, wrb, nblk, &l, b, Y, rows, r); \
-                r += rw;                                                                          \
-            }                                                                                     \
-        }                                                                                         \
+// clang-format off
+#define X8_ROWS(NAME, KIND, BB)                                                                    \
+    static void NAME##_tile(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nblk,            \
+                            const x8_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {    \
+        switch (rw * 16 + rb) {                                                                    \
+        case 65: X8_T(KIND, 4, 1); break;                                                          \
+        case 40: X8_T(KIND, 2, 8); break;                                                          \
+        case 39: X8_T(KIND, 2, 7); break;                                                          \
+        case 38: X8_T(KIND, 2, 6); break;                                                          \
+        case 37: X8_T(KIND, 2, 5); break;                                                          \
+        case 36: X8_T(KIND, 2, 4); break;                                                          \
+        case 35: X8_T(KIND, 2, 3); break;                                                          \
+        case 34: X8_T(KIND, 2, 2); break;                                                          \
+        case 33: X8_T(KIND, 2, 1); break;                                                          \
+        case 24: X8_T(KIND, 1, 8); break;                                                          \
+        case 23: X8_T(KIND, 1, 7); break;                                                          \
+        case 22: X8_T(KIND, 1, 6); break;                                                          \
+        case 21: X8_T(KIND, 1, 5); break;                                                          \
+        case 20: X8_T(KIND, 1, 4); break;                                                          \
+        case 19: X8_T(KIND, 1, 3); break;                                                          \
+        case 18: X8_T(KIND, 1, 2); break;                                                          \
+        default: X8_T(KIND, 1, 1); break;                                                          \
+        }                                                                                          \
+    }                                                                                              \
+    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
+                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
+        (void)X;                                                                                   \
+        const uint8_t *W = Wv;                                                                     \
+        int64_t nblk = k / 32;                                                                     \
+        size_t wrb = (size_t)nblk * BB;                                                            \
+        x8_layout l = x8_map((void *)xq, k, nb);                                                   \
+        int tw = nb == 1 ? 4 : X8_TW, tb = nb == 1 ? 1 : X8_TB;                                    \
+        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
+            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
+            for (int64_t r = r0; r < r1;) {                                                        \
+                int rw = r + tw <= r1 ? tw : 1;                                                    \
+                for (int64_t b = bc; b < be; b += tb)                                              \
+                    NAME##_tile(rw, (int)(be - b < tb ? be - b : tb), W, wrb, nblk, &l, b, Y,      \
+                                rows, r);                                                          \
+                r += rw;                                                                           \
+            }                                                                                      \
+        }                                                                                          \
     }
+// clang-format on
 
 X8_ROWS(mm_q4_0, KIND_Q4_0, 18)
 X8_ROWS(mm_q4_1, KIND_Q4_1, 20)
@@ -320,18 +327,23 @@ ALWAYS_INLINE void unpack_q6_k(const uint8_t *p, kq_unpacked *u) {
     u->mn = _mm256_slli_epi16(s16, 5);
     int16_t sc[16];
     _mm256_storeu_si256((__m256i *)sc, s16);
-    for (int c = 0; c < 8; c++) u->sc[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+    for (int c = 0; c < 8; c++)
+        u->sc[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
     for (int h = 0; h < 2; h++) {
         __m256i A = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
         __m256i B = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
         __m256i H = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-        u->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
-        u->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(B, m4),
-                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
-        u->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
-        u->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
-                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
+        u->q[4 * h + 0] =
+            _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
+        u->q[4 * h + 1] =
+            _mm256_or_si256(_mm256_and_si256(B, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
+        u->q[4 * h + 2] =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
+        u->q[4 * h + 3] =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
     }
 }
 
@@ -356,33 +368,38 @@ static void q8k_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0
                 amax = m > amax ? m : amax;
             }
             float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
-            for (int c = 0; c < 8; c++) pack32(x + 32 * c, id, o->qs + 32 * c);
+            for (int c = 0; c < 8; c++)
+                pack32(x + 32 * c, id, o->qs + 32 * c);
             o->d = d;
             for (int g = 0; g < 16; g++) {
                 int s = 0;
-                for (int e = 0; e < 16; e++) s += o->qs[16 * g + e];
+                for (int e = 0; e < 16; e++)
+                    s += o->qs[16 * g + e];
                 o->bsums[g] = (int16_t)s;
             }
         }
 }
 #endif
 
-ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W,
-                           size_t wrb, int64_t nsb, const kq_block_q8_k *xq, int64_t b,
-                           float *Y, int64_t rows, int64_t r) {
+ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
+                           int64_t nsb, const kq_block_q8_k *xq, int64_t b, float *Y, int64_t rows,
+                           int64_t r) {
     const int bb = kind == KIND_Q4_K ? 144 : kind == KIND_Q5_K ? 176 : 210;
     __m256 acc[2][8];
 #pragma GCC unroll 2
     for (int i = 0; i < RW; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) acc[i][j] = _mm256_setzero_ps();
+        for (int j = 0; j < RB; j++)
+            acc[i][j] = _mm256_setzero_ps();
     kq_unpacked u[2];
     for (int64_t sb = 0; sb < nsb; sb++) {
 #pragma GCC unroll 2
         for (int i = 0; i < RW; i++) {
             const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)sb * bb;
-            if (kind == KIND_Q6_K) unpack_q6_k(p, &u[i]);
-            else unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
+            if (kind == KIND_Q6_K)
+                unpack_q6_k(p, &u[i]);
+            else
+                unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
@@ -402,7 +419,8 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
 #endif
                 }
                 __m256 mt = _mm256_cvtepi32_ps(_mm256_madd_epi16(u[i].mn, bs));
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(u[i].d * y->d), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(u[i].d * y->d),
+                                            acc[i][j]);
                 acc[i][j] = _mm256_fmadd_ps(mt, _mm256_set1_ps(-u[i].dmin * y->d), acc[i][j]);
             }
         }
@@ -410,45 +428,48 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
 #pragma GCC unroll 2
     for (int i = 0; i < RW; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) Y[(b + j) * rows + r + i] = hsum8(acc[i][j]);
+        for (int j = 0; j < RB; j++)
+            Y[(b + j) * rows + r + i] = hsum8(acc[i][j]);
 }
 
 #define KQ_T(K, RW, RB) kq_tile(K, RW, RB, W, wrb, nsb, xq, b, Y, rows, r)
-#define KQ_ROWS(NAME, KIND, BB)                                                                   \
-    static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nsb,             \
-                         const kq_block_q8_k *xq, int64_t b, float *Y, int64_t rows, int64_t r) { \
-        switch (rw * 16 + rb) {                                                                   \
-        case 40: KQ_T(KIND, 2, 8); break;                                                         \
-        case 39: KQ_T(KIND, 2, 7); break;                                                         \
-        case 38: KQ_T(KIND, 2, 6); break;                                                         \
-        case 37: KQ_T(KIND, 2, 5); break;                                                         \
-        case 36: KQ_T(KIND, 2, 4); break;                                                         \
-        case 35: KQ_T(KIND, 2, 3); break;                                                         \
-        case 34: KQ_T(KIND, 2, 2); break;                                                         \
-        case 33: KQ_T(KIND, 2, 1); break;                                                         \
-        case 24: KQ_T(KIND, 1, 8); break;                                                         \
-        case 23: KQ_T(KIND, 1, 7); break;                                                         \
-        case 22: KQ_T(KIND, 1, 6); break;                                                         \
-        case 21: KQ_T(KIND, 1, 5); break;                                                         \
-        case 20: KQ_T(KIND, 1, 4); break;                                                         \
-        case 19: KQ_T(KIND, 1, 3); break;                                                         \
-        case 18: KQ_T(KIND, 1, 2); break;                                                         \
-        default: KQ_T(KIND, 1, 1); break;                                                         \
-        }                                                                                         \
-    }                                                                                             \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,    \
-                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                             \
-        (void)X;                                                                                  \
-        int64_t nsb = k / 256;                                                                    \
-        size_t wrb = (size_t)nsb * BB;                                                            \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                 \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                             \
-            for (int64_t r = r0; r < r1; r += 2)                                                  \
-                for (int64_t b = bc; b < be; b += 8)                                              \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 8 ? be - b : 8), Wv, wrb, nsb,   \
-                             xq, b, Y, rows, r);                                                  \
-        }                                                                                         \
+// clang-format off
+#define KQ_ROWS(NAME, KIND, BB)                                                                    \
+    static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nsb,                \
+                         const kq_block_q8_k *xq, int64_t b, float *Y, int64_t rows, int64_t r) {  \
+        switch (rw * 16 + rb) {                                                                    \
+        case 40: KQ_T(KIND, 2, 8); break;                                                          \
+        case 39: KQ_T(KIND, 2, 7); break;                                                          \
+        case 38: KQ_T(KIND, 2, 6); break;                                                          \
+        case 37: KQ_T(KIND, 2, 5); break;                                                          \
+        case 36: KQ_T(KIND, 2, 4); break;                                                          \
+        case 35: KQ_T(KIND, 2, 3); break;                                                          \
+        case 34: KQ_T(KIND, 2, 2); break;                                                          \
+        case 33: KQ_T(KIND, 2, 1); break;                                                          \
+        case 24: KQ_T(KIND, 1, 8); break;                                                          \
+        case 23: KQ_T(KIND, 1, 7); break;                                                          \
+        case 22: KQ_T(KIND, 1, 6); break;                                                          \
+        case 21: KQ_T(KIND, 1, 5); break;                                                          \
+        case 20: KQ_T(KIND, 1, 4); break;                                                          \
+        case 19: KQ_T(KIND, 1, 3); break;                                                          \
+        case 18: KQ_T(KIND, 1, 2); break;                                                          \
+        default: KQ_T(KIND, 1, 1); break;                                                          \
+        }                                                                                          \
+    }                                                                                              \
+    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
+                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
+        (void)X;                                                                                   \
+        int64_t nsb = k / 256;                                                                     \
+        size_t wrb = (size_t)nsb * BB;                                                             \
+        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
+            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
+            for (int64_t r = r0; r < r1; r += 2)                                                   \
+                for (int64_t b = bc; b < be; b += 8)                                               \
+                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 8 ? be - b : 8), Wv, wrb, nsb,    \
+                             xq, b, Y, rows, r);                                                   \
+        }                                                                                          \
     }
+// clang-format on
 
 KQ_ROWS(mm_q4_k, KIND_Q4_K, 144)
 KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
@@ -473,24 +494,27 @@ ALWAYS_INLINE float fw_load1(const int kind, const uint8_t *row, int64_t e) {
     return kind == KIND_F16 ? _cvtsh_ss(h) : kq_bf16_to_f32(h);
 }
 
-ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uint8_t *W,
-                           size_t wrb, int64_t k, const float *X, int64_t b, float *Y,
-                           int64_t rows, int64_t r) {
+ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
+                           int64_t k, const float *X, int64_t b, float *Y, int64_t rows,
+                           int64_t r) {
     __m256 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < RW; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < RB; j++) acc[i][j] = _mm256_setzero_ps();
+        for (int j = 0; j < RB; j++)
+            acc[i][j] = _mm256_setzero_ps();
     int64_t k8 = k / 8 * 8;
     for (int64_t e = 0; e < k8; e += 8) {
         __m256 w[4];
 #pragma GCC unroll 4
-        for (int i = 0; i < RW; i++) w[i] = fw_load8(kind, W + (size_t)(r + i) * wrb, e);
+        for (int i = 0; i < RW; i++)
+            w[i] = fw_load8(kind, W + (size_t)(r + i) * wrb, e);
 #pragma GCC unroll 4
         for (int j = 0; j < RB; j++) {
             __m256 x = _mm256_loadu_ps(X + (b + j) * k + e);
 #pragma GCC unroll 4
-            for (int i = 0; i < RW; i++) acc[i][j] = _mm256_fmadd_ps(w[i], x, acc[i][j]);
+            for (int i = 0; i < RW; i++)
+                acc[i][j] = _mm256_fmadd_ps(w[i], x, acc[i][j]);
         }
     }
 #pragma GCC unroll 4
@@ -504,39 +528,43 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
         }
 }
 
-#define FW_ROWS(NAME, KIND, ES)                                                                   \
-    static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t k,               \
-                         const float *X, int64_t b, float *Y, int64_t rows, int64_t r) {         \
-        switch (rw * 8 + rb) {                                                                    \
-        case 33: fw_tile(KIND, 4, 1, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 20: fw_tile(KIND, 2, 4, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 19: fw_tile(KIND, 2, 3, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 18: fw_tile(KIND, 2, 2, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 17: fw_tile(KIND, 2, 1, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 12: fw_tile(KIND, 1, 4, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 11: fw_tile(KIND, 1, 3, W, wrb, k, X, b, Y, rows, r); break;                         \
-        case 10: fw_tile(KIND, 1, 2, W, wrb, k, X, b, Y, rows, r); break;                         \
-        default: fw_tile(KIND, 1, 1, W, wrb, k, X, b, Y, rows, r); break;                         \
-        }                                                                                         \
-    }                                                                                             \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,    \
-                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                             \
-        (void)xq;                                                                                 \
-        size_t wrb = (size_t)k * ES;                                                              \
-        if (nb == 1) {                                                                            \
-            int64_t r = r0;                                                                       \
-            for (; r + 4 <= r1; r += 4) NAME##_t(4, 1, Wv, wrb, k, X, 0, Y, rows, r);            \
-            for (; r < r1; r++) NAME##_t(1, 1, Wv, wrb, k, X, 0, Y, rows, r);                    \
-            return;                                                                               \
-        }                                                                                         \
-        for (int64_t bc = 0; bc < nb; bc += 32) {                                                 \
-            int64_t be = bc + 32 < nb ? bc + 32 : nb;                                             \
-            for (int64_t r = r0; r < r1; r += 2)                                                  \
-                for (int64_t b = bc; b < be; b += 4)                                              \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 4 ? be - b : 4), Wv, wrb, k, X,  \
-                             b, Y, rows, r);                                                      \
-        }                                                                                         \
+// clang-format off
+#define FW_ROWS(NAME, KIND, ES)                                                                    \
+    static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t k, const float *X,  \
+                         int64_t b, float *Y, int64_t rows, int64_t r) {                           \
+        switch (rw * 8 + rb) {                                                                     \
+        case 33: fw_tile(KIND, 4, 1, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 20: fw_tile(KIND, 2, 4, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 19: fw_tile(KIND, 2, 3, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 18: fw_tile(KIND, 2, 2, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 17: fw_tile(KIND, 2, 1, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 12: fw_tile(KIND, 1, 4, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 11: fw_tile(KIND, 1, 3, W, wrb, k, X, b, Y, rows, r); break;                          \
+        case 10: fw_tile(KIND, 1, 2, W, wrb, k, X, b, Y, rows, r); break;                          \
+        default: fw_tile(KIND, 1, 1, W, wrb, k, X, b, Y, rows, r); break;                          \
+        }                                                                                          \
+    }                                                                                              \
+    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
+                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
+        (void)xq;                                                                                  \
+        size_t wrb = (size_t)k * ES;                                                               \
+        if (nb == 1) {                                                                             \
+            int64_t r = r0;                                                                        \
+            for (; r + 4 <= r1; r += 4)                                                            \
+                NAME##_t(4, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
+            for (; r < r1; r++)                                                                    \
+                NAME##_t(1, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t bc = 0; bc < nb; bc += 32) {                                                  \
+            int64_t be = bc + 32 < nb ? bc + 32 : nb;                                              \
+            for (int64_t r = r0; r < r1; r += 2)                                                   \
+                for (int64_t b = bc; b < be; b += 4)                                               \
+                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 4 ? be - b : 4), Wv, wrb, k, X,   \
+                             b, Y, rows, r);                                                       \
+        }                                                                                          \
     }
+// clang-format on
 
 FW_ROWS(mm_f32, KIND_F32, 4)
 FW_ROWS(mm_f16, KIND_F16, 2)

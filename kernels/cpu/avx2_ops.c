@@ -40,8 +40,10 @@ ALWAYS_INLINE __m256 exp8(__m256 x) {
     /* n in [-126, 128]: split 2^n as 2^(n/2) * 2^(n - n/2) to stay normal */
     __m256i ni = _mm256_cvtps_epi32(n);
     __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    __m256 s1 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 s2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
     p = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
     return _mm256_andnot_ps(under, p);
 }
@@ -54,12 +56,15 @@ static void avx2_rmsnorm(float *y, const float *x, const float *w, int64_t n, fl
         acc = _mm256_fmadd_ps(v, v, acc);
     }
     float ss = hsum8(acc);
-    for (; i < n; i++) ss += x[i] * x[i];
+    for (; i < n; i++)
+        ss += x[i] * x[i];
     float s = 1.0f / sqrtf(ss / (float)n + eps);
     __m256 vs = _mm256_set1_ps(s);
     for (i = 0; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
-    for (; i < n; i++) y[i] = x[i] * s * w[i];
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs),
+                                              _mm256_loadu_ps(w + i)));
+    for (; i < n; i++)
+        y[i] = x[i] * s * w[i];
 }
 
 static void avx2_softmax(float *x, int64_t n) {
@@ -68,12 +73,15 @@ static void avx2_softmax(float *x, int64_t n) {
     int64_t i = 0;
     if (n >= 8) {
         __m256 m = _mm256_loadu_ps(x);
-        for (i = 8; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+        for (i = 8; i + 8 <= n; i += 8)
+            m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
         float t[8];
         _mm256_storeu_ps(t, m);
-        for (int j = 0; j < 8; j++) mx = fmaxf(mx, t[j]);
+        for (int j = 0; j < 8; j++)
+            mx = fmaxf(mx, t[j]);
     }
-    for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    for (; i < n; i++)
+        mx = fmaxf(mx, x[i]);
     __m256 vm = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
     for (i = 0; i + 8 <= n; i += 8) {
         __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
@@ -87,8 +95,10 @@ static void avx2_softmax(float *x, int64_t n) {
     }
     float inv = 1.0f / sum;
     __m256 vi = _mm256_set1_ps(inv);
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
-    for (; i < n; i++) x[i] *= inv;
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
+    for (; i < n; i++)
+        x[i] *= inv;
 }
 
 static void avx2_silu_mul(float *g, const float *u, int64_t n) {
@@ -100,14 +110,16 @@ static void avx2_silu_mul(float *g, const float *u, int64_t n) {
         __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, e));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void avx2_add(float *y, const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
-    for (; i < n; i++) y[i] += x[i];
+    for (; i < n; i++)
+        y[i] += x[i];
 }
 
 static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
@@ -122,7 +134,8 @@ static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
         i += 8;
     }
     float s = hsum8(_mm256_add_ps(a0, a1));
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++)
+        s += a[i] * b[i];
     return s;
 }
 
@@ -130,22 +143,28 @@ static void avx2_axpy(float *y, float a, const float *x, int64_t n) {
     __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
 }
 
 static void avx2_f32_to_f16(uint16_t *d, const float *s, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(d + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++) d[i] = kq_f32_to_f16(s[i]);
+        _mm_storeu_si128(
+            (__m128i *)(d + i),
+            _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        d[i] = kq_f32_to_f16(s[i]);
 }
 
 static void avx2_f16_to_f32(float *d, const uint16_t *s, int64_t n) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
-    for (; i < n; i++) d[i] = kq_f16_to_f32(s[i]);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    for (; i < n; i++)
+        d[i] = kq_f16_to_f32(s[i]);
 }
 
 void kavx2_ops_fill(kern_ops *ops) {

@@ -29,8 +29,8 @@ static void ops_init(void) {
     if (cpu_has_avx2()) kavx2_ops_fill(&ops_fast);
 #endif
 #ifdef KERN_HAVE_VNNI
-    if (cpu_has_avx2() && getenv("SGL_KERN_NO_VNNI") == NULL && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512vl"))
+    if (cpu_has_avx2() && getenv("SGL_KERN_NO_VNNI") == NULL &&
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
         kvnni_mm_fill(&ops_fast);
 #endif
     atomic_store(&ops_cur, &ops_fast);
@@ -74,8 +74,8 @@ typedef struct {
     const float *X;
     void *xq;
     float *Y;
-    int64_t chunk;            /* rows per work item (a multiple of row_align) */
-    _Atomic int64_t next;     /* next unclaimed work item */
+    int64_t chunk;        /* rows per work item (a multiple of row_align) */
+    _Atomic int64_t next; /* next unclaimed work item */
 } mm_task;
 
 static void range_split(int64_t n, int64_t align, int ith, int nth, int64_t *a, int64_t *b) {
@@ -121,12 +121,15 @@ void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int6
     void *owned = NULL;
     if (task.impl->prep) {
         size_t bytes = task.impl->xq_bytes(k, nb);
-        task.xq = pool ? kern_pool_scratch(pool, bytes) : (owned = aligned_alloc(64, (bytes + 63) & ~(size_t)63));
+        task.xq = pool ? kern_pool_scratch(pool, bytes)
+                       : (owned = aligned_alloc(64, (bytes + 63) & ~(size_t)63));
         if (!task.xq) return;
         /* Small batches are quantized on the caller's thread: waking the
          * pool costs more than the work. */
-        if (nb * k < 16384) task.impl->prep(X, k, nb, task.xq, 0, nb);
-        else kern_pool_run(pool, mm_prep_task, &task);
+        if (nb * k < 16384)
+            task.impl->prep(X, k, nb, task.xq, 0, nb);
+        else
+            kern_pool_run(pool, mm_prep_task, &task);
     }
     kern_pool_run(pool, mm_rows_task, &task);
     free(owned);

@@ -120,7 +120,7 @@ static inline uint16_t kq_f32_to_f16(float f) {
     uint32_t x = kq_f32_bits(f);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     uint32_t a = x & 0x7fffffffu;
-    if (a > 0x7f800000u) return sign | 0x7e00; /* NaN stays NaN */
+    if (a > 0x7f800000u) return sign | 0x7e00;  /* NaN stays NaN */
     if (a >= 0x477ff000u) return sign | 0x7c00; /* rounds to >= 65520: inf */
     if (a < 0x38800000u) {
         /* Below 2^-14: f16 subnormal, unit 2^-24. Adding 0.5 (whose f32 ulp is
@@ -180,9 +180,9 @@ typedef void (*kern_mm_prep_fn)(const float *X, int64_t k, int64_t nb, void *xq,
 
 typedef struct {
     kern_mm_rows_fn rows;
-    kern_mm_prep_fn prep; /* NULL: X is used as f32 */
+    kern_mm_prep_fn prep;                      /* NULL: X is used as f32 */
     size_t (*xq_bytes)(int64_t k, int64_t nb); /* scratch size for prep */
-    int row_align; /* thread row ranges start at multiples of this */
+    int row_align;                             /* thread row ranges start at multiples of this */
 } kern_mm_impl;
 
 typedef struct {

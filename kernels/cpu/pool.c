@@ -41,8 +41,8 @@ struct kern_pool {
     _Atomic int n_sleeping; /* workers in futex_wait on gen */
     _Atomic int caller_sleeping;
     _Atomic int stop;
-    unsigned run;           /* caller side: last run number used */
-    kern_task_fn fn;        /* valid while the current run has tasks left */
+    unsigned run;    /* caller side: last run number used */
+    kern_task_fn fn; /* valid while the current run has tasks left */
     void *ctx;
     /* matmul scratch (quantized activations), owned by the pool */
     void *scratch;
@@ -99,7 +99,8 @@ static void *worker_main(void *arg) {
                 continue;
             }
             sched_yield();
-            if (!t0) t0 = now_ns();
+            if (!t0)
+                t0 = now_ns();
             else if (now_ns() - t0 > POOL_SPIN_NS) {
                 atomic_fetch_add(&p->n_sleeping, 1);
                 if (atomic_load(&p->gen) == seen) futex_wait((void *)&p->gen, (int)seen);
@@ -142,7 +143,8 @@ void kern_pool_free(kern_pool *p) {
     atomic_store(&p->stop, 1);
     atomic_fetch_add(&p->gen, 1);
     futex_wake((void *)&p->gen);
-    for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
+    for (int i = 1; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
     free(p->threads);
     free(p->scratch);
     free(p);
@@ -178,7 +180,8 @@ void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
             continue;
         }
         sched_yield();
-        if (!t0) t0 = now_ns();
+        if (!t0)
+            t0 = now_ns();
         else if (now_ns() - t0 > POOL_SPIN_NS) {
             atomic_store(&p->caller_sleeping, 1);
             d = atomic_load(&p->done);

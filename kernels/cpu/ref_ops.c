@@ -18,18 +18,19 @@ static void ref_mm_rows(sgl_dtype t, const void *W, int64_t k, const float *X, i
         for (int64_t b = 0; b < nb; b++) {
             const float *x = X + b * k;
             double acc = 0;
-            for (int64_t j = 0; j < k; j++) acc += (double)w[j] * (double)x[j];
+            for (int64_t j = 0; j < k; j++)
+                acc += (double)w[j] * (double)x[j];
             Y[b * rows + r] = (float)acc;
         }
     }
     free(w);
 }
 
-#define REF_MM(T)                                                                               \
-    static void ref_mm_##T(const void *W, int64_t rows, int64_t k, const float *X,            \
-                           const void *xq, int64_t nb, float *Y, int64_t r0, int64_t r1) {    \
-        (void)xq;                                                                               \
-        ref_mm_rows(SGL_DTYPE_##T, W, k, X, nb, rows, Y, r0, r1);                               \
+#define REF_MM(T)                                                                                  \
+    static void ref_mm_##T(const void *W, int64_t rows, int64_t k, const float *X, const void *xq, \
+                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                         \
+        (void)xq;                                                                                  \
+        ref_mm_rows(SGL_DTYPE_##T, W, k, X, nb, rows, Y, r0, r1);                                  \
     }
 REF_MM(F32)
 REF_MM(F16)
@@ -43,56 +44,67 @@ REF_MM(Q6_K)
 
 static void ref_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     float ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        ss += x[i] * x[i];
     float s = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * s * w[i];
 }
 
 static void ref_softmax(float *x, int64_t n) {
     if (n <= 0) return;
     float mx = x[0];
-    for (int64_t i = 1; i < n; i++) mx = fmaxf(mx, x[i]);
+    for (int64_t i = 1; i < n; i++)
+        mx = fmaxf(mx, x[i]);
     float sum = 0;
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - mx);
         sum += x[i];
     }
     float inv = 1.0f / sum;
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
 }
 
 static void ref_silu_mul(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void ref_add(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 static float ref_dot_f32(const float *a, const float *b, int64_t n) {
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
     return s;
 }
 
 static void ref_axpy(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
 }
 
 static void ref_f32_to_f16(uint16_t *d, const float *s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) d[i] = kq_f32_to_f16(s[i]);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = kq_f32_to_f16(s[i]);
 }
 static void ref_f16_to_f32(float *d, const uint16_t *s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) d[i] = kq_f16_to_f32(s[i]);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = kq_f16_to_f32(s[i]);
 }
 
 void kref_ops_fill(kern_ops *ops) {
     memset(ops, 0, sizeof *ops);
     ops->name = "scalar";
 #define SET(T) ops->mm[SGL_DTYPE_##T] = (kern_mm_impl){ref_mm_##T, NULL, NULL, 1};
-    SET(F32) SET(F16) SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
+    SET(F32)
+    SET(F16) SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
 #undef SET
-    ops->rmsnorm = ref_rmsnorm;
+        ops->rmsnorm = ref_rmsnorm;
     ops->softmax = ref_softmax;
     ops->silu_mul = ref_silu_mul;
     ops->add = ref_add;

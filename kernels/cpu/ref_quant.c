@@ -33,7 +33,8 @@ static void deq_q4_1(const kq_block_q4_1 *b, float *y, int64_t nblk) {
 static void deq_q8_0(const kq_block_q8_0 *b, float *y, int64_t nblk) {
     for (int64_t i = 0; i < nblk; i++, b++, y += 32) {
         float d = kq_f16_to_f32(b->d);
-        for (int j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
+        for (int j = 0; j < 32; j++)
+            y[j] = (float)b->qs[j] * d;
     }
 }
 
@@ -95,24 +96,42 @@ static void deq_q6_k(const kq_block_q6_k *b, float *y, int64_t nblk) {
 
 void kref_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n) {
     switch (t) {
-    case SGL_DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    case SGL_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
     case SGL_DTYPE_F16: {
         const uint16_t *s = src;
-        for (int64_t i = 0; i < n; i++) dst[i] = kq_f16_to_f32(s[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = kq_f16_to_f32(s[i]);
         break;
     }
     case SGL_DTYPE_BF16: {
         const uint16_t *s = src;
-        for (int64_t i = 0; i < n; i++) dst[i] = kq_bf16_to_f32(s[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = kq_bf16_to_f32(s[i]);
         break;
     }
-    case SGL_DTYPE_Q4_0: deq_q4_0(src, dst, n / 32); break;
-    case SGL_DTYPE_Q4_1: deq_q4_1(src, dst, n / 32); break;
-    case SGL_DTYPE_Q8_0: deq_q8_0(src, dst, n / 32); break;
-    case SGL_DTYPE_Q4_K: deq_q4_k(src, dst, n / 256); break;
-    case SGL_DTYPE_Q5_K: deq_q5_k(src, dst, n / 256); break;
-    case SGL_DTYPE_Q6_K: deq_q6_k(src, dst, n / 256); break;
-    default: memset(dst, 0, (size_t)n * sizeof(float)); break;
+    case SGL_DTYPE_Q4_0:
+        deq_q4_0(src, dst, n / 32);
+        break;
+    case SGL_DTYPE_Q4_1:
+        deq_q4_1(src, dst, n / 32);
+        break;
+    case SGL_DTYPE_Q8_0:
+        deq_q8_0(src, dst, n / 32);
+        break;
+    case SGL_DTYPE_Q4_K:
+        deq_q4_k(src, dst, n / 256);
+        break;
+    case SGL_DTYPE_Q5_K:
+        deq_q5_k(src, dst, n / 256);
+        break;
+    case SGL_DTYPE_Q6_K:
+        deq_q6_k(src, dst, n / 256);
+        break;
+    default:
+        memset(dst, 0, (size_t)n * sizeof(float));
+        break;
     }
 }
 
@@ -120,7 +139,8 @@ void kref_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n) {
 
 static float amax_of(const float *x, int n) {
     float a = 0;
-    for (int i = 0; i < n; i++) a = fmaxf(a, fabsf(x[i]));
+    for (int i = 0; i < n; i++)
+        a = fmaxf(a, fabsf(x[i]));
     return a;
 }
 
@@ -167,7 +187,8 @@ static void quant_q8_0(const float *x, kq_block_q8_0 *b, int64_t nblk) {
     for (int64_t i = 0; i < nblk; i++, b++, x += 32) {
         float d = amax_of(x, 32) / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
         b->d = kq_f32_to_f16(d);
-        for (int j = 0; j < 32; j++) b->qs[j] = (int8_t)clampi((int)roundf(x[j] * id), -127, 127);
+        for (int j = 0; j < 32; j++)
+            b->qs[j] = (int8_t)clampi((int)roundf(x[j] * id), -127, 127);
     }
 }
 
@@ -306,23 +327,40 @@ void kref_quantize_row_x8(const float *x, kq_block_x8 *b, int64_t n) {
 
 int kref_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n) {
     switch (t) {
-    case SGL_DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 0;
+    case SGL_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return 0;
     case SGL_DTYPE_F16: {
         uint16_t *d = dst;
-        for (int64_t i = 0; i < n; i++) d[i] = kq_f32_to_f16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            d[i] = kq_f32_to_f16(src[i]);
         return 0;
     }
     case SGL_DTYPE_BF16: {
         uint16_t *d = dst;
-        for (int64_t i = 0; i < n; i++) d[i] = kq_f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            d[i] = kq_f32_to_bf16(src[i]);
         return 0;
     }
-    case SGL_DTYPE_Q4_0: quant_q4_0(src, dst, n / 32); return 0;
-    case SGL_DTYPE_Q4_1: quant_q4_1(src, dst, n / 32); return 0;
-    case SGL_DTYPE_Q8_0: quant_q8_0(src, dst, n / 32); return 0;
-    case SGL_DTYPE_Q4_K: quant_q4_k(src, dst, n / 256); return 0;
-    case SGL_DTYPE_Q5_K: quant_q5_k(src, dst, n / 256); return 0;
-    case SGL_DTYPE_Q6_K: quant_q6_k(src, dst, n / 256); return 0;
-    default: return -1;
+    case SGL_DTYPE_Q4_0:
+        quant_q4_0(src, dst, n / 32);
+        return 0;
+    case SGL_DTYPE_Q4_1:
+        quant_q4_1(src, dst, n / 32);
+        return 0;
+    case SGL_DTYPE_Q8_0:
+        quant_q8_0(src, dst, n / 32);
+        return 0;
+    case SGL_DTYPE_Q4_K:
+        quant_q4_k(src, dst, n / 256);
+        return 0;
+    case SGL_DTYPE_Q5_K:
+        quant_q5_k(src, dst, n / 256);
+        return 0;
+    case SGL_DTYPE_Q6_K:
+        quant_q6_k(src, dst, n / 256);
+        return 0;
+    default:
+        return -1;
     }
 }

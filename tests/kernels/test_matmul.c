@@ -31,8 +31,9 @@ static float frand(void) {
     return (float)(rnd() & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-static const sgl_dtype types[] = {SGL_DTYPE_F32, SGL_DTYPE_F16, SGL_DTYPE_BF16, SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1,
-                                  SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_K, SGL_DTYPE_Q5_K, SGL_DTYPE_Q6_K};
+static const sgl_dtype types[] = {SGL_DTYPE_F32,  SGL_DTYPE_F16,  SGL_DTYPE_BF16,
+                                  SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0,
+                                  SGL_DTYPE_Q4_K, SGL_DTYPE_Q5_K, SGL_DTYPE_Q6_K};
 #define N_TYPES (int)(sizeof types / sizeof types[0])
 
 static int is_quant(sgl_dtype t) {
@@ -48,7 +49,8 @@ static uint8_t *make_weights(sgl_dtype t, int64_t rows, int64_t k, float **wf) {
     *wf = malloc(sizeof(float) * (size_t)(rows * k));
     for (int64_t r = 0; r < rows; r++) {
         float scale = 0.05f + (float)(rnd() % 100) / 50.0f;
-        for (int64_t j = 0; j < k; j++) src[j] = frand() * scale;
+        for (int64_t j = 0; j < k; j++)
+            src[j] = frand() * scale;
         kern_quantize_row(t, src, w + (size_t)r * rb, k);
         kern_dequant_row(t, w + (size_t)r * rb, *wf + r * k, k);
     }
@@ -57,13 +59,15 @@ static uint8_t *make_weights(sgl_dtype t, int64_t rows, int64_t k, float **wf) {
 }
 
 static void fill_x(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand() * (i % 13 == 0 ? 4.0f : 1.0f);
 }
 
 static void test_fast_vs_reference(void) {
     kern_pool *pool = kern_pool_new(2);
     CHECK(pool != NULL);
-    if (strcmp(kern_impl_name(), "scalar") == 0) printf("note: no AVX2 here; comparing scalar with itself\n");
+    if (strcmp(kern_impl_name(), "scalar") == 0)
+        printf("note: no AVX2 here; comparing scalar with itself\n");
     for (int ti = 0; ti < N_TYPES; ti++) {
         sgl_dtype t = types[ti];
         int be = sgl_dtype_block_elems(t) > 32 ? sgl_dtype_block_elems(t) : 32;
@@ -77,7 +81,8 @@ static void test_fast_vs_reference(void) {
             float *wf, *x = malloc(sizeof(float) * (size_t)(nb * k));
             uint8_t *w = make_weights(t, rows, k, &wf);
             fill_x(x, nb * k);
-            float *yr = malloc(sizeof(float) * (size_t)(nb * rows)), *yf = malloc(sizeof(float) * (size_t)(nb * rows));
+            float *yr = malloc(sizeof(float) * (size_t)(nb * rows)),
+                  *yf = malloc(sizeof(float) * (size_t)(nb * rows));
             kern_force_reference(true);
             kern_matmul(pool, t, w, rows, k, x, nb, yr);
             kern_force_reference(false);
@@ -101,12 +106,14 @@ static void test_fast_vs_reference(void) {
                         sq += sw * amax / 254.0;
                         var += sw2 * (amax / 127.0) * (amax / 127.0) / 12.0;
                     }
-                    double tol = (is_quant(t) ? fmin(1.02 * sq, 6.0 * sqrt(var)) : 0) + 2e-5 * sabs + 1e-6;
+                    double tol =
+                        (is_quant(t) ? fmin(1.02 * sq, 6.0 * sqrt(var)) : 0) + 2e-5 * sabs + 1e-6;
                     double err = fabs((double)yf[b * rows + r] - (double)yr[b * rows + r]);
                     worst = fmax(worst, err / tol);
                     if (!(err <= tol)) bad++;
                 }
-            CHECK_MSG(bad == 0, "%s rows=%lld k=%lld nb=%lld: %d outputs out of bound (worst err/tol %.3g)",
+            CHECK_MSG(bad == 0,
+                      "%s rows=%lld k=%lld nb=%lld: %d outputs out of bound (worst err/tol %.3g)",
                       sgl_dtype_name(t), (long long)rows, (long long)k, (long long)nb, bad, worst);
             free(w);
             free(wf);
@@ -129,7 +136,8 @@ static void test_reference_exact(void) {
     for (int64_t b = 0; b < nb; b++)
         for (int64_t r = 0; r < rows; r++) {
             double s = 0;
-            for (int64_t j = 0; j < k; j++) s += (double)wf[r * k + j] * x[b * k + j];
+            for (int64_t j = 0; j < k; j++)
+                s += (double)wf[r * k + j] * x[b * k + j];
             CHECK_NEAR(y[b * rows + r], s, 1e-5 * (1 + fabs(s)));
         }
     kern_force_reference(false);
@@ -151,28 +159,34 @@ static void test_determinism(void) {
         fill_x(x, NB * k);
         /* the single-row answers */
         float *ref = malloc(sizeof(float) * (size_t)(NB * rows));
-        for (int64_t b = 0; b < NB; b++) kern_matmul(pools[0], t, w, rows, k, x + b * k, 1, ref + b * rows);
-        float *xb = malloc(sizeof(float) * (size_t)(NB * k)), *yb = malloc(sizeof(float) * (size_t)(NB * rows));
+        for (int64_t b = 0; b < NB; b++)
+            kern_matmul(pools[0], t, w, rows, k, x + b * k, 1, ref + b * rows);
+        float *xb = malloc(sizeof(float) * (size_t)(NB * k)),
+              *yb = malloc(sizeof(float) * (size_t)(NB * rows));
         int64_t perm[37];
         int bad = 0;
         for (int trial = 0; trial < 12; trial++) {
             int64_t nb = trial == 0 ? NB : 1 + rnd() % NB;
             /* a random selection of rows, in random order */
-            for (int64_t i = 0; i < NB; i++) perm[i] = i;
+            for (int64_t i = 0; i < NB; i++)
+                perm[i] = i;
             for (int64_t i = NB - 1; i > 0; i--) {
                 int64_t j = rnd() % (uint32_t)(i + 1), tmp = perm[i];
                 perm[i] = perm[j];
                 perm[j] = tmp;
             }
-            for (int64_t i = 0; i < nb; i++) memcpy(xb + i * k, x + perm[i] * k, sizeof(float) * (size_t)k);
+            for (int64_t i = 0; i < nb; i++)
+                memcpy(xb + i * k, x + perm[i] * k, sizeof(float) * (size_t)k);
             kern_matmul(pools[trial % 3], t, w, rows, k, xb, nb, yb);
             for (int64_t i = 0; i < nb; i++)
-                if (memcmp(yb + i * rows, ref + perm[i] * rows, sizeof(float) * (size_t)rows) != 0) bad++;
+                if (memcmp(yb + i * rows, ref + perm[i] * rows, sizeof(float) * (size_t)rows) != 0)
+                    bad++;
         }
         /* a pool-less call too */
         kern_matmul(NULL, t, w, rows, k, x, NB, yb);
         if (memcmp(yb, ref, sizeof(float) * (size_t)(NB * rows)) != 0) bad++;
-        CHECK_MSG(bad == 0, "%s: %d batch rows differ from the nb=1 result", sgl_dtype_name(t), bad);
+        CHECK_MSG(bad == 0, "%s: %d batch rows differ from the nb=1 result", sgl_dtype_name(t),
+                  bad);
         free(w);
         free(wf);
         free(x);
@@ -180,7 +194,8 @@ static void test_determinism(void) {
         free(yb);
         free(ref);
     }
-    for (int i = 0; i < 3; i++) kern_pool_free(pools[i]);
+    for (int i = 0; i < 3; i++)
+        kern_pool_free(pools[i]);
 }
 
 int main(void) {

@@ -20,7 +20,7 @@ typedef struct {
     _Atomic unsigned mask; /* indices run in the current run */
     _Atomic int dup;       /* an index ran twice in one run */
     _Atomic int nth_seen;
-    int work;              /* busy-loop length per task */
+    int work; /* busy-loop length per task */
 } pool_ctx;
 
 static void count_task(void *ctx, int ith, int nth) {
@@ -29,7 +29,8 @@ static void count_task(void *ctx, int ith, int nth) {
     if (atomic_fetch_or(&c->mask, 1u << ith) & (1u << ith)) atomic_store(&c->dup, 1);
     atomic_store(&c->nth_seen, nth);
     volatile int sink = 0;
-    for (int i = 0; i < c->work; i++) sink += i;
+    for (int i = 0; i < c->work; i++)
+        sink += i;
 }
 
 /* Every index runs exactly once per run, whoever runs it (the caller takes
@@ -52,7 +53,8 @@ static void test_pool(void) {
             }
             CHECK_INT(bad_mask, 0);
             CHECK_INT(atomic_load(&c.dup), 0);
-            for (int t = 0; t < n; t++) CHECK_INT(atomic_load(&c.counts[t]), runs);
+            for (int t = 0; t < n; t++)
+                CHECK_INT(atomic_load(&c.counts[t]), runs);
             CHECK_INT(c.nth_seen, n);
             kern_pool_free(p);
         }
@@ -72,7 +74,8 @@ static const int64_t lens[] = {1, 7, 8, 9, 16, 31, 576, 1000, 1536};
 #define N_LENS (int)(sizeof lens / sizeof lens[0])
 
 static void fill(float *x, int64_t n, float scale) {
-    for (int64_t i = 0; i < n; i++) x[i] = frand() * scale;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand() * scale;
 }
 
 static void test_ops_vs_reference(void) {
@@ -87,7 +90,8 @@ static void test_ops_vs_reference(void) {
         kern_rmsnorm(r1, a, w, n, 1e-5f);
         kern_force_reference(false);
         kern_rmsnorm(r2, a, w, n, 1e-5f);
-        for (int64_t i = 0; i < n; i++) CHECK_NEAR(r2[i], r1[i], 1e-5 * (1 + fabs(r1[i])));
+        for (int64_t i = 0; i < n; i++)
+            CHECK_NEAR(r2[i], r1[i], 1e-5 * (1 + fabs(r1[i])));
         /* softmax (wide range of logits) */
         fill(r1, n, 30);
         memcpy(r2, r1, sizeof(float) * (size_t)n);
@@ -108,7 +112,8 @@ static void test_ops_vs_reference(void) {
         kern_silu_mul(r1, b, n);
         kern_force_reference(false);
         kern_silu_mul(r2, b, n);
-        for (int64_t i = 0; i < n; i++) CHECK_NEAR(r2[i], r1[i], 1e-6 + 1e-5 * fabs(r1[i]));
+        for (int64_t i = 0; i < n; i++)
+            CHECK_NEAR(r2[i], r1[i], 1e-6 + 1e-5 * fabs(r1[i]));
         /* add, axpy */
         memcpy(r1, a, sizeof(float) * (size_t)n);
         memcpy(r2, a, sizeof(float) * (size_t)n);
@@ -118,10 +123,12 @@ static void test_ops_vs_reference(void) {
         kern_force_reference(false);
         kern_add(r2, b, n);
         kern_axpy(r2, 0.37f, w, n);
-        for (int64_t i = 0; i < n; i++) CHECK_NEAR(r2[i], r1[i], 1e-6 * (1 + fabs(r1[i])));
+        for (int64_t i = 0; i < n; i++)
+            CHECK_NEAR(r2[i], r1[i], 1e-6 * (1 + fabs(r1[i])));
         /* dot */
         double sabs = 0;
-        for (int64_t i = 0; i < n; i++) sabs += fabs(a[i] * b[i]);
+        for (int64_t i = 0; i < n; i++)
+            sabs += fabs(a[i] * b[i]);
         kern_force_reference(true);
         float d1 = kern_dot_f32(a, b, n);
         kern_force_reference(false);
@@ -154,7 +161,8 @@ static void test_rope(void) {
             for (int i = 0; i < half; i++) {
                 int p = neox ? i : 2 * i, q = neox ? i + half : 2 * i + 1;
                 double ang = 7.0 * pow(base, -2.0 * i / rot);
-                double e0 = v[p] * cos(ang) - v[q] * sin(ang), e1 = v[p] * sin(ang) + v[q] * cos(ang);
+                double e0 = v[p] * cos(ang) - v[q] * sin(ang),
+                       e1 = v[p] * sin(ang) + v[q] * cos(ang);
                 if (fabs(o[p] - e0) > 1e-5 || fabs(o[q] - e1) > 1e-5) bad++;
             }
             for (int i = rot; i < D; i++)
@@ -167,7 +175,8 @@ static void test_rope(void) {
         memcpy(z, x, sizeof x);
         kern_rope(y, H, D, D, 10, base, 0.5f, neox);
         kern_rope(z, H, D, D, 5, base, 1.0f, neox);
-        for (int i = 0; i < H * D; i++) CHECK_NEAR(y[i], z[i], 1e-6);
+        for (int i = 0; i < H * D; i++)
+            CHECK_NEAR(y[i], z[i], 1e-6);
         /* position 0 is the identity */
         memcpy(y, x, sizeof x);
         kern_rope(y, H, D, D, 0, base, 1.0f, neox);

@@ -27,15 +27,23 @@ static void test_f16_conversion(void) {
         kern_f32_to_f16(&out, &f, 1);
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) {
             if (!isnan(f) || (out & 0x7c00) != 0x7c00 || !(out & 0x3ff)) bad++;
-        } else if (out != in) bad++;
+        } else if (out != in)
+            bad++;
     }
     CHECK_INT(bad, 0);
-    float v[] = {1.0f, -2.0f, 65504.0f, 65520.0f, 5.960464477539063e-8f, 1.0f + 1.0f / 2048,
-                 1.0f + 3.0f / 2048, 0.0f};
+    float v[] = {1.0f,
+                 -2.0f,
+                 65504.0f,
+                 65520.0f,
+                 5.960464477539063e-8f,
+                 1.0f + 1.0f / 2048,
+                 1.0f + 3.0f / 2048,
+                 0.0f};
     uint16_t want[] = {0x3c00, 0xc000, 0x7bff, 0x7c00, 0x0001, 0x3c00, 0x3c02, 0x0000};
     uint16_t got[8];
     kern_f32_to_f16(got, v, 8);
-    for (int i = 0; i < 8; i++) CHECK_MSG(got[i] == want[i], "f16(%g) = %04x, want %04x", v[i], got[i], want[i]);
+    for (int i = 0; i < 8; i++)
+        CHECK_MSG(got[i] == want[i], "f16(%g) = %04x, want %04x", v[i], got[i], want[i]);
 }
 
 static void test_bf16(void) {
@@ -53,7 +61,8 @@ static void test_bf16(void) {
 static void test_layout_q4(void) {
     uint8_t b0[18] = {0}, b1[20] = {0};
     put16(b0, 0x3c00); /* d = 1 */
-    for (int j = 0; j < 16; j++) b0[2 + j] = (uint8_t)(j | ((15 - j) << 4));
+    for (int j = 0; j < 16; j++)
+        b0[2 + j] = (uint8_t)(j | ((15 - j) << 4));
     float y[32];
     kern_dequant_row(SGL_DTYPE_Q4_0, b0, y, 32);
     for (int j = 0; j < 16; j++) {
@@ -62,7 +71,8 @@ static void test_layout_q4(void) {
     }
     put16(b1, 0x4000);     /* d = 2 */
     put16(b1 + 2, 0xbc00); /* m = -1 */
-    for (int j = 0; j < 16; j++) b1[4 + j] = (uint8_t)(j | (3 << 4));
+    for (int j = 0; j < 16; j++)
+        b1[4 + j] = (uint8_t)(j | (3 << 4));
     kern_dequant_row(SGL_DTYPE_Q4_1, b1, y, 32);
     for (int j = 0; j < 16; j++) {
         CHECK(y[j] == 2.0f * j - 1.0f);
@@ -70,9 +80,11 @@ static void test_layout_q4(void) {
     }
     uint8_t b8[34];
     put16(b8, 0x3800); /* d = 0.5 */
-    for (int j = 0; j < 32; j++) b8[2 + j] = (uint8_t)(int8_t)(j - 16);
+    for (int j = 0; j < 32; j++)
+        b8[2 + j] = (uint8_t)(int8_t)(j - 16);
     kern_dequant_row(SGL_DTYPE_Q8_0, b8, y, 32);
-    for (int j = 0; j < 32; j++) CHECK(y[j] == 0.5f * (j - 16));
+    for (int j = 0; j < 32; j++)
+        CHECK(y[j] == 0.5f * (j - 16));
 }
 
 /* Q4_K: d = 1, dmin = 1; sub-block j has scale j+1 and min j (so the
@@ -94,7 +106,8 @@ static void test_layout_q4_k(void) {
     }
     uint8_t *qs = b + 16;
     for (int c = 0; c < 4; c++)
-        for (int l = 0; l < 32; l++) qs[32 * c + l] = (uint8_t)((l & 15) | (((l + c) & 15) << 4));
+        for (int l = 0; l < 32; l++)
+            qs[32 * c + l] = (uint8_t)((l & 15) | (((l + c) & 15) << 4));
     float y[256];
     kern_dequant_row(SGL_DTYPE_Q4_K, b, y, 256);
     int bad = 0;
@@ -113,14 +126,17 @@ static void test_layout_q6_k(void) {
     uint8_t *ql = b, *qh = b + 128;
     int8_t *sc = (int8_t *)(b + 192);
     put16(b + 208, 0x3c00);
-    for (int g = 0; g < 16; g++) sc[g] = (int8_t)(g - 8);
+    for (int g = 0; g < 16; g++)
+        sc[g] = (int8_t)(g - 8);
     for (int h = 0; h < 2; h++)
         for (int l = 0; l < 32; l++) {
             int q[4];
-            for (int i = 0; i < 4; i++) q[i] = (128 * h + 32 * i + l) % 64;
+            for (int i = 0; i < 4; i++)
+                q[i] = (128 * h + 32 * i + l) % 64;
             ql[64 * h + l] = (uint8_t)((q[0] & 15) | ((q[2] & 15) << 4));
             ql[64 * h + l + 32] = (uint8_t)((q[1] & 15) | ((q[3] & 15) << 4));
-            qh[32 * h + l] = (uint8_t)((q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6));
+            qh[32 * h + l] = (uint8_t)((q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) |
+                                       ((q[3] >> 4) << 6));
         }
     float y[256];
     kern_dequant_row(SGL_DTYPE_Q6_K, b, y, 256);
@@ -135,7 +151,8 @@ static void test_layout_q6_k(void) {
 static void round_trip(sgl_dtype t, int n, double tol) {
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
     uint8_t *q = malloc(sgl_dtype_row_bytes(t, (uint64_t)n));
-    for (int i = 0; i < n; i++) x[i] = frand() * (i % 97 == 5 ? 8.0f : 1.0f);
+    for (int i = 0; i < n; i++)
+        x[i] = frand() * (i % 97 == 5 ? 8.0f : 1.0f);
     CHECK_INT(kern_quantize_row(t, x, q, n), 0);
     kern_dequant_row(t, q, y, n);
     int be = sgl_dtype_block_elems(t) < 32 ? 32 : sgl_dtype_block_elems(t);
@@ -148,7 +165,8 @@ static void round_trip(sgl_dtype t, int n, double tol) {
         }
         if (amax > 0) worst = fmax(worst, err / amax);
     }
-    CHECK_MSG(worst <= tol, "%s: worst relative block error %g > %g", sgl_dtype_name(t), worst, tol);
+    CHECK_MSG(worst <= tol, "%s: worst relative block error %g > %g", sgl_dtype_name(t), worst,
+              tol);
     free(x);
     free(y);
     free(q);
@@ -159,7 +177,7 @@ static void test_round_trips(void) {
     round_trip(SGL_DTYPE_F16, 1024, 1.0 / 2048);
     round_trip(SGL_DTYPE_BF16, 1024, 1.0 / 256);
     round_trip(SGL_DTYPE_Q8_0, 1024, 0.5 / 127 + 1e-3);
-    round_trip(SGL_DTYPE_Q4_0, 1024, 1.0 / 8 + 1e-3); /* -amax clamps to 7/8 of it */
+    round_trip(SGL_DTYPE_Q4_0, 1024, 1.0 / 8 + 1e-3);  /* -amax clamps to 7/8 of it */
     round_trip(SGL_DTYPE_Q4_1, 1024, 1.0 / 15 + 1e-3); /* range is up to 2*amax */
     round_trip(SGL_DTYPE_Q4_K, 2048, 0.09);
     round_trip(SGL_DTYPE_Q5_K, 2048, 0.05);
@@ -167,9 +185,11 @@ static void test_round_trips(void) {
 }
 
 static void test_supported(void) {
-    sgl_dtype yes[] = {SGL_DTYPE_F32, SGL_DTYPE_F16, SGL_DTYPE_BF16, SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1,
-                       SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_K, SGL_DTYPE_Q5_K, SGL_DTYPE_Q6_K};
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) CHECK(kern_type_supported(yes[i]));
+    sgl_dtype yes[] = {SGL_DTYPE_F32,  SGL_DTYPE_F16,  SGL_DTYPE_BF16,
+                       SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0,
+                       SGL_DTYPE_Q4_K, SGL_DTYPE_Q5_K, SGL_DTYPE_Q6_K};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        CHECK(kern_type_supported(yes[i]));
     CHECK(!kern_type_supported(SGL_DTYPE_Q2_K));
     CHECK(!kern_type_supported(SGL_DTYPE_I32));
     CHECK(!kern_type_supported((sgl_dtype)63));
