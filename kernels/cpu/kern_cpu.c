@@ -112,7 +112,9 @@ static void mm_rows_task(void *ctx, int ith, int nth) {
 void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
                  const float *X, int64_t nb, float *Y) {
     const kern_ops *ops = ops_get();
-    if (t < 0 || t >= SGL_DTYPE_MAX_ID || !ops->mm[t].rows || rows <= 0 || nb <= 0) return;
+    if (t < 0 || t >= SGL_DTYPE_MAX_ID || !ops->mm[t].rows || rows <= 0 || nb <= 0 || k <= 0 ||
+        k % sgl_dtype_block_elems(t) != 0)
+        return;
     mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, Y, 0, 0};
     /* about 4 chunks per thread, at least 16 rows */
     int64_t align = task.impl->row_align, nth = kern_pool_threads(pool);

@@ -102,7 +102,8 @@ void kref_ops_fill(kern_ops *ops) {
     ops->name = "scalar";
 #define SET(T) ops->mm[SGL_DTYPE_##T] = (kern_mm_impl){ref_mm_##T, NULL, NULL, 1};
     SET(F32)
-    SET(F16) SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
+    SET(F16)
+    SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
 #undef SET
         ops->rmsnorm = ref_rmsnorm;
     ops->softmax = ref_softmax;
@@ -119,21 +120,16 @@ void kref_ops_fill(kern_ops *ops) {
 void kern_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float theta_base,
                float freq_scale, bool neox) {
     int half = rot_dim / 2;
-    float cs[512], sn[512]; /* half <= 512 (rot_dim <= 1024) */
-    if (half > 512) half = 512;
     for (int i = 0; i < half; i++) {
         double inv = pow((double)theta_base, -2.0 * i / (double)rot_dim);
         double a = (double)pos * (double)freq_scale * inv;
-        cs[i] = (float)cos(a);
-        sn[i] = (float)sin(a);
-    }
-    for (int h = 0; h < n_heads; h++) {
-        float *v = x + (int64_t)h * head_dim;
-        for (int i = 0; i < half; i++) {
-            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-            float x0 = v[a], x1 = v[b];
-            v[a] = x0 * cs[i] - x1 * sn[i];
-            v[b] = x0 * sn[i] + x1 * cs[i];
+        float c = (float)cos(a), s = (float)sin(a);
+        int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (int64_t)h * head_dim;
+            float x0 = v[ia], x1 = v[ib];
+            v[ia] = x0 * c - x1 * s;
+            v[ib] = x0 * s + x1 * c;
         }
     }
 }
