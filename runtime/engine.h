@@ -49,8 +49,9 @@ typedef struct sgl_sampling_params {
     uint64_t seed;                 /* per-request PRNG seed (default 0) */
     bool return_logprob;           /* logprob of each output token */
     int32_t top_logprobs_num;      /* and this many alternatives per token */
-    int32_t logprob_start_len;     /* >= 0: also logprobs of prompt tokens from this
-                                      index on (input_logprobs); -1: none */
+    int32_t logprob_start_len;     /* >= 0: also logprobs of the prompt tokens from index
+                                      max(logprob_start_len, 1) on (input_logprobs;
+                                      token 0 has none); -1: none */
     const char *regex;             /* constraints: not supported by the local engine yet */
     const char *json_schema;       /*   (a request carrying one is aborted) */
 } sgl_sampling_params;
@@ -113,7 +114,7 @@ typedef struct sgl_result {
     int32_t cached_tokens;         /* prompt tokens served from the radix cache */
     sgl_token_logprob *logprobs;   /* [n_logprobs] per output token (return_logprob) */
     int32_t n_logprobs;
-    sgl_token_logprob *input_logprobs; /* prompt tokens from logprob_start_len on */
+    sgl_token_logprob *input_logprobs; /* prompt tokens from max(logprob_start_len, 1) on */
     int32_t n_input_logprobs;
     sgl_choice_score *choices;     /* SCORE: [n_choices] */
     int32_t n_choices;
@@ -126,8 +127,8 @@ const char *sgl_finish_name(sgl_finish f);
 /* Totals since the engine started. */
 typedef struct sgl_engine_metrics {
     int64_t requests_done;
-    int64_t prompt_tokens;         /* tokens that needed KV (prompts, incl. retried) */
-    int64_t cached_tokens;         /* of which served from the radix cache */
+    int64_t prompt_tokens;         /* prompt tokens of admitted requests (once each) */
+    int64_t cached_tokens;         /* of which served from the radix cache at admission */
     double hit_rate;               /* cached / prompt (0 when none) */
     int64_t generated_tokens;
     int64_t forward_calls;
