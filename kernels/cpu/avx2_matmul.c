@@ -161,8 +161,7 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
     }
     for (int64_t blk = 0; blk < nblk; blk++) {
         __m256i w[4], wa[4];
-        __m256 dwb[4];
-        float dw[4], mw[4];
+        __m256 dwb[4], mwb[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RW; i++) {
             const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)blk * bb;
@@ -170,13 +169,17 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
              * little work per byte; prefetching a few blocks ahead measured
              * ~1.6x faster on the 30 MB output head. Prefetches never fault. */
             if (RB == 1) _mm_prefetch((const char *)p + X8_PF, _MM_HINT_T0);
-            dw[i] = f16_load(p);
-            dwb[i] = _mm256_set1_ps(dw[i]);
+            /* d (and m for Q4_1) converted and broadcast in vector registers */
+            uint32_t h = 0;
+            memcpy(&h, p, kind == KIND_Q4_1 ? 4 : 2);
+            __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+            dwb[i] = _mm256_broadcastss_ps(dm);
             if (kind == KIND_Q8_0) {
                 w[i] = _mm256_loadu_si256((const __m256i *)(p + 2));
                 wa[i] = _mm256_abs_epi8(w[i]);
             } else {
-                mw[i] = kind == KIND_Q4_0 ? -8.0f * dw[i] : f16_load(p + 2);
+                mwb[i] = kind == KIND_Q4_0 ? _mm256_mul_ps(dwb[i], _mm256_set1_ps(-8.0f))
+                                           : _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
                 __m128i t = _mm_loadu_si128((const __m128i *)(p + (kind == KIND_Q4_0 ? 2 : 4)));
                 w[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
             }
@@ -199,7 +202,7 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
             __m256 s = _mm256_loadu_ps(l->s + blk * l->nbp + b);
 #pragma GCC unroll 4
             for (int i = 0; i < RW; i++)
-                accm[i] = _mm256_fmadd_ps(_mm256_set1_ps(mw[i]), s, accm[i]);
+                accm[i] = _mm256_fmadd_ps(mwb[i], s, accm[i]);
         }
     }
 #pragma GCC unroll 4
