@@ -127,10 +127,19 @@ int cmd_batch(int argc, char **argv) {
     uint64_t max_steps = 100000000;
     vm_session_opts so = vm_session_opts_default();
     vm_value defaults = vm_map_new();
+    /* Everything below is released at `out`, whichever way the run ends. */
+    int status = 2;
+    char **names = NULL;
+    size_t n = 0;
+    vm_session s;
+    memset(&s, 0, sizeof s);
+    batch b = {.spawning = -1};
+    char *model_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             batch_usage(stdout);
-            return 0;
+            status = 0;
+            goto done;
         } else if (!strcmp(argv[i], "--fake")) {
             fake = true;
         } else if (!strcmp(argv[i], "--allow-io")) {
@@ -156,25 +165,23 @@ int cmd_batch(int argc, char **argv) {
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "sglc batch: unknown option '%s'\n", argv[i]);
             batch_usage(stderr);
-            return 2;
+            goto done;
         } else if (!dir) {
             dir = argv[i];
         } else {
             fprintf(stderr, "sglc batch: one directory only\n");
-            return 2;
+            goto done;
         }
     }
     if (!dir) {
         batch_usage(stderr);
-        return 2;
+        goto done;
     }
     DIR *d = opendir(dir);
     if (!d) {
         perror(dir);
-        return 2;
+        goto done;
     }
-    char **names = NULL;
-    size_t n = 0;
     for (struct dirent *e; (e = readdir(d));) {
         size_t len = strlen(e->d_name);
         if (len < 5 || strcmp(e->d_name + len - 4, ".sgl") != 0) continue;
@@ -186,20 +193,21 @@ int cmd_batch(int argc, char **argv) {
     closedir(d);
     if (n == 0) {
         fprintf(stderr, "sglc batch: no .sgl files in %s\n", dir);
-        return 2;
+        goto done;
     }
     qsort(names, n, sizeof *names, cmp_str);
 
     so.fake = fake;
-    vm_session s;
-    memset(&s, 0, sizeof s);
     s.opts = so;
-    batch b = {.n = n, .parallel = (size_t)parallel, .spawning = -1};
+    b.n = n;
+    b.parallel = (size_t)parallel;
     b.jobs = calloc(n, sizeof *b.jobs);
+    if (!b.jobs) goto done;
     size_t n_compiled = 0;
     for (size_t i = 0; i < n; i++) {
         job *j = &b.jobs[i];
         j->path = names[i];
+        names[i] = NULL; /* the job owns it now */
         char *dbuf = NULL;
         size_t dlen = 0;
         FILE *diag = open_memstream(&dbuf, &dlen);
@@ -221,16 +229,15 @@ int cmd_batch(int argc, char **argv) {
         free(dbuf);
     }
 
-    char *model_path = NULL;
     if (!fake && n_compiled) {
         model_path = cli_model_path(model);
-        if (!model_path) return 2;
+        if (!model_path) goto done;
         so.model_path = model_path;
     }
     sgl_error err = {{0}};
     if (n_compiled && vm_session_open(&s, &so, &err) < 0) {
         fprintf(stderr, "sglc batch: %s\n", err.msg);
-        return 2;
+        goto done;
     }
     double t0 = sgl_now();
     if (n_compiled) {
@@ -240,7 +247,7 @@ int cmd_batch(int argc, char **argv) {
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
             fprintf(stderr, "sglc batch: %s\n", err.msg);
-            return 2;
+            goto done;
         }
         vm_set_done_hook(b.v, on_done, &b);
         spawn_more(&b);
@@ -251,7 +258,7 @@ int cmd_batch(int argc, char **argv) {
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) {
         perror(out_path);
-        return 2;
+        goto done;
     }
     int n_ok = 0;
     for (size_t i = 0; i < n; i++) {
@@ -273,17 +280,21 @@ int cmd_batch(int argc, char **argv) {
             n_ok, n, secs, (long long)(ls.generate_requests + ls.score_requests + ls.prefill_requests),
             (long long)ls.max_batch, (long long)em.prompt_tokens, (long long)em.cached_tokens,
             100.0 * em.hit_rate);
+    status = (size_t)n_ok == n ? 0 : 1;
+done:
     vm_free(b.v);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; b.jobs && i < b.n; i++) {
+        if (b.jobs[i].out) fclose(b.jobs[i].out);
         free(b.jobs[i].line);
         free(b.jobs[i].outbuf);
         vm_script_free(&b.jobs[i].sc);
         free(b.jobs[i].path);
     }
     free(b.jobs);
+    for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
     vm_release(defaults);
     vm_session_close(&s);
     free(model_path);
-    return (size_t)n_ok == n ? 0 : 1;
+    return status;
 }

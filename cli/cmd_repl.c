@@ -354,6 +354,12 @@ int cmd_repl(int argc, char **argv) {
     }
     vm_config cfg = vm_session_config(&r.s);
     r.v = vm_new(&cfg, &err);
+    if (!r.v) {
+        fprintf(stderr, "sglc repl: %s\n", err.msg);
+        vm_session_close(&r.s);
+        free(model_path);
+        return 2;
+    }
     bool tty = isatty(0);
     if (tty) printf("sglc %s repl (engine: %s). :help for help, :quit to leave.\n", SGL_VERSION, sgl_engine_name(r.s.engine));
     for (;;) {

@@ -49,14 +49,23 @@ int cmd_run(int argc, char **argv) {
     vm_session_opts so = vm_session_opts_default();
     const char *dirs[64];
     size_t n_dirs = 0;
+    /* Everything below is released at `out`, whichever way the run ends. */
+    int status = 2;
     char **args = calloc((size_t)argc + 1, sizeof *args);
     int n_args = 0;
     vm_value defaults = vm_map_new();
-    if (!args || defaults.type != VM_MAP) return 2;
+    vm_session s;
+    memset(&s, 0, sizeof s);
+    vm_script sc;
+    memset(&sc, 0, sizeof sc);
+    char *model_path = NULL;
+    vm *vmach = NULL;
+    if (!args || defaults.type != VM_MAP) goto done;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             run_usage(stdout);
-            return 0;
+            status = 0;
+            goto done;
         } else if (!strcmp(argv[i], "--json")) {
             json = true;
         } else if (!strcmp(argv[i], "--fake")) {
@@ -90,7 +99,7 @@ int cmd_run(int argc, char **argv) {
         } else if (argv[i][0] == '-' && argv[i][1] && !file) {
             fprintf(stderr, "sglc run: unknown option '%s'\n", argv[i]);
             run_usage(stderr);
-            return 2;
+            goto done;
         } else if (!file) {
             file = argv[i];
         } else {
@@ -99,17 +108,14 @@ int cmd_run(int argc, char **argv) {
     }
     if (!file) {
         run_usage(stderr);
-        return 2;
+        goto done;
     }
     so.search_path = dirs;
     so.n_search_path = n_dirs;
     so.fake = fake;
 
     /* Check and compile before loading the model: errors come fast. */
-    vm_session s;
-    memset(&s, 0, sizeof s);
     s.opts = so;
-    vm_script sc;
     sgl_error err = {{0}};
     sgl_strbuf stdin_text = {0};
     if (!strcmp(file, "-")) {
@@ -124,21 +130,19 @@ int cmd_run(int argc, char **argv) {
     sgl_strbuf_free(&stdin_text);
     if (load_rc < 0) {
         if (sc.prog && sc.prog->diags.n_errors == 0) fprintf(stderr, "sglc run: %s\n", err.msg);
-        vm_script_free(&sc);
-        return 1;
+        status = 1;
+        goto done;
     }
     int fi = sc.mod->entry;
     if (fn_name) {
         fi = sgl_module_find_fn(sc.mod, fn_name);
         if (fi < 0) {
             fprintf(stderr, "sglc run: %s has no function '%s'\n", file, fn_name);
-            vm_script_free(&sc);
-            return 2;
+            goto done;
         }
     } else if (fi < 0) {
         fprintf(stderr, "sglc run: %s has no main block (use --fn NAME)\n", file);
-        vm_script_free(&sc);
-        return 2;
+        goto done;
     }
     const sgl_bc_function *fn = &sc.mod->fns[fi];
     bool fresh = false;
@@ -147,24 +151,17 @@ int cmd_run(int argc, char **argv) {
     } else if ((uint32_t)n_args != fn->n_params) {
         fprintf(stderr, "sglc run: %s() takes %u argument%s, got %d\n", fn->name, fn->n_params,
                 fn->n_params == 1 ? "" : "s", n_args);
-        vm_script_free(&sc);
-        return 2;
+        goto done;
     }
 
-    char *model_path = NULL;
     if (!fake) {
         model_path = cli_model_path(model);
-        if (!model_path) {
-            vm_script_free(&sc);
-            return 2;
-        }
+        if (!model_path) goto done;
         so.model_path = model_path;
     }
     if (vm_session_open(&s, &so, &err) < 0) {
         fprintf(stderr, "sglc run: %s\n", err.msg);
-        vm_script_free(&sc);
-        free(model_path);
-        return 2;
+        goto done;
     }
 
     char *outbuf = NULL;
@@ -175,13 +172,13 @@ int cmd_run(int argc, char **argv) {
     cfg.gen_defaults = defaults;
     if (trace) cfg.trace = stderr;
     cfg.max_steps = max_steps;
-    vm *vmach = vm_new(&cfg, &err);
+    vmach = vm_new(&cfg, &err);
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);
     vm_inst *in = vmach ? vm_spawn(vmach, sc.mod, (uint32_t)fi, vals, (uint32_t)n_args, fresh, &err) : NULL;
     for (int i = 0; i < n_args; i++) vm_release(vals[i]);
     free(vals);
-    int status = 0;
+    status = 0;
     if (!in) {
         fprintf(stderr, "sglc run: %s\n", err.msg);
         status = 2;
@@ -221,10 +218,13 @@ int cmd_run(int argc, char **argv) {
         }
     }
     vm_free(vmach);
+    vmach = NULL;
     if (json) {
         fclose(out);
         free(outbuf);
     }
+done:
+    vm_free(vmach);
     vm_release(defaults);
     vm_session_close(&s);
     vm_script_free(&sc);
