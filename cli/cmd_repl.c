@@ -323,6 +323,11 @@ int cmd_repl(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: sglc repl [--model PATH] [--fake] [--allow-io] [--threads N]\n\n");
             repl_help();
+#ifdef REPL_HAVE_EDIT
+            printf("Line editing and history (up arrow) are on at a terminal.\n");
+#else
+            printf("Line editing is off (built without libedit).\n");
+#endif
             return 0;
         } else if (!strcmp(argv[i], "--fake")) {
             fake = true;
