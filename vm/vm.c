@@ -467,6 +467,17 @@ static void inst_fail(vm_inst *in, const char *msg) {
             const vm_frame *f = &in->frames[in->n_frames - 1];
             where_of(f, f->pc ? f->pc - 1 : 0, where, sizeof where);
             sgl_strbuf_printf(&rs, "the instance failed at %s: %s", where, msg);
+            /* Nested calls: the instance's traceback, innermost first, on the same line. */
+            for (uint32_t k = in->n_frames, shown = 0; in->n_frames > 1 && k-- > 0; shown++) {
+                if (shown == 8 && k > 0) {
+                    sgl_strbuf_printf(&rs, ", ... %u more calls", k);
+                    k = 0; /* the outermost frame next */
+                }
+                f = &in->frames[k];
+                where_of(f, f->pc ? f->pc - 1 : 0, where, sizeof where);
+                sgl_strbuf_printf(&rs, "%s%s at %s", shown ? ", called from " : " (in ", f->fn->name, where);
+                if (k == 0) sgl_strbuf_putc(&rs, ')');
+            }
         } else {
             sgl_strbuf_printf(&rs, "the instance failed: %s", msg);
         }
