@@ -24,14 +24,14 @@
 
 /* New tokens per attention work item: small enough to balance threads on a
  * single long prefill, large enough to amortise the K/V f16 -> f32 copy. */
-#define ATT_TOKEN_BLOCK 16
+#define ATT_TOKEN_BLOCK 64
 /* Row-local stages run on the pool from this many rows up. */
 #define PAR_MIN_ROWS 4
 
 typedef struct att_scratch {
-    float *k;      /* [cap_ctx][head_dim] keys of one kv head, f32 */
+    float *k;      /* [head_dim][cap_ctx] keys of one kv head, f32, transposed */
     float *v;      /* [cap_ctx][head_dim] */
-    float *score;  /* [cap_ctx] */
+    float *score;  /* [max(cap_ctx, head_dim)] */
 } att_scratch;
 
 /* Run state: activation buffers sized for the largest batch seen so far. */
@@ -433,7 +433,7 @@ static int state_reserve(sgl_model *m, int64_t n_tokens, int64_t n_ctx, int64_t 
             att_scratch *a = &s->att_s[i];
             if (grow(&a->k, sizeof(float) * (size_t)c->head_dim, n_ctx) ||
                 grow(&a->v, sizeof(float) * (size_t)c->head_dim, n_ctx) ||
-                grow(&a->score, sizeof(float), n_ctx))
+                grow(&a->score, sizeof(float), SGL_MAX(n_ctx, (int64_t)c->head_dim)))
                 return sgl_error_set(err, "model: out of memory for a context of %lld tokens",
                                      (long long)n_ctx);
         }
@@ -541,11 +541,83 @@ static void stage_silu(void *ctx, int ith, int nth) {
     for (int64_t t = r0; t < r1; t++) kern_silu_mul(m->st.hb + t * f, m->st.hb2 + t * f, f);
 }
 
+/* ---- attention ------------------------------------------------------------------
+ *
+ * The inner loops are written so the compiler vectorizes them without
+ * reassociating any sum: scores run over keys j in the vector lanes with the
+ * head dimension d as the (ordered) outer loop over a transposed K; the
+ * weighted V sum runs over d in the lanes with keys j as the ordered outer
+ * loop. So every score and every output value has one fixed summation order
+ * (d ascending, resp. j ascending) whatever the vector width or the number of
+ * keys, and a vector lane computes exactly what the scalar tail would.
+ * target_clones picks an AVX2 build of them once per process (ifunc).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define ATT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ATT_CLONES
+#endif
+
+/* s[j] = sum_d q[d] * kt[d * ld + j] for j < nk (q already scaled). */
+ATT_CLONES static void att_scores(float *restrict s, const float *restrict q,
+                                  const float *restrict kt, int64_t ld, int32_t nk, int hd) {
+    for (int32_t j = 0; j < nk; j++) s[j] = q[0] * kt[j];
+    for (int d = 1; d < hd; d++) {
+        const float *row = kt + (int64_t)d * ld;
+        float qd = q[d];
+        for (int32_t j = 0; j < nk; j++) s[j] += qd * row[j];
+    }
+}
+
+/* exp(x) for finite x <= 0 (scores minus their max): range reduction by
+ * ln 2 and a degree-6 polynomial, relative error < 3e-7; below about -87
+ * the result stays at ~1e-38 (the power of two is clamped in the integer
+ * domain) instead of going to 0, which no softmax sum can notice. Plain
+ * arithmetic without branches, so the loop vectorizes and every lane gives
+ * the same bits as the scalar code. */
+static inline float att_exp(float x) {
+    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: round to integer */
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
+                         r * (0.0083333338f + r * 0.0013888889f)))));
+    int32_t ti;
+    memcpy(&ti, &t, sizeof ti);
+    int32_t k = ti - 0x4B400000; /* n as an integer */
+    k = k < -126 ? -126 : k;
+    int32_t eb = (k + 127) << 23; /* 2^k */
+    float e;
+    memcpy(&e, &eb, sizeof e);
+    return p * e;
+}
+
+/* s[j] = exp(s[j] - mx); returns the sum in j order. */
+ATT_CLONES static float att_softmax_exp(float *restrict s, int32_t nk, float mx) {
+    for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
+    float sum = 0.0f;
+    for (int32_t j = 0; j < nk; j++) sum += s[j];
+    return sum;
+}
+
+/* out[d] = (sum_j p[j] * v[j * hd + d]) * inv for d < hd. */
+ATT_CLONES static void att_weighted_v(float *restrict out, const float *restrict p,
+                                      const float *restrict v, int32_t nk, int hd, float inv) {
+    for (int d = 0; d < hd; d++) out[d] = 0.0f;
+    for (int32_t j = 0; j < nk; j++) {
+        const float *row = v + (int64_t)j * hd;
+        float pj = p[j];
+        for (int d = 0; d < hd; d++) out[d] += pj * row[d];
+    }
+    for (int d = 0; d < hd; d++) out[d] *= inv;
+}
+
 /* One work item = (sequence, kv head, block of new tokens). Keys 0..last
- * position of the block are copied to f32 once, then for every query head of
- * the group and every token: scores over keys 0..pos in order, max, exp and
- * sum in order, then the V rows accumulated in order. The value of one output
- * row depends only on its query and the keys, not on the item boundaries. */
+ * position of the block are converted to f32 once (K transposed), then for
+ * every query head of the group and every token: scores over keys 0..pos,
+ * max, exp and sum in key order, then the V rows accumulated in key order.
+ * The value of one output row depends only on its query and the keys, not on
+ * the item boundaries or on how many keys the item converted. */
 static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
     const sgl_model *m = fc->m;
     const model_config *c = &m->cfg;
@@ -558,12 +630,16 @@ static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
     int hd = c->head_dim;
     int n_rep = c->n_heads / c->n_kv_heads;
     int32_t n_keys = sq->pos0 + t1; /* keys 0..pos of the block's last token */
+    int64_t ld = m->st.cap_ctx;     /* row stride of the transposed K */
+    float *tmp = sc->score;         /* a converted K row before the transpose */
     for (int32_t j = 0; j < n_keys; j++) {
         int32_t slot = sq->slots[j];
-        kern_f16_to_f32(sc->k + (int64_t)j * hd, kv_pool_k(fc->kv, fc->layer, slot) + kvh * hd, hd);
+        kern_f16_to_f32(tmp, kv_pool_k(fc->kv, fc->layer, slot) + kvh * hd, hd);
+        for (int d = 0; d < hd; d++) sc->k[(int64_t)d * ld + j] = tmp[d];
         kern_f16_to_f32(sc->v + (int64_t)j * hd, kv_pool_v(fc->kv, fc->layer, slot) + kvh * hd, hd);
     }
     float scale = 1.0f / sqrtf((float)hd);
+    float qs[1024]; /* head_dim <= 1024 (checked at load) */
     for (int32_t t = t0; t < t1; t++) {
         int32_t nk = sq->pos0 + t + 1;
         int64_t row = row0 + t;
@@ -571,22 +647,12 @@ static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
             int h = kvh * n_rep + r;
             const float *q = s->q + row * c->q_dim + (int64_t)h * hd;
             float *out = s->att + row * c->q_dim + (int64_t)h * hd;
-            float mx = -INFINITY;
-            for (int32_t j = 0; j < nk; j++) {
-                float sc_j = kern_dot_f32(q, sc->k + (int64_t)j * hd, hd) * scale;
-                sc->score[j] = sc_j;
-                if (sc_j > mx) mx = sc_j;
-            }
-            float sum = 0.0f;
-            for (int32_t j = 0; j < nk; j++) {
-                float e = expf(sc->score[j] - mx);
-                sc->score[j] = e;
-                sum += e;
-            }
-            memset(out, 0, sizeof(float) * (size_t)hd);
-            for (int32_t j = 0; j < nk; j++) kern_axpy(out, sc->score[j], sc->v + (int64_t)j * hd, hd);
-            float inv = 1.0f / sum;
-            for (int d = 0; d < hd; d++) out[d] *= inv;
+            for (int d = 0; d < hd; d++) qs[d] = q[d] * scale;
+            att_scores(sc->score, qs, sc->k, ld, nk, hd);
+            float mx = sc->score[0];
+            for (int32_t j = 1; j < nk; j++) mx = sc->score[j] > mx ? sc->score[j] : mx;
+            float sum = att_softmax_exp(sc->score, nk, mx);
+            att_weighted_v(out, sc->score, sc->v, nk, hd, 1.0f / sum);
         }
     }
 }

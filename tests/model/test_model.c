@@ -315,13 +315,14 @@ static void test_batch_vs_alone(void) {
     check_batch_vs_alone(&TM_QWEN2);
 }
 
-/* 45 tokens in one shot vs chunks of 5 + 16 + 24, each chunk attending to the
- * K/V the previous chunks left in the pool; the chunked run uses shuffled,
- * non-contiguous slots. */
+/* 150 tokens in one shot vs chunks of 5 + 61 + 84, each chunk attending to
+ * the K/V the previous chunks left in the pool; the chunked run uses
+ * shuffled, non-contiguous slots. The lengths cross the attention work-item
+ * boundaries (64 new tokens) at different places in the two runs. */
 static void check_chunked(const tm_cfg *c) {
     fixture f;
     if (fx_open(&f, c, 2)) return;
-    enum { N = 45 };
+    enum { N = 150 };
     int32_t toks[N], s1[N], s2[N], pool_ids[2 * N];
     make_tokens(toks, N, f.V, 5);
     kv_pool *kv = model_kv_pool_new(f.m, 2 * N, &err);
@@ -331,7 +332,7 @@ static void check_chunked(const tm_cfg *c) {
         s2[i] = pool_ids[2 * N - 1 - ((i * 7) % N)]; /* permuted upper half */
     }
     float *one = run1(f.m, kv, toks, N, 0, s1);
-    int chunks[3] = {5, 16, 24}, pos = 0;
+    int chunks[3] = {5, 61, 84}, pos = 0;
     for (int k = 0; k < 3; k++) {
         float *lg = run1(f.m, kv, toks + pos, chunks[k], pos, s2);
         CHECK_MSG(same(lg, one + (size_t)pos * f.V, (size_t)chunks[k] * f.V),
