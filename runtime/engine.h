@@ -160,6 +160,9 @@ typedef struct sgl_engine_ops {
 sgl_engine *sgl_engine_new(const sgl_engine_ops *ops, void *ctx);
 
 typedef enum sgl_sched_policy { SGL_SCHED_LPM, SGL_SCHED_FCFS } sgl_sched_policy;
+/* "lpm" / "fcfs" <-> policy. parse returns 0, or -1 for an unknown name. */
+const char *sgl_sched_policy_name(sgl_sched_policy p);
+int sgl_sched_policy_parse(const char *name, sgl_sched_policy *out);
 
 typedef struct sgl_engine_config {
     const char *model_path;        /* GGUF */

@@ -369,7 +369,7 @@ static void retract_last(sched *s) {
 
 /* Uncached tokens r shares with a request still computing its prompt. */
 static bool shares_with_prefill(const sched *s, const sreq *r) {
-    if (s->cfg.share_min < 0) return false;
+    if (s->cfg.share_min < 0 || !s->rc) return false; /* no cache: nothing to wait for */
     for (int32_t i = 0; i < s->n_running; i++) {
         const sreq *q = s->running[i];
         if (q->n_computed >= q->n_prompt) continue;

@@ -415,6 +415,11 @@ static void order_run(sgl_sched_policy pol, int32_t starve, uint64_t *order) {
 }
 
 static void test_policy_order(void) {
+    sgl_sched_policy pol = SGL_SCHED_LPM;
+    CHECK(sgl_sched_policy_parse("fcfs", &pol) == 0 && pol == SGL_SCHED_FCFS);
+    CHECK(sgl_sched_policy_parse("lpm", &pol) == 0 && pol == SGL_SCHED_LPM);
+    CHECK(sgl_sched_policy_parse("random", &pol) == -1);
+    CHECK_STR(sgl_sched_policy_name(SGL_SCHED_FCFS), "fcfs");
     uint64_t o[3] = {99, 99, 99};
     order_run(SGL_SCHED_LPM, 0, o);
     CHECK_MSG(o[0] == 1 && o[1] == 2 && o[2] == 0, "lpm order %llu %llu %llu",
