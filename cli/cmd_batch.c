@@ -26,6 +26,7 @@ static void batch_usage(FILE *out) {
             "  -O LEVEL           compiler optimisation level (0, 1, 2)\n"
             "  --temperature T, --max-tokens N, --seed N   run-level gen defaults\n"
             "  --threads N        engine threads (default: all cores)\n"
+            "  --no-cache         run the engine without its radix cache\n"
             "  --max-steps N      fail a script after N VM instructions (default 100000000;\n"
             "                     0: no limit), so a runaway loop cannot stall the batch\n",
             SGL_DEFAULT_MODEL_FILE);
@@ -142,6 +143,8 @@ int cmd_batch(int argc, char **argv) {
             goto done;
         } else if (!strcmp(argv[i], "--fake")) {
             fake = true;
+        } else if (!strcmp(argv[i], "--no-cache")) {
+            so.cache_off = true;
         } else if (!strcmp(argv[i], "--allow-io")) {
             so.allow_io = true;
         } else if (cli_opt(argc, argv, &i, "--parallel", &v)) {

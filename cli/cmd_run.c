@@ -31,6 +31,7 @@ static void run_usage(FILE *out) {
             "  --max-tokens N     default max_tokens for gen\n"
             "  --seed N           default sampling seed\n"
             "  --threads N        engine threads (default: all cores)\n"
+            "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
             "  --stats            print engine batching and cache figures to stderr\n"
             "  --trace            print every engine request and result to stderr\n"
             "  --max-steps N      fail the program after N VM instructions (0: no limit)\n",
@@ -74,6 +75,8 @@ int cmd_run(int argc, char **argv) {
             stats = true;
         } else if (!strcmp(argv[i], "--trace")) {
             trace = true;
+        } else if (!strcmp(argv[i], "--no-cache")) {
+            so.cache_off = true;
         } else if (!strcmp(argv[i], "--allow-io")) {
             so.allow_io = true;
         } else if (cli_opt(argc, argv, &i, "--model", &v)) {

@@ -51,6 +51,7 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
     cfg.model_path = o->model_path;
     cfg.n_threads = o->n_threads;
     if (o->kv_mem_mb > 0) cfg.kv_mem_mb = o->kv_mem_mb;
+    cfg.cache_off = o->cache_off;
     s->engine = sgl_engine_local_new(&cfg, err);
     if (!s->engine) {
         vm_session_close(s);

@@ -26,6 +26,7 @@ typedef struct vm_session_opts {
     int opt_level;             /* -1: the compiler's default */
     int n_threads;             /* 0: all cores */
     int kv_mem_mb;             /* 0: engine default */
+    bool cache_off;            /* local engine without the radix cache (the fake one ignores it) */
     const char *const *search_path;
     size_t n_search_path;
 } vm_session_opts;
