@@ -18,6 +18,10 @@
 #include "runtime/model.h"
 
 #include <math.h>
+#include <pthread.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +33,9 @@
 #define PAR_MIN_ROWS 4
 
 typedef struct att_scratch {
-    float *k;      /* [head_dim][cap_ctx] keys of one kv head, f32, transposed */
+    float *k;      /* [head_dim][ld] keys of one kv head, f32, transposed (ld < cap_ctx + 16) */
     float *v;      /* [cap_ctx][head_dim] */
-    float *score;  /* [max(cap_ctx, head_dim)] */
+    float *score;  /* [cap_ctx] */
 } att_scratch;
 
 /* Run state: activation buffers sized for the largest batch seen so far. */
@@ -431,9 +435,10 @@ static int state_reserve(sgl_model *m, int64_t n_tokens, int64_t n_ctx, int64_t 
     if (n_ctx > s->cap_ctx) {
         for (int i = 0; i < s->n_att; i++) {
             att_scratch *a = &s->att_s[i];
-            if (grow(&a->k, sizeof(float) * (size_t)c->head_dim, n_ctx) ||
+            /* k: [head_dim][ld], ld <= n_ctx + 15 */
+            if (grow(&a->k, sizeof(float) * (size_t)c->head_dim, n_ctx + 16) ||
                 grow(&a->v, sizeof(float) * (size_t)c->head_dim, n_ctx) ||
-                grow(&a->score, sizeof(float), SGL_MAX(n_ctx, (int64_t)c->head_dim)))
+                grow(&a->score, sizeof(float), n_ctx))
                 return sgl_error_set(err, "model: out of memory for a context of %lld tokens",
                                      (long long)n_ctx);
         }
@@ -558,6 +563,88 @@ static void stage_silu(void *ctx, int ith, int nth) {
 #define ATT_CLONES
 #endif
 
+/* Copies the K rows (transposed: kt[d * ld + j]) and V rows (v[j * hd + d])
+ * of keys j < n_keys of one kv head to f32. kbase / vbase point at slot 0's
+ * row of the head in the layer; slot s's row is at + s * stride. f16 -> f32
+ * is exact, so every version gives the same values. */
+typedef void (*att_gather_fn)(float *restrict kt, int64_t ld, float *restrict v,
+                              const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
+                              const int32_t *slots, int32_t n_keys, int hd);
+
+static void att_gather_kv_ref(float *restrict kt, int64_t ld, float *restrict v,
+                              const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
+                              const int32_t *slots, int32_t n_keys, int hd) {
+    float tmp[1024]; /* head_dim <= 1024 (checked at load) */
+    for (int32_t j = 0; j < n_keys; j++) {
+        kern_f16_to_f32(tmp, kbase + (int64_t)slots[j] * stride, hd);
+        for (int d = 0; d < hd; d++) kt[(int64_t)d * ld + j] = tmp[d];
+        kern_f16_to_f32(v + (int64_t)j * hd, vbase + (int64_t)slots[j] * stride, hd);
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATT_HAVE_F16C 1
+/* AVX+F16C build (head_dim a multiple of 8): eight keys at a time, each row
+ * converted with vcvtph2ps, the 8x8 tiles of K transposed in registers. */
+__attribute__((target("avx2,f16c"))) static void
+att_gather_kv_f16c(float *restrict kt, int64_t ld, float *restrict v, const uint16_t *kbase,
+                   const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t n_keys,
+                   int hd) {
+    for (int32_t j0 = 0; j0 < n_keys; j0 += 8) {
+        int nb = n_keys - j0 < 8 ? (int)(n_keys - j0) : 8;
+        const uint16_t *kr[8];
+        for (int b = 0; b < 8; b++) {
+            kr[b] = b < nb ? kbase + (int64_t)slots[j0 + b] * stride : NULL;
+            if (b < nb) {
+                const uint16_t *vh = vbase + (int64_t)slots[j0 + b] * stride;
+                float *vr = v + (int64_t)(j0 + b) * hd;
+                for (int d = 0; d < hd; d += 8)
+                    _mm256_storeu_ps(vr + d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vh + d))));
+            }
+        }
+        for (int d = 0; d < hd; d += 8) {
+            __m256 r[8];
+            for (int b = 0; b < 8; b++)
+                r[b] = kr[b] ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr[b] + d)))
+                             : _mm256_setzero_ps();
+            __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+            float *o = kt + (int64_t)d * ld + j0;
+            _mm256_storeu_ps(o + 0 * ld, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(o + 1 * ld, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(o + 2 * ld, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(o + 3 * ld, _mm256_permute2f128_ps(s3, s7, 0x20));
+            _mm256_storeu_ps(o + 4 * ld, _mm256_permute2f128_ps(s0, s4, 0x31));
+            _mm256_storeu_ps(o + 5 * ld, _mm256_permute2f128_ps(s1, s5, 0x31));
+            _mm256_storeu_ps(o + 6 * ld, _mm256_permute2f128_ps(s2, s6, 0x31));
+            _mm256_storeu_ps(o + 7 * ld, _mm256_permute2f128_ps(s3, s7, 0x31));
+        }
+    }
+}
+#endif
+
+/* The fast version when the CPU has it (head_dim % 8 == 0), else the ref. */
+static att_gather_fn att_gather_kv_fast = att_gather_kv_ref;
+static pthread_once_t att_once = PTHREAD_ONCE_INIT;
+
+static void att_choose(void) {
+#ifdef ATT_HAVE_F16C
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+        att_gather_kv_fast = att_gather_kv_f16c;
+#endif
+}
+
 /* s[j] = sum_d q[d] * kt[d * ld + j] for j < nk (q already scaled). */
 ATT_CLONES static void att_scores(float *restrict s, const float *restrict q,
                                   const float *restrict kt, int64_t ld, int32_t nk, int hd) {
@@ -630,14 +717,14 @@ static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
     int hd = c->head_dim;
     int n_rep = c->n_heads / c->n_kv_heads;
     int32_t n_keys = sq->pos0 + t1; /* keys 0..pos of the block's last token */
-    int64_t ld = m->st.cap_ctx;     /* row stride of the transposed K */
-    float *tmp = sc->score;         /* a converted K row before the transpose */
-    for (int32_t j = 0; j < n_keys; j++) {
-        int32_t slot = sq->slots[j];
-        kern_f16_to_f32(tmp, kv_pool_k(fc->kv, fc->layer, slot) + kvh * hd, hd);
-        for (int d = 0; d < hd; d++) sc->k[(int64_t)d * ld + j] = tmp[d];
-        kern_f16_to_f32(sc->v + (int64_t)j * hd, kv_pool_v(fc->kv, fc->layer, slot) + kvh * hd, hd);
-    }
+    /* Row stride of the transposed K: just over n_keys (a multiple of 8,
+     * never a multiple of 256 floats, so the hd rows do not alias in cache). */
+    int64_t ld = ((int64_t)n_keys + 7) & ~(int64_t)7;
+    if (ld % 256 == 0) ld += 8;
+    att_gather_fn gather = hd % 8 == 0 ? att_gather_kv_fast : att_gather_kv_ref;
+    gather(sc->k, ld, sc->v, kv_pool_k(fc->kv, fc->layer, 0) + kvh * hd,
+                  kv_pool_v(fc->kv, fc->layer, 0) + kvh * hd, fc->kv->kv_dim, sq->slots, n_keys,
+                  hd);
     float scale = 1.0f / sqrtf((float)hd);
     float qs[1024]; /* head_dim <= 1024 (checked at load) */
     for (int32_t t = t0; t < t1; t++) {
@@ -734,6 +821,7 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
         return sgl_error_set(err, "model_forward: %lld logits rows asked but no buffer",
                              (long long)n_logits);
     if (n == 0) return 0;
+    pthread_once(&att_once, att_choose);
     if (state_reserve(m, n, max_ctx, n_items, err)) return -1;
     model_state *s = &m->st;
 
