@@ -343,7 +343,10 @@ fail:
 
 sgl_model *model_load(const char *path, int n_threads, sgl_error *err) {
     gguf_file *f = gguf_open(path, err);
-    if (!f) return NULL;
+    if (!f) {
+        if (err && !strstr(err->msg, path)) sgl_error_prefix(err, "%s", path);
+        return NULL;
+    }
     sgl_model *m = model_load_gguf(f, n_threads, err);
     if (!m) sgl_error_prefix(err, "%s", path);
     return m;
