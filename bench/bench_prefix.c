@@ -13,6 +13,7 @@
  * usage: bench_prefix [--model PATH] [--threads N] [--prefixes 8]
  *                     [--per-prefix 32] [--prefix-tokens 1000]
  *                     [--kv-slots N] [--chunk N] [--only lpm|fcfs|off|noshare]
+ *                     [--max-context N]  (-1: no limit, e.g. for the tiny model)
  *
  * The default KV pool holds about 3 prefixes, fewer than the 8 in use, so the
  * order requests are admitted in decides what stays cached. On a CPU the full
@@ -114,7 +115,7 @@ static double best_hit(const prompt *ps, int n) {
 typedef struct cfg {
     const char *model;
     int threads;
-    int32_t kv_slots, chunk;
+    int32_t kv_slots, chunk, max_context;
 } cfg;
 
 typedef struct outcome {
@@ -129,6 +130,7 @@ static outcome run(const cfg *c, const prompt *ps, int n, sgl_sched_policy pol, 
     ec.n_threads = c->threads;
     ec.kv_slots = c->kv_slots;
     ec.chunk_size = c->chunk;
+    ec.max_context = c->max_context;
     ec.policy = pol;
     ec.cache_off = cache_off;
     sgl_error err;
@@ -177,7 +179,7 @@ static void print_row(const char *workload, const char *mode, const outcome *o, 
 }
 
 int main(int argc, char **argv) {
-    cfg c = {SGL_SOURCE_ROOT "/models/SmolLM2-135M-Instruct.Q4_1.gguf", 0, 0, 512};
+    cfg c = {SGL_SOURCE_ROOT "/models/SmolLM2-135M-Instruct.Q4_1.gguf", 0, 0, 512, 0};
     int n_prefix = 8, per_prefix = 32, prefix_tokens = 1000;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -190,6 +192,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prefix-tokens")) prefix_tokens = atoi(v);
         else if (!strcmp(a, "--kv-slots")) c.kv_slots = atoi(v);
         else if (!strcmp(a, "--chunk")) c.chunk = atoi(v);
+        else if (!strcmp(a, "--max-context")) c.max_context = atoi(v);
         else if (!strcmp(a, "--only")) only = v;
         else goto usage;
         i++;
@@ -295,6 +298,6 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: bench_prefix [--model PATH] [--threads N] [--prefixes N] "
                     "[--per-prefix N] [--prefix-tokens N] [--kv-slots N] [--chunk N] "
-                    "[--only lpm|fcfs|off|noshare]\n");
+                    "[--only lpm|fcfs|off|noshare] [--max-context N]\n");
     return 2;
 }

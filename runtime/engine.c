@@ -627,6 +627,8 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
     sc.chunk_size = cfg->chunk_size;
     if (cfg->max_running > 0) sc.max_running = cfg->max_running;
     sc.cache_off = cfg->cache_off;
+    sc.max_context = cfg->max_context > 0 ? cfg->max_context
+                     : cfg->max_context == 0 ? mc->n_ctx_train : 0;
     sc.vocab = mc->vocab;
     sc.eos_ids = eos;
     sc.n_eos = (int32_t)n_eos;

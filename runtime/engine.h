@@ -175,6 +175,8 @@ typedef struct sgl_engine_config {
                                       forward (default 512; 0 = whole prompt) */
     int32_t max_running;           /* running requests (default 64) */
     bool cache_off;                /* no radix cache: every prompt computed afresh */
+    int32_t max_context;           /* prompt + output limit: 0 = the model's trained
+                                      context (when it states one), < 0 = none */
 } sgl_engine_config;
 
 sgl_engine_config sgl_engine_config_default(void);

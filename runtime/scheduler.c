@@ -313,6 +313,8 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
     const char *why = NULL;
     if (in->n_tokens < 1) why = "empty prompt";
     else if (in->n_tokens >= s->pool->n_slots) why = "prompt longer than the KV pool";
+    else if (s->cfg.max_context > 0 && in->n_tokens >= s->cfg.max_context)
+        why = "prompt longer than the model context";
     else if ((p->regex && *p->regex) || (p->json_schema && *p->json_schema))
         why = "constrained decoding (regex / json_schema) is not supported by this engine";
     else
@@ -604,7 +606,8 @@ static bool sample_next(sched *s, sreq *r, const float *row) {
             return true;
         }
     }
-    if (r->n_gen >= r->p.max_new_tokens) {
+    if (r->n_gen >= r->p.max_new_tokens ||
+        (s->cfg.max_context > 0 && r->n_tok >= s->cfg.max_context)) {
         r->finish = SGL_FINISH_LENGTH;
         return true;
     }

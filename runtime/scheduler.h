@@ -66,6 +66,8 @@ typedef struct sched_config {
     int32_t share_min;           /* defer a request sharing >= this many uncached tokens
                                     with a prefill in progress (0: 32; < 0: never) */
     int32_t decode_reserve;      /* future decode slots promised per request (0: 16) */
+    int32_t max_context;         /* > 0: prompts this long are refused and generation
+                                    ends (LENGTH) when prompt + output reaches it */
     sched_forward_fn forward;
     void *forward_ctx;
     sched_piece_fn piece;        /* may be NULL: no text, no stop strings */

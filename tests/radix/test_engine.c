@@ -287,6 +287,14 @@ static void test_stop_string(void) {
     if (cr) CHECK_STR(cr->error, "cancelled");
     sgl_result_free(cr);
     CHECK_INT(sgl_engine_cancel(e, id), -1); /* already delivered */
+    /* the model's context (256 for the tiny model) ends generation */
+    lr.params = greedy(1000);
+    lr.params.ignore_eos = true;
+    CHECK(sgl_engine_submit(e, &lr, &err) != 0);
+    sgl_result *lim = sgl_engine_wait(e, 60);
+    CHECK(lim && lim->finish == SGL_FINISH_LENGTH);
+    if (lim) CHECK_INT(lim->prompt_tokens + lim->n_tokens, 256);
+    sgl_result_free(lim);
     /* wait with nothing pending times out; poll returns NULL */
     CHECK(sgl_engine_wait(e, 0.01) == NULL);
     CHECK(sgl_engine_poll(e) == NULL);

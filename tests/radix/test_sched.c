@@ -78,12 +78,12 @@ static const char *fake_piece(void *ctx, int32_t id, bool skip_special, size_t *
 
 typedef struct run_opts {
     sgl_sched_policy policy;
-    int32_t n_slots, chunk, max_running, budget, starve, share;
+    int32_t n_slots, chunk, max_running, budget, starve, share, max_context;
     bool cache_off;
 } run_opts;
 
 static run_opts opts_default(void) {
-    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, false};
+    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, 0, false};
     return o;
 }
 
@@ -104,6 +104,7 @@ static void env_init(env *e, const run_opts *o) {
     c.cache_off = o->cache_off;
     c.starve_steps = o->starve;
     c.share_min = o->share;
+    c.max_context = o->max_context;
     c.vocab = VOCAB;
     int32_t eos = EOS;
     c.eos_ids = &eos;
@@ -668,6 +669,28 @@ static void test_cancel(void) {
     env_free(&e);
 }
 
+/* Context limit: long prompts refused, generation cut at the limit. */
+static void test_max_context(void) {
+    run_opts o = opts_default();
+    o.max_context = 12;
+    env e;
+    env_init(&e, &o);
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 30;
+    sp.ignore_eos = true;
+    int32_t p[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    add(&e, 0, p, 5, &sp, SGL_REQ_GENERATE);
+    add(&e, 1, p, 12, &sp, SGL_REQ_GENERATE);
+    sgl_result *r[2] = {0};
+    run_to_end(&e, r, 2);
+    CHECK(r[0] && r[0]->finish == SGL_FINISH_LENGTH && r[0]->n_tokens == 7);
+    CHECK(r[1] && r[1]->finish == SGL_FINISH_ABORT);
+    sgl_result_free(r[0]);
+    sgl_result_free(r[1]);
+    env_free(&e);
+}
+
 int main(void) {
     for (int v = 0; v < VOCAB; v++) {
         pieces[v][0] = (char)('a' + v % 26);
@@ -686,6 +709,7 @@ int main(void) {
     TEST_RUN(test_score_equals_generate);
     TEST_RUN(test_forward_failure);
     TEST_RUN(test_cancel);
+    TEST_RUN(test_max_context);
     for (int r = 0; r < N_REQ; r++) sgl_result_free(alone[r]);
     return TEST_DONE();
 }
