@@ -1,6 +1,6 @@
 /* bench_generate: model_forward speed on the default model (not a test).
  *
- *   bench_generate [--model PATH] [--threads N] [--prompt-len N] [--steps N]
+ *   bench_generate [--model PATH] [--threads N] [--prompt-len N] [--steps N] [--batch B]
  *
  * Prints prefill tokens/s for one prompt (512 tokens by default), decode
  * tokens/s at batch 1, 8 and 32 (independent sequences decoded together
@@ -37,15 +37,16 @@ int main(int argc, char **argv) {
     char def[4096];
     snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
     if (!path || !*path) path = def;
-    int threads = 2, prompt_len = 512, steps = 32, ctx0 = 64;
+    int threads = 2, prompt_len = 512, steps = 32, ctx0 = 64, only_batch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prompt-len") && i + 1 < argc) prompt_len = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) only_batch = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_generate [--model PATH] [--threads N] [--prompt-len N] "
-                            "[--steps N]\n");
+                            "[--steps N] [--batch 1|8|32]\n");
             return 2;
         }
     }
@@ -98,6 +99,7 @@ int main(int argc, char **argv) {
     model_seq seqs[MAXB];
     for (int bi = 0; bi < 3; bi++) {
         int B = batches[bi];
+        if (only_batch && B != only_batch) continue;
         for (int i = 0; i < B; i++) {
             int32_t *sl = slots + prompt_len + i * (ctx0 + steps);
             int32_t *tk = toks + prompt_len + i * (ctx0 + steps);
