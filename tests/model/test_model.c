@@ -199,6 +199,23 @@ static void check_reference(const tm_cfg *cfg, int n) {
 }
 
 static void test_reference_llama(void) { check_reference(&TM_LLAMA, 40); }
+
+static void test_reference_rope_scaling(void) {
+    tm_cfg c = TM_LLAMA;
+    c.rope_scale = 4.0f;
+    c.seed = 9;
+    uint64_t len;
+    uint8_t *buf = tm_build(&c, &len);
+    sgl_model *m = tm_load(buf, len, 1, &err);
+    CHECK_MSG(m, "load: %s", err.msg);
+    if (m) {
+        CHECK_INT(model_get_config(m)->rope_scaling, MODEL_ROPE_SCALING_LINEAR);
+        CHECK_NEAR(model_get_config(m)->rope_freq_scale, 0.25, 1e-7);
+    }
+    model_free(m);
+    free(buf);
+    check_reference(&c, 40);
+}
 static void test_reference_qwen2(void) { check_reference(&TM_QWEN2, 40); }
 
 static void test_reference_f32(void) {
@@ -471,6 +488,7 @@ int main(void) {
     TEST_RUN(test_forward_errors);
     TEST_RUN(test_reference_llama);
     TEST_RUN(test_reference_qwen2);
+    TEST_RUN(test_reference_rope_scaling);
     TEST_RUN(test_reference_f32);
     TEST_RUN(test_batch_vs_alone);
     TEST_RUN(test_chunked_prefill);

@@ -26,6 +26,7 @@ typedef struct tm_cfg {
     sgl_dtype etype;      /* token_embd */
     bool untied;          /* write output.weight (in wtype) */
     bool bias;            /* write attn_q/k/v.bias */
+    float rope_scale;     /* > 0: linear rope scaling with this factor */
     uint64_t seed;
     const char *omit;     /* tensor name left out (error tests) */
     const char *misshape; /* tensor written with one row too many (error tests) */
@@ -81,6 +82,10 @@ static uint8_t *tm_build(const tm_cfg *c, uint64_t *len) {
     gguf_writer_set_f32(w, KEY("rope.freq_base"), c->rope_theta);
     gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
     if (c->rope_dim) gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)c->rope_dim);
+    if (c->rope_scale > 0) {
+        gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear");
+        gguf_writer_set_f32(w, KEY("rope.scaling.factor"), c->rope_scale);
+    }
 #undef KEY
     float ws = 1.0f / sqrtf((float)c->dim);
     tm_add(w, c, "token_embd.weight", c->etype, c->vocab, c->dim, 1.0f, 0.0f);
@@ -159,11 +164,12 @@ static void ref_rmsnorm(float *y, const float *x, const float *w, int n, float e
     for (int i = 0; i < n; i++) y[i] = (float)(x[i] * s * w[i]);
 }
 
-static void ref_rope(float *x, int n_heads, int hd, int rot, int pos, float base, bool neox) {
+static void ref_rope(float *x, int n_heads, int hd, int rot, int pos, float base, bool neox,
+                     double pos_scale) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + h * hd;
         for (int i = 0; i < rot / 2; i++) {
-            double ang = pos * pow(base, -2.0 * i / rot);
+            double ang = pos * pos_scale * pow(base, -2.0 * i / rot);
             double c = cos(ang), s = sin(ang);
             int a = neox ? i : 2 * i, b = neox ? i + rot / 2 : 2 * i + 1;
             double x0 = v[a], x1 = v[b];
@@ -199,8 +205,10 @@ static float *ref_forward(const sgl_model *m, const int32_t *tokens, int n) {
             for (int i = 0; i < QD && L->bq; i++) q[t * QD + i] += L->bq[i];
             for (int i = 0; i < KV && L->bk; i++) K[t * KV + i] += L->bk[i];
             for (int i = 0; i < KV && L->bv; i++) V[t * KV + i] += L->bv[i];
-            ref_rope(q + t * QD, c->n_heads, hd, c->rope_dim, t, c->rope_theta, c->rope_neox);
-            ref_rope(K + t * KV, c->n_kv_heads, hd, c->rope_dim, t, c->rope_theta, c->rope_neox);
+            ref_rope(q + t * QD, c->n_heads, hd, c->rope_dim, t, c->rope_theta, c->rope_neox,
+                     1.0 / c->rope_scale_factor);
+            ref_rope(K + t * KV, c->n_kv_heads, hd, c->rope_dim, t, c->rope_theta, c->rope_neox,
+                     1.0 / c->rope_scale_factor);
         }
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < c->n_heads; h++) {
