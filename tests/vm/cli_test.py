@@ -41,6 +41,8 @@ def main():
             f.write(SRC)
         p = run(sglc, path)
         expect(p.returncode == 0 and p.stdout == 'main ran a!\n', 'main: %r %r' % (p.stdout, p.stderr))
+        q = run(sglc, path, '--no-cache')
+        expect(q.returncode == 0 and q.stdout == p.stdout, '--no-cache: %r %r' % (q.stdout, q.stderr))
         for level in ('-O0', '-O2'):
             q = run(sglc, path, level)
             expect(q.stdout == p.stdout, '%s output differs: %r' % (level, q.stdout))
