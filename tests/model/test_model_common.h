@@ -33,14 +33,14 @@ typedef struct tm_cfg {
 } tm_cfg;
 
 static uint64_t tm_rng;
-static float tm_rand(void) { /* uniform in [-1, 1) */
+static inline float tm_rand(void) { /* uniform in [-1, 1) */
     tm_rng ^= tm_rng << 13;
     tm_rng ^= tm_rng >> 7;
     tm_rng ^= tm_rng << 17;
     return (float)((tm_rng >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
 }
 
-static int tm_add(gguf_writer *w, const tm_cfg *c, const char *name, sgl_dtype t, int64_t rows,
+static inline int tm_add(gguf_writer *w, const tm_cfg *c, const char *name, sgl_dtype t, int64_t rows,
                   int64_t cols, float scale, float offset) {
     if (c->omit && !strcmp(name, c->omit)) {
         for (int64_t i = 0; i < rows * cols; i++) tm_rand();
@@ -66,7 +66,7 @@ static int tm_add(gguf_writer *w, const tm_cfg *c, const char *name, sgl_dtype t
 }
 
 /* Builds the file into a malloc'd buffer (caller frees); NULL on failure. */
-static uint8_t *tm_build(const tm_cfg *c, uint64_t *len) {
+static inline uint8_t *tm_build(const tm_cfg *c, uint64_t *len) {
     tm_rng = c->seed * 2654435761u + 88172645463325252ull;
     gguf_writer *w = gguf_writer_new();
     char k[128];
@@ -122,7 +122,7 @@ static uint8_t *tm_build(const tm_cfg *c, uint64_t *len) {
 }
 
 /* Loads a model from buf (which must outlive it). */
-static sgl_model *tm_load(const uint8_t *buf, uint64_t len, int threads, sgl_error *err) {
+static inline sgl_model *tm_load(const uint8_t *buf, uint64_t len, int threads, sgl_error *err) {
     gguf_file *f = gguf_open_memory(buf, len, err);
     if (!f) return NULL;
     return model_load_gguf(f, threads, err);
@@ -140,7 +140,7 @@ static const tm_cfg TM_QWEN2 = {
 
 /* ---- plain float reference ---------------------------------------------------- */
 
-static float *ref_mat(const model_mat *m) {
+static inline float *ref_mat(const model_mat *m) {
     float *out = malloc(sizeof(float) * (size_t)(m->rows * m->cols));
     uint64_t rb = sgl_dtype_row_bytes(m->type, (uint64_t)m->cols);
     for (int64_t r = 0; r < m->rows; r++)
@@ -149,7 +149,7 @@ static float *ref_mat(const model_mat *m) {
     return out;
 }
 
-static void ref_matvec(const float *W, int64_t rows, int64_t k, const float *x, float *y) {
+static inline void ref_matvec(const float *W, int64_t rows, int64_t k, const float *x, float *y) {
     for (int64_t r = 0; r < rows; r++) {
         double acc = 0;
         for (int64_t j = 0; j < k; j++) acc += (double)W[r * k + j] * x[j];
@@ -157,14 +157,14 @@ static void ref_matvec(const float *W, int64_t rows, int64_t k, const float *x, 
     }
 }
 
-static void ref_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
+static inline void ref_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
     double ss = 0;
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     double s = 1.0 / sqrt(ss / n + eps);
     for (int i = 0; i < n; i++) y[i] = (float)(x[i] * s * w[i]);
 }
 
-static void ref_rope(float *x, int n_heads, int hd, int rot, int pos, float base, bool neox,
+static inline void ref_rope(float *x, int n_heads, int hd, int rot, int pos, float base, bool neox,
                      double pos_scale) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + h * hd;
@@ -180,7 +180,7 @@ static void ref_rope(float *x, int n_heads, int hd, int rot, int pos, float base
 }
 
 /* Logits for every position of tokens[0..n): returns malloc'd [n][vocab]. */
-static float *ref_forward(const sgl_model *m, const int32_t *tokens, int n) {
+static inline float *ref_forward(const sgl_model *m, const int32_t *tokens, int n) {
     const model_config *c = model_get_config(m);
     const model_weights *w = model_get_weights(m);
     int D = c->dim, F = c->ffn_dim, hd = c->head_dim, KV = c->kv_dim, QD = c->q_dim;
