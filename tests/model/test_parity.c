@@ -33,6 +33,8 @@
  *    (late steps of long contexts). Greedy tokens are compared exactly
  *    except where llama.cpp's own top-2 margin is below NEAR_TIE.
  * Suite 'e2e': skipped (77) when the model file is missing unless CI=true.
+ * Regenerate the fixture (needs llama-cpp-python, gguf, jinja2, numpy):
+ *   python3 tests/model/gen_logits_fixture.py [MODEL.gguf] [OUT.json]
  */
 #include "tests/test.h"
 
