@@ -648,14 +648,29 @@ static void att_choose(void) {
 #endif
 }
 
-/* s[j] = sum_d q[d] * kt[d * ld + j] for j < nk (q already scaled). */
+#define ATT_TILE 64
+
+/* s[j] = sum_d q[d] * kt[d * ld + j] for j < nk (q already scaled). Keys
+ * go in tiles of 32 held in registers across the d loop; a tile computes
+ * exactly what the plain loop (the tail) does. */
 ATT_CLONES static void att_scores(float *restrict s, const float *restrict q,
                                   const float *restrict kt, int64_t ld, int32_t nk, int hd) {
-    for (int32_t j = 0; j < nk; j++) s[j] = q[0] * kt[j];
+    int32_t j0 = 0;
+    for (; j0 + ATT_TILE <= nk; j0 += ATT_TILE) {
+        float acc[ATT_TILE];
+        for (int jj = 0; jj < ATT_TILE; jj++) acc[jj] = q[0] * kt[j0 + jj];
+        for (int d = 1; d < hd; d++) {
+            const float *row = kt + (int64_t)d * ld + j0;
+            float qd = q[d];
+            for (int jj = 0; jj < ATT_TILE; jj++) acc[jj] += qd * row[jj];
+        }
+        for (int jj = 0; jj < ATT_TILE; jj++) s[j0 + jj] = acc[jj];
+    }
+    for (int32_t j = j0; j < nk; j++) s[j] = q[0] * kt[j];
     for (int d = 1; d < hd; d++) {
         const float *row = kt + (int64_t)d * ld;
         float qd = q[d];
-        for (int32_t j = 0; j < nk; j++) s[j] += qd * row[j];
+        for (int32_t j = j0; j < nk; j++) s[j] += qd * row[j];
     }
 }
 
@@ -690,16 +705,30 @@ ATT_CLONES static float att_softmax_exp(float *restrict s, int32_t nk, float mx)
     return sum;
 }
 
-/* out[d] = (sum_j p[j] * v[j * hd + d]) * inv for d < hd. */
+/* out[d] = (sum_j p[j] * v[j * hd + d]) * inv for d < hd, the sum from 0
+ * in j order. Columns go in tiles of ATT_TILE held in registers across
+ * the j loop; a tile computes exactly what the plain loop (the tail) does. */
 ATT_CLONES static void att_weighted_v(float *restrict out, const float *restrict p,
                                       const float *restrict v, int32_t nk, int hd, float inv) {
-    for (int d = 0; d < hd; d++) out[d] = 0.0f;
+    int d0 = 0;
+    for (; d0 + ATT_TILE <= hd; d0 += ATT_TILE) {
+        float acc[ATT_TILE];
+        for (int dd = 0; dd < ATT_TILE; dd++) acc[dd] = 0.0f;
+        for (int32_t j = 0; j < nk; j++) {
+            const float *row = v + (int64_t)j * hd + d0;
+            float pj = p[j];
+            for (int dd = 0; dd < ATT_TILE; dd++) acc[dd] += pj * row[dd];
+        }
+        for (int dd = 0; dd < ATT_TILE; dd++) out[d0 + dd] = acc[dd] * inv;
+    }
+    if (d0 == hd) return;
+    for (int d = d0; d < hd; d++) out[d] = 0.0f;
     for (int32_t j = 0; j < nk; j++) {
         const float *row = v + (int64_t)j * hd;
         float pj = p[j];
-        for (int d = 0; d < hd; d++) out[d] += pj * row[d];
+        for (int d = d0; d < hd; d++) out[d] += pj * row[d];
     }
-    for (int d = 0; d < hd; d++) out[d] *= inv;
+    for (int d = d0; d < hd; d++) out[d] *= inv;
 }
 
 /* One work item = (sequence, kv head, block of new tokens). Keys 0..last
