@@ -200,6 +200,15 @@ static void check_reference(const tm_cfg *cfg, int n) {
 
 static void test_reference_llama(void) { check_reference(&TM_LLAMA, 40); }
 
+/* head_dim 20: not a multiple of 8, so attention takes its plain K/V gather
+ * (F16 weights: rows of 80 are no whole number of quant blocks). */
+static const tm_cfg TM_ODD = {
+    .arch = "llama", .dim = 80, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .ffn = 96,
+    .vocab = 70, .rope_theta = 10000.0f, .wtype = SGL_DTYPE_F16, .etype = SGL_DTYPE_F16,
+    .seed = 5};
+
+static void test_reference_odd_head(void) { check_reference(&TM_ODD, 30); }
+
 static void test_reference_rope_scaling(void) {
     tm_cfg c = TM_LLAMA;
     c.rope_scale = 4.0f;
@@ -365,6 +374,7 @@ static void check_chunked(const tm_cfg *c) {
 static void test_chunked_prefill(void) {
     check_chunked(&TM_LLAMA);
     check_chunked(&TM_QWEN2);
+    check_chunked(&TM_ODD);
 }
 
 /* Prefix P cached by an earlier call, then two continuations sharing its
@@ -489,6 +499,7 @@ int main(void) {
     TEST_RUN(test_reference_llama);
     TEST_RUN(test_reference_qwen2);
     TEST_RUN(test_reference_rope_scaling);
+    TEST_RUN(test_reference_odd_head);
     TEST_RUN(test_reference_f32);
     TEST_RUN(test_batch_vs_alone);
     TEST_RUN(test_chunked_prefill);
