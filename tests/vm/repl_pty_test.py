@@ -17,6 +17,7 @@ import time
 
 UP, LEFT = '\x1b[A', '\x1b[D'
 STEP_TIMEOUT = 30.0
+CHILD = []  # the repl's pid, ended by fail()
 
 
 class Term:
@@ -25,6 +26,7 @@ class Term:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             os.execvpe(argv[0], argv, env)
+        CHILD.append(self.pid)
         self.screen = ''  # everything shown so far (escape sequences removed)
         self.mark = 0
 
@@ -63,8 +65,9 @@ class Term:
                 fail('%s: waited for %r; the screen after the last step shows:\n%s' % (step, what, tail))
 
     def type(self, text):
-        for ch in text:  # one key at a time, as typed
-            os.write(self.fd, ch.encode())
+        # One key at a time, as typed; an arrow key's escape sequence in one write.
+        for key in re.findall(r'\x1b\[[A-D]|.', text, re.S):
+            os.write(self.fd, key.encode())
             time.sleep(0.002)
 
     def finish(self):
@@ -72,15 +75,17 @@ class Term:
         while time.monotonic() < deadline:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
+                CHILD.remove(self.pid)
                 return os.waitstatus_to_exitcode(status)
             self._read(0.2)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
         fail('sglc repl did not exit after :quit')
 
 
 def fail(msg):
     print('FAIL: ' + msg)
+    for pid in CHILD:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     sys.exit(1)
 
 
