@@ -17,19 +17,17 @@ usage: run_golden.py SGLC GROUP_DIR [--update]
             review the diff by eye before committing); creates missing ones.
 Prints "N passed, N failed"; exit status 1 if any case failed.
 """
-import difflib
 import os
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from golden import case_names, check_expectation, finish, run_sglc  # noqa: E402
 
 
 def run(sglc, args, cwd):
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("SGL_PATH", None)
-    p = subprocess.run([sglc] + args, cwd=cwd, env=env, capture_output=True, timeout=60)
-    out = p.stdout.decode("utf-8", "replace")
-    if p.returncode != 0:
-        out += f"exit: {p.returncode}\n" + p.stderr.decode("utf-8", "replace")
+    rc, out, err = run_sglc(sglc, args, cwd)
+    if rc != 0:
+        out += f"exit: {rc}\n" + err
     return out
 
 
@@ -54,32 +52,16 @@ def main():
     group = sys.argv[2]
     update = "--update" in sys.argv[3:]
     passed = failed = 0
-    names = sorted(f[:-4] for f in os.listdir(group) if f.endswith(".sgl"))
+    names = case_names(group)
     for name in names:
         ok = True
         for ext, got in views(sglc, name, group).items():
-            path = os.path.join(group, name + ext)
-            if update:
-                with open(path, "w") as fh:
-                    fh.write(got)
-                continue
-            if not os.path.exists(path):
-                print(f"FAIL {name}: no {ext} expectation file (run with --update)")
-                ok = False
-                continue
-            with open(path) as fh:
-                want = fh.read()
-            if got != want:
-                ok = False
-                print(f"FAIL {name} ({ext}):")
-                sys.stdout.writelines(difflib.unified_diff(
-                    want.splitlines(True), got.splitlines(True), "expected", "got"))
+            ok = check_expectation(name, os.path.join(group, name + ext), got, update) and ok
         if ok:
             passed += 1
         else:
             failed += 1
-    print(f"{group}: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish(group, passed, failed)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,15 @@ Prints "N passed, N failed"; exit status 1 if any program differed.
 """
 import os
 import re
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from golden import finish, run_sglc  # noqa: E402
 
 
 def run(sglc, level, path):
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("SGL_PATH", None)
-    p = subprocess.run([sglc, "run", f"-O{level}", "--fake", os.path.basename(path)],
-                       cwd=os.path.dirname(path), env=env, capture_output=True, timeout=60)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return run_sglc(sglc, ["run", f"-O{level}", "--fake", os.path.basename(path)],
+                    os.path.dirname(path))
 
 
 def main():
@@ -52,8 +51,7 @@ def main():
                     print(f"  -O{lv}: exit {results[lv][0]}\n{results[lv][1]}{results[lv][2]}")
             else:
                 passed += 1
-    print(f"run_same: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish("run_same", passed, failed)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,11 @@ usage: run_golden.py SGLC GROUP_DIR [--update]
             "ast" a missing .ast is created; a missing .err always is.
 Prints "N passed, N failed"; exit status 1 if any case failed.
 """
-import difflib
 import os
-import subprocess
 import sys
 
-
-def run(sglc, args, cwd):
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("SGL_PATH", None)
-    p = subprocess.run([sglc] + args, cwd=cwd, env=env, capture_output=True, timeout=60)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from golden import case_names, check_expectation, finish, run_sglc  # noqa: E402
 
 
 def main():
@@ -37,7 +31,7 @@ def main():
     update = "--update" in sys.argv[3:]
     is_ast_group = os.path.basename(os.path.normpath(group)) == "ast"
     passed = failed = 0
-    names = sorted(f[:-4] for f in os.listdir(group) if f.endswith(".sgl"))
+    names = case_names(group)
     for name in names:
         ast_file = os.path.join(group, name + ".ast")
         err_file = os.path.join(group, name + ".err")
@@ -55,29 +49,18 @@ def main():
         if first.startswith("# sglc-args:"):
             extra = first[len("# sglc-args:"):].split()
         if want_ast:
-            rc, out, _ = run(sglc, ["dump", "--ast"] + extra + [name + ".sgl"], group)
+            rc, out, _ = run_sglc(sglc, ["dump", "--ast"] + extra + [name + ".sgl"], group)
             checks.append((ast_file, out))
         if want_err:
-            rc, _, err = run(sglc, ["check"] + extra + [name + ".sgl"], group)
+            rc, _, err = run_sglc(sglc, ["check"] + extra + [name + ".sgl"], group)
             checks.append((err_file, err + f"exit: {rc}\n"))
         for path, got in checks:
-            if update:
-                with open(path, "w") as f:
-                    f.write(got)
-                continue
-            with open(path) as f:
-                want = f.read()
-            if got != want:
-                ok = False
-                print(f"FAIL {name} ({os.path.basename(path)}):")
-                sys.stdout.writelines(difflib.unified_diff(
-                    want.splitlines(True), got.splitlines(True), "expected", "got"))
+            ok = check_expectation(name, path, got, update) and ok
         if ok:
             passed += 1
         else:
             failed += 1
-    print(f"{group}: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish(group, passed, failed)
 
 
 if __name__ == "__main__":
