@@ -149,6 +149,7 @@ typedef struct pending {
     int32_t *tokens;
     int32_t n_tokens;
     sgl_req_kind kind;
+    bool stream;
     sgl_sampling_params p;      /* stop / stop_token_ids owned */
 } pending;
 
@@ -292,8 +293,17 @@ static void track_unlink(local_engine *le, track *t) {
     if (t->next) t->next->prev = t->prev;
 }
 
-/* Records part idx of t; delivers t when it was the last. Lock held. */
+/* Records part idx of t; delivers t when it was the last. A partial result
+ * (streaming; only single-part requests stream) goes straight to the caller.
+ * Lock held. */
 static void part_done_locked(local_engine *le, track *t, int32_t idx, sgl_result *r) {
+    if (r->partial) {
+        r->id = t->id;
+        r->user_tag = t->user_tag;
+        r->kind = t->kind;
+        if (done_push_locked(le, r) < 0) sgl_result_free(r);
+        return;
+    }
     if (idx < 0 || idx >= t->n_parts || t->parts[idx]) {
         sgl_result_free(r);
         return;
@@ -321,6 +331,7 @@ static void *local_main(void *arg) {
             in.tokens = pd->tokens;
             in.n_tokens = pd->n_tokens;
             in.params = &pd->p;
+            in.stream = pd->stream;
             sgl_error err;
             if (sched_add(le->s, &in, &err) < 0) {
                 /* out of memory: fail just this part */
@@ -420,6 +431,7 @@ static int local_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_erro
         pds[0].n_tokens = n_prompt;
         prompt = NULL;
         pds[0].kind = req->kind;
+        pds[0].stream = req->stream && req->kind == SGL_REQ_GENERATE;
         if (params_copy(&pds[0].p, &req->params) < 0) {
             sgl_error_set(err, "request: out of memory");
             goto fail;
@@ -593,6 +605,14 @@ static void local_free(void *ctx) {
 
 static const sgl_engine_ops local_ops = {"local",        local_submit, local_wait,
                                          local_metrics,  local_free,   local_cancel};
+
+struct sgl_model *sgl_engine_local_model(const sgl_engine *e) {
+    return e && e->ops == &local_ops ? ((local_engine *)e->ctx)->model : NULL;
+}
+
+const struct sgl_tokenizer *sgl_engine_local_tokenizer(const sgl_engine *e) {
+    return e && e->ops == &local_ops ? ((local_engine *)e->ctx)->tok : NULL;
+}
 
 sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
     local_engine *le = calloc(1, sizeof *le);

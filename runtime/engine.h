@@ -11,6 +11,17 @@
  * An engine error fails that request (finish ABORT + message), never the
  * process.
  *
+ * Streaming: a GENERATE request with stream set also completes through the
+ * queue in pieces. Before its final result come partial results (partial
+ * true, finish NONE) whose text and tokens are what is new since the previous
+ * partial; together the partials add up exactly to the final result's text
+ * and tokens (the last partial, sent at the end, carries what was still held
+ * back). A partial's text never ends inside a UTF-8 sequence and never holds
+ * bytes a stop string could still cut off (the longest end of the text that
+ * begins some stop string is held back until the next token decides it, as
+ * SGLang does); nothing goes out before min_new_tokens when stop strings are
+ * given. The final result still holds the whole text and every token.
+ *
  * The local engine (sgl_engine_local_new) runs the model in its own thread:
  * tokenizer -> scheduler (cache-aware ordering, continuous batching, chunked
  * prefill, retraction) -> radix cache + KV pool -> model forward -> sampler.
@@ -54,6 +65,8 @@ typedef struct sgl_sampling_params {
                                       token 0 has none); -1: none */
     const char *regex;             /* constraints: not supported by the local engine yet */
     const char *json_schema;       /*   (a request carrying one is aborted) */
+    bool penalize_prompt;          /* repetition/frequency/presence penalties also count the
+                                      prompt's tokens (default false: output only) */
 } sgl_sampling_params;
 
 sgl_sampling_params sgl_sampling_params_default(void);
@@ -71,10 +84,12 @@ typedef struct sgl_request {
                                       continuations appended to the prompt's ids */
     const int32_t *choice_lens;    /* [n_choices] */
     uint64_t user_tag;             /* echoed in the result */
+    bool stream;                   /* GENERATE: partial results before the final one
+                                      (see "Streaming" above); ignored by SCORE/PREFILL */
 } sgl_request;
 
 typedef enum sgl_finish {
-    SGL_FINISH_NONE,   /* not finished (never in a delivered result) */
+    SGL_FINISH_NONE,   /* not finished (only in partial results) */
     SGL_FINISH_STOP,   /* stop string (stop_str) or stop/EOS token (stop_token) */
     SGL_FINISH_LENGTH, /* max_new_tokens reached (or 0 asked: SCORE/PREFILL) */
     SGL_FINISH_ABORT   /* error: message in error */
@@ -95,8 +110,8 @@ typedef struct sgl_choice_score {
     double sum;                    /* sum of logprobs */
 } sgl_choice_score;
 
-/* A finished request. Owned by the caller after poll/wait: free with
- * sgl_result_free (every array below belongs to it). */
+/* A finished request, or a partial one (stream). Owned by the caller after
+ * poll/wait: free with sgl_result_free (every array below belongs to it). */
 typedef struct sgl_result {
     uint64_t id;                   /* from sgl_engine_submit */
     uint64_t user_tag;
@@ -118,6 +133,10 @@ typedef struct sgl_result {
     int32_t n_input_logprobs;
     sgl_choice_score *choices;     /* SCORE: [n_choices] */
     int32_t n_choices;
+    bool partial;                  /* stream: text/tokens are only what is new since the
+                                      previous partial; finish is NONE; prompt_tokens,
+                                      cached_tokens and completion_tokens are the figures
+                                      so far; no logprobs. The final result follows. */
 } sgl_result;
 
 void sgl_result_free(sgl_result *r);
@@ -201,6 +220,15 @@ sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s);
 int sgl_engine_cancel(sgl_engine *e, uint64_t id);
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
 const char *sgl_engine_name(const sgl_engine *e);
+/* The local engine's model and tokenizer, owned by the engine and valid
+ * until sgl_engine_free; NULL when e is not a local engine. Only for reading
+ * while the engine runs (the tokenizer, model_get_config / model_get_gguf,
+ * the thread count of model_get_pool, which needs the non-const pointer);
+ * the engine thread alone runs the model. */
+struct sgl_model;
+struct sgl_tokenizer;
+struct sgl_model *sgl_engine_local_model(const sgl_engine *e);
+const struct sgl_tokenizer *sgl_engine_local_tokenizer(const sgl_engine *e);
 /* Stops the engine (pending requests are dropped) and frees it. NULL ok. */
 void sgl_engine_free(sgl_engine *e);
 

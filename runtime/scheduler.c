@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "runtime/sampler.h"
+#include "runtime/unicode.h"
 
 typedef struct sreq {
     uint64_t id, user_tag;
@@ -16,6 +17,10 @@ typedef struct sreq {
     int32_t n_computed, n_locked;
     radix_node *lock_node;
     bool admitted_once, input_lp_done, starving;
+    bool stream;                /* partial results; text[0..sent_text) and generated
+                                   tokens [0..sent_tok) have gone out in them */
+    size_t sent_text;
+    int32_t sent_tok;
     int32_t cached_tokens, n_gen, peek, step_chunk;
     sgl_sampling_params p;      /* pointer fields cleared: copies below */
     char **stop;
@@ -155,10 +160,84 @@ static int done_push(sched *s, sgl_result *res) {
     return 0;
 }
 
+/* How much of r's text may go out in a partial result now: not a tail that
+ * could still turn into a stop string (the longest end of the text that is a
+ * prefix of some stop string), nor an incomplete UTF-8 sequence at the end.
+ * Before min_new_tokens stop strings are not looked for yet, and a match found
+ * then may start anywhere in the last max_stop_len bytes: nothing goes out.
+ * Once they are, every later match ends in bytes still to come, so it can only
+ * start inside the held-back tail: the text already sent is never cut. */
+static size_t stream_safe_len(const sreq *r) {
+    size_t n = r->text.len;
+    if (n <= r->sent_text) return r->sent_text;
+    if (r->n_stop > 0) {
+        if (r->n_gen < r->p.min_new_tokens) return r->sent_text;
+        size_t hold = 0;
+        for (int32_t i = 0; i < r->n_stop; i++) {
+            size_t l = strlen(r->stop[i]);
+            for (size_t k = SGL_MIN(l, n - r->sent_text); k > hold; k--)
+                if (!memcmp(r->text.data + n - k, r->stop[i], k)) {
+                    hold = k;
+                    break;
+                }
+        }
+        n -= hold;
+    }
+    /* uni_valid_prefix_len: k bytes that start a valid sequence but stop short */
+    for (size_t k = 1; k <= 3 && k <= n - r->sent_text; k++)
+        if (uni_valid_prefix_len((const uint8_t *)r->text.data + n - k, k) == k) {
+            n -= k;
+            break;
+        }
+    return n;
+}
+
+/* Queues a partial result with r's text and tokens since the last one: the
+ * safe part of the text, or (finishing) all that is left of it. Nothing is
+ * queued when there is nothing new. */
+static void req_stream(sched *s, sreq *r, bool finishing) {
+    size_t end = finishing ? r->text.len : stream_safe_len(r);
+    if (end < r->sent_text) end = r->sent_text; /* cannot happen: see stream_safe_len */
+    int32_t new_tok = r->n_gen - r->sent_tok;
+    if (end == r->sent_text && new_tok <= 0) return;
+    sgl_result *res = calloc(1, sizeof *res);
+    if (!res) return;
+    res->id = r->id;
+    res->user_tag = r->user_tag;
+    res->kind = r->kind;
+    res->partial = true;
+    res->finish = SGL_FINISH_NONE;
+    res->stop_token = -1;
+    res->text_len = end - r->sent_text;
+    res->text = malloc(res->text_len + 1);
+    res->n_tokens = SGL_MAX(new_tok, 0);
+    res->tokens = malloc(sizeof(int32_t) * (size_t)(res->n_tokens ? res->n_tokens : 1));
+    if (!res->text || !res->tokens) {
+        sgl_result_free(res); /* the next partial or the final result carries it */
+        return;
+    }
+    memcpy(res->text, r->text.data ? r->text.data + r->sent_text : "", res->text_len);
+    res->text[res->text_len] = '\0';
+    if (res->n_tokens)
+        memcpy(res->tokens, r->tok + r->n_prompt + r->sent_tok,
+               sizeof(int32_t) * (size_t)res->n_tokens);
+    res->prompt_tokens = r->n_prompt;
+    res->completion_tokens = r->n_gen;
+    res->cached_tokens = r->cached_tokens;
+    if (done_push(s, res) < 0) {
+        sgl_result_free(res);
+        return;
+    }
+    r->sent_text = end;
+    r->sent_tok = r->n_gen;
+}
+
 /* Ends r: its KV goes to the cache (unless the batch failed), a result is
- * queued, r is freed. The caller removes r from its list. */
+ * queued (after a last partial when streaming), r is freed. The caller
+ * removes r from its list. */
 static void req_finish(sched *s, sreq *r, bool keep_kv) {
     req_drop_kv(s, r, keep_kv);
+    if (r->stream) req_stream(s, r, true);
     sgl_result *res = calloc(1, sizeof *res);
     if (res) {
         res->id = r->id;
@@ -266,6 +345,7 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
     r->id = in->id;
     r->user_tag = in->user_tag;
     r->kind = in->kind;
+    r->stream = in->stream && in->kind == SGL_REQ_GENERATE;
     r->p = *p;
     r->p.stop = NULL;
     r->p.stop_token_ids = NULL;
@@ -301,6 +381,7 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
     r->sp.repetition_penalty = p->repetition_penalty;
     r->sp.frequency_penalty = p->frequency_penalty;
     r->sp.presence_penalty = p->presence_penalty;
+    r->sp.penalize_prompt = p->penalize_prompt;
     r->sp.seed = p->seed;
     if (!(r->ss = sampler_state_new(s->cfg.vocab, p->seed, err))) goto fail;
     sampler_state_add_prompt(r->ss, r->tok, r->n_prompt);
@@ -688,8 +769,9 @@ int sched_step(sched *s, sgl_error *err) {
         }
         if (finished) {
             r->step_chunk = -1; /* marks removal below */
-        } else if (q->n_new > 1) {
-            req_cache_progress(s, r);
+        } else {
+            if (q->n_new > 1) req_cache_progress(s, r);
+            if (r->stream && final) req_stream(s, r, false);
         }
     }
     int32_t kept = 0;

@@ -87,6 +87,9 @@ typedef struct sched_input {
     const int32_t *tokens;       /* [n_tokens] prompt (copied) */
     int32_t n_tokens;
     const sgl_sampling_params *params; /* copied (stop strings and ids included) */
+    bool stream;                 /* GENERATE: partial results (sgl_result.partial) come
+                                    out of sched_pop before the final one, as engine.h
+                                    describes under "Streaming" */
 } sched_input;
 
 typedef struct sched sched;
@@ -114,7 +117,9 @@ int sched_cancel(sched *s, uint64_t user_tag);
  * first failed forward (err set). */
 int sched_run_all(sched *s, sgl_error *err);
 /* Next finished request in finishing order (caller owns; sgl_result_free),
- * or NULL. */
+ * or NULL. Streamed requests also come out as partial results (partial true,
+ * id and user_tag set), each after the previous step's and before the
+ * request's final result. */
 sgl_result *sched_pop(sched *s);
 bool sched_busy(const sched *s);  /* anything waiting or running */
 void sched_metrics(const sched *s, sgl_engine_metrics *out);

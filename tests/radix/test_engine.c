@@ -3,11 +3,13 @@
  * Greedy outputs are identical alone (one at a time, no cache) vs a batch of
  * 64 vs a warm cache vs chunked prefill vs a pool too small for the
  * workload; SCORE logprobs equal GENERATE's for the same tokens; stop
- * strings split across tokens cut the text; wait/poll behave. */
+ * strings split across tokens cut the text; wait/poll behave; streamed
+ * results add up to the final ones. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/engine.h"
+#include "runtime/unicode.h"
 #include "tests/test.h"
 
 static const char *model_path;
@@ -312,6 +314,149 @@ static void test_stop_string(void) {
     sgl_engine_free(e);
 }
 
+/* Streaming through the engine thread: the 64 prompts streamed at once (a
+ * quarter with a stop string taken from the middle of their reference text)
+ * give the reference results, every request's partials add up to its final
+ * result and never split a UTF-8 sequence (the tiny model emits raw bytes,
+ * so sequences split over tokens are common), and a cancelled stream ends
+ * with the rest of its text. */
+typedef struct stream_acc {
+    uint64_t id;
+    sgl_strbuf text;
+    int32_t tok[2048];
+    int32_t n_tok, n_parts, held;
+    size_t bounds[2048];        /* text offsets where a partial ended */
+    bool bad;
+    sgl_result *final;
+} stream_acc;
+
+static void acc_take(stream_acc *a, sgl_result *r) {
+    if (r->id != a->id || a->final) a->bad = true;
+    if (!r->partial) {
+        a->final = r;
+        return;
+    }
+    if (r->finish != SGL_FINISH_NONE || a->n_tok + r->n_tokens > 2048 || a->n_parts >= 2048) {
+        a->bad = true;
+    } else {
+        sgl_strbuf_append(&a->text, r->text, r->text_len);
+        memcpy(a->tok + a->n_tok, r->tokens, sizeof(int32_t) * (size_t)r->n_tokens);
+        a->n_tok += r->n_tokens;
+        a->bounds[a->n_parts++] = a->text.len;
+        a->held += r->n_tokens > 0 && r->text_len == 0;
+    }
+    sgl_result_free(r);
+}
+
+/* Partials add up to the final result; no boundary inside a valid UTF-8
+ * sequence of the final text (invalid bytes decode as 1-byte units). */
+static bool acc_ok(const stream_acc *a) {
+    const sgl_result *f = a->final;
+    if (a->bad || !f || f->text_len != a->text.len || f->n_tokens != a->n_tok ||
+        memcmp(f->text, a->text.data ? a->text.data : "", f->text_len) ||
+        memcmp(f->tokens, a->tok, sizeof(int32_t) * (size_t)a->n_tok))
+        return false;
+    size_t at = 0;
+    for (int32_t i = 0; i < a->n_parts; i++) {
+        while (at < a->bounds[i]) {
+            uint32_t cp;
+            at += uni_decode((const uint8_t *)f->text + at, f->text_len - at, &cp);
+        }
+        if (at != a->bounds[i]) return false;
+    }
+    return true;
+}
+
+static void test_stream(void) {
+    static stream_acc acc[N];
+    static char stops[N][3];
+    memset(acc, 0, sizeof acc);
+    sgl_engine *e = engine_make(8192, 16, 64, false, SGL_SCHED_LPM);
+    for (int i = 0; i < N; i++) {
+        sgl_request rq = {0};
+        rq.kind = SGL_REQ_GENERATE;
+        rq.text = prompts[i];
+        rq.params = greedy(8 + i % 9);
+        rq.params.return_logprob = (i % 2 == 0);
+        rq.user_tag = (uint64_t)i;
+        rq.stream = true;
+        const char *sp[1] = {stops[i]};
+        if (i % 4 == 3 && ref[i] && ref[i]->text_len >= 4) {
+            memcpy(stops[i], ref[i]->text + ref[i]->text_len / 2 - 1, 2);
+            if (!memchr(stops[i], 0, 2)) {
+                rq.params.stop = sp;
+                rq.params.n_stop = 1;
+            }
+        }
+        sgl_error err;
+        acc[i].id = sgl_engine_submit(e, &rq, &err);
+        CHECK_MSG(acc[i].id != 0, "submit: %s", err.msg);
+    }
+    int finals = 0, partials = 0;
+    while (finals < N) {
+        sgl_result *r = sgl_engine_wait(e, 60);
+        if (!r) break;
+        if (r->user_tag >= N) {
+            sgl_result_free(r);
+            continue;
+        }
+        finals += !r->partial;
+        partials += r->partial;
+        acc_take(&acc[r->user_tag], r);
+    }
+    CHECK_INT(finals, N);
+    int bad = 0, differ = 0, stopped = 0, held = 0;
+    for (int i = 0; i < N; i++) {
+        stream_acc *a = &acc[i];
+        bad += !acc_ok(a);
+        held += a->held;
+        const sgl_result *f = a->final, *g = ref[i];
+        if (!f || !g) {
+            differ++;
+        } else if (stops[i][0] && f->stop_str) {
+            /* cut at the stop string's first occurrence in the reference */
+            const char *hit = memmem(g->text, g->text_len, stops[i], 2);
+            stopped++;
+            differ += !hit || f->text_len != (size_t)(hit - g->text) ||
+                      memcmp(f->text, g->text, f->text_len) != 0;
+        } else {
+            differ += f->finish != g->finish || f->text_len != g->text_len ||
+                      memcmp(f->text, g->text, g->text_len) != 0 || f->n_tokens != g->n_tokens ||
+                      f->n_logprobs != g->n_logprobs;
+        }
+        sgl_strbuf_free(&a->text);
+        sgl_result_free(a->final);
+    }
+    printf("stream: %d partials, %d held back (tokens, no text yet), %d cut by a stop string\n",
+           partials, held, stopped);
+    CHECK_MSG(bad == 0, "%d of %d streams do not add up (or split UTF-8)", bad, N);
+    CHECK_MSG(differ == 0, "%d of %d streamed results differ from the reference", differ, N);
+    CHECK(stopped > 0);
+    CHECK(held > 0);
+
+    /* cancel a long stream after its first partial */
+    sgl_request lr = {0};
+    lr.kind = SGL_REQ_GENERATE;
+    lr.text = prompts[6];
+    lr.params = greedy(2000);
+    lr.params.ignore_eos = true;
+    lr.stream = true;
+    sgl_error err;
+    stream_acc *a = &acc[0];
+    memset(a, 0, sizeof *a);
+    a->id = sgl_engine_submit(e, &lr, &err);
+    sgl_result *r = sgl_engine_wait(e, 60);
+    CHECK(r && r->partial);
+    if (r) acc_take(a, r);
+    CHECK_INT(sgl_engine_cancel(e, a->id), 0);
+    while (!a->final && (r = sgl_engine_wait(e, 60))) acc_take(a, r);
+    CHECK(a->final && a->final->finish == SGL_FINISH_ABORT && a->final->n_tokens < 2000);
+    CHECK(acc_ok(a));
+    sgl_strbuf_free(&a->text);
+    sgl_result_free(a->final);
+    sgl_engine_free(e);
+}
+
 int main(int argc, char **argv) {
     model_path = argc > 1 ? argv[1] : getenv("SGL_TINY_MODEL");
     if (!model_path) TEST_SKIP_ALL("no tiny model given");
@@ -325,6 +470,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_retraction);
     TEST_RUN(test_score_equals_generate);
     TEST_RUN(test_stop_string);
+    TEST_RUN(test_stream);
     for (int i = 0; i < N; i++) sgl_result_free(ref[i]);
     return TEST_DONE();
 }

@@ -5,12 +5,14 @@
  * batched vs small pool (eviction + retraction) vs chunked vs warm cache,
  * stop strings across token boundaries, stop tokens, min_new_tokens,
  * ignore_eos, SCORE-style input logprobs equal to generated logprobs, and a
- * failing forward aborting only its batch. Slot accounting is checked after
- * every step. */
+ * failing forward aborting only its batch; streaming (partial results add up
+ * to the final one, stop strings held back, UTF-8 never split) on a scripted
+ * fake. Slot accounting is checked after every step. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/scheduler.h"
+#include "runtime/unicode.h"
 #include "tests/test.h"
 
 enum { VOCAB = 48, EOS = 0 };
@@ -80,10 +82,12 @@ typedef struct run_opts {
     sgl_sched_policy policy;
     int32_t n_slots, chunk, max_running, budget, starve, share, max_context;
     bool cache_off;
+    sched_forward_fn forward;    /* NULL: fake_forward */
+    sched_piece_fn piece;        /* NULL: fake_piece */
 } run_opts;
 
 static run_opts opts_default(void) {
-    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, 0, false};
+    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, 0, false, NULL, NULL};
     return o;
 }
 
@@ -109,9 +113,9 @@ static void env_init(env *e, const run_opts *o) {
     int32_t eos = EOS;
     c.eos_ids = &eos;
     c.n_eos = 1;
-    c.forward = fake_forward;
+    c.forward = o->forward ? o->forward : fake_forward;
     c.forward_ctx = &e->f;
-    c.piece = fake_piece;
+    c.piece = o->piece ? o->piece : fake_piece;
     sgl_error err;
     e->s = sched_new(&c, e->pool, &err);
     if (!e->s) {
@@ -691,6 +695,289 @@ static void test_max_context(void) {
     env_free(&e);
 }
 
+/* ---- streaming ----------------------------------------------------------- */
+
+/* What the partial results of one request added up to. */
+typedef struct streamed {
+    sgl_strbuf text;
+    int32_t *tokens;
+    int32_t n_tokens, n_partials;
+    char **deltas;              /* each partial's text, in order */
+    bool bad_order;             /* a partial after the final result, or a bad field */
+    sgl_result *final;
+} streamed;
+
+static void streamed_take(streamed *st, sgl_result *r) {
+    if (!r->partial) {
+        if (st->final) st->bad_order = true;
+        sgl_result_free(st->final);
+        st->final = r;
+        return;
+    }
+    if (st->final || r->finish != SGL_FINISH_NONE || r->text_len != strlen(r->text))
+        st->bad_order = true;
+    sgl_strbuf_append(&st->text, r->text, r->text_len);
+    st->tokens = realloc(st->tokens, sizeof(int32_t) * (size_t)(st->n_tokens + r->n_tokens + 1));
+    memcpy(st->tokens + st->n_tokens, r->tokens, sizeof(int32_t) * (size_t)r->n_tokens);
+    st->n_tokens += r->n_tokens;
+    st->deltas = realloc(st->deltas, sizeof(char *) * (size_t)(st->n_partials + 1));
+    st->deltas[st->n_partials++] = sgl_strdup(r->text);
+    sgl_result_free(r);
+}
+
+static void streamed_free(streamed *st) {
+    sgl_strbuf_free(&st->text);
+    free(st->tokens);
+    for (int32_t i = 0; i < st->n_partials; i++) free(st->deltas[i]);
+    free(st->deltas);
+    sgl_result_free(st->final);
+    memset(st, 0, sizeof *st);
+}
+
+/* True when no delta boundary falls inside a valid UTF-8 sequence of the
+ * final text (invalid bytes decode as 1-byte units). */
+static bool utf8_unsplit(const streamed *st) {
+    const uint8_t *t = (const uint8_t *)st->text.data;
+    size_t n = st->text.len, at = 0, b = 0;
+    for (int32_t i = 0; i + 1 < st->n_partials; i++) {
+        b += strlen(st->deltas[i]);
+        while (at < b) {
+            uint32_t cp;
+            at += uni_decode(t + at, n - at, &cp);
+        }
+        if (at != b) return false;
+    }
+    return true;
+}
+
+/* The partials of a streamed request add up to its final result. */
+static bool streamed_adds_up(const streamed *st) {
+    const sgl_result *f = st->final;
+    return f && !st->bad_order && f->text_len == st->text.len &&
+           !memcmp(f->text, st->text.data ? st->text.data : "", f->text_len) &&
+           f->n_tokens == st->n_tokens &&
+           !memcmp(f->tokens, st->tokens ? st->tokens : f->tokens,
+                   sizeof(int32_t) * (size_t)f->n_tokens);
+}
+
+/* Scripted model: the first prompt token picks a script, which the request
+ * follows greedily (then EOS). K holds each token's id. */
+enum { SCRIPT_PROMPT = 3 };
+static const int32_t *scripts[4];
+static int32_t script_len[4];
+
+static int script_forward(void *ctx, kv_pool *kv, const model_batch *b, float *logits,
+                          sgl_error *err) {
+    (void)ctx;
+    (void)err;
+    float *out = logits;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const model_seq *q = &b->seqs[i];
+        for (int32_t j = 0; j < q->n_new; j++)
+            kv_pool_k(kv, 0, q->slots[q->pos0 + j])[0] = (uint16_t)q->tokens[j];
+        for (int32_t j = q->logits_from; j < q->n_new; j++) {
+            int32_t sel = kv_pool_k(kv, 0, q->slots[0])[0] % 4;
+            int32_t g = q->pos0 + j + 1 - SCRIPT_PROMPT;
+            int32_t want = g >= 0 && g < script_len[sel] ? scripts[sel][g] : EOS;
+            for (int32_t v = 0; v < VOCAB; v++) out[v] = v == want ? 10.0f : 0.0f;
+            out += VOCAB;
+        }
+    }
+    return 0;
+}
+
+static const char *const spieces[] = {
+    "", "ab", "ST", "Oq", "xy", "OP", "a", "\xC3", "\xA9", "\xE2\x82", "\xAC", "\xF0",
+    "\x9F\x98", "\x80" "b", "\xE2", "\x82\xAC" "c", "\xFF", "\xC3\xA9", "\xF0\x9F", "z"};
+static const char *script_piece(void *ctx, int32_t id, bool skip_special, size_t *len) {
+    (void)ctx;
+    (void)skip_special;
+    const char *p = id >= 0 && id < (int32_t)(sizeof spieces / sizeof *spieces) ? spieces[id] : "?";
+    *len = strlen(p);
+    return p;
+}
+
+/* Runs one scripted request with streaming; fills st. */
+static void run_script(int sel, const sgl_sampling_params *sp, streamed *st) {
+    run_opts o = opts_default();
+    o.forward = script_forward;
+    o.piece = script_piece;
+    env e;
+    env_init(&e, &o);
+    int32_t prompt[SCRIPT_PROMPT] = {sel, 20, 21};
+    sched_input in = {0};
+    in.id = 7;
+    in.kind = SGL_REQ_GENERATE;
+    in.tokens = prompt;
+    in.n_tokens = SCRIPT_PROMPT;
+    in.params = sp;
+    in.stream = true;
+    sgl_error err;
+    CHECK(sched_add(e.s, &in, &err) == 0);
+    memset(st, 0, sizeof *st);
+    while (sched_busy(e.s)) {
+        CHECK(sched_step(e.s, &err) >= 0);
+        sgl_result *r;
+        while ((r = sched_pop(e.s))) {
+            CHECK(r->id == 7);
+            streamed_take(st, r);
+        }
+    }
+    env_free(&e);
+}
+
+static void expect_deltas(const streamed *st, const char *const *want, int32_t n) {
+    CHECK_INT(st->n_partials, n);
+    for (int32_t i = 0; i < n && i < st->n_partials; i++) CHECK_STR(st->deltas[i], want[i]);
+}
+
+/* A tail that may begin a stop string waits for the next token; the stop
+ * string itself never goes out; with min_new_tokens nothing goes out early. */
+static void test_stream_stop_held_back(void) {
+    static const int32_t sa[] = {1, 2, 3, 4, 2, 5, 19, 19};
+    scripts[1] = sa;
+    script_len[1] = 8;
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 20;
+    const char *stops[] = {"STOP", "xyz"};
+    sp.stop = stops;
+    sp.n_stop = 2;
+    streamed st;
+    run_script(1, &sp, &st);
+    const char *want[] = {"ab", "", "STOq", "", "xy", ""};
+    expect_deltas(&st, want, 6);
+    CHECK(streamed_adds_up(&st));
+    CHECK(st.final && st.final->finish == SGL_FINISH_STOP);
+    if (st.final) {
+        CHECK_STR(st.final->text, "abSTOqxy");
+        CHECK_STR(st.final->stop_str, "STOP");
+        CHECK_INT(st.final->n_tokens, 6);
+    }
+    streamed_free(&st);
+
+    sp.min_new_tokens = 4;
+    run_script(1, &sp, &st);
+    const char *want_min[] = {"", "", "", "abSTOq", "xy", ""};
+    expect_deltas(&st, want_min, 6);
+    CHECK(streamed_adds_up(&st));
+    streamed_free(&st);
+
+    /* no stop strings: every token's text goes out at once */
+    sp.min_new_tokens = 0;
+    sp.n_stop = 0;
+    sp.stop = NULL;
+    sp.max_new_tokens = 8;
+    run_script(1, &sp, &st);
+    const char *want_plain[] = {"ab", "ST", "Oq", "xy", "ST", "OP", "z", "z"};
+    expect_deltas(&st, want_plain, 8);
+    CHECK(streamed_adds_up(&st) && st.final && st.final->finish == SGL_FINISH_LENGTH);
+    streamed_free(&st);
+}
+
+/* Multi-byte sequences split over tokens go out whole; invalid bytes go out
+ * as they are; an incomplete tail at the end comes in the last partial. */
+static void test_stream_utf8(void) {
+    static const int32_t sb[] = {6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 6, 17, 18};
+    scripts[2] = sb;
+    script_len[2] = 14;
+    sgl_sampling_params sp = sgl_sampling_params_default();
+    sp.temperature = 0;
+    sp.max_new_tokens = 14;
+    streamed st;
+    run_script(2, &sp, &st);
+    const char *want[] = {"a", "", "\xC3\xA9", "", "\xE2\x82\xAC", "", "", "\xF0\x9F\x98\x80" "b",
+                          "", "\xE2\x82\xAC" "c", "\xFF", "a", "\xC3\xA9", "\xF0\x9F"};
+    expect_deltas(&st, want, 14);
+    CHECK(streamed_adds_up(&st));
+    CHECK(utf8_unsplit(&st));
+    streamed_free(&st);
+    /* the same text ending in a stop string that starts inside a sequence */
+    const char *stops[] = {"\xA9\xF0"};
+    sp.stop = stops;
+    sp.n_stop = 1;
+    run_script(2, &sp, &st);
+    CHECK(streamed_adds_up(&st) && utf8_unsplit(&st));
+    CHECK(st.final && st.final->finish == SGL_FINISH_STOP && st.final->n_tokens == 14);
+    if (st.final) CHECK_STR(st.final->text, "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80" "b\xE2\x82\xAC" "c\xFF" "a\xC3");
+    streamed_free(&st);
+}
+
+/* The random workload streamed, with stop strings on some requests, in a
+ * pool small enough for retraction (both passes): the same final results as without
+ * streaming, and every request's partials add up to its final result. */
+static void test_stream_workload(void) {
+    run_opts o = opts_default();
+    o.n_slots = 180;
+    o.chunk = 16;
+    int64_t retractions = 0;
+    const char *stops[] = {"qd", "kkk", "ab", "cf", "dz", "mo", "ui", "ew"};
+    sgl_sampling_params sp[N_REQ];
+    for (int r = 0; r < N_REQ; r++) {
+        sp[r] = params[r];
+        if (r % 3 == 1) {
+            sp[r].stop = stops;
+            sp[r].n_stop = 8;
+            sp[r].min_new_tokens = r % 2 ? 3 : 0;
+        }
+    }
+    sgl_result *plain[N_REQ] = {0};
+    streamed st[N_REQ];
+    memset(st, 0, sizeof st);
+    for (int pass = 0; pass < 2; pass++) {
+        env e;
+        env_init(&e, &o);
+        for (int r = 0; r < N_REQ; r++) {
+            sched_input in = {0};
+            in.id = (uint64_t)r;
+            in.kind = SGL_REQ_GENERATE;
+            in.tokens = prompts[r];
+            in.n_tokens = plen[r];
+            in.params = &sp[r];
+            in.stream = pass == 1;
+            sgl_error err;
+            CHECK(sched_add(e.s, &in, &err) == 0);
+        }
+        sgl_error err;
+        int guard = 0;
+        while (sched_busy(e.s) && guard++ < 100000) {
+            CHECK(sched_step(e.s, &err) >= 0);
+            CHECK_MSG(sched_check(e.s, &err) == 0, "check: %s", err.msg);
+            sgl_result *r;
+            while ((r = sched_pop(e.s))) {
+                if (r->id >= N_REQ) sgl_result_free(r);
+                else if (pass == 0) {
+                    CHECK(!r->partial);
+                    plain[r->id] = r;
+                } else {
+                    streamed_take(&st[r->id], r);
+                }
+            }
+        }
+        sgl_engine_metrics m;
+        sched_metrics(e.s, &m);
+        retractions += m.retractions;
+        env_free(&e);
+    }
+    int bad = 0, stopped = 0, partials = 0;
+    for (int r = 0; r < N_REQ; r++) {
+        const sgl_result *a = plain[r], *f = st[r].final;
+        bool ok = a && f && streamed_adds_up(&st[r]) && a->finish == f->finish &&
+                  a->text_len == f->text_len && !memcmp(a->text, f->text, a->text_len) &&
+                  a->n_tokens == f->n_tokens && a->n_logprobs == f->n_logprobs;
+        bad += !ok;
+        stopped += f && f->stop_str != NULL;
+        partials += st[r].n_partials;
+        sgl_result_free(plain[r]);
+        streamed_free(&st[r]);
+    }
+    printf("stream workload: %d partials, %d stopped by a stop string, %lld retractions\n",
+           partials, stopped, (long long)retractions);
+    CHECK_MSG(bad == 0, "%d of %d streamed requests differ or do not add up", bad, N_REQ);
+    CHECK(stopped > 0);
+    CHECK(retractions > 0);
+}
+
 int main(void) {
     for (int v = 0; v < VOCAB; v++) {
         pieces[v][0] = (char)('a' + v % 26);
@@ -710,6 +997,9 @@ int main(void) {
     TEST_RUN(test_forward_failure);
     TEST_RUN(test_cancel);
     TEST_RUN(test_max_context);
+    TEST_RUN(test_stream_stop_held_back);
+    TEST_RUN(test_stream_utf8);
+    TEST_RUN(test_stream_workload);
     for (int r = 0; r < N_REQ; r++) sgl_result_free(alone[r]);
     return TEST_DONE();
 }
