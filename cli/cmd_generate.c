@@ -1,7 +1,10 @@
-/* cmd_generate: `sglc generate`: one prompt through the local model, the
- * continuation streamed to stdout as it is produced. A single request, so
- * this drives model_forward directly over a KV pool sized for prompt + max
- * tokens (the engine and its scheduler serve many requests at once). */
+/* cmd_generate: `sglc generate`: prompts through the local engine
+ * (sgl_engine_local_new: scheduler, radix cache, continuous batching). One
+ * prompt is streamed to stdout as it is produced; several (--prompt given
+ * more than once, or --prompts-file) are submitted together so they batch,
+ * and their outputs are printed in order under "### prompt N" headers.
+ * Prompts are tokenized here (with the engine's tokenizer) so --chat can
+ * render the chat template without adding BOS twice. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,61 +12,132 @@
 
 #include "cli/cli.h"
 #include "runtime/chat_template.h"
+#include "runtime/engine.h"
 #include "runtime/model.h"
-#include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
+#include "runtime/unicode.h"
 #include "util/util.h"
-
-/* Prefill is split into chunks of this many tokens (bounds scratch memory). */
-#define GEN_PREFILL_CHUNK 512
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: sglc generate [--model PATH] --prompt TEXT [options]\n\n"
-            "Generates a continuation of TEXT with the local model and streams it to stdout.\n\n"
+            "usage: sglc generate [--model PATH] --prompt TEXT [--prompt TEXT ...] [options]\n"
+            "       sglc generate [--model PATH] --prompts-file FILE [options]\n\n"
+            "Generates a continuation of each prompt with the local engine. One prompt is\n"
+            "streamed to stdout as it is produced; several are submitted at once (they batch\n"
+            "and share cached prefixes) and printed in order, each after a '### prompt N' line.\n\n"
             "options:\n"
             "  --model PATH          GGUF model (default: $SGL_MODEL or models/%s)\n"
-            "  --prompt TEXT         the prompt (required)\n"
-            "  --chat                wrap the prompt in the model's chat template as a user turn\n"
+            "  --prompt TEXT         a prompt (repeat for several)\n"
+            "  --prompts-file FILE   more prompts, one per line (empty lines skipped)\n"
+            "  --chat                wrap each prompt in the model's chat template as a user turn\n"
             "  --system TEXT         system message (with --chat)\n"
-            "  --max-tokens N        most tokens to generate (default 256)\n"
+            "  --max-tokens N        most tokens to generate per prompt (default 256)\n"
+            "  --stop TEXT           stop before this text (repeatable; not printed)\n"
             "  --temperature T       0 = greedy (default 0)\n"
             "  --top-p P             nucleus sampling (default 1 = off)\n"
             "  --top-k K             keep the K most likely tokens (default 0 = off)\n"
             "  --min-p P             drop tokens below P x the top probability (default 0 = off)\n"
             "  --repeat-penalty R    repetition penalty over prompt and output (default 1 = off)\n"
-            "  --seed S              sampling seed (default: from the clock)\n"
+            "  --seed S              sampling seed, the same for every prompt (default: clock)\n"
             "  --threads N           CPU threads (default: all cores)\n"
-            "  --stats               print token counts and speeds to stderr\n",
+            "engine:\n"
+            "  --kv-tokens N         KV pool size in tokens, cache included (default: 256 MiB)\n"
+            "  --chunked-prefill N   prompt tokens per request per forward (default 512;\n"
+            "                        0 = whole prompts)\n"
+            "  --policy lpm|fcfs     waiting-queue order: longest cached prefix first (default)\n"
+            "                        or arrival order\n"
+            "  --no-cache            no radix cache: every prompt computed afresh\n"
+            "  --stats               print per-prompt figures and engine totals to stderr\n",
             SGL_DEFAULT_MODEL_FILE);
 }
 
 typedef struct gen_opts {
-    const char *model, *prompt, *system;
-    bool chat, stats, seed_given;
-    long max_tokens, threads;
-    sampler_params sp;
+    const char *model, *system, *prompts_file;
+    const char **prompts;        /* [n_prompts] borrowed from argv or file_text */
+    int n_prompts, cap_prompts;
+    const char **stops;          /* [n_stops] borrowed from argv */
+    int n_stops;
+    char *file_text;             /* --prompts-file contents (owned) */
+    bool chat, stats, seed_given, no_cache;
+    long max_tokens, threads, kv_tokens, chunk;
+    sgl_sched_policy policy;
+    sgl_sampling_params sp;
 } gen_opts;
+
+static void opts_free(gen_opts *o) {
+    free(o->prompts);
+    free(o->stops);
+    free(o->file_text);
+}
+
+static void push_str(const char ***v, int *n, int *cap, const char *s) {
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        const char **nv = realloc(*v, sizeof(char *) * (size_t)*cap);
+        if (!nv) {
+            fprintf(stderr, "sglc generate: error: out of memory\n");
+            exit(1);
+        }
+        *v = nv;
+    }
+    (*v)[(*n)++] = s;
+}
+
+/* Appends the non-empty lines of --prompts-file (a trailing \r dropped). */
+static void read_prompts_file(gen_opts *o) {
+    sgl_error err;
+    size_t len = 0;
+    o->file_text = sgl_read_file(o->prompts_file, &len, &err);
+    if (!o->file_text) {
+        fprintf(stderr, "sglc generate: error: %s\n", err.msg);
+        exit(1);
+    }
+    char *p = o->file_text, *end = o->file_text + len;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *e = nl ? nl : end;
+        if (e > p && e[-1] == '\r') e--;
+        *e = '\0';
+        if (e > p) push_str(&o->prompts, &o->n_prompts, &o->cap_prompts, p);
+        p = nl ? nl + 1 : end;
+    }
+}
 
 static void parse_args(int argc, char **argv, gen_opts *o) {
     const char *cmd = "generate", *v;
-    o->sp = sampler_params_default();
+    int cap_stops = 0;
+    o->sp = sgl_sampling_params_default();
+    o->sp.temperature = 0;
+    o->sp.top_k = 0;
     o->max_tokens = 256;
+    o->chunk = -1;
+    o->policy = SGL_SCHED_LPM;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
+            opts_free(o);
             exit(0);
         } else if (!strcmp(a, "--chat")) {
             o->chat = true;
         } else if (!strcmp(a, "--stats")) {
             o->stats = true;
+        } else if (!strcmp(a, "--no-cache")) {
+            o->no_cache = true;
         } else if (cli_opt(argc, argv, &i, "--model", &v)) {
             o->model = v;
         } else if (cli_opt(argc, argv, &i, "--prompt", &v)) {
-            o->prompt = v;
+            push_str(&o->prompts, &o->n_prompts, &o->cap_prompts, v);
+        } else if (cli_opt(argc, argv, &i, "--prompts-file", &v)) {
+            o->prompts_file = v;
         } else if (cli_opt(argc, argv, &i, "--system", &v)) {
             o->system = v;
+        } else if (cli_opt(argc, argv, &i, "--stop", &v)) {
+            if (!*v) {
+                fprintf(stderr, "sglc generate: error: --stop needs a non-empty text\n");
+                exit(2);
+            }
+            push_str(&o->stops, &o->n_stops, &cap_stops, v);
         } else if (cli_opt(argc, argv, &i, "--max-tokens", &v)) {
             o->max_tokens = cli_parse_long(cmd, "--max-tokens", v, 0, 1 << 20);
         } else if (cli_opt(argc, argv, &i, "--temperature", &v)) {
@@ -81,13 +155,27 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
             o->seed_given = true;
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             o->threads = cli_parse_long(cmd, "--threads", v, 0, 256);
+        } else if (cli_opt(argc, argv, &i, "--kv-tokens", &v)) {
+            o->kv_tokens = cli_parse_long(cmd, "--kv-tokens", v, 16, 1L << 30);
+        } else if (cli_opt(argc, argv, &i, "--chunked-prefill", &v)) {
+            o->chunk = cli_parse_long(cmd, "--chunked-prefill", v, 0, 1L << 30);
+        } else if (cli_opt(argc, argv, &i, "--policy", &v)) {
+            if (sgl_sched_policy_parse(v, &o->policy) < 0) {
+                fprintf(stderr, "sglc generate: error: --policy must be lpm or fcfs, not '%s'\n", v);
+                exit(2);
+            }
         } else {
             fprintf(stderr, "sglc generate: error: unknown option '%s'\n", a);
             usage(stderr);
             exit(2);
         }
     }
-    if (!o->prompt) {
+    if (o->prompts_file) read_prompts_file(o);
+    if (o->n_prompts == 0 && o->prompts_file) {
+        fprintf(stderr, "sglc generate: error: %s holds no prompt\n", o->prompts_file);
+        exit(2);
+    }
+    if (o->n_prompts == 0) {
         fprintf(stderr, "sglc generate: error: --prompt TEXT is required\n");
         usage(stderr);
         exit(2);
@@ -97,156 +185,219 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
         exit(2);
     }
     if (!o->seed_given) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    o->sp.max_new_tokens = (int32_t)o->max_tokens;
     o->sp.penalize_prompt = true; /* --repeat-penalty: over prompt and output, as llama.cpp */
+    o->sp.stop = o->stops;
+    o->sp.n_stop = o->n_stops;
 }
 
-/* Builds the prompt's token ids (malloc'd into *ids). */
-static int encode_prompt(const gen_opts *o, const sgl_model *m, const sgl_tokenizer *tok,
-                         int32_t **ids, size_t *n, sgl_error *err) {
-    if (!o->chat)
-        return tok_encode_ex(tok, o->prompt, strlen(o->prompt),
+/* Builds one prompt's token ids (malloc'd into *ids). ct: the chat template
+ * with --chat, else NULL. */
+static int encode_prompt(const gen_opts *o, const char *prompt, const chat_template *ct,
+                         const sgl_tokenizer *tok, int32_t **ids, size_t *n, sgl_error *err) {
+    if (!ct)
+        return tok_encode_ex(tok, prompt, strlen(prompt),
                              TOK_ENC_PARSE_SPECIAL | TOK_ENC_ADD_SPECIAL, ids, n, err);
-    chat_template *ct = chat_template_from_gguf(model_get_gguf(m), tok, err);
-    if (!ct) return -1;
     chat_msg msgs[2];
     size_t nm = 0;
     if (o->system) msgs[nm++] = (chat_msg){"system", o->system};
-    msgs[nm++] = (chat_msg){"user", o->prompt};
+    msgs[nm++] = (chat_msg){"user", prompt};
     sgl_strbuf sb = {0};
     int rc = chat_render(ct, msgs, nm, true, &sb, err);
-    chat_template_free(ct);
     if (!rc) rc = tok_encode(tok, sb.data ? sb.data : "", sb.len, true, ids, n, err);
     sgl_strbuf_free(&sb);
     return rc;
+}
+
+/* Writes s[0..n) as valid UTF-8: each maximal invalid part becomes U+FFFD
+ * (as the tokenizer's stream decoder prints it). The engine's partial texts
+ * never end inside a valid sequence, so writing them one by one gives the
+ * same bytes as writing the whole text. */
+static void write_utf8(const char *s, size_t n) {
+    const uint8_t *u = (const uint8_t *)s;
+    size_t i = 0, from = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t l = uni_decode(u + i, n - i, &cp);
+        if (cp != UNI_INVALID) {
+            i += l;
+            continue;
+        }
+        fwrite(s + from, 1, i - from, stdout);
+        fputs("\xEF\xBF\xBD", stdout);
+        size_t vp = uni_valid_prefix_len(u + i, SGL_MIN(n - i, (size_t)4));
+        i += vp > 1 ? vp : 1;
+        from = i;
+    }
+    fwrite(s + from, 1, n - from, stdout);
+}
+
+/* What --stats reports per prompt. */
+typedef struct gen_req {
+    uint64_t id;
+    double t_submit, t_first, t_done; /* t_first: first token (0 until then) */
+    sgl_result *res;                  /* final result */
+} gen_req;
+
+static void print_request_stats(int idx, const gen_req *g) {
+    const sgl_result *r = g->res;
+    double t_first = g->t_first > 0 ? g->t_first : g->t_done;
+    double prefill = t_first - g->t_submit, decode = g->t_done - t_first;
+    int32_t computed = r->prompt_tokens - r->cached_tokens;
+    int32_t n_dec = r->completion_tokens > 1 ? r->completion_tokens - 1 : 0;
+    fprintf(stderr,
+            "prompt %d: prompt tokens %d, cached tokens %d, completion tokens %d, "
+            "prefill %.1f tokens/s (%d in %.3f s), decode %.1f tokens/s (%d in %.3f s), "
+            "finish %s",
+            idx + 1, r->prompt_tokens, r->cached_tokens, r->completion_tokens,
+            prefill > 0 ? (double)computed / prefill : 0.0, computed, prefill,
+            decode > 0 ? (double)n_dec / decode : 0.0, n_dec, decode, sgl_finish_name(r->finish));
+    if (r->stop_str) fprintf(stderr, " (stop string)");
+    else if (r->finish == SGL_FINISH_STOP && r->stop_token >= 0)
+        fprintf(stderr, " (token %d)", r->stop_token);
+    fputc('\n', stderr);
+}
+
+static void print_engine_stats(sgl_engine *e) {
+    sgl_engine_metrics m;
+    sgl_engine_metrics_get(e, &m);
+    fprintf(stderr,
+            "engine: requests %lld, prompt tokens %lld, cached tokens %lld, hit rate %.1f%%, "
+            "generated tokens %lld, forward calls %lld (%lld tokens)\n"
+            "engine: running %d, waiting %d, evicted tokens %lld, retractions %lld, "
+            "pool %d/%d slots used (%lld held by the cache)\n",
+            (long long)m.requests_done, (long long)m.prompt_tokens, (long long)m.cached_tokens,
+            100.0 * m.hit_rate, (long long)m.generated_tokens, (long long)m.forward_calls,
+            (long long)m.forward_tokens, m.running, m.waiting, (long long)m.evicted_tokens,
+            (long long)m.retractions, m.pool_used, m.pool_slots, (long long)m.cache_tokens);
+}
+
+/* Prints result idx (one of several): header, text, its error if any.
+ * Returns 0, or 1 when the request failed. */
+static int print_one(int idx, const sgl_result *r) {
+    printf("### prompt %d\n", idx + 1);
+    write_utf8(r->text, r->text_len);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (r->finish != SGL_FINISH_ABORT) return 0;
+    fprintf(stderr, "sglc generate: error: prompt %d: %s\n", idx + 1, r->error ? r->error : "aborted");
+    return 1;
 }
 
 int cmd_generate(int argc, char **argv) {
     gen_opts o = {0};
     parse_args(argc, argv, &o);
     char *path = cli_model_path(o.model);
-    if (!path) return 1;
+    if (!path) {
+        opts_free(&o);
+        return 1;
+    }
 
-    int status = 1;
+    int status = 1, n = o.n_prompts;
     sgl_error err = {{0}};
-    sgl_model *m = NULL;
-    sgl_tokenizer *tok = NULL;
-    kv_pool *kv = NULL;
-    sampler_state *ss = NULL;
-    int32_t *ids = NULL, *slots = NULL;
-    float *logits = NULL;
-    char *out = NULL;
-
-    double t_load = sgl_now();
-    m = model_load(path, (int)o.threads, &err);
-    if (!m) goto fail;
-    tok = tok_load_gguf(model_get_gguf(m), &err);
-    if (!tok) goto fail;
-    const model_config *cfg = model_get_config(m);
-    size_t n_prompt = 0;
-    if (encode_prompt(&o, m, tok, &ids, &n_prompt, &err)) goto fail;
-    if (n_prompt == 0) {
-        sgl_error_set(&err, "the prompt encodes to no tokens");
-        goto fail;
-    }
-    size_t n_total = n_prompt + (size_t)o.max_tokens;
-    if (n_total > INT32_MAX / 2) {
-        sgl_error_set(&err, "prompt + --max-tokens too long");
-        goto fail;
-    }
-    int32_t *grown = realloc(ids, sizeof(int32_t) * n_total);
-    slots = malloc(sizeof(int32_t) * n_total);
-    logits = malloc(sizeof(float) * (size_t)cfg->vocab);
-    out = malloc(tok_stream_cap(tok));
-    if (!grown || !slots || !logits || !out) {
-        if (grown) ids = grown;
+    sgl_engine *e = NULL;
+    chat_template *ct = NULL;
+    gen_req *reqs = calloc((size_t)n, sizeof *reqs);
+    int32_t **ids = calloc((size_t)n, sizeof *ids);
+    size_t *n_ids = calloc((size_t)n, sizeof *n_ids);
+    if (!reqs || !ids || !n_ids) {
         sgl_error_set(&err, "out of memory");
         goto fail;
     }
-    ids = grown;
-    kv = model_kv_pool_new(m, (int32_t)n_total, &err);
-    if (!kv) goto fail;
-    if (kv_pool_alloc(kv, (int32_t)n_total, slots)) {
-        sgl_error_set(&err, "KV pool: cannot take %zu slots", n_total);
-        goto fail;
-    }
-    ss = sampler_state_new(cfg->vocab, o.sp.seed, &err);
-    if (!ss) goto fail;
-    sampler_state_add_prompt(ss, ids, (int32_t)n_prompt);
+
+    sgl_engine_config cfg = sgl_engine_config_default();
+    cfg.model_path = path;
+    cfg.n_threads = (int)o.threads;
+    cfg.kv_slots = (int32_t)o.kv_tokens;
+    cfg.policy = o.policy;
+    if (o.chunk >= 0) cfg.chunk_size = (int32_t)o.chunk;
+    cfg.cache_off = o.no_cache;
+    double t_load = sgl_now();
+    if (!(e = sgl_engine_local_new(&cfg, &err))) goto fail;
     t_load = sgl_now() - t_load;
-
-    /* Prefill in chunks; logits only for the last prompt token. */
-    double t0 = sgl_now();
-    for (size_t p = 0; p < n_prompt; p += GEN_PREFILL_CHUNK) {
-        int32_t n_new = (int32_t)SGL_MIN((size_t)GEN_PREFILL_CHUNK, n_prompt - p);
-        bool last = p + (size_t)n_new == n_prompt;
-        model_seq s = {.n_new = n_new, .tokens = ids + p, .pos0 = (int32_t)p,
-                       .n_ctx = (int32_t)p + n_new, .slots = slots,
-                       .logits_from = last ? n_new - 1 : n_new};
-        model_batch b = {1, &s};
-        if (model_forward(m, kv, &b, logits, &err)) goto fail;
-    }
-    double t_prefill = sgl_now() - t0;
-
-    tok_stream ts;
-    tok_stream_init(&ts, true);
-    size_t n_gen = 0, cap = tok_stream_cap(tok);
-    const char *finish = "length";
-    t0 = sgl_now();
-    while (n_gen < (size_t)o.max_tokens) {
-        int32_t next = sampler_sample(ss, &o.sp, logits);
-        if (tok_is_eog(tok, next)) {
-            finish = "stop";
-            break;
+    sgl_model *m = sgl_engine_local_model(e);
+    const sgl_tokenizer *tok = sgl_engine_local_tokenizer(e);
+    if (o.chat && !(ct = chat_template_from_gguf(model_get_gguf(m), tok, &err))) goto fail;
+    for (int i = 0; i < n; i++) {
+        if (encode_prompt(&o, o.prompts[i], ct, tok, &ids[i], &n_ids[i], &err)) goto fail;
+        if (n_ids[i] == 0) {
+            sgl_error_set(&err, n > 1 ? "prompt %d encodes to no tokens"
+                                      : "the prompt encodes to no tokens", i + 1);
+            goto fail;
         }
-        sampler_state_accept(ss, next);
-        size_t pos = n_prompt + n_gen;
-        ids[pos] = next;
-        n_gen++;
-        size_t k = tok_stream_feed(&ts, tok, next, out, cap);
-        if (k) {
-            fwrite(out, 1, k, stdout);
+    }
+
+    /* Always streamed: the first partial dates the first token (--stats);
+     * only a single prompt prints its partials. */
+    for (int i = 0; i < n; i++) {
+        sgl_request rq = {0};
+        rq.kind = SGL_REQ_GENERATE;
+        rq.tokens = ids[i];
+        rq.n_tokens = (int32_t)n_ids[i];
+        rq.params = o.sp;
+        rq.user_tag = (uint64_t)i;
+        rq.stream = true;
+        reqs[i].t_submit = sgl_now();
+        if (!(reqs[i].id = sgl_engine_submit(e, &rq, &err))) goto fail;
+    }
+    int done = 0, printed = 0, failed = 0;
+    while (done < n) {
+        sgl_result *r = sgl_engine_wait(e, -1);
+        if (!r) continue;
+        if (r->user_tag >= (uint64_t)n) {
+            sgl_result_free(r);
+            continue;
+        }
+        gen_req *g = &reqs[r->user_tag];
+        if (r->partial) {
+            if (r->n_tokens > 0 && g->t_first == 0) g->t_first = sgl_now();
+            if (n == 1 && r->text_len) {
+                write_utf8(r->text, r->text_len);
+                fflush(stdout);
+            }
+            sgl_result_free(r);
+            continue;
+        }
+        g->t_done = sgl_now();
+        g->res = r;
+        done++;
+        if (n == 1) {
+            fputc('\n', stdout);
             fflush(stdout);
+            if (r->finish == SGL_FINISH_ABORT) {
+                sgl_error_set(&err, "%s", r->error ? r->error : "aborted");
+                goto fail;
+            }
         }
-        if (n_gen == (size_t)o.max_tokens) break;
-        model_seq s = {.n_new = 1, .tokens = ids + pos, .pos0 = (int32_t)pos,
-                       .n_ctx = (int32_t)pos + 1, .slots = slots, .logits_from = 0};
-        model_batch b = {1, &s};
-        if (model_forward(m, kv, &b, logits, &err)) goto fail;
+        while (n > 1 && printed < n && reqs[printed].res) {
+            failed |= print_one(printed, reqs[printed].res);
+            printed++;
+        }
     }
-    double t_decode = sgl_now() - t0;
-    size_t k = tok_stream_flush(&ts, out, cap);
-    if (k) fwrite(out, 1, k, stdout);
-    fputc('\n', stdout);
-    fflush(stdout);
 
     if (o.stats) {
-        /* Decode forwards = tokens generated after the first (the first comes
-         * from the prefill's logits). */
-        size_t n_dec = n_gen > 0 ? n_gen - (strcmp(finish, "length") ? 0 : 1) : 0;
-        fprintf(stderr,
-                "model: %s (%s, %d layers, dim %d, vocab %d), %d threads, load %.2f s\n"
-                "prompt tokens: %zu, prefill %.3f s = %.1f tokens/s\n"
-                "generated tokens: %zu (finish: %s), decode %.3f s = %.1f tokens/s\n"
-                "seed: %llu\n",
-                path, cfg->arch == MODEL_ARCH_QWEN2 ? "qwen2" : "llama", cfg->n_layers, cfg->dim,
-                cfg->vocab, kern_pool_threads(model_get_pool(m)), t_load, n_prompt, t_prefill,
-                t_prefill > 0 ? (double)n_prompt / t_prefill : 0.0, n_gen, finish, t_decode,
-                t_decode > 0 ? (double)n_dec / t_decode : 0.0, (unsigned long long)o.sp.seed);
+        const model_config *mc = model_get_config(m);
+        fprintf(stderr, "model: %s (%s, %d layers, dim %d, vocab %d), %d threads, load %.2f s\n",
+                path, mc->arch == MODEL_ARCH_QWEN2 ? "qwen2" : "llama", mc->n_layers, mc->dim,
+                mc->vocab, kern_pool_threads(model_get_pool(m)), t_load);
+        for (int i = 0; i < n; i++) print_request_stats(i, &reqs[i]);
+        print_engine_stats(e);
+        fprintf(stderr, "seed: %llu\n", (unsigned long long)o.sp.seed);
     }
-    status = 0;
+    status = failed;
     goto done;
 fail:
     fflush(stdout);
     fprintf(stderr, "sglc generate: error: %s\n", err.msg);
 done:
-    sampler_state_free(ss);
-    kv_pool_free(kv);
-    tok_free(tok);
-    model_free(m);
+    sgl_engine_free(e);
+    chat_template_free(ct);
+    for (int i = 0; reqs && i < n; i++) sgl_result_free(reqs[i].res);
+    for (int i = 0; ids && i < n; i++) free(ids[i]);
+    free(reqs);
     free(ids);
-    free(slots);
-    free(logits);
-    free(out);
+    free(n_ids);
     free(path);
+    opts_free(&o);
     return status;
 }
