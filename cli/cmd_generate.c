@@ -252,7 +252,7 @@ static void print_request_stats(int idx, const gen_req *g) {
             idx + 1, r->prompt_tokens, r->cached_tokens, r->completion_tokens,
             prefill > 0 ? (double)computed / prefill : 0.0, computed, prefill,
             decode > 0 ? (double)n_dec / decode : 0.0, n_dec, decode, sgl_finish_name(r->finish));
-    if (r->stop_str) fprintf(stderr, " (stop string)");
+    if (r->stop_str) fprintf(stderr, " (stop string \"%s\")", r->stop_str);
     else if (r->finish == SGL_FINISH_STOP && r->stop_token >= 0)
         fprintf(stderr, " (token %d)", r->stop_token);
     fputc('\n', stderr);

@@ -208,10 +208,11 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err);
  * with err set when the request is malformed or memory runs out (nothing was
  * queued). The request and everything it points to are copied. */
 uint64_t sgl_engine_submit(sgl_engine *e, const sgl_request *req, sgl_error *err);
-/* The next finished request (caller owns it), or NULL when none is ready. */
+/* The next finished request, or partial result of a streamed one (caller
+ * owns it), or NULL when none is ready. */
 sgl_result *sgl_engine_poll(sgl_engine *e);
-/* Waits up to timeout_s seconds (< 0: no limit) for a finished request;
- * NULL on timeout. */
+/* Waits up to timeout_s seconds (< 0: no limit) for a finished request (or
+ * a partial result); NULL on timeout. */
 sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s);
 /* Asks the engine to stop request id. It still completes through the queue:
  * with finish ABORT and error "cancelled", or normally if it finished first.
