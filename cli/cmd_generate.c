@@ -28,7 +28,7 @@ static void usage(FILE *out) {
             "options:\n"
             "  --model PATH          GGUF model (default: $SGL_MODEL or models/%s)\n"
             "  --prompt TEXT         a prompt (repeat for several)\n"
-            "  --prompts-file FILE   more prompts, one per line (empty lines skipped)\n"
+            "  --prompts-file FILE   prompts one per line, after any --prompt (empty lines skipped)\n"
             "  --chat                wrap each prompt in the model's chat template as a user turn\n"
             "  --system TEXT         system message (with --chat)\n"
             "  --max-tokens N        most tokens to generate per prompt (default 256)\n"
@@ -40,14 +40,14 @@ static void usage(FILE *out) {
             "  --repeat-penalty R    repetition penalty over prompt and output (default 1 = off)\n"
             "  --seed S              sampling seed, the same for every prompt (default: clock)\n"
             "  --threads N           CPU threads (default: all cores)\n"
+            "  --stats               print per-prompt figures and engine totals to stderr\n"
             "engine:\n"
             "  --kv-tokens N         KV pool size in tokens, cache included (default: 256 MiB)\n"
             "  --chunked-prefill N   prompt tokens per request per forward (default 512;\n"
             "                        0 = whole prompts)\n"
             "  --policy lpm|fcfs     waiting-queue order: longest cached prefix first (default)\n"
             "                        or arrival order\n"
-            "  --no-cache            no radix cache: every prompt computed afresh\n"
-            "  --stats               print per-prompt figures and engine totals to stderr\n",
+            "  --no-cache            no radix cache: every prompt computed afresh\n",
             SGL_DEFAULT_MODEL_FILE);
 }
 
