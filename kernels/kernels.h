@@ -12,6 +12,15 @@
  * Layouts: a weight matrix W with `rows` rows of `k` elements is stored
  * row-major in its dtype; row r starts at byte r * sgl_dtype_row_bytes(t, k).
  * Activations are f32, row-major, contiguous.
+ *
+ * Quantized matmul activations are int16, not int8: the fast paths quantize
+ * X per block of 32 values to int16 (x ~= d q, |q| <= 32767) and use exact
+ * integer dot products against the weights widened to int16. With int8
+ * (Q8_0/Q8_K-style) activations the rounding noise, added up over the 30
+ * layers of the default model (SmolLM2-135M Q4_1), flipped near-tied greedy
+ * choices away from the float reference's (the chat answer to "What is the
+ * capital of France?" began "L'Étoile" instead of "The capital of France is
+ * Paris."); int16 makes it 258x smaller at about the same cost.
  */
 #ifndef SGL_KERNELS_H
 #define SGL_KERNELS_H
@@ -48,8 +57,9 @@ void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *ctx);
 /* ---- implementation choice ------------------------------------------------ */
 
 /* Name of the implementation in use: "scalar", "avx2", or "avx2-vnni" (AVX2
- * plus AVX512-VNNI dot products for Q4_0/Q4_1/Q8_0, bit-identical results to
- * "avx2"; environment variable SGL_KERN_NO_VNNI=1 at start-up disables it). */
+ * plus AVX512-VNNI int16 dot products (vpdpwssd) for the quantized types,
+ * bit-identical results to "avx2"; environment variable SGL_KERN_NO_VNNI=1
+ * at start-up disables it). */
 const char *kern_impl_name(void);
 /* Force the scalar reference implementation (true) or re-detect (false).
  * For tests and benchmarks; call before using kernels from several threads. */
@@ -74,9 +84,12 @@ int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
  * multiple of t's block size; t must satisfy kern_type_supported (else Y is
  * left untouched). Deterministic per the contract above: Y[b][r] is
  * bit-identical for any nb, batch composition and thread count.
- * Accuracy: the fast paths quantize X to int8 per block (32 values; 256 for
- * the K-quants), so |Y - exact| <= sum_j |W[r][j]| * amax(X block of j)/254
- * (+ f32 rounding); float weight types (F32/F16/BF16) use f32 X directly. */
+ * Accuracy: the fast paths quantize X to int16 per block of 32 values (for
+ * every quantized type, K-quants included), so
+ * |Y - exact| <= sum_j |W[r][j]| * amax(X block of j) / 65534 (+ f32
+ * rounding of the per-block scaling and the sum, about (k/32 + 8) * 2^-24
+ * relative); float weight types (F32/F16/BF16) use f32 X directly. The
+ * scalar reference (kern_force_reference) uses f32 X and sums in double. */
 void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
                  const float *X, int64_t nb, float *Y);
 

@@ -1,10 +1,15 @@
 /* avx2_matmul: the AVX2/FMA/F16C matmul (compiled with -mavx2 -mfma -mf16c;
  * only reached after the runtime CPU check in kern_cpu.c).
  *
- * Quantized weights: the activations are quantized once per call (per 32
- * values to int8 for Q4_0/Q4_1/Q8_0, per 256 to Q8_K for the K-quants) and
- * multiplied with integer dot products (maddubs/madd). Float weights (F32,
- * F16, BF16) use FMA on f32 activations.
+ * Quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): the activations
+ * are quantized once per call to int16 per block of 32 values ("x16", below)
+ * and multiplied with exact integer dot products (vpmaddwd; vpdpwssd in the
+ * VNNI build), weights widened to int16. int16 rather than int8 activations:
+ * 8-bit rounding noise (amax/254 per value) added up over the 30 layers of
+ * the default model and flipped near-tied greedy choices against the float
+ * reference; int16 cuts it 258x at about the same instruction count (two
+ * vpmaddwd per 32 products instead of vpmaddubsw + vpmaddwd). Float weights
+ * (F32, F16, BF16) use FMA on f32 activations.
  *
  * Tiling: a microkernel computes RW weight rows x RB activation rows, so each
  * weight block is decoded once for RB activation rows and each activation
@@ -16,6 +21,7 @@
  * the same final horizontal sum. So Y[b][r] is bit-identical for any nb,
  * batch composition and thread count.
  */
+#include <float.h>
 #include <immintrin.h>
 #include <stdlib.h>
 
@@ -23,16 +29,18 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* Sums of 4 adjacent u8*s8 products in each int32 lane. With AVX512-VNNI
- * (this file compiled a second time with KERN_VNNI) one vpdpbusd; else
- * maddubs + madd. Callers keep every pair sum below 2^15, so maddubs never
- * saturates and both forms give the same integers: results are
- * bit-identical between the two builds. */
-ALWAYS_INLINE __m256i dot_u8s8(__m256i u, __m256i s) {
+/* Integer dot product of 32 int16 pairs (w0.x0 and w1.x1, 16 pairs each) as
+ * 8 int32 lanes, each the sum of 4 products. With AVX512-VNNI (this file
+ * compiled a second time with KERN_VNNI) vpmaddwd + vpdpwssd, else two
+ * vpmaddwd + add. vpmaddwd is exact unless both products of a pair are
+ * (-32768)^2, impossible here as |x| <= 32767; every lane sum stays below
+ * 2^31 (see "overflow" below), so vpdpwssd never wraps and both forms give
+ * the same integers: results are bit-identical between the two builds. */
+ALWAYS_INLINE __m256i dot_i16(__m256i w0, __m256i x0, __m256i w1, __m256i x1) {
 #ifdef KERN_VNNI
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+    return _mm256_dpwssd_epi32(_mm256_madd_epi16(w0, x0), w1, x1);
 #else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+    return _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
 #endif
 }
 
@@ -50,41 +58,64 @@ ALWAYS_INLINE float f16_load(const uint8_t *p) {
     return _cvtsh_ss(h);
 }
 
-/* ==== Q4_0 / Q4_1 / Q8_0 against x8 activations ===========================
+/* ==== x16 activations =======================================================
  *
- * x8 scratch layout for nb rows of k values (nblk = k / 32 blocks a row):
- *   qs: int8 [nb][nblk][32]
- *   d:  f32  [nb][nblk]        x ~= qs * d
- *   s:  f32  [nblk][nbp]       s = d * sum(qs), transposed so a tile's RB
- *                              rows are adjacent; nbp = nb rounded up + 8,
- *                              padding zeroed.
+ * Per block of 32 values (the Q4_0/Q4_1/Q8_0 block; a K-quant super-block is
+ * 8 of them, aligned with its 32-value sub-blocks): x ~= d * q, q int16,
+ * d = amax / 32767, q = round-to-nearest-even(x * 32767 / amax), so
+ * |x - d q| <= amax / 65534 (+ f32 rounding of d and x * id).
+ *
+ * Overflow: a dot_i16 lane sums 4 products w * q with |q| <= 32767:
+ *   Q4_0/Q4_1  w = nibble 0..15               4 * 15   * 32767 =   1.97e6
+ *   Q8_0       w = int8, |w| <= 128           4 * 128  * 32767 =  16.8e6
+ *   Q4_K       w = q(0..15) * sc(0..63)       4 * 945  * 32767 = 123.9e6
+ *   Q5_K       w = q(0..31) * sc(0..63)       4 * 1953 * 32767 = 256.0e6
+ *   Q6_K       w = (q-32)(-32..31) * sc(int8) 4 * 4096 * 32767 = 536.9e6
+ * all below 2^31 = 2147.5e6, and the weights fit int16, so the full int16
+ * range is used. Integer sums never span more than one block: each block's
+ * lanes go to float and are scaled there (f32 is exact up to 2^24; above it
+ * the conversion rounds by at most 2^-24 relative, covered by the f32 term
+ * of the accuracy bound in kernels.h).
+ *
+ * Scratch layout for nb rows of k values (nblk = k / 32 blocks a row):
+ *   qs: int16 [nblk][nb][32] for Q4_0/Q4_1/Q8_0 (block-major: a tile's RB
+ *             rows of one block are adjacent, at constant offsets), or
+ *             [nb][nblk][32] for the K-quants (row-major: the 8 blocks of a
+ *             super-block are adjacent); bs / rs are the block and row
+ *             strides in int16 elements
+ *   dt: f32   [nblk][nbp]  d; nbp = nb rounded up + 8 so 8-lane loads
+ *                          from any row stay inside, padding zeroed
+ *   st: f32   [nblk][nbp]  s = d * sum(q) (Q4_0/Q4_1 min terms)
+ *   s:  f32   [nb][nblk]   s again, row-major (K-quant min terms: the 8
+ *                          sub-blocks of a super-block are adjacent)
  */
 typedef struct {
-    int8_t *qs;
-    float *d, *s;
-    int64_t nbp;
-} x8_layout;
+    int16_t *qs;
+    float *dt, *st, *s;
+    int64_t nbp, bs, rs;
+} x16_layout;
 
-static int64_t x8_nbp(int64_t nb) {
+static int64_t x16_nbp(int64_t nb) {
     return (nb + 7) / 8 * 8 + 8;
 }
 
-#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
-static size_t x8_bytes(int64_t k, int64_t nb) {
+static x16_layout x16_map(void *xq, int64_t k, int64_t nb, int row_major) {
     int64_t nblk = k / 32;
-    return (size_t)(nb * nblk * 32 + nb * nblk * 4 + nblk * x8_nbp(nb) * 4) + 64;
+    x16_layout l;
+    l.qs = xq;
+    l.bs = row_major ? 32 : nb * 32;
+    l.rs = row_major ? nblk * 32 : 32;
+    l.nbp = x16_nbp(nb);
+    l.dt = (float *)(l.qs + nblk * nb * 32);
+    l.st = l.dt + nblk * l.nbp;
+    l.s = l.st + nblk * l.nbp;
+    return l;
 }
 
-#endif
-
-static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
+#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
+static size_t x16_bytes(int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
-    x8_layout l;
-    l.qs = xq;
-    l.d = (float *)(l.qs + nb * nblk * 32);
-    l.s = l.d + nb * nblk;
-    l.nbp = x8_nbp(nb);
-    return l;
+    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4 + nb * nblk * 4) + 64;
 }
 
 /* Max |x| of 32 floats. */
@@ -100,9 +131,10 @@ ALWAYS_INLINE float amax32(const float *x) {
     return _mm_cvtss_f32(m4);
 }
 
-/* q[0..32) = round-to-nearest-even(x * id), |x * id| <= 127; returns the
- * sum of the ints. */
-ALWAYS_INLINE int pack32(const float *x, float id, int8_t *q) {
+/* q[0..32) = round-to-nearest-even(x * id) as int16, in element order;
+ * returns the sum of the ints. |x * id| <= 32767 * (1 + 2^-22), which rounds
+ * to at most 32767 (packs would saturate anyway). */
+ALWAYS_INLINE int pack32_i16(const float *x, float id, int16_t *q) {
     __m256 vid = _mm256_set1_ps(id);
     __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), vid));
     __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid));
@@ -112,46 +144,64 @@ ALWAYS_INLINE int pack32(const float *x, float id, int8_t *q) {
     __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-    /* packs work per 128-bit lane; the permute restores element order */
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)q, p);
+    /* packs works per 128-bit lane; the 64-bit permute restores the order */
+    __m256i p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xd8);
+    __m256i p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i2, i3), 0xd8);
+    _mm256_storeu_si256((__m256i *)q, p0);
+    _mm256_storeu_si256((__m256i *)(q + 16), p1);
     return _mm_cvtsi128_si32(s4);
 }
 
-#ifndef KERN_VNNI
-static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
-    x8_layout l = x8_map(xq, k, nb);
+ALWAYS_INLINE void x16_prep(const int row_major, const float *X, int64_t k, int64_t nb, void *xq,
+                            int64_t b0, int64_t b1) {
+    x16_layout l = x16_map(xq, k, nb, row_major);
     int64_t nblk = k / 32;
     for (int64_t b = b0; b < b1; b++)
         for (int64_t i = 0; i < nblk; i++) {
             const float *x = X + b * k + i * 32;
-            float amax = amax32(x), d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
-            int sum = pack32(x, id, l.qs + (b * nblk + i) * 32);
-            l.d[b * nblk + i] = d;
-            l.s[i * l.nbp + b] = d * (float)sum;
+            float amax = amax32(x);
+            /* a block below 1e-30 (where 32767 / amax could overflow) is
+             * taken as zeros */
+            float d = amax >= 1e-30f ? amax / 32767.0f : 0.0f;
+            float id = amax >= 1e-30f ? 32767.0f / amax : 0.0f;
+            int sum = pack32_i16(x, id, l.qs + i * l.bs + b * l.rs);
+            float s = d * (float)sum; /* |sum| <= 32 * 32767 < 2^24: exact */
+            l.dt[i * l.nbp + b] = d;
+            l.st[i * l.nbp + b] = s;
+            l.s[b * nblk + i] = s;
         }
     if (b1 == nb)
         for (int64_t i = 0; i < nblk; i++)
             for (int64_t b = nb; b < l.nbp; b++)
-                l.s[i * l.nbp + b] = 0;
+                l.st[i * l.nbp + b] = l.dt[i * l.nbp + b] = 0;
+}
+
+static void x16_prep_bm(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
+    x16_prep(0, X, k, nb, xq, b0, b1);
+}
+
+static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
+    x16_prep(1, X, k, nb, xq, b0, b1);
 }
 #endif
 
+/* ==== Q4_0 / Q4_1 / Q8_0 ================================================== */
+
 enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
 
-#ifndef X8_PF
-#define X8_PF 384 /* weight prefetch distance in bytes for 1-row tiles */
+#ifndef X16_PF
+#define X16_PF 384 /* weight prefetch distance in bytes for 1-row tiles */
 #endif
 
 /* One RW x RB tile: weight rows r..r+RW, activation rows b..b+RB. */
-ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
-                           int64_t nblk, const x8_layout *l, int64_t b, float *Y, int64_t rows,
-                           int64_t r) {
+ALWAYS_INLINE void x16_tile(const int kind, const int RW, const int RB, const uint8_t *W,
+                            size_t wrb, int64_t nblk, const x16_layout *l, int64_t b, float *Y,
+                            int64_t rows, int64_t r) {
     const int bb = kind == KIND_Q4_0 ? 18 : kind == KIND_Q4_1 ? 20 : 34;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi16(0x0F);
     __m256 acc[4][8];
     __m256 accm[4];
+    float dd[4][8] __attribute__((aligned(32)));
 #pragma GCC unroll 4
     for (int i = 0; i < RW; i++) {
         accm[i] = _mm256_setzero_ps();
@@ -160,7 +210,7 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
             acc[i][j] = _mm256_setzero_ps();
     }
     for (int64_t blk = 0; blk < nblk; blk++) {
-        __m256i w[4], wa[4];
+        __m256i w0[4], w1[4]; /* elements 0..15 and 16..31 as int16 */
         __m256 dwb[4], mwb[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RW; i++) {
@@ -168,38 +218,55 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
             /* With one activation row the weights stream from memory with
              * little work per byte; prefetching a few blocks ahead measured
              * ~1.6x faster on the 30 MB output head. Prefetches never fault. */
-            if (RB == 1) _mm_prefetch((const char *)p + X8_PF, _MM_HINT_T0);
+            if (RB == 1) _mm_prefetch((const char *)p + X16_PF, _MM_HINT_T0);
             /* d (and m for Q4_1) converted and broadcast in vector registers */
             uint32_t h = 0;
             memcpy(&h, p, kind == KIND_Q4_1 ? 4 : 2);
             __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
             dwb[i] = _mm256_broadcastss_ps(dm);
             if (kind == KIND_Q8_0) {
-                w[i] = _mm256_loadu_si256((const __m256i *)(p + 2));
-                wa[i] = _mm256_abs_epi8(w[i]);
+                w0[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
+                w1[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
             } else {
                 mwb[i] = kind == KIND_Q4_0 ? _mm256_mul_ps(dwb[i], _mm256_set1_ps(-8.0f))
                                            : _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-                __m128i t = _mm_loadu_si128((const __m128i *)(p + (kind == KIND_Q4_0 ? 2 : 4)));
-                w[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+                /* byte e holds element e (low nibble) and e + 16 (high) */
+                __m256i t = _mm256_cvtepu8_epi16(
+                    _mm_loadu_si128((const __m128i *)(p + (kind == KIND_Q4_0 ? 2 : 4))));
+                w0[i] = _mm256_and_si256(t, m4);
+                w1[i] = _mm256_srli_epi16(t, 4);
             }
         }
+        /* the RW x 8 scale products d_w * d_x, by rows: one multiply per
+         * weight row, then each is a broadcast from memory (only a load);
+         * with one activation row, one multiply each (the same product) */
+        const int16_t *xb = l->qs + blk * l->bs + b * 32;
+        /* (the empty asm makes GCC address dd from one register instead of
+         * keeping RW * RB hoisted addresses, which spilled) */
+        float *ddp = &dd[0][0];
+        __asm__("" : "+r"(ddp));
+        __m256 dxv = RB == 1 ? _mm256_broadcast_ss(l->dt + blk * l->nbp + b)
+                             : _mm256_loadu_ps(l->dt + blk * l->nbp + b);
+        if (RB > 1)
+#pragma GCC unroll 4
+            for (int i = 0; i < RW; i++)
+                _mm256_store_ps(ddp + 8 * i, _mm256_mul_ps(dwb[i], dxv));
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(l->qs + ((b + j) * nblk + blk) * 32));
-            /* a broadcast from memory costs only a load */
-            __m256 dx = _mm256_broadcast_ss(l->d + (b + j) * nblk + blk);
+            const int16_t *xp = xb + j * 32;
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 16));
 #pragma GCC unroll 4
             for (int i = 0; i < RW; i++) {
-                __m256i p32 = kind == KIND_Q8_0 ? dot_u8s8(wa[i], _mm256_sign_epi8(x, w[i]))
-                                                : dot_u8s8(w[i], x);
-                __m256 p = _mm256_cvtepi32_ps(p32);
-                acc[i][j] = _mm256_fmadd_ps(p, _mm256_mul_ps(dwb[i], dx), acc[i][j]);
+                __m256 p = _mm256_cvtepi32_ps(dot_i16(w0[i], x0, w1[i], x1));
+                __m256 dwx =
+                    RB == 1 ? _mm256_mul_ps(dwb[i], dxv) : _mm256_broadcast_ss(ddp + 8 * i + j);
+                acc[i][j] = _mm256_fmadd_ps(p, dwx, acc[i][j]);
             }
         }
         if (kind != KIND_Q8_0) {
             /* min term m_w * s_x, one lane per activation row of the tile */
-            __m256 s = _mm256_loadu_ps(l->s + blk * l->nbp + b);
+            __m256 s = _mm256_loadu_ps(l->st + blk * l->nbp + b);
 #pragma GCC unroll 4
             for (int i = 0; i < RW; i++)
                 accm[i] = _mm256_fmadd_ps(mwb[i], s, accm[i]);
@@ -219,38 +286,38 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
 }
 
 /* Walks rows [r0, r1) x all nb activation rows in tiles: 4x1 for a single
- * activation row (more independent accumulators), else X8_TW x X8_TB, with
+ * activation row (more independent accumulators), else X16_TW x X16_TB, with
  * smaller tiles at the edges. Activation rows go in chunks of 64 so a chunk of the
  * quantized activations stays in cache while the weight rows stream by. */
-#ifndef X8_TW
-#define X8_TW 2
+#ifndef X16_TW
+#define X16_TW 2
 #endif
-#ifndef X8_TB
-#define X8_TB 8
+#ifndef X16_TB
+#define X16_TB 8
 #endif
-#define X8_T(K, RW, RB) x8_tile(K, RW, RB, W, wrb, nblk, l, b, Y, rows, r)
+#define X16_T(K, RW, RB) x16_tile(K, RW, RB, W, wrb, nblk, l, b, Y, rows, r)
 // clang-format off
-#define X8_ROWS(NAME, KIND, BB)                                                                    \
+#define X16_ROWS(NAME, KIND, BB)                                                                   \
     static void NAME##_tile(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nblk,            \
-                            const x8_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {    \
+                            const x16_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {   \
         switch (rw * 16 + rb) {                                                                    \
-        case 65: X8_T(KIND, 4, 1); break;                                                          \
-        case 40: X8_T(KIND, 2, 8); break;                                                          \
-        case 39: X8_T(KIND, 2, 7); break;                                                          \
-        case 38: X8_T(KIND, 2, 6); break;                                                          \
-        case 37: X8_T(KIND, 2, 5); break;                                                          \
-        case 36: X8_T(KIND, 2, 4); break;                                                          \
-        case 35: X8_T(KIND, 2, 3); break;                                                          \
-        case 34: X8_T(KIND, 2, 2); break;                                                          \
-        case 33: X8_T(KIND, 2, 1); break;                                                          \
-        case 24: X8_T(KIND, 1, 8); break;                                                          \
-        case 23: X8_T(KIND, 1, 7); break;                                                          \
-        case 22: X8_T(KIND, 1, 6); break;                                                          \
-        case 21: X8_T(KIND, 1, 5); break;                                                          \
-        case 20: X8_T(KIND, 1, 4); break;                                                          \
-        case 19: X8_T(KIND, 1, 3); break;                                                          \
-        case 18: X8_T(KIND, 1, 2); break;                                                          \
-        default: X8_T(KIND, 1, 1); break;                                                          \
+        case 65: X16_T(KIND, 4, 1); break;                                                         \
+        case 40: X16_T(KIND, 2, 8); break;                                                         \
+        case 39: X16_T(KIND, 2, 7); break;                                                         \
+        case 38: X16_T(KIND, 2, 6); break;                                                         \
+        case 37: X16_T(KIND, 2, 5); break;                                                         \
+        case 36: X16_T(KIND, 2, 4); break;                                                         \
+        case 35: X16_T(KIND, 2, 3); break;                                                         \
+        case 34: X16_T(KIND, 2, 2); break;                                                         \
+        case 33: X16_T(KIND, 2, 1); break;                                                         \
+        case 24: X16_T(KIND, 1, 8); break;                                                         \
+        case 23: X16_T(KIND, 1, 7); break;                                                         \
+        case 22: X16_T(KIND, 1, 6); break;                                                         \
+        case 21: X16_T(KIND, 1, 5); break;                                                         \
+        case 20: X16_T(KIND, 1, 4); break;                                                         \
+        case 19: X16_T(KIND, 1, 3); break;                                                         \
+        case 18: X16_T(KIND, 1, 2); break;                                                         \
+        default: X16_T(KIND, 1, 1); break;                                                         \
         }                                                                                          \
     }                                                                                              \
     static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
@@ -259,8 +326,8 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
         const uint8_t *W = Wv;                                                                     \
         int64_t nblk = k / 32;                                                                     \
         size_t wrb = (size_t)nblk * BB;                                                            \
-        x8_layout l = x8_map((void *)xq, k, nb);                                                   \
-        int tw = nb == 1 ? 4 : X8_TW, tb = nb == 1 ? 1 : X8_TB;                                    \
+        x16_layout l = x16_map((void *)xq, k, nb, 0);                                              \
+        int tw = nb == 1 ? 4 : X16_TW, tb = nb == 1 ? 1 : X16_TB;                                  \
         for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
             int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
             for (int64_t r = r0; r < r1;) {                                                        \
@@ -274,120 +341,113 @@ ALWAYS_INLINE void x8_tile(const int kind, const int RW, const int RB, const uin
     }
 // clang-format on
 
-X8_ROWS(mm_q4_0, KIND_Q4_0, 18)
-X8_ROWS(mm_q4_1, KIND_Q4_1, 20)
-X8_ROWS(mm_q8_0, KIND_Q8_0, 34)
+X16_ROWS(mm_q4_0, KIND_Q4_0, 18)
+X16_ROWS(mm_q4_1, KIND_Q4_1, 20)
+X16_ROWS(mm_q8_0, KIND_Q8_0, 34)
 
-/* ==== K-quants against Q8_K activations ====================================
+/* ==== K-quants ==============================================================
  *
- * Each weight super-block is first unpacked (once per tile) into a common
- * form: q[256] unsigned, an int16 scale per 16 values and an int16 "min" per
- * 16 values, so that x = d * sc * q - dmin * mn. Q6_K fits with
- * q' = q + 32 >= 0, mn = 32 * sc, dmin = d. The integer sums over a
- * super-block are exact in int32; one FMA per super-block and pair.
+ * Each weight super-block is first unpacked (once per tile) into 16 vectors
+ * of 16 int16 weights already multiplied by their integer sub-block scale,
+ * so that x = d * w - dmin * mn (per 32-value sub-block) for Q4_K/Q5_K and
+ * x = d * w for Q6_K (w = (q - 32) * sc, signed; no min term). Per activation
+ * block (= 32-value sub-block) c: an exact int32 dot_i16, converted and
+ * scaled by the block's d_x into a super-block sum t; then
+ * acc += t * d + mn' * s, with mn' = -dmin * mn per sub-block in one 8-lane
+ * vector against the 8 blocks' s = d_x * sum(q).
  */
 typedef struct {
-    __m256i q[8];  /* 8 chunks of 32 values */
-    __m256i sc[8]; /* int16 scales for the 16 pair-sums of each chunk */
-    __m256i mn;    /* int16 min per group of 16 */
-    float d, dmin;
+    __m256i w[16]; /* elements 16v..16v+15 times their scale */
+    __m256 mn;     /* -dmin * mn of sub-block c in lane c (Q4_K/Q5_K) */
+    float d;
 } kq_unpacked;
 
 ALWAYS_INLINE void unpack_q4_k_q5_k(const int is_q5, const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i m4 = _mm256_set1_epi16(0x0F), one = _mm256_set1_epi16(1);
     const uint8_t *scales = p + 4, *qh = p + 16, *qs = p + (is_q5 ? 48 : 16);
     u->d = f16_load(p);
-    u->dmin = f16_load(p + 2);
-    int16_t mn16[16];
+    float dmin = f16_load(p + 2);
+    int32_t mn32[8];
+    int16_t sc16[8];
     for (int j = 0; j < 8; j++) {
         uint8_t sc, mn;
         kq_scale_min_k4(j, scales, &sc, &mn);
-        u->sc[j] = _mm256_set1_epi16(sc);
-        mn16[2 * j] = mn16[2 * j + 1] = mn;
+        sc16[j] = sc;
+        mn32[j] = mn;
     }
-    u->mn = _mm256_loadu_si256((const __m256i *)mn16);
-    __m256i h = is_q5 ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    u->mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mn32)),
+                          _mm256_set1_ps(-dmin));
+    __m256i h0 = _mm256_setzero_si256(), h1 = h0;
+    if (is_q5) {
+        h0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qh));
+        h1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16)));
+    }
+    /* chunk c: byte l of qs[32c..] is elem 64c+l (low) and 64c+32+l (high) */
     for (int c = 0; c < 4; c++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        __m256i v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * c)));
+        __m256i v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * c + 16)));
+        __m256i lo0 = _mm256_and_si256(v0, m4), lo1 = _mm256_and_si256(v1, m4);
+        __m256i hi0 = _mm256_srli_epi16(v0, 4), hi1 = _mm256_srli_epi16(v1, 4);
         if (is_q5) {
-            __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * c), one);
-            __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * c + 1), one);
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+            lo0 = _mm256_or_si256(
+                lo0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h0, 2 * c), one), 4));
+            lo1 = _mm256_or_si256(
+                lo1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h1, 2 * c), one), 4));
+            hi0 = _mm256_or_si256(
+                hi0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h0, 2 * c + 1), one), 4));
+            hi1 = _mm256_or_si256(
+                hi1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h1, 2 * c + 1), one), 4));
         }
-        u->q[2 * c] = lo;
-        u->q[2 * c + 1] = hi;
+        __m256i s_lo = _mm256_set1_epi16(sc16[2 * c]), s_hi = _mm256_set1_epi16(sc16[2 * c + 1]);
+        u->w[4 * c + 0] = _mm256_mullo_epi16(lo0, s_lo);
+        u->w[4 * c + 1] = _mm256_mullo_epi16(lo1, s_lo);
+        u->w[4 * c + 2] = _mm256_mullo_epi16(hi0, s_hi);
+        u->w[4 * c + 3] = _mm256_mullo_epi16(hi1, s_hi);
     }
 }
 
 ALWAYS_INLINE void unpack_q6_k(const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi16(0x0F), m2 = _mm256_set1_epi16(3),
+                  c32 = _mm256_set1_epi16(32);
     const kq_block_q6_k *b = (const kq_block_q6_k *)p;
     u->d = f16_load(p + 208);
-    u->dmin = u->d;
-    __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-    u->mn = _mm256_slli_epi16(s16, 5);
+    u->mn = _mm256_setzero_ps();
     int16_t sc[16];
-    _mm256_storeu_si256((__m256i *)sc, s16);
-    for (int c = 0; c < 8; c++)
-        u->sc[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+    _mm256_storeu_si256((__m256i *)sc,
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
     for (int h = 0; h < 2; h++) {
-        __m256i A = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
-        __m256i B = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
-        __m256i H = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-        u->q[4 * h + 0] =
-            _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
-        u->q[4 * h + 1] =
-            _mm256_or_si256(_mm256_and_si256(B, m4),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
-        u->q[4 * h + 2] =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
-        u->q[4 * h + 3] =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        __m256i A[2], B[2], H[2];
+        for (int s = 0; s < 2; s++) {
+            A[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 16 * s)));
+            B[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 32 + 16 * s)));
+            H[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16 * s)));
+        }
+        /* elems 128h + 32g + 16s + l: g 0..3 = ql[l] low, ql[l+32] low,
+         * ql[l] high, ql[l+32] high, with bits 2g..2g+1 of qh[l] on top */
+        for (int s = 0; s < 2; s++) {
+            __m256i q[4];
+            q[0] = _mm256_and_si256(A[s], m4);
+            q[1] = _mm256_and_si256(B[s], m4);
+            q[2] = _mm256_srli_epi16(A[s], 4);
+            q[3] = _mm256_srli_epi16(B[s], 4);
+            for (int g = 0; g < 4; g++) {
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(H[s], 2 * g), m2);
+                __m256i v = _mm256_sub_epi16(_mm256_or_si256(q[g], _mm256_slli_epi16(hb, 4)), c32);
+                int vi = 8 * h + 2 * g + s;
+                u->w[vi] = _mm256_mullo_epi16(v, _mm256_set1_epi16(sc[vi]));
+            }
+        }
     }
 }
 
 enum { KIND_Q4_K, KIND_Q5_K, KIND_Q6_K };
 
-#ifndef KERN_VNNI
-static size_t q8k_bytes(int64_t k, int64_t nb) {
-    return (size_t)(nb * (k / 256)) * sizeof(kq_block_q8_k);
-}
-
-static void q8k_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
-    (void)nb;
-    int64_t nsb = k / 256;
-    kq_block_q8_k *y = xq;
-    for (int64_t b = b0; b < b1; b++)
-        for (int64_t i = 0; i < nsb; i++) {
-            kq_block_q8_k *o = y + b * nsb + i;
-            const float *x = X + b * k + i * 256;
-            float amax = 0;
-            for (int c = 0; c < 8; c++) {
-                float m = amax32(x + 32 * c);
-                amax = m > amax ? m : amax;
-            }
-            float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
-            for (int c = 0; c < 8; c++)
-                pack32(x + 32 * c, id, o->qs + 32 * c);
-            o->d = d;
-            for (int g = 0; g < 16; g++) {
-                int s = 0;
-                for (int e = 0; e < 16; e++)
-                    s += o->qs[16 * g + e];
-                o->bsums[g] = (int16_t)s;
-            }
-        }
-}
-#endif
-
 ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
-                           int64_t nsb, const kq_block_q8_k *xq, int64_t b, float *Y, int64_t rows,
+                           int64_t nsb, const x16_layout *l, int64_t b, float *Y, int64_t rows,
                            int64_t r) {
     const int bb = kind == KIND_Q4_K ? 144 : kind == KIND_Q5_K ? 176 : 210;
+    const int64_t nblk = nsb * 8;
     __m256 acc[2][8];
 #pragma GCC unroll 2
     for (int i = 0; i < RW; i++)
@@ -406,25 +466,29 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
         }
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
-            const kq_block_q8_k *y = xq + (b + j) * nsb + sb;
-            __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+            const int16_t *xp = l->qs + 8 * sb * 32 + (b + j) * l->rs;
+            const float *dp = l->dt + 8 * sb * l->nbp + b + j;
+            __m256 t[2];
+#pragma GCC unroll 2
+            for (int i = 0; i < RW; i++)
+                t[i] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(xp + 32 * c));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32 * c + 16));
+                __m256 dx = _mm256_broadcast_ss(dp + c * l->nbp);
+#pragma GCC unroll 2
+                for (int i = 0; i < RW; i++)
+                    t[i] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(dot_i16(u[i].w[2 * c], x0, u[i].w[2 * c + 1], x1)), dx,
+                        t[i]);
+            }
+            __m256 s = _mm256_setzero_ps();
+            if (kind != KIND_Q6_K) s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
 #pragma GCC unroll 2
             for (int i = 0; i < RW; i++) {
-                __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) {
-                    __m256i x = _mm256_loadu_si256((const __m256i *)(y->qs + 32 * c));
-                    __m256i p16 = _mm256_maddubs_epi16(u[i].q[c], x);
-#ifdef KERN_VNNI
-                    sumi = _mm256_dpwssd_epi32(sumi, p16, u[i].sc[c]); /* = madd + add */
-#else
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, u[i].sc[c]));
-#endif
-                }
-                __m256 mt = _mm256_cvtepi32_ps(_mm256_madd_epi16(u[i].mn, bs));
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(u[i].d * y->d),
-                                            acc[i][j]);
-                acc[i][j] = _mm256_fmadd_ps(mt, _mm256_set1_ps(-u[i].dmin * y->d), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(u[i].d), acc[i][j]);
+                if (kind != KIND_Q6_K) acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
             }
         }
     }
@@ -435,11 +499,14 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
             Y[(b + j) * rows + r + i] = hsum8(acc[i][j]);
 }
 
-#define KQ_T(K, RW, RB) kq_tile(K, RW, RB, W, wrb, nsb, xq, b, Y, rows, r)
+#ifndef KQ_TB
+#define KQ_TB 8
+#endif
+#define KQ_T(K, RW, RB) kq_tile(K, RW, RB, W, wrb, nsb, l, b, Y, rows, r)
 // clang-format off
 #define KQ_ROWS(NAME, KIND, BB)                                                                    \
     static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nsb,                \
-                         const kq_block_q8_k *xq, int64_t b, float *Y, int64_t rows, int64_t r) {  \
+                         const x16_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {      \
         switch (rw * 16 + rb) {                                                                    \
         case 40: KQ_T(KIND, 2, 8); break;                                                          \
         case 39: KQ_T(KIND, 2, 7); break;                                                          \
@@ -464,12 +531,13 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
         (void)X;                                                                                   \
         int64_t nsb = k / 256;                                                                     \
         size_t wrb = (size_t)nsb * BB;                                                             \
+        x16_layout l = x16_map((void *)xq, k, nb, 1);                                              \
         for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
             int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
             for (int64_t r = r0; r < r1; r += 2)                                                   \
-                for (int64_t b = bc; b < be; b += 8)                                               \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 8 ? be - b : 8), Wv, wrb, nsb,    \
-                             xq, b, Y, rows, r);                                                   \
+                for (int64_t b = bc; b < be; b += KQ_TB)                                           \
+                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < KQ_TB ? be - b : KQ_TB), Wv, wrb, \
+                             nsb, &l, b, Y, rows, r);                                              \
         }                                                                                          \
     }
 // clang-format on
@@ -588,12 +656,12 @@ void kvnni_mm_fill(kern_ops *ops) {
 }
 #else
 void kavx2_mm_fill(kern_ops *ops) {
-    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x8_prep, x8_bytes, 4};
-    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x8_prep, x8_bytes, 4};
-    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x8_prep, x8_bytes, 4};
-    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, q8k_prep, q8k_bytes, 2};
-    ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, q8k_prep, q8k_bytes, 2};
-    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, q8k_prep, q8k_bytes, 2};
+    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep_bm, x16_bytes, 4};
+    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep_bm, x16_bytes, 4};
+    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep_bm, x16_bytes, 4};
+    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_rm, x16_bytes, 2};
+    ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep_rm, x16_bytes, 2};
+    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_rm, x16_bytes, 2};
     ops->mm[SGL_DTYPE_F32] = (kern_mm_impl){mm_f32, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_F16] = (kern_mm_impl){mm_f16, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_BF16] = (kern_mm_impl){mm_bf16, NULL, NULL, 4};

@@ -1,7 +1,8 @@
 /* kern_internal: what the CPU kernel files share but nobody above kernels/
- * sees: the GGML block layouts, scalar f16/bf16 conversions, the quantized
- * activation formats used by the fast matmul, and the table of function
- * pointers through which the implementation (scalar or AVX2) is chosen.
+ * sees: the GGML block layouts, scalar f16/bf16 conversions, and the table
+ * of function pointers through which the implementation (scalar or AVX2) is
+ * chosen. (The fast matmul's int16 activation layout is private to
+ * avx2_matmul.c.)
  */
 #ifndef SGL_KERN_INTERNAL_H
 #define SGL_KERN_INTERNAL_H
@@ -85,13 +86,6 @@ _Static_assert(sizeof(kq_block_q5_k) == KQ_BB_Q5_K, "Q5_K block size");
 _Static_assert(sizeof(kq_block_q6_k) == KQ_BB_Q6_K, "Q6_K block size");
 _Static_assert(sizeof(kq_block_q8_k) == KQ_BB_Q8_K, "Q8_K block size");
 
-/* Activation block for the Q4_0/Q4_1/Q8_0 fast paths: 32 int8 values with
- * x ~= qs * d, and s = d * sum(qs) (needed by Q4_1's min term). */
-typedef struct {
-    float d, s;
-    int8_t qs[32];
-} kq_block_x8;
-
 /* Unpacks the j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K super-block. */
 static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     if (j < 4) {
@@ -158,8 +152,6 @@ static inline float kq_bf16_to_f32(uint16_t h) {
 
 void kref_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n);
 int kref_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
-void kref_quantize_row_q8_k(const float *src, kq_block_q8_k *dst, int64_t n);
-void kref_quantize_row_x8(const float *src, kq_block_x8 *dst, int64_t n);
 
 /* Returns a 64-byte aligned buffer of at least `bytes` owned by the pool
  * (reused across calls; valid until the next call or kern_pool_free), or
@@ -202,8 +194,8 @@ typedef struct {
 void kref_ops_fill(kern_ops *ops);
 void kavx2_ops_fill(kern_ops *ops);
 void kavx2_mm_fill(kern_ops *ops); /* the matmul part, in avx2_matmul.c */
-/* avx2_matmul.c built with AVX512-VNNI/VL (vpdpbusd on 256-bit vectors):
- * replaces the Q4_0/Q4_1/Q8_0 row functions of an AVX2 table. */
+/* avx2_matmul.c built with AVX512-VNNI/VL (vpdpwssd on 256-bit vectors):
+ * replaces the quantized types' row functions of an AVX2 table. */
 void kvnni_mm_fill(kern_ops *ops);
 
 #endif

@@ -1,6 +1,6 @@
 /* ref_quant: scalar reference encoders and decoders for every weight type
- * the kernels support (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)
- * and for the activation formats (Q8_K, x8) the fast matmul uses. The
+ * the kernels support (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K).
+ * (The fast matmul's int16 activation format lives in avx2_matmul.c.) The
  * decoders follow the GGML layouts drawn in kern_internal.h bit for bit; the
  * K-quant encoders are simple (no error search): they exist for tests.
  */
@@ -292,36 +292,6 @@ static void quant_q6_k(const float *x, kq_block_q6_k *b, int64_t nblk) {
                                   ((qq[l + 64] >> 4) << 4) | ((qq[l + 96] >> 4) << 6));
             }
         }
-    }
-}
-
-void kref_quantize_row_q8_k(const float *x, kq_block_q8_k *b, int64_t n) {
-    for (int64_t i = 0; i < n / 256; i++, b++, x += 256) {
-        float d = amax_of(x, 256) / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        b->d = d;
-        for (int g = 0; g < 16; g++) {
-            int sum = 0;
-            for (int l = 0; l < 16; l++) {
-                int v = clampi((int)roundf(x[16 * g + l] * id), -127, 127);
-                b->qs[16 * g + l] = (int8_t)v;
-                sum += v;
-            }
-            b->bsums[g] = (int16_t)sum;
-        }
-    }
-}
-
-void kref_quantize_row_x8(const float *x, kq_block_x8 *b, int64_t n) {
-    for (int64_t i = 0; i < n / 32; i++, b++, x += 32) {
-        float d = amax_of(x, 32) / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < 32; j++) {
-            int v = clampi((int)roundf(x[j] * id), -127, 127);
-            b->qs[j] = (int8_t)v;
-            sum += v;
-        }
-        b->d = d;
-        b->s = d * (float)sum;
     }
 }
 
