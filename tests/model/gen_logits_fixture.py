@@ -12,13 +12,15 @@ A second, tight reference removes the quantization of activations from the
 comparison: every tensor is dequantized to F32 into a temporary GGUF (with the
 gguf package), and llama.cpp runs the prompt + the greedy continuation on it
 (teacher-forced); "f32_steps" holds its top-5 (id, logit) per step. Our
-forward on the same dequantized weights must agree closely with that.
+forward on the same dequantized weights must agree closely with that. On the
+same weights llama.cpp also decodes greedily on its own: "f32_continuation"
+and "f32_greedy_steps" (top-5 per step), which our greedy run must reproduce.
 
 Reference: llama-cpp-python (pip install llama-cpp-python; builds llama.cpp
 from the sdist, needs cmake), CPU, 2 threads.
 
 usage: gen_logits_fixture.py [--only-f32] [MODEL.gguf] [OUT.json]
-  --only-f32: keep the quantized part of an existing OUT.json, redo f32_steps.
+  --only-f32: keep the quantized part of an existing OUT.json, redo the F32 parts.
 """
 import json
 import os
@@ -110,7 +112,25 @@ def top_of(logits):
     return [[int(i), float(logits[i])] for i in order]
 
 
+def greedy(llm, ids):
+    """Free-running greedy decoding of N_STEPS tokens after ids; returns the
+    continuation and the top-TOP (id, logit) of every step."""
+    llm.reset()
+    llm.eval(ids)
+    steps, cont = [], []
+    for _ in range(N_STEPS):
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        top = top_of(logits)
+        steps.append({"top": top})
+        cont.append(top[0][0])
+        llm.eval([top[0][0]])
+    return cont, steps
+
+
 def add_f32_steps(model, doc):
+    """On the weights dequantized to F32: "f32_steps", the top-5 along the
+    quantized run's continuation (teacher-forced), and "f32_continuation" /
+    "f32_greedy_steps", llama.cpp's own free-running greedy decoding there."""
     with tempfile.TemporaryDirectory() as tmp:
         f32 = os.path.join(tmp, "f32.gguf")
         write_f32_copy(model, f32)
@@ -123,6 +143,7 @@ def add_f32_steps(model, doc):
             np_ = len(c["prompt"])
             c["f32_steps"] = [{"top": top_of(np.array(llm.scores[np_ - 1 + k], dtype=np.float32))}
                               for k in range(len(c["continuation"]))]
+            c["f32_continuation"], c["f32_greedy_steps"] = greedy(llm, c["prompt"])
         del llm
     doc["f32_reference"] = (f"llama-cpp-python {llama_cpp_version} on the weights dequantized "
                             "to F32 (gguf package)")
@@ -160,17 +181,7 @@ def main():
     cases = []
     for kind, text in prompts:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        llm.reset()
-        llm.eval(ids)
-        steps = []
-        cont = []
-        for _ in range(N_STEPS):
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-            order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:TOP]
-            tok = order[0]
-            steps.append({"top": [[int(i), float(logits[i])] for i in order]})
-            cont.append(int(tok))
-            llm.eval([tok])
+        cont, steps = greedy(llm, ids)
         cases.append({"kind": kind, "text": text, "prompt": [int(i) for i in ids],
                       "continuation": cont, "steps": steps})
         print(f"{kind:5s} {len(ids):4d} tokens -> {llm.detokenize(cont).decode('utf-8', 'replace')!r}")

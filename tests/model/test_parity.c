@@ -12,7 +12,11 @@
  *     unless the reference's own top-2 margin is below NEAR_TIE;
  *  2. free-running greedy decoding (prefill, then one decode step per token)
  *     reproduces the reference continuation, again up to a step where the
- *     reference is a near-tie (after which the texts may legitimately part).
+ *     reference is a near-tie (after which the texts may legitimately part);
+ *  3. on the weights dequantized to F32, free-running greedy decoding gives
+ *     the same 16-token continuation as llama.cpp's own greedy run on those
+ *     weights ("f32_continuation") for at least 20 prompts, with the top-5
+ *     logits of every step within F32_TOL.
  *
  Two tolerances, because the two engines round differently on the way:
  *
@@ -76,6 +80,59 @@ static int argmax(const float *x) {
     for (int i = 1; i < vocab; i++)
         if (x[i] > x[b]) b = i;
     return b;
+}
+
+/* Free-running greedy decoding on m from case c's prompt, compared with a
+ * reference greedy run stored under cont_key / steps_key: at every step our
+ * logits of the reference's top-5 must be within tol, and our token must be
+ * the reference's unless the reference's own top-2 margin is below
+ * 2 * tol (a tie within the tolerance, after which the runs may part).
+ * Returns 1 if all steps matched; adds |diff| figures to *worst, *sum, *cnt. */
+static int greedy_vs(sgl_model *m, int ci, const cJSON *c, const char *cont_key,
+                     const char *steps_key, double tol, double *worst, double *sum, long *cnt) {
+    int np, nc;
+    int32_t *prompt = ids_of(cJSON_GetObjectItem(c, "prompt"), &np);
+    int32_t *cont = ids_of(cJSON_GetObjectItem(c, cont_key), &nc);
+    const cJSON *steps = cJSON_GetObjectItem(c, steps_key);
+    int32_t *slots = malloc(sizeof(int32_t) * (size_t)(np + nc));
+    float *lg = malloc(sizeof(float) * (size_t)vocab);
+    sgl_error err;
+    int full = 1;
+    CHECK(kv_pool_alloc(kv, np + nc, slots) == 0);
+    model_seq s = {.n_new = np, .tokens = prompt, .pos0 = 0, .n_ctx = np, .slots = slots,
+                   .logits_from = np - 1};
+    model_batch b = {1, &s};
+    CHECK_MSG(model_forward(m, kv, &b, lg, &err) == 0, "%s", err.msg);
+    for (int k = 0; k < nc; k++) {
+        const cJSON *top = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "top");
+        for (int j = 0; j < cJSON_GetArraySize(top); j++) {
+            const cJSON *e = cJSON_GetArrayItem(top, j);
+            int id = cJSON_GetArrayItem(e, 0)->valueint;
+            double d = fabs(lg[id] - cJSON_GetArrayItem(e, 1)->valuedouble);
+            *worst = fmax(*worst, d);
+            *sum += d;
+            (*cnt)++;
+            CHECK_MSG(d <= tol, "%s case %d step %d token %d: logit %.4f vs llama.cpp %.4f",
+                      cont_key, ci, k, id, lg[id], cJSON_GetArrayItem(e, 1)->valuedouble);
+        }
+        int32_t t = argmax(lg);
+        if (t != cont[k]) {
+            double l0 = cJSON_GetArrayItem(cJSON_GetArrayItem(top, 0), 1)->valuedouble;
+            double l1 = cJSON_GetArrayItem(cJSON_GetArrayItem(top, 1), 1)->valuedouble;
+            CHECK_MSG(l0 - l1 < 2 * tol,
+                      "%s case %d: greedy departs at step %d (%d vs llama.cpp %d, margin %.3f)",
+                      cont_key, ci, k, t, cont[k], l0 - l1);
+            full = 0;
+            break;
+        }
+        if (k + 1 == nc) break;
+        s = (model_seq){.n_new = 1, .tokens = &cont[k], .pos0 = np + k, .n_ctx = np + k + 1,
+                        .slots = slots, .logits_from = 0};
+        CHECK_MSG(model_forward(m, kv, &b, lg, &err) == 0, "%s", err.msg);
+    }
+    kv_pool_release(kv, slots, np + nc);
+    free(prompt), free(cont), free(slots), free(lg);
+    return full;
 }
 
 static void check_case(int ci, const cJSON *c) {
@@ -259,6 +316,18 @@ static void test_parity_f32(void) {
     printf("parity on F32-dequantized weights vs llama.cpp on the same: %ld logits, max |diff| "
            "%.4f, mean %.4f (tolerance %.2f)\n",
            cnt, worst, cnt ? sum / cnt : 0.0, F32_TOL);
+    /* Free-running greedy on the F32 weights against llama.cpp's own greedy
+     * run there: the 16-token continuations must be identical. */
+    double gw = 0, gs = 0;
+    long gc = 0;
+    int full = 0, n = cJSON_GetArraySize(cases);
+    for (int ci = 0; m && ci < n; ci++)
+        full += greedy_vs(m, ci, cJSON_GetArrayItem(cases, ci), "f32_continuation",
+                          "f32_greedy_steps", F32_TOL, &gw, &gs, &gc);
+    printf("greedy on F32-dequantized weights vs llama.cpp's greedy there: %d/%d continuations "
+           "identical over 16 tokens; top-5 logits max |diff| %.4f, mean %.4f (tolerance %.2f)\n",
+           full, n, gw, gc ? gs / gc : 0.0, F32_TOL);
+    CHECK_MSG(full >= 20, "only %d of %d greedy continuations identical", full, n);
     model_free(m);
     free(buf);
 }
