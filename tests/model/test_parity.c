@@ -16,7 +16,10 @@
  *  3. on the weights dequantized to F32, free-running greedy decoding gives
  *     the same 16-token continuation as llama.cpp's own greedy run on those
  *     weights ("f32_continuation") for at least 20 prompts, with the top-5
- *     logits of every step within F32_TOL.
+ *     logits of every step within F32_TOL;
+ *  4. the fast path on the Q4_1 file itself (16-bit activations) reproduces
+ *     those same F32 greedy continuations within Q16_TOL = F32_TOL: only
+ *     the 16-bit rounding of activations and f16 K/V separate the two.
  *
  Two tolerances, because the two engines round differently on the way:
  *
@@ -52,6 +55,7 @@
 #define Q_TOL 1.5
 #define Q_MEAN_TOL 0.3
 #define NEAR_TIE 0.5
+#define Q16_TOL 0.05
 
 static sgl_model *model;
 static kv_pool *kv;
@@ -214,6 +218,20 @@ static void test_parity(void) {
            n_diff ? sum_diff / n_diff : 0.0, Q_TOL, Q_MEAN_TOL, n_ties, n_cases_full, n_cases);
     CHECK_MSG(n_diff && sum_diff / n_diff <= Q_MEAN_TOL, "mean |diff| %.4f > %.2f",
               sum_diff / n_diff, Q_MEAN_TOL);
+
+    /* The fast path on the Q4_1 file (16-bit activations) against llama.cpp's
+     * greedy run on the same weights dequantized to F32: only the rounding of
+     * activations to 16 bits and of K/V to f16 separate the two. */
+    double gw = 0, gs = 0;
+    long gc = 0;
+    int full = 0, n = cJSON_GetArraySize(cases);
+    for (int ci = 0; ci < n; ci++)
+        full += greedy_vs(model, ci, cJSON_GetArrayItem(cases, ci), "f32_continuation",
+                          "f32_greedy_steps", Q16_TOL, &gw, &gs, &gc);
+    printf("greedy on the Q4_1 file (fast kernels) vs llama.cpp's greedy on the F32-dequantized "
+           "weights: %d/%d continuations identical; top-5 logits max |diff| %.4f, mean %.4f "
+           "(tolerance %.2f)\n", full, n, gw, gc ? gs / gc : 0.0, Q16_TOL);
+    CHECK_MSG(full >= 20, "only %d of %d greedy continuations identical", full, n);
 }
 
 /* ---- tight check on dequantized weights ------------------------------------------ */
