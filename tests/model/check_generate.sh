@@ -27,12 +27,13 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 case $mode in
 paris)
-    # The exact question "What is the capital of France?" under the model's
-    # default system prompt is a near-tie for this Q4_1 model: llama.cpp's
-    # greedy answer is "L'Étoile, la Cité, ..." too. Asking for one sentence
-    # gives a clear margin in both engines.
+    # The exact question under the model's default system prompt. Its first
+    # token is a near-tie for this Q4_1 model ("The" over "L" by 0.08 in
+    # float): engines that round activations to 8 bits (llama.cpp) answer
+    # "L'Étoile, la Cité, ..."; our 16-bit activations follow the float
+    # forward, which answers "The capital of France is Paris."
     out=$("$sglc" generate --model "$model" --chat --temperature 0 --max-tokens 32 --threads 2 \
-          --prompt "What is the capital of France? Answer in one sentence.") || exit 1
+          --prompt "What is the capital of France?") || exit 1
     echo "$out"
     case $out in *Paris*) exit 0 ;; esac
     fail "no 'Paris' in the answer" ;;
