@@ -20,7 +20,9 @@
  * layers of the default model (SmolLM2-135M Q4_1), flipped near-tied greedy
  * choices away from the float reference's (the chat answer to "What is the
  * capital of France?" began "L'Étoile" instead of "The capital of France is
- * Paris."); int16 makes it 258x smaller at about the same cost.
+ * Paris."); int16 makes it 258x smaller, for 3-5% more matmul time at one
+ * activation row and 12-23% more on prefill batches (bench_kernels, AVX2 +
+ * AVX512-VNNI, Q4_1 shapes; the Q8_0 output head is unchanged).
  */
 #ifndef SGL_KERNELS_H
 #define SGL_KERNELS_H
