@@ -35,7 +35,7 @@
 typedef struct att_scratch {
     float *k;      /* [head_dim][ld] keys of one kv head, f32, transposed (ld < cap_ctx + 16) */
     float *v;      /* [cap_ctx][head_dim] */
-    float *score;  /* [cap_ctx] */
+    float *score;  /* [3][cap_ctx + 16] scores of up to 3 query heads */
 } att_scratch;
 
 /* Run state: activation buffers sized for the largest batch seen so far. */
@@ -441,7 +441,7 @@ static int state_reserve(sgl_model *m, int64_t n_tokens, int64_t n_ctx, int64_t 
             /* k: [head_dim][ld], ld <= n_ctx + 15 */
             if (grow(&a->k, sizeof(float) * (size_t)c->head_dim, n_ctx + 16) ||
                 grow(&a->v, sizeof(float) * (size_t)c->head_dim, n_ctx) ||
-                grow(&a->score, sizeof(float), n_ctx))
+                grow(&a->score, sizeof(float), 3 * (n_ctx + 16)))
                 return sgl_error_set(err, "model: out of memory for a context of %lld tokens",
                                      (long long)n_ctx);
         }
@@ -638,13 +638,17 @@ att_gather_kv_f16c(float *restrict kt, int64_t ld, float *restrict v, const uint
 
 /* The fast version when the CPU has it (head_dim % 8 == 0), else the ref. */
 static att_gather_fn att_gather_kv_fast = att_gather_kv_ref;
+/* true: attend_item uses att_heads_avx2 (when head_dim % 8 == 0) */
+static bool att_heads_fast = false;
 static pthread_once_t att_once = PTHREAD_ONCE_INIT;
 
 static void att_choose(void) {
 #ifdef ATT_HAVE_F16C
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
         att_gather_kv_fast = att_gather_kv_f16c;
+        att_heads_fast = true;
+    }
 #endif
 }
 
@@ -731,6 +735,112 @@ ATT_CLONES static void att_weighted_v(float *restrict out, const float *restrict
     for (int d = d0; d < hd; d++) out[d] *= inv;
 }
 
+#ifdef ATT_HAVE_F16C
+/* The AVX2 path for NR (1..3) query heads of one kv group at once: the same
+ * IEEE operations in the same order as att_scores, the max, att_softmax_exp
+ * and att_weighted_v (mul then add, no FMA, sums in key order), so every
+ * value is bit-identical to theirs. Each K^T / V vector is loaded once for the
+ * NR heads instead of once per head (at long contexts these loads come from
+ * L2 and bounded the one-head loops), and the NR sequential softmax sums run
+ * interleaved. Scores are computed up to nk rounded up to 8 keys (the gather
+ * zero-fills K^T columns up to there); entries past nk are never read. */
+#define ATT_AI static inline __attribute__((always_inline, target("avx2")))
+
+/* s[r * sld + j0 + i] for r < NR, i < 8 * NV: scores over keys j0.. */
+ATT_AI void att_sc_tile(const int NR, const int NV, float *s, int64_t sld, const float *q, int hd,
+                        const float *kt, int64_t ld, int32_t j0) {
+    __m256 acc[3][4];
+    for (int r = 0; r < NR; r++) {
+        __m256 q0 = _mm256_set1_ps(q[r * hd]);
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_mul_ps(q0, _mm256_loadu_ps(kt + j0 + 8 * v));
+    }
+    for (int d = 1; d < hd; d++) {
+        const float *row = kt + (int64_t)d * ld + j0;
+        __m256 qd[3];
+        for (int r = 0; r < NR; r++) qd[r] = _mm256_set1_ps(q[r * hd + d]);
+        for (int v = 0; v < NV; v++) {
+            __m256 k = _mm256_loadu_ps(row + 8 * v);
+            for (int r = 0; r < NR; r++)
+                acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(qd[r], k));
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(s + r * sld + j0 + 8 * v, acc[r][v]);
+}
+
+/* out[r * hd + d0 + i] = (sum_j p_r[j] v[j][d0 + i]) * inv[r], i < 8 * NV. */
+ATT_AI void att_v_tile(const int NR, const int NV, float *out, const float *p, int64_t sld,
+                       const float *v, int32_t nk, int hd, const float *inv, int d0) {
+    __m256 acc[3][4];
+    for (int r = 0; r < NR; r++)
+        for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
+    for (int32_t j = 0; j < nk; j++) {
+        const float *row = v + (int64_t)j * hd + d0;
+        __m256 pj[3];
+        for (int r = 0; r < NR; r++) pj[r] = _mm256_set1_ps(p[r * sld + j]);
+        for (int i = 0; i < NV; i++) {
+            __m256 x = _mm256_loadu_ps(row + 8 * i);
+            for (int r = 0; r < NR; r++)
+                acc[r][i] = _mm256_add_ps(acc[r][i], _mm256_mul_ps(pj[r], x));
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int i = 0; i < NV; i++)
+            _mm256_storeu_ps(out + r * hd + d0 + 8 * i,
+                             _mm256_mul_ps(acc[r][i], _mm256_set1_ps(inv[r])));
+}
+
+/* Max of s[0..n) (no NaN in scores: the result equals the ordered scalar
+ * max up to the sign of a zero, which s - max and att_exp do not see). */
+ATT_AI float att_max(const float *s, int32_t n) {
+    int32_t j = 0;
+    float mx = s[0];
+    if (n >= 8) {
+        __m256 m = _mm256_loadu_ps(s);
+        for (j = 8; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
+        float t[8];
+        _mm256_storeu_ps(t, m);
+        mx = t[0];
+        for (int i = 1; i < 8; i++) mx = t[i] > mx ? t[i] : mx;
+    }
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
+ATT_AI void att_heads_nr(const int NR, float *out, const float *qs, float *sc, int64_t sld,
+                         const float *kt, int64_t ld, const float *v, int32_t nk, int hd) {
+    int32_t nk8 = (nk + 7) & ~7, j0 = 0;
+    for (; j0 + 32 <= nk8; j0 += 32) att_sc_tile(NR, 4, sc, sld, qs, hd, kt, ld, j0);
+    for (; j0 < nk8; j0 += 8) att_sc_tile(NR, 1, sc, sld, qs, hd, kt, ld, j0);
+    float sum[3] = {0.0f, 0.0f, 0.0f}, inv[3];
+    for (int r = 0; r < NR; r++) {
+        float *s = sc + r * sld;
+        float mx = att_max(s, nk);
+        for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
+    }
+    for (int32_t j = 0; j < nk; j++)
+        for (int r = 0; r < NR; r++) sum[r] += sc[r * sld + j];
+    for (int r = 0; r < NR; r++) inv[r] = 1.0f / sum[r];
+    int d0 = 0;
+    for (; d0 + 32 <= hd; d0 += 32) att_v_tile(NR, 4, out, sc, sld, v, nk, hd, inv, d0);
+    for (; d0 < hd; d0 += 8) att_v_tile(NR, 1, out, sc, sld, v, nk, hd, inv, d0);
+}
+
+/* nr (1..3) heads: queries qs[r * hd..] (scaled), outputs out[r * hd..];
+ * sc holds nr score rows of sld >= nk + 8 floats. hd % 8 == 0. */
+__attribute__((target("avx2"))) static void att_heads_avx2(int nr, float *out, const float *qs,
+                                                          float *sc, int64_t sld,
+                                                          const float *kt, int64_t ld,
+                                                          const float *v, int32_t nk, int hd) {
+    if (nr == 3)
+        att_heads_nr(3, out, qs, sc, sld, kt, ld, v, nk, hd);
+    else if (nr == 2)
+        att_heads_nr(2, out, qs, sc, sld, kt, ld, v, nk, hd);
+    else
+        att_heads_nr(1, out, qs, sc, sld, kt, ld, v, nk, hd);
+}
+#endif
+
 /* One work item = (sequence, kv head, block of new tokens). Keys 0..last
  * position of the block are converted to f32 once (K transposed), then for
  * every query head of the group and every token: scores over keys 0..pos,
@@ -758,7 +868,25 @@ static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
                   kv_pool_v(fc->kv, fc->layer, 0) + kvh * hd, fc->kv->kv_dim, sq->slots, n_keys,
                   hd);
     float scale = 1.0f / sqrtf((float)hd);
-    float qs[1024]; /* head_dim <= 1024 (checked at load) */
+    float qs[3 * 1024]; /* head_dim <= 1024 (checked at load) */
+#ifdef ATT_HAVE_F16C
+    if (att_heads_fast && hd % 8 == 0) {
+        /* sld = ld >= nk rounded up to 8; 3 * ld <= 3 * (cap_ctx + 16) */
+        for (int32_t t = t0; t < t1; t++) {
+            int32_t nk = sq->pos0 + t + 1;
+            int64_t row = row0 + t;
+            for (int h0 = 0; h0 < n_rep; h0 += 3) {
+                int nr = n_rep - h0 < 3 ? n_rep - h0 : 3;
+                int h = kvh * n_rep + h0;
+                const float *q = s->q + row * c->q_dim + (int64_t)h * hd;
+                for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
+                att_heads_avx2(nr, s->att + row * c->q_dim + (int64_t)h * hd, qs, sc->score, ld,
+                               sc->k, ld, sc->v, nk, hd);
+            }
+        }
+        return;
+    }
+#endif
     for (int32_t t = t0; t < t1; t++) {
         int32_t nk = sq->pos0 + t + 1;
         int64_t row = row0 + t;
@@ -781,8 +909,11 @@ static void stage_attention(void *ctx, int ith, int nth) {
     (void)nth;
     att_scratch *sc = &fc->m->st.att_s[ith];
     for (;;) {
-        int item = atomic_fetch_add_explicit(&fc->next_item, 1, memory_order_relaxed);
-        if (item >= fc->n_items) break;
+        /* last items first: a sequence's later token blocks attend to more
+         * keys, so the longest items start early and the tail is short */
+        int item = fc->n_items - 1 -
+                   atomic_fetch_add_explicit(&fc->next_item, 1, memory_order_relaxed);
+        if (item < 0) break;
         attend_item(fc, item, sc);
     }
 }
