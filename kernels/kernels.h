@@ -95,6 +95,22 @@ int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
 void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
                  const float *X, int64_t nb, float *Y);
 
+/* One output of kern_matmul_multi: Y = W X as in kern_matmul. */
+typedef struct kern_mm_out {
+    sgl_dtype t;
+    const void *W;
+    int64_t rows;
+    float *Y;
+} kern_mm_out;
+
+/* For every i < n: kern_matmul(pool, o[i].t, o[i].W, o[i].rows, k, X, nb,
+ * o[i].Y), with bit-identical results; but when the outputs' types share an
+ * activation format (e.g. all Q4_0/Q4_1/Q8_0) X is quantized once for all of
+ * them and the rows of all outputs are one job list for one pool run (q/k/v
+ * or gate/up of a layer, which read the same input). */
+void kern_matmul_multi(kern_pool *pool, const kern_mm_out *o, int n, int64_t k, const float *X,
+                       int64_t nb);
+
 /* ---- element-wise and small ops (single-threaded; callers split work) ------ */
 
 /* y = x / rms(x) * w */

@@ -1013,9 +1013,11 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &w->layers[l];
         fc.layer = l;
-        kern_matmul(m->pool, L->wq.type, L->wq.data, L->wq.rows, c->dim, s->xb, n, s->q);
-        kern_matmul(m->pool, L->wk.type, L->wk.data, L->wk.rows, c->dim, s->xb, n, s->k);
-        kern_matmul(m->pool, L->wv.type, L->wv.data, L->wv.rows, c->dim, s->xb, n, s->v);
+        /* q, k, v read the same input: quantized once, one pool run */
+        kern_mm_out qkv[3] = {{L->wq.type, L->wq.data, L->wq.rows, s->q},
+                              {L->wk.type, L->wk.data, L->wk.rows, s->k},
+                              {L->wv.type, L->wv.data, L->wv.rows, s->v}};
+        kern_matmul_multi(m->pool, qkv, 3, c->dim, s->xb, n);
         run_rows(&fc, stage_qkv_post);
 
         atomic_store(&fc.next_item, 0);
@@ -1028,9 +1030,9 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
         fc.norm_w = L->ffn_norm;
         run_rows(&fc, stage_add_norm);
 
-        kern_matmul(m->pool, L->w_gate.type, L->w_gate.data, L->w_gate.rows, c->dim, s->xb, n,
-                    s->hb);
-        kern_matmul(m->pool, L->w_up.type, L->w_up.data, L->w_up.rows, c->dim, s->xb, n, s->hb2);
+        kern_mm_out gu[2] = {{L->w_gate.type, L->w_gate.data, L->w_gate.rows, s->hb},
+                             {L->w_up.type, L->w_up.data, L->w_up.rows, s->hb2}};
+        kern_matmul_multi(m->pool, gu, 2, c->dim, s->xb, n);
         run_rows(&fc, stage_silu);
         kern_matmul(m->pool, L->w_down.type, L->w_down.data, L->w_down.rows, c->ffn_dim, s->hb, n,
                     s->xb);

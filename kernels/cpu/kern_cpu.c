@@ -137,6 +137,77 @@ void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int6
     free(owned);
 }
 
+/* Outputs of one kern_matmul_multi call as one job list: job j belongs to
+ * output i when first[i] <= j < first[i + 1]. */
+#define MM_MULTI_MAX 8
+typedef struct {
+    mm_task t[MM_MULTI_MAX];
+    int n;
+    int64_t first[MM_MULTI_MAX + 1];
+    _Atomic int64_t next;
+} mm_multi_task;
+
+static void mm_multi_rows_task(void *ctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    mm_multi_task *mt = ctx;
+    int i = 0;
+    for (;;) {
+        int64_t j = atomic_fetch_add(&mt->next, 1);
+        if (j >= mt->first[mt->n]) return;
+        while (j >= mt->first[i + 1]) i++; /* j only grows */
+        const mm_task *t = &mt->t[i];
+        int64_t r0 = (j - mt->first[i]) * t->chunk;
+        int64_t r1 = SGL_MIN(r0 + t->chunk, t->rows);
+        t->impl->rows(t->W, t->rows, t->k, t->X, t->xq, t->nb, t->Y, r0, r1);
+    }
+}
+
+void kern_matmul_multi(kern_pool *pool, const kern_mm_out *o, int n, int64_t k, const float *X,
+                       int64_t nb) {
+    const kern_ops *ops = ops_get();
+    bool fused = n >= 1 && n <= MM_MULTI_MAX && nb > 0 && k > 0;
+    for (int i = 0; fused && i < n; i++) {
+        sgl_dtype t = o[i].t;
+        fused = t >= 0 && t < SGL_DTYPE_MAX_ID && ops->mm[t].rows && o[i].rows > 0 &&
+                k % sgl_dtype_block_elems(t) == 0 && ops->mm[t].prep == ops->mm[o[0].t].prep &&
+                ops->mm[t].xq_bytes == ops->mm[o[0].t].xq_bytes;
+    }
+    if (!fused) {
+        for (int i = 0; i < n; i++) kern_matmul(pool, o[i].t, o[i].W, o[i].rows, k, X, nb, o[i].Y);
+        return;
+    }
+    mm_multi_task mt;
+    mt.n = n;
+    mt.first[0] = 0;
+    atomic_init(&mt.next, 0);
+    int64_t nth = kern_pool_threads(pool);
+    const kern_mm_impl *impl0 = &ops->mm[o[0].t];
+    void *xq = NULL, *owned = NULL;
+    if (impl0->prep) {
+        size_t bytes = impl0->xq_bytes(k, nb);
+        xq = pool ? kern_pool_scratch(pool, bytes)
+                  : (owned = aligned_alloc(64, (bytes + 63) & ~(size_t)63));
+        if (!xq) return;
+    }
+    for (int i = 0; i < n; i++) {
+        mm_task *t = &mt.t[i];
+        *t = (mm_task){&ops->mm[o[i].t], o[i].W, o[i].rows, k, nb, X, xq, o[i].Y, 0, 0};
+        /* the chunking kern_matmul uses (any split gives the same values) */
+        int64_t align = t->impl->row_align, chunk = SGL_MAX(t->rows / (4 * nth), 16);
+        t->chunk = (chunk + align - 1) / align * align;
+        mt.first[i + 1] = mt.first[i] + (t->rows + t->chunk - 1) / t->chunk;
+    }
+    if (impl0->prep) {
+        if (nb * k < 16384)
+            impl0->prep(X, k, nb, xq, 0, nb);
+        else
+            kern_pool_run(pool, mm_prep_task, &mt.t[0]);
+    }
+    kern_pool_run(pool, mm_multi_rows_task, &mt);
+    free(owned);
+}
+
 /* ---- small ops ---------------------------------------------------------- */
 
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
