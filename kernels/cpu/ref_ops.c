@@ -115,15 +115,58 @@ void kref_ops_fill(kern_ops *ops) {
     ops->f16_to_f32 = ref_f16_to_f32;
 }
 
+/* Per thread, the frequencies of the last (theta_base, rot_dim) and the
+ * cos/sin of the last (pos, freq_scale) as well: the model rotates q and then
+ * k of a row at the same position, so the second call only looks them up.
+ * The cached values are the ones the formula gives, so results do not depend
+ * on the cache. */
+#define ROPE_CACHE_HALF 512
+static _Thread_local struct {
+    bool inv_ok, cs_ok;
+    int rot_dim, pos;
+    float theta_base, freq_scale;
+    double inv[ROPE_CACHE_HALF];
+    float c[ROPE_CACHE_HALF], s[ROPE_CACHE_HALF];
+} rope_cache;
+
 /* Rotation angles are computed in double from the exact formula
- * pos * freq_scale * theta_base^(-2i/rot_dim), once per call for all heads. */
+ * pos * freq_scale * theta_base^(-2i/rot_dim), once per call for all heads
+ * (or taken from the per-thread cache above). */
 void kern_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float theta_base,
                float freq_scale, bool neox) {
     int half = rot_dim / 2;
+    bool cached = half <= ROPE_CACHE_HALF;
+    if (cached && !(rope_cache.inv_ok && rope_cache.rot_dim == rot_dim &&
+                    rope_cache.theta_base == theta_base)) {
+        for (int i = 0; i < half; i++)
+            rope_cache.inv[i] = pow((double)theta_base, -2.0 * i / (double)rot_dim);
+        rope_cache.inv_ok = true;
+        rope_cache.cs_ok = false;
+        rope_cache.rot_dim = rot_dim;
+        rope_cache.theta_base = theta_base;
+    }
+    if (cached && !(rope_cache.cs_ok && rope_cache.pos == pos &&
+                    rope_cache.freq_scale == freq_scale)) {
+        for (int i = 0; i < half; i++) {
+            double a = (double)pos * (double)freq_scale * rope_cache.inv[i];
+            rope_cache.c[i] = (float)cos(a);
+            rope_cache.s[i] = (float)sin(a);
+        }
+        rope_cache.cs_ok = true;
+        rope_cache.pos = pos;
+        rope_cache.freq_scale = freq_scale;
+    }
     for (int i = 0; i < half; i++) {
-        double inv = pow((double)theta_base, -2.0 * i / (double)rot_dim);
-        double a = (double)pos * (double)freq_scale * inv;
-        float c = (float)cos(a), s = (float)sin(a);
+        float c, s;
+        if (cached) {
+            c = rope_cache.c[i];
+            s = rope_cache.s[i];
+        } else {
+            double inv = pow((double)theta_base, -2.0 * i / (double)rot_dim);
+            double a = (double)pos * (double)freq_scale * inv;
+            c = (float)cos(a);
+            s = (float)sin(a);
+        }
         int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
         for (int h = 0; h < n_heads; h++) {
             float *v = x + (int64_t)h * head_dim;
