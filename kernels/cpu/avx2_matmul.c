@@ -156,14 +156,15 @@ ALWAYS_INLINE void x16_prep(const int row_major, const float *X, int64_t k, int6
                             int64_t b0, int64_t b1) {
     x16_layout l = x16_map(xq, k, nb, row_major);
     int64_t nblk = k / 32;
-    /* Write in layout order: row by row for row-major, block by block for
-     * block-major (there a row's blocks are nb * 64 bytes apart, for nb = 512
-     * a multiple of 4 KiB: walking them row by row hit one L1 set and made
-     * the quantization ~5% of prefill time). */
-    int64_t n_outer = row_major ? b1 - b0 : nblk, n_inner = row_major ? nblk : b1 - b0;
-    for (int64_t o = 0; o < n_outer; o++)
-        for (int64_t in = 0; in < n_inner; in++) {
-            int64_t b = row_major ? b0 + o : b0 + in, i = row_major ? in : o;
+    /* Write in layout order: row by row for row-major; for block-major block
+     * by block within chunks of 16 rows (there a row's blocks are nb * 64
+     * bytes apart, for nb = 512 a multiple of 4 KiB: walking them row by row
+     * hit one L1 set and made the quantization ~5% of prefill time; whole
+     * blocks over all rows read X from far in memory when it exceeds L2). */
+    const int64_t chunk = row_major ? 1 : 16;
+    for (int64_t bc = b0; bc < b1; bc += chunk)
+        for (int64_t i = 0; i < nblk; i++)
+            for (int64_t b = bc; b < b1 && b < bc + chunk; b++) {
             const float *x = X + b * k + i * 32;
             float amax = amax32(x);
             /* a block below 1e-30 (where 32767 / amax could overflow) is
