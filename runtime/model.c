@@ -569,7 +569,8 @@ static void stage_silu(void *ctx, int ith, int nth) {
 /* Copies the K rows (transposed: kt[d * ld + j]) and V rows (v[j * hd + d])
  * of keys j < n_keys of one kv head to f32. kbase / vbase point at slot 0's
  * row of the head in the layer; slot s's row is at + s * stride. f16 -> f32
- * is exact, so every version gives the same values. */
+ * is exact, so every version gives the same values. The F16C version takes
+ * v == NULL: K only. */
 typedef void (*att_gather_fn)(float *restrict kt, int64_t ld, float *restrict v,
                               const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
                               const int32_t *slots, int32_t n_keys, int hd);
@@ -598,7 +599,7 @@ att_gather_kv_f16c(float *restrict kt, int64_t ld, float *restrict v, const uint
         const uint16_t *kr[8];
         for (int b = 0; b < 8; b++) {
             kr[b] = b < nb ? kbase + (int64_t)slots[j0 + b] * stride : NULL;
-            if (b < nb) {
+            if (b < nb && v) {
                 const uint16_t *vh = vbase + (int64_t)slots[j0 + b] * stride;
                 float *vr = v + (int64_t)(j0 + b) * hd;
                 for (int d = 0; d < hd; d += 8)
@@ -744,7 +745,7 @@ ATT_CLONES static void att_weighted_v(float *restrict out, const float *restrict
  * L2 and bounded the one-head loops), and the NR sequential softmax sums run
  * interleaved. Scores are computed up to nk rounded up to 8 keys (the gather
  * zero-fills K^T columns up to there); entries past nk are never read. */
-#define ATT_AI static inline __attribute__((always_inline, target("avx2")))
+#define ATT_AI static inline __attribute__((always_inline, target("avx2,f16c")))
 
 /* s[r * sld + j0 + i] for r < NR, i < 8 * NV: scores over keys j0.. */
 ATT_AI void att_sc_tile(const int NR, const int NV, float *s, int64_t sld, const float *q, int hd,
@@ -768,18 +769,23 @@ ATT_AI void att_sc_tile(const int NR, const int NV, float *s, int64_t sld, const
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(s + r * sld + j0 + 8 * v, acc[r][v]);
 }
 
-/* out[r * hd + d0 + i] = (sum_j p_r[j] v[j][d0 + i]) * inv[r], i < 8 * NV. */
+/* out[r * hd + d0 + i] = (sum_j p_r[j] v[j][d0 + i]) * inv[r], i < 8 * NV.
+ * V rows from v (f32, gathered), or with vh straight from the f16 pool
+ * (row of key j at vh + slots[j] * vstride; f16 -> f32 is exact). */
 ATT_AI void att_v_tile(const int NR, const int NV, float *out, const float *p, int64_t sld,
-                       const float *v, int32_t nk, int hd, const float *inv, int d0) {
+                       const float *v, const uint16_t *vh, int64_t vstride, const int32_t *slots,
+                       int32_t nk, int hd, const float *inv, int d0) {
     __m256 acc[3][4];
     for (int r = 0; r < NR; r++)
         for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
     for (int32_t j = 0; j < nk; j++) {
-        const float *row = v + (int64_t)j * hd + d0;
+        const float *row = vh ? NULL : v + (int64_t)j * hd + d0;
+        const uint16_t *rowh = vh ? vh + (int64_t)slots[j] * vstride + d0 : NULL;
         __m256 pj[3];
         for (int r = 0; r < NR; r++) pj[r] = _mm256_set1_ps(p[r * sld + j]);
         for (int i = 0; i < NV; i++) {
-            __m256 x = _mm256_loadu_ps(row + 8 * i);
+            __m256 x = vh ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rowh + 8 * i)))
+                          : _mm256_loadu_ps(row + 8 * i);
             for (int r = 0; r < NR; r++)
                 acc[r][i] = _mm256_add_ps(acc[r][i], _mm256_mul_ps(pj[r], x));
         }
@@ -808,7 +814,8 @@ ATT_AI float att_max(const float *s, int32_t n) {
 }
 
 ATT_AI void att_heads_nr(const int NR, float *out, const float *qs, float *sc, int64_t sld,
-                         const float *kt, int64_t ld, const float *v, int32_t nk, int hd) {
+                         const float *kt, int64_t ld, const float *v, const uint16_t *vh,
+                         int64_t vstride, const int32_t *slots, int32_t nk, int hd) {
     int32_t nk8 = (nk + 7) & ~7, j0 = 0;
     for (; j0 + 32 <= nk8; j0 += 32) att_sc_tile(NR, 4, sc, sld, qs, hd, kt, ld, j0);
     for (; j0 < nk8; j0 += 8) att_sc_tile(NR, 1, sc, sld, qs, hd, kt, ld, j0);
@@ -822,22 +829,25 @@ ATT_AI void att_heads_nr(const int NR, float *out, const float *qs, float *sc, i
         for (int r = 0; r < NR; r++) sum[r] += sc[r * sld + j];
     for (int r = 0; r < NR; r++) inv[r] = 1.0f / sum[r];
     int d0 = 0;
-    for (; d0 + 32 <= hd; d0 += 32) att_v_tile(NR, 4, out, sc, sld, v, nk, hd, inv, d0);
-    for (; d0 < hd; d0 += 8) att_v_tile(NR, 1, out, sc, sld, v, nk, hd, inv, d0);
+    for (; d0 + 32 <= hd; d0 += 32)
+        att_v_tile(NR, 4, out, sc, sld, v, vh, vstride, slots, nk, hd, inv, d0);
+    for (; d0 < hd; d0 += 8)
+        att_v_tile(NR, 1, out, sc, sld, v, vh, vstride, slots, nk, hd, inv, d0);
 }
 
 /* nr (1..3) heads: queries qs[r * hd..] (scaled), outputs out[r * hd..];
- * sc holds nr score rows of sld >= nk + 8 floats. hd % 8 == 0. */
-__attribute__((target("avx2"))) static void att_heads_avx2(int nr, float *out, const float *qs,
-                                                          float *sc, int64_t sld,
-                                                          const float *kt, int64_t ld,
-                                                          const float *v, int32_t nk, int hd) {
+ * sc holds nr score rows of sld >= nk + 8 floats. hd % 8 == 0. V from v, or
+ * when vh is set from the f16 pool (see att_v_tile). */
+__attribute__((target("avx2,f16c"))) static void
+att_heads_avx2(int nr, float *out, const float *qs, float *sc, int64_t sld, const float *kt,
+               int64_t ld, const float *v, const uint16_t *vh, int64_t vstride,
+               const int32_t *slots, int32_t nk, int hd) {
     if (nr == 3)
-        att_heads_nr(3, out, qs, sc, sld, kt, ld, v, nk, hd);
+        att_heads_nr(3, out, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
     else if (nr == 2)
-        att_heads_nr(2, out, qs, sc, sld, kt, ld, v, nk, hd);
+        att_heads_nr(2, out, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
     else
-        att_heads_nr(1, out, qs, sc, sld, kt, ld, v, nk, hd);
+        att_heads_nr(1, out, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
 }
 #endif
 
@@ -864,9 +874,12 @@ static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
     int64_t ld = ((int64_t)n_keys + 7) & ~(int64_t)7;
     if (ld % 256 == 0) ld += 8;
     att_gather_fn gather = hd % 8 == 0 ? att_gather_kv_fast : att_gather_kv_ref;
-    gather(sc->k, ld, sc->v, kv_pool_k(fc->kv, fc->layer, 0) + kvh * hd,
-                  kv_pool_v(fc->kv, fc->layer, 0) + kvh * hd, fc->kv->kv_dim, sq->slots, n_keys,
-                  hd);
+    const uint16_t *vbase = kv_pool_v(fc->kv, fc->layer, 0) + kvh * hd;
+    /* An item of one token (decode) reads V once: straight from the f16 pool
+     * in att_heads_avx2 instead of converting it first. */
+    bool v_direct = att_heads_fast && hd % 8 == 0 && t1 - t0 == 1;
+    gather(sc->k, ld, v_direct ? NULL : sc->v, kv_pool_k(fc->kv, fc->layer, 0) + kvh * hd, vbase,
+           fc->kv->kv_dim, sq->slots, n_keys, hd);
     float scale = 1.0f / sqrtf((float)hd);
     float qs[3 * 1024]; /* head_dim <= 1024 (checked at load) */
 #ifdef ATT_HAVE_F16C
@@ -881,7 +894,8 @@ static void attend_item(fwd_ctx *fc, int item, att_scratch *sc) {
                 const float *q = s->q + row * c->q_dim + (int64_t)h * hd;
                 for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
                 att_heads_avx2(nr, s->att + row * c->q_dim + (int64_t)h * hd, qs, sc->score, ld,
-                               sc->k, ld, sc->v, nk, hd);
+                               sc->k, ld, sc->v, v_direct ? vbase : NULL, fc->kv->kv_dim,
+                               sq->slots, nk, hd);
             }
         }
         return;
