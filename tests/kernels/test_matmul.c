@@ -212,10 +212,58 @@ static void test_determinism(void) {
         kern_pool_free(pools[i]);
 }
 
+/* kern_matmul_multi gives exactly what separate kern_matmul calls give, for
+ * outputs of one activation format (shared quantization) and of mixed ones,
+ * at several batch sizes and thread counts. */
+static void test_multi(void) {
+    kern_force_reference(false);
+    kern_pool *pools[2] = {kern_pool_new(1), kern_pool_new(2)};
+    const sgl_dtype sets[][3] = {
+        {SGL_DTYPE_Q4_1, SGL_DTYPE_Q4_1, SGL_DTYPE_Q4_1}, /* q/k/v of the default model */
+        {SGL_DTYPE_Q4_0, SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_1}, /* one format, mixed types */
+        {SGL_DTYPE_Q4_1, SGL_DTYPE_F16, SGL_DTYPE_Q6_K},  /* formats that cannot share */
+    };
+    const int64_t rows[3] = {96, 32, 51}, k = 512;
+    for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
+        for (int64_t nb = 1; nb <= 33; nb += 16) {
+            float *x = malloc(sizeof(float) * (size_t)(nb * k));
+            fill_x(x, nb * k);
+            uint8_t *w[3];
+            float *wf[3], *sep[3], *mul[3];
+            kern_mm_out o[3];
+            for (int i = 0; i < 3; i++) {
+                w[i] = make_weights(sets[si][i], rows[i], k, &wf[i]);
+                sep[i] = malloc(sizeof(float) * (size_t)(nb * rows[i]));
+                mul[i] = malloc(sizeof(float) * (size_t)(nb * rows[i]));
+                o[i] = (kern_mm_out){sets[si][i], w[i], rows[i], mul[i]};
+            }
+            for (int pi = 0; pi < 2; pi++) {
+                for (int i = 0; i < 3; i++)
+                    kern_matmul(pools[pi], sets[si][i], w[i], rows[i], k, x, nb, sep[i]);
+                kern_matmul_multi(pools[pi], o, 3, k, x, nb);
+                for (int i = 0; i < 3; i++)
+                    CHECK_MSG(memcmp(sep[i], mul[i], sizeof(float) * (size_t)(nb * rows[i])) == 0,
+                              "set %zu output %d (%s), nb %lld, %d thread(s): multi differs",
+                              si, i, sgl_dtype_name(sets[si][i]), (long long)nb, pi + 1);
+            }
+            for (int i = 0; i < 3; i++) {
+                free(w[i]);
+                free(wf[i]);
+                free(sep[i]);
+                free(mul[i]);
+            }
+            free(x);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        kern_pool_free(pools[i]);
+}
+
 int main(void) {
     printf("implementation: %s\n", kern_impl_name());
     TEST_RUN(test_reference_exact);
     TEST_RUN(test_fast_vs_reference);
     TEST_RUN(test_determinism);
+    TEST_RUN(test_multi);
     return TEST_DONE();
 }

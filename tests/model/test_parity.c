@@ -89,11 +89,12 @@ static int argmax(const float *x) {
 /* Free-running greedy decoding on m from case c's prompt, compared with a
  * reference greedy run stored under cont_key / steps_key: at every step our
  * logits of the reference's top-5 must be within tol, and our token must be
- * the reference's unless the reference's own top-2 margin is below
- * 2 * tol (a tie within the tolerance, after which the runs may part).
+ * the reference's unless the reference's own top-2 margin is below tie
+ * (after which the runs may legitimately part).
  * Returns 1 if all steps matched; adds |diff| figures to *worst, *sum, *cnt. */
 static int greedy_vs(sgl_model *m, int ci, const cJSON *c, const char *cont_key,
-                     const char *steps_key, double tol, double *worst, double *sum, long *cnt) {
+                     const char *steps_key, double tol, double tie, double *worst, double *sum,
+                     long *cnt) {
     int np, nc;
     int32_t *prompt = ids_of(cJSON_GetObjectItem(c, "prompt"), &np);
     int32_t *cont = ids_of(cJSON_GetObjectItem(c, cont_key), &nc);
@@ -123,7 +124,7 @@ static int greedy_vs(sgl_model *m, int ci, const cJSON *c, const char *cont_key,
         if (t != cont[k]) {
             double l0 = cJSON_GetArrayItem(cJSON_GetArrayItem(top, 0), 1)->valuedouble;
             double l1 = cJSON_GetArrayItem(cJSON_GetArrayItem(top, 1), 1)->valuedouble;
-            CHECK_MSG(l0 - l1 < 2 * tol,
+            CHECK_MSG(l0 - l1 < tie,
                       "%s case %d: greedy departs at step %d (%d vs llama.cpp %d, margin %.3f)",
                       cont_key, ci, k, t, cont[k], l0 - l1);
             full = 0;
@@ -181,30 +182,14 @@ static void check_case(int ci, const cJSON *c) {
         }
     }
 
-    /* 2. free-running greedy: prefill the prompt, then decode step by step
-     * into the same slots (overwriting the teacher-forced K/V). */
-    s = (model_seq){.n_new = np, .tokens = prompt, .pos0 = 0, .n_ctx = np, .slots = slots,
-                    .logits_from = np - 1};
-    CHECK_MSG(model_forward(model, kv, &b, lg, &err) == 0, "%s", err.msg);
-    int full = 1;
-    for (int k = 0; k < nc; k++) {
-        int32_t t = argmax(lg);
-        if (t != cont[k]) {
-            full = 0;
-            CHECK_MSG(ref_margin_is_tie(cJSON_GetArrayItem(steps, k)),
-                      "case %d: greedy continuation departs at step %d (%d vs llama.cpp %d) "
-                      "without a near-tie",
-                      ci, k, t, cont[k]);
-            break;
-        }
-        if (k + 1 == nc) break;
-        s = (model_seq){.n_new = 1, .tokens = &cont[k], .pos0 = np + k, .n_ctx = np + k + 1,
-                        .slots = slots, .logits_from = 0};
-        CHECK_MSG(model_forward(model, kv, &b, lg, &err) == 0, "%s", err.msg);
-    }
+    /* 2. free-running greedy decoding reproduces llama.cpp's continuation up
+     * to a near-tie of the reference. */
+    kv_pool_release(kv, slots, n);
+    double w2 = 0, s2 = 0;
+    long c2 = 0;
+    int full = greedy_vs(model, ci, c, "continuation", "steps", Q_TOL, NEAR_TIE, &w2, &s2, &c2);
     n_cases_full += full;
     n_cases++;
-    kv_pool_release(kv, slots, n);
     free(prompt), free(cont), free(all), free(slots), free(lg);
 }
 
@@ -227,7 +212,7 @@ static void test_parity(void) {
     int full = 0, n = cJSON_GetArraySize(cases);
     for (int ci = 0; ci < n; ci++)
         full += greedy_vs(model, ci, cJSON_GetArrayItem(cases, ci), "f32_continuation",
-                          "f32_greedy_steps", Q16_TOL, &gw, &gs, &gc);
+                          "f32_greedy_steps", Q16_TOL, 2 * Q16_TOL, &gw, &gs, &gc);
     printf("greedy on the Q4_1 file (fast kernels) vs llama.cpp's greedy on the F32-dequantized "
            "weights: %d/%d continuations identical; top-5 logits max |diff| %.4f, mean %.4f "
            "(tolerance %.2f)\n", full, n, gw, gc ? gs / gc : 0.0, Q16_TOL);
@@ -341,7 +326,7 @@ static void test_parity_f32(void) {
     int full = 0, n = cJSON_GetArraySize(cases);
     for (int ci = 0; m && ci < n; ci++)
         full += greedy_vs(m, ci, cJSON_GetArrayItem(cases, ci), "f32_continuation",
-                          "f32_greedy_steps", F32_TOL, &gw, &gs, &gc);
+                          "f32_greedy_steps", F32_TOL, 2 * F32_TOL, &gw, &gs, &gc);
     printf("greedy on F32-dequantized weights vs llama.cpp's greedy there: %d/%d continuations "
            "identical over 16 tokens; top-5 logits max |diff| %.4f, mean %.4f (tolerance %.2f)\n",
            full, n, gw, gc ? gs / gc : 0.0, F32_TOL);
