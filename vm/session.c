@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "runtime/gguf.h"
+#include "runtime/model.h"
 #include "vm/stdlib_sgl.h"
 
 vm_session_opts vm_session_opts_default(void) {
@@ -30,23 +31,6 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
         return 0;
     }
     if (!o->model_path) return sgl_error_set(err, "no model given");
-    gguf_file *f = gguf_open(o->model_path, err);
-    if (!f) return sgl_error_prefix(err, "%s", o->model_path);
-    s->tok = tok_load_gguf(f, err);
-    if (s->tok) s->ct = chat_template_from_gguf(f, s->tok, err);
-    if (s->tok) {
-        /* The local engine refuses an empty SCORE prompt: unconditional
-         * select scores are taken after BOS (or a newline without one). */
-        size_t bl = 0;
-        int32_t bos = tok_bos(s->tok);
-        const char *piece = bos >= 0 ? tok_piece(s->tok, bos, &bl) : NULL;
-        s->uncond_prompt = piece && bl ? sgl_strndup(piece, bl) : sgl_strdup("\n");
-    }
-    gguf_close(f);
-    if (!s->ct) {
-        vm_session_close(s);
-        return sgl_error_prefix(err, "%s", o->model_path);
-    }
     sgl_engine_config cfg = sgl_engine_config_default();
     cfg.model_path = o->model_path;
     cfg.n_threads = o->n_threads;
@@ -57,6 +41,21 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
         vm_session_close(s);
         return -1;
     }
+    /* The chat template comes from the engine's own GGUF and tokenizer (read
+     * once, by the engine), which live as long as the engine. */
+    s->tok = sgl_engine_local_tokenizer(s->engine);
+    const gguf_file *f = model_get_gguf(sgl_engine_local_model(s->engine));
+    s->ct = chat_template_from_gguf(f, s->tok, err);
+    if (!s->ct) {
+        vm_session_close(s);
+        return sgl_error_prefix(err, "%s", o->model_path);
+    }
+    /* The local engine refuses an empty SCORE prompt: unconditional select
+     * scores are taken after BOS (or a newline without one). */
+    size_t bl = 0;
+    int32_t bos = tok_bos(s->tok);
+    const char *piece = bos >= 0 ? tok_piece(s->tok, bos, &bl) : NULL;
+    s->uncond_prompt = piece && bl ? sgl_strndup(piece, bl) : sgl_strdup("\n");
     s->load_seconds = sgl_now() - t0;
     return 0;
 }
@@ -64,7 +63,6 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
 void vm_session_close(vm_session *s) {
     sgl_engine_free(s->engine);
     chat_template_free(s->ct);
-    tok_free(s->tok);
     free(s->uncond_prompt);
     memset(s, 0, sizeof *s);
 }

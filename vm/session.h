@@ -37,7 +37,7 @@ typedef struct vm_session {
     vm_session_opts opts;
     sgl_engine *engine;
     vm_fake *fake;             /* when opts.fake */
-    sgl_tokenizer *tok;        /* local engine: for the chat template */
+    const sgl_tokenizer *tok;  /* local engine: the engine's own (borrowed) */
     chat_template *ct;
     char *uncond_prompt;       /* BOS text (or "\n") for unconditional select scores */
     double load_seconds;
