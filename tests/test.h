@@ -5,6 +5,7 @@
  * failure with file:line and carry on. TEST_DONE prints
  * "<file>: N passed, N failed" and returns the exit status.
  * TEST_SKIP_ALL(reason) exits 77, which meson reports as SKIP.
+ * test_require_model() returns the real model's path for e2e tests.
  */
 #ifndef SGL_TEST_H
 #define SGL_TEST_H
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int test_n_passed, test_n_failed, test_cur_failed;
 static const char *test_cur_name = "";
@@ -72,5 +74,20 @@ static const char *test_cur_name = "";
         printf("\n");                                                            \
         exit(77);                                                                \
     } while (0)
+
+/* Returns $SGL_TEST_MODEL when that file is readable. Otherwise exits: with
+ * status 1 when CI=true (CI installs the model, so its absence is a failure),
+ * else with 77 (skip). */
+static inline const char *test_require_model(void) {
+    const char *path = getenv("SGL_TEST_MODEL");
+    if (path && access(path, R_OK) == 0) return path;
+    const char *ci = getenv("CI");
+    if (ci && strcmp(ci, "true") == 0) {
+        printf("model %s missing (CI=true)\n", path ? path : "(SGL_TEST_MODEL unset)");
+        exit(1);
+    }
+    TEST_SKIP_ALL("model %s not found", path ? path : "(SGL_TEST_MODEL unset)");
+    return NULL;
+}
 
 #endif

@@ -80,15 +80,7 @@ static void test_tensors(void) {
 }
 
 int main(void) {
-    const char *path = getenv("SGL_TEST_MODEL");
-    const char *ci = getenv("CI");
-    if (!path || access(path, R_OK) != 0) {
-        if (ci && !strcmp(ci, "true")) {
-            fprintf(stderr, "real model missing (%s) and CI=true\n", path ? path : "(SGL_TEST_MODEL unset)");
-            return 1;
-        }
-        TEST_SKIP_ALL("real model not found at %s", path ? path : "(SGL_TEST_MODEL unset)");
-    }
+    const char *path = test_require_model();
     sgl_error err = {{0}};
     f = gguf_open(path, &err);
     if (!f) {

@@ -336,16 +336,8 @@ static void test_parity_f32(void) {
 }
 
 int main(void) {
-    const char *path = getenv("SGL_TEST_MODEL");
+    const char *path = test_require_model();
     const char *root = getenv("SGL_SOURCE_ROOT");
-    const char *ci = getenv("CI");
-    if (!path || access(path, R_OK) != 0) {
-        if (ci && !strcmp(ci, "true")) {
-            printf("model %s missing (CI=true)\n", path ? path : "(SGL_TEST_MODEL unset)");
-            return 1;
-        }
-        TEST_SKIP_ALL("model %s not found", path ? path : "(SGL_TEST_MODEL unset)");
-    }
     char fx[4096];
     snprintf(fx, sizeof fx, "%s/tests/model/logits_fixture.json", root ? root : SGL_SOURCE_ROOT);
     sgl_error err;

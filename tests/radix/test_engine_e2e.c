@@ -117,15 +117,7 @@ static void test_fewshot_cached_and_deterministic(void) {
 }
 
 int main(void) {
-    model_path = getenv("SGL_TEST_MODEL");
-    const char *ci = getenv("CI");
-    if (!model_path || access(model_path, R_OK) != 0) {
-        if (ci && !strcmp(ci, "true")) {
-            printf("model %s missing (CI=true)\n", model_path ? model_path : "(unset)");
-            return 1;
-        }
-        TEST_SKIP_ALL("model %s not found", model_path ? model_path : "(SGL_TEST_MODEL unset)");
-    }
+    model_path = test_require_model();
     TEST_RUN(test_score_select);
     TEST_RUN(test_fewshot_cached_and_deterministic);
     return TEST_DONE();

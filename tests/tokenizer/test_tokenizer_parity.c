@@ -149,17 +149,13 @@ static void test_metadata(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = getenv("SGL_TEST_MODEL");
-    const char *ci = getenv("CI");
+    const char *model = test_require_model();
     fixture_path = argc > 1 ? argv[1] : "tests/tokenizer/smollm2_parity.jsonl";
     sgl_error err = {0};
-    gguf_file *f = model ? gguf_open(model, &err) : NULL;
+    gguf_file *f = gguf_open(model, &err);
     if (!f) {
-        if (ci && strcmp(ci, "true") == 0) {
-            fprintf(stderr, "model %s: %s\n", model ? model : "(SGL_TEST_MODEL unset)", err.msg);
-            return 1;
-        }
-        TEST_SKIP_ALL("model not available (%s)", model ? err.msg : "SGL_TEST_MODEL unset");
+        fprintf(stderr, "model %s: %s\n", model, err.msg);
+        return 1;
     }
     tok = tok_load_gguf(f, &err);
     gguf_close(f);
