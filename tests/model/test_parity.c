@@ -61,8 +61,12 @@ static sgl_model *model;
 static kv_pool *kv;
 static cJSON *doc;
 static int vocab;
-static double worst_diff, sum_diff;
-static long n_diff;
+/* |ours - reference| over compared logits. */
+typedef struct diff_stats {
+    double worst, sum;
+    long n;
+} diff_stats;
+static diff_stats q_diff; /* the quantized teacher-forced comparison */
 static int n_ties, n_cases_full, n_cases;
 
 static int ref_margin_is_tie(const cJSON *step) {
@@ -86,15 +90,32 @@ static int argmax(const float *x) {
     return b;
 }
 
+/* Compares our logits row with a reference step's top-5 (id, logit) pairs:
+ * every |difference| must be within tol; all are added to st. */
+static void compare_top(const cJSON *step, const float *row, double tol, diff_stats *st,
+                        const char *what, int ci, int k) {
+    const cJSON *top = cJSON_GetObjectItem(step, "top");
+    for (int j = 0; j < cJSON_GetArraySize(top); j++) {
+        const cJSON *e = cJSON_GetArrayItem(top, j);
+        int id = cJSON_GetArrayItem(e, 0)->valueint;
+        double ref = cJSON_GetArrayItem(e, 1)->valuedouble;
+        double d = fabs(row[id] - ref);
+        st->worst = fmax(st->worst, d);
+        st->sum += d;
+        st->n++;
+        CHECK_MSG(d <= tol, "%s case %d step %d token %d: logit %.4f vs llama.cpp %.4f", what, ci,
+                  k, id, row[id], ref);
+    }
+}
+
 /* Free-running greedy decoding on m from case c's prompt, compared with a
  * reference greedy run stored under cont_key / steps_key: at every step our
  * logits of the reference's top-5 must be within tol, and our token must be
  * the reference's unless the reference's own top-2 margin is below tie
  * (after which the runs may legitimately part).
- * Returns 1 if all steps matched; adds |diff| figures to *worst, *sum, *cnt. */
+ * Returns 1 if all steps matched; adds the |diff| figures to *st. */
 static int greedy_vs(sgl_model *m, int ci, const cJSON *c, const char *cont_key,
-                     const char *steps_key, double tol, double tie, double *worst, double *sum,
-                     long *cnt) {
+                     const char *steps_key, double tol, double tie, diff_stats *st) {
     int np, nc;
     int32_t *prompt = ids_of(cJSON_GetObjectItem(c, "prompt"), &np);
     int32_t *cont = ids_of(cJSON_GetObjectItem(c, cont_key), &nc);
@@ -110,16 +131,7 @@ static int greedy_vs(sgl_model *m, int ci, const cJSON *c, const char *cont_key,
     CHECK_MSG(model_forward(m, kv, &b, lg, &err) == 0, "%s", err.msg);
     for (int k = 0; k < nc; k++) {
         const cJSON *top = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "top");
-        for (int j = 0; j < cJSON_GetArraySize(top); j++) {
-            const cJSON *e = cJSON_GetArrayItem(top, j);
-            int id = cJSON_GetArrayItem(e, 0)->valueint;
-            double d = fabs(lg[id] - cJSON_GetArrayItem(e, 1)->valuedouble);
-            *worst = fmax(*worst, d);
-            *sum += d;
-            (*cnt)++;
-            CHECK_MSG(d <= tol, "%s case %d step %d token %d: logit %.4f vs llama.cpp %.4f",
-                      cont_key, ci, k, id, lg[id], cJSON_GetArrayItem(e, 1)->valuedouble);
-        }
+        compare_top(cJSON_GetArrayItem(steps, k), lg, tol, st, cont_key, ci, k);
         int32_t t = argmax(lg);
         if (t != cont[k]) {
             double l0 = cJSON_GetArrayItem(cJSON_GetArrayItem(top, 0), 1)->valuedouble;
@@ -140,40 +152,41 @@ static int greedy_vs(sgl_model *m, int ci, const cJSON *c, const char *cont_key,
     return full;
 }
 
-static void check_case(int ci, const cJSON *c) {
-    int np, nc;
+/* Teacher-forced run of case c on m: one prefill of the prompt plus the
+ * reference continuation but its last token. Returns the logits of the nc
+ * continuation steps ([nc][vocab], caller frees) and the continuation in
+ * *cont (caller frees). */
+static float *teacher_forced(sgl_model *m, const cJSON *c, int32_t **cont, int *nc) {
+    int np;
     int32_t *prompt = ids_of(cJSON_GetObjectItem(c, "prompt"), &np);
-    int32_t *cont = ids_of(cJSON_GetObjectItem(c, "continuation"), &nc);
-    const cJSON *steps = cJSON_GetObjectItem(c, "steps");
-    int n = np + nc - 1;
-    int32_t *all = malloc(sizeof(int32_t) * (size_t)n);
+    *cont = ids_of(cJSON_GetObjectItem(c, "continuation"), nc);
+    int n = np + *nc - 1;
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)n), *slots = malloc(sizeof(int32_t) * (size_t)n);
     memcpy(all, prompt, sizeof(int32_t) * (size_t)np);
-    memcpy(all + np, cont, sizeof(int32_t) * (size_t)(nc - 1));
-    int32_t *slots = malloc(sizeof(int32_t) * (size_t)n);
-    float *lg = malloc(sizeof(float) * (size_t)nc * vocab);
+    memcpy(all + np, *cont, sizeof(int32_t) * (size_t)(*nc - 1));
+    float *lg = malloc(sizeof(float) * (size_t)*nc * vocab);
     sgl_error err;
     CHECK(kv_pool_alloc(kv, n, slots) == 0);
-
-    /* 1. teacher-forced */
     model_seq s = {.n_new = n, .tokens = all, .pos0 = 0, .n_ctx = n, .slots = slots,
                    .logits_from = np - 1};
     model_batch b = {1, &s};
-    CHECK_MSG(model_forward(model, kv, &b, lg, &err) == 0, "%s", err.msg);
+    CHECK_MSG(model_forward(m, kv, &b, lg, &err) == 0, "%s", err.msg);
+    kv_pool_release(kv, slots, n);
+    free(prompt), free(all), free(slots);
+    return lg;
+}
+
+static void check_case(int ci, const cJSON *c) {
+    int nc;
+    int32_t *cont;
+    const cJSON *steps = cJSON_GetObjectItem(c, "steps");
+
+    /* 1. teacher-forced */
+    float *lg = teacher_forced(model, c, &cont, &nc);
     for (int k = 0; k < nc; k++) {
         const cJSON *step = cJSON_GetArrayItem(steps, k);
-        const cJSON *top = cJSON_GetObjectItem(step, "top");
         const float *row = lg + (size_t)k * vocab;
-        for (int j = 0; j < cJSON_GetArraySize(top); j++) {
-            const cJSON *e = cJSON_GetArrayItem(top, j);
-            int id = cJSON_GetArrayItem(e, 0)->valueint;
-            double ref = cJSON_GetArrayItem(e, 1)->valuedouble;
-            double d = fabs(row[id] - ref);
-            sum_diff += d;
-            n_diff++;
-            if (d > worst_diff) worst_diff = d;
-            CHECK_MSG(d <= Q_TOL, "case %d step %d token %d: logit %.4f vs llama.cpp %.4f", ci,
-                      k, id, row[id], ref);
-        }
+        compare_top(step, row, Q_TOL, &q_diff, "teacher-forced", ci, k);
         int am = argmax(row);
         if (am != cont[k]) {
             if (ref_margin_is_tie(step)) n_ties++;
@@ -184,13 +197,11 @@ static void check_case(int ci, const cJSON *c) {
 
     /* 2. free-running greedy decoding reproduces llama.cpp's continuation up
      * to a near-tie of the reference. */
-    kv_pool_release(kv, slots, n);
-    double w2 = 0, s2 = 0;
-    long c2 = 0;
-    int full = greedy_vs(model, ci, c, "continuation", "steps", Q_TOL, NEAR_TIE, &w2, &s2, &c2);
+    diff_stats free_run = {0};
+    int full = greedy_vs(model, ci, c, "continuation", "steps", Q_TOL, NEAR_TIE, &free_run);
     n_cases_full += full;
     n_cases++;
-    free(prompt), free(cont), free(all), free(slots), free(lg);
+    free(cont), free(lg);
 }
 
 static void test_parity(void) {
@@ -199,23 +210,22 @@ static void test_parity(void) {
     for (int i = 0; i < cJSON_GetArraySize(cases); i++) check_case(i, cJSON_GetArrayItem(cases, i));
     printf("parity vs %s: %d cases, %ld logits compared, max |diff| %.4f, mean %.4f "
            "(tolerance %.2f, mean %.2f); near-tie argmax flips %d; full greedy match %d/%d\n",
-           cJSON_GetObjectItem(doc, "reference")->valuestring, n_cases, n_diff, worst_diff,
-           n_diff ? sum_diff / n_diff : 0.0, Q_TOL, Q_MEAN_TOL, n_ties, n_cases_full, n_cases);
-    CHECK_MSG(n_diff && sum_diff / n_diff <= Q_MEAN_TOL, "mean |diff| %.4f > %.2f",
-              sum_diff / n_diff, Q_MEAN_TOL);
+           cJSON_GetObjectItem(doc, "reference")->valuestring, n_cases, q_diff.n, q_diff.worst,
+           q_diff.n ? q_diff.sum / q_diff.n : 0.0, Q_TOL, Q_MEAN_TOL, n_ties, n_cases_full, n_cases);
+    CHECK_MSG(q_diff.n && q_diff.sum / q_diff.n <= Q_MEAN_TOL, "mean |diff| %.4f > %.2f",
+              q_diff.sum / q_diff.n, Q_MEAN_TOL);
 
     /* The fast path on the Q4_1 file (16-bit activations) against llama.cpp's
      * greedy run on the same weights dequantized to F32: only the rounding of
      * activations to 16 bits and of K/V to f16 separate the two. */
-    double gw = 0, gs = 0;
-    long gc = 0;
+    diff_stats g = {0};
     int full = 0, n = cJSON_GetArraySize(cases);
     for (int ci = 0; ci < n; ci++)
         full += greedy_vs(model, ci, cJSON_GetArrayItem(cases, ci), "f32_continuation",
-                          "f32_greedy_steps", Q16_TOL, 2 * Q16_TOL, &gw, &gs, &gc);
+                          "f32_greedy_steps", Q16_TOL, 2 * Q16_TOL, &g);
     printf("greedy on the Q4_1 file (fast kernels) vs llama.cpp's greedy on the F32-dequantized "
            "weights: %d/%d continuations identical; top-5 logits max |diff| %.4f, mean %.4f "
-           "(tolerance %.2f)\n", full, n, gw, gc ? gs / gc : 0.0, Q16_TOL);
+           "(tolerance %.2f)\n", full, n, g.worst, g.n ? g.sum / g.n : 0.0, Q16_TOL);
     CHECK_MSG(full >= 20, "only %d of %d greedy continuations identical", full, n);
 }
 
@@ -279,57 +289,33 @@ static void test_parity_f32(void) {
     sgl_model *m = f ? model_load_gguf(f, 2, &err) : NULL;
     CHECK_MSG(m, "F32 copy: %s", err.msg);
     const cJSON *cases = cJSON_GetObjectItem(doc, "cases");
-    double worst = 0, sum = 0;
-    long cnt = 0;
+    diff_stats tf = {0};
     for (int ci = 0; m && ci < cJSON_GetArraySize(cases); ci++) {
         const cJSON *c = cJSON_GetArrayItem(cases, ci);
         const cJSON *steps = cJSON_GetObjectItem(c, "f32_steps");
         CHECK(steps != NULL);
         if (!steps) break;
-        int np, nc;
-        int32_t *prompt = ids_of(cJSON_GetObjectItem(c, "prompt"), &np);
-        int32_t *cont = ids_of(cJSON_GetObjectItem(c, "continuation"), &nc);
-        int n = np + nc - 1;
-        int32_t *all = malloc(sizeof(int32_t) * (size_t)n), *slots = malloc(sizeof(int32_t) * (size_t)n);
-        memcpy(all, prompt, sizeof(int32_t) * (size_t)np);
-        memcpy(all + np, cont, sizeof(int32_t) * (size_t)(nc - 1));
-        float *lg = malloc(sizeof(float) * (size_t)nc * vocab);
-        CHECK(kv_pool_alloc(kv, n, slots) == 0);
-        model_seq s = {.n_new = n, .tokens = all, .pos0 = 0, .n_ctx = n, .slots = slots,
-                       .logits_from = np - 1};
-        model_batch b = {1, &s};
-        CHECK_MSG(model_forward(m, kv, &b, lg, &err) == 0, "%s", err.msg);
-        for (int k = 0; k < nc; k++) {
-            const cJSON *top = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, k), "top");
-            for (int j = 0; j < cJSON_GetArraySize(top); j++) {
-                const cJSON *e = cJSON_GetArrayItem(top, j);
-                int id = cJSON_GetArrayItem(e, 0)->valueint;
-                double ref = cJSON_GetArrayItem(e, 1)->valuedouble;
-                double d = fabs(lg[(size_t)k * vocab + id] - ref);
-                worst = fmax(worst, d);
-                sum += d;
-                cnt++;
-                CHECK_MSG(d <= F32_TOL, "f32 case %d step %d token %d: logit %.4f vs llama.cpp %.4f",
-                          ci, k, id, lg[(size_t)k * vocab + id], ref);
-            }
-        }
-        kv_pool_release(kv, slots, n);
-        free(prompt), free(cont), free(all), free(slots), free(lg);
+        int nc;
+        int32_t *cont;
+        float *lg = teacher_forced(m, c, &cont, &nc);
+        for (int k = 0; k < nc; k++)
+            compare_top(cJSON_GetArrayItem(steps, k), lg + (size_t)k * vocab, F32_TOL, &tf, "f32",
+                        ci, k);
+        free(cont), free(lg);
     }
     printf("parity on F32-dequantized weights vs llama.cpp on the same: %ld logits, max |diff| "
            "%.4f, mean %.4f (tolerance %.2f)\n",
-           cnt, worst, cnt ? sum / cnt : 0.0, F32_TOL);
+           tf.n, tf.worst, tf.n ? tf.sum / tf.n : 0.0, F32_TOL);
     /* Free-running greedy on the F32 weights against llama.cpp's own greedy
      * run there: the 16-token continuations must be identical. */
-    double gw = 0, gs = 0;
-    long gc = 0;
+    diff_stats g = {0};
     int full = 0, n = cJSON_GetArraySize(cases);
     for (int ci = 0; m && ci < n; ci++)
         full += greedy_vs(m, ci, cJSON_GetArrayItem(cases, ci), "f32_continuation",
-                          "f32_greedy_steps", F32_TOL, 2 * F32_TOL, &gw, &gs, &gc);
+                          "f32_greedy_steps", F32_TOL, 2 * F32_TOL, &g);
     printf("greedy on F32-dequantized weights vs llama.cpp's greedy there: %d/%d continuations "
            "identical over 16 tokens; top-5 logits max |diff| %.4f, mean %.4f (tolerance %.2f)\n",
-           full, n, gw, gc ? gs / gc : 0.0, F32_TOL);
+           full, n, g.worst, g.n ? g.sum / g.n : 0.0, F32_TOL);
     CHECK_MSG(full >= 20, "only %d of %d greedy continuations identical", full, n);
     model_free(m);
     free(buf);
