@@ -50,6 +50,24 @@ enum { B_TOOL = B_MERGED0 + (int)SGL_ARRAY_LEN(bpe_merges), B_IME2, B_N };
 
 /* A byte-level vocabulary: 3 control tokens, the 256 byte tokens, one token
  * per merge, the user-defined "<tool>" and "<|im_end|>!!". */
+/* Serialises w (and frees it), opens the result and loads a tokenizer from
+ * it. Returns the tokenizer (caller frees) or NULL after printing why. */
+static sgl_tokenizer *tok_from_writer(gguf_writer *w, const char *what) {
+    uint8_t *buf = NULL;
+    uint64_t len = 0;
+    sgl_error err = {0};
+    sgl_tokenizer *tok = NULL;
+    if (gguf_writer_to_memory(w, &buf, &len, &err) == 0) {
+        gguf_file *f = gguf_open_memory(buf, len, &err);
+        if (f) tok = tok_load_gguf(f, &err);
+        gguf_close(f);
+    }
+    if (!tok) fprintf(stderr, "%s: %s\n", what, err.msg);
+    free(buf);
+    gguf_writer_free(w);
+    return tok;
+}
+
 static sgl_tokenizer *make_bpe(const char *pre, bool add_bos) {
     char *tokens[B_N];
     int32_t types[B_N];
@@ -84,18 +102,7 @@ static sgl_tokenizer *make_bpe(const char *pre, bool add_bos) {
     gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", B_IMS);
     gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", B_IME);
     gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
-    uint8_t *buf = NULL;
-    uint64_t len = 0;
-    sgl_error err = {0};
-    sgl_tokenizer *tok = NULL;
-    if (gguf_writer_to_memory(w, &buf, &len, &err) == 0) {
-        gguf_file *f = gguf_open_memory(buf, len, &err);
-        if (f) tok = tok_load_gguf(f, &err);
-        gguf_close(f);
-    }
-    if (!tok) fprintf(stderr, "make_bpe: %s\n", err.msg);
-    free(buf);
-    gguf_writer_free(w);
+    sgl_tokenizer *tok = tok_from_writer(w, "make_bpe");
     for (int i = 0; i < B_N; i++) free(tokens[i]);
     return tok;
 }
@@ -359,18 +366,7 @@ static sgl_tokenizer *make_spm(void) {
     gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", S_BOS);
     gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", S_EOS);
     gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", S_UNK);
-    uint8_t *buf = NULL;
-    uint64_t len = 0;
-    sgl_error err = {0};
-    sgl_tokenizer *tok = NULL;
-    if (gguf_writer_to_memory(w, &buf, &len, &err) == 0) {
-        gguf_file *f = gguf_open_memory(buf, len, &err);
-        if (f) tok = tok_load_gguf(f, &err);
-        gguf_close(f);
-    }
-    if (!tok) fprintf(stderr, "make_spm: %s\n", err.msg);
-    free(buf);
-    gguf_writer_free(w);
+    sgl_tokenizer *tok = tok_from_writer(w, "make_spm");
     for (int i = 0; i < S_N; i++) free(tokens[i]);
     return tok;
 }
