@@ -239,14 +239,20 @@ sgl_node *ast_annot(lang_parser *P, lang_loc l, const char *name) {
     return n;
 }
 
-sgl_node *ast_const(lang_parser *P, lang_loc l, const char *name, lang_loc nl, sgl_node *value) {
-    sgl_node *n = ast_new(P, SGL_AST_CONST, l);
+/* CONST and LET share the decl payload; the slot is assigned by the checker. */
+static sgl_node *ast_decl(lang_parser *P, sgl_ast_kind kind, lang_loc l, const char *name,
+                          lang_loc nl, sgl_node *value) {
+    sgl_node *n = ast_new(P, kind, l);
     if (n == &oom_node) return n;
     n->decl.name = name;
     n->decl.name_loc = lang_loc_make(P, nl);
     n->decl.value = value;
     n->decl.slot = -1;
     return n;
+}
+
+sgl_node *ast_const(lang_parser *P, lang_loc l, const char *name, lang_loc nl, sgl_node *value) {
+    return ast_decl(P, SGL_AST_CONST, l, name, nl, value);
 }
 
 sgl_node *ast_import(lang_parser *P, lang_loc l, sgl_node *path) {
@@ -271,13 +277,7 @@ sgl_node *ast_block(lang_parser *P, lang_loc l, sgl_node_list stmts) {
 }
 
 sgl_node *ast_let(lang_parser *P, lang_loc l, const char *name, lang_loc nl, sgl_node *value) {
-    sgl_node *n = ast_new(P, SGL_AST_LET, l);
-    if (n == &oom_node) return n;
-    n->decl.name = name;
-    n->decl.name_loc = lang_loc_make(P, nl);
-    n->decl.value = value;
-    n->decl.slot = -1;
-    return n;
+    return ast_decl(P, SGL_AST_LET, l, name, nl, value);
 }
 
 sgl_node *ast_assign(lang_parser *P, lang_loc l, sgl_op op, sgl_node *target, sgl_node *value) {
