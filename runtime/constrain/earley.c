@@ -1,0 +1,250 @@
+/* earley.c: an Earley recogniser over bytes for grammars that recurse.
+ *
+ * The grammar is a cons_nfa whose recursive rules are CALL edges: an item is
+ * (NFA state, origin set). Predicting a CALL adds the rule's entry at the
+ * current set; reaching a rule's final state completes it, advancing every
+ * item of the origin set that called it. A nullable rule completed in the
+ * current set before a later caller arrives is caught at prediction time
+ * (the caller checks whether the rule's final item is already there).
+ *
+ * The chart is a stack of item sets, one per byte: push scans a byte and
+ * closes the new set, pop drops it, so the token-mask walk over the
+ * vocabulary trie can try a byte and roll back. Because every rule can derive
+ * text (checked at build) and every NFA state can reach its rule's end, a
+ * non-empty set means the bytes so far are a viable prefix.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/constrain/cons_internal.h"
+
+typedef struct item {
+    int32_t q, origin;
+} item;
+
+struct earley {
+    const cons_nfa *g;
+    int32_t *rule_final; /* final state of each rule (-1: inlined) */
+    item *items;
+    int32_t n_items, cap_items;
+    int32_t *set_start; /* set k: items[set_start[k] .. set_start[k+1]) */
+    uint8_t *set_acc;
+    int32_t n_sets, cap_sets;
+    /* dedup table for the set being built */
+    int64_t *hkey;
+    int32_t hcap, hcount;
+};
+
+static int grow_items(earley *e) {
+    int32_t cap = e->cap_items ? e->cap_items * 2 : 256;
+    item *v = realloc(e->items, sizeof *v * (size_t)cap);
+    if (!v) return -1;
+    e->items = v;
+    e->cap_items = cap;
+    return 0;
+}
+
+static int grow_sets(earley *e) {
+    int32_t cap = e->cap_sets ? e->cap_sets * 2 : 64;
+    int32_t *s = realloc(e->set_start, sizeof *s * ((size_t)cap + 1));
+    if (!s) return -1;
+    e->set_start = s;
+    uint8_t *a = realloc(e->set_acc, (size_t)cap + 1);
+    if (!a) return -1;
+    e->set_acc = a;
+    e->cap_sets = cap;
+    return 0;
+}
+
+static uint64_t ih(int64_t k) {
+    uint64_t x = (uint64_t)k * 0x9E3779B97F4A7C15ull;
+    return x ^ (x >> 31);
+}
+
+static int h_reset(earley *e) {
+    if (!e->hkey) {
+        e->hcap = 256;
+        e->hkey = malloc(sizeof *e->hkey * (size_t)e->hcap);
+        if (!e->hkey) return -1;
+    }
+    memset(e->hkey, -1, sizeof *e->hkey * (size_t)e->hcap);
+    e->hcount = 0;
+    return 0;
+}
+
+static bool h_has(const earley *e, int32_t q, int32_t o) {
+    int64_t k = ((int64_t)q << 32) | (uint32_t)o;
+    for (uint64_t h = ih(k) & (uint64_t)(e->hcap - 1);; h = (h + 1) & (uint64_t)(e->hcap - 1)) {
+        if (e->hkey[h] == -1) return false;
+        if (e->hkey[h] == k) return true;
+    }
+}
+
+/* Inserts; returns 1 when new, 0 when present, -1 out of memory. */
+static int h_add(earley *e, int32_t q, int32_t o) {
+    if ((e->hcount + 1) * 2 > e->hcap) {
+        int32_t cap = e->hcap * 2;
+        int64_t *t = malloc(sizeof *t * (size_t)cap);
+        if (!t) return -1;
+        memset(t, -1, sizeof *t * (size_t)cap);
+        for (int32_t i = 0; i < e->hcap; i++) {
+            if (e->hkey[i] == -1) continue;
+            uint64_t h = ih(e->hkey[i]) & (uint64_t)(cap - 1);
+            while (t[h] != -1) h = (h + 1) & (uint64_t)(cap - 1);
+            t[h] = e->hkey[i];
+        }
+        free(e->hkey);
+        e->hkey = t;
+        e->hcap = cap;
+    }
+    int64_t k = ((int64_t)q << 32) | (uint32_t)o;
+    uint64_t h = ih(k) & (uint64_t)(e->hcap - 1);
+    for (; e->hkey[h] != -1; h = (h + 1) & (uint64_t)(e->hcap - 1))
+        if (e->hkey[h] == k) return 0;
+    e->hkey[h] = k;
+    e->hcount++;
+    return 1;
+}
+
+static int add_item(earley *e, int32_t q, int32_t o) {
+    int r = h_add(e, q, o);
+    if (r <= 0) return r;
+    if (e->n_items == e->cap_items && grow_items(e)) return -1;
+    e->items[e->n_items++] = (item){q, o};
+    return 0;
+}
+
+/* Closes the set being built (it starts at set_start[k]). */
+static int close_set(earley *e, int32_t k) {
+    const cons_nfa *g = e->g;
+    int32_t base = e->set_start[k];
+    for (int32_t i = base; i < e->n_items; i++) {
+        item it = e->items[i];
+        int32_t r = g->final_of[it.q];
+        if (r >= 0 && r < g->n_rules) {
+            /* completion: advance the callers of r in the origin set */
+            int32_t lo = e->set_start[it.origin];
+            int32_t hi = it.origin == k ? e->n_items : e->set_start[it.origin + 1];
+            for (int32_t j = lo; j < hi; j++) {
+                item c = e->items[j];
+                for (int32_t ed = g->head[c.q]; ed >= 0; ed = g->e_next[ed])
+                    if (g->e_label[ed] == -(r + 4) && add_item(e, g->e_to[ed], c.origin)) return -1;
+            }
+        }
+        for (int32_t ed = g->head[it.q]; ed >= 0; ed = g->e_next[ed]) {
+            int32_t l = g->e_label[ed];
+            if (l >= 0 || l == CE_EOL) continue;
+            if (l == CE_EPS || (l == CE_BOL && k == 0)) {
+                if (add_item(e, g->e_to[ed], it.origin)) return -1;
+            } else if (l <= -4) {
+                int32_t callee = -(l + 4);
+                if (add_item(e, g->rule_entry[callee], k)) return -1;
+                if (h_has(e, e->rule_final[callee], k) && add_item(e, g->e_to[ed], it.origin))
+                    return -1;
+            }
+        }
+    }
+    e->set_acc[k] = h_has(e, g->accept, 0);
+    return 0;
+}
+
+earley *earley_new(const cons_nfa *g) {
+    earley *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->g = g;
+    e->rule_final = malloc(sizeof *e->rule_final * ((size_t)g->n_rules + 1));
+    if (!e->rule_final || grow_sets(e) || grow_items(e) || h_reset(e)) goto fail;
+    for (int32_t r = 0; r <= g->n_rules; r++) e->rule_final[r] = -1;
+    for (int32_t q = 0; q < g->n_states; q++)
+        if (g->final_of[q] >= 0 && g->final_of[q] < g->n_rules) e->rule_final[g->final_of[q]] = q;
+    e->set_start[0] = 0;
+    e->n_sets = 1;
+    if (add_item(e, g->start, 0) || close_set(e, 0)) goto fail;
+    e->set_start[1] = e->n_items;
+    return e;
+fail:
+    earley_free(e);
+    return NULL;
+}
+
+void earley_free(earley *e) {
+    if (!e) return;
+    free(e->rule_final);
+    free(e->items);
+    free(e->set_start);
+    free(e->set_acc);
+    free(e->hkey);
+    free(e);
+}
+
+earley *earley_clone(const earley *e) {
+    earley *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->g = e->g;
+    c->rule_final = malloc(sizeof *c->rule_final * ((size_t)e->g->n_rules + 1));
+    c->items = malloc(sizeof *c->items * (size_t)e->cap_items);
+    c->set_start = malloc(sizeof *c->set_start * ((size_t)e->cap_sets + 1));
+    c->set_acc = malloc((size_t)e->cap_sets + 1);
+    if (!c->rule_final || !c->items || !c->set_start || !c->set_acc || h_reset(c)) {
+        earley_free(c);
+        return NULL;
+    }
+    memcpy(c->rule_final, e->rule_final, sizeof *c->rule_final * ((size_t)e->g->n_rules + 1));
+    memcpy(c->items, e->items, sizeof *c->items * (size_t)e->n_items);
+    memcpy(c->set_start, e->set_start, sizeof *c->set_start * ((size_t)e->n_sets + 1));
+    memcpy(c->set_acc, e->set_acc, (size_t)e->n_sets);
+    c->n_items = e->n_items;
+    c->cap_items = e->cap_items;
+    c->n_sets = e->n_sets;
+    c->cap_sets = e->cap_sets;
+    return c;
+}
+
+int earley_push(earley *e, uint8_t b) {
+    const cons_nfa *g = e->g;
+    int32_t k = e->n_sets - 1;
+    if (e->n_sets + 1 >= e->cap_sets && grow_sets(e)) return -1;
+    if (h_reset(e)) return -1;
+    int32_t lo = e->set_start[k], hi = e->set_start[k + 1];
+    for (int32_t i = lo; i < hi; i++) {
+        item it = e->items[i];
+        for (int32_t ed = g->head[it.q]; ed >= 0; ed = g->e_next[ed]) {
+            int32_t l = g->e_label[ed];
+            if (l >= 0 && ((g->sets[l][b >> 5] >> (b & 31)) & 1) && add_item(e, g->e_to[ed], it.origin)) {
+                e->n_items = hi;
+                return -1;
+            }
+        }
+    }
+    if (e->n_items == hi) return 0;
+    e->n_sets++;
+    if (close_set(e, k + 1)) {
+        e->n_sets--;
+        e->n_items = hi;
+        return -1;
+    }
+    e->set_start[k + 2] = e->n_items;
+    return 1;
+}
+
+void earley_pop(earley *e) {
+    if (e->n_sets <= 1) return;
+    e->n_sets--;
+    e->n_items = e->set_start[e->n_sets];
+}
+
+int32_t earley_depth(const earley *e) { return e->n_sets - 1; }
+
+bool earley_accepting(const earley *e) { return e->set_acc[e->n_sets - 1]; }
+
+void earley_next_bytes(const earley *e, uint32_t out[8]) {
+    const cons_nfa *g = e->g;
+    memset(out, 0, 32);
+    int32_t k = e->n_sets - 1;
+    for (int32_t i = e->set_start[k]; i < e->set_start[k + 1]; i++)
+        for (int32_t ed = g->head[e->items[i].q]; ed >= 0; ed = g->e_next[ed]) {
+            int32_t l = g->e_label[ed];
+            if (l >= 0)
+                for (int w = 0; w < 8; w++) out[w] |= g->sets[l][w];
+        }
+}
