@@ -63,11 +63,19 @@ typedef struct vm_gen_args {
     int32_t *stop_ids;
     int32_t n_stop_ids;
     vm_dtype dtype;
+    char *regex;              /* constraints (at most one; dtype becomes a regex when */
+    char *json_schema;        /*   the request is built): owned texts, or NULL */
+    char *grammar;
     bool is_select;           /* select(), or gen(..., choices=[...]) */
     char **choices;
     int32_t n_choices;
     vm_select_method method;
 } vm_gen_args;
+
+/* The regex a dtype constrains the output to (static; NULL for VM_DTYPE_STR):
+ * every match parses as that type (int within 64 bits, float without
+ * overflow, bool as true/false). */
+const char *vm_dtype_regex(vm_dtype dt);
 
 /* Returns a zeroed args record with SGLang's sampling defaults, or NULL. */
 vm_gen_args *vm_gen_args_new(void);
