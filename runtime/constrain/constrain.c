@@ -800,3 +800,75 @@ size_t cons_matcher_forced(cons_matcher *m, char *buf, size_t cap) {
     for (size_t k = 0; k < pushed; k++) earley_pop(m->e);
     return n;
 }
+
+size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap) {
+    size_t n = 0;
+    if (m->done) return 0;
+    for (size_t k = m->pre_pos; k < m->n_prefix; k++) {
+        if (n == cap) return (size_t)-1;
+        buf[n++] = m->prefix[k];
+    }
+    if (!m->p) return n;
+    if (m->p->dfa) {
+        const cons_dfa *d = m->p->dfa;
+        int32_t start = in_prefix(m) ? 0 : m->state, K = d->n_cls, N = d->n_states;
+        int32_t *par = malloc(sizeof *par * (size_t)N), *q = malloc(sizeof *q * (size_t)N);
+        uint8_t *by = malloc((size_t)N);
+        size_t res = (size_t)-1;
+        if (!par || !q || !by) goto done;
+        uint8_t rep[256];
+        for (int b = 255; b >= 0; b--) rep[d->cls[b]] = (uint8_t)b;
+        for (int32_t i = 0; i < N; i++) par[i] = -2;
+        int32_t qh = 0, qt = 0, goal = -1;
+        par[start] = -1;
+        q[qt++] = start;
+        while (qh < qt && goal < 0) {
+            int32_t s = q[qh++];
+            if (d->accept[s]) {
+                goal = s;
+                break;
+            }
+            for (int32_t c = 0; c < K; c++) {
+                int32_t t = d->delta[(size_t)s * K + c];
+                if (t >= 0 && par[t] == -2) {
+                    par[t] = s;
+                    by[t] = rep[c];
+                    q[qt++] = t;
+                }
+            }
+        }
+        if (goal < 0) goto done;
+        size_t len = 0;
+        for (int32_t s = goal; par[s] >= 0; s = par[s]) len++;
+        if (n + len > cap) goto done;
+        size_t w = n + len;
+        for (int32_t s = goal; par[s] >= 0; s = par[s]) buf[--w] = (char)by[s];
+        res = n + len;
+    done:
+        free(par);
+        free(q);
+        free(by);
+        return res;
+    }
+    /* recogniser: forced bytes, else closing bytes first, else the first live byte */
+    static const char order[] = "\"}])>,;:0a ";
+    size_t pushed = 0, res = (size_t)-1;
+    while (n < cap) {
+        if (earley_accepting(m->e)) {
+            res = n;
+            break;
+        }
+        uint32_t nb[8];
+        earley_next_bytes(m->e, nb);
+        int b = -1;
+        for (const char *o = order; *o && b < 0; o++)
+            if ((nb[(uint8_t)*o >> 5] >> ((uint8_t)*o & 31)) & 1) b = (uint8_t)*o;
+        for (int x = 0; x < 256 && b < 0; x++)
+            if ((nb[x >> 5] >> (x & 31)) & 1) b = x;
+        if (b < 0 || earley_push(m->e, (uint8_t)b) != 1) break;
+        pushed++;
+        buf[n++] = (char)b;
+    }
+    for (size_t k = 0; k < pushed; k++) earley_pop(m->e);
+    return res;
+}

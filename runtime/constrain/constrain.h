@@ -140,6 +140,12 @@ size_t cons_matcher_position(const cons_matcher *m);
  * cons_matcher_accept_bytes would accept), else 0; the matcher does not move.
  * The slow reference the token masks are tested against. */
 int cons_matcher_probe(cons_matcher *m, const char *b, size_t n);
+/* A shortest byte string that completes the text so far to a full match
+ * (DFA: breadth-first search; recogniser: closing bytes first, bounded), for
+ * finishing a cut output. Writes up to cap bytes into buf and returns the
+ * length, or (size_t)-1 when none was found within cap. The matcher does not
+ * move. */
+size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap);
 /* An independent copy of m at the same place (same program and vocab), or
  * NULL with err set. Free with cons_matcher_free. */
 cons_matcher *cons_matcher_clone(const cons_matcher *m, sgl_error *err);
