@@ -1,6 +1,7 @@
 /* test_constrain.c: the constraint compiler without a vocabulary: regex
  * matching against a table of cases, located regex errors, the state budget,
- * choices, the compile cache, and jump-forward bytes checked by probing. */
+ * choices, the compile cache, jump-forward bytes checked by probing, and
+ * grammars (matching, line:col errors, the recogniser's forced bytes). */
 #include <string.h>
 
 #include "runtime/constrain/constrain.h"
@@ -253,7 +254,139 @@ static void test_forced(void) {
     cons_vocab_free(v);
 }
 
+static const char *json_gbnf =
+    "# JSON values, recursive\n"
+    "root   ::= value\n"
+    "value  ::= object | array | string | number | \"true\" | \"false\" | \"null\"\n"
+    "object ::= \"{\" ws ( member ( \",\" ws member )* )? \"}\"\n"
+    "member ::= string \":\" ws value ws\n"
+    "array  ::= \"[\" ws ( value ws ( \",\" ws value ws )* )? \"]\"\n"
+    "string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" [\"\\\\/bfnrt] )* \"\\\"\"\n"
+    "number ::= \"-\"? ( \"0\" | [1-9] [0-9]* ) ( \".\" [0-9]+ )?\n"
+    "ws     ::= [ \\t\\n]{0,2}\n";
+
+typedef struct gcase {
+    const char *grammar, *text;
+    int match;
+} gcase;
+
+static const gcase grammar_cases[] = {
+    {NULL, "{\"a\": [1, 2.5, {\"b\": null}], \"c\": \"x\\\"y\"}", 1},
+    {NULL, "[[[[[]]]]]", 1},
+    {NULL, "[[[[[]]]]", 0},
+    {NULL, "{\"a\" 1}", 0},
+    {NULL, "-0.5", 1},
+    {NULL, "01", 0},
+    {"root ::= \"a\"* \"b\"", "aaab", 1},
+    {"root ::= x\nx ::= \"(\" x \")\" | \"\"", "((()))", 1},
+    {"root ::= x\nx ::= \"(\" x \")\" | \"\"", "(()", 0},
+    {"root ::= x\nx ::= x \"a\" | \"b\"", "baaa", 1},
+    {"root ::= x\nx ::= x \"a\" | \"b\"", "aab", 0},
+    {"root ::= a b\na ::= \"x\"?\nb ::= a \"y\"", "xxy", 1},
+    {"root ::= a b\na ::= \"x\"?\nb ::= a \"y\"", "y", 1},
+    {"root ::= e\ne ::= e e | \"1\" | n\nn ::= \"\" | n", "111", 1},
+    {"first ::= [a-c]{2,3} \"\xc3\xa9\" .", "ab\xc3\xa9\xe2\x82\xac", 1},
+    {"first ::= [a-c]{2,3} \"\xc3\xa9\" .", "abcd\xc3\xa9!", 0},
+    {"root ::= [^a-z\\]]+ 'q'", "AB9q", 1},
+    {"root ::= [^a-z\\]]+ 'q'", "A]q", 0},
+    {"root ::= \"\\x41\\u00e9\\n\"", "A\xc3\xa9\n", 1},
+};
+
+static void test_grammar(void) {
+    for (size_t i = 0; i < SGL_ARRAY_LEN(grammar_cases); i++) {
+        const gcase *c = &grammar_cases[i];
+        const char *g = c->grammar ? c->grammar : json_gbnf;
+        cons_diag d;
+        cons_program *p = compile(CONS_GRAMMAR, g, &d);
+        CHECK_MSG(p != NULL, "grammar %zu: %s at %d:%d", i, d.message, d.line, d.col);
+        if (!p) continue;
+        int got = cons_program_match(p, c->text, strlen(c->text));
+        CHECK_MSG(got == c->match, "grammar %zu on \"%s\": got %d", i, c->text, got);
+        cons_program_release(p);
+    }
+    /* recursion runs on the recogniser, a grammar without it on a DFA */
+    cons_diag d;
+    cons_program *p = compile(CONS_GRAMMAR, json_gbnf, &d);
+    CHECK(p && !cons_program_is_dfa(p));
+    cons_program_release(p);
+    p = compile(CONS_GRAMMAR, "root ::= a a\na ::= \"x\" | \"y\"", &d);
+    CHECK(p && cons_program_is_dfa(p) && cons_program_match(p, "xy", 2));
+    cons_program_release(p);
+}
+
+typedef struct gerr {
+    const char *grammar;
+    int line, col;
+    const char *msg;
+} gerr;
+
+static const gerr grammar_errors[] = {
+    {"root ::= a\na ::= \"x\" b", 2, 11, "undefined rule 'b'"},
+    {"root ::= \"x\" (\n \"y\"", 1, 14, "expected ')'"},
+    {"root ::= \"ab", 1, 10, "unterminated string"},
+    {"root ::= [b-a]", 1, 10, "out of order"},
+    {"root ::= [ab", 1, 10, "unterminated character class"},
+    {"root ::= \"a\" root", 1, 1, "never match"},
+    {"root ::= \"a\"\nroot ::= \"b\"", 2, 1, "defined twice"},
+    {"\n\n  root = \"a\"", 3, 3, "expected '::='"},
+    {"root ::= \"a\"{2", 1, 13, "missing '}'"},
+    {"root ::= \"a\"{3,1}", 1, 13, "greater than"},
+    {"root ::= \"a\"**", 1, 14, "multiple quantifiers"},
+    {"root ::= \"\\q\"", 1, 11, "unknown escape"},
+    {"root ::= )", 1, 10, "unmatched ')'"},
+    {"# only a comment\n", 1, 1, "no rules"},
+    {"root ::= \"\xc3\xa9\" | @", 1, 16, "expected a string"},
+};
+
+static void test_grammar_errors(void) {
+    for (size_t i = 0; i < SGL_ARRAY_LEN(grammar_errors); i++) {
+        const gerr *e = &grammar_errors[i];
+        cons_diag d;
+        cons_program *p = compile(CONS_GRAMMAR, e->grammar, &d);
+        CHECK_MSG(p == NULL, "grammar error %zu accepted", i);
+        cons_program_release(p);
+        if (p) continue;
+        CHECK_MSG(d.line == e->line && d.col == e->col && strstr(d.message, e->msg),
+                  "grammar error %zu: %d:%d %s (expected %d:%d %s)", i, d.line, d.col, d.message, e->line,
+                  e->col, e->msg);
+    }
+}
+
+/* The recogniser's forced bytes and rollback agree with probing. */
+static void test_grammar_matcher(void) {
+    const char *pieces[4] = {"{", "\"", "a", "}"};
+    size_t lens[4] = {1, 1, 1, 1};
+    int32_t eos = 3;
+    sgl_error err;
+    cons_vocab *v = cons_vocab_new(4, pieces, lens, NULL, &eos, 0, &err);
+    cons_diag d;
+    cons_program *p = compile(CONS_GRAMMAR, "root ::= \"{\\\"key\\\": \" v \"}\"\nv ::= \"[\" v? \"]\"", &d);
+    CHECK(p && !cons_program_is_dfa(p));
+    cons_matcher *m = cons_matcher_new(p, v, NULL, 0, &err);
+    char buf[64];
+    size_t n = cons_matcher_forced(m, buf, sizeof buf);
+    CHECK(n == 9 && memcmp(buf, "{\"key\": [", 9) == 0);
+    check_forced(m);
+    CHECK(cons_matcher_accept_bytes(m, "{\"key\": [[", 10) == 0);
+    CHECK(cons_matcher_accept_bytes(m, "]}", 2) == -1);
+    CHECK(cons_matcher_accept_bytes(m, "]", 1) == 0);
+    n = cons_matcher_forced(m, buf, sizeof buf);
+    CHECK(n == 2 && memcmp(buf, "]}", 2) == 0);
+    CHECK(cons_matcher_accept_bytes(m, "]", 1) == 0);
+    n = cons_matcher_forced(m, buf, sizeof buf);
+    CHECK(n == 1 && buf[0] == '}');
+    n = cons_matcher_complete(m, buf, sizeof buf);
+    CHECK(n == 1 && buf[0] == '}');
+    CHECK(cons_matcher_accept_bytes(m, "}", 1) == 0 && cons_matcher_accepting(m));
+    cons_matcher_free(m);
+    cons_program_release(p);
+    cons_vocab_free(v);
+}
+
 int main(void) {
+    TEST_RUN(test_grammar);
+    TEST_RUN(test_grammar_errors);
+    TEST_RUN(test_grammar_matcher);
     TEST_RUN(test_regex_match);
     TEST_RUN(test_regex_errors);
     TEST_RUN(test_minimal);

@@ -38,6 +38,10 @@ static const ccase cases[] = {
     {CONS_JSON_SCHEMA, "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
                        "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}},\"required\":[\"v\"]}},"
                        "\"$ref\":\"#/$defs/n\"}"},
+    {CONS_GRAMMAR, "root ::= expr\nexpr ::= term ((\" + \" | \" - \") term)*\n"
+                   "term ::= num | \"(\" expr \")\"\nnum ::= [1-9] [0-9]{0,3}"},
+    {CONS_GRAMMAR, "root ::= \"<\" name \">\" (text | root)* \"</\" name \">\"\n"
+                   "name ::= [a-z]+\ntext ::= [^<>]+"},
 };
 
 static uint64_t seed = 0x5eed1234;
