@@ -162,7 +162,10 @@ typedef struct local_engine {
     sgl_model *model;
     kv_pool *pool;
     sgl_tokenizer *tok;
-    cons_vocab *vocab;          /* the tokenizer's vocabulary as constraint masks see it */
+    cons_vocab *vocab;          /* the tokenizer's vocabulary as constraint masks see it;
+                                   built by the engine thread on the first request that
+                                   needs it (NULL until then) */
+    int32_t n_vocab;            /* the model's vocabulary (logits per row) */
     sched *s;
     pthread_t thread;
     bool thread_started;
@@ -435,7 +438,17 @@ static void *local_main(void *arg) {
             in.stream = pd->stream;
             in.constraint = pd->prog;
             sgl_error err;
-            if (sched_add(le->s, &in, &err) < 0) {
+            int rc = 0;
+            if ((pd->prog || pd->p.token_healing) && !le->vocab) {
+                /* first constrained request: index the vocabulary now */
+                if (!(le->vocab = vocab_index(le->tok, le->n_vocab, &err)) ||
+                    sched_set_cons_vocab(le->s, le->vocab, &err) < 0) {
+                    cons_vocab_free(le->vocab);
+                    le->vocab = NULL;
+                    rc = -1;
+                }
+            }
+            if (rc < 0 || sched_add(le->s, &in, &err) < 0) {
                 /* out of memory: fail just this part */
                 sgl_result *r = calloc(1, sizeof *r);
                 if (r) {
@@ -539,13 +552,9 @@ static int local_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_erro
             sgl_error_set(err, "request: out of memory");
             goto fail;
         }
-        if (req->kind == SGL_REQ_GENERATE) {
-            if (sgl_sampling_constraint(&req->params, &pds[0].prog, err) < 0) goto fail;
-            if ((pds[0].prog || req->params.token_healing) && !le->vocab) {
-                sgl_error_set(err, "constraint: the engine has no vocabulary index");
-                goto fail;
-            }
-        }
+        if (req->kind == SGL_REQ_GENERATE &&
+            sgl_sampling_constraint(&req->params, &pds[0].prog, err) < 0)
+            goto fail;
     } else {
         if (n_prompt < 1) {
             sgl_error_set(err, "score request: empty prompt");
@@ -752,7 +761,7 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
         slots = (int32_t)SGL_MIN(n, (uint64_t)INT32_MAX / 4);
     }
     if (!(le->pool = model_kv_pool_new(le->model, slots, err))) goto fail;
-    if (!(le->vocab = vocab_index(le->tok, mc->vocab, err))) goto fail;
+    le->n_vocab = mc->vocab;
     size_t n_eos = 0;
     const int32_t *eos = tok_eog_ids(le->tok, &n_eos);
     sched_config sc = sched_config_default();
@@ -770,7 +779,6 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
     sc.forward_ctx = le->model;
     sc.piece = local_piece;
     sc.piece_ctx = le->tok;
-    sc.cons_vocab = le->vocab;
     sc.encode = local_encode;
     sc.encode_ctx = le->tok;
     if (!(le->s = sched_new(&sc, le->pool, err))) goto fail;

@@ -322,15 +322,10 @@ sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err) {
     s->top_ids = malloc(sizeof(int32_t) * (size_t)cfg->vocab);
     s->top_lps = malloc(sizeof(float) * (size_t)cfg->vocab);
     if (!s->running || !s->seqs || !s->batch || !s->row || !s->top_ids || !s->top_lps) goto oom;
-    if (cfg->cons_vocab) {
-        if (cons_vocab_size(cfg->cons_vocab) > cfg->vocab) {
-            sched_free(s);
-            sgl_error_set(err, "scheduler: constraint vocabulary larger than the model's");
-            return NULL;
-        }
-        s->mask = malloc(sizeof(uint32_t) * cons_mask_words(cfg->cons_vocab));
-        s->fbuf = malloc(FORCED_CAP + 64);
-        if (!s->mask || !s->fbuf) goto oom;
+    s->cfg.cons_vocab = NULL;
+    if (cfg->cons_vocab && sched_set_cons_vocab(s, cfg->cons_vocab, err) < 0) {
+        sched_free(s);
+        return NULL;
     }
     s->m.pool_slots = pool->n_slots;
     return s;
@@ -338,6 +333,23 @@ oom:
     sched_free(s);
     sgl_error_set(err, "scheduler: out of memory");
     return NULL;
+}
+
+int sched_set_cons_vocab(sched *s, const cons_vocab *v, sgl_error *err) {
+    if (s->cfg.cons_vocab) return sgl_error_set(err, "scheduler: constraint vocabulary already set");
+    if (cons_vocab_size(v) > s->cfg.vocab)
+        return sgl_error_set(err, "scheduler: constraint vocabulary larger than the model's");
+    s->mask = malloc(sizeof(uint32_t) * cons_mask_words(v));
+    s->fbuf = malloc(FORCED_CAP + 64);
+    if (!s->mask || !s->fbuf) {
+        free(s->mask);
+        free(s->fbuf);
+        s->mask = NULL;
+        s->fbuf = NULL;
+        return sgl_error_set(err, "scheduler: out of memory");
+    }
+    s->cfg.cons_vocab = v;
+    return 0;
 }
 
 void sched_free(sched *s) {

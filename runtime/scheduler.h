@@ -126,6 +126,11 @@ typedef struct sched sched;
 /* Returns a scheduler over pool (borrowed; the scheduler owns the radix
  * cache it builds on it) or NULL with err set. */
 sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err);
+/* Gives the scheduler its constraint vocabulary later than sched_new (the
+ * engine builds it on the first request that needs it, so unconstrained use
+ * never pays for it); same contract as sched_config.cons_vocab. Call between
+ * steps, at most once. Returns 0, or -1 with err set. */
+int sched_set_cons_vocab(sched *s, const cons_vocab *v, sgl_error *err);
 /* Drops every request, returns all slots to the pool and frees. NULL ok. */
 void sched_free(sched *s);
 
