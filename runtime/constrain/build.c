@@ -12,7 +12,8 @@
  * with byte edges (plus an accept flag) as the key, states that cannot reach
  * acceptance are pruned, and Valmari's partition refinement (Hopcroft's
  * algorithm for partial DFAs) minimises. The state budget (max_states) bounds
- * the subset construction and is named when exceeded.
+ * the minimised DFA (and 4x that the subset construction) and is named when
+ * exceeded.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -769,6 +770,8 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
     int rc = -1;
     cons_dfa *d = calloc(1, sizeof *d);
     int32_t N = a->n_states, budget = opt->max_states > 0 ? opt->max_states : 20000;
+    /* the subset construction may overshoot what minimisation removes */
+    int32_t sub_budget = budget > INT32_MAX / 4 ? INT32_MAX : budget * 4;
     i32v *bucket = NULL;
     int32_t *live = NULL, *blk = NULL, *order = NULL, *pred_off = NULL, *pred = NULL;
     s.vis[0] = calloc((size_t)N, sizeof(int32_t));
@@ -839,7 +842,7 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
                     }
                 }
                 if (closure(&s, bucket[c].v, bucket[c].n, false, &acc)) goto oom;
-                t = intern(&s, acc, budget);
+                t = intern(&s, acc, sub_budget);
                 if (t == -2) goto oom;
                 if (t == -3) {
                     cons_diag_set(diag, -1,
@@ -948,6 +951,15 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
         }
     }
     d->n_states = qt;
+    if (qt > budget) {
+        free(bnum);
+        free(rep);
+        free(bq);
+        free(ld);
+        free(lacc);
+        cons_diag_set(diag, -1, "constraint too large: its DFA exceeds the state budget max_states = %d", budget);
+        goto fail;
+    }
     for (int32_t i = 0; i < qt; i++) {
         int32_t r = rep[bq[i]];
         d->accept[i] = (uint8_t)lacc[r];

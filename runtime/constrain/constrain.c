@@ -30,7 +30,9 @@ struct cons_program {
 /* Masks of every DFA state for one vocabulary (by serial). */
 typedef struct mask_cache {
     uint64_t serial;
-    uint32_t **masks; /* per state, NULL until computed */
+    int32_t *cls;     /* mask class of each DFA state (mask_classes) */
+    int32_t n_cls;
+    uint32_t **masks; /* per class, NULL until computed */
     int32_t *counts;
     struct mask_cache *next;
 } mask_cache;
@@ -45,11 +47,13 @@ struct cons_vocab {
     size_t *off, *len;
     /* trie in preorder */
     int32_t n_nodes, max_depth;
-    uint8_t *nbyte;
-    uint16_t *ndepth;
-    int32_t *nskip;
-    int32_t *ntok_beg;
-    int32_t *ntok_cnt;
+    struct tnode {
+        uint8_t byte;
+        uint8_t ntok;  /* tokens ending here: toks[tok .. tok + ntok) */
+        uint16_t depth;
+        int32_t skip;  /* first node after this one's subtree */
+        int32_t tok;
+    } *node;
     int32_t *toks;
 };
 
@@ -191,8 +195,8 @@ void cons_program_release(cons_program *p) {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
     for (mask_cache *c = p->caches, *nx; c; c = nx) {
         nx = c->next;
-        int32_t n = p->dfa ? p->dfa->n_states : 0;
-        for (int32_t i = 0; i < n; i++) free(c->masks[i]);
+        for (int32_t i = 0; i < c->n_cls; i++) free(c->masks[i]);
+        free(c->cls);
         free(c->masks);
         free(c->counts);
         free(c);
@@ -385,14 +389,10 @@ cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const siz
         nodes_max += v->len[i];
     }
     qsort(refs, (size_t)nt, sizeof *refs, cmp_tok);
-    v->nbyte = malloc(nodes_max + 1);
-    v->ndepth = malloc(sizeof *v->ndepth * (nodes_max + 1));
-    v->nskip = malloc(sizeof *v->nskip * (nodes_max + 1));
-    v->ntok_beg = malloc(sizeof *v->ntok_beg * (nodes_max + 1));
-    v->ntok_cnt = calloc(nodes_max + 1, sizeof *v->ntok_cnt);
+    v->node = calloc(nodes_max + 1, sizeof *v->node);
     v->toks = malloc(sizeof *v->toks * ((size_t)nt + 1));
     pstack = malloc(sizeof *pstack * (MAX_TOKEN_BYTES + 1));
-    if (!v->nbyte || !v->ndepth || !v->nskip || !v->ntok_beg || !v->ntok_cnt || !v->toks || !pstack)
+    if (!v->node || !v->toks || !pstack)
         goto oom;
     int32_t depth = 0, nn = 0;
     const uint8_t *prev = NULL;
@@ -401,21 +401,21 @@ cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const siz
         int32_t common = 0;
         if (prev)
             while (common < depth && (size_t)common < r->n && prev[common] == r->b[common]) common++;
-        while (depth > common) v->nskip[pstack[--depth]] = nn;
+        while (depth > common) v->node[pstack[--depth]].skip = nn;
         while ((size_t)depth < r->n) {
-            v->nbyte[nn] = r->b[depth];
-            v->ndepth[nn] = (uint16_t)(depth + 1);
-            v->ntok_cnt[nn] = 0;
+            v->node[nn].byte = r->b[depth];
+            v->node[nn].depth = (uint16_t)(depth + 1);
+            v->node[nn].ntok = 0;
             pstack[depth++] = nn++;
         }
-        int32_t node = pstack[depth - 1];
-        if (v->ntok_cnt[node] == 0) v->ntok_beg[node] = t;
-        v->ntok_cnt[node]++;
+        struct tnode *nd = &v->node[pstack[depth - 1]];
+        if (nd->ntok == 0) nd->tok = t;
+        if (nd->ntok < 255) nd->ntok++; /* more same-byte tokens than that: never text */
         v->toks[t] = r->id;
         if (depth > v->max_depth) v->max_depth = depth;
         prev = r->b;
     }
-    while (depth > 0) v->nskip[pstack[--depth]] = nn;
+    while (depth > 0) v->node[pstack[--depth]].skip = nn;
     v->n_nodes = nn;
     free(refs);
     free(pstack);
@@ -436,11 +436,7 @@ void cons_vocab_free(cons_vocab *v) {
     free(v->blob);
     free(v->off);
     free(v->len);
-    free(v->nbyte);
-    free(v->ndepth);
-    free(v->nskip);
-    free(v->ntok_beg);
-    free(v->ntok_cnt);
+    free(v->node);
     free(v->toks);
     free(v);
 }
@@ -451,9 +447,9 @@ size_t cons_mask_words(const cons_vocab *v) { return ((size_t)v->n_vocab + 31) /
 /* ---- mask walks ------------------------------------------------------------------- */
 
 static inline int32_t set_node_tokens(const cons_vocab *v, int32_t i, uint32_t *mask) {
-    int32_t c = v->ntok_cnt[i];
+    int32_t c = v->node[i].ntok;
     for (int32_t k = 0; k < c; k++) {
-        int32_t t = v->toks[v->ntok_beg[i] + k];
+        int32_t t = v->toks[v->node[i].tok + k];
         mask[t >> 5] |= 1u << (t & 31);
     }
     return c;
@@ -475,15 +471,22 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     const int32_t *delta = d->delta;
     const int32_t K = d->n_cls;
     const uint8_t *cls = d->cls;
+    const struct tnode *node = v->node;
     for (int32_t i = lo; i < hi;) {
-        int32_t dep = v->ndepth[i] - base;
-        int32_t t = delta[(size_t)st[dep - 1] * K + cls[v->nbyte[i]]];
+        const struct tnode *nd = &node[i];
+        int32_t dep = nd->depth - base;
+        int32_t t = delta[(size_t)st[dep - 1] * K + cls[nd->byte]];
         if (t < 0) {
-            i = v->nskip[i];
+            i = nd->skip;
             continue;
         }
         st[dep] = t;
-        if (v->ntok_cnt[i]) count += set_node_tokens(v, i, mask);
+        if (nd->ntok) {
+            int32_t tk = v->toks[nd->tok];
+            mask[tk >> 5] |= 1u << (tk & 31);
+            count++;
+            if (nd->ntok > 1) count += set_node_tokens(v, i, mask) - 1;
+        }
         i++;
     }
     if (st != stack_buf) free(st);
@@ -494,18 +497,18 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
                            uint32_t *mask) {
     int32_t count = 0, e0 = earley_depth(e);
     for (int32_t i = lo; i < hi;) {
-        int32_t dep = v->ndepth[i] - base;
+        int32_t dep = v->node[i].depth - base;
         while (earley_depth(e) > e0 + dep - 1) earley_pop(e);
-        int r = earley_push(e, v->nbyte[i]);
+        int r = earley_push(e, v->node[i].byte);
         if (r < 0) {
             count = -1;
             break;
         }
         if (r == 0) {
-            i = v->nskip[i];
+            i = v->node[i].skip;
             continue;
         }
-        if (v->ntok_cnt[i]) count += set_node_tokens(v, i, mask);
+        if (v->node[i].ntok) count += set_node_tokens(v, i, mask);
         i++;
     }
     while (earley_depth(e) > e0) earley_pop(e);
@@ -605,31 +608,120 @@ static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
     }
 }
 
+/* Mask classes: two states get the same mask when no byte string of at most
+ * `depth` bytes (the longest token) keeps one alive and kills the other.
+ * Moore refinement for at most depth rounds, where "dead" is its own class;
+ * a string of maxLength 200 then needs a handful of walks, not 200. Writes
+ * the class of every state into cls and returns the class count, or -1. */
+static int32_t mask_classes(const cons_dfa *d, int32_t depth, int32_t *cls) {
+    int32_t N = d->n_states, K = d->n_cls;
+    int32_t *next = malloc(sizeof *next * (size_t)N), *tab = NULL, *rep = malloc(sizeof *rep * (size_t)N);
+    int32_t cap = 1;
+    while (cap < 2 * N) cap *= 2;
+    tab = malloc(sizeof *tab * (size_t)cap);
+    if (!next || !tab || !rep) {
+        free(next);
+        free(tab);
+        free(rep);
+        return -1;
+    }
+    for (int32_t i = 0; i < N; i++) cls[i] = 0;
+    int32_t ncls = 1;
+    /* bound the work; beyond it, fewer rounds only means fewer merges */
+    int64_t budget = 200000000;
+    for (int32_t round = 0; round < depth && (int64_t)N * K <= budget; round++) {
+        budget -= (int64_t)N * K;
+        for (int32_t i = 0; i < cap; i++) tab[i] = -1;
+        int32_t nn = 0;
+        for (int32_t st = 0; st < N; st++) {
+            const int32_t *row = d->delta + (size_t)st * K;
+            uint64_t h = 1469598103934665603ull ^ (uint64_t)cls[st];
+            for (int32_t c = 0; c < K; c++) h = (h ^ (uint64_t)(row[c] < 0 ? -1 : cls[row[c]])) * 1099511628211ull;
+            uint32_t slot = (uint32_t)(h ^ (h >> 32)) & (uint32_t)(cap - 1);
+            for (;; slot = (slot + 1) & (uint32_t)(cap - 1)) {
+                int32_t r = tab[slot];
+                if (r < 0) {
+                    tab[slot] = st;
+                    rep[st] = nn;
+                    next[st] = nn++;
+                    break;
+                }
+                const int32_t *rr = d->delta + (size_t)r * K;
+                bool same = cls[r] == cls[st];
+                for (int32_t c = 0; c < K && same; c++)
+                    same = (row[c] < 0 ? -1 : cls[row[c]]) == (rr[c] < 0 ? -1 : cls[rr[c]]);
+                if (same) {
+                    next[st] = next[r];
+                    break;
+                }
+            }
+        }
+        bool stable = nn == ncls;
+        memcpy(cls, next, sizeof *cls * (size_t)N);
+        ncls = nn;
+        if (stable) break;
+    }
+    free(next);
+    free(tab);
+    free(rep);
+    return ncls;
+}
+
+static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
+    mask_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    int32_t N = p->dfa->n_states;
+    c->cls = malloc(sizeof *c->cls * (size_t)N);
+    int32_t n = c->cls ? mask_classes(p->dfa, v->max_depth, c->cls) : -1;
+    if (n < 0) {
+        /* no merging: one class per state */
+        n = N;
+        if (c->cls)
+            for (int32_t i = 0; i < N; i++) c->cls[i] = i;
+    }
+    c->n_cls = n;
+    c->masks = calloc((size_t)n, sizeof *c->masks);
+    c->counts = calloc((size_t)n, sizeof *c->counts);
+    if (!c->cls || !c->masks || !c->counts) {
+        free(c->cls);
+        free(c->masks);
+        free(c->counts);
+        free(c);
+        return NULL;
+    }
+    c->serial = v->serial;
+    return c;
+}
+
 /* The mask of DFA state s, from the program's cache (computed on a miss). */
 static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_t *mask) {
     size_t words = cons_mask_words(v);
     pthread_mutex_lock(&p->mu);
     mask_cache *c = p->caches;
     while (c && c->serial != v->serial) c = c->next;
+    pthread_mutex_unlock(&p->mu);
     if (!c) {
-        c = calloc(1, sizeof *c);
-        if (c) {
-            c->masks = calloc((size_t)p->dfa->n_states, sizeof *c->masks);
-            c->counts = calloc((size_t)p->dfa->n_states, sizeof *c->counts);
-            if (!c->masks || !c->counts) {
-                free(c->masks);
-                free(c->counts);
-                free(c);
-                c = NULL;
-            } else {
-                c->serial = v->serial;
-                c->next = p->caches;
-                p->caches = c;
-            }
+        mask_cache *nc = mask_cache_new(p, v);
+        pthread_mutex_lock(&p->mu);
+        c = p->caches;
+        while (c && c->serial != v->serial) c = c->next;
+        if (!c && nc) {
+            nc->next = p->caches;
+            p->caches = c = nc;
+            nc = NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (nc) {
+            free(nc->cls);
+            free(nc->masks);
+            free(nc->counts);
+            free(nc);
         }
     }
-    const uint32_t *hit = c ? c->masks[s] : NULL;
-    int32_t cnt = hit ? c->counts[s] : 0;
+    int32_t k = c ? c->cls[s] : -1;
+    pthread_mutex_lock(&p->mu);
+    const uint32_t *hit = c ? c->masks[k] : NULL;
+    int32_t cnt = hit ? c->counts[k] : 0;
     pthread_mutex_unlock(&p->mu);
     if (hit) {
         memcpy(mask, hit, words * 4);
@@ -642,9 +734,9 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     if (!copy) return cnt;
     memcpy(copy, mask, words * 4);
     pthread_mutex_lock(&p->mu);
-    if (!c->masks[s]) {
-        c->masks[s] = copy;
-        c->counts[s] = cnt;
+    if (!c->masks[k]) {
+        c->masks[k] = copy;
+        c->counts[k] = cnt;
         copy = NULL;
     }
     pthread_mutex_unlock(&p->mu);
@@ -673,7 +765,7 @@ int32_t cons_matcher_mask(cons_matcher *m, uint32_t *mask) {
             int32_t node = -1;
             for (size_t k = 0; k < rn; k++) {
                 int32_t c = lo;
-                while (c < hi && v->nbyte[c] != r[k]) c = v->nskip[c];
+                while (c < hi && v->node[c].byte != r[k]) c = v->node[c].skip;
                 if (c >= hi) {
                     node = -1;
                     lo = hi = 0;
@@ -682,7 +774,7 @@ int32_t cons_matcher_mask(cons_matcher *m, uint32_t *mask) {
                 node = c;
                 count += set_node_tokens(v, c, mask);
                 lo = c + 1;
-                hi = v->nskip[c];
+                hi = v->node[c].skip;
                 base++;
             }
             (void)node;

@@ -30,8 +30,10 @@ struct earley {
     int32_t *set_start; /* set k: items[set_start[k] .. set_start[k+1]) */
     uint8_t *set_acc;
     int32_t n_sets, cap_sets;
-    /* dedup table for the set being built */
+    /* dedup table for the set being built: a slot is in use when its
+     * generation is the current one, so a reset is one increment */
     int64_t *hkey;
+    uint32_t *hgen, gen;
     int32_t hcap, hcount;
 };
 
@@ -63,11 +65,15 @@ static uint64_t ih(int64_t k) {
 
 static int h_reset(earley *e) {
     if (!e->hkey) {
-        e->hcap = 256;
+        e->hcap = 64;
         e->hkey = malloc(sizeof *e->hkey * (size_t)e->hcap);
-        if (!e->hkey) return -1;
+        e->hgen = calloc((size_t)e->hcap, sizeof *e->hgen);
+        if (!e->hkey || !e->hgen) return -1;
     }
-    memset(e->hkey, -1, sizeof *e->hkey * (size_t)e->hcap);
+    if (++e->gen == 0) {
+        memset(e->hgen, 0, sizeof *e->hgen * (size_t)e->hcap);
+        e->gen = 1;
+    }
     e->hcount = 0;
     return 0;
 }
@@ -75,7 +81,7 @@ static int h_reset(earley *e) {
 static bool h_has(const earley *e, int32_t q, int32_t o) {
     int64_t k = ((int64_t)q << 32) | (uint32_t)o;
     for (uint64_t h = ih(k) & (uint64_t)(e->hcap - 1);; h = (h + 1) & (uint64_t)(e->hcap - 1)) {
-        if (e->hkey[h] == -1) return false;
+        if (e->hgen[h] != e->gen) return false;
         if (e->hkey[h] == k) return true;
     }
 }
@@ -85,23 +91,32 @@ static int h_add(earley *e, int32_t q, int32_t o) {
     if ((e->hcount + 1) * 2 > e->hcap) {
         int32_t cap = e->hcap * 2;
         int64_t *t = malloc(sizeof *t * (size_t)cap);
-        if (!t) return -1;
-        memset(t, -1, sizeof *t * (size_t)cap);
+        uint32_t *g = calloc((size_t)cap, sizeof *g);
+        if (!t || !g) {
+            free(t);
+            free(g);
+            return -1;
+        }
         for (int32_t i = 0; i < e->hcap; i++) {
-            if (e->hkey[i] == -1) continue;
+            if (e->hgen[i] != e->gen) continue;
             uint64_t h = ih(e->hkey[i]) & (uint64_t)(cap - 1);
-            while (t[h] != -1) h = (h + 1) & (uint64_t)(cap - 1);
+            while (g[h]) h = (h + 1) & (uint64_t)(cap - 1);
             t[h] = e->hkey[i];
+            g[h] = 1;
         }
         free(e->hkey);
+        free(e->hgen);
         e->hkey = t;
+        e->hgen = g;
         e->hcap = cap;
+        e->gen = 1;
     }
     int64_t k = ((int64_t)q << 32) | (uint32_t)o;
     uint64_t h = ih(k) & (uint64_t)(e->hcap - 1);
-    for (; e->hkey[h] != -1; h = (h + 1) & (uint64_t)(e->hcap - 1))
+    for (; e->hgen[h] == e->gen; h = (h + 1) & (uint64_t)(e->hcap - 1))
         if (e->hkey[h] == k) return 0;
     e->hkey[h] = k;
+    e->hgen[h] = e->gen;
     e->hcount++;
     return 1;
 }
@@ -174,6 +189,7 @@ void earley_free(earley *e) {
     free(e->set_start);
     free(e->set_acc);
     free(e->hkey);
+    free(e->hgen);
     free(e);
 }
 

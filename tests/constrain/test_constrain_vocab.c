@@ -31,6 +31,7 @@ static const ccase cases[] = {
     {CONS_REGEX, "[\xc3\xa0-\xc3\xbf\xce\xb1-\xcf\x89 ]{1,8}"},
     {CONS_REGEX, "(<\\|im_end\\|>|<\\|im_start\\|>|[a-z ])*"},
     {CONS_REGEX, "\\d{4}-\\d{2}-\\d{2}"},
+    {CONS_REGEX, "\"[^\"\\\\]{0,60}\"( and \"[a-z ]{10,70}\")?"}, /* counters: merged mask classes */
     {CONS_CHOICES, "[\"yes\", \"no\", \"maybe\", \"not sure\", \"noted\"]"},
     {CONS_JSON_SCHEMA, "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\",\"minimum\":1},"
                        "\"name\":{\"type\":\"string\",\"maxLength\":12},\"when\":{\"type\":\"string\","
