@@ -72,6 +72,25 @@ static void abort_result(sgl_result *r, const char *msg) {
     r->error = sgl_strdup(msg);
 }
 
+/* Bytes in the order the fake prefers them off its rule's text: what closes
+ * (a string, object, array, group) first, then digits, lower- and
+ * upper-case letters, then every other byte ascending, so constrained
+ * replies end soon and never nest without bound. */
+static const unsigned char *fake_order_init(void) {
+    static unsigned char order[255];
+    static const char first[] = "\"}])0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if (order[0]) return order;
+    bool used[256] = {false};
+    int n = 0;
+    for (const char *p = first; *p; p++) {
+        order[n++] = (unsigned char)*p;
+        used[(unsigned char)*p] = true;
+    }
+    for (int b = 1; b < 256; b++)
+        if (!used[b]) order[n++] = (unsigned char)b;
+    return order;
+}
+
 /* The reply under constraint prog (see fake_engine.h): malloc'd, or NULL
  * with err. At most cap bytes. */
 static char *constrained_reply(vm_fake *f, cons_program *prog, const char *want, size_t cap,
@@ -92,6 +111,7 @@ static char *constrained_reply(vm_fake *f, cons_program *prog, const char *want,
     }
     cons_matcher *m = cons_matcher_new(prog, f->vocab, NULL, 0, err);
     if (!m) return NULL;
+    const unsigned char *fake_order = fake_order_init();
     sgl_strbuf sb = {0};
     uint32_t mask[8];
     size_t k = 0, wl = strlen(want);
@@ -105,9 +125,11 @@ static char *constrained_reply(vm_fake *f, cons_program *prog, const char *want,
         } else if (mask[0] & 1u) {
             break; /* EOS allowed: the text is complete */
         } else {
-            k = wl; /* off the rule's text: lowest allowed bytes from here */
-            for (int b = 1; b < 256 && t < 0; b++)
+            k = wl; /* off the rule's text: the first allowed byte in fake_order */
+            for (int i = 0; i < 255 && t < 0; i++) {
+                unsigned char b = fake_order[i];
                 if (mask[b / 32] >> (b % 32) & 1u) t = b;
+            }
         }
         if (t < 0 || cons_matcher_accept_token(m, t) < 0) break;
         sgl_strbuf_putc(&sb, (char)t);

@@ -18,9 +18,10 @@
  * one is refused there with the compiler's message, as the local engine
  * does. The reply then follows the rule's text byte by byte while the
  * constraint allows it; where it does not (or the text runs out), the reply
- * ends if the constraint accepts, else takes the lowest allowed byte. So
- * the reply always matches the constraint (or is a prefix of a match when
- * max_new_tokens cuts it).
+ * ends if the constraint accepts, else takes the first allowed byte in the
+ * order " } ] ) digits a-z A-Z, then the other bytes ascending (closing
+ * first, so replies end soon). So the reply always matches the constraint
+ * (or is a prefix of a match when max_new_tokens cuts it).
  *
  * SCORE: each choice is scored byte by byte, logprob -1.0 per byte, or -0.1
  * per byte when the choice equals the reply the rules give for the prompt.
