@@ -16,7 +16,10 @@
 #   e2e   (the default model, $SGL_TEST_MODEL)
 #     - `sglc run --json --stats` of structured.sgl with jump-forward on and
 #       off (--no-jump-forward): every output valid, forced tokens reported
-#       (> 0 on, 0 off).
+#       (> 0 on, 0 off);
+#     - determinism: greedy JSON-schema outputs of four prompts through
+#       `sglc generate` are identical batched, one prompt at a time, with
+#       chunked prefill (8 tokens) and with the cache off.
 # Validation uses Python's re, json and the jsonschema package.
 # usage: constrain_test.py SGLC unit|e2e [TINY_MODEL]
 import json
@@ -212,6 +215,39 @@ def e2e(sglc):
         if counts:
             print('%s: %d sampled, %d forced' % (what, counts[0], counts[1]))
             expect((counts[1] > 0) == jf, '%s: %d forced' % (what, counts[1]))
+
+    prompts = ['Describe a person called Ann as JSON.', 'Describe a person from Tokyo as JSON.',
+               'Describe an old person as JSON.', 'Describe a person who likes chess as JSON.']
+    base = [sglc, 'generate', '--model', model, '--chat', '--max-tokens', '64',
+            '--json-schema', json.dumps(PERSON)]
+
+    def outputs(extra, one_by_one=False):
+        if one_by_one:
+            res = []
+            for q in prompts:
+                p = run(base + extra + ['--prompt', q], timeout=600)
+                expect(p.returncode == 0, 'generate alone: %s' % p.stderr[-500:])
+                res.append(p.stdout.rstrip('\n'))
+            return res
+        args = []
+        for q in prompts:
+            args += ['--prompt', q]
+        p = run(base + extra + args, timeout=600)
+        expect(p.returncode == 0, 'generate %s: %s' % (extra, p.stderr[-500:]))
+        return [b.split('\n', 1)[1].rstrip('\n') if '\n' in b else ''
+                for b in p.stdout.split('### prompt ')[1:]]
+
+    ref = outputs([], one_by_one=True)
+    for t in ref:
+        check_json(t, PERSON, 'generate alone')
+    print('alone: %r' % ref)
+    for extra in ([], ['--chunked-prefill', '8'], ['--no-cache'], ['--no-jump-forward', '--no-cache']):
+        got = outputs(extra)
+        if '--no-jump-forward' in extra:
+            for t in got:  # valid, not necessarily the same tokens as with jump-forward
+                check_json(t, PERSON, 'generate batched without jump-forward')
+            continue
+        expect(got == ref, 'batched %s differs from alone: %r vs %r' % (extra, got, ref))
 
 
 def main():
