@@ -208,12 +208,17 @@ typedef struct proxy {
     srv_dispatch *d;
     srv_waiter w;
     const volatile bool *closed;
+    struct srv_metrics *metrics;
     bool cancelled;
 } proxy;
 
 static int proxy_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err) {
     proxy *p = ctx;
-    if (p->closed && *p->closed) return sgl_error_set(err, "client disconnected");
+    if (p->closed && *p->closed) {
+        /* Counted with the cancelled ones: the client's leaving stopped it. */
+        if (p->metrics) srv_metrics_add(p->metrics, &p->metrics->cancelled_disconnect, 1);
+        return sgl_error_set(err, "client disconnected");
+    }
     return srv_submit(p->d, &p->w, req, id, err) ? 0 : -1;
 }
 
@@ -223,7 +228,8 @@ static sgl_result *proxy_wait(void *ctx, double timeout_s) {
     double until = timeout_s < 0 ? -1 : sgl_now() + timeout_s;
     for (;;) {
         if (p->closed && *p->closed && !p->cancelled) {
-            srv_cancel_waiter(p->d, &p->w);
+            int n = srv_cancel_waiter(p->d, &p->w);
+            if (p->metrics) srv_metrics_add(p->metrics, &p->metrics->cancelled_disconnect, n);
             p->cancelled = true;
         }
         double left = until < 0 ? 0.1 : SGL_MIN(0.1, until - sgl_now());
@@ -268,11 +274,12 @@ static const sgl_engine_ops proxy_ops = {
     .cancel = proxy_cancel,
 };
 
-sgl_engine *srv_proxy_engine_new(srv_dispatch *d, const volatile bool *closed) {
+sgl_engine *srv_proxy_engine_new(srv_dispatch *d, const volatile bool *closed, struct srv_metrics *m) {
     proxy *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->d = d;
     p->closed = closed;
+    p->metrics = m;
     srv_waiter_init(d, &p->w);
     sgl_engine *e = sgl_engine_new(&proxy_ops, p);
     if (!e) proxy_free(p);

@@ -58,8 +58,10 @@ void srv_cancel_all(srv_dispatch *d);
 /* An engine whose requests go through d to the shared engine: what a
  * program run's VM uses, so programs batch and share the cache with HTTP
  * requests. *closed (may be NULL) is polled: once true, the proxy cancels
- * what it has in flight and refuses new work. Free with sgl_engine_free. */
-sgl_engine *srv_proxy_engine_new(srv_dispatch *d, const volatile bool *closed);
+ * what it has in flight (counted in m's cancelled_disconnect) and refuses
+ * new work. Free with sgl_engine_free. */
+struct srv_metrics;
+sgl_engine *srv_proxy_engine_new(srv_dispatch *d, const volatile bool *closed, struct srv_metrics *m);
 
 /* ---- metrics (metrics.c) ------------------------------------------------ */
 

@@ -135,7 +135,7 @@ static void done_hook(void *ctx, vm_inst *in) {
  * (VM-level failure; instance failures are in their results). */
 static int run_program(prog_run *p, sgl_error *err) {
     sgl_server *s = p->srv;
-    sgl_engine *e = srv_proxy_engine_new(s->disp, &p->closed);
+    sgl_engine *e = srv_proxy_engine_new(s->disp, &p->closed, &s->metrics);
     if (!e) return sgl_error_set(err, "out of memory");
     vm_config cfg = vm_config_default();
     cfg.engine = e;

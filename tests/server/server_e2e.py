@@ -9,7 +9,8 @@
 #    select as a batch with prompt logprobs, streaming with cumulative text);
 #  - /v1/messages (Anthropic) streamed and not;
 #  - /v1/programs/run equal to `sglc run --json` (one instance, a program
-#    with select over run_batch, and a batch of argument sets).
+#    with select over run_batch, and a batch of argument sets);
+#  - a client leaving a long /generate stream cancels its engine request.
 # usage: server_e2e.py SGLC EXAMPLES_DIR
 # Skips (77) when $SGL_TEST_MODEL is missing, unless CI=true.
 import concurrent.futures
@@ -19,7 +20,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from srvutil import Server  # noqa: E402
+from srvutil import Server, metric  # noqa: E402
+from server_unit import open_stream, wait_cancelled  # noqa: E402
 
 try:
     import openai
@@ -225,6 +227,18 @@ def check_programs(url, sglc, model, examples):
     print('/v1/programs/run == sglc run --json: ok')
 
 
+def check_disconnect(url):
+    """A client leaves a long /generate stream: its engine request is cancelled."""
+    m = requests.get(url + '/metrics').text
+    before = metric(m, 'sglc_cancelled_disconnect_total')
+    sock = open_stream(url, '/generate', {'text': 'Tell me a long story.', 'stream': True,
+                                          'sampling_params': {'max_new_tokens': 1500, 'ignore_eos': True}})
+    assert metric(requests.get(url + '/metrics').text, 'sglc_num_running_reqs') >= 1
+    sock.close()
+    wait_cancelled(url, before, '/generate')
+    print('disconnect mid-stream: cancelled')
+
+
 def main():
     sglc, examples = sys.argv[1], sys.argv[2]
     model = os.environ.get('SGL_TEST_MODEL', '')
@@ -240,6 +254,7 @@ def main():
         check_runtime_endpoint_shapes(srv.url)
         check_messages(srv.url)
         check_programs(srv.url, sglc, model, examples)
+        check_disconnect(srv.url)
         rc, secs = srv.stop()
         assert rc == 0, (rc, ''.join(srv.log_lines[-20:]))
     print('server e2e: ok')
