@@ -208,7 +208,7 @@ enum MHD_Result route_messages(srv_req *r, cJSON *body) {
     gen_job_init(j, s, 1);
     enum MHD_Result rc;
     if (gen_job_submit(j, 0, &q->prompt, &q->sp, q->stream, &err)) {
-        rc = srv_reply_error(r, 400, NULL, "%s", err.msg);
+        rc = srv_reply_error(r, s->stopping ? 503 : 500, NULL, "%s", err.msg);
         goto out;
     }
     if (q->stream) {

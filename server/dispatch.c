@@ -23,6 +23,7 @@ struct srv_dispatch {
     pthread_mutex_t mu;
     srv_waiter *head;          /* registered waiters */
     volatile bool stop;
+    bool refusing;             /* after srv_cancel_all: no new submissions */
     bool started;
 };
 
@@ -139,7 +140,8 @@ uint64_t srv_submit(srv_dispatch *d, srv_waiter *w, const sgl_request *req, uint
         }
         w->cap_ids = cap;
     }
-    uint64_t id = sgl_engine_submit(d->engine, req, err);
+    uint64_t id = d->refusing ? (sgl_error_set(err, "the server is shutting down"), 0)
+                              : sgl_engine_submit(d->engine, req, err);
     if (id) {
         w->ids[w->n_ids] = id;
         w->tags[w->n_ids] = tag;
@@ -197,6 +199,7 @@ int srv_cancel_waiter(srv_dispatch *d, srv_waiter *w) {
 
 void srv_cancel_all(srv_dispatch *d) {
     pthread_mutex_lock(&d->mu);
+    d->refusing = true;
     for (srv_waiter *w = d->head; w; w = w->next)
         for (int i = 0; i < w->n_ids; i++) sgl_engine_cancel(d->engine, w->ids[i]);
     pthread_mutex_unlock(&d->mu);

@@ -53,7 +53,8 @@ sgl_result *srv_wait(srv_dispatch *d, srv_waiter *w, double timeout_s, uint64_t 
 int srv_waiter_pending(srv_dispatch *d, srv_waiter *w);
 /* Cancels w's unfinished requests (their aborts still arrive). Returns how many. */
 int srv_cancel_waiter(srv_dispatch *d, srv_waiter *w);
-/* Cancels every unfinished request of every waiter (shutdown). */
+/* Cancels every unfinished request of every waiter and refuses new
+ * submissions from then on (shutdown). */
 void srv_cancel_all(srv_dispatch *d);
 /* An engine whose requests go through d to the shared engine: what a
  * program run's VM uses, so programs batch and share the cache with HTTP

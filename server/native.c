@@ -397,7 +397,7 @@ enum MHD_Result route_generate(srv_req *r, cJSON *body) {
             gen_job_free(j, false);
             nat_free(q);
             free(ns);
-            return srv_reply_error(r, 400, NULL, "%s", err.msg);
+            return srv_reply_error(r, s->stopping ? 503 : 500, NULL, "%s", err.msg);
         }
     }
     enum MHD_Result rc;

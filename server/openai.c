@@ -462,7 +462,7 @@ enum MHD_Result route_completions(srv_req *r, cJSON *body, bool chat) {
             gen_job_free(j, false);
             oa_free(q);
             free(os);
-            return srv_reply_error(r, 400, NULL, "%s", err.msg);
+            return srv_reply_error(r, s->stopping ? 503 : 500, NULL, "%s", err.msg);
         }
     }
     enum MHD_Result rc;
