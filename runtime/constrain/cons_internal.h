@@ -154,5 +154,10 @@ int32_t earley_depth(const earley *e);  /* sets pushed after the first */
 bool earley_accepting(const earley *e);
 /* Bytes that some item of the last set can scan (256 bits). */
 void earley_next_bytes(const earley *e, uint32_t out[8]);
+/* Writes into *out (malloc'd, caller frees; *n ints) a key of what decides
+ * the recogniser's future: the last set and every set its items' origins
+ * reach, with origins renumbered in visiting order. Equal keys: equal
+ * masks. Returns 0, or -1 when memory runs out. */
+int earley_key(const earley *e, int32_t **out, size_t *n);
 
 #endif

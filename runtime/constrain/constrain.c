@@ -25,7 +25,21 @@ struct cons_program {
     cons_nfa *nfa;
     pthread_mutex_t mu;
     struct mask_cache *caches;
+    struct emask **emasks; /* recogniser masks by earley_key (hash table) */
+    int32_t emask_cap, emask_n;
 };
+
+/* A recogniser mask for one vocabulary and one earley_key. */
+typedef struct emask {
+    uint64_t serial, hash;
+    int32_t *key;
+    size_t key_len;
+    uint32_t *mask;
+    int32_t count;
+    struct emask *next;
+} emask;
+
+#define EMASK_MAX 4096 /* entries per program; beyond, masks are walked each time */
 
 /* Masks of every DFA state for one vocabulary (by serial). */
 typedef struct mask_cache {
@@ -201,6 +215,14 @@ void cons_program_release(cons_program *p) {
         free(c->counts);
         free(c);
     }
+    for (int32_t b = 0; b < p->emask_cap; b++)
+        for (emask *x = p->emasks[b], *nx; x; x = nx) {
+            nx = x->next;
+            free(x->key);
+            free(x->mask);
+            free(x);
+        }
+    free(p->emasks);
     pthread_mutex_destroy(&p->mu);
     cons_dfa_free(p->dfa);
     cons_nfa_free(p->nfa);
@@ -744,6 +766,63 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     return cnt;
 }
 
+/* The recogniser's mask, from the program's cache keyed by earley_key. */
+static int32_t earley_mask(cons_program *p, const cons_vocab *v, earley *e, uint32_t *mask) {
+    size_t words = cons_mask_words(v);
+    int32_t *key = NULL;
+    size_t kn = 0;
+    if (earley_key(e, &key, &kn)) return walk_earley(v, e, 0, v->n_nodes, 0, mask);
+    uint64_t h = 1469598103934665603ull ^ v->serial;
+    for (size_t i = 0; i < kn; i++) h = (h ^ (uint32_t)key[i]) * 1099511628211ull;
+    pthread_mutex_lock(&p->mu);
+    if (p->emask_cap) {
+        for (emask *x = p->emasks[h & (uint64_t)(p->emask_cap - 1)]; x; x = x->next)
+            if (x->hash == h && x->serial == v->serial && x->key_len == kn &&
+                memcmp(x->key, key, kn * sizeof *key) == 0) {
+                memcpy(mask, x->mask, words * 4);
+                int32_t cnt = x->count;
+                pthread_mutex_unlock(&p->mu);
+                free(key);
+                return cnt;
+            }
+    }
+    pthread_mutex_unlock(&p->mu);
+    int32_t cnt = walk_earley(v, e, 0, v->n_nodes, 0, mask);
+    if (cnt < 0) {
+        free(key);
+        return cnt;
+    }
+    emask *x = malloc(sizeof *x);
+    uint32_t *copy = malloc(words * 4);
+    if (!x || !copy) {
+        free(x);
+        free(copy);
+        free(key);
+        return cnt;
+    }
+    memcpy(copy, mask, words * 4);
+    *x = (emask){.serial = v->serial, .hash = h, .key = key, .key_len = kn, .mask = copy, .count = cnt};
+    pthread_mutex_lock(&p->mu);
+    if (!p->emask_cap) {
+        p->emasks = calloc(1024, sizeof *p->emasks);
+        if (p->emasks) p->emask_cap = 1024;
+    }
+    if (p->emask_cap && p->emask_n < EMASK_MAX) {
+        emask **b = &p->emasks[h & (uint64_t)(p->emask_cap - 1)];
+        x->next = *b;
+        *b = x;
+        p->emask_n++;
+        x = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (x) {
+        free(x->key);
+        free(x->mask);
+        free(x);
+    }
+    return cnt;
+}
+
 int32_t cons_matcher_mask(cons_matcher *m, uint32_t *mask) {
     const cons_vocab *v = m->v;
     size_t words = cons_mask_words(v);
@@ -785,6 +864,8 @@ int32_t cons_matcher_mask(cons_matcher *m, uint32_t *mask) {
                 c = walk_dfa(v, NULL, lo, hi, base, 0, mask);
             else if (m->p->dfa)
                 c = walk_dfa(v, m->p->dfa, lo, hi, base, in_prefix(m) ? 0 : m->state, mask);
+            else if (!in_prefix(m))
+                c = earley_mask(m->p, v, m->e, mask);
             else
                 c = walk_earley(v, m->e, lo, hi, base, mask);
             if (c < 0) return 0;

@@ -25,6 +25,9 @@ typedef struct item {
 struct earley {
     const cons_nfa *g;
     int32_t *rule_final; /* final state of each rule (-1: inlined) */
+    uint8_t *keep;       /* state is stored in sets (scans, calls or completes) */
+    item *stack;         /* epsilon-only states being closed (never stored) */
+    int32_t n_stack, cap_stack;
     item *items;
     int32_t n_items, cap_items;
     int32_t *set_start; /* set k: items[set_start[k] .. set_start[k+1]) */
@@ -124,17 +127,45 @@ static int h_add(earley *e, int32_t q, int32_t o) {
 static int add_item(earley *e, int32_t q, int32_t o) {
     int r = h_add(e, q, o);
     if (r <= 0) return r;
+    if (!e->keep[q]) {
+        if (e->n_stack == e->cap_stack) {
+            int32_t cap = e->cap_stack ? e->cap_stack * 2 : 64;
+            item *v = realloc(e->stack, sizeof *v * (size_t)cap);
+            if (!v) return -1;
+            e->stack = v;
+            e->cap_stack = cap;
+        }
+        e->stack[e->n_stack++] = (item){q, o};
+        return 0;
+    }
     if (e->n_items == e->cap_items && grow_items(e)) return -1;
     e->items[e->n_items++] = (item){q, o};
     return 0;
 }
 
-/* Closes the set being built (it starts at set_start[k]). */
+/* Epsilon (and start-anchor) edges of q. */
+static int follow_eps(earley *e, int32_t q, int32_t o, int32_t k) {
+    const cons_nfa *g = e->g;
+    for (int32_t ed = g->head[q]; ed >= 0; ed = g->e_next[ed]) {
+        int32_t l = g->e_label[ed];
+        if ((l == CE_EPS || (l == CE_BOL && k == 0)) && add_item(e, g->e_to[ed], o)) return -1;
+    }
+    return 0;
+}
+
+/* Closes the set being built (it starts at set_start[k]). States with only
+ * epsilon edges are deduplicated but not stored: they are expanded from a
+ * stack, so sets hold just the states that scan, call or complete. */
 static int close_set(earley *e, int32_t k) {
     const cons_nfa *g = e->g;
-    int32_t base = e->set_start[k];
-    for (int32_t i = base; i < e->n_items; i++) {
-        item it = e->items[i];
+    int32_t i = e->set_start[k];
+    for (;;) {
+        while (e->n_stack) {
+            item it = e->stack[--e->n_stack];
+            if (follow_eps(e, it.q, it.origin, k)) return -1;
+        }
+        if (i >= e->n_items) break;
+        item it = e->items[i++];
         int32_t r = g->final_of[it.q];
         if (r >= 0 && r < g->n_rules) {
             /* completion: advance the callers of r in the origin set */
@@ -168,7 +199,14 @@ earley *earley_new(const cons_nfa *g) {
     if (!e) return NULL;
     e->g = g;
     e->rule_final = malloc(sizeof *e->rule_final * ((size_t)g->n_rules + 1));
-    if (!e->rule_final || grow_sets(e) || grow_items(e) || h_reset(e)) goto fail;
+    e->keep = calloc((size_t)g->n_states + 1, 1);
+    if (!e->rule_final || !e->keep || grow_sets(e) || grow_items(e) || h_reset(e)) goto fail;
+    for (int32_t q = 0; q < g->n_states; q++) {
+        bool keep = g->final_of[q] >= 0;
+        for (int32_t ed = g->head[q]; ed >= 0 && !keep; ed = g->e_next[ed])
+            keep = g->e_label[ed] >= 0 || g->e_label[ed] <= -4;
+        e->keep[q] = keep;
+    }
     for (int32_t r = 0; r <= g->n_rules; r++) e->rule_final[r] = -1;
     for (int32_t q = 0; q < g->n_states; q++)
         if (g->final_of[q] >= 0 && g->final_of[q] < g->n_rules) e->rule_final[g->final_of[q]] = q;
@@ -185,6 +223,8 @@ fail:
 void earley_free(earley *e) {
     if (!e) return;
     free(e->rule_final);
+    free(e->keep);
+    free(e->stack);
     free(e->items);
     free(e->set_start);
     free(e->set_acc);
@@ -198,14 +238,16 @@ earley *earley_clone(const earley *e) {
     if (!c) return NULL;
     c->g = e->g;
     c->rule_final = malloc(sizeof *c->rule_final * ((size_t)e->g->n_rules + 1));
+    c->keep = malloc((size_t)e->g->n_states + 1);
     c->items = malloc(sizeof *c->items * (size_t)e->cap_items);
     c->set_start = malloc(sizeof *c->set_start * ((size_t)e->cap_sets + 1));
     c->set_acc = malloc((size_t)e->cap_sets + 1);
-    if (!c->rule_final || !c->items || !c->set_start || !c->set_acc || h_reset(c)) {
+    if (!c->rule_final || !c->keep || !c->items || !c->set_start || !c->set_acc || h_reset(c)) {
         earley_free(c);
         return NULL;
     }
     memcpy(c->rule_final, e->rule_final, sizeof *c->rule_final * ((size_t)e->g->n_rules + 1));
+    memcpy(c->keep, e->keep, (size_t)e->g->n_states + 1);
     memcpy(c->items, e->items, sizeof *c->items * (size_t)e->n_items);
     memcpy(c->set_start, e->set_start, sizeof *c->set_start * ((size_t)e->n_sets + 1));
     memcpy(c->set_acc, e->set_acc, (size_t)e->n_sets);
@@ -228,15 +270,17 @@ int earley_push(earley *e, uint8_t b) {
             int32_t l = g->e_label[ed];
             if (l >= 0 && ((g->sets[l][b >> 5] >> (b & 31)) & 1) && add_item(e, g->e_to[ed], it.origin)) {
                 e->n_items = hi;
+                e->n_stack = 0;
                 return -1;
             }
         }
     }
-    if (e->n_items == hi) return 0;
+    if (e->n_items == hi && e->n_stack == 0) return 0;
     e->n_sets++;
     if (close_set(e, k + 1)) {
         e->n_sets--;
         e->n_items = hi;
+        e->n_stack = 0;
         return -1;
     }
     e->set_start[k + 2] = e->n_items;
@@ -263,4 +307,47 @@ void earley_next_bytes(const earley *e, uint32_t out[8]) {
             if (l >= 0)
                 for (int w = 0; w < 8; w++) out[w] |= g->sets[l][w];
         }
+}
+
+int earley_key(const earley *e, int32_t **out, size_t *n) {
+    int32_t k = e->n_sets - 1;
+    /* canonical numbers of the sets reached, found in visiting order */
+    int32_t *num = malloc(sizeof *num * (size_t)e->n_sets), *queue = malloc(sizeof *queue * (size_t)e->n_sets);
+    size_t cap = 64, len = 0;
+    int32_t *key = malloc(sizeof *key * cap);
+    if (!num || !queue || !key) goto oom;
+    for (int32_t i = 0; i < e->n_sets; i++) num[i] = -1;
+    int32_t qh = 0, qt = 0;
+    num[k] = qt;
+    queue[qt++] = k;
+    while (qh < qt) {
+        int32_t set = queue[qh++];
+        int32_t lo = e->set_start[set], hi = e->set_start[set + 1];
+        if (len + 2 * (size_t)(hi - lo) + 1 > cap) {
+            while (len + 2 * (size_t)(hi - lo) + 1 > cap) cap *= 2;
+            int32_t *nk = realloc(key, sizeof *nk * cap);
+            if (!nk) goto oom;
+            key = nk;
+        }
+        key[len++] = hi - lo;
+        for (int32_t i = lo; i < hi; i++) {
+            int32_t o = e->items[i].origin;
+            if (num[o] < 0) {
+                num[o] = qt;
+                queue[qt++] = o;
+            }
+            key[len++] = e->items[i].q;
+            key[len++] = num[o];
+        }
+    }
+    free(num);
+    free(queue);
+    *out = key;
+    *n = len;
+    return 0;
+oom:
+    free(num);
+    free(queue);
+    free(key);
+    return -1;
 }

@@ -44,7 +44,7 @@ def _uri(s):
 
 def main(path):
     bad = n = 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             case = json.loads(line)
             n += 1
