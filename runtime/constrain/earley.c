@@ -33,8 +33,11 @@ struct earley {
     int32_t *set_start; /* set k: items[set_start[k] .. set_start[k+1]) */
     uint8_t *set_acc;
     int32_t n_sets, cap_sets;
-    /* dedup table for the set being built: a slot is in use when its
+    /* dedup for the set being built: the first origin of each state is in
+     * sgen/sorig, further ones in the hash table; an entry is live when its
      * generation is the current one, so a reset is one increment */
+    uint32_t *sgen;
+    int32_t *sorig;
     int64_t *hkey;
     uint32_t *hgen, gen;
     int32_t hcap, hcount;
@@ -67,6 +70,11 @@ static uint64_t ih(int64_t k) {
 }
 
 static int h_reset(earley *e) {
+    if (!e->sgen) {
+        e->sgen = calloc((size_t)e->g->n_states + 1, sizeof *e->sgen);
+        e->sorig = malloc(sizeof *e->sorig * ((size_t)e->g->n_states + 1));
+        if (!e->sgen || !e->sorig) return -1;
+    }
     if (!e->hkey) {
         e->hcap = 64;
         e->hkey = malloc(sizeof *e->hkey * (size_t)e->hcap);
@@ -75,6 +83,7 @@ static int h_reset(earley *e) {
     }
     if (++e->gen == 0) {
         memset(e->hgen, 0, sizeof *e->hgen * (size_t)e->hcap);
+        memset(e->sgen, 0, sizeof *e->sgen * (size_t)e->g->n_states);
         e->gen = 1;
     }
     e->hcount = 0;
@@ -82,6 +91,8 @@ static int h_reset(earley *e) {
 }
 
 static bool h_has(const earley *e, int32_t q, int32_t o) {
+    if (e->sgen[q] != e->gen) return false;
+    if (e->sorig[q] == o) return true;
     int64_t k = ((int64_t)q << 32) | (uint32_t)o;
     for (uint64_t h = ih(k) & (uint64_t)(e->hcap - 1);; h = (h + 1) & (uint64_t)(e->hcap - 1)) {
         if (e->hgen[h] != e->gen) return false;
@@ -91,6 +102,12 @@ static bool h_has(const earley *e, int32_t q, int32_t o) {
 
 /* Inserts; returns 1 when new, 0 when present, -1 out of memory. */
 static int h_add(earley *e, int32_t q, int32_t o) {
+    if (e->sgen[q] != e->gen) {
+        e->sgen[q] = e->gen;
+        e->sorig[q] = o;
+        return 1;
+    }
+    if (e->sorig[q] == o) return 0;
     if ((e->hcount + 1) * 2 > e->hcap) {
         int32_t cap = e->hcap * 2;
         int64_t *t = malloc(sizeof *t * (size_t)cap);
@@ -103,16 +120,15 @@ static int h_add(earley *e, int32_t q, int32_t o) {
         for (int32_t i = 0; i < e->hcap; i++) {
             if (e->hgen[i] != e->gen) continue;
             uint64_t h = ih(e->hkey[i]) & (uint64_t)(cap - 1);
-            while (g[h]) h = (h + 1) & (uint64_t)(cap - 1);
+            while (g[h] == e->gen) h = (h + 1) & (uint64_t)(cap - 1);
             t[h] = e->hkey[i];
-            g[h] = 1;
+            g[h] = e->gen;
         }
         free(e->hkey);
         free(e->hgen);
         e->hkey = t;
         e->hgen = g;
         e->hcap = cap;
-        e->gen = 1;
     }
     int64_t k = ((int64_t)q << 32) | (uint32_t)o;
     uint64_t h = ih(k) & (uint64_t)(e->hcap - 1);
@@ -230,6 +246,8 @@ void earley_free(earley *e) {
     free(e->set_acc);
     free(e->hkey);
     free(e->hgen);
+    free(e->sgen);
+    free(e->sorig);
     free(e);
 }
 
