@@ -814,6 +814,7 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
     }
     if (st == -2) goto oom;
     int32_t memo_from[256], memo_res[256];
+    uint32_t bhash[256];
     for (int32_t cur = 0; cur < s.acc.n; cur++) {
         for (int32_t c = 0; c < K; c++) bucket[c].n = 0;
         int32_t off = s.key_off.v[cur], len = s.key_len.v[cur];
@@ -833,9 +834,11 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
         for (int32_t c = 0; c < K; c++) {
             int32_t t = -1;
             if (bucket[c].n) {
+                uint32_t bh = key_hash(bucket[c].v, bucket[c].n, false);
+                bhash[c] = bh;
                 for (int32_t k2 = 0; k2 < nmemo; k2++) {
                     i32v *o = &bucket[memo_from[k2]];
-                    if (o->n == bucket[c].n &&
+                    if (bhash[memo_from[k2]] == bh && o->n == bucket[c].n &&
                         memcmp(o->v, bucket[c].v, sizeof(int32_t) * (size_t)o->n) == 0) {
                         t = memo_res[k2];
                         goto have;
