@@ -154,6 +154,14 @@ int32_t earley_depth(const earley *e);  /* sets pushed after the first */
 bool earley_accepting(const earley *e);
 /* Bytes that some item of the last set can scan (256 bits). */
 void earley_next_bytes(const earley *e, uint32_t out[8]);
+/* A memo for one walk of pushes and pops that never pops below where it
+ * began (a token-mask walk): a set whose items all have origins older than
+ * the walk is a function of its parent set and the byte, so such sets are
+ * interned and their transitions remembered, and a repeated push copies the
+ * remembered set instead of scanning and closing again. */
+int earley_walk_begin(earley *e);
+int earley_walk_push(earley *e, uint8_t b); /* as earley_push */
+void earley_walk_end(earley *e);
 /* Writes into *out (malloc'd, caller frees; *n ints) a key of what decides
  * the recogniser's future: the last set and every set its items' origins
  * reach, with origins renumbered in visiting order. Equal keys: equal

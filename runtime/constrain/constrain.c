@@ -518,10 +518,11 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
 static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t hi, int32_t base,
                            uint32_t *mask) {
     int32_t count = 0, e0 = earley_depth(e);
+    bool memo = earley_walk_begin(e) == 0;
     for (int32_t i = lo; i < hi;) {
         int32_t dep = v->node[i].depth - base;
         while (earley_depth(e) > e0 + dep - 1) earley_pop(e);
-        int r = earley_push(e, v->node[i].byte);
+        int r = memo ? earley_walk_push(e, v->node[i].byte) : earley_push(e, v->node[i].byte);
         if (r < 0) {
             count = -1;
             break;
@@ -534,6 +535,7 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
         i++;
     }
     while (earley_depth(e) > e0) earley_pop(e);
+    if (memo) earley_walk_end(e);
     return count;
 }
 

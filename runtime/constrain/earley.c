@@ -22,8 +22,26 @@ typedef struct item {
     int32_t q, origin;
 } item;
 
+typedef struct wmemo {
+    int32_t base;        /* sets at or above this index were pushed by the walk */
+    item *items;         /* interned sets, concatenated */
+    int32_t n_items, cap_items;
+    int32_t *off, *len;  /* per interned set */
+    uint8_t *acc;
+    uint32_t *hash;
+    int32_t n_ids, cap_ids;
+    int32_t *trans;      /* n_ids x 256: next id, W_DEAD, or W_UNKNOWN */
+    int32_t *tab;        /* open addressing over ids */
+    int32_t tab_cap;
+    int32_t *set_id;     /* per chart set: id, W_NONE (not internable) or W_UNKNOWN */
+    int32_t cap_sets;
+} wmemo;
+
+enum { W_UNKNOWN = -2, W_DEAD = -1, W_NONE = -3, W_MAX_IDS = 4096 };
+
 struct earley {
     const cons_nfa *g;
+    wmemo *w;
     int32_t *rule_final; /* final state of each rule (-1: inlined) */
     uint8_t *keep;       /* state is stored in sets (scans, calls or completes) */
     item *stack;         /* epsilon-only states being closed (never stored) */
@@ -42,6 +60,8 @@ struct earley {
     uint32_t *hgen, gen;
     int32_t hcap, hcount;
 };
+
+static void wmemo_free(wmemo *w);
 
 static int grow_items(earley *e) {
     int32_t cap = e->cap_items ? e->cap_items * 2 : 256;
@@ -238,6 +258,7 @@ fail:
 
 void earley_free(earley *e) {
     if (!e) return;
+    wmemo_free(e->w);
     free(e->rule_final);
     free(e->keep);
     free(e->stack);
@@ -368,4 +389,156 @@ oom:
     free(queue);
     free(key);
     return -1;
+}
+
+/* ---- walk memo ------------------------------------------------------------- */
+
+static void wmemo_free(wmemo *w) {
+    if (!w) return;
+    free(w->items);
+    free(w->off);
+    free(w->len);
+    free(w->acc);
+    free(w->hash);
+    free(w->trans);
+    free(w->tab);
+    free(w->set_id);
+    free(w);
+}
+
+int earley_walk_begin(earley *e) {
+    wmemo *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    w->base = e->n_sets;
+    w->tab_cap = 256;
+    w->tab = malloc(sizeof *w->tab * (size_t)w->tab_cap);
+    w->cap_sets = e->n_sets + 64;
+    w->set_id = malloc(sizeof *w->set_id * (size_t)w->cap_sets);
+    if (!w->tab || !w->set_id) {
+        wmemo_free(w);
+        return -1;
+    }
+    for (int32_t i = 0; i < w->tab_cap; i++) w->tab[i] = -1;
+    for (int32_t i = 0; i < w->cap_sets; i++) w->set_id[i] = W_UNKNOWN;
+    e->w = w;
+    return 0;
+}
+
+void earley_walk_end(earley *e) {
+    wmemo_free(e->w);
+    e->w = NULL;
+}
+
+/* The id of chart set k (interned now if it can be), or W_NONE. */
+static int32_t w_intern(earley *e, int32_t k) {
+    wmemo *w = e->w;
+    int32_t lo = e->set_start[k], hi = e->set_start[k + 1], n = hi - lo;
+    uint32_t h = 2166136261u ^ (uint32_t)e->set_acc[k];
+    for (int32_t i = lo; i < hi; i++) {
+        if (e->items[i].origin >= w->base) return W_NONE;
+        h = (h ^ (uint32_t)e->items[i].q) * 16777619u;
+        h = (h ^ (uint32_t)e->items[i].origin) * 16777619u;
+    }
+    for (uint32_t slot = h & (uint32_t)(w->tab_cap - 1);; slot = (slot + 1) & (uint32_t)(w->tab_cap - 1)) {
+        int32_t id = w->tab[slot];
+        if (id < 0) break;
+        if (w->hash[id] == h && w->len[id] == n && w->acc[id] == e->set_acc[k] &&
+            memcmp(w->items + w->off[id], e->items + lo, sizeof(item) * (size_t)n) == 0)
+            return id;
+    }
+    if (w->n_ids >= W_MAX_IDS) return W_NONE;
+    if (w->n_ids == w->cap_ids) {
+        int32_t cap = w->cap_ids ? w->cap_ids * 2 : 64;
+        int32_t *off = realloc(w->off, sizeof *off * (size_t)cap);
+        if (off) w->off = off;
+        int32_t *len = realloc(w->len, sizeof *len * (size_t)cap);
+        if (len) w->len = len;
+        uint8_t *acc = realloc(w->acc, (size_t)cap);
+        if (acc) w->acc = acc;
+        uint32_t *hs = realloc(w->hash, sizeof *hs * (size_t)cap);
+        if (hs) w->hash = hs;
+        int32_t *tr = realloc(w->trans, sizeof *tr * (size_t)cap * 256);
+        if (tr) w->trans = tr;
+        if (!off || !len || !acc || !hs || !tr) return W_NONE;
+        w->cap_ids = cap;
+    }
+    if (w->n_items + n > w->cap_items) {
+        int32_t cap = w->cap_items ? w->cap_items : 256;
+        while (w->n_items + n > cap) cap *= 2;
+        item *v = realloc(w->items, sizeof *v * (size_t)cap);
+        if (!v) return W_NONE;
+        w->items = v;
+        w->cap_items = cap;
+    }
+    if ((w->n_ids + 1) * 2 > w->tab_cap) {
+        int32_t cap = w->tab_cap * 2;
+        int32_t *t = malloc(sizeof *t * (size_t)cap);
+        if (!t) return W_NONE;
+        for (int32_t i = 0; i < cap; i++) t[i] = -1;
+        for (int32_t id = 0; id < w->n_ids; id++) {
+            uint32_t slot = w->hash[id] & (uint32_t)(cap - 1);
+            while (t[slot] >= 0) slot = (slot + 1) & (uint32_t)(cap - 1);
+            t[slot] = id;
+        }
+        free(w->tab);
+        w->tab = t;
+        w->tab_cap = cap;
+    }
+    int32_t id = w->n_ids++;
+    w->off[id] = w->n_items;
+    w->len[id] = n;
+    w->acc[id] = e->set_acc[k];
+    w->hash[id] = h;
+    memcpy(w->items + w->n_items, e->items + lo, sizeof(item) * (size_t)n);
+    w->n_items += n;
+    for (int b = 0; b < 256; b++) w->trans[(size_t)id * 256 + (size_t)b] = W_UNKNOWN;
+    uint32_t slot = h & (uint32_t)(w->tab_cap - 1);
+    while (w->tab[slot] >= 0) slot = (slot + 1) & (uint32_t)(w->tab_cap - 1);
+    w->tab[slot] = id;
+    return id;
+}
+
+int earley_walk_push(earley *e, uint8_t b) {
+    wmemo *w = e->w;
+    int32_t k = e->n_sets - 1;
+    if (!w) return earley_push(e, b);
+    if (e->n_sets + 1 >= w->cap_sets) {
+        int32_t cap = w->cap_sets * 2;
+        int32_t *v = realloc(w->set_id, sizeof *v * (size_t)cap);
+        if (!v) return earley_push(e, b);
+        for (int32_t i = w->cap_sets; i < cap; i++) v[i] = W_UNKNOWN;
+        w->set_id = v;
+        w->cap_sets = cap;
+    }
+    int32_t id = w->set_id[k];
+    if (id == W_UNKNOWN) id = w->set_id[k] = w_intern(e, k);
+    if (id >= 0) {
+        int32_t t = w->trans[(size_t)id * 256 + b];
+        if (t == W_DEAD) return 0;
+        if (t >= 0) {
+            /* the remembered set, copied in */
+            int32_t n = w->len[t];
+            if (e->n_sets + 1 >= e->cap_sets && grow_sets(e)) return -1;
+            while (e->n_items + n > e->cap_items)
+                if (grow_items(e)) return -1;
+            memcpy(e->items + e->n_items, w->items + w->off[t], sizeof(item) * (size_t)n);
+            e->n_items += n;
+            e->set_acc[k + 1] = w->acc[t];
+            e->n_sets++;
+            e->set_start[k + 2] = e->n_items;
+            w->set_id[k + 1] = t;
+            return 1;
+        }
+    }
+    int r = earley_push(e, b);
+    if (r < 0) return r;
+    if (r == 0) {
+        if (id >= 0) w->trans[(size_t)id * 256 + b] = W_DEAD;
+        return 0;
+    }
+    int32_t nid = w_intern(e, k + 1);
+    w->set_id[k + 1] = nid;
+    /* id may have moved the trans table: index again */
+    if (id >= 0 && nid >= 0) w->trans[(size_t)id * 256 + b] = nid;
+    return 1;
 }
