@@ -357,17 +357,20 @@ static cn *gen_string(sctx *c, const cJSON *s, const char *ptr) {
 
 static cn *any_value(sctx *c, int depth);
 
+/* Whitespace (flexible policy) follows every '{' '[' ',' ':' and every
+ * value, never two runs side by side, so no run exceeds ws_max. */
 static cn *json_map(sctx *c, cn *value) {
     cons_grammar *g = c->g;
-    cn *pair = cn_cat(g, (cn *[]){json_string(c, 0, -1), ws(c), cn_byte(g, ':'), ws(c), value}, 5);
-    cn *more = cn_rep(g, cn_cat(g, (cn *[]){ws(c), cn_byte(g, ','), ws(c), pair}, 4), 0, -1);
-    return cn_cat(g, (cn *[]){cn_byte(g, '{'), ws(c), cn_opt(g, cn_cat2(g, pair, more)), ws(c), cn_byte(g, '}')}, 5);
+    cn *pair = cn_cat(g, (cn *[]){json_string(c, 0, -1), ws(c), cn_byte(g, ':'), ws(c), value, ws(c)}, 6);
+    cn *more = cn_rep(g, cn_cat3(g, cn_byte(g, ','), ws(c), pair), 0, -1);
+    return cn_cat(g, (cn *[]){cn_byte(g, '{'), ws(c), cn_opt(g, cn_cat2(g, pair, more)), cn_byte(g, '}')}, 4);
 }
 
 static cn *json_list(sctx *c, cn *value) {
     cons_grammar *g = c->g;
-    cn *more = cn_rep(g, cn_cat(g, (cn *[]){ws(c), cn_byte(g, ','), ws(c), value}, 4), 0, -1);
-    return cn_cat(g, (cn *[]){cn_byte(g, '['), ws(c), cn_opt(g, cn_cat2(g, value, more)), ws(c), cn_byte(g, ']')}, 5);
+    cn *item = cn_cat2(g, value, ws(c));
+    cn *more = cn_rep(g, cn_cat3(g, cn_byte(g, ','), ws(c), item), 0, -1);
+    return cn_cat(g, (cn *[]){cn_byte(g, '['), ws(c), cn_opt(g, cn_cat2(g, item, more)), cn_byte(g, ']')}, 4);
 }
 
 static cn *any_value(sctx *c, int depth) {
@@ -523,7 +526,7 @@ static cn *gen_object(sctx *c, const cJSON *s, const char *ptr) {
         cJSON *key = cJSON_CreateString(pr->string);
         cn *kl = key ? literal(c, key) : NULL;
         cJSON_Delete(key);
-        P[i] = cn_cat(g, (cn *[]){kl, ws(c), cn_byte(g, ':'), ws(c), v}, 5);
+        P[i] = cn_cat(g, (cn *[]){kl, ws(c), cn_byte(g, ':'), ws(c), v, ws(c)}, 6);
         opt[i] = true;
         for (const cJSON *r = req ? req->child : NULL; r; r = r->next)
             if (strcmp(r->valuestring, pr->string) == 0) opt[i] = false;
@@ -537,13 +540,13 @@ static cn *gen_object(sctx *c, const cJSON *s, const char *ptr) {
             goto out;
         }
     }
-    cn *close = cn_cat2(g, ws(c), cn_byte(g, '}'));
+    cn *close = cn_byte(g, '}');
     g->rules[S[k]].body = close;
     g->rules[A[k]].body = close;
     bool all_opt = true;
     for (int32_t j = 0; j < k; j++) all_opt = all_opt && opt[j];
     for (int32_t j = k - 1; j >= 0; j--) {
-        cn *emit = cn_cat(g, (cn *[]){ws(c), cn_byte(g, ','), ws(c), P[j], cn_ref(g, S[j + 1])}, 5);
+        cn *emit = cn_cat(g, (cn *[]){cn_byte(g, ','), ws(c), P[j], cn_ref(g, S[j + 1])}, 4);
         g->rules[S[j]].body = opt[j] ? cn_alt2(g, emit, cn_ref(g, S[j + 1])) : emit;
         cn *first = cn_cat2(g, P[j], cn_ref(g, S[j + 1]));
         g->rules[A[j]].body = opt[j] ? cn_alt2(g, first, cn_ref(g, A[j + 1])) : first;
@@ -597,7 +600,9 @@ static cn *gen_array(sctx *c, const cJSON *s, const char *ptr) {
     /* built from the end: tail(i) = the elements from position i on */
     int32_t top = np > min ? np : min;
     if (max >= 0 && top > max) top = max;
-    cn *sep = cn_cat3(g, ws(c), cn_byte(g, ','), ws(c));
+    cn *sep = cn_cat2(g, cn_byte(g, ','), ws(c));
+    if (item) item = cn_cat2(g, item, ws(c));
+    for (int32_t j = 0; j < np; j++) pv[j] = cn_cat2(g, pv[j], ws(c));
     cn *tail;
     if ((max >= 0 && top >= max) || (no_more && top >= np))
         tail = cn_empty(g);
@@ -614,7 +619,7 @@ static cn *gen_array(sctx *c, const cJSON *s, const char *ptr) {
         tail = j < min ? e : cn_opt(g, e);
     }
     free(pv);
-    return cn_cat(g, (cn *[]){cn_byte(g, '['), ws(c), tail, ws(c), cn_byte(g, ']')}, 5);
+    return cn_cat3(g, cn_cat2(g, cn_byte(g, '['), ws(c)), tail, cn_byte(g, ']'));
 }
 
 static const char *const known[] = {

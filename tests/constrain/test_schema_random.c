@@ -158,6 +158,27 @@ static bool complete(cons_matcher *m, sgl_strbuf *out) {
     return cons_matcher_accepting(m);
 }
 
+/* Longest run of whitespace outside JSON strings. */
+static int ws_run(const char *t, size_t n) {
+    int run = 0, best = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = t[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') in_str = false;
+            continue;
+        }
+        if (ch == '"') in_str = true;
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            if (++run > best) best = run;
+        } else {
+            run = 0;
+        }
+    }
+    return best;
+}
+
 static void test_random_schemas(void) {
     const char *root = getenv("SGL_SOURCE_ROOT");
     char path[512], cmd[1200];
@@ -223,6 +244,9 @@ static void test_random_schemas(void) {
                 n_complete++;
             }
             CHECK(cons_program_match(p, out.data ? out.data : "", out.len));
+            /* whitespace never runs longer than the policy allows */
+            CHECK_MSG(ws_run(out.data ? out.data : "", out.len) <= (o.ws_flexible ? o.ws_max : 0),
+                      "whitespace run in \"%s\"", out.data ? out.data : "");
             cJSON *line = cJSON_CreateObject();
             cJSON_AddItemToObject(line, "schema", cJSON_Duplicate(schema, true));
             cJSON_AddItemToObject(line, "text", cJSON_CreateString(out.data ? out.data : ""));
