@@ -171,80 +171,120 @@ static int utf8_encode(uint32_t c, uint8_t *o) {
     return 4;
 }
 
-typedef struct alts {
-    cn **v;
-    int32_t n, cap;
-    uint32_t ascii[8];
-    bool has_ascii;
-} alts;
+/* UTF-8 sequences of one length: byte ranges lo[i]..hi[i] per position. */
+typedef struct useq {
+    uint8_t lo[4], hi[4];
+} useq;
 
-static int alts_push(alts *a, cn *x) {
-    if (!x) return -1;
+typedef struct useqs {
+    useq *v;
+    int32_t n, cap;
+} useqs;
+
+static int useq_push(useqs *a, const uint8_t *lo, const uint8_t *hi, int n) {
     if (a->n == a->cap) {
         int32_t cap = a->cap ? a->cap * 2 : 16;
-        cn **v = realloc(a->v, sizeof *v * (size_t)cap);
+        useq *v = realloc(a->v, sizeof *v * (size_t)cap);
         if (!v) return -1;
         a->v = v;
         a->cap = cap;
     }
-    a->v[a->n++] = x;
+    memcpy(a->v[a->n].lo, lo, (size_t)n);
+    memcpy(a->v[a->n].hi, hi, (size_t)n);
+    a->n++;
     return 0;
 }
 
 /* Splits lo..hi into ranges whose UTF-8 encodings are byte-range products
- * (the classic construction), appending one CAT of byte sets per range. */
-static int utf8_split(cons_grammar *g, alts *a, uint32_t lo, uint32_t hi, int depth) {
+ * (the classic construction), appending each to by_len[length - 1]. */
+static int utf8_split(useqs *by_len, uint32_t lo, uint32_t hi, int depth) {
     if (lo > hi) return 0;
     if (depth > 64) return -1;
     if (lo <= 0xDFFF && hi >= 0xD800) {
-        if (lo < 0xD800 && utf8_split(g, a, lo, 0xD7FF, depth + 1)) return -1;
-        if (hi > 0xDFFF && utf8_split(g, a, 0xE000, hi, depth + 1)) return -1;
+        if (lo < 0xD800 && utf8_split(by_len, lo, 0xD7FF, depth + 1)) return -1;
+        if (hi > 0xDFFF && utf8_split(by_len, 0xE000, hi, depth + 1)) return -1;
         return 0;
     }
     static const uint32_t bounds[3] = {0x7F, 0x7FF, 0xFFFF};
     for (int i = 0; i < 3; i++)
         if (lo <= bounds[i] && hi > bounds[i])
-            return utf8_split(g, a, lo, bounds[i], depth + 1) ||
-                   utf8_split(g, a, bounds[i] + 1, hi, depth + 1) ? -1 : 0;
-    if (hi <= 0x7F) {
-        for (uint32_t c = lo; c <= hi; c++) a->ascii[c >> 5] |= 1u << (c & 31);
-        a->has_ascii = true;
-        return 0;
-    }
+            return utf8_split(by_len, lo, bounds[i], depth + 1) ||
+                   utf8_split(by_len, bounds[i] + 1, hi, depth + 1) ? -1 : 0;
     uint8_t x[4], y[4];
     int n = utf8_encode(lo, x);
     for (int i = 1; i < n; i++) {
         uint32_t m = (1u << (6 * i)) - 1;
         if ((lo & ~m) != (hi & ~m)) {
             if ((lo & m) != 0)
-                return utf8_split(g, a, lo, lo | m, depth + 1) ||
-                       utf8_split(g, a, (lo | m) + 1, hi, depth + 1) ? -1 : 0;
+                return utf8_split(by_len, lo, lo | m, depth + 1) ||
+                       utf8_split(by_len, (lo | m) + 1, hi, depth + 1) ? -1 : 0;
             if ((hi & m) != m)
-                return utf8_split(g, a, lo, (hi & ~m) - 1, depth + 1) ||
-                       utf8_split(g, a, hi & ~m, hi, depth + 1) ? -1 : 0;
+                return utf8_split(by_len, lo, (hi & ~m) - 1, depth + 1) ||
+                       utf8_split(by_len, hi & ~m, hi, depth + 1) ? -1 : 0;
         }
     }
     utf8_encode(hi, y);
-    cn *seq[4];
-    for (int i = 0; i < n; i++) seq[i] = cn_range(g, x[i], y[i]);
-    return alts_push(a, cn_cat(g, seq, n));
+    return useq_push(&by_len[n - 1], x, y, n);
+}
+
+/* Sequences v[0..n) of length len as a tree that shares common suffixes:
+ * grouped by their last byte range, each group is (its prefixes, factored
+ * the same way) followed by that range, so the automaton reaches one state
+ * for "one continuation byte left" whatever the lead byte was. */
+static cn *factor(cons_grammar *g, useq *v, int32_t n, int len) {
+    if (len == 1) {
+        uint32_t set[8] = {0};
+        for (int32_t i = 0; i < n; i++)
+            for (unsigned b = v[i].lo[0]; b <= v[i].hi[0]; b++) set[b >> 5] |= 1u << (b & 31);
+        return cn_set(g, set);
+    }
+    cn **alts = malloc(sizeof *alts * (size_t)n);
+    useq *grp = malloc(sizeof *grp * (size_t)n);
+    uint8_t *done = calloc((size_t)n, 1);
+    cn *res = NULL;
+    int32_t na = 0;
+    if (!alts || !grp || !done) goto out;
+    for (int32_t i = 0; i < n; i++) {
+        if (done[i]) continue;
+        int32_t ng = 0;
+        uint8_t l = v[i].lo[len - 1], h = v[i].hi[len - 1];
+        for (int32_t j = i; j < n; j++)
+            if (!done[j] && v[j].lo[len - 1] == l && v[j].hi[len - 1] == h) {
+                done[j] = 1;
+                grp[ng++] = v[j];
+            }
+        cn *pre = factor(g, grp, ng, len - 1);
+        if (!pre) goto out;
+        alts[na++] = cn_cat2(g, pre, cn_range(g, l, h));
+    }
+    res = cn_alt(g, alts, na);
+out:
+    if (!res) g->oom = 1;
+    free(alts);
+    free(grp);
+    free(done);
+    return res;
 }
 
 cn *cn_codepoints(cons_grammar *g, const uint32_t *lo, const uint32_t *hi, int32_t n) {
-    alts a = {0};
-    for (int32_t i = 0; i < n; i++) {
-        if (utf8_split(g, &a, lo[i], hi[i] > 0x10FFFF ? 0x10FFFF : hi[i], 0)) {
-            free(a.v);
+    useqs by_len[4] = {{0}};
+    cn *alts[4];
+    int32_t na = 0;
+    cn *r = NULL;
+    for (int32_t i = 0; i < n; i++)
+        if (utf8_split(by_len, lo[i], hi[i] > 0x10FFFF ? 0x10FFFF : hi[i], 0)) {
             g->oom = 1;
-            return NULL;
+            goto out;
         }
+    for (int len = 1; len <= 4; len++) {
+        if (!by_len[len - 1].n) continue;
+        cn *x = factor(g, by_len[len - 1].v, by_len[len - 1].n, len);
+        if (!x) goto out;
+        alts[na++] = x;
     }
-    if (a.has_ascii && alts_push(&a, cn_set(g, a.ascii))) {
-        free(a.v);
-        return NULL;
-    }
-    cn *r = a.n ? cn_alt(g, a.v, a.n) : NULL;
-    free(a.v);
+    r = na ? cn_alt(g, alts, na) : NULL;
+out:
+    for (int len = 0; len < 4; len++) free(by_len[len].v);
     return r;
 }
 

@@ -128,9 +128,10 @@ static int build_choices(cons_grammar *g, const char *text, size_t len, cons_dia
         alts[i] = cn_str(g, c->valuestring);
     }
     int32_t r = cg_rule_add(g, NULL, 0, -1);
-    if (r >= 0) g->rules[r].body = cn_alt(g, alts, n);
+    cn *body = cn_alt(g, alts, n);
+    if (r >= 0) g->rules[r].body = body;
     free(alts);
-    if (r < 0 || !g->rules[r].body) goto oom;
+    if (r < 0 || !body) goto oom;
     g->start = r;
     rc = 0;
     goto out;
@@ -163,9 +164,10 @@ cons_program *cons_compile(cons_kind kind, const char *text, size_t len, const c
             cons_diag_set(diag, -1, "out of memory");
             break;
         }
-        g.rules[r].body = cons_regex_parse(&g, text ? text : "", len, false, diag);
+        cn *body = cons_regex_parse(&g, text ? text : "", len, false, diag);
+        g.rules[r].body = body;
         g.start = r;
-        rc = g.rules[r].body ? 0 : -1;
+        rc = body ? 0 : -1;
         break;
     }
     case CONS_CHOICES: rc = build_choices(&g, text, len, diag); break;
