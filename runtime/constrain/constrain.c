@@ -17,6 +17,9 @@
 #include "runtime/constrain/cons_internal.h"
 
 #define MAX_TOKEN_BYTES 4096
+/* Mask classes tell states apart by strings up to this long; the few longer
+ * tokens are checked one by one from the actual state on every cached mask. */
+#define CLASS_DEPTH 16
 
 struct cons_program {
     atomic_int refs;
@@ -69,6 +72,8 @@ struct cons_vocab {
         int32_t tok;
     } *node;
     int32_t *toks;
+    int32_t *long_toks; /* text tokens longer than CLASS_DEPTH */
+    int32_t n_long;
 };
 
 struct cons_matcher {
@@ -441,6 +446,10 @@ cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const siz
     }
     while (depth > 0) v->node[pstack[--depth]].skip = nn;
     v->n_nodes = nn;
+    v->long_toks = malloc(sizeof *v->long_toks * ((size_t)nt + 1));
+    if (!v->long_toks) goto oom;
+    for (int32_t t = 0; t < nt; t++)
+        if (refs[t].n > CLASS_DEPTH) v->long_toks[v->n_long++] = refs[t].id;
     free(refs);
     free(pstack);
     return v;
@@ -462,6 +471,7 @@ void cons_vocab_free(cons_vocab *v) {
     free(v->len);
     free(v->node);
     free(v->toks);
+    free(v->long_toks);
     free(v);
 }
 
@@ -635,7 +645,8 @@ static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
 }
 
 /* Mask classes: two states get the same mask when no byte string of at most
- * `depth` bytes (the longest token) keeps one alive and kills the other.
+ * `depth` bytes keeps one alive and kills the other (with depth the longest
+ * token, or CLASS_DEPTH and longer tokens checked per state).
  * Moore refinement for at most depth rounds, where "dead" is its own class;
  * a string of maxLength 200 then needs a handful of walks, not 200. Writes
  * the class of every state into cls and returns the class count, or -1. */
@@ -698,7 +709,7 @@ static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
     if (!c) return NULL;
     int32_t N = p->dfa->n_states;
     c->cls = malloc(sizeof *c->cls * (size_t)N);
-    int32_t n = c->cls ? mask_classes(p->dfa, v->max_depth, c->cls) : -1;
+    int32_t n = c->cls ? mask_classes(p->dfa, v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH, c->cls) : -1;
     if (n < 0) {
         /* no merging: one class per state */
         n = N;
@@ -751,6 +762,22 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     pthread_mutex_unlock(&p->mu);
     if (hit) {
         memcpy(mask, hit, words * 4);
+        /* tokens longer than the class depth: as state s itself decides */
+        const cons_dfa *d = p->dfa;
+        for (int32_t i = 0; i < v->n_long; i++) {
+            int32_t t = v->long_toks[i], st = s;
+            const uint8_t *b = (const uint8_t *)v->blob + v->off[t];
+            for (size_t k2 = 0; k2 < v->len[t] && st >= 0; k2++) st = d->delta[(size_t)st * d->n_cls + d->cls[b[k2]]];
+            uint32_t bit = 1u << (t & 31);
+            bool was = mask[t >> 5] & bit;
+            if (st >= 0 && !was) {
+                mask[t >> 5] |= bit;
+                cnt++;
+            } else if (st < 0 && was) {
+                mask[t >> 5] &= ~bit;
+                cnt--;
+            }
+        }
         return cnt;
     }
     memset(mask, 0, words * 4);
