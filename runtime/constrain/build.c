@@ -527,6 +527,7 @@ typedef struct sc {
     i32v acc, delta;
     int32_t *tab;
     int32_t tab_cap;
+    int64_t work; /* NFA states visited by closures so far */
 } sc;
 
 static int cmp_i32(const void *x, const void *y) {
@@ -547,6 +548,7 @@ static int closure(sc *s, const int32_t *seeds, int32_t n, bool at_start, bool *
         if (v_push(&s->stack, seeds[i] * 2)) return -1;
     }
     while (s->stack.n) {
+        s->work++;
         int32_t x = s->stack.v[--s->stack.n];
         int32_t q = x >> 1, ended = x & 1;
         if (q == a->accept) *acc = true;
@@ -567,6 +569,7 @@ static int closure(sc *s, const int32_t *seeds, int32_t n, bool at_start, bool *
         }
     }
     if (s->imp.n > 1) qsort(s->imp.v, (size_t)s->imp.n, sizeof(int32_t), cmp_i32);
+    s->work += (int64_t)s->imp.n * 8; /* the sort and the key */
     return 0;
 }
 
@@ -772,6 +775,9 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
     int32_t N = a->n_states, budget = opt->max_states > 0 ? opt->max_states : 20000;
     /* the subset construction may overshoot what minimisation removes */
     int32_t sub_budget = budget > INT32_MAX / 4 ? INT32_MAX : budget * 4;
+    /* closures visit NFA states; nested nullable repetitions can make each
+     * closure huge, so their total is bounded too */
+    int64_t work_budget = (int64_t)budget * 2000;
     i32v *bucket = NULL;
     int32_t *live = NULL, *blk = NULL, *order = NULL, *pred_off = NULL, *pred = NULL;
     s.vis[0] = calloc((size_t)N, sizeof(int32_t));
@@ -827,6 +833,7 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
                     for (uint64_t bits = s.cmask[l][w]; bits; bits &= bits - 1) {
                         int32_t c = w * 64 + __builtin_ctzll(bits);
                         if (v_push(&bucket[c], a->e_to[e])) goto oom;
+                        s.work++;
                     }
             }
         }
@@ -845,6 +852,13 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
                     }
                 }
                 if (closure(&s, bucket[c].v, bucket[c].n, false, &acc)) goto oom;
+                if (s.work > work_budget) {
+                    cons_diag_set(diag, -1,
+                                  "constraint too large: building its DFA takes more than the work allowed "
+                                  "by the state budget max_states = %d",
+                                  budget);
+                    goto fail;
+                }
                 t = intern(&s, acc, sub_budget);
                 if (t == -2) goto oom;
                 if (t == -3) {
