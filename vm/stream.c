@@ -561,6 +561,7 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
         return;
     }
     vm_value meta = meta_base(r, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
+    if (meta.type == VM_MAP) vm_map_set_cstr(meta, "forced_tokens", vm_int(r->forced_tokens), NULL);
     if (meta.type == VM_MAP && a->sp.return_logprob)
         vm_map_set_cstr(meta, "logprobs", logprob_list(r->logprobs, r->n_logprobs), NULL);
     account(st, r->prompt_tokens, r->completion_tokens, r->cached_tokens);

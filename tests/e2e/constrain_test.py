@@ -121,6 +121,9 @@ def check_structured(res, what):
     expect(re.fullmatch(DATE, v.get('date', '')) is not None, '%s: date %r' % (what, v.get('date')))
     out = res.get('output', '').splitlines()
     cut = bool(out) and out[-1] == 'expr finish: length'
+    m = re.search(r'person tokens: (\d+) \((\d+) forced\)', res.get('output', ''))
+    expect(m is not None and int(m.group(2)) <= int(m.group(1)), '%s: person meta %r' % (what, m and m.group(0)))
+    res['person_forced'] = int(m.group(2)) if m else -1
     expect(valid_expr(v.get('expr', ''), prefix=cut), '%s: expr %r' % (what, v.get('expr')))
     expect(isinstance(v.get('legs'), int), '%s: legs %r' % (what, v.get('legs')))
     expect(isinstance(v.get('pi'), (int, float)), '%s: pi %r' % (what, v.get('pi')))
@@ -209,7 +212,9 @@ def e2e(sglc):
         expect(p.returncode == 0, '%s: exit %d: %s' % (what, p.returncode, p.stderr[-2000:]))
         if p.returncode != 0:
             continue
-        check_structured(json.loads(p.stdout), what)
+        res = json.loads(p.stdout)
+        check_structured(res, what)
+        expect((res['person_forced'] > 0) == jf, '%s: person forced %d' % (what, res['person_forced']))
         counts = forced_of(p.stderr)
         expect(counts is not None, '%s: --stats lacks forced tokens: %r' % (what, p.stderr))
         if counts:
