@@ -63,6 +63,8 @@ typedef struct checker {
     sgl_node **lets;      /* LET nodes of the frame, for unused warnings */
     size_t n_lets, cap_lets;
     const sgl_node *const_decl; /* checking this CONST's initializer */
+    const sgl_node **cons_seen; /* CONST nodes already compiled as a constraint */
+    size_t n_cons_seen, cap_cons_seen;
 } checker;
 
 static sgl_diag *err(checker *c, sgl_loc loc, const char *fmt, ...) SGL_PRINTF(3, 4);
@@ -433,8 +435,34 @@ static bool str_is(const sgl_node *n, const char *s) {
     return n->kind == SGL_AST_STRING && n->str.len == strlen(s) && !memcmp(n->str.bytes, s, n->str.len);
 }
 
+/* A constraint argument that names a const: the const's initializer when it
+ * is a literal seen here for the first time (so each const's constraint is
+ * compiled, and reported, once), else NULL. */
+static const sgl_node *constraint_const(checker *c, const sgl_node *v) {
+    sgl_binding b;
+    if (!lookup(c, v->name.name, &b) || b.kind != SGL_BIND_CONST || !b.decl || !b.decl->decl.value)
+        return NULL;
+    for (size_t i = 0; i < c->n_cons_seen; i++)
+        if (c->cons_seen[i] == b.decl) return NULL;
+    if (c->n_cons_seen == c->cap_cons_seen) {
+        size_t cap = c->cap_cons_seen ? c->cap_cons_seen * 2 : 8;
+        const sgl_node **n = realloc(c->cons_seen, cap * sizeof *n);
+        if (!n) return NULL;
+        c->cons_seen = n;
+        c->cap_cons_seen = cap;
+    }
+    c->cons_seen[c->n_cons_seen++] = b.decl;
+    const sgl_node *init = b.decl->decl.value;
+    return is_literal(init) ? init : NULL;
+}
+
 /* Checks a literal keyword argument value against its table entry. */
 static void check_kwarg_value(checker *c, const char *fn, const sgl_kwarg_info *k, const sgl_node *v) {
+    if (v->kind == SGL_AST_NAME &&
+        (k->type == SGL_KWT_REGEX || k->type == SGL_KWT_MAP_OR_STR || k->type == SGL_KWT_GRAMMAR)) {
+        v = constraint_const(c, v);
+        if (!v) return;
+    }
     if (!is_literal(v)) return;
     double x;
     bool is_int;
@@ -1252,4 +1280,5 @@ out:
     free(c.imports);
     free(c.locals.items);
     free(c.lets);
+    free(c.cons_seen);
 }
