@@ -3,6 +3,7 @@
  */
 #include "vm/fake_engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,15 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
         return;
     }
     const char *reply = rule ? rule->reply : (f->default_reply ? f->default_reply : "ok");
+    char sample[32];
+    if (!strcmp(reply, "{sample}")) {
+        /* Stands for sampled text: a function of the request's seed. */
+        if (sp->temperature > 0)
+            snprintf(sample, sizeof sample, "s%016llx", (unsigned long long)(sp->seed * 0x9e3779b97f4a7c15ULL));
+        else
+            snprintf(sample, sizeof sample, "greedy");
+        reply = sample;
+    }
     size_t n = strlen(reply);
     r->finish = SGL_FINISH_STOP;
     r->stop_token = 0;

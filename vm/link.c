@@ -5,6 +5,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
 
 typedef enum { ENT_GEN, ENT_SCORE_COND, ENT_SCORE_UNCOND, ENT_PREFILL } ent_kind;
 
@@ -28,6 +32,7 @@ struct vm_link {
     vm_link_stats stats;
     char *uncond_prompt;
     FILE *trace;
+    uint64_t run_seed;
 };
 
 void vm_link_set_trace(vm_link *l, FILE *out) { l->trace = out; }
@@ -59,6 +64,17 @@ vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
     if (!l) return NULL;
     l->engine = engine;
     l->ct = ct;
+    /* A fresh seed per run: two runs without --seed sample differently. */
+    uint64_t seed = 0;
+#if defined(__linux__)
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) seed = 0;
+#endif
+    if (!seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)l;
+    }
+    l->run_seed = seed;
     if (!ct) {
         l->own_ct = chat_template_from_family("plain", NULL);
         l->ct = l->own_ct;
@@ -96,6 +112,9 @@ void vm_link_wake(vm_link *l, void *fiber) {
 
 const chat_template *vm_link_template(vm_link *l) { return l->ct; }
 sgl_engine *vm_link_engine(vm_link *l) { return l->engine; }
+
+uint64_t vm_link_run_seed(const vm_link *l) { return l ? l->run_seed : 0; }
+void vm_link_set_run_seed(vm_link *l, uint64_t seed) { l->run_seed = seed; }
 
 void vm_link_set_uncond_prompt(vm_link *l, const char *text) {
     free(l->uncond_prompt);

@@ -21,6 +21,18 @@ const char *vm_role_name(vm_role r) {
 
 /* ---- gen args --------------------------------------------------------------- */
 
+/* splitmix64's finaliser over a running combination of the inputs. */
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c) {
+    return mix64(mix64(mix64(a) ^ b) ^ c);
+}
+
 vm_gen_args *vm_gen_args_new(void) {
     vm_gen_args *a = calloc(1, sizeof *a);
     if (!a) return NULL;
@@ -93,7 +105,10 @@ vm_value vm_stream_new(vm_link *link, vm_group *group) {
     vm_value v = {.type = VM_STREAM, .as.st = st};
     st->link = link;
     st->group = group;
-    if (group) group->rc++;
+    if (group) {
+        group->rc++;
+        st->seed_key = vm_seed_mix(group->seed_key, 0x5354 /* "ST" */, group->n_streams++);
+    }
     st->open_role = -1;
     st->vars = vm_map_new();
     st->meta = vm_map_new();
@@ -335,6 +350,12 @@ int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err) {
     }
     op->kind = VM_SOP_GEN;
     op->gen = args;
+    /* Numbered at queue time, in program order (see "Seeds" in stream.h). */
+    uint32_t nth = st->n_gens++;
+    if (!args->seed_fixed) {
+        uint64_t base = args->seed_base_set ? args->seed_base : vm_link_run_seed(st->link);
+        args->sp.seed = vm_seed_mix(base, st->seed_key, nth);
+    }
     bool was_idle = st->head == NULL;
     enqueue(st, op);
     if (was_idle) vm_stream_advance(st);
@@ -772,10 +793,12 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
     }
     vm_value list = vm_list_new((uint32_t)n);
     if (list.type != VM_LIST) goto oom;
+    uint32_t nth_fork = parent->n_forks++;
     for (int i = 0; i < n; i++) {
         vm_value cv = vm_stream_new(parent->link, parent->group);
         if (cv.type != VM_STREAM) goto oom;
         vm_stream *c = cv.as.st;
+        c->seed_key = vm_seed_mix(parent->seed_key, 0x464b0000ULL + nth_fork /* "FK" */, (uint64_t)i);
         vm_release(c->vars);
         vm_release(c->meta);
         vm_release(c->messages);

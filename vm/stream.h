@@ -67,7 +67,26 @@ typedef struct vm_gen_args {
     char **choices;
     int32_t n_choices;
     vm_select_method method;
+    /* Randomness (see "Seeds" below): seed_fixed = the call site gave seed=,
+     * sp.seed is used as is; otherwise sp.seed is derived when the op is
+     * queued, from seed_base (run_batch's or the run's seed=, when
+     * seed_base_set) or the link's per-run seed, and the stream's place. */
+    bool seed_fixed;
+    bool seed_base_set;
+    uint64_t seed_base;
 } vm_gen_args;
+
+/* Seeds. Every sampled request gets its own seed, derived from a base (the
+ * run's --seed / run_batch's seed=, else a fresh per-run seed) and its place
+ * in the program, never from scheduling order:
+ *   instance key  top-level spawn number, or (parent instance, its run_batch
+ *                 number, element index) for run_batch instances;
+ *   stream key    (instance key, stream number within the instance), or
+ *                 (parent stream key, fork number on the parent, branch);
+ *   request       (base, stream key, gen number on that stream).
+ * Counters advance in program order, so a seeded run is reproducible at any
+ * parallelism. Returns a 64-bit mix of its three inputs. */
+uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c);
 
 /* Returns a zeroed args record with SGLang's sampling defaults, or NULL. */
 vm_gen_args *vm_gen_args_new(void);
@@ -106,6 +125,9 @@ typedef struct vm_group {
     void **waiters;          /* fibers waiting for n_busy == 0 */
     uint32_t n_waiters, cap_waiters;
     int64_t prompt_tokens, completion_tokens, cached_tokens, requests;
+    uint64_t seed_key;       /* the instance's place (see "Seeds") */
+    uint32_t n_streams;      /* streams created so far (stream keys) */
+    uint32_t n_batches;      /* run_batch calls so far (child instance keys) */
     vm_value vars;           /* map: every variable its streams produced (last
                                 write wins; join's lists included), or none */
 } vm_group;
@@ -132,6 +154,9 @@ struct vm_stream {
     vm_prefill *prefill;     /* wait for this before the first request (retained) */
     char *error;             /* failure message (owned), or NULL */
     vm_stream *parent;       /* the stream this one was forked from (retained), or NULL */
+    uint64_t seed_key;       /* the stream's place (see "Seeds") */
+    uint32_t n_gens;         /* gen ops queued so far (request seeds) */
+    uint32_t n_forks;        /* forks of this stream so far (branch keys) */
     size_t fork_base;        /* text length when forked (join concat) */
     uint32_t fork_nvars;     /* variables inherited from the parent */
     void **waiters;

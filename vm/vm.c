@@ -48,6 +48,7 @@ typedef struct vm_batch {
     vm_inst **insts;    /* [n] */
     uint32_t n, next, n_done, running, parallel;
     vm_prefill *pf;     /* prefix hint, or NULL */
+    uint64_t seed_key;  /* instance i's key: mix(seed_key, i) */
 } vm_batch;
 
 typedef enum { FIB_RUNNABLE, FIB_PARKED, FIB_DONE } fib_state;
@@ -88,6 +89,7 @@ struct vm {
     int n_live; /* instances not done */
     vm_done_hook done_hook;
     void *done_ctx;
+    uint32_t n_spawned; /* top-level instances so far (their seed keys) */
 };
 
 vm_config vm_config_default(void) {
@@ -383,6 +385,7 @@ vm_inst *vm_spawn(vm *v, const sgl_module *m, uint32_t fn, const vm_value *args,
         sgl_error_set(err, "out of memory");
         return NULL;
     }
+    in->group->seed_key = vm_seed_mix(0x5350 /* "SP" */, v->n_spawned++, 0);
     if (inst_start(in, md, fn, args, n_args, fresh, err) < 0) {
         inst_fail_plain(in, err->msg);
         return NULL;
@@ -559,7 +562,10 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         if (x == 0) return sgl_error_set(err, "top_k must be -1 or >= 1, got 0");
         a->sp.top_k = (int32_t)x;
         break;
-    case SGL_KWARG_SEED: a->sp.seed = (uint64_t)x; break;
+    case SGL_KWARG_SEED:
+        a->sp.seed = (uint64_t)x;
+        a->seed_fixed = true;
+        break;
     case SGL_KWARG_TOP_LOGPROBS_NUM: a->sp.top_logprobs_num = (int32_t)x; break;
     case SGL_KWARG_TEMPERATURE: a->sp.temperature = (float)x; break;
     case SGL_KWARG_TOP_P:
@@ -662,6 +668,7 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
         if (!c) break;
         b->insts[i] = c;
         b->running++;
+        c->group->seed_key = vm_seed_mix(b->seed_key, 0x4249 /* "BI" */, i);
         c->batch_parent = parent;
         c->out = parent->out;
         c->defaults = vm_retain(b->defaults);
@@ -784,6 +791,7 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
         b->args = vm_retain(args[1]);
         b->n = vm_list_len(args[1]);
         b->parallel = b->n ? b->n : 1;
+        b->seed_key = vm_seed_mix(in->group->seed_key, 0x4241 /* "BA" */, in->group->n_batches++);
         b->defaults = vm_map_new();
         b->insts = calloc(b->n ? b->n : 1, sizeof(vm_inst *));
         if (b->defaults.type != VM_MAP || !b->insts) {
@@ -953,6 +961,14 @@ static vm_gen_args *site_args(vm_inst *in, vm_mod *md, const sgl_bc_site *site, 
     }
     if (apply_defaults(a, in->v->cfg.gen_defaults, err) < 0 || apply_defaults(a, in->defaults, err) < 0)
         goto fail;
+    /* A seed from the run or run_batch is a base each request's seed is
+     * derived from (so samples stay independent); only the call's own
+     * seed= fixes the request's seed. */
+    if (a->seed_fixed) {
+        a->seed_base = a->sp.seed;
+        a->seed_base_set = true;
+        a->seed_fixed = false;
+    }
     uint32_t d = 0;
     for (uint32_t i = 0; i < site->n_kwargs; i++) {
         const sgl_bc_kwarg *k = &site->kwargs[i];
