@@ -226,6 +226,12 @@ static void st_expr(styping *t, const sgl_node *e) {
     case SGL_AST_UNARY: st_expr(t, e->unary.operand); break;
     case SGL_AST_BINARY: st_expr(t, e->binary.lhs); st_expr(t, e->binary.rhs); break;
     case SGL_AST_KWARG: st_expr(t, e->kwarg.value); break;
+    case SGL_AST_COMP:
+        st_expr(t, e->comp.iter);
+        st_expr(t, e->comp.key);
+        st_expr(t, e->comp.value);
+        st_expr(t, e->comp.cond);
+        break;
     case SGL_AST_CALL:
         st_list(t, &e->call.args);
         if (e->call.call_kind == SGL_CALL_BUILTIN) {
@@ -456,7 +462,10 @@ static bool builtin_pure(sgl_builtin b) {
     switch (b) {
     case SGL_BUILTIN_LEN: case SGL_BUILTIN_STR: case SGL_BUILTIN_INT: case SGL_BUILTIN_FLOAT:
     case SGL_BUILTIN_RANGE: case SGL_BUILTIN_KEYS: case SGL_BUILTIN_JSON_PARSE: case SGL_BUILTIN_JSON_DUMP:
-    case SGL_BUILTIN_REGEX_MATCH:
+    case SGL_BUILTIN_REGEX_MATCH: case SGL_BUILTIN_FORMAT: case SGL_BUILTIN_REPR: case SGL_BUILTIN_SLICE:
+    case SGL_BUILTIN_REPLACE: case SGL_BUILTIN_INDEX: case SGL_BUILTIN_COUNT: case SGL_BUILTIN_UPPER:
+    case SGL_BUILTIN_REGEX_FIND_ALL: case SGL_BUILTIN_REGEX_SUB: case SGL_BUILTIN_EXP: case SGL_BUILTIN_LOG:
+    case SGL_BUILTIN_SQRT: case SGL_BUILTIN_ABS: case SGL_BUILTIN_MIN: case SGL_BUILTIN_MAX: case SGL_BUILTIN_ROUND:
         return true;
     default: return false;
     }
@@ -591,6 +600,10 @@ static ir_ref lower_call(lw *w, const sgl_node *e) {
             in[n++] = lower_expr(w, args[1]);
             return add(w, IR_META, in, n, e->loc);
         case SGL_BUILTIN_JOIN: {
+            if (np == 2) { /* join(sep, items): the string join */
+                for (uint32_t i = 0; i < np; i++) in[n++] = lower_expr(w, args[i]);
+                return add_i(w, IR_PURE_CALL, b, in, n, e->loc);
+            }
             in[n++] = lower_expr(w, args[0]);
             int64_t mode = SGL_JOIN_GATHER;
             for (uint32_t i = np; i < e->call.args.len; i++) {
@@ -627,6 +640,45 @@ static ir_ref lower_call(lw *w, const sgl_node *e) {
         return add(w, IR_CALL_VALUE, in, n, e->loc);
     }
     }
+}
+
+/* [v for x in xs if c] / {k: v for ...}: acc = []; for x in xs { if c
+ * { acc += [v] / acc[k] = v } }; the value is acc. */
+static ir_ref lower_comp(lw *w, const sgl_node *e) {
+    bool map = e->comp.key != NULL;
+    int acc = e->comp.acc_slot;
+    store(w, acc, add(w, map ? IR_MAP : IR_LIST, NULL, 0, e->loc), e->loc);
+    ir_ref it = lower_expr(w, e->comp.iter);
+    ir_ref fn = add_i(w, IR_FOR, e->comp.slot, &it, 1, e->loc);
+    if (fn == IR_NONE) return IR_NONE;
+    uint32_t parent = w->r;
+    uint32_t r = ir_region_new(w->c, w->f, fn, true);
+    w->f->nodes[fn].reg[0] = r;
+    w->r = r;
+    cache_clear(w);
+    ir_ref ifn = IR_NONE;
+    if (e->comp.cond) {
+        ir_ref cond = lower_expr(w, e->comp.cond);
+        ifn = add(w, IR_IF, &cond, 1, e->comp.cond->loc);
+        if (ifn == IR_NONE) return IR_NONE;
+        for (int br = 1; br >= 0; br--) { /* else (empty) first: the then region stays current */
+            uint32_t rr = ir_region_new(w->c, w->f, ifn, false);
+            w->f->nodes[ifn].reg[br] = rr;
+            w->r = rr;
+        }
+        cache_clear(w);
+    }
+    if (map) {
+        ir_ref in[3] = {load(w, acc, e->loc), lower_expr(w, e->comp.key), lower_expr(w, e->comp.value)};
+        add(w, IR_SET_INDEX, in, 3, e->loc);
+    } else {
+        ir_ref v = lower_expr(w, e->comp.value);
+        ir_ref in[2] = {load(w, acc, e->loc), add(w, IR_LIST, &v, 1, e->loc)};
+        store(w, acc, add(w, IR_ADD_ASSIGN, in, 2, e->loc), e->loc);
+    }
+    w->r = parent;
+    cache_clear(w);
+    return load(w, acc, e->loc);
 }
 
 static ir_ref lower_logic(lw *w, const sgl_node *e) {
@@ -666,6 +718,8 @@ static ir_ref lower_logic(lw *w, const sgl_node *e) {
     cache_clear(w);
     return load(w, (int)t, e->loc);
 }
+
+static ir_ref lower_comp(lw *w, const sgl_node *e);
 
 static ir_ref lower_expr(lw *w, const sgl_node *e) {
     comp *c = w->c;
@@ -736,6 +790,7 @@ static ir_ref lower_expr(lw *w, const sgl_node *e) {
         return add_i(w, IR_BINOP, e->binary.op, in, 2, e->loc);
     }
     case SGL_AST_CALL: return lower_call(w, e);
+    case SGL_AST_COMP: return lower_comp(w, e);
     default:
         sgl_error_set(c->err, "cannot compile a '%s' node as an expression", sgl_ast_kind_name(e->kind));
         c->failed = 1;

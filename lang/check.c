@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lang/format.h"
 #include "lang/lang_int.h"
 
 typedef struct sym {
@@ -453,6 +454,7 @@ static void check_const_expr(checker *c, sgl_node *n) {
 }
 
 static void use_name(checker *c, sgl_node *n, bool as_callee) {
+    if (n->name.bind.kind == SGL_BIND_BUILTIN && as_callee) return; /* bound by the syntax (f"{x:.2f}", s[a:b]) */
     sgl_binding b;
     if (!lookup(c, n->name.name, &b)) {
         const char *s = suggest_name(c, n->name.name);
@@ -633,7 +635,38 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
         }
         break;
     case SGL_BUILTIN_REGEX_MATCH:
+    case SGL_BUILTIN_REGEX_FIND_ALL:
+    case SGL_BUILTIN_REGEX_SUB:
         if (np >= 1) check_regex_literal(c, pos[0], "regex");
+        break;
+    case SGL_BUILTIN_JOIN:
+        if (np == 2 && call->call.args.len > 2)
+            err(c, call->call.args.items[2]->loc, "join(sep, items) joins strings and takes no keyword arguments");
+        break;
+    case SGL_BUILTIN_FORMAT:
+        if (np >= 2 && pos[1]->kind == SGL_AST_STRING) {
+            sgl_fmt_spec f;
+            size_t off = 0;
+            const char *why = NULL;
+            if (sgl_fmt_spec_parse(pos[1]->str.bytes, pos[1]->str.len, &f, &off, &why) < 0) {
+                uint32_t at = lang_string_src_offset(c->p, pos[1], off);
+                sgl_loc loc = {pos[1]->loc.file, at, at + 1};
+                err(c, loc, "bad format spec \"%s\": %s", pos[1]->str.bytes, why);
+            }
+        } else if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_FSTRING) {
+            err(c, pos[1]->loc, "format(): the spec must be a string, not %s", literal_what(pos[1]));
+        }
+        break;
+    case SGL_BUILTIN_SLICE:
+        if (np >= 1 && is_literal(pos[0]) && pos[0]->kind != SGL_AST_STRING && pos[0]->kind != SGL_AST_FSTRING &&
+            pos[0]->kind != SGL_AST_LIST)
+            err(c, pos[0]->loc, "cannot slice %s (only strings and lists have slices)", literal_what(pos[0]));
+        for (int i = 1; i < np; i++) {
+            double x;
+            bool is_int;
+            if (is_literal(pos[i]) && pos[i]->kind != SGL_AST_NONE && !(num_value(pos[i], &x, &is_int) && is_int))
+                err(c, pos[i]->loc, "slice bounds must be integers, not %s", literal_what(pos[i]));
+        }
         break;
     case SGL_BUILTIN_META:
         if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_STRING && pos[1]->kind != SGL_AST_FSTRING)
@@ -752,6 +785,22 @@ static void check_expr(checker *c, sgl_node *n, bool append) {
     case SGL_AST_KWARG:
         check_expr(c, n->kwarg.value, false);
         return;
+    case SGL_AST_COMP: {
+        check_expr(c, n->comp.iter, false);
+        const sgl_node *it = n->comp.iter;
+        if (is_literal(it) && it->kind != SGL_AST_LIST && it->kind != SGL_AST_MAP && it->kind != SGL_AST_STRING &&
+            it->kind != SGL_AST_FSTRING)
+            err(c, it->loc, "a comprehension iterates over a list (or a map's keys, or a string), not %s",
+                literal_what(it));
+        scope_open(c);
+        declare_local(c, " comprehension", n->loc, n, SGL_BIND_LOCAL, &n->comp.acc_slot);
+        declare_local(c, n->comp.name, n->comp.name_loc, n, SGL_BIND_LOCAL, &n->comp.slot);
+        if (n->comp.cond) check_expr(c, n->comp.cond, false);
+        if (n->comp.key) check_expr(c, n->comp.key, false);
+        check_expr(c, n->comp.value, false);
+        scope_close(c);
+        return;
+    }
     case SGL_AST_CALL: {
         sgl_node *callee = n->call.callee;
         if (callee->kind != SGL_AST_NAME) {
@@ -1016,7 +1065,8 @@ static void collect_globals(checker *c, uint32_t mi) {
             note(c, d, decl_name_loc(prev->decl), "previously defined here");
             continue;
         }
-        if (sgl_builtin_lookup(name) >= 0) {
+        int bi = sgl_builtin_lookup(name);
+        if (bi >= 0 && !(sgl_builtin_flags((sgl_builtin)bi) & SGL_BI_SHADOW)) {
             err(c, decl_name_loc(it), "'%s' is a builtin; choose another name", name);
             continue;
         }

@@ -29,6 +29,8 @@ enum {
     SGL_BI_ROLE = 1u << 1, /* chat role wrapper: system/user/assistant */
     SGL_BI_GEN = 1u << 2,  /* produces model output (gen, select) */
     SGL_BI_IO = 1u << 3,   /* needs --allow-io */
+    SGL_BI_SHADOW = 1u << 4, /* a module's own fn/const of this name takes precedence
+                                (builtins added after programs could use the name) */
 };
 
 /* What a literal keyword argument must look like. */

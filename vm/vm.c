@@ -872,8 +872,10 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
     case SGL_BUILTIN_SYSTEM:
     case SGL_BUILTIN_USER:
     case SGL_BUILTIN_ASSISTANT:
-    case SGL_BUILTIN_FORK:
     case SGL_BUILTIN_JOIN:
+        if (n == 2) break; /* join(sep, items) */
+        /* fall through */
+    case SGL_BUILTIN_FORK:
         return sgl_error_set(err, "%s() is a stream primitive the compiler lowers to its own op",
                              sgl_builtin_name(b));
     default: break;
