@@ -240,7 +240,7 @@ static void st_expr(styping *t, const sgl_node *e) {
                 mark_slot(t, e->call.args.items[0]);
                 p0_stream_use(t, e->call.args.items[0]);
             }
-            if (b == SGL_BUILTIN_RUN_BATCH && e->call.n_positional >= 1) {
+            if ((b == SGL_BUILTIN_RUN_BATCH || b == SGL_BUILTIN_RUN) && e->call.n_positional >= 1) {
                 const sgl_node *f = e->call.args.items[0];
                 if (f->kind == SGL_AST_NAME && f->name.bind.kind == SGL_BIND_FN)
                     mark_p0(t, fn_index_of(t->c, f->name.bind.decl));
@@ -610,7 +610,9 @@ static ir_ref lower_call(lw *w, const sgl_node *e) {
                 const sgl_node *a = args[i];
                 if (a->kind != SGL_AST_KWARG || strcmp(a->kwarg.name, "mode")) continue;
                 if (a->kwarg.value->kind == SGL_AST_STRING) {
-                    mode = strcmp(a->kwarg.value->str.bytes, "concat") ? SGL_JOIN_GATHER : SGL_JOIN_CONCAT;
+                    mode = strcmp(a->kwarg.value->str.bytes, "concat") && strcmp(a->kwarg.value->str.bytes, "concate_and_append")
+                               ? SGL_JOIN_GATHER
+                               : SGL_JOIN_CONCAT;
                 } else {
                     mode = SGL_JOIN_DYNAMIC;
                     in[n++] = lower_expr(w, a->kwarg.value);

@@ -74,10 +74,29 @@ int sgl_builtin_lookup(const char *name) {
 const sgl_kwarg_info *sgl_kwarg_get(sgl_kwarg_id id) {
     return (unsigned)id < SGL_KWARG__COUNT ? &kwargs[id] : NULL;
 }
+/* SGLang's spellings, accepted as written so programs move without edits. */
+static const struct {
+    const char *name;
+    sgl_kwarg_id id;
+} kwarg_aliases[] = {
+    {"max_new_tokens", SGL_KWARG_MAX_TOKENS},
+    {"min_new_tokens", SGL_KWARG_MIN_TOKENS},
+    {"choices_method", SGL_KWARG_METHOD},
+    {"num_threads", SGL_KWARG_PARALLEL},
+};
+
 int sgl_kwarg_lookup(const char *name) {
     for (int i = 0; i < SGL_KWARG__COUNT; i++)
         if (!strcmp(kwargs[i].name, name)) return i;
+    for (size_t i = 0; i < SGL_ARRAY_LEN(kwarg_aliases); i++)
+        if (!strcmp(kwarg_aliases[i].name, name)) return (int)kwarg_aliases[i].id;
     return -1;
+}
+
+const char *sgl_kwarg_alias(size_t i, sgl_kwarg_id *id) {
+    if (i >= SGL_ARRAY_LEN(kwarg_aliases)) return NULL;
+    *id = kwarg_aliases[i].id;
+    return kwarg_aliases[i].name;
 }
 
 /* ---- generic children ---- */

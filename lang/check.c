@@ -387,8 +387,13 @@ static void check_kwarg_value(checker *c, const char *fn, const sgl_kwarg_info *
                 fn);
         return;
     case SGL_KWT_JOIN_MODE:
-        if (!str_is(v, "gather") && !str_is(v, "concat") && v->kind != SGL_AST_FSTRING)
-            err(c, v->loc, "%s(): mode must be \"gather\" or \"concat\"", fn);
+        if (!str_is(v, "gather") && !str_is(v, "concat") && !str_is(v, "concate_and_append") &&
+            v->kind != SGL_AST_FSTRING)
+            err(c, v->loc, "%s(): mode must be \"gather\" or \"concat\" (SGLang: \"concate_and_append\")", fn);
+        return;
+    case SGL_KWT_STR:
+        if (v->kind != SGL_AST_STRING && v->kind != SGL_AST_FSTRING)
+            err(c, v->loc, "%s(): %s must be a string, not %s", fn, k->name, literal_what(v));
         return;
     }
 }
@@ -485,21 +490,45 @@ static unsigned kwb_of(sgl_builtin b) {
     switch (b) {
     case SGL_BUILTIN_GEN: return SGL_KWB_GEN;
     case SGL_BUILTIN_SELECT: return SGL_KWB_SELECT;
-    case SGL_BUILTIN_RUN_BATCH: return SGL_KWB_RUN_BATCH;
+    case SGL_BUILTIN_RUN_BATCH:
+    case SGL_BUILTIN_RUN: return SGL_KWB_RUN_BATCH;
     case SGL_BUILTIN_JOIN: return SGL_KWB_JOIN;
     default: return 0;
     }
 }
 
+/* The keyword argument `name` (or one of its aliases) of call, or NULL. */
 static sgl_node *find_kwarg(sgl_node *call, const char *name) {
+    int id = sgl_kwarg_lookup(name);
     for (uint32_t i = call->call.n_positional; i < call->call.args.len; i++) {
         sgl_node *a = call->call.args.items[i];
-        if (a->kind == SGL_AST_KWARG && !strcmp(a->kwarg.name, name)) return a;
+        if (a->kind == SGL_AST_KWARG && (!strcmp(a->kwarg.name, name) || (id >= 0 && sgl_kwarg_lookup(a->kwarg.name) == id)))
+            return a;
     }
     return NULL;
 }
 
+/* gen(name="v", ...) / select(name="v", ...): SGLang passes the variable
+ * name by keyword; it becomes the first positional argument. */
+static void name_kwarg_to_positional(checker *c, sgl_node *call) {
+    sgl_node_list *args = &call->call.args;
+    for (uint32_t i = call->call.n_positional; i < args->len; i++) {
+        sgl_node *a = args->items[i];
+        if (a->kind != SGL_AST_KWARG || strcmp(a->kwarg.name, "name") != 0) continue;
+        if (call->call.n_positional > 0) {
+            err(c, a->kwarg.name_loc, "the variable name is given both by position and as name=");
+            return;
+        }
+        sgl_node *v = a->kwarg.value;
+        memmove(&args->items[1], &args->items[0], i * sizeof args->items[0]);
+        args->items[0] = v;
+        call->call.n_positional = 1;
+        return;
+    }
+}
+
 static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool append) {
+    if (b == SGL_BUILTIN_GEN || b == SGL_BUILTIN_SELECT) name_kwarg_to_positional(c, call);
     const char *name = sgl_builtin_name(b);
     unsigned flags = sgl_builtin_flags(b);
     int mn, mx;
@@ -527,9 +556,11 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
     for (uint32_t i = call->call.n_positional; i < call->call.args.len; i++) {
         sgl_node *a = call->call.args.items[i];
         if (a->kind != SGL_AST_KWARG) continue;
+        int kid = sgl_kwarg_lookup(a->kwarg.name);
         for (uint32_t j = call->call.n_positional; j < i; j++) {
             sgl_node *o = call->call.args.items[j];
-            if (o->kind == SGL_AST_KWARG && !strcmp(o->kwarg.name, a->kwarg.name)) {
+            if (o->kind == SGL_AST_KWARG &&
+                (!strcmp(o->kwarg.name, a->kwarg.name) || (kid >= 0 && sgl_kwarg_lookup(o->kwarg.name) == kid))) {
                 sgl_diag *d = err(c, a->kwarg.name_loc, "%s(): keyword argument '%s' given twice", name, a->kwarg.name);
                 note(c, d, o->kwarg.name_loc, "first given here");
                 break;
@@ -547,6 +578,10 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
             for (int q = 0; q < SGL_KWARG__COUNT; q++)
                 if (sgl_kwarg_get((sgl_kwarg_id)q)->accepted_by & kwb)
                     consider(a->kwarg.name, sgl_kwarg_get((sgl_kwarg_id)q)->name, &best, &bestd);
+            sgl_kwarg_id aid;
+            const char *alias;
+            for (size_t q = 0; (alias = sgl_kwarg_alias(q, &aid)); q++)
+                if (sgl_kwarg_get(aid)->accepted_by & kwb) consider(a->kwarg.name, alias, &best, &bestd);
             if (best)
                 err(c, a->kwarg.name_loc, "%s() has no keyword argument '%s' (did you mean '%s'?)", name,
                     a->kwarg.name, best);
@@ -554,6 +589,7 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
                 err(c, a->kwarg.name_loc, "%s() has no keyword argument '%s'", name, a->kwarg.name);
             continue;
         }
+        if (k == SGL_KWARG_PARALLEL && str_is(a->kwarg.value, "auto")) continue; /* num_threads="auto" */
         check_kwarg_value(c, name, ki, a->kwarg.value);
     }
 
@@ -598,6 +634,7 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
                 err(c, pos[1]->loc, "fork(): the branch count must be >= 1 (got %.0f)", x);
         }
         break;
+    case SGL_BUILTIN_RUN:
     case SGL_BUILTIN_RUN_BATCH:
         if (np >= 1) {
             sgl_node *f = pos[0];
@@ -610,7 +647,11 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
             } else if (is_literal(f)) {
                 err(c, f->loc, "run_batch(): the first argument must be an SGL function, not %s", literal_what(f));
             }
-            if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_LIST)
+            if (b == SGL_BUILTIN_RUN) {
+                if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_LIST && pos[1]->kind != SGL_AST_MAP)
+                    err(c, pos[1]->loc, "run(): the second argument must be a map of arguments or a list of them, not %s",
+                        literal_what(pos[1]));
+            } else if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_LIST)
                 err(c, pos[1]->loc, "run_batch(): the second argument must be a list of argument maps, not %s",
                     literal_what(pos[1]));
             if (fn && np >= 2 && pos[1]->kind == SGL_AST_LIST) {

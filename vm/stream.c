@@ -137,6 +137,7 @@ void vm_stream_destroy(vm_stream *st) {
     vm_release(st->vars);
     vm_release(st->meta);
     vm_release(st->messages);
+    vm_release(st->ret_value);
     sgl_strbuf_free(&st->text);
     if (st->prefill) vm_prefill_release(st->prefill);
     vm_group_release(st->group);

@@ -157,6 +157,8 @@ struct vm_stream {
     uint64_t seed_key;       /* the stream's place (see "Seeds") */
     uint32_t n_gens;         /* gen ops queued so far (request seeds) */
     uint32_t n_forks;        /* forks of this stream so far (branch keys) */
+    vm_value ret_value;      /* what the function run on this fresh stream returned
+                                (SGLang's state.ret_value; none, and never a stream) */
     size_t fork_base;        /* text length when forked (join concat) */
     uint32_t fork_nvars;     /* variables inherited from the parent */
     void **waiters;

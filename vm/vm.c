@@ -49,6 +49,7 @@ typedef struct vm_batch {
     uint32_t n, next, n_done, running, parallel;
     vm_prefill *pf;     /* prefix hint, or NULL */
     uint64_t seed_key;  /* instance i's key: mix(seed_key, i) */
+    bool progress;      /* progress_bar=true: "run_batch: k/n done" on stderr */
 } vm_batch;
 
 typedef enum { FIB_RUNNABLE, FIB_PARKED, FIB_DONE } fib_state;
@@ -645,7 +646,7 @@ static int apply_defaults(vm_gen_args *a, vm_value defaults, sgl_error *err) {
         if (k.type != VM_STR) continue;
         int id = sgl_kwarg_lookup(vm_str_cstr(k));
         if (id < 0) return sgl_error_set(err, "unknown gen argument '%s'", vm_str_cstr(k));
-        if (id == SGL_KWARG_PARALLEL || id == SGL_KWARG_MODE) continue;
+        if (id == SGL_KWARG_PARALLEL || id == SGL_KWARG_MODE || id == SGL_KWARG_PROGRESS_BAR) continue;
         if (apply_kwarg(a, (uint32_t)id, defaults.as.m->entries[i].val, err) < 0) return -1;
     }
     return 0;
@@ -683,10 +684,15 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
         vm_value *args = calloc(n_args ? n_args : 1, sizeof(vm_value));
         char msg[1100] = "";
         if (!args) snprintf(msg, sizeof msg, "out of memory");
-        else if (item.type != VM_MAP)
-            snprintf(msg, sizeof msg, "run_batch: argument %u is a %s, not a map of parameters", i,
+        else if (item.type == VM_LIST) { /* positional: the parameters in order */
+            if (vm_list_len(item) != n_args)
+                snprintf(msg, sizeof msg, "run_batch: argument %u has %u values for the %u parameters of %s()", i,
+                         vm_list_len(item), n_args, fn->name);
+            for (uint32_t k = 0; !msg[0] && k < n_args; k++) args[k] = vm_list_get(item, k);
+        } else if (item.type != VM_MAP)
+            snprintf(msg, sizeof msg, "run_batch: argument %u is a %s, not a map of parameters or a list of arguments", i,
                      vm_type_name(item.type));
-        for (uint32_t k = 0; !msg[0] && k < n_args; k++) {
+        for (uint32_t k = 0; !msg[0] && item.type == VM_MAP && k < n_args; k++) {
             const char *pname = fn->param_names[first + k];
             vm_value *pv = vm_map_get_cstr(item, pname);
             if (!pv) snprintf(msg, sizeof msg, "run_batch: argument %u has no '%s' for %s()", i, pname, fn->name);
@@ -727,6 +733,7 @@ static void batch_child_done(vm_inst *parent, vm_inst *child) {
     if (!b) return;
     b->n_done++;
     b->running--;
+    if (b->progress) fprintf(stderr, "\rrun_batch: %u/%u done%s", b->n_done, b->n, b->n_done == b->n ? "\n" : "");
     batch_spawn_next(parent->v, parent);
     make_runnable(parent->v, parent);
 }
@@ -806,7 +813,16 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
         for (uint32_t i = 0; i < n_kw; i++) {
             const sgl_kwarg_info *ki = sgl_kwarg_get((sgl_kwarg_id)kw_ids[i]);
             if (!ki) continue;
+            if (kw_ids[i] == SGL_KWARG_PROGRESS_BAR) {
+                if (kw_vals[i].type != VM_BOOL) {
+                    batch_free(b);
+                    return sgl_error_set(err, "run_batch: progress_bar must be a bool");
+                }
+                b->progress = kw_vals[i].as.b;
+                continue;
+            }
             if (kw_ids[i] == SGL_KWARG_PARALLEL) {
+                if (kw_vals[i].type == VM_STR && !strcmp(vm_str_cstr(kw_vals[i]), "auto")) continue;
                 double p;
                 if (kw_num(ki, kw_vals[i], &p, err) < 0) {
                     batch_free(b);
@@ -859,10 +875,27 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
     vm_wait_status ws;
     switch (b) {
     case SGL_BUILTIN_RUN_BATCH: return prim_run_batch(in, args, kw_ids, kw_vals, n_kw, out, err);
+    case SGL_BUILTIN_RUN: { /* run(f, args, overrides...): a run_batch of one; its stream */
+        vm_value one[2] = {args[0], vm_list_new(1)};
+        if (one[1].type != VM_LIST) return sgl_error_set(err, "out of memory");
+        vm_list_push(one[1], n > 1 ? vm_retain(args[1]) : vm_map_new());
+        vm_value l = vm_none();
+        int rc = prim_run_batch(in, one, kw_ids, kw_vals, n_kw, &l, err);
+        vm_release(one[1]);
+        if (rc == 0) {
+            *out = vm_retain(vm_list_get(l, 0));
+            vm_release(l);
+        }
+        return rc < 0 ? sgl_error_prefix(err, "run") : rc;
+    }
     case SGL_BUILTIN_TEXT:
         if (want_stream(args[0], "text", err) != VM_READY) return -1;
         ws = vm_stream_want_idle(args[0].as.st, in, out, err);
         return ws == VM_WAIT ? 1 : ws == VM_FAILED ? -1 : 0;
+    case SGL_BUILTIN_RET_VALUE:
+        if (want_stream(args[0], "ret_value", err) != VM_READY) return -1;
+        *out = vm_retain(args[0].as.st->ret_value);
+        return 0;
     case SGL_BUILTIN_META:
         if (want_stream(args[0], "meta", err) != VM_READY) return -1;
         ws = vm_stream_want_meta(args[0].as.st, args[1], in, out, err);
@@ -1221,8 +1254,16 @@ next:
     OP(RETURN) {
         r = POP();
         if (fr->fresh) {
-            vm_release(r);
-            r = vm_retain(STK[fr->base]);
+            /* The value stays readable as ret_value(stream); a stream is not
+             * kept (it could hold itself). */
+            vm_value sv = STK[fr->base];
+            if (sv.type == VM_STREAM && r.type != VM_STREAM) {
+                vm_release(sv.as.st->ret_value);
+                sv.as.st->ret_value = r;
+            } else {
+                vm_release(r);
+            }
+            r = vm_retain(sv);
         }
         release_range(&STK[fr->base], SP - fr->base);
         SP = fr->base;
@@ -1507,7 +1548,7 @@ next:
         bool concat = mode == SGL_JOIN_CONCAT;
         if (mode == SGL_JOIN_DYNAMIC) {
             const char *ms = TOP.type == VM_STR ? vm_str_cstr(TOP) : "";
-            if (!strcmp(ms, "concat")) concat = true;
+            if (!strcmp(ms, "concat") || !strcmp(ms, "concate_and_append")) concat = true;
             else if (strcmp(ms, "gather") != 0) FAIL_MSG("join(): mode must be \"gather\" or \"concat\"");
         }
         if (list.type != VM_LIST) FAIL_MSG("join(): expected the list fork returned, got %s", vm_type_name(list.type));
