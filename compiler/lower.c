@@ -16,6 +16,7 @@
  *      SGL_APPEND_STR checking that a non-literal piece is a string, which
  *      is the error `str + int` would raise anyway.
  */
+#include <assert.h>
 #include <string.h>
 
 #include "compiler/fold.h"
@@ -37,6 +38,9 @@ static bool is_prim_call(const sgl_node *e, unsigned flag) {
 }
 
 static bool is_role_call(const sgl_node *e) { return is_prim_call(e, SGL_BI_ROLE); }
+static bool is_image_call(const sgl_node *e) {
+    return e->kind == SGL_AST_CALL && e->call.call_kind == SGL_CALL_BUILTIN && e->call.builtin == SGL_BUILTIN_IMAGE;
+}
 static bool is_gen_call(const sgl_node *e) { return is_prim_call(e, SGL_BI_GEN); }
 
 static sgl_role role_of(sgl_builtin b) {
@@ -53,7 +57,7 @@ static bool has_prim(const sgl_node *e) {
         for (uint32_t i = 0; i < e->fstr.parts.len; i++)
             if (has_prim(e->fstr.parts.items[i])) return true;
         return false;
-    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e);
+    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e) || is_image_call(e);
     default: return false;
     }
 }
@@ -236,7 +240,9 @@ static void st_expr(styping *t, const sgl_node *e) {
         st_list(t, &e->call.args);
         if (e->call.call_kind == SGL_CALL_BUILTIN) {
             sgl_builtin b = e->call.builtin;
-            if ((b == SGL_BUILTIN_FORK || b == SGL_BUILTIN_META || b == SGL_BUILTIN_TEXT) && e->call.n_positional >= 1) {
+            if ((b == SGL_BUILTIN_FORK || b == SGL_BUILTIN_META || b == SGL_BUILTIN_TEXT || b == SGL_BUILTIN_MESSAGES ||
+                 (b >= SGL_BUILTIN_SYSTEM_BEGIN && b <= SGL_BUILTIN_ASSISTANT_END)) &&
+                e->call.n_positional >= 1) {
                 mark_slot(t, e->call.args.items[0]);
                 p0_stream_use(t, e->call.args.items[0]);
             }
@@ -599,6 +605,20 @@ static ir_ref lower_call(lw *w, const sgl_node *e) {
             in[n++] = lower_expr(w, args[0]);
             in[n++] = lower_expr(w, args[1]);
             return add(w, IR_META, in, n, e->loc);
+        case SGL_BUILTIN_SYSTEM_BEGIN: case SGL_BUILTIN_SYSTEM_END: case SGL_BUILTIN_USER_BEGIN:
+        case SGL_BUILTIN_USER_END: case SGL_BUILTIN_ASSISTANT_BEGIN: case SGL_BUILTIN_ASSISTANT_END: {
+            /* SGLang's explicit role markers: the two halves of `with ROLE(s) { }` */
+            static_assert(SGL_BUILTIN_SYSTEM_END == SGL_BUILTIN_SYSTEM_BEGIN + 1 &&
+                              SGL_BUILTIN_USER_BEGIN == SGL_BUILTIN_SYSTEM_BEGIN + 2 &&
+                              SGL_BUILTIN_ASSISTANT_END == SGL_BUILTIN_SYSTEM_BEGIN + 5,
+                          "role markers in builtins.def order");
+            int k = (int)(b - SGL_BUILTIN_SYSTEM_BEGIN);
+            sgl_role role = k < 2 ? SGL_ROLE_SYSTEM : k < 4 ? SGL_ROLE_USER : SGL_ROLE_ASSISTANT;
+            in[n++] = lower_expr(w, args[0]);
+            add_i(w, k % 2 ? IR_ROLE_END : IR_ROLE_BEGIN, role, in, 1, e->loc);
+            sgl_const kn = {.kind = SGL_CONST_NONE};
+            return add_k(w, comp_const_add(c, &kn), e->loc);
+        }
         case SGL_BUILTIN_JOIN: {
             if (np == 2) { /* join(sep, items): the string join */
                 for (uint32_t i = 0; i < np; i++) in[n++] = lower_expr(w, args[i]);
@@ -804,7 +824,7 @@ static ir_ref lower_expr(lw *w, const sgl_node *e) {
 static bool stringy(comp *c, const sgl_node *e) {
     switch (e->kind) {
     case SGL_AST_STRING: case SGL_AST_FSTRING: return true;
-    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e);
+    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e) || is_image_call(e);
     case SGL_AST_BINARY: return e->binary.op == SGL_OP_ADD && (stringy(c, e->binary.lhs) || stringy(c, e->binary.rhs));
     case SGL_AST_NAME:
         if (e->name.bind.kind == SGL_BIND_CONST) {
@@ -839,6 +859,11 @@ static void lower_append(lw *w, ir_ref s, const sgl_node *e, int mode) {
         add_i(w, IR_ROLE_BEGIN, role, &s, 1, e->loc);
         lower_append(w, s, e->call.args.items[0], SGL_APPEND_VALUE);
         add_i(w, IR_ROLE_END, role, &s, 1, e->loc);
+        return;
+    }
+    if (is_image_call(e) && e->call.n_positional == 1) {
+        ir_ref in[2] = {s, lower_expr(w, e->call.args.items[0])};
+        add_i(w, IR_APPEND, SGL_APPEND_IMAGE, in, 2, e->loc);
         return;
     }
     if (is_gen_call(e)) {

@@ -539,6 +539,8 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
 
     if ((flags & SGL_BI_IO) && !c->p->opts.allow_io)
         err(c, call->loc, "%s() needs --allow-io (file, HTTP and shell access are off by default)", name);
+    if (b == SGL_BUILTIN_IMAGE && !append)
+        err(c, call->loc, "image() must be appended to a stream, as in s += user(image(path) + \"question\")");
     if ((flags & SGL_BI_GEN) && !append)
         err(c, call->loc, "%s() produces model output and must be appended to a stream, as in s += %s(...)", name,
             name);
@@ -625,6 +627,10 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
         }
         break;
     case SGL_BUILTIN_FORK:
+        if (np >= 3)
+            err(c, pos[2]->loc,
+                "fork(): position_ids_offset is not supported: the engines place each branch's tokens right after "
+                "the shared prefix");
         if (np >= 2 && is_literal(pos[1])) {
             double x;
             bool is_int;
@@ -927,6 +933,9 @@ static void check_stmt(checker *c, sgl_node *n) {
     switch (n->kind) {
     case SGL_AST_LET:
         check_expr(c, n->decl.value, false);
+        if (sgl_builtin_lookup(n->decl.name) >= 0 && n->decl.name[0] != '_')
+            warn(c, n->decl.name_loc, "'%s' shadows the builtin %s() in this scope (calls of it here fail)",
+                 n->decl.name, n->decl.name);
         declare_local(c, n->decl.name, n->decl.name_loc, n, SGL_BIND_LOCAL, &n->decl.slot);
         if (c->n_lets == c->cap_lets) {
             size_t cap = c->cap_lets ? c->cap_lets * 2 : 16;

@@ -403,6 +403,9 @@ static int local_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_erro
     local_engine *le = ctx;
     int32_t *prompt = NULL, n_prompt = 0;
     int32_t n_parts = req->kind == SGL_REQ_SCORE ? req->n_choices : 1;
+    if (req->n_images > 0)
+        return sgl_error_set(err, "the local engine cannot take images (%s): its model has no vision encoder",
+                             req->images && req->images[0] ? req->images[0] : "image");
     if (req->kind == SGL_REQ_SCORE && (n_parts < 1 || n_parts > 0xffff))
         return sgl_error_set(err, "score request: %d choices", n_parts);
     if (req->text) {

@@ -86,6 +86,10 @@ typedef struct sgl_request {
     uint64_t user_tag;             /* echoed in the result */
     bool stream;                   /* GENERATE: partial results before the final one
                                       (see "Streaming" above); ignored by SCORE/PREFILL */
+    const char *const *images;     /* [n_images] image files the prompt shows (a user turn's
+                                      image(path)), in prompt order; an engine without a
+                                      vision model refuses such a request at submit */
+    int32_t n_images;
 } sgl_request;
 
 typedef enum sgl_finish {

@@ -181,6 +181,7 @@ static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error
     const char *prompt = req->text ? req->text : "";
     if (!req->text && req->n_tokens) return sgl_error_set(err, "fake engine: token prompts not supported");
     if (req->kind == SGL_REQ_PREFILL && f->refuse_prefill) return sgl_error_set(err, "fake engine: prefill refused");
+    if (req->n_images > 0) return sgl_error_set(err, "the fake engine cannot take images (%s)", req->images[0]);
     sgl_result *r = calloc(1, sizeof *r);
     if (!r) return sgl_error_set(err, "out of memory");
     r->id = id;

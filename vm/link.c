@@ -173,6 +173,14 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     vm_stream *st = e->st;
     vm_gen_args *a = st->head->gen;
     req.text = st->text.data ? st->text.data : "";
+    const char *img[64];
+    if (st->images.type == VM_LIST && e->kind != ENT_SCORE_UNCOND) {
+        for (uint32_t i = 0; i < vm_list_len(st->images) && req.n_images < 64; i++) {
+            vm_value *p = vm_map_get_cstr(vm_list_get(st->images, i), "path");
+            if (p && p->type == VM_STR) img[req.n_images++] = vm_str_cstr(*p);
+        }
+        req.images = img;
+    }
     if (e->kind == ENT_GEN) {
         req.kind = SGL_REQ_GENERATE;
         req.params = a->sp;

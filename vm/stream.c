@@ -138,6 +138,7 @@ void vm_stream_destroy(vm_stream *st) {
     vm_release(st->meta);
     vm_release(st->messages);
     vm_release(st->ret_value);
+    vm_release(st->images);
     sgl_strbuf_free(&st->text);
     if (st->prefill) vm_prefill_release(st->prefill);
     vm_group_release(st->group);
@@ -250,6 +251,31 @@ static void apply_role_end(vm_stream *st, vm_role role) {
 }
 
 /* Applies ops from the head until one needs the engine. */
+static void apply_image(vm_stream *st, const char *path) {
+    if (st->images.type != VM_LIST) st->images = vm_list_new(1);
+    vm_value m = vm_map_new();
+    vm_map_set_cstr(m, "path", vm_str_from(path), NULL);
+    vm_map_set_cstr(m, "offset", vm_int((int64_t)st->text.len), NULL);
+    if (st->images.type == VM_LIST) vm_list_push(st->images, m);
+    else vm_release(m);
+}
+
+int vm_stream_append_image(vm_stream *st, const char *path, sgl_error *err) {
+    if (st->error) return 0;
+    if (!st->head) {
+        apply_image(st, path);
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op || !(op->text = sgl_strdup(path))) {
+        free(op);
+        return sgl_error_set(err, "out of memory");
+    }
+    op->kind = VM_SOP_IMAGE;
+    enqueue(st, op);
+    return 0;
+}
+
 void vm_stream_advance(vm_stream *st) {
     bool progressed = false;
     while (st->head && !st->error) {
@@ -290,6 +316,7 @@ void vm_stream_advance(vm_stream *st) {
             return;
         }
         if (op->kind == VM_SOP_TEXT) sgl_strbuf_append(&st->text, op->text, op->len);
+        else if (op->kind == VM_SOP_IMAGE) apply_image(st, op->text);
         else if (op->kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, op->role);
         else apply_role_end(st, op->role);
         pop_head(st);
@@ -820,6 +847,11 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
         c->parent = parent;
         parent->hdr.rc++;
         c->fork_nvars = vm_map_len(parent->vars);
+        if (parent->images.type == VM_LIST) {
+            c->images = vm_list_new(vm_list_len(parent->images));
+            for (uint32_t k = 0; c->images.type == VM_LIST && k < vm_list_len(parent->images); k++)
+                vm_list_push(c->images, vm_retain(vm_list_get(parent->images, k)));
+        }
         if (pf) {
             c->prefill = pf;
             pf->rc++;

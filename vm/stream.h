@@ -92,7 +92,7 @@ uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c);
 vm_gen_args *vm_gen_args_new(void);
 void vm_gen_args_free(vm_gen_args *a);
 
-typedef enum vm_sop_kind { VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END } vm_sop_kind;
+typedef enum vm_sop_kind { VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END, VM_SOP_IMAGE } vm_sop_kind;
 
 typedef struct vm_sop {
     vm_sop_kind kind;
@@ -157,6 +157,8 @@ struct vm_stream {
     uint64_t seed_key;       /* the stream's place (see "Seeds") */
     uint32_t n_gens;         /* gen ops queued so far (request seeds) */
     uint32_t n_forks;        /* forks of this stream so far (branch keys) */
+    vm_value images;         /* list of {"path", "offset"} maps: image(path) appended at
+                                that text offset (none until the first) */
     vm_value ret_value;      /* what the function run on this fresh stream returned
                                 (SGLang's state.ret_value; none, and never a stream) */
     size_t fork_base;        /* text length when forked (join concat) */
@@ -177,6 +179,10 @@ int vm_stream_append_text(vm_stream *st, const char *text, size_t len, sgl_error
 int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err);
 int vm_stream_role_begin(vm_stream *st, vm_role role, sgl_error *err);
 int vm_stream_role_end(vm_stream *st, vm_role role, sgl_error *err);
+/* image(path): the image becomes part of the prompt at this point (queued
+ * like text); requests built after it carry it (sgl_request.images).
+ * Returns 0 or -1 (err: OOM). */
+int vm_stream_append_image(vm_stream *st, const char *path, sgl_error *err);
 
 typedef enum vm_wait_status { VM_READY = 0, VM_WAIT = 1, VM_FAILED = -1 } vm_wait_status;
 

@@ -892,6 +892,27 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
         if (want_stream(args[0], "text", err) != VM_READY) return -1;
         ws = vm_stream_want_idle(args[0].as.st, in, out, err);
         return ws == VM_WAIT ? 1 : ws == VM_FAILED ? -1 : 0;
+    case SGL_BUILTIN_MESSAGES: {
+        if (want_stream(args[0], "messages", err) != VM_READY) return -1;
+        ws = vm_stream_want_idle(args[0].as.st, in, NULL, err);
+        if (ws != VM_READY) return ws == VM_WAIT ? 1 : -1;
+        vm_value src = args[0].as.st->messages, l = vm_list_new(vm_list_len(src));
+        for (uint32_t i = 0; l.type == VM_LIST && i < vm_list_len(src); i++) vm_list_push(l, vm_retain(vm_list_get(src, i)));
+        *out = l;
+        return 0;
+    }
+    case SGL_BUILTIN_PRINT:
+    case SGL_BUILTIN_STR:
+    case SGL_BUILTIN_JSON_DUMP:
+    case SGL_BUILTIN_REPR:
+        /* Showing a stream waits for its generations, as SGLang's state does. */
+        for (uint32_t i = 0; i < n; i++) {
+            if (args[i].type != VM_STREAM) continue;
+            ws = vm_stream_want_idle(args[i].as.st, in, NULL, err);
+            if (ws == VM_WAIT) return 1;
+            if (ws == VM_FAILED) return -1;
+        }
+        break;
     case SGL_BUILTIN_RET_VALUE:
         if (want_stream(args[0], "ret_value", err) != VM_READY) return -1;
         *out = vm_retain(args[0].as.st->ret_value);
@@ -965,6 +986,10 @@ static int do_append(vm_inst *in, vm_value s, vm_value v, uint32_t mode, sgl_err
         if (ws == VM_WAIT) return 1;
         if (ws == VM_FAILED) return -1;
         return vm_stream_append_stream(st, v.as.st, err);
+    }
+    if (mode == SGL_APPEND_IMAGE) {
+        if (v.type != VM_STR) return sgl_error_set(err, "image(): the path must be a string, not %s", vm_type_name(v.type));
+        return vm_stream_append_image(st, vm_str_cstr(v), err);
     }
     if (v.type == VM_STR) return vm_stream_append_text(st, vm_str_cstr(v), vm_str_len(v), err);
     if (mode == SGL_APPEND_STR)
