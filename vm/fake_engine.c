@@ -124,20 +124,28 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
     r->tokens = calloc(cut ? cut : 1, sizeof(int32_t));
     for (size_t i = 0; r->tokens && i < cut; i++) r->tokens[i] = (unsigned char)reply[i];
     if (sp->return_logprob) {
-        r->logprobs = calloc(cut ? cut : 1, sizeof(sgl_token_logprob));
-        r->n_logprobs = r->logprobs ? (int32_t)cut : 0;
+        /* 0 tokens with top_logprobs_num: one entry of next-token alternatives (token -1) */
+        bool alts_only = cut == 0 && sp->top_logprobs_num > 0 && n > 0;
+        int32_t n_entries = alts_only ? 1 : (int32_t)cut;
+        r->logprobs = calloc(n_entries ? (size_t)n_entries : 1, sizeof(sgl_token_logprob));
+        r->n_logprobs = r->logprobs ? n_entries : 0;
         for (int32_t i = 0; i < r->n_logprobs; i++) {
-            r->logprobs[i].token = (unsigned char)reply[i];
-            r->logprobs[i].logprob = -0.5f;
+            sgl_token_logprob *lp = &r->logprobs[i];
+            lp->token = alts_only ? -1 : (unsigned char)reply[i];
+            lp->logprob = alts_only ? 0.0f : -0.5f;
+            if (!alts_only) lp->text = sgl_strndup(reply + i, 1);
             int32_t k = sp->top_logprobs_num;
             if (k > 0) {
-                r->logprobs[i].top_ids = calloc((size_t)k, sizeof(int32_t));
-                r->logprobs[i].top_logprobs = calloc((size_t)k, sizeof(float));
-                if (r->logprobs[i].top_ids && r->logprobs[i].top_logprobs) {
-                    r->logprobs[i].n_top = k;
+                lp->top_ids = calloc((size_t)k, sizeof(int32_t));
+                lp->top_logprobs = calloc((size_t)k, sizeof(float));
+                lp->top_texts = calloc((size_t)k, sizeof(char *));
+                if (lp->top_ids && lp->top_logprobs && lp->top_texts) {
+                    lp->n_top = k;
                     for (int32_t j = 0; j < k; j++) {
-                        r->logprobs[i].top_ids[j] = (unsigned char)reply[i] + j;
-                        r->logprobs[i].top_logprobs[j] = -0.5f - (float)j;
+                        char ch = (char)((unsigned char)reply[i] + j);
+                        lp->top_ids[j] = (unsigned char)reply[i] + j;
+                        lp->top_logprobs[j] = -0.5f - (float)j;
+                        lp->top_texts[j] = sgl_strndup(&ch, 1);
                     }
                 }
             }

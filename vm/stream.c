@@ -484,23 +484,26 @@ int vm_stream_set_var(vm_stream *st, const char *name, vm_value val, sgl_error *
 
 static double f2d(float x);
 
-static vm_value logprob_pair(float lp, int32_t tok) {
+static vm_value logprob_pair(float lp, int32_t tok, const char *text) {
     vm_value p = vm_map_new();
     if (p.type != VM_MAP) return p;
-    vm_map_set_cstr(p, "token", vm_int(tok), NULL);
-    vm_map_set_cstr(p, "logprob", vm_float(f2d(lp)), NULL);
+    vm_map_set_cstr(p, "token", tok >= 0 ? vm_int(tok) : vm_none(), NULL);
+    vm_map_set_cstr(p, "logprob", tok >= 0 ? vm_float(f2d(lp)) : vm_none(), NULL);
+    if (text) vm_map_set_cstr(p, "text", vm_str_from(text), NULL);
     return p;
 }
 
-/* [{token, logprob, top: [{token, logprob}...]}...] */
+/* [{token, logprob, text, top: [{token, logprob, text}...]}...] (token and
+ * logprob none for the alternatives-only entry of a 0-token request) */
 static vm_value logprob_list(const sgl_token_logprob *lps, int32_t n) {
     vm_value l = vm_list_new((uint32_t)n);
     if (l.type != VM_LIST) return l;
     for (int32_t i = 0; i < n; i++) {
-        vm_value e = logprob_pair(lps[i].logprob, lps[i].token);
+        vm_value e = logprob_pair(lps[i].logprob, lps[i].token, lps[i].text);
         vm_value alts = vm_list_new((uint32_t)lps[i].n_top);
         for (int32_t k = 0; alts.type == VM_LIST && k < lps[i].n_top; k++)
-            vm_list_push(alts, logprob_pair(lps[i].top_logprobs[k], lps[i].top_ids[k]));
+            vm_list_push(alts, logprob_pair(lps[i].top_logprobs[k], lps[i].top_ids[k],
+                                            lps[i].top_texts ? lps[i].top_texts[k] : NULL));
         if (e.type == VM_MAP) vm_map_set_cstr(e, "top", alts, NULL);
         else vm_release(alts);
         vm_list_push(l, e);
@@ -600,6 +603,8 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
     vm_value meta = meta_base(r, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
     if (meta.type == VM_MAP && a->sp.return_logprob)
         vm_map_set_cstr(meta, "logprobs", logprob_list(r->logprobs, r->n_logprobs), NULL);
+    if (meta.type == VM_MAP && r->n_input_logprobs > 0)
+        vm_map_set_cstr(meta, "input_logprobs", logprob_list(r->input_logprobs, r->n_input_logprobs), NULL);
     account(st, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
     finish_var(st, a->name, val, meta);
 }
@@ -624,7 +629,7 @@ static vm_value float_list(const double *v, int32_t n) {
 static vm_value choice_logprobs(const sgl_choice_score *c) {
     vm_value l = vm_list_new((uint32_t)c->n_tokens);
     for (int32_t i = 0; l.type == VM_LIST && i < c->n_tokens; i++)
-        vm_list_push(l, logprob_pair(c->logprobs[i], c->tokens[i]));
+        vm_list_push(l, logprob_pair(c->logprobs[i], c->tokens[i], NULL));
     return l;
 }
 

@@ -545,6 +545,7 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
     case SGL_KWARG_TOP_K:
     case SGL_KWARG_SEED:
     case SGL_KWARG_TOP_LOGPROBS_NUM:
+    case SGL_KWARG_LOGPROB_START_LEN:
     case SGL_KWARG_TEMPERATURE:
     case SGL_KWARG_TOP_P:
     case SGL_KWARG_MIN_P:
@@ -568,6 +569,11 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         a->seed_fixed = true;
         break;
     case SGL_KWARG_TOP_LOGPROBS_NUM: a->sp.top_logprobs_num = (int32_t)x; break;
+    case SGL_KWARG_LOGPROB_START_LEN: a->sp.logprob_start_len = (int32_t)x; break;
+    case SGL_KWARG_RETURN_TEXT_IN_LOGPROBS: /* token texts are always included */
+        if (val.type != VM_BOOL)
+            return sgl_error_set(err, "%s must be a bool, not %s", ki->name, vm_type_name(val.type));
+        break;
     case SGL_KWARG_TEMPERATURE: a->sp.temperature = (float)x; break;
     case SGL_KWARG_TOP_P:
         if (x <= 0) return sgl_error_set(err, "top_p must be in (0, 1], got %g", x);

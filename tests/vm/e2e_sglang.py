@@ -4,6 +4,10 @@
 #   sampling: fork branches and run_batch instances sample independently;
 #             `--seed S` makes a run reproducible at parallel 1 and 32;
 #             two runs without a seed differ.
+#   logprob text: entries carry token text that adds up to the output;
+#             max_tokens=0 + top_logprobs_num gives next-token alternatives;
+#             logprob_start_len gives the prompt's logprobs from there on.
+#   run_batch return values: ret_value(stream) per instance.
 # usage: e2e_sglang.py SGLC E2E_DIR
 # Skips (77) when $SGL_TEST_MODEL is missing, unless CI=true.
 import json
@@ -48,6 +52,33 @@ def check_sampling(sglc, model, d):
     print('sampling: ok')
 
 
+def check_logprob_text(sglc, model, d):
+    out = run(sglc, model, open(os.path.join(d, 'logprob_text.sgl')).read())
+    r = json.loads(out)
+    alts = r['alts']
+    if len(alts) != 5 or any(not a['text'] for a in alts):
+        fail('alternatives without text: %r' % alts)
+    lps = [a['logprob'] for a in alts]
+    if lps != sorted(lps, reverse=True) or max(lps) > 0:
+        fail('bad alternative logprobs: %r' % alts)
+    if ''.join(e['text'] for e in r['logprobs']) != r['ans']:
+        fail('token texts do not add up to the output: %r' % r)
+    # greedy: the first output token is the top alternative at that point
+    if r['logprobs'][0]['text'] != alts[0]['text']:
+        fail('greedy first token %r is not the top alternative %r' % (r['logprobs'][0], alts[0]))
+    if r['n_input'] != r['prompt_tokens'] - 3:
+        fail('input logprobs from token 3: %d of %d' % (r['n_input'], r['prompt_tokens']))
+    print('logprob text: ok')
+
+
+def check_batch_ret(sglc, model, d):
+    r = json.loads(run(sglc, model, open(os.path.join(d, 'batch_ret.sgl')).read()))
+    qs = ['What is 2+2?', 'Name a color.', 'Say hi.']
+    if [x['ret']['q'] for x in r] != qs or any(x['ret']['len'] != len(x['a'].encode()) for x in r):
+        fail('run_batch return values: %r' % r)
+    print('run_batch return values: ok')
+
+
 def main():
     sglc, d = sys.argv[1], sys.argv[2]
     model = os.environ.get('SGL_TEST_MODEL', '')
@@ -57,6 +88,8 @@ def main():
         print('SKIP: model missing: ' + model)
         sys.exit(77)
     check_sampling(sglc, model, d)
+    check_logprob_text(sglc, model, d)
+    check_batch_ret(sglc, model, d)
 
 
 if __name__ == '__main__':

@@ -385,7 +385,8 @@ static void test_logprobs_meta(void) {
            "  repetition_penalty=1.1, ignore_eos=false, min_tokens=1) }\n"
            "main { let st = f()\n let m = meta(st, \"g\")\n print(len(m[\"logprobs\"]), m[\"logprobs\"][0]) }\n",
            NULL,
-           "2 {\"token\": 111, \"logprob\": -0.5, \"top\": [{\"token\": 111, \"logprob\": -0.5}, {\"token\": 112, \"logprob\": -1.5}]}\n",
+           "2 {\"token\": 111, \"logprob\": -0.5, \"text\": \"o\", \"top\": [{\"token\": 111, \"logprob\": -0.5, \"text\": \"o\"}, "
+           "{\"token\": 112, \"logprob\": -1.5, \"text\": \"p\"}]}\n",
            NULL);
     EXPECT("fn f(s, t) { s += gen(\"g\", temperature=t) }\nmain { let st = f(-1.0)\n print(st[\"g\"]) }\n", NULL, "",
            "gen: temperature must be >= 0, got -1");
