@@ -184,6 +184,22 @@ static void do_score(vm_fake *f, const sgl_request *req, const char *prompt, sgl
     }
 }
 
+/* Queues r for delivery (takes it; freed on failure). Returns 0 or -1. */
+static int push_ready(vm_fake *f, sgl_result *r) {
+    if (f->n_ready == f->cap_ready) {
+        uint32_t nc = f->cap_ready ? f->cap_ready * 2 : 16;
+        sgl_result **nr = realloc(f->ready, nc * sizeof *nr);
+        if (!nr) {
+            sgl_result_free(r);
+            return -1;
+        }
+        f->ready = nr;
+        f->cap_ready = nc;
+    }
+    f->ready[f->n_ready++] = r;
+    return 0;
+}
+
 static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err) {
     vm_fake *f = ctx;
     const char *prompt = req->text ? req->text : "";
@@ -217,17 +233,22 @@ static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error
         break;
     }
     if (!r->text) r->text = sgl_strdup("");
-    if (f->n_ready == f->cap_ready) {
-        uint32_t nc = f->cap_ready ? f->cap_ready * 2 : 16;
-        sgl_result **nr = realloc(f->ready, nc * sizeof *nr);
-        if (!nr) {
-            sgl_result_free(r);
-            return sgl_error_set(err, "out of memory");
-        }
-        f->ready = nr;
-        f->cap_ready = nc;
+    /* stream: the reply in 2-byte partial results before the final one */
+    for (size_t at = 0; req->kind == SGL_REQ_GENERATE && req->stream && r->finish != SGL_FINISH_ABORT &&
+                        at < r->text_len;
+         at += 2) {
+        sgl_result *p = calloc(1, sizeof *p);
+        if (!p) break;
+        p->id = id;
+        p->user_tag = req->user_tag;
+        p->kind = req->kind;
+        p->partial = true;
+        p->stop_token = -1;
+        p->text_len = SGL_MIN(2, r->text_len - at);
+        p->text = sgl_strndup(r->text + at, p->text_len);
+        if (push_ready(f, p) < 0) break;
     }
-    f->ready[f->n_ready++] = r;
+    if (push_ready(f, r) < 0) return sgl_error_set(err, "out of memory");
     return 0;
 }
 

@@ -20,6 +20,9 @@
  * per byte when the choice equals the reply the rules give for the prompt.
  * A custom scorer can replace this.
  *
+ * A streamed GENERATE (req->stream) delivers its reply first as partial
+ * results of 2 bytes each, then the final result.
+ *
  * Results are delivered in submission order (or reversed with
  * fake->reverse, to test out-of-order completion). The fake records every
  * request (kind + prompt) and the size of each batch (requests submitted

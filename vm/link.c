@@ -188,6 +188,7 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         req.params.n_stop = a->n_stop;
         req.params.stop_token_ids = a->stop_ids;
         req.params.n_stop_token_ids = a->n_stop_ids;
+        req.stream = a->stream;
         l->stats.generate_requests++;
     } else {
         req.kind = SGL_REQ_SCORE;
@@ -260,6 +261,11 @@ static void route(vm_link *l, sgl_result *r) {
         sgl_result_free(r);
         return;
     }
+    if (r->partial) { /* a streamed piece: the request stays in flight */
+        if (l->flight[i].st) vm_stream_on_partial(l->flight[i].st, r);
+        sgl_result_free(r);
+        return;
+    }
     link_ent e = l->flight[i];
     l->flight[i] = l->flight[--l->n_flight];
     if (l->trace) {
@@ -294,8 +300,12 @@ int vm_link_wait(vm_link *l, double timeout_s) {
     if (!r) return 0;
     int n = 0;
     do {
+        /* After a streamed piece, let its readers (text_iter) run before
+         * taking more: pieces then reach the program as they come. */
+        bool piece = r->partial;
         route(l, r);
         n++;
+        if (piece) break;
     } while ((r = sgl_engine_poll(l->engine)) != NULL);
     return n;
 }

@@ -122,6 +122,7 @@ vm_value vm_stream_new(vm_link *link, vm_group *group) {
 
 static void sop_free(vm_sop *op) {
     free(op->text);
+    sgl_strbuf_free(&op->partial);
     vm_gen_args_free(op->gen);
     sgl_result_free(op->res[0]);
     sgl_result_free(op->res[1]);
@@ -441,6 +442,46 @@ vm_wait_status vm_stream_want_var(vm_stream *st, vm_value name, void *fiber, vm_
 vm_wait_status vm_stream_want_meta(vm_stream *st, vm_value name, void *fiber, vm_value *out,
                                    sgl_error *err) {
     return want_in(st, st->meta, "meta for variable", name, fiber, out, err);
+}
+
+void vm_stream_on_partial(vm_stream *st, const sgl_result *r) {
+    vm_sop *op = st->head;
+    if (!op || op->kind != VM_SOP_GEN || st->error) return;
+    if (r->text_len) sgl_strbuf_append(&op->partial, r->text, r->text_len);
+    wake_all(st);
+}
+
+vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *consumed, void *fiber,
+                                    vm_value *out, sgl_error *err) {
+    *out = vm_none();
+    if (st->error) return failed(st, err);
+    const sgl_strbuf *src = NULL;
+    bool pending = false;
+    for (vm_sop *op = st->head; op; op = op->next) {
+        if (op->kind != VM_SOP_GEN || !op->gen->name || strcmp(op->gen->name, name) != 0) continue;
+        pending = true;
+        if (op == st->head) src = &op->partial;
+        break;
+    }
+    if (!pending) {
+        vm_value *v = vm_map_get_cstr(st->vars, name);
+        if (!v) {
+            sgl_error_set(err, "text_iter: the stream has no variable '%s' and none is being generated", name);
+            return VM_FAILED;
+        }
+        sgl_strbuf whole = {0};
+        vm_str_append(&whole, *v);
+        if (*consumed < whole.len) *out = vm_str_new(whole.data + *consumed, whole.len - *consumed);
+        *consumed = SGL_MAX(*consumed, whole.len);
+        sgl_strbuf_free(&whole);
+        return VM_READY;
+    }
+    if (src && src->len > *consumed) {
+        *out = vm_str_new(src->data + *consumed, src->len - *consumed);
+        *consumed = src->len;
+        return VM_READY;
+    }
+    return park(st, fiber, err);
 }
 
 vm_wait_status vm_stream_want_idle(vm_stream *st, void *fiber, vm_value *out, sgl_error *err) {

@@ -74,6 +74,7 @@ typedef struct vm_gen_args {
     bool seed_fixed;
     bool seed_base_set;
     uint64_t seed_base;
+    bool stream;              /* gen(stream=true): partial results feed text_iter */
 } vm_gen_args;
 
 /* Seeds. Every sampled request gets its own seed, derived from a base (the
@@ -103,6 +104,7 @@ typedef struct vm_sop {
     vm_gen_args *gen;    /* GEN: owned */
     int n_waiting;       /* GEN: requests in flight for this op */
     sgl_result *res[2];  /* SELECT: [0] conditional, [1] unconditional scores */
+    sgl_strbuf partial;  /* GEN with stream: the text streamed so far */
 } vm_sop;
 
 /* A shared-prefix PREFILL the children of one fork wait for. */
@@ -231,6 +233,17 @@ void vm_stream_advance(vm_stream *st);
 /* A result for the head op arrived (slot 0/1: which SELECT request). Takes
  * ownership of r. */
 void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r);
+/* A partial (streamed) result for the head GEN op: its text is added to
+ * the op's partial text and waiters are woken. r stays the caller's. */
+void vm_stream_on_partial(vm_stream *st, const sgl_result *r);
+/* text_iter: the next piece of variable name's text after *consumed bytes.
+ * VM_READY with *out a string (new reference) and *consumed advanced, or
+ * *out none when the variable is complete and everything was given;
+ * VM_WAIT (fiber recorded) while nothing new has arrived; VM_FAILED (the
+ * stream failed, or it neither has nor will produce name). */
+vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *consumed, void *fiber,
+                                    vm_value *out, sgl_error *err);
+
 /* Marks the stream failed with msg, drops queued ops, wakes everyone.
  * where (or NULL) names the call that failed; readers see
  * "msg (at where)", the group keeps msg and where apart. */

@@ -22,6 +22,7 @@
 
 #define VM_MAX_FRAMES 1000
 #define VM_SLICE 200000 /* instructions a fiber runs before the scheduler looks at the engine */
+#define TEXT_ITER_FLAG 0x80000000u /* vm_iter.pos of a text_iter: flag | bytes given so far */
 
 /* Per-module runtime data: constants materialised once, function values. */
 typedef struct vm_mod {
@@ -583,6 +584,10 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
     case SGL_KWARG_FREQUENCY_PENALTY: a->sp.frequency_penalty = (float)x; break;
     case SGL_KWARG_PRESENCE_PENALTY: a->sp.presence_penalty = (float)x; break;
     case SGL_KWARG_REPETITION_PENALTY: a->sp.repetition_penalty = (float)x; break;
+    case SGL_KWARG_STREAM:
+        if (val.type != VM_BOOL) return sgl_error_set(err, "stream must be a bool, not %s", vm_type_name(val.type));
+        a->stream = val.as.b;
+        break;
     case SGL_KWARG_IGNORE_EOS:
     case SGL_KWARG_RETURN_LOGPROB:
         if (val.type != VM_BOOL)
@@ -919,6 +924,20 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
             if (ws == VM_FAILED) return -1;
         }
         break;
+    case SGL_BUILTIN_TEXT_ITER: {
+        if (want_stream(args[0], "text_iter", err) != VM_READY) return -1;
+        if (args[1].type != VM_STR)
+            return sgl_error_set(err, "text_iter(): the variable name must be a string, not %s", vm_type_name(args[1].type));
+        vm_value pair = vm_list_new(2);
+        if (pair.type != VM_LIST) return sgl_error_set(err, "out of memory");
+        vm_list_push(pair, vm_retain(args[0]));
+        vm_list_push(pair, vm_retain(args[1]));
+        int rc = vm_iter_new(pair, out, err);
+        vm_release(pair);
+        if (rc < 0) return -1;
+        out->as.it->pos = TEXT_ITER_FLAG; /* ITER_NEXT reads pieces, not the list */
+        return 0;
+    }
     case SGL_BUILTIN_RET_VALUE:
         if (want_stream(args[0], "ret_value", err) != VM_READY) return -1;
         *out = vm_retain(args[0].as.st->ret_value);
@@ -1266,6 +1285,7 @@ next:
         NEXT;
     }
     OP(ITER_INIT) {
+        if (TOP.type == VM_ITER) NEXT; /* already an iterator (text_iter) */
         a = POP();
         int rc = vm_iter_new(a, &r, &err);
         vm_release(a);
@@ -1275,6 +1295,20 @@ next:
     }
     OP(ITER_NEXT) {
         if (TOP.type != VM_ITER) FAIL_MSG("bad bytecode: ITER_NEXT without an iterator");
+        if (TOP.as.it->pos & TEXT_ITER_FLAG) { /* text_iter(s, name): pieces as they arrive */
+            vm_iter *ti = TOP.as.it;
+            vm_value st = vm_list_get(ti->src, 0), nm = vm_list_get(ti->src, 1);
+            size_t consumed = ti->pos & ~TEXT_ITER_FLAG;
+            vm_wait_status ws = vm_stream_text_piece(st.as.st, vm_str_cstr(nm), &consumed, in, &r, &err);
+            if (ws == VM_WAIT) PARK();
+            if (ws == VM_FAILED) goto fail;
+            if (consumed > ~TEXT_ITER_FLAG) consumed = ~TEXT_ITER_FLAG;
+            ti->pos = TEXT_ITER_FLAG | (uint32_t)consumed;
+            vm_release(POP());
+            if (r.type != VM_NONE) PUSH(r);
+            else JUMP_BY(SGL_INSTR_SJ(ins));
+            NEXT;
+        }
         a = POP();
         bool more = vm_iter_next(a, &r);
         vm_release(a);

@@ -8,6 +8,8 @@
 #             max_tokens=0 + top_logprobs_num gives next-token alternatives;
 #             logprob_start_len gives the prompt's logprobs from there on.
 #   run_batch return values: ret_value(stream) per instance.
+#   streaming: gen(stream=true) + text_iter yields the text in several
+#             pieces (one per token or so) that add up to the variable.
 # usage: e2e_sglang.py SGLC E2E_DIR
 # Skips (77) when $SGL_TEST_MODEL is missing, unless CI=true.
 import json
@@ -79,6 +81,16 @@ def check_batch_ret(sglc, model, d):
     print('run_batch return values: ok')
 
 
+def check_streaming(sglc, model, d):
+    lines = run(sglc, model, open(os.path.join(d, 'streaming.sgl')).read()).splitlines()
+    summary = json.loads(lines[-1])
+    if not summary['same'] or summary['pieces'] != len(lines) - 1 or summary['pieces'] < 2:
+        fail('streaming: %r' % lines)
+    if summary['pieces'] > summary['tokens']:
+        fail('more pieces than tokens: %r' % summary)
+    print('streaming: ok (%d pieces)' % summary['pieces'])
+
+
 def main():
     sglc, d = sys.argv[1], sys.argv[2]
     model = os.environ.get('SGL_TEST_MODEL', '')
@@ -90,6 +102,7 @@ def main():
     check_sampling(sglc, model, d)
     check_logprob_text(sglc, model, d)
     check_batch_ret(sglc, model, d)
+    check_streaming(sglc, model, d)
 
 
 if __name__ == '__main__':

@@ -507,6 +507,28 @@ static void test_sampling_independent(void) {
     free(a), free(b), free(c), free(d), free(e), free(f);
 }
 
+/* gen(stream=true): text_iter yields the pieces as the engine streams them
+ * (the fake sends 2-byte pieces), and they add up to the variable; without
+ * stream the whole text comes as one piece; a second text_iter after the
+ * end gives the whole text. */
+static void test_streaming(void) {
+    const char *const rules[] = {"Tell", "Once upon a time.", NULL};
+    EXPECT("fn story(s, st) { s += \"Tell\" + gen(\"x\", stream=st) }\n"
+           "main {\n"
+           "  let a = story(true)\n"
+           "  let ps = [p for p in text_iter(a, \"x\")]\n"
+           "  print(ps, join(\"\", ps) == a[\"x\"])\n"
+           "  let b = story(false)\n"
+           "  print([p for p in text_iter(b, \"x\")], [p for p in text_iter(a, \"x\")])\n"
+           "  let c = story(true)\n"
+           "  for p in text_iter(c, \"nope\") { print(p) }\n"
+           "}\n",
+           rules,
+           "[\"On\", \"ce\", \" u\", \"po\", \"n \", \"a \", \"ti\", \"me\", \".\"] true\n"
+           "[\"Once upon a time.\"] [\"Once upon a time.\"]\n",
+           "text_iter: the stream has no variable 'nope'");
+}
+
 int main(void) {
     TEST_RUN(test_arith_compare_logic);
     TEST_RUN(test_control_flow);
@@ -526,5 +548,6 @@ int main(void) {
     TEST_RUN(test_logprobs_meta);
     TEST_RUN(test_spawn_api);
     TEST_RUN(test_sampling_independent);
+    TEST_RUN(test_streaming);
     return TEST_DONE();
 }
