@@ -366,6 +366,7 @@ typedef struct with_frame {
     int slot;       /* slot to reload the stream from */
     sgl_role role;
     uint32_t loop_depth;
+    int name_slot;  /* var_scope: slot holding the variable name; -1 for a role */
 } with_frame;
 
 typedef struct lw {
@@ -885,7 +886,12 @@ static void lower_block(lw *w, const sgl_node *b);
 static void close_withs(lw *w, uint32_t keep, sgl_loc loc) {
     for (uint32_t i = w->n_withs; i-- > keep;) {
         ir_ref s = w->withs[i].slot >= 0 ? load(w, w->withs[i].slot, loc) : w->withs[i].stream;
-        add_i(w, IR_ROLE_END, w->withs[i].role, &s, 1, loc);
+        if (w->withs[i].name_slot >= 0) {
+            ir_ref in[2] = {s, load(w, w->withs[i].name_slot, loc)};
+            add_i(w, IR_APPEND, SGL_APPEND_VAR_END, in, 2, loc);
+        } else {
+            add_i(w, IR_ROLE_END, w->withs[i].role, &s, 1, loc);
+        }
     }
 }
 
@@ -1074,9 +1080,21 @@ static void lower_stmt(lw *w, const sgl_node *n) {
             slot = (int)t;
             s = load(w, slot, loc);
         }
+        if (n->with.role == SGL_BUILTIN_VAR_SCOPE) { /* the block's text becomes a variable */
+            uint32_t ns = new_temp(w);
+            store(w, (int)ns, lower_expr(w, n->with.call->call.args.items[1]), loc);
+            ir_ref in[2] = {s, load(w, (int)ns, loc)};
+            add_i(w, IR_APPEND, SGL_APPEND_VAR_BEGIN, in, 2, n->with.call->loc);
+            w->withs[w->n_withs++] = (with_frame){s, slot, SGL_ROLE_USER, w->loop_depth, (int)ns};
+            lower_block(w, n->with.body);
+            w->n_withs--;
+            ir_ref in2[2] = {load(w, slot, loc), load(w, (int)ns, loc)};
+            add_i(w, IR_APPEND, SGL_APPEND_VAR_END, in2, 2, n->with.call->loc);
+            return;
+        }
         sgl_role role = role_of(n->with.role);
         add_i(w, IR_ROLE_BEGIN, role, &s, 1, n->with.call->loc);
-        w->withs[w->n_withs++] = (with_frame){s, slot, role, w->loop_depth};
+        w->withs[w->n_withs++] = (with_frame){s, slot, role, w->loop_depth, -1};
         lower_block(w, n->with.body);
         w->n_withs--;
         ir_ref s2 = load(w, slot, loc);

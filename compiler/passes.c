@@ -183,7 +183,7 @@ static int pass_fold(comp *c, ir_fn *f) {
                 break;
             case IR_APPEND: {
                 int32_t v = kof(f, n->in[1]);
-                if (v < 0) break;
+                if (v < 0 || n->i > SGL_APPEND_FMT) break; /* image/var_scope operands are not text */
                 int32_t t = -1;
                 if (c->consts[v].kind == SGL_CONST_STRING) {
                     t = v;

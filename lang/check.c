@@ -784,6 +784,17 @@ static void check_fn_call(checker *c, sgl_node *call, sgl_node *fn) {
         call->call.call_kind = SGL_CALL_FN;
     } else if (missing == 1 && !bound[0]) {
         call->call.call_kind = SGL_CALL_FN_FRESH;
+        /* f(s) inside a function whose stream is s, f taking (s, x): the
+         * arity rule runs f on a fresh stream with x = s. Likely a slip. */
+        sgl_binding sb;
+        sgl_node *a1 = np >= 1 ? call->call.args.items[0] : NULL;
+        if (a1 && a1->kind == SGL_AST_NAME && n >= 2 && lookup(c, a1->name.name, &sb) && sb.kind == SGL_BIND_PARAM &&
+            sb.slot == 0 && c->fn && c->fn->fn.params.len >= 1)
+            warn(c, call->loc,
+                 "%s(%s, ...) runs %s on a fresh stream with '%s' as its parameter '%s', because one argument is "
+                 "missing; pass all %u arguments to extend %s (or write %s=%s if this is meant)",
+                 fn->fn.name, a1->name.name, fn->fn.name, a1->name.name, fn->fn.params.items[1]->param.name, n,
+                 a1->name.name, fn->fn.params.items[1]->param.name, a1->name.name);
     } else {
         uint32_t got = np + (uint32_t)(call->call.args.len - np);
         sgl_diag *d;
@@ -1014,8 +1025,29 @@ static void check_stmt(checker *c, sgl_node *n) {
                 }
             }
         }
+        if (!ok && call->kind == SGL_AST_CALL && call->call.callee->kind == SGL_AST_NAME) {
+            sgl_binding b;
+            if (lookup(c, call->call.callee->name.name, &b) && b.kind == SGL_BIND_BUILTIN &&
+                b.builtin == SGL_BUILTIN_VAR_SCOPE) {
+                ok = true;
+                call->call.callee->name.bind = b;
+                call->call.call_kind = SGL_CALL_BUILTIN;
+                call->call.builtin = b.builtin;
+                n->with.role = b.builtin;
+                if (call->call.args.len != 2 || call->call.n_positional != 2) {
+                    err(c, call->loc, "'with var_scope(...)' takes the stream and the variable name");
+                } else {
+                    n->with.stream = call->call.args.items[0];
+                    check_expr(c, n->with.stream, false);
+                    sgl_node *nm = call->call.args.items[1];
+                    check_expr(c, nm, false);
+                    if (is_literal(nm) && nm->kind != SGL_AST_STRING && nm->kind != SGL_AST_FSTRING)
+                        err(c, nm->loc, "var_scope(): the variable name must be a string, not %s", literal_what(nm));
+                }
+            }
+        }
         if (!ok) {
-            err(c, call->loc, "'with' needs a chat role applied to a stream, as in 'with user(s) { ... }'");
+            err(c, call->loc, "'with' needs a chat role applied to a stream, as in 'with user(s) { ... }', or var_scope(s, \"name\")");
             check_expr(c, call, false);
         }
         check_block(c, n->with.body, true);

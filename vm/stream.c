@@ -140,6 +140,7 @@ void vm_stream_destroy(vm_stream *st) {
     vm_release(st->messages);
     vm_release(st->ret_value);
     vm_release(st->images);
+    vm_release(st->scopes);
     sgl_strbuf_free(&st->text);
     if (st->prefill) vm_prefill_release(st->prefill);
     vm_group_release(st->group);
@@ -277,6 +278,36 @@ int vm_stream_append_image(vm_stream *st, const char *path, sgl_error *err) {
     return 0;
 }
 
+static void finish_var(vm_stream *st, const char *name, vm_value val, vm_value meta);
+
+static void apply_var_scope(vm_stream *st, const char *name, bool end) {
+    if (!end) {
+        if (st->scopes.type != VM_MAP) st->scopes = vm_map_new();
+        if (st->scopes.type == VM_MAP) vm_map_set_cstr(st->scopes, name, vm_int((int64_t)st->text.len), NULL);
+        return;
+    }
+    vm_value *at = st->scopes.type == VM_MAP ? vm_map_get_cstr(st->scopes, name) : NULL;
+    size_t from = at && at->type == VM_INT && (size_t)at->as.i <= st->text.len ? (size_t)at->as.i : st->text.len;
+    finish_var(st, name, vm_str_new(st->text.data ? st->text.data + from : "", st->text.len - from), vm_map_new());
+}
+
+int vm_stream_var_scope(vm_stream *st, const char *name, bool end, sgl_error *err) {
+    if (st->error) return 0;
+    if (!st->head) {
+        apply_var_scope(st, name, end);
+        wake_all(st);
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op || !(op->text = sgl_strdup(name))) {
+        free(op);
+        return sgl_error_set(err, "out of memory");
+    }
+    op->kind = end ? VM_SOP_VAR_END : VM_SOP_VAR_BEGIN;
+    enqueue(st, op);
+    return 0;
+}
+
 void vm_stream_advance(vm_stream *st) {
     bool progressed = false;
     while (st->head && !st->error) {
@@ -318,6 +349,8 @@ void vm_stream_advance(vm_stream *st) {
         }
         if (op->kind == VM_SOP_TEXT) sgl_strbuf_append(&st->text, op->text, op->len);
         else if (op->kind == VM_SOP_IMAGE) apply_image(st, op->text);
+        else if (op->kind == VM_SOP_VAR_BEGIN || op->kind == VM_SOP_VAR_END)
+            apply_var_scope(st, op->text, op->kind == VM_SOP_VAR_END);
         else if (op->kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, op->role);
         else apply_role_end(st, op->role);
         pop_head(st);
@@ -393,7 +426,9 @@ int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err) {
 
 bool vm_stream_var_pending(const vm_stream *st, const char *name) {
     for (const vm_sop *op = st->head; op; op = op->next)
-        if (op->kind == VM_SOP_GEN && op->gen->name && strcmp(op->gen->name, name) == 0) return true;
+        if ((op->kind == VM_SOP_GEN && op->gen->name && strcmp(op->gen->name, name) == 0) ||
+            (op->kind == VM_SOP_VAR_END && strcmp(op->text, name) == 0))
+            return true;
     return false;
 }
 

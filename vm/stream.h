@@ -93,7 +93,10 @@ uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c);
 vm_gen_args *vm_gen_args_new(void);
 void vm_gen_args_free(vm_gen_args *a);
 
-typedef enum vm_sop_kind { VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END, VM_SOP_IMAGE } vm_sop_kind;
+typedef enum vm_sop_kind {
+    VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END, VM_SOP_IMAGE,
+    VM_SOP_VAR_BEGIN, VM_SOP_VAR_END /* var_scope: text = the variable name */
+} vm_sop_kind;
 
 typedef struct vm_sop {
     vm_sop_kind kind;
@@ -161,6 +164,7 @@ struct vm_stream {
     uint32_t n_forks;        /* forks of this stream so far (branch keys) */
     vm_value images;         /* list of {"path", "offset"} maps: image(path) appended at
                                 that text offset (none until the first) */
+    vm_value scopes;         /* map: open var_scope name -> text offset where it began */
     vm_value ret_value;      /* what the function run on this fresh stream returned
                                 (SGLang's state.ret_value; none, and never a stream) */
     size_t fork_base;        /* text length when forked (join concat) */
@@ -185,6 +189,10 @@ int vm_stream_role_end(vm_stream *st, vm_role role, sgl_error *err);
  * like text); requests built after it carry it (sgl_request.images).
  * Returns 0 or -1 (err: OOM). */
 int vm_stream_append_image(vm_stream *st, const char *path, sgl_error *err);
+/* with var_scope(s, name): begin = the text appended from here on; end =
+ * store it as variable name (queued like text; readers of name wait for
+ * the end). Returns 0 or -1 (err: OOM, or an end without a begin). */
+int vm_stream_var_scope(vm_stream *st, const char *name, bool end, sgl_error *err);
 
 typedef enum vm_wait_status { VM_READY = 0, VM_WAIT = 1, VM_FAILED = -1 } vm_wait_status;
 

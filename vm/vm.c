@@ -462,6 +462,17 @@ static void inst_fail(vm_inst *in, const char *msg) {
         sgl_strbuf_printf(&sb, "\n  in %s at %s", f->fn->name, where);
     }
     if (!in->n_frames) sgl_strbuf_printf(&sb, "error: %s", msg);
+    /* A frame run on a fresh stream whose first argument is a stream: most
+     * likely a call one argument short that meant to extend that stream. */
+    for (uint32_t k = in->n_frames; k-- > 1;) {
+        const vm_frame *f = &in->frames[k];
+        if (!f->fresh || f->fn->n_params < 2 || in->stack[f->base + 1].type != VM_STREAM) continue;
+        sgl_strbuf_printf(&sb,
+                          "\n  note: %s() was called on a fresh stream because one argument is missing, so its "
+                          "parameter '%s' got a stream; did you mean %s(s, ...) with all %u arguments?",
+                          f->fn->name, f->fn->param_names[1], f->fn->name, f->fn->n_params);
+        break;
+    }
     in->failed = true;
     free(in->error);
     in->error = sgl_strbuf_take(&sb);
@@ -1000,9 +1011,26 @@ static bool add_in_place(vm_inst *in, const vm_frame *fr, vm_value *a, vm_value 
     return false;
 }
 
+/* A fork group: a non-empty list of streams (what fork returns). `b += x`
+ * on one appends x to every branch, as SGLang's `forks += x`. */
+static bool is_fork_list(vm_value v) {
+    if (v.type != VM_LIST || vm_list_len(v) == 0) return false;
+    for (uint32_t i = 0; i < vm_list_len(v); i++)
+        if (vm_list_get(v, i).type != VM_STREAM) return false;
+    return true;
+}
+
 /* Appends v to stream s per APPEND mode. Returns 0, 1 (park: v is a busy
  * stream), -1. */
 static int do_append(vm_inst *in, vm_value s, vm_value v, uint32_t mode, sgl_error *err) {
+    if (is_fork_list(s)) {
+        if (v.type == VM_STREAM || v.type == VM_FN)
+            return sgl_error_set(err, "appending a %s to every branch is not supported: use a loop, "
+                                      "for i in range(len(b)) { b[i] += ... }", vm_type_name(v.type));
+        for (uint32_t i = 0; i < vm_list_len(s); i++)
+            if (do_append(in, vm_list_get(s, i), v, mode, err) < 0) return -1;
+        return 0;
+    }
     if (s.type != VM_STREAM)
         return sgl_error_set(err, "cannot append to a %s: `+=` appends only to streams", vm_type_name(s.type));
     vm_stream *st = s.as.st;
@@ -1011,6 +1039,11 @@ static int do_append(vm_inst *in, vm_value s, vm_value v, uint32_t mode, sgl_err
         if (ws == VM_WAIT) return 1;
         if (ws == VM_FAILED) return -1;
         return vm_stream_append_stream(st, v.as.st, err);
+    }
+    if (mode == SGL_APPEND_VAR_BEGIN || mode == SGL_APPEND_VAR_END) {
+        if (v.type != VM_STR)
+            return sgl_error_set(err, "var_scope(): the variable name must be a string, not %s", vm_type_name(v.type));
+        return vm_stream_var_scope(st, vm_str_cstr(v), mode == SGL_APPEND_VAR_END, err);
     }
     if (mode == SGL_APPEND_IMAGE) {
         if (v.type != VM_STR) return sgl_error_set(err, "image(): the path must be a string, not %s", vm_type_name(v.type));
@@ -1237,7 +1270,7 @@ next:
     OP(ADD_ASSIGN) {
         a = PEEK(1);
         b = TOP;
-        if (a.type == VM_STREAM) {
+        if (a.type == VM_STREAM || (b.type != VM_LIST && is_fork_list(a))) {
             int rc = do_append(in, a, b, SGL_APPEND_VALUE, &err);
             if (rc == 1) PARK();
             CHECK_RC(rc);
@@ -1546,11 +1579,19 @@ next:
     }
     OP(ROLE_BEGIN) OP(ROLE_END) {
         uint32_t role = SGL_INSTR_A(ins);
+        if (is_fork_list(TOP) && role < SGL_ROLE__COUNT) goto role_group;
         if (TOP.type != VM_STREAM)
             FAIL_MSG("%s(): expected a stream, got %s", sgl_role_name((sgl_role)role), vm_type_name(TOP.type));
         if (role >= SGL_ROLE__COUNT) FAIL_MSG("bad bytecode: role %u", role);
         if (op == SGL_BC_ROLE_BEGIN) CHECK_RC(vm_stream_role_begin(TOP.as.st, (vm_role)role, &err));
         else CHECK_RC(vm_stream_role_end(TOP.as.st, (vm_role)role, &err));
+        NEXT;
+    role_group: /* a role on every branch of a fork group */
+        for (uint32_t i = 0; i < vm_list_len(TOP); i++) {
+            vm_stream *bs = vm_list_get(TOP, i).as.st;
+            if (op == SGL_BC_ROLE_BEGIN) CHECK_RC(vm_stream_role_begin(bs, (vm_role)role, &err));
+            else CHECK_RC(vm_stream_role_end(bs, (vm_role)role, &err));
+        }
         NEXT;
     }
     OP(GEN) OP(SELECT) {
@@ -1562,7 +1603,8 @@ next:
         if (nd + has_name + 1 > SP) FAIL_MSG("bad bytecode: gen site %u stack", si);
         vm_value s = STK[SP - nd - has_name - 1];
         bool is_select = op == SGL_BC_SELECT;
-        if (s.type != VM_STREAM)
+        bool group = is_fork_list(s); /* forks += gen(...): one request per branch */
+        if (s.type != VM_STREAM && !group)
             FAIL_MSG("%s(): appended to a %s, not a stream", is_select ? "select" : "gen", vm_type_name(s.type));
         vm_value name = vm_none();
         if (has_name) name = STK[SP - nd - 1];
@@ -1570,9 +1612,11 @@ next:
         char where[512];
         snprintf(where, sizeof where, "%s:%u:%u", site->file < m->n_files ? m->files[site->file] : "?",
                  site->line, site->col);
-        vm_gen_args *ga = site_args(in, fr->mod, site, &STK[SP - nd], name, is_select, where, &err);
-        if (!ga) goto fail;
-        CHECK_RC(vm_stream_append_gen(s.as.st, ga, &err));
+        for (uint32_t bi = 0; bi < (group ? vm_list_len(s) : 1); bi++) {
+            vm_gen_args *ga = site_args(in, fr->mod, site, &STK[SP - nd], name, is_select, where, &err);
+            if (!ga) goto fail;
+            CHECK_RC(vm_stream_append_gen(group ? vm_list_get(s, bi).as.st : s.as.st, ga, &err));
+        }
         release_range(&STK[SP - nd - has_name], nd + has_name);
         SP -= nd + has_name;
         NEXT;
