@@ -936,6 +936,33 @@ static void lower_stmt(lw *w, const sgl_node *n) {
                 c->failed = 1;
                 return;
             }
+            const sgl_node *fv = n->assign.value;
+            if (op == SGL_OP_ADD && fv->kind == SGL_AST_NAME && fv->name.bind.kind == SGL_BIND_FN &&
+                fv->name.bind.decl->fn.params.len == 1) {
+                /* forks += f (SGLang's `forks += lambda i: ...`): branch i gets
+                 * f(i): for i in range(len(forks)) { forks[i] += f(i) } */
+                uint32_t tx = new_temp(w), ti = new_temp(w);
+                store(w, (int)tx, load(w, slot, t->loc), loc);
+                ir_ref x = load(w, (int)tx, loc);
+                ir_ref nlen = add_i(w, IR_PURE_CALL, SGL_BUILTIN_LEN, &x, 1, loc);
+                ir_ref rng = add_i(w, IR_PURE_CALL, SGL_BUILTIN_RANGE, &nlen, 1, loc);
+                ir_ref fr = add_i(w, IR_FOR, ti, &rng, 1, loc);
+                if (fr == IR_NONE) return;
+                uint32_t parent = w->r;
+                uint32_t r = ir_region_new(c, w->f, fr, true);
+                w->f->nodes[fr].reg[0] = r;
+                w->r = r;
+                cache_clear(w);
+                ir_ref iv = load(w, (int)ti, loc);
+                ir_ref val = add_i(w, IR_CALL, fn_index_of(c, fv->name.bind.decl), &iv, 1, fv->loc);
+                ir_ref idx[2] = {load(w, (int)tx, loc), iv};
+                ir_ref br = add(w, IR_INDEX, idx, 2, loc);
+                ir_ref ap[2] = {br, val};
+                add_i(w, IR_APPEND, SGL_APPEND_VALUE, ap, 2, loc);
+                w->r = parent;
+                cache_clear(w);
+                return;
+            }
             if (op == SGL_OP_ADD && (has_prim(n->assign.value) || w->stream_slot[slot])) {
                 lower_append(w, load(w, slot, t->loc), n->assign.value, SGL_APPEND_VALUE);
                 return;
