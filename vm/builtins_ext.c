@@ -338,7 +338,10 @@ static int do_math(sgl_builtin b, const vm_value *args, uint32_t n, vm_value *re
             if (args[1].type != VM_INT) return sgl_error_set(err, "round(): ndigits must be an int");
             double scale = pow(10.0, (double)args[1].as.i);
             double r = nearbyint(x * scale) / scale; /* ties to even, as Python */
-            *res = args[0].type == VM_INT && args[1].as.i >= 0 ? args[0] : vm_float(r);
+            if (args[0].type == VM_INT) /* an int stays an int, as in Python */
+                *res = args[1].as.i >= 0 ? args[0] : fabs(r) < 9.2e18 ? vm_int((int64_t)r) : vm_float(r);
+            else
+                *res = vm_float(r);
             return 0;
         }
         if (args[0].type == VM_INT) {
