@@ -490,6 +490,22 @@ vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *con
                                     vm_value *out, sgl_error *err) {
     *out = vm_none();
     if (st->error) return failed(st, err);
+    if (!name) { /* the whole text: what is final, then the head gen's pieces */
+        const vm_sop *h = st->head;
+        size_t have = st->text.len + (h && h->kind == VM_SOP_GEN ? h->partial.len : 0);
+        if (have > *consumed) {
+            sgl_strbuf sb = {0};
+            if (*consumed < st->text.len) sgl_strbuf_append(&sb, st->text.data + *consumed, st->text.len - *consumed);
+            size_t skip = *consumed > st->text.len ? *consumed - st->text.len : 0;
+            if (h && h->kind == VM_SOP_GEN && h->partial.len > skip)
+                sgl_strbuf_append(&sb, h->partial.data + skip, h->partial.len - skip);
+            *out = vm_str_take(&sb);
+            *consumed = have;
+            return VM_READY;
+        }
+        if (!st->head) return VM_READY; /* drained: the end */
+        return park(st, fiber, err);
+    }
     const sgl_strbuf *src = NULL;
     bool pending = false;
     for (vm_sop *op = st->head; op; op = op->next) {

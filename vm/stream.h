@@ -244,7 +244,8 @@ void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r);
 /* A partial (streamed) result for the head GEN op: its text is added to
  * the op's partial text and waiters are woken. r stays the caller's. */
 void vm_stream_on_partial(vm_stream *st, const sgl_result *r);
-/* text_iter: the next piece of variable name's text after *consumed bytes.
+/* text_iter: the next piece of variable name's text after *consumed bytes
+ * (name NULL: of the stream's whole text, ending when its queue drains).
  * VM_READY with *out a string (new reference) and *consumed advanced, or
  * *out none when the variable is complete and everything was given;
  * VM_WAIT (fiber recorded) while nothing new has arrived; VM_FAILED (the

@@ -937,12 +937,12 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
         break;
     case SGL_BUILTIN_TEXT_ITER: {
         if (want_stream(args[0], "text_iter", err) != VM_READY) return -1;
-        if (args[1].type != VM_STR)
+        if (n > 1 && args[1].type != VM_STR)
             return sgl_error_set(err, "text_iter(): the variable name must be a string, not %s", vm_type_name(args[1].type));
         vm_value pair = vm_list_new(2);
         if (pair.type != VM_LIST) return sgl_error_set(err, "out of memory");
         vm_list_push(pair, vm_retain(args[0]));
-        vm_list_push(pair, vm_retain(args[1]));
+        vm_list_push(pair, n > 1 ? vm_retain(args[1]) : vm_none());
         int rc = vm_iter_new(pair, out, err);
         vm_release(pair);
         if (rc < 0) return -1;
@@ -1332,7 +1332,8 @@ next:
             vm_iter *ti = TOP.as.it;
             vm_value st = vm_list_get(ti->src, 0), nm = vm_list_get(ti->src, 1);
             size_t consumed = ti->pos & ~TEXT_ITER_FLAG;
-            vm_wait_status ws = vm_stream_text_piece(st.as.st, vm_str_cstr(nm), &consumed, in, &r, &err);
+            vm_wait_status ws =
+                vm_stream_text_piece(st.as.st, nm.type == VM_STR ? vm_str_cstr(nm) : NULL, &consumed, in, &r, &err);
             if (ws == VM_WAIT) PARK();
             if (ws == VM_FAILED) goto fail;
             if (consumed > ~TEXT_ITER_FLAG) consumed = ~TEXT_ITER_FLAG;
