@@ -29,7 +29,7 @@ static void run_usage(FILE *out) {
             "  -I DIR             also search DIR for imports\n"
             "  --temperature T    default sampling temperature for gen (run level)\n"
             "  --max-tokens N     default max_tokens for gen\n"
-            "  --seed N           default sampling seed\n"
+            "  --seed N           reproducible run: base of every request's seed\n"
             "  --no-jump-forward  constrained gen samples every token (default: text the\n"
             "                     constraint forces is appended without sampling)\n"
             "  --token-healing    default token_healing=true for gen\n"
