@@ -39,9 +39,15 @@ typedef struct wmemo {
 
 enum { W_UNKNOWN = -2, W_DEAD = -1, W_NONE = -3, W_MAX_IDS = 4096 };
 
+/* Item steps one push may take: pathologically ambiguous grammars make
+ * Earley sets cubic; a push over this fails (as if memory ran out), so a
+ * matcher refuses the byte instead of stalling. Real grammars stay far below. */
+#define EARLEY_MAX_WORK 200000
+
 struct earley {
     const cons_nfa *g;
     wmemo *w;
+    int64_t work;
     int32_t *rule_final; /* final state of each rule (-1: inlined) */
     uint8_t *keep;       /* state is stored in sets (scans, calls or completes) */
     item *stack;         /* epsilon-only states being closed (never stored) */
@@ -203,10 +209,12 @@ static int close_set(earley *e, int32_t k) {
         if (i >= e->n_items) break;
         item it = e->items[i++];
         int32_t r = g->final_of[it.q];
+        if (++e->work > EARLEY_MAX_WORK) return -1;
         if (r >= 0 && r < g->n_rules) {
             /* completion: advance the callers of r in the origin set */
             int32_t lo = e->set_start[it.origin];
             int32_t hi = it.origin == k ? e->n_items : e->set_start[it.origin + 1];
+            e->work += hi - lo;
             for (int32_t j = lo; j < hi; j++) {
                 item c = e->items[j];
                 for (int32_t ed = g->head[c.q]; ed >= 0; ed = g->e_next[ed])
@@ -299,6 +307,7 @@ earley *earley_clone(const earley *e) {
 
 int earley_push(earley *e, uint8_t b) {
     const cons_nfa *g = e->g;
+    e->work = 0;
     int32_t k = e->n_sets - 1;
     if (e->n_sets + 1 >= e->cap_sets && grow_sets(e)) return -1;
     if (h_reset(e)) return -1;
