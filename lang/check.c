@@ -297,6 +297,92 @@ static void check_regex_literal(checker *c, const sgl_node *s) {
     err(c, string_loc(c, s, off), "invalid regex: %s (at offset %zu of the pattern)", msg, off);
 }
 
+/* ---- JSON pointers inside a schema string --------------------------------- */
+
+static size_t js_ws(const char *t, size_t n, size_t i) {
+    while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) i++;
+    return i;
+}
+
+/* End of the JSON string starting at t[i] == '"' (just past its closing
+ * quote), or n. */
+static size_t js_string_end(const char *t, size_t n, size_t i) {
+    for (i++; i < n; i++) {
+        if (t[i] == '\\') i++;
+        else if (t[i] == '"') return i + 1;
+    }
+    return n;
+}
+
+/* End of the JSON value starting at t[i] (strings and brackets balanced). */
+static size_t js_value_end(const char *t, size_t n, size_t i) {
+    int depth = 0;
+    for (; i < n; i++) {
+        char ch = t[i];
+        if (ch == '"') {
+            i = js_string_end(t, n, i) - 1;
+            if (depth == 0) return i + 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth <= 0) return i + 1;
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Byte offset in the JSON text t[0..n) of what pointer ("/properties/a/x")
+ * names: the key of the last object member it goes through, or the array
+ * item; the deepest place reached when the text does not follow the pointer
+ * (keys with escapes are compared as written). */
+static size_t json_pointer_offset(const char *t, size_t n, const char *ptr) {
+    size_t at = js_ws(t, n, 0), here = at;
+    while (*ptr == '/' && at < n) {
+        ptr++;
+        char seg[256];
+        size_t k = 0;
+        for (; *ptr && *ptr != '/'; ptr++) {
+            char ch = *ptr;
+            if (ch == '~' && (ptr[1] == '0' || ptr[1] == '1')) ch = *++ptr == '0' ? '~' : '/';
+            if (k + 1 < sizeof seg) seg[k++] = ch;
+        }
+        seg[k] = 0;
+        bool found = false;
+        if (t[at] == '{') {
+            size_t i = js_ws(t, n, at + 1);
+            while (i < n && t[i] == '"' && !found) {
+                size_t kend = js_string_end(t, n, i);
+                size_t vstart = js_ws(t, n, js_ws(t, n, kend) + 1); /* past ':' */
+                if (kend - i - 2 == k && !memcmp(t + i + 1, seg, k)) {
+                    here = i;
+                    at = vstart;
+                    found = true;
+                } else {
+                    i = js_ws(t, n, js_value_end(t, n, vstart));
+                    if (i < n && t[i] == ',') i = js_ws(t, n, i + 1);
+                }
+            }
+        } else if (t[at] == '[') {
+            char *end;
+            unsigned long idx = strtoul(seg, &end, 10);
+            size_t i = js_ws(t, n, at + 1);
+            for (unsigned long j = 0; *seg && !*end && i < n && t[i] != ']'; j++) {
+                if (j == idx) {
+                    here = at = i;
+                    found = true;
+                    break;
+                }
+                i = js_ws(t, n, js_value_end(t, n, i));
+                if (i < n && t[i] == ',') i = js_ws(t, n, i + 1);
+            }
+        }
+        if (!found) break;
+    }
+    return here;
+}
+
 /* Compiles a literal constraint string with the constraint compiler (the
  * program stays in its cache, so the run does not compile it again) and
  * reports a failure at the offending character inside the string. */
@@ -310,6 +396,8 @@ static void check_constraint_string(checker *c, const sgl_node *s, cons_kind kin
         return;
     }
     sgl_loc loc = d.offset >= 0 ? string_loc(c, s, (size_t)d.offset) : s->loc;
+    if (d.offset < 0 && kind == CONS_JSON_SCHEMA && d.pointer[0])
+        loc = string_loc(c, s, json_pointer_offset(s->str.bytes, s->str.len, d.pointer));
     if (kind == CONS_REGEX && d.offset >= 0)
         err(c, loc, "invalid regex: %s (at offset %d of the pattern)", d.message, d.offset);
     else if (kind == CONS_GRAMMAR && d.line > 0)
