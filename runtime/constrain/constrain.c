@@ -375,7 +375,6 @@ cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const siz
     }
     cons_vocab *v = calloc(1, sizeof *v);
     tok_ref *refs = NULL;
-    uint8_t *path = NULL;
     int32_t *pstack = NULL;
     if (!v) goto oom;
     v->serial = atomic_fetch_add(&vocab_serial, 1);
@@ -455,7 +454,6 @@ cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const siz
     return v;
 oom:
     free(refs);
-    free(path);
     free(pstack);
     cons_vocab_free(v);
     sgl_error_set(err, "cons_vocab_new: out of memory");
@@ -652,14 +650,13 @@ static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
  * the class of every state into cls and returns the class count, or -1. */
 static int32_t mask_classes(const cons_dfa *d, int32_t depth, int32_t *cls) {
     int32_t N = d->n_states, K = d->n_cls;
-    int32_t *next = malloc(sizeof *next * (size_t)N), *tab = NULL, *rep = malloc(sizeof *rep * (size_t)N);
+    int32_t *next = malloc(sizeof *next * (size_t)N), *tab = NULL;
     int32_t cap = 1;
     while (cap < 2 * N) cap *= 2;
     tab = malloc(sizeof *tab * (size_t)cap);
-    if (!next || !tab || !rep) {
+    if (!next || !tab) {
         free(next);
         free(tab);
-        free(rep);
         return -1;
     }
     for (int32_t i = 0; i < N; i++) cls[i] = 0;
@@ -679,7 +676,6 @@ static int32_t mask_classes(const cons_dfa *d, int32_t depth, int32_t *cls) {
                 int32_t r = tab[slot];
                 if (r < 0) {
                     tab[slot] = st;
-                    rep[st] = nn;
                     next[st] = nn++;
                     break;
                 }
@@ -700,7 +696,6 @@ static int32_t mask_classes(const cons_dfa *d, int32_t depth, int32_t *cls) {
     }
     free(next);
     free(tab);
-    free(rep);
     return ncls;
 }
 
@@ -872,22 +867,18 @@ int32_t cons_matcher_mask(cons_matcher *m, uint32_t *mask) {
             /* follow the remaining prefix down the trie: tokens on the way fit */
             const uint8_t *r = (const uint8_t *)m->prefix + m->pre_pos;
             size_t rn = m->n_prefix - m->pre_pos;
-            int32_t node = -1;
             for (size_t k = 0; k < rn; k++) {
                 int32_t c = lo;
                 while (c < hi && v->node[c].byte != r[k]) c = v->node[c].skip;
                 if (c >= hi) {
-                    node = -1;
                     lo = hi = 0;
                     break;
                 }
-                node = c;
                 count += set_node_tokens(v, c, mask);
                 lo = c + 1;
                 hi = v->node[c].skip;
                 base++;
             }
-            (void)node;
         }
         if (lo < hi) {
             int32_t c;

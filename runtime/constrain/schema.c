@@ -543,15 +543,12 @@ static cn *gen_object(sctx *c, const cJSON *s, const char *ptr) {
     cn *close = cn_byte(g, '}');
     g->rules[S[k]].body = close;
     g->rules[A[k]].body = close;
-    bool all_opt = true;
-    for (int32_t j = 0; j < k; j++) all_opt = all_opt && opt[j];
     for (int32_t j = k - 1; j >= 0; j--) {
         cn *emit = cn_cat(g, (cn *[]){cn_byte(g, ','), ws(c), P[j], cn_ref(g, S[j + 1])}, 4);
         g->rules[S[j]].body = opt[j] ? cn_alt2(g, emit, cn_ref(g, S[j + 1])) : emit;
         cn *first = cn_cat2(g, P[j], cn_ref(g, S[j + 1]));
         g->rules[A[j]].body = opt[j] ? cn_alt2(g, first, cn_ref(g, A[j + 1])) : first;
     }
-    (void)all_opt;
     res = cn_cat3(g, cn_byte(g, '{'), ws(c), cn_ref(g, A[0]));
 out:
     free(P);
