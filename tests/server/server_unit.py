@@ -72,6 +72,8 @@ def bad_inputs(url):
     expect_error(s.post(url + '/v1/programs/run', json={'source': 'main { print(1) }', 'args': 'x'}), 400, 'args')
     expect_error(s.post(url + '/v1/programs/run', json={'source': 'main { print( }'}), 400, 'source')
     expect_error(s.post(url + '/v1/programs/run', json={'file': 'x.sgl'}), 400, 'file')
+    expect_error(s.post(url + '/v1/programs/run', json={'source': 'main { print(read_file("/etc/hostname")) }'}),
+                 400, 'source', ['--allow-io'])
     # oversize body (server started with --max-body 65536)
     expect_error(s.post(url + '/generate', data='{"text": "' + 'a' * 70000 + '"}'), 413)
     # prompt over the context (the tiny model's is 256 tokens)
