@@ -9,7 +9,8 @@
 # the default model in server_e2e.py, where a generation outlasts the
 # close); SIGTERM with a stream and an endless program in flight exits 0
 # (the stream finishes, the program is aborted after --shutdown-timeout);
-# and a seeded random-body run over every route's body parser (each reply a
+# programs compiled and run by 32 connections at once equal their lone
+# runs; and a seeded random-body run over every route's body parser (each reply a
 # 2xx/4xx with a JSON body, the server alive after).
 # usage: server_unit.py SGLC TINY_MODEL [SEED [BODIES]]
 import json
@@ -101,6 +102,21 @@ def bad_inputs(url):
     m = s.get(url + '/metrics').text
     assert 'sglc_requests_total{route="/generate",status="400"}' in m, m
     assert 'sglc_requests_total{route="other",status="404"}' in m, m
+
+
+def concurrent_programs(url):
+    """Programs compiled and run by many connections at once give what they give alone."""
+    import concurrent.futures
+    srcs = ['fn f%d(s, x) {\n  s += "item %d " + x + gen("a", max_tokens=%d, temperature=0)\n}\n'
+            'main { let st = f%d("q")\n print(st["a"]) }\n' % (i, i, 2 + i % 5, i) for i in range(16)]
+    alone = [requests.post(url + '/v1/programs/run', json={'source': src}).json() for src in srcs]
+    assert all(r['status'] == 'ok' for r in alone), alone
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        together = list(ex.map(lambda src: requests.post(url + '/v1/programs/run', json={'source': src}).json(),
+                               srcs * 2))
+    for i, r in enumerate(together):
+        ref = alone[i % len(srcs)]
+        assert (r['status'], r['output'], r['variables']) == (ref['status'], ref['output'], ref['variables']), (r, ref)
 
 
 def api_key(sglc, model):
@@ -257,6 +273,7 @@ def main():
     with Server(sglc, model, '--max-body', '65536', '--shutdown-timeout', '2') as srv:
         bad_inputs(srv.url)
         disconnect(srv.url)
+        concurrent_programs(srv.url)
         fuzz(srv.url, seed, int(sys.argv[4]) if len(sys.argv) > 4 else 300)
         log = ''.join(srv.log_lines)
         assert 'POST /generate 400' in log and 'ms=' in log, log[-500:]
