@@ -274,6 +274,7 @@ static void add_logprobs(sgl_server *s, cJSON *meta, const nat_item *it, const s
     cJSON *out = cJSON_CreateArray(), *out_top = cJSON_CreateArray();
     for (int i = 0; i < r->n_logprobs; i++) {
         const sgl_token_logprob *lp = &r->logprobs[i];
+        if (lp->token < 0) continue; /* a 0-token request's next-token alternatives: no token */
         cJSON_AddItemToArray(out, lp_entry(s, true, lp->logprob, lp->token, text));
         cJSON *tops = cJSON_CreateArray();
         for (int k = 0; k < lp->n_top; k++)

@@ -99,6 +99,12 @@ def bad_inputs(url):
     # every reply above was a JSON error; the good path still works
     r = s.post(url + '/generate', json={'text': 'hello', 'sampling_params': {'max_new_tokens': 3, 'temperature': 0}})
     assert r.status_code == 200 and r.json()['meta_info']['completion_tokens'] <= 3, r.text
+    # a 0-token request (prefix caching, select) generates no token, whatever it asks for
+    r = s.post(url + '/generate', json={'text': 'hello there', 'sampling_params': {'max_new_tokens': 0},
+                                       'return_logprob': True, 'top_logprobs_num': 2, 'logprob_start_len': 0})
+    meta = r.json()['meta_info']
+    assert r.status_code == 200 and meta['output_token_logprobs'] == [] and meta['completion_tokens'] == 0, meta
+    assert meta['input_token_logprobs'][0][0] is None and len(meta['input_token_logprobs']) == meta['prompt_tokens']
     m = s.get(url + '/metrics').text
     assert 'sglc_requests_total{route="/generate",status="400"}' in m, m
     assert 'sglc_requests_total{route="other",status="404"}' in m, m
