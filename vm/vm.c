@@ -244,22 +244,11 @@ oom:
 
 /* ---- value semantics for lists and maps ------------------------------------------ */
 
+/* One level: nested containers stay shared until indexed (vm_index_get
+ * unshares them), so value semantics cost O(items), not O(size). */
 static vm_value deep_copy(vm_value v, int depth) {
-    if (depth > VM_MAX_DEPTH) return vm_retain(v);
-    if (v.type == VM_LIST) {
-        vm_value c = vm_list_new(vm_list_len(v));
-        for (uint32_t i = 0; c.type == VM_LIST && i < vm_list_len(v); i++)
-            vm_list_push(c, deep_copy(vm_list_get(v, i), depth + 1));
-        return c;
-    }
-    if (v.type == VM_MAP) {
-        vm_value c = vm_map_new();
-        for (uint32_t i = 0; c.type == VM_MAP && i < vm_map_len(v); i++)
-            vm_map_set(c, vm_retain(v.as.m->entries[i].key), deep_copy(v.as.m->entries[i].val, depth + 1),
-                       NULL);
-        return c;
-    }
-    return vm_retain(v);
+    (void)depth;
+    return vm_copy(v);
 }
 
 /* Lists and maps have value semantics (docs/language.md §4): a container
