@@ -34,7 +34,8 @@ static void run_usage(FILE *out) {
             "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
             "  --stats            print engine batching and cache figures to stderr\n"
             "  --trace            print every engine request and result to stderr\n"
-            "  --max-steps N      fail the program after N VM instructions (0: no limit)\n",
+            "  --max-steps N      fail the program after N VM instructions (0: no limit)\n"
+            CLI_LIMITS_USAGE,
             SGL_DEFAULT_MODEL_FILE);
 }
 
@@ -48,6 +49,7 @@ int cmd_run(int argc, char **argv) {
     bool json = false, fake = false, stats = false, trace = false;
     uint64_t max_steps = 0;
     vm_session_opts so = vm_session_opts_default();
+    cli_limits limits = CLI_LIMITS_INIT;
     const char *dirs[64];
     size_t n_dirs = 0;
     /* Everything below is released at `out`, whichever way the run ends. */
@@ -97,6 +99,8 @@ int cmd_run(int argc, char **argv) {
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("run", "--seed", v, 0, 1L << 31)), NULL);
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024);
+        } else if (cli_limit_opt("run", argc, argv, &i, &limits)) {
+            continue;
         } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
             max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18);
         } else if (argv[i][0] == '-' && argv[i][1] && !file) {
@@ -118,6 +122,8 @@ int cmd_run(int argc, char **argv) {
     so.fake = fake;
 
     /* Check and compile before loading the model: errors come fast. */
+    so.max_file_bytes = limits.max_file;
+    so.max_source_bytes = limits.max_source;
     s.opts = so;
     sgl_error err = {{0}};
     sgl_strbuf stdin_text = {0};
@@ -175,6 +181,7 @@ int cmd_run(int argc, char **argv) {
     cfg.gen_defaults = defaults;
     if (trace) cfg.trace = stderr;
     cfg.max_steps = max_steps;
+    cli_limits_apply_vm(&limits, &cfg);
     vmach = vm_new(&cfg, &err);
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);

@@ -29,6 +29,7 @@ typedef struct vm_session_opts {
     bool cache_off;            /* local engine without the radix cache (the fake one ignores it) */
     const char *const *search_path;
     size_t n_search_path;
+    size_t max_file_bytes, max_source_bytes; /* sgl_load_options limits; 0 = default */
 } vm_session_opts;
 
 vm_session_opts vm_session_opts_default(void);

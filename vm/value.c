@@ -14,12 +14,121 @@
 
 #include "vm/stream.h"
 
+_Static_assert(sizeof(vm_obj) == 8, "vm_obj stays two words");
+
 #define XSTR_(x) #x
 #define XSTR(x) XSTR_(x)
 
 static int64_t live_objects;
 
 int64_t vm_live_objects(void) { return live_objects; }
+
+/* ---- memory accounts ---------------------------------------------------------------- */
+
+typedef struct mem_acct {
+    int64_t used, limit;
+    uint16_t parent;
+    uint8_t state; /* 0 free, 1 open, 2 closed (freed when used reaches 0) */
+} mem_acct;
+
+#define MEM_ACCTS 65536
+static _Thread_local mem_acct *accts;     /* [MEM_ACCTS], [0] unused */
+static _Thread_local uint32_t acct_hi;    /* ids below this have been handed out */
+static _Thread_local uint16_t acct_free;  /* free list threaded through parent; 0 = empty */
+static _Thread_local uint16_t acct_cur;
+_Thread_local int64_t vm_mem_refused_at;
+#define acct_refused vm_mem_refused_at
+
+uint32_t vm_mem_open(uint32_t parent, int64_t limit) {
+    if (!accts) {
+        accts = calloc(MEM_ACCTS, sizeof *accts);
+        if (!accts) return 0;
+        acct_hi = 1;
+    }
+    uint32_t id;
+    if (acct_free) {
+        id = acct_free;
+        acct_free = accts[id].parent;
+    } else if (acct_hi < MEM_ACCTS) {
+        id = acct_hi++;
+    } else {
+        return 0;
+    }
+    accts[id] = (mem_acct){0, limit > 0 ? limit : 0, (uint16_t)(parent < MEM_ACCTS ? parent : 0), 1};
+    return id;
+}
+
+static void acct_maybe_free(uint16_t id) {
+    mem_acct *a = &accts[id];
+    if (a->state != 2 || a->used != 0) return;
+    a->state = 0;
+    a->parent = acct_free;
+    acct_free = id;
+}
+
+void vm_mem_close(uint32_t id) {
+    if (!id || !accts || id >= MEM_ACCTS || accts[id].state != 1) return;
+    accts[id].state = 2;
+    if (acct_cur == id) acct_cur = 0;
+    acct_maybe_free((uint16_t)id);
+}
+
+uint32_t vm_mem_enter(uint32_t id) {
+    uint32_t prev = acct_cur;
+    acct_cur = (uint16_t)(id < MEM_ACCTS ? id : 0);
+    return prev;
+}
+
+int64_t vm_mem_used(uint32_t id) { return id && accts && id < MEM_ACCTS ? accts[id].used : 0; }
+
+int64_t vm_mem_refused(void) {
+    int64_t r = acct_refused;
+    acct_refused = 0;
+    return r;
+}
+
+/* Charges n bytes to account id and its parents. Returns 0, or -1 (and
+ * records the limit) when a limit would be exceeded; nothing is charged
+ * then. */
+static int mem_charge(uint16_t id, int64_t n) {
+    if (!id || n <= 0) return 0;
+    for (uint16_t a = id; a; a = accts[a].parent)
+        if (accts[a].limit && accts[a].used + n > accts[a].limit) {
+            acct_refused = accts[a].limit;
+            return -1;
+        }
+    for (uint16_t a = id; a; a = accts[a].parent) accts[a].used += n;
+    return 0;
+}
+
+static void mem_credit(uint16_t id, int64_t n) {
+    if (!id || n <= 0) return;
+    for (uint16_t a = id, next; a; a = next) {
+        next = accts[a].parent;
+        accts[a].used -= n;
+        acct_maybe_free(a);
+    }
+}
+
+/* Bytes an object holds (header, inline data and owned buffers), as
+ * charged. */
+static int64_t obj_bytes(const vm_obj *o) {
+    switch ((vm_type)o->type) {
+    case VM_STR: return (int64_t)sizeof(vm_str) + ((const vm_str *)o)->cap + 1;
+    case VM_LIST: return (int64_t)sizeof(vm_list) + (int64_t)((const vm_list *)o)->cap * (int64_t)sizeof(vm_value);
+    case VM_MAP: {
+        const vm_map *m = (const vm_map *)o;
+        return (int64_t)sizeof(vm_map) + (int64_t)m->cap * (int64_t)sizeof(vm_map_entry) +
+               (int64_t)m->index_cap * (int64_t)sizeof(int32_t);
+    }
+    case VM_FN: return (int64_t)sizeof(vm_fn);
+    case VM_ITER: return (int64_t)sizeof(vm_iter);
+    default: return 0;
+    }
+}
+
+/* Charges growth of o's buffers to o's account. */
+static int obj_grow(vm_obj *o, int64_t n) { return mem_charge(o->acct, n); }
 
 /* Explicit work stacks: every walk over nested values (release, equality,
  * ordering, printing, JSON, copying) keeps its pending frames in a heap
@@ -70,12 +179,26 @@ static void ws_free(wstack *w) {
 }
 
 void *vm_obj_alloc(size_t size, vm_type t) {
+    /* Streams free themselves (stream.c) and are not charged. */
+    uint16_t acct = t == VM_STREAM ? 0 : acct_cur;
+    if (mem_charge(acct, (int64_t)size) < 0) return NULL;
     vm_obj *o = calloc(1, size);
-    if (!o) return NULL;
+    if (!o) {
+        mem_credit(acct, (int64_t)size);
+        return NULL;
+    }
     o->rc = 1;
-    o->type = (uint32_t)t;
+    o->type = (uint16_t)t;
+    o->acct = acct;
     live_objects++;
     return o;
+}
+
+/* Undoes vm_obj_alloc for an object never handed out (size as charged). */
+static void obj_unalloc(vm_obj *o, size_t size) {
+    mem_credit(o->acct, (int64_t)size);
+    free(o);
+    live_objects--;
 }
 
 const char *vm_type_name(vm_type t) {
@@ -105,8 +228,15 @@ int vm_str_append_inplace(vm_value *sv, const char *b, size_t n) {
     if (need > o->cap) {
         size_t nc = SGL_MAX(need, (size_t)o->cap * 2);
         if (nc > UINT32_MAX - 1) nc = need;
+        if (obj_grow(&o->hdr, (int64_t)(nc - o->cap)) < 0) {
+            nc = need; /* the doubling may not fit where the bytes do */
+            if (obj_grow(&o->hdr, (int64_t)(nc - o->cap)) < 0) return -1;
+        }
         vm_str *no = realloc(o, sizeof(vm_str) + nc + 1);
-        if (!no) return -1;
+        if (!no) {
+            mem_credit(o->hdr.acct, (int64_t)(nc - o->cap));
+            return -1;
+        }
         o = no;
         o->cap = (uint32_t)nc;
         sv->as.s = o;
@@ -130,10 +260,15 @@ vm_value vm_list_new(uint32_t cap) {
     vm_list *o = vm_obj_alloc(sizeof(vm_list), VM_LIST);
     if (!o) return vm_none();
     if (cap) {
-        o->items = malloc(cap * sizeof(vm_value));
+        int64_t n = (int64_t)cap * (int64_t)sizeof(vm_value);
+        if (obj_grow(&o->hdr, n) < 0) {
+            obj_unalloc(&o->hdr, sizeof(vm_list));
+            return vm_none();
+        }
+        o->items = malloc((size_t)n);
         if (!o->items) {
-            free(o);
-            live_objects--;
+            mem_credit(o->hdr.acct, n);
+            obj_unalloc(&o->hdr, sizeof(vm_list));
             return vm_none();
         }
         o->cap = cap;
@@ -211,6 +346,7 @@ static void child_drop(vm_value c, wstack *w) {
 }
 
 static void obj_free_one(vm_obj *o, wstack *w) {
+    mem_credit(o->acct, obj_bytes(o));
     switch ((vm_type)o->type) {
     case VM_STR:
         break;
@@ -280,8 +416,14 @@ int vm_list_push(vm_value list, vm_value v) {
     vm_list *l = list.as.l;
     if (l->len == l->cap) {
         uint32_t nc = l->cap ? l->cap * 2 : 4;
+        int64_t grow = (int64_t)(nc - l->cap) * (int64_t)sizeof(vm_value);
+        if (obj_grow(&l->hdr, grow) < 0) {
+            vm_release(v);
+            return -1;
+        }
         vm_value *ni = realloc(l->items, nc * sizeof(vm_value));
         if (!ni) {
+            mem_credit(l->hdr.acct, grow);
             vm_release(v);
             return -1;
         }
@@ -356,8 +498,13 @@ static int map_find(const vm_map *m, vm_value key, uint64_t h) {
 }
 
 static int map_reindex(vm_map *m, uint32_t cap) {
+    int64_t grow = ((int64_t)cap - m->index_cap) * (int64_t)sizeof(int32_t);
+    if (obj_grow(&m->hdr, grow) < 0) return -1;
     int32_t *idx = malloc(cap * sizeof(int32_t));
-    if (!idx) return -1;
+    if (!idx) {
+        mem_credit(m->hdr.acct, grow);
+        return -1;
+    }
     for (uint32_t i = 0; i < cap; i++) idx[i] = -1;
     for (uint32_t e = 0; e < m->len; e++) {
         uint32_t p = (uint32_t)m->entries[e].hash & (cap - 1);
@@ -386,8 +533,13 @@ int vm_map_set(vm_value map, vm_value key, vm_value val, sgl_error *err) {
     }
     if (m->len == m->cap) {
         uint32_t nc = m->cap ? m->cap * 2 : 4;
+        int64_t grow = (int64_t)(nc - m->cap) * (int64_t)sizeof(vm_map_entry);
+        if (obj_grow(&m->hdr, grow) < 0) goto oom;
         vm_map_entry *ne = realloc(m->entries, nc * sizeof(vm_map_entry));
-        if (!ne) goto oom;
+        if (!ne) {
+            mem_credit(m->hdr.acct, grow);
+            goto oom;
+        }
         m->entries = ne;
         m->cap = nc;
     }

@@ -60,10 +60,12 @@ typedef enum vm_type {
     VM__TYPE_COUNT
 } vm_type;
 
-/* Header of every heap object. rc counts owning references. */
+/* Header of every heap object. rc counts owning references; acct is the
+ * memory account (vm_mem_open) its bytes are charged to, 0 = none. */
 typedef struct vm_obj {
     uint32_t rc;
-    uint32_t type; /* vm_type */
+    uint16_t type; /* vm_type */
+    uint16_t acct;
 } vm_obj;
 
 typedef struct vm_str vm_str;
@@ -283,5 +285,31 @@ int vm_json_parse(const char *text, size_t len, vm_value *out, sgl_error *err);
 
 /* Count of live heap objects (for leak checks in tests). */
 int64_t vm_live_objects(void);
+
+/* ---- memory accounting ------------------------------------------------------------
+ * The bytes of strings, lists, maps, functions and iterators (object and
+ * buffers) are charged to the account current when the object was made and
+ * credited back to that same account when it is freed, however long it
+ * lives. Accounts nest (an instance's account inside its run's): a charge
+ * must fit every limit up the chain, else the allocation fails as out of
+ * memory and vm_mem_refused() reports which limit was hit. Streams' text
+ * is not counted. Accounts are per thread (values never cross threads). */
+
+/* Opens an account with a byte limit (0: none) inside parent (0: top).
+ * Returns its id, or 0 when no id is free (then nothing is charged). */
+uint32_t vm_mem_open(uint32_t parent, int64_t limit);
+/* The account takes no more charges; its id is reused once every byte
+ * charged to it has been freed. */
+void vm_mem_close(uint32_t id);
+/* Makes id the account new objects are charged to; returns the previous. */
+uint32_t vm_mem_enter(uint32_t id);
+/* Bytes currently charged to id (0 for id 0). */
+int64_t vm_mem_used(uint32_t id);
+/* The limit (bytes) of the last charge refused since the previous call, or
+ * 0 if none was; clears it. */
+int64_t vm_mem_refused(void);
+/* Non-zero while a refused charge has not been collected by
+ * vm_mem_refused (cheap to test on every instruction). */
+extern _Thread_local int64_t vm_mem_refused_at;
 
 #endif
