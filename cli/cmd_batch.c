@@ -253,7 +253,6 @@ int cmd_batch(int argc, char **argv) {
         vm_config cfg = vm_session_config(&s);
         cfg.gen_defaults = defaults;
         cfg.max_steps = max_steps;
-    cli_limits_apply_vm(&limits, &cfg);
         cli_limits_apply_vm(&limits, &cfg);
         b.v = vm_new(&cfg, &err);
         if (!b.v) {

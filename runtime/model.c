@@ -20,6 +20,7 @@
 #include <math.h>
 #include <pthread.h>
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #include <stdatomic.h>
@@ -693,7 +694,11 @@ static pthread_once_t att_once = PTHREAD_ONCE_INIT;
 static void att_choose(void) {
 #ifdef ATT_HAVE_F16C
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
+     * for __builtin_cpu_supports. */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    if (__builtin_cpu_supports("avx2") && f16c) {
         att_gather_kv_fast = att_gather_kv_f16c;
         att_heads_fast = true;
     }
