@@ -117,7 +117,7 @@ static char *dir_of(const char *path) {
 
 static char *join_path(const char *dir, const char *name) {
     sgl_strbuf sb = {0};
-    if (!strcmp(dir, ".") && name[0] != '/')
+    if ((!strcmp(dir, ".") && name[0] != '/') || name[0] == '/')
         sgl_strbuf_puts(&sb, name);
     else
         sgl_strbuf_printf(&sb, "%s/%s", dir, name);
