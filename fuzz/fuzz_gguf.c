@@ -23,11 +23,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_file *f = gguf_open_memory(buf, size, &err);
     if (f) {
         volatile uint64_t sink = 0;
+        volatile double fsink = 0;
         for (uint64_t i = 0; i < f->n_kv; i++) {
             const gguf_kv *kv = &f->kv[i];
             const char *key = kv->key;
             sink += (uint64_t)gguf_get_int(f, key, 0);
-            sink += (uint64_t)gguf_get_float(f, key, 0);
+            fsink += gguf_get_float(f, key, 0);
             sink += gguf_get_bool(f, key, false);
             char *s = gguf_get_string(f, key);
             free(s);
@@ -36,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 gguf_str st = gguf_arr_str(f, key, k);
                 sink += st.len;
                 sink += (uint64_t)gguf_arr_int(f, key, k, 0);
-                sink += (uint64_t)gguf_arr_float(f, key, k, 0);
+                fsink += gguf_arr_float(f, key, k, 0);
             }
         }
         for (uint64_t i = 0; i < f->n_tensors; i++) {
@@ -58,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             tok_free(tok);
         }
         (void)sink;
+        (void)fsink;
         gguf_close(f);
     }
     free(buf);
