@@ -33,7 +33,7 @@ case $target in
     flex -o "$out/gen/lexer.c" "$root/lang/lexer.l"
     # shellcheck disable=SC2086
     clang $cflags -I"$out/gen" "$root"/fuzz/fuzz_lang.c "$root"/lang/ast.c "$root"/lang/check.c \
-      "$root"/lang/diag.c "$root"/lang/load.c "$root"/lang/regex.c "$root"/util/util.c \
+      "$root"/lang/diag.c "$root"/lang/format.c "$root"/lang/load.c "$root"/lang/regex.c "$root"/util/util.c \
       "$out/gen/parser.c" "$out/gen/lexer.c" -lm -o "$out/fuzz_lang"
     seeds=$root/fuzz/corpus ;;
   gguf) cov="$root/runtime/gguf.c" ;;
