@@ -101,12 +101,12 @@ for i, d in enumerate(docs):
     put('corpus-json', 'j%02d' % i, d)
 
 # ---- values: op bytes (fuzz_value.c): 0 int, 1 float(8), 2 str(n), 3/4 list(k), 5 nest,
-#      6 map, 7 dup, 8 index, 9 none/bool; nest makes 8*a levels ----
+#      6 map, 7 dup, 8 index, 9 none/bool; nest makes a levels ----
 prog = [
     bytes([0, 5, 0, 7, 3, 2]),
     bytes([2, 3]) + b'key' + bytes([0, 42, 6, 7, 3, 2]),
-    bytes([0, 1, 5, 30]),  # 240 deep
-    bytes([0, 1, 5, 255]),  # 2040 deep
+    bytes([0, 1, 5, 30]),  # 30 deep
+    bytes([0, 1, 5, 255, 5, 255, 5, 255]),  # 765 deep
     bytes([1]) + struct.pack('<d', float('nan')) + bytes([7, 3, 2]),
     bytes([1]) + struct.pack('<d', 2.5) + bytes([9, 3, 9, 0, 3, 3]),
     bytes([0, 1, 0, 2, 3, 2, 7, 3, 2, 8, 0, 8, 1]),
