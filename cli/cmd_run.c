@@ -130,7 +130,11 @@ int cmd_run(int argc, char **argv) {
     if (!strcmp(file, "-")) {
         char buf[4096];
         size_t k;
-        while ((k = fread(buf, 1, sizeof buf, stdin)) > 0) sgl_strbuf_append(&stdin_text, buf, k);
+        /* Stop one buffer past the source size limit: the loader reports it. */
+        size_t cap = SGL_MIN(limits.max_file ? limits.max_file : SGL_DEFAULT_MAX_FILE,
+                             limits.max_source ? limits.max_source : SGL_DEFAULT_MAX_SOURCE);
+        while (stdin_text.len <= cap && (k = fread(buf, 1, sizeof buf, stdin)) > 0)
+            sgl_strbuf_append(&stdin_text, buf, k);
         sgl_strbuf_putc(&stdin_text, 0);
         stdin_text.len--;
         file = "<stdin>";

@@ -144,6 +144,8 @@ def test_sizes(tmp):
     expect(rc == 1 and 'too large' in err and '4 MiB' in err, 'size: file limit', err)
     rc, out, err = sglc('check', '--max-file-mb', '8', big)
     expect(rc == 0, 'size: --max-file-mb lifts it', err)
+    p = subprocess.run([SGLC, 'run', '--fake', '-'], input=b'\0' * (6 << 20), capture_output=True, timeout=60)
+    expect(p.returncode == 1 and b'input too large' in p.stderr, 'size: stdin limit', p.stderr.decode())
     for i in range(3):
         write(os.path.join(d, 'part%d.sgl' % i), '# ' + 'y' * (3 << 20) + '\nfn f%d() { return %d }\n' % (i, i))
     main = os.path.join(d, 'main.sgl')
