@@ -29,7 +29,8 @@ def run(sglc, model, src, *flags):
         f.write(src)
     try:
         p = subprocess.run([sglc, 'run', f.name, '--model', model, '--threads', '1', *flags],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, encoding='utf-8', errors='replace',
+                           timeout=120)
     finally:
         os.unlink(f.name)
     if p.returncode != 0:
