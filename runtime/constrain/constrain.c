@@ -74,6 +74,14 @@ struct cons_vocab {
     int32_t *toks;
     int32_t *long_toks; /* text tokens longer than CLASS_DEPTH */
     int32_t n_long;
+    /* Plain-subtree summaries: ptok lists the trie's tokens in preorder, the
+     * tokens of node i's subtree (itself included) being
+     * ptok[ptok_lo[i] .. ptok_lo[node[i].skip]); plain_h[i] is the height of
+     * the subtree below i when every byte below i is plain (printable ASCII
+     * but '"' and '\\'), else 0. A walk whose state accepts every plain
+     * string that long sets the whole subtree without visiting it. */
+    int32_t *ptok, *ptok_lo;
+    uint8_t *plain_h;
 };
 
 struct cons_matcher {
@@ -366,6 +374,41 @@ static int cmp_tok(const void *x, const void *y) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
+static bool plain_byte(uint8_t b) { return b >= 0x20 && b < 0x7F && b != '"' && b != '\\'; }
+
+/* Fills ptok, ptok_lo and plain_h (see struct cons_vocab). Returns 0 or -1. */
+static int plain_summaries(cons_vocab *v) {
+    int32_t N = v->n_nodes;
+    int32_t *h = malloc(sizeof *h * ((size_t)N + 1));
+    v->ptok_lo = malloc(sizeof *v->ptok_lo * ((size_t)N + 1));
+    v->plain_h = calloc((size_t)N + 1, 1);
+    int32_t total = 0;
+    for (int32_t i = 0; i < N; i++) total += v->node[i].ntok;
+    v->ptok = malloc(sizeof *v->ptok * ((size_t)total + 1));
+    if (!h || !v->ptok_lo || !v->plain_h || !v->ptok) {
+        free(h);
+        return -1;
+    }
+    int32_t k = 0;
+    for (int32_t i = 0; i < N; i++) {
+        v->ptok_lo[i] = k;
+        for (int32_t j = 0; j < v->node[i].ntok; j++) v->ptok[k++] = v->toks[v->node[i].tok + j];
+    }
+    v->ptok_lo[N] = k;
+    /* h[i]: height below i when plain, -1 when not (children come after i) */
+    for (int32_t i = N - 1; i >= 0; i--) {
+        int32_t hi = 0;
+        for (int32_t c = i + 1; c < v->node[i].skip && hi >= 0; c = v->node[c].skip) {
+            if (!plain_byte(v->node[c].byte) || h[c] < 0) hi = -1;
+            else if (h[c] + 1 > hi) hi = h[c] + 1;
+        }
+        h[i] = hi;
+        v->plain_h[i] = (uint8_t)(hi > 0 && hi < 255 ? hi : 0);
+    }
+    free(h);
+    return 0;
+}
+
 cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const size_t *lens,
                            const bool *is_special, const int32_t *eos_ids, int32_t n_eos,
                            sgl_error *err) {
@@ -449,6 +492,7 @@ cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const siz
     if (!v->long_toks) goto oom;
     for (int32_t t = 0; t < nt; t++)
         if (refs[t].n > CLASS_DEPTH) v->long_toks[v->n_long++] = refs[t].id;
+    if (plain_summaries(v)) goto oom;
     free(refs);
     free(pstack);
     return v;
@@ -470,6 +514,9 @@ void cons_vocab_free(cons_vocab *v) {
     free(v->node);
     free(v->toks);
     free(v->long_toks);
+    free(v->ptok);
+    free(v->ptok_lo);
+    free(v->plain_h);
     free(v);
 }
 
@@ -487,8 +534,42 @@ static inline int32_t set_node_tokens(const cons_vocab *v, int32_t i, uint32_t *
     return c;
 }
 
+/* Which DFA states accept every plain string (plain_byte) up to a length,
+ * remembered for one walk: ok[s] = a length known to pass, bad[s] = one known
+ * to fail (0: none known). */
+typedef struct plain_memo {
+    const cons_dfa *d;
+    int32_t n_pcls;
+    int32_t pcls[256]; /* the byte classes of plain bytes */
+    uint8_t *ok, *bad;
+} plain_memo;
+
+/* True when every plain string of at most h bytes keeps state s alive
+ * (every DFA state can reach acceptance, so alive is enough). */
+static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
+    if (h <= pm->ok[s]) return true;
+    if (pm->bad[s] && h >= pm->bad[s]) return false;
+    const int32_t *row = pm->d->delta + (size_t)s * pm->d->n_cls;
+    int32_t seen[8], ns = 0;
+    for (int32_t k = 0; k < pm->n_pcls; k++) {
+        int32_t t = row[pm->pcls[k]];
+        bool dup = false;
+        for (int32_t j = 0; j < ns && !dup; j++) dup = seen[j] == t;
+        if (dup) continue;
+        if (ns < 8) seen[ns++] = t;
+        if (t < 0 || !plain_alive(pm, t, h - 1)) {
+            pm->bad[s] = (uint8_t)(t < 0 ? 1 : h);
+            return false;
+        }
+    }
+    pm->ok[s] = (uint8_t)h;
+    return true;
+}
+
 /* Walks nodes [lo, hi) (a subtree's descendants, at depth base+1 ...) from
- * DFA state s; p NULL: everything is allowed. Returns the tokens set. */
+ * DFA state s; p NULL: everything is allowed. A node whose subtree below is
+ * plain and whose state keeps every plain string of that height alive gets
+ * its whole subtree at once. Returns the tokens set, or -1. */
 static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int32_t hi, int32_t base,
                         int32_t s, uint32_t *mask) {
     int32_t count = 0;
@@ -498,17 +579,43 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     }
     int32_t stack_buf[256];
     int32_t *st = v->max_depth < 255 ? stack_buf : malloc(sizeof *st * ((size_t)v->max_depth + 2));
-    if (!st) return -1;
+    plain_memo pm = {.d = d};
+    pm.ok = calloc((size_t)d->n_states * 2, 1);
+    if (!st || !pm.ok) {
+        if (st != stack_buf) free(st);
+        free(pm.ok);
+        return -1;
+    }
+    pm.bad = pm.ok + d->n_states;
+    {
+        uint8_t in[256] = {0};
+        for (int b = 0; b < 256; b++)
+            if (plain_byte((uint8_t)b) && !in[d->cls[b]]) {
+                in[d->cls[b]] = 1;
+                pm.pcls[pm.n_pcls++] = d->cls[b];
+            }
+    }
     st[0] = s;
     const int32_t *delta = d->delta;
     const int32_t K = d->n_cls;
     const uint8_t *cls = d->cls;
     const struct tnode *node = v->node;
+    const uint8_t *plain_h = v->plain_h;
     for (int32_t i = lo; i < hi;) {
         const struct tnode *nd = &node[i];
         int32_t dep = nd->depth - base;
         int32_t t = delta[(size_t)st[dep - 1] * K + cls[nd->byte]];
         if (t < 0) {
+            i = nd->skip;
+            continue;
+        }
+        if (plain_h[i] && plain_alive(&pm, t, plain_h[i])) {
+            int32_t a = v->ptok_lo[i], z = v->ptok_lo[nd->skip];
+            for (int32_t k = a; k < z; k++) {
+                int32_t tk = v->ptok[k];
+                mask[tk >> 5] |= 1u << (tk & 31);
+            }
+            count += z - a;
             i = nd->skip;
             continue;
         }
@@ -522,6 +629,7 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
         i++;
     }
     if (st != stack_buf) free(st);
+    free(pm.ok);
     return count;
 }
 
