@@ -44,15 +44,30 @@ typedef struct emask {
 
 #define EMASK_MAX 4096 /* entries per program; beyond, masks are walked each time */
 
-/* Masks of every DFA state for one vocabulary (by serial). */
+/* One round of mask classes: the distinct tuples (class of the state, class
+ * of its successor on every byte class, -1 dead) of the round before, in an
+ * open-addressing table; a tuple's index is its class at this round. */
+typedef struct class_round {
+    int32_t *tup; /* n tuples of (n_cls + 1) ints */
+    int32_t n, cap;
+    int32_t *tab; /* tuple index or -1; tab_cap a power of two */
+    int32_t tab_cap;
+} class_round;
+
+/* Masks of DFA states for one vocabulary (by serial), per mask class. The
+ * classes are computed on demand, state by state (see mask_class). */
 typedef struct mask_cache {
     uint64_t serial;
-    int32_t *cls;     /* mask class of each DFA state (mask_classes) */
-    int32_t n_cls;
-    uint32_t **masks; /* per class, NULL until computed */
+    int32_t depth;     /* rounds of refinement (the longest token, at most CLASS_DEPTH) */
+    int32_t *memo;     /* depth x n_states: class of a state after each round, -1 unknown */
+    class_round *rounds;
+    uint32_t **masks;  /* per class of the last round, NULL until computed */
     int32_t *counts;
+    int32_t n_masks;   /* capacity of masks / counts */
     struct mask_cache *next;
 } mask_cache;
+
+static void mask_cache_free(struct mask_cache *c);
 
 struct cons_vocab {
     uint64_t serial;
@@ -224,11 +239,7 @@ void cons_program_release(cons_program *p) {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
     for (mask_cache *c = p->caches, *nx; c; c = nx) {
         nx = c->next;
-        for (int32_t i = 0; i < c->n_cls; i++) free(c->masks[i]);
-        free(c->cls);
-        free(c->masks);
-        free(c->counts);
-        free(c);
+        mask_cache_free(c);
     }
     for (int32_t b = 0; b < p->emask_cap; b++)
         for (emask *x = p->emasks[b], *nx; x; x = nx) {
@@ -752,83 +763,96 @@ static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
 
 /* Mask classes: two states get the same mask when no byte string of at most
  * `depth` bytes keeps one alive and kills the other (with depth the longest
- * token, or CLASS_DEPTH and longer tokens checked per state).
- * Moore refinement for at most depth rounds, where "dead" is its own class;
- * a string of maxLength 200 then needs a handful of walks, not 200. Writes
- * the class of every state into cls and returns the class count, or -1. */
-static int32_t mask_classes(const cons_dfa *d, int32_t depth, int32_t *cls) {
-    int32_t N = d->n_states, K = d->n_cls;
-    int32_t *next = malloc(sizeof *next * (size_t)N), *tab = NULL;
-    int32_t cap = 1;
-    while (cap < 2 * N) cap *= 2;
-    tab = malloc(sizeof *tab * (size_t)cap);
-    if (!next || !tab) {
-        free(next);
-        free(tab);
-        return -1;
-    }
-    for (int32_t i = 0; i < N; i++) cls[i] = 0;
-    int32_t ncls = 1;
-    /* bound the work; beyond it, fewer rounds only means fewer merges */
-    int64_t budget = 200000000;
-    for (int32_t round = 0; round < depth && (int64_t)N * K <= budget; round++) {
-        budget -= (int64_t)N * K;
-        for (int32_t i = 0; i < cap; i++) tab[i] = -1;
-        int32_t nn = 0;
-        for (int32_t st = 0; st < N; st++) {
-            const int32_t *row = d->delta + (size_t)st * K;
-            uint64_t h = 1469598103934665603ull ^ (uint64_t)cls[st];
-            for (int32_t c = 0; c < K; c++) h = (h ^ (uint64_t)(row[c] < 0 ? -1 : cls[row[c]])) * 1099511628211ull;
-            uint32_t slot = (uint32_t)(h ^ (h >> 32)) & (uint32_t)(cap - 1);
-            for (;; slot = (slot + 1) & (uint32_t)(cap - 1)) {
-                int32_t r = tab[slot];
-                if (r < 0) {
-                    tab[slot] = st;
-                    next[st] = nn++;
-                    break;
-                }
-                const int32_t *rr = d->delta + (size_t)r * K;
-                bool same = cls[r] == cls[st];
-                for (int32_t c = 0; c < K && same; c++)
-                    same = (row[c] < 0 ? -1 : cls[row[c]]) == (rr[c] < 0 ? -1 : cls[rr[c]]);
-                if (same) {
-                    next[st] = next[r];
-                    break;
-                }
-            }
+ * token, or CLASS_DEPTH and longer tokens checked per state). That is Moore
+ * refinement for depth rounds, where "dead" is its own class; a string of
+ * maxLength 200 then needs a handful of walks, not 200. Classes are
+ * hash-consed per round (round r: the tuple of round r-1's classes of the
+ * state and of its successors), so a state's class is computed on demand
+ * from the states within depth bytes of it, and equal classes are equal
+ * numbers whatever the order states are asked in: the first mask of a large
+ * DFA costs its neighbourhood, not the whole DFA. Under p->mu. */
+
+static void mask_cache_free(mask_cache *c) {
+    if (!c) return;
+    for (int32_t i = 0; i < c->n_masks; i++) free(c->masks[i]);
+    if (c->rounds)
+        for (int32_t r = 0; r < c->depth; r++) {
+            free(c->rounds[r].tup);
+            free(c->rounds[r].tab);
         }
-        bool stable = nn == ncls;
-        memcpy(cls, next, sizeof *cls * (size_t)N);
-        ncls = nn;
-        if (stable) break;
+    free(c->rounds);
+    free(c->memo);
+    free(c->masks);
+    free(c->counts);
+    free(c);
+}
+
+static uint64_t tup_hash(const int32_t *t, int32_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (int32_t i = 0; i < n; i++) h = (h ^ (uint32_t)t[i]) * 1099511628211ull;
+    return h ^ (h >> 31);
+}
+
+/* The index of tuple t[0..n) in round R (added when new), or -1 (memory). */
+static int32_t round_intern(class_round *R, const int32_t *t, int32_t n) {
+    if ((R->n + 1) * 2 > R->tab_cap) {
+        int32_t cap = R->tab_cap ? R->tab_cap * 2 : 64;
+        int32_t *tab = malloc(sizeof *tab * (size_t)cap);
+        if (!tab) return -1;
+        for (int32_t i = 0; i < cap; i++) tab[i] = -1;
+        for (int32_t i = 0; i < R->n; i++) {
+            uint32_t h = (uint32_t)tup_hash(R->tup + (size_t)i * n, n) & (uint32_t)(cap - 1);
+            while (tab[h] >= 0) h = (h + 1) & (uint32_t)(cap - 1);
+            tab[h] = i;
+        }
+        free(R->tab);
+        R->tab = tab;
+        R->tab_cap = cap;
     }
-    free(next);
-    free(tab);
-    return ncls;
+    uint32_t h = (uint32_t)tup_hash(t, n) & (uint32_t)(R->tab_cap - 1);
+    for (; R->tab[h] >= 0; h = (h + 1) & (uint32_t)(R->tab_cap - 1))
+        if (memcmp(R->tup + (size_t)R->tab[h] * n, t, sizeof *t * (size_t)n) == 0) return R->tab[h];
+    if (R->n == R->cap) {
+        int32_t cap = R->cap ? R->cap * 2 : 64;
+        int32_t *v = realloc(R->tup, sizeof *v * (size_t)cap * (size_t)n);
+        if (!v) return -1;
+        R->tup = v;
+        R->cap = cap;
+    }
+    memcpy(R->tup + (size_t)R->n * n, t, sizeof *t * (size_t)n);
+    R->tab[h] = R->n;
+    return R->n++;
+}
+
+/* The class of state s after r rounds (0: every state alike), or -1 (memory). */
+static int32_t mask_class(mask_cache *c, const cons_dfa *d, int32_t r, int32_t s) {
+    if (r == 0) return 0;
+    int32_t *m = &c->memo[(size_t)(r - 1) * d->n_states + s];
+    if (*m >= 0) return *m;
+    int32_t K = d->n_cls, tup[257];
+    const int32_t *row = d->delta + (size_t)s * K;
+    tup[0] = mask_class(c, d, r - 1, s);
+    if (tup[0] < 0) return -1;
+    for (int32_t k = 0; k < K; k++) {
+        tup[k + 1] = row[k] < 0 ? -1 : mask_class(c, d, r - 1, row[k]);
+        if (row[k] >= 0 && tup[k + 1] < 0) return -1;
+    }
+    *m = round_intern(&c->rounds[r - 1], tup, K + 1);
+    return *m;
 }
 
 static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
     mask_cache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     int32_t N = p->dfa->n_states;
-    c->cls = malloc(sizeof *c->cls * (size_t)N);
-    int32_t n = c->cls ? mask_classes(p->dfa, v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH, c->cls) : -1;
-    if (n < 0) {
-        /* no merging: one class per state */
-        n = N;
-        if (c->cls)
-            for (int32_t i = 0; i < N; i++) c->cls[i] = i;
-    }
-    c->n_cls = n;
-    c->masks = calloc((size_t)n, sizeof *c->masks);
-    c->counts = calloc((size_t)n, sizeof *c->counts);
-    if (!c->cls || !c->masks || !c->counts) {
-        free(c->cls);
-        free(c->masks);
-        free(c->counts);
-        free(c);
+    c->depth = v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH;
+    c->memo = malloc(sizeof *c->memo * ((size_t)N * (size_t)c->depth + 1));
+    c->rounds = calloc((size_t)c->depth + 1, sizeof *c->rounds);
+    if (!c->memo || !c->rounds) {
+        mask_cache_free(c);
         return NULL;
     }
+    memset(c->memo, 0xff, sizeof *c->memo * (size_t)N * (size_t)c->depth);
     c->serial = v->serial;
     return c;
 }
@@ -851,16 +875,11 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
             nc = NULL;
         }
         pthread_mutex_unlock(&p->mu);
-        if (nc) {
-            free(nc->cls);
-            free(nc->masks);
-            free(nc->counts);
-            free(nc);
-        }
+        mask_cache_free(nc);
     }
-    int32_t k = c ? c->cls[s] : -1;
     pthread_mutex_lock(&p->mu);
-    const uint32_t *hit = c ? c->masks[k] : NULL;
+    int32_t k = c ? mask_class(c, p->dfa, c->depth, s) : -1;
+    const uint32_t *hit = k >= 0 && k < c->n_masks ? c->masks[k] : NULL;
     int32_t cnt = hit ? c->counts[k] : 0;
     pthread_mutex_unlock(&p->mu);
     if (hit) {
@@ -885,12 +904,24 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     }
     memset(mask, 0, words * 4);
     cnt = walk_dfa(v, p->dfa, 0, v->n_nodes, 0, s, mask);
-    if (cnt < 0 || !c) return cnt;
+    if (cnt < 0 || !c || k < 0) return cnt;
     uint32_t *copy = malloc(words * 4);
     if (!copy) return cnt;
     memcpy(copy, mask, words * 4);
     pthread_mutex_lock(&p->mu);
-    if (!c->masks[k]) {
+    if (k >= c->n_masks) {
+        int32_t cap = c->n_masks ? c->n_masks : 16;
+        while (cap <= k) cap *= 2;
+        uint32_t **ms = realloc(c->masks, sizeof *ms * (size_t)cap);
+        if (ms) c->masks = ms;
+        int32_t *cs = ms ? realloc(c->counts, sizeof *cs * (size_t)cap) : NULL;
+        if (cs) {
+            c->counts = cs;
+            for (int32_t i = c->n_masks; i < cap; i++) c->masks[i] = NULL;
+            c->n_masks = cap;
+        }
+    }
+    if (k < c->n_masks && !c->masks[k]) {
         c->masks[k] = copy;
         c->counts[k] = cnt;
         copy = NULL;
