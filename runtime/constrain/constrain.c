@@ -545,6 +545,16 @@ static inline int32_t set_node_tokens(const cons_vocab *v, int32_t i, uint32_t *
     return c;
 }
 
+/* Sets every token of node i's subtree (i included). Returns how many. */
+static int32_t set_subtree_tokens(const cons_vocab *v, int32_t i, uint32_t *mask) {
+    int32_t a = v->ptok_lo[i], z = v->ptok_lo[v->node[i].skip];
+    for (int32_t k = a; k < z; k++) {
+        int32_t tk = v->ptok[k];
+        mask[tk >> 5] |= 1u << (tk & 31);
+    }
+    return z - a;
+}
+
 /* Which DFA states accept every plain string (plain_byte) up to a length,
  * remembered for one walk: ok[s] = a length known to pass, bad[s] = one known
  * to fail (0: none known). */
@@ -621,12 +631,7 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
             continue;
         }
         if (plain_h[i] && plain_alive(&pm, t, plain_h[i])) {
-            int32_t a = v->ptok_lo[i], z = v->ptok_lo[nd->skip];
-            for (int32_t k = a; k < z; k++) {
-                int32_t tk = v->ptok[k];
-                mask[tk >> 5] |= 1u << (tk & 31);
-            }
-            count += z - a;
+            count += set_subtree_tokens(v, i, mask);
             i = nd->skip;
             continue;
         }
@@ -648,6 +653,9 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
                            uint32_t *mask) {
     int32_t count = 0, e0 = earley_depth(e);
     bool memo = earley_walk_begin(e) == 0;
+    uint32_t plain[8] = {0};
+    for (int b = 0; b < 256; b++)
+        if (plain_byte((uint8_t)b)) plain[b >> 5] |= 1u << (b & 31);
     for (int32_t i = lo; i < hi;) {
         int32_t dep = v->node[i].depth - base;
         while (earley_depth(e) > e0 + dep - 1) earley_pop(e);
@@ -657,6 +665,11 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
             break;
         }
         if (r == 0) {
+            i = v->node[i].skip;
+            continue;
+        }
+        if (memo && v->plain_h[i] && earley_walk_loops(e, plain) == 1) {
+            count += set_subtree_tokens(v, i, mask);
             i = v->node[i].skip;
             continue;
         }

@@ -35,6 +35,7 @@ typedef struct wmemo {
     int32_t tab_cap;
     int32_t *set_id;     /* per chart set: id, W_NONE (not internable) or W_UNKNOWN */
     int32_t cap_sets;
+    uint8_t loops[4096]; /* per id: 1 loops on the asked bytes, 0 not, 2 unknown (W_MAX_IDS) */
 } wmemo;
 
 enum { W_UNKNOWN = -2, W_DEAD = -1, W_NONE = -3, W_MAX_IDS = 4096 };
@@ -429,6 +430,7 @@ int earley_walk_begin(earley *e) {
     }
     for (int32_t i = 0; i < w->tab_cap; i++) w->tab[i] = -1;
     for (int32_t i = 0; i < w->cap_sets; i++) w->set_id[i] = W_UNKNOWN;
+    memset(w->loops, 2, sizeof w->loops);
     e->w = w;
     return 0;
 }
@@ -550,4 +552,33 @@ int earley_walk_push(earley *e, uint8_t b) {
     /* id may have moved the trans table: index again */
     if (id >= 0 && nid >= 0) w->trans[(size_t)id * 256 + b] = nid;
     return 1;
+}
+
+int earley_walk_loops(earley *e, const uint32_t bytes[8]) {
+    wmemo *w = e->w;
+    if (!w) return 0;
+    int32_t k = e->n_sets - 1;
+    if (k >= w->cap_sets) return 0;
+    int32_t id = w->set_id[k];
+    if (id == W_UNKNOWN) id = w->set_id[k] = w_intern(e, k);
+    if (id < 0 || id >= (int32_t)sizeof w->loops) return 0;
+    if (w->loops[id] != 2) return w->loops[id];
+    int res = 1;
+    for (int b = 0; b < 256 && res; b++) {
+        if (!((bytes[b >> 5] >> (b & 31)) & 1)) continue;
+        int32_t t = w->trans[(size_t)id * 256 + (size_t)b];
+        if (t == W_UNKNOWN) {
+            int r = earley_walk_push(e, (uint8_t)b);
+            if (r < 0) return 0; /* not remembered: memory may come back */
+            if (r == 0) {
+                res = 0;
+                break;
+            }
+            t = w->set_id[k + 1];
+            earley_pop(e);
+        }
+        res = t == id;
+    }
+    w->loops[id] = (uint8_t)res;
+    return res;
 }

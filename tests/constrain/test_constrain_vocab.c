@@ -43,6 +43,12 @@ static const ccase cases[] = {
                    "term ::= num | \"(\" expr \")\"\nnum ::= [1-9] [0-9]{0,3}"},
     {CONS_GRAMMAR, "root ::= \"<\" name \">\" (text | root)* \"</\" name \">\"\n"
                    "name ::= [a-z]+\ntext ::= [^<>]+"},
+    /* recursion around string interiors: the recogniser's plain-byte loops */
+    {CONS_JSON_SCHEMA, "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+                       "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}},\"required\":[\"name\"]}},"
+                       "\"$ref\":\"#/$defs/n\"}"},
+    {CONS_GRAMMAR, "root ::= \"(\" (item (\" \" item)*)? \")\"\n"
+                   "item ::= root | \"\\\"\" [^\"\\\\]{0,40} \"\\\"\" | [a-z]+"},
 };
 
 static uint64_t seed = 0x5eed1234;
