@@ -165,8 +165,9 @@ void earley_walk_end(earley *e);
 /* During a walk: 1 when the last set is interned and pushing any byte of
  * bytes[8] gives that same set back, so every string of those bytes keeps
  * the text viable (a JSON string's interior); 0 when not or unknown. The
- * chart is left as it was. */
-int earley_walk_loops(earley *e, const uint32_t bytes[8]);
+ * answer is remembered per set under slot (0..3: one per byte set asked
+ * about). The chart is left as it was. */
+int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8]);
 /* Writes into *out (malloc'd, caller frees; *n ints) a key of what decides
  * the recogniser's future: the last set and every set its items' origins
  * reach, with origins renumbered in visiting order. Equal keys: equal

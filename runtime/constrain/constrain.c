@@ -89,14 +89,15 @@ struct cons_vocab {
     int32_t *toks;
     int32_t *long_toks; /* text tokens longer than CLASS_DEPTH */
     int32_t n_long;
-    /* Plain-subtree summaries: ptok lists the trie's tokens in preorder, the
+    /* Byte-category summaries: ptok lists the trie's tokens in preorder, the
      * tokens of node i's subtree (itself included) being
-     * ptok[ptok_lo[i] .. ptok_lo[node[i].skip]); plain_h[i] is the height of
-     * the subtree below i when every byte below i is plain (printable ASCII
-     * but '"' and '\\'), else 0. A walk whose state accepts every plain
-     * string that long sets the whole subtree without visiting it. */
+     * ptok[ptok_lo[i] .. ptok_lo[node[i].skip]); sub_h[i] is the height of
+     * the subtree below i (0: a leaf, or 255 and over) and sub_cat[i] has bit
+     * c set when every byte below i is of category c (cat_byte). A walk whose
+     * state accepts every string of such bytes that long sets the whole
+     * subtree without visiting it. */
     int32_t *ptok, *ptok_lo;
-    uint8_t *plain_h;
+    uint8_t *sub_h, *sub_cat;
 };
 
 struct cons_matcher {
@@ -385,18 +386,29 @@ static int cmp_tok(const void *x, const void *y) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
-static bool plain_byte(uint8_t b) { return b >= 0x20 && b < 0x7F && b != '"' && b != '\\'; }
+/* Byte categories a trie subtree may be made of, widest first: plain
+ * (printable ASCII but '"' and '\\': a JSON string's interior), word
+ * characters, lower-case letters and digits. */
+#define N_CATS 3
+static bool cat_byte(int c, uint8_t b) {
+    switch (c) {
+    case 0: return b >= 0x20 && b < 0x7F && b != '"' && b != '\\';
+    case 1: return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '_';
+    default: return (b >= 'a' && b <= 'z') || (b >= '0' && b <= '9');
+    }
+}
 
-/* Fills ptok, ptok_lo and plain_h (see struct cons_vocab). Returns 0 or -1. */
+/* Fills ptok, ptok_lo, sub_h and sub_cat (see struct cons_vocab). Returns 0 or -1. */
 static int plain_summaries(cons_vocab *v) {
     int32_t N = v->n_nodes;
     int32_t *h = malloc(sizeof *h * ((size_t)N + 1));
     v->ptok_lo = malloc(sizeof *v->ptok_lo * ((size_t)N + 1));
-    v->plain_h = calloc((size_t)N + 1, 1);
+    v->sub_h = calloc((size_t)N + 1, 1);
+    v->sub_cat = calloc((size_t)N + 1, 1);
     int32_t total = 0;
     for (int32_t i = 0; i < N; i++) total += v->node[i].ntok;
     v->ptok = malloc(sizeof *v->ptok * ((size_t)total + 1));
-    if (!h || !v->ptok_lo || !v->plain_h || !v->ptok) {
+    if (!h || !v->ptok_lo || !v->sub_h || !v->sub_cat || !v->ptok) {
         free(h);
         return -1;
     }
@@ -406,16 +418,25 @@ static int plain_summaries(cons_vocab *v) {
         for (int32_t j = 0; j < v->node[i].ntok; j++) v->ptok[k++] = v->toks[v->node[i].tok + j];
     }
     v->ptok_lo[N] = k;
-    /* h[i]: height below i when plain, -1 when not (children come after i) */
+    /* h[i]: height below i (children come after i) */
+    uint8_t catof[256];
+    for (int b = 0; b < 256; b++) {
+        catof[b] = 0;
+        for (int c = 0; c < N_CATS; c++) catof[b] |= (uint8_t)(cat_byte(c, (uint8_t)b) << c);
+    }
     for (int32_t i = N - 1; i >= 0; i--) {
         int32_t hi = 0;
-        for (int32_t c = i + 1; c < v->node[i].skip && hi >= 0; c = v->node[c].skip) {
-            if (!plain_byte(v->node[c].byte) || h[c] < 0) hi = -1;
-            else if (h[c] + 1 > hi) hi = h[c] + 1;
+        uint8_t cat = (1u << N_CATS) - 1;
+        for (int32_t c = i + 1; c < v->node[i].skip; c = v->node[c].skip) {
+            cat &= catof[v->node[c].byte] & v->sub_cat[c];
+            if (h[c] + 1 > hi) hi = h[c] + 1;
         }
         h[i] = hi;
-        v->plain_h[i] = (uint8_t)(hi > 0 && hi < 255 ? hi : 0);
+        v->sub_h[i] = (uint8_t)(hi < 255 ? hi : 0);
+        v->sub_cat[i] = v->sub_h[i] ? cat : (uint8_t)(hi ? 0 : (1u << N_CATS) - 1);
     }
+    for (int32_t i = 0; i < N; i++)
+        if (!v->sub_h[i]) v->sub_cat[i] = 0;
     free(h);
     return 0;
 }
@@ -527,7 +548,8 @@ void cons_vocab_free(cons_vocab *v) {
     free(v->long_toks);
     free(v->ptok);
     free(v->ptok_lo);
-    free(v->plain_h);
+    free(v->sub_h);
+    free(v->sub_cat);
     free(v);
 }
 
@@ -555,18 +577,18 @@ static int32_t set_subtree_tokens(const cons_vocab *v, int32_t i, uint32_t *mask
     return z - a;
 }
 
-/* Which DFA states accept every plain string (plain_byte) up to a length,
- * remembered for one walk: ok[s] = a length known to pass, bad[s] = one known
- * to fail (0: none known). */
+/* Which DFA states accept every string of one byte category (cat_byte) up
+ * to a length, remembered for one walk: ok[s] = a length known to pass,
+ * bad[s] = one known to fail (0: none known). */
 typedef struct plain_memo {
     const cons_dfa *d;
     int32_t n_pcls;
-    int32_t pcls[256]; /* the byte classes of plain bytes */
+    int32_t pcls[256]; /* the byte classes of the category's bytes */
     uint8_t *ok, *bad;
 } plain_memo;
 
-/* True when every plain string of at most h bytes keeps state s alive
- * (every DFA state can reach acceptance, so alive is enough). */
+/* True when every string of the category of at most h bytes keeps state s
+ * alive (every DFA state can reach acceptance, so alive is enough). */
 static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
     if (h <= pm->ok[s]) return true;
     if (pm->bad[s] && h >= pm->bad[s]) return false;
@@ -600,20 +622,21 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     }
     int32_t stack_buf[256];
     int32_t *st = v->max_depth < 255 ? stack_buf : malloc(sizeof *st * ((size_t)v->max_depth + 2));
-    plain_memo pm = {.d = d};
-    pm.ok = calloc((size_t)d->n_states * 2, 1);
-    if (!st || !pm.ok) {
+    plain_memo pm[N_CATS];
+    uint8_t *memo = calloc((size_t)d->n_states * 2 * N_CATS, 1);
+    if (!st || !memo) {
         if (st != stack_buf) free(st);
-        free(pm.ok);
+        free(memo);
         return -1;
     }
-    pm.bad = pm.ok + d->n_states;
-    {
+    for (int c = 0; c < N_CATS; c++) {
+        pm[c] = (plain_memo){.d = d, .ok = memo + (size_t)d->n_states * 2 * c};
+        pm[c].bad = pm[c].ok + d->n_states;
         uint8_t in[256] = {0};
         for (int b = 0; b < 256; b++)
-            if (plain_byte((uint8_t)b) && !in[d->cls[b]]) {
+            if (cat_byte(c, (uint8_t)b) && !in[d->cls[b]]) {
                 in[d->cls[b]] = 1;
-                pm.pcls[pm.n_pcls++] = d->cls[b];
+                pm[c].pcls[pm[c].n_pcls++] = d->cls[b];
             }
     }
     st[0] = s;
@@ -621,7 +644,7 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     const int32_t K = d->n_cls;
     const uint8_t *cls = d->cls;
     const struct tnode *node = v->node;
-    const uint8_t *plain_h = v->plain_h;
+    const uint8_t *sub_h = v->sub_h, *sub_cat = v->sub_cat;
     for (int32_t i = lo; i < hi;) {
         const struct tnode *nd = &node[i];
         int32_t dep = nd->depth - base;
@@ -630,10 +653,15 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
             i = nd->skip;
             continue;
         }
-        if (plain_h[i] && plain_alive(&pm, t, plain_h[i])) {
-            count += set_subtree_tokens(v, i, mask);
-            i = nd->skip;
-            continue;
+        if (sub_cat[i]) {
+            bool all = false;
+            for (int c = 0; c < N_CATS && !all; c++)
+                all = ((sub_cat[i] >> c) & 1) && plain_alive(&pm[c], t, sub_h[i]);
+            if (all) {
+                count += set_subtree_tokens(v, i, mask);
+                i = nd->skip;
+                continue;
+            }
         }
         st[dep] = t;
         if (nd->ntok) {
@@ -645,7 +673,7 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
         i++;
     }
     if (st != stack_buf) free(st);
-    free(pm.ok);
+    free(memo);
     return count;
 }
 
@@ -653,9 +681,10 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
                            uint32_t *mask) {
     int32_t count = 0, e0 = earley_depth(e);
     bool memo = earley_walk_begin(e) == 0;
-    uint32_t plain[8] = {0};
-    for (int b = 0; b < 256; b++)
-        if (plain_byte((uint8_t)b)) plain[b >> 5] |= 1u << (b & 31);
+    uint32_t cats[N_CATS][8] = {{0}};
+    for (int c = 0; c < N_CATS; c++)
+        for (int b = 0; b < 256; b++)
+            if (cat_byte(c, (uint8_t)b)) cats[c][b >> 5] |= 1u << (b & 31);
     for (int32_t i = lo; i < hi;) {
         int32_t dep = v->node[i].depth - base;
         while (earley_depth(e) > e0 + dep - 1) earley_pop(e);
@@ -668,10 +697,15 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
             i = v->node[i].skip;
             continue;
         }
-        if (memo && v->plain_h[i] && earley_walk_loops(e, plain) == 1) {
-            count += set_subtree_tokens(v, i, mask);
-            i = v->node[i].skip;
-            continue;
+        if (memo && v->sub_cat[i]) {
+            bool all = false;
+            for (int c = 0; c < N_CATS && !all; c++)
+                all = ((v->sub_cat[i] >> c) & 1) && earley_walk_loops(e, c, cats[c]) == 1;
+            if (all) {
+                count += set_subtree_tokens(v, i, mask);
+                i = v->node[i].skip;
+                continue;
+            }
         }
         if (v->node[i].ntok) count += set_node_tokens(v, i, mask);
         i++;

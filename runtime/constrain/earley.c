@@ -35,7 +35,7 @@ typedef struct wmemo {
     int32_t tab_cap;
     int32_t *set_id;     /* per chart set: id, W_NONE (not internable) or W_UNKNOWN */
     int32_t cap_sets;
-    uint8_t loops[4096]; /* per id: 1 loops on the asked bytes, 0 not, 2 unknown (W_MAX_IDS) */
+    uint8_t loops[4][4096]; /* per slot and id: 1 loops on the slot's bytes, 0 not, 2 unknown */
 } wmemo;
 
 enum { W_UNKNOWN = -2, W_DEAD = -1, W_NONE = -3, W_MAX_IDS = 4096 };
@@ -554,15 +554,15 @@ int earley_walk_push(earley *e, uint8_t b) {
     return 1;
 }
 
-int earley_walk_loops(earley *e, const uint32_t bytes[8]) {
+int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8]) {
     wmemo *w = e->w;
     if (!w) return 0;
     int32_t k = e->n_sets - 1;
     if (k >= w->cap_sets) return 0;
     int32_t id = w->set_id[k];
     if (id == W_UNKNOWN) id = w->set_id[k] = w_intern(e, k);
-    if (id < 0 || id >= (int32_t)sizeof w->loops) return 0;
-    if (w->loops[id] != 2) return w->loops[id];
+    if (id < 0 || id >= (int32_t)sizeof w->loops[0] || slot < 0 || slot >= 4) return 0;
+    if (w->loops[slot][id] != 2) return w->loops[slot][id];
     int res = 1;
     for (int b = 0; b < 256 && res; b++) {
         if (!((bytes[b >> 5] >> (b & 31)) & 1)) continue;
@@ -579,6 +579,6 @@ int earley_walk_loops(earley *e, const uint32_t bytes[8]) {
         }
         res = t == id;
     }
-    w->loops[id] = (uint8_t)res;
+    w->loops[slot][id] = (uint8_t)res;
     return res;
 }
