@@ -227,64 +227,83 @@ static int utf8_split(useqs *by_len, uint32_t lo, uint32_t hi, int depth) {
     return useq_push(&by_len[n - 1], x, y, n);
 }
 
-/* Sequences v[0..n) of length len as a tree that shares common suffixes:
- * grouped by their last byte range, each group is (its prefixes, factored
- * the same way) followed by that range, so the automaton reaches one state
- * for "one continuation byte left" whatever the lead byte was. */
-static cn *factor(cons_grammar *g, useq *v, int32_t n, int len) {
-    if (len == 1) {
-        uint32_t set[8] = {0};
-        for (int32_t i = 0; i < n; i++)
-            for (unsigned b = v[i].lo[0]; b <= v[i].hi[0]; b++) set[b >> 5] |= 1u << (b & 31);
-        return cn_set(g, set);
-    }
-    cn **alts = malloc(sizeof *alts * (size_t)n);
-    useq *grp = malloc(sizeof *grp * (size_t)n);
-    uint8_t *done = calloc((size_t)n, 1);
+/* Sequences v[0..n) of lengths len[0..n) (0: the empty string) as a tree
+ * that shares common suffixes: grouped by their last byte range, each group
+ * is (its prefixes, factored the same way) followed by that range, so the
+ * automaton reaches one state for "one continuation byte left" whatever the
+ * lead byte and the sequence's length were. */
+static cn *factor(cons_grammar *g, const useq *v, const uint8_t *len, int32_t n) {
+    cn **alts = malloc(sizeof *alts * ((size_t)n + 1));
+    useq *grp = malloc(sizeof *grp * ((size_t)n + 1));
+    uint8_t *glen = malloc((size_t)n + 1);
+    uint8_t *done = calloc((size_t)n + 1, 1);
     cn *res = NULL;
     int32_t na = 0;
-    if (!alts || !grp || !done) goto out;
+    bool empty = false;
+    uint32_t single[8] = {0}; /* one-byte sequences: one set */
+    bool any_single = false;
+    if (!alts || !grp || !glen || !done) goto out;
     for (int32_t i = 0; i < n; i++) {
-        if (done[i]) continue;
+        if (len[i] == 0) empty = true;
+        if (len[i] != 1) continue;
+        done[i] = 1;
+        any_single = true;
+        for (unsigned c = v[i].lo[0]; c <= v[i].hi[0]; c++) single[c >> 5] |= 1u << (c & 31);
+    }
+    if (any_single) alts[na++] = cn_set(g, single);
+    for (int32_t i = 0; i < n; i++) {
+        if (done[i] || len[i] < 2) continue;
         int32_t ng = 0;
-        uint8_t l = v[i].lo[len - 1], h = v[i].hi[len - 1];
+        uint8_t l = v[i].lo[len[i] - 1], h = v[i].hi[len[i] - 1];
         for (int32_t j = i; j < n; j++)
-            if (!done[j] && v[j].lo[len - 1] == l && v[j].hi[len - 1] == h) {
+            if (!done[j] && len[j] >= 2 && v[j].lo[len[j] - 1] == l && v[j].hi[len[j] - 1] == h) {
                 done[j] = 1;
-                grp[ng++] = v[j];
+                grp[ng] = v[j];
+                glen[ng++] = (uint8_t)(len[j] - 1);
             }
-        cn *pre = factor(g, grp, ng, len - 1);
+        cn *pre = factor(g, grp, glen, ng);
         if (!pre) goto out;
         alts[na++] = cn_cat2(g, pre, cn_range(g, l, h));
     }
-    res = cn_alt(g, alts, na);
+    if (empty) alts[na++] = cn_empty(g);
+    res = na == 1 ? alts[0] : cn_alt(g, alts, na);
 out:
     if (!res) g->oom = 1;
     free(alts);
     free(grp);
+    free(glen);
     free(done);
     return res;
 }
 
 cn *cn_codepoints(cons_grammar *g, const uint32_t *lo, const uint32_t *hi, int32_t n) {
     useqs by_len[4] = {{0}};
-    cn *alts[4];
-    int32_t na = 0;
     cn *r = NULL;
+    useq *all = NULL;
+    uint8_t *lens = NULL;
     for (int32_t i = 0; i < n; i++)
         if (utf8_split(by_len, lo[i], hi[i] > 0x10FFFF ? 0x10FFFF : hi[i], 0)) {
             g->oom = 1;
             goto out;
         }
-    for (int len = 1; len <= 4; len++) {
-        if (!by_len[len - 1].n) continue;
-        cn *x = factor(g, by_len[len - 1].v, by_len[len - 1].n, len);
-        if (!x) goto out;
-        alts[na++] = x;
+    int32_t total = by_len[0].n + by_len[1].n + by_len[2].n + by_len[3].n, k = 0;
+    if (!total) goto out;
+    all = malloc(sizeof *all * (size_t)total);
+    lens = malloc((size_t)total);
+    if (!all || !lens) {
+        g->oom = 1;
+        goto out;
     }
-    r = na ? cn_alt(g, alts, na) : NULL;
+    for (int l = 1; l <= 4; l++)
+        for (int32_t i = 0; i < by_len[l - 1].n; i++) {
+            all[k] = by_len[l - 1].v[i];
+            lens[k++] = (uint8_t)l;
+        }
+    r = factor(g, all, lens, total);
 out:
-    for (int len = 0; len < 4; len++) free(by_len[len].v);
+    for (int l = 0; l < 4; l++) free(by_len[l].v);
+    free(all);
+    free(lens);
     return r;
 }
 
