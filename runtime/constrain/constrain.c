@@ -7,7 +7,8 @@
  * skip[i], the first node after its subtree. A mask walk keeps one automaton
  * state per depth and jumps over a whole subtree as soon as its first byte
  * kills the automaton, so the cost is the number of live trie nodes, not the
- * number of tokens times their length.
+ * number of tokens times their length; a subtree made only of bytes of one
+ * category (cat_byte) that the state accepts throughout is set whole.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
