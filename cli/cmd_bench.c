@@ -89,7 +89,7 @@ static int write_file(const char *path, const sgl_strbuf *sb) {
 
 int cmd_bench(int argc, char **argv) {
     const char *v, *model = NULL, *json_path = NULL, *plot_path = NULL, *modes_arg = NULL, *wdir = NULL;
-    bench_opts o = {.seed = 1, .log = stderr};
+    bench_opts o = {.seed = 1};
     const bench_workload *ws[64];
     int nw = 0;
     const bench_mode *ms[64];

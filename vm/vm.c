@@ -424,7 +424,8 @@ static void inst_finish(vm_inst *in) {
     if (in->failed && in->result.type == VM_NONE && in->stream.type == VM_STREAM)
         in->result = vm_retain(in->stream);
     if (in->batch_parent && in->v->cfg.batch_done)
-        in->v->cfg.batch_done(in->v->cfg.batch_done_ctx, in->t1 - in->t0, in->failed);
+        in->v->cfg.batch_done(in->v->cfg.batch_done_ctx, in->t1 - in->t0,
+                              in->failed ? (in->error ? in->error : "failed") : NULL);
     if (in->batch_parent) batch_child_done(in->batch_parent, in);
     else if (in->v->done_hook) in->v->done_hook(in->v->done_ctx, in);
 }

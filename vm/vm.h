@@ -75,9 +75,9 @@ typedef struct vm_config {
     bool serial;
     bool no_prefill;
     /* Called when a run_batch instance is done, with its spawn-to-done
-     * seconds (per-program latency for benchmarks) and whether it failed;
-     * NULL: none. */
-    void (*batch_done)(void *ctx, double seconds, bool failed);
+     * seconds (per-program latency for benchmarks) and its error message
+     * (borrowed) or NULL when it succeeded; NULL: none. */
+    void (*batch_done)(void *ctx, double seconds, const char *error);
     void *batch_done_ctx;
 } vm_config;
 

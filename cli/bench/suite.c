@@ -14,15 +14,15 @@
  * baseline, one request at a time without a cache, dominates both). */
 const bench_workload bench_workloads[] = {
     /* name, what, n_full, n_quick, parallel, shared_prefix, gens, selects, prefills */
-    {"mmlu", "5-shot multiple choice, ~1,000-token prefix per subject, 1-token answer", 48, 12, 64, true, 1, 0, 0},
-    {"hellaswag", "20-shot completion, 4-way select", 48, 12, 64, true, 0, 1, 0},
-    {"react", "ReAct traces: 4 thought/action/observation steps with a tool", 12, 4, 64, true, 8, 0, 0},
-    {"agents", "generative-agents step: importance, react?, plan", 32, 8, 64, true, 2, 1, 0},
-    {"tree_of_thought", "tree of thought: 3 levels x 3 branches, each judged", 8, 2, 64, true, 10, 9, 3},
-    {"skeleton_of_thought", "outline, then 5 points expanded in parallel (fork 5)", 8, 3, 64, true, 6, 0, 1},
-    {"llm_judge", "branch-solve-merge judge: 6 criteria in parallel (fork 6), merge", 8, 3, 64, true, 7, 0, 1},
-    {"chat_short", "multi-turn chat: 4 turns, short answers", 12, 4, 64, true, 4, 0, 0},
-    {"chat_long", "multi-turn chat: 4 turns, long messages and answers", 6, 2, 64, true, 4, 0, 0},
+    {"mmlu", "5-shot multiple choice, ~1,000-token prefix per subject, 1-token answer", 8, 3, 64, true, 1, 0, 0},
+    {"hellaswag", "20-shot completion, 4-way select", 3, 2, 64, true, 0, 1, 0},
+    {"react", "ReAct traces: 4 thought/action/observation steps with a tool", 2, 1, 64, true, 8, 0, 0},
+    {"agents", "generative-agents step: importance, react?, plan", 4, 2, 64, true, 2, 1, 0},
+    {"tree_of_thought", "tree of thought: 3 levels x 3 branches, each judged", 2, 1, 64, true, 10, 9, 3},
+    {"skeleton_of_thought", "outline, then 5 points expanded in parallel (fork 5)", 4, 2, 64, true, 6, 0, 1},
+    {"llm_judge", "branch-solve-merge judge: 6 criteria in parallel (fork 6), merge", 3, 1, 64, true, 7, 0, 1},
+    {"chat_short", "multi-turn chat: 4 turns, short answers", 6, 2, 64, true, 4, 0, 0},
+    {"chat_long", "multi-turn chat: 4 turns, long messages and answers", 3, 1, 64, true, 4, 0, 0},
 };
 const int bench_n_workloads = (int)SGL_ARRAY_LEN(bench_workloads);
 
@@ -92,11 +92,12 @@ static void set_error(bench_result *res, const char *msg) {
 typedef struct lat {
     double *x;
     int n, cap, failed;
+    char *first_error;
 } lat;
 
-static void on_program_done(void *ctx, double seconds, bool failed) {
+static void on_program_done(void *ctx, double seconds, const char *error) {
     lat *l = ctx;
-    if (failed) l->failed++;
+    if (error && !l->failed++) l->first_error = sgl_strdup(error);
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 64;
         double *x = realloc(l->x, sizeof *x * (size_t)cap);
@@ -117,6 +118,7 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     so.fake = o->fake;
     so.model_path = o->model_path;
     so.n_threads = o->n_threads;
+    so.max_context = o->max_context;
     so.cache_off = m->cache_off;
     so.policy = m->policy;
     so.opt_level = m->opt_level;
@@ -164,6 +166,7 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     cfg.no_prefill = m->no_prefill;
     cfg.batch_done = on_program_done;
     cfg.batch_done_ctx = &l;
+    cfg.trace = o->trace;
     vm *v = vm_new(&cfg, err);
     if (!v) {
         if (devnull) fclose(devnull);
@@ -187,6 +190,7 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     res->cached_tokens = st.cached_tokens;
     res->completion_tokens = st.completion_tokens;
     res->hit_rate = st.prompt_tokens ? (double)st.cached_tokens / (double)st.prompt_tokens : 0;
+    res->best_prompt_tokens = st.ideal_prompt;
     res->best_hit_rate = st.ideal_prompt ? (double)st.ideal_cached / (double)st.ideal_prompt : 0;
     res->programs_per_s = res->seconds > 0 ? l.n / res->seconds : 0;
     res->tokens_per_s = res->seconds > 0 ? (double)st.completion_tokens / res->seconds : 0;
@@ -197,11 +201,15 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     } else if (vm_inst_failed(in)) {
         set_error(res, vm_inst_error(in));
     } else if (l.failed || l.n != n) {
-        snprintf(res->error, sizeof res->error, "%d of %d programs failed", l.failed + (n - l.n), n);
+        char msg[sizeof res->error];
+        snprintf(msg, sizeof msg, "%d of %d programs failed; the first: %.400s", l.failed + (n - l.n), n,
+                 l.first_error ? l.first_error : "(did not finish)");
+        set_error(res, msg);
     } else {
         res->ok = true;
     }
     free(l.x);
+    free(l.first_error);
     vm_free(v);
     if (devnull) fclose(devnull);
     vm_session_close(&s);

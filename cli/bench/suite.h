@@ -54,10 +54,11 @@ typedef struct bench_opts {
     const char *model_path;    /* GGUF; NULL with fake */
     bool fake;                 /* the deterministic fake engine */
     int n_threads;             /* 0: all cores */
+    int32_t max_context;       /* 0: the model's; < 0: no limit (the tests' tiny model) */
     bool quick;                /* n_quick programs instead of n_full */
     int n_programs;            /* > 0: overrides n_full/n_quick */
     int64_t seed;
-    FILE *log;                 /* progress lines, or NULL */
+    FILE *trace;               /* every engine request and result (vm_link_set_trace), or NULL */
 } bench_opts;
 
 typedef struct bench_result {
@@ -72,6 +73,7 @@ typedef struct bench_result {
     int64_t generate, score, prefill; /* requests sent */
     int64_t prompt_tokens, cached_tokens, completion_tokens;
     double hit_rate, best_hit_rate;   /* measured; perfect-cache bound */
+    int64_t best_prompt_tokens;       /* prompt tokens as the recorder counted them */
 } bench_result;
 
 /* Runs workload w in mode m. Returns 0 (res filled; res->ok false with
