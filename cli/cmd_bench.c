@@ -193,8 +193,10 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "[%d/%d] %-20s %-12s %7.2f s  %s\n", n, nw * nm, ws[i]->name, ms[j]->name,
                     r->seconds, r->ok ? "ok" : r->error);
         }
-    printf("sglc bench: %s, %d thread%s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, o.n_threads,
-           o.n_threads == 1 ? "" : "s", o.quick ? ", quick" : "", (long long)o.seed);
+    char threads[32] = "all cores";
+    if (o.n_threads) snprintf(threads, sizeof threads, "%d thread%s", o.n_threads, o.n_threads == 1 ? "" : "s");
+    printf("sglc bench: %s, %s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, threads,
+           o.quick ? ", quick" : "", (long long)o.seed);
     bench_print_table(stdout, res, n);
     bench_print_ratios(stdout, res, n);
     fflush(stdout);
