@@ -4,6 +4,8 @@
  *   - every workload on the fake engine in full, no-parallel and baseline
  *     mode: the requests each program makes (gens, selects, fork prefixes),
  *     tree of thought's gens per level, latencies and hit rates;
+ *   - the VM knobs the modes use: serial (one request in flight) and
+ *     no_prefill, on the fake engine's request log;
  *   - every workload on the tiny model (argv[1]) in full and baseline mode:
  *     runs, request counts, measured hit rate within the best possible, and
  *     the recorder's tokenization agreeing with the engine's token counts.
@@ -15,6 +17,7 @@
 #include "cli/bench/ideal.h"
 #include "cli/bench/suite.h"
 #include "tests/test.h"
+#include "vm/session.h"
 
 static const char *tiny_model;
 
@@ -74,6 +77,57 @@ static void test_ideal_random(void) {
         CHECK_INT(c->cached, want_cached);
         bench_ideal_free(c);
     }
+}
+
+/* A run_batch of programs that fork: serial keeps one request in flight
+ * (every batch the fake engine sees has one request) and still runs them
+ * all; no_prefill sends no PREFILL. */
+static void test_vm_knobs(void) {
+    static const char *SRC = "fn one(s, i) {\n"
+                             "  s += f\"item {i}:\" + gen(\"a\", max_tokens=2)\n"
+                             "  let b = fork(s, 3)\n"
+                             "  for k in range(3) { b[k] += f\" branch {k}\" + gen(\"x\", max_tokens=2) }\n"
+                             "  join(b)\n"
+                             "}\n"
+                             "main { let args = []\n for i in range(4) { args += [{\"i\": i}] }\n"
+                             "  let rs = run_batch(one, args, parallel=4)\n print(len(rs)) }\n";
+    for (int serial = 0; serial < 2; serial++)
+        for (int no_prefill = 0; no_prefill < 2; no_prefill++) {
+            vm_session s;
+            vm_session_opts so = vm_session_opts_default();
+            so.fake = true;
+            sgl_error err = {{0}};
+            CHECK(vm_session_open(&s, &so, &err) == 0);
+            vm_script sc;
+            CHECK(vm_script_load(&s, "knobs.sgl", SRC, strlen(SRC), stderr, false, false, &sc, &err) == 0);
+            FILE *devnull = fopen("/dev/null", "w");
+            vm_config cfg = vm_session_config(&s);
+            cfg.out = devnull;
+            cfg.serial = serial;
+            cfg.no_prefill = no_prefill;
+            vm *v = vm_new(&cfg, &err);
+            vm_inst *in = v ? vm_spawn(v, sc.mod, (uint32_t)sc.mod->entry, NULL, 0, false, &err) : NULL;
+            CHECK(in);
+            if (in) vm_run(v, &err);
+            CHECK(in && vm_inst_done(in) && !vm_inst_failed(in));
+            int gens = 0, prefills = 0, max_batch = 0;
+            for (uint32_t k = 0; k < s.fake->n_log; k++) {
+                gens += s.fake->log[k][0] == 'G';
+                prefills += s.fake->log[k][0] == 'P';
+            }
+            for (uint32_t k = 0; k < s.fake->n_batches; k++)
+                if (s.fake->batches[k] > max_batch) max_batch = s.fake->batches[k];
+            CHECK_MSG(gens == 4 * 4, "serial %d no_prefill %d: %d gens", serial, no_prefill, gens);
+            /* one per fork and the run_batch prefix hint ("item ") */
+            CHECK_MSG(no_prefill ? prefills == 0 : prefills == 4 + 1, "serial %d no_prefill %d: %d prefills", serial,
+                      no_prefill, prefills);
+            if (serial) CHECK_MSG(max_batch == 1, "serial: a batch of %d requests", max_batch);
+            else CHECK_MSG(max_batch >= 4, "parallel: largest batch %d", max_batch);
+            vm_free(v);
+            fclose(devnull);
+            vm_script_free(&sc);
+            vm_session_close(&s);
+        }
 }
 
 static bench_opts opts_for(const char *model, int n, FILE *trace) {
@@ -207,6 +261,7 @@ int main(int argc, char **argv) {
     tiny_model = argc > 1 ? argv[1] : NULL;
     TEST_RUN(test_ideal_hand_made);
     TEST_RUN(test_ideal_random);
+    TEST_RUN(test_vm_knobs);
     TEST_RUN(test_workloads_fake);
     TEST_RUN(test_tree_of_thought_levels);
     TEST_RUN(test_workloads_tiny);
