@@ -45,6 +45,11 @@ sgl_engine *vm_link_engine(vm_link *l);
  * BOS text here). Copied; NULL or "" = empty prompt (the default). */
 void vm_link_set_uncond_prompt(vm_link *l, const char *text);
 
+/* The run's base seed for requests without an explicit one: fresh per link
+ * (from getrandom, or the clock where it is missing) unless set. */
+uint64_t vm_link_run_seed(const vm_link *l);
+void vm_link_set_run_seed(vm_link *l, uint64_t seed);
+
 /* Writes one line per request submitted and per result routed to out
  * (NULL: off): id, kind, the variable and call site, the prompt's tail,
  * then finish reason, token counts and the text. */
