@@ -11,7 +11,8 @@
 
 /* Sizes: the full suite (every workload in every mode) uses about 9
  * CPU-minutes with the default model and 2 threads (~5 minutes on two idle
- * cores); --quick about a third. The no-cache and baseline runs dominate. */
+ * cores); --quick runs 1 to 3 programs per workload. The no-cache and
+ * baseline runs dominate. */
 const bench_workload bench_workloads[] = {
     /* name, what, n_full, n_quick, parallel, shared_prefix, gens, selects, prefills */
     {"mmlu", "5-shot multiple choice, ~1,000-token prefix per subject, 1-token answer", 8, 3, 64, true, 1, 0, 0},
