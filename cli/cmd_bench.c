@@ -23,7 +23,7 @@ static void bench_usage(FILE *out) {
             "tokens/s, latency p50/p99, the cache hit rate, the best hit rate possible for the\n"
             "run's request stream, and the speedup of full over every other mode.\n\n"
             "  --modes M,M,...    modes to run (default: all, in the order listed below)\n"
-            "  --quick            fewer programs per workload (the whole suite in ~2 minutes)\n"
+            "  --quick            1 to 3 programs per workload instead of 2 to 8\n"
             "  --programs N       programs per workload (overrides the default sizes)\n"
             "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
             "  --fake             the deterministic fake engine (no model; for testing)\n"
