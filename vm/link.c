@@ -198,6 +198,9 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         req.params.n_stop = a->n_stop;
         req.params.stop_token_ids = a->stop_ids;
         req.params.n_stop_token_ids = a->n_stop_ids;
+        req.params.regex = a->regex ? a->regex : vm_dtype_regex(a->dtype);
+        req.params.json_schema = a->json_schema;
+        req.params.grammar = a->grammar;
         req.stream = a->stream;
         l->stats.generate_requests++;
     } else {
