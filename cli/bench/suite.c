@@ -24,6 +24,7 @@ const bench_workload bench_workloads[] = {
     {"llm_judge", "branch-solve-merge judge: 6 criteria in parallel (fork 6), merge", 3, 1, 64, true, 7, 0, 1},
     {"chat_short", "multi-turn chat: 4 turns, short answers", 6, 2, 64, true, 4, 0, 0},
     {"chat_long", "multi-turn chat: 4 turns, long messages and answers", 3, 1, 64, true, 4, 0, 0},
+    {"json_decoding", "JSON record from an entry, regex-constrained fields (jump-forward)", 6, 2, 64, true, 1, 0, 0},
 };
 const int bench_n_workloads = (int)SGL_ARRAY_LEN(bench_workloads);
 
