@@ -16,7 +16,8 @@ static void check_usage(FILE *out) {
             "file has errors, 0 otherwise (warnings allowed).\n\n"
             "  --allow-io    permit the file/http/shell builtins\n"
             "  -I DIR        also search DIR for imports (after $SGL_PATH)\n"
-            "  --quiet       print only errors, not warnings\n");
+            "  --quiet       print only errors, not warnings\n"
+            "  --max-file-mb N, --max-source-mb N   source size limits (default 4 and 16)\n");
 }
 
 static bool diag_color(void) {
@@ -26,6 +27,7 @@ static bool diag_color(void) {
 
 int cmd_check(int argc, char **argv) {
     sgl_load_options opts = {0};
+    cli_limits limits = CLI_LIMITS_INIT;
     const char *dirs[64];
     size_t n_dirs = 0;
     bool quiet = false;
@@ -42,6 +44,8 @@ int cmd_check(int argc, char **argv) {
             opts.allow_io = true;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = true;
+        } else if (cli_limit_opt("check", argc, argv, &i, &limits)) {
+            continue;
         } else if (cli_opt(argc, argv, &i, "-I", &v)) {
             if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -58,6 +62,7 @@ int cmd_check(int argc, char **argv) {
         free(files);
         return 2;
     }
+    cli_limits_apply_load(&limits, &opts);
     opts.search_path = dirs;
     opts.n_search_path = n_dirs;
     bool color = diag_color();

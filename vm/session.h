@@ -31,6 +31,12 @@ typedef struct vm_session_opts {
     int32_t max_context;       /* 0: the engine's default (the model's context); < 0: none */
     const char *const *search_path;
     size_t n_search_path;
+    size_t max_file_bytes, max_source_bytes; /* sgl_load_options limits; 0 = default */
+    /* sgl_load_options import boundary: the directory imports must stay in
+     * (NULL: the script's own directory; "": none, only -I dirs and the
+     * standard library) and whether $SGL_PATH is ignored. */
+    const char *import_root;
+    bool ignore_env;
 } vm_session_opts;
 
 vm_session_opts vm_session_opts_default(void);

@@ -79,7 +79,19 @@ typedef struct vm_config {
      * (borrowed) or NULL when it succeeded; NULL: none. */
     void (*batch_done)(void *ctx, double seconds, const char *error);
     void *batch_done_ctx;
+    /* Resource limits (docs/language.md "Limits"); vm_config_default sets
+     * the documented defaults, 0 means no limit. Bytes of strings, lists
+     * and maps live at once, per instance and for the whole VM: an instance
+     * past either fails with "memory limit of N MiB reached". */
+    int64_t max_mem_inst, max_mem_run;
+    uint32_t max_fork;  /* fork(s, n): most branches */
+    uint32_t max_batch; /* run_batch: most instances in one call */
 } vm_config;
+
+#define VM_DEFAULT_MAX_MEM_INST ((int64_t)256 << 20)
+#define VM_DEFAULT_MAX_MEM_RUN ((int64_t)1024 << 20)
+#define VM_DEFAULT_MAX_FORK 1024
+#define VM_DEFAULT_MAX_BATCH 100000
 
 vm_config vm_config_default(void);
 
