@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "vm/caps.h"
 #include "vm/session.h"
 
 static void run_usage(FILE *out) {
@@ -34,8 +35,10 @@ static void run_usage(FILE *out) {
             "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
             "  --stats            print engine batching and cache figures to stderr\n"
             "  --trace            print every engine request and result to stderr\n"
-            "  --max-steps N      fail the program after N VM instructions (0: no limit)\n",
-            SGL_DEFAULT_MODEL_FILE);
+            "  --max-steps N      fail the program after N VM instructions (0: no limit)\n"
+            "  --stats            with backends: also one line per endpoint (requests,\n"
+            "                     cached tokens and hit rate where the server reports them)\n\n%s",
+            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
 static bool diag_color(void) {
@@ -61,6 +64,8 @@ int cmd_run(int argc, char **argv) {
     memset(&sc, 0, sizeof sc);
     char *model_path = NULL;
     vm *vmach = NULL;
+    cli_backend bk;
+    cli_backend_init(&bk);
     if (!args || defaults.type != VM_MAP) goto done;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -99,6 +104,8 @@ int cmd_run(int argc, char **argv) {
             so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024);
         } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
             max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18);
+        } else if (cli_backend_opt("run", argc, argv, &i, &bk)) {
+            continue;
         } else if (argv[i][0] == '-' && argv[i][1] && !file) {
             fprintf(stderr, "sglc run: unknown option '%s'\n", argv[i]);
             run_usage(stderr);
@@ -116,6 +123,7 @@ int cmd_run(int argc, char **argv) {
     so.search_path = dirs;
     so.n_search_path = n_dirs;
     so.fake = fake;
+    bool remote = !fake && cli_backend_apply("run", &bk, &so);
 
     /* Check and compile before loading the model: errors come fast. */
     s.opts = so;
@@ -157,7 +165,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
 
-    if (!fake) {
+    if (!fake && (!remote || model)) {
         model_path = cli_model_path(model);
         if (!model_path) goto done;
         so.model_path = model_path;
@@ -165,6 +173,14 @@ int cmd_run(int argc, char **argv) {
     if (vm_session_open(&s, &so, &err) < 0) {
         fprintf(stderr, "sglc run: %s\n", err.msg);
         goto done;
+    }
+    if (remote) { /* what the backend cannot do fails here, before any request */
+        sgl_engine_caps caps;
+        sgl_engine_caps_get(s.engine, &caps);
+        if (vm_caps_check_module(sc.mod, &caps, s.backend, stderr) > 0) {
+            status = 1;
+            goto done;
+        }
     }
 
     char *outbuf = NULL;
@@ -218,6 +234,7 @@ int cmd_run(int argc, char **argv) {
                     (long long)ls.flushes, (long long)ls.max_batch, (long long)em.prompt_tokens,
                     (long long)em.cached_tokens, 100.0 * em.hit_rate, (long long)em.generated_tokens,
                     (unsigned long long)vm_instructions(vmach));
+            cli_backend_stats(s.engine, stderr);
         }
     }
     vm_free(vmach);
@@ -233,5 +250,6 @@ done:
     vm_script_free(&sc);
     free(model_path);
     free(args);
+    cli_backend_free(&bk);
     return status;
 }

@@ -140,6 +140,38 @@ int vm_link_queue_prefill(vm_link *l, vm_prefill *pf) {
     return 0;
 }
 
+/* The chat view of st's prompt (sgl_request.messages): its finished turns
+ * and the open one. *open_copy holds the open turn's content (caller frees
+ * it and the array). Returns the array (NULL when the stream has no turns). */
+static sgl_chat_msg *chat_view(vm_stream *st, int32_t *n_out, bool *open_turn, char **open_copy) {
+    uint32_t n = vm_list_len(st->messages);
+    *n_out = 0;
+    *open_turn = false;
+    *open_copy = NULL;
+    if (!n && st->open_role < 0) return NULL;
+    sgl_chat_msg *m = calloc((size_t)n + 1, sizeof *m);
+    if (!m) return NULL;
+    int32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        vm_value msg = vm_list_get(st->messages, i);
+        vm_value *role = vm_map_get_cstr(msg, "role"), *content = vm_map_get_cstr(msg, "content");
+        if (!role || !content || role->type != VM_STR || content->type != VM_STR) continue;
+        m[k].role = vm_str_cstr(*role);
+        m[k].content = vm_str_cstr(*content);
+        k++;
+    }
+    if (st->open_role >= 0) {
+        size_t start = SGL_MIN(st->role_start, st->text.len);
+        *open_copy = sgl_strndup(st->text.data ? st->text.data + start : "", st->text.len - start);
+        m[k].role = vm_role_name((vm_role)st->open_role);
+        m[k].content = *open_copy ? *open_copy : "";
+        k++;
+        *open_turn = true;
+    }
+    *n_out = k;
+    return m;
+}
+
 /* Builds and submits one queued entry. Returns the engine id or 0 (err). */
 static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     sgl_request req;
@@ -161,6 +193,8 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         req.params.n_stop = a->n_stop;
         req.params.stop_token_ids = a->stop_ids;
         req.params.n_stop_token_ids = a->n_stop_ids;
+        req.params.regex = a->regex;
+        req.params.json_schema = a->json_schema;
         l->stats.generate_requests++;
     } else {
         req.kind = SGL_REQ_SCORE;
@@ -169,7 +203,17 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         if (e->kind == ENT_SCORE_UNCOND) req.text = l->uncond_prompt ? l->uncond_prompt : "";
         l->stats.score_requests++;
     }
-    return sgl_engine_submit(l->engine, &req, err);
+    char *open_copy = NULL;
+    sgl_chat_msg *msgs = NULL;
+    if (e->kind != ENT_SCORE_UNCOND) {
+        msgs = chat_view(st, &req.n_messages, &req.open_turn, &open_copy);
+        req.messages = msgs;
+        req.loose_text = st->loose_text;
+    }
+    uint64_t id = sgl_engine_submit(l->engine, &req, err);
+    free(msgs);
+    free(open_copy);
+    return id;
 }
 
 int vm_link_flush(vm_link *l) {

@@ -29,6 +29,12 @@ typedef struct vm_session_opts {
     bool cache_off;            /* local engine without the radix cache (the fake one ignores it) */
     const char *const *search_path;
     size_t n_search_path;
+    /* Remote engines (runtime/remote/remote.h) instead of the local one.
+     * The chat template then comes from model_path's GGUF when given (only
+     * its metadata and vocabulary are read), else from the family named by
+     * chat_template ("chatml" when NULL). Borrowed. */
+    const struct sgl_remote_config *remote;
+    const char *chat_template;
 } vm_session_opts;
 
 vm_session_opts vm_session_opts_default(void);
@@ -41,6 +47,9 @@ typedef struct vm_session {
     chat_template *ct;
     char *uncond_prompt;       /* BOS text (or "\n") for unconditional select scores */
     double load_seconds;
+    char *backend;             /* remote: how capability errors name it (owned) */
+    struct gguf_file *gguf;    /* remote with model_path: the template's source (owned) */
+    sgl_tokenizer *own_tok;    /* (owned) */
 } vm_session;
 
 /* Starts the engine. Returns 0, or -1 with err set (model not loadable). */

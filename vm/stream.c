@@ -37,6 +37,8 @@ void vm_gen_args_free(vm_gen_args *a) {
     free(a->stop_ids);
     for (int32_t i = 0; i < a->n_choices; i++) free(a->choices[i]);
     free(a->choices);
+    free(a->regex);
+    free(a->json_schema);
     free(a);
 }
 
@@ -273,7 +275,10 @@ void vm_stream_advance(vm_stream *st) {
             if (progressed) wake_all(st);
             return;
         }
-        if (op->kind == VM_SOP_TEXT) sgl_strbuf_append(&st->text, op->text, op->len);
+        if (op->kind == VM_SOP_TEXT) {
+            sgl_strbuf_append(&st->text, op->text, op->len);
+            if (st->open_role < 0 && op->len) st->loose_text = true;
+        }
         else if (op->kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, op->role);
         else apply_role_end(st, op->role);
         pop_head(st);
@@ -287,6 +292,7 @@ int vm_stream_append_text(vm_stream *st, const char *text, size_t len, sgl_error
     if (st->error) return 0;
     if (!st->head) {
         if (sgl_strbuf_append(&st->text, text, len) < 0) return sgl_error_set(err, "out of memory");
+        if (st->open_role < 0 && len) st->loose_text = true;
         return 0;
     }
     vm_sop *op = calloc(1, sizeof *op);
@@ -790,6 +796,7 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
             goto oom;
         }
         c->open_role = parent->open_role;
+        c->loose_text = parent->loose_text;
         c->role_start = parent->role_start;
         c->began = parent->began;
         c->fork_base = parent->text.len;

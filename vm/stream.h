@@ -67,6 +67,8 @@ typedef struct vm_gen_args {
     char **choices;
     int32_t n_choices;
     vm_select_method method;
+    char *regex;              /* constraints passed to engines that take them, or NULL */
+    char *json_schema;        /* (JSON text) */
 } vm_gen_args;
 
 /* Returns a zeroed args record with SGLang's sampling defaults, or NULL. */
@@ -126,6 +128,7 @@ struct vm_stream {
     int open_role;           /* -1 or the vm_role whose content is being written */
     size_t role_start;       /* text offset where the open role's content begins */
     bool began;              /* a role was opened at least once (template begin written) */
+    bool loose_text;         /* text was written outside any role (chat APIs cannot carry it) */
     vm_sop *head, *tail;     /* queued ops; head is the one in progress */
     bool in_flight;          /* head's request(s) submitted */
     bool busy_counted;       /* counted in group->n_busy */

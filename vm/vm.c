@@ -14,6 +14,7 @@
 
 #include "lang/lang.h"
 #include "vm/builtins.h"
+#include "vm/caps.h"
 #include "vm/stream.h"
 
 #if defined(__GNUC__) && !defined(VM_DISPATCH_SWITCH)
@@ -88,6 +89,7 @@ struct vm {
     int n_live; /* instances not done */
     vm_done_hook done_hook;
     void *done_ctx;
+    sgl_engine_caps caps;  /* what the engine can do (caps.h) */
 };
 
 vm_config vm_config_default(void) {
@@ -128,6 +130,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     }
     v->cfg = *cfg;
     v->cfg.gen_defaults = vm_retain(cfg->gen_defaults);
+    sgl_engine_caps_get(cfg->engine, &v->caps);
     v->link = vm_link_new(cfg->engine, cfg->chat);
     if (!v->link) {
         free(v);
@@ -606,12 +609,21 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         break;
     }
     case SGL_KWARG_REGEX:
-    case SGL_KWARG_JSON_SCHEMA:
+    case SGL_KWARG_JSON_SCHEMA: {
+        /* Kept for engines that take constraints; the capability check at
+         * the end of site_args refuses them elsewhere. */
+        char **dst = id == SGL_KWARG_REGEX ? &a->regex : &a->json_schema;
+        free(*dst);
+        *dst = NULL;
         if (val.type == VM_NONE) break;
-        return sgl_error_set(err,
-                             "constrained decoding is not supported yet: gen(%s=...) needs an engine "
-                             "with regex/JSON-schema constraints",
-                             ki->name);
+        sgl_strbuf sb = {0};
+        if (val.type == VM_STR) sgl_strbuf_append(&sb, vm_str_cstr(val), vm_str_len(val));
+        else if (id == SGL_KWARG_JSON_SCHEMA && val.type == VM_MAP) vm_json_dump(&sb, val, false, NULL);
+        else return sgl_error_set(err, "%s must be a string%s, not %s", ki->name,
+                                  id == SGL_KWARG_JSON_SCHEMA ? " or a map" : "", vm_type_name(val.type));
+        *dst = sb.data ? sgl_strbuf_take(&sb) : sgl_strdup("");
+        break;
+    }
     case SGL_KWARG_CHOICES:
         if (str_list("choices", val, false, &a->choices, &a->n_choices, err) < 0) return -1;
         if (a->n_choices == 0) return sgl_error_set(err, "choices must not be empty");
@@ -964,6 +976,12 @@ static vm_gen_args *site_args(vm_inst *in, vm_mod *md, const sgl_bc_site *site, 
     if (is_select && a->n_choices == 0) {
         sgl_error_set(err, "select: no choices given");
         goto fail;
+    }
+    char cmsg[600];
+    if (vm_caps_check_args(a, &in->v->caps, in->v->cfg.backend, cmsg, sizeof cmsg) < 0) {
+        vm_gen_args_free(a);
+        sgl_error_set(err, "%s", cmsg);
+        return NULL;
     }
     return a;
 fail:

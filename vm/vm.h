@@ -68,6 +68,9 @@ typedef struct vm_config {
     /* Fail an instance after this many instructions (0: no limit), so a
      * runaway loop cannot stall a whole batch. */
     uint64_t max_steps;
+    /* The engine as capability errors name it ("sglang:http://..."); NULL:
+     * the local engine. Borrowed. */
+    const char *backend;
 } vm_config;
 
 vm_config vm_config_default(void);
