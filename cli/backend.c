@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "vm/caps.h"
 
 void cli_backend_init(cli_backend *b) {
     memset(b, 0, sizeof *b);
@@ -132,6 +133,24 @@ void cli_backend_stats(const sgl_engine *e, FILE *out) {
     (void)e;
     (void)out;
 #endif
+}
+
+int cli_backend_check(const vm_script *sc, const vm_session *s, FILE *out) {
+    sgl_engine_caps caps;
+    sgl_engine_caps_get(s->engine, &caps);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    if (!mem) return 0;
+    int n = vm_caps_check_module(sc->mod, &caps, s->backend, mem);
+    fclose(mem);
+    for (char *line = buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        vm_script_print_error(sc, line, out);
+    }
+    free(buf);
+    return n;
 }
 
 void cli_backend_free(cli_backend *b) {

@@ -61,5 +61,8 @@ bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so);
  * rate where reported) and a total line; nothing for a local engine. */
 void cli_backend_stats(const sgl_engine *e, FILE *out);
 void cli_backend_free(cli_backend *b);
+/* Checks sc's gen/select calls against the session engine's capabilities;
+ * prints each problem with its source line to out. Returns the count. */
+int cli_backend_check(const vm_script *sc, const vm_session *s, FILE *out);
 
 #endif

@@ -174,13 +174,10 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "sglc run: %s\n", err.msg);
         goto done;
     }
-    if (remote) { /* what the backend cannot do fails here, before any request */
-        sgl_engine_caps caps;
-        sgl_engine_caps_get(s.engine, &caps);
-        if (vm_caps_check_module(sc.mod, &caps, s.backend, stderr) > 0) {
-            status = 1;
-            goto done;
-        }
+    if (remote && cli_backend_check(&sc, &s, stderr) > 0) {
+        /* what the backend cannot do fails here, before any request */
+        status = 1;
+        goto done;
     }
 
     char *outbuf = NULL;

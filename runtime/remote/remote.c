@@ -231,7 +231,10 @@ static cJSON *chat_messages(const remote_engine *re, const sgl_request *req, boo
                             sgl_error *err) {
     const char *api = anthropic ? "the Anthropic messages API" : "an OpenAI chat API";
     if (req->loose_text || req->n_messages == 0) {
-        sgl_error_set(err, "%s takes chat turns only: write the prompt inside system/user/assistant roles", api);
+        sgl_error_set(err,
+                      "%s takes chat turns only: write the prompt inside system/user/assistant roles "
+                      "(sglc generate: --chat)",
+                      api);
         return NULL;
     }
     const sgl_chat_msg *last = &req->messages[req->n_messages - 1];
