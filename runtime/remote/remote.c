@@ -910,7 +910,7 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     }
     free(p->last_error);
     p->last_error = sgl_strdup(why);
-    if (ep_fault) {
+    if (ep_fault && re->n_eps > 1) { /* alone, an endpoint is only backed off from */
         ep->fail_streak++;
         int k = SGL_MIN(ep->fail_streak - 1, 5);
         ep->down_until = now + re->cfg.down_s * (double)(1 << k);
