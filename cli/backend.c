@@ -29,6 +29,9 @@ const char *cli_backend_help =
     "                      ANTHROPIC_API_KEY)\n"
     "  --request-timeout S seconds per HTTP attempt (default 120)\n"
     "  --retries N         re-sends after 429/5xx/connection loss/timeouts (default 3)\n"
+    "  --api-spec-tokens N speculative execution on chat-only APIs: a run of gens that\n"
+    "                      ends an assistant turn costs one call of up to N tokens (no\n"
+    "                      stops); the gens are filled by matching the template text\n"
     "  --chat-template F   chat template family when no --model is given (default chatml;\n"
     "                      with --model, the model file's template is used)\n";
 
@@ -74,6 +77,8 @@ int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend 
         b->cfg.timeout_s = cli_parse_double(cmd, "--request-timeout", v, 0.01, 86400);
     } else if (cli_opt(argc, argv, i, "--retries", &v)) {
         b->cfg.max_retries = (int)cli_parse_long(cmd, "--retries", v, 0, 100);
+    } else if (cli_opt(argc, argv, i, "--api-spec-tokens", &v)) {
+        b->api_spec_tokens = (int)cli_parse_long(cmd, "--api-spec-tokens", v, 0, 1 << 20);
     } else if (cli_opt(argc, argv, i, "--chat-template", &v)) {
         b->chat_template = v;
     } else {
@@ -102,6 +107,7 @@ bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so) {
     if (so) {
         so->remote = &b->cfg;
         so->chat_template = b->chat_template;
+        so->api_spec_tokens = b->api_spec_tokens;
     }
     return true;
 #endif

@@ -48,6 +48,7 @@ typedef struct cli_backend {
     int n_files;
     sgl_remote_config cfg;
     const char *chat_template;
+    int api_spec_tokens;
 } cli_backend;
 extern const char *cli_backend_help;
 void cli_backend_init(cli_backend *b);

@@ -226,11 +226,13 @@ int cmd_run(int argc, char **argv) {
             sgl_engine_metrics_get(s.engine, &em);
             fprintf(stderr,
                     "stats: %lld generate, %lld score, %lld prefill requests in %lld flushes (largest %lld); "
-                    "prompt %lld tokens, %lld cached (%.1f%%), %lld generated; %llu VM instructions\n",
+                    "prompt %lld tokens, %lld cached (%.1f%%), %lld generated; %llu VM instructions; "
+                    "%lld speculative requests filled %lld gens\n",
                     (long long)ls.generate_requests, (long long)ls.score_requests, (long long)ls.prefill_requests,
                     (long long)ls.flushes, (long long)ls.max_batch, (long long)em.prompt_tokens,
                     (long long)em.cached_tokens, 100.0 * em.hit_rate, (long long)em.generated_tokens,
-                    (unsigned long long)vm_instructions(vmach));
+                    (unsigned long long)vm_instructions(vmach), (long long)ls.spec_requests,
+                    (long long)ls.spec_gens);
             cli_backend_stats(s.engine, stderr);
         }
     }

@@ -28,7 +28,12 @@ struct vm_link {
     vm_link_stats stats;
     char *uncond_prompt;
     FILE *trace;
+    int32_t api_spec_tokens; /* > 0: speculative execution on chat-only engines */
+    bool chat_only;          /* the engine takes chat turns only */
 };
+
+void vm_link_set_api_spec(vm_link *l, int32_t tokens) { l->api_spec_tokens = tokens; }
+int32_t vm_link_api_spec(const vm_link *l) { return l->chat_only ? l->api_spec_tokens : 0; }
 
 void vm_link_set_trace(vm_link *l, FILE *out) { l->trace = out; }
 
@@ -59,6 +64,9 @@ vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
     if (!l) return NULL;
     l->engine = engine;
     l->ct = ct;
+    sgl_engine_caps caps;
+    sgl_engine_caps_get(engine, &caps);
+    l->chat_only = !caps.raw_prompt;
     if (!ct) {
         l->own_ct = chat_template_from_family("plain", NULL);
         l->ct = l->own_ct;
@@ -186,7 +194,17 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     vm_stream *st = e->st;
     vm_gen_args *a = st->head->gen;
     req.text = st->text.data ? st->text.data : "";
-    if (e->kind == ENT_GEN) {
+    if (e->kind == ENT_GEN) st->spec_gens = vm_stream_spec_span(st);
+    if (e->kind == ENT_GEN && st->spec_gens) {
+        /* one request for the whole run: the turn from its start, no stops */
+        req.kind = SGL_REQ_GENERATE;
+        req.params = a->sp;
+        req.params.max_new_tokens = l->api_spec_tokens;
+        req.params.min_new_tokens = 0;
+        l->stats.generate_requests++;
+        l->stats.spec_requests++;
+        l->stats.spec_gens += st->spec_gens;
+    } else if (e->kind == ENT_GEN) {
         req.kind = SGL_REQ_GENERATE;
         req.params = a->sp;
         req.params.stop = (const char *const *)a->stop;
@@ -207,6 +225,7 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     sgl_chat_msg *msgs = NULL;
     if (e->kind != ENT_SCORE_UNCOND) {
         msgs = chat_view(st, &req.n_messages, &req.open_turn, &open_copy);
+        if (st->spec_gens && req.open_turn) msgs[req.n_messages - 1].content = "";
         req.messages = msgs;
         req.loose_text = st->loose_text;
     }

@@ -123,6 +123,7 @@ vm_config vm_session_config(const vm_session *s) {
     c.allow_io = s->opts.allow_io;
     c.uncond_prompt = s->uncond_prompt;
     c.backend = s->backend;
+    c.api_spec_tokens = s->opts.api_spec_tokens;
     return c;
 }
 

@@ -35,6 +35,7 @@ typedef struct vm_session_opts {
      * chat_template ("chatml" when NULL). Borrowed. */
     const struct sgl_remote_config *remote;
     const char *chat_template;
+    int api_spec_tokens;       /* vm_config.api_spec_tokens */
 } vm_session_opts;
 
 vm_session_opts vm_session_opts_default(void);

@@ -140,6 +140,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     vm_link_set_waker(v->link, wake, v);
     vm_link_set_uncond_prompt(v->link, cfg->uncond_prompt);
     vm_link_set_trace(v->link, cfg->trace);
+    vm_link_set_api_spec(v->link, cfg->api_spec_tokens);
     return v;
 }
 

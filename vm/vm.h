@@ -71,6 +71,9 @@ typedef struct vm_config {
     /* The engine as capability errors name it ("sglang:http://..."); NULL:
      * the local engine. Borrowed. */
     const char *backend;
+    /* API speculative execution on chat-only engines (vm_link_set_api_spec):
+     * the token budget of one speculative request; 0: off. */
+    int32_t api_spec_tokens;
 } vm_config;
 
 vm_config vm_config_default(void);

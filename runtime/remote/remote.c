@@ -917,7 +917,9 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
         p->last_bad = ep;
     }
     if (retry && p->attempts <= re->cfg.max_retries && !p->job->error) {
+        pthread_mutex_lock(&re->mu);
         ep->st.retries++;
+        pthread_mutex_unlock(&re->mu);
         double delay = re->cfg.backoff_s * (double)(1 << SGL_MIN(p->attempts - 1, 10));
         if (delay > 5) delay = 5;
         if (retry_after > 0) delay = SGL_MIN(retry_after, 30.0);
@@ -980,7 +982,6 @@ static void *loop(void *arg) {
         re->m.running = running;
         re->m.waiting = (int32_t)re->n_ready;
         for (int i = 0; i < re->n_eps; i++) {
-            re->snap[i] = re->eps[i].st;
             re->snap[i].in_flight = re->eps[i].in_flight;
             re->snap[i].up = re->eps[i].down_until <= sgl_now();
         }
@@ -1170,7 +1171,9 @@ int sgl_remote_stats(const sgl_engine *e, sgl_remote_endpoint_stats *out, int ma
     if (!re) return -1;
     pthread_mutex_lock(&re->mu);
     for (int i = 0; i < re->n_eps && i < max; i++) {
-        out[i] = re->snap[i];
+        out[i] = re->eps[i].st; /* counters: updated under mu */
+        out[i].in_flight = re->snap[i].in_flight;
+        out[i].up = re->snap[i].up;
         out[i].url = re->eps[i].url;
     }
     pthread_mutex_unlock(&re->mu);

@@ -16,7 +16,10 @@ Fault switches (for the retry / failover tests):
   --die-after N    exit abruptly while holding the (N+1)th request
   --no-completions /v1/completions answers 404 (a chat-only API)
   --delay S        wait S seconds before answering
-  --spec           chat replies continue the prompt's template (see reply())
+  --extract        chat replies fill fields: a last user turn with
+                   "FIELDS: Name, Age, Job" gets "Name: ..\nAge: ..\nJob: ..\n", one
+                   with "FIELD: Age" gets the value alone; the values are a
+                   function of the first user turn (the document)
 
 Prints "PORT <n>" on stdout once listening (--port 0 picks a free port).
 GET /stats returns {"requests": n, "by_path": {...}, "bodies": [...]}.
@@ -51,12 +54,14 @@ WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
          "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
 
 
-def reply(prompt, max_tokens, stop):
+def reply(prompt, max_tokens, stop, fixed=None):
     """Deterministic continuation: words picked by a hash of the prompt, cut
     at a stop string and at max_tokens bytes. Returns (text, finish, matched)."""
     h = crc(prompt)
     out = " ".join(WORDS[(h >> (4 * k)) % 16] for k in range(6)) + "."
-    if ARGS.spec_text is not None:
+    if fixed is not None:
+        out = fixed
+    elif ARGS.spec_text is not None:
         out = ARGS.spec_text
     finish, matched = "length", None
     cut = len(out)
@@ -206,11 +211,25 @@ class Handler(BaseHTTPRequestHandler):
             out += "[%s]%s\n" % (m["role"], m["content"])
         return out + "[assistant]"
 
+    def extract(self, msgs):
+        users = [m["content"] for m in msgs if m["role"] == "user"]
+        h = crc(users[0].split("\nFIELD", 1)[0])
+        record = {"name": WORDS[h % 16].title() + " " + WORDS[(h >> 4) % 16].title(),
+                  "age": str(20 + (h >> 8) % 50), "job": WORDS[(h >> 16) % 16] + " keeper"}
+        last = users[-1]
+        if "FIELDS:" in last:
+            fields = [f.strip() for f in last.split("FIELDS:", 1)[1].split(",")]
+            return "".join("%s: %s\n" % (f, record.get(f.lower(), "?")) for f in fields)
+        if "FIELD:" in last:
+            return record.get(last.split("FIELD:", 1)[1].strip().lower(), "?") + "\n"
+        return None
+
     def chat(self, req):
         prompt = self.render(req["messages"])
+        fixed = self.extract(req["messages"]) if ARGS.extract else None
         stop = req.get("stop")
         stop = [stop] if isinstance(stop, str) else stop
-        text, finish, matched = reply(prompt, int(req.get("max_tokens", 16)), stop)
+        text, finish, matched = reply(prompt, int(req.get("max_tokens", 16)), stop, fixed)
         return {"object": "chat.completion", "model": req.get("model"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": finish}],
@@ -245,6 +264,7 @@ def main():
     ap.add_argument("--no-completions", action="store_true")
     ap.add_argument("--delay", type=float, default=0)
     ap.add_argument("--spec-text", default=None, help="every reply is this text (cut at stops)")
+    ap.add_argument("--extract", action="store_true")
     ARGS = ap.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     srv.daemon_threads = True
