@@ -304,6 +304,38 @@ def test_generate():
         m.stop()
 
 
+def test_api_speculative_execution():
+    bench = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bench", "remote")
+    m = Mock("--extract", "--no-completions")
+    try:
+        spec = backends(m, kind="openai-chat") + ["--api-model", "x", "--stats"]
+        r0 = sglc("run", os.path.join(bench, "extract_turns.sgl"), *spec)
+        expect(r0.returncode == 0, "one field per turn", r0)
+        n0 = m.stats()["requests"]
+        r1 = sglc("run", os.path.join(bench, "extract_spec.sgl"), *spec, "--api-spec-tokens", "64")
+        expect(r1.returncode == 0, "speculative", r1)
+        n1 = m.stats()["requests"] - n0
+        expect(r1.stdout == r0.stdout and r1.stdout.count("|") == 32, "same fields both ways", r1)
+        expect(n0 == 3 * n1 and n1 == 16, "one call per document instead of three: %d vs %d" % (n1, n0))
+        expect("16 speculative requests filled 48 gens" in r1.stderr, "stats count the speculation", r1)
+        body = json.loads(m.stats()["bodies"][-1])
+        expect("stop" not in body and body["max_tokens"] == 64 and body["messages"][-1]["role"] == "user",
+               "the speculative call ignores stops and asks for the budget: %s" % body)
+        r2 = sglc("run", os.path.join(bench, "extract_spec.sgl"), *spec)
+        expect(r2.returncode == 1 and "cannot continue an assistant turn" in r2.stderr,
+               "without --api-spec-tokens the chat API cannot continue the turn: a located error", r2)
+    finally:
+        m.stop()
+    m = Mock("--no-completions", "--spec-text", "Something else entirely")
+    try:
+        r = sglc("run", os.path.join(bench, "extract_spec.sgl"), *backends(m, kind="openai-chat"), "--api-model",
+                 "x", "--api-spec-tokens", "64")
+        expect(r.returncode == 1 and "api speculative execution" in r.stderr and "extract_spec.sgl:7" in r.stderr,
+               "a reply off the template: located error, no silent fallback", r)
+    finally:
+        m.stop()
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
