@@ -73,6 +73,8 @@ typedef struct rm_part {
     char *body;            /* JSON (owned) */
     char *route;           /* prompt text for routing (owned) */
     int attempts;
+    int failovers;         /* endpoint faults re-sent to another endpoint: they do not
+                              use up max_retries (at most one per other endpoint) */
     double not_before;
     rm_endpoint *ep;       /* the endpoint of the attempt in flight */
     rm_endpoint *last_bad; /* avoid it on the retry when others are up */
@@ -916,7 +918,11 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
         ep->down_until = now + re->cfg.down_s * (double)(1 << k);
         p->last_bad = ep;
     }
-    if (retry && p->attempts <= re->cfg.max_retries && !p->job->error) {
+    bool other_up = false;
+    for (int i = 0; ep_fault && i < re->n_eps; i++) other_up |= &re->eps[i] != ep && re->eps[i].down_until <= now;
+    if (retry && other_up && p->failovers < re->n_eps - 1) p->failovers++;
+    else if (retry && other_up) other_up = false;
+    if (retry && p->attempts <= re->cfg.max_retries + p->failovers && !p->job->error) {
         pthread_mutex_lock(&re->mu);
         ep->st.retries++;
         pthread_mutex_unlock(&re->mu);
@@ -924,8 +930,6 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
         if (delay > 5) delay = 5;
         if (retry_after > 0) delay = SGL_MIN(retry_after, 30.0);
         /* an endpoint fault with another endpoint up: re-send there now */
-        bool other_up = false;
-        for (int i = 0; ep_fault && i < re->n_eps; i++) other_up |= re->eps[i].down_until <= now;
         p->not_before = other_up ? now : now + delay;
         if (push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, p) == 0) return;
     }
