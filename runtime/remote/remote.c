@@ -1314,7 +1314,7 @@ sgl_engine *sgl_engine_remote_new(const sgl_remote_config *cfg, sgl_error *err) 
         sgl_error_set(err, "curl_multi_init failed");
         goto fail;
     }
-    curl_multi_setopt(re->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 256L);
+    curl_multi_setopt(re->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 1024L);
     if (pthread_create(&re->th, NULL, loop, re) != 0) {
         sgl_error_set(err, "cannot start the remote engine thread");
         goto fail;

@@ -291,6 +291,27 @@ def test_routing():
             m.stop()
 
 
+def test_many_in_flight():
+    """300 requests that each take 1 s on the server finish in a few seconds:
+    one engine thread keeps them all in flight."""
+    m = Mock("--delay", "1")
+    prog = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sgl_remote_many_%d.sgl" % os.getpid())
+    with open(prog, "w") as f:
+        f.write('fn one(s, i) { s += "Item " + str(i) + ":" + gen("x", max_tokens=4) }\n'
+                'main {\n  let a = []\n  for i in range(300) { a += [{"i": i}] }\n'
+                '  let rs = run_batch(one, a, parallel=300)\n  print(len(rs))\n}\n')
+    try:
+        t0 = time.time()
+        r = sglc("run", prog, *backends(m), timeout=60)
+        dt = time.time() - t0
+        expect(r.returncode == 0 and r.stdout.strip() == "300", "300 instances", r)
+        expect(m.stats()["by_path"]["/generate"] >= 300, "300 requests")
+        expect(dt < 12, "in flight together: %.1f s for 300 x 1 s" % dt)
+    finally:
+        m.stop()
+        os.unlink(prog)
+
+
 def test_generate():
     m = Mock()
     try:
