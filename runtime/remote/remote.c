@@ -84,9 +84,20 @@ typedef struct rm_part {
     char errbuf[CURL_ERROR_SIZE];
     cJSON *reply;          /* the parsed answer once done */
     char *last_error;      /* why the last attempt failed (owned) */
+    /* Streamed GENERATE (server-sent events), per attempt: */
+    size_t sse_scan;       /* bytes of resp already split into lines */
+    bool sse_seen;         /* a "data:" line arrived */
+    bool sse_bad;          /* a chunk was not JSON / an error event */
+    sgl_strbuf sse_text;   /* the text so far */
+    size_t sse_sent;       /* of which delivered as partials (never retried after) */
+    cJSON *sse_last;       /* sglang: the last chunk; others: usage so far */
+    char *sse_finish, *sse_stop;
 } rm_part;
 
+struct remote_engine;
+
 typedef struct rm_job {
+    struct remote_engine *re;
     uint64_t id, user_tag;
     sgl_req_kind kind;
     bool stream;
@@ -142,6 +153,10 @@ static void job_free(rm_job *j) {
         sgl_strbuf_free(&p->resp);
         cJSON_Delete(p->reply);
         free(p->last_error);
+        sgl_strbuf_free(&p->sse_text);
+        cJSON_Delete(p->sse_last);
+        free(p->sse_finish);
+        free(p->sse_stop);
         if (p->hdrs) curl_slist_free_all(p->hdrs);
     }
     free(j->parts);
@@ -186,7 +201,7 @@ static cJSON *sglang_sampling(const sgl_sampling_params *p) {
 
 /* {"text"|"input_ids", "sampling_params", logprob fields} */
 static char *sglang_body(const char *text, const int32_t *ids, int32_t n_ids, const sgl_sampling_params *p,
-                         bool score, int32_t logprob_start) {
+                         bool score, int32_t logprob_start, bool stream) {
     cJSON *o = cJSON_CreateObject();
     if (text) cJSON_AddStringToObject(o, "text", text);
     else cJSON_AddItemToObject(o, "input_ids", int_array(ids, n_ids));
@@ -205,7 +220,7 @@ static char *sglang_body(const char *text, const int32_t *ids, int32_t n_ids, co
             cJSON_AddNumberToObject(o, "logprob_start_len", p->logprob_start_len);
         }
     }
-    cJSON_AddFalseToObject(o, "stream");
+    cJSON_AddBoolToObject(o, "stream", stream);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -288,13 +303,13 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
         if (!j->parts) return sgl_error_set(err, "out of memory");
         if (j->prompt_part) {
             if (!text) return sgl_error_set(err, "score request: no prompt text");
-            j->parts[0].body = sglang_body(text, NULL, 0, NULL, true, 0);
+            j->parts[0].body = sglang_body(text, NULL, 0, NULL, true, 0, false);
             j->parts[0].route = sgl_strdup(text);
             for (int32_t i = 0; i < req->n_choices; i++) {
                 sgl_strbuf_clear(&sb);
                 sgl_strbuf_puts(&sb, text);
                 sgl_strbuf_puts(&sb, req->choices[i] ? req->choices[i] : "");
-                j->parts[1 + i].body = sglang_body(sb.data, NULL, 0, NULL, true, 0);
+                j->parts[1 + i].body = sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
                 j->parts[1 + i].route = sgl_strdup(sb.data);
             }
         } else {
@@ -306,7 +321,7 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
                 if (!ids) break;
                 if (req->n_tokens) memcpy(ids, req->tokens, sizeof(int32_t) * (size_t)req->n_tokens);
                 if (nc) memcpy(ids + req->n_tokens, req->choice_tokens[i], sizeof(int32_t) * (size_t)nc);
-                j->parts[i].body = sglang_body(NULL, ids, req->n_tokens + nc, NULL, true, SGL_MAX(req->n_tokens, 1));
+                j->parts[i].body = sglang_body(NULL, ids, req->n_tokens + nc, NULL, true, SGL_MAX(req->n_tokens, 1), false);
                 free(ids);
                 j->parts[i].route = sgl_strdup("");
             }
@@ -324,7 +339,8 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
                 sp = sgl_sampling_params_default();
                 sp.max_new_tokens = 0;
             }
-            p->body = sglang_body(text, req->tokens, req->n_tokens, &sp, false, 0);
+            p->body = sglang_body(text, req->tokens, req->n_tokens, &sp, false, 0,
+                                  req->stream && req->kind == SGL_REQ_GENERATE);
         } else {
             if (!text && re->kind != SGL_REMOTE_OPENAI_CHAT && re->kind != SGL_REMOTE_ANTHROPIC)
                 return sgl_error_set(err, "backend %s takes text prompts, not token ids", sgl_remote_kind_name(re->kind));
@@ -343,6 +359,14 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
                 cJSON_AddItemToObject(o, "messages", msgs);
             }
             openai_sampling(o, &req->params, re->kind == SGL_REMOTE_ANTHROPIC);
+            if (req->stream) {
+                cJSON_AddTrueToObject(o, "stream");
+                if (re->kind != SGL_REMOTE_ANTHROPIC) {
+                    cJSON *so = cJSON_CreateObject();
+                    cJSON_AddTrueToObject(so, "include_usage");
+                    cJSON_AddItemToObject(o, "stream_options", so);
+                }
+            }
             p->body = cJSON_PrintUnformatted(o);
             cJSON_Delete(o);
         }
@@ -625,6 +649,22 @@ static void deliver_locked(remote_engine *re, sgl_result *r) {
     pthread_cond_broadcast(&re->cv);
 }
 
+static sgl_result *result_new(const rm_job *j);
+
+/* A streamed piece of text (engine thread). */
+static void deliver_partial(remote_engine *re, rm_job *j, const char *text, size_t len) {
+    sgl_result *p = result_new(j);
+    if (!p) return;
+    free(p->text);
+    p->text = sgl_strndup(text, len);
+    p->text_len = p->text ? len : 0;
+    p->partial = true;
+    p->finish = SGL_FINISH_NONE;
+    pthread_mutex_lock(&re->mu);
+    deliver_locked(re, p);
+    pthread_mutex_unlock(&re->mu);
+}
+
 static sgl_result *result_new(const rm_job *j) {
     sgl_result *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -674,10 +714,12 @@ static void job_finish(remote_engine *re, rm_job *j) {
         re->m.generated_tokens += r->completion_tokens;
         re->m.hit_rate = re->m.prompt_tokens ? (double)re->m.cached_tokens / (double)re->m.prompt_tokens : 0;
         if (j->stream && r->kind == SGL_REQ_GENERATE && r->finish != SGL_FINISH_ABORT) {
-            /* The whole text as one partial, then the final result. */
+            /* What the streamed partials did not carry (all of it when the
+             * server did not stream), with every token, then the final result. */
+            size_t sent = SGL_MIN(j->parts[0].sse_sent, r->text_len);
             sgl_result *p = result_new(j);
             if (p) {
-                set_text(p, r->text);
+                set_text(p, r->text + sent);
                 if (r->n_tokens && (p->tokens = malloc(sizeof(int32_t) * (size_t)r->n_tokens))) {
                     memcpy(p->tokens, r->tokens, sizeof(int32_t) * (size_t)r->n_tokens);
                     p->n_tokens = r->n_tokens;
@@ -752,9 +794,135 @@ static rm_endpoint *route(remote_engine *re, rm_part *p, double now) {
 
 /* ---- the curl loop ---------------------------------------------------------------------- */
 
+static void deliver_partial(remote_engine *re, rm_job *j, const char *text, size_t len);
+
+static void sse_set(char **dst, const char *s) {
+    if (!s) return;
+    free(*dst);
+    *dst = sgl_strdup(s);
+}
+
+/* Merges the number fields of src into the object *dst. */
+static void sse_merge(cJSON **dst, const cJSON *src) {
+    if (!cJSON_IsObject(src)) return;
+    if (!*dst) *dst = cJSON_CreateObject();
+    const cJSON *f;
+    cJSON_ArrayForEach(f, src) {
+        if (cJSON_IsObject(f)) {
+            cJSON *sub = cJSON_GetObjectItemCaseSensitive(*dst, f->string);
+            if (!sub) cJSON_AddItemToObject(*dst, f->string, sub = cJSON_CreateObject());
+            sse_merge(&sub, f);
+        } else if (cJSON_IsNumber(f)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(*dst, f->string);
+            cJSON_AddNumberToObject(*dst, f->string, f->valuedouble);
+        }
+    }
+}
+
+/* One "data:" payload of a streamed reply: appends its new text. */
+static void sse_event(rm_part *p, const char *payload) {
+    remote_engine *re = p->job->re;
+    if (!strcmp(payload, "[DONE]")) return;
+    cJSON *c = cJSON_Parse(payload);
+    if (!cJSON_IsObject(c)) {
+        p->sse_bad = true;
+        cJSON_Delete(c);
+        return;
+    }
+    p->sse_seen = true;
+    const char *delta = NULL;
+    if (re->kind == SGL_REMOTE_SGLANG) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "text"));
+        size_t have = p->sse_text.len;
+        /* cumulative text (SGLang's default) or increments */
+        if (t) delta = (strlen(t) >= have && !strncmp(t, p->sse_text.data ? p->sse_text.data : "", have)) ? t + have : t;
+        cJSON_Delete(p->sse_last);
+        p->sse_last = c;
+        c = NULL;
+    } else if (re->kind == SGL_REMOTE_ANTHROPIC) {
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "type"));
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(c, "delta");
+        if (type && !strcmp(type, "message_start"))
+            sse_merge(&p->sse_last, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"), "usage"));
+        else if (type && !strcmp(type, "content_block_delta"))
+            delta = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "text"));
+        else if (type && !strcmp(type, "message_delta")) {
+            sse_set(&p->sse_finish, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "stop_reason")));
+            sse_set(&p->sse_stop, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "stop_sequence")));
+            sse_merge(&p->sse_last, cJSON_GetObjectItemCaseSensitive(c, "usage"));
+        } else if (type && !strcmp(type, "error"))
+            p->sse_bad = true;
+    } else {
+        const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c, "choices"), 0);
+        if (re->kind == SGL_REMOTE_OPENAI_COMPLETIONS)
+            delta = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c0, "text"));
+        else
+            delta = cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content"));
+        sse_set(&p->sse_finish, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c0, "finish_reason")));
+        const cJSON *sr = cJSON_GetObjectItemCaseSensitive(c0, "stop_reason");
+        sse_set(&p->sse_stop, cJSON_GetStringValue(sr));
+        sse_merge(&p->sse_last, cJSON_GetObjectItemCaseSensitive(c, "usage"));
+    }
+    if (delta && *delta) {
+        size_t dl = strlen(delta);
+        sgl_strbuf_append(&p->sse_text, delta, dl);
+        deliver_partial(re, p->job, delta, dl);
+        p->sse_sent += dl;
+    }
+    cJSON_Delete(c);
+}
+
 static size_t on_data(char *data, size_t size, size_t n, void *ud) {
     rm_part *p = ud;
-    return sgl_strbuf_append(&p->resp, data, size * n) < 0 ? 0 : size * n;
+    if (sgl_strbuf_append(&p->resp, data, size * n) < 0) return 0;
+    if (!p->job || !p->job->stream) return size * n; /* (probes have no job) */
+    for (;;) {
+        char *line = p->resp.data + p->sse_scan;
+        char *nl = memchr(line, '\n', p->resp.len - p->sse_scan);
+        if (!nl) break;
+        size_t ll = (size_t)(nl - line);
+        if (ll && line[ll - 1] == '\r') ll--;
+        if (ll >= 5 && !strncmp(line, "data:", 5)) {
+            char *payload = sgl_strndup(line + 5, ll - 5);
+            if (payload) sse_event(p, payload + (payload[0] == ' '));
+            free(payload);
+        }
+        p->sse_scan = (size_t)(nl - p->resp.data) + 1;
+    }
+    return size * n;
+}
+
+/* The streamed reply in the shape of a plain one (so one parser serves both). */
+static cJSON *sse_reply(const remote_engine *re, rm_part *p) {
+    const char *text = p->sse_text.data ? p->sse_text.data : "";
+    cJSON *r;
+    if (re->kind == SGL_REMOTE_SGLANG) {
+        r = p->sse_last ? cJSON_Duplicate(p->sse_last, true) : cJSON_CreateObject();
+        cJSON_DeleteItemFromObjectCaseSensitive(r, "text");
+        cJSON_AddStringToObject(r, "text", text);
+        return r;
+    }
+    r = cJSON_CreateObject();
+    if (p->sse_last) cJSON_AddItemToObject(r, "usage", cJSON_Duplicate(p->sse_last, true));
+    if (re->kind == SGL_REMOTE_ANTHROPIC) {
+        cJSON *content = cJSON_AddArrayToObject(r, "content");
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "type", "text");
+        cJSON_AddStringToObject(b, "text", text);
+        cJSON_AddItemToArray(content, b);
+        if (p->sse_finish) cJSON_AddStringToObject(r, "stop_reason", p->sse_finish);
+        if (p->sse_stop) cJSON_AddStringToObject(r, "stop_sequence", p->sse_stop);
+        return r;
+    }
+    cJSON *c0 = cJSON_CreateObject();
+    cJSON_AddStringToObject(c0, "text", text);
+    cJSON *msg = cJSON_AddObjectToObject(c0, "message");
+    cJSON_AddStringToObject(msg, "content", text);
+    if (p->sse_finish) cJSON_AddStringToObject(c0, "finish_reason", p->sse_finish);
+    if (p->sse_stop) cJSON_AddStringToObject(c0, "stop_reason", p->sse_stop);
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(r, "choices"), c0);
+    return r;
 }
 
 static const char *endpoint_path(const remote_engine *re) {
@@ -795,6 +963,9 @@ static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     if (!p->hdrs) p->hdrs = headers(re);
     sgl_strbuf_clear(&p->resp);
     p->errbuf[0] = 0;
+    p->sse_scan = 0;
+    p->sse_seen = p->sse_bad = false;
+    sgl_strbuf_clear(&p->sse_text);
     easy_common(re, p->h);
     curl_easy_setopt(p->h, CURLOPT_URL, url);
     curl_easy_setopt(p->h, CURLOPT_HTTPHEADER, p->hdrs);
@@ -862,8 +1033,13 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
         snprintf(why, sizeof why, "%s%s: HTTP %ld: %.300s", ep->url, endpoint_path(re), status,
                  p->resp.data ? p->resp.data : "");
     } else {
-        reply = cJSON_ParseWithLength(p->resp.data ? p->resp.data : "", p->resp.len);
-        const char *problem = reply ? reply_problem(re, p->job, reply) : "the reply is not valid JSON";
+        if (p->sse_seen || p->sse_bad)
+            reply = p->sse_bad ? NULL : sse_reply(re, p);
+        else
+            reply = cJSON_ParseWithLength(p->resp.data ? p->resp.data : "", p->resp.len);
+        const char *problem = reply ? reply_problem(re, p->job, reply)
+                                    : p->sse_bad ? "a streamed chunk is not valid JSON or reports an error"
+                                                 : "the reply is not valid JSON";
         if (problem) {
             snprintf(why, sizeof why, "%s: malformed reply: %s (%.80s)", ep->url, problem,
                      p->resp.data ? p->resp.data : "");
@@ -922,6 +1098,7 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     for (int i = 0; ep_fault && i < re->n_eps; i++) other_up |= &re->eps[i] != ep && re->eps[i].down_until <= now;
     if (retry && other_up && p->failovers < re->n_eps - 1) p->failovers++;
     else if (retry && other_up) other_up = false;
+    if (p->sse_sent) retry = false; /* text already went out as partials */
     if (retry && p->attempts <= re->cfg.max_retries + p->failovers && !p->job->error) {
         pthread_mutex_lock(&re->mu);
         ep->st.retries++;
@@ -1047,7 +1224,8 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
     j->id = id;
     j->user_tag = req->user_tag;
     j->kind = req->kind;
-    j->stream = req->stream;
+    j->stream = req->stream && req->kind == SGL_REQ_GENERATE;
+    j->re = re;
     if (req->kind == SGL_REQ_PREFILL && re->kind != SGL_REMOTE_SGLANG) {
         /* No prefill over these APIs: it completes at once (a hint only). */
         sgl_result *r = result_new(j);

@@ -22,6 +22,8 @@
  * times per request, with exponential backoff; an endpoint that failed is
  * taken out of rotation for a while and its requests go to the others).
  * Other 4xx answers fail the request at once with the server's message.
+ * A streamed GENERATE asks for server-sent events and hands each piece on
+ * as a partial result as it arrives (no retry once text went out).
  *
  * Routing over several endpoints: `prefix` (default) sends a request to the
  * endpoint whose approximate radix tree (prefix_tree.h) holds the longest

@@ -132,6 +132,55 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def send_events(self, events):
+        """Server-sent events ("data: JSON" lines), written one by one."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for e in events:
+            self.wfile.write(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n")
+            self.wfile.flush()
+            time.sleep(0.01)
+
+    @staticmethod
+    def pieces(text):
+        k = max(1, len(text) // 3)
+        return [text[i:i + k] for i in range(0, len(text), k)]
+
+    def stream(self, path, full):
+        """The streamed form of reply `full` (what the non-streamed call returns)."""
+        ev = []
+        if path == "/generate":
+            acc = ""
+            for piece in self.pieces(full["text"]):
+                acc += piece
+                ev.append({"text": acc, "meta_info": {"id": "m"}})
+            ev.append(full)
+            ev.append(b"[DONE]")
+        elif path == "/v1/messages":
+            ev.append({"type": "message_start", "message": {"usage": {k: v for k, v in full["usage"].items()
+                                                                      if k != "output_tokens"}}})
+            for piece in self.pieces(full["content"][0]["text"]):
+                ev.append({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
+            ev.append({"type": "message_delta", "delta": {"stop_reason": full["stop_reason"],
+                                                          "stop_sequence": full["stop_sequence"]},
+                       "usage": {"output_tokens": full["usage"]["output_tokens"]}})
+            ev.append({"type": "message_stop"})
+            return self.send_events(ev)
+        else:
+            c0 = full["choices"][0]
+            text = c0["text"] if "text" in c0 else c0["message"]["content"]
+            for piece in self.pieces(text):
+                ev.append({"choices": [{"index": 0, "text": piece} if "text" in c0 else
+                                       {"index": 0, "delta": {"content": piece}}]})
+            ev.append({"choices": [{"index": 0, "finish_reason": c0["finish_reason"],
+                                    **({"text": ""} if "text" in c0 else {"delta": {}})}]})
+            ev.append({"choices": [], "usage": full["usage"]})
+            ev.append(b"[DONE]")
+        self.send_events(ev)
+
     def do_GET(self):
         if self.path == "/v1/models":
             return self.send(200, {"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
@@ -164,20 +213,17 @@ class Handler(BaseHTTPRequestHandler):
             req = json.loads(raw)
         except ValueError:
             return self.send(400, {"error": "bad JSON"})
+        handlers = {"/generate": self.generate, "/v1/completions": self.completions,
+                    "/v1/chat/completions": self.chat, "/v1/messages": self.messages}
+        if self.path not in handlers or (self.path == "/v1/completions" and ARGS.no_completions):
+            return self.send(404, {"error": "not found"})
         try:
-            if self.path == "/generate":
-                return self.send(200, self.generate(req))
-            if self.path == "/v1/completions":
-                if ARGS.no_completions:
-                    return self.send(404, {"error": "not found"})
-                return self.send(200, self.completions(req))
-            if self.path == "/v1/chat/completions":
-                return self.send(200, self.chat(req))
-            if self.path == "/v1/messages":
-                return self.send(200, self.messages(req))
+            full = handlers[self.path](req)
         except (KeyError, TypeError, ValueError) as e:
             return self.send(400, {"error": "bad request: %s" % e})
-        return self.send(404, {"error": "not found"})
+        if req.get("stream"):
+            return self.stream(self.path, full)
+        return self.send(200, full)
 
     def generate(self, req):
         sp = req.get("sampling_params") or {}

@@ -312,6 +312,31 @@ def test_many_in_flight():
         os.unlink(prog)
 
 
+def test_streaming():
+    """sglc generate streams: the server is asked for server-sent events and
+    the printed text equals the server's plain (non-streamed) reply."""
+    m = Mock()
+    try:
+        for kind in ("sglang", "openai-completions", "openai-chat", "anthropic"):
+            r = sglc("generate", *backends(m, kind=kind), "--api-model", "x", "--chat", "--prompt", "Tell me",
+                     "--max-tokens", "40")
+            expect(r.returncode == 0, kind + ": streamed generate", r)
+            body = json.loads(m.stats()["bodies"][-1])
+            expect(body.get("stream") is True, kind + ": stream requested")
+            path = {"sglang": "/generate", "openai-completions": "/v1/completions",
+                    "openai-chat": "/v1/chat/completions", "anthropic": "/v1/messages"}[kind]
+            body["stream"] = False
+            req = urllib.request.Request("http://127.0.0.1:%d%s" % (m.port, path), json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+            plain = json.loads(urllib.request.urlopen(req, timeout=5).read())
+            text = (plain.get("text") if kind == "sglang" else plain["content"][0]["text"] if kind == "anthropic"
+                    else plain["choices"][0].get("text", plain["choices"][0].get("message", {}).get("content")))
+            expect(r.stdout == text + "\n", "%s: streamed text equals the plain reply (%r vs %r)"
+                   % (kind, r.stdout, text))
+    finally:
+        m.stop()
+
+
 def test_generate():
     m = Mock()
     try:
