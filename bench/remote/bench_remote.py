@@ -124,8 +124,8 @@ def main():
     ap.add_argument("--instances", type=int, default=256)
     ap.add_argument("--workers", choices=["mock", "serve"], default="mock")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--cache-bytes", type=int, default=8000, help="mock: prefix cache per worker")
-    ap.add_argument("--prefill-us", type=float, default=20.0, help="mock: compute per uncached byte")
+    ap.add_argument("--cache-bytes", type=int, default=4000, help="mock: prefix cache per worker")
+    ap.add_argument("--prefill-us", type=float, default=40.0, help="mock: compute per uncached byte")
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
