@@ -154,12 +154,20 @@ def test_openai_and_anthropic():
         expect(body["model"] == "m1" and roles[-2:] == ["system", "user"] or roles == ["system", "user"],
                "chat messages from the program's roles: %s" % body)
         expect(json.loads(r.stdout)["variables"]["answer"], "chat answer", r)
+        expect(chat_only.stats()["auth"][-1] == "Bearer sk-test", "OPENAI_API_KEY sent as a bearer token")
+        r = sglc("run", q, *backends(chat_only, kind="openai-chat"), "--api-model", "m1", "--api-key-env", "MY_KEY",
+                 env={"MY_KEY": "k2"})
+        expect(r.returncode == 0 and chat_only.stats()["auth"][-1] == "Bearer k2", "--api-key-env", r)
+        r = sglc("run", q, *backends(chat_only, kind="openai-chat"), "--api-model", "m1", "--api-key-env", "NO_SUCH")
+        expect(r.returncode == 2 and "NO_SUCH" in r.stderr, "--api-key-env naming an unset variable", r)
         a = Mock()
         try:
-            r = sglc("run", q, *backends(a, kind="anthropic"), "--api-model", "claude-test", "--json")
+            r = sglc("run", q, *backends(a, kind="anthropic"), "--api-model", "claude-test", "--json",
+                     env={"ANTHROPIC_API_KEY": "ak"})
             expect(r.returncode == 0, "anthropic messages", r)
             body = json.loads(a.stats()["bodies"][-1])
             expect(a.stats()["by_path"] == {"/v1/messages": 1}, "one POST /v1/messages")
+            expect(a.stats()["auth"][-1] == "ak", "ANTHROPIC_API_KEY sent as x-api-key")
             expect(body["system"].startswith("You are a helpful assistant") and body["messages"][0]["role"] == "user"
                    and body["stop_sequences"] == ["\n"] and body["max_tokens"] == 32,
                    "system moved out of messages, stop_sequences: %s" % body)
@@ -284,6 +292,13 @@ def test_routing():
         counts2 = [m.stats()["requests"] for m in (a, b, c)]
         delta = [x - y for x, y in zip(counts2, counts)]
         expect(max(delta) - min(delta) <= 1, "round_robin is even: %s" % delta)
+        lst = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sgl_remote_backends_%d.txt" % os.getpid())
+        with open(lst, "w") as f:
+            f.write("# three workers\n%s\n\n  %s  \n%s\n" % (a.spec(), b.spec(), c.spec()))
+        r4, got4 = batch("--backends", lst, "--stats")
+        os.unlink(lst)
+        expect(r4.returncode == 0 and got4 == got and r4.stderr.count("endpoint http") == 3,
+               "--backends FILE: three endpoints, same outputs", r4)
         r3 = sglc("run", os.path.join(EXAMPLES, "quickstart.sgl"), "--backend", "grpc:http://x")
         expect(r3.returncode == 2 and "sglang, openai" in r3.stderr, "bad spec: usage error", r3)
     finally:
