@@ -110,6 +110,7 @@ typedef struct rm_job {
 
 typedef struct remote_engine {
     sgl_remote_kind kind;  /* resolved (never OPENAI after start) */
+    bool echo_logprobs;    /* OpenAI completions echo prompt logprobs (probed): SCORE */
     sgl_remote_config cfg;
     char *model, *key;
     rm_endpoint *eps;
@@ -288,14 +289,32 @@ static cJSON *chat_messages(const remote_engine *re, const sgl_request *req, boo
     return a;
 }
 
+/* OpenAI completions scoring: the prompt echoed with its logprobs (one
+ * generated token, which the parser drops by usage.prompt_tokens). */
+static char *echo_body(const remote_engine *re, const char *text) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", re->model ? re->model : "default");
+    cJSON_AddStringToObject(o, "prompt", text);
+    cJSON_AddNumberToObject(o, "max_tokens", 1);
+    cJSON_AddNumberToObject(o, "temperature", 0);
+    cJSON_AddTrueToObject(o, "echo");
+    cJSON_AddNumberToObject(o, "logprobs", 1);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 /* Builds the parts of a job. Returns 0 or -1 with err set. */
 static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl_error *err) {
     const char *text = req->text;
     sgl_strbuf sb = {0};
     if (req->kind == SGL_REQ_SCORE) {
-        if (re->kind != SGL_REMOTE_SGLANG)
+        bool echo = re->kind == SGL_REMOTE_OPENAI_COMPLETIONS && re->echo_logprobs;
+        if (re->kind != SGL_REMOTE_SGLANG && !echo)
             return sgl_error_set(err, "select needs prompt logprobs, which backend %s does not offer",
                                  sgl_remote_kind_name(re->kind));
+        if (echo && req->choice_tokens)
+            return sgl_error_set(err, "backend %s takes text prompts, not token ids", sgl_remote_kind_name(re->kind));
         if (req->n_choices < 1) return sgl_error_set(err, "score request: %d choices", req->n_choices);
         j->prompt_part = req->choice_tokens == NULL;
         j->n_parts = req->n_choices + (j->prompt_part ? 1 : 0);
@@ -303,13 +322,14 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
         if (!j->parts) return sgl_error_set(err, "out of memory");
         if (j->prompt_part) {
             if (!text) return sgl_error_set(err, "score request: no prompt text");
-            j->parts[0].body = sglang_body(text, NULL, 0, NULL, true, 0, false);
+            j->parts[0].body = echo ? echo_body(re, text) : sglang_body(text, NULL, 0, NULL, true, 0, false);
             j->parts[0].route = sgl_strdup(text);
             for (int32_t i = 0; i < req->n_choices; i++) {
                 sgl_strbuf_clear(&sb);
                 sgl_strbuf_puts(&sb, text);
                 sgl_strbuf_puts(&sb, req->choices[i] ? req->choices[i] : "");
-                j->parts[1 + i].body = sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
+                j->parts[1 + i].body =
+                    echo ? echo_body(re, sb.data) : sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
                 j->parts[1 + i].route = sgl_strdup(sb.data);
             }
         } else {
@@ -405,6 +425,15 @@ static const char *reply_problem(const remote_engine *re, const rm_job *j, const
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(r, "choices");
     const cJSON *c0 = cJSON_IsArray(ch) ? cJSON_GetArrayItem(ch, 0) : NULL;
     if (!cJSON_IsObject(c0)) return "the reply has no choices[0]";
+    if (j->kind == SGL_REQ_SCORE) {
+        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(c0, "logprobs");
+        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(lp, "token_logprobs")) ||
+            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(lp, "tokens")))
+            return "choices[0] has no logprobs.tokens / token_logprobs";
+        if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "usage"), "prompt_tokens")))
+            return "the reply has no usage.prompt_tokens";
+        return NULL;
+    }
     if (re->kind == SGL_REMOTE_OPENAI_COMPLETIONS) {
         if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c0, "text"))) return "choices[0] has no text";
     } else {
@@ -503,9 +532,38 @@ static void sglang_generate_result(const cJSON *r, sgl_result *res, bool want_lp
     }
 }
 
+/* OpenAI completions with echo: the prompt's tokens come back as strings
+ * (logprobs.tokens / token_logprobs, usage.prompt_tokens of them). ids get
+ * a 31-bit hash of each string: enough to find where two tokenizations part. */
+static int score_positions_openai(const cJSON *r, int32_t **ids, float **lps, int32_t *n_pos, int32_t *cached) {
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "choices"), 0), "logprobs");
+    const cJSON *toks = cJSON_GetObjectItemCaseSensitive(lp, "tokens");
+    const cJSON *tlp = cJSON_GetObjectItemCaseSensitive(lp, "token_logprobs");
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
+    int n = cJSON_GetArraySize(toks);
+    int32_t P = (int32_t)num_or(u, "prompt_tokens", -1);
+    *cached = (int32_t)num_or(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"), "cached_tokens", 0);
+    if (!cJSON_IsArray(toks) || !cJSON_IsArray(tlp) || P < 0 || P > n || cJSON_GetArraySize(tlp) < P) return -1;
+    *ids = malloc(sizeof(int32_t) * ((size_t)P + 1));
+    *lps = calloc((size_t)P + 1, sizeof(float));
+    if (!*ids || !*lps) return -1;
+    for (int32_t k = 0; k < P; k++) {
+        const char *s = cJSON_GetStringValue(cJSON_GetArrayItem(toks, k));
+        uint32_t h = 2166136261u; /* FNV-1a */
+        for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++) h = (h ^ *c) * 16777619u;
+        (*ids)[k] = (int32_t)(h & 0x7fffffff);
+        const cJSON *x = cJSON_GetArrayItem(tlp, k);
+        (*lps)[k] = cJSON_IsNumber(x) ? (float)x->valuedouble : 0.0f;
+    }
+    *n_pos = P;
+    return 0;
+}
+
 /* The ids (and logprobs) of every prompt position of a prefill-only sglang
  * reply; positions before the first returned one are -1 / 0. */
 static int score_positions(const cJSON *r, int32_t **ids, float **lps, int32_t *n_pos, int32_t *cached) {
+    if (!cJSON_GetObjectItemCaseSensitive(r, "meta_info")) return score_positions_openai(r, ids, lps, n_pos, cached);
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(r, "meta_info");
     const cJSON *itl = cJSON_GetObjectItemCaseSensitive(meta, "input_token_logprobs");
     int32_t *eid = NULL;
@@ -568,11 +626,12 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
             start = SGL_MAX(j->n_prompt_ids, 1);
         }
         sgl_choice_score *cs = &res->choices[i];
+        bool hashed = !cJSON_GetObjectItemCaseSensitive(j->parts[i + (j->prompt_part ? 1 : 0)].reply, "meta_info");
         cs->n_tokens = n > start ? n - start : 0;
         cs->tokens = calloc((size_t)cs->n_tokens + 1, sizeof *cs->tokens);
         cs->logprobs = calloc((size_t)cs->n_tokens + 1, sizeof *cs->logprobs);
         for (int32_t k = 0; cs->tokens && cs->logprobs && k < cs->n_tokens; k++) {
-            cs->tokens[k] = ids[start + k];
+            cs->tokens[k] = hashed ? -1 : ids[start + k]; /* OpenAI: no token ids */
             cs->logprobs[k] = lps[start + k];
             cs->sum += lps[start + k];
         }
@@ -1190,6 +1249,7 @@ static void remote_caps(void *ctx, sgl_engine_caps *c) {
         break;
     case SGL_REMOTE_OPENAI_COMPLETIONS:
         c->raw_prompt = true;
+        c->score = re->echo_logprobs;
         c->sampling = SGL_CAP_FREQ_PRESENCE_PENALTY | SGL_CAP_SEED;
         c->max_stop = 4;
         break;
@@ -1412,12 +1472,25 @@ static int openai_probe(remote_engine *re, bool need_mode, sgl_error *err) {
         snprintf(url, sizeof url, "%s/v1/completions", re->eps[i].url);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", re->model);
-        cJSON_AddStringToObject(o, "prompt", "Hi");
+        cJSON_AddStringToObject(o, "prompt", "Hi there");
         cJSON_AddNumberToObject(o, "max_tokens", 1);
+        cJSON_AddTrueToObject(o, "echo");
+        cJSON_AddNumberToObject(o, "logprobs", 1);
         char *body = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         long st = probe(re, url, body, &b);
         free(body);
+        if (st >= 200 && st < 300) { /* does it echo the prompt's logprobs (vLLM does)? */
+            cJSON *r = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
+            const cJSON *lp = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "choices"), 0), "logprobs");
+            const cJSON *tlp = cJSON_GetObjectItemCaseSensitive(lp, "token_logprobs");
+            const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
+            re->echo_logprobs = cJSON_IsArray(tlp) && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(lp, "tokens")) &&
+                                num_or(u, "prompt_tokens", 0) >= 1 &&
+                                cJSON_GetArraySize(tlp) >= (int)num_or(u, "prompt_tokens", 0);
+            cJSON_Delete(r);
+        }
         sgl_strbuf_free(&b);
         if (!st) continue;
         re->kind = (st == 404 || st == 405 || st == 501) ? SGL_REMOTE_OPENAI_CHAT : SGL_REMOTE_OPENAI_COMPLETIONS;

@@ -9,7 +9,8 @@
  *                  when the request carries token ids); PREFILL as
  *                  max_new_tokens 0.
  *   openai:URL     /v1/completions when the server offers it (probed at
- *                  start), else /v1/chat/completions; openai-completions:URL
+ *                  start; SCORE with echo + logprobs when the probe shows
+ *                  the server echoes prompt logprobs), else /v1/chat/completions; openai-completions:URL
  *                  and openai-chat:URL skip the probe. Key from
  *                  $OPENAI_API_KEY (or the variable cfg.api_key_env names).
  *   anthropic:URL  /v1/messages, key from $ANTHROPIC_API_KEY.

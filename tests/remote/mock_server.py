@@ -274,8 +274,15 @@ class Handler(BaseHTTPRequestHandler):
         stop = req.get("stop")
         stop = [stop] if isinstance(stop, str) else stop
         text, finish, matched = reply(prompt, int(req.get("max_tokens", 16)), stop)
-        return {"object": "text_completion", "model": req.get("model"),
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "stop_reason": matched}],
+        c0 = {"index": 0, "text": text, "finish_reason": finish, "stop_reason": matched}
+        if req.get("echo") and req.get("logprobs") is not None:
+            # vLLM-style prompt logprobs: the same toy model as /generate
+            ids = toks(prompt) + toks(text)
+            c0["text"] = prompt + text
+            c0["logprobs"] = {"tokens": [chr(i - 1) for i in ids],
+                              "token_logprobs": [None] + [logprob(ids[:k], ids[k]) for k in range(1, len(ids))],
+                              "top_logprobs": None, "text_offset": list(range(len(ids)))}
+        return {"object": "text_completion", "model": req.get("model"), "choices": [c0],
                 "usage": self.usage(prompt, text)}
 
     def render(self, msgs, system=None):

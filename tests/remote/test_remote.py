@@ -144,6 +144,13 @@ def test_openai_and_anthropic():
         body = json.loads(full.stats()["bodies"][-1])
         expect(body["model"] == "mock-model" and body["max_tokens"] == 32 and body["stop"] == ["\n"],
                "completions body: model from /v1/models, max_tokens, stop: %s" % body)
+        fs = os.path.join(EXAMPLES, "few_shot_classify.sgl")
+        r_sg = sglc("run", fs, *backends(full), "--json")
+        r_oa = sglc("run", fs, *backends(full, kind="openai"), "--json")
+        expect(r_oa.returncode == 0 and json.loads(r_oa.stdout)["variables"] == json.loads(r_sg.stdout)["variables"],
+               "select over openai completions with echoed prompt logprobs equals sglang's", r_oa)
+        echo = [json.loads(b) for b in full.stats()["bodies"] if '"echo"' in b]
+        expect(len(echo) > 3 and all(b["logprobs"] == 1 for b in echo), "select scored with echo + logprobs")
         r = sglc("run", q, *backends(chat_only, kind="openai"), "--api-model", "m1", "--json",
                  env={"OPENAI_API_KEY": "sk-test"})
         expect(r.returncode == 0, "openai: chat only", r)
