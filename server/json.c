@@ -1,0 +1,112 @@
+/* json: request-body field checks (unknown names and wrong types are
+ * reported with the field's full path, e.g. "sampling_params.temperature")
+ * and reply strings that are valid UTF-8 whatever bytes the model produced.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/unicode.h"
+#include "server/internal.h"
+
+bool srv_json_is_int(const cJSON *j) {
+    if (!cJSON_IsNumber(j)) return false;
+    double v = j->valuedouble;
+    return isfinite(v) && v == floor(v) && fabs(v) <= 9007199254740992.0;
+}
+
+static const char *type_words(unsigned t, char *buf, size_t cap) {
+    static const struct { unsigned bit; const char *word; } names[] = {
+        {J_NULL, "null"}, {J_BOOL, "boolean"}, {J_INT, "integer"}, {J_NUM, "number"},
+        {J_STR, "string"}, {J_ARR, "array"},   {J_OBJ, "object"},
+    };
+    buf[0] = 0;
+    for (size_t i = 0; i < SGL_ARRAY_LEN(names); i++) {
+        if (!(t & names[i].bit)) continue;
+        if (names[i].bit == J_INT && (t & J_NUM)) continue;
+        if (buf[0]) strncat(buf, " or ", cap - strlen(buf) - 1);
+        strncat(buf, names[i].word, cap - strlen(buf) - 1);
+    }
+    return buf;
+}
+
+static bool type_ok(const cJSON *v, unsigned t) {
+    if (cJSON_IsNull(v)) return t & J_NULL;
+    if (cJSON_IsBool(v)) return t & J_BOOL;
+    if (cJSON_IsNumber(v)) return (t & J_NUM) || ((t & J_INT) && srv_json_is_int(v));
+    if (cJSON_IsString(v)) return t & J_STR;
+    if (cJSON_IsArray(v)) return t & J_ARR;
+    if (cJSON_IsObject(v)) return t & J_OBJ;
+    return false;
+}
+
+int srv_check_fields(const cJSON *obj, const srv_field *fields, size_t n, const char *prefix,
+                     char *bad, size_t bad_cap, sgl_error *err) {
+    char path[256];
+    if (!cJSON_IsObject(obj)) {
+        snprintf(bad, bad_cap, "%s", prefix && *prefix ? prefix : "body");
+        return sgl_error_set(err, "%s must be a JSON object", prefix && *prefix ? prefix : "the body");
+    }
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        const char *name = c->string ? c->string : "";
+        snprintf(path, sizeof path, "%s%s%s", prefix ? prefix : "", prefix && *prefix ? "." : "", name);
+        size_t k = 0;
+        while (k < n && strcmp(fields[k].name, name)) k++;
+        if (k == n) {
+            snprintf(bad, bad_cap, "%s", path);
+            return sgl_error_set(err, "unknown field '%s'", path);
+        }
+        if (!type_ok(c, fields[k].types)) {
+            char want[96];
+            snprintf(bad, bad_cap, "%s", path);
+            return sgl_error_set(err, "field '%s' must be %s", path,
+                                 type_words(fields[k].types, want, sizeof want));
+        }
+        for (const cJSON *o = c->next; o; o = o->next)
+            if (o->string && !strcmp(o->string, name)) {
+                snprintf(bad, bad_cap, "%s", path);
+                return sgl_error_set(err, "field '%s' is given twice", path);
+            }
+    }
+    return 0;
+}
+
+char *srv_utf8_fix(const char *s, size_t n) {
+    char *out = malloc(n * 3 + 1);
+    if (!out) return NULL;
+    const uint8_t *u = (const uint8_t *)s;
+    size_t i = 0, o = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t l = uni_decode(u + i, n - i, &cp);
+        if (cp != UNI_INVALID && cp != 0) {
+            memcpy(out + o, s + i, l);
+            o += l;
+            i += l;
+            continue;
+        }
+        if (cp == 0) { /* NUL cannot pass through C strings: U+FFFD too */
+            i += 1;
+        } else {
+            size_t vp = uni_valid_prefix_len(u + i, SGL_MIN(n - i, (size_t)4));
+            i += vp > 1 ? vp : 1;
+        }
+        memcpy(out + o, "\xEF\xBF\xBD", 3);
+        o += 3;
+    }
+    out[o] = 0;
+    return out;
+}
+
+cJSON *srv_json_str(const char *s, size_t n) {
+    char *f = srv_utf8_fix(s ? s : "", s ? n : 0);
+    cJSON *j = f ? cJSON_CreateString(f) : NULL;
+    free(f);
+    return j;
+}
+
+char *srv_token_text(const sgl_tokenizer *tok, int32_t id) {
+    size_t len = 0;
+    const char *p = tok_piece(tok, id, &len);
+    return srv_utf8_fix(p ? p : "", p ? len : 0);
+}
