@@ -194,7 +194,7 @@ static cJSON *sglang_sampling(const sgl_sampling_params *p) {
     if (p->n_stop_token_ids) cJSON_AddItemToObject(s, "stop_token_ids", int_array(p->stop_token_ids, p->n_stop_token_ids));
     if (p->ignore_eos) cJSON_AddTrueToObject(s, "ignore_eos");
     cJSON_AddBoolToObject(s, "skip_special_tokens", p->skip_special_tokens);
-    if (p->seed) cJSON_AddNumberToObject(s, "sampling_seed", (double)p->seed);
+    cJSON_AddNumberToObject(s, "sampling_seed", (double)p->seed); /* 0 too: the local engine's default */
     if (p->regex) cJSON_AddStringToObject(s, "regex", p->regex);
     if (p->json_schema) cJSON_AddStringToObject(s, "json_schema", p->json_schema);
     return s;
@@ -239,7 +239,7 @@ static void openai_sampling(cJSON *o, const sgl_sampling_params *p, bool anthrop
     if (p->n_stop) cJSON_AddItemToObject(o, "stop", str_array(p->stop, p->n_stop));
     if (p->frequency_penalty != 0) cJSON_AddNumberToObject(o, "frequency_penalty", p->frequency_penalty);
     if (p->presence_penalty != 0) cJSON_AddNumberToObject(o, "presence_penalty", p->presence_penalty);
-    if (p->seed) cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+    cJSON_AddNumberToObject(o, "seed", (double)p->seed);
 }
 
 /* Chat turns of req: the finished ones, plus an open assistant turn with
