@@ -88,9 +88,15 @@ class Worker:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
             s.close()
-            self.p = subprocess.Popen([args[0], "serve", "--model", model, "--port", str(self.port)],
+            self.p = subprocess.Popen([args[0], "serve", "--model", model, "--port", str(self.port), *args[1:]],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(3)
+            import urllib.request
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % self.port, timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.2)
 
     def stop(self):
         self.p.kill()
@@ -123,9 +129,12 @@ def main():
     ap.add_argument("--sglc", default=os.path.join(ROOT, "build", "sglc"))
     ap.add_argument("--instances", type=int, default=256)
     ap.add_argument("--workers", choices=["mock", "serve"], default="mock")
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--skip-spec", action="store_true", help="routing figures only")
     ap.add_argument("--cache-bytes", type=int, default=4000, help="mock: prefix cache per worker")
     ap.add_argument("--prefill-us", type=float, default=40.0, help="mock: compute per uncached byte")
+    ap.add_argument("--kv-tokens", type=int, default=1500, help="serve: KV pool per worker (cache included)")
+    ap.add_argument("--threads", type=int, default=1, help="serve: CPU threads per worker")
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +145,9 @@ def main():
         results = {}
         for policy in ("prefix", "round_robin"):
             ws = [Worker(a.workers, ["--cache-bytes", str(a.cache_bytes), "--prefill-us", str(a.prefill_us)]
-                         if a.workers == "mock" else [a.sglc], a.model) for _ in range(3)]
+                         if a.workers == "mock" else
+                         [a.sglc, "--kv-tokens", str(a.kv_tokens), "--threads", str(a.threads)], a.model)
+                  for _ in range(3)]
             try:
                 r, dt = run(a.sglc, prog, ["sglang:http://127.0.0.1:%d" % w.port for w in ws], "--route", policy)
             finally:
@@ -151,6 +162,8 @@ def main():
         (hp, sp), (hr, sr) = results["prefix"], results["round_robin"]
         print("  prefix / round_robin: hit rate x%.2f, programs/s x%.2f" % (hp / hr if hr else float("inf"), sp / sr))
 
+    if a.skip_spec:
+        return
     print("api speculative execution: 16 three-field extractions through openai-chat")
     w = Worker("mock", ["--extract", "--no-completions"])
     try:

@@ -800,55 +800,49 @@ static void job_finish(remote_engine *re, rm_job *j) {
 /* ---- routing ---------------------------------------------------------------------------- */
 
 static rm_endpoint *route(remote_engine *re, rm_part *p, double now) {
+    /* Usable: in rotation, and not the endpoint this part just failed on
+     * while another one is in rotation. */
+    rm_endpoint *avoid = NULL;
+    for (int i = 0; p->last_bad && i < re->n_eps; i++)
+        if (&re->eps[i] != p->last_bad && re->eps[i].down_until <= now) avoid = p->last_bad;
+#define USABLE(e) ((e)->down_until <= now && (e) != avoid)
     int n_up = 0, least = -1;
     for (int i = 0; i < re->n_eps; i++) {
         rm_endpoint *e = &re->eps[i];
-        if (e->down_until > now) continue;
-        if (e == p->last_bad && re->n_eps > 1) {
-            bool other = false;
-            for (int k = 0; k < re->n_eps; k++) other |= &re->eps[k] != e && re->eps[k].down_until <= now;
-            if (other) continue;
-        }
+        if (!USABLE(e)) continue;
         n_up++;
-        if (least < 0 || e->in_flight < re->eps[least].in_flight) least = i;
+        if (least < 0 || e->in_flight < re->eps[least].in_flight ||
+            (e->in_flight == re->eps[least].in_flight &&
+             remote_tree_bytes(e->tree) < remote_tree_bytes(re->eps[least].tree)))
+            least = i;
     }
     if (!n_up) return NULL;
     if (re->cfg.policy == SGL_ROUTE_ROUND_ROBIN || n_up == 1) {
         for (int k = 0; k < re->n_eps; k++) {
-            rm_endpoint *e = &re->eps[(re->rr_next + k) % re->n_eps];
-            if (e->down_until > now || (e == p->last_bad && n_up > 1)) continue;
-            re->rr_next = (int)(e - re->eps) + 1;
-            return e;
+            int i = (re->rr_next + k) % re->n_eps;
+            if (!USABLE(&re->eps[i])) continue;
+            re->rr_next = i + 1;
+            return &re->eps[i];
         }
         return &re->eps[least];
     }
+    /* prefix: the longest match (ties: the less loaded), unless that
+     * endpoint is too loaded or the match too short */
     size_t len = strlen(p->route), best_match = 0;
     int best = -1;
     for (int i = 0; i < re->n_eps; i++) {
         rm_endpoint *e = &re->eps[i];
-        if (e->down_until > now || (e == p->last_bad && n_up > 1)) continue;
+        if (!USABLE(e)) continue;
         size_t m = remote_tree_match(e->tree, p->route, len);
         if (best < 0 || m > best_match || (m == best_match && e->in_flight < re->eps[best].in_flight)) {
             best = i;
             best_match = m;
         }
     }
-    rm_endpoint *pick = &re->eps[best];
-    bool imbalanced = pick->in_flight > re->eps[least].in_flight + re->cfg.balance_abs;
-    if (imbalanced || (len && (double)best_match < re->cfg.cache_threshold * (double)len)) {
-        if (!imbalanced) { /* no useful match: least loaded, then the smallest tree */
-            for (int i = 0; i < re->n_eps; i++) {
-                rm_endpoint *e = &re->eps[i];
-                if (e->down_until > now || (e == p->last_bad && n_up > 1)) continue;
-                if (e->in_flight < re->eps[least].in_flight ||
-                    (e->in_flight == re->eps[least].in_flight &&
-                     remote_tree_bytes(e->tree) < remote_tree_bytes(re->eps[least].tree)))
-                    least = i;
-            }
-        }
-        pick = &re->eps[least];
-    }
-    return pick;
+#undef USABLE
+    bool imbalanced = re->eps[best].in_flight > re->eps[least].in_flight + re->cfg.balance_abs;
+    bool weak = len && (double)best_match < re->cfg.cache_threshold * (double)len;
+    return &re->eps[imbalanced || weak ? least : best];
 }
 
 /* ---- the curl loop ---------------------------------------------------------------------- */
