@@ -30,7 +30,7 @@ static void run_usage(FILE *out) {
             "  -I DIR             also search DIR for imports\n"
             "  --temperature T    default sampling temperature for gen (run level)\n"
             "  --max-tokens N     default max_tokens for gen\n"
-            "  --seed N           default sampling seed\n"
+            "  --seed N           reproducible run: base of every request's seed\n"
             "  --threads N        engine threads (default: all cores)\n"
             "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
             "  --stats            print engine batching and cache figures to stderr\n"

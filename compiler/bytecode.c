@@ -216,7 +216,7 @@ void compiler_disasm_fn(const sgl_module *m, uint32_t fi, FILE *out) {
         case SGL_BC_ROLE_BEGIN:
         case SGL_BC_ROLE_END: fprintf(out, "\t; %s", sgl_role_name((sgl_role)a)); break;
         case SGL_BC_APPEND:
-            fprintf(out, "\t; %s", a == SGL_APPEND_STR ? "str" : a == SGL_APPEND_FMT ? "fmt" : "value");
+            fprintf(out, "\t; %s", a == SGL_APPEND_STR ? "str" : a == SGL_APPEND_FMT ? "fmt" : a == SGL_APPEND_IMAGE ? "image" : a == SGL_APPEND_VAR_BEGIN ? "var_begin" : a == SGL_APPEND_VAR_END ? "var_end" : "value");
             break;
         case SGL_BC_JOIN:
             fprintf(out, "\t; %s", a == SGL_JOIN_GATHER ? "gather" : a == SGL_JOIN_CONCAT ? "concat" : "dynamic");

@@ -104,6 +104,9 @@ enum {
     SGL_APPEND_VALUE = 0, /* `s += v`: strings as they are, other values as str(v) */
     SGL_APPEND_STR = 1,   /* a piece of `s += a + b + ...`: must be a string */
     SGL_APPEND_FMT = 2,   /* a piece of an f-string: formatted as FORMAT does */
+    SGL_APPEND_IMAGE = 3, /* image(path): the image file at path is part of the prompt */
+    SGL_APPEND_VAR_BEGIN = 4, /* with var_scope(s, name): the value is the name; text from here on */
+    SGL_APPEND_VAR_END = 5,   /* ... becomes variable name here */
 };
 
 /* JOIN operand A. */

@@ -66,7 +66,7 @@ static void put_attrs(const comp *c, const ir_fn *f, const ir_node *n, FILE *out
     case IR_SELECT:
         if (n->site) put_site(c, n->site, out);
         break;
-    case IR_APPEND: fputs(n->i == SGL_APPEND_STR ? "str" : n->i == SGL_APPEND_FMT ? "fmt" : "value", out); break;
+    case IR_APPEND: fputs(n->i == SGL_APPEND_STR ? "str" : n->i == SGL_APPEND_FMT ? "fmt" : n->i == SGL_APPEND_IMAGE ? "image" : n->i == SGL_APPEND_VAR_BEGIN ? "var_begin" : n->i == SGL_APPEND_VAR_END ? "var_end" : "value", out); break;
     case IR_ROLE_BEGIN:
     case IR_ROLE_END: fputs(sgl_role_name((sgl_role)n->i), out); break;
     case IR_JOIN: fputs(n->i == SGL_JOIN_GATHER ? "gather" : n->i == SGL_JOIN_CONCAT ? "concat" : "dynamic", out); break;
@@ -273,7 +273,7 @@ static void json_fn(const comp *c, const ir_fn *f, FILE *out) {
         case IR_UNOP: case IR_BINOP: fputs(",\"operator\":", out), json_str(out, sgl_op_name((sgl_op)n->i)); break;
         case IR_BUILTIN: case IR_PURE_CALL: fputs(",\"builtin\":", out), json_str(out, sgl_builtin_name((sgl_builtin)n->i)); break;
         case IR_APPEND:
-            fprintf(out, ",\"mode\":\"%s\"", n->i == SGL_APPEND_STR ? "str" : n->i == SGL_APPEND_FMT ? "fmt" : "value");
+            fprintf(out, ",\"mode\":\"%s\"", n->i == SGL_APPEND_STR ? "str" : n->i == SGL_APPEND_FMT ? "fmt" : n->i == SGL_APPEND_IMAGE ? "image" : n->i == SGL_APPEND_VAR_BEGIN ? "var_begin" : n->i == SGL_APPEND_VAR_END ? "var_end" : "value");
             break;
         case IR_ROLE_BEGIN: case IR_ROLE_END: fprintf(out, ",\"role\":\"%s\"", sgl_role_name((sgl_role)n->i)); break;
         case IR_JOIN:

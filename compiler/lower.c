@@ -16,6 +16,7 @@
  *      SGL_APPEND_STR checking that a non-literal piece is a string, which
  *      is the error `str + int` would raise anyway.
  */
+#include <assert.h>
 #include <string.h>
 
 #include "compiler/fold.h"
@@ -37,6 +38,9 @@ static bool is_prim_call(const sgl_node *e, unsigned flag) {
 }
 
 static bool is_role_call(const sgl_node *e) { return is_prim_call(e, SGL_BI_ROLE); }
+static bool is_image_call(const sgl_node *e) {
+    return e->kind == SGL_AST_CALL && e->call.call_kind == SGL_CALL_BUILTIN && e->call.builtin == SGL_BUILTIN_IMAGE;
+}
 static bool is_gen_call(const sgl_node *e) { return is_prim_call(e, SGL_BI_GEN); }
 
 static sgl_role role_of(sgl_builtin b) {
@@ -53,7 +57,7 @@ static bool has_prim(const sgl_node *e) {
         for (uint32_t i = 0; i < e->fstr.parts.len; i++)
             if (has_prim(e->fstr.parts.items[i])) return true;
         return false;
-    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e);
+    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e) || is_image_call(e);
     default: return false;
     }
 }
@@ -226,15 +230,23 @@ static void st_expr(styping *t, const sgl_node *e) {
     case SGL_AST_UNARY: st_expr(t, e->unary.operand); break;
     case SGL_AST_BINARY: st_expr(t, e->binary.lhs); st_expr(t, e->binary.rhs); break;
     case SGL_AST_KWARG: st_expr(t, e->kwarg.value); break;
+    case SGL_AST_COMP:
+        st_expr(t, e->comp.iter);
+        st_expr(t, e->comp.key);
+        st_expr(t, e->comp.value);
+        st_expr(t, e->comp.cond);
+        break;
     case SGL_AST_CALL:
         st_list(t, &e->call.args);
         if (e->call.call_kind == SGL_CALL_BUILTIN) {
             sgl_builtin b = e->call.builtin;
-            if ((b == SGL_BUILTIN_FORK || b == SGL_BUILTIN_META || b == SGL_BUILTIN_TEXT) && e->call.n_positional >= 1) {
+            if ((b == SGL_BUILTIN_FORK || b == SGL_BUILTIN_META || b == SGL_BUILTIN_TEXT || b == SGL_BUILTIN_MESSAGES ||
+                 (b >= SGL_BUILTIN_SYSTEM_BEGIN && b <= SGL_BUILTIN_ASSISTANT_END)) &&
+                e->call.n_positional >= 1) {
                 mark_slot(t, e->call.args.items[0]);
                 p0_stream_use(t, e->call.args.items[0]);
             }
-            if (b == SGL_BUILTIN_RUN_BATCH && e->call.n_positional >= 1) {
+            if ((b == SGL_BUILTIN_RUN_BATCH || b == SGL_BUILTIN_RUN) && e->call.n_positional >= 1) {
                 const sgl_node *f = e->call.args.items[0];
                 if (f->kind == SGL_AST_NAME && f->name.bind.kind == SGL_BIND_FN)
                     mark_p0(t, fn_index_of(t->c, f->name.bind.decl));
@@ -354,6 +366,7 @@ typedef struct with_frame {
     int slot;       /* slot to reload the stream from */
     sgl_role role;
     uint32_t loop_depth;
+    int name_slot;  /* var_scope: slot holding the variable name; -1 for a role */
 } with_frame;
 
 typedef struct lw {
@@ -456,7 +469,10 @@ static bool builtin_pure(sgl_builtin b) {
     switch (b) {
     case SGL_BUILTIN_LEN: case SGL_BUILTIN_STR: case SGL_BUILTIN_INT: case SGL_BUILTIN_FLOAT:
     case SGL_BUILTIN_RANGE: case SGL_BUILTIN_KEYS: case SGL_BUILTIN_JSON_PARSE: case SGL_BUILTIN_JSON_DUMP:
-    case SGL_BUILTIN_REGEX_MATCH:
+    case SGL_BUILTIN_REGEX_MATCH: case SGL_BUILTIN_FORMAT: case SGL_BUILTIN_REPR: case SGL_BUILTIN_SLICE:
+    case SGL_BUILTIN_REPLACE: case SGL_BUILTIN_INDEX: case SGL_BUILTIN_COUNT: case SGL_BUILTIN_UPPER:
+    case SGL_BUILTIN_REGEX_FIND_ALL: case SGL_BUILTIN_REGEX_SUB: case SGL_BUILTIN_EXP: case SGL_BUILTIN_LOG:
+    case SGL_BUILTIN_SQRT: case SGL_BUILTIN_ABS: case SGL_BUILTIN_MIN: case SGL_BUILTIN_MAX: case SGL_BUILTIN_ROUND:
         return true;
     default: return false;
     }
@@ -590,14 +606,34 @@ static ir_ref lower_call(lw *w, const sgl_node *e) {
             in[n++] = lower_expr(w, args[0]);
             in[n++] = lower_expr(w, args[1]);
             return add(w, IR_META, in, n, e->loc);
+        case SGL_BUILTIN_SYSTEM_BEGIN: case SGL_BUILTIN_SYSTEM_END: case SGL_BUILTIN_USER_BEGIN:
+        case SGL_BUILTIN_USER_END: case SGL_BUILTIN_ASSISTANT_BEGIN: case SGL_BUILTIN_ASSISTANT_END: {
+            /* SGLang's explicit role markers: the two halves of `with ROLE(s) { }` */
+            static_assert(SGL_BUILTIN_SYSTEM_END == SGL_BUILTIN_SYSTEM_BEGIN + 1 &&
+                              SGL_BUILTIN_USER_BEGIN == SGL_BUILTIN_SYSTEM_BEGIN + 2 &&
+                              SGL_BUILTIN_ASSISTANT_END == SGL_BUILTIN_SYSTEM_BEGIN + 5,
+                          "role markers in builtins.def order");
+            int k = (int)(b - SGL_BUILTIN_SYSTEM_BEGIN);
+            sgl_role role = k < 2 ? SGL_ROLE_SYSTEM : k < 4 ? SGL_ROLE_USER : SGL_ROLE_ASSISTANT;
+            in[n++] = lower_expr(w, args[0]);
+            add_i(w, k % 2 ? IR_ROLE_END : IR_ROLE_BEGIN, role, in, 1, e->loc);
+            sgl_const kn = {.kind = SGL_CONST_NONE};
+            return add_k(w, comp_const_add(c, &kn), e->loc);
+        }
         case SGL_BUILTIN_JOIN: {
+            if (np == 2) { /* join(sep, items): the string join */
+                for (uint32_t i = 0; i < np; i++) in[n++] = lower_expr(w, args[i]);
+                return add_i(w, IR_PURE_CALL, b, in, n, e->loc);
+            }
             in[n++] = lower_expr(w, args[0]);
             int64_t mode = SGL_JOIN_GATHER;
             for (uint32_t i = np; i < e->call.args.len; i++) {
                 const sgl_node *a = args[i];
                 if (a->kind != SGL_AST_KWARG || strcmp(a->kwarg.name, "mode")) continue;
                 if (a->kwarg.value->kind == SGL_AST_STRING) {
-                    mode = strcmp(a->kwarg.value->str.bytes, "concat") ? SGL_JOIN_GATHER : SGL_JOIN_CONCAT;
+                    mode = strcmp(a->kwarg.value->str.bytes, "concat") && strcmp(a->kwarg.value->str.bytes, "concate_and_append")
+                               ? SGL_JOIN_GATHER
+                               : SGL_JOIN_CONCAT;
                 } else {
                     mode = SGL_JOIN_DYNAMIC;
                     in[n++] = lower_expr(w, a->kwarg.value);
@@ -627,6 +663,45 @@ static ir_ref lower_call(lw *w, const sgl_node *e) {
         return add(w, IR_CALL_VALUE, in, n, e->loc);
     }
     }
+}
+
+/* [v for x in xs if c] / {k: v for ...}: acc = []; for x in xs { if c
+ * { acc += [v] / acc[k] = v } }; the value is acc. */
+static ir_ref lower_comp(lw *w, const sgl_node *e) {
+    bool map = e->comp.key != NULL;
+    int acc = e->comp.acc_slot;
+    store(w, acc, add(w, map ? IR_MAP : IR_LIST, NULL, 0, e->loc), e->loc);
+    ir_ref it = lower_expr(w, e->comp.iter);
+    ir_ref fn = add_i(w, IR_FOR, e->comp.slot, &it, 1, e->loc);
+    if (fn == IR_NONE) return IR_NONE;
+    uint32_t parent = w->r;
+    uint32_t r = ir_region_new(w->c, w->f, fn, true);
+    w->f->nodes[fn].reg[0] = r;
+    w->r = r;
+    cache_clear(w);
+    ir_ref ifn = IR_NONE;
+    if (e->comp.cond) {
+        ir_ref cond = lower_expr(w, e->comp.cond);
+        ifn = add(w, IR_IF, &cond, 1, e->comp.cond->loc);
+        if (ifn == IR_NONE) return IR_NONE;
+        for (int br = 1; br >= 0; br--) { /* else (empty) first: the then region stays current */
+            uint32_t rr = ir_region_new(w->c, w->f, ifn, false);
+            w->f->nodes[ifn].reg[br] = rr;
+            w->r = rr;
+        }
+        cache_clear(w);
+    }
+    if (map) {
+        ir_ref in[3] = {load(w, acc, e->loc), lower_expr(w, e->comp.key), lower_expr(w, e->comp.value)};
+        add(w, IR_SET_INDEX, in, 3, e->loc);
+    } else {
+        ir_ref v = lower_expr(w, e->comp.value);
+        ir_ref in[2] = {load(w, acc, e->loc), add(w, IR_LIST, &v, 1, e->loc)};
+        store(w, acc, add(w, IR_ADD_ASSIGN, in, 2, e->loc), e->loc);
+    }
+    w->r = parent;
+    cache_clear(w);
+    return load(w, acc, e->loc);
 }
 
 static ir_ref lower_logic(lw *w, const sgl_node *e) {
@@ -666,6 +741,8 @@ static ir_ref lower_logic(lw *w, const sgl_node *e) {
     cache_clear(w);
     return load(w, (int)t, e->loc);
 }
+
+static ir_ref lower_comp(lw *w, const sgl_node *e);
 
 static ir_ref lower_expr(lw *w, const sgl_node *e) {
     comp *c = w->c;
@@ -736,6 +813,7 @@ static ir_ref lower_expr(lw *w, const sgl_node *e) {
         return add_i(w, IR_BINOP, e->binary.op, in, 2, e->loc);
     }
     case SGL_AST_CALL: return lower_call(w, e);
+    case SGL_AST_COMP: return lower_comp(w, e);
     default:
         sgl_error_set(c->err, "cannot compile a '%s' node as an expression", sgl_ast_kind_name(e->kind));
         c->failed = 1;
@@ -747,7 +825,7 @@ static ir_ref lower_expr(lw *w, const sgl_node *e) {
 static bool stringy(comp *c, const sgl_node *e) {
     switch (e->kind) {
     case SGL_AST_STRING: case SGL_AST_FSTRING: return true;
-    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e);
+    case SGL_AST_CALL: return is_gen_call(e) || is_role_call(e) || is_image_call(e);
     case SGL_AST_BINARY: return e->binary.op == SGL_OP_ADD && (stringy(c, e->binary.lhs) || stringy(c, e->binary.rhs));
     case SGL_AST_NAME:
         if (e->name.bind.kind == SGL_BIND_CONST) {
@@ -784,6 +862,11 @@ static void lower_append(lw *w, ir_ref s, const sgl_node *e, int mode) {
         add_i(w, IR_ROLE_END, role, &s, 1, e->loc);
         return;
     }
+    if (is_image_call(e) && e->call.n_positional == 1) {
+        ir_ref in[2] = {s, lower_expr(w, e->call.args.items[0])};
+        add_i(w, IR_APPEND, SGL_APPEND_IMAGE, in, 2, e->loc);
+        return;
+    }
     if (is_gen_call(e)) {
         ir_ref in[MAX_IN];
         uint32_t n = 0;
@@ -803,7 +886,12 @@ static void lower_block(lw *w, const sgl_node *b);
 static void close_withs(lw *w, uint32_t keep, sgl_loc loc) {
     for (uint32_t i = w->n_withs; i-- > keep;) {
         ir_ref s = w->withs[i].slot >= 0 ? load(w, w->withs[i].slot, loc) : w->withs[i].stream;
-        add_i(w, IR_ROLE_END, w->withs[i].role, &s, 1, loc);
+        if (w->withs[i].name_slot >= 0) {
+            ir_ref in[2] = {s, load(w, w->withs[i].name_slot, loc)};
+            add_i(w, IR_APPEND, SGL_APPEND_VAR_END, in, 2, loc);
+        } else {
+            add_i(w, IR_ROLE_END, w->withs[i].role, &s, 1, loc);
+        }
     }
 }
 
@@ -846,6 +934,33 @@ static void lower_stmt(lw *w, const sgl_node *n) {
             if (slot < 0) {
                 sgl_error_set(c->err, "cannot assign to '%s'", t->name.name);
                 c->failed = 1;
+                return;
+            }
+            const sgl_node *fv = n->assign.value;
+            if (op == SGL_OP_ADD && fv->kind == SGL_AST_NAME && fv->name.bind.kind == SGL_BIND_FN &&
+                fv->name.bind.decl->fn.params.len == 1) {
+                /* forks += f (SGLang's `forks += lambda i: ...`): branch i gets
+                 * f(i): for i in range(len(forks)) { forks[i] += f(i) } */
+                uint32_t tx = new_temp(w), ti = new_temp(w);
+                store(w, (int)tx, load(w, slot, t->loc), loc);
+                ir_ref x = load(w, (int)tx, loc);
+                ir_ref nlen = add_i(w, IR_PURE_CALL, SGL_BUILTIN_LEN, &x, 1, loc);
+                ir_ref rng = add_i(w, IR_PURE_CALL, SGL_BUILTIN_RANGE, &nlen, 1, loc);
+                ir_ref fr = add_i(w, IR_FOR, ti, &rng, 1, loc);
+                if (fr == IR_NONE) return;
+                uint32_t parent = w->r;
+                uint32_t r = ir_region_new(c, w->f, fr, true);
+                w->f->nodes[fr].reg[0] = r;
+                w->r = r;
+                cache_clear(w);
+                ir_ref iv = load(w, (int)ti, loc);
+                ir_ref val = add_i(w, IR_CALL, fn_index_of(c, fv->name.bind.decl), &iv, 1, fv->loc);
+                ir_ref idx[2] = {load(w, (int)tx, loc), iv};
+                ir_ref br = add(w, IR_INDEX, idx, 2, loc);
+                ir_ref ap[2] = {br, val};
+                add_i(w, IR_APPEND, SGL_APPEND_VALUE, ap, 2, loc);
+                w->r = parent;
+                cache_clear(w);
                 return;
             }
             if (op == SGL_OP_ADD && (has_prim(n->assign.value) || w->stream_slot[slot])) {
@@ -992,9 +1107,21 @@ static void lower_stmt(lw *w, const sgl_node *n) {
             slot = (int)t;
             s = load(w, slot, loc);
         }
+        if (n->with.role == SGL_BUILTIN_VAR_SCOPE) { /* the block's text becomes a variable */
+            uint32_t ns = new_temp(w);
+            store(w, (int)ns, lower_expr(w, n->with.call->call.args.items[1]), loc);
+            ir_ref in[2] = {s, load(w, (int)ns, loc)};
+            add_i(w, IR_APPEND, SGL_APPEND_VAR_BEGIN, in, 2, n->with.call->loc);
+            w->withs[w->n_withs++] = (with_frame){s, slot, SGL_ROLE_USER, w->loop_depth, (int)ns};
+            lower_block(w, n->with.body);
+            w->n_withs--;
+            ir_ref in2[2] = {load(w, slot, loc), load(w, (int)ns, loc)};
+            add_i(w, IR_APPEND, SGL_APPEND_VAR_END, in2, 2, n->with.call->loc);
+            return;
+        }
         sgl_role role = role_of(n->with.role);
         add_i(w, IR_ROLE_BEGIN, role, &s, 1, n->with.call->loc);
-        w->withs[w->n_withs++] = (with_frame){s, slot, role, w->loop_depth};
+        w->withs[w->n_withs++] = (with_frame){s, slot, role, w->loop_depth, -1};
         lower_block(w, n->with.body);
         w->n_withs--;
         ir_ref s2 = load(w, slot, loc);

@@ -183,7 +183,7 @@ static int pass_fold(comp *c, ir_fn *f) {
                 break;
             case IR_APPEND: {
                 int32_t v = kof(f, n->in[1]);
-                if (v < 0) break;
+                if (v < 0 || n->i > SGL_APPEND_FMT) break; /* image/var_scope operands are not text */
                 int32_t t = -1;
                 if (c->consts[v].kind == SGL_CONST_STRING) {
                     t = v;
@@ -209,7 +209,9 @@ static int pass_fold(comp *c, ir_fn *f) {
                 if (n->i == SGL_JOIN_DYNAMIC && kof(f, n->in[1]) >= 0 &&
                     c->consts[kof(f, n->in[1])].kind == SGL_CONST_STRING) {
                     const sgl_const *m = &c->consts[kof(f, n->in[1])];
-                    if (m->str.len == 6 && !memcmp(m->str.bytes, "concat", 6)) n->i = SGL_JOIN_CONCAT;
+                    if ((m->str.len == 6 && !memcmp(m->str.bytes, "concat", 6)) ||
+                        (m->str.len == 18 && !memcmp(m->str.bytes, "concate_and_append", 18)))
+                        n->i = SGL_JOIN_CONCAT;
                     else if (m->str.len == 6 && !memcmp(m->str.bytes, "gather", 6)) n->i = SGL_JOIN_GATHER;
                     else continue; /* an invalid mode: the VM reports it */
                     n->n_in = 1;

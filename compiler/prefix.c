@@ -206,6 +206,7 @@ static pe_flow eval_node(pe *p, frame *fr, ir_ref id) {
             return any_taint ? PE_STOP : PE_NEXT;
         }
         if (n->op == IR_ADD_ASSIGN) fr->val[id] = PV_STREAM;
+        if (n->op == IR_APPEND && n->i > SGL_APPEND_FMT) return PE_STOP; /* image / var_scope marker */
         if (!known(v)) return PE_STOP;
         int32_t t = append_text_of(c, v, n->op == IR_APPEND ? n->i : SGL_APPEND_VALUE);
         if (t < 0) return PE_STOP;

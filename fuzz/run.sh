@@ -16,7 +16,7 @@ clang -std=c11 -g -O1 -D_GNU_SOURCE -DSGL_SOURCE_ROOT="\"$root\"" \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I"$root" -I"$out/gen" \
   "$root"/fuzz/fuzz_lang.c "$root"/lang/ast.c "$root"/lang/check.c "$root"/lang/diag.c \
-  "$root"/lang/load.c "$root"/lang/regex.c "$root"/util/util.c \
+  "$root"/lang/format.c "$root"/lang/load.c "$root"/lang/regex.c "$root"/util/util.c \
   "$out/gen/parser.c" "$out/gen/lexer.c" -lm -o "$out/fuzz_lang"
 # libFuzzer adds and reduces files in every corpus directory it is given,
 # so the committed seeds are copied into the working corpus, never passed.

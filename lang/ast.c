@@ -74,10 +74,29 @@ int sgl_builtin_lookup(const char *name) {
 const sgl_kwarg_info *sgl_kwarg_get(sgl_kwarg_id id) {
     return (unsigned)id < SGL_KWARG__COUNT ? &kwargs[id] : NULL;
 }
+/* SGLang's spellings, accepted as written so programs move without edits. */
+static const struct {
+    const char *name;
+    sgl_kwarg_id id;
+} kwarg_aliases[] = {
+    {"max_new_tokens", SGL_KWARG_MAX_TOKENS},
+    {"min_new_tokens", SGL_KWARG_MIN_TOKENS},
+    {"choices_method", SGL_KWARG_METHOD},
+    {"num_threads", SGL_KWARG_PARALLEL},
+};
+
 int sgl_kwarg_lookup(const char *name) {
     for (int i = 0; i < SGL_KWARG__COUNT; i++)
         if (!strcmp(kwargs[i].name, name)) return i;
+    for (size_t i = 0; i < SGL_ARRAY_LEN(kwarg_aliases); i++)
+        if (!strcmp(kwarg_aliases[i].name, name)) return (int)kwarg_aliases[i].id;
     return -1;
+}
+
+const char *sgl_kwarg_alias(size_t i, sgl_kwarg_id *id) {
+    if (i >= SGL_ARRAY_LEN(kwarg_aliases)) return NULL;
+    *id = kwarg_aliases[i].id;
+    return kwarg_aliases[i].name;
 }
 
 /* ---- generic children ---- */
@@ -143,6 +162,11 @@ size_t sgl_ast_children(sgl_node *n, sgl_node **out, size_t cap) {
         k = put(out, cap, k, n->call.callee);
         return put_list(out, cap, k, &n->call.args);
     case SGL_AST_KWARG: return put(out, cap, k, n->kwarg.value);
+    case SGL_AST_COMP:
+        k = put(out, cap, k, n->comp.iter);
+        k = put(out, cap, k, n->comp.key);
+        k = put(out, cap, k, n->comp.value);
+        return put(out, cap, k, n->comp.cond);
     default: return 0;
     }
 }
@@ -444,6 +468,52 @@ sgl_node *ast_kwarg(lang_parser *P, lang_loc l, const char *name, lang_loc nl, s
 
 sgl_node *ast_error(lang_parser *P, lang_loc l) {
     return ast_new(P, SGL_AST_ERROR, l);
+}
+
+/* A call of builtin `name` whose callee is bound already, so a local of
+ * that name cannot capture what the syntax means. */
+static sgl_node *builtin_call(lang_parser *P, lang_loc l, const char *name, sgl_builtin b, sgl_node_list args) {
+    sgl_node *callee = ast_name(P, l, name);
+    if (callee != &oom_node) {
+        callee->name.bind.kind = SGL_BIND_BUILTIN;
+        callee->name.bind.builtin = b;
+    }
+    return ast_call(P, l, callee, args);
+}
+
+sgl_node *ast_fmt(lang_parser *P, lang_loc l, sgl_node *e, const char *conv, sgl_node *spec) {
+    if (conv) {
+        bool str = conv[0] == 's';
+        e = builtin_call(P, l, str ? "str" : "repr", str ? SGL_BUILTIN_STR : SGL_BUILTIN_REPR, ast_list1(P, e));
+    }
+    if (spec && spec->kind == SGL_AST_STRING && spec->str.len > 0) {
+        sgl_node_list args = ast_list1(P, e);
+        ast_list_push(P, &args, spec);
+        e = builtin_call(P, l, "format", SGL_BUILTIN_FORMAT, args);
+    }
+    return e;
+}
+
+sgl_node *ast_slice(lang_parser *P, lang_loc l, sgl_node *obj, sgl_node *a, sgl_node *b) {
+    sgl_node_list args = ast_list1(P, obj);
+    ast_list_push(P, &args, a ? a : ast_literal(P, (lang_loc){l.end - 1, l.end - 1}, SGL_AST_NONE, false));
+    ast_list_push(P, &args, b ? b : ast_literal(P, (lang_loc){l.end - 1, l.end - 1}, SGL_AST_NONE, false));
+    return builtin_call(P, l, "slice", SGL_BUILTIN_SLICE, args);
+}
+
+sgl_node *ast_comp(lang_parser *P, lang_loc l, sgl_node *key, sgl_node *value, const char *name, lang_loc nl,
+                   sgl_node *iter, sgl_node *cond) {
+    sgl_node *n = ast_new(P, SGL_AST_COMP, l);
+    if (n == &oom_node) return n;
+    n->comp.key = key;
+    n->comp.value = value;
+    n->comp.name = name;
+    n->comp.name_loc = lang_loc_make(P, nl);
+    n->comp.slot = n->comp.acc_slot = -1;
+    n->comp.iter = iter;
+    n->comp.cond = cond;
+    uint32_t d = SGL_MAX(SGL_MAX(depth_of(key), depth_of(value)), SGL_MAX(depth_of(iter), depth_of(cond)));
+    return depth_check(P, n, d + 1);
 }
 
 /* ---- literals ---- */
@@ -841,6 +911,15 @@ static void dump_node(const sgl_program *p, const sgl_node *n, int ind, FILE *ou
     case SGL_AST_KWARG:
         fprintf(out, " %s", n->kwarg.name);
         dump_node(p, n->kwarg.value, ci, out);
+        break;
+    case SGL_AST_COMP:
+        fprintf(out, " %s %s", n->comp.key ? "map" : "list", n->comp.name);
+        if (n->comp.slot >= 0) fprintf(out, " @local:%d acc=@local:%d", n->comp.slot, n->comp.acc_slot);
+        dump_loc(p, n, out);
+        dump_node(p, n->comp.iter, ci, out);
+        if (n->comp.key) dump_node(p, n->comp.key, ci, out);
+        dump_node(p, n->comp.value, ci, out);
+        if (n->comp.cond) dump_node(p, n->comp.cond, ci, out);
         break;
     case SGL_AST_ERROR:
     case SGL_AST__COUNT:

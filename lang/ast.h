@@ -193,9 +193,19 @@ struct sgl_node {
         struct { /* STRING */
             const char *bytes; /* decoded value, NUL-terminated (may hold NULs: use len) */
             size_t len;
-            uint8_t quote;     /* 1: "..."  3: """..."""  0: a piece of an f-string */
+            uint8_t quote;     /* 1: "..."  2: r#"..."#  3: """..."""  0: a piece of an f-string */
             bool raw;          /* r"...": no escape processing */
         } str;
+        struct { /* COMP */
+            sgl_node *key;     /* map comprehension: the key expression; list: NULL */
+            sgl_node *value;
+            const char *name;  /* loop variable */
+            sgl_loc name_loc;
+            int32_t slot;      /* checker: the loop variable's slot */
+            int32_t acc_slot;  /* checker: hidden slot holding the result being built */
+            sgl_node *iter;
+            sgl_node *cond;    /* or NULL */
+        } comp;
         struct { /* FSTRING */
             sgl_node_list parts; /* STRING pieces and expressions, in order */
         } fstr;

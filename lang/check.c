@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lang/format.h"
 #include "lang/lang_int.h"
 
 typedef struct sym {
@@ -386,8 +387,13 @@ static void check_kwarg_value(checker *c, const char *fn, const sgl_kwarg_info *
                 fn);
         return;
     case SGL_KWT_JOIN_MODE:
-        if (!str_is(v, "gather") && !str_is(v, "concat") && v->kind != SGL_AST_FSTRING)
-            err(c, v->loc, "%s(): mode must be \"gather\" or \"concat\"", fn);
+        if (!str_is(v, "gather") && !str_is(v, "concat") && !str_is(v, "concate_and_append") &&
+            v->kind != SGL_AST_FSTRING)
+            err(c, v->loc, "%s(): mode must be \"gather\" or \"concat\" (SGLang: \"concate_and_append\")", fn);
+        return;
+    case SGL_KWT_STR:
+        if (v->kind != SGL_AST_STRING && v->kind != SGL_AST_FSTRING)
+            err(c, v->loc, "%s(): %s must be a string, not %s", fn, k->name, literal_what(v));
         return;
     }
 }
@@ -453,6 +459,7 @@ static void check_const_expr(checker *c, sgl_node *n) {
 }
 
 static void use_name(checker *c, sgl_node *n, bool as_callee) {
+    if (n->name.bind.kind == SGL_BIND_BUILTIN && as_callee) return; /* bound by the syntax (f"{x:.2f}", s[a:b]) */
     sgl_binding b;
     if (!lookup(c, n->name.name, &b)) {
         const char *s = suggest_name(c, n->name.name);
@@ -483,21 +490,45 @@ static unsigned kwb_of(sgl_builtin b) {
     switch (b) {
     case SGL_BUILTIN_GEN: return SGL_KWB_GEN;
     case SGL_BUILTIN_SELECT: return SGL_KWB_SELECT;
-    case SGL_BUILTIN_RUN_BATCH: return SGL_KWB_RUN_BATCH;
+    case SGL_BUILTIN_RUN_BATCH:
+    case SGL_BUILTIN_RUN: return SGL_KWB_RUN_BATCH;
     case SGL_BUILTIN_JOIN: return SGL_KWB_JOIN;
     default: return 0;
     }
 }
 
+/* The keyword argument `name` (or one of its aliases) of call, or NULL. */
 static sgl_node *find_kwarg(sgl_node *call, const char *name) {
+    int id = sgl_kwarg_lookup(name);
     for (uint32_t i = call->call.n_positional; i < call->call.args.len; i++) {
         sgl_node *a = call->call.args.items[i];
-        if (a->kind == SGL_AST_KWARG && !strcmp(a->kwarg.name, name)) return a;
+        if (a->kind == SGL_AST_KWARG && (!strcmp(a->kwarg.name, name) || (id >= 0 && sgl_kwarg_lookup(a->kwarg.name) == id)))
+            return a;
     }
     return NULL;
 }
 
+/* gen(name="v", ...) / select(name="v", ...): SGLang passes the variable
+ * name by keyword; it becomes the first positional argument. */
+static void name_kwarg_to_positional(checker *c, sgl_node *call) {
+    sgl_node_list *args = &call->call.args;
+    for (uint32_t i = call->call.n_positional; i < args->len; i++) {
+        sgl_node *a = args->items[i];
+        if (a->kind != SGL_AST_KWARG || strcmp(a->kwarg.name, "name") != 0) continue;
+        if (call->call.n_positional > 0) {
+            err(c, a->kwarg.name_loc, "the variable name is given both by position and as name=");
+            return;
+        }
+        sgl_node *v = a->kwarg.value;
+        memmove(&args->items[1], &args->items[0], i * sizeof args->items[0]);
+        args->items[0] = v;
+        call->call.n_positional = 1;
+        return;
+    }
+}
+
 static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool append) {
+    if (b == SGL_BUILTIN_GEN || b == SGL_BUILTIN_SELECT) name_kwarg_to_positional(c, call);
     const char *name = sgl_builtin_name(b);
     unsigned flags = sgl_builtin_flags(b);
     int mn, mx;
@@ -508,6 +539,8 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
 
     if ((flags & SGL_BI_IO) && !c->p->opts.allow_io)
         err(c, call->loc, "%s() needs --allow-io (file, HTTP and shell access are off by default)", name);
+    if (b == SGL_BUILTIN_IMAGE && !append)
+        err(c, call->loc, "image() must be appended to a stream, as in s += user(image(path) + \"question\")");
     if ((flags & SGL_BI_GEN) && !append)
         err(c, call->loc, "%s() produces model output and must be appended to a stream, as in s += %s(...)", name,
             name);
@@ -525,9 +558,11 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
     for (uint32_t i = call->call.n_positional; i < call->call.args.len; i++) {
         sgl_node *a = call->call.args.items[i];
         if (a->kind != SGL_AST_KWARG) continue;
+        int kid = sgl_kwarg_lookup(a->kwarg.name);
         for (uint32_t j = call->call.n_positional; j < i; j++) {
             sgl_node *o = call->call.args.items[j];
-            if (o->kind == SGL_AST_KWARG && !strcmp(o->kwarg.name, a->kwarg.name)) {
+            if (o->kind == SGL_AST_KWARG &&
+                (!strcmp(o->kwarg.name, a->kwarg.name) || (kid >= 0 && sgl_kwarg_lookup(o->kwarg.name) == kid))) {
                 sgl_diag *d = err(c, a->kwarg.name_loc, "%s(): keyword argument '%s' given twice", name, a->kwarg.name);
                 note(c, d, o->kwarg.name_loc, "first given here");
                 break;
@@ -545,6 +580,10 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
             for (int q = 0; q < SGL_KWARG__COUNT; q++)
                 if (sgl_kwarg_get((sgl_kwarg_id)q)->accepted_by & kwb)
                     consider(a->kwarg.name, sgl_kwarg_get((sgl_kwarg_id)q)->name, &best, &bestd);
+            sgl_kwarg_id aid;
+            const char *alias;
+            for (size_t q = 0; (alias = sgl_kwarg_alias(q, &aid)); q++)
+                if (sgl_kwarg_get(aid)->accepted_by & kwb) consider(a->kwarg.name, alias, &best, &bestd);
             if (best)
                 err(c, a->kwarg.name_loc, "%s() has no keyword argument '%s' (did you mean '%s'?)", name,
                     a->kwarg.name, best);
@@ -552,6 +591,7 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
                 err(c, a->kwarg.name_loc, "%s() has no keyword argument '%s'", name, a->kwarg.name);
             continue;
         }
+        if (k == SGL_KWARG_PARALLEL && str_is(a->kwarg.value, "auto")) continue; /* num_threads="auto" */
         check_kwarg_value(c, name, ki, a->kwarg.value);
     }
 
@@ -587,6 +627,10 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
         }
         break;
     case SGL_BUILTIN_FORK:
+        if (np >= 3)
+            err(c, pos[2]->loc,
+                "fork(): position_ids_offset is not supported: the engines place each branch's tokens right after "
+                "the shared prefix");
         if (np >= 2 && is_literal(pos[1])) {
             double x;
             bool is_int;
@@ -596,6 +640,7 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
                 err(c, pos[1]->loc, "fork(): the branch count must be >= 1 (got %.0f)", x);
         }
         break;
+    case SGL_BUILTIN_RUN:
     case SGL_BUILTIN_RUN_BATCH:
         if (np >= 1) {
             sgl_node *f = pos[0];
@@ -608,7 +653,11 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
             } else if (is_literal(f)) {
                 err(c, f->loc, "run_batch(): the first argument must be an SGL function, not %s", literal_what(f));
             }
-            if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_LIST)
+            if (b == SGL_BUILTIN_RUN) {
+                if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_LIST && pos[1]->kind != SGL_AST_MAP)
+                    err(c, pos[1]->loc, "run(): the second argument must be a map of arguments or a list of them, not %s",
+                        literal_what(pos[1]));
+            } else if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_LIST)
                 err(c, pos[1]->loc, "run_batch(): the second argument must be a list of argument maps, not %s",
                     literal_what(pos[1]));
             if (fn && np >= 2 && pos[1]->kind == SGL_AST_LIST) {
@@ -633,7 +682,38 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
         }
         break;
     case SGL_BUILTIN_REGEX_MATCH:
+    case SGL_BUILTIN_REGEX_FIND_ALL:
+    case SGL_BUILTIN_REGEX_SUB:
         if (np >= 1) check_regex_literal(c, pos[0], "regex");
+        break;
+    case SGL_BUILTIN_JOIN:
+        if (np == 2 && call->call.args.len > 2)
+            err(c, call->call.args.items[2]->loc, "join(sep, items) joins strings and takes no keyword arguments");
+        break;
+    case SGL_BUILTIN_FORMAT:
+        if (np >= 2 && pos[1]->kind == SGL_AST_STRING) {
+            sgl_fmt_spec f;
+            size_t off = 0;
+            const char *why = NULL;
+            if (sgl_fmt_spec_parse(pos[1]->str.bytes, pos[1]->str.len, &f, &off, &why) < 0) {
+                uint32_t at = lang_string_src_offset(c->p, pos[1], off);
+                sgl_loc loc = {pos[1]->loc.file, at, at + 1};
+                err(c, loc, "bad format spec \"%s\": %s", pos[1]->str.bytes, why);
+            }
+        } else if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_FSTRING) {
+            err(c, pos[1]->loc, "format(): the spec must be a string, not %s", literal_what(pos[1]));
+        }
+        break;
+    case SGL_BUILTIN_SLICE:
+        if (np >= 1 && is_literal(pos[0]) && pos[0]->kind != SGL_AST_STRING && pos[0]->kind != SGL_AST_FSTRING &&
+            pos[0]->kind != SGL_AST_LIST)
+            err(c, pos[0]->loc, "cannot slice %s (only strings and lists have slices)", literal_what(pos[0]));
+        for (int i = 1; i < np; i++) {
+            double x;
+            bool is_int;
+            if (is_literal(pos[i]) && pos[i]->kind != SGL_AST_NONE && !(num_value(pos[i], &x, &is_int) && is_int))
+                err(c, pos[i]->loc, "slice bounds must be integers, not %s", literal_what(pos[i]));
+        }
         break;
     case SGL_BUILTIN_META:
         if (np >= 2 && is_literal(pos[1]) && pos[1]->kind != SGL_AST_STRING && pos[1]->kind != SGL_AST_FSTRING)
@@ -704,6 +784,17 @@ static void check_fn_call(checker *c, sgl_node *call, sgl_node *fn) {
         call->call.call_kind = SGL_CALL_FN;
     } else if (missing == 1 && !bound[0]) {
         call->call.call_kind = SGL_CALL_FN_FRESH;
+        /* f(s) inside a function whose stream is s, f taking (s, x): the
+         * arity rule runs f on a fresh stream with x = s. Likely a slip. */
+        sgl_binding sb;
+        sgl_node *a1 = np >= 1 ? call->call.args.items[0] : NULL;
+        if (a1 && a1->kind == SGL_AST_NAME && n >= 2 && lookup(c, a1->name.name, &sb) && sb.kind == SGL_BIND_PARAM &&
+            sb.slot == 0 && c->fn && c->fn->fn.params.len >= 1)
+            warn(c, call->loc,
+                 "%s(%s, ...) runs %s on a fresh stream with '%s' as its parameter '%s', because one argument is "
+                 "missing; pass all %u arguments to extend %s (or write %s=%s if this is meant)",
+                 fn->fn.name, a1->name.name, fn->fn.name, a1->name.name, fn->fn.params.items[1]->param.name, n,
+                 a1->name.name, fn->fn.params.items[1]->param.name, a1->name.name);
     } else {
         uint32_t got = np + (uint32_t)(call->call.args.len - np);
         sgl_diag *d;
@@ -752,6 +843,22 @@ static void check_expr(checker *c, sgl_node *n, bool append) {
     case SGL_AST_KWARG:
         check_expr(c, n->kwarg.value, false);
         return;
+    case SGL_AST_COMP: {
+        check_expr(c, n->comp.iter, false);
+        const sgl_node *it = n->comp.iter;
+        if (is_literal(it) && it->kind != SGL_AST_LIST && it->kind != SGL_AST_MAP && it->kind != SGL_AST_STRING &&
+            it->kind != SGL_AST_FSTRING)
+            err(c, it->loc, "a comprehension iterates over a list (or a map's keys, or a string), not %s",
+                literal_what(it));
+        scope_open(c);
+        declare_local(c, " comprehension", n->loc, n, SGL_BIND_LOCAL, &n->comp.acc_slot);
+        declare_local(c, n->comp.name, n->comp.name_loc, n, SGL_BIND_LOCAL, &n->comp.slot);
+        if (n->comp.cond) check_expr(c, n->comp.cond, false);
+        if (n->comp.key) check_expr(c, n->comp.key, false);
+        check_expr(c, n->comp.value, false);
+        scope_close(c);
+        return;
+    }
     case SGL_AST_CALL: {
         sgl_node *callee = n->call.callee;
         if (callee->kind != SGL_AST_NAME) {
@@ -837,6 +944,9 @@ static void check_stmt(checker *c, sgl_node *n) {
     switch (n->kind) {
     case SGL_AST_LET:
         check_expr(c, n->decl.value, false);
+        if (sgl_builtin_lookup(n->decl.name) >= 0 && n->decl.name[0] != '_')
+            warn(c, n->decl.name_loc, "'%s' shadows the builtin %s() in this scope (calls of it here fail)",
+                 n->decl.name, n->decl.name);
         declare_local(c, n->decl.name, n->decl.name_loc, n, SGL_BIND_LOCAL, &n->decl.slot);
         if (c->n_lets == c->cap_lets) {
             size_t cap = c->cap_lets ? c->cap_lets * 2 : 16;
@@ -915,8 +1025,29 @@ static void check_stmt(checker *c, sgl_node *n) {
                 }
             }
         }
+        if (!ok && call->kind == SGL_AST_CALL && call->call.callee->kind == SGL_AST_NAME) {
+            sgl_binding b;
+            if (lookup(c, call->call.callee->name.name, &b) && b.kind == SGL_BIND_BUILTIN &&
+                b.builtin == SGL_BUILTIN_VAR_SCOPE) {
+                ok = true;
+                call->call.callee->name.bind = b;
+                call->call.call_kind = SGL_CALL_BUILTIN;
+                call->call.builtin = b.builtin;
+                n->with.role = b.builtin;
+                if (call->call.args.len != 2 || call->call.n_positional != 2) {
+                    err(c, call->loc, "'with var_scope(...)' takes the stream and the variable name");
+                } else {
+                    n->with.stream = call->call.args.items[0];
+                    check_expr(c, n->with.stream, false);
+                    sgl_node *nm = call->call.args.items[1];
+                    check_expr(c, nm, false);
+                    if (is_literal(nm) && nm->kind != SGL_AST_STRING && nm->kind != SGL_AST_FSTRING)
+                        err(c, nm->loc, "var_scope(): the variable name must be a string, not %s", literal_what(nm));
+                }
+            }
+        }
         if (!ok) {
-            err(c, call->loc, "'with' needs a chat role applied to a stream, as in 'with user(s) { ... }'");
+            err(c, call->loc, "'with' needs a chat role applied to a stream, as in 'with user(s) { ... }', or var_scope(s, \"name\")");
             check_expr(c, call, false);
         }
         check_block(c, n->with.body, true);
@@ -1016,7 +1147,8 @@ static void collect_globals(checker *c, uint32_t mi) {
             note(c, d, decl_name_loc(prev->decl), "previously defined here");
             continue;
         }
-        if (sgl_builtin_lookup(name) >= 0) {
+        int bi = sgl_builtin_lookup(name);
+        if (bi >= 0 && !(sgl_builtin_flags((sgl_builtin)bi) & SGL_BI_SHADOW)) {
             err(c, decl_name_loc(it), "'%s' is a builtin; choose another name", name);
             continue;
         }

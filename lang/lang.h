@@ -29,6 +29,8 @@ enum {
     SGL_BI_ROLE = 1u << 1, /* chat role wrapper: system/user/assistant */
     SGL_BI_GEN = 1u << 2,  /* produces model output (gen, select) */
     SGL_BI_IO = 1u << 3,   /* needs --allow-io */
+    SGL_BI_SHADOW = 1u << 4, /* a module's own fn/const of this name takes precedence
+                                (builtins added after programs could use the name) */
 };
 
 /* What a literal keyword argument must look like. */
@@ -43,7 +45,8 @@ typedef enum sgl_kwarg_type {
     SGL_KWT_REGEX,           /* string in the regex dialect (sgl_regex_check) */
     SGL_KWT_MAP_OR_STR,      /* JSON schema: a map, or a string holding JSON */
     SGL_KWT_METHOD,          /* select method name */
-    SGL_KWT_JOIN_MODE,       /* "gather" | "concat" */
+    SGL_KWT_JOIN_MODE,       /* "gather" | "concat" | "concate_and_append" */
+    SGL_KWT_STR,             /* a string */
 } sgl_kwarg_type;
 
 /* Which builtins accept a keyword argument (mask bits). */
@@ -70,8 +73,12 @@ typedef struct sgl_kwarg_info {
 
 /* Returns the table entry for id (static storage), or NULL if out of range. */
 const sgl_kwarg_info *sgl_kwarg_get(sgl_kwarg_id id);
-/* Returns the id of a keyword argument name, or -1. */
+/* Returns the id of a keyword argument name or of one of its aliases
+ * (SGLang's spellings: max_new_tokens, min_new_tokens, choices_method,
+ * num_threads), or -1. */
 int sgl_kwarg_lookup(const char *name);
+/* The i-th alias name (static) with its id in *id, or NULL past the end. */
+const char *sgl_kwarg_alias(size_t i, sgl_kwarg_id *id);
 /* Returns the builtin with this name, or -1. */
 int sgl_builtin_lookup(const char *name);
 /* Returns min/max positional argument counts (max -1 = unbounded). */

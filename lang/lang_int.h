@@ -115,6 +115,14 @@ sgl_node *ast_binary(lang_parser *P, lang_loc l, sgl_op op, sgl_node *a, sgl_nod
 sgl_node *ast_call(lang_parser *P, lang_loc l, sgl_node *callee, sgl_node_list args);
 sgl_node *ast_kwarg(lang_parser *P, lang_loc l, const char *name, lang_loc nl, sgl_node *value);
 sgl_node *ast_error(lang_parser *P, lang_loc l);
+/* f-string interpolation {e!conv:spec} as calls: repr(e) / str(e), then
+ * format(e, "spec"); conv and spec may be NULL. */
+sgl_node *ast_fmt(lang_parser *P, lang_loc l, sgl_node *e, const char *conv, sgl_node *spec);
+/* obj[a:b] as the call slice(obj, a, b) (NULL bounds become none). */
+sgl_node *ast_slice(lang_parser *P, lang_loc l, sgl_node *obj, sgl_node *a, sgl_node *b);
+/* [value for name in iter if cond] (key NULL) or {key: value for ...}; cond may be NULL. */
+sgl_node *ast_comp(lang_parser *P, lang_loc l, sgl_node *key, sgl_node *value, const char *name, lang_loc nl,
+                   sgl_node *iter, sgl_node *cond);
 
 /* ---- parser entry (parser.y) ---- */
 /* Parses P->src into P->module (items appended). Returns 0 or -1 on syntax

@@ -70,6 +70,8 @@ static void lang_yyerror(lang_loc *l, lang_parser *P, const char *msg);
 %token FSTR_OPEN       "'{' in an f-string"
 %token FSTR_CLOSE      "'}' ending an f-string expression"
 %token FSTR_END        "end of the f-string"
+%token <str> FSTR_CONV "conversion (!r, !s, !a)"
+%token <node> FSTR_SPEC "format spec"
 %token BLOCK_OPEN      "'{'"
 %token MAP_OPEN        "'{' starting a map"
 %token FN "'fn'" LET "'let'" CONST "'const'" IF "'if'" ELIF "'elif'" ELSE "'else'"
@@ -87,7 +89,8 @@ static void lang_yyerror(lang_loc *l, lang_parser *P, const char *msg);
 %left '*' '/' '%'
 %precedence NEG
 
-%type <node> item block stmt else_part expr postfix primary fstring arg pair
+%type <node> item block stmt else_part expr postfix primary fstring arg pair opt_expr fspec comp_if
+%type <str> fconv
 %type <list> annots params param_list stmts args arg_list exprs expr_list pairs pair_list fparts
 %type <op> assign_op
 
@@ -188,6 +191,7 @@ expr:
 postfix:
     primary
   | postfix '[' expr ']'        { $$ = ast_index(P, @$, $1, $3); }
+  | postfix '[' opt_expr ':' opt_expr ']' { $$ = ast_slice(P, @$, $1, $3, $5); }
   | postfix '(' args ')'        { $$ = ast_call(P, @$, $1, $3); }
   ;
 
@@ -202,7 +206,11 @@ primary:
   | NONE                        { $$ = ast_literal(P, @$, SGL_AST_NONE, false); }
   | '(' expr ')'                { $$ = $2; }
   | '[' exprs ']'               { $$ = ast_list(P, @$, SGL_AST_LIST, $2); }
+  | '[' expr FOR IDENT IN expr comp_if ']'
+                                { $$ = ast_comp(P, @$, NULL, $2, $4, @4, $6, $7); }
   | MAP_OPEN pairs '}'          { $$ = ast_list(P, @$, SGL_AST_MAP, $2); }
+  | MAP_OPEN expr ':' expr FOR IDENT IN expr comp_if '}'
+                                { $$ = ast_comp(P, @$, $2, $4, $6, @6, $8, $9); }
   | '(' error ')'               { $$ = ast_error(P, @$); }
   ;
 
@@ -213,7 +221,28 @@ fstring:
 fparts:
     %empty                      { $$ = (sgl_node_list){0}; }
   | fparts FSTR_TEXT            { $$ = $1; ast_list_push(P, &$$, $2); }
-  | fparts FSTR_OPEN expr FSTR_CLOSE { $$ = $1; ast_list_push(P, &$$, $3); }
+  | fparts FSTR_OPEN expr fconv fspec FSTR_CLOSE
+                                { $$ = $1; ast_list_push(P, &$$, ast_fmt(P, @3, $3, $4, $5)); }
+  ;
+
+fconv:
+    %empty                      { $$ = NULL; }
+  | FSTR_CONV
+  ;
+
+fspec:
+    %empty                      { $$ = NULL; }
+  | FSTR_SPEC
+  ;
+
+opt_expr:
+    %empty                      { $$ = NULL; }
+  | expr
+  ;
+
+comp_if:
+    %empty                      { $$ = NULL; }
+  | IF expr                     { $$ = $2; }
   ;
 
 args:

@@ -32,8 +32,26 @@ static void token_logprobs_free(sgl_token_logprob *lp, int32_t n) {
     for (int32_t i = 0; i < n; i++) {
         free(lp[i].top_ids);
         free(lp[i].top_logprobs);
+        free(lp[i].text);
+        for (int32_t k = 0; lp[i].top_texts && k < lp[i].n_top; k++) free(lp[i].top_texts[k]);
+        free(lp[i].top_texts);
     }
     free(lp);
+}
+
+static char *piece_dup(const sgl_tokenizer *tok, int32_t id) {
+    size_t len = 0;
+    const char *p = id >= 0 ? tok_piece(tok, id, &len) : NULL;
+    return p ? sgl_strndup(p, len) : NULL;
+}
+
+/* Token texts of every logprob entry (SGLang's return_text_in_logprobs). */
+static void logprob_texts(const sgl_tokenizer *tok, sgl_token_logprob *lp, int32_t n) {
+    for (int32_t i = 0; lp && i < n; i++) {
+        if (!lp[i].text) lp[i].text = piece_dup(tok, lp[i].token);
+        if (lp[i].n_top > 0 && !lp[i].top_texts && (lp[i].top_texts = calloc((size_t)lp[i].n_top, sizeof(char *))))
+            for (int32_t k = 0; k < lp[i].n_top; k++) lp[i].top_texts[k] = piece_dup(tok, lp[i].top_ids[k]);
+    }
 }
 
 void sgl_result_free(sgl_result *r) {
@@ -328,6 +346,10 @@ static void part_done_locked(local_engine *le, track *t, int32_t idx, sgl_result
     t->parts[idx] = r;
     if (++t->n_done < t->n_parts) return;
     sgl_result *out = track_result(t);
+    if (out && t->kind == SGL_REQ_GENERATE) {
+        logprob_texts(le->tok, out->logprobs, out->n_logprobs);
+        logprob_texts(le->tok, out->input_logprobs, out->n_input_logprobs);
+    }
     track_unlink(le, t);
     track_free(t);
     if (out && done_push_locked(le, out) < 0) sgl_result_free(out);
@@ -420,6 +442,9 @@ static int local_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_erro
     local_engine *le = ctx;
     int32_t *prompt = NULL, n_prompt = 0;
     int32_t n_parts = req->kind == SGL_REQ_SCORE ? req->n_choices : 1;
+    if (req->n_images > 0)
+        return sgl_error_set(err, "the local engine cannot take images (%s): its model has no vision encoder",
+                             req->images && req->images[0] ? req->images[0] : "image");
     if (req->kind == SGL_REQ_SCORE && (n_parts < 1 || n_parts > 0xffff))
         return sgl_error_set(err, "score request: %d choices", n_parts);
     if (req->text) {

@@ -92,6 +92,10 @@ typedef struct sgl_request {
     uint64_t user_tag;             /* echoed in the result */
     bool stream;                   /* GENERATE: partial results before the final one
                                       (see "Streaming" above); ignored by SCORE/PREFILL */
+    const char *const *images;     /* [n_images] image files the prompt shows (a user turn's
+                                      image(path)), in prompt order; an engine without a
+                                      vision model refuses such a request at submit */
+    int32_t n_images;
     /* The same prompt as chat turns, for engines that take turns rather than
      * text (chat APIs); text-prompt engines ignore it. Set by the VM when the
      * prompt was written with roles: the finished turns, then (open_turn) the
@@ -141,6 +145,10 @@ typedef struct sgl_token_logprob {
     int32_t n_top;
     int32_t *top_ids;              /* [n_top] most likely tokens, descending */
     float *top_logprobs;           /* [n_top] */
+    char *text;                    /* the token's text (NUL-terminated), or NULL when the
+                                      engine gives none; token -1 (no token: the
+                                      alternatives of a max_new_tokens=0 request) has none */
+    char **top_texts;              /* [n_top] texts of top_ids, or NULL */
 } sgl_token_logprob;
 
 typedef struct sgl_choice_score {
@@ -167,7 +175,10 @@ typedef struct sgl_result {
     int32_t prompt_tokens;         /* SCORE: summed over choices */
     int32_t completion_tokens;
     int32_t cached_tokens;         /* prompt tokens served from the radix cache */
-    sgl_token_logprob *logprobs;   /* [n_logprobs] per output token (return_logprob) */
+    sgl_token_logprob *logprobs;   /* [n_logprobs] per output token (return_logprob); a
+                                      request for 0 tokens with top_logprobs_num > 0 gets one
+                                      entry, token -1, whose top are the next-token
+                                      alternatives after the prompt */
     int32_t n_logprobs;
     sgl_token_logprob *input_logprobs; /* prompt tokens from max(logprob_start_len, 1) on */
     int32_t n_input_logprobs;

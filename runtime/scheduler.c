@@ -635,6 +635,13 @@ static bool match_stop_str(sreq *r, size_t old_len) {
  * for the end. Returns true when r finished (r->finish set). */
 static bool sample_next(sched *s, sreq *r, const float *row) {
     if (r->n_gen >= r->p.max_new_tokens) {
+        /* Asked for no tokens but for alternatives: the next-token ones
+         * (what CoT decoding branches on), as an entry without a token. */
+        if (r->n_gen == 0 && r->p.return_logprob && r->p.top_logprobs_num > 0 && !r->lps &&
+            (r->lps = calloc(1, sizeof *r->lps))) {
+            r->cap_lps = 1;
+            if (logprob_fill(s, &r->lps[0], row, -1, r->p.top_logprobs_num) == 0) r->n_lps = 1;
+        }
         r->finish = SGL_FINISH_LENGTH;
         return true;
     }

@@ -47,8 +47,8 @@ static void class_literal(sgl_strbuf *sb, char c) {
     else sgl_strbuf_putc(sb, c);
 }
 
-static int translate(const char *p, sgl_strbuf *sb, sgl_error *err) {
-    sgl_strbuf_puts(sb, "^(");
+static int translate(const char *p, bool anchored, sgl_strbuf *sb, sgl_error *err) {
+    sgl_strbuf_puts(sb, anchored ? "^(" : "(");
     while (*p) {
         char c = *p++;
         if (c == '\\') {
@@ -109,13 +109,30 @@ static int translate(const char *p, sgl_strbuf *sb, sgl_error *err) {
             sgl_strbuf_putc(sb, c);
         }
     }
-    sgl_strbuf_puts(sb, ")$");
+    sgl_strbuf_puts(sb, anchored ? ")$" : ")");
+    return 0;
+}
+
+int vm_regex_compile(const char *pattern, bool anchored, regex_t *re, sgl_error *err) {
+    sgl_strbuf sb = {0};
+    if (translate(pattern, anchored, &sb, err) < 0) {
+        sgl_strbuf_free(&sb);
+        return -1;
+    }
+    int rc = regcomp(re, sb.data, REG_EXTENDED);
+    sgl_strbuf_free(&sb);
+    if (rc != 0) {
+        char buf[256];
+        regerror(rc, re, buf, sizeof buf);
+        regfree(re);
+        return sgl_error_set(err, "invalid regex: %s", buf);
+    }
     return 0;
 }
 
 int vm_regex_match(const char *pattern, const char *text, size_t text_len, sgl_error *err) {
     sgl_strbuf sb = {0};
-    if (translate(pattern, &sb, err) < 0) {
+    if (translate(pattern, true, &sb, err) < 0) {
         sgl_strbuf_free(&sb);
         return -1;
     }
@@ -393,7 +410,7 @@ int vm_builtin_plain(sgl_builtin b, const vm_value *args, uint32_t n, FILE *out,
     case SGL_BUILTIN_SHELL:
         break;
     default:
-        return -2;
+        return vm_builtin_ext(b, args, n, res, err);
     }
     const char *name = sgl_builtin_name(b);
     if (!allow_io) return sgl_error_set(err, "%s() needs --allow-io", name);

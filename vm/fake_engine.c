@@ -3,6 +3,7 @@
  */
 #include "vm/fake_engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,15 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
         return;
     }
     const char *reply = rule ? rule->reply : (f->default_reply ? f->default_reply : "ok");
+    char sample[32];
+    if (!strcmp(reply, "{sample}")) {
+        /* Stands for sampled text: a function of the request's seed. */
+        if (sp->temperature > 0)
+            snprintf(sample, sizeof sample, "s%016llx", (unsigned long long)(sp->seed * 0x9e3779b97f4a7c15ULL));
+        else
+            snprintf(sample, sizeof sample, "greedy");
+        reply = sample;
+    }
     size_t n = strlen(reply);
     r->finish = SGL_FINISH_STOP;
     r->stop_token = 0;
@@ -114,20 +124,28 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
     r->tokens = calloc(cut ? cut : 1, sizeof(int32_t));
     for (size_t i = 0; r->tokens && i < cut; i++) r->tokens[i] = (unsigned char)reply[i];
     if (sp->return_logprob) {
-        r->logprobs = calloc(cut ? cut : 1, sizeof(sgl_token_logprob));
-        r->n_logprobs = r->logprobs ? (int32_t)cut : 0;
+        /* 0 tokens with top_logprobs_num: one entry of next-token alternatives (token -1) */
+        bool alts_only = cut == 0 && sp->top_logprobs_num > 0 && n > 0;
+        int32_t n_entries = alts_only ? 1 : (int32_t)cut;
+        r->logprobs = calloc(n_entries ? (size_t)n_entries : 1, sizeof(sgl_token_logprob));
+        r->n_logprobs = r->logprobs ? n_entries : 0;
         for (int32_t i = 0; i < r->n_logprobs; i++) {
-            r->logprobs[i].token = (unsigned char)reply[i];
-            r->logprobs[i].logprob = -0.5f;
+            sgl_token_logprob *lp = &r->logprobs[i];
+            lp->token = alts_only ? -1 : (unsigned char)reply[i];
+            lp->logprob = alts_only ? 0.0f : -0.5f;
+            if (!alts_only) lp->text = sgl_strndup(reply + i, 1);
             int32_t k = sp->top_logprobs_num;
             if (k > 0) {
-                r->logprobs[i].top_ids = calloc((size_t)k, sizeof(int32_t));
-                r->logprobs[i].top_logprobs = calloc((size_t)k, sizeof(float));
-                if (r->logprobs[i].top_ids && r->logprobs[i].top_logprobs) {
-                    r->logprobs[i].n_top = k;
+                lp->top_ids = calloc((size_t)k, sizeof(int32_t));
+                lp->top_logprobs = calloc((size_t)k, sizeof(float));
+                lp->top_texts = calloc((size_t)k, sizeof(char *));
+                if (lp->top_ids && lp->top_logprobs && lp->top_texts) {
+                    lp->n_top = k;
                     for (int32_t j = 0; j < k; j++) {
-                        r->logprobs[i].top_ids[j] = (unsigned char)reply[i] + j;
-                        r->logprobs[i].top_logprobs[j] = -0.5f - (float)j;
+                        char ch = (char)((unsigned char)reply[i] + j);
+                        lp->top_ids[j] = (unsigned char)reply[i] + j;
+                        lp->top_logprobs[j] = -0.5f - (float)j;
+                        lp->top_texts[j] = sgl_strndup(&ch, 1);
                     }
                 }
             }
@@ -166,11 +184,28 @@ static void do_score(vm_fake *f, const sgl_request *req, const char *prompt, sgl
     }
 }
 
+/* Queues r for delivery (takes it; freed on failure). Returns 0 or -1. */
+static int push_ready(vm_fake *f, sgl_result *r) {
+    if (f->n_ready == f->cap_ready) {
+        uint32_t nc = f->cap_ready ? f->cap_ready * 2 : 16;
+        sgl_result **nr = realloc(f->ready, nc * sizeof *nr);
+        if (!nr) {
+            sgl_result_free(r);
+            return -1;
+        }
+        f->ready = nr;
+        f->cap_ready = nc;
+    }
+    f->ready[f->n_ready++] = r;
+    return 0;
+}
+
 static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err) {
     vm_fake *f = ctx;
     const char *prompt = req->text ? req->text : "";
     if (!req->text && req->n_tokens) return sgl_error_set(err, "fake engine: token prompts not supported");
     if (req->kind == SGL_REQ_PREFILL && f->refuse_prefill) return sgl_error_set(err, "fake engine: prefill refused");
+    if (req->n_images > 0) return sgl_error_set(err, "the fake engine cannot take images (%s)", req->images[0]);
     sgl_result *r = calloc(1, sizeof *r);
     if (!r) return sgl_error_set(err, "out of memory");
     r->id = id;
@@ -198,17 +233,22 @@ static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error
         break;
     }
     if (!r->text) r->text = sgl_strdup("");
-    if (f->n_ready == f->cap_ready) {
-        uint32_t nc = f->cap_ready ? f->cap_ready * 2 : 16;
-        sgl_result **nr = realloc(f->ready, nc * sizeof *nr);
-        if (!nr) {
-            sgl_result_free(r);
-            return sgl_error_set(err, "out of memory");
-        }
-        f->ready = nr;
-        f->cap_ready = nc;
+    /* stream: the reply in 2-byte partial results before the final one */
+    for (size_t at = 0; req->kind == SGL_REQ_GENERATE && req->stream && r->finish != SGL_FINISH_ABORT &&
+                        at < r->text_len;
+         at += 2) {
+        sgl_result *p = calloc(1, sizeof *p);
+        if (!p) break;
+        p->id = id;
+        p->user_tag = req->user_tag;
+        p->kind = req->kind;
+        p->partial = true;
+        p->stop_token = -1;
+        p->text_len = SGL_MIN(2, r->text_len - at);
+        p->text = sgl_strndup(r->text + at, p->text_len);
+        if (push_ready(f, p) < 0) break;
     }
-    f->ready[f->n_ready++] = r;
+    if (push_ready(f, r) < 0) return sgl_error_set(err, "out of memory");
     return 0;
 }
 

@@ -11,12 +11,17 @@
  * GENERATE reply: from the rules. A rule matches when its `when` text occurs
  * in the prompt; the rule whose (last) match ends latest in the prompt wins
  * (ties: the longer `when`, then the earlier rule). No match: the default reply ("ok"). A rule with
- * abort_msg makes the request fail with that message. A regex or
+ * abort_msg makes the request fail with that message. The reply "{sample}"
+ * stands for sampled text: "s" + 16 hex digits that depend only on the
+ * request's seed when temperature > 0, "greedy" otherwise. A regex or
  * json_schema in the request aborts it, as the local engine does.
  *
  * SCORE: each choice is scored byte by byte, logprob -1.0 per byte, or -0.1
  * per byte when the choice equals the reply the rules give for the prompt.
  * A custom scorer can replace this.
+ *
+ * A streamed GENERATE (req->stream) delivers its reply first as partial
+ * results of 2 bytes each, then the final result.
  *
  * Results are delivered in submission order (or reversed with
  * fake->reverse, to test out-of-order completion). The fake records every

@@ -5,6 +5,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
 
 typedef enum { ENT_GEN, ENT_SCORE_COND, ENT_SCORE_UNCOND, ENT_PREFILL } ent_kind;
 
@@ -30,6 +34,7 @@ struct vm_link {
     FILE *trace;
     int32_t api_spec_tokens; /* > 0: speculative execution on chat-only engines */
     bool chat_only;          /* the engine takes chat turns only */
+    uint64_t run_seed;
 };
 
 void vm_link_set_api_spec(vm_link *l, int32_t tokens) { l->api_spec_tokens = tokens; }
@@ -64,6 +69,17 @@ vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
     if (!l) return NULL;
     l->engine = engine;
     l->ct = ct;
+    /* A fresh seed per run: two runs without --seed sample differently. */
+    uint64_t seed = 0;
+#if defined(__linux__)
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) seed = 0;
+#endif
+    if (!seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)l;
+    }
+    l->run_seed = seed;
     sgl_engine_caps caps;
     sgl_engine_caps_get(engine, &caps);
     l->chat_only = !caps.raw_prompt;
@@ -104,6 +120,9 @@ void vm_link_wake(vm_link *l, void *fiber) {
 
 const chat_template *vm_link_template(vm_link *l) { return l->ct; }
 sgl_engine *vm_link_engine(vm_link *l) { return l->engine; }
+
+uint64_t vm_link_run_seed(const vm_link *l) { return l ? l->run_seed : 0; }
+void vm_link_set_run_seed(vm_link *l, uint64_t seed) { l->run_seed = seed; }
 
 void vm_link_set_uncond_prompt(vm_link *l, const char *text) {
     free(l->uncond_prompt);
@@ -194,6 +213,14 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     vm_stream *st = e->st;
     vm_gen_args *a = st->head->gen;
     req.text = st->text.data ? st->text.data : "";
+    const char *img[64];
+    if (st->images.type == VM_LIST && e->kind != ENT_SCORE_UNCOND) {
+        for (uint32_t i = 0; i < vm_list_len(st->images) && req.n_images < 64; i++) {
+            vm_value *p = vm_map_get_cstr(vm_list_get(st->images, i), "path");
+            if (p && p->type == VM_STR) img[req.n_images++] = vm_str_cstr(*p);
+        }
+        req.images = img;
+    }
     if (e->kind == ENT_GEN) st->spec_gens = vm_stream_spec_span(st);
     if (e->kind == ENT_GEN && st->spec_gens) {
         /* one request for the whole run: the turn from its start, no stops */
@@ -213,6 +240,7 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         req.params.n_stop_token_ids = a->n_stop_ids;
         req.params.regex = a->regex;
         req.params.json_schema = a->json_schema;
+        req.stream = a->stream;
         l->stats.generate_requests++;
     } else {
         req.kind = SGL_REQ_SCORE;
@@ -296,6 +324,11 @@ static void route(vm_link *l, sgl_result *r) {
         sgl_result_free(r);
         return;
     }
+    if (r->partial) { /* a streamed piece: the request stays in flight */
+        if (l->flight[i].st) vm_stream_on_partial(l->flight[i].st, r);
+        sgl_result_free(r);
+        return;
+    }
     link_ent e = l->flight[i];
     l->flight[i] = l->flight[--l->n_flight];
     if (l->trace) {
@@ -330,8 +363,12 @@ int vm_link_wait(vm_link *l, double timeout_s) {
     if (!r) return 0;
     int n = 0;
     do {
+        /* After a streamed piece, let its readers (text_iter) run before
+         * taking more: pieces then reach the program as they come. */
+        bool piece = r->partial;
         route(l, r);
         n++;
+        if (piece) break;
     } while ((r = sgl_engine_poll(l->engine)) != NULL);
     return n;
 }

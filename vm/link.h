@@ -46,6 +46,10 @@ sgl_engine *vm_link_engine(vm_link *l);
  * BOS text here). Copied; NULL or "" = empty prompt (the default). */
 void vm_link_set_uncond_prompt(vm_link *l, const char *text);
 
+/* The run's base seed for requests without an explicit one: fresh per link
+ * (from getrandom, or the clock where it is missing) unless set. */
+uint64_t vm_link_run_seed(const vm_link *l);
+void vm_link_set_run_seed(vm_link *l, uint64_t seed);
 /* API speculative execution (SGLang's num_api_spec_tokens): on an engine
  * that takes chat turns only, a gen that opens a run of gens and template
  * text up to the end of an assistant turn asks for `tokens` tokens with no

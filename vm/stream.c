@@ -21,6 +21,18 @@ const char *vm_role_name(vm_role r) {
 
 /* ---- gen args --------------------------------------------------------------- */
 
+/* splitmix64's finaliser over a running combination of the inputs. */
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c) {
+    return mix64(mix64(mix64(a) ^ b) ^ c);
+}
+
 vm_gen_args *vm_gen_args_new(void) {
     vm_gen_args *a = calloc(1, sizeof *a);
     if (!a) return NULL;
@@ -95,7 +107,10 @@ vm_value vm_stream_new(vm_link *link, vm_group *group) {
     vm_value v = {.type = VM_STREAM, .as.st = st};
     st->link = link;
     st->group = group;
-    if (group) group->rc++;
+    if (group) {
+        group->rc++;
+        st->seed_key = vm_seed_mix(group->seed_key, 0x5354 /* "ST" */, group->n_streams++);
+    }
     st->open_role = -1;
     st->vars = vm_map_new();
     st->meta = vm_map_new();
@@ -109,6 +124,7 @@ vm_value vm_stream_new(vm_link *link, vm_group *group) {
 
 static void sop_free(vm_sop *op) {
     free(op->text);
+    sgl_strbuf_free(&op->partial);
     vm_gen_args_free(op->gen);
     sgl_result_free(op->res[0]);
     sgl_result_free(op->res[1]);
@@ -124,6 +140,9 @@ void vm_stream_destroy(vm_stream *st) {
     vm_release(st->vars);
     vm_release(st->meta);
     vm_release(st->messages);
+    vm_release(st->ret_value);
+    vm_release(st->images);
+    vm_release(st->scopes);
     sgl_strbuf_free(&st->text);
     if (st->prefill) vm_prefill_release(st->prefill);
     vm_group_release(st->group);
@@ -236,6 +255,61 @@ static void apply_role_end(vm_stream *st, vm_role role) {
 }
 
 /* Applies ops from the head until one needs the engine. */
+static void apply_image(vm_stream *st, const char *path) {
+    if (st->images.type != VM_LIST) st->images = vm_list_new(1);
+    vm_value m = vm_map_new();
+    vm_map_set_cstr(m, "path", vm_str_from(path), NULL);
+    vm_map_set_cstr(m, "offset", vm_int((int64_t)st->text.len), NULL);
+    if (st->images.type == VM_LIST) vm_list_push(st->images, m);
+    else vm_release(m);
+}
+
+int vm_stream_append_image(vm_stream *st, const char *path, sgl_error *err) {
+    if (st->error) return 0;
+    if (!st->head) {
+        apply_image(st, path);
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op || !(op->text = sgl_strdup(path))) {
+        free(op);
+        return sgl_error_set(err, "out of memory");
+    }
+    op->kind = VM_SOP_IMAGE;
+    enqueue(st, op);
+    return 0;
+}
+
+static void finish_var(vm_stream *st, const char *name, vm_value val, vm_value meta);
+
+static void apply_var_scope(vm_stream *st, const char *name, bool end) {
+    if (!end) {
+        if (st->scopes.type != VM_MAP) st->scopes = vm_map_new();
+        if (st->scopes.type == VM_MAP) vm_map_set_cstr(st->scopes, name, vm_int((int64_t)st->text.len), NULL);
+        return;
+    }
+    vm_value *at = st->scopes.type == VM_MAP ? vm_map_get_cstr(st->scopes, name) : NULL;
+    size_t from = at && at->type == VM_INT && (size_t)at->as.i <= st->text.len ? (size_t)at->as.i : st->text.len;
+    finish_var(st, name, vm_str_new(st->text.data ? st->text.data + from : "", st->text.len - from), vm_map_new());
+}
+
+int vm_stream_var_scope(vm_stream *st, const char *name, bool end, sgl_error *err) {
+    if (st->error) return 0;
+    if (!st->head) {
+        apply_var_scope(st, name, end);
+        wake_all(st);
+        return 0;
+    }
+    vm_sop *op = calloc(1, sizeof *op);
+    if (!op || !(op->text = sgl_strdup(name))) {
+        free(op);
+        return sgl_error_set(err, "out of memory");
+    }
+    op->kind = end ? VM_SOP_VAR_END : VM_SOP_VAR_BEGIN;
+    enqueue(st, op);
+    return 0;
+}
+
 void vm_stream_advance(vm_stream *st) {
     bool progressed = false;
     while (st->head && !st->error) {
@@ -278,7 +352,9 @@ void vm_stream_advance(vm_stream *st) {
         if (op->kind == VM_SOP_TEXT) {
             sgl_strbuf_append(&st->text, op->text, op->len);
             if (st->open_role < 0 && op->len) st->loose_text = true;
-        }
+        } else if (op->kind == VM_SOP_IMAGE) apply_image(st, op->text);
+        else if (op->kind == VM_SOP_VAR_BEGIN || op->kind == VM_SOP_VAR_END)
+            apply_var_scope(st, op->text, op->kind == VM_SOP_VAR_END);
         else if (op->kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, op->role);
         else apply_role_end(st, op->role);
         pop_head(st);
@@ -341,6 +417,12 @@ int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err) {
     }
     op->kind = VM_SOP_GEN;
     op->gen = args;
+    /* Numbered at queue time, in program order (see "Seeds" in stream.h). */
+    uint32_t nth = st->n_gens++;
+    if (!args->seed_fixed) {
+        uint64_t base = args->seed_base_set ? args->seed_base : vm_link_run_seed(st->link);
+        args->sp.seed = vm_seed_mix(base, st->seed_key, nth);
+    }
     bool was_idle = st->head == NULL;
     enqueue(st, op);
     if (was_idle) vm_stream_advance(st);
@@ -349,7 +431,9 @@ int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err) {
 
 bool vm_stream_var_pending(const vm_stream *st, const char *name) {
     for (const vm_sop *op = st->head; op; op = op->next)
-        if (op->kind == VM_SOP_GEN && op->gen->name && strcmp(op->gen->name, name) == 0) return true;
+        if ((op->kind == VM_SOP_GEN && op->gen->name && strcmp(op->gen->name, name) == 0) ||
+            (op->kind == VM_SOP_VAR_END && strcmp(op->text, name) == 0))
+            return true;
     return false;
 }
 
@@ -400,6 +484,62 @@ vm_wait_status vm_stream_want_meta(vm_stream *st, vm_value name, void *fiber, vm
     return want_in(st, st->meta, "meta for variable", name, fiber, out, err);
 }
 
+void vm_stream_on_partial(vm_stream *st, const sgl_result *r) {
+    vm_sop *op = st->head;
+    if (!op || op->kind != VM_SOP_GEN || st->error) return;
+    if (r->text_len) sgl_strbuf_append(&op->partial, r->text, r->text_len);
+    wake_all(st);
+}
+
+vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *consumed, void *fiber,
+                                    vm_value *out, sgl_error *err) {
+    *out = vm_none();
+    if (st->error) return failed(st, err);
+    if (!name) { /* the whole text: what is final, then the head gen's pieces */
+        const vm_sop *h = st->head;
+        size_t have = st->text.len + (h && h->kind == VM_SOP_GEN ? h->partial.len : 0);
+        if (have > *consumed) {
+            sgl_strbuf sb = {0};
+            if (*consumed < st->text.len) sgl_strbuf_append(&sb, st->text.data + *consumed, st->text.len - *consumed);
+            size_t skip = *consumed > st->text.len ? *consumed - st->text.len : 0;
+            if (h && h->kind == VM_SOP_GEN && h->partial.len > skip)
+                sgl_strbuf_append(&sb, h->partial.data + skip, h->partial.len - skip);
+            *out = vm_str_take(&sb);
+            *consumed = have;
+            return VM_READY;
+        }
+        if (!st->head) return VM_READY; /* drained: the end */
+        return park(st, fiber, err);
+    }
+    const sgl_strbuf *src = NULL;
+    bool pending = false;
+    for (vm_sop *op = st->head; op; op = op->next) {
+        if (op->kind != VM_SOP_GEN || !op->gen->name || strcmp(op->gen->name, name) != 0) continue;
+        pending = true;
+        if (op == st->head) src = &op->partial;
+        break;
+    }
+    if (!pending) {
+        vm_value *v = vm_map_get_cstr(st->vars, name);
+        if (!v) {
+            sgl_error_set(err, "text_iter: the stream has no variable '%s' and none is being generated", name);
+            return VM_FAILED;
+        }
+        sgl_strbuf whole = {0};
+        vm_str_append(&whole, *v);
+        if (*consumed < whole.len) *out = vm_str_new(whole.data + *consumed, whole.len - *consumed);
+        *consumed = SGL_MAX(*consumed, whole.len);
+        sgl_strbuf_free(&whole);
+        return VM_READY;
+    }
+    if (src && src->len > *consumed) {
+        *out = vm_str_new(src->data + *consumed, src->len - *consumed);
+        *consumed = src->len;
+        return VM_READY;
+    }
+    return park(st, fiber, err);
+}
+
 vm_wait_status vm_stream_want_idle(vm_stream *st, void *fiber, vm_value *out, sgl_error *err) {
     if (st->error) return failed(st, err);
     if (st->head) return park(st, fiber, err);
@@ -441,23 +581,26 @@ int vm_stream_set_var(vm_stream *st, const char *name, vm_value val, sgl_error *
 
 static double f2d(float x);
 
-static vm_value logprob_pair(float lp, int32_t tok) {
+static vm_value logprob_pair(float lp, int32_t tok, const char *text) {
     vm_value p = vm_map_new();
     if (p.type != VM_MAP) return p;
-    vm_map_set_cstr(p, "token", vm_int(tok), NULL);
-    vm_map_set_cstr(p, "logprob", vm_float(f2d(lp)), NULL);
+    vm_map_set_cstr(p, "token", tok >= 0 ? vm_int(tok) : vm_none(), NULL);
+    vm_map_set_cstr(p, "logprob", tok >= 0 ? vm_float(f2d(lp)) : vm_none(), NULL);
+    if (text) vm_map_set_cstr(p, "text", vm_str_from(text), NULL);
     return p;
 }
 
-/* [{token, logprob, top: [{token, logprob}...]}...] */
+/* [{token, logprob, text, top: [{token, logprob, text}...]}...] (token and
+ * logprob none for the alternatives-only entry of a 0-token request) */
 static vm_value logprob_list(const sgl_token_logprob *lps, int32_t n) {
     vm_value l = vm_list_new((uint32_t)n);
     if (l.type != VM_LIST) return l;
     for (int32_t i = 0; i < n; i++) {
-        vm_value e = logprob_pair(lps[i].logprob, lps[i].token);
+        vm_value e = logprob_pair(lps[i].logprob, lps[i].token, lps[i].text);
         vm_value alts = vm_list_new((uint32_t)lps[i].n_top);
         for (int32_t k = 0; alts.type == VM_LIST && k < lps[i].n_top; k++)
-            vm_list_push(alts, logprob_pair(lps[i].top_logprobs[k], lps[i].top_ids[k]));
+            vm_list_push(alts, logprob_pair(lps[i].top_logprobs[k], lps[i].top_ids[k],
+                                            lps[i].top_texts ? lps[i].top_texts[k] : NULL));
         if (e.type == VM_MAP) vm_map_set_cstr(e, "top", alts, NULL);
         else vm_release(alts);
         vm_list_push(l, e);
@@ -557,6 +700,8 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
     vm_value meta = meta_base(r, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
     if (meta.type == VM_MAP && a->sp.return_logprob)
         vm_map_set_cstr(meta, "logprobs", logprob_list(r->logprobs, r->n_logprobs), NULL);
+    if (meta.type == VM_MAP && r->n_input_logprobs > 0)
+        vm_map_set_cstr(meta, "input_logprobs", logprob_list(r->input_logprobs, r->n_input_logprobs), NULL);
     account(st, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
     finish_var(st, a->name, val, meta);
 }
@@ -581,7 +726,7 @@ static vm_value float_list(const double *v, int32_t n) {
 static vm_value choice_logprobs(const sgl_choice_score *c) {
     vm_value l = vm_list_new((uint32_t)c->n_tokens);
     for (int32_t i = 0; l.type == VM_LIST && i < c->n_tokens; i++)
-        vm_list_push(l, logprob_pair(c->logprobs[i], c->tokens[i]));
+        vm_list_push(l, logprob_pair(c->logprobs[i], c->tokens[i], NULL));
     return l;
 }
 
@@ -917,10 +1062,12 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
     }
     vm_value list = vm_list_new((uint32_t)n);
     if (list.type != VM_LIST) goto oom;
+    uint32_t nth_fork = parent->n_forks++;
     for (int i = 0; i < n; i++) {
         vm_value cv = vm_stream_new(parent->link, parent->group);
         if (cv.type != VM_STREAM) goto oom;
         vm_stream *c = cv.as.st;
+        c->seed_key = vm_seed_mix(parent->seed_key, 0x464b0000ULL + nth_fork /* "FK" */, (uint64_t)i);
         vm_release(c->vars);
         vm_release(c->meta);
         vm_release(c->messages);
@@ -942,6 +1089,11 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
         c->parent = parent;
         parent->hdr.rc++;
         c->fork_nvars = vm_map_len(parent->vars);
+        if (parent->images.type == VM_LIST) {
+            c->images = vm_list_new(vm_list_len(parent->images));
+            for (uint32_t k = 0; c->images.type == VM_LIST && k < vm_list_len(parent->images); k++)
+                vm_list_push(c->images, vm_retain(vm_list_get(parent->images, k)));
+        }
         if (pf) {
             c->prefill = pf;
             pf->rc++;

@@ -69,13 +69,36 @@ typedef struct vm_gen_args {
     vm_select_method method;
     char *regex;              /* constraints passed to engines that take them, or NULL */
     char *json_schema;        /* (JSON text) */
+    /* Randomness (see "Seeds" below): seed_fixed = the call site gave seed=,
+     * sp.seed is used as is; otherwise sp.seed is derived when the op is
+     * queued, from seed_base (run_batch's or the run's seed=, when
+     * seed_base_set) or the link's per-run seed, and the stream's place. */
+    bool seed_fixed;
+    bool seed_base_set;
+    uint64_t seed_base;
+    bool stream;              /* gen(stream=true): partial results feed text_iter */
 } vm_gen_args;
+
+/* Seeds. Every sampled request gets its own seed, derived from a base (the
+ * run's --seed / run_batch's seed=, else a fresh per-run seed) and its place
+ * in the program, never from scheduling order:
+ *   instance key  top-level spawn number, or (parent instance, its run_batch
+ *                 number, element index) for run_batch instances;
+ *   stream key    (instance key, stream number within the instance), or
+ *                 (parent stream key, fork number on the parent, branch);
+ *   request       (base, stream key, gen number on that stream).
+ * Counters advance in program order, so a seeded run is reproducible at any
+ * parallelism. Returns a 64-bit mix of its three inputs. */
+uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c);
 
 /* Returns a zeroed args record with SGLang's sampling defaults, or NULL. */
 vm_gen_args *vm_gen_args_new(void);
 void vm_gen_args_free(vm_gen_args *a);
 
-typedef enum vm_sop_kind { VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END } vm_sop_kind;
+typedef enum vm_sop_kind {
+    VM_SOP_TEXT, VM_SOP_GEN, VM_SOP_ROLE_BEGIN, VM_SOP_ROLE_END, VM_SOP_IMAGE,
+    VM_SOP_VAR_BEGIN, VM_SOP_VAR_END /* var_scope: text = the variable name */
+} vm_sop_kind;
 
 typedef struct vm_sop {
     vm_sop_kind kind;
@@ -86,6 +109,7 @@ typedef struct vm_sop {
     vm_gen_args *gen;    /* GEN: owned */
     int n_waiting;       /* GEN: requests in flight for this op */
     sgl_result *res[2];  /* SELECT: [0] conditional, [1] unconditional scores */
+    sgl_strbuf partial;  /* GEN with stream: the text streamed so far */
 } vm_sop;
 
 /* A shared-prefix PREFILL the children of one fork wait for. */
@@ -108,6 +132,9 @@ typedef struct vm_group {
     void **waiters;          /* fibers waiting for n_busy == 0 */
     uint32_t n_waiters, cap_waiters;
     int64_t prompt_tokens, completion_tokens, cached_tokens, requests;
+    uint64_t seed_key;       /* the instance's place (see "Seeds") */
+    uint32_t n_streams;      /* streams created so far (stream keys) */
+    uint32_t n_batches;      /* run_batch calls so far (child instance keys) */
     vm_value vars;           /* map: every variable its streams produced (last
                                 write wins; join's lists included), or none */
 } vm_group;
@@ -136,6 +163,14 @@ struct vm_stream {
     vm_prefill *prefill;     /* wait for this before the first request (retained) */
     char *error;             /* failure message (owned), or NULL */
     vm_stream *parent;       /* the stream this one was forked from (retained), or NULL */
+    uint64_t seed_key;       /* the stream's place (see "Seeds") */
+    uint32_t n_gens;         /* gen ops queued so far (request seeds) */
+    uint32_t n_forks;        /* forks of this stream so far (branch keys) */
+    vm_value images;         /* list of {"path", "offset"} maps: image(path) appended at
+                                that text offset (none until the first) */
+    vm_value scopes;         /* map: open var_scope name -> text offset where it began */
+    vm_value ret_value;      /* what the function run on this fresh stream returned
+                                (SGLang's state.ret_value; none, and never a stream) */
     size_t fork_base;        /* text length when forked (join concat) */
     uint32_t fork_nvars;     /* variables inherited from the parent */
     void **waiters;
@@ -154,6 +189,14 @@ int vm_stream_append_text(vm_stream *st, const char *text, size_t len, sgl_error
 int vm_stream_append_gen(vm_stream *st, vm_gen_args *args, sgl_error *err);
 int vm_stream_role_begin(vm_stream *st, vm_role role, sgl_error *err);
 int vm_stream_role_end(vm_stream *st, vm_role role, sgl_error *err);
+/* image(path): the image becomes part of the prompt at this point (queued
+ * like text); requests built after it carry it (sgl_request.images).
+ * Returns 0 or -1 (err: OOM). */
+int vm_stream_append_image(vm_stream *st, const char *path, sgl_error *err);
+/* with var_scope(s, name): begin = the text appended from here on; end =
+ * store it as variable name (queued like text; readers of name wait for
+ * the end). Returns 0 or -1 (err: OOM, or an end without a begin). */
+int vm_stream_var_scope(vm_stream *st, const char *name, bool end, sgl_error *err);
 
 typedef enum vm_wait_status { VM_READY = 0, VM_WAIT = 1, VM_FAILED = -1 } vm_wait_status;
 
@@ -202,6 +245,18 @@ void vm_stream_advance(vm_stream *st);
 /* A result for the head op arrived (slot 0/1: which SELECT request). Takes
  * ownership of r. */
 void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r);
+/* A partial (streamed) result for the head GEN op: its text is added to
+ * the op's partial text and waiters are woken. r stays the caller's. */
+void vm_stream_on_partial(vm_stream *st, const sgl_result *r);
+/* text_iter: the next piece of variable name's text after *consumed bytes
+ * (name NULL: of the stream's whole text, ending when its queue drains).
+ * VM_READY with *out a string (new reference) and *consumed advanced, or
+ * *out none when the variable is complete and everything was given;
+ * VM_WAIT (fiber recorded) while nothing new has arrived; VM_FAILED (the
+ * stream failed, or it neither has nor will produce name). */
+vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *consumed, void *fiber,
+                                    vm_value *out, sgl_error *err);
+
 /* Marks the stream failed with msg, drops queued ops, wakes everyone.
  * where (or NULL) names the call that failed; readers see
  * "msg (at where)", the group keeps msg and where apart. */

@@ -23,6 +23,7 @@
 
 #define VM_MAX_FRAMES 1000
 #define VM_SLICE 200000 /* instructions a fiber runs before the scheduler looks at the engine */
+#define TEXT_ITER_FLAG 0x80000000u /* vm_iter.pos of a text_iter: flag | bytes given so far */
 
 /* Per-module runtime data: constants materialised once, function values. */
 typedef struct vm_mod {
@@ -49,6 +50,8 @@ typedef struct vm_batch {
     vm_inst **insts;    /* [n] */
     uint32_t n, next, n_done, running, parallel;
     vm_prefill *pf;     /* prefix hint, or NULL */
+    uint64_t seed_key;  /* instance i's key: mix(seed_key, i) */
+    bool progress;      /* progress_bar=true: "run_batch: k/n done" on stderr */
 } vm_batch;
 
 typedef enum { FIB_RUNNABLE, FIB_PARKED, FIB_DONE } fib_state;
@@ -90,6 +93,7 @@ struct vm {
     vm_done_hook done_hook;
     void *done_ctx;
     sgl_engine_caps caps;  /* what the engine can do (caps.h) */
+    uint32_t n_spawned; /* top-level instances so far (their seed keys) */
 };
 
 vm_config vm_config_default(void) {
@@ -387,6 +391,7 @@ vm_inst *vm_spawn(vm *v, const sgl_module *m, uint32_t fn, const vm_value *args,
         sgl_error_set(err, "out of memory");
         return NULL;
     }
+    in->group->seed_key = vm_seed_mix(0x5350 /* "SP" */, v->n_spawned++, 0);
     if (inst_start(in, md, fn, args, n_args, fresh, err) < 0) {
         inst_fail_plain(in, err->msg);
         return NULL;
@@ -461,6 +466,17 @@ static void inst_fail(vm_inst *in, const char *msg) {
         sgl_strbuf_printf(&sb, "\n  in %s at %s", f->fn->name, where);
     }
     if (!in->n_frames) sgl_strbuf_printf(&sb, "error: %s", msg);
+    /* A frame run on a fresh stream whose first argument is a stream: most
+     * likely a call one argument short that meant to extend that stream. */
+    for (uint32_t k = in->n_frames; k-- > 1;) {
+        const vm_frame *f = &in->frames[k];
+        if (!f->fresh || f->fn->n_params < 2 || in->stack[f->base + 1].type != VM_STREAM) continue;
+        sgl_strbuf_printf(&sb,
+                          "\n  note: %s() was called on a fresh stream because one argument is missing, so its "
+                          "parameter '%s' got a stream; did you mean %s(s, ...) with all %u arguments?",
+                          f->fn->name, f->fn->param_names[1], f->fn->name, f->fn->n_params);
+        break;
+    }
     in->failed = true;
     free(in->error);
     in->error = sgl_strbuf_take(&sb);
@@ -545,6 +561,7 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
     case SGL_KWARG_TOP_K:
     case SGL_KWARG_SEED:
     case SGL_KWARG_TOP_LOGPROBS_NUM:
+    case SGL_KWARG_LOGPROB_START_LEN:
     case SGL_KWARG_TEMPERATURE:
     case SGL_KWARG_TOP_P:
     case SGL_KWARG_MIN_P:
@@ -563,8 +580,16 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         if (x == 0) return sgl_error_set(err, "top_k must be -1 or >= 1, got 0");
         a->sp.top_k = (int32_t)x;
         break;
-    case SGL_KWARG_SEED: a->sp.seed = (uint64_t)x; break;
+    case SGL_KWARG_SEED:
+        a->sp.seed = (uint64_t)x;
+        a->seed_fixed = true;
+        break;
     case SGL_KWARG_TOP_LOGPROBS_NUM: a->sp.top_logprobs_num = (int32_t)x; break;
+    case SGL_KWARG_LOGPROB_START_LEN: a->sp.logprob_start_len = (int32_t)x; break;
+    case SGL_KWARG_RETURN_TEXT_IN_LOGPROBS: /* token texts are always included */
+        if (val.type != VM_BOOL)
+            return sgl_error_set(err, "%s must be a bool, not %s", ki->name, vm_type_name(val.type));
+        break;
     case SGL_KWARG_TEMPERATURE: a->sp.temperature = (float)x; break;
     case SGL_KWARG_TOP_P:
         if (x <= 0) return sgl_error_set(err, "top_p must be in (0, 1], got %g", x);
@@ -574,6 +599,10 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
     case SGL_KWARG_FREQUENCY_PENALTY: a->sp.frequency_penalty = (float)x; break;
     case SGL_KWARG_PRESENCE_PENALTY: a->sp.presence_penalty = (float)x; break;
     case SGL_KWARG_REPETITION_PENALTY: a->sp.repetition_penalty = (float)x; break;
+    case SGL_KWARG_STREAM:
+        if (val.type != VM_BOOL) return sgl_error_set(err, "stream must be a bool, not %s", vm_type_name(val.type));
+        a->stream = val.as.b;
+        break;
     case SGL_KWARG_IGNORE_EOS:
     case SGL_KWARG_RETURN_LOGPROB:
         if (val.type != VM_BOOL)
@@ -652,7 +681,7 @@ static int apply_defaults(vm_gen_args *a, vm_value defaults, sgl_error *err) {
         if (k.type != VM_STR) continue;
         int id = sgl_kwarg_lookup(vm_str_cstr(k));
         if (id < 0) return sgl_error_set(err, "unknown gen argument '%s'", vm_str_cstr(k));
-        if (id == SGL_KWARG_PARALLEL || id == SGL_KWARG_MODE) continue;
+        if (id == SGL_KWARG_PARALLEL || id == SGL_KWARG_MODE || id == SGL_KWARG_PROGRESS_BAR) continue;
         if (apply_kwarg(a, (uint32_t)id, defaults.as.m->entries[i].val, err) < 0) return -1;
     }
     return 0;
@@ -675,6 +704,7 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
         if (!c) break;
         b->insts[i] = c;
         b->running++;
+        c->group->seed_key = vm_seed_mix(b->seed_key, 0x4249 /* "BI" */, i);
         c->batch_parent = parent;
         c->out = parent->out;
         c->defaults = vm_retain(b->defaults);
@@ -689,10 +719,15 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
         vm_value *args = calloc(n_args ? n_args : 1, sizeof(vm_value));
         char msg[1100] = "";
         if (!args) snprintf(msg, sizeof msg, "out of memory");
-        else if (item.type != VM_MAP)
-            snprintf(msg, sizeof msg, "run_batch: argument %u is a %s, not a map of parameters", i,
+        else if (item.type == VM_LIST) { /* positional: the parameters in order */
+            if (vm_list_len(item) != n_args)
+                snprintf(msg, sizeof msg, "run_batch: argument %u has %u values for the %u parameters of %s()", i,
+                         vm_list_len(item), n_args, fn->name);
+            for (uint32_t k = 0; !msg[0] && k < n_args; k++) args[k] = vm_list_get(item, k);
+        } else if (item.type != VM_MAP)
+            snprintf(msg, sizeof msg, "run_batch: argument %u is a %s, not a map of parameters or a list of arguments", i,
                      vm_type_name(item.type));
-        for (uint32_t k = 0; !msg[0] && k < n_args; k++) {
+        for (uint32_t k = 0; !msg[0] && item.type == VM_MAP && k < n_args; k++) {
             const char *pname = fn->param_names[first + k];
             vm_value *pv = vm_map_get_cstr(item, pname);
             if (!pv) snprintf(msg, sizeof msg, "run_batch: argument %u has no '%s' for %s()", i, pname, fn->name);
@@ -733,6 +768,7 @@ static void batch_child_done(vm_inst *parent, vm_inst *child) {
     if (!b) return;
     b->n_done++;
     b->running--;
+    if (b->progress) fprintf(stderr, "\rrun_batch: %u/%u done%s", b->n_done, b->n, b->n_done == b->n ? "\n" : "");
     batch_spawn_next(parent->v, parent);
     make_runnable(parent->v, parent);
 }
@@ -797,6 +833,7 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
         b->args = vm_retain(args[1]);
         b->n = vm_list_len(args[1]);
         b->parallel = b->n ? b->n : 1;
+        b->seed_key = vm_seed_mix(in->group->seed_key, 0x4241 /* "BA" */, in->group->n_batches++);
         b->defaults = vm_map_new();
         b->insts = calloc(b->n ? b->n : 1, sizeof(vm_inst *));
         if (b->defaults.type != VM_MAP || !b->insts) {
@@ -811,7 +848,16 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
         for (uint32_t i = 0; i < n_kw; i++) {
             const sgl_kwarg_info *ki = sgl_kwarg_get((sgl_kwarg_id)kw_ids[i]);
             if (!ki) continue;
+            if (kw_ids[i] == SGL_KWARG_PROGRESS_BAR) {
+                if (kw_vals[i].type != VM_BOOL) {
+                    batch_free(b);
+                    return sgl_error_set(err, "run_batch: progress_bar must be a bool");
+                }
+                b->progress = kw_vals[i].as.b;
+                continue;
+            }
             if (kw_ids[i] == SGL_KWARG_PARALLEL) {
+                if (kw_vals[i].type == VM_STR && !strcmp(vm_str_cstr(kw_vals[i]), "auto")) continue;
                 double p;
                 if (kw_num(ki, kw_vals[i], &p, err) < 0) {
                     batch_free(b);
@@ -864,10 +910,62 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
     vm_wait_status ws;
     switch (b) {
     case SGL_BUILTIN_RUN_BATCH: return prim_run_batch(in, args, kw_ids, kw_vals, n_kw, out, err);
+    case SGL_BUILTIN_RUN: { /* run(f, args, overrides...): a run_batch of one; its stream */
+        vm_value one[2] = {args[0], vm_list_new(1)};
+        if (one[1].type != VM_LIST) return sgl_error_set(err, "out of memory");
+        vm_list_push(one[1], n > 1 ? vm_retain(args[1]) : vm_map_new());
+        vm_value l = vm_none();
+        int rc = prim_run_batch(in, one, kw_ids, kw_vals, n_kw, &l, err);
+        vm_release(one[1]);
+        if (rc == 0) {
+            *out = vm_retain(vm_list_get(l, 0));
+            vm_release(l);
+        }
+        return rc < 0 ? sgl_error_prefix(err, "run") : rc;
+    }
     case SGL_BUILTIN_TEXT:
         if (want_stream(args[0], "text", err) != VM_READY) return -1;
         ws = vm_stream_want_idle(args[0].as.st, in, out, err);
         return ws == VM_WAIT ? 1 : ws == VM_FAILED ? -1 : 0;
+    case SGL_BUILTIN_MESSAGES: {
+        if (want_stream(args[0], "messages", err) != VM_READY) return -1;
+        ws = vm_stream_want_idle(args[0].as.st, in, NULL, err);
+        if (ws != VM_READY) return ws == VM_WAIT ? 1 : -1;
+        vm_value src = args[0].as.st->messages, l = vm_list_new(vm_list_len(src));
+        for (uint32_t i = 0; l.type == VM_LIST && i < vm_list_len(src); i++) vm_list_push(l, vm_retain(vm_list_get(src, i)));
+        *out = l;
+        return 0;
+    }
+    case SGL_BUILTIN_PRINT:
+    case SGL_BUILTIN_STR:
+    case SGL_BUILTIN_JSON_DUMP:
+    case SGL_BUILTIN_REPR:
+        /* Showing a stream waits for its generations, as SGLang's state does. */
+        for (uint32_t i = 0; i < n; i++) {
+            if (args[i].type != VM_STREAM) continue;
+            ws = vm_stream_want_idle(args[i].as.st, in, NULL, err);
+            if (ws == VM_WAIT) return 1;
+            if (ws == VM_FAILED) return -1;
+        }
+        break;
+    case SGL_BUILTIN_TEXT_ITER: {
+        if (want_stream(args[0], "text_iter", err) != VM_READY) return -1;
+        if (n > 1 && args[1].type != VM_STR)
+            return sgl_error_set(err, "text_iter(): the variable name must be a string, not %s", vm_type_name(args[1].type));
+        vm_value pair = vm_list_new(2);
+        if (pair.type != VM_LIST) return sgl_error_set(err, "out of memory");
+        vm_list_push(pair, vm_retain(args[0]));
+        vm_list_push(pair, n > 1 ? vm_retain(args[1]) : vm_none());
+        int rc = vm_iter_new(pair, out, err);
+        vm_release(pair);
+        if (rc < 0) return -1;
+        out->as.it->pos = TEXT_ITER_FLAG; /* ITER_NEXT reads pieces, not the list */
+        return 0;
+    }
+    case SGL_BUILTIN_RET_VALUE:
+        if (want_stream(args[0], "ret_value", err) != VM_READY) return -1;
+        *out = vm_retain(args[0].as.st->ret_value);
+        return 0;
     case SGL_BUILTIN_META:
         if (want_stream(args[0], "meta", err) != VM_READY) return -1;
         ws = vm_stream_want_meta(args[0].as.st, args[1], in, out, err);
@@ -877,8 +975,10 @@ static int call_builtin(vm_inst *in, sgl_builtin b, const vm_value *args, uint32
     case SGL_BUILTIN_SYSTEM:
     case SGL_BUILTIN_USER:
     case SGL_BUILTIN_ASSISTANT:
-    case SGL_BUILTIN_FORK:
     case SGL_BUILTIN_JOIN:
+        if (n == 2) break; /* join(sep, items) */
+        /* fall through */
+    case SGL_BUILTIN_FORK:
         return sgl_error_set(err, "%s() is a stream primitive the compiler lowers to its own op",
                              sgl_builtin_name(b));
     default: break;
@@ -924,9 +1024,26 @@ static bool add_in_place(vm_inst *in, const vm_frame *fr, vm_value *a, vm_value 
     return false;
 }
 
+/* A fork group: a non-empty list of streams (what fork returns). `b += x`
+ * on one appends x to every branch, as SGLang's `forks += x`. */
+static bool is_fork_list(vm_value v) {
+    if (v.type != VM_LIST || vm_list_len(v) == 0) return false;
+    for (uint32_t i = 0; i < vm_list_len(v); i++)
+        if (vm_list_get(v, i).type != VM_STREAM) return false;
+    return true;
+}
+
 /* Appends v to stream s per APPEND mode. Returns 0, 1 (park: v is a busy
  * stream), -1. */
 static int do_append(vm_inst *in, vm_value s, vm_value v, uint32_t mode, sgl_error *err) {
+    if (is_fork_list(s)) {
+        if (v.type == VM_STREAM || v.type == VM_FN)
+            return sgl_error_set(err, "appending a %s to every branch is not supported: use a loop, "
+                                      "for i in range(len(b)) { b[i] += ... }", vm_type_name(v.type));
+        for (uint32_t i = 0; i < vm_list_len(s); i++)
+            if (do_append(in, vm_list_get(s, i), v, mode, err) < 0) return -1;
+        return 0;
+    }
     if (s.type != VM_STREAM)
         return sgl_error_set(err, "cannot append to a %s: `+=` appends only to streams", vm_type_name(s.type));
     vm_stream *st = s.as.st;
@@ -935,6 +1052,15 @@ static int do_append(vm_inst *in, vm_value s, vm_value v, uint32_t mode, sgl_err
         if (ws == VM_WAIT) return 1;
         if (ws == VM_FAILED) return -1;
         return vm_stream_append_stream(st, v.as.st, err);
+    }
+    if (mode == SGL_APPEND_VAR_BEGIN || mode == SGL_APPEND_VAR_END) {
+        if (v.type != VM_STR)
+            return sgl_error_set(err, "var_scope(): the variable name must be a string, not %s", vm_type_name(v.type));
+        return vm_stream_var_scope(st, vm_str_cstr(v), mode == SGL_APPEND_VAR_END, err);
+    }
+    if (mode == SGL_APPEND_IMAGE) {
+        if (v.type != VM_STR) return sgl_error_set(err, "image(): the path must be a string, not %s", vm_type_name(v.type));
+        return vm_stream_append_image(st, vm_str_cstr(v), err);
     }
     if (v.type == VM_STR) return vm_stream_append_text(st, vm_str_cstr(v), vm_str_len(v), err);
     if (mode == SGL_APPEND_STR)
@@ -966,6 +1092,14 @@ static vm_gen_args *site_args(vm_inst *in, vm_mod *md, const sgl_bc_site *site, 
     }
     if (apply_defaults(a, in->v->cfg.gen_defaults, err) < 0 || apply_defaults(a, in->defaults, err) < 0)
         goto fail;
+    /* A seed from the run or run_batch is a base each request's seed is
+     * derived from (so samples stay independent); only the call's own
+     * seed= fixes the request's seed. */
+    if (a->seed_fixed) {
+        a->seed_base = a->sp.seed;
+        a->seed_base_set = true;
+        a->seed_fixed = false;
+    }
     uint32_t d = 0;
     for (uint32_t i = 0; i < site->n_kwargs; i++) {
         const sgl_bc_kwarg *k = &site->kwargs[i];
@@ -1155,7 +1289,7 @@ next:
     OP(ADD_ASSIGN) {
         a = PEEK(1);
         b = TOP;
-        if (a.type == VM_STREAM) {
+        if (a.type == VM_STREAM || (b.type != VM_LIST && is_fork_list(a))) {
             int rc = do_append(in, a, b, SGL_APPEND_VALUE, &err);
             if (rc == 1) PARK();
             CHECK_RC(rc);
@@ -1203,6 +1337,7 @@ next:
         NEXT;
     }
     OP(ITER_INIT) {
+        if (TOP.type == VM_ITER) NEXT; /* already an iterator (text_iter) */
         a = POP();
         int rc = vm_iter_new(a, &r, &err);
         vm_release(a);
@@ -1212,6 +1347,21 @@ next:
     }
     OP(ITER_NEXT) {
         if (TOP.type != VM_ITER) FAIL_MSG("bad bytecode: ITER_NEXT without an iterator");
+        if (TOP.as.it->pos & TEXT_ITER_FLAG) { /* text_iter(s, name): pieces as they arrive */
+            vm_iter *ti = TOP.as.it;
+            vm_value st = vm_list_get(ti->src, 0), nm = vm_list_get(ti->src, 1);
+            size_t consumed = ti->pos & ~TEXT_ITER_FLAG;
+            vm_wait_status ws =
+                vm_stream_text_piece(st.as.st, nm.type == VM_STR ? vm_str_cstr(nm) : NULL, &consumed, in, &r, &err);
+            if (ws == VM_WAIT) PARK();
+            if (ws == VM_FAILED) goto fail;
+            if (consumed > ~TEXT_ITER_FLAG) consumed = ~TEXT_ITER_FLAG;
+            ti->pos = TEXT_ITER_FLAG | (uint32_t)consumed;
+            vm_release(POP());
+            if (r.type != VM_NONE) PUSH(r);
+            else JUMP_BY(SGL_INSTR_SJ(ins));
+            NEXT;
+        }
         a = POP();
         bool more = vm_iter_next(a, &r);
         vm_release(a);
@@ -1222,8 +1372,16 @@ next:
     OP(RETURN) {
         r = POP();
         if (fr->fresh) {
-            vm_release(r);
-            r = vm_retain(STK[fr->base]);
+            /* The value stays readable as ret_value(stream); a stream is not
+             * kept (it could hold itself). */
+            vm_value sv = STK[fr->base];
+            if (sv.type == VM_STREAM && r.type != VM_STREAM) {
+                vm_release(sv.as.st->ret_value);
+                sv.as.st->ret_value = r;
+            } else {
+                vm_release(r);
+            }
+            r = vm_retain(sv);
         }
         release_range(&STK[fr->base], SP - fr->base);
         SP = fr->base;
@@ -1441,11 +1599,19 @@ next:
     }
     OP(ROLE_BEGIN) OP(ROLE_END) {
         uint32_t role = SGL_INSTR_A(ins);
+        if (is_fork_list(TOP) && role < SGL_ROLE__COUNT) goto role_group;
         if (TOP.type != VM_STREAM)
             FAIL_MSG("%s(): expected a stream, got %s", sgl_role_name((sgl_role)role), vm_type_name(TOP.type));
         if (role >= SGL_ROLE__COUNT) FAIL_MSG("bad bytecode: role %u", role);
         if (op == SGL_BC_ROLE_BEGIN) CHECK_RC(vm_stream_role_begin(TOP.as.st, (vm_role)role, &err));
         else CHECK_RC(vm_stream_role_end(TOP.as.st, (vm_role)role, &err));
+        NEXT;
+    role_group: /* a role on every branch of a fork group */
+        for (uint32_t i = 0; i < vm_list_len(TOP); i++) {
+            vm_stream *bs = vm_list_get(TOP, i).as.st;
+            if (op == SGL_BC_ROLE_BEGIN) CHECK_RC(vm_stream_role_begin(bs, (vm_role)role, &err));
+            else CHECK_RC(vm_stream_role_end(bs, (vm_role)role, &err));
+        }
         NEXT;
     }
     OP(GEN) OP(SELECT) {
@@ -1457,7 +1623,8 @@ next:
         if (nd + has_name + 1 > SP) FAIL_MSG("bad bytecode: gen site %u stack", si);
         vm_value s = STK[SP - nd - has_name - 1];
         bool is_select = op == SGL_BC_SELECT;
-        if (s.type != VM_STREAM)
+        bool group = is_fork_list(s); /* forks += gen(...): one request per branch */
+        if (s.type != VM_STREAM && !group)
             FAIL_MSG("%s(): appended to a %s, not a stream", is_select ? "select" : "gen", vm_type_name(s.type));
         vm_value name = vm_none();
         if (has_name) name = STK[SP - nd - 1];
@@ -1465,9 +1632,11 @@ next:
         char where[512];
         snprintf(where, sizeof where, "%s:%u:%u", site->file < m->n_files ? m->files[site->file] : "?",
                  site->line, site->col);
-        vm_gen_args *ga = site_args(in, fr->mod, site, &STK[SP - nd], name, is_select, where, &err);
-        if (!ga) goto fail;
-        CHECK_RC(vm_stream_append_gen(s.as.st, ga, &err));
+        for (uint32_t bi = 0; bi < (group ? vm_list_len(s) : 1); bi++) {
+            vm_gen_args *ga = site_args(in, fr->mod, site, &STK[SP - nd], name, is_select, where, &err);
+            if (!ga) goto fail;
+            CHECK_RC(vm_stream_append_gen(group ? vm_list_get(s, bi).as.st : s.as.st, ga, &err));
+        }
         release_range(&STK[SP - nd - has_name], nd + has_name);
         SP -= nd + has_name;
         NEXT;
@@ -1508,7 +1677,7 @@ next:
         bool concat = mode == SGL_JOIN_CONCAT;
         if (mode == SGL_JOIN_DYNAMIC) {
             const char *ms = TOP.type == VM_STR ? vm_str_cstr(TOP) : "";
-            if (!strcmp(ms, "concat")) concat = true;
+            if (!strcmp(ms, "concat") || !strcmp(ms, "concate_and_append")) concat = true;
             else if (strcmp(ms, "gather") != 0) FAIL_MSG("join(): mode must be \"gather\" or \"concat\"");
         }
         if (list.type != VM_LIST) FAIL_MSG("join(): expected the list fork returned, got %s", vm_type_name(list.type));

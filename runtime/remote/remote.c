@@ -1262,6 +1262,9 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
     remote_engine *re = ctx;
     sgl_engine_caps caps;
     remote_caps(re, &caps);
+    if (req->n_images > 0)
+        return sgl_error_set(err, "backend %s: images in prompts are not sent to remote engines yet",
+                             sgl_remote_kind_name(re->kind));
     if (req->kind == SGL_REQ_GENERATE) {
         const sgl_sampling_params *p = &req->params;
         if ((p->regex || p->json_schema) && !caps.constraints)

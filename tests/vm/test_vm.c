@@ -30,6 +30,9 @@ static void run_free(run_out *r) {
     sgl_engine_free(r->engine);
 }
 
+/* Run-level gen defaults for run_src (none unless a test sets them). */
+static vm_value run_defaults = {.type = VM_NONE};
+
 /* rules: NULL-terminated pairs when, reply (reply "!msg" = abort msg). */
 static int run_src(const char *src, const char *const *rules, run_out *out) {
     memset(out, 0, sizeof *out);
@@ -60,6 +63,7 @@ static int run_src(const char *src, const char *const *rules, run_out *out) {
     cfg.engine = out->engine;
     cfg.chat = ct;
     cfg.out = mem;
+    cfg.gen_defaults = run_defaults;
     vm *v = vm_new(&cfg, &err);
     vm_inst *in = vm_spawn(v, m, (uint32_t)m->entry, NULL, 0, false, &err);
     if (in) vm_run(v, &err);
@@ -381,7 +385,8 @@ static void test_logprobs_meta(void) {
            "  repetition_penalty=1.1, ignore_eos=false, min_tokens=1) }\n"
            "main { let st = f()\n let m = meta(st, \"g\")\n print(len(m[\"logprobs\"]), m[\"logprobs\"][0]) }\n",
            NULL,
-           "2 {\"token\": 111, \"logprob\": -0.5, \"top\": [{\"token\": 111, \"logprob\": -0.5}, {\"token\": 112, \"logprob\": -1.5}]}\n",
+           "2 {\"token\": 111, \"logprob\": -0.5, \"text\": \"o\", \"top\": [{\"token\": 111, \"logprob\": -0.5, \"text\": \"o\"}, "
+           "{\"token\": 112, \"logprob\": -1.5, \"text\": \"p\"}]}\n",
            NULL);
     EXPECT("fn f(s, t) { s += gen(\"g\", temperature=t) }\nmain { let st = f(-1.0)\n print(st[\"g\"]) }\n", NULL, "",
            "gen: temperature must be >= 0, got -1");
@@ -430,6 +435,100 @@ static void test_spawn_api(void) {
     CHECK_INT(vm_live_objects(), live);
 }
 
+/* Prints, one line each: 4 forked samples, 5 run_batch samples (at the
+ * given parallelism), two greedy calls, two calls with seed=7. */
+static char *sampling_run(int parallel, long run_seed) {
+    char src[2048];
+    snprintf(src, sizeof src,
+             "fn one(s, q) { s += q + gen(\"a\", temperature=0.8) }\n"
+             "main {\n"
+             "  let s = one(\"Sample:\")\n"
+             "  let b = fork(s, 4)\n"
+             "  for i in range(4) { b[i] += \"Sample:\" + gen(\"x\") }\n"
+             "  join(b)\n"
+             "  print(s[\"x\"])\n"
+             "  let rs = run_batch(one, [{\"q\": \"Sample:\"}, {\"q\": \"Sample:\"}, {\"q\": \"Sample:\"},\n"
+             "                           {\"q\": \"Sample:\"}, {\"q\": \"Sample:\"}], parallel=%d)\n"
+             "  let out = []\n"
+             "  for r in rs { out += [r[\"a\"]] }\n"
+             "  print(out)\n"
+             "  let g = fork(s, 2)\n"
+             "  g[0] += \"Sample:\" + gen(\"y\", temperature=0)\n"
+             "  g[1] += \"Sample:\" + gen(\"y\", temperature=0)\n"
+             "  g[0] += \"Sample:\" + gen(\"z\", seed=7)\n"
+             "  g[1] += \"Sample:\" + gen(\"z\", seed=7)\n"
+             "  print(g[0][\"y\"], g[1][\"y\"], g[0][\"z\"] == g[1][\"z\"], g[0][\"z\"] != s[\"a\"])\n"
+             "}\n",
+             parallel);
+    const char *const rules[] = {"Sample:", "{sample}", NULL};
+    if (run_seed >= 0) {
+        run_defaults = vm_map_new();
+        vm_map_set_cstr(run_defaults, "seed", vm_int(run_seed), NULL);
+    }
+    run_out r;
+    char *printed = NULL;
+    if (run_src(src, rules, &r) == 0) {
+        CHECK_MSG(r.error == NULL, "error: %s", r.error);
+        printed = r.printed;
+        r.printed = NULL;
+        run_free(&r);
+    }
+    vm_release(run_defaults);
+    run_defaults = vm_none();
+    return printed ? printed : sgl_strdup("");
+}
+
+/* Every sampled request draws its own randomness: forks and run_batch
+ * instances differ; a run seed makes the run reproducible whatever the
+ * parallelism; without one two runs differ; greedy and seed= calls are
+ * fixed. */
+static void test_sampling_independent(void) {
+    char *a = sampling_run(32, 3), *b = sampling_run(32, 3), *c = sampling_run(1, 3);
+    char *d = sampling_run(5, -1), *e = sampling_run(5, -1), *f = sampling_run(5, 4);
+    CHECK_STR(a, b);
+    CHECK_STR(a, c);
+    CHECK(strcmp(d, e) != 0);
+    CHECK(strcmp(a, f) != 0);
+    const char *runs[] = {a, d, f};
+    for (int k = 0; k < 3; k++) {
+        /* Line 1: four branch samples, line 2: five batch samples, all distinct. */
+        const char *p = runs[k];
+        char words[9][20];
+        int n = 0;
+        while (n < 9 && (p = strchr(p, 's')) && sscanf(p, "%17[0-9a-fs]", words[n]) == 1) {
+            if (strlen(words[n]) == 17) n++;
+            p += 1;
+        }
+        CHECK_INT(n, 9);
+        for (int i = 0; i < n; i++)
+            for (int j = i + 1; j < n; j++) CHECK_MSG(strcmp(words[i], words[j]) != 0, "run %d: samples %d and %d equal: %s", k, i, j, words[i]);
+        CHECK_MSG(strstr(runs[k], "\ngreedy greedy true true\n") != NULL, "run %d: %s", k, runs[k]);
+    }
+    free(a), free(b), free(c), free(d), free(e), free(f);
+}
+
+/* gen(stream=true): text_iter yields the pieces as the engine streams them
+ * (the fake sends 2-byte pieces), and they add up to the variable; without
+ * stream the whole text comes as one piece; a second text_iter after the
+ * end gives the whole text. */
+static void test_streaming(void) {
+    const char *const rules[] = {"Tell", "Once upon a time.", NULL};
+    EXPECT("fn story(s, st) { s += \"Tell\" + gen(\"x\", stream=st) }\n"
+           "main {\n"
+           "  let a = story(true)\n"
+           "  let ps = [p for p in text_iter(a, \"x\")]\n"
+           "  print(ps, join(\"\", ps) == a[\"x\"])\n"
+           "  let b = story(false)\n"
+           "  print([p for p in text_iter(b, \"x\")], [p for p in text_iter(a, \"x\")])\n"
+           "  let c = story(true)\n"
+           "  for p in text_iter(c, \"nope\") { print(p) }\n"
+           "}\n",
+           rules,
+           "[\"On\", \"ce\", \" u\", \"po\", \"n \", \"a \", \"ti\", \"me\", \".\"] true\n"
+           "[\"Once upon a time.\"] [\"Once upon a time.\"]\n",
+           "text_iter: the stream has no variable 'nope'");
+}
+
 int main(void) {
     TEST_RUN(test_arith_compare_logic);
     TEST_RUN(test_control_flow);
@@ -448,5 +547,7 @@ int main(void) {
     TEST_RUN(test_embedded_stdlib);
     TEST_RUN(test_logprobs_meta);
     TEST_RUN(test_spawn_api);
+    TEST_RUN(test_sampling_independent);
+    TEST_RUN(test_streaming);
     return TEST_DONE();
 }
