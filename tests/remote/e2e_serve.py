@@ -57,7 +57,8 @@ class Serve:
 
 
 def sglc(*args):
-    return subprocess.run([SGLC, *args], capture_output=True, text=True, timeout=600)
+    # --seed: sampled gens draw the same seeds locally and remotely
+    return subprocess.run([SGLC, *args, "--seed", "7"], capture_output=True, text=True, timeout=600)
 
 
 def batch_lines(out):
@@ -99,7 +100,7 @@ def main():
             check(r.returncode == 0 and r.stdout == lq.stdout, "quickstart through " + kind)
         servers += [Serve(), Serve()]
         specs = sum((["--backend", s.spec()] for s in servers), [])
-        p = subprocess.Popen([SGLC, "batch", EXAMPLES, "--model", MODEL, "--stats", *specs], stdout=subprocess.PIPE,
+        p = subprocess.Popen([SGLC, "batch", EXAMPLES, "--model", MODEL, "--stats", "--seed", "7", *specs], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         time.sleep(1.5)
         servers[2].stop()
