@@ -179,6 +179,15 @@ static cJSON *int_array(const int32_t *v, int32_t n) {
     return a;
 }
 
+/* A seed as an exact JSON integer. JSON numbers are exact only up to 2^53
+ * (servers that read them as doubles refuse larger ones), so the seed is
+ * sent modulo 2^53. */
+static void add_seed(cJSON *o, const char *key, uint64_t seed) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)(seed & ((1ull << 53) - 1)));
+    cJSON_AddRawToObject(o, key, buf);
+}
+
 static cJSON *sglang_sampling(const sgl_sampling_params *p) {
     cJSON *s = cJSON_CreateObject();
     cJSON_AddNumberToObject(s, "max_new_tokens", p->max_new_tokens);
@@ -194,7 +203,7 @@ static cJSON *sglang_sampling(const sgl_sampling_params *p) {
     if (p->n_stop_token_ids) cJSON_AddItemToObject(s, "stop_token_ids", int_array(p->stop_token_ids, p->n_stop_token_ids));
     if (p->ignore_eos) cJSON_AddTrueToObject(s, "ignore_eos");
     cJSON_AddBoolToObject(s, "skip_special_tokens", p->skip_special_tokens);
-    cJSON_AddNumberToObject(s, "sampling_seed", (double)p->seed); /* 0 too: the local engine's default */
+    add_seed(s, "sampling_seed", p->seed); /* 0 too: the local engine's default */
     if (p->regex) cJSON_AddStringToObject(s, "regex", p->regex);
     if (p->json_schema) cJSON_AddStringToObject(s, "json_schema", p->json_schema);
     return s;
@@ -239,7 +248,7 @@ static void openai_sampling(cJSON *o, const sgl_sampling_params *p, bool anthrop
     if (p->n_stop) cJSON_AddItemToObject(o, "stop", str_array(p->stop, p->n_stop));
     if (p->frequency_penalty != 0) cJSON_AddNumberToObject(o, "frequency_penalty", p->frequency_penalty);
     if (p->presence_penalty != 0) cJSON_AddNumberToObject(o, "presence_penalty", p->presence_penalty);
-    cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+    add_seed(o, "seed", p->seed);
 }
 
 /* Chat turns of req: the finished ones, plus an open assistant turn with
