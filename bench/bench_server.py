@@ -144,11 +144,14 @@ def main():
 
     work = make_work(a.requests, a.seed)
 
+    lat_stream, lat_plain = [], []
+
     def run_phase(work):
         """Sends work from a.clients threads; returns (sent, latencies, ttfts, errors, seconds)."""
         lock = threading.Lock()
         nxt = [0]
         lat, ttfts, errors = [], [], [0]
+        del lat_stream[:], lat_plain[:]
         t_start = time.perf_counter()
         deadline = t_start + a.time_limit
 
@@ -170,6 +173,7 @@ def main():
                 with lock:
                     if ok:
                         lat.append(dt)
+                        (lat_stream if stream else lat_plain).append(dt)
                         if tf is not None:
                             ttfts.append(tf)
                     else:
@@ -212,6 +216,8 @@ def main():
     print('  requests/s %.2f' % (len(lat) / elapsed))
     print('  latency p50 %.3f s, p99 %.3f s, mean %.3f s' % (pct(lat, 0.5), pct(lat, 0.99),
                                                            statistics.mean(lat) if lat else float('nan')))
+    print('  latency streamed p50 %.3f s, p99 %.3f s; not streamed p50 %.3f s, p99 %.3f s' % (
+        pct(lat_stream, 0.5), pct(lat_stream, 0.99), pct(lat_plain, 0.5), pct(lat_plain, 0.99)))
     print('  TTFT (streamed) p50 %.3f s, p99 %.3f s over %d requests' % (pct(ttfts, 0.5), pct(ttfts, 0.99), len(ttfts)))
     print('  errors %d (warm-up %d)' % (n_errors, warm_errors))
     if a.pid:

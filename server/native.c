@@ -32,7 +32,7 @@ static const srv_field sampling_fields[] = {
     {"json_schema", J_STR | J_NULL}, {"ebnf", J_STR | J_NULL}, {"n", J_INT | J_NULL},
     {"no_stop_trim", J_BOOL | J_NULL}, {"sampling_seed", J_INT | J_NULL}, {"seed", J_INT | J_NULL},
     {"stream_interval", J_INT | J_NULL}, {"structural_tag", J_NULL}, {"custom_params", J_NULL},
-    {"logit_bias", J_OBJ | J_NULL},
+    {"logit_bias", J_OBJ | J_NULL}, {"stop_regex", J_STR | J_ARR | J_NULL},
 };
 
 /* One item of a /generate batch. */
@@ -120,6 +120,10 @@ static int parse_sampling(sgl_server *s, const cJSON *o, const char *path, nat_i
     if ((x = get(o, "logit_bias")) && x->child) {
         snprintf(p, sizeof p, "%s.logit_bias", path);
         return bad_field(bad, cap, p, err, "field '%s' is %s", "not supported");
+    }
+    if ((x = get(o, "stop_regex")) && !(cJSON_IsArray(x) && !x->child)) {
+        snprintf(p, sizeof p, "%s.stop_regex", path);
+        return bad_field(bad, cap, p, err, "field '%s': %s", "stop regexes are not supported by this engine");
     }
     if ((x = get(o, "ebnf"))) {
         snprintf(p, sizeof p, "%s.ebnf", path);
@@ -270,6 +274,7 @@ static void add_logprobs(sgl_server *s, cJSON *meta, const nat_item *it, const s
     cJSON *out = cJSON_CreateArray(), *out_top = cJSON_CreateArray();
     for (int i = 0; i < r->n_logprobs; i++) {
         const sgl_token_logprob *lp = &r->logprobs[i];
+        if (lp->token < 0) continue; /* a 0-token request's next-token alternatives: no token */
         cJSON_AddItemToArray(out, lp_entry(s, true, lp->logprob, lp->token, text));
         cJSON *tops = cJSON_CreateArray();
         for (int k = 0; k < lp->n_top; k++)

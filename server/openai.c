@@ -265,6 +265,7 @@ static cJSON *oa_logprobs(sgl_server *s, const sgl_result *r, bool chat) {
         cJSON *o = cJSON_CreateObject(), *content = cJSON_CreateArray();
         for (int i = 0; i < r->n_logprobs; i++) {
             const sgl_token_logprob *lp = &r->logprobs[i];
+            if (lp->token < 0) continue; /* no token (a 0-token request's alternatives) */
             size_t pl = 0;
             const char *piece = tok_piece(tok, lp->token, &pl);
             cJSON *e = cJSON_CreateObject();
@@ -291,6 +292,7 @@ static cJSON *oa_logprobs(sgl_server *s, const sgl_result *r, bool chat) {
     size_t off = 0;
     for (int i = 0; i < r->n_logprobs; i++) {
         const sgl_token_logprob *lp = &r->logprobs[i];
+        if (lp->token < 0) continue;
         size_t pl = 0;
         const char *piece = tok_piece(tok, lp->token, &pl);
         cJSON_AddItemToArray(toks, srv_json_str(piece, pl));

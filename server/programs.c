@@ -56,6 +56,10 @@ struct prog_run {
     double t_first;
 };
 
+/* The compiler keeps per-compile state in a global (compiler/lower.c), so
+ * program loads are serialised; runs go on in parallel. */
+static pthread_mutex_t compile_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static const cJSON *get(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return v && !cJSON_IsNull(v) ? v : NULL;
@@ -328,8 +332,10 @@ enum MHD_Result route_programs_run(srv_req *r, cJSON *b) {
     char *diag = NULL;
     size_t diag_len = 0;
     FILE *df = open_memstream(&diag, &diag_len);
+    pthread_mutex_lock(&compile_mu);
     int lrc = vm_script_load(&p->sess, path, src ? src->valuestring : NULL, src ? strlen(src->valuestring) : 0,
                              df, false, false, &p->sc, &err);
+    pthread_mutex_unlock(&compile_mu);
     if (df) fclose(df);
     if (lrc < 0) {
         rc = srv_reply_error(r, 400, file ? "file" : "source", "%s%s%s", err.msg, diag && *diag ? ":\n" : "",

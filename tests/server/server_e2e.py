@@ -148,8 +148,15 @@ def check_runtime_endpoint_shapes(url):
         norm.append(sum(vals) / len(vals))
         assert item['meta_info']['output_token_logprobs'] == [], item
     assert norm.index(max(norm)) != 2, norm  # ' banana' is not the best answer
+    # gen: the sampling params SglSamplingParams.to_srt_kwargs() sends, defaults included
+    srt = {'skip_special_tokens': True, 'spaces_between_special_tokens': True, 'max_new_tokens': 8,
+           'min_new_tokens': 0, 'n': 1, 'stop': [], 'stop_token_ids': None, 'stop_regex': None, 'temperature': 0,
+           'top_p': 1.0, 'top_k': -1, 'min_p': 0.0, 'frequency_penalty': 0.0, 'presence_penalty': 0.0,
+           'ignore_eos': False, 'regex': None, 'json_schema': None}
+    r = s.post(url + '/generate', json={'text': 'Once upon a time', 'sampling_params': srt})
+    assert r.status_code == 200 and r.json()['text'] == gen(url, 'Once upon a time')[:len(r.json()['text'])], r.text
     # streaming: cumulative text, ends with [DONE]
-    body = {'text': 'Once upon a time', 'sampling_params': {'max_new_tokens': 8, 'temperature': 0}, 'stream': True}
+    body = {'text': 'Once upon a time', 'sampling_params': srt, 'stream': True}
     seen, last = [], None
     with s.post(url + '/generate', json=body, stream=True) as resp:
         for line in resp.iter_lines():

@@ -9,7 +9,8 @@
 # the default model in server_e2e.py, where a generation outlasts the
 # close); SIGTERM with a stream and an endless program in flight exits 0
 # (the stream finishes, the program is aborted after --shutdown-timeout);
-# and a seeded random-body run over every route's body parser (each reply a
+# programs compiled and run by 32 connections at once equal their lone
+# runs; and a seeded random-body run over every route's body parser (each reply a
 # 2xx/4xx with a JSON body, the server alive after).
 # usage: server_unit.py SGLC TINY_MODEL [SEED [BODIES]]
 import json
@@ -72,6 +73,8 @@ def bad_inputs(url):
     expect_error(s.post(url + '/v1/programs/run', json={'source': 'main { print(1) }', 'args': 'x'}), 400, 'args')
     expect_error(s.post(url + '/v1/programs/run', json={'source': 'main { print( }'}), 400, 'source')
     expect_error(s.post(url + '/v1/programs/run', json={'file': 'x.sgl'}), 400, 'file')
+    expect_error(s.post(url + '/v1/programs/run', json={'source': 'main { print(read_file("/etc/hostname")) }'}),
+                 400, 'source', ['--allow-io'])
     # oversize body (server started with --max-body 65536)
     expect_error(s.post(url + '/generate', data='{"text": "' + 'a' * 70000 + '"}'), 413)
     # prompt over the context (the tiny model's is 256 tokens)
@@ -96,9 +99,30 @@ def bad_inputs(url):
     # every reply above was a JSON error; the good path still works
     r = s.post(url + '/generate', json={'text': 'hello', 'sampling_params': {'max_new_tokens': 3, 'temperature': 0}})
     assert r.status_code == 200 and r.json()['meta_info']['completion_tokens'] <= 3, r.text
+    # a 0-token request (prefix caching, select) generates no token, whatever it asks for
+    r = s.post(url + '/generate', json={'text': 'hello there', 'sampling_params': {'max_new_tokens': 0},
+                                       'return_logprob': True, 'top_logprobs_num': 2, 'logprob_start_len': 0})
+    meta = r.json()['meta_info']
+    assert r.status_code == 200 and meta['output_token_logprobs'] == [] and meta['completion_tokens'] == 0, meta
+    assert meta['input_token_logprobs'][0][0] is None and len(meta['input_token_logprobs']) == meta['prompt_tokens']
     m = s.get(url + '/metrics').text
     assert 'sglc_requests_total{route="/generate",status="400"}' in m, m
     assert 'sglc_requests_total{route="other",status="404"}' in m, m
+
+
+def concurrent_programs(url):
+    """Programs compiled and run by many connections at once give what they give alone."""
+    import concurrent.futures
+    srcs = ['fn f%d(s, x) {\n  s += "item %d " + x + gen("a", max_tokens=%d, temperature=0)\n}\n'
+            'main { let st = f%d("q")\n print(st["a"]) }\n' % (i, i, 2 + i % 5, i) for i in range(16)]
+    alone = [requests.post(url + '/v1/programs/run', json={'source': src}).json() for src in srcs]
+    assert all(r['status'] == 'ok' for r in alone), alone
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        together = list(ex.map(lambda src: requests.post(url + '/v1/programs/run', json={'source': src}).json(),
+                               srcs * 2))
+    for i, r in enumerate(together):
+        ref = alone[i % len(srcs)]
+        assert (r['status'], r['output'], r['variables']) == (ref['status'], ref['output'], ref['variables']), (r, ref)
 
 
 def api_key(sglc, model):
@@ -255,6 +279,7 @@ def main():
     with Server(sglc, model, '--max-body', '65536', '--shutdown-timeout', '2') as srv:
         bad_inputs(srv.url)
         disconnect(srv.url)
+        concurrent_programs(srv.url)
         fuzz(srv.url, seed, int(sys.argv[4]) if len(sys.argv) > 4 else 300)
         log = ''.join(srv.log_lines)
         assert 'POST /generate 400' in log and 'ms=' in log, log[-500:]
