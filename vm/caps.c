@@ -73,7 +73,7 @@ int vm_caps_check_args(const vm_gen_args *a, const sgl_engine_caps *c, const cha
     if (p->frequency_penalty != 0 || p->presence_penalty != 0) nd.sampling |= SGL_CAP_FREQ_PRESENCE_PENALTY;
     if (p->min_new_tokens > 0) nd.sampling |= SGL_CAP_MIN_TOKENS;
     if (p->ignore_eos) nd.sampling |= SGL_CAP_IGNORE_EOS;
-    if (p->seed != d.seed) nd.sampling |= SGL_CAP_SEED;
+    if (a->seed_fixed) nd.sampling |= SGL_CAP_SEED; /* the call's own seed= (run seeds are the VM's) */
     if (a->n_stop_ids > 0) nd.sampling |= SGL_CAP_STOP_TOKEN_IDS;
     nd.n_stop = a->is_select ? 0 : a->n_stop;
     if (a->is_select) nd.sampling = 0, nd.logprobs = false;

@@ -178,6 +178,17 @@ def test_openai_and_anthropic():
             expect(body["system"].startswith("You are a helpful assistant") and body["messages"][0]["role"] == "user"
                    and body["stop_sequences"] == ["\n"] and body["max_tokens"] == 32,
                    "system moved out of messages, stop_sequences: %s" % body)
+            r3 = sglc("run", q, *backends(a, kind="anthropic"), "--api-model", "c", "--seed", "5")
+            expect(r3.returncode == 0, "a run seed is not a seed= the Messages API lacks", r3)
+            prog = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sgl_remote_seed_%d.sgl" % os.getpid())
+            with open(prog, "w") as f:
+                f.write('fn f(s) {\n  s += user("hi")\n  s += assistant(gen("a", max_tokens=4, seed=3))\n}\n'
+                        'main { let _t = f() }\n')
+            n0 = a.stats()["requests"]
+            r3 = sglc("run", prog, *backends(a, kind="anthropic"), "--api-model", "c")
+            os.unlink(prog)
+            expect(r3.returncode == 1 and ":3:17: error: gen(seed=...)" in r3.stderr and a.stats()["requests"] == n0,
+                   "an explicit seed= on anthropic: located error, nothing sent", r3)
             r2 = sglc("run", q, *backends(a, kind="anthropic"), "--json")
             expect(r2.returncode != 0 and "--api-model" in r2.stderr, "anthropic needs --api-model", r2)
         finally:
