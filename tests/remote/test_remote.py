@@ -187,7 +187,7 @@ def test_openai_and_anthropic():
             n0 = a.stats()["requests"]
             r3 = sglc("run", prog, *backends(a, kind="anthropic"), "--api-model", "c")
             os.unlink(prog)
-            expect(r3.returncode == 1 and ":3:17: error: gen(seed=...)" in r3.stderr and a.stats()["requests"] == n0,
+            expect(r3.returncode == 1 and ":3:18: error: gen(seed=...)" in r3.stderr and a.stats()["requests"] == n0,
                    "an explicit seed= on anthropic: located error, nothing sent", r3)
             r2 = sglc("run", q, *backends(a, kind="anthropic"), "--json")
             expect(r2.returncode != 0 and "--api-model" in r2.stderr, "anthropic needs --api-model", r2)
