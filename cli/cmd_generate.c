@@ -42,6 +42,17 @@ static void usage(FILE *out) {
             "  --seed S              sampling seed, the same for every prompt (default: clock)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --stats               print per-prompt figures and engine totals to stderr\n"
+            "constraints (docs/runtime.md; at most one):\n"
+            "  --regex RE            the output matches RE (docs/language.md regex dialect)\n"
+            "  --json-schema S       the output is JSON valid for schema S (JSON text, or @FILE)\n"
+            "  --grammar G           the output matches the EBNF/GBNF grammar G (text, or @FILE)\n"
+            "  --choice TEXT         the output is one of the --choice texts (repeatable)\n"
+            "  --json-ws N           JSON: allow whitespace runs of up to N bytes (default 0:\n"
+            "                        compact)\n"
+            "  --no-jump-forward     sample every token, even where the constraint allows one\n"
+            "                        text only\n"
+            "  --token-healing       back off the prompt's last token and let the first\n"
+            "                        generated token start with its bytes\n"
             "engine:\n"
             "  --kv-tokens N         KV pool size in tokens, cache included (default: 256 MiB)\n"
             "  --chunked-prefill N   prompt tokens per request per forward (default 512;\n"
@@ -61,6 +72,9 @@ typedef struct gen_opts {
     const char **stops;          /* [n_stops] borrowed from argv */
     int n_stops;
     char *file_text;             /* --prompts-file contents (owned) */
+    char *cons_file;             /* @FILE contents of --json-schema / --grammar (owned) */
+    const char **choices;        /* [n_choices] --choice texts, borrowed from argv */
+    int n_choices, cap_choices;
     bool chat, stats, seed_given, no_cache;
     long max_tokens, threads, kv_tokens, chunk;
     sgl_sched_policy policy;
@@ -73,6 +87,8 @@ static void opts_free(gen_opts *o) {
     free(o->prompts);
     free(o->stops);
     free(o->file_text);
+    free(o->cons_file);
+    free(o->choices);
 }
 
 static void push_str(const char ***v, int *n, int *cap, const char *s) {
@@ -108,6 +124,22 @@ static void read_prompts_file(gen_opts *o) {
     }
 }
 
+/* A constraint option's text: v itself, or the contents of FILE for @FILE. */
+static const char *cons_text(gen_opts *o, const char *opt, const char *v) {
+    if (v[0] != '@') return v;
+    if (o->cons_file) {
+        fprintf(stderr, "sglc generate: error: only one constraint may come from a file\n");
+        exit(2);
+    }
+    sgl_error err;
+    size_t len = 0;
+    if (!(o->cons_file = sgl_read_file(v + 1, &len, &err))) {
+        fprintf(stderr, "sglc generate: error: %s: %s\n", opt, err.msg);
+        exit(1);
+    }
+    return o->cons_file;
+}
+
 static void parse_args(int argc, char **argv, gen_opts *o) {
     const char *cmd = "generate", *v;
     int cap_stops = 0;
@@ -130,6 +162,21 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
             o->stats = true;
         } else if (!strcmp(a, "--no-cache")) {
             o->no_cache = true;
+        } else if (!strcmp(a, "--no-jump-forward")) {
+            o->sp.jump_forward = false;
+        } else if (!strcmp(a, "--token-healing")) {
+            o->sp.token_healing = true;
+        } else if (cli_opt(argc, argv, &i, "--regex", &v)) {
+            o->sp.regex = v;
+        } else if (cli_opt(argc, argv, &i, "--json-schema", &v)) {
+            o->sp.json_schema = cons_text(o, "--json-schema", v);
+        } else if (cli_opt(argc, argv, &i, "--grammar", &v)) {
+            o->sp.grammar = cons_text(o, "--grammar", v);
+        } else if (cli_opt(argc, argv, &i, "--choice", &v)) {
+            push_str(&o->choices, &o->n_choices, &o->cap_choices, v);
+        } else if (cli_opt(argc, argv, &i, "--json-ws", &v)) {
+            o->sp.json_ws_max = (int32_t)cli_parse_long(cmd, "--json-ws", v, 0, 64);
+            o->sp.json_ws_flexible = o->sp.json_ws_max > 0;
         } else if (cli_opt(argc, argv, &i, "--model", &v)) {
             o->model = v;
         } else if (cli_opt(argc, argv, &i, "--prompt", &v)) {
@@ -197,6 +244,14 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
     o->sp.penalize_prompt = true; /* --repeat-penalty: over prompt and output, as llama.cpp */
     o->sp.stop = o->stops;
     o->sp.n_stop = o->n_stops;
+    o->sp.choices = o->choices;
+    o->sp.n_choices = o->n_choices;
+    if ((o->sp.regex != NULL) + (o->sp.json_schema != NULL) + (o->sp.grammar != NULL) +
+            (o->n_choices > 0) > 1) {
+        fprintf(stderr, "sglc generate: error: give one of --regex, --json-schema, --grammar, "
+                        "--choice\n");
+        exit(2);
+    }
 }
 
 /* Builds one prompt's token ids (malloc'd into *ids). ct: the chat template
@@ -255,9 +310,9 @@ static void print_request_stats(int idx, const gen_req *g) {
     int32_t n_dec = r->completion_tokens > 1 ? r->completion_tokens - 1 : 0;
     fprintf(stderr,
             "prompt %d: prompt tokens %d, cached tokens %d, completion tokens %d, "
-            "prefill %.1f tokens/s (%d in %.3f s), decode %.1f tokens/s (%d in %.3f s), "
-            "finish %s",
-            idx + 1, r->prompt_tokens, r->cached_tokens, r->completion_tokens,
+            "forced tokens %d, prefill %.1f tokens/s (%d in %.3f s), decode %.1f tokens/s "
+            "(%d in %.3f s), finish %s",
+            idx + 1, r->prompt_tokens, r->cached_tokens, r->completion_tokens, r->forced_tokens,
             prefill > 0 ? (double)computed / prefill : 0.0, computed, prefill,
             decode > 0 ? (double)n_dec / decode : 0.0, n_dec, decode, sgl_finish_name(r->finish));
     if (r->stop_str) fprintf(stderr, " (stop string \"%s\")", r->stop_str);
@@ -271,11 +326,14 @@ static void print_engine_stats(sgl_engine *e) {
     sgl_engine_metrics_get(e, &m);
     fprintf(stderr,
             "engine: requests %lld, prompt tokens %lld, cached tokens %lld, hit rate %.1f%%, "
-            "generated tokens %lld, forward calls %lld (%lld tokens)\n"
+            "generated tokens %lld (%lld sampled, %lld forced), constrained requests %lld, "
+            "forward calls %lld (%lld tokens)\n"
             "engine: running %d, waiting %d, evicted tokens %lld, retractions %lld, "
             "pool %d/%d slots used (%lld held by the cache)\n",
             (long long)m.requests_done, (long long)m.prompt_tokens, (long long)m.cached_tokens,
-            100.0 * m.hit_rate, (long long)m.generated_tokens, (long long)m.forward_calls,
+            100.0 * m.hit_rate, (long long)m.generated_tokens,
+            (long long)(m.generated_tokens - m.forced_tokens), (long long)m.forced_tokens,
+            (long long)m.constrained_requests, (long long)m.forward_calls,
             (long long)m.forward_tokens, m.running, m.waiting, (long long)m.evicted_tokens,
             (long long)m.retractions, m.pool_used, m.pool_slots, (long long)m.cache_tokens);
 }

@@ -31,6 +31,9 @@ static void run_usage(FILE *out) {
             "  --temperature T    default sampling temperature for gen (run level)\n"
             "  --max-tokens N     default max_tokens for gen\n"
             "  --seed N           reproducible run: base of every request's seed\n"
+            "  --no-jump-forward  constrained gen samples every token (default: text the\n"
+            "                     constraint forces is appended without sampling)\n"
+            "  --token-healing    default token_healing=true for gen\n"
             "  --threads N        engine threads (default: all cores)\n"
             "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
             "  --stats            print engine batching and cache figures to stderr\n"
@@ -82,6 +85,10 @@ int cmd_run(int argc, char **argv) {
             trace = true;
         } else if (!strcmp(argv[i], "--no-cache")) {
             so.cache_off = true;
+        } else if (!strcmp(argv[i], "--no-jump-forward")) {
+            vm_map_set_cstr(defaults, "jump_forward", vm_bool(false), NULL);
+        } else if (!strcmp(argv[i], "--token-healing")) {
+            vm_map_set_cstr(defaults, "token_healing", vm_bool(true), NULL);
         } else if (!strcmp(argv[i], "--allow-io")) {
             so.allow_io = true;
         } else if (cli_opt(argc, argv, &i, "--model", &v)) {
@@ -226,12 +233,13 @@ int cmd_run(int argc, char **argv) {
             sgl_engine_metrics_get(s.engine, &em);
             fprintf(stderr,
                     "stats: %lld generate, %lld score, %lld prefill requests in %lld flushes (largest %lld); "
-                    "prompt %lld tokens, %lld cached (%.1f%%), %lld generated; %llu VM instructions; "
-                    "%lld speculative requests filled %lld gens\n",
+                    "prompt %lld tokens, %lld cached (%.1f%%), %lld generated (%lld sampled, %lld forced "
+                    "by jump-forward; %lld constrained requests); %llu VM instructions; %lld speculative requests filled %lld gens\n",
                     (long long)ls.generate_requests, (long long)ls.score_requests, (long long)ls.prefill_requests,
                     (long long)ls.flushes, (long long)ls.max_batch, (long long)em.prompt_tokens,
                     (long long)em.cached_tokens, 100.0 * em.hit_rate, (long long)em.generated_tokens,
-                    (unsigned long long)vm_instructions(vmach), (long long)ls.spec_requests,
+                    (long long)(em.generated_tokens - em.forced_tokens), (long long)em.forced_tokens,
+                    (long long)em.constrained_requests, (unsigned long long)vm_instructions(vmach), (long long)ls.spec_requests,
                     (long long)ls.spec_gens);
             cli_backend_stats(s.engine, stderr);
         }

@@ -16,6 +16,7 @@
 
 #include "lang/format.h"
 #include "lang/lang_int.h"
+#include "runtime/constrain/constrain.h"
 
 typedef struct sym {
     const char *name;
@@ -63,6 +64,8 @@ typedef struct checker {
     sgl_node **lets;      /* LET nodes of the frame, for unused warnings */
     size_t n_lets, cap_lets;
     const sgl_node *const_decl; /* checking this CONST's initializer */
+    const sgl_node **cons_seen; /* CONST nodes already compiled as a constraint */
+    size_t n_cons_seen, cap_cons_seen;
 } checker;
 
 static sgl_diag *err(checker *c, sgl_loc loc, const char *fmt, ...) SGL_PRINTF(3, 4);
@@ -275,23 +278,280 @@ static void check_range(checker *c, const sgl_node *v, const char *fn, const sgl
         err(c, v->loc, "%s(): %s must be <= %s (got %s)", fn, k->name, b, g);
 }
 
-static void check_regex_literal(checker *c, const sgl_node *s, const char *what) {
+/* Location of byte off of string literal s's value (its last byte when the
+ * offset is past the end). */
+static sgl_loc string_loc(checker *c, const sgl_node *s, size_t off) {
+    uint32_t at = lang_string_src_offset(c->p, s, off);
+    sgl_loc loc = {s->loc.file, at, at + 1};
+    if (at >= s->loc.end) loc = (sgl_loc){s->loc.file, s->loc.end > 0 ? s->loc.end - 1 : 0, s->loc.end};
+    return loc;
+}
+
+/* regex_match's pattern: checked with lang/regex.c, the dialect the
+ * builtin runs (through POSIX extended regexes). */
+static void check_regex_literal(checker *c, const sgl_node *s) {
     if (s->kind != SGL_AST_STRING) return;
     size_t off = 0;
     const char *msg = NULL;
     if (sgl_regex_check(s->str.bytes, s->str.len, &off, &msg) == 0) return;
-    uint32_t at = lang_string_src_offset(c->p, s, off);
-    sgl_loc loc = {s->loc.file, at, at + 1};
-    if (at >= s->loc.end) loc = (sgl_loc){s->loc.file, s->loc.end > 0 ? s->loc.end - 1 : 0, s->loc.end};
-    err(c, loc, "invalid %s: %s (at offset %zu of the pattern)", what, msg, off);
+    err(c, string_loc(c, s, off), "invalid regex: %s (at offset %zu of the pattern)", msg, off);
+}
+
+/* ---- JSON pointers inside a schema string --------------------------------- */
+
+static size_t js_ws(const char *t, size_t n, size_t i) {
+    while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) i++;
+    return i;
+}
+
+/* End of the JSON string starting at t[i] == '"' (just past its closing
+ * quote), or n. */
+static size_t js_string_end(const char *t, size_t n, size_t i) {
+    for (i++; i < n; i++) {
+        if (t[i] == '\\') i++;
+        else if (t[i] == '"') return i + 1;
+    }
+    return n;
+}
+
+/* End of the JSON value starting at t[i] (strings and brackets balanced). */
+static size_t js_value_end(const char *t, size_t n, size_t i) {
+    int depth = 0;
+    for (; i < n; i++) {
+        char ch = t[i];
+        if (ch == '"') {
+            i = js_string_end(t, n, i) - 1;
+            if (depth == 0) return i + 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth <= 0) return i + 1;
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Byte offset in the JSON text t[0..n) of what pointer ("/properties/a/x")
+ * names: the key of the last object member it goes through, or the array
+ * item; the deepest place reached when the text does not follow the pointer
+ * (keys with escapes are compared as written). */
+static size_t json_pointer_offset(const char *t, size_t n, const char *ptr) {
+    size_t at = js_ws(t, n, 0), here = at;
+    while (*ptr == '/' && at < n) {
+        ptr++;
+        char seg[256];
+        size_t k = 0;
+        for (; *ptr && *ptr != '/'; ptr++) {
+            char ch = *ptr;
+            if (ch == '~' && (ptr[1] == '0' || ptr[1] == '1')) ch = *++ptr == '0' ? '~' : '/';
+            if (k + 1 < sizeof seg) seg[k++] = ch;
+        }
+        seg[k] = 0;
+        bool found = false;
+        if (t[at] == '{') {
+            size_t i = js_ws(t, n, at + 1);
+            while (i < n && t[i] == '"' && !found) {
+                size_t kend = js_string_end(t, n, i);
+                size_t vstart = js_ws(t, n, js_ws(t, n, kend) + 1); /* past ':' */
+                if (kend - i - 2 == k && !memcmp(t + i + 1, seg, k)) {
+                    here = i;
+                    at = vstart;
+                    found = true;
+                } else {
+                    i = js_ws(t, n, js_value_end(t, n, vstart));
+                    if (i < n && t[i] == ',') i = js_ws(t, n, i + 1);
+                }
+            }
+        } else if (t[at] == '[') {
+            char *end;
+            unsigned long idx = strtoul(seg, &end, 10);
+            size_t i = js_ws(t, n, at + 1);
+            for (unsigned long j = 0; *seg && !*end && i < n && t[i] != ']'; j++) {
+                if (j == idx) {
+                    here = at = i;
+                    found = true;
+                    break;
+                }
+                i = js_ws(t, n, js_value_end(t, n, i));
+                if (i < n && t[i] == ',') i = js_ws(t, n, i + 1);
+            }
+        }
+        if (!found) break;
+    }
+    return here;
+}
+
+/* Compiles a literal constraint string with the constraint compiler (the
+ * program stays in its cache, so the run does not compile it again) and
+ * reports a failure at the offending character inside the string. */
+static void check_constraint_string(checker *c, const sgl_node *s, cons_kind kind) {
+    if (s->kind != SGL_AST_STRING) return;
+    cons_diag d;
+    memset(&d, 0, sizeof d);
+    cons_program *prog = cons_compile_cached(kind, s->str.bytes, s->str.len, NULL, &d);
+    if (prog) {
+        cons_program_release(prog);
+        return;
+    }
+    sgl_loc loc = d.offset >= 0 ? string_loc(c, s, (size_t)d.offset) : s->loc;
+    if (d.offset < 0 && kind == CONS_JSON_SCHEMA && d.pointer[0])
+        loc = string_loc(c, s, json_pointer_offset(s->str.bytes, s->str.len, d.pointer));
+    if (kind == CONS_REGEX && d.offset >= 0)
+        err(c, loc, "invalid regex: %s (at offset %d of the pattern)", d.message, d.offset);
+    else if (kind == CONS_GRAMMAR && d.line > 0)
+        err(c, loc, "invalid grammar: %s (line %d, column %d of the grammar)", d.message, d.line, d.col);
+    else if (d.pointer[0])
+        err(c, loc, "invalid %s: %s (at %s)", cons_kind_name(kind), d.message, d.pointer);
+    else
+        err(c, loc, "invalid %s: %s", cons_kind_name(kind), d.message);
+}
+
+static void json_string(sgl_strbuf *sb, const char *b, size_t n) {
+    sgl_strbuf_putc(sb, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)b[i];
+        if (ch == '"' || ch == '\\') {
+            sgl_strbuf_putc(sb, '\\');
+            sgl_strbuf_putc(sb, (char)ch);
+        } else if (ch < 0x20) {
+            sgl_strbuf_printf(sb, "\\u%04x", ch);
+        } else {
+            sgl_strbuf_putc(sb, (char)ch);
+        }
+    }
+    sgl_strbuf_putc(sb, '"');
+}
+
+/* Writes a literal (map, list, string, number, bool, none) as JSON. Returns
+ * false when a part of it is not a literal (an f-string, an expression). */
+static bool literal_json(const sgl_node *n, sgl_strbuf *sb) {
+    double x;
+    bool is_int;
+    switch (n->kind) {
+    case SGL_AST_NONE: sgl_strbuf_puts(sb, "null"); return true;
+    case SGL_AST_BOOL: sgl_strbuf_puts(sb, n->boolean ? "true" : "false"); return true;
+    case SGL_AST_STRING: json_string(sb, n->str.bytes, n->str.len); return true;
+    case SGL_AST_LIST:
+    case SGL_AST_MAP:
+        sgl_strbuf_putc(sb, n->kind == SGL_AST_LIST ? '[' : '{');
+        for (uint32_t i = 0; i < n->list.items.len; i++) {
+            const sgl_node *it = n->list.items.items[i];
+            if (i) sgl_strbuf_putc(sb, ',');
+            if (n->kind == SGL_AST_MAP) {
+                if (it->kind != SGL_AST_PAIR || it->pair.key->kind != SGL_AST_STRING) return false;
+                json_string(sb, it->pair.key->str.bytes, it->pair.key->str.len);
+                sgl_strbuf_putc(sb, ':');
+                it = it->pair.value;
+            }
+            if (!literal_json(it, sb)) return false;
+        }
+        sgl_strbuf_putc(sb, n->kind == SGL_AST_LIST ? ']' : '}');
+        return true;
+    default:
+        if (!num_value(n, &x, &is_int)) return false;
+        if (is_int) sgl_strbuf_printf(sb, "%lld", (long long)x);
+        else sgl_strbuf_printf(sb, "%.17g", x);
+        return true;
+    }
+}
+
+/* The node a JSON pointer ("/properties/a/format") names inside a literal
+ * map: the key of the last map member it goes through (so an unsupported
+ * keyword is underlined), or the list item; the deepest node reached when the
+ * pointer goes beyond the literal. */
+static const sgl_node *pointer_node(const sgl_node *n, const char *ptr) {
+    const sgl_node *at = n;
+    while (*ptr == '/') {
+        ptr++;
+        char seg[256];
+        size_t k = 0;
+        for (; *ptr && *ptr != '/'; ptr++) {
+            char ch = *ptr;
+            if (ch == '~' && (ptr[1] == '0' || ptr[1] == '1')) ch = *++ptr == '0' ? '~' : '/';
+            if (k + 1 < sizeof seg) seg[k++] = ch;
+        }
+        seg[k] = 0;
+        const sgl_node *next = NULL, *key = NULL;
+        if (n->kind == SGL_AST_MAP) {
+            for (uint32_t i = 0; i < n->list.items.len && !next; i++) {
+                const sgl_node *pr = n->list.items.items[i];
+                if (pr->kind == SGL_AST_PAIR && pr->pair.key->kind == SGL_AST_STRING &&
+                    pr->pair.key->str.len == k && !memcmp(pr->pair.key->str.bytes, seg, k)) {
+                    next = pr->pair.value;
+                    key = pr->pair.key;
+                }
+            }
+        } else if (n->kind == SGL_AST_LIST) {
+            char *end;
+            unsigned long idx = strtoul(seg, &end, 10);
+            if (*seg && !*end && idx < n->list.items.len) next = key = n->list.items.items[idx];
+        }
+        if (!next) return at;
+        at = key;
+        n = next;
+    }
+    return at;
+}
+
+/* json_schema=: a string literal or a literal map, compiled as a schema. */
+static void check_schema_literal(checker *c, const sgl_node *v) {
+    if (v->kind == SGL_AST_STRING) {
+        check_constraint_string(c, v, CONS_JSON_SCHEMA);
+        return;
+    }
+    if (v->kind != SGL_AST_MAP) return;
+    sgl_strbuf sb = {0};
+    if (!literal_json(v, &sb) || !sb.data) {
+        sgl_strbuf_free(&sb);
+        return; /* not all literal: checked when the request is made */
+    }
+    cons_diag d;
+    memset(&d, 0, sizeof d);
+    cons_program *prog = cons_compile_cached(CONS_JSON_SCHEMA, sb.data, sb.len, NULL, &d);
+    sgl_strbuf_free(&sb);
+    if (prog) {
+        cons_program_release(prog);
+        return;
+    }
+    const sgl_node *at = d.pointer[0] ? pointer_node(v, d.pointer) : v;
+    if (d.pointer[0]) err(c, at->loc, "invalid json_schema: %s (at %s)", d.message, d.pointer);
+    else err(c, at->loc, "invalid json_schema: %s", d.message);
 }
 
 static bool str_is(const sgl_node *n, const char *s) {
     return n->kind == SGL_AST_STRING && n->str.len == strlen(s) && !memcmp(n->str.bytes, s, n->str.len);
 }
 
+/* A constraint argument that names a const: the const's initializer when it
+ * is a literal seen here for the first time (so each const's constraint is
+ * compiled, and reported, once), else NULL. */
+static const sgl_node *constraint_const(checker *c, const sgl_node *v) {
+    sgl_binding b;
+    if (!lookup(c, v->name.name, &b) || b.kind != SGL_BIND_CONST || !b.decl || !b.decl->decl.value)
+        return NULL;
+    for (size_t i = 0; i < c->n_cons_seen; i++)
+        if (c->cons_seen[i] == b.decl) return NULL;
+    if (c->n_cons_seen == c->cap_cons_seen) {
+        size_t cap = c->cap_cons_seen ? c->cap_cons_seen * 2 : 8;
+        const sgl_node **n = realloc(c->cons_seen, cap * sizeof *n);
+        if (!n) return NULL;
+        c->cons_seen = n;
+        c->cap_cons_seen = cap;
+    }
+    c->cons_seen[c->n_cons_seen++] = b.decl;
+    const sgl_node *init = b.decl->decl.value;
+    return is_literal(init) ? init : NULL;
+}
+
 /* Checks a literal keyword argument value against its table entry. */
 static void check_kwarg_value(checker *c, const char *fn, const sgl_kwarg_info *k, const sgl_node *v) {
+    if (v->kind == SGL_AST_NAME &&
+        (k->type == SGL_KWT_REGEX || k->type == SGL_KWT_MAP_OR_STR || k->type == SGL_KWT_GRAMMAR)) {
+        v = constraint_const(c, v);
+        if (!v) return;
+    }
     if (!is_literal(v)) return;
     double x;
     bool is_int;
@@ -369,13 +629,21 @@ static void check_kwarg_value(checker *c, const char *fn, const sgl_kwarg_info *
         return;
     case SGL_KWT_REGEX:
         if (v->kind == SGL_AST_STRING)
-            check_regex_literal(c, v, "regex");
+            check_constraint_string(c, v, CONS_REGEX);
         else if (v->kind != SGL_AST_FSTRING)
             err(c, v->loc, "%s(): regex must be a string, not %s", fn, literal_what(v));
         return;
     case SGL_KWT_MAP_OR_STR:
         if (v->kind != SGL_AST_MAP && v->kind != SGL_AST_STRING && v->kind != SGL_AST_FSTRING)
             err(c, v->loc, "%s(): json_schema must be a map or a JSON string, not %s", fn, literal_what(v));
+        else
+            check_schema_literal(c, v);
+        return;
+    case SGL_KWT_GRAMMAR:
+        if (v->kind == SGL_AST_STRING)
+            check_constraint_string(c, v, CONS_GRAMMAR);
+        else if (v->kind != SGL_AST_FSTRING)
+            err(c, v->loc, "%s(): grammar must be a string, not %s", fn, literal_what(v));
         return;
     case SGL_KWT_METHOD:
         for (size_t i = 0; i < SGL_ARRAY_LEN(sgl_select_methods); i++)
@@ -604,7 +872,7 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
             pos[0]->kind != SGL_AST_NONE)
             err(c, pos[0]->loc, "%s(): the variable name must be a string, not %s", name, literal_what(pos[0]));
         if (b == SGL_BUILTIN_GEN) {
-            static const char *const cons[] = {"regex", "json_schema", "choices", "dtype"};
+            static const char *const cons[] = {"regex", "json_schema", "grammar", "choices", "dtype"};
             sgl_node *first = NULL;
             for (size_t i = 0; i < SGL_ARRAY_LEN(cons); i++) {
                 sgl_node *k = find_kwarg(call, cons[i]);
@@ -684,7 +952,7 @@ static void check_builtin_call(checker *c, sgl_node *call, sgl_builtin b, bool a
     case SGL_BUILTIN_REGEX_MATCH:
     case SGL_BUILTIN_REGEX_FIND_ALL:
     case SGL_BUILTIN_REGEX_SUB:
-        if (np >= 1) check_regex_literal(c, pos[0], "regex");
+        if (np >= 1) check_regex_literal(c, pos[0]);
         break;
     case SGL_BUILTIN_JOIN:
         if (np == 2 && call->call.args.len > 2)
@@ -1232,4 +1500,5 @@ out:
     free(c.imports);
     free(c.locals.items);
     free(c.lets);
+    free(c.cons_seen);
 }

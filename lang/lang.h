@@ -44,6 +44,7 @@ typedef enum sgl_kwarg_type {
     SGL_KWT_DTYPE,           /* "int" | "float" | "bool" */
     SGL_KWT_REGEX,           /* string in the regex dialect (sgl_regex_check) */
     SGL_KWT_MAP_OR_STR,      /* JSON schema: a map, or a string holding JSON */
+    SGL_KWT_GRAMMAR,         /* string: an EBNF / GBNF grammar */
     SGL_KWT_METHOD,          /* select method name */
     SGL_KWT_JOIN_MODE,       /* "gather" | "concat" | "concate_and_append" */
     SGL_KWT_STR,             /* a string */

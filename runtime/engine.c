@@ -9,6 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
+#include "runtime/constrain/constrain.h"
 #include "runtime/model.h"
 #include "runtime/scheduler.h"
 #include "runtime/tokenizer.h"
@@ -24,6 +27,7 @@ sgl_sampling_params sgl_sampling_params_default(void) {
     p.repetition_penalty = 1.0f;
     p.skip_special_tokens = true;
     p.logprob_start_len = -1;
+    p.jump_forward = true;
     return p;
 }
 
@@ -132,7 +136,7 @@ const char *sgl_engine_name(const sgl_engine *e) { return e->ops->name; }
 sgl_engine_caps sgl_engine_caps_local(void) {
     sgl_engine_caps c;
     memset(&c, 0, sizeof c);
-    c.raw_prompt = c.logprobs = c.score = true;
+    c.raw_prompt = c.logprobs = c.score = c.constraints = true;
     c.sampling = SGL_CAP_ALL_SAMPLING;
     return c;
 }
@@ -185,13 +189,18 @@ typedef struct pending {
     int32_t n_tokens;
     sgl_req_kind kind;
     bool stream;
-    sgl_sampling_params p;      /* stop / stop_token_ids owned */
+    sgl_sampling_params p;      /* stop / stop_token_ids owned; constraint texts not kept */
+    cons_program *prog;         /* compiled constraint (one reference), or NULL */
 } pending;
 
 typedef struct local_engine {
     sgl_model *model;
     kv_pool *pool;
     sgl_tokenizer *tok;
+    cons_vocab *vocab;          /* the tokenizer's vocabulary as constraint masks see it;
+                                   built by the engine thread on the first request that
+                                   needs it (NULL until then) */
+    int32_t n_vocab;            /* the model's vocabulary (logits per row) */
     sched *s;
     pthread_t thread;
     bool thread_started;
@@ -214,12 +223,70 @@ static void params_free(sgl_sampling_params *p) {
     p->stop_token_ids = NULL;
 }
 
+/* sgl_sampling_constraint: see engine.h. */
+int sgl_sampling_constraint(const sgl_sampling_params *p, cons_program **out, sgl_error *err) {
+    *out = NULL;
+    int given = (p->regex != NULL) + (p->json_schema != NULL) + (p->grammar != NULL) +
+                (p->n_choices > 0 || p->choices != NULL);
+    if (given == 0) return 0;
+    if (given > 1)
+        return sgl_error_set(err, "constraint: give one of regex, json_schema, grammar, choices");
+    cons_kind kind;
+    const char *text;
+    char *owned = NULL;
+    if (p->regex) {
+        kind = CONS_REGEX;
+        text = p->regex;
+    } else if (p->json_schema) {
+        kind = CONS_JSON_SCHEMA;
+        text = p->json_schema;
+    } else if (p->grammar) {
+        kind = CONS_GRAMMAR;
+        text = p->grammar;
+    } else {
+        if (p->n_choices < 1 || !p->choices) return sgl_error_set(err, "choices: empty list");
+        cJSON *arr = cJSON_CreateArray();
+        for (int32_t i = 0; arr && i < p->n_choices; i++) {
+            cJSON *it = cJSON_CreateString(p->choices[i] ? p->choices[i] : "");
+            if (!it) {
+                cJSON_Delete(arr);
+                arr = NULL;
+                break;
+            }
+            cJSON_AddItemToArray(arr, it);
+        }
+        owned = arr ? cJSON_PrintUnformatted(arr) : NULL;
+        cJSON_Delete(arr);
+        if (!owned) return sgl_error_set(err, "choices: out of memory");
+        kind = CONS_CHOICES;
+        text = owned;
+    }
+    cons_options opt = cons_options_default();
+    opt.ws_flexible = p->json_ws_flexible;
+    if (p->json_ws_max > 0) opt.ws_max = p->json_ws_max;
+    cons_diag d;
+    memset(&d, 0, sizeof d);
+    *out = cons_compile_cached(kind, text, strlen(text), &opt, &d);
+    free(owned);
+    if (*out) return 0;
+    const char *kn = cons_kind_name(kind);
+    if (d.pointer[0])
+        return sgl_error_set(err, "%s: %s (at %s)", kn, d.message, d.pointer);
+    if (d.line > 0)
+        return sgl_error_set(err, "%s: %d:%d: %s", kn, d.line, d.col, d.message);
+    if (d.offset >= 0)
+        return sgl_error_set(err, "%s: %s (at offset %d)", kn, d.message, d.offset);
+    return sgl_error_set(err, "%s: %s", kn, d.message);
+}
+
 static int params_copy(sgl_sampling_params *dst, const sgl_sampling_params *src) {
     *dst = *src;
     dst->stop = NULL;
     dst->stop_token_ids = NULL;
-    dst->regex = src->regex && *src->regex ? "regex" : NULL; /* only presence is used */
-    dst->json_schema = src->json_schema && *src->json_schema ? "schema" : NULL;
+    /* compiled at submit: the scheduler takes the program, not the texts */
+    dst->regex = dst->json_schema = dst->grammar = NULL;
+    dst->choices = NULL;
+    dst->n_choices = 0;
     dst->n_stop = 0;
     if (src->n_stop > 0) {
         char **v = calloc((size_t)src->n_stop, sizeof(char *));
@@ -254,6 +321,43 @@ static const char *local_piece(void *ctx, int32_t id, bool skip_special, size_t 
         return NULL;
     }
     return tok_piece(tok, id, len);
+}
+
+static int local_encode(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n,
+                        sgl_error *err) {
+    return tok_encode_ex(ctx, text, len, 0, ids, n, err);
+}
+
+/* The tokenizer's vocabulary as the constraint masks see it: raw bytes per
+ * token, control tokens special, the end-of-generation ids as EOS. Returns
+ * the index (caller frees) or NULL with err. */
+static cons_vocab *vocab_index(const sgl_tokenizer *tok, int32_t n_vocab, sgl_error *err) {
+    const char **pieces = calloc((size_t)n_vocab, sizeof *pieces);
+    size_t *lens = calloc((size_t)n_vocab, sizeof *lens);
+    bool *special = calloc((size_t)n_vocab, sizeof *special);
+    cons_vocab *v = NULL;
+    if (!pieces || !lens || !special) {
+        sgl_error_set(err, "engine: out of memory");
+        goto out;
+    }
+    int32_t n_tok = tok_vocab_size(tok);
+    for (int32_t i = 0; i < n_vocab; i++) {
+        /* model rows beyond the tokenizer's vocabulary are never text */
+        pieces[i] = i < n_tok ? tok_piece(tok, i, &lens[i]) : NULL;
+        if (!pieces[i]) {
+            pieces[i] = "";
+            lens[i] = 0;
+        }
+        special[i] = i >= n_tok || tok_is_special(tok, i) || lens[i] == 0;
+    }
+    size_t n_eos = 0;
+    const int32_t *eos = tok_eog_ids(tok, &n_eos);
+    v = cons_vocab_new(n_vocab, pieces, lens, special, eos, (int32_t)n_eos, err);
+out:
+    free(pieces);
+    free(lens);
+    free(special);
+    return v;
 }
 
 static int local_forward(void *ctx, kv_pool *kv, const model_batch *b, float *logits,
@@ -371,8 +475,19 @@ static void *local_main(void *arg) {
             in.n_tokens = pd->n_tokens;
             in.params = &pd->p;
             in.stream = pd->stream;
+            in.constraint = pd->prog;
             sgl_error err;
-            if (sched_add(le->s, &in, &err) < 0) {
+            int rc = 0;
+            if ((pd->prog || pd->p.token_healing) && !le->vocab) {
+                /* first constrained request: index the vocabulary now */
+                if (!(le->vocab = vocab_index(le->tok, le->n_vocab, &err)) ||
+                    sched_set_cons_vocab(le->s, le->vocab, &err) < 0) {
+                    cons_vocab_free(le->vocab);
+                    le->vocab = NULL;
+                    rc = -1;
+                }
+            }
+            if (rc < 0 || sched_add(le->s, &in, &err) < 0) {
                 /* out of memory: fail just this part */
                 sgl_result *r = calloc(1, sizeof *r);
                 if (r) {
@@ -386,6 +501,7 @@ static void *local_main(void *arg) {
             }
             free(pd->tokens);
             params_free(&pd->p);
+            cons_program_release(pd->prog);
         }
         le->n_pend = 0;
         for (track *t = le->live, *next; t; t = next) {
@@ -478,6 +594,9 @@ static int local_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_erro
             sgl_error_set(err, "request: out of memory");
             goto fail;
         }
+        if (req->kind == SGL_REQ_GENERATE &&
+            sgl_sampling_constraint(&req->params, &pds[0].prog, err) < 0)
+            goto fail;
     } else {
         if (n_prompt < 1) {
             sgl_error_set(err, "score request: empty prompt");
@@ -555,6 +674,7 @@ fail:
         for (int32_t i = 0; i < n_parts; i++) {
             free(pds[i].tokens);
             params_free(&pds[i].p);
+            cons_program_release(pds[i].prog);
         }
     free(pds);
     track_free(t);
@@ -626,6 +746,7 @@ static void local_free(void *ctx) {
     for (int32_t i = 0; i < le->n_pend; i++) {
         free(le->pend[i].tokens);
         params_free(&le->pend[i].p);
+        cons_program_release(le->pend[i].prog);
     }
     free(le->pend);
     for (int32_t i = 0; i < le->n_done; i++) sgl_result_free(le->done[i]);
@@ -637,6 +758,7 @@ static void local_free(void *ctx) {
         track_free(t);
     }
     kv_pool_free(le->pool);
+    cons_vocab_free(le->vocab);
     tok_free(le->tok);
     model_free(le->model);
     pthread_mutex_destroy(&le->mu);
@@ -685,6 +807,7 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
         slots = (int32_t)SGL_MIN(n, (uint64_t)INT32_MAX / 4);
     }
     if (!(le->pool = model_kv_pool_new(le->model, slots, err))) goto fail;
+    le->n_vocab = mc->vocab;
     size_t n_eos = 0;
     const int32_t *eos = tok_eog_ids(le->tok, &n_eos);
     sched_config sc = sched_config_default();
@@ -702,6 +825,8 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
     sc.forward_ctx = le->model;
     sc.piece = local_piece;
     sc.piece_ctx = le->tok;
+    sc.encode = local_encode;
+    sc.encode_ctx = le->tok;
     if (!(le->s = sched_new(&sc, le->pool, err))) goto fail;
     sched_metrics(le->s, &le->metrics);
     if (pthread_create(&le->thread, NULL, local_main, le) != 0) {

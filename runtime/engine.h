@@ -63,10 +63,33 @@ typedef struct sgl_sampling_params {
     int32_t logprob_start_len;     /* >= 0: also logprobs of the prompt tokens from index
                                       max(logprob_start_len, 1) on (input_logprobs;
                                       token 0 has none); -1: none */
-    const char *regex;             /* constraints: not supported by the local engine yet */
-    const char *json_schema;       /*   (a request carrying one is aborted) */
     bool penalize_prompt;          /* repetition/frequency/presence penalties also count the
                                       prompt's tokens (default false: output only) */
+    /* Constraints (runtime/constrain/): at most one of regex, json_schema,
+     * grammar, choices. The output is then exactly a text of the constraint's
+     * language (or a prefix of one when it ends by length or a stop string):
+     * before each sampled token the tokens that would leave the language get
+     * -inf, EOS is allowed exactly where the text is complete, and the
+     * request finishes (STOP, stop_token -1) when nothing can follow. A
+     * constraint that does not compile makes sgl_engine_submit refuse the
+     * request with the compiler's message; it never runs unconstrained.
+     * Logprobs stay those of the raw (unmasked) logits. */
+    const char *regex;             /* docs/language.md regex dialect, whole-output match */
+    const char *json_schema;       /* JSON text of a schema (docs/runtime.md: supported subset) */
+    const char *grammar;           /* EBNF / GBNF text, start rule "root" */
+    const char *const *choices;    /* [n_choices] strings: the output is exactly one of them */
+    int32_t n_choices;
+    bool json_ws_flexible;         /* json_schema: whitespace allowed between tokens
+                                      (default false: compact JSON) */
+    int32_t json_ws_max;           /* flexible: longest whitespace run (0: the compiler's default) */
+    bool jump_forward;             /* default true: where the constraint allows one text
+                                      only, append it without sampling (retokenized at the
+                                      boundary, its KV computed in one extend step). Off for
+                                      requests with return_logprob (every token keeps the
+                                      logprob the model gave it). */
+    bool token_healing;            /* back off the prompt's last (non-special) token; the
+                                      first generated token must start with its bytes,
+                                      which are not repeated in the output text */
 } sgl_sampling_params;
 
 sgl_sampling_params sgl_sampling_params_default(void);
@@ -76,6 +99,16 @@ typedef struct sgl_chat_msg {
     const char *role;
     const char *content;
 } sgl_chat_msg;
+/* Compiles the constraint p carries (regex, json_schema, grammar or choices,
+ * with its JSON whitespace options; through the process-wide compile cache).
+ * Returns 0 with *out a program (one reference, see
+ * runtime/constrain/constrain.h) or NULL when p has no constraint; -1 with
+ * err set to the compiler's located message ("regex: ... (at offset 3)",
+ * "json_schema: ... (at /properties/a)", "grammar: 2:5: ...") when it does
+ * not compile or more than one is given. Engines refuse such a request. */
+struct cons_program;
+int sgl_sampling_constraint(const sgl_sampling_params *p, struct cons_program **out,
+                            sgl_error *err);
 
 typedef struct sgl_request {
     sgl_req_kind kind;
@@ -184,6 +217,8 @@ typedef struct sgl_result {
     int32_t n_input_logprobs;
     sgl_choice_score *choices;     /* SCORE: [n_choices] */
     int32_t n_choices;
+    int32_t forced_tokens;         /* of completion_tokens, appended by jump-forward
+                                      without sampling */
     bool partial;                  /* stream: text/tokens are only what is new since the
                                       previous partial; finish is NONE; prompt_tokens,
                                       cached_tokens and completion_tokens are the figures
@@ -200,7 +235,9 @@ typedef struct sgl_engine_metrics {
     int64_t prompt_tokens;         /* prompt tokens of admitted requests (once each) */
     int64_t cached_tokens;         /* of which served from the radix cache at admission */
     double hit_rate;               /* cached / prompt (0 when none) */
-    int64_t generated_tokens;
+    int64_t generated_tokens;      /* output tokens, sampled + forced */
+    int64_t forced_tokens;         /* of which appended by jump-forward (constraints) */
+    int64_t constrained_requests;  /* requests run under a constraint */
     int64_t forward_calls;
     int64_t forward_tokens;        /* new tokens run through the model */
     int32_t running, waiting;      /* right now */
@@ -276,7 +313,7 @@ void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
 /* What e can do (see sgl_engine_caps). */
 void sgl_engine_caps_get(const sgl_engine *e, sgl_engine_caps *out);
 /* The local engine's capabilities: text and token prompts, logprobs, SCORE,
- * every sampling field; no constraints yet. */
+ * constraints, every sampling field. */
 sgl_engine_caps sgl_engine_caps_local(void);
 /* The implementation context of e when e was made with ops, else NULL
  * (borrowed: for the implementation's own extra API). */

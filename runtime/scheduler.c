@@ -40,6 +40,12 @@ typedef struct sreq {
     sgl_finish finish;
     char *stop_str, *error;
     int32_t stop_token;
+    cons_matcher *cm;           /* constraint and/or token healing, or NULL */
+    bool constrained;           /* cm runs a program (not only a healing prefix) */
+    bool jf;                    /* jump-forward */
+    size_t heal_prefix;         /* bytes of the backed-off prompt token */
+    size_t heal_left;           /* of them, still to be left out of the text */
+    int32_t n_forced;           /* generated tokens appended by jump-forward */
 } sreq;
 
 struct sched {
@@ -62,8 +68,14 @@ struct sched {
     float *row;                 /* [vocab] masked copy of a logits row */
     int32_t *top_ids;           /* [vocab] */
     float *top_lps;
+    uint32_t *mask;             /* [cons_mask_words] when a vocab is given */
+    char *fbuf;                 /* [FORCED_CAP] jump-forward bytes (token bytes first) */
     sgl_engine_metrics m;
 };
+
+/* Longest jump-forward appended at once (bytes); the rest follows after the
+ * next token. */
+enum { FORCED_CAP = 4096 };
 
 sched_config sched_config_default(void) {
     sched_config c = {0};
@@ -97,6 +109,7 @@ static void req_free(sreq *r) {
     free(r->ilps);
     free(r->stop_str);
     free(r->error);
+    cons_matcher_free(r->cm);
     free(r);
 }
 
@@ -259,6 +272,7 @@ static void req_finish(sched *s, sreq *r, bool keep_kv) {
         res->prompt_tokens = r->n_prompt;
         res->completion_tokens = r->n_gen;
         res->cached_tokens = r->cached_tokens;
+        res->forced_tokens = r->n_forced;
         res->logprobs = r->lps;
         res->n_logprobs = r->n_lps;
         r->lps = NULL;
@@ -308,12 +322,34 @@ sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err) {
     s->top_ids = malloc(sizeof(int32_t) * (size_t)cfg->vocab);
     s->top_lps = malloc(sizeof(float) * (size_t)cfg->vocab);
     if (!s->running || !s->seqs || !s->batch || !s->row || !s->top_ids || !s->top_lps) goto oom;
+    s->cfg.cons_vocab = NULL;
+    if (cfg->cons_vocab && sched_set_cons_vocab(s, cfg->cons_vocab, err) < 0) {
+        sched_free(s);
+        return NULL;
+    }
     s->m.pool_slots = pool->n_slots;
     return s;
 oom:
     sched_free(s);
     sgl_error_set(err, "scheduler: out of memory");
     return NULL;
+}
+
+int sched_set_cons_vocab(sched *s, const cons_vocab *v, sgl_error *err) {
+    if (s->cfg.cons_vocab) return sgl_error_set(err, "scheduler: constraint vocabulary already set");
+    if (cons_vocab_size(v) > s->cfg.vocab)
+        return sgl_error_set(err, "scheduler: constraint vocabulary larger than the model's");
+    s->mask = malloc(sizeof(uint32_t) * cons_mask_words(v));
+    s->fbuf = malloc(FORCED_CAP + 64);
+    if (!s->mask || !s->fbuf) {
+        free(s->mask);
+        free(s->fbuf);
+        s->mask = NULL;
+        s->fbuf = NULL;
+        return sgl_error_set(err, "scheduler: out of memory");
+    }
+    s->cfg.cons_vocab = v;
+    return 0;
 }
 
 void sched_free(sched *s) {
@@ -335,7 +371,139 @@ void sched_free(sched *s) {
     free(s->row);
     free(s->top_ids);
     free(s->top_lps);
+    free(s->mask);
+    free(s->fbuf);
     free(s);
+}
+
+/* ---- constraints --------------------------------------------------------- */
+
+/* Sets up r's matcher: token healing backs off the prompt's last token (not a
+ * special one) and makes its bytes the matcher's prefix. Returns 0 (*why set
+ * when the request must be refused), or -1 with err when memory runs out. */
+static int req_constrain(sched *s, sreq *r, cons_program *prog, bool heal, const char **why,
+                         sgl_error *err) {
+    if (!s->cfg.cons_vocab) {
+        *why = "this engine has no vocabulary index for constrained decoding or token healing";
+        return 0;
+    }
+    const char *prefix = NULL;
+    size_t n_prefix = 0;
+    if (heal && r->n_prompt >= 2 && s->cfg.piece) {
+        int32_t last = r->tok[r->n_prompt - 1];
+        if (last >= 0 && last < s->cfg.vocab) {
+            prefix = s->cfg.piece(s->cfg.piece_ctx, last, true, &n_prefix);
+            if (prefix && n_prefix) {
+                r->n_prompt--;
+                r->n_tok--;
+            } else {
+                prefix = NULL;
+                n_prefix = 0;
+            }
+        }
+    }
+    if (!prog && !n_prefix) return 0; /* healing asked, nothing to heal */
+    if (!(r->cm = cons_matcher_new(prog, s->cfg.cons_vocab, prefix, n_prefix, err))) return -1;
+    r->constrained = prog != NULL;
+    r->heal_prefix = r->heal_left = n_prefix;
+    r->jf = r->p.jump_forward && !r->p.return_logprob && s->cfg.encode && s->cfg.piece;
+    return 0;
+}
+
+/* Appends output bytes to r's text, leaving out what token healing re-generated. */
+static void text_append(sreq *r, const char *b, size_t n) {
+    size_t skip = SGL_MIN(n, r->heal_left);
+    r->heal_left -= skip;
+    if (n > skip) sgl_strbuf_append(&r->text, b + skip, n - skip);
+}
+
+/* Appends generated token t (KV not computed yet): sampler counts, token
+ * list, text. The caller has reserved room. */
+static void append_token(sched *s, sreq *r, int32_t t) {
+    sampler_state_accept(r->ss, t);
+    r->tok[r->n_tok++] = t;
+    r->n_gen++;
+    s->m.generated_tokens++;
+    if (s->cfg.piece) {
+        size_t len = 0;
+        const char *piece = s->cfg.piece(s->cfg.piece_ctx, t, r->p.skip_special_tokens, &len);
+        if (piece && len) text_append(r, piece, len);
+    }
+}
+
+/* Jump-forward. The bytes r's matcher forces from here (beyond a healing
+ * prefix still pending) are accepted and encoded together with the bytes of
+ * `last` (the token just sampled, whose KV is not computed yet; -1: none);
+ * the resulting tokens replace `last` in *out (caller-owned array of *n_out
+ * ids, malloc'd). Nothing is forced, or the text does not re-encode to
+ * itself (a byte the vocabulary lacks): *n_out is 0 and the matcher is
+ * unchanged. room caps the tokens kept (the matcher still moves past every
+ * forced byte: the request then ends by length). Returns 0, or -1 with err. */
+static int req_jump(sched *s, sreq *r, int32_t last, int32_t room, int32_t **out,
+                    int32_t *n_out, bool *truncated, sgl_error *err) {
+    *n_out = 0;
+    *out = NULL;
+    *truncated = false;
+    size_t head = 0;
+    if (last >= 0) {
+        const char *pc = s->cfg.piece(s->cfg.piece_ctx, last, false, &head);
+        if (!pc || head > 64) return 0;
+        memcpy(s->fbuf, pc, head);
+    }
+    size_t n = cons_matcher_forced(r->cm, s->fbuf + head, FORCED_CAP);
+    /* A healing prefix alone is not a jump: re-encoding it would give back
+     * the very token healing removed. */
+    if (n == 0 || (last < 0 && cons_matcher_position(r->cm) == 0 && n <= r->heal_prefix))
+        return 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (s->cfg.encode(s->cfg.encode_ctx, s->fbuf, head + n, &ids, &n_ids, err) < 0) return -1;
+    /* the tokens must spell exactly the text (encoders may drop bytes) */
+    size_t at = 0;
+    bool same = n_ids > 0;
+    for (size_t i = 0; same && i < n_ids; i++) {
+        size_t len = 0;
+        const char *pc = ids[i] >= 0 && ids[i] < s->cfg.vocab
+                             ? s->cfg.piece(s->cfg.piece_ctx, ids[i], false, &len)
+                             : NULL;
+        if (!pc || at + len > head + n || memcmp(pc, s->fbuf + at, len)) same = false;
+        at += len;
+    }
+    if (!same || at != head + n || cons_matcher_accept_bytes(r->cm, s->fbuf + head, n) < 0) {
+        free(ids);
+        return 0;
+    }
+    if ((int64_t)n_ids > room) {
+        n_ids = (size_t)SGL_MAX(room, 0);
+        *truncated = true;
+    }
+    *out = ids;
+    *n_out = (int32_t)n_ids;
+    return 0;
+}
+
+/* Appends what the constraint forces before the first token (after the
+ * prompt; prefilled with it). Returns 0, or -1 with err. */
+static int req_jump_start(sched *s, sreq *r, sgl_error *err) {
+    int32_t *ids, n;
+    bool trunc;
+    int32_t room = r->p.max_new_tokens;
+    if (s->cfg.max_context > 0) room = SGL_MIN(room, s->cfg.max_context - 1 - r->n_tok);
+    if (room <= 0) return 0;
+    if (req_jump(s, r, -1, room, &ids, &n, &trunc, err) < 0) return -1;
+    if (n == 0) {
+        free(ids);
+        return 0;
+    }
+    if (req_reserve(r, r->n_tok + n + 1) < 0) {
+        free(ids);
+        return sgl_error_set(err, "scheduler: out of memory");
+    }
+    for (int32_t i = 0; i < n; i++) append_token(s, r, ids[i]);
+    r->n_forced += n;
+    s->m.forced_tokens += n;
+    free(ids);
+    return 0;
 }
 
 int sched_add(sched *s, const sched_input *in, sgl_error *err) {
@@ -349,7 +517,9 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
     r->p = *p;
     r->p.stop = NULL;
     r->p.stop_token_ids = NULL;
-    r->p.regex = r->p.json_schema = NULL;
+    r->p.regex = r->p.json_schema = r->p.grammar = NULL;
+    r->p.choices = NULL;
+    r->p.n_choices = 0;
     r->stop_token = -1;
     r->lp_first = -1;
     r->seq = s->next_seq++;
@@ -359,6 +529,10 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
     if (req_reserve(r, in->n_tokens + 1) < 0) goto oom;
     if (in->n_tokens > 0) memcpy(r->tok, in->tokens, sizeof(int32_t) * (size_t)in->n_tokens);
     r->n_tok = r->n_prompt = in->n_tokens;
+    const char *why = NULL;
+    if (in->kind == SGL_REQ_GENERATE && (in->constraint || p->token_healing)) {
+        if (req_constrain(s, r, in->constraint, p->token_healing, &why, err) < 0) goto fail;
+    }
     if (p->n_stop > 0) {
         if (!(r->stop = calloc((size_t)p->n_stop, sizeof(char *)))) goto oom;
         for (int32_t i = 0; i < p->n_stop; i++) {
@@ -391,13 +565,11 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
         if (!r->ilps) goto oom;
     }
 
-    const char *why = NULL;
-    if (in->n_tokens < 1) why = "empty prompt";
+    if (why) {
+    } else if (in->n_tokens < 1) why = "empty prompt";
     else if (in->n_tokens >= s->pool->n_slots) why = "prompt longer than the KV pool";
     else if (s->cfg.max_context > 0 && in->n_tokens >= s->cfg.max_context)
         why = "prompt longer than the model context";
-    else if ((p->regex && *p->regex) || (p->json_schema && *p->json_schema))
-        why = "constrained decoding (regex / json_schema) is not supported by this engine";
     else
         for (int32_t i = 0; i < in->n_tokens && !why; i++)
             if (in->tokens[i] < 0 || in->tokens[i] >= s->cfg.vocab) why = "token id out of range";
@@ -405,6 +577,8 @@ int sched_add(sched *s, const sched_input *in, sgl_error *err) {
         req_abort(s, r, why, false);
         return 0;
     }
+    if (r->constrained) s->m.constrained_requests++;
+    if (r->cm && r->jf && r->p.max_new_tokens > 0 && req_jump_start(s, r, err) < 0) goto fail;
     if (s->n_waiting == s->cap_waiting) {
         int32_t cap = s->cap_waiting ? s->cap_waiting * 2 : 64;
         sreq **w = realloc(s->waiting, sizeof(sreq *) * (size_t)cap);
@@ -631,8 +805,25 @@ static bool match_stop_str(sreq *r, size_t old_len) {
     return true;
 }
 
-/* The last logits row of a GENERATE request is ready: sample, record, check
- * for the end. Returns true when r finished (r->finish set). */
+/* Sets the logits of the tokens r's matcher does not allow to -inf in row
+ * (a copy). Returns the number allowed. */
+static int32_t mask_row(sched *s, sreq *r, float *row) {
+    int32_t n_ok = cons_matcher_mask(r->cm, s->mask);
+    int32_t nv = cons_vocab_size(s->cfg.cons_vocab);
+    for (int32_t w = 0; w * 32 < nv; w++) {
+        uint32_t bits = s->mask[w];
+        if (bits == 0xffffffffu) continue;
+        int32_t hi = SGL_MIN(32, nv - w * 32);
+        for (int32_t b = 0; b < hi; b++)
+            if (!(bits >> b & 1u)) row[w * 32 + b] = -INFINITY;
+    }
+    for (int32_t v = nv; v < s->cfg.vocab; v++) row[v] = -INFINITY;
+    return n_ok;
+}
+
+/* The last logits row of a GENERATE request is ready: sample (under the
+ * constraint's mask), record, jump forward, check for the end. Returns true
+ * when r finished (r->finish set). */
 static bool sample_next(sched *s, sreq *r, const float *row) {
     if (r->n_gen >= r->p.max_new_tokens) {
         /* Asked for no tokens but for alternatives: the next-token ones
@@ -645,18 +836,52 @@ static bool sample_next(sched *s, sreq *r, const float *row) {
         r->finish = SGL_FINISH_LENGTH;
         return true;
     }
+    if (r->cm && r->constrained && !cons_matcher_can_continue(r->cm)) {
+        r->finish = SGL_FINISH_STOP; /* everything was forced */
+        return true;
+    }
     const float *use = row;
-    if (r->n_gen < r->p.min_new_tokens && !r->p.ignore_eos) {
+    bool min_mask = r->n_gen < r->p.min_new_tokens && !r->p.ignore_eos;
+    if (r->cm || min_mask) {
         memcpy(s->row, row, sizeof(float) * (size_t)s->cfg.vocab);
+        use = s->row;
+    }
+    if (r->cm) {
+        if (mask_row(s, r, s->row) == 0) {
+            if (cons_matcher_accepting(r->cm)) {
+                r->finish = SGL_FINISH_STOP;
+            } else {
+                r->finish = SGL_FINISH_ABORT;
+                r->error = sgl_strdup("constraint: no token of the vocabulary continues the output");
+            }
+            return true;
+        }
+        /* under a constraint EOS is allowed only where the text is complete;
+         * min_new_tokens then yields to the constraint */
+        if (min_mask) {
+            bool other = false;
+            for (int32_t v = 0; v < s->cfg.vocab && !other; v++)
+                if (s->row[v] != -INFINITY && !is_stop_token(s, r, v)) other = true;
+            min_mask = other;
+        }
+    }
+    if (min_mask) {
         for (int32_t i = 0; i < s->cfg.n_eos; i++)
             if (s->eos[i] >= 0 && s->eos[i] < s->cfg.vocab) s->row[s->eos[i]] = -INFINITY;
         for (int32_t i = 0; i < r->n_stop_ids; i++)
             if (r->stop_ids[i] >= 0 && r->stop_ids[i] < s->cfg.vocab)
                 s->row[r->stop_ids[i]] = -INFINITY;
-        use = s->row;
     }
     int32_t t = sampler_sample(r->ss, &r->sp, use);
-    sampler_state_accept(r->ss, t);
+    bool cons_end = false;
+    if (r->cm) {
+        if (cons_matcher_accept_token(r->cm, t) < 0) {
+            r->finish = SGL_FINISH_ABORT;
+            r->error = sgl_strdup("constraint: the sampled token is outside the mask");
+            return true;
+        }
+        for (int32_t i = 0; i < s->cfg.n_eos; i++) cons_end |= s->eos[i] == t;
+    }
     if (req_reserve(r, r->n_tok + 2) < 0) {
         r->finish = SGL_FINISH_ABORT;
         r->error = sgl_strdup("out of memory");
@@ -676,27 +901,52 @@ static bool sample_next(sched *s, sreq *r, const float *row) {
             logprob_fill(s, &r->lps[r->n_lps++], row, t, r->p.top_logprobs_num);
         }
     }
-    r->tok[r->n_tok++] = t;
-    r->n_gen++;
-    s->m.generated_tokens++;
-    bool can_stop = r->n_gen >= r->p.min_new_tokens;
-    if (can_stop && !r->p.ignore_eos && is_stop_token(s, r, t)) {
+    bool can_stop = r->n_gen + 1 >= r->p.min_new_tokens;
+    if (cons_end || (can_stop && !r->p.ignore_eos && is_stop_token(s, r, t))) {
+        sampler_state_accept(r->ss, t);
+        r->tok[r->n_tok++] = t;
+        r->n_gen++;
+        s->m.generated_tokens++;
         r->finish = SGL_FINISH_STOP;
         r->stop_token = t;
         return true;
     }
-    if (s->cfg.piece) {
-        size_t len = 0, old = r->text.len;
-        const char *piece = s->cfg.piece(s->cfg.piece_ctx, t, r->p.skip_special_tokens, &len);
-        if (piece && len) sgl_strbuf_append(&r->text, piece, len);
-        if (can_stop && r->n_stop && match_stop_str(r, old)) {
-            r->finish = SGL_FINISH_STOP;
+    /* jump-forward: t and the forced bytes after it, re-encoded */
+    int32_t *ids = NULL, n_ids = 0;
+    bool truncated = false;
+    if (r->cm && r->jf) {
+        int32_t room = r->p.max_new_tokens - r->n_gen;
+        if (s->cfg.max_context > 0) room = SGL_MIN(room, s->cfg.max_context - r->n_tok);
+        sgl_error jerr;
+        if (room > 1 && (req_jump(s, r, t, room, &ids, &n_ids, &truncated, &jerr) < 0 ||
+                         (n_ids > 0 && req_reserve(r, r->n_tok + n_ids + 1) < 0))) {
+            free(ids);
+            r->finish = SGL_FINISH_ABORT;
+            r->error = sgl_strdup("out of memory");
             return true;
         }
     }
-    if (r->n_gen >= r->p.max_new_tokens ||
+    size_t old = r->text.len;
+    if (n_ids > 0) {
+        for (int32_t i = 0; i < n_ids; i++) append_token(s, r, ids[i]);
+        r->n_forced += n_ids - 1;
+        s->m.forced_tokens += n_ids - 1;
+    } else {
+        append_token(s, r, t);
+    }
+    free(ids);
+    can_stop = r->n_gen >= r->p.min_new_tokens;
+    if (s->cfg.piece && can_stop && r->n_stop && match_stop_str(r, old)) {
+        r->finish = SGL_FINISH_STOP;
+        return true;
+    }
+    if (truncated || r->n_gen >= r->p.max_new_tokens ||
         (s->cfg.max_context > 0 && r->n_tok >= s->cfg.max_context)) {
         r->finish = SGL_FINISH_LENGTH;
+        return true;
+    }
+    if (r->cm && r->constrained && !cons_matcher_can_continue(r->cm)) {
+        r->finish = SGL_FINISH_STOP;
         return true;
     }
     return false;

@@ -29,6 +29,19 @@
  * exists for tok[0..n_computed); tok[0..n_locked) are held by the radix tree
  * (locked at lock_node), tok[n_locked..n_computed) by the request itself.
  *
+ * Constraints: a request with a cons_program has a cons_matcher. Before each
+ * sampled token the logits row is copied and the tokens outside the mask get
+ * -inf (the model's reduction order is untouched; logprobs use the raw row);
+ * the sampled token advances the matcher; the request finishes (STOP) when
+ * nothing can follow. Jump-forward: the bytes the matcher forces after a
+ * sampled token are appended at once; the sampled token's bytes + the forced
+ * bytes are re-encoded (the tokens the tokenizer gives for that text replace
+ * the sampled token, whose KV was not computed yet), and the next step runs
+ * them as one extend chunk. Bytes forced before the first token are appended
+ * to the prompt's tail the same way at sched_add. Token healing: the
+ * prompt's last token is removed and its bytes become the matcher's prefix;
+ * those bytes are left out of the output text.
+ *
  * Determinism: the model gives a sequence the same logits whatever it is
  * batched with and however its prefix was computed, and each request has its
  * own sampler state, so outputs do not depend on batching, caching, chunking
@@ -40,6 +53,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime/constrain/constrain.h"
 #include "runtime/engine.h"
 #include "runtime/kv_pool.h"
 #include "runtime/model.h"
@@ -52,6 +66,11 @@ typedef int (*sched_forward_fn)(void *ctx, kv_pool *kv, const model_batch *b, fl
 /* Raw bytes of a token for the output text (NULL/0 to contribute none, e.g.
  * control tokens when skip_special). The bytes stay owned by the callee. */
 typedef const char *(*sched_piece_fn)(void *ctx, int32_t id, bool skip_special, size_t *len);
+/* Encodes text[0..len) as plain text (no special tokens, no BOS): 0 and a
+ * malloc'd *ids (caller frees) of *n ids, or -1 with err set. Used to
+ * retokenize at a jump-forward boundary. */
+typedef int (*sched_encode_fn)(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n,
+                               sgl_error *err);
 
 typedef struct sched_config {
     sgl_sched_policy policy;
@@ -72,6 +91,13 @@ typedef struct sched_config {
     void *forward_ctx;
     sched_piece_fn piece;        /* may be NULL: no text, no stop strings */
     void *piece_ctx;
+    /* Constraints: the vocabulary index the masks are computed over (borrowed,
+     * outlives the scheduler) and the encoder jump-forward retokenizes with.
+     * NULL vocab: requests with a constraint or token healing are refused;
+     * NULL encode: no jump-forward. */
+    const cons_vocab *cons_vocab;
+    sched_encode_fn encode;
+    void *encode_ctx;
 } sched_config;
 
 /* Defaults: LPM, budget 2048, chunk 512, 64 running, cache on. The caller
@@ -90,6 +116,9 @@ typedef struct sched_input {
     bool stream;                 /* GENERATE: partial results (sgl_result.partial) come
                                     out of sched_pop before the final one, as engine.h
                                     describes under "Streaming" */
+    cons_program *constraint;    /* GENERATE: compiled constraint (the scheduler takes
+                                    its own reference), or NULL. params->regex etc. are
+                                    not looked at: the caller compiles them. */
 } sched_input;
 
 typedef struct sched sched;
@@ -97,11 +126,17 @@ typedef struct sched sched;
 /* Returns a scheduler over pool (borrowed; the scheduler owns the radix
  * cache it builds on it) or NULL with err set. */
 sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err);
+/* Gives the scheduler its constraint vocabulary later than sched_new (the
+ * engine builds it on the first request that needs it, so unconstrained use
+ * never pays for it); same contract as sched_config.cons_vocab. Call between
+ * steps, at most once. Returns 0, or -1 with err set. */
+int sched_set_cons_vocab(sched *s, const cons_vocab *v, sgl_error *err);
 /* Drops every request, returns all slots to the pool and frees. NULL ok. */
 void sched_free(sched *s);
 
 /* Queues a request. A request that can never run (empty prompt, prompt larger
- * than the pool, constraint given) is queued as already finished with ABORT.
+ * than the pool, a constraint without a vocabulary) is queued as already
+ * finished with ABORT.
  * Returns 0, or -1 with err set when memory runs out. */
 int sched_add(sched *s, const sched_input *in, sgl_error *err);
 /* Runs one step (one forward call when there is work). Returns the number of

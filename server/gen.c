@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/constrain/constrain.h"
 #include "server/internal.h"
 
 void gen_job_init(gen_job *j, sgl_server *s, int n) {
@@ -96,6 +97,18 @@ enum MHD_Result gen_reply_engine_error(srv_req *r, const sgl_result *res) {
         if (strstr(msg, refusals[i])) status = 400;
     if (strstr(msg, "cancelled") && r->srv->stopping) status = 503;
     return srv_reply_error(r, status, NULL, "%s", msg);
+}
+
+int gen_check_constraint(const sgl_sampling_params *sp, const char *field, char *bad, size_t cap,
+                         sgl_error *err) {
+    cons_program *prog = NULL;
+    sgl_error e;
+    if (sgl_sampling_constraint(sp, &prog, &e) == 0) {
+        cons_program_release(prog);
+        return 0;
+    }
+    snprintf(bad, cap, "%s", field);
+    return sgl_error_set(err, "field '%s': %s", field, e.msg);
 }
 
 void gen_prompt_free(gen_prompt *p) {

@@ -247,6 +247,12 @@ int gen_prompt_check(sgl_server *s, const gen_prompt *p, const char *field, sgl_
 int gen_prompt_chat(sgl_server *s, const cJSON *messages, const cJSON *system, gen_prompt *p,
                     char *bad, size_t bad_cap, sgl_error *err);
 void gen_prompt_free(gen_prompt *p);
+/* Compiles the constraint sp carries (through the engine's compile cache, so
+ * the submit that follows does not compile again). Returns 0, or -1 with
+ * bad = field (the request field the constraint came from) and err = the
+ * compiler's located message (a 400). */
+int gen_check_constraint(const sgl_sampling_params *sp, const char *field, char *bad, size_t cap,
+                         sgl_error *err);
 /* stop: a string or an array of strings -> borrowed pointers into the JSON
  * (malloc'd array in *out). */
 int gen_stop_list(const cJSON *stop, const char ***out, int32_t *n, const char *field,

@@ -125,9 +125,10 @@ static int parse_sampling(sgl_server *s, const cJSON *o, const char *path, nat_i
         snprintf(p, sizeof p, "%s.stop_regex", path);
         return bad_field(bad, cap, p, err, "field '%s': %s", "stop regexes are not supported by this engine");
     }
-    if ((x = get(o, "ebnf"))) {
-        snprintf(p, sizeof p, "%s.ebnf", path);
-        return bad_field(bad, cap, p, err, "field '%s': %s", "EBNF grammar constraints are not supported by this engine");
+    if ((x = get(o, "ebnf"))) sp->grammar = x->valuestring;
+    if (sp->regex || sp->json_schema || sp->grammar) {
+        snprintf(p, sizeof p, "%s.%s", path, sp->regex ? "regex" : sp->json_schema ? "json_schema" : "ebnf");
+        if (gen_check_constraint(sp, p, bad, cap, err)) return -1;
     }
     snprintf(p, sizeof p, "%s.stop", path);
     if (gen_stop_list(get(o, "stop"), &it->stops, &sp->n_stop, p, err)) {

@@ -203,6 +203,10 @@ static int oa_parse(sgl_server *s, const cJSON *b, bool chat, oa_req *q, char *b
         }
         if (q->schema) q->sp.json_schema = q->schema;
     }
+    if ((q->sp.regex || q->sp.json_schema) &&
+        gen_check_constraint(&q->sp, q->schema ? "response_format" : q->sp.regex ? "regex" : "json_schema",
+                             bad, cap, err))
+        return -1;
 
     /* Prompts. */
     if (chat) {

@@ -65,7 +65,7 @@ int vm_caps_check_args(const vm_gen_args *a, const sgl_engine_caps *c, const cha
     const sgl_sampling_params *p = &a->sp, d = sgl_sampling_params_default();
     nd.select = a->is_select;
     nd.method = a->is_select ? (int)a->method : -1;
-    nd.constraint = a->regex ? "regex" : a->json_schema ? "json_schema" : NULL;
+    nd.constraint = a->regex ? "regex" : a->json_schema ? "json_schema" : a->grammar ? "grammar" : NULL;
     nd.logprobs = p->return_logprob || p->top_logprobs_num > 0;
     if (p->top_k != d.top_k) nd.sampling |= SGL_CAP_TOP_K;
     if (p->min_p != d.min_p) nd.sampling |= SGL_CAP_MIN_P;
@@ -109,7 +109,11 @@ int vm_caps_check_module(const sgl_module *m, const sgl_engine_caps *c, const ch
                 break;
             case SGL_KWARG_REGEX:
             case SGL_KWARG_JSON_SCHEMA:
-                if (k->kind != SGL_CONST_NONE) nd.constraint = kw->id == SGL_KWARG_REGEX ? "regex" : "json_schema";
+            case SGL_KWARG_GRAMMAR:
+                if (k->kind != SGL_CONST_NONE)
+                    nd.constraint = kw->id == SGL_KWARG_REGEX         ? "regex"
+                                    : kw->id == SGL_KWARG_JSON_SCHEMA ? "json_schema"
+                                                                      : "grammar";
                 break;
             case SGL_KWARG_RETURN_LOGPROB: nd.logprobs |= k->kind == SGL_CONST_BOOL && k->b; break;
             case SGL_KWARG_TOP_LOGPROBS_NUM: nd.logprobs |= const_num(k) > 0; break;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/constrain/constrain.h"
+
 int vm_fake_add_rule(vm_fake *f, const char *when, const char *reply, const char *abort_msg) {
     vm_fake_rule *nr = realloc(f->rules, (f->n_rules + 1) * sizeof *nr);
     if (!nr) return -1;
@@ -71,12 +73,78 @@ static void abort_result(sgl_result *r, const char *msg) {
     r->error = sgl_strdup(msg);
 }
 
-static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, sgl_result *r) {
-    const sgl_sampling_params *sp = &req->params;
-    if (sp->regex || sp->json_schema) {
-        abort_result(r, "constrained decoding is not supported by this engine");
-        return;
+/* Bytes in the order the fake prefers them off its rule's text: what closes
+ * (a string, object, array, group) first, then digits, lower- and
+ * upper-case letters, then every other byte ascending, so constrained
+ * replies end soon and never nest without bound. */
+static const unsigned char *fake_order_init(void) {
+    static unsigned char order[255];
+    static const char first[] = "\"}])0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if (order[0]) return order;
+    bool used[256] = {false};
+    int n = 0;
+    for (const char *p = first; *p; p++) {
+        order[n++] = (unsigned char)*p;
+        used[(unsigned char)*p] = true;
     }
+    for (int b = 1; b < 256; b++)
+        if (!used[b]) order[n++] = (unsigned char)b;
+    return order;
+}
+
+/* The reply under constraint prog (see fake_engine.h): malloc'd, or NULL
+ * with err. At most cap bytes. */
+static char *constrained_reply(vm_fake *f, cons_program *prog, const char *want, size_t cap,
+                               sgl_error *err) {
+    if (!f->vocab) {
+        const char *pieces[256];
+        size_t lens[256];
+        bool special[256];
+        static char bytes[256];
+        for (int i = 0; i < 256; i++) {
+            bytes[i] = (char)i;
+            pieces[i] = &bytes[i];
+            lens[i] = 1;
+            special[i] = i == 0;
+        }
+        int32_t eos = 0;
+        if (!(f->vocab = cons_vocab_new(256, pieces, lens, special, &eos, 1, err))) return NULL;
+    }
+    cons_matcher *m = cons_matcher_new(prog, f->vocab, NULL, 0, err);
+    if (!m) return NULL;
+    const unsigned char *fake_order = fake_order_init();
+    sgl_strbuf sb = {0};
+    uint32_t mask[8];
+    size_t k = 0, wl = strlen(want);
+    while (sb.len < cap && cons_matcher_can_continue(m)) {
+        if (cons_matcher_mask(m, mask) == 0) break;
+        int t = -1;
+        unsigned char w = k < wl ? (unsigned char)want[k] : 0;
+        if (w && (mask[w / 32] >> (w % 32) & 1u)) {
+            t = w;
+            k++;
+        } else if (mask[0] & 1u) {
+            break; /* EOS allowed: the text is complete */
+        } else {
+            k = wl; /* off the rule's text: the first allowed byte in fake_order */
+            for (int i = 0; i < 255 && t < 0; i++) {
+                unsigned char b = fake_order[i];
+                if (mask[b / 32] >> (b % 32) & 1u) t = b;
+            }
+        }
+        if (t < 0 || cons_matcher_accept_token(m, t) < 0) break;
+        sgl_strbuf_putc(&sb, (char)t);
+    }
+    cons_matcher_free(m);
+    char *out = sgl_strbuf_take(&sb);
+    if (!out) out = sgl_strdup("");
+    if (!out) sgl_error_set(err, "out of memory");
+    return out;
+}
+
+static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, sgl_result *r,
+                        cons_program *prog) {
+    const sgl_sampling_params *sp = &req->params;
     const vm_fake_rule *rule = match(f, prompt);
     if (rule && rule->abort_msg) {
         abort_result(r, rule->abort_msg);
@@ -91,6 +159,16 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
         else
             snprintf(sample, sizeof sample, "greedy");
         reply = sample;
+    }
+    char *owned = NULL;
+    if (prog) {
+        sgl_error err;
+        size_t cap = sp->max_new_tokens >= 0 ? (size_t)sp->max_new_tokens : 0;
+        if (!(owned = constrained_reply(f, prog, reply, SGL_MIN(cap, (size_t)65536), &err))) {
+            abort_result(r, err.msg);
+            return;
+        }
+        reply = owned;
     }
     size_t n = strlen(reply);
     r->finish = SGL_FINISH_STOP;
@@ -123,6 +201,7 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
     r->n_tokens = (int32_t)cut;
     r->tokens = calloc(cut ? cut : 1, sizeof(int32_t));
     for (size_t i = 0; r->tokens && i < cut; i++) r->tokens[i] = (unsigned char)reply[i];
+
     if (sp->return_logprob) {
         /* 0 tokens with top_logprobs_num: one entry of next-token alternatives (token -1) */
         bool alts_only = cut == 0 && sp->top_logprobs_num > 0 && n > 0;
@@ -151,6 +230,7 @@ static void do_generate(vm_fake *f, const sgl_request *req, const char *prompt, 
             }
         }
     }
+    free(owned);
 }
 
 static void do_score(vm_fake *f, const sgl_request *req, const char *prompt, sgl_result *r) {
@@ -206,8 +286,14 @@ static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error
     if (!req->text && req->n_tokens) return sgl_error_set(err, "fake engine: token prompts not supported");
     if (req->kind == SGL_REQ_PREFILL && f->refuse_prefill) return sgl_error_set(err, "fake engine: prefill refused");
     if (req->n_images > 0) return sgl_error_set(err, "the fake engine cannot take images (%s)", req->images[0]);
+    cons_program *prog = NULL;
+    if (req->kind == SGL_REQ_GENERATE && sgl_sampling_constraint(&req->params, &prog, err) < 0)
+        return -1;
     sgl_result *r = calloc(1, sizeof *r);
-    if (!r) return sgl_error_set(err, "out of memory");
+    if (!r) {
+        cons_program_release(prog);
+        return sgl_error_set(err, "out of memory");
+    }
     r->id = id;
     r->user_tag = req->user_tag;
     r->kind = req->kind;
@@ -218,7 +304,8 @@ static int fake_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error
         log_req(f, 'G', prompt);
         r->prompt_tokens = (int32_t)strlen(prompt);
         r->cached_tokens = cached_prefix(f, prompt);
-        do_generate(f, req, prompt, r);
+        do_generate(f, req, prompt, r, prog);
+        cons_program_release(prog);
         break;
     case SGL_REQ_SCORE:
         log_req(f, 'S', prompt);
@@ -290,6 +377,7 @@ static void fake_free(void *ctx) {
     for (uint32_t i = f->ready_head; i < f->n_ready; i++) sgl_result_free(f->ready[i]);
     free(f->ready);
     free(f->batches);
+    cons_vocab_free(f->vocab);
     free(f);
 }
 

@@ -13,8 +13,17 @@
  * (ties: the longer `when`, then the earlier rule). No match: the default reply ("ok"). A rule with
  * abort_msg makes the request fail with that message. The reply "{sample}"
  * stands for sampled text: "s" + 16 hex digits that depend only on the
- * request's seed when temperature > 0, "greedy" otherwise. A regex or
- * json_schema in the request aborts it, as the local engine does.
+ * request's seed when temperature > 0, "greedy" otherwise.
+ *
+ * Constraints (regex, json_schema, grammar, choices; dtype arrives as a
+ * regex) are compiled at submit with the real constraint compiler, so a bad
+ * one is refused there with the compiler's message, as the local engine
+ * does. The reply then follows the rule's text byte by byte while the
+ * constraint allows it; where it does not (or the text runs out), the reply
+ * ends if the constraint accepts, else takes the first allowed byte in the
+ * order " } ] ) digits a-z A-Z, then the other bytes ascending (closing
+ * first, so replies end soon). So the reply always matches the constraint
+ * (or is a prefix of a match when max_new_tokens cuts it).
  *
  * SCORE: each choice is scored byte by byte, logprob -1.0 per byte, or -0.1
  * per byte when the choice equals the reply the rules give for the prompt.
@@ -66,6 +75,7 @@ typedef struct vm_fake {
     sgl_result **ready;        /* [ready_head, n_ready) not yet delivered */
     uint32_t ready_head, n_ready, cap_ready;
     uint64_t next_id;
+    struct cons_vocab *vocab;  /* bytes 1..255 as tokens, 0 = EOS (built on first use) */
 } vm_fake;
 
 /* Creates a fake engine. *fake_out (non-NULL) receives the fake's state,

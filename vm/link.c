@@ -34,6 +34,7 @@ struct vm_link {
     FILE *trace;
     int32_t api_spec_tokens; /* > 0: speculative execution on chat-only engines */
     bool chat_only;          /* the engine takes chat turns only */
+    bool constraints;        /* the engine takes regex / json_schema / grammar */
     uint64_t run_seed;
 };
 
@@ -83,6 +84,7 @@ vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
     sgl_engine_caps caps;
     sgl_engine_caps_get(engine, &caps);
     l->chat_only = !caps.raw_prompt;
+    l->constraints = caps.constraints;
     if (!ct) {
         l->own_ct = chat_template_from_family("plain", NULL);
         l->ct = l->own_ct;
@@ -238,8 +240,11 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         req.params.n_stop = a->n_stop;
         req.params.stop_token_ids = a->stop_ids;
         req.params.n_stop_token_ids = a->n_stop_ids;
-        req.params.regex = a->regex;
+        /* dtype= constrains only engines that can (elsewhere the output is
+         * parsed after generation, as before constraints existed) */
+        req.params.regex = a->regex ? a->regex : l->constraints ? vm_dtype_regex(a->dtype) : NULL;
         req.params.json_schema = a->json_schema;
+        req.params.grammar = a->grammar;
         req.stream = a->stream;
         l->stats.generate_requests++;
     } else {

@@ -33,6 +33,15 @@ uint64_t vm_seed_mix(uint64_t a, uint64_t b, uint64_t c) {
     return mix64(mix64(mix64(a) ^ b) ^ c);
 }
 
+const char *vm_dtype_regex(vm_dtype dt) {
+    switch (dt) {
+    case VM_DTYPE_INT: return "-?(0|[1-9][0-9]{0,17})";
+    case VM_DTYPE_FLOAT: return "-?(0|[1-9][0-9]{0,15})(\\.[0-9]{1,16})?([eE][-+]?[0-9]{1,2})?";
+    case VM_DTYPE_BOOL: return "true|false";
+    default: return NULL;
+    }
+}
+
 vm_gen_args *vm_gen_args_new(void) {
     vm_gen_args *a = calloc(1, sizeof *a);
     if (!a) return NULL;
@@ -47,10 +56,11 @@ void vm_gen_args_free(vm_gen_args *a) {
     for (int32_t i = 0; i < a->n_stop; i++) free(a->stop[i]);
     free(a->stop);
     free(a->stop_ids);
-    for (int32_t i = 0; i < a->n_choices; i++) free(a->choices[i]);
-    free(a->choices);
     free(a->regex);
     free(a->json_schema);
+    free(a->grammar);
+    for (int32_t i = 0; i < a->n_choices; i++) free(a->choices[i]);
+    free(a->choices);
     free(a);
 }
 
@@ -667,8 +677,8 @@ static int convert_dtype(vm_dtype dt, const char *text, vm_value *out, char *msg
     }
     const char *tn = dt == VM_DTYPE_INT ? "int" : dt == VM_DTYPE_FLOAT ? "float" : "bool";
     snprintf(msg, cap,
-             "the model's output \"%.40s\" is not a valid %s (dtype=\"%s\" is checked after "
-             "generation: constrained decoding is not supported yet)",
+             "the model's output \"%.40s\" is not a valid %s (the engine did not apply the "
+             "dtype=\"%s\" constraint, or the output was cut by max_tokens or a stop string)",
              buf, tn, tn);
     return -1;
 }
@@ -698,6 +708,7 @@ static void apply_gen(vm_stream *st, vm_sop *op, sgl_result *r) {
         return;
     }
     vm_value meta = meta_base(r, r->prompt_tokens, r->completion_tokens, r->cached_tokens);
+    if (meta.type == VM_MAP) vm_map_set_cstr(meta, "forced_tokens", vm_int(r->forced_tokens), NULL);
     if (meta.type == VM_MAP && a->sp.return_logprob)
         vm_map_set_cstr(meta, "logprobs", logprob_list(r->logprobs, r->n_logprobs), NULL);
     if (meta.type == VM_MAP && r->n_input_logprobs > 0)

@@ -63,12 +63,13 @@ typedef struct vm_gen_args {
     int32_t *stop_ids;
     int32_t n_stop_ids;
     vm_dtype dtype;
+    char *regex;              /* constraints (at most one; dtype becomes a regex when */
+    char *json_schema;        /*   the request is built): owned texts, or NULL */
+    char *grammar;
     bool is_select;           /* select(), or gen(..., choices=[...]) */
     char **choices;
     int32_t n_choices;
     vm_select_method method;
-    char *regex;              /* constraints passed to engines that take them, or NULL */
-    char *json_schema;        /* (JSON text) */
     /* Randomness (see "Seeds" below): seed_fixed = the call site gave seed=,
      * sp.seed is used as is; otherwise sp.seed is derived when the op is
      * queued, from seed_base (run_batch's or the run's seed=, when
@@ -78,6 +79,11 @@ typedef struct vm_gen_args {
     uint64_t seed_base;
     bool stream;              /* gen(stream=true): partial results feed text_iter */
 } vm_gen_args;
+
+/* The regex a dtype constrains the output to (static; NULL for VM_DTYPE_STR):
+ * every match parses as that type (int within 64 bits, float without
+ * overflow, bool as true/false). */
+const char *vm_dtype_regex(vm_dtype dt);
 
 /* Seeds. Every sampled request gets its own seed, derived from a base (the
  * run's --seed / run_batch's seed=, else a fresh per-run seed) and its place

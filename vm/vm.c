@@ -553,7 +553,9 @@ static int str_list(const char *what, vm_value val, bool allow_single, char ***o
 static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err) {
     const sgl_kwarg_info *ki = sgl_kwarg_get((sgl_kwarg_id)id);
     if (!ki) return sgl_error_set(err, "unknown keyword argument #%u", id);
-    if (val.type == VM_NONE && id != SGL_KWARG_REGEX && id != SGL_KWARG_JSON_SCHEMA) return 0; /* unset */
+    if (val.type == VM_NONE && id != SGL_KWARG_REGEX && id != SGL_KWARG_JSON_SCHEMA &&
+        id != SGL_KWARG_GRAMMAR)
+        return 0; /* unset */
     double x = 0;
     switch ((sgl_kwarg_id)id) {
     case SGL_KWARG_MAX_TOKENS:
@@ -605,9 +607,13 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         break;
     case SGL_KWARG_IGNORE_EOS:
     case SGL_KWARG_RETURN_LOGPROB:
+    case SGL_KWARG_TOKEN_HEALING:
+    case SGL_KWARG_JUMP_FORWARD:
         if (val.type != VM_BOOL)
             return sgl_error_set(err, "%s must be a bool, not %s", ki->name, vm_type_name(val.type));
         if (id == SGL_KWARG_IGNORE_EOS) a->sp.ignore_eos = val.as.b;
+        else if (id == SGL_KWARG_TOKEN_HEALING) a->sp.token_healing = val.as.b;
+        else if (id == SGL_KWARG_JUMP_FORWARD) a->sp.jump_forward = val.as.b;
         else a->sp.return_logprob = val.as.b;
         break;
     case SGL_KWARG_STOP: return str_list("stop", val, true, &a->stop, &a->n_stop, err);
@@ -639,19 +645,26 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         break;
     }
     case SGL_KWARG_REGEX:
-    case SGL_KWARG_JSON_SCHEMA: {
-        /* Kept for engines that take constraints; the capability check at
-         * the end of site_args refuses them elsewhere. */
-        char **dst = id == SGL_KWARG_REGEX ? &a->regex : &a->json_schema;
-        free(*dst);
-        *dst = NULL;
+    case SGL_KWARG_JSON_SCHEMA:
+    case SGL_KWARG_GRAMMAR: {
+        char **slot = id == SGL_KWARG_REGEX         ? &a->regex
+                      : id == SGL_KWARG_JSON_SCHEMA ? &a->json_schema
+                                                    : &a->grammar;
+        free(*slot);
+        *slot = NULL;
         if (val.type == VM_NONE) break;
-        sgl_strbuf sb = {0};
-        if (val.type == VM_STR) sgl_strbuf_append(&sb, vm_str_cstr(val), vm_str_len(val));
-        else if (id == SGL_KWARG_JSON_SCHEMA && val.type == VM_MAP) vm_json_dump(&sb, val, false, NULL);
-        else return sgl_error_set(err, "%s must be a string%s, not %s", ki->name,
-                                  id == SGL_KWARG_JSON_SCHEMA ? " or a map" : "", vm_type_name(val.type));
-        *dst = sb.data ? sgl_strbuf_take(&sb) : sgl_strdup("");
+        if (id == SGL_KWARG_JSON_SCHEMA && val.type == VM_MAP) {
+            sgl_strbuf sb = {0};
+            vm_json_dump(&sb, val, true, NULL);
+            *slot = sgl_strbuf_take(&sb);
+        } else if (val.type == VM_STR) {
+            *slot = sgl_strndup(vm_str_cstr(val), vm_str_len(val));
+        } else {
+            return sgl_error_set(err, "%s must be a string%s, not %s", ki->name,
+                                 id == SGL_KWARG_JSON_SCHEMA ? " or a map" : "",
+                                 vm_type_name(val.type));
+        }
+        if (!*slot) return sgl_error_set(err, "out of memory");
         break;
     }
     case SGL_KWARG_CHOICES:

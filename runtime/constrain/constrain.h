@@ -74,6 +74,12 @@ cons_kind cons_program_kind(const cons_program *p);
 /* 1 when bytes[0..n) is a complete match of the program, 0 when not. */
 int cons_program_match(const cons_program *p, const char *bytes, size_t n);
 
+/* True when p runs as a DFA (masks cached per state); false for the Earley
+ * recogniser (grammars and schemas that recurse). */
+bool cons_program_is_dfa(const cons_program *p);
+/* Automaton size: DFA states, or NFA states of the recogniser. */
+int32_t cons_program_states(const cons_program *p);
+
 /* Drops every program of the compile cache (for leak checks in tests). */
 void cons_cache_clear(void);
 
@@ -130,5 +136,18 @@ bool cons_matcher_can_continue(const cons_matcher *m);
 size_t cons_matcher_forced(cons_matcher *m, char *buf, size_t cap);
 /* Bytes consumed so far (prefix included). */
 size_t cons_matcher_position(const cons_matcher *m);
+/* 1 when bytes b[0..n) would keep the constraint alive from here (what
+ * cons_matcher_accept_bytes would accept), else 0; the matcher does not move.
+ * The slow reference the token masks are tested against. */
+int cons_matcher_probe(cons_matcher *m, const char *b, size_t n);
+/* A shortest byte string that completes the text so far to a full match
+ * (DFA: breadth-first search; recogniser: closing bytes first, bounded), for
+ * finishing a cut output. Writes up to cap bytes into buf and returns the
+ * length, or (size_t)-1 when none was found within cap. The matcher does not
+ * move. */
+size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap);
+/* An independent copy of m at the same place (same program and vocab), or
+ * NULL with err set. Free with cons_matcher_free. */
+cons_matcher *cons_matcher_clone(const cons_matcher *m, sgl_error *err);
 
 #endif

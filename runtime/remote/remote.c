@@ -206,6 +206,7 @@ static cJSON *sglang_sampling(const sgl_sampling_params *p) {
     add_seed(s, "sampling_seed", p->seed); /* 0 too: the local engine's default */
     if (p->regex) cJSON_AddStringToObject(s, "regex", p->regex);
     if (p->json_schema) cJSON_AddStringToObject(s, "json_schema", p->json_schema);
+    if (p->grammar) cJSON_AddStringToObject(s, "ebnf", p->grammar);
     return s;
 }
 
@@ -1276,7 +1277,10 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
                              sgl_remote_kind_name(re->kind));
     if (req->kind == SGL_REQ_GENERATE) {
         const sgl_sampling_params *p = &req->params;
-        if ((p->regex || p->json_schema) && !caps.constraints)
+        if (p->token_healing || p->n_choices > 0)
+            return sgl_error_set(err, "backend %s: %s is not carried to remote engines", sgl_remote_kind_name(re->kind),
+                                 p->token_healing ? "token_healing" : "a choices constraint");
+        if ((p->regex || p->json_schema || p->grammar) && !caps.constraints)
             return sgl_error_set(err, "backend %s has no constrained decoding (regex / json_schema)",
                                  sgl_remote_kind_name(re->kind));
         if ((p->return_logprob || p->logprob_start_len >= 0) && !caps.logprobs)

@@ -90,9 +90,9 @@ stats)
     "$sglc" generate --model "$model" --chat --temperature 0 --max-tokens 8 --threads 2 \
         --prompt "$p" --prompt "$p" --stats > "$tmp/out" 2> "$tmp/err" || exit 1
     cat "$tmp/err"
-    for want in '^model: ' '^prompt 1: prompt tokens [0-9]*, cached tokens 0, completion tokens 8, prefill .* tokens/s .*, decode .* tokens/s .*, finish length$' \
+    for want in '^model: ' '^prompt 1: prompt tokens [0-9]*, cached tokens 0, completion tokens 8, forced tokens 0, prefill .* tokens/s .*, decode .* tokens/s .*, finish length$' \
         '^prompt 2: prompt tokens [0-9]*, cached tokens [1-9][0-9]*, completion tokens 8, ' \
-        '^engine: requests 2, prompt tokens [0-9]*, cached tokens [1-9][0-9]*, hit rate [0-9.]*%, generated tokens 16, ' \
+        '^engine: requests 2, prompt tokens [0-9]*, cached tokens [1-9][0-9]*, hit rate [0-9.]*%, generated tokens 16 (16 sampled, 0 forced), ' \
         '^engine: running 0, waiting 0, evicted tokens 0, retractions 0, pool [0-9]*/[0-9]* slots used' \
         '^seed: '; do
         grep -q "$want" "$tmp/err" || fail "no stats line matching: $want"

@@ -611,12 +611,13 @@ static void test_forward_failure(void) {
     CHECK(r[1] && r[1]->finish == SGL_FINISH_ABORT);
     CHECK(r[2] && r[2]->finish == SGL_FINISH_LENGTH && r[2]->n_tokens == 4);
     CHECK_INT(radix_cached_tokens(sched_cache(e.s)), 5 + 3); /* only request 2's KV */
-    /* refused at add: empty prompt, out-of-range token, constraint */
+    /* refused at add: empty prompt, out-of-range token, token healing (a
+     * matcher) without a constraint vocabulary */
     int32_t bad[] = {VOCAB + 5};
     add(&e, 0, p, 0, &sp, SGL_REQ_GENERATE);
     add(&e, 1, bad, 1, &sp, SGL_REQ_GENERATE);
     sgl_sampling_params rx = sp;
-    rx.regex = "a+";
+    rx.token_healing = true;
     add(&e, 2, p, 5, &rx, SGL_REQ_GENERATE);
     for (int i = 0; i < 3; i++) {
         sgl_result_free(r[i]);

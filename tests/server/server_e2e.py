@@ -100,12 +100,20 @@ def check_openai(url):
     c1 = first.usage.prompt_tokens_details.cached_tokens
     c2 = second.usage.prompt_tokens_details.cached_tokens
     assert c2 > c1 and c2 >= 100, (c1, c2)
-    # a refusal reaches the client as an error
+    # response_format: the reply is JSON of the schema; a bad schema is a 400
+    schema = {'type': 'object', 'properties': {'city': {'type': 'string', 'maxLength': 20}},
+              'required': ['city'], 'additionalProperties': False}
+    reply = c.chat.completions.create(
+        model=model, messages=msgs, max_tokens=32, temperature=0,
+        response_format={'type': 'json_schema', 'json_schema': {'name': 'city', 'schema': schema}})
+    got = json.loads(reply.choices[0].message.content)
+    assert list(got) == ['city'] and isinstance(got['city'], str), got
     try:
-        c.chat.completions.create(model=model, messages=msgs, max_tokens=4, response_format={'type': 'json_object'})
-        raise AssertionError('json_object was accepted by an engine without constraints')
+        c.chat.completions.create(model=model, messages=msgs, max_tokens=4, response_format={
+            'type': 'json_schema', 'json_schema': {'name': 'x', 'schema': {'type': 'string', 'format': 'nope'}}})
+        raise AssertionError('a schema with an unknown format was accepted')
     except openai.BadRequestError as e:
-        assert 'constrain' in str(e), e
+        assert 'format' in str(e), e
     print('openai client: ok (cached_tokens %d -> %d)' % (c1, c2))
 
 

@@ -317,8 +317,28 @@ static void test_engine_failures(void) {
     /* Not read: the instance still fails, located at the gen. */
     EXPECT("fn f(s) { s += \"bad\" + gen(\"x\") }\nmain { let st = f() }\n",
            (const char *const[]){"bad", "!boom", NULL}, "", "t.sgl:1:24: error: gen 'x': engine error: boom");
-    EXPECT("fn f(s) { s += gen(\"x\", regex=\"[0-9]+\") }\nmain { let st = f() }\n", NULL, "",
-           "constrained decoding is not supported yet");
+}
+
+/* The fake engine follows constraints (fake_engine.h): the rule's reply
+ * while allowed, else the end where complete, else the lowest allowed byte. */
+static void test_constraints(void) {
+    EXPECT("fn f(s) { s += gen(\"x\", regex=\"[0-9]+\") }\nmain { let st = f()\n print(st[\"x\"]) }\n", NULL,
+           "0\n", NULL);
+    EXPECT("fn f(s) { s += \"n:\" + gen(\"x\", regex=\"[0-9]{2}|ab\") }\nmain { print(f()[\"x\"]) }\n",
+           (const char *const[]){"n:", "abc", NULL}, "ab\n", NULL);
+    EXPECT("fn f(s) { s += \"q\" + gen(\"x\", dtype=\"int\") + gen(\"y\", dtype=\"bool\") }\n"
+           "main { let st = f()\n print(st[\"x\"] + 1, st[\"y\"], text(st)) }\n",
+           (const char *const[]){"q", "42", NULL}, "43 false q42false\n", NULL);
+    EXPECT("fn f(s) { s += gen(\"x\", json_schema={\"type\": \"object\", \"properties\": {\"a\": {\"enum\": [1, 2]}},"
+           " \"required\": [\"a\"], \"additionalProperties\": false}) }\n"
+           "main { print(json_parse(f()[\"x\"])[\"a\"]) }\n",
+           NULL, "1\n", NULL);
+    EXPECT("fn f(s) { s += gen(\"x\", grammar=\"root ::= \\\"(\\\" root \\\")\\\" | \\\"x\\\"\\n\", max_tokens=5) }\n"
+           "main { print(f()[\"x\"]) }\n",
+           (const char *const[]){"", "((x))", NULL}, "((x))\n", NULL);
+    /* built at run time, refused by the engine with the compiler's message */
+    EXPECT("fn f(s, p) { s += gen(\"x\", regex=p) }\nmain { let st = f(\"[0-9\")\n print(st[\"x\"]) }\n", NULL, "",
+           "regex:");
 }
 
 static void test_stream_values(void) {
@@ -542,6 +562,7 @@ int main(void) {
     TEST_RUN(test_run_batch);
     TEST_RUN(test_batch_defaults_and_parallel);
     TEST_RUN(test_engine_failures);
+    TEST_RUN(test_constraints);
     TEST_RUN(test_stream_values);
     TEST_RUN(test_stdlib);
     TEST_RUN(test_embedded_stdlib);

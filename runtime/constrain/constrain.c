@@ -1,0 +1,1069 @@
+/* constrain.c: the interface of constrain.h: compiling (front end -> rules ->
+ * automaton), the process-wide compile cache, the vocabulary trie, matchers,
+ * token masks (a walk of the trie through the automaton, cached per DFA
+ * state and vocabulary) and jump-forward.
+ *
+ * The vocabulary trie is stored in preorder: node i has a byte, a depth and
+ * skip[i], the first node after its subtree. A mask walk keeps one automaton
+ * state per depth and jumps over a whole subtree as soon as its first byte
+ * kills the automaton, so the cost is the number of live trie nodes, not the
+ * number of tokens times their length.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/constrain/cons_internal.h"
+
+#define MAX_TOKEN_BYTES 4096
+/* Mask classes tell states apart by strings up to this long; the few longer
+ * tokens are checked one by one from the actual state on every cached mask. */
+#define CLASS_DEPTH 16
+
+struct cons_program {
+    atomic_int refs;
+    cons_kind kind;
+    cons_dfa *dfa; /* exactly one of dfa / nfa */
+    cons_nfa *nfa;
+    pthread_mutex_t mu;
+    struct mask_cache *caches;
+    struct emask **emasks; /* recogniser masks by earley_key (hash table) */
+    int32_t emask_cap, emask_n;
+};
+
+/* A recogniser mask for one vocabulary and one earley_key. */
+typedef struct emask {
+    uint64_t serial, hash;
+    int32_t *key;
+    size_t key_len;
+    uint32_t *mask;
+    int32_t count;
+    struct emask *next;
+} emask;
+
+#define EMASK_MAX 4096 /* entries per program; beyond, masks are walked each time */
+
+/* Masks of every DFA state for one vocabulary (by serial). */
+typedef struct mask_cache {
+    uint64_t serial;
+    int32_t *cls;     /* mask class of each DFA state (mask_classes) */
+    int32_t n_cls;
+    uint32_t **masks; /* per class, NULL until computed */
+    int32_t *counts;
+    struct mask_cache *next;
+} mask_cache;
+
+struct cons_vocab {
+    uint64_t serial;
+    int32_t n_vocab;
+    uint8_t *special;
+    int32_t *eos;
+    int32_t n_eos;
+    char *blob; /* token bytes */
+    size_t *off, *len;
+    /* trie in preorder */
+    int32_t n_nodes, max_depth;
+    struct tnode {
+        uint8_t byte;
+        uint8_t ntok;  /* tokens ending here: toks[tok .. tok + ntok) */
+        uint16_t depth;
+        int32_t skip;  /* first node after this one's subtree */
+        int32_t tok;
+    } *node;
+    int32_t *toks;
+    int32_t *long_toks; /* text tokens longer than CLASS_DEPTH */
+    int32_t n_long;
+};
+
+struct cons_matcher {
+    cons_program *p;
+    const cons_vocab *v;
+    char *prefix;
+    size_t n_prefix, pre_pos;
+    int32_t state; /* DFA state */
+    earley *e;
+    size_t pos;
+    bool done;
+};
+
+const char *cons_kind_name(cons_kind k) {
+    switch (k) {
+    case CONS_REGEX: return "regex";
+    case CONS_JSON_SCHEMA: return "json_schema";
+    case CONS_CHOICES: return "choices";
+    case CONS_GRAMMAR: return "grammar";
+    }
+    return "?";
+}
+
+cons_options cons_options_default(void) {
+    return (cons_options){.max_states = 20000, .ws_flexible = false, .ws_max = 4};
+}
+
+/* ---- compiling -------------------------------------------------------------- */
+
+static int build_choices(cons_grammar *g, const char *text, size_t len, cons_diag *diag) {
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    int rc = -1;
+    if (!j) {
+        cons_diag_set(diag, end ? (int32_t)(end - text) : -1, "choices: invalid JSON");
+        return -1;
+    }
+    if (!cJSON_IsArray(j)) {
+        cons_diag_set(diag, -1, "choices must be a JSON array of strings");
+        goto out;
+    }
+    int32_t n = cJSON_GetArraySize(j);
+    if (n == 0) {
+        cons_diag_set(diag, -1, "choices: the list is empty");
+        goto out;
+    }
+    cn **alts = malloc(sizeof *alts * (size_t)n);
+    if (!alts) goto oom;
+    int32_t i = 0;
+    for (cJSON *c = j->child; c; c = c->next, i++) {
+        if (!cJSON_IsString(c)) {
+            free(alts);
+            cons_diag_set(diag, -1, "choices: element %d is not a string", i);
+            snprintf(diag->pointer, sizeof diag->pointer, "/%d", i);
+            goto out;
+        }
+        alts[i] = cn_str(g, c->valuestring);
+    }
+    int32_t r = cg_rule_add(g, NULL, 0, -1);
+    cn *body = cn_alt(g, alts, n);
+    if (r >= 0) g->rules[r].body = body;
+    free(alts);
+    if (r < 0 || !body) goto oom;
+    g->start = r;
+    rc = 0;
+    goto out;
+oom:
+    cons_diag_set(diag, -1, "out of memory");
+out:
+    cJSON_Delete(j);
+    return rc;
+}
+
+cons_program *cons_compile(cons_kind kind, const char *text, size_t len, const cons_options *opt,
+                           cons_diag *diag) {
+    cons_diag dummy;
+    if (!diag) diag = &dummy;
+    cons_diag_set(diag, -1, "%s", "");
+    cons_options o = opt ? *opt : cons_options_default();
+    if (o.max_states <= 0) o.max_states = 20000;
+    if (o.ws_max < 0) o.ws_max = 0;
+    cons_grammar g = {0};
+    cons_program *p = NULL;
+    int rc = -1;
+    if (!text && len) {
+        cons_diag_set(diag, -1, "no constraint text");
+        return NULL;
+    }
+    switch (kind) {
+    case CONS_REGEX: {
+        int32_t r = cg_rule_add(&g, NULL, 0, -1);
+        if (r < 0) {
+            cons_diag_set(diag, -1, "out of memory");
+            break;
+        }
+        cn *body = cons_regex_parse(&g, text ? text : "", len, false, diag);
+        g.rules[r].body = body;
+        g.start = r;
+        rc = body ? 0 : -1;
+        break;
+    }
+    case CONS_CHOICES: rc = build_choices(&g, text, len, diag); break;
+    case CONS_GRAMMAR:
+        rc = cons_gbnf_parse(&g, text, len, diag);
+        if (rc) cons_diag_locate(diag, text, len);
+        break;
+    case CONS_JSON_SCHEMA: rc = cons_schema_build(&g, text, len, &o, diag); break;
+    default: cons_diag_set(diag, -1, "unknown constraint kind %d", (int)kind); break;
+    }
+    if (rc == 0) {
+        cons_dfa *d = NULL;
+        cons_nfa *n = NULL;
+        if (cons_build(&g, &o, &d, &n, diag) == 0) {
+            p = calloc(1, sizeof *p);
+            if (!p) {
+                cons_dfa_free(d);
+                cons_nfa_free(n);
+                cons_diag_set(diag, -1, "out of memory");
+            } else {
+                atomic_init(&p->refs, 1);
+                p->kind = kind;
+                p->dfa = d;
+                p->nfa = n;
+                pthread_mutex_init(&p->mu, NULL);
+            }
+        } else if (kind == CONS_GRAMMAR) {
+            cons_diag_locate(diag, text, len);
+        }
+    }
+    cg_free(&g);
+    return p;
+}
+
+cons_program *cons_program_retain(cons_program *p) {
+    if (p) atomic_fetch_add(&p->refs, 1);
+    return p;
+}
+
+void cons_program_release(cons_program *p) {
+    if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
+    for (mask_cache *c = p->caches, *nx; c; c = nx) {
+        nx = c->next;
+        for (int32_t i = 0; i < c->n_cls; i++) free(c->masks[i]);
+        free(c->cls);
+        free(c->masks);
+        free(c->counts);
+        free(c);
+    }
+    for (int32_t b = 0; b < p->emask_cap; b++)
+        for (emask *x = p->emasks[b], *nx; x; x = nx) {
+            nx = x->next;
+            free(x->key);
+            free(x->mask);
+            free(x);
+        }
+    free(p->emasks);
+    pthread_mutex_destroy(&p->mu);
+    cons_dfa_free(p->dfa);
+    cons_nfa_free(p->nfa);
+    free(p);
+}
+
+cons_kind cons_program_kind(const cons_program *p) { return p->kind; }
+
+bool cons_program_is_dfa(const cons_program *p) { return p && p->dfa; }
+
+int32_t cons_program_states(const cons_program *p) {
+    return !p ? 0 : p->dfa ? p->dfa->n_states : p->nfa->n_states;
+}
+
+int cons_program_match(const cons_program *p, const char *bytes, size_t n) {
+    if (p->dfa) {
+        const cons_dfa *d = p->dfa;
+        int32_t s = 0;
+        for (size_t i = 0; i < n && s >= 0; i++) s = d->delta[(size_t)s * d->n_cls + d->cls[(uint8_t)bytes[i]]];
+        return s >= 0 && d->accept[s];
+    }
+    earley *e = earley_new(p->nfa);
+    if (!e) return 0;
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) ok = earley_push(e, (uint8_t)bytes[i]) == 1;
+    ok = ok && earley_accepting(e);
+    earley_free(e);
+    return ok;
+}
+
+/* ---- compile cache ------------------------------------------------------------ */
+
+#define CACHE_BUCKETS 256
+
+typedef struct centry {
+    uint64_t hash;
+    cons_kind kind;
+    cons_options opt;
+    char *text;
+    size_t len;
+    cons_program *p;
+    struct centry *next;
+} centry;
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static centry *cache_tab[CACHE_BUCKETS];
+
+static uint64_t text_hash(cons_kind k, const cons_options *o, const char *t, size_t n) {
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)k;
+    h = (h ^ (uint64_t)o->max_states) * 1099511628211ull;
+    h = (h ^ (uint64_t)o->ws_flexible) * 1099511628211ull;
+    h = (h ^ (uint64_t)o->ws_max) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)t[i]) * 1099511628211ull;
+    return h;
+}
+
+cons_program *cons_compile_cached(cons_kind kind, const char *text, size_t len,
+                                  const cons_options *opt, cons_diag *diag) {
+    cons_options o = opt ? *opt : cons_options_default();
+    uint64_t h = text_hash(kind, &o, text ? text : "", len);
+    centry **bucket = &cache_tab[h % CACHE_BUCKETS];
+    pthread_mutex_lock(&cache_mu);
+    for (centry *c = *bucket; c; c = c->next)
+        if (c->hash == h && c->kind == kind && c->len == len && c->opt.max_states == o.max_states &&
+            c->opt.ws_flexible == o.ws_flexible && c->opt.ws_max == o.ws_max &&
+            memcmp(c->text, text, len) == 0) {
+            cons_program *p = cons_program_retain(c->p);
+            pthread_mutex_unlock(&cache_mu);
+            if (diag) cons_diag_set(diag, -1, "%s", "");
+            return p;
+        }
+    pthread_mutex_unlock(&cache_mu);
+    cons_program *p = cons_compile(kind, text, len, &o, diag);
+    if (!p) return NULL;
+    centry *c = calloc(1, sizeof *c);
+    char *t = malloc(len + 1);
+    if (!c || !t) {
+        free(c);
+        free(t);
+        return p; /* works, just not cached */
+    }
+    if (len) memcpy(t, text, len);
+    t[len] = 0;
+    *c = (centry){.hash = h, .kind = kind, .opt = o, .text = t, .len = len, .p = cons_program_retain(p)};
+    pthread_mutex_lock(&cache_mu);
+    /* another thread may have compiled the same text meanwhile: keep the first */
+    for (centry *o2 = *bucket; o2; o2 = o2->next)
+        if (o2->hash == h && o2->kind == kind && o2->len == len && memcmp(o2->text, text, len) == 0 &&
+            memcmp(&o2->opt, &o, sizeof o) == 0) {
+            cons_program *q = cons_program_retain(o2->p);
+            pthread_mutex_unlock(&cache_mu);
+            cons_program_release(c->p);
+            cons_program_release(p);
+            free(c->text);
+            free(c);
+            return q;
+        }
+    c->next = *bucket;
+    *bucket = c;
+    pthread_mutex_unlock(&cache_mu);
+    return p;
+}
+
+void cons_cache_clear(void) {
+    pthread_mutex_lock(&cache_mu);
+    for (int b = 0; b < CACHE_BUCKETS; b++) {
+        for (centry *c = cache_tab[b], *nx; c; c = nx) {
+            nx = c->next;
+            cons_program_release(c->p);
+            free(c->text);
+            free(c);
+        }
+        cache_tab[b] = NULL;
+    }
+    pthread_mutex_unlock(&cache_mu);
+}
+
+/* ---- vocabulary ------------------------------------------------------------------ */
+
+static atomic_uint_fast64_t vocab_serial = 1;
+
+typedef struct tok_ref {
+    const uint8_t *b;
+    size_t n;
+    int32_t id;
+} tok_ref;
+
+static int cmp_tok(const void *x, const void *y) {
+    const tok_ref *a = x, *b = y;
+    size_t n = a->n < b->n ? a->n : b->n;
+    int c = memcmp(a->b, b->b, n);
+    if (c) return c;
+    if (a->n != b->n) return a->n < b->n ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+cons_vocab *cons_vocab_new(int32_t n_vocab, const char *const *pieces, const size_t *lens,
+                           const bool *is_special, const int32_t *eos_ids, int32_t n_eos,
+                           sgl_error *err) {
+    if (n_vocab < 0 || n_eos < 0) {
+        sgl_error_set(err, "cons_vocab_new: negative size");
+        return NULL;
+    }
+    cons_vocab *v = calloc(1, sizeof *v);
+    tok_ref *refs = NULL;
+    int32_t *pstack = NULL;
+    if (!v) goto oom;
+    v->serial = atomic_fetch_add(&vocab_serial, 1);
+    v->n_vocab = n_vocab;
+    v->special = calloc((size_t)n_vocab + 1, 1);
+    v->eos = malloc(sizeof *v->eos * ((size_t)n_eos + 1));
+    v->off = malloc(sizeof *v->off * ((size_t)n_vocab + 1));
+    v->len = malloc(sizeof *v->len * ((size_t)n_vocab + 1));
+    if (!v->special || !v->eos || !v->off || !v->len) goto oom;
+    size_t total = 0;
+    for (int32_t i = 0; i < n_vocab; i++) total += pieces[i] ? lens[i] : 0;
+    v->blob = malloc(total + 1);
+    if (!v->blob) goto oom;
+    total = 0;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        v->off[i] = total;
+        v->len[i] = pieces[i] ? lens[i] : 0;
+        if (v->len[i]) memcpy(v->blob + total, pieces[i], v->len[i]);
+        total += v->len[i];
+        v->special[i] = is_special && is_special[i];
+    }
+    for (int32_t i = 0; i < n_eos; i++) {
+        if (eos_ids[i] < 0 || eos_ids[i] >= n_vocab) {
+            sgl_error_set(err, "cons_vocab_new: EOS id %d out of range", eos_ids[i]);
+            cons_vocab_free(v);
+            return NULL;
+        }
+        v->eos[i] = eos_ids[i];
+        v->special[eos_ids[i]] = 1; /* EOS is never text */
+    }
+    v->n_eos = n_eos;
+    /* the trie of every text token */
+    refs = malloc(sizeof *refs * ((size_t)n_vocab + 1));
+    if (!refs) goto oom;
+    int32_t nt = 0;
+    size_t nodes_max = 0;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        if (v->special[i] || v->len[i] == 0 || v->len[i] > MAX_TOKEN_BYTES) continue;
+        refs[nt++] = (tok_ref){(const uint8_t *)v->blob + v->off[i], v->len[i], i};
+        nodes_max += v->len[i];
+    }
+    qsort(refs, (size_t)nt, sizeof *refs, cmp_tok);
+    v->node = calloc(nodes_max + 1, sizeof *v->node);
+    v->toks = malloc(sizeof *v->toks * ((size_t)nt + 1));
+    pstack = malloc(sizeof *pstack * (MAX_TOKEN_BYTES + 1));
+    if (!v->node || !v->toks || !pstack)
+        goto oom;
+    int32_t depth = 0, nn = 0;
+    const uint8_t *prev = NULL;
+    for (int32_t t = 0; t < nt; t++) {
+        const tok_ref *r = &refs[t];
+        int32_t common = 0;
+        if (prev)
+            while (common < depth && (size_t)common < r->n && prev[common] == r->b[common]) common++;
+        while (depth > common) v->node[pstack[--depth]].skip = nn;
+        while ((size_t)depth < r->n) {
+            v->node[nn].byte = r->b[depth];
+            v->node[nn].depth = (uint16_t)(depth + 1);
+            v->node[nn].ntok = 0;
+            pstack[depth++] = nn++;
+        }
+        struct tnode *nd = &v->node[pstack[depth - 1]];
+        if (nd->ntok == 0) nd->tok = t;
+        if (nd->ntok < 255) nd->ntok++; /* more same-byte tokens than that: never text */
+        v->toks[t] = r->id;
+        if (depth > v->max_depth) v->max_depth = depth;
+        prev = r->b;
+    }
+    while (depth > 0) v->node[pstack[--depth]].skip = nn;
+    v->n_nodes = nn;
+    v->long_toks = malloc(sizeof *v->long_toks * ((size_t)nt + 1));
+    if (!v->long_toks) goto oom;
+    for (int32_t t = 0; t < nt; t++)
+        if (refs[t].n > CLASS_DEPTH) v->long_toks[v->n_long++] = refs[t].id;
+    free(refs);
+    free(pstack);
+    return v;
+oom:
+    free(refs);
+    free(pstack);
+    cons_vocab_free(v);
+    sgl_error_set(err, "cons_vocab_new: out of memory");
+    return NULL;
+}
+
+void cons_vocab_free(cons_vocab *v) {
+    if (!v) return;
+    free(v->special);
+    free(v->eos);
+    free(v->blob);
+    free(v->off);
+    free(v->len);
+    free(v->node);
+    free(v->toks);
+    free(v->long_toks);
+    free(v);
+}
+
+int32_t cons_vocab_size(const cons_vocab *v) { return v->n_vocab; }
+size_t cons_mask_words(const cons_vocab *v) { return ((size_t)v->n_vocab + 31) / 32; }
+
+/* ---- mask walks ------------------------------------------------------------------- */
+
+static inline int32_t set_node_tokens(const cons_vocab *v, int32_t i, uint32_t *mask) {
+    int32_t c = v->node[i].ntok;
+    for (int32_t k = 0; k < c; k++) {
+        int32_t t = v->toks[v->node[i].tok + k];
+        mask[t >> 5] |= 1u << (t & 31);
+    }
+    return c;
+}
+
+/* Walks nodes [lo, hi) (a subtree's descendants, at depth base+1 ...) from
+ * DFA state s; p NULL: everything is allowed. Returns the tokens set. */
+static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int32_t hi, int32_t base,
+                        int32_t s, uint32_t *mask) {
+    int32_t count = 0;
+    if (!d) {
+        for (int32_t i = lo; i < hi; i++) count += set_node_tokens(v, i, mask);
+        return count;
+    }
+    int32_t stack_buf[256];
+    int32_t *st = v->max_depth < 255 ? stack_buf : malloc(sizeof *st * ((size_t)v->max_depth + 2));
+    if (!st) return -1;
+    st[0] = s;
+    const int32_t *delta = d->delta;
+    const int32_t K = d->n_cls;
+    const uint8_t *cls = d->cls;
+    const struct tnode *node = v->node;
+    for (int32_t i = lo; i < hi;) {
+        const struct tnode *nd = &node[i];
+        int32_t dep = nd->depth - base;
+        int32_t t = delta[(size_t)st[dep - 1] * K + cls[nd->byte]];
+        if (t < 0) {
+            i = nd->skip;
+            continue;
+        }
+        st[dep] = t;
+        if (nd->ntok) {
+            int32_t tk = v->toks[nd->tok];
+            mask[tk >> 5] |= 1u << (tk & 31);
+            count++;
+            if (nd->ntok > 1) count += set_node_tokens(v, i, mask) - 1;
+        }
+        i++;
+    }
+    if (st != stack_buf) free(st);
+    return count;
+}
+
+static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t hi, int32_t base,
+                           uint32_t *mask) {
+    int32_t count = 0, e0 = earley_depth(e);
+    bool memo = earley_walk_begin(e) == 0;
+    for (int32_t i = lo; i < hi;) {
+        int32_t dep = v->node[i].depth - base;
+        while (earley_depth(e) > e0 + dep - 1) earley_pop(e);
+        int r = memo ? earley_walk_push(e, v->node[i].byte) : earley_push(e, v->node[i].byte);
+        if (r < 0) {
+            count = -1;
+            break;
+        }
+        if (r == 0) {
+            i = v->node[i].skip;
+            continue;
+        }
+        if (v->node[i].ntok) count += set_node_tokens(v, i, mask);
+        i++;
+    }
+    while (earley_depth(e) > e0) earley_pop(e);
+    if (memo) earley_walk_end(e);
+    return count;
+}
+
+/* ---- matcher --------------------------------------------------------------------------- */
+
+cons_matcher *cons_matcher_new(cons_program *p, const cons_vocab *v, const char *prefix,
+                               size_t n_prefix, sgl_error *err) {
+    cons_matcher *m = calloc(1, sizeof *m);
+    if (!m) goto oom;
+    m->v = v;
+    if (n_prefix) {
+        m->prefix = malloc(n_prefix);
+        if (!m->prefix) goto oom;
+        memcpy(m->prefix, prefix, n_prefix);
+        m->n_prefix = n_prefix;
+    }
+    if (p && p->nfa) {
+        m->e = earley_new(p->nfa);
+        if (!m->e) goto oom;
+    }
+    m->p = cons_program_retain(p);
+    return m;
+oom:
+    if (m) free(m->prefix);
+    free(m);
+    sgl_error_set(err, "constraint matcher: out of memory");
+    return NULL;
+}
+
+void cons_matcher_free(cons_matcher *m) {
+    if (!m) return;
+    cons_program_release(m->p);
+    earley_free(m->e);
+    free(m->prefix);
+    free(m);
+}
+
+cons_matcher *cons_matcher_clone(const cons_matcher *m, sgl_error *err) {
+    cons_matcher *c = malloc(sizeof *c);
+    if (!c) goto oom;
+    *c = *m;
+    c->prefix = NULL;
+    c->e = NULL;
+    if (m->n_prefix) {
+        c->prefix = malloc(m->n_prefix);
+        if (!c->prefix) goto oom;
+        memcpy(c->prefix, m->prefix, m->n_prefix);
+    }
+    if (m->e && !(c->e = earley_clone(m->e))) goto oom;
+    cons_program_retain(c->p);
+    return c;
+oom:
+    if (c) free(c->prefix);
+    free(c);
+    sgl_error_set(err, "constraint matcher: out of memory");
+    return NULL;
+}
+
+static bool in_prefix(const cons_matcher *m) { return m->pre_pos < m->n_prefix; }
+
+bool cons_matcher_accepting(const cons_matcher *m) {
+    if (m->done || in_prefix(m)) return false;
+    if (!m->p) return true;
+    if (m->p->dfa) return m->p->dfa->accept[m->state];
+    return earley_accepting(m->e);
+}
+
+bool cons_matcher_can_continue(const cons_matcher *m) {
+    if (m->done) return false;
+    if (in_prefix(m) || !m->p) return true;
+    if (m->p->dfa) {
+        const cons_dfa *d = m->p->dfa;
+        for (int32_t c = 0; c < d->n_cls; c++)
+            if (d->delta[(size_t)m->state * d->n_cls + c] >= 0) return true;
+        return false;
+    }
+    uint32_t nb[8];
+    earley_next_bytes(m->e, nb);
+    for (int w = 0; w < 8; w++)
+        if (nb[w]) return true;
+    return false;
+}
+
+size_t cons_matcher_position(const cons_matcher *m) { return m->pos; }
+
+static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
+    if (!cons_matcher_accepting(m)) return;
+    for (int32_t i = 0; i < m->v->n_eos; i++) {
+        int32_t t = m->v->eos[i];
+        if (!(mask[t >> 5] & (1u << (t & 31)))) {
+            mask[t >> 5] |= 1u << (t & 31);
+            (*count)++;
+        }
+    }
+}
+
+/* Mask classes: two states get the same mask when no byte string of at most
+ * `depth` bytes keeps one alive and kills the other (with depth the longest
+ * token, or CLASS_DEPTH and longer tokens checked per state).
+ * Moore refinement for at most depth rounds, where "dead" is its own class;
+ * a string of maxLength 200 then needs a handful of walks, not 200. Writes
+ * the class of every state into cls and returns the class count, or -1. */
+static int32_t mask_classes(const cons_dfa *d, int32_t depth, int32_t *cls) {
+    int32_t N = d->n_states, K = d->n_cls;
+    int32_t *next = malloc(sizeof *next * (size_t)N), *tab = NULL;
+    int32_t cap = 1;
+    while (cap < 2 * N) cap *= 2;
+    tab = malloc(sizeof *tab * (size_t)cap);
+    if (!next || !tab) {
+        free(next);
+        free(tab);
+        return -1;
+    }
+    for (int32_t i = 0; i < N; i++) cls[i] = 0;
+    int32_t ncls = 1;
+    /* bound the work; beyond it, fewer rounds only means fewer merges */
+    int64_t budget = 200000000;
+    for (int32_t round = 0; round < depth && (int64_t)N * K <= budget; round++) {
+        budget -= (int64_t)N * K;
+        for (int32_t i = 0; i < cap; i++) tab[i] = -1;
+        int32_t nn = 0;
+        for (int32_t st = 0; st < N; st++) {
+            const int32_t *row = d->delta + (size_t)st * K;
+            uint64_t h = 1469598103934665603ull ^ (uint64_t)cls[st];
+            for (int32_t c = 0; c < K; c++) h = (h ^ (uint64_t)(row[c] < 0 ? -1 : cls[row[c]])) * 1099511628211ull;
+            uint32_t slot = (uint32_t)(h ^ (h >> 32)) & (uint32_t)(cap - 1);
+            for (;; slot = (slot + 1) & (uint32_t)(cap - 1)) {
+                int32_t r = tab[slot];
+                if (r < 0) {
+                    tab[slot] = st;
+                    next[st] = nn++;
+                    break;
+                }
+                const int32_t *rr = d->delta + (size_t)r * K;
+                bool same = cls[r] == cls[st];
+                for (int32_t c = 0; c < K && same; c++)
+                    same = (row[c] < 0 ? -1 : cls[row[c]]) == (rr[c] < 0 ? -1 : cls[rr[c]]);
+                if (same) {
+                    next[st] = next[r];
+                    break;
+                }
+            }
+        }
+        bool stable = nn == ncls;
+        memcpy(cls, next, sizeof *cls * (size_t)N);
+        ncls = nn;
+        if (stable) break;
+    }
+    free(next);
+    free(tab);
+    return ncls;
+}
+
+static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
+    mask_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    int32_t N = p->dfa->n_states;
+    c->cls = malloc(sizeof *c->cls * (size_t)N);
+    int32_t n = c->cls ? mask_classes(p->dfa, v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH, c->cls) : -1;
+    if (n < 0) {
+        /* no merging: one class per state */
+        n = N;
+        if (c->cls)
+            for (int32_t i = 0; i < N; i++) c->cls[i] = i;
+    }
+    c->n_cls = n;
+    c->masks = calloc((size_t)n, sizeof *c->masks);
+    c->counts = calloc((size_t)n, sizeof *c->counts);
+    if (!c->cls || !c->masks || !c->counts) {
+        free(c->cls);
+        free(c->masks);
+        free(c->counts);
+        free(c);
+        return NULL;
+    }
+    c->serial = v->serial;
+    return c;
+}
+
+/* The mask of DFA state s, from the program's cache (computed on a miss). */
+static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_t *mask) {
+    size_t words = cons_mask_words(v);
+    pthread_mutex_lock(&p->mu);
+    mask_cache *c = p->caches;
+    while (c && c->serial != v->serial) c = c->next;
+    pthread_mutex_unlock(&p->mu);
+    if (!c) {
+        mask_cache *nc = mask_cache_new(p, v);
+        pthread_mutex_lock(&p->mu);
+        c = p->caches;
+        while (c && c->serial != v->serial) c = c->next;
+        if (!c && nc) {
+            nc->next = p->caches;
+            p->caches = c = nc;
+            nc = NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (nc) {
+            free(nc->cls);
+            free(nc->masks);
+            free(nc->counts);
+            free(nc);
+        }
+    }
+    int32_t k = c ? c->cls[s] : -1;
+    pthread_mutex_lock(&p->mu);
+    const uint32_t *hit = c ? c->masks[k] : NULL;
+    int32_t cnt = hit ? c->counts[k] : 0;
+    pthread_mutex_unlock(&p->mu);
+    if (hit) {
+        memcpy(mask, hit, words * 4);
+        /* tokens longer than the class depth: as state s itself decides */
+        const cons_dfa *d = p->dfa;
+        for (int32_t i = 0; i < v->n_long; i++) {
+            int32_t t = v->long_toks[i], st = s;
+            const uint8_t *b = (const uint8_t *)v->blob + v->off[t];
+            for (size_t k2 = 0; k2 < v->len[t] && st >= 0; k2++) st = d->delta[(size_t)st * d->n_cls + d->cls[b[k2]]];
+            uint32_t bit = 1u << (t & 31);
+            bool was = mask[t >> 5] & bit;
+            if (st >= 0 && !was) {
+                mask[t >> 5] |= bit;
+                cnt++;
+            } else if (st < 0 && was) {
+                mask[t >> 5] &= ~bit;
+                cnt--;
+            }
+        }
+        return cnt;
+    }
+    memset(mask, 0, words * 4);
+    cnt = walk_dfa(v, p->dfa, 0, v->n_nodes, 0, s, mask);
+    if (cnt < 0 || !c) return cnt;
+    uint32_t *copy = malloc(words * 4);
+    if (!copy) return cnt;
+    memcpy(copy, mask, words * 4);
+    pthread_mutex_lock(&p->mu);
+    if (!c->masks[k]) {
+        c->masks[k] = copy;
+        c->counts[k] = cnt;
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    free(copy);
+    return cnt;
+}
+
+/* The recogniser's mask, from the program's cache keyed by earley_key. */
+static int32_t earley_mask(cons_program *p, const cons_vocab *v, earley *e, uint32_t *mask) {
+    size_t words = cons_mask_words(v);
+    int32_t *key = NULL;
+    size_t kn = 0;
+    if (earley_key(e, &key, &kn)) return walk_earley(v, e, 0, v->n_nodes, 0, mask);
+    uint64_t h = 1469598103934665603ull ^ v->serial;
+    for (size_t i = 0; i < kn; i++) h = (h ^ (uint32_t)key[i]) * 1099511628211ull;
+    pthread_mutex_lock(&p->mu);
+    if (p->emask_cap) {
+        for (emask *x = p->emasks[h & (uint64_t)(p->emask_cap - 1)]; x; x = x->next)
+            if (x->hash == h && x->serial == v->serial && x->key_len == kn &&
+                memcmp(x->key, key, kn * sizeof *key) == 0) {
+                memcpy(mask, x->mask, words * 4);
+                int32_t cnt = x->count;
+                pthread_mutex_unlock(&p->mu);
+                free(key);
+                return cnt;
+            }
+    }
+    pthread_mutex_unlock(&p->mu);
+    int32_t cnt = walk_earley(v, e, 0, v->n_nodes, 0, mask);
+    if (cnt < 0) {
+        free(key);
+        return cnt;
+    }
+    emask *x = malloc(sizeof *x);
+    uint32_t *copy = malloc(words * 4);
+    if (!x || !copy) {
+        free(x);
+        free(copy);
+        free(key);
+        return cnt;
+    }
+    memcpy(copy, mask, words * 4);
+    *x = (emask){.serial = v->serial, .hash = h, .key = key, .key_len = kn, .mask = copy, .count = cnt};
+    pthread_mutex_lock(&p->mu);
+    if (!p->emask_cap) {
+        p->emasks = calloc(1024, sizeof *p->emasks);
+        if (p->emasks) p->emask_cap = 1024;
+    }
+    if (p->emask_cap && p->emask_n < EMASK_MAX) {
+        emask **b = &p->emasks[h & (uint64_t)(p->emask_cap - 1)];
+        x->next = *b;
+        *b = x;
+        p->emask_n++;
+        x = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (x) {
+        free(x->key);
+        free(x->mask);
+        free(x);
+    }
+    return cnt;
+}
+
+int32_t cons_matcher_mask(cons_matcher *m, uint32_t *mask) {
+    const cons_vocab *v = m->v;
+    size_t words = cons_mask_words(v);
+    int32_t count = 0;
+    if (m->done) {
+        memset(mask, 0, words * 4);
+        return 0;
+    }
+    if (!in_prefix(m) && m->p && m->p->dfa) {
+        count = dfa_mask(m->p, v, m->state, mask);
+        if (count < 0) return 0;
+    } else {
+        memset(mask, 0, words * 4);
+        int32_t lo = 0, hi = v->n_nodes, base = 0;
+        if (in_prefix(m)) {
+            /* follow the remaining prefix down the trie: tokens on the way fit */
+            const uint8_t *r = (const uint8_t *)m->prefix + m->pre_pos;
+            size_t rn = m->n_prefix - m->pre_pos;
+            for (size_t k = 0; k < rn; k++) {
+                int32_t c = lo;
+                while (c < hi && v->node[c].byte != r[k]) c = v->node[c].skip;
+                if (c >= hi) {
+                    lo = hi = 0;
+                    break;
+                }
+                count += set_node_tokens(v, c, mask);
+                lo = c + 1;
+                hi = v->node[c].skip;
+                base++;
+            }
+        }
+        if (lo < hi) {
+            int32_t c;
+            if (!m->p)
+                c = walk_dfa(v, NULL, lo, hi, base, 0, mask);
+            else if (m->p->dfa)
+                c = walk_dfa(v, m->p->dfa, lo, hi, base, in_prefix(m) ? 0 : m->state, mask);
+            else if (!in_prefix(m))
+                c = earley_mask(m->p, v, m->e, mask);
+            else
+                c = walk_earley(v, m->e, lo, hi, base, mask);
+            if (c < 0) return 0;
+            count += c;
+        }
+    }
+    if (!in_prefix(m)) {
+        /* cached masks hold no EOS */
+        add_eos(m, mask, &count);
+    }
+    return count;
+}
+
+/* Runs bytes through the automaton part (no prefix). commit: keep the
+ * result. Returns 1 alive, 0 dead (nothing changed), -1 out of memory. */
+static int run_bytes(cons_matcher *m, const uint8_t *b, size_t n, bool commit) {
+    if (!m->p) return 1;
+    if (m->p->dfa) {
+        const cons_dfa *d = m->p->dfa;
+        int32_t s = m->state;
+        for (size_t i = 0; i < n && s >= 0; i++) s = d->delta[(size_t)s * d->n_cls + d->cls[b[i]]];
+        if (s < 0) return 0;
+        if (commit) m->state = s;
+        return 1;
+    }
+    size_t pushed = 0;
+    int r = 1;
+    for (; pushed < n; pushed++) {
+        r = earley_push(m->e, b[pushed]);
+        if (r != 1) break;
+    }
+    if (r == 1 && commit) return 1;
+    for (size_t k = 0; k < pushed; k++) earley_pop(m->e);
+    return r;
+}
+
+static int advance(cons_matcher *m, const char *bytes, size_t n, bool commit) {
+    const uint8_t *b = (const uint8_t *)bytes;
+    if (m->done) return n ? 0 : 1;
+    size_t k = 0;
+    if (in_prefix(m)) {
+        size_t rn = m->n_prefix - m->pre_pos;
+        k = n < rn ? n : rn;
+        if (memcmp(b, m->prefix + m->pre_pos, k) != 0) return 0;
+    }
+    int r = run_bytes(m, b + k, n - k, commit);
+    if (r == 1 && commit) {
+        m->pre_pos += k;
+        m->pos += n;
+    }
+    return r;
+}
+
+int cons_matcher_accept_bytes(cons_matcher *m, const char *b, size_t n) {
+    return advance(m, b, n, true) == 1 ? 0 : -1;
+}
+
+int cons_matcher_probe(cons_matcher *m, const char *b, size_t n) {
+    return advance(m, b, n, false) == 1;
+}
+
+int cons_matcher_accept_token(cons_matcher *m, int32_t t) {
+    const cons_vocab *v = m->v;
+    if (t < 0 || t >= v->n_vocab || m->done) return -1;
+    for (int32_t i = 0; i < v->n_eos; i++)
+        if (v->eos[i] == t) {
+            if (!cons_matcher_accepting(m)) return -1;
+            m->done = true;
+            return 0;
+        }
+    if (v->special[t] || v->len[t] == 0 || v->len[t] > MAX_TOKEN_BYTES) return -1;
+    return cons_matcher_accept_bytes(m, v->blob + v->off[t], v->len[t]);
+}
+
+size_t cons_matcher_forced(cons_matcher *m, char *buf, size_t cap) {
+    size_t n = 0;
+    if (m->done) return 0;
+    for (size_t k = m->pre_pos; k < m->n_prefix && n < cap; k++) buf[n++] = m->prefix[k];
+    if (!m->p || n == cap) return n;
+    if (m->p->dfa) {
+        const cons_dfa *d = m->p->dfa;
+        int32_t s = m->state;
+        if (in_prefix(m)) s = 0;
+        while (n < cap && d->forced[s] >= 0) {
+            buf[n++] = (char)d->forced[s];
+            s = d->delta[(size_t)s * d->n_cls + d->cls[(uint8_t)d->forced[s]]];
+        }
+        return n;
+    }
+    /* during the prefix the chart is still at its start: where the prefix ends */
+    size_t pushed = 0;
+    while (n < cap && !earley_accepting(m->e)) {
+        uint32_t nb[8];
+        earley_next_bytes(m->e, nb);
+        int cnt = 0, last = -1;
+        for (int w = 0; w < 8 && cnt < 2; w++)
+            if (nb[w]) {
+                cnt += __builtin_popcount(nb[w]);
+                last = w * 32 + __builtin_ctz(nb[w]);
+            }
+        if (cnt != 1 || earley_push(m->e, (uint8_t)last) != 1) break;
+        pushed++;
+        buf[n++] = (char)last;
+    }
+    for (size_t k = 0; k < pushed; k++) earley_pop(m->e);
+    return n;
+}
+
+size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap) {
+    size_t n = 0;
+    if (m->done) return 0;
+    for (size_t k = m->pre_pos; k < m->n_prefix; k++) {
+        if (n == cap) return (size_t)-1;
+        buf[n++] = m->prefix[k];
+    }
+    if (!m->p) return n;
+    if (m->p->dfa) {
+        const cons_dfa *d = m->p->dfa;
+        int32_t start = in_prefix(m) ? 0 : m->state, K = d->n_cls, N = d->n_states;
+        int32_t *par = malloc(sizeof *par * (size_t)N), *q = malloc(sizeof *q * (size_t)N);
+        uint8_t *by = malloc((size_t)N);
+        size_t res = (size_t)-1;
+        if (!par || !q || !by) goto done;
+        uint8_t rep[256];
+        for (int b = 255; b >= 0; b--) rep[d->cls[b]] = (uint8_t)b;
+        for (int32_t i = 0; i < N; i++) par[i] = -2;
+        int32_t qh = 0, qt = 0, goal = -1;
+        par[start] = -1;
+        q[qt++] = start;
+        while (qh < qt && goal < 0) {
+            int32_t s = q[qh++];
+            if (d->accept[s]) {
+                goal = s;
+                break;
+            }
+            for (int32_t c = 0; c < K; c++) {
+                int32_t t = d->delta[(size_t)s * K + c];
+                if (t >= 0 && par[t] == -2) {
+                    par[t] = s;
+                    by[t] = rep[c];
+                    q[qt++] = t;
+                }
+            }
+        }
+        if (goal < 0) goto done;
+        size_t len = 0;
+        for (int32_t s = goal; par[s] >= 0; s = par[s]) len++;
+        if (n + len > cap) goto done;
+        size_t w = n + len;
+        for (int32_t s = goal; par[s] >= 0; s = par[s]) buf[--w] = (char)by[s];
+        res = n + len;
+    done:
+        free(par);
+        free(q);
+        free(by);
+        return res;
+    }
+    /* recogniser: forced bytes, else closing bytes first, else the first live byte */
+    static const char order[] = "\"}])>,;:0a ";
+    size_t pushed = 0, res = (size_t)-1;
+    while (n < cap) {
+        if (earley_accepting(m->e)) {
+            res = n;
+            break;
+        }
+        uint32_t nb[8];
+        earley_next_bytes(m->e, nb);
+        int b = -1;
+        for (const char *o = order; *o && b < 0; o++)
+            if ((nb[(uint8_t)*o >> 5] >> ((uint8_t)*o & 31)) & 1) b = (uint8_t)*o;
+        for (int x = 0; x < 256 && b < 0; x++)
+            if ((nb[x >> 5] >> (x & 31)) & 1) b = x;
+        if (b < 0 || earley_push(m->e, (uint8_t)b) != 1) break;
+        pushed++;
+        buf[n++] = (char)b;
+    }
+    for (size_t k = 0; k < pushed; k++) earley_pop(m->e);
+    return res;
+}
