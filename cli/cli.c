@@ -84,3 +84,37 @@ double cli_parse_double(const char *cmd, const char *name, const char *v, double
     }
     return x;
 }
+
+bool cli_limit_opt(const char *cmd, int argc, char **argv, int *i, cli_limits *l) {
+    const char *v;
+    if (cli_opt(argc, argv, i, "--max-file-mb", &v)) {
+        double mb = cli_parse_double(cmd, "--max-file-mb", v, 0, 1 << 20);
+        l->max_file = mb > 0 ? (size_t)(mb * (1 << 20)) : SIZE_MAX;
+    } else if (cli_opt(argc, argv, i, "--max-source-mb", &v)) {
+        double mb = cli_parse_double(cmd, "--max-source-mb", v, 0, 1 << 20);
+        l->max_source = mb > 0 ? (size_t)(mb * (1 << 20)) : SIZE_MAX;
+    } else if (cli_opt(argc, argv, i, "--max-mem-mb", &v)) {
+        l->mem_inst = (int64_t)(cli_parse_double(cmd, "--max-mem-mb", v, 0, 1 << 30) * (1 << 20));
+    } else if (cli_opt(argc, argv, i, "--max-run-mem-mb", &v)) {
+        l->mem_run = (int64_t)(cli_parse_double(cmd, "--max-run-mem-mb", v, 0, 1 << 30) * (1 << 20));
+    } else if (cli_opt(argc, argv, i, "--max-fork", &v)) {
+        l->fork = cli_parse_long(cmd, "--max-fork", v, 0, 1L << 30);
+    } else if (cli_opt(argc, argv, i, "--max-batch", &v)) {
+        l->batch = cli_parse_long(cmd, "--max-batch", v, 0, 1L << 30);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+void cli_limits_apply_load(const cli_limits *l, sgl_load_options *o) {
+    if (l->max_file) o->max_file_bytes = l->max_file;
+    if (l->max_source) o->max_total_bytes = l->max_source;
+}
+
+void cli_limits_apply_vm(const cli_limits *l, vm_config *c) {
+    if (l->mem_inst >= 0) c->max_mem_inst = l->mem_inst;
+    if (l->mem_run >= 0) c->max_mem_run = l->mem_run;
+    if (l->fork >= 0) c->max_fork = (uint32_t)l->fork;
+    if (l->batch >= 0) c->max_batch = (uint32_t)l->batch;
+}

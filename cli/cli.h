@@ -16,6 +16,11 @@ typedef struct sgl_remote_config {
     int max_retries;
 } sgl_remote_config;
 #endif
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lang/lang.h"
+#include "vm/vm.h"
 
 #define SGL_DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -65,5 +70,30 @@ void cli_backend_free(cli_backend *b);
 /* Checks sc's gen/select calls against the session engine's capabilities;
  * prints each problem with its source line to out. Returns the count. */
 int cli_backend_check(const vm_script *sc, const vm_session *s, FILE *out);
+/* Resource limits set on the command line (docs/language.md "Limits"):
+ * --max-file-mb, --max-source-mb (sources), --max-mem-mb (per instance),
+ * --max-run-mem-mb (whole run), --max-fork, --max-batch. Unset fields keep
+ * the library defaults. */
+typedef struct cli_limits {
+    size_t max_file, max_source; /* bytes; 0 = default */
+    int64_t mem_inst, mem_run;   /* bytes; -1 = default, 0 = none */
+    long fork, batch;            /* -1 = default, 0 = none */
+} cli_limits;
+
+#define CLI_LIMITS_INIT {0, 0, -1, -1, -1, -1}
+/* The option lines for usage texts. */
+#define CLI_LIMITS_USAGE                                                                           \
+    "  --max-file-mb N    largest source file (default 4)\n"                                       \
+    "  --max-source-mb N  all sources of a program together (default 16)\n"                        \
+    "  --max-mem-mb N     values one program instance may hold (default 256; 0: no limit)\n"       \
+    "  --max-run-mem-mb N values the whole run may hold (default 1024; 0: no limit)\n"             \
+    "  --max-fork N       most branches of one fork (default 1024)\n"                              \
+    "  --max-batch N      most instances of one run_batch call (default 100000)\n"
+
+/* If argv[*i] is a limit option, records it, advances *i and returns true
+ * (exits 2 on a bad value). */
+bool cli_limit_opt(const char *cmd, int argc, char **argv, int *i, cli_limits *l);
+void cli_limits_apply_load(const cli_limits *l, sgl_load_options *o);
+void cli_limits_apply_vm(const cli_limits *l, vm_config *c);
 
 #endif

@@ -31,7 +31,8 @@ static void batch_usage(FILE *out) {
             "  --max-steps N      fail a script after N VM instructions (default 100000000;\n"
             "                     0: no limit), so a runaway loop cannot stall the batch\n"
             "  --stats            with backends: one line per endpoint (requests, cached\n"
-            "                     tokens and hit rate where the server reports them)\n\n%s",
+            "                     tokens and hit rate where the server reports them)\n"
+            CLI_LIMITS_USAGE "\n%s",
             SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
@@ -130,6 +131,7 @@ int cmd_batch(int argc, char **argv) {
     long parallel = 16;
     uint64_t max_steps = 100000000;
     vm_session_opts so = vm_session_opts_default();
+    cli_limits limits = CLI_LIMITS_INIT;
     vm_value defaults = vm_map_new();
     /* Everything below is released at `out`, whichever way the run ends. */
     int status = 2;
@@ -173,6 +175,8 @@ int cmd_batch(int argc, char **argv) {
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("batch", "--seed", v, 0, 1L << 31)), NULL);
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             so.n_threads = (int)cli_parse_long("batch", "--threads", v, 0, 1024);
+        } else if (cli_limit_opt("batch", argc, argv, &i, &limits)) {
+            continue;
         } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
             max_steps = (uint64_t)cli_parse_double("batch", "--max-steps", v, 0, 1e18);
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -212,6 +216,8 @@ int cmd_batch(int argc, char **argv) {
 
     so.fake = fake;
     bool remote = !fake && cli_backend_apply("batch", &bk, &so);
+    so.max_file_bytes = limits.max_file;
+    so.max_source_bytes = limits.max_source;
     s.opts = so;
     b.n = n;
     b.parallel = (size_t)parallel;
@@ -283,6 +289,7 @@ int cmd_batch(int argc, char **argv) {
         vm_config cfg = vm_session_config(&s);
         cfg.gen_defaults = defaults;
         cfg.max_steps = max_steps;
+        cli_limits_apply_vm(&limits, &cfg);
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
             fprintf(stderr, "sglc batch: %s\n", err.msg);

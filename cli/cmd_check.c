@@ -17,6 +17,7 @@ static void check_usage(FILE *out) {
             "  --allow-io    permit the file/http/shell builtins\n"
             "  -I DIR        also search DIR for imports (after $SGL_PATH)\n"
             "  --quiet       print only errors, not warnings\n"
+            "  --max-file-mb N, --max-source-mb N   source size limits (default 4 and 16)\n"
             "  --backend KIND:URL  also check every gen/select against what that backend can\n"
             "                do (select needs logprobs, constraints, sampling fields, ...);\n"
             "                sends no generation request (openai:URL probes the server once)\n"
@@ -30,6 +31,7 @@ static bool diag_color(void) {
 
 int cmd_check(int argc, char **argv) {
     sgl_load_options opts = {0};
+    cli_limits limits = CLI_LIMITS_INIT;
     const char *dirs[64];
     size_t n_dirs = 0;
     bool quiet = false;
@@ -48,6 +50,8 @@ int cmd_check(int argc, char **argv) {
             opts.allow_io = true;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = true;
+        } else if (cli_limit_opt("check", argc, argv, &i, &limits)) {
+            continue;
         } else if (cli_opt(argc, argv, &i, "-I", &v)) {
             if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
         } else if (cli_backend_opt("check", argc, argv, &i, &bk)) {
@@ -66,6 +70,7 @@ int cmd_check(int argc, char **argv) {
         free(files);
         return 2;
     }
+    cli_limits_apply_load(&limits, &opts);
     opts.search_path = dirs;
     opts.n_search_path = n_dirs;
     bool color = diag_color();

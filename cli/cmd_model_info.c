@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "runtime/gguf.h"
+#include "runtime/model.h"
 
 /* Hyper-parameters printed after "<arch>." (rope scaling only when present). */
 static const char *const hparam_keys[] = {
@@ -34,12 +35,14 @@ typedef struct type_total {
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: sglc model-info [--model PATH] [--json] [--no-tensors]\n\n"
+            "usage: sglc model-info [--model PATH] [--json] [--no-tensors] [--verify]\n\n"
             "Print a GGUF model's metadata (architecture, hyper-parameters, tokenizer,\n"
             "chat template), a table of its tensors and totals per type.\n\n"
             "  --model PATH   the GGUF file (default: $SGL_MODEL, then models/%s)\n"
             "  --json         print the same information as one JSON object\n"
             "  --no-tensors   leave out the per-tensor table (totals are still printed)\n"
+            "  --verify       instead, decode every weight and report tensors holding NaN,\n"
+            "                 Inf or values beyond +-1e4 (a corrupt scale); exit 1 if any\n"
             "  --help         print this help\n",
             SGL_DEFAULT_MODEL_FILE);
 }
@@ -282,9 +285,67 @@ static int print_json(const info *in, bool tensors) {
     return 0;
 }
 
+/* --verify: every tensor decoded and scanned. Returns 0 (all clean), 1
+ * (some bad, or out of memory). */
+static int verify(const gguf_file *f, bool json) {
+    cJSON *root = json ? cJSON_CreateObject() : NULL, *bad = NULL;
+    if (root) bad = cJSON_AddArrayToObject(root, "bad_tensors");
+    uint64_t n_checked = 0, n_bad = 0, n_skipped = 0, n_values = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        model_tensor_check c;
+        sgl_error err = {{0}};
+        if (model_check_tensor(t, &c, &err) < 0) {
+            fprintf(stderr, "sglc model-info: error: %s: %s\n", t->name, err.msg);
+            cJSON_Delete(root);
+            return 1;
+        }
+        if (!c.checked) {
+            n_skipped++;
+            if (!json) printf("skipped  %s: no decoder for type %s\n", t->name, sgl_dtype_name(t->type));
+            continue;
+        }
+        n_checked++;
+        n_values += c.n_values;
+        if (!(c.n_nan || c.n_inf || c.n_big)) continue;
+        n_bad++;
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", t->name);
+            cJSON_AddStringToObject(o, "type", sgl_dtype_name(t->type));
+            cJSON_AddNumberToObject(o, "nan", (double)c.n_nan);
+            cJSON_AddNumberToObject(o, "inf", (double)c.n_inf);
+            cJSON_AddNumberToObject(o, "out_of_range", (double)c.n_big);
+            cJSON_AddNumberToObject(o, "first_bad_index", (double)c.first_bad);
+            cJSON_AddItemToArray(bad, o);
+        } else {
+            printf("BAD      %s (%s): %" PRIu64 " NaN, %" PRIu64 " Inf, %" PRIu64
+                   " beyond +-%g; first at element %" PRIu64 " (row %" PRIu64 ")\n",
+                   t->name, sgl_dtype_name(t->type), c.n_nan, c.n_inf, c.n_big, MODEL_VERIFY_MAX_ABS,
+                   c.first_bad, c.first_bad / t->ne[0]);
+        }
+    }
+    if (json) {
+        cJSON_AddNumberToObject(root, "tensors_checked", (double)n_checked);
+        cJSON_AddNumberToObject(root, "tensors_skipped", (double)n_skipped);
+        cJSON_AddNumberToObject(root, "values_checked", (double)n_values);
+        cJSON_AddBoolToObject(root, "ok", n_bad == 0);
+        char *txt = cJSON_PrintUnformatted(root);
+        if (txt) puts(txt);
+        free(txt);
+        cJSON_Delete(root);
+        if (!txt) return 1;
+    } else {
+        printf("verified %" PRIu64 " tensors (%" PRIu64 " values, %" PRIu64 " skipped): %s\n", n_checked,
+               n_values, n_skipped, n_bad ? "" : "all finite and in range");
+        if (n_bad) printf("%" PRIu64 " tensor%s hold NaN, Inf or out-of-range values\n", n_bad, n_bad == 1 ? "" : "s");
+    }
+    return n_bad ? 1 : 0;
+}
+
 int cmd_model_info(int argc, char **argv) {
     const char *model = NULL;
-    bool json = false, tensors = true;
+    bool json = false, tensors = true, do_verify = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -293,6 +354,7 @@ int cmd_model_info(int argc, char **argv) {
         }
         if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--no-tensors")) tensors = false;
+        else if (!strcmp(a, "--verify")) do_verify = true;
         else if (cli_opt(argc, argv, &i, "--model", &model)) continue;
         else {
             fprintf(stderr, "sglc model-info: error: unknown argument '%s'\n", a);
@@ -308,6 +370,13 @@ int cmd_model_info(int argc, char **argv) {
         fprintf(stderr, "sglc model-info: error: %s: %s\n", path, err.msg);
         free(path);
         return 1;
+    }
+    if (do_verify) {
+        int vr = verify(f, json);
+        if (fflush(stdout) != 0) vr = 1;
+        gguf_close(f);
+        free(path);
+        return vr;
     }
     info in;
     info_gather(&in, f, path);

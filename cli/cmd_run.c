@@ -40,7 +40,8 @@ static void run_usage(FILE *out) {
             "  --trace            print every engine request and result to stderr\n"
             "  --max-steps N      fail the program after N VM instructions (0: no limit)\n"
             "  --stats            with backends: also one line per endpoint (requests,\n"
-            "                     cached tokens and hit rate where the server reports them)\n\n%s",
+            "                     cached tokens and hit rate where the server reports them)\n"
+            CLI_LIMITS_USAGE "\n%s",
             SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
@@ -54,6 +55,7 @@ int cmd_run(int argc, char **argv) {
     bool json = false, fake = false, stats = false, trace = false;
     uint64_t max_steps = 0;
     vm_session_opts so = vm_session_opts_default();
+    cli_limits limits = CLI_LIMITS_INIT;
     const char *dirs[64];
     size_t n_dirs = 0;
     /* Everything below is released at `out`, whichever way the run ends. */
@@ -109,6 +111,8 @@ int cmd_run(int argc, char **argv) {
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("run", "--seed", v, 0, 1L << 31)), NULL);
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024);
+        } else if (cli_limit_opt("run", argc, argv, &i, &limits)) {
+            continue;
         } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
             max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18);
         } else if (cli_backend_opt("run", argc, argv, &i, &bk)) {
@@ -133,13 +137,19 @@ int cmd_run(int argc, char **argv) {
     bool remote = !fake && cli_backend_apply("run", &bk, &so);
 
     /* Check and compile before loading the model: errors come fast. */
+    so.max_file_bytes = limits.max_file;
+    so.max_source_bytes = limits.max_source;
     s.opts = so;
     sgl_error err = {{0}};
     sgl_strbuf stdin_text = {0};
     if (!strcmp(file, "-")) {
         char buf[4096];
         size_t k;
-        while ((k = fread(buf, 1, sizeof buf, stdin)) > 0) sgl_strbuf_append(&stdin_text, buf, k);
+        /* Stop one buffer past the source size limit: the loader reports it. */
+        size_t cap = SGL_MIN(limits.max_file ? limits.max_file : SGL_DEFAULT_MAX_FILE,
+                             limits.max_source ? limits.max_source : SGL_DEFAULT_MAX_SOURCE);
+        while (stdin_text.len <= cap && (k = fread(buf, 1, sizeof buf, stdin)) > 0)
+            sgl_strbuf_append(&stdin_text, buf, k);
         sgl_strbuf_putc(&stdin_text, 0);
         stdin_text.len--;
         file = "<stdin>";
@@ -195,6 +205,7 @@ int cmd_run(int argc, char **argv) {
     cfg.gen_defaults = defaults;
     if (trace) cfg.trace = stderr;
     cfg.max_steps = max_steps;
+    cli_limits_apply_vm(&limits, &cfg);
     vmach = vm_new(&cfg, &err);
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);

@@ -55,6 +55,12 @@ int kern_pool_threads(const kern_pool *pool);
  * 1) on the caller. One caller thread drives a pool at a time, and fn must
  * not call kern_pool_run on the same pool (not reentrant). */
 void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *ctx);
+/* The contention guard (pool.c): after a run stalled by a preempted worker,
+ * the caller runs the tasks alone for a while. On by default (environment
+ * SGL_POOL_NO_GUARD=1 turns it off at pool creation); for benchmarks. */
+void kern_pool_set_guard(kern_pool *pool, bool on);
+/* Runs done solo and stalls seen since the pool started. */
+void kern_pool_stats(const kern_pool *pool, uint64_t *solo_runs, uint64_t *stalls);
 
 /* ---- implementation choice ------------------------------------------------ */
 

@@ -144,7 +144,19 @@ typedef struct sgl_load_options {
     bool allow_io;       /* file/http/shell builtins allowed (--allow-io) */
     bool parse_only;     /* stop after parsing + loading imports (no checks) */
     int max_errors;      /* stop adding errors after this many (0 = 100) */
+    /* Resource limits (docs/language.md "Limits"); 0 = the default. */
+    size_t max_file_bytes;   /* one source file (SGL_DEFAULT_MAX_FILE) */
+    size_t max_total_bytes;  /* all files of a program (SGL_DEFAULT_MAX_SOURCE) */
+    /* Import boundary. Unless allow_io or imports_anywhere, an import must
+     * resolve (symlinks followed) under import_root (NULL: the root file's
+     * directory), an -I / $SGL_PATH directory or the standard library;
+     * providers (the embedded stdlib) are always allowed. */
+    const char *import_root;
+    bool imports_anywhere;
 } sgl_load_options;
+
+#define SGL_DEFAULT_MAX_FILE ((size_t)4 << 20)
+#define SGL_DEFAULT_MAX_SOURCE ((size_t)16 << 20)
 
 typedef struct sgl_program {
     sgl_arena arena;      /* owns every AST node and string */
@@ -155,6 +167,7 @@ typedef struct sgl_program {
     sgl_node *main;       /* the root module's MAIN node, or NULL */
     sgl_diags diags;
     sgl_load_options opts;
+    char *root_dir;       /* malloc'd: where imports may resolve (opts.import_root or the root file's dir) */
 } sgl_program;
 
 /* Loads path and its imports, parses and (unless opts->parse_only) checks

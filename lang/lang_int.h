@@ -19,7 +19,6 @@ typedef struct lang_bracket {
 
 #define LANG_MAX_NESTING 200  /* open brackets at once */
 #define LANG_MAX_DEPTH 1000   /* expression tree depth */
-#define LANG_MAX_FILE (64 << 20) /* bytes per source file */
 
 /* Parser + lexer state for one file. */
 typedef struct lang_parser {

@@ -436,6 +436,27 @@ static int span_cmp(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : (x->idx > y->idx);
 }
 
+/* Called after the per-tensor extent checks. */
+static int tail_check(gguf_file *f, sgl_error *err) {
+    /* The tensor that ends last must end the file (up to padding). */
+    uint64_t last = 0, end = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        uint64_t e = f->tensors[i].offset + f->tensors[i].nbytes;
+        if (e >= end) end = e, last = i;
+    }
+    uint64_t data_len = f->file_size - f->data_offset; /* >= end: checked above */
+    if (f->n_tensors && end + f->alignment <= data_len) {
+        const gguf_tensor *a = &f->tensors[last];
+        return sgl_error_set(err,
+                             "tensor '%s': type %s and shape [%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %" PRIu64
+                             "] make %" PRIu64 " bytes, but its data spans %" PRIu64
+                             " bytes (to the end of the file): the type or shape does not match the data",
+                             a->name, sgl_dtype_name(a->type), a->ne[0], a->ne[1], a->ne[2], a->ne[3],
+                             a->nbytes, data_len - a->offset);
+    }
+    return 0;
+}
+
 static int check_tensor_data(gguf_file *f, sgl_error *err) {
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         gguf_tensor *t = &f->tensors[i];
@@ -458,7 +479,7 @@ static int check_tensor_data(gguf_file *f, sgl_error *err) {
         }
         t->data = f->map + f->data_offset + t->offset;
     }
-    if (f->n_tensors < 2) return 0;
+    if (f->n_tensors < 2) return tail_check(f, err);
     span *s = malloc(f->n_tensors * sizeof *s);
     if (!s) return sgl_error_set(err, "out of memory");
     for (uint64_t i = 0; i < f->n_tensors; i++)
@@ -476,8 +497,25 @@ static int check_tensor_data(gguf_file *f, sgl_error *err) {
             break;
         }
     }
+    for (uint64_t i = 0; rc == 0 && i + 1 < f->n_tensors; i++) {
+        /* Writers pack tensors back to back, padded to the alignment: a gap
+         * of a whole alignment unit or more means the type or shape claims
+         * fewer bytes than the data holds (a type field edited from Q4_1 to
+         * Q4_0, say). The other way round shows as an overlap (above) or as
+         * data past the end of the file. */
+        if (s[i].off + s[i].len + f->alignment <= s[i + 1].off) {
+            const gguf_tensor *a = &f->tensors[s[i].idx];
+            rc = sgl_error_set(err,
+                               "tensor '%s': type %s and shape [%" PRIu64 ", %" PRIu64 ", %" PRIu64
+                               ", %" PRIu64 "] make %" PRIu64 " bytes, but its data spans %" PRIu64
+                               " bytes (to the next tensor): the type or shape does not match the data",
+                               a->name, sgl_dtype_name(a->type), a->ne[0], a->ne[1], a->ne[2], a->ne[3],
+                               a->nbytes, s[i + 1].off - s[i].off);
+            break;
+        }
+    }
     free(s);
-    return rc;
+    return rc ? rc : tail_check(f, err);
 }
 
 static int parse_file(gguf_file *f, sgl_error *err) {

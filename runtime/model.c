@@ -20,6 +20,7 @@
 #include <math.h>
 #include <pthread.h>
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #include <stdatomic.h>
@@ -458,6 +459,44 @@ static int state_reserve(sgl_model *m, int64_t n_tokens, int64_t n_ctx, int64_t 
     return 0;
 }
 
+int model_check_tensor(const gguf_tensor *t, model_tensor_check *out, sgl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!kern_type_supported(t->type) && t->type != SGL_DTYPE_F32) return 0;
+    int64_t cols = (int64_t)t->ne[0];
+    uint64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
+    uint64_t rb = sgl_dtype_row_bytes(t->type, (uint64_t)cols);
+    float *buf = malloc(sizeof(float) * (size_t)cols);
+    if (!buf) return sgl_error_set(err, "out of memory");
+    out->checked = true;
+    out->n_values = rows * (uint64_t)cols;
+    bool seen = false;
+    for (uint64_t r = 0; r < rows; r++) {
+        const uint8_t *src = (const uint8_t *)t->data + r * rb;
+        if (t->type == SGL_DTYPE_F32) memcpy(buf, src, sizeof(float) * (size_t)cols);
+        else kern_dequant_row(t->type, src, buf, cols);
+        for (int64_t i = 0; i < cols; i++) {
+            uint32_t u;
+            memcpy(&u, &buf[i], sizeof u);
+            bool bad = true;
+            if ((u & 0x7f800000u) == 0x7f800000u) {
+                if (u & 0x007fffffu) out->n_nan++;
+                else out->n_inf++;
+            } else {
+                double a = fabs((double)buf[i]);
+                if (a > out->max_abs) out->max_abs = a;
+                if (a > MODEL_VERIFY_MAX_ABS) out->n_big++;
+                else bad = false;
+            }
+            if (bad && !seen) {
+                seen = true;
+                out->first_bad = r * (uint64_t)cols + (uint64_t)i;
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+
 /* ---- forward stages ------------------------------------------------------------ */
 
 typedef struct fwd_ctx {
@@ -470,6 +509,15 @@ typedef struct fwd_ctx {
     int n_items;        /* attention work items (x n_kv_heads) */
     atomic_int next_item;
 } fwd_ctx;
+
+/* True when no x[i] is NaN or Inf (by the exponent bits, so it holds
+ * under any floating-point flags). */
+static bool all_finite(const float *x, int64_t n) {
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    return !bad;
+}
 
 static inline void row_range(int64_t n, int ith, int nth, int64_t *r0, int64_t *r1) {
     *r0 = n * ith / nth;
@@ -646,7 +694,11 @@ static pthread_once_t att_once = PTHREAD_ONCE_INIT;
 static void att_choose(void) {
 #ifdef ATT_HAVE_F16C
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
+     * for __builtin_cpu_supports. */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    if (__builtin_cpu_supports("avx2") && f16c) {
         att_gather_kv_fast = att_gather_kv_f16c;
         att_heads_fast = true;
     }
@@ -986,10 +1038,95 @@ static int check_batch(const sgl_model *m, const kv_pool *kv, const model_batch 
     return 0;
 }
 
-int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
-                  sgl_error *err) {
+/* Runs the layers and the output projection of a flattened batch (see
+ * model_forward). Every activation a matmul reads (the normalised rows,
+ * q/k/v, the attention output, the gated FFN rows) and the residual stream
+ * are checked for NaN/Inf as they are made: a quantizing matmul turns a
+ * NaN input into finite garbage, so the logits alone would not show it.
+ * The scans cost n x width per stage against n x width x width for the
+ * matmuls (well under 1%). Stops at the first block that makes a value
+ * non-finite, naming it in where, and returns 1; 0 when all stayed finite. */
+static int forward_layers(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits, int64_t n,
+                          int64_t n_items, int64_t n_logits, char *where, size_t where_cap) {
     const model_config *c = &m->cfg;
     const model_weights *w = &m->w;
+    model_state *s = &m->st;
+    int64_t row;
+#define PROBE(buf, count, ...)                                                                     \
+    do {                                                                                           \
+        if (!all_finite(buf, (int64_t)(count))) {                                                  \
+            snprintf(where, where_cap, __VA_ARGS__);                                               \
+            return 1;                                                                              \
+        }                                                                                          \
+    } while (0)
+    fwd_ctx fc = {.m = m, .kv = kv, .b = b, .n = n};
+    fc.n_items = (int)(n_items * c->n_kv_heads);
+    run_rows(&fc, stage_embed);
+    PROBE(s->x, n * c->dim, "the token embedding (token_embd.weight)");
+    PROBE(s->xb, n * c->dim, "layer 0, attention (blk.0.attn_norm.weight)");
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_layer *L = &w->layers[l];
+        fc.layer = l;
+        /* q, k, v read the same input: quantized once, one pool run */
+        kern_mm_out qkv[3] = {{L->wq.type, L->wq.data, L->wq.rows, s->q},
+                              {L->wk.type, L->wk.data, L->wk.rows, s->k},
+                              {L->wv.type, L->wv.data, L->wv.rows, s->v}};
+        kern_matmul_multi(m->pool, qkv, 3, c->dim, s->xb, n);
+        run_rows(&fc, stage_qkv_post);
+        PROBE(s->q, n * c->q_dim, "layer %d, attention (blk.%d.attn_q)", l, l);
+        PROBE(s->k, n * c->kv_dim, "layer %d, attention (blk.%d.attn_k)", l, l);
+        PROBE(s->v, n * c->kv_dim, "layer %d, attention (blk.%d.attn_v)", l, l);
+
+        atomic_store(&fc.next_item, 0);
+        if (fc.n_items > 1 && kern_pool_threads(m->pool) > 1)
+            kern_pool_run(m->pool, stage_attention, &fc);
+        else
+            stage_attention(&fc, 0, 1);
+
+        PROBE(s->att, n * c->q_dim, "layer %d, attention (blk.%d.attn_*)", l, l);
+        kern_matmul(m->pool, L->wo.type, L->wo.data, L->wo.rows, c->q_dim, s->att, n, s->xb);
+        fc.norm_w = L->ffn_norm;
+        run_rows(&fc, stage_add_norm);
+        PROBE(s->x, n * c->dim, "layer %d, attention (blk.%d.attn_output)", l, l);
+        PROBE(s->xb, n * c->dim, "layer %d, feed-forward (blk.%d.ffn_norm.weight)", l, l);
+
+        kern_mm_out gu[2] = {{L->w_gate.type, L->w_gate.data, L->w_gate.rows, s->hb},
+                             {L->w_up.type, L->w_up.data, L->w_up.rows, s->hb2}};
+        kern_matmul_multi(m->pool, gu, 2, c->dim, s->xb, n);
+        run_rows(&fc, stage_silu);
+        PROBE(s->hb, n * c->ffn_dim, "layer %d, feed-forward (blk.%d.ffn_gate, ffn_up)", l, l);
+        kern_matmul(m->pool, L->w_down.type, L->w_down.data, L->w_down.rows, c->ffn_dim, s->hb, n,
+                    s->xb);
+        fc.norm_w = l + 1 < c->n_layers ? w->layers[l + 1].attn_norm : NULL;
+        run_rows(&fc, stage_add_norm);
+        PROBE(s->x, n * c->dim, "layer %d, feed-forward (blk.%d.ffn_down)", l, l);
+        if (l + 1 < c->n_layers)
+            PROBE(s->xb, n * c->dim, "layer %d, attention (blk.%d.attn_norm.weight)", l + 1, l + 1);
+    }
+    if (n_logits == 0) return 0;
+
+    /* Gather the rows asked for, normalise, and project onto the vocabulary. */
+    int64_t out_row = 0;
+    row = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const model_seq *sq = &b->seqs[i];
+        for (int32_t t = sq->logits_from; t < sq->n_new; t++, out_row++)
+            kern_rmsnorm(s->xb + out_row * c->dim, s->x + (row + t) * c->dim, w->output_norm,
+                         c->dim, c->rms_eps);
+        row += sq->n_new;
+    }
+    kern_matmul(m->pool, w->output.type, w->output.data, w->output.rows, c->dim, s->xb, n_logits,
+                logits);
+    if (!all_finite(s->xb, n_logits * c->dim) || !all_finite(logits, n_logits * c->vocab)) {
+        snprintf(where, where_cap, "the output layer (output_norm.weight, output.weight)");
+        return 1;
+    }
+    return 0;
+#undef PROBE
+}
+
+int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
+                  sgl_error *err) {
     int64_t n = 0, max_ctx = 0, n_items = 0;
     if (!b) return sgl_error_set(err, "model_forward: no batch");
     if (check_batch(m, kv, b, &n, &max_ctx, &n_items, err)) return -1;
@@ -1020,52 +1157,11 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
         }
         row += sq->n_new;
     }
-
-    fwd_ctx fc = {.m = m, .kv = kv, .b = b, .n = n};
-    fc.n_items = (int)(n_items * c->n_kv_heads);
-    run_rows(&fc, stage_embed);
-    for (int l = 0; l < c->n_layers; l++) {
-        const model_layer *L = &w->layers[l];
-        fc.layer = l;
-        /* q, k, v read the same input: quantized once, one pool run */
-        kern_mm_out qkv[3] = {{L->wq.type, L->wq.data, L->wq.rows, s->q},
-                              {L->wk.type, L->wk.data, L->wk.rows, s->k},
-                              {L->wv.type, L->wv.data, L->wv.rows, s->v}};
-        kern_matmul_multi(m->pool, qkv, 3, c->dim, s->xb, n);
-        run_rows(&fc, stage_qkv_post);
-
-        atomic_store(&fc.next_item, 0);
-        if (fc.n_items > 1 && kern_pool_threads(m->pool) > 1)
-            kern_pool_run(m->pool, stage_attention, &fc);
-        else
-            stage_attention(&fc, 0, 1);
-
-        kern_matmul(m->pool, L->wo.type, L->wo.data, L->wo.rows, c->q_dim, s->att, n, s->xb);
-        fc.norm_w = L->ffn_norm;
-        run_rows(&fc, stage_add_norm);
-
-        kern_mm_out gu[2] = {{L->w_gate.type, L->w_gate.data, L->w_gate.rows, s->hb},
-                             {L->w_up.type, L->w_up.data, L->w_up.rows, s->hb2}};
-        kern_matmul_multi(m->pool, gu, 2, c->dim, s->xb, n);
-        run_rows(&fc, stage_silu);
-        kern_matmul(m->pool, L->w_down.type, L->w_down.data, L->w_down.rows, c->ffn_dim, s->hb, n,
-                    s->xb);
-        fc.norm_w = l + 1 < c->n_layers ? w->layers[l + 1].attn_norm : NULL;
-        run_rows(&fc, stage_add_norm);
+    /* A NaN or Inf weight (or an overflow) would become garbage text:
+     * the request fails instead, naming where it first appeared. */
+    char where[160];
+    if (forward_layers(m, kv, b, logits, n, n_items, n_logits, where, sizeof where)) {
+        return sgl_error_set(err, "the model produced NaN/Inf values (no text from this forward); they first appear in %s", where);
     }
-    if (n_logits == 0) return 0;
-
-    /* Gather the rows asked for, normalise, and project onto the vocabulary. */
-    int64_t out_row = 0;
-    row = 0;
-    for (int32_t i = 0; i < b->n_seqs; i++) {
-        const model_seq *sq = &b->seqs[i];
-        for (int32_t t = sq->logits_from; t < sq->n_new; t++, out_row++)
-            kern_rmsnorm(s->xb + out_row * c->dim, s->x + (row + t) * c->dim, w->output_norm,
-                         c->dim, c->rms_eps);
-        row += sq->n_new;
-    }
-    kern_matmul(m->pool, w->output.type, w->output.data, w->output.rows, c->dim, s->xb, n_logits,
-                logits);
     return 0;
 }

@@ -113,6 +113,26 @@ kern_pool *model_get_pool(sgl_model *m);
  * token slots (caller frees with kv_pool_free), or NULL with err set. */
 kv_pool *model_kv_pool_new(const sgl_model *m, int32_t n_slots, sgl_error *err);
 
+/* ---- weight verification (sglc model-info --verify) ----------------------- */
+
+/* Decoded weights whose magnitude exceeds this are reported as out of
+ * range (real checkpoints stay orders of magnitude below; a corrupt scale
+ * does not). */
+#define MODEL_VERIFY_MAX_ABS 1e4
+
+typedef struct model_tensor_check {
+    bool checked;        /* false: no decoder for the tensor's type */
+    uint64_t n_values;
+    uint64_t n_nan, n_inf, n_big; /* n_big: finite, |v| > MODEL_VERIFY_MAX_ABS */
+    uint64_t first_bad;  /* index (GGUF order) of the first bad value */
+    double max_abs;      /* over the finite values */
+} model_tensor_check;
+
+/* Decodes every value of t (with the kernels' reference decoders) and
+ * counts NaN, Inf and out-of-range values; a bad block scale shows as a
+ * run of them. Returns 0, or -1 with err set (out of memory). */
+int model_check_tensor(const gguf_tensor *t, model_tensor_check *out, sgl_error *err);
+
 /* ---- forward -------------------------------------------------------------- */
 
 /* One sequence's part of a batch. The caller owns every array. */
@@ -139,8 +159,10 @@ int64_t model_batch_logit_rows(const model_batch *b);
  * `logits` (caller-owned, model_batch_logit_rows(b) * vocab floats; may be
  * NULL when no rows are asked for), rows in seq order then token order.
  * Slots of the cached prefix are only read. Returns 0, or -1 with err set
- * (invalid descriptor, pool of another shape, out of memory); nothing is
- * written to logits on failure. Not reentrant: one forward per model at a
+ * (invalid descriptor, pool of another shape, out of memory: nothing is
+ * written to logits; NaN/Inf in the activations, from a corrupt weight or
+ * an overflow: the message names the layer and block where non-finite
+ * values first appear; logits are garbage then). Not reentrant: one forward per model at a
  * time (the model keeps its scratch buffers). */
 int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
                   sgl_error *err);

@@ -312,6 +312,9 @@ enum MHD_Result route_programs_run(srv_req *r, cJSON *b) {
         p->sess.opts.search_path = dirs;
         p->sess.opts.n_search_path = 1;
     }
+    /* Programs sent over HTTP import only the stdlib and --programs DIR. */
+    p->sess.opts.import_root = s->programs_dir ? s->programs_dir : "";
+    p->sess.opts.ignore_env = true;
     if (file) {
         if (!s->programs_dir) {
             rc = srv_reply_error(r, 400, "file", "the server was started without --programs DIR");

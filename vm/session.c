@@ -136,6 +136,10 @@ int vm_script_load(const vm_session *s, const char *path, const char *text, size
     lo.n_search_path = s->opts.n_search_path;
     lo.provider = vm_stdlib_provider;
     lo.allow_io = s->opts.allow_io;
+    lo.max_file_bytes = s->opts.max_file_bytes;
+    lo.max_total_bytes = s->opts.max_source_bytes;
+    lo.import_root = s->opts.import_root;
+    lo.ignore_env = s->opts.ignore_env;
     int rc = text ? sgl_program_load_buffer(&out->prog, path, text, len, &lo)
                   : sgl_program_load_file(&out->prog, path, &lo);
     if (!out->prog) return sgl_error_set(err, "out of memory");

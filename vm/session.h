@@ -36,6 +36,12 @@ typedef struct vm_session_opts {
     const struct sgl_remote_config *remote;
     const char *chat_template;
     int api_spec_tokens;       /* vm_config.api_spec_tokens */
+    size_t max_file_bytes, max_source_bytes; /* sgl_load_options limits; 0 = default */
+    /* sgl_load_options import boundary: the directory imports must stay in
+     * (NULL: the script's own directory; "": none, only -I dirs and the
+     * standard library) and whether $SGL_PATH is ignored. */
+    const char *import_root;
+    bool ignore_env;
 } vm_session_opts;
 
 vm_session_opts vm_session_opts_default(void);

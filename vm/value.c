@@ -14,17 +14,191 @@
 
 #include "vm/stream.h"
 
+_Static_assert(sizeof(vm_obj) == 8, "vm_obj stays two words");
+
+#define XSTR_(x) #x
+#define XSTR(x) XSTR_(x)
+
 static int64_t live_objects;
 
 int64_t vm_live_objects(void) { return live_objects; }
 
+/* ---- memory accounts ---------------------------------------------------------------- */
+
+typedef struct mem_acct {
+    int64_t used, limit;
+    uint16_t parent;
+    uint8_t state; /* 0 free, 1 open, 2 closed (freed when used reaches 0) */
+} mem_acct;
+
+#define MEM_ACCTS 65536
+static _Thread_local mem_acct *accts;     /* [MEM_ACCTS], [0] unused */
+static _Thread_local uint32_t acct_hi;    /* ids below this have been handed out */
+static _Thread_local uint16_t acct_free;  /* free list threaded through parent; 0 = empty */
+static _Thread_local uint16_t acct_cur;
+_Thread_local int64_t vm_mem_refused_at;
+#define acct_refused vm_mem_refused_at
+
+uint32_t vm_mem_open(uint32_t parent, int64_t limit) {
+    if (!accts) {
+        accts = calloc(MEM_ACCTS, sizeof *accts);
+        if (!accts) return 0;
+        acct_hi = 1;
+    }
+    uint32_t id;
+    if (acct_free) {
+        id = acct_free;
+        acct_free = accts[id].parent;
+    } else if (acct_hi < MEM_ACCTS) {
+        id = acct_hi++;
+    } else {
+        return 0;
+    }
+    accts[id] = (mem_acct){0, limit > 0 ? limit : 0, (uint16_t)(parent < MEM_ACCTS ? parent : 0), 1};
+    return id;
+}
+
+static void acct_maybe_free(uint16_t id) {
+    mem_acct *a = &accts[id];
+    if (a->state != 2 || a->used != 0) return;
+    a->state = 0;
+    a->parent = acct_free;
+    acct_free = id;
+}
+
+void vm_mem_close(uint32_t id) {
+    if (!id || !accts || id >= MEM_ACCTS || accts[id].state != 1) return;
+    accts[id].state = 2;
+    if (acct_cur == id) acct_cur = 0;
+    acct_maybe_free((uint16_t)id);
+}
+
+uint32_t vm_mem_enter(uint32_t id) {
+    uint32_t prev = acct_cur;
+    acct_cur = (uint16_t)(id < MEM_ACCTS ? id : 0);
+    return prev;
+}
+
+int64_t vm_mem_used(uint32_t id) { return id && accts && id < MEM_ACCTS ? accts[id].used : 0; }
+
+int64_t vm_mem_refused(void) {
+    int64_t r = acct_refused;
+    acct_refused = 0;
+    return r;
+}
+
+/* Charges n bytes to account id and its parents. Returns 0, or -1 (and
+ * records the limit) when a limit would be exceeded; nothing is charged
+ * then. */
+static int mem_charge(uint16_t id, int64_t n) {
+    if (!id || n <= 0) return 0;
+    for (uint16_t a = id; a; a = accts[a].parent)
+        if (accts[a].limit && accts[a].used + n > accts[a].limit) {
+            acct_refused = accts[a].limit;
+            return -1;
+        }
+    for (uint16_t a = id; a; a = accts[a].parent) accts[a].used += n;
+    return 0;
+}
+
+static void mem_credit(uint16_t id, int64_t n) {
+    if (!id || n <= 0) return;
+    for (uint16_t a = id, next; a; a = next) {
+        next = accts[a].parent;
+        accts[a].used -= n;
+        acct_maybe_free(a);
+    }
+}
+
+/* Bytes an object holds (header, inline data and owned buffers), as
+ * charged. */
+static int64_t obj_bytes(const vm_obj *o) {
+    switch ((vm_type)o->type) {
+    case VM_STR: return (int64_t)sizeof(vm_str) + ((const vm_str *)o)->cap + 1;
+    case VM_LIST: return (int64_t)sizeof(vm_list) + (int64_t)((const vm_list *)o)->cap * (int64_t)sizeof(vm_value);
+    case VM_MAP: {
+        const vm_map *m = (const vm_map *)o;
+        return (int64_t)sizeof(vm_map) + (int64_t)m->cap * (int64_t)sizeof(vm_map_entry) +
+               (int64_t)m->index_cap * (int64_t)sizeof(int32_t);
+    }
+    case VM_FN: return (int64_t)sizeof(vm_fn);
+    case VM_ITER: return (int64_t)sizeof(vm_iter);
+    default: return 0;
+    }
+}
+
+/* Charges growth of o's buffers to o's account. */
+static int obj_grow(vm_obj *o, int64_t n) { return mem_charge(o->acct, n); }
+
+/* Explicit work stacks: every walk over nested values (release, equality,
+ * ordering, printing, JSON, copying) keeps its pending frames in a heap
+ * array instead of the C stack, so a value nested a million deep costs
+ * memory proportional to its size and never overflows the C stack. The
+ * first WS_INLINE frames live in the caller's buffer. */
+#define WS_INLINE 32
+
+typedef struct wstack {
+    void *items;      /* frames of elem bytes each */
+    size_t len, cap, elem;
+    bool heap;        /* items was malloc'd (else the caller's inline buffer) */
+} wstack;
+
+static void ws_init(wstack *w, void *inline_buf, size_t elem) {
+    w->items = inline_buf;
+    w->len = 0;
+    w->cap = WS_INLINE;
+    w->elem = elem;
+    w->heap = false;
+}
+
+/* Returns a pointer to a new uninitialised top frame, or NULL on OOM. */
+static void *ws_push(wstack *w) {
+    if (w->len == w->cap) {
+        size_t nc = w->cap * 2;
+        void *ni;
+        if (w->heap) {
+            ni = realloc(w->items, nc * w->elem);
+        } else {
+            ni = malloc(nc * w->elem);
+            if (ni) memcpy(ni, w->items, w->len * w->elem);
+        }
+        if (!ni) return NULL;
+        w->items = ni;
+        w->cap = nc;
+        w->heap = true;
+    }
+    return (char *)w->items + w->elem * w->len++;
+}
+
+static void *ws_top(wstack *w) { return w->len ? (char *)w->items + w->elem * (w->len - 1) : NULL; }
+
+static void ws_free(wstack *w) {
+    if (w->heap) free(w->items);
+    w->items = NULL;
+    w->len = w->cap = 0;
+}
+
 void *vm_obj_alloc(size_t size, vm_type t) {
+    /* Streams free themselves (stream.c) and are not charged. */
+    uint16_t acct = t == VM_STREAM ? 0 : acct_cur;
+    if (mem_charge(acct, (int64_t)size) < 0) return NULL;
     vm_obj *o = calloc(1, size);
-    if (!o) return NULL;
+    if (!o) {
+        mem_credit(acct, (int64_t)size);
+        return NULL;
+    }
     o->rc = 1;
-    o->type = (uint32_t)t;
+    o->type = (uint16_t)t;
+    o->acct = acct;
     live_objects++;
     return o;
+}
+
+/* Undoes vm_obj_alloc for an object never handed out (size as charged). */
+static void obj_unalloc(vm_obj *o, size_t size) {
+    mem_credit(o->acct, (int64_t)size);
+    free(o);
+    live_objects--;
 }
 
 const char *vm_type_name(vm_type t) {
@@ -54,8 +228,15 @@ int vm_str_append_inplace(vm_value *sv, const char *b, size_t n) {
     if (need > o->cap) {
         size_t nc = SGL_MAX(need, (size_t)o->cap * 2);
         if (nc > UINT32_MAX - 1) nc = need;
+        if (obj_grow(&o->hdr, (int64_t)(nc - o->cap)) < 0) {
+            nc = need; /* the doubling may not fit where the bytes do */
+            if (obj_grow(&o->hdr, (int64_t)(nc - o->cap)) < 0) return -1;
+        }
         vm_str *no = realloc(o, sizeof(vm_str) + nc + 1);
-        if (!no) return -1;
+        if (!no) {
+            mem_credit(o->hdr.acct, (int64_t)(nc - o->cap));
+            return -1;
+        }
         o = no;
         o->cap = (uint32_t)nc;
         sv->as.s = o;
@@ -79,10 +260,15 @@ vm_value vm_list_new(uint32_t cap) {
     vm_list *o = vm_obj_alloc(sizeof(vm_list), VM_LIST);
     if (!o) return vm_none();
     if (cap) {
-        o->items = malloc(cap * sizeof(vm_value));
+        int64_t n = (int64_t)cap * (int64_t)sizeof(vm_value);
+        if (obj_grow(&o->hdr, n) < 0) {
+            obj_unalloc(&o->hdr, sizeof(vm_list));
+            return vm_none();
+        }
+        o->items = malloc((size_t)n);
         if (!o->items) {
-            free(o);
-            live_objects--;
+            mem_credit(o->hdr.acct, n);
+            obj_unalloc(&o->hdr, sizeof(vm_list));
             return vm_none();
         }
         o->cap = cap;
@@ -146,33 +332,48 @@ bool vm_iter_next(vm_value iv, vm_value *item) {
     }
 }
 
-void vm_release(vm_value v) {
-    if (!vm_is_obj(v)) return;
-    vm_obj *o = v.as.obj;
-    if (--o->rc > 0) return;
-    switch (v.type) {
+/* Frees one object whose count reached zero. Children whose count drops to
+ * zero are pushed on w (or, if the stack cannot grow, released through a
+ * nested call, which only happens when memory is already exhausted). */
+static void obj_free_one(vm_obj *o, wstack *w);
+
+static void child_drop(vm_value c, wstack *w) {
+    if (!vm_is_obj(c)) return;
+    if (--c.as.obj->rc > 0) return;
+    vm_obj **slot = ws_push(w);
+    if (slot) *slot = c.as.obj;
+    else obj_free_one(c.as.obj, w);
+}
+
+static void obj_free_one(vm_obj *o, wstack *w) {
+    mem_credit(o->acct, obj_bytes(o));
+    switch ((vm_type)o->type) {
     case VM_STR:
         break;
-    case VM_LIST:
-        for (uint32_t i = 0; i < v.as.l->len; i++) vm_release(v.as.l->items[i]);
-        free(v.as.l->items);
+    case VM_LIST: {
+        vm_list *l = (vm_list *)o;
+        for (uint32_t i = 0; i < l->len; i++) child_drop(l->items[i], w);
+        free(l->items);
         break;
-    case VM_MAP:
-        for (uint32_t i = 0; i < v.as.m->len; i++) {
-            vm_release(v.as.m->entries[i].key);
-            vm_release(v.as.m->entries[i].val);
+    }
+    case VM_MAP: {
+        vm_map *m = (vm_map *)o;
+        for (uint32_t i = 0; i < m->len; i++) {
+            child_drop(m->entries[i].key, w);
+            child_drop(m->entries[i].val, w);
         }
-        free(v.as.m->entries);
-        free(v.as.m->index);
+        free(m->entries);
+        free(m->index);
         break;
+    }
     case VM_FN:
-        free(v.as.fn->name);
+        free(((vm_fn *)o)->name);
         break;
     case VM_ITER:
-        vm_release(v.as.it->src);
+        child_drop(((vm_iter *)o)->src, w);
         break;
     case VM_STREAM:
-        vm_stream_destroy(v.as.st);
+        vm_stream_destroy((vm_stream *)o);
         live_objects--;
         return; /* the stream frees itself */
     default:
@@ -180,6 +381,22 @@ void vm_release(vm_value v) {
     }
     free(o);
     live_objects--;
+}
+
+void vm_release(vm_value v) {
+    if (!vm_is_obj(v)) return;
+    vm_obj *o = v.as.obj;
+    if (--o->rc > 0) return;
+    vm_obj *buf[WS_INLINE];
+    wstack w;
+    ws_init(&w, buf, sizeof(vm_obj *));
+    obj_free_one(o, &w);
+    while (w.len) {
+        vm_obj *c = *(vm_obj **)ws_top(&w);
+        w.len--;
+        obj_free_one(c, &w);
+    }
+    ws_free(&w);
 }
 
 bool vm_truthy(vm_value v) {
@@ -199,8 +416,14 @@ int vm_list_push(vm_value list, vm_value v) {
     vm_list *l = list.as.l;
     if (l->len == l->cap) {
         uint32_t nc = l->cap ? l->cap * 2 : 4;
+        int64_t grow = (int64_t)(nc - l->cap) * (int64_t)sizeof(vm_value);
+        if (obj_grow(&l->hdr, grow) < 0) {
+            vm_release(v);
+            return -1;
+        }
         vm_value *ni = realloc(l->items, nc * sizeof(vm_value));
         if (!ni) {
+            mem_credit(l->hdr.acct, grow);
             vm_release(v);
             return -1;
         }
@@ -275,8 +498,13 @@ static int map_find(const vm_map *m, vm_value key, uint64_t h) {
 }
 
 static int map_reindex(vm_map *m, uint32_t cap) {
+    int64_t grow = ((int64_t)cap - m->index_cap) * (int64_t)sizeof(int32_t);
+    if (obj_grow(&m->hdr, grow) < 0) return -1;
     int32_t *idx = malloc(cap * sizeof(int32_t));
-    if (!idx) return -1;
+    if (!idx) {
+        mem_credit(m->hdr.acct, grow);
+        return -1;
+    }
     for (uint32_t i = 0; i < cap; i++) idx[i] = -1;
     for (uint32_t e = 0; e < m->len; e++) {
         uint32_t p = (uint32_t)m->entries[e].hash & (cap - 1);
@@ -305,8 +533,13 @@ int vm_map_set(vm_value map, vm_value key, vm_value val, sgl_error *err) {
     }
     if (m->len == m->cap) {
         uint32_t nc = m->cap ? m->cap * 2 : 4;
+        int64_t grow = (int64_t)(nc - m->cap) * (int64_t)sizeof(vm_map_entry);
+        if (obj_grow(&m->hdr, grow) < 0) goto oom;
         vm_map_entry *ne = realloc(m->entries, nc * sizeof(vm_map_entry));
-        if (!ne) goto oom;
+        if (!ne) {
+            mem_credit(m->hdr.acct, grow);
+            goto oom;
+        }
         m->entries = ne;
         m->cap = nc;
     }
@@ -375,45 +608,100 @@ vm_value *vm_map_get_cstr(vm_value map, const char *key) {
 static bool is_num(vm_value v) { return v.type == VM_INT || v.type == VM_FLOAT; }
 static double num_f(vm_value v) { return v.type == VM_INT ? (double)v.as.i : v.as.f; }
 
-static bool equal_depth(vm_value a, vm_value b, int depth) {
-    if (depth > VM_MAX_DEPTH) return false;
+static int oom(sgl_error *err);
+
+/* Compares a and b one level deep: 0 unequal, 1 equal, 2 two lists (or
+ * two maps) of the same length whose items decide. */
+static int eq_shallow(vm_value a, vm_value b) {
     if (is_num(a) && is_num(b)) {
         if (a.type == VM_INT && b.type == VM_INT) return a.as.i == b.as.i;
         return num_f(a) == num_f(b);
     }
-    if (a.type != b.type) return false;
+    if (a.type != b.type) return 0;
     switch (a.type) {
-    case VM_NONE: return true;
+    case VM_NONE: return 1;
     case VM_BOOL: return a.as.b == b.as.b;
     case VM_STR:
         return a.as.s == b.as.s ||
                (a.as.s->len == b.as.s->len && memcmp(a.as.s->data, b.as.s->data, a.as.s->len) == 0);
-    case VM_LIST:
-        if (a.as.l->len != b.as.l->len) return false;
-        for (uint32_t i = 0; i < a.as.l->len; i++)
-            if (!equal_depth(a.as.l->items[i], b.as.l->items[i], depth + 1)) return false;
-        return true;
-    case VM_MAP:
-        if (a.as.m->len != b.as.m->len) return false;
-        for (uint32_t i = 0; i < a.as.m->len; i++) {
-            vm_value *o = vm_map_get(b, a.as.m->entries[i].key);
-            if (!o || !equal_depth(a.as.m->entries[i].val, *o, depth + 1)) return false;
-        }
-        return true;
+    case VM_LIST: return a.as.l->len == b.as.l->len ? 2 : 0;
+    case VM_MAP: return a.as.m->len == b.as.m->len ? 2 : 0;
     case VM_BUILTIN: return a.as.builtin == b.as.builtin;
     default: return a.as.obj == b.as.obj;
     }
 }
 
-bool vm_equal(vm_value a, vm_value b) { return equal_depth(a, b, 0); }
+typedef struct pair_frame {
+    vm_value a, b;
+    uint32_t i;
+} pair_frame;
 
-/* Three-way order; -2 when the pair has no order. */
-static int order(vm_value a, vm_value b, int depth) {
-    if (depth > VM_MAX_DEPTH) return -2;
+int vm_equal_checked(vm_value a, vm_value b, bool *out, sgl_error *err) {
+    int r = eq_shallow(a, b);
+    if (r != 2) {
+        *out = r == 1;
+        return 0;
+    }
+    pair_frame buf[WS_INLINE];
+    wstack w;
+    ws_init(&w, buf, sizeof(pair_frame));
+    pair_frame *f = ws_push(&w);
+    *f = (pair_frame){a, b, 0};
+    bool eq = true;
+    while (w.len && eq) {
+        f = ws_top(&w);
+        vm_value x, y;
+        if (f->a.type == VM_LIST) {
+            if (f->i == f->a.as.l->len) {
+                w.len--;
+                continue;
+            }
+            x = f->a.as.l->items[f->i];
+            y = f->b.as.l->items[f->i];
+        } else {
+            if (f->i == f->a.as.m->len) {
+                w.len--;
+                continue;
+            }
+            vm_value *o = vm_map_get(f->b, f->a.as.m->entries[f->i].key);
+            if (!o) {
+                eq = false;
+                break;
+            }
+            x = f->a.as.m->entries[f->i].val;
+            y = *o;
+        }
+        f->i++;
+        r = eq_shallow(x, y);
+        if (r == 0) {
+            eq = false;
+        } else if (r == 2) {
+            pair_frame *n = ws_push(&w);
+            if (!n) {
+                ws_free(&w);
+                return sgl_error_set(err, "out of memory");
+            }
+            *n = (pair_frame){x, y, 0};
+        }
+    }
+    ws_free(&w);
+    *out = eq;
+    return 0;
+}
+
+bool vm_equal(vm_value a, vm_value b) {
+    bool eq = false;
+    if (vm_equal_checked(a, b, &eq, NULL) < 0) return false;
+    return eq;
+}
+
+/* Three-way order of two non-list values; -2 when the pair has no order,
+ * -3 when unordered (nan: every comparison false). */
+static int order_shallow(vm_value a, vm_value b) {
     if (is_num(a) && is_num(b)) {
         if (a.type == VM_INT && b.type == VM_INT) return (a.as.i > b.as.i) - (a.as.i < b.as.i);
         double x = num_f(a), y = num_f(b);
-        if (isnan(x) || isnan(y)) return -3; /* unordered: every comparison false */
+        if (isnan(x) || isnan(y)) return -3;
         return (x > y) - (x < y);
     }
     if (a.type == VM_STR && b.type == VM_STR) {
@@ -422,25 +710,56 @@ static int order(vm_value a, vm_value b, int depth) {
         if (c) return c < 0 ? -1 : 1;
         return (a.as.s->len > b.as.s->len) - (a.as.s->len < b.as.s->len);
     }
-    if (a.type == VM_LIST && b.type == VM_LIST) {
-        uint32_t n = SGL_MIN(a.as.l->len, b.as.l->len);
-        for (uint32_t i = 0; i < n; i++) {
-            int c = order(a.as.l->items[i], b.as.l->items[i], depth + 1);
-            if (c != 0) return c;
-        }
-        return (a.as.l->len > b.as.l->len) - (a.as.l->len < b.as.l->len);
-    }
     if (a.type == VM_BOOL && b.type == VM_BOOL) return (a.as.b > b.as.b) - (a.as.b < b.as.b);
     return -2;
 }
 
+/* Three-way lexicographic order (lists compare item by item, then by
+ * length); -2 no order, -3 unordered, -4 out of memory. */
+static int order(vm_value a, vm_value b) {
+    if (!(a.type == VM_LIST && b.type == VM_LIST)) return order_shallow(a, b);
+    pair_frame buf[WS_INLINE];
+    wstack w;
+    ws_init(&w, buf, sizeof(pair_frame));
+    pair_frame *f = ws_push(&w);
+    *f = (pair_frame){a, b, 0};
+    int c = 0;
+    while (w.len) {
+        f = ws_top(&w);
+        uint32_t na = f->a.as.l->len, nb = f->b.as.l->len;
+        if (f->i == SGL_MIN(na, nb)) {
+            c = (na > nb) - (na < nb);
+            if (c != 0) break;
+            w.len--;
+            continue;
+        }
+        vm_value x = f->a.as.l->items[f->i], y = f->b.as.l->items[f->i];
+        f->i++;
+        if (x.type == VM_LIST && y.type == VM_LIST) {
+            pair_frame *n = ws_push(&w);
+            if (!n) {
+                c = -4;
+                break;
+            }
+            *n = (pair_frame){x, y, 0};
+            continue;
+        }
+        c = order_shallow(x, y);
+        if (c != 0) break;
+    }
+    ws_free(&w);
+    return c;
+}
+
 int vm_compare(sgl_op op, vm_value a, vm_value b, bool *out, sgl_error *err) {
     if (op == SGL_OP_EQ || op == SGL_OP_NE) {
-        bool e = vm_equal(a, b);
+        bool e;
+        if (vm_equal_checked(a, b, &e, err) < 0) return -1;
         *out = op == SGL_OP_EQ ? e : !e;
         return 0;
     }
-    int c = order(a, b, 0);
+    int c = order(a, b);
+    if (c == -4) return oom(err);
     if (c == -2)
         return sgl_error_set(err, "'%s' not supported between '%s' and '%s'", sgl_op_name(op),
                              vm_type_name(a.type), vm_type_name(b.type));
@@ -605,7 +924,8 @@ int vm_contains(vm_value c, vm_value item, bool *out, sgl_error *err) {
         return 0;
     case VM_LIST:
         *out = false;
-        for (uint32_t i = 0; i < c.as.l->len && !*out; i++) *out = vm_equal(c.as.l->items[i], item);
+        for (uint32_t i = 0; i < c.as.l->len && !*out; i++)
+            if (vm_equal_checked(c.as.l->items[i], item, out, err) < 0) return -1;
         return 0;
     case VM_MAP:
         *out = vm_map_get(c, item) != NULL;
@@ -635,11 +955,43 @@ static void key_repr(sgl_strbuf *sb, vm_value k) {
     }
 }
 
+vm_value vm_copy(vm_value v) {
+    if (v.type == VM_LIST) {
+        vm_value c = vm_list_new(v.as.l->len);
+        if (c.type != VM_LIST) return c;
+        for (uint32_t i = 0; i < v.as.l->len; i++) c.as.l->items[i] = vm_retain(v.as.l->items[i]);
+        c.as.l->len = v.as.l->len;
+        return c;
+    }
+    if (v.type == VM_MAP) {
+        vm_value c = vm_map_new();
+        for (uint32_t i = 0; c.type == VM_MAP && i < v.as.m->len; i++)
+            if (vm_map_set(c, vm_retain(v.as.m->entries[i].key), vm_retain(v.as.m->entries[i].val), NULL) < 0) {
+                vm_release(c);
+                return vm_none();
+            }
+        return c;
+    }
+    return vm_retain(v);
+}
+
+/* Makes the list or map in *slot referenced by its container only, copying
+ * it (one level) when it is shared. Returns 0 or -1 on OOM. */
+static int unshare(vm_value *slot) {
+    if ((slot->type != VM_LIST && slot->type != VM_MAP) || slot->as.obj->rc <= 1) return 0;
+    vm_value c = vm_copy(*slot);
+    if (c.type == VM_NONE) return -1;
+    vm_release(*slot);
+    *slot = c;
+    return 0;
+}
+
 int vm_index_get(vm_value obj, vm_value idx, vm_value *out, sgl_error *err) {
     uint32_t i = 0;
     switch (obj.type) {
     case VM_LIST:
         if (seq_index(idx, obj.as.l->len, "list", &i, err) < 0) return -1;
+        if (unshare(&obj.as.l->items[i]) < 0) return oom(err);
         *out = vm_retain(obj.as.l->items[i]);
         return 0;
     case VM_STR:
@@ -658,6 +1010,7 @@ int vm_index_get(vm_value obj, vm_value idx, vm_value *out, sgl_error *err) {
             sgl_strbuf_free(&sb);
             return -1;
         }
+        if (unshare(v) < 0) return oom(err);
         *out = vm_retain(*v);
         return 0;
     }
@@ -689,6 +1042,70 @@ int vm_len(vm_value v, int64_t *out, sgl_error *err) {
     case VM_MAP: *out = v.as.m->len; return 0;
     default: return sgl_error_set(err, "'%s' value has no len()", vm_type_name(v.type));
     }
+}
+
+typedef struct copy_frame {
+    vm_value src, dst; /* borrowed: dst is owned by its parent copy */
+    uint32_t i;
+} copy_frame;
+
+/* A new empty container of src's kind sized for its items. */
+static vm_value copy_shell(vm_value src) {
+    return src.type == VM_LIST ? vm_list_new(src.as.l->len) : vm_map_new();
+}
+
+vm_value vm_deep_copy(vm_value v) {
+    if (v.type != VM_LIST && v.type != VM_MAP) return vm_retain(v);
+    vm_value root = copy_shell(v);
+    if (root.type == VM_NONE) return root;
+    copy_frame buf[WS_INLINE];
+    wstack w;
+    ws_init(&w, buf, sizeof(copy_frame));
+    copy_frame *f = ws_push(&w);
+    *f = (copy_frame){v, root, 0};
+    bool ok = true;
+    while (w.len && ok) {
+        f = ws_top(&w);
+        vm_value src = f->src, dst = f->dst;
+        uint32_t n = src.type == VM_LIST ? src.as.l->len : src.as.m->len;
+        if (f->i == n) {
+            w.len--;
+            continue;
+        }
+        vm_value item = src.type == VM_LIST ? src.as.l->items[f->i] : src.as.m->entries[f->i].val;
+        uint32_t i = f->i++;
+        vm_value c;
+        bool nested = item.type == VM_LIST || item.type == VM_MAP;
+        if (nested) {
+            c = copy_shell(item);
+            if (c.type == VM_NONE) {
+                ok = false;
+                break;
+            }
+        } else {
+            c = vm_retain(item);
+        }
+        int rc = src.type == VM_LIST ? vm_list_push(dst, c)
+                                     : vm_map_set(dst, vm_retain(src.as.m->entries[i].key), c, NULL);
+        if (rc < 0) {
+            ok = false;
+            break;
+        }
+        if (nested) {
+            copy_frame *nf = ws_push(&w);
+            if (!nf) {
+                ok = false;
+                break;
+            }
+            *nf = (copy_frame){item, c, 0};
+        }
+    }
+    ws_free(&w);
+    if (!ok) {
+        vm_release(root);
+        return vm_none();
+    }
+    return root;
 }
 
 /* ---- printing ------------------------------------------------------------------------ */
@@ -736,7 +1153,7 @@ static int quote_append(sgl_strbuf *sb, const char *s, size_t n) {
     return rc ? rc : sgl_strbuf_putc(sb, '"');
 }
 
-static int dump(sgl_strbuf *sb, vm_value v, bool compact, int depth, sgl_error *err);
+static int dump(sgl_strbuf *sb, vm_value v, bool compact, sgl_error *err);
 
 /* str(): strings raw, none/bool/numbers as written in SGL, lists and maps as
  * JSON (", " / ": " separators); repr() quotes strings. */
@@ -752,7 +1169,7 @@ static int show(sgl_strbuf *sb, vm_value v, bool repr) {
     case VM_LIST:
     case VM_MAP: {
         size_t mark = sb->len;
-        if (dump(sb, v, false, 0, NULL) == 0) return 0;
+        if (dump(sb, v, false, NULL) == 0) return 0;
         sb->len = mark;
         if (sb->data) sb->data[mark] = 0;
         return sgl_strbuf_puts(sb, v.type == VM_LIST ? "[...]" : "{...}");
@@ -780,55 +1197,81 @@ vm_value vm_to_str(vm_value v) {
 
 /* ---- JSON ------------------------------------------------------------------------------- */
 
-static int dump(sgl_strbuf *sb, vm_value v, bool compact, int depth, sgl_error *err) {
-    if (depth > VM_MAX_DEPTH) return sgl_error_set(err, "value nested too deeply for JSON");
+/* Writes one map key (a string, or another key's str()) JSON-quoted. */
+static int key_append(sgl_strbuf *sb, vm_value key) {
+    if (key.type == VM_STR) return quote_append(sb, key.as.s->data, key.as.s->len);
+    sgl_strbuf k = {0};
+    int rc = show(&k, key, false);
+    if (rc == 0) rc = quote_append(sb, k.data ? k.data : "", k.len);
+    sgl_strbuf_free(&k);
+    return rc;
+}
+
+typedef struct dump_frame {
+    vm_value v; /* a list or map (borrowed) */
+    uint32_t i;
+} dump_frame;
+
+/* JSON writer over an explicit stack: a list or map opens a frame, and its
+ * closing bracket is written when the frame's items run out. A stream is
+ * written as the map of its variables. */
+static int dump(sgl_strbuf *sb, vm_value v, bool compact, sgl_error *err) {
+    dump_frame buf[WS_INLINE];
+    wstack w;
+    ws_init(&w, buf, sizeof(dump_frame));
     int rc = 0;
-    switch (v.type) {
-    case VM_NONE: rc = sgl_strbuf_puts(sb, "null"); break;
-    case VM_BOOL: rc = sgl_strbuf_puts(sb, v.as.b ? "true" : "false"); break;
-    case VM_INT: rc = sgl_strbuf_printf(sb, "%" PRId64, v.as.i); break;
-    case VM_FLOAT: rc = float_append(sb, v.as.f, true); break;
-    case VM_STR: rc = quote_append(sb, v.as.s->data, v.as.s->len); break;
-    case VM_LIST:
-        rc = sgl_strbuf_putc(sb, '[');
-        for (uint32_t i = 0; i < v.as.l->len && rc == 0; i++) {
-            if (i) rc = sgl_strbuf_puts(sb, compact ? "," : ", ");
-            if (rc == 0 && dump(sb, v.as.l->items[i], compact, depth + 1, err) < 0) return -1;
-        }
-        if (rc == 0) rc = sgl_strbuf_putc(sb, ']');
-        break;
-    case VM_MAP:
-        rc = sgl_strbuf_putc(sb, '{');
-        for (uint32_t i = 0; i < v.as.m->len && rc == 0; i++) {
-            vm_map_entry *e = &v.as.m->entries[i];
-            if (i) rc = sgl_strbuf_puts(sb, compact ? "," : ", ");
-            if (rc == 0) {
-                if (e->key.type == VM_STR) {
-                    rc = quote_append(sb, e->key.as.s->data, e->key.as.s->len);
-                } else {
-                    sgl_strbuf k = {0};
-                    rc = vm_str_append(&k, e->key);
-                    if (rc == 0) rc = quote_append(sb, k.data ? k.data : "", k.len);
-                    sgl_strbuf_free(&k);
-                }
+    bool have = true; /* v is a value still to write */
+    while (rc == 0 && (have || w.len)) {
+        if (!have) {
+            dump_frame *f = ws_top(&w);
+            uint32_t n = f->v.type == VM_LIST ? f->v.as.l->len : f->v.as.m->len;
+            if (f->i == n) {
+                rc = sgl_strbuf_putc(sb, f->v.type == VM_LIST ? ']' : '}');
+                w.len--;
+                continue;
             }
-            if (rc == 0) rc = sgl_strbuf_puts(sb, compact ? ":" : ": ");
-            if (rc == 0 && dump(sb, e->val, compact, depth + 1, err) < 0) return -1;
+            if (f->i) rc = sgl_strbuf_puts(sb, compact ? "," : ", ");
+            if (f->v.type == VM_LIST) {
+                v = f->v.as.l->items[f->i];
+            } else {
+                vm_map_entry *e = &f->v.as.m->entries[f->i];
+                if (rc == 0) rc = key_append(sb, e->key);
+                if (rc == 0) rc = sgl_strbuf_puts(sb, compact ? ":" : ": ");
+                v = e->val;
+            }
+            f->i++;
+            if (rc) break;
         }
-        if (rc == 0) rc = sgl_strbuf_putc(sb, '}');
-        break;
-    case VM_STREAM: {
-        vm_value vars = vm_stream_vars(v.as.st);
-        return dump(sb, vars, compact, depth + 1, err);
+        have = false;
+        if (v.type == VM_STREAM) v = vm_stream_vars(v.as.st);
+        switch (v.type) {
+        case VM_NONE: rc = sgl_strbuf_puts(sb, "null"); break;
+        case VM_BOOL: rc = sgl_strbuf_puts(sb, v.as.b ? "true" : "false"); break;
+        case VM_INT: rc = sgl_strbuf_printf(sb, "%" PRId64, v.as.i); break;
+        case VM_FLOAT: rc = float_append(sb, v.as.f, true); break;
+        case VM_STR: rc = quote_append(sb, v.as.s->data, v.as.s->len); break;
+        case VM_LIST:
+        case VM_MAP: {
+            dump_frame *f = ws_push(&w);
+            if (!f) {
+                rc = -1;
+                break;
+            }
+            *f = (dump_frame){v, 0};
+            rc = sgl_strbuf_putc(sb, v.type == VM_LIST ? '[' : '{');
+            break;
+        }
+        default:
+            ws_free(&w);
+            return sgl_error_set(err, "a %s value has no JSON form", vm_type_name(v.type));
+        }
     }
-    default:
-        return sgl_error_set(err, "a %s value has no JSON form", vm_type_name(v.type));
-    }
+    ws_free(&w);
     return rc ? oom(err) : 0;
 }
 
 int vm_json_dump(sgl_strbuf *sb, vm_value v, bool compact, sgl_error *err) {
-    return dump(sb, v, compact, 0, err);
+    return dump(sb, v, compact, err);
 }
 
 typedef struct json_parser {
@@ -1000,7 +1443,10 @@ static int json_lit(json_parser *jp, const char *word, vm_value v, vm_value *out
 static int json_value(json_parser *jp, vm_value *out) {
     json_ws(jp);
     if (jp->p >= jp->end) return json_fail(jp, "unexpected end of input");
-    if (++jp->depth > VM_MAX_DEPTH) return json_fail(jp, "nested too deeply");
+    if (++jp->depth > VM_JSON_MAX_DEPTH) {
+        jp->depth--;
+        return json_fail(jp, "nested too deeply (the limit is " XSTR(VM_JSON_MAX_DEPTH) " levels)");
+    }
     int rc;
     char c = *jp->p;
     if (c == '{') {

@@ -16,8 +16,17 @@
  *     values/pointers, valid while the container keeps them; vm_retain one
  *     to keep it.
  *   - Everything else (equality, hashing, printing, JSON dump) borrows.
- * Reference cycles (a list that contains itself) leak; printing and equality
- * stop at depth VM_MAX_DEPTH instead of recursing forever.
+ * Lists and maps have value semantics in programs, kept copy-on-write: the
+ * VM stores a one-level copy (vm_copy) of a container that is referenced
+ * elsewhere, so the containers it holds may be shared; vm_index_get
+ * replaces a shared list or map item by its own one-level copy before
+ * handing it out, so an item assignment through the result (a[0][1] = x)
+ * changes only this container. Every container reached from a variable
+ * through indexing is thus referenced once, and values form no cycles. Every walk over
+ * nested values (release, equality, ordering, printing, JSON writing, deep
+ * copy) uses an explicit work stack on the heap, never C recursion: values
+ * of any depth are handled, at a cost proportional to their size. Only the
+ * JSON reader has a nesting limit (VM_JSON_MAX_DEPTH).
  *
  * Maps keep insertion order and accept hashable keys (none, bool, int,
  * float, str; 1 and 1.0 are the same key). JSON-shaped: json_dump writes
@@ -33,7 +42,8 @@
 #include "lang/ast.h"
 #include "util/util.h"
 
-#define VM_MAX_DEPTH 200
+/* Deepest nesting vm_json_parse accepts (an error beyond it). */
+#define VM_JSON_MAX_DEPTH 512
 
 typedef enum vm_type {
     VM_NONE,
@@ -50,10 +60,12 @@ typedef enum vm_type {
     VM__TYPE_COUNT
 } vm_type;
 
-/* Header of every heap object. rc counts owning references. */
+/* Header of every heap object. rc counts owning references; acct is the
+ * memory account (vm_mem_open) its bytes are charged to, 0 = none. */
 typedef struct vm_obj {
     uint32_t rc;
-    uint32_t type; /* vm_type */
+    uint16_t type; /* vm_type */
+    uint16_t acct;
 } vm_obj;
 
 typedef struct vm_str vm_str;
@@ -208,8 +220,11 @@ static inline uint32_t vm_map_len(vm_value map) { return map.as.m->len; }
 
 /* ---- equality, hashing, ordering -------------------------------------------- */
 
-/* Deep equality; int 1 == float 1.0. Streams/functions compare by identity. */
+/* Deep equality; int 1 == float 1.0. Streams/functions compare by identity.
+ * Any depth. vm_equal answers false if memory runs out on a deep value;
+ * vm_equal_checked returns -1 with err set instead (else 0, *out set). */
 bool vm_equal(vm_value a, vm_value b);
+int vm_equal_checked(vm_value a, vm_value b, bool *out, sgl_error *err);
 /* Returns true and sets *h for hashable values (none, bool, int, float, str,
  * builtin, fn); false for lists, maps, streams. Equal values hash equal. */
 bool vm_hash(vm_value v, uint64_t *h);
@@ -231,10 +246,19 @@ int vm_contains(vm_value container, vm_value item, bool *out, sgl_error *err);
 /* NEG (numbers) and NOT (any value). */
 int vm_unary(sgl_op op, vm_value a, vm_value *out, sgl_error *err);
 /* obj[idx] for str (one byte), list (negative counts from the end) and map
- * (missing key is an error). Sets *out to a new reference. */
+ * (missing key is an error). Sets *out to a new reference. A list or map
+ * item shared with other containers is first replaced in obj by a copy of
+ * its own (copy-on-write: obj's value is unchanged). */
 int vm_index_get(vm_value obj, vm_value idx, vm_value *out, sgl_error *err);
 /* obj[idx] = v for list and map. CONSUMES v. */
 int vm_index_set(vm_value obj, vm_value idx, vm_value v, sgl_error *err);
+/* A new list or map holding v's items (retained): a one-level copy. Other
+ * values are retained. Returns a new reference, or none on OOM. */
+vm_value vm_copy(vm_value v);
+/* A copy of v sharing no list or map with it (strings and other objects
+ * are shared: they are immutable or compared by identity). Any depth.
+ * Returns a new reference, or none on OOM. */
+vm_value vm_deep_copy(vm_value v);
 /* len(): bytes of a str, items of a list or map. */
 int vm_len(vm_value v, int64_t *out, sgl_error *err);
 
@@ -261,5 +285,31 @@ int vm_json_parse(const char *text, size_t len, vm_value *out, sgl_error *err);
 
 /* Count of live heap objects (for leak checks in tests). */
 int64_t vm_live_objects(void);
+
+/* ---- memory accounting ------------------------------------------------------------
+ * The bytes of strings, lists, maps, functions and iterators (object and
+ * buffers) are charged to the account current when the object was made and
+ * credited back to that same account when it is freed, however long it
+ * lives. Accounts nest (an instance's account inside its run's): a charge
+ * must fit every limit up the chain, else the allocation fails as out of
+ * memory and vm_mem_refused() reports which limit was hit. Streams' text
+ * is not counted. Accounts are per thread (values never cross threads). */
+
+/* Opens an account with a byte limit (0: none) inside parent (0: top).
+ * Returns its id, or 0 when no id is free (then nothing is charged). */
+uint32_t vm_mem_open(uint32_t parent, int64_t limit);
+/* The account takes no more charges; its id is reused once every byte
+ * charged to it has been freed. */
+void vm_mem_close(uint32_t id);
+/* Makes id the account new objects are charged to; returns the previous. */
+uint32_t vm_mem_enter(uint32_t id);
+/* Bytes currently charged to id (0 for id 0). */
+int64_t vm_mem_used(uint32_t id);
+/* The limit (bytes) of the last charge refused since the previous call, or
+ * 0 if none was; clears it. */
+int64_t vm_mem_refused(void);
+/* Non-zero while a refused charge has not been collected by
+ * vm_mem_refused (cheap to test on every instruction). */
+extern _Thread_local int64_t vm_mem_refused_at;
 
 #endif

@@ -79,6 +79,7 @@ struct vm_inst {
     double t0, t1;
     FILE *out;             /* print() destination, or NULL for the VM's */
     uint64_t steps;        /* instructions executed */
+    uint32_t mem;          /* memory account (vm_mem_open), inside the VM's */
     bool yielded;          /* its last run ended at the time slice, not parked */
 };
 
@@ -90,6 +91,7 @@ struct vm {
     vm_inst *run_head, *run_tail;
     uint64_t n_instr;
     int n_live; /* instances not done */
+    uint32_t mem; /* the run's memory account */
     vm_done_hook done_hook;
     void *done_ctx;
     sgl_engine_caps caps;  /* what the engine can do (caps.h) */
@@ -101,6 +103,10 @@ vm_config vm_config_default(void) {
     memset(&c, 0, sizeof c);
     c.gen_defaults = vm_none();
     c.prefix_hints = true;
+    c.max_mem_inst = VM_DEFAULT_MAX_MEM_INST;
+    c.max_mem_run = VM_DEFAULT_MAX_MEM_RUN;
+    c.max_fork = VM_DEFAULT_MAX_FORK;
+    c.max_batch = VM_DEFAULT_MAX_BATCH;
     return c;
 }
 
@@ -145,6 +151,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     vm_link_set_uncond_prompt(v->link, cfg->uncond_prompt);
     vm_link_set_trace(v->link, cfg->trace);
     vm_link_set_api_spec(v->link, cfg->api_spec_tokens);
+    v->mem = vm_mem_open(0, cfg->max_mem_run);
     return v;
 }
 
@@ -183,6 +190,7 @@ void vm_free(vm *v) {
         vm_release(in->defaults);
         vm_prefill_release(in->prefill);
         vm_group_release(in->group);
+        vm_mem_close(in->mem);
         free(in->error);
         free(in);
     }
@@ -196,6 +204,7 @@ void vm_free(vm *v) {
         free(md);
     }
     vm_release(v->cfg.gen_defaults);
+    vm_mem_close(v->mem);
     free(v);
 }
 
@@ -252,22 +261,11 @@ oom:
 
 /* ---- value semantics for lists and maps ------------------------------------------ */
 
+/* One level: nested containers stay shared until indexed (vm_index_get
+ * unshares them), so value semantics cost O(items), not O(size). */
 static vm_value deep_copy(vm_value v, int depth) {
-    if (depth > VM_MAX_DEPTH) return vm_retain(v);
-    if (v.type == VM_LIST) {
-        vm_value c = vm_list_new(vm_list_len(v));
-        for (uint32_t i = 0; c.type == VM_LIST && i < vm_list_len(v); i++)
-            vm_list_push(c, deep_copy(vm_list_get(v, i), depth + 1));
-        return c;
-    }
-    if (v.type == VM_MAP) {
-        vm_value c = vm_map_new();
-        for (uint32_t i = 0; c.type == VM_MAP && i < vm_map_len(v); i++)
-            vm_map_set(c, vm_retain(v.as.m->entries[i].key), deep_copy(v.as.m->entries[i].val, depth + 1),
-                       NULL);
-        return c;
-    }
-    return vm_retain(v);
+    (void)depth;
+    return vm_copy(v);
 }
 
 /* Lists and maps have value semantics (docs/language.md §4): a container
@@ -333,6 +331,7 @@ static vm_inst *inst_new(vm *v) {
     }
     in->result = in->stream = in->defaults = vm_none();
     in->t0 = sgl_now();
+    in->mem = vm_mem_open(v->mem, v->cfg.max_mem_inst);
     in->next_all = v->all;
     v->all = in;
     v->n_live++;
@@ -429,6 +428,7 @@ static void inst_finish(vm_inst *in) {
     in->t1 = sgl_now();
     in->v->n_live--;
     inst_drop_stack(in);
+    vm_mem_close(in->mem); /* what it returns stays charged to it until freed */
     if (in->failed && in->result.type == VM_NONE && in->stream.type == VM_STREAM)
         in->result = vm_retain(in->stream);
     if (in->batch_parent) batch_child_done(in->batch_parent, in);
@@ -836,6 +836,9 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
         if (args[1].type != VM_LIST)
             return sgl_error_set(err, "run_batch: the second argument must be a list of maps, not %s",
                                  vm_type_name(args[1].type));
+        if (v->cfg.max_batch && vm_list_len(args[1]) > v->cfg.max_batch)
+            return sgl_error_set(err, "run_batch: %u instances exceed the limit of %u per call",
+                                 vm_list_len(args[1]), v->cfg.max_batch);
         vm_mod *md = (vm_mod *)args[0].as.fn->code;
         uint32_t fi = args[0].as.fn->index;
         const sgl_bc_function *fn = &md->m->fns[fi];
@@ -1196,6 +1199,7 @@ next:
         make_runnable(v, in);
         return;
     }
+    if (vm_mem_refused_at) goto fail; /* an allocation of the previous op was refused */
     if (fr->pc >= fr->fn->n_code) FAIL_MSG("bad bytecode: ran off the end of %s", fr->fn->name);
     if (SP + 4 > in->cap && ensure_stack(in, SP + 16) < 0) FAIL_MSG("out of memory");
     ins = code[fr->pc++];
@@ -1663,7 +1667,9 @@ next:
         if (mode == 2) {
             if (TOP.type != VM_INT) FAIL_MSG("fork(): the branch count must be an int, not %s", vm_type_name(TOP.type));
             n = TOP.as.i;
-            if (n < 1 || n > 4096) FAIL_MSG("fork(): the branch count must be in [1, 4096], got %" PRId64, n);
+            if (n < 1 || (v->cfg.max_fork && n > v->cfg.max_fork))
+                FAIL_MSG("fork(): the branch count must be in [1, %u] (the fork width limit), got %" PRId64,
+                         v->cfg.max_fork ? v->cfg.max_fork : UINT32_MAX, n);
         }
         if (s.type != VM_STREAM) FAIL_MSG("fork(): expected a stream, got %s", vm_type_name(s.type));
         vm_wait_status ws = vm_stream_want_idle(s.as.st, in, NULL, &err);
@@ -1740,6 +1746,10 @@ finishing:
     return;
 
 fail:
+    if (vm_mem_refused_at) {
+        int64_t lim = vm_mem_refused();
+        sgl_error_set(&err, "memory limit of %lld MiB reached", (long long)(lim >> 20));
+    }
     inst_fail(in, err.msg);
     return;
 
@@ -1763,7 +1773,9 @@ int vm_run(vm *v, sgl_error *err) {
             if (in->state == FIB_DONE) continue;
             in->state = FIB_RUNNABLE;
             in->yielded = false;
+            uint32_t prev_mem = vm_mem_enter(in->mem);
             fiber_run(v, in);
+            vm_mem_enter(prev_mem);
             if (in->yielded && vm_link_outstanding(v->link)) {
                 /* Keep the engine busy while a fiber computes. */
                 vm_link_flush(v->link);

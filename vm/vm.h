@@ -74,7 +74,19 @@ typedef struct vm_config {
     /* API speculative execution on chat-only engines (vm_link_set_api_spec):
      * the token budget of one speculative request; 0: off. */
     int32_t api_spec_tokens;
+    /* Resource limits (docs/language.md "Limits"); vm_config_default sets
+     * the documented defaults, 0 means no limit. Bytes of strings, lists
+     * and maps live at once, per instance and for the whole VM: an instance
+     * past either fails with "memory limit of N MiB reached". */
+    int64_t max_mem_inst, max_mem_run;
+    uint32_t max_fork;  /* fork(s, n): most branches */
+    uint32_t max_batch; /* run_batch: most instances in one call */
 } vm_config;
+
+#define VM_DEFAULT_MAX_MEM_INST ((int64_t)256 << 20)
+#define VM_DEFAULT_MAX_MEM_RUN ((int64_t)1024 << 20)
+#define VM_DEFAULT_MAX_FORK 1024
+#define VM_DEFAULT_MAX_BATCH 100000
 
 vm_config vm_config_default(void);
 

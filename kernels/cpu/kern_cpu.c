@@ -15,10 +15,15 @@ static _Atomic(const kern_ops *) ops_cur;
 static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
 
 #ifdef KERN_HAVE_AVX2
+#include <cpuid.h>
+
 static bool cpu_has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
+     * for __builtin_cpu_supports. */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 #endif
 

@@ -12,8 +12,20 @@
  * after each run, so back-to-back per-token kernels find them awake, then
  * sleep on a futex. The caller waits for stragglers the same way. A pool is
  * driven by one caller thread at a time.
+ *
+ * Busy machines: a worker the OS preempts after claiming a task holds the
+ * whole run until it is scheduled again (a time slice, milliseconds), and a
+ * forward makes hundreds of runs. So the caller times each run: when it
+ * waited for stragglers much longer than it worked itself (POOL_STALL_NS),
+ * the pool goes solo for a while: the caller runs every task index itself
+ * and the workers, finding no run, spin out and sleep, leaving the other
+ * cores to whoever is competing. Solo spells start at POOL_SOLO_MIN_NS and
+ * double while stalls repeat (up to POOL_SOLO_MAX_NS); a parallel run
+ * without a stall halves them again. On an idle machine no run stalls and
+ * nothing changes.
  */
 #include <limits.h>
+#include <stdbool.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -31,6 +43,11 @@
  * are waiting for. */
 #define POOL_SPIN_NS 100000LL
 #define POOL_PAUSE_SPINS 2048
+/* A run whose stragglers kept the caller waiting this long (and more than
+ * twice its own share of work) was stalled by preemption. */
+#define POOL_STALL_NS 300000LL
+#define POOL_SOLO_MIN_NS 4000000LL
+#define POOL_SOLO_MAX_NS 256000000LL
 
 struct kern_pool {
     int n_threads;
@@ -47,6 +64,11 @@ struct kern_pool {
     /* matmul scratch (quantized activations), owned by the pool */
     void *scratch;
     size_t scratch_cap;
+    /* contention guard (caller side) */
+    bool guard;            /* on unless SGL_POOL_NO_GUARD=1 or kern_pool_set_guard */
+    long long solo_until;  /* run solo until this time (now_ns) */
+    long long solo_ns;     /* length of the next solo spell; 0 = none yet */
+    uint64_t n_solo_runs, n_stalls;
 };
 
 static void futex_wait(void *addr, int val) {
@@ -123,6 +145,8 @@ kern_pool *kern_pool_new(int n_threads) {
     kern_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads;
+    const char *ng = getenv("SGL_POOL_NO_GUARD");
+    p->guard = !(ng && *ng && *ng != '0');
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
     if (!p->threads) {
         free(p);
@@ -154,12 +178,30 @@ int kern_pool_threads(const kern_pool *p) {
     return p ? p->n_threads : 1;
 }
 
+void kern_pool_set_guard(kern_pool *p, bool on) {
+    if (!p) return;
+    p->guard = on;
+    p->solo_until = p->solo_ns = 0;
+}
+
+void kern_pool_stats(const kern_pool *p, uint64_t *solo_runs, uint64_t *stalls) {
+    *solo_runs = p ? p->n_solo_runs : 0;
+    *stalls = p ? p->n_stalls : 0;
+}
+
 void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
     if (!p || p->n_threads == 1) {
         fn(ctx, 0, 1);
         return;
     }
     int n = p->n_threads;
+    long long t_start = p->guard ? now_ns() : 0;
+    if (p->guard && t_start < p->solo_until) {
+        /* Same task indices, same results: only who runs them differs. */
+        for (int i = 0; i < n; i++) fn(ctx, i, n);
+        p->n_solo_runs++;
+        return;
+    }
     unsigned run = ++p->run;
     if (run == 0) run = ++p->run; /* 0 means "no run yet" to the workers */
     p->fn = fn;
@@ -171,6 +213,7 @@ void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
     fn(ctx, 0, n);
     atomic_fetch_add(&p->done, 1);
     claim_and_run(p, run);
+    long long t_mine = p->guard ? now_ns() : 0;
     long long t0 = 0;
     for (int spins = 0;; spins++) {
         int d = atomic_load_explicit(&p->done, memory_order_acquire);
@@ -187,6 +230,16 @@ void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx) {
             d = atomic_load(&p->done);
             if (d != n) futex_wait((void *)&p->done, d);
             atomic_store(&p->caller_sleeping, 0);
+        }
+    }
+    if (p->guard) {
+        long long t_end = now_ns(), waited = t_end - t_mine, own = t_mine - t_start;
+        if (waited > POOL_STALL_NS && waited > 2 * own) {
+            p->n_stalls++;
+            p->solo_ns = !p->solo_ns ? POOL_SOLO_MIN_NS : p->solo_ns * 2 < POOL_SOLO_MAX_NS ? p->solo_ns * 2 : POOL_SOLO_MAX_NS;
+            p->solo_until = t_end + p->solo_ns;
+        } else if (p->solo_ns && waited < own) {
+            p->solo_ns = p->solo_ns / 2 >= POOL_SOLO_MIN_NS ? p->solo_ns / 2 : 0;
         }
     }
 }

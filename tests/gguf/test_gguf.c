@@ -597,12 +597,20 @@ static void test_bad_tensors(void) {
     uint64_t offs_same[2] = {0, 0};
     b = tensor_file(two, offs_same, 2, 256);
     EXPECT_FAIL(b, "overlaps tensor");
-    uint64_t offs_ok[2] = {128, 0}; /* out of order but disjoint: fine */
-    b = tensor_file(two, offs_ok, 2, 256);
+    uint64_t offs_ok[2] = {32, 0}; /* out of order but disjoint and packed: fine */
+    b = tensor_file(two, offs_ok, 2, 160);
     f = gguf_open_memory(b.p, b.len, &err);
     CHECK_MSG(f, "%s", err.msg);
     gguf_close(f);
     free(b.p);
+    /* Data longer than type x shape says (an edited type field): named. */
+    uint64_t offs_gap[2] = {64, 0};
+    b = tensor_file(two, offs_gap, 2, 192);
+    EXPECT_FAIL(b, "tensor 'blk.0.attn_k.weight': type F32 and shape [8, 1, 1, 1] make 32 bytes, "
+                   "but its data spans 64 bytes (to the next tensor)");
+    b = tensor_file(two, offs_ok, 2, 192);
+    EXPECT_FAIL(b, "tensor 'blk.0.attn_q.weight': type F32 and shape [8, 4, 1, 1] make 128 bytes, "
+                   "but its data spans 160 bytes (to the end of the file)");
 
     ttensor dup[2] = {t1, t1};
     uint64_t offs_dup[2] = {0, 128};

@@ -33,7 +33,7 @@ static gguf_file *open_path(const char *p) {
 
 /* The build tool and the in-memory builder give the same bytes. */
 static void test_file_matches_memory(void) {
-    static const tiny_opts opts[3] = {{1, false, false}, {1, true, false}, {1, false, true}};
+    static const tiny_opts opts[3] = {{.seed = 1}, {.seed = 1, .untied = true}, {.seed = 1, .all_f32 = true}};
     for (int i = 0; i < 3; i++) {
         uint64_t len;
         uint8_t *mem = build_mem(&opts[i], &len);
@@ -46,9 +46,9 @@ static void test_file_matches_memory(void) {
         free(mem);
     }
     /* another seed: same tokenizer and shapes, different weights */
-    tiny_opts o2 = {2, false, false};
+    tiny_opts o2 = {.seed = 2};
     uint64_t l1, l2;
-    uint8_t *a = build_mem(&(tiny_opts){1, false, false}, &l1), *b = build_mem(&o2, &l2);
+    uint8_t *a = build_mem(&(tiny_opts){.seed = 1}, &l1), *b = build_mem(&o2, &l2);
     CHECK_INT(l1, l2);
     gguf_file *fa = gguf_open_memory(a, l1, NULL), *fb = gguf_open_memory(b, l2, NULL);
     CHECK(fa && fb);
@@ -156,7 +156,7 @@ static double type_tol(sgl_dtype t) {
 static void check_tensors(const char *path, bool untied, bool all_f32) {
     gguf_file *f = open_path(path);
     if (!f) return;
-    tiny_opts o = {1, untied, all_f32};
+    tiny_opts o = {.seed = 1, .untied = untied, .all_f32 = all_f32};
     CHECK_INT(f->n_tensors, 2 + TINY_N_LAYER * 9 + (untied ? 1 : 0));
     CHECK((gguf_find_tensor(f, "output.weight") != NULL) == untied);
     int types_seen[SGL_DTYPE_MAX_ID] = {0};

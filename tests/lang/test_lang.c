@@ -1,7 +1,11 @@
 /* test_lang: unit tests of the SGL front end's API: loading from a buffer,
  * bindings and frame slots, call modes, imports through a provider,
  * diagnostics, line/col mapping and the regex dialect checker. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lang/lang.h"
 #include "tests/test.h"
@@ -254,12 +258,67 @@ static void test_parse_only_and_dump(void) {
     sgl_program_free(p);
 }
 
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static bool has_diag(const sgl_program *p, const char *needle) {
+    for (size_t i = 0; i < p->diags.len; i++)
+        if (strstr(p->diags.items[i].msg, needle)) return true;
+    return false;
+}
+
+/* The import boundary an embedder sets (the HTTP server: its --programs
+ * directory and the stdlib): a program given as text may import files
+ * under import_root, not files elsewhere nor symlinks leading out; the
+ * provider (embedded stdlib) stays available; allow_io lifts the rule. */
+static void test_import_root(void) {
+    char root[] = "/tmp/sgl-import-root-XXXXXX";
+    CHECK(mkdtemp(root) != NULL);
+    char progs[256], outside[256], p1[300], p2[300], link[300];
+    snprintf(progs, sizeof progs, "%s/programs", root);
+    snprintf(outside, sizeof outside, "%s/outside", root);
+    mkdir(progs, 0700);
+    mkdir(outside, 0700);
+    snprintf(p1, sizeof p1, "%s/lib.sgl", progs);
+    snprintf(p2, sizeof p2, "%s/secret.sgl", outside);
+    snprintf(link, sizeof link, "%s/leak.sgl", progs);
+    write_file(p1, "fn helper2(x) { return x }\n");
+    write_file(p2, "fn secret() { return 1 }\n");
+    CHECK(symlink(p2, link) == 0);
+    sgl_load_options o = {0};
+    o.ignore_env = true;
+    o.provider = provider;
+    o.import_root = progs;
+    char src[1024];
+    sgl_program *p = NULL;
+    snprintf(src, sizeof src, "import \"m\"\nimport \"%s/lib\"\nmain { print(helper2(helper(1))) }\n", progs);
+    CHECK_INT(sgl_program_load_buffer(&p, "<http>/req.sgl", src, strlen(src), &o), 0);
+    sgl_program_free(p);
+    const char *bad[] = {p2, link};
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "import \"%s\"\nmain { print(secret()) }\n", bad[i]);
+        CHECK_INT(sgl_program_load_buffer(&p, "<http>/req.sgl", src, strlen(src), &o), -1);
+        CHECK_MSG(has_diag(p, "outside the program's directory"), "%s", bad[i]);
+        sgl_program_free(p);
+    }
+    o.allow_io = true;
+    CHECK_INT(sgl_program_load_buffer(&p, "<http>/req.sgl", src, strlen(src), &o), 0);
+    sgl_program_free(p);
+    unlink(link), unlink(p1), unlink(p2), rmdir(progs), rmdir(outside), rmdir(root);
+}
+
 int main(void) {
     TEST_RUN(test_bindings_and_slots);
     TEST_RUN(test_full_call_and_kwargs);
     TEST_RUN(test_break_targets_and_with);
     TEST_RUN(test_reorder_flag);
     TEST_RUN(test_provider_import);
+    TEST_RUN(test_import_root);
     TEST_RUN(test_diagnostics);
     TEST_RUN(test_max_errors);
     TEST_RUN(test_regex);

@@ -9,11 +9,12 @@
 #include "tests/tools/tiny_model.h"
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: sgl-mktiny OUT.gguf [--seed N] [--untied] [--types mixed|f32]\n"
+    fprintf(out, "usage: sgl-mktiny OUT.gguf [--seed N] [--untied] [--types mixed|f32] [--nan TENSOR]\n"
                  "Writes the tiny random-weight llama model used by the tests (deterministic per seed).\n"
                  "  --seed N       weight seed (default 1)\n"
                  "  --untied       also write output.weight (default: tied to token_embd)\n"
-                 "  --types T      mixed (F32/F16/Q8_0/Q4_0/Q4_1, default) or f32 (all F32)\n");
+                 "  --types T      mixed (F32/F16/Q8_0/Q4_0/Q4_1, default) or f32 (all F32)\n"
+                 "  --nan TENSOR   a corrupt model: TENSOR's first weight is NaN\n");
 }
 
 int main(int argc, char **argv) {
@@ -26,6 +27,8 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--untied")) {
             o.untied = true;
+        } else if (!strcmp(a, "--nan") && i + 1 < argc) {
+            o.nan_tensor = argv[++i]; /* a corrupt model: one NaN weight in TENSOR */
         } else if (!strcmp(a, "--seed") && i + 1 < argc) {
             char *end;
             errno = 0;

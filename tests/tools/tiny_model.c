@@ -367,6 +367,7 @@ static int add_tensors(gguf_writer *w, const tiny_opts *o, sgl_error *err) {
         const tensor_spec *s = &specs[i];
         uint64_t n;
         float *v = spec_values(o, s, &n);
+        if (v && o->nan_tensor && !strcmp(o->nan_tensor, s->name) && o->nan_index < n) v[o->nan_index] = NAN;
         uint64_t nb = sgl_dtype_row_bytes(s->type, s->ne[0]) * s->ne[1];
         void *q = malloc(nb);
         int rc = !v || !q ? sgl_error_set(err, "out of memory") : 0;

@@ -34,6 +34,10 @@ typedef struct tiny_opts {
     uint64_t seed;  /* weights only; the tokenizer does not depend on it */
     bool untied;    /* also write output.weight */
     bool all_f32;   /* every tensor F32 (else the mixed-type table) */
+    /* A corrupt model for integrity tests: this tensor's value at index
+     * nan_index (GGUF order) is NaN before quantization. NULL: none. */
+    const char *nan_tensor;
+    uint64_t nan_index;
 } tiny_opts;
 
 /* Adds the whole model (metadata and tensors) to w. Returns 0, or -1 with

@@ -216,11 +216,79 @@ static void test_iter(void) {
     CHECK_INT(vm_live_objects(), live);
 }
 
+/* A list nested depth deep around leaf: [[...[leaf]...]]. */
+static vm_value nest(int depth, vm_value leaf) {
+    vm_value v = leaf;
+    for (int i = 0; i < depth; i++) {
+        vm_value l = vm_list_new(1);
+        vm_list_push(l, v);
+        v = l;
+    }
+    return v;
+}
+
+static bool eq(vm_value a, vm_value b, sgl_op op) {
+    bool r = false;
+    sgl_error err = {{0}};
+    CHECK_INT(vm_compare(op, a, b, &r, &err), 0);
+    return r;
+}
+
+/* Values of any depth: no C recursion, no depth cut-off giving a wrong
+ * answer (== at 201 used to be false). */
+static void test_deep(void) {
+    int64_t live = vm_live_objects();
+    static const int depths[] = {201, 10000};
+    for (size_t k = 0; k < SGL_ARRAY_LEN(depths); k++) {
+        vm_value a = nest(depths[k], vm_int(1)), b = nest(depths[k], vm_int(1));
+        vm_value c = nest(depths[k], vm_int(2));
+        CHECK(eq(a, b, SGL_OP_EQ));
+        CHECK(!eq(a, b, SGL_OP_NE));
+        CHECK(!eq(a, c, SGL_OP_EQ));
+        CHECK(eq(a, c, SGL_OP_LT) && !eq(c, a, SGL_OP_LT) && eq(a, b, SGL_OP_GE));
+        vm_value d = vm_deep_copy(a);
+        CHECK(d.as.l != a.as.l && eq(a, d, SGL_OP_EQ));
+        vm_release(a), vm_release(b), vm_release(c), vm_release(d);
+    }
+    /* A million levels: compared, printed, dumped, copied and freed. */
+    const int n = 1000000;
+    vm_value a = nest(n, vm_str_from("x")), b = nest(n, vm_str_from("x"));
+    CHECK(eq(a, b, SGL_OP_EQ));
+    CHECK(!eq(a, b, SGL_OP_LT));
+    sgl_strbuf sb = {0};
+    CHECK_INT(vm_str_append(&sb, a), 0);
+    CHECK_INT((int64_t)sb.len, 2 * n + 3);
+    CHECK(sb.len > 4 && !memcmp(sb.data, "[[[[", 4) && !memcmp(sb.data + n, "\"x\"", 3) &&
+          sb.data[sb.len - 1] == ']');
+    sgl_strbuf_clear(&sb);
+    sgl_error err = {{0}};
+    CHECK_INT(vm_json_dump(&sb, b, true, &err), 0);
+    CHECK_INT((int64_t)sb.len, 2 * n + 3);
+    sgl_strbuf_free(&sb);
+    vm_value c = vm_deep_copy(a);
+    CHECK(c.type == VM_LIST && eq(a, c, SGL_OP_EQ));
+    vm_value m = vm_map_new();
+    vm_map_set_cstr(m, "deep", c, NULL);
+    vm_release(m);
+    vm_release(a);
+    vm_release(b);
+    CHECK_INT(vm_live_objects(), live);
+    /* The JSON reader refuses past its documented limit, with a location. */
+    sgl_strbuf js = {0};
+    for (int i = 0; i <= VM_JSON_MAX_DEPTH; i++) sgl_strbuf_putc(&js, '[');
+    vm_value out;
+    CHECK_INT(vm_json_parse(js.data, js.len, &out, &err), -1);
+    CHECK(strstr(err.msg, "nested too deeply") != NULL);
+    sgl_strbuf_free(&js);
+    CHECK_INT(vm_live_objects(), live);
+}
+
 int main(void) {
     TEST_RUN(test_scalars_and_str);
     TEST_RUN(test_list_map);
     TEST_RUN(test_operators);
     TEST_RUN(test_json);
     TEST_RUN(test_iter);
+    TEST_RUN(test_deep);
     return TEST_DONE();
 }
