@@ -61,6 +61,7 @@ struct sched {
     int32_t done_head, n_done, cap_done;
     int64_t step_no;
     uint64_t next_seq;
+    uint64_t rng;               /* RANDOM policy: xorshift state (fixed seed) */
     model_seq *seqs;            /* [max_running] step scratch */
     sreq **batch;
     float *logits;
@@ -707,8 +708,19 @@ static void admit(sched *s, int32_t budget) {
         r->peek = s->rc ? radix_peek(s->rc, r->tok, match_cap(r)) : 0;
         r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps;
     }
-    qsort(s->waiting, (size_t)s->n_waiting, sizeof(sreq *),
-          s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
+    if (s->cfg.policy == SGL_SCHED_RANDOM) {
+        if (!s->rng) s->rng = 0x9e3779b97f4a7c15ull;
+        for (int32_t i = s->n_waiting - 1; i > 0; i--) { /* Fisher-Yates */
+            s->rng ^= s->rng << 13, s->rng ^= s->rng >> 7, s->rng ^= s->rng << 17;
+            int32_t j = (int32_t)(s->rng % (uint64_t)(i + 1));
+            sreq *t = s->waiting[i];
+            s->waiting[i] = s->waiting[j];
+            s->waiting[j] = t;
+        }
+    } else {
+        qsort(s->waiting, (size_t)s->n_waiting, sizeof(sreq *),
+              s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
+    }
     int64_t promise = 0;
     for (int32_t i = 0; i < s->n_running; i++) promise += promised_capped(s, s->running[i]);
     int32_t kept = 0;

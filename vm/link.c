@@ -35,6 +35,8 @@ struct vm_link {
     int32_t api_spec_tokens; /* > 0: speculative execution on chat-only engines */
     bool chat_only;          /* the engine takes chat turns only */
     bool constraints;        /* the engine takes regex / json_schema / grammar */
+    uint32_t max_inflight; /* 0: no limit */
+    bool no_prefill;
     uint64_t run_seed;
 };
 
@@ -42,6 +44,10 @@ void vm_link_set_api_spec(vm_link *l, int32_t tokens) { l->api_spec_tokens = tok
 int32_t vm_link_api_spec(const vm_link *l) { return l->chat_only ? l->api_spec_tokens : 0; }
 
 void vm_link_set_trace(vm_link *l, FILE *out) { l->trace = out; }
+void vm_link_set_limits(vm_link *l, int max_inflight, bool no_prefill) {
+    l->max_inflight = max_inflight > 0 ? (uint32_t)max_inflight : 0;
+    l->no_prefill = no_prefill;
+}
 
 /* Writes at most max bytes of s[0..n) JSON-quoted (the tail when tail). */
 static void trace_text(FILE *out, const char *s, size_t n, size_t max, bool tail) {
@@ -163,6 +169,10 @@ int vm_link_queue_gen(vm_link *l, vm_stream *st) {
 }
 
 int vm_link_queue_prefill(vm_link *l, vm_prefill *pf) {
+    if (l->no_prefill) {
+        vm_prefill_done(pf);
+        return 0;
+    }
     link_ent e = {.kind = ENT_PREFILL, .pf = pf};
     if (push_ent(&l->queued, &l->n_queued, &l->cap_queued, e) < 0) return -1;
     pf->rc++;
@@ -273,6 +283,10 @@ int vm_link_flush(vm_link *l) {
     int submitted = 0;
     /* Walk by index: the array may grow (and move) while we walk. */
     for (uint32_t i = 0; i < n; i++) {
+        if (l->max_inflight && l->n_flight >= l->max_inflight) {
+            n = i; /* the rest waits for a later flush */
+            break;
+        }
         link_ent e = l->queued[i];
         if (e.st && (e.st->error || !e.st->head)) { /* failed meanwhile */
             ent_release(&e);

@@ -74,6 +74,17 @@ typedef struct vm_config {
     /* API speculative execution on chat-only engines (vm_link_set_api_spec):
      * the token budget of one speculative request; 0: off. */
     int32_t api_spec_tokens;
+    /* Benchmark ablations (sglc bench). serial: at most one engine request
+     * in flight and run_batch runs one instance at a time (no frontend
+     * parallelism). no_prefill: PREFILL requests (fork prefixes, prefix
+     * hints) are never sent. */
+    bool serial;
+    bool no_prefill;
+    /* Called when a run_batch instance is done, with its spawn-to-done
+     * seconds (per-program latency for benchmarks) and its error message
+     * (borrowed) or NULL when it succeeded; NULL: none. */
+    void (*batch_done)(void *ctx, double seconds, const char *error);
+    void *batch_done_ctx;
     /* Resource limits (docs/language.md "Limits"); vm_config_default sets
      * the documented defaults, 0 means no limit. Bytes of strings, lists
      * and maps live at once, per instance and for the whole VM: an instance
