@@ -3,6 +3,19 @@
 #define SGL_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
+
+#include "runtime/engine.h"
+#include "vm/session.h"
+#ifdef SGL_HAVE_REMOTE
+#include "runtime/remote/remote.h"
+#else
+typedef struct sgl_remote_config {
+    const char *api_model, *api_key_env;
+    double timeout_s;
+    int max_retries;
+} sgl_remote_config;
+#endif
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +47,32 @@ bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value
 long cli_parse_long(const char *cmd, const char *name, const char *v, long lo, long hi);
 double cli_parse_double(const char *cmd, const char *name, const char *v, double lo, double hi);
 
+/* ---- remote backends (cli/backend.c) ---- */
+#define CLI_MAX_BACKENDS 64
+typedef struct cli_backend {
+    const char *specs[CLI_MAX_BACKENDS]; /* borrowed from argv or files[] */
+    int n_specs;
+    char *files[CLI_MAX_BACKENDS];       /* --backends texts (owned) */
+    int n_files;
+    sgl_remote_config cfg;
+    const char *chat_template;
+    int api_spec_tokens;
+} cli_backend;
+extern const char *cli_backend_help;
+void cli_backend_init(cli_backend *b);
+/* Consumes argv[*i] (and its value) when it is a backend option: returns 1,
+ * else 0. Exits 2 on a bad value. */
+int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend *b);
+/* When backends were given: checks the specs (exits 2 on a bad one), points
+ * so (may be NULL) at them and returns true. */
+bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so);
+/* One line per endpoint (requests, failures, retries, cached tokens and hit
+ * rate where reported) and a total line; nothing for a local engine. */
+void cli_backend_stats(const sgl_engine *e, FILE *out);
+void cli_backend_free(cli_backend *b);
+/* Checks sc's gen/select calls against the session engine's capabilities;
+ * prints each problem with its source line to out. Returns the count. */
+int cli_backend_check(const vm_script *sc, const vm_session *s, FILE *out);
 /* Resource limits set on the command line (docs/language.md "Limits"):
  * --max-file-mb, --max-source-mb (sources), --max-mem-mb (per instance),
  * --max-run-mem-mb (whole run), --max-fork, --max-batch. Unset fields keep

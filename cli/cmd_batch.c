@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "vm/caps.h"
 #include "vm/session.h"
 
 static void batch_usage(FILE *out) {
@@ -29,8 +30,10 @@ static void batch_usage(FILE *out) {
             "  --no-cache         run the engine without its radix cache\n"
             "  --max-steps N      fail a script after N VM instructions (default 100000000;\n"
             "                     0: no limit), so a runaway loop cannot stall the batch\n"
-            CLI_LIMITS_USAGE,
-            SGL_DEFAULT_MODEL_FILE);
+            "  --stats            with backends: one line per endpoint (requests, cached\n"
+            "                     tokens and hit rate where the server reports them)\n"
+            CLI_LIMITS_USAGE "\n%s",
+            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
 typedef struct job {
@@ -138,6 +141,9 @@ int cmd_batch(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     batch b = {.spawning = -1};
     char *model_path = NULL;
+    bool stats = false;
+    cli_backend bk;
+    cli_backend_init(&bk);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             batch_usage(stdout);
@@ -147,6 +153,10 @@ int cmd_batch(int argc, char **argv) {
             fake = true;
         } else if (!strcmp(argv[i], "--no-cache")) {
             so.cache_off = true;
+        } else if (!strcmp(argv[i], "--stats")) {
+            stats = true;
+        } else if (cli_backend_opt("batch", argc, argv, &i, &bk)) {
+            continue;
         } else if (!strcmp(argv[i], "--allow-io")) {
             so.allow_io = true;
         } else if (cli_opt(argc, argv, &i, "--parallel", &v)) {
@@ -205,6 +215,7 @@ int cmd_batch(int argc, char **argv) {
     qsort(names, n, sizeof *names, cmp_str);
 
     so.fake = fake;
+    bool remote = !fake && cli_backend_apply("batch", &bk, &so);
     so.max_file_bytes = limits.max_file;
     so.max_source_bytes = limits.max_source;
     s.opts = so;
@@ -238,7 +249,7 @@ int cmd_batch(int argc, char **argv) {
         free(dbuf);
     }
 
-    if (!fake && n_compiled) {
+    if (!fake && n_compiled && (!remote || model)) {
         model_path = cli_model_path(model);
         if (!model_path) goto done;
         so.model_path = model_path;
@@ -247,6 +258,31 @@ int cmd_batch(int argc, char **argv) {
     if (n_compiled && vm_session_open(&s, &so, &err) < 0) {
         fprintf(stderr, "sglc batch: %s\n", err.msg);
         goto done;
+    }
+    if (remote && n_compiled) { /* what the backend cannot do fails before any request */
+        sgl_engine_caps caps;
+        sgl_engine_caps_get(s.engine, &caps);
+        for (size_t i = 0; i < n; i++) {
+            job *j = &b.jobs[i];
+            if (!j->sc.mod) continue;
+            char *ebuf = NULL;
+            size_t elen = 0;
+            FILE *ef = open_memstream(&ebuf, &elen);
+            int ne = vm_caps_check_module(j->sc.mod, &caps, s.backend, ef);
+            fclose(ef);
+            if (ne > 0) {
+                sgl_strbuf sb = {0};
+                sgl_strbuf_puts(&sb, "{\"file\": ");
+                json_str(&sb, j->path);
+                sgl_strbuf_puts(&sb, ", \"status\": \"compile_error\", \"error\": ");
+                json_str(&sb, ebuf);
+                sgl_strbuf_puts(&sb, "}");
+                j->line = sgl_strbuf_take(&sb);
+                vm_script_free(&j->sc);
+                n_compiled--;
+            }
+            free(ebuf);
+        }
     }
     double t0 = sgl_now();
     if (n_compiled) {
@@ -290,6 +326,7 @@ int cmd_batch(int argc, char **argv) {
             n_ok, n, secs, (long long)(ls.generate_requests + ls.score_requests + ls.prefill_requests),
             (long long)ls.max_batch, (long long)em.prompt_tokens, (long long)em.cached_tokens,
             100.0 * em.hit_rate);
+    if (stats && s.engine) cli_backend_stats(s.engine, stderr);
     status = (size_t)n_ok == n ? 0 : 1;
 done:
     vm_free(b.v);
@@ -306,5 +343,6 @@ done:
     vm_release(defaults);
     vm_session_close(&s);
     free(model_path);
+    cli_backend_free(&bk);
     return status;
 }

@@ -17,7 +17,11 @@ static void check_usage(FILE *out) {
             "  --allow-io    permit the file/http/shell builtins\n"
             "  -I DIR        also search DIR for imports (after $SGL_PATH)\n"
             "  --quiet       print only errors, not warnings\n"
-            "  --max-file-mb N, --max-source-mb N   source size limits (default 4 and 16)\n");
+            "  --max-file-mb N, --max-source-mb N   source size limits (default 4 and 16)\n"
+            "  --backend KIND:URL  also check every gen/select against what that backend can\n"
+            "                do (select needs logprobs, constraints, sampling fields, ...);\n"
+            "                sends no generation request (openai:URL probes the server once)\n"
+            "                (the other backend options of `sglc run --help` apply)\n");
 }
 
 static bool diag_color(void) {
@@ -34,6 +38,8 @@ int cmd_check(int argc, char **argv) {
     int n_files = 0;
     char **files = calloc((size_t)argc, sizeof *files);
     if (!files) return 2;
+    cli_backend bk;
+    cli_backend_init(&bk);
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -48,6 +54,8 @@ int cmd_check(int argc, char **argv) {
             continue;
         } else if (cli_opt(argc, argv, &i, "-I", &v)) {
             if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
+        } else if (cli_backend_opt("check", argc, argv, &i, &bk)) {
+            continue;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "sglc check: unknown option '%s'\n", argv[i]);
             check_usage(stderr);
@@ -93,6 +101,30 @@ int cmd_check(int argc, char **argv) {
         if (rc) status = 1;
         sgl_program_free(p);
     }
+    vm_session_opts so = vm_session_opts_default();
+    if (status == 0 && cli_backend_apply("check", &bk, &so)) {
+        so.allow_io = opts.allow_io;
+        so.search_path = dirs;
+        so.n_search_path = n_dirs;
+        vm_session s;
+        sgl_error err = {{0}};
+        if (vm_session_open(&s, &so, &err) < 0) {
+            fprintf(stderr, "sglc check: %s\n", err.msg);
+            status = 2;
+        }
+        for (int f = 0; status != 2 && f < n_files; f++) {
+            vm_script sc;
+            if (vm_script_load(&s, files[f], NULL, 0, stderr, color, false, &sc, &err) < 0) {
+                fprintf(stderr, "sglc check: %s: %s\n", files[f], err.msg);
+                status = 1;
+            } else if (cli_backend_check(&sc, &s, stderr) > 0) {
+                status = 1;
+            }
+            vm_script_free(&sc);
+        }
+        if (status != 2) vm_session_close(&s);
+    }
+    cli_backend_free(&bk);
     free(files);
     return status;
 }

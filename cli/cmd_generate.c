@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
+#include "runtime/gguf.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
 #include "runtime/unicode.h"
@@ -58,8 +59,10 @@ static void usage(FILE *out) {
             "                        0 = whole prompts)\n"
             "  --policy lpm|fcfs|random  waiting-queue order: longest cached prefix first (default)\n"
             "                        or arrival order (random: a seeded shuffle)\n"
-            "  --no-cache            no radix cache: every prompt computed afresh\n",
-            SGL_DEFAULT_MODEL_FILE);
+            "  --no-cache            no radix cache: every prompt computed afresh\n\n%s"
+            "  (with --backend, --model only supplies the chat template for --chat; --stats\n"
+            "  adds one line per endpoint)\n",
+            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
 typedef struct gen_opts {
@@ -76,9 +79,11 @@ typedef struct gen_opts {
     long max_tokens, threads, kv_tokens, chunk;
     sgl_sched_policy policy;
     sgl_sampling_params sp;
+    cli_backend bk;
 } gen_opts;
 
 static void opts_free(gen_opts *o) {
+    cli_backend_free(&o->bk);
     free(o->prompts);
     free(o->stops);
     free(o->file_text);
@@ -144,6 +149,7 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
     o->max_tokens = 256;
     o->chunk = -1;
     o->policy = SGL_SCHED_LPM;
+    cli_backend_init(&o->bk);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -211,6 +217,8 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
                 fprintf(stderr, "sglc generate: error: --policy must be lpm, fcfs or random, not '%s'\n", v);
                 exit(2);
             }
+        } else if (cli_backend_opt(cmd, argc, argv, &i, &o->bk)) {
+            continue;
         } else {
             fprintf(stderr, "sglc generate: error: unknown option '%s'\n", a);
             usage(stderr);
@@ -342,9 +350,130 @@ static int print_one(int idx, const sgl_result *r) {
     return 1;
 }
 
+#ifdef SGL_HAVE_REMOTE
+/* --backend: the prompts go to remote endpoints as text (with --chat, also
+ * as chat turns for chat APIs; the text then uses --model's template, or
+ * --chat-template's family). */
+static int generate_remote(gen_opts *o) {
+    int n = o->n_prompts, status = 1, done = 0, printed = 0, failed = 0;
+    sgl_error err = {{0}};
+    char *path = NULL;
+    gguf_file *gf = NULL;
+    sgl_tokenizer *tok = NULL;
+    chat_template *ct = NULL;
+    sgl_engine *e = NULL;
+    gen_req *reqs = calloc((size_t)n, sizeof *reqs);
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!reqs || !texts) {
+        sgl_error_set(&err, "out of memory");
+        goto fail;
+    }
+    cli_backend_apply("generate", &o->bk, NULL);
+    if (o->chat && o->model) {
+        if (!(path = cli_model_path(o->model))) goto done;
+        if (!(gf = gguf_open(path, &err)) || !(tok = tok_load_gguf(gf, &err)) ||
+            !(ct = chat_template_from_gguf(gf, tok, &err)))
+            goto fail;
+    } else if (o->chat && !(ct = chat_template_from_family(o->bk.chat_template ? o->bk.chat_template : "chatml", &err))) {
+        goto fail;
+    }
+    if (!(e = sgl_engine_remote_new(&o->bk.cfg, &err))) goto fail;
+    if (o->sp.top_k <= 0) o->sp.top_k = -1;
+    for (int i = 0; i < n; i++) {
+        sgl_request rq = {0};
+        sgl_chat_msg msgs[3];
+        int32_t nm = 0;
+        rq.kind = SGL_REQ_GENERATE;
+        rq.text = o->prompts[i];
+        if (ct) {
+            chat_msg cm[2];
+            size_t k = 0;
+            if (o->system) cm[k++] = (chat_msg){"system", o->system};
+            cm[k++] = (chat_msg){"user", o->prompts[i]};
+            sgl_strbuf sb = {0};
+            if (chat_render(ct, cm, k, true, &sb, &err) < 0) goto fail;
+            texts[i] = sgl_strbuf_take(&sb);
+            rq.text = texts[i] ? texts[i] : "";
+            if (o->system) msgs[nm++] = (sgl_chat_msg){"system", o->system};
+            msgs[nm++] = (sgl_chat_msg){"user", o->prompts[i]};
+            msgs[nm++] = (sgl_chat_msg){"assistant", ""};
+            rq.messages = msgs;
+            rq.n_messages = nm;
+            rq.open_turn = true;
+        } else {
+            rq.loose_text = true;
+        }
+        rq.params = o->sp;
+        rq.user_tag = (uint64_t)i;
+        rq.stream = true;
+        reqs[i].t_submit = sgl_now();
+        if (!(reqs[i].id = sgl_engine_submit(e, &rq, &err))) goto fail;
+    }
+    while (done < n) {
+        sgl_result *r = sgl_engine_wait(e, -1);
+        if (!r) continue;
+        gen_req *g = &reqs[r->user_tag < (uint64_t)n ? r->user_tag : 0];
+        if (r->partial) {
+            if (g->t_first == 0) g->t_first = sgl_now();
+            if (n == 1 && r->text_len) write_utf8(r->text, r->text_len);
+            sgl_result_free(r);
+            continue;
+        }
+        g->t_done = sgl_now();
+        g->res = r;
+        done++;
+        if (n == 1) {
+            fputc('\n', stdout);
+            fflush(stdout);
+            if (r->finish == SGL_FINISH_ABORT) {
+                sgl_error_set(&err, "%s", r->error ? r->error : "aborted");
+                goto fail;
+            }
+        }
+        while (n > 1 && printed < n && reqs[printed].res) {
+            failed |= print_one(printed, reqs[printed].res);
+            printed++;
+        }
+    }
+    if (o->stats) {
+        for (int i = 0; i < n; i++) {
+            const sgl_result *r = reqs[i].res;
+            fprintf(stderr, "prompt %d: prompt tokens %d, cached tokens %d, completion tokens %d, %.3f s, finish %s\n",
+                    i + 1, r->prompt_tokens, r->cached_tokens, r->completion_tokens,
+                    reqs[i].t_done - reqs[i].t_submit, sgl_finish_name(r->finish));
+        }
+        cli_backend_stats(e, stderr);
+    }
+    status = failed;
+    goto done;
+fail:
+    fflush(stdout);
+    fprintf(stderr, "sglc generate: error: %s\n", err.msg);
+done:
+    sgl_engine_free(e);
+    chat_template_free(ct);
+    if (tok) tok_free(tok);
+    if (gf) gguf_close(gf);
+    for (int i = 0; reqs && i < n; i++) sgl_result_free(reqs[i].res);
+    for (int i = 0; texts && i < n; i++) free(texts[i]);
+    free(texts);
+    free(reqs);
+    free(path);
+    opts_free(o);
+    return status;
+}
+#endif
+
 int cmd_generate(int argc, char **argv) {
     gen_opts o = {0};
     parse_args(argc, argv, &o);
+    if (o.bk.n_specs) {
+#ifdef SGL_HAVE_REMOTE
+        return generate_remote(&o);
+#else
+        cli_backend_apply("generate", &o.bk, NULL);
+#endif
+    }
     char *path = cli_model_path(o.model);
     if (!path) {
         opts_free(&o);

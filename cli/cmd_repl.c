@@ -313,15 +313,19 @@ static void do_stats(repl *r) {
     printf("vm: %lld generate, %lld score, %lld prefill requests in %lld flushes (largest %lld); %llu instructions\n",
            (long long)ls.generate_requests, (long long)ls.score_requests, (long long)ls.prefill_requests,
            (long long)ls.flushes, (long long)ls.max_batch, (unsigned long long)vm_instructions(r->v));
+    cli_backend_stats(r->s.engine, stdout);
 }
 
 int cmd_repl(int argc, char **argv) {
     const char *model = NULL, *v;
     bool fake = false;
     vm_session_opts so = vm_session_opts_default();
+    cli_backend bk;
+    cli_backend_init(&bk);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: sglc repl [--model PATH] [--fake] [--allow-io] [--threads N]\n\n");
+            printf("usage: sglc repl [--model PATH] [--fake] [--allow-io] [--threads N] [--backend KIND:URL]...\n\n");
+            printf("%s\n", cli_backend_help);
             repl_help();
 #ifdef REPL_HAVE_EDIT
             printf("Line editing and history (up arrow) are on at a terminal.\n");
@@ -337,13 +341,16 @@ int cmd_repl(int argc, char **argv) {
             model = v;
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
             so.n_threads = (int)cli_parse_long("repl", "--threads", v, 0, 1024);
+        } else if (cli_backend_opt("repl", argc, argv, &i, &bk)) {
+            continue;
         } else {
             fprintf(stderr, "sglc repl: unknown argument '%s'\n", argv[i]);
             return 2;
         }
     }
     char *model_path = NULL;
-    if (!fake) {
+    bool remote = !fake && cli_backend_apply("repl", &bk, &so);
+    if (!fake && (!remote || model)) {
         model_path = cli_model_path(model);
         if (!model_path) return 2;
         so.model_path = model_path;
@@ -355,6 +362,7 @@ int cmd_repl(int argc, char **argv) {
     if (vm_session_open(&r.s, &so, &err) < 0) {
         fprintf(stderr, "sglc repl: %s\n", err.msg);
         free(model_path);
+        cli_backend_free(&bk);
         return 2;
     }
     vm_config cfg = vm_session_config(&r.s);
@@ -363,10 +371,13 @@ int cmd_repl(int argc, char **argv) {
         fprintf(stderr, "sglc repl: %s\n", err.msg);
         vm_session_close(&r.s);
         free(model_path);
+        cli_backend_free(&bk);
         return 2;
     }
     bool tty = isatty(0);
-    if (tty) printf("sglc %s repl (engine: %s). :help for help, :quit to leave.\n", SGL_VERSION, sgl_engine_name(r.s.engine));
+    if (tty)
+        printf("sglc %s repl (engine: %s). :help for help, :quit to leave.\n", SGL_VERSION,
+               r.s.backend ? r.s.backend : sgl_engine_name(r.s.engine));
     for (;;) {
         char *line = read_line("sgl> ", tty);
         if (!line) break;
@@ -424,5 +435,6 @@ int cmd_repl(int argc, char **argv) {
     sgl_strbuf_free(&r.defs);
     vm_session_close(&r.s);
     free(model_path);
+    cli_backend_free(&bk);
     return 0;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "vm/caps.h"
 #include "vm/session.h"
 
 static void run_usage(FILE *out) {
@@ -38,8 +39,10 @@ static void run_usage(FILE *out) {
             "  --stats            print engine batching and cache figures to stderr\n"
             "  --trace            print every engine request and result to stderr\n"
             "  --max-steps N      fail the program after N VM instructions (0: no limit)\n"
-            CLI_LIMITS_USAGE,
-            SGL_DEFAULT_MODEL_FILE);
+            "  --stats            with backends: also one line per endpoint (requests,\n"
+            "                     cached tokens and hit rate where the server reports them)\n"
+            CLI_LIMITS_USAGE "\n%s",
+            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
 static bool diag_color(void) {
@@ -66,6 +69,8 @@ int cmd_run(int argc, char **argv) {
     memset(&sc, 0, sizeof sc);
     char *model_path = NULL;
     vm *vmach = NULL;
+    cli_backend bk;
+    cli_backend_init(&bk);
     if (!args || defaults.type != VM_MAP) goto done;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -110,6 +115,8 @@ int cmd_run(int argc, char **argv) {
             continue;
         } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
             max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18);
+        } else if (cli_backend_opt("run", argc, argv, &i, &bk)) {
+            continue;
         } else if (argv[i][0] == '-' && argv[i][1] && !file) {
             fprintf(stderr, "sglc run: unknown option '%s'\n", argv[i]);
             run_usage(stderr);
@@ -127,6 +134,7 @@ int cmd_run(int argc, char **argv) {
     so.search_path = dirs;
     so.n_search_path = n_dirs;
     so.fake = fake;
+    bool remote = !fake && cli_backend_apply("run", &bk, &so);
 
     /* Check and compile before loading the model: errors come fast. */
     so.max_file_bytes = limits.max_file;
@@ -174,13 +182,18 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
 
-    if (!fake) {
+    if (!fake && (!remote || model)) {
         model_path = cli_model_path(model);
         if (!model_path) goto done;
         so.model_path = model_path;
     }
     if (vm_session_open(&s, &so, &err) < 0) {
         fprintf(stderr, "sglc run: %s\n", err.msg);
+        goto done;
+    }
+    if (remote && cli_backend_check(&sc, &s, stderr) > 0) {
+        /* what the backend cannot do fails here, before any request */
+        status = 1;
         goto done;
     }
 
@@ -232,12 +245,14 @@ int cmd_run(int argc, char **argv) {
             fprintf(stderr,
                     "stats: %lld generate, %lld score, %lld prefill requests in %lld flushes (largest %lld); "
                     "prompt %lld tokens, %lld cached (%.1f%%), %lld generated (%lld sampled, %lld forced "
-                    "by jump-forward; %lld constrained requests); %llu VM instructions\n",
+                    "by jump-forward; %lld constrained requests); %llu VM instructions; %lld speculative requests filled %lld gens\n",
                     (long long)ls.generate_requests, (long long)ls.score_requests, (long long)ls.prefill_requests,
                     (long long)ls.flushes, (long long)ls.max_batch, (long long)em.prompt_tokens,
                     (long long)em.cached_tokens, 100.0 * em.hit_rate, (long long)em.generated_tokens,
                     (long long)(em.generated_tokens - em.forced_tokens), (long long)em.forced_tokens,
-                    (long long)em.constrained_requests, (unsigned long long)vm_instructions(vmach));
+                    (long long)em.constrained_requests, (unsigned long long)vm_instructions(vmach), (long long)ls.spec_requests,
+                    (long long)ls.spec_gens);
+            cli_backend_stats(s.engine, stderr);
         }
     }
     vm_free(vmach);
@@ -253,5 +268,6 @@ done:
     vm_script_free(&sc);
     free(model_path);
     free(args);
+    cli_backend_free(&bk);
     return status;
 }

@@ -134,6 +134,23 @@ void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out) {
 }
 const char *sgl_engine_name(const sgl_engine *e) { return e->ops->name; }
 
+sgl_engine_caps sgl_engine_caps_local(void) {
+    sgl_engine_caps c;
+    memset(&c, 0, sizeof c);
+    c.raw_prompt = c.logprobs = c.score = c.constraints = true;
+    c.sampling = SGL_CAP_ALL_SAMPLING;
+    return c;
+}
+
+void sgl_engine_caps_get(const sgl_engine *e, sgl_engine_caps *out) {
+    *out = sgl_engine_caps_local();
+    if (e->ops->caps) e->ops->caps(e->ctx, out);
+}
+
+void *sgl_engine_impl(const sgl_engine *e, const sgl_engine_ops *ops) {
+    return e && e->ops == ops ? e->ctx : NULL;
+}
+
 void sgl_engine_free(sgl_engine *e) {
     if (!e) return;
     e->ops->free(e->ctx);
@@ -751,8 +768,12 @@ static void local_free(void *ctx) {
     free(le);
 }
 
-static const sgl_engine_ops local_ops = {"local",        local_submit, local_wait,
-                                         local_metrics,  local_free,   local_cancel};
+static const sgl_engine_ops local_ops = {.name = "local",
+                                         .submit = local_submit,
+                                         .wait = local_wait,
+                                         .metrics = local_metrics,
+                                         .free = local_free,
+                                         .cancel = local_cancel};
 
 struct sgl_model *sgl_engine_local_model(const sgl_engine *e) {
     return e && e->ops == &local_ops ? ((local_engine *)e->ctx)->model : NULL;

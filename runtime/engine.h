@@ -94,6 +94,11 @@ typedef struct sgl_sampling_params {
 
 sgl_sampling_params sgl_sampling_params_default(void);
 
+/* One chat turn of a prompt (role "system", "user" or "assistant"). */
+typedef struct sgl_chat_msg {
+    const char *role;
+    const char *content;
+} sgl_chat_msg;
 /* Compiles the constraint p carries (regex, json_schema, grammar or choices,
  * with its JSON whitespace options; through the process-wide compile cache).
  * Returns 0 with *out a program (one reference, see
@@ -124,7 +129,41 @@ typedef struct sgl_request {
                                       image(path)), in prompt order; an engine without a
                                       vision model refuses such a request at submit */
     int32_t n_images;
+    /* The same prompt as chat turns, for engines that take turns rather than
+     * text (chat APIs); text-prompt engines ignore it. Set by the VM when the
+     * prompt was written with roles: the finished turns, then (open_turn) the
+     * turn still being written, whose content the generation continues.
+     * loose_text: the prompt also has text outside any turn, which a chat API
+     * cannot carry (such engines refuse the request). */
+    const sgl_chat_msg *messages;
+    int32_t n_messages;
+    bool open_turn;
+    bool loose_text;
 } sgl_request;
+
+/* What an engine can do. The VM checks a program against it before sending
+ * anything and fails a call that needs more (never a silent fallback). */
+enum {
+    SGL_CAP_TOP_K = 1u << 0,
+    SGL_CAP_MIN_P = 1u << 1,
+    SGL_CAP_REPETITION_PENALTY = 1u << 2,
+    SGL_CAP_FREQ_PRESENCE_PENALTY = 1u << 3,
+    SGL_CAP_MIN_TOKENS = 1u << 4,
+    SGL_CAP_IGNORE_EOS = 1u << 5,
+    SGL_CAP_SEED = 1u << 6,
+    SGL_CAP_STOP_TOKEN_IDS = 1u << 7,
+    SGL_CAP_ALL_SAMPLING = 0xffu,
+};
+typedef struct sgl_engine_caps {
+    bool raw_prompt;        /* takes a text prompt as is (false: chat turns only) */
+    bool logprobs;          /* return_logprob / top_logprobs_num of output tokens */
+    bool score;             /* SCORE: prompt logprobs of continuations (select) */
+    bool constraints;       /* regex / json_schema */
+    bool assistant_prefill; /* chat only: continues a partly written assistant turn */
+    uint32_t sampling;      /* SGL_CAP_* fields honoured beyond max_new_tokens,
+                               temperature, top_p and stop */
+    int32_t max_stop;       /* most stop strings per request (0: any number) */
+} sgl_engine_caps;
 
 typedef enum sgl_finish {
     SGL_FINISH_NONE,   /* not finished (only in partial results) */
@@ -221,6 +260,8 @@ typedef struct sgl_engine_ops {
     void (*metrics)(void *ctx, sgl_engine_metrics *out);
     void (*free)(void *ctx);
     int (*cancel)(void *ctx, uint64_t id); /* optional (NULL: cannot cancel) */
+    void (*caps)(void *ctx, sgl_engine_caps *out); /* optional (NULL: what the local
+                                      engine offers) */
 } sgl_engine_ops;
 
 /* Wraps an implementation (ops must outlive the engine; ctx is owned by the
@@ -271,6 +312,14 @@ sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s);
  * cancel. */
 int sgl_engine_cancel(sgl_engine *e, uint64_t id);
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
+/* What e can do (see sgl_engine_caps). */
+void sgl_engine_caps_get(const sgl_engine *e, sgl_engine_caps *out);
+/* The local engine's capabilities: text and token prompts, logprobs, SCORE,
+ * constraints, every sampling field. */
+sgl_engine_caps sgl_engine_caps_local(void);
+/* The implementation context of e when e was made with ops, else NULL
+ * (borrowed: for the implementation's own extra API). */
+void *sgl_engine_impl(const sgl_engine *e, const sgl_engine_ops *ops);
 const char *sgl_engine_name(const sgl_engine *e);
 /* The local engine's model and tokenizer, owned by the engine and valid
  * until sgl_engine_free; NULL when e is not a local engine. Only for reading

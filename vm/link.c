@@ -32,10 +32,16 @@ struct vm_link {
     vm_link_stats stats;
     char *uncond_prompt;
     FILE *trace;
+    int32_t api_spec_tokens; /* > 0: speculative execution on chat-only engines */
+    bool chat_only;          /* the engine takes chat turns only */
+    bool constraints;        /* the engine takes regex / json_schema / grammar */
     uint32_t max_inflight; /* 0: no limit */
     bool no_prefill;
     uint64_t run_seed;
 };
+
+void vm_link_set_api_spec(vm_link *l, int32_t tokens) { l->api_spec_tokens = tokens; }
+int32_t vm_link_api_spec(const vm_link *l) { return l->chat_only ? l->api_spec_tokens : 0; }
 
 void vm_link_set_trace(vm_link *l, FILE *out) { l->trace = out; }
 void vm_link_set_limits(vm_link *l, int max_inflight, bool no_prefill) {
@@ -81,6 +87,10 @@ vm_link *vm_link_new(sgl_engine *engine, const chat_template *ct) {
         seed = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)l;
     }
     l->run_seed = seed;
+    sgl_engine_caps caps;
+    sgl_engine_caps_get(engine, &caps);
+    l->chat_only = !caps.raw_prompt;
+    l->constraints = caps.constraints;
     if (!ct) {
         l->own_ct = chat_template_from_family("plain", NULL);
         l->ct = l->own_ct;
@@ -169,6 +179,38 @@ int vm_link_queue_prefill(vm_link *l, vm_prefill *pf) {
     return 0;
 }
 
+/* The chat view of st's prompt (sgl_request.messages): its finished turns
+ * and the open one. *open_copy holds the open turn's content (caller frees
+ * it and the array). Returns the array (NULL when the stream has no turns). */
+static sgl_chat_msg *chat_view(vm_stream *st, int32_t *n_out, bool *open_turn, char **open_copy) {
+    uint32_t n = vm_list_len(st->messages);
+    *n_out = 0;
+    *open_turn = false;
+    *open_copy = NULL;
+    if (!n && st->open_role < 0) return NULL;
+    sgl_chat_msg *m = calloc((size_t)n + 1, sizeof *m);
+    if (!m) return NULL;
+    int32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        vm_value msg = vm_list_get(st->messages, i);
+        vm_value *role = vm_map_get_cstr(msg, "role"), *content = vm_map_get_cstr(msg, "content");
+        if (!role || !content || role->type != VM_STR || content->type != VM_STR) continue;
+        m[k].role = vm_str_cstr(*role);
+        m[k].content = vm_str_cstr(*content);
+        k++;
+    }
+    if (st->open_role >= 0) {
+        size_t start = SGL_MIN(st->role_start, st->text.len);
+        *open_copy = sgl_strndup(st->text.data ? st->text.data + start : "", st->text.len - start);
+        m[k].role = vm_role_name((vm_role)st->open_role);
+        m[k].content = *open_copy ? *open_copy : "";
+        k++;
+        *open_turn = true;
+    }
+    *n_out = k;
+    return m;
+}
+
 /* Builds and submits one queued entry. Returns the engine id or 0 (err). */
 static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     sgl_request req;
@@ -191,14 +233,26 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         }
         req.images = img;
     }
-    if (e->kind == ENT_GEN) {
+    if (e->kind == ENT_GEN) st->spec_gens = vm_stream_spec_span(st);
+    if (e->kind == ENT_GEN && st->spec_gens) {
+        /* one request for the whole run: the turn from its start, no stops */
+        req.kind = SGL_REQ_GENERATE;
+        req.params = a->sp;
+        req.params.max_new_tokens = l->api_spec_tokens;
+        req.params.min_new_tokens = 0;
+        l->stats.generate_requests++;
+        l->stats.spec_requests++;
+        l->stats.spec_gens += st->spec_gens;
+    } else if (e->kind == ENT_GEN) {
         req.kind = SGL_REQ_GENERATE;
         req.params = a->sp;
         req.params.stop = (const char *const *)a->stop;
         req.params.n_stop = a->n_stop;
         req.params.stop_token_ids = a->stop_ids;
         req.params.n_stop_token_ids = a->n_stop_ids;
-        req.params.regex = a->regex ? a->regex : vm_dtype_regex(a->dtype);
+        /* dtype= constrains only engines that can (elsewhere the output is
+         * parsed after generation, as before constraints existed) */
+        req.params.regex = a->regex ? a->regex : l->constraints ? vm_dtype_regex(a->dtype) : NULL;
         req.params.json_schema = a->json_schema;
         req.params.grammar = a->grammar;
         req.stream = a->stream;
@@ -210,7 +264,18 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
         if (e->kind == ENT_SCORE_UNCOND) req.text = l->uncond_prompt ? l->uncond_prompt : "";
         l->stats.score_requests++;
     }
-    return sgl_engine_submit(l->engine, &req, err);
+    char *open_copy = NULL;
+    sgl_chat_msg *msgs = NULL;
+    if (e->kind != ENT_SCORE_UNCOND) {
+        msgs = chat_view(st, &req.n_messages, &req.open_turn, &open_copy);
+        if (st->spec_gens && req.open_turn) msgs[req.n_messages - 1].content = "";
+        req.messages = msgs;
+        req.loose_text = st->loose_text;
+    }
+    uint64_t id = sgl_engine_submit(l->engine, &req, err);
+    free(msgs);
+    free(open_copy);
+    return id;
 }
 
 int vm_link_flush(vm_link *l) {

@@ -26,6 +26,8 @@ typedef struct vm_link_stats {
     int64_t prompt_tokens, completion_tokens, cached_tokens;
     int64_t flushes;        /* times queued requests were handed to the engine */
     int64_t max_batch;      /* most requests handed over in one flush */
+    int64_t spec_requests;  /* speculative requests (each covering several gens) */
+    int64_t spec_gens;      /* gens filled from speculative replies */
 } vm_link_stats;
 
 typedef struct vm_link vm_link;
@@ -49,6 +51,14 @@ void vm_link_set_uncond_prompt(vm_link *l, const char *text);
  * (from getrandom, or the clock where it is missing) unless set. */
 uint64_t vm_link_run_seed(const vm_link *l);
 void vm_link_set_run_seed(vm_link *l, uint64_t seed);
+/* API speculative execution (SGLang's num_api_spec_tokens): on an engine
+ * that takes chat turns only, a gen that opens a run of gens and template
+ * text up to the end of an assistant turn asks for `tokens` tokens with no
+ * stop, and the stream fills the following gens from the reply (see
+ * vm_stream_spec_*). 0: off (the default). */
+void vm_link_set_api_spec(vm_link *l, int32_t tokens);
+/* The token budget when speculative execution applies to this engine, else 0. */
+int32_t vm_link_api_spec(const vm_link *l);
 
 /* Writes one line per request submitted and per result routed to out
  * (NULL: off): id, kind, the variable and call site, the prompt's tail,

@@ -8,6 +8,7 @@
 
 #include "runtime/gguf.h"
 #include "runtime/model.h"
+#include "runtime/remote/remote.h"
 #include "vm/stdlib_sgl.h"
 
 vm_session_opts vm_session_opts_default(void) {
@@ -15,6 +16,50 @@ vm_session_opts vm_session_opts_default(void) {
     memset(&o, 0, sizeof o);
     o.opt_level = -1;
     return o;
+}
+
+/* BOS text (or a newline) for unconditional select scores. */
+static char *uncond_for(const sgl_tokenizer *tok) {
+    size_t bl = 0;
+    int32_t bos = tok ? tok_bos(tok) : -1;
+    const char *piece = bos >= 0 ? tok_piece(tok, bos, &bl) : NULL;
+    return piece && bl ? sgl_strndup(piece, bl) : sgl_strdup("\n");
+}
+
+static int open_remote(vm_session *s, const vm_session_opts *o, sgl_error *err) {
+#ifdef SGL_HAVE_REMOTE
+    const sgl_remote_config *rc = o->remote;
+    s->engine = sgl_engine_remote_new(rc, err);
+    if (!s->engine) return -1;
+    sgl_strbuf sb = {0};
+    sgl_remote_kind k = sgl_remote_engine_kind(s->engine);
+    const char *url = strchr(rc->specs[0], ':') + 1;
+    sgl_strbuf_printf(&sb, "%s:%s", sgl_remote_kind_name(k), url);
+    if (rc->n_specs > 1) sgl_strbuf_printf(&sb, " (and %d more)", rc->n_specs - 1);
+    s->backend = sgl_strbuf_take(&sb);
+    if (o->model_path) {
+        s->gguf = gguf_open(o->model_path, err);
+        if (s->gguf) s->own_tok = tok_load_gguf(s->gguf, err);
+        if (s->own_tok) s->ct = chat_template_from_gguf(s->gguf, s->own_tok, err);
+        if (!s->ct) {
+            vm_session_close(s);
+            return sgl_error_prefix(err, "%s", o->model_path);
+        }
+        s->uncond_prompt = uncond_for(s->own_tok);
+    } else {
+        s->ct = chat_template_from_family(o->chat_template ? o->chat_template : "chatml", err);
+        if (!s->ct) {
+            vm_session_close(s);
+            return -1;
+        }
+        s->uncond_prompt = sgl_strdup("\n");
+    }
+    return 0;
+#else
+    (void)s;
+    (void)o;
+    return sgl_error_set(err, "remote backends need libcurl, which this build of sglc lacks");
+#endif
 }
 
 int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
@@ -30,6 +75,7 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
         }
         return 0;
     }
+    if (o->remote) return open_remote(s, o, err);
     if (!o->model_path) return sgl_error_set(err, "no model given");
     sgl_engine_config cfg = sgl_engine_config_default();
     cfg.model_path = o->model_path;
@@ -66,6 +112,9 @@ void vm_session_close(vm_session *s) {
     sgl_engine_free(s->engine);
     chat_template_free(s->ct);
     free(s->uncond_prompt);
+    free(s->backend);
+    if (s->own_tok) tok_free(s->own_tok);
+    if (s->gguf) gguf_close(s->gguf);
     memset(s, 0, sizeof *s);
 }
 
@@ -75,6 +124,8 @@ vm_config vm_session_config(const vm_session *s) {
     c.chat = s->ct;
     c.allow_io = s->opts.allow_io;
     c.uncond_prompt = s->uncond_prompt;
+    c.backend = s->backend;
+    c.api_spec_tokens = s->opts.api_spec_tokens;
     return c;
 }
 

@@ -31,6 +31,13 @@ typedef struct vm_session_opts {
     int32_t max_context;       /* 0: the engine's default (the model's context); < 0: none */
     const char *const *search_path;
     size_t n_search_path;
+    /* Remote engines (runtime/remote/remote.h) instead of the local one.
+     * The chat template then comes from model_path's GGUF when given (only
+     * its metadata and vocabulary are read), else from the family named by
+     * chat_template ("chatml" when NULL). Borrowed. */
+    const struct sgl_remote_config *remote;
+    const char *chat_template;
+    int api_spec_tokens;       /* vm_config.api_spec_tokens */
     size_t max_file_bytes, max_source_bytes; /* sgl_load_options limits; 0 = default */
     /* sgl_load_options import boundary: the directory imports must stay in
      * (NULL: the script's own directory; "": none, only -I dirs and the
@@ -49,6 +56,9 @@ typedef struct vm_session {
     chat_template *ct;
     char *uncond_prompt;       /* BOS text (or "\n") for unconditional select scores */
     double load_seconds;
+    char *backend;             /* remote: how capability errors name it (owned) */
+    struct gguf_file *gguf;    /* remote with model_path: the template's source (owned) */
+    sgl_tokenizer *own_tok;    /* (owned) */
 } vm_session;
 
 /* Starts the engine. Returns 0, or -1 with err set (model not loadable). */

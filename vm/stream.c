@@ -359,8 +359,10 @@ void vm_stream_advance(vm_stream *st) {
             if (progressed) wake_all(st);
             return;
         }
-        if (op->kind == VM_SOP_TEXT) sgl_strbuf_append(&st->text, op->text, op->len);
-        else if (op->kind == VM_SOP_IMAGE) apply_image(st, op->text);
+        if (op->kind == VM_SOP_TEXT) {
+            sgl_strbuf_append(&st->text, op->text, op->len);
+            if (st->open_role < 0 && op->len) st->loose_text = true;
+        } else if (op->kind == VM_SOP_IMAGE) apply_image(st, op->text);
         else if (op->kind == VM_SOP_VAR_BEGIN || op->kind == VM_SOP_VAR_END)
             apply_var_scope(st, op->text, op->kind == VM_SOP_VAR_END);
         else if (op->kind == VM_SOP_ROLE_BEGIN) apply_role_begin(st, op->role);
@@ -376,6 +378,7 @@ int vm_stream_append_text(vm_stream *st, const char *text, size_t len, sgl_error
     if (st->error) return 0;
     if (!st->head) {
         if (sgl_strbuf_append(&st->text, text, len) < 0) return sgl_error_set(err, "out of memory");
+        if (st->open_role < 0 && len) st->loose_text = true;
         return 0;
     }
     vm_sop *op = calloc(1, sizeof *op);
@@ -859,6 +862,140 @@ static void apply_select(vm_stream *st, vm_sop *op) {
     finish_var(st, a->name, vm_str_from(chosen), meta);
 }
 
+int vm_stream_spec_span(const vm_stream *st) {
+    if (vm_link_api_spec(st->link) <= 0 || st->open_role != VM_ROLE_ASSISTANT) return 0;
+    int gens = 0;
+    for (const vm_sop *op = st->head; op; op = op->next) {
+        if (op->kind == VM_SOP_ROLE_END) return op->role == VM_ROLE_ASSISTANT && gens >= 2 ? gens : 0;
+        if (op->kind == VM_SOP_TEXT) continue;
+        if (op->kind != VM_SOP_GEN || op->gen->is_select) return 0;
+        gens++;
+    }
+    return 0; /* the turn is not closed yet */
+}
+
+/* Template text t[0..n) at out+*pos: its trailing spaces are optional in the
+ * model's output (it may write "Age:34" for "Age: "). Returns where t
+ * starts at or after *pos (search) or exactly at *pos, and sets *after. */
+static bool spec_find(const char *out, size_t len, size_t pos, const char *t, size_t n, bool search, size_t *at,
+                      size_t *after) {
+    size_t core = n;
+    while (core && t[core - 1] == ' ') core--;
+    if (!core) {
+        *at = pos;
+        *after = pos;
+        return true;
+    }
+    for (size_t i = pos; i + core <= len; i++) {
+        if (!memcmp(out + i, t, core)) {
+            size_t e = i + core, sp = n - core;
+            while (sp && e < len && out[e] == ' ') e++, sp--;
+            *at = i;
+            *after = e;
+            return true;
+        }
+        if (!search) break;
+    }
+    return false;
+}
+
+/* Fills the speculative run of gens from one reply (vm_stream_spec_span):
+ * the reply must repeat the turn's text so far, then each gen's value runs
+ * up to the template text that follows it (or its own stop string, or the
+ * end). All or nothing: when the reply does not follow the template the
+ * stream fails at the gen that could not be matched. */
+static void apply_spec(vm_stream *st, sgl_result *r) {
+    int n = st->spec_gens;
+    st->spec_gens = 0;
+    const char *out = r->text;
+    size_t len = r->text_len, pos = 0, at, after;
+    size_t start = SGL_MIN(st->role_start, st->text.len);
+    char msg[700];
+    while (pos < len && (out[pos] == ' ' || out[pos] == '\n')) pos++;
+    if (!spec_find(out, len, pos, st->text.data ? st->text.data + start : "", st->text.len - start, false, &at,
+                   &after)) {
+        snprintf(msg, sizeof msg,
+                 "api speculative execution: the reply does not begin with the turn's text so far (\"%.40s\")",
+                 r->text);
+        vm_stream_fail_at(st, st->head->gen->where, msg);
+        return;
+    }
+    pos = after;
+    size_t *vs = calloc((size_t)n * 2, sizeof *vs);
+    if (!vs) {
+        vm_stream_fail(st, "out of memory");
+        return;
+    }
+    int g = 0;
+    for (vm_sop *op = st->head; op && op->kind != VM_SOP_ROLE_END; op = op->next) {
+        if (op->kind == VM_SOP_TEXT) {
+            if (!spec_find(out, len, pos, op->text, op->len, false, &at, &after)) goto mismatch;
+            pos = after;
+            continue;
+        }
+        vm_sop *next = op->next;
+        size_t end = len;
+        if (next && next->kind == VM_SOP_TEXT && next->len) {
+            if (!spec_find(out, len, pos, next->text, next->len, true, &at, &after)) goto mismatch;
+            end = at;
+        }
+        for (int32_t k = 0; k < op->gen->n_stop; k++) { /* the gen's own stops still cut its value */
+            const char *s = op->gen->stop[k];
+            size_t sl = strlen(s);
+            for (size_t i = pos; sl && i + sl <= end; i++)
+                if (!memcmp(out + i, s, sl)) {
+                    end = i;
+                    break;
+                }
+        }
+        vs[2 * g] = pos;
+        vs[2 * g + 1] = end;
+        g++;
+        pos = end;
+        if (next && next->kind == VM_SOP_TEXT && next->len) {
+            pos = after;
+            op = next;
+        }
+        continue;
+    mismatch:
+        snprintf(msg, sizeof msg,
+                 "api speculative execution: the reply does not follow the template at gen '%s' (\"%.60s\" ...); "
+                 "run without --api-spec-tokens or with a larger budget",
+                 op->kind == VM_SOP_GEN ? (op->gen->name ? op->gen->name : "") : "", out + SGL_MIN(pos, len));
+        free(vs);
+        vm_stream_fail_at(st, st->head->gen->where, msg);
+        return;
+    }
+    /* Apply: template text as written, gens with their matched values. */
+    g = 0;
+    while (st->head && st->head->kind != VM_SOP_ROLE_END && !st->error) {
+        vm_sop *op = st->head;
+        if (op->kind == VM_SOP_TEXT) {
+            sgl_strbuf_append(&st->text, op->text, op->len);
+        } else {
+            sgl_result fr;
+            memset(&fr, 0, sizeof fr);
+            fr.kind = SGL_REQ_GENERATE;
+            fr.finish = SGL_FINISH_STOP;
+            fr.stop_token = -1;
+            fr.text = sgl_strndup(out + vs[2 * g], vs[2 * g + 1] - vs[2 * g]);
+            fr.text_len = fr.text ? strlen(fr.text) : 0;
+            if (g == 0) { /* the one request's figures go to the first gen */
+                fr.prompt_tokens = r->prompt_tokens;
+                fr.completion_tokens = r->completion_tokens;
+                fr.cached_tokens = r->cached_tokens;
+            }
+            if (fr.text) apply_gen(st, op, &fr);
+            else vm_stream_fail(st, "out of memory");
+            free(fr.text);
+            g++;
+        }
+        if (st->error) break;
+        pop_head(st);
+    }
+    free(vs);
+}
+
 void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
     vm_sop *op = st->head;
     if (!op || op->kind != VM_SOP_GEN || !st->in_flight || st->error) {
@@ -873,7 +1010,12 @@ void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
         vm_stream_fail_at(st, op->gen->where, msg);
         return;
     }
-    if (!op->gen->is_select) {
+    if (st->spec_gens) {
+        apply_spec(st, r);
+        sgl_result_free(r);
+        if (!st->error) vm_stream_advance(st);
+        return;
+    } else if (!op->gen->is_select) {
         apply_gen(st, op, r);
         sgl_result_free(r);
     } else {
@@ -951,6 +1093,7 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
             goto oom;
         }
         c->open_role = parent->open_role;
+        c->loose_text = parent->loose_text;
         c->role_start = parent->role_start;
         c->began = parent->began;
         c->fork_base = parent->text.len;

@@ -161,8 +161,10 @@ struct vm_stream {
     int open_role;           /* -1 or the vm_role whose content is being written */
     size_t role_start;       /* text offset where the open role's content begins */
     bool began;              /* a role was opened at least once (template begin written) */
+    bool loose_text;         /* text was written outside any role (chat APIs cannot carry it) */
     vm_sop *head, *tail;     /* queued ops; head is the one in progress */
     bool in_flight;          /* head's request(s) submitted */
+    int spec_gens;           /* > 0: head's request is speculative, for this many gens */
     bool busy_counted;       /* counted in group->n_busy */
     vm_prefill *prefill;     /* wait for this before the first request (retained) */
     char *error;             /* failure message (owned), or NULL */
@@ -265,6 +267,11 @@ vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *con
  * where (or NULL) names the call that failed; readers see
  * "msg (at where)", the group keeps msg and where apart. */
 void vm_stream_fail(vm_stream *st, const char *msg);
+/* API speculative execution (vm_link_set_api_spec): the number of gens from
+ * the head GEN to the end of the open assistant turn when every op up to
+ * that ROLE_END is template text or a plain gen (at least two gens); else 0.
+ * The link calls it when it builds the head's request. */
+int vm_stream_spec_span(const vm_stream *st);
 void vm_stream_fail_at(vm_stream *st, const char *where, const char *msg);
 void vm_prefill_release(vm_prefill *pf);
 /* The prefill finished (successfully or not: either way children go on). */

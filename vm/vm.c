@@ -14,6 +14,7 @@
 
 #include "lang/lang.h"
 #include "vm/builtins.h"
+#include "vm/caps.h"
 #include "vm/stream.h"
 
 #if defined(__GNUC__) && !defined(VM_DISPATCH_SWITCH)
@@ -93,6 +94,7 @@ struct vm {
     uint32_t mem; /* the run's memory account */
     vm_done_hook done_hook;
     void *done_ctx;
+    sgl_engine_caps caps;  /* what the engine can do (caps.h) */
     uint32_t n_spawned; /* top-level instances so far (their seed keys) */
 };
 
@@ -138,6 +140,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     }
     v->cfg = *cfg;
     v->cfg.gen_defaults = vm_retain(cfg->gen_defaults);
+    sgl_engine_caps_get(cfg->engine, &v->caps);
     v->link = vm_link_new(cfg->engine, cfg->chat);
     if (!v->link) {
         free(v);
@@ -147,6 +150,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     vm_link_set_waker(v->link, wake, v);
     vm_link_set_uncond_prompt(v->link, cfg->uncond_prompt);
     vm_link_set_trace(v->link, cfg->trace);
+    vm_link_set_api_spec(v->link, cfg->api_spec_tokens);
     vm_link_set_limits(v->link, cfg->serial ? 1 : 0, cfg->no_prefill);
     v->mem = vm_mem_open(0, cfg->max_mem_run);
     return v;
@@ -1128,6 +1132,12 @@ static vm_gen_args *site_args(vm_inst *in, vm_mod *md, const sgl_bc_site *site, 
     if (is_select && a->n_choices == 0) {
         sgl_error_set(err, "select: no choices given");
         goto fail;
+    }
+    char cmsg[600];
+    if (vm_caps_check_args(a, &in->v->caps, in->v->cfg.backend, cmsg, sizeof cmsg) < 0) {
+        vm_gen_args_free(a);
+        sgl_error_set(err, "%s", cmsg);
+        return NULL;
     }
     return a;
 fail:

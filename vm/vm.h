@@ -68,6 +68,12 @@ typedef struct vm_config {
     /* Fail an instance after this many instructions (0: no limit), so a
      * runaway loop cannot stall a whole batch. */
     uint64_t max_steps;
+    /* The engine as capability errors name it ("sglang:http://..."); NULL:
+     * the local engine. Borrowed. */
+    const char *backend;
+    /* API speculative execution on chat-only engines (vm_link_set_api_spec):
+     * the token budget of one speculative request; 0: off. */
+    int32_t api_spec_tokens;
     /* Benchmark ablations (sglc bench). serial: at most one engine request
      * in flight and run_batch runs one instance at a time (no frontend
      * parallelism). no_prefill: PREFILL requests (fork prefixes, prefix

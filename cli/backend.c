@@ -1,0 +1,165 @@
+/* backend: the --backend options every running subcommand shares (run,
+ * batch, generate, repl, check): which remote endpoints to use
+ * (runtime/remote/remote.h), how to reach them, how to route over them, and
+ * the per-endpoint --stats lines. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "vm/caps.h"
+
+void cli_backend_init(cli_backend *b) {
+    memset(b, 0, sizeof *b);
+#ifdef SGL_HAVE_REMOTE
+    b->cfg = sgl_remote_config_default();
+#endif
+}
+
+const char *cli_backend_help =
+    "remote backends (instead of the local engine):\n"
+    "  --backend KIND:URL  an endpoint: sglang:URL (SGLang /generate), openai:URL\n"
+    "                      (/v1/completions if offered, else /v1/chat/completions;\n"
+    "                      openai-chat:URL / openai-completions:URL choose), anthropic:URL\n"
+    "                      (/v1/messages). Repeat it to spread requests over endpoints.\n"
+    "  --backends FILE     endpoints, one KIND:URL a line (# comments)\n"
+    "  --route POLICY      prefix (default: cache-aware) or round_robin\n"
+    "  --api-model NAME    model name sent to OpenAI/Anthropic APIs\n"
+    "  --api-key-env VAR   read the API key from $VAR (default OPENAI_API_KEY /\n"
+    "                      ANTHROPIC_API_KEY)\n"
+    "  --request-timeout S seconds per HTTP attempt (default 120)\n"
+    "  --retries N         re-sends after 429/5xx/connection loss/timeouts (default 3)\n"
+    "  --api-spec-tokens N speculative execution on chat-only APIs: a run of gens that\n"
+    "                      ends an assistant turn costs one call of up to N tokens (no\n"
+    "                      stops); the gens are filled by matching the template text\n"
+    "  --chat-template F   chat template family when no --model is given (default chatml;\n"
+    "                      with --model, the model file's template is used)\n";
+
+static void add_spec(const char *cmd, cli_backend *b, const char *spec) {
+    if (b->n_specs >= CLI_MAX_BACKENDS) {
+        fprintf(stderr, "sglc %s: at most %d backends\n", cmd, CLI_MAX_BACKENDS);
+        exit(2);
+    }
+    b->specs[b->n_specs++] = spec;
+}
+
+int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend *b) {
+    const char *v;
+    if (cli_opt(argc, argv, i, "--backend", &v)) {
+        add_spec(cmd, b, v);
+    } else if (cli_opt(argc, argv, i, "--backends", &v)) {
+        sgl_error err = {{0}};
+        size_t len = 0;
+        char *text = sgl_read_file(v, &len, &err);
+        if (!text) {
+            fprintf(stderr, "sglc %s: --backends: %s\n", cmd, err.msg);
+            exit(2);
+        }
+        if (b->n_files < CLI_MAX_BACKENDS) b->files[b->n_files++] = text;
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+            while (*line == ' ' || *line == '\t') line++;
+            char *end = line + strlen(line);
+            while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) *--end = 0;
+            if (*line && *line != '#') add_spec(cmd, b, line);
+        }
+    } else if (cli_opt(argc, argv, i, "--route", &v)) {
+#ifdef SGL_HAVE_REMOTE
+        if (sgl_route_policy_parse(v, &b->cfg.policy) < 0) {
+            fprintf(stderr, "sglc %s: --route: expected prefix or round_robin, got '%s'\n", cmd, v);
+            exit(2);
+        }
+#endif
+    } else if (cli_opt(argc, argv, i, "--api-model", &v)) {
+        b->cfg.api_model = v;
+    } else if (cli_opt(argc, argv, i, "--api-key-env", &v)) {
+        b->cfg.api_key_env = v;
+    } else if (cli_opt(argc, argv, i, "--request-timeout", &v)) {
+        b->cfg.timeout_s = cli_parse_double(cmd, "--request-timeout", v, 0.01, 86400);
+    } else if (cli_opt(argc, argv, i, "--retries", &v)) {
+        b->cfg.max_retries = (int)cli_parse_long(cmd, "--retries", v, 0, 100);
+    } else if (cli_opt(argc, argv, i, "--api-spec-tokens", &v)) {
+        b->api_spec_tokens = (int)cli_parse_long(cmd, "--api-spec-tokens", v, 0, 1 << 20);
+    } else if (cli_opt(argc, argv, i, "--chat-template", &v)) {
+        b->chat_template = v;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so) {
+    if (!b->n_specs) return false;
+#ifndef SGL_HAVE_REMOTE
+    fprintf(stderr, "sglc %s: --backend needs libcurl, which this build of sglc lacks\n", cmd);
+    exit(2);
+#else
+    for (int k = 0; k < b->n_specs; k++) {
+        sgl_remote_kind kind;
+        const char *url;
+        sgl_error err = {{0}};
+        if (sgl_remote_parse_spec(b->specs[k], &kind, &url, &err) < 0) {
+            fprintf(stderr, "sglc %s: %s\n", cmd, err.msg);
+            exit(2);
+        }
+    }
+    b->cfg.specs = b->specs;
+    b->cfg.n_specs = b->n_specs;
+    if (so) {
+        so->remote = &b->cfg;
+        so->chat_template = b->chat_template;
+        so->api_spec_tokens = b->api_spec_tokens;
+    }
+    return true;
+#endif
+}
+
+void cli_backend_stats(const sgl_engine *e, FILE *out) {
+#ifdef SGL_HAVE_REMOTE
+    sgl_remote_endpoint_stats st[CLI_MAX_BACKENDS];
+    int n = sgl_remote_stats(e, st, CLI_MAX_BACKENDS);
+    int64_t req = 0, pt = 0, ct = 0;
+    for (int i = 0; i < n && i < CLI_MAX_BACKENDS; i++) {
+        fprintf(out, "endpoint %s: %lld requests, %lld failed attempts, %lld retries; prompt %lld tokens, ",
+                st[i].url, (long long)st[i].requests, (long long)st[i].failures, (long long)st[i].retries,
+                (long long)st[i].prompt_tokens);
+        if (st[i].reports_cached)
+            fprintf(out, "%lld cached (hit rate %.1f%%)", (long long)st[i].cached_tokens,
+                    st[i].prompt_tokens ? 100.0 * (double)st[i].cached_tokens / (double)st[i].prompt_tokens : 0.0);
+        else
+            fputs("cached tokens not reported", out);
+        fprintf(out, "; %s\n", st[i].up ? "up" : "out of rotation");
+        req += st[i].requests;
+        pt += st[i].prompt_tokens;
+        ct += st[i].cached_tokens;
+    }
+    if (n > 1)
+        fprintf(out, "endpoints: %lld requests, prompt %lld tokens, %lld cached (hit rate %.1f%%)\n", (long long)req,
+                (long long)pt, (long long)ct, pt ? 100.0 * (double)ct / (double)pt : 0.0);
+#else
+    (void)e;
+    (void)out;
+#endif
+}
+
+int cli_backend_check(const vm_script *sc, const vm_session *s, FILE *out) {
+    sgl_engine_caps caps;
+    sgl_engine_caps_get(s->engine, &caps);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    if (!mem) return 0;
+    int n = vm_caps_check_module(sc->mod, &caps, s->backend, mem);
+    fclose(mem);
+    for (char *line = buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        vm_script_print_error(sc, line, out);
+    }
+    free(buf);
+    return n;
+}
+
+void cli_backend_free(cli_backend *b) {
+    for (int i = 0; i < b->n_files; i++) free(b->files[i]);
+    b->n_files = 0;
+}
