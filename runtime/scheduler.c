@@ -1085,6 +1085,13 @@ int sched_cancel(sched *s, uint64_t user_tag) {
     return n;
 }
 
+int64_t sched_flush_cache(sched *s, sgl_error *err) {
+    if (sched_busy(s))
+        return sgl_error_set(err, "cache not flushed: %d request%s running, %d waiting",
+                             s->n_running, s->n_running == 1 ? "" : "s", s->n_waiting);
+    return s->rc ? radix_evict(s->rc, INT32_MAX) : 0;
+}
+
 int sched_run_all(sched *s, sgl_error *err) {
     while (sched_busy(s)) {
         int n = sched_step(s, err);

@@ -148,6 +148,12 @@ int sched_step(sched *s, sgl_error *err);
  * ABORT "cancelled" (computed KV is kept in the cache). Call between steps.
  * Returns how many were cancelled. */
 int sched_cancel(sched *s, uint64_t user_tag);
+/* Empties the radix cache (every unlocked node; when nothing is waiting or
+ * running, that is every node) and returns its slots to the pool. Refuses
+ * while any request is waiting or running. Call between steps. Returns the
+ * slots freed (0 when the cache is off), or -1 with err set ("cache not
+ * flushed: N requests running, M waiting"). */
+int64_t sched_flush_cache(sched *s, sgl_error *err);
 /* Steps until no request is waiting or running. Returns 0, or -1 on the
  * first failed forward (err set). */
 int sched_run_all(sched *s, sgl_error *err);
