@@ -37,6 +37,7 @@ typedef struct sreq {
     int32_t lp_first;           /* first prompt index with an input logprob, or -1 */
     uint64_t seq;               /* arrival order */
     int64_t arrival_step;
+    int32_t overtaken;          /* later arrivals admitted while this one waited */
     sgl_finish finish;
     char *stop_str, *error;
     int32_t stop_token;
@@ -306,6 +307,7 @@ sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err) {
     if (!s) goto oom;
     s->cfg = *cfg;
     if (s->cfg.starve_steps <= 0) s->cfg.starve_steps = 256;
+    if (s->cfg.starve_overtaken == 0) s->cfg.starve_overtaken = s->cfg.max_running;
     if (s->cfg.share_min == 0) s->cfg.share_min = 32;
     if (s->cfg.decode_reserve <= 0) s->cfg.decode_reserve = 16;
     if (s->cfg.chunk_size < 0) s->cfg.chunk_size = 0;
@@ -705,11 +707,13 @@ static void admit(sched *s, int32_t budget) {
     for (int32_t i = 0; i < s->n_waiting; i++) {
         sreq *r = s->waiting[i];
         r->peek = s->rc ? radix_peek(s->rc, r->tok, match_cap(r)) : 0;
-        r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps;
+        r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps ||
+                      (s->cfg.starve_overtaken > 0 && r->overtaken >= s->cfg.starve_overtaken);
     }
     qsort(s->waiting, (size_t)s->n_waiting, sizeof(sreq *),
           s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
     int64_t promise = 0;
+    int32_t first_new = s->n_running;
     for (int32_t i = 0; i < s->n_running; i++) promise += promised_capped(s, s->running[i]);
     int32_t kept = 0;
     bool stop = false;
@@ -755,6 +759,13 @@ static void admit(sched *s, int32_t budget) {
         s->running[s->n_running++] = r;
     }
     s->n_waiting = kept;
+    /* LPM lets requests with a longer cached prefix go first; one that later
+     * arrivals keep passing becomes starving (cmp_lpm puts it first), so its
+     * wait is bounded by admissions, not only by steps, whose length varies
+     * with the load. */
+    for (int32_t i = 0; i < s->n_waiting; i++)
+        for (int32_t j = first_new; j < s->n_running; j++)
+            s->waiting[i]->overtaken += s->running[j]->seq > s->waiting[i]->seq;
 }
 
 static int logprob_fill(sched *s, sgl_token_logprob *lp, const float *row, int32_t token,

@@ -13,8 +13,9 @@
  *      radix cache (or back to the pool when the cache is off) and it waits
  *      again, to resume by re-prefilling prompt + what it generated so far.
  *   2. Admission: waiting requests in policy order (LPM: longest cached
- *      prefix first, with requests older than starve_steps first in arrival
- *      order; FCFS: arrival order). A request is admitted when its uncached
+ *      prefix first, with requests older than starve_steps, or passed over by
+ *      starve_overtaken later arrivals, first in arrival order; FCFS:
+ *      arrival order). A request is admitted when its uncached
  *      prompt plus a small decode reserve fits in free + evictable slots
  *      beyond what the running requests have been promised; its cached
  *      prefix is locked in the radix tree. A request whose prompt shares a
@@ -82,6 +83,8 @@ typedef struct sched_config {
     const int32_t *eos_ids;      /* [n_eos] tokens that end generation (copied) */
     int32_t n_eos;
     int32_t starve_steps;        /* LPM: waiting this many steps -> admitted first (0: 256) */
+    int32_t starve_overtaken;    /* LPM: passed over by this many later arrivals -> admitted
+                                    first (0: max_running; < 0: never) */
     int32_t share_min;           /* defer a request sharing >= this many uncached tokens
                                     with a prefill in progress (0: 32; < 0: never) */
     int32_t decode_reserve;      /* future decode slots promised per request (0: 16) */
