@@ -15,6 +15,9 @@
 #define X(name, fn, summary) int fn(int argc, char **argv);
 #include "cli/commands.def"
 #undef X
+/* The handler of commands.def entries that are not built yet: says so,
+ * returns 2. */
+int cmd_not_built(int argc, char **argv);
 
 /* Resolves the model path: `flag` (from --model) if non-NULL, else $SGL_MODEL,
  * else the default model under models/ (next to the source tree, then next to

@@ -56,8 +56,8 @@ static void usage(FILE *out) {
             "  --kv-tokens N         KV pool size in tokens, cache included (default: 256 MiB)\n"
             "  --chunked-prefill N   prompt tokens per request per forward (default 512;\n"
             "                        0 = whole prompts)\n"
-            "  --policy lpm|fcfs     waiting-queue order: longest cached prefix first (default)\n"
-            "                        or arrival order\n"
+            "  --policy lpm|fcfs|random  waiting-queue order: longest cached prefix first (default)\n"
+            "                        or arrival order (random: a seeded shuffle)\n"
             "  --no-cache            no radix cache: every prompt computed afresh\n",
             SGL_DEFAULT_MODEL_FILE);
 }
@@ -208,7 +208,7 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
             o->chunk = cli_parse_long(cmd, "--chunked-prefill", v, 0, 1L << 30);
         } else if (cli_opt(argc, argv, &i, "--policy", &v)) {
             if (sgl_sched_policy_parse(v, &o->policy) < 0) {
-                fprintf(stderr, "sglc generate: error: --policy must be lpm or fcfs, not '%s'\n", v);
+                fprintf(stderr, "sglc generate: error: --policy must be lpm, fcfs or random, not '%s'\n", v);
                 exit(2);
             }
         } else {

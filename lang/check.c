@@ -333,6 +333,19 @@ static size_t js_value_end(const char *t, size_t n, size_t i) {
     return n;
 }
 
+/* Reads the JSON-pointer segment after the '/' at ptr into seg (unescaping
+ * ~0 and ~1, cut to cap - 1 bytes) and returns where the next one starts. */
+static const char *pointer_segment(const char *ptr, char *seg, size_t cap) {
+    size_t k = 0;
+    for (ptr++; *ptr && *ptr != '/'; ptr++) {
+        char ch = *ptr;
+        if (ch == '~' && (ptr[1] == '0' || ptr[1] == '1')) ch = *++ptr == '0' ? '~' : '/';
+        if (k + 1 < cap) seg[k++] = ch;
+    }
+    seg[k] = 0;
+    return ptr;
+}
+
 /* Byte offset in the JSON text t[0..n) of what pointer ("/properties/a/x")
  * names: the key of the last object member it goes through, or the array
  * item; the deepest place reached when the text does not follow the pointer
@@ -340,15 +353,9 @@ static size_t js_value_end(const char *t, size_t n, size_t i) {
 static size_t json_pointer_offset(const char *t, size_t n, const char *ptr) {
     size_t at = js_ws(t, n, 0), here = at;
     while (*ptr == '/' && at < n) {
-        ptr++;
         char seg[256];
-        size_t k = 0;
-        for (; *ptr && *ptr != '/'; ptr++) {
-            char ch = *ptr;
-            if (ch == '~' && (ptr[1] == '0' || ptr[1] == '1')) ch = *++ptr == '0' ? '~' : '/';
-            if (k + 1 < sizeof seg) seg[k++] = ch;
-        }
-        seg[k] = 0;
+        ptr = pointer_segment(ptr, seg, sizeof seg);
+        size_t k = strlen(seg);
         bool found = false;
         if (t[at] == '{') {
             size_t i = js_ws(t, n, at + 1);
@@ -464,15 +471,9 @@ static bool literal_json(const sgl_node *n, sgl_strbuf *sb) {
 static const sgl_node *pointer_node(const sgl_node *n, const char *ptr) {
     const sgl_node *at = n;
     while (*ptr == '/') {
-        ptr++;
         char seg[256];
-        size_t k = 0;
-        for (; *ptr && *ptr != '/'; ptr++) {
-            char ch = *ptr;
-            if (ch == '~' && (ptr[1] == '0' || ptr[1] == '1')) ch = *++ptr == '0' ? '~' : '/';
-            if (k + 1 < sizeof seg) seg[k++] = ch;
-        }
-        seg[k] = 0;
+        ptr = pointer_segment(ptr, seg, sizeof seg);
+        size_t k = strlen(seg);
         const sgl_node *next = NULL, *key = NULL;
         if (n->kind == SGL_AST_MAP) {
             for (uint32_t i = 0; i < n->list.items.len && !next; i++) {

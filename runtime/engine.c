@@ -84,12 +84,13 @@ const char *sgl_finish_name(sgl_finish f) {
 }
 
 const char *sgl_sched_policy_name(sgl_sched_policy p) {
-    return p == SGL_SCHED_FCFS ? "fcfs" : "lpm";
+    return p == SGL_SCHED_FCFS ? "fcfs" : p == SGL_SCHED_RANDOM ? "random" : "lpm";
 }
 
 int sgl_sched_policy_parse(const char *name, sgl_sched_policy *out) {
     if (name && !strcmp(name, "lpm")) *out = SGL_SCHED_LPM;
     else if (name && !strcmp(name, "fcfs")) *out = SGL_SCHED_FCFS;
+    else if (name && !strcmp(name, "random")) *out = SGL_SCHED_RANDOM;
     else return -1;
     return 0;
 }

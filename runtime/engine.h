@@ -230,8 +230,10 @@ typedef struct sgl_engine_ops {
  * engine and freed with ops->free). Returns NULL when memory runs out. */
 sgl_engine *sgl_engine_new(const sgl_engine_ops *ops, void *ctx);
 
-typedef enum sgl_sched_policy { SGL_SCHED_LPM, SGL_SCHED_FCFS } sgl_sched_policy;
-/* "lpm" / "fcfs" <-> policy. parse returns 0, or -1 for an unknown name. */
+/* RANDOM: the waiting queue in a seeded random order (an ablation for
+ * benchmarks: neither cache-aware nor fair). */
+typedef enum sgl_sched_policy { SGL_SCHED_LPM, SGL_SCHED_FCFS, SGL_SCHED_RANDOM } sgl_sched_policy;
+/* "lpm" / "fcfs" / "random" <-> policy. parse returns 0, or -1 for an unknown name. */
 const char *sgl_sched_policy_name(sgl_sched_policy p);
 int sgl_sched_policy_parse(const char *name, sgl_sched_policy *out);
 

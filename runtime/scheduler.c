@@ -62,6 +62,7 @@ struct sched {
     int32_t done_head, n_done, cap_done;
     int64_t step_no;
     uint64_t next_seq;
+    uint64_t rng;               /* RANDOM policy: xorshift state (fixed seed) */
     model_seq *seqs;            /* [max_running] step scratch */
     sreq **batch;
     float *logits;
@@ -710,8 +711,19 @@ static void admit(sched *s, int32_t budget) {
         r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps ||
                       (s->cfg.starve_overtaken > 0 && r->overtaken >= s->cfg.starve_overtaken);
     }
-    qsort(s->waiting, (size_t)s->n_waiting, sizeof(sreq *),
-          s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
+    if (s->cfg.policy == SGL_SCHED_RANDOM) {
+        if (!s->rng) s->rng = 0x9e3779b97f4a7c15ull;
+        for (int32_t i = s->n_waiting - 1; i > 0; i--) { /* Fisher-Yates */
+            s->rng ^= s->rng << 13, s->rng ^= s->rng >> 7, s->rng ^= s->rng << 17;
+            int32_t j = (int32_t)(s->rng % (uint64_t)(i + 1));
+            sreq *t = s->waiting[i];
+            s->waiting[i] = s->waiting[j];
+            s->waiting[j] = t;
+        }
+    } else {
+        qsort(s->waiting, (size_t)s->n_waiting, sizeof(sreq *),
+              s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
+    }
     int64_t promise = 0;
     int32_t first_new = s->n_running;
     for (int32_t i = 0; i < s->n_running; i++) promise += promised_capped(s, s->running[i]);

@@ -15,8 +15,9 @@
  *   2. Admission: waiting requests in policy order (LPM: longest cached
  *      prefix first, with requests older than starve_steps, or passed over by
  *      starve_overtaken later arrivals, first in arrival order; FCFS:
- *      arrival order). A request is admitted when its uncached
- *      prompt plus a small decode reserve fits in free + evictable slots
+ *      arrival order; RANDOM: a seeded shuffle, for ablation benchmarks). A
+ *      request is admitted when its uncached prompt plus a small decode
+ *      reserve fits in free + evictable slots
  *      beyond what the running requests have been promised; its cached
  *      prefix is locked in the radix tree. A request whose prompt shares a
  *      long uncached prefix with a prefill in progress waits a step, so the

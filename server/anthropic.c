@@ -103,9 +103,8 @@ static cJSON *message_obj(sgl_server *s, const an_req *q, const sgl_result *r, b
 }
 
 typedef struct an_stream {
-    gen_job job;
+    gen_stream gs;             /* first: srv_stream.ctx is both */
     an_req q;
-    sgl_result *first;
     bool started;
 } an_stream;
 
@@ -115,7 +114,8 @@ static cJSON *typed(const char *type) {
     return o;
 }
 
-static void an_handle(srv_stream *st, sgl_result *r) {
+static void an_handle(srv_stream *st, int idx, sgl_result *r) {
+    (void)idx; /* one message per request */
     an_stream *as = st->ctx;
     sgl_server *s = st->req->srv;
     if (!as->started) {
@@ -164,30 +164,12 @@ static void an_handle(srv_stream *st, sgl_result *r) {
         srv_sse_data(&st->out, "message_delta", o);
         srv_sse_data(&st->out, "message_stop", typed("message_stop"));
     }
-    gen_job_account(&as->job, st->req);
+    gen_job_account(&as->gs.job, st->req);
     st->done = true;
 }
 
-static int an_produce(srv_stream *st) {
-    an_stream *as = st->ctx;
-    if (as->first) {
-        sgl_result *r = as->first;
-        as->first = NULL;
-        an_handle(st, r);
-        return 0;
-    }
-    int idx;
-    sgl_result *r = gen_job_next(&as->job, 0.2, &idx);
-    if (r) an_handle(st, r);
-    else if (!srv_client_alive(st->req)) return -1;
-    return 0;
-}
-
-static void an_finish(srv_stream *st, bool gone) {
-    an_stream *as = st->ctx;
-    if (as->first && as->first->partial) sgl_result_free(as->first);
-    gen_job_account(&as->job, st->req);
-    gen_job_free(&as->job, gone);
+static void an_free_ctx(gen_stream *gs) {
+    an_stream *as = (an_stream *)gs;
     an_free(&as->q);
     free(as);
 }
@@ -204,7 +186,7 @@ enum MHD_Result route_messages(srv_req *r, cJSON *body) {
         free(as);
         return srv_reply_error(r, 400, bad[0] ? bad : NULL, "%s", err.msg);
     }
-    gen_job *j = &as->job;
+    gen_job *j = &as->gs.job;
     gen_job_init(j, s, 1);
     enum MHD_Result rc;
     if (gen_job_submit(j, 0, &q->prompt, &q->sp, q->stream, &err)) {
@@ -212,30 +194,9 @@ enum MHD_Result route_messages(srv_req *r, cJSON *body) {
         goto out;
     }
     if (q->stream) {
-        int idx = 0;
-        sgl_result *first = NULL;
-        while (!(first = gen_job_next(j, 0.2, &idx)) && srv_client_alive(r)) {}
-        if (!first || (!first->partial && first->finish == SGL_FINISH_ABORT)) {
-            rc = first ? gen_reply_engine_error(r, first) : MHD_NO;
-            if (!first) {
-                gen_job_free(j, true);
-                an_free(q);
-                free(as);
-                return rc;
-            }
-            goto out;
-        }
-        as->first = first;
-        srv_stream *st = calloc(1, sizeof *st);
-        if (!st) {
-            srv_stream tmp = {.req = r, .ctx = as};
-            an_finish(&tmp, false);
-            return srv_reply_error(r, 500, NULL, "out of memory");
-        }
-        st->ctx = as;
-        st->produce = an_produce;
-        st->finish = an_finish;
-        return srv_reply_stream(r, st);
+        as->gs.handle = an_handle;
+        as->gs.free_ctx = an_free_ctx;
+        return gen_stream_start(r, &as->gs);
     }
     if (gen_job_wait_all(j, r) < 0) {
         gen_job_free(j, true);

@@ -290,3 +290,55 @@ int32_t gen_clamp_max(sgl_server *s, int32_t max_new, size_t prompt_len) {
     if (s->n_ctx > 0 && (int64_t)prompt_len + max_new > s->n_ctx) return s->n_ctx - (int32_t)prompt_len;
     return max_new;
 }
+
+/* ---- streamed replies ----------------------------------------------------- */
+
+static int gen_stream_produce(srv_stream *st) {
+    gen_stream *gs = st->ctx;
+    if (gs->first) {
+        sgl_result *r = gs->first;
+        gs->first = NULL;
+        gs->handle(st, gs->first_idx, r);
+        return 0;
+    }
+    int idx;
+    sgl_result *r = gen_job_next(&gs->job, 0.2, &idx);
+    if (r) gs->handle(st, idx, r);
+    else if (!srv_client_alive(st->req)) return -1;
+    return 0;
+}
+
+static void gen_stream_finish(srv_stream *st, bool gone) {
+    gen_stream *gs = st->ctx;
+    /* A final first result belongs to the job (final[]); a partial one is ours. */
+    if (gs->first && gs->first->partial) sgl_result_free(gs->first);
+    gen_job_account(&gs->job, st->req);
+    gen_job_free(&gs->job, gone);
+    gs->free_ctx(gs);
+}
+
+enum MHD_Result gen_stream_start(srv_req *r, gen_stream *gs) {
+    gen_job *j = &gs->job;
+    int idx = 0;
+    sgl_result *first = NULL;
+    while (!(first = gen_job_next(j, 0.2, &idx)) && srv_client_alive(r)) {}
+    if (!first || (!first->partial && first->finish == SGL_FINISH_ABORT)) {
+        enum MHD_Result rc = first ? gen_reply_engine_error(r, first) : MHD_NO;
+        gen_job_account(j, r);
+        gen_job_free(j, !first);
+        gs->free_ctx(gs);
+        return rc;
+    }
+    gs->first = first;
+    gs->first_idx = idx;
+    srv_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        srv_stream tmp = {.req = r, .ctx = gs};
+        gen_stream_finish(&tmp, false);
+        return srv_reply_error(r, 500, NULL, "out of memory");
+    }
+    st->ctx = gs;
+    st->produce = gen_stream_produce;
+    st->finish = gen_stream_finish;
+    return srv_reply_stream(r, st);
+}

@@ -261,6 +261,24 @@ int gen_stop_list(const cJSON *stop, const char ***out, int32_t *n, const char *
 uint64_t gen_seed(sgl_server *s, const cJSON *seed, int idx);
 /* Records tokens of finished results on the request (for the log line). */
 void gen_job_account(gen_job *j, srv_req *r);
+
+/* A job streamed as the reply (server-sent events). A route's stream context
+ * starts with a gen_stream, so srv_stream.ctx points at both; the route
+ * fills handle (turns one result into events on st->out and takes r; the
+ * first result comes with its own index) and free_ctx (frees the route's
+ * part of the context and the context itself). */
+typedef struct gen_stream {
+    gen_job job;
+    sgl_result *first;         /* first result, taken before the reply started */
+    int first_idx;
+    void (*handle)(srv_stream *st, int idx, sgl_result *r);
+    void (*free_ctx)(struct gen_stream *gs);
+} gen_stream;
+/* Waits for the job's first result so that a refusal is an HTTP error
+ * rather than an event, then starts the streamed reply. On every path the
+ * context is handed over: to the stream, or freed (free_ctx) after the
+ * error reply. Returns what MHD should get. */
+enum MHD_Result gen_stream_start(srv_req *r, gen_stream *gs);
 /* Returns max_new_tokens clamped to what the context leaves after prompt. */
 int32_t gen_clamp_max(sgl_server *s, int32_t max_new, size_t prompt_len);
 

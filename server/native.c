@@ -335,51 +335,32 @@ static cJSON *nat_item_json(sgl_server *s, const nat_req *q, int i, const sgl_re
 }
 
 typedef struct nat_stream {
-    gen_job job;
+    gen_stream gs;             /* first: srv_stream.ctx is both */
     nat_req q;
-    sgl_result *first;
 } nat_stream;
 
 static void nat_handle(srv_stream *st, int idx, sgl_result *r) {
     nat_stream *ns = st->ctx;
     sgl_server *s = st->req->srv;
     if (r->partial) {
-        sgl_strbuf_append(&ns->job.text[idx], r->text, r->text_len);
+        sgl_strbuf_append(&ns->gs.job.text[idx], r->text, r->text_len);
         if (r->text_len) {
-            sgl_strbuf *t = &ns->job.text[idx];
-            srv_sse_data(&st->out, NULL, nat_item_json(s, &ns->q, idx, r, t->data ? t->data : "", t->len, ns->job.t0));
+            sgl_strbuf *t = &ns->gs.job.text[idx];
+            srv_sse_data(&st->out, NULL, nat_item_json(s, &ns->q, idx, r, t->data ? t->data : "", t->len, ns->gs.job.t0));
         }
         sgl_result_free(r);
         return;
     }
-    srv_sse_data(&st->out, NULL, nat_item_json(s, &ns->q, idx, r, r->text, r->text_len, ns->job.t0));
-    if (ns->job.n_done == ns->job.n) {
+    srv_sse_data(&st->out, NULL, nat_item_json(s, &ns->q, idx, r, r->text, r->text_len, ns->gs.job.t0));
+    if (ns->gs.job.n_done == ns->gs.job.n) {
         sgl_strbuf_puts(&st->out, "data: [DONE]\n\n");
-        gen_job_account(&ns->job, st->req);
+        gen_job_account(&ns->gs.job, st->req);
         st->done = true;
     }
 }
 
-static int nat_produce(srv_stream *st) {
-    nat_stream *ns = st->ctx;
-    if (ns->first) {
-        sgl_result *r = ns->first;
-        ns->first = NULL;
-        nat_handle(st, (int)r->user_tag, r);
-        return 0;
-    }
-    int idx;
-    sgl_result *r = gen_job_next(&ns->job, 0.2, &idx);
-    if (r) nat_handle(st, idx, r);
-    else if (!srv_client_alive(st->req)) return -1;
-    return 0;
-}
-
-static void nat_finish(srv_stream *st, bool gone) {
-    nat_stream *ns = st->ctx;
-    if (ns->first && ns->first->partial) sgl_result_free(ns->first);
-    gen_job_account(&ns->job, st->req);
-    gen_job_free(&ns->job, gone);
+static void nat_free_ctx(gen_stream *gs) {
+    nat_stream *ns = (nat_stream *)gs;
     nat_free(&ns->q);
     free(ns);
 }
@@ -396,7 +377,7 @@ enum MHD_Result route_generate(srv_req *r, cJSON *body) {
         free(ns);
         return srv_reply_error(r, 400, bad[0] ? bad : NULL, "%s", err.msg);
     }
-    gen_job *j = &ns->job;
+    gen_job *j = &ns->gs.job;
     gen_job_init(j, s, q->n);
     for (int i = 0; i < q->n; i++) {
         if (gen_job_submit(j, i, &q->items[i].prompt, &q->items[i].sp, q->stream, &err)) {
@@ -408,28 +389,9 @@ enum MHD_Result route_generate(srv_req *r, cJSON *body) {
     }
     enum MHD_Result rc;
     if (q->stream) {
-        int idx = 0;
-        sgl_result *first = NULL;
-        while (!(first = gen_job_next(j, 0.2, &idx)) && srv_client_alive(r)) {}
-        if (!first || (!first->partial && first->finish == SGL_FINISH_ABORT)) {
-            rc = first ? gen_reply_engine_error(r, first) : MHD_NO;
-            gen_job_free(j, !first);
-            nat_free(q);
-            free(ns);
-            return rc;
-        }
-        first->user_tag = (uint64_t)idx;
-        ns->first = first;
-        srv_stream *st = calloc(1, sizeof *st);
-        if (!st) {
-            srv_stream tmp = {.req = r, .ctx = ns};
-            nat_finish(&tmp, false);
-            return srv_reply_error(r, 500, NULL, "out of memory");
-        }
-        st->ctx = ns;
-        st->produce = nat_produce;
-        st->finish = nat_finish;
-        return srv_reply_stream(r, st);
+        ns->gs.handle = nat_handle;
+        ns->gs.free_ctx = nat_free_ctx;
+        return gen_stream_start(r, &ns->gs);
     }
     if (gen_job_wait_all(j, r) < 0) {
         gen_job_free(j, true);

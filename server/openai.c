@@ -354,12 +354,11 @@ static cJSON *oa_envelope(const char *id, bool chat, bool chunk, double created,
 /* ---- streaming ---------------------------------------------------------- */
 
 typedef struct oa_stream {
-    gen_job job;
+    gen_stream gs;             /* first: srv_stream.ctx is both */
     oa_req q;
     char id[48];
     double created;
     bool *role_sent;
-    sgl_result *first;         /* first result, taken before the reply started */
 } oa_stream;
 
 static void oa_emit_chunk(srv_stream *st, int idx, const char *text, size_t len, const sgl_result *fin) {
@@ -404,39 +403,21 @@ static void oa_handle(srv_stream *st, int idx, sgl_result *r) {
     } else {
         oa_emit_chunk(st, idx, "", 0, r);
     }
-    if (os->job.n_done == os->job.n) {
+    if (os->gs.job.n_done == os->gs.job.n) {
         if (os->q.include_usage) {
             cJSON *o = oa_envelope(os->id, os->q.chat, true, os->created, st->req->srv->model_name);
             cJSON_AddItemToObject(o, "choices", cJSON_CreateArray());
-            cJSON_AddItemToObject(o, "usage", oa_usage(&os->job, os->q.n));
+            cJSON_AddItemToObject(o, "usage", oa_usage(&os->gs.job, os->q.n));
             srv_sse_data(&st->out, NULL, o);
         }
         sgl_strbuf_puts(&st->out, "data: [DONE]\n\n");
-        gen_job_account(&os->job, st->req);
+        gen_job_account(&os->gs.job, st->req);
         st->done = true;
     }
 }
 
-static int oa_produce(srv_stream *st) {
-    oa_stream *os = st->ctx;
-    if (os->first) {
-        sgl_result *r = os->first;
-        os->first = NULL;
-        oa_handle(st, (int)r->user_tag, r);
-        return 0;
-    }
-    int idx;
-    sgl_result *r = gen_job_next(&os->job, 0.2, &idx);
-    if (r) oa_handle(st, idx, r);
-    else if (!srv_client_alive(st->req)) return -1;
-    return 0;
-}
-
-static void oa_finish(srv_stream *st, bool gone) {
-    oa_stream *os = st->ctx;
-    if (os->first && os->first->partial) sgl_result_free(os->first);
-    gen_job_account(&os->job, st->req);
-    gen_job_free(&os->job, gone);
+static void oa_free_ctx(gen_stream *gs) {
+    oa_stream *os = (oa_stream *)gs;
     oa_free(&os->q);
     free(os->role_sent);
     free(os);
@@ -459,7 +440,7 @@ enum MHD_Result route_completions(srv_req *r, cJSON *body, bool chat) {
     snprintf(os->id, sizeof os->id, "%s-%llx", chat ? "chatcmpl" : "cmpl", (unsigned long long)srv_next_id(s));
     os->created = (double)time(NULL);
     int total = q->n_prompts * q->n;
-    gen_job *j = &os->job;
+    gen_job *j = &os->gs.job;
     gen_job_init(j, s, total);
     for (int i = 0; i < total; i++) {
         sgl_sampling_params sp = q->sp;
@@ -473,32 +454,14 @@ enum MHD_Result route_completions(srv_req *r, cJSON *body, bool chat) {
     }
     enum MHD_Result rc;
     if (q->stream) {
-        /* Wait for the first result so a refusal is an HTTP error. */
-        int idx = 0;
-        sgl_result *first = NULL;
-        while (!(first = gen_job_next(j, 0.2, &idx)) && srv_client_alive(r)) {}
-        if (!first || (!first->partial && first->finish == SGL_FINISH_ABORT)) {
-            rc = first ? gen_reply_engine_error(r, first) : MHD_NO;
-            gen_job_account(j, r);
-            gen_job_free(j, !first);
-            oa_free(q);
-            free(os);
-            return rc;
-        }
-        first->user_tag = (uint64_t)idx;
-        os->first = first;
-        os->role_sent = calloc((size_t)total, sizeof *os->role_sent);
-        srv_stream *st = calloc(1, sizeof *st);
-        if (!st || !os->role_sent) {
-            free(st);
-            srv_stream tmp = {.req = r, .ctx = os};
-            oa_finish(&tmp, false);
+        if (!(os->role_sent = calloc((size_t)total, sizeof *os->role_sent))) {
+            gen_job_free(j, false);
+            oa_free_ctx(&os->gs);
             return srv_reply_error(r, 500, NULL, "out of memory");
         }
-        st->ctx = os;
-        st->produce = oa_produce;
-        st->finish = oa_finish;
-        return srv_reply_stream(r, st);
+        os->gs.handle = oa_handle;
+        os->gs.free_ctx = oa_free_ctx;
+        return gen_stream_start(r, &os->gs);
     }
     if (gen_job_wait_all(j, r) < 0) {
         gen_job_free(j, true);

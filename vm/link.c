@@ -32,10 +32,16 @@ struct vm_link {
     vm_link_stats stats;
     char *uncond_prompt;
     FILE *trace;
+    uint32_t max_inflight; /* 0: no limit */
+    bool no_prefill;
     uint64_t run_seed;
 };
 
 void vm_link_set_trace(vm_link *l, FILE *out) { l->trace = out; }
+void vm_link_set_limits(vm_link *l, int max_inflight, bool no_prefill) {
+    l->max_inflight = max_inflight > 0 ? (uint32_t)max_inflight : 0;
+    l->no_prefill = no_prefill;
+}
 
 /* Writes at most max bytes of s[0..n) JSON-quoted (the tail when tail). */
 static void trace_text(FILE *out, const char *s, size_t n, size_t max, bool tail) {
@@ -153,6 +159,10 @@ int vm_link_queue_gen(vm_link *l, vm_stream *st) {
 }
 
 int vm_link_queue_prefill(vm_link *l, vm_prefill *pf) {
+    if (l->no_prefill) {
+        vm_prefill_done(pf);
+        return 0;
+    }
     link_ent e = {.kind = ENT_PREFILL, .pf = pf};
     if (push_ent(&l->queued, &l->n_queued, &l->cap_queued, e) < 0) return -1;
     pf->rc++;
@@ -208,6 +218,10 @@ int vm_link_flush(vm_link *l) {
     int submitted = 0;
     /* Walk by index: the array may grow (and move) while we walk. */
     for (uint32_t i = 0; i < n; i++) {
+        if (l->max_inflight && l->n_flight >= l->max_inflight) {
+            n = i; /* the rest waits for a later flush */
+            break;
+        }
         link_ent e = l->queued[i];
         if (e.st && (e.st->error || !e.st->head)) { /* failed meanwhile */
             ent_release(&e);

@@ -11,6 +11,7 @@
 #ifndef SGL_VM_LINK_H
 #define SGL_VM_LINK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -53,6 +54,11 @@ void vm_link_set_run_seed(vm_link *l, uint64_t seed);
  * (NULL: off): id, kind, the variable and call site, the prompt's tail,
  * then finish reason, token counts and the text. */
 void vm_link_set_trace(vm_link *l, FILE *out);
+
+/* Benchmark ablations: at most max_inflight requests in flight (0: no
+ * limit; the rest stay queued, in order, for later flushes); no_prefill:
+ * queued PREFILLs count as done at once and are never sent. */
+void vm_link_set_limits(vm_link *l, int max_inflight, bool no_prefill);
 
 /* Queues the request(s) of st's head GEN op (retains st). Returns 0 or -1. */
 int vm_link_queue_gen(vm_link *l, vm_stream *st);

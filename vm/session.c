@@ -36,6 +36,8 @@ int vm_session_open(vm_session *s, const vm_session_opts *o, sgl_error *err) {
     cfg.n_threads = o->n_threads;
     if (o->kv_mem_mb > 0) cfg.kv_mem_mb = o->kv_mem_mb;
     cfg.cache_off = o->cache_off;
+    cfg.policy = o->policy;
+    if (o->max_context) cfg.max_context = o->max_context;
     s->engine = sgl_engine_local_new(&cfg, err);
     if (!s->engine) {
         vm_session_close(s);

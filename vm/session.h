@@ -27,6 +27,8 @@ typedef struct vm_session_opts {
     int n_threads;             /* 0: all cores */
     int kv_mem_mb;             /* 0: engine default */
     bool cache_off;            /* local engine without the radix cache (the fake one ignores it) */
+    sgl_sched_policy policy;   /* local engine's waiting-queue order (default LPM) */
+    int32_t max_context;       /* 0: the engine's default (the model's context); < 0: none */
     const char *const *search_path;
     size_t n_search_path;
     size_t max_file_bytes, max_source_bytes; /* sgl_load_options limits; 0 = default */

@@ -147,6 +147,7 @@ vm *vm_new(const vm_config *cfg, sgl_error *err) {
     vm_link_set_waker(v->link, wake, v);
     vm_link_set_uncond_prompt(v->link, cfg->uncond_prompt);
     vm_link_set_trace(v->link, cfg->trace);
+    vm_link_set_limits(v->link, cfg->serial ? 1 : 0, cfg->no_prefill);
     v->mem = vm_mem_open(0, cfg->max_mem_run);
     return v;
 }
@@ -427,6 +428,9 @@ static void inst_finish(vm_inst *in) {
     vm_mem_close(in->mem); /* what it returns stays charged to it until freed */
     if (in->failed && in->result.type == VM_NONE && in->stream.type == VM_STREAM)
         in->result = vm_retain(in->stream);
+    if (in->batch_parent && in->v->cfg.batch_done)
+        in->v->cfg.batch_done(in->v->cfg.batch_done_ctx, in->t1 - in->t0,
+                              in->failed ? (in->error ? in->error : "failed") : NULL);
     if (in->batch_parent) batch_child_done(in->batch_parent, in);
     else if (in->v->done_hook) in->v->done_hook(in->v->done_ctx, in);
 }
@@ -888,6 +892,7 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
             }
             vm_map_set_cstr(b->defaults, ki->name, vm_retain(kw_vals[i]), NULL);
         }
+        if (v->cfg.serial) b->parallel = 1;
         if (fn->flags & SGL_FNF_STREAM) b->pf = prefix_prefill(v, md, fn);
         in->batch = b;
         batch_spawn_next(v, in);

@@ -68,6 +68,17 @@ typedef struct vm_config {
     /* Fail an instance after this many instructions (0: no limit), so a
      * runaway loop cannot stall a whole batch. */
     uint64_t max_steps;
+    /* Benchmark ablations (sglc bench). serial: at most one engine request
+     * in flight and run_batch runs one instance at a time (no frontend
+     * parallelism). no_prefill: PREFILL requests (fork prefixes, prefix
+     * hints) are never sent. */
+    bool serial;
+    bool no_prefill;
+    /* Called when a run_batch instance is done, with its spawn-to-done
+     * seconds (per-program latency for benchmarks) and its error message
+     * (borrowed) or NULL when it succeeded; NULL: none. */
+    void (*batch_done)(void *ctx, double seconds, const char *error);
+    void *batch_done_ctx;
     /* Resource limits (docs/language.md "Limits"); vm_config_default sets
      * the documented defaults, 0 means no limit. Bytes of strings, lists
      * and maps live at once, per instance and for the whole VM: an instance

@@ -427,9 +427,17 @@ static void test_policy_order(void) {
     sgl_sched_policy pol = SGL_SCHED_LPM;
     CHECK(sgl_sched_policy_parse("fcfs", &pol) == 0 && pol == SGL_SCHED_FCFS);
     CHECK(sgl_sched_policy_parse("lpm", &pol) == 0 && pol == SGL_SCHED_LPM);
-    CHECK(sgl_sched_policy_parse("random", &pol) == -1);
+    CHECK(sgl_sched_policy_parse("random", &pol) == 0 && pol == SGL_SCHED_RANDOM);
+    CHECK(sgl_sched_policy_parse("bogus", &pol) == -1);
     CHECK_STR(sgl_sched_policy_name(SGL_SCHED_FCFS), "fcfs");
+    CHECK_STR(sgl_sched_policy_name(SGL_SCHED_RANDOM), "random");
     uint64_t o[3] = {99, 99, 99};
+    /* random order still runs every request */
+    order_run(SGL_SCHED_RANDOM, 0, 0, o);
+    CHECK_MSG(o[0] + o[1] + o[2] == 3 && o[0] != o[1] && o[1] != o[2] && o[0] != o[2] && o[0] < 3 &&
+                  o[1] < 3 && o[2] < 3,
+              "random order %llu %llu %llu", (unsigned long long)o[0], (unsigned long long)o[1],
+              (unsigned long long)o[2]);
     order_run(SGL_SCHED_LPM, 0, -1, o); /* pure LPM: the uncached request last */
     CHECK_MSG(o[0] == 1 && o[1] == 2 && o[2] == 0, "lpm order %llu %llu %llu",
               (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);

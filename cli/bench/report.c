@@ -1,0 +1,242 @@
+/* report: `sglc bench`'s outputs from a list of results: the table, the
+ * ratio table (full over every other mode, per workload and as geometric
+ * means), a JSON document and an SVG grouped bar chart written directly. */
+#include <math.h>
+#include <string.h>
+
+#include "cli/bench/suite.h"
+
+static const bench_result *find(const bench_result *r, int n, const bench_workload *w, const char *mode) {
+    for (int i = 0; i < n; i++)
+        if (r[i].w == w && r[i].ok && !strcmp(r[i].m->name, mode)) return &r[i];
+    return NULL;
+}
+
+/* Workloads and modes in first-run order. */
+static int distinct_w(const bench_result *r, int n, const bench_workload **out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < k && out[j] != r[i].w) j++;
+        if (j == k) out[k++] = r[i].w;
+    }
+    return k;
+}
+
+static int distinct_m(const bench_result *r, int n, const bench_mode **out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < k && out[j] != r[i].m) j++;
+        if (j == k) out[k++] = r[i].m;
+    }
+    return k;
+}
+
+/* full's programs/s over mode's for w; 0 when either is missing. */
+static double ratio(const bench_result *r, int n, const bench_workload *w, const char *mode) {
+    const bench_result *f = find(r, n, w, "full"), *x = find(r, n, w, mode);
+    if (!f || !x || x->programs_per_s <= 0) return 0;
+    return f->programs_per_s / x->programs_per_s;
+}
+
+void bench_print_table(FILE *out, const bench_result *r, int n) {
+    fprintf(out, "%-20s %-12s %5s %9s %9s %8s %8s %6s %6s %8s\n", "workload", "mode", "progs", "progs/s",
+            "out tok/s", "p50 s", "p99 s", "hit%", "best%", "hit/best");
+    for (int i = 0; i < n; i++) {
+        const bench_result *x = &r[i];
+        if (!x->ok) {
+            fprintf(out, "%-20s %-12s FAILED: %s\n", x->w->name, x->m->name, x->error);
+            continue;
+        }
+        fprintf(out, "%-20s %-12s %5d %9.3f %9.1f %8.2f %8.2f %6.1f %6.1f %8.3f\n", x->w->name, x->m->name,
+                x->programs, x->programs_per_s, x->tokens_per_s, x->p50, x->p99, 100 * x->hit_rate,
+                100 * x->best_hit_rate, x->best_hit_rate > 0 ? x->hit_rate / x->best_hit_rate : 0);
+    }
+}
+
+void bench_print_ratios(FILE *out, const bench_result *r, int n) {
+    const bench_workload *ws[64];
+    const bench_mode *ms[64];
+    int nw = distinct_w(r, n, ws), nm = distinct_m(r, n, ms);
+    bool any_full = false;
+    for (int i = 0; i < n; i++) any_full |= r[i].ok && !strcmp(r[i].m->name, "full");
+    if (!any_full || nm < 2) return;
+    fprintf(out, "\nspeedup of full (programs/s of full / programs/s of the mode)\n%-20s", "workload");
+    for (int j = 0; j < nm; j++)
+        if (strcmp(ms[j]->name, "full")) fprintf(out, " %12s", ms[j]->name);
+    fputc('\n', out);
+    bool all_shared = true;
+    for (int i = 0; i < nw; i++) {
+        all_shared &= ws[i]->shared_prefix;
+        fprintf(out, "%-20s", ws[i]->name);
+        for (int j = 0; j < nm; j++) {
+            if (!strcmp(ms[j]->name, "full")) continue;
+            double q = ratio(r, n, ws[i], ms[j]->name);
+            if (q > 0) fprintf(out, " %11.2fx", q);
+            else fprintf(out, " %12s", "-");
+        }
+        fputc('\n', out);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && all_shared) break;
+        fprintf(out, "%-20s", pass == 0 ? (all_shared ? "geomean" : "geomean (all)") : "geomean (shared)");
+        for (int j = 0; j < nm; j++) {
+            if (!strcmp(ms[j]->name, "full")) continue;
+            double q[64];
+            int k = 0;
+            for (int i = 0; i < nw; i++)
+                if (pass == 0 || ws[i]->shared_prefix) q[k++] = ratio(r, n, ws[i], ms[j]->name);
+            double g = bench_geomean(q, k);
+            if (g > 0) fprintf(out, " %11.2fx", g);
+            else fprintf(out, " %12s", "-");
+        }
+        fputc('\n', out);
+    }
+}
+
+static void json_str(sgl_strbuf *sb, const char *s) {
+    sgl_strbuf_putc(sb, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') sgl_strbuf_printf(sb, "\\%c", c);
+        else if (c == '\n') sgl_strbuf_puts(sb, "\\n");
+        else if (c < 0x20) sgl_strbuf_printf(sb, "\\u%04x", c);
+        else sgl_strbuf_putc(sb, (char)c);
+    }
+    sgl_strbuf_putc(sb, '"');
+}
+
+int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o) {
+    sgl_strbuf_puts(sb, "{\"model\": ");
+    json_str(sb, o->fake ? "fake" : o->model_path ? o->model_path : "");
+    sgl_strbuf_printf(sb, ", \"threads\": %d, \"quick\": %s, \"seed\": %lld, \"results\": [", o->n_threads,
+                      o->quick ? "true" : "false", (long long)o->seed);
+    for (int i = 0; i < n; i++) {
+        const bench_result *x = &r[i];
+        sgl_strbuf_puts(sb, i ? ",\n  {" : "\n  {");
+        sgl_strbuf_puts(sb, "\"workload\": ");
+        json_str(sb, x->w->name);
+        sgl_strbuf_puts(sb, ", \"mode\": ");
+        json_str(sb, x->m->name);
+        sgl_strbuf_printf(sb, ", \"ok\": %s, \"error\": ", x->ok ? "true" : "false");
+        if (x->ok) sgl_strbuf_puts(sb, "null");
+        else json_str(sb, x->error);
+        sgl_strbuf_printf(sb,
+                          ", \"programs\": %d, \"failed\": %d, \"seconds\": %.4f, \"programs_per_s\": %.4f, "
+                          "\"tokens_per_s\": %.3f, \"latency_p50\": %.4f, \"latency_p99\": %.4f, "
+                          "\"requests\": {\"generate\": %lld, \"score\": %lld, \"prefill\": %lld}, "
+                          "\"prompt_tokens\": %lld, \"cached_tokens\": %lld, \"completion_tokens\": %lld, "
+                          "\"hit_rate\": %.5f, \"best_hit_rate\": %.5f}",
+                          x->programs, x->failed, x->seconds, x->programs_per_s, x->tokens_per_s, x->p50, x->p99,
+                          (long long)x->generate, (long long)x->score, (long long)x->prefill,
+                          (long long)x->prompt_tokens, (long long)x->cached_tokens,
+                          (long long)x->completion_tokens, x->hit_rate, x->best_hit_rate);
+    }
+    sgl_strbuf_puts(sb, "\n], \"speedup_of_full\": {");
+    const bench_workload *ws[64];
+    const bench_mode *ms[64];
+    int nw = distinct_w(r, n, ws), nm = distinct_m(r, n, ms);
+    for (int i = 0; i < nw; i++) {
+        sgl_strbuf_puts(sb, i ? ", " : "");
+        json_str(sb, ws[i]->name);
+        sgl_strbuf_puts(sb, ": {");
+        int k = 0;
+        for (int j = 0; j < nm; j++) {
+            double q = ratio(r, n, ws[i], ms[j]->name);
+            if (!strcmp(ms[j]->name, "full") || q <= 0) continue;
+            sgl_strbuf_puts(sb, k++ ? ", " : "");
+            json_str(sb, ms[j]->name);
+            sgl_strbuf_printf(sb, ": %.4f", q);
+        }
+        sgl_strbuf_puts(sb, "}");
+    }
+    sgl_strbuf_puts(sb, "}, \"geomean_speedup_of_full\": {");
+    int k = 0;
+    for (int j = 0; j < nm; j++) {
+        if (!strcmp(ms[j]->name, "full")) continue;
+        double q[64];
+        int nq = 0;
+        for (int i = 0; i < nw; i++)
+            if (ws[i]->shared_prefix) q[nq++] = ratio(r, n, ws[i], ms[j]->name);
+        double g = bench_geomean(q, nq);
+        if (g <= 0) continue;
+        sgl_strbuf_puts(sb, k++ ? ", " : "");
+        json_str(sb, ms[j]->name);
+        sgl_strbuf_printf(sb, ": %.4f", g);
+    }
+    return sgl_strbuf_puts(sb, "}}\n");
+}
+
+static const char *const COLORS[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a",
+                                     "#66a61e", "#e6ab02", "#a6761d", "#666666"};
+
+int bench_svg(sgl_strbuf *sb, const bench_result *r, int n) {
+    const bench_workload *ws[64];
+    const bench_mode *ms[64];
+    int nw = distinct_w(r, n, ws), nm = distinct_m(r, n, ms);
+    const char *ref = "baseline";
+    bool have_ref = false;
+    for (int j = 0; j < nm; j++) have_ref |= !strcmp(ms[j]->name, ref);
+    if (!have_ref && nm) ref = ms[0]->name;
+    /* log2 scale from 1/4 to the next power of two above the largest ratio */
+    double hi = 2;
+    for (int i = 0; i < nw; i++)
+        for (int j = 0; j < nm; j++) {
+            const bench_result *x = find(r, n, ws[i], ms[j]->name), *b = find(r, n, ws[i], ref);
+            if (x && b && b->programs_per_s > 0) {
+                double q = x->programs_per_s / b->programs_per_s;
+                while (hi < q) hi *= 2;
+            }
+        }
+    double lo = 0.25;
+    int bw = 12, gap = 28, left = 60, top = 50, plot_h = 320;
+    int group_w = nm * bw + gap;
+    int width = left + nw * group_w + 170, height = top + plot_h + 110;
+    double span = log2(hi) - log2(lo);
+#define YPOS(q) (top + plot_h - (log2(q) - log2(lo)) / span * plot_h)
+    sgl_strbuf_printf(sb,
+                      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                      "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"11\">\n"
+                      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+                      "<text x=\"%d\" y=\"24\" font-size=\"14\">sglc bench: programs/s relative to %s "
+                      "(log scale)</text>\n",
+                      width, height, width, height, left, ref);
+    for (double t = lo; t <= hi * 1.0001; t *= 2) {
+        double y = YPOS(t);
+        sgl_strbuf_printf(sb,
+                          "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\"/>\n"
+                          "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%gx</text>\n",
+                          left, y, left + nw * group_w, y, t == 1 ? "#000" : "#ddd", left - 6, y + 4, t);
+    }
+    double y1 = YPOS(1.0);
+    for (int i = 0; i < nw; i++) {
+        int gx = left + i * group_w + gap / 2;
+        const bench_result *b = find(r, n, ws[i], ref);
+        for (int j = 0; j < nm && b && b->programs_per_s > 0; j++) {
+            const bench_result *x = find(r, n, ws[i], ms[j]->name);
+            if (!x) continue;
+            double q = x->programs_per_s / b->programs_per_s;
+            if (q < lo) q = lo;
+            double y = YPOS(q);
+            sgl_strbuf_printf(sb,
+                              "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\">"
+                              "<title>%s %s: %.2fx</title></rect>\n",
+                              gx + j * bw, y < y1 ? y : y1, bw - 1, fabs(y1 - y), COLORS[j % 8], ws[i]->name,
+                              ms[j]->name, q);
+        }
+        sgl_strbuf_printf(sb,
+                          "<text transform=\"translate(%d,%d) rotate(-35)\" text-anchor=\"end\">%s</text>\n",
+                          gx + nm * bw / 2, top + plot_h + 14, ws[i]->name);
+    }
+    for (int j = 0; j < nm; j++) {
+        int lx = left + nw * group_w + 16, ly = top + j * 18;
+        sgl_strbuf_printf(sb,
+                          "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/>"
+                          "<text x=\"%d\" y=\"%d\">%s</text>\n",
+                          lx, ly, COLORS[j % 8], lx + 18, ly + 10, ms[j]->name);
+    }
+#undef YPOS
+    return sgl_strbuf_puts(sb, "</svg>\n");
+}

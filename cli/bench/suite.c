@@ -1,0 +1,220 @@
+/* suite: the workload and mode tables and the runner of `sglc bench` (see
+ * suite.h); the report is in report.c. */
+#include "cli/bench/suite.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/bench/recorder.h"
+#include "vm/session.h"
+
+/* Sizes: the full suite (every workload in every mode) uses about 9
+ * CPU-minutes with the default model and 2 threads (~5 minutes on two idle
+ * cores); --quick runs 1 to 3 programs per workload. The no-cache and
+ * baseline runs dominate. */
+const bench_workload bench_workloads[] = {
+    /* name, what, n_full, n_quick, parallel, shared_prefix, gens, selects, prefills */
+    {"mmlu", "5-shot multiple choice, ~1,000-token prefix per subject, 1-token answer", 8, 3, 64, true, 1, 0, 0},
+    {"hellaswag", "20-shot completion, 4-way select", 3, 2, 64, true, 0, 1, 0},
+    {"react", "ReAct traces: 4 thought/action/observation steps with a tool", 2, 1, 64, true, 8, 0, 0},
+    {"agents", "generative-agents step: importance, react?, plan", 4, 2, 64, true, 2, 1, 0},
+    {"tree_of_thought", "tree of thought: 3 levels x 3 branches, each judged", 2, 1, 64, true, 10, 9, 3},
+    {"skeleton_of_thought", "outline, then 5 points expanded in parallel (fork 5)", 4, 2, 64, true, 6, 0, 1},
+    {"llm_judge", "branch-solve-merge judge: 6 criteria in parallel (fork 6), merge", 3, 1, 64, true, 7, 0, 1},
+    {"chat_short", "multi-turn chat: 4 turns, short answers", 6, 2, 64, true, 4, 0, 0},
+    {"chat_long", "multi-turn chat: 4 turns, long messages and answers", 3, 1, 64, true, 4, 0, 0},
+    {"json_decoding", "JSON record from an entry, regex-constrained fields (jump-forward)", 6, 2, 64, true, 1, 0, 0},
+};
+const int bench_n_workloads = (int)SGL_ARRAY_LEN(bench_workloads);
+
+const bench_mode bench_modes[] = {
+    /* name, what, cache_off, policy, serial, no_prefill, no_hints, opt_level */
+    {"full", "everything on", false, SGL_SCHED_LPM, false, false, false, -1},
+    {"no-cache", "engine without its radix cache", true, SGL_SCHED_LPM, false, false, false, -1},
+    {"fcfs", "first-come first-served instead of longest-prefix-match order", false, SGL_SCHED_FCFS, false,
+     false, false, -1},
+    {"random-order", "waiting queue in random order", false, SGL_SCHED_RANDOM, false, false, false, -1},
+    {"no-parallel", "programs and fork branches one request at a time", false, SGL_SCHED_LPM, true, false, false,
+     -1},
+    {"no-hint", "no prefix hints: fork branches do not wait for the shared prefix", false, SGL_SCHED_LPM, false,
+     false, true, -1},
+    {"-O0", "no compiler passes", false, SGL_SCHED_LPM, false, false, false, 0},
+    {"baseline", "every gen/select an independent request, in program order, cache off", true, SGL_SCHED_LPM,
+     true, true, true, -1},
+};
+const int bench_n_modes = (int)SGL_ARRAY_LEN(bench_modes);
+
+const bench_workload *bench_workload_find(const char *name) {
+    for (int i = 0; i < bench_n_workloads; i++)
+        if (!strcmp(bench_workloads[i].name, name)) return &bench_workloads[i];
+    return NULL;
+}
+
+const bench_mode *bench_mode_find(const char *name) {
+    for (int i = 0; i < bench_n_modes; i++)
+        if (!strcmp(bench_modes[i].name, name)) return &bench_modes[i];
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_percentile(double *x, int n, double p) {
+    if (n <= 0) return 0;
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    /* nearest rank */
+    int k = (int)(p / 100.0 * n + 0.999999) - 1;
+    if (k < 0) k = 0;
+    if (k >= n) k = n - 1;
+    return x[k];
+}
+
+double bench_geomean(const double *x, int n) {
+    double s = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (x[i] > 0) {
+            s += log(x[i]);
+            k++;
+        }
+    return k ? exp(s / k) : 0;
+}
+
+/* Copies msg (truncated) into res->error. */
+static void set_error(bench_result *res, const char *msg) {
+    size_t n = strlen(msg);
+    if (n >= sizeof res->error) n = sizeof res->error - 1;
+    memcpy(res->error, msg, n);
+    res->error[n] = 0;
+}
+
+typedef struct lat {
+    double *x;
+    int n, cap, failed;
+    char *first_error;
+} lat;
+
+static void on_program_done(void *ctx, double seconds, const char *error) {
+    lat *l = ctx;
+    if (error && !l->failed++) l->first_error = sgl_strdup(error);
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        double *x = realloc(l->x, sizeof *x * (size_t)cap);
+        if (!x) return;
+        l->x = x;
+        l->cap = cap;
+    }
+    l->x[l->n++] = seconds;
+}
+
+int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m, bench_result *res,
+              sgl_error *err) {
+    memset(res, 0, sizeof *res);
+    res->w = w;
+    res->m = m;
+    int n = o->n_programs > 0 ? o->n_programs : o->quick ? w->n_quick : w->n_full;
+    vm_session_opts so = vm_session_opts_default();
+    so.fake = o->fake;
+    so.model_path = o->model_path;
+    so.n_threads = o->n_threads;
+    so.max_context = o->max_context;
+    so.cache_off = m->cache_off;
+    so.policy = m->policy;
+    so.opt_level = m->opt_level;
+    vm_session s;
+    memset(&s, 0, sizeof s);
+    s.opts = so;
+    vm_script sc;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.sgl", o->workloads_dir, w->name);
+    char *dbuf = NULL;
+    size_t dlen = 0;
+    FILE *diag = open_memstream(&dbuf, &dlen);
+    int rc = vm_script_load(&s, path, NULL, 0, diag, false, false, &sc, err);
+    if (diag) fclose(diag);
+    if (rc < 0) {
+        set_error(res, dlen ? dbuf : err->msg);
+        free(dbuf);
+        vm_script_free(&sc);
+        return 0;
+    }
+    free(dbuf);
+    int fi = sgl_module_find_fn(sc.mod, "bench");
+    if (fi < 0 || sc.mod->fns[fi].n_params != 3) {
+        set_error(res, "the workload has no function bench(n, seed, parallel)");
+        vm_script_free(&sc);
+        return 0;
+    }
+    if (vm_session_open(&s, &so, err) < 0) {
+        vm_script_free(&sc);
+        return -1;
+    }
+    bench_recorder *rec = NULL;
+    s.engine = bench_recorder_new(s.engine, s.fake ? NULL : s.tok, &rec);
+    if (!s.engine) {
+        vm_session_close(&s);
+        vm_script_free(&sc);
+        return sgl_error_set(err, "out of memory");
+    }
+    FILE *devnull = fopen("/dev/null", "w");
+    lat l = {0};
+    vm_config cfg = vm_session_config(&s);
+    cfg.out = devnull;
+    cfg.prefix_hints = !m->no_hints;
+    cfg.serial = m->serial;
+    cfg.no_prefill = m->no_prefill;
+    cfg.batch_done = on_program_done;
+    cfg.batch_done_ctx = &l;
+    cfg.trace = o->trace;
+    vm *v = vm_new(&cfg, err);
+    if (!v) {
+        if (devnull) fclose(devnull);
+        vm_session_close(&s);
+        vm_script_free(&sc);
+        return -1;
+    }
+    vm_value args[3] = {vm_int(n), vm_int(o->seed), vm_int(m->serial ? 1 : w->parallel)};
+    double t0 = sgl_now();
+    vm_inst *in = vm_spawn(v, sc.mod, (uint32_t)fi, args, 3, false, err);
+    if (in) vm_run(v, err);
+    res->seconds = sgl_now() - t0;
+    bench_rec_stats st;
+    bench_recorder_stats(rec, &st);
+    res->programs = l.n;
+    res->failed = l.failed;
+    res->generate = st.generate;
+    res->score = st.score;
+    res->prefill = st.prefill;
+    res->prompt_tokens = st.prompt_tokens;
+    res->cached_tokens = st.cached_tokens;
+    res->completion_tokens = st.completion_tokens;
+    res->hit_rate = st.prompt_tokens ? (double)st.cached_tokens / (double)st.prompt_tokens : 0;
+    res->best_prompt_tokens = st.ideal_prompt;
+    res->best_hit_rate = st.ideal_prompt ? (double)st.ideal_cached / (double)st.ideal_prompt : 0;
+    res->programs_per_s = res->seconds > 0 ? l.n / res->seconds : 0;
+    res->tokens_per_s = res->seconds > 0 ? (double)st.completion_tokens / res->seconds : 0;
+    res->p50 = bench_percentile(l.x, l.n, 50);
+    res->p99 = bench_percentile(l.x, l.n, 99);
+    if (!in) {
+        set_error(res, err->msg);
+    } else if (vm_inst_failed(in)) {
+        set_error(res, vm_inst_error(in));
+    } else if (l.failed || l.n != n) {
+        char msg[sizeof res->error];
+        snprintf(msg, sizeof msg, "%d of %d programs failed; the first: %.400s", l.failed + (n - l.n), n,
+                 l.first_error ? l.first_error : "(did not finish)");
+        set_error(res, msg);
+    } else {
+        res->ok = true;
+    }
+    free(l.x);
+    free(l.first_error);
+    vm_free(v);
+    if (devnull) fclose(devnull);
+    vm_session_close(&s);
+    vm_script_free(&sc);
+    return 0;
+}

@@ -1,0 +1,222 @@
+/* cmd_bench: `sglc bench [WORKLOAD...]`: runs the benchmark workloads
+ * (bench/workloads/NAME.sgl, the SGLang paper's LM-program workloads) in each
+ * mode (full, its ablations, a baseline) on the local engine and prints one
+ * table (programs/s, output tokens/s, latency p50/p99, cache hit rate and
+ * the best hit rate the request stream allows) and the speedup of full over
+ * every other mode with geometric means; --json and --plot write the same
+ * as a JSON document and an SVG bar chart. The library is cli/bench/.
+ * Exit status: 0 when every run succeeded, 1 when one failed, 2 on usage or
+ * setup errors. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/bench/suite.h"
+#include "cli/cli.h"
+
+static void bench_usage(FILE *out) {
+    fprintf(out,
+            "usage: sglc bench [WORKLOAD...] [options]\n\n"
+            "Runs each workload (default: all) in each mode and prints programs/s, output\n"
+            "tokens/s, latency p50/p99, the cache hit rate, the best hit rate possible for the\n"
+            "run's request stream, and the speedup of full over every other mode.\n\n"
+            "  --modes M,M,...    modes to run (default: all, in the order listed below)\n"
+            "  --quick            1 to 3 programs per workload instead of 2 to 8\n"
+            "  --programs N       programs per workload (overrides the default sizes)\n"
+            "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
+            "  --fake             the deterministic fake engine (no model; for testing)\n"
+            "  --threads N        engine threads (default: all cores)\n"
+            "  --seed N           seed of the synthetic inputs (default 1)\n"
+            "  --json FILE        write every figure as JSON\n"
+            "  --plot FILE.svg    write a bar chart: workloads x modes, relative to baseline\n"
+            "  --workloads DIR    where the workload programs are (default: bench/workloads)\n"
+            "  --list             list the workloads and modes, then exit\n\n"
+            "Remote engines (--backend) are not supported by this build.\n",
+            SGL_DEFAULT_MODEL_FILE);
+}
+
+static void list(FILE *out) {
+    fprintf(out, "workloads (programs: full / --quick):\n");
+    for (int i = 0; i < bench_n_workloads; i++)
+        fprintf(out, "  %-20s %3d / %-3d %s\n", bench_workloads[i].name, bench_workloads[i].n_full,
+                bench_workloads[i].n_quick, bench_workloads[i].what);
+    fprintf(out, "modes:\n");
+    for (int i = 0; i < bench_n_modes; i++) fprintf(out, "  %-13s %s\n", bench_modes[i].name, bench_modes[i].what);
+}
+
+static bool dir_has(const char *dir) {
+    char p[2 * PATH_MAX + 200];
+    snprintf(p, sizeof p, "%s/mmlu.sgl", dir);
+    return access(p, R_OK) == 0;
+}
+
+/* The workloads folder: the source tree's, then one next to the
+ * executable's parent, then ./bench/workloads. Returns a malloc'd path or NULL. */
+static char *find_workloads(void) {
+    char buf[2 * PATH_MAX + 64];
+    snprintf(buf, sizeof buf, "%s/bench/workloads", SGL_SOURCE_ROOT);
+    if (dir_has(buf)) return sgl_strdup(buf);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(buf, sizeof buf, "%s/../bench/workloads", exe);
+            if (dir_has(buf)) return sgl_strdup(buf);
+        }
+    }
+    if (dir_has("bench/workloads")) return sgl_strdup("bench/workloads");
+    return NULL;
+}
+
+static int write_file(const char *path, const sgl_strbuf *sb) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "sglc bench: cannot write %s: ", path);
+        perror(NULL);
+        return -1;
+    }
+    size_t len = sb->data ? sb->len : 0;
+    bool ok = fwrite(sb->data ? sb->data : "", 1, len, f) == len;
+    ok &= fclose(f) == 0;
+    if (!ok) fprintf(stderr, "sglc bench: error writing %s\n", path);
+    return ok ? 0 : -1;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *v, *model = NULL, *json_path = NULL, *plot_path = NULL, *modes_arg = NULL, *wdir = NULL;
+    bench_opts o = {.seed = 1};
+    const bench_workload *ws[64];
+    int nw = 0;
+    const bench_mode *ms[64];
+    int nm = 0;
+    int status = 2;
+    char *model_path = NULL, *found_dir = NULL, *modes_copy = NULL;
+    bench_result *res = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            bench_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--list")) {
+            list(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--quick")) {
+            o.quick = true;
+        } else if (!strcmp(argv[i], "--fake")) {
+            o.fake = true;
+        } else if (cli_opt(argc, argv, &i, "--backend", &v)) {
+            fprintf(stderr, "sglc bench: error: --backend needs remote engines, which this build of sglc "
+                            "does not have; only the local engine can be benchmarked\n");
+            return 2;
+        } else if (cli_opt(argc, argv, &i, "--modes", &v)) {
+            modes_arg = v;
+        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
+            model = v;
+        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
+            o.n_threads = (int)cli_parse_long("bench", "--threads", v, 0, 1024);
+        } else if (cli_opt(argc, argv, &i, "--programs", &v)) {
+            o.n_programs = (int)cli_parse_long("bench", "--programs", v, 1, 100000);
+        } else if (cli_opt(argc, argv, &i, "--seed", &v)) {
+            o.seed = cli_parse_long("bench", "--seed", v, 0, 1L << 31);
+        } else if (cli_opt(argc, argv, &i, "--json", &v)) {
+            json_path = v;
+        } else if (cli_opt(argc, argv, &i, "--plot", &v)) {
+            plot_path = v;
+        } else if (cli_opt(argc, argv, &i, "--workloads", &v)) {
+            wdir = v;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "sglc bench: unknown option '%s'\n", argv[i]);
+            bench_usage(stderr);
+            return 2;
+        } else {
+            const bench_workload *w = bench_workload_find(argv[i]);
+            if (!w) {
+                fprintf(stderr, "sglc bench: unknown workload '%s' (see sglc bench --list)\n", argv[i]);
+                return 2;
+            }
+            if (nw < (int)SGL_ARRAY_LEN(ws)) ws[nw++] = w;
+        }
+    }
+    if (!nw)
+        for (int i = 0; i < bench_n_workloads; i++) ws[nw++] = &bench_workloads[i];
+    if (modes_arg) {
+        modes_copy = sgl_strdup(modes_arg);
+        for (char *save = NULL, *t = strtok_r(modes_copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            const bench_mode *m = bench_mode_find(t);
+            if (!m) {
+                fprintf(stderr, "sglc bench: unknown mode '%s' (modes:", t);
+                for (int k = 0; k < bench_n_modes; k++) fprintf(stderr, " %s", bench_modes[k].name);
+                fprintf(stderr, ")\n");
+                goto done;
+            }
+            if (nm < (int)SGL_ARRAY_LEN(ms)) ms[nm++] = m;
+        }
+        if (!nm) {
+            fprintf(stderr, "sglc bench: --modes names no mode\n");
+            goto done;
+        }
+    } else {
+        for (int i = 0; i < bench_n_modes; i++) ms[nm++] = &bench_modes[i];
+    }
+    if (!wdir) {
+        found_dir = find_workloads();
+        if (!found_dir) {
+            fprintf(stderr, "sglc bench: error: cannot find the workload programs (bench/workloads); "
+                            "point at them with --workloads DIR\n");
+            goto done;
+        }
+        wdir = found_dir;
+    }
+    o.workloads_dir = wdir;
+    if (!o.fake) {
+        model_path = cli_model_path(model);
+        if (!model_path) goto done;
+        o.model_path = model_path;
+    }
+    res = calloc((size_t)(nw * nm), sizeof *res);
+    if (!res) goto done;
+    int n = 0, n_failed = 0;
+    for (int i = 0; i < nw; i++)
+        for (int j = 0; j < nm; j++) {
+            sgl_error err = {{0}};
+            bench_result *r = &res[n];
+            if (bench_run(&o, ws[i], ms[j], r, &err) < 0) {
+                fprintf(stderr, "sglc bench: %s\n", err.msg);
+                goto done;
+            }
+            n++;
+            if (!r->ok) n_failed++;
+            fprintf(stderr, "[%d/%d] %-20s %-12s %7.2f s  %s\n", n, nw * nm, ws[i]->name, ms[j]->name,
+                    r->seconds, r->ok ? "ok" : r->error);
+        }
+    char threads[32] = "all cores";
+    if (o.n_threads) snprintf(threads, sizeof threads, "%d thread%s", o.n_threads, o.n_threads == 1 ? "" : "s");
+    printf("sglc bench: %s, %s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, threads,
+           o.quick ? ", quick" : "", (long long)o.seed);
+    bench_print_table(stdout, res, n);
+    bench_print_ratios(stdout, res, n);
+    fflush(stdout);
+    status = n_failed ? 1 : 0;
+    if (json_path) {
+        sgl_strbuf sb = {0};
+        bench_json(&sb, res, n, &o);
+        if (write_file(json_path, &sb) < 0) status = 2;
+        sgl_strbuf_free(&sb);
+    }
+    if (plot_path) {
+        sgl_strbuf sb = {0};
+        bench_svg(&sb, res, n);
+        if (write_file(plot_path, &sb) < 0) status = 2;
+        sgl_strbuf_free(&sb);
+    }
+done:
+    free(res);
+    free(model_path);
+    free(found_dir);
+    free(modes_copy);
+    return status;
+}
