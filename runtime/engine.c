@@ -128,6 +128,15 @@ sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s) {
 int sgl_engine_cancel(sgl_engine *e, uint64_t id) {
     return e->ops->cancel ? e->ops->cancel(e->ctx, id) : -1;
 }
+int64_t sgl_engine_flush_cache(sgl_engine *e, sgl_error *err) {
+    sgl_error local;
+    if (!err) err = &local;
+    if (!e->ops->flush_cache) {
+        sgl_error_set(err, "engine %s cannot flush its cache", e->ops->name);
+        return -2;
+    }
+    return e->ops->flush_cache(e->ctx, err);
+}
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out) {
     memset(out, 0, sizeof *out);
     if (e->ops->metrics) e->ops->metrics(e->ctx, out);
@@ -214,6 +223,12 @@ typedef struct local_engine {
     int32_t n_done, cap_done;
     sgl_engine_metrics metrics;
     track *live;
+    /* flush_cache: callers take a ticket (++flush_asked) and wait on done_cv
+     * until the engine thread has served it (flush_served); every flush
+     * asked before one serving shares its answer. */
+    uint64_t flush_asked, flush_served;
+    int64_t flush_rc;
+    sgl_error flush_err;
 } local_engine;
 
 static void params_free(sgl_sampling_params *p) {
@@ -515,6 +530,13 @@ static void *local_main(void *arg) {
         sgl_result *r;
         while ((r = sched_pop(le->s))) /* requests refused at sched_add */
             part_done_locked(le, (track *)(uintptr_t)r->user_tag, (int32_t)r->id, r);
+        if (le->flush_served < le->flush_asked) {
+            /* after the pending requests went in: they count as waiting */
+            le->flush_rc = sched_flush_cache(le->s, &le->flush_err);
+            le->flush_served = le->flush_asked;
+            sched_metrics(le->s, &le->metrics);
+            pthread_cond_broadcast(&le->done_cv);
+        }
         if (!sched_busy(le->s)) {
             sched_metrics(le->s, &le->metrics);
             pthread_cond_wait(&le->work_cv, &le->mu);
@@ -726,6 +748,21 @@ static int local_cancel(void *ctx, uint64_t id) {
     return rc;
 }
 
+static int64_t local_flush_cache(void *ctx, sgl_error *err) {
+    local_engine *le = ctx;
+    pthread_mutex_lock(&le->mu);
+    uint64_t ticket = ++le->flush_asked;
+    pthread_cond_signal(&le->work_cv);
+    while (le->flush_served < ticket && !le->stop) pthread_cond_wait(&le->done_cv, &le->mu);
+    int64_t rc = le->flush_served >= ticket ? le->flush_rc : -1;
+    if (rc < 0) {
+        if (le->flush_served >= ticket) *err = le->flush_err;
+        else sgl_error_set(err, "cache not flushed: the engine is stopping");
+    }
+    pthread_mutex_unlock(&le->mu);
+    return rc;
+}
+
 static void local_metrics(void *ctx, sgl_engine_metrics *out) {
     local_engine *le = ctx;
     pthread_mutex_lock(&le->mu);
@@ -773,7 +810,8 @@ static const sgl_engine_ops local_ops = {.name = "local",
                                          .wait = local_wait,
                                          .metrics = local_metrics,
                                          .free = local_free,
-                                         .cancel = local_cancel};
+                                         .cancel = local_cancel,
+                                         .flush_cache = local_flush_cache};
 
 struct sgl_model *sgl_engine_local_model(const sgl_engine *e) {
     return e && e->ops == &local_ops ? ((local_engine *)e->ctx)->model : NULL;

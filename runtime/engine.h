@@ -262,6 +262,8 @@ typedef struct sgl_engine_ops {
     int (*cancel)(void *ctx, uint64_t id); /* optional (NULL: cannot cancel) */
     void (*caps)(void *ctx, sgl_engine_caps *out); /* optional (NULL: what the local
                                       engine offers) */
+    /* optional (NULL: cannot flush). See sgl_engine_flush_cache. */
+    int64_t (*flush_cache)(void *ctx, sgl_error *err);
 } sgl_engine_ops;
 
 /* Wraps an implementation (ops must outlive the engine; ctx is owned by the
@@ -311,6 +313,18 @@ sgl_result *sgl_engine_wait(sgl_engine *e, double timeout_s);
  * Returns 0, or -1 when id is unknown/already delivered or the engine cannot
  * cancel. */
 int sgl_engine_cancel(sgl_engine *e, uint64_t id);
+/* Empties the engine's prefix cache, as SGLang's flush_cache: every
+ * unlocked radix-cache node is evicted and its KV slots go back to the pool,
+ * so later prompts are computed afresh (cached_tokens 0). The local engine
+ * does it on its engine thread between steps and only when it is idle: with
+ * any request running or waiting (queued but not yet admitted included) it
+ * refuses rather than waits, and nothing is evicted. Blocks until the engine
+ * thread answered (at most one step). Returns the number of cached tokens
+ * freed (>= 0; evicted_tokens in the metrics counts them too); -1 with err
+ * set when refused ("cache not flushed: N requests running, M waiting") or
+ * failed; -2 with err set ("engine NAME cannot flush its cache") when the
+ * engine's ops have no flush_cache (remote engines). err may be NULL. */
+int64_t sgl_engine_flush_cache(sgl_engine *e, sgl_error *err);
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
 /* What e can do (see sgl_engine_caps). */
 void sgl_engine_caps_get(const sgl_engine *e, sgl_engine_caps *out);

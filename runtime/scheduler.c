@@ -37,6 +37,7 @@ typedef struct sreq {
     int32_t lp_first;           /* first prompt index with an input logprob, or -1 */
     uint64_t seq;               /* arrival order */
     int64_t arrival_step;
+    int32_t overtaken;          /* later arrivals admitted while this one waited */
     sgl_finish finish;
     char *stop_str, *error;
     int32_t stop_token;
@@ -307,6 +308,7 @@ sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err) {
     if (!s) goto oom;
     s->cfg = *cfg;
     if (s->cfg.starve_steps <= 0) s->cfg.starve_steps = 256;
+    if (s->cfg.starve_overtaken == 0) s->cfg.starve_overtaken = s->cfg.max_running;
     if (s->cfg.share_min == 0) s->cfg.share_min = 32;
     if (s->cfg.decode_reserve <= 0) s->cfg.decode_reserve = 16;
     if (s->cfg.chunk_size < 0) s->cfg.chunk_size = 0;
@@ -706,7 +708,8 @@ static void admit(sched *s, int32_t budget) {
     for (int32_t i = 0; i < s->n_waiting; i++) {
         sreq *r = s->waiting[i];
         r->peek = s->rc ? radix_peek(s->rc, r->tok, match_cap(r)) : 0;
-        r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps;
+        r->starving = s->step_no - r->arrival_step >= s->cfg.starve_steps ||
+                      (s->cfg.starve_overtaken > 0 && r->overtaken >= s->cfg.starve_overtaken);
     }
     if (s->cfg.policy == SGL_SCHED_RANDOM) {
         if (!s->rng) s->rng = 0x9e3779b97f4a7c15ull;
@@ -722,6 +725,7 @@ static void admit(sched *s, int32_t budget) {
               s->cfg.policy == SGL_SCHED_FCFS ? cmp_fcfs : cmp_lpm);
     }
     int64_t promise = 0;
+    int32_t first_new = s->n_running;
     for (int32_t i = 0; i < s->n_running; i++) promise += promised_capped(s, s->running[i]);
     int32_t kept = 0;
     bool stop = false;
@@ -767,6 +771,13 @@ static void admit(sched *s, int32_t budget) {
         s->running[s->n_running++] = r;
     }
     s->n_waiting = kept;
+    /* LPM lets requests with a longer cached prefix go first; one that later
+     * arrivals keep passing becomes starving (cmp_lpm puts it first), so its
+     * wait is bounded by admissions, not only by steps, whose length varies
+     * with the load. */
+    for (int32_t i = 0; i < s->n_waiting; i++)
+        for (int32_t j = first_new; j < s->n_running; j++)
+            s->waiting[i]->overtaken += s->running[j]->seq > s->waiting[i]->seq;
 }
 
 static int logprob_fill(sched *s, sgl_token_logprob *lp, const float *row, int32_t token,
@@ -1095,6 +1106,13 @@ int sched_cancel(sched *s, uint64_t user_tag) {
     }
     s->n_running = kept;
     return n;
+}
+
+int64_t sched_flush_cache(sched *s, sgl_error *err) {
+    if (sched_busy(s))
+        return sgl_error_set(err, "cache not flushed: %d request%s running, %d waiting",
+                             s->n_running, s->n_running == 1 ? "" : "s", s->n_waiting);
+    return s->rc ? radix_evict(s->rc, INT32_MAX) : 0;
 }
 
 int sched_run_all(sched *s, sgl_error *err) {

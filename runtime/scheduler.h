@@ -13,10 +13,11 @@
  *      radix cache (or back to the pool when the cache is off) and it waits
  *      again, to resume by re-prefilling prompt + what it generated so far.
  *   2. Admission: waiting requests in policy order (LPM: longest cached
- *      prefix first, with requests older than starve_steps first in arrival
- *      order; FCFS: arrival order; RANDOM: a seeded shuffle, for ablation
- *      benchmarks). A request is admitted when its uncached
- *      prompt plus a small decode reserve fits in free + evictable slots
+ *      prefix first, with requests older than starve_steps, or passed over by
+ *      starve_overtaken later arrivals, first in arrival order; FCFS:
+ *      arrival order; RANDOM: a seeded shuffle, for ablation benchmarks). A
+ *      request is admitted when its uncached prompt plus a small decode
+ *      reserve fits in free + evictable slots
  *      beyond what the running requests have been promised; its cached
  *      prefix is locked in the radix tree. A request whose prompt shares a
  *      long uncached prefix with a prefill in progress waits a step, so the
@@ -83,6 +84,8 @@ typedef struct sched_config {
     const int32_t *eos_ids;      /* [n_eos] tokens that end generation (copied) */
     int32_t n_eos;
     int32_t starve_steps;        /* LPM: waiting this many steps -> admitted first (0: 256) */
+    int32_t starve_overtaken;    /* LPM: passed over by this many later arrivals -> admitted
+                                    first (0: max_running; < 0: never) */
     int32_t share_min;           /* defer a request sharing >= this many uncached tokens
                                     with a prefill in progress (0: 32; < 0: never) */
     int32_t decode_reserve;      /* future decode slots promised per request (0: 16) */
@@ -149,6 +152,12 @@ int sched_step(sched *s, sgl_error *err);
  * ABORT "cancelled" (computed KV is kept in the cache). Call between steps.
  * Returns how many were cancelled. */
 int sched_cancel(sched *s, uint64_t user_tag);
+/* Empties the radix cache (every unlocked node; when nothing is waiting or
+ * running, that is every node) and returns its slots to the pool. Refuses
+ * while any request is waiting or running. Call between steps. Returns the
+ * slots freed (0 when the cache is off), or -1 with err set ("cache not
+ * flushed: N requests running, M waiting"). */
+int64_t sched_flush_cache(sched *s, sgl_error *err);
 /* Steps until no request is waiting or running. Returns 0, or -1 on the
  * first failed forward (err set). */
 int sched_run_all(sched *s, sgl_error *err);

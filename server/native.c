@@ -462,11 +462,14 @@ enum MHD_Result route_server_info(srv_req *r) {
 }
 
 enum MHD_Result route_flush_cache(srv_req *r) {
-    /* The engine API has no flush operation yet: say so rather than claim
-     * a flush (cached prefixes are evicted LRU as memory is needed). */
-    return srv_reply_error(r, 501, NULL,
-                           "the local engine cannot flush its radix cache yet; cached prefixes are "
-                           "evicted (least recently used first) when memory is needed");
+    /* As SGLang: 200 and a plain-text message when flushed; refused (400)
+     * while requests run or wait; 501 for an engine without the operation. */
+    sgl_error err = {{0}};
+    int64_t n = sgl_engine_flush_cache(r->srv->engine, &err);
+    if (n < 0) return srv_reply_error(r, n == -2 ? 501 : 400, NULL, "%s", err.msg);
+    char *body = NULL;
+    if (asprintf(&body, "Cache flushed.\n%lld cached tokens freed.\n", (long long)n) < 0) body = NULL;
+    return srv_reply(r, 200, "text/plain; charset=utf-8", body);
 }
 
 enum MHD_Result route_health_generate(srv_req *r) {

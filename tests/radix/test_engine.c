@@ -4,7 +4,9 @@
  * 64 vs a warm cache vs chunked prefill vs a pool too small for the
  * workload; SCORE logprobs equal GENERATE's for the same tokens; stop
  * strings split across tokens cut the text; wait/poll behave; streamed
- * results add up to the final ones. */
+ * results add up to the final ones; flush_cache empties the radix cache
+ * when idle (a repeated prompt then gets no cached tokens and the same
+ * output) and is refused while a request is queued or running. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -469,6 +471,56 @@ static void test_stream(void) {
     sgl_engine_free(e);
 }
 
+static sgl_result *gen_one(sgl_engine *e, const char *text, int32_t max_new) {
+    sgl_request rq = {0};
+    rq.kind = SGL_REQ_GENERATE;
+    rq.text = text;
+    rq.params = greedy(max_new);
+    sgl_error err;
+    CHECK_MSG(sgl_engine_submit(e, &rq, &err) != 0, "submit: %s", err.msg);
+    return sgl_engine_wait(e, 60);
+}
+
+static void test_flush_cache(void) {
+    sgl_engine *e = engine_make(2048, 512, 8, false, SGL_SCHED_LPM);
+    sgl_error err;
+    sgl_engine_metrics m;
+    CHECK_INT((int)sgl_engine_flush_cache(e, &err), 0); /* empty: nothing to free */
+    sgl_result *a = gen_one(e, prompts[0], 6), *b = gen_one(e, prompts[0], 6);
+    CHECK(a && b && a->cached_tokens == 0 && b->cached_tokens == b->prompt_tokens - 1);
+    sgl_engine_metrics_get(e, &m);
+    int64_t cached = m.cache_tokens, evicted = m.evicted_tokens;
+    CHECK(cached >= a->prompt_tokens + a->n_tokens - 1);
+    CHECK_MSG(sgl_engine_flush_cache(e, &err) == cached, "flush: %s", err.msg);
+    sgl_engine_metrics_get(e, &m);
+    CHECK(m.cache_tokens == 0 && m.pool_used == 0 && m.evicted_tokens == evicted + cached);
+    sgl_result *c = gen_one(e, prompts[0], 6);
+    CHECK(c && c->cached_tokens == 0 && a && strcmp(c->text, a->text) == 0);
+
+    /* Refused while a request is queued or running: the flush is served
+     * between steps, before a 40-token generation can have finished. */
+    sgl_request rq = {0};
+    rq.kind = SGL_REQ_GENERATE;
+    rq.text = prompts[1];
+    rq.params = greedy(40);
+    rq.params.ignore_eos = true;
+    CHECK(sgl_engine_submit(e, &rq, &err) != 0);
+    sgl_engine_metrics_get(e, &m);
+    cached = m.cache_tokens;
+    CHECK_INT((int)sgl_engine_flush_cache(e, &err), -1);
+    CHECK_MSG(strstr(err.msg, "cache not flushed") && strstr(err.msg, "running"), "%s", err.msg);
+    sgl_result *d = sgl_engine_wait(e, 60);
+    CHECK(d && d->finish == SGL_FINISH_LENGTH && d->n_tokens == 40);
+    sgl_engine_metrics_get(e, &m);
+    CHECK(m.cache_tokens >= cached); /* nothing was evicted */
+    CHECK(sgl_engine_flush_cache(e, &err) > 0);
+    sgl_result_free(a);
+    sgl_result_free(b);
+    sgl_result_free(c);
+    sgl_result_free(d);
+    sgl_engine_free(e);
+}
+
 int main(int argc, char **argv) {
     model_path = argc > 1 ? argv[1] : getenv("SGL_TINY_MODEL");
     if (!model_path) TEST_SKIP_ALL("no tiny model given");
@@ -483,6 +535,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_score_equals_generate);
     TEST_RUN(test_stop_string);
     TEST_RUN(test_stream);
+    TEST_RUN(test_flush_cache);
     for (int i = 0; i < N; i++) sgl_result_free(ref[i]);
     return TEST_DONE();
 }

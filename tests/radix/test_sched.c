@@ -1,8 +1,9 @@
 /* test_sched: the scheduler against a fake model whose logits are a hash of
  * the K values it reads back from the pool, so a wrong slot anywhere (cached
  * prefix, chunk boundary, retraction) changes the output. Checks: policy
- * order (lpm / fcfs / starvation fallback), outputs identical alone vs
- * batched vs small pool (eviction + retraction) vs chunked vs warm cache,
+ * order (lpm / fcfs / starvation fallback, by age and by later arrivals
+ * passing a request), outputs identical alone vs batched vs small pool
+ * (eviction + retraction) vs chunked vs warm cache,
  * stop strings across token boundaries, stop tokens, min_new_tokens,
  * ignore_eos, SCORE-style input logprobs equal to generated logprobs, and a
  * failing forward aborting only its batch; streaming (partial results add up
@@ -84,10 +85,11 @@ typedef struct run_opts {
     bool cache_off;
     sched_forward_fn forward;    /* NULL: fake_forward */
     sched_piece_fn piece;        /* NULL: fake_piece */
+    int32_t overtaken;           /* starve_overtaken (0: the scheduler's default) */
 } run_opts;
 
 static run_opts opts_default(void) {
-    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, 0, false, NULL, NULL};
+    run_opts o = {SGL_SCHED_LPM, 4096, 0, 64, 2048, 0, 0, 0, false, NULL, NULL, 0};
     return o;
 }
 
@@ -107,6 +109,7 @@ static void env_init(env *e, const run_opts *o) {
     c.max_batch_tokens = o->budget;
     c.cache_off = o->cache_off;
     c.starve_steps = o->starve;
+    c.starve_overtaken = o->overtaken;
     c.share_min = o->share;
     c.max_context = o->max_context;
     c.vocab = VOCAB;
@@ -374,11 +377,12 @@ static void test_retraction(void) {
 }
 
 /* Finishing order with one request at a time shows the admission order. */
-static void order_run(sgl_sched_policy pol, int32_t starve, uint64_t *order) {
+static void order_run(sgl_sched_policy pol, int32_t starve, int32_t overtaken, uint64_t *order) {
     run_opts o = opts_default();
     o.policy = pol;
     o.max_running = 1;
     o.starve = starve;
+    o.overtaken = overtaken;
     env e;
     env_init(&e, &o);
     int32_t p1[40], p2[40], a1[44], a2[44], b[44];
@@ -429,19 +433,27 @@ static void test_policy_order(void) {
     CHECK_STR(sgl_sched_policy_name(SGL_SCHED_RANDOM), "random");
     uint64_t o[3] = {99, 99, 99};
     /* random order still runs every request */
-    order_run(SGL_SCHED_RANDOM, 0, o);
+    order_run(SGL_SCHED_RANDOM, 0, 0, o);
     CHECK_MSG(o[0] + o[1] + o[2] == 3 && o[0] != o[1] && o[1] != o[2] && o[0] != o[2] && o[0] < 3 &&
                   o[1] < 3 && o[2] < 3,
               "random order %llu %llu %llu", (unsigned long long)o[0], (unsigned long long)o[1],
               (unsigned long long)o[2]);
-    order_run(SGL_SCHED_LPM, 0, o);
+    order_run(SGL_SCHED_LPM, 0, -1, o); /* pure LPM: the uncached request last */
     CHECK_MSG(o[0] == 1 && o[1] == 2 && o[2] == 0, "lpm order %llu %llu %llu",
               (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
-    order_run(SGL_SCHED_FCFS, 0, o);
+    order_run(SGL_SCHED_FCFS, 0, 0, o);
     CHECK_MSG(o[0] == 0 && o[1] == 1 && o[2] == 2, "fcfs order %llu %llu %llu",
               (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
-    order_run(SGL_SCHED_LPM, 1, o); /* everyone starving at once: arrival order */
+    order_run(SGL_SCHED_LPM, 1, -1, o); /* everyone starving at once: arrival order */
     CHECK_MSG(o[0] == 0 && o[1] == 1 && o[2] == 2, "starving order %llu %llu %llu",
+              (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
+    /* The default bound (max_running = 1 later arrival passing it): the
+     * uncached request goes once a1 has overtaken it, before a2. */
+    order_run(SGL_SCHED_LPM, 0, 0, o);
+    CHECK_MSG(o[0] == 1 && o[1] == 0 && o[2] == 2, "overtaken order %llu %llu %llu",
+              (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
+    order_run(SGL_SCHED_LPM, 0, 2, o); /* passed twice before it goes: last */
+    CHECK_MSG(o[0] == 1 && o[1] == 2 && o[2] == 0, "overtaken twice order %llu %llu %llu",
               (unsigned long long)o[0], (unsigned long long)o[1], (unsigned long long)o[2]);
 }
 

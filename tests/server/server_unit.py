@@ -11,7 +11,9 @@
 # close); SIGTERM with a stream and an endless program in flight exits 0
 # (the stream finishes, the program is aborted after --shutdown-timeout);
 # programs compiled and run by 32 connections at once equal their lone
-# runs; and a seeded random-body run over every route's body parser (each reply a
+# runs; /flush_cache empties the radix cache (a repeated prompt's
+# cached_tokens drops to 0, sglc_cache_tokens to 0, same output) and is
+# refused with 400 while a request runs; and a seeded random-body run over every route's body parser (each reply a
 # 2xx/4xx with a JSON body, the server alive after).
 # usage: server_unit.py SGLC TINY_MODEL [SEED [BODIES]]
 import json
@@ -299,6 +301,38 @@ def sigterm_with_stream(srv):
     assert b'[DONE]' in got + rest, (got + rest)[-300:]
 
 
+def flush_cache(url):
+    s = requests.Session()
+    body = {'text': 'The quick brown fox jumps over the lazy dog, again and again.',
+            'sampling_params': {'max_new_tokens': 4, 'temperature': 0}}
+    first = s.post(url + '/generate', json=body).json()
+    again = s.post(url + '/generate', json=body).json()
+    assert again['meta_info']['cached_tokens'] == again['meta_info']['prompt_tokens'] - 1, again
+    assert metric(s.get(url + '/metrics').text, 'sglc_cache_tokens') >= again['meta_info']['prompt_tokens']
+    r = s.post(url + '/flush_cache')
+    assert r.status_code == 200 and r.text.startswith('Cache flushed.'), (r.status_code, r.text)
+    m = s.get(url + '/metrics').text
+    assert metric(m, 'sglc_cache_tokens') == 0 and metric(m, 'sglc_kv_pool_used_slots') == 0, m
+    after = s.post(url + '/generate', json=body).json()
+    assert after['meta_info']['cached_tokens'] == 0 and after['text'] == first['text'], (after, first)
+    assert s.get(url + '/flush_cache').status_code == 200  # SGLang accepts GET too
+    # While a request runs the flush is refused (400, nothing evicted). The
+    # program loops over 100-token generations: a flush can only succeed in
+    # the instants between two of them, so one of a few tries is refused.
+    before = metric(s.get(url + '/metrics').text, 'sglc_cancelled_disconnect_total')
+    src = ('fn g(s) { s += "once" + gen("a", max_tokens=100, ignore_eos=true) }\n'
+           'main { while true { let st = g()\n print(st["a"]) } }\n')
+    sock = open_stream(url, '/v1/programs/run', {'source': src, 'stream': True})
+    for _ in range(5):
+        r = s.post(url + '/flush_cache')
+        if r.status_code != 200:
+            break
+    sock.close()
+    expect_error(r, 400, None, ['cache not flushed', 'running'])
+    wait_cancelled(url, before, '/v1/programs/run')
+    assert s.post(url + '/flush_cache').status_code == 200
+
+
 def main():
     sglc, model = sys.argv[1], sys.argv[2]
     seed = int(sys.argv[3]) if len(sys.argv) > 3 else 1
@@ -307,6 +341,7 @@ def main():
         constraints(srv.url)
         disconnect(srv.url)
         concurrent_programs(srv.url)
+        flush_cache(srv.url)
         fuzz(srv.url, seed, int(sys.argv[4]) if len(sys.argv) > 4 else 300)
         log = ''.join(srv.log_lines)
         assert 'POST /generate 400' in log and 'ms=' in log, log[-500:]
