@@ -12,7 +12,7 @@
 #    with select over run_batch, and a batch of argument sets);
 #  - a client leaving a long /generate stream cancels its engine request.
 # usage: server_e2e.py SGLC EXAMPLES_DIR
-# Skips (77) when $SGL_TEST_MODEL is missing, unless CI=true.
+# Skips (77) when $SGL_TEST_MODEL or the clients are missing, unless CI=true.
 import concurrent.futures
 import json
 import os
@@ -27,6 +27,9 @@ try:
     import openai
     import requests
 except ImportError:
+    if os.environ.get('CI') == 'true':
+        print('FAIL: the openai / requests packages are missing from %s (run scripts/setup)' % sys.executable)
+        sys.exit(1)
     print('SKIP: the openai / requests packages are missing (run scripts/setup)')
     sys.exit(77)
 
