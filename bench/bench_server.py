@@ -165,7 +165,16 @@ def main():
                     nxt[0] += 1
                 prompt, stream = work[i]
                 try:
-                    ok, dt, tf = one_request(conn, a.api, prompt, a.max_new, stream, a.api_key)
+                    try:
+                        ok, dt, tf = one_request(conn, a.api, prompt, a.max_new, stream, a.api_key)
+                    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                        # A server may close a kept-alive connection after a
+                        # reply (llama-server does after a stream): the request
+                        # was not read, so it goes again on a new connection,
+                        # as HTTP clients do, and is an error only if that fails.
+                        conn.close()
+                        conn = http.client.HTTPConnection(host, port, timeout=600)
+                        ok, dt, tf = one_request(conn, a.api, prompt, a.max_new, stream, a.api_key)
                 except (OSError, http.client.HTTPException, ValueError):
                     ok, dt, tf = False, 0, None
                     conn.close()
