@@ -350,12 +350,52 @@ static int print_one(int idx, const sgl_result *r) {
     return 1;
 }
 
+/* Waits for the n submitted prompts (user_tag = index; streamed), writes a
+ * lone prompt's text as it comes, and prints several prompts' results in
+ * order as each becomes next. Final results go to reqs[i].res (the caller
+ * frees them). Returns 0, 1 when some prompt failed, or -1 with err set when
+ * a lone prompt was aborted. */
+static int collect_results(sgl_engine *e, gen_req *reqs, int n, sgl_error *err) {
+    int done = 0, printed = 0, failed = 0;
+    while (done < n) {
+        sgl_result *r = sgl_engine_wait(e, -1);
+        if (!r) continue;
+        if (r->user_tag >= (uint64_t)n) {
+            sgl_result_free(r);
+            continue;
+        }
+        gen_req *g = &reqs[r->user_tag];
+        if (r->partial) {
+            if ((r->n_tokens > 0 || r->text_len > 0) && g->t_first == 0) g->t_first = sgl_now();
+            if (n == 1 && r->text_len) {
+                write_utf8(r->text, r->text_len);
+                fflush(stdout);
+            }
+            sgl_result_free(r);
+            continue;
+        }
+        g->t_done = sgl_now();
+        g->res = r;
+        done++;
+        if (n == 1) {
+            fputc('\n', stdout);
+            fflush(stdout);
+            if (r->finish == SGL_FINISH_ABORT) return sgl_error_set(err, "%s", r->error ? r->error : "aborted");
+        }
+        while (n > 1 && printed < n && reqs[printed].res) {
+            failed |= print_one(printed, reqs[printed].res);
+            printed++;
+        }
+    }
+    return failed;
+}
+
 #ifdef SGL_HAVE_REMOTE
 /* --backend: the prompts go to remote endpoints as text (with --chat, also
  * as chat turns for chat APIs; the text then uses --model's template, or
  * --chat-template's family). */
 static int generate_remote(gen_opts *o) {
-    int n = o->n_prompts, status = 1, done = 0, printed = 0, failed = 0;
+    int n = o->n_prompts, status = 1;
     sgl_error err = {{0}};
     char *path = NULL;
     gguf_file *gf = NULL;
@@ -409,32 +449,8 @@ static int generate_remote(gen_opts *o) {
         reqs[i].t_submit = sgl_now();
         if (!(reqs[i].id = sgl_engine_submit(e, &rq, &err))) goto fail;
     }
-    while (done < n) {
-        sgl_result *r = sgl_engine_wait(e, -1);
-        if (!r) continue;
-        gen_req *g = &reqs[r->user_tag < (uint64_t)n ? r->user_tag : 0];
-        if (r->partial) {
-            if (g->t_first == 0) g->t_first = sgl_now();
-            if (n == 1 && r->text_len) write_utf8(r->text, r->text_len);
-            sgl_result_free(r);
-            continue;
-        }
-        g->t_done = sgl_now();
-        g->res = r;
-        done++;
-        if (n == 1) {
-            fputc('\n', stdout);
-            fflush(stdout);
-            if (r->finish == SGL_FINISH_ABORT) {
-                sgl_error_set(&err, "%s", r->error ? r->error : "aborted");
-                goto fail;
-            }
-        }
-        while (n > 1 && printed < n && reqs[printed].res) {
-            failed |= print_one(printed, reqs[printed].res);
-            printed++;
-        }
-    }
+    int failed = collect_results(e, reqs, n, &err);
+    if (failed < 0) goto fail;
     if (o->stats) {
         for (int i = 0; i < n; i++) {
             const sgl_result *r = reqs[i].res;
@@ -527,41 +543,8 @@ int cmd_generate(int argc, char **argv) {
         reqs[i].t_submit = sgl_now();
         if (!(reqs[i].id = sgl_engine_submit(e, &rq, &err))) goto fail;
     }
-    int done = 0, printed = 0, failed = 0;
-    while (done < n) {
-        sgl_result *r = sgl_engine_wait(e, -1);
-        if (!r) continue;
-        if (r->user_tag >= (uint64_t)n) {
-            sgl_result_free(r);
-            continue;
-        }
-        gen_req *g = &reqs[r->user_tag];
-        if (r->partial) {
-            if (r->n_tokens > 0 && g->t_first == 0) g->t_first = sgl_now();
-            if (n == 1 && r->text_len) {
-                write_utf8(r->text, r->text_len);
-                fflush(stdout);
-            }
-            sgl_result_free(r);
-            continue;
-        }
-        g->t_done = sgl_now();
-        g->res = r;
-        done++;
-        if (n == 1) {
-            fputc('\n', stdout);
-            fflush(stdout);
-            if (r->finish == SGL_FINISH_ABORT) {
-                sgl_error_set(&err, "%s", r->error ? r->error : "aborted");
-                goto fail;
-            }
-        }
-        while (n > 1 && printed < n && reqs[printed].res) {
-            failed |= print_one(printed, reqs[printed].res);
-            printed++;
-        }
-    }
-
+    int failed = collect_results(e, reqs, n, &err);
+    if (failed < 0) goto fail;
     if (o.stats) {
         const model_config *mc = model_get_config(m);
         fprintf(stderr, "model: %s (%s, %d layers, dim %d, vocab %d), %d threads, load %.2f s\n",
