@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from bench_server import rss_kb as rss_kib
+
 WARM_FRAC = 0.10
 
 OK = '''fn work(s, i) {
@@ -45,17 +47,6 @@ FAIL_MEMORY = '''main {
     print(len(s))
 }
 '''
-
-
-def rss_kib(pid):
-    try:
-        with open('/proc/%d/status' % pid) as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def main():
