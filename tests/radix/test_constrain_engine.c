@@ -22,6 +22,7 @@
 #include "runtime/engine.h"
 #include "runtime/tokenizer.h"
 #include "tests/test.h"
+#include "tests/radix/engine_util.h"
 
 static const char *model_path;
 
@@ -62,13 +63,7 @@ static sgl_engine *engine_make(int32_t kv_slots, int32_t chunk, int32_t max_runn
     c.chunk_size = chunk;
     c.max_running = max_running;
     c.cache_off = cache_off;
-    sgl_error err;
-    sgl_engine *e = sgl_engine_local_new(&c, &err);
-    if (!e) {
-        fprintf(stderr, "engine: %s\n", err.msg);
-        exit(1);
-    }
-    return e;
+    return test_engine_start(&c);
 }
 
 static void set_constraint(sgl_sampling_params *p, const ccase *c) {

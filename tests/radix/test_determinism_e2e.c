@@ -14,6 +14,7 @@
 
 #include "runtime/engine.h"
 #include "tests/test.h"
+#include "tests/radix/engine_util.h"
 
 enum { N = 8, FILL = 56, NEW = 20 };
 
@@ -40,13 +41,7 @@ static sgl_engine *engine_make(int32_t chunk, bool cache_off) {
     c.chunk_size = chunk;
     c.cache_off = cache_off;
     c.max_running = 64;
-    sgl_error err;
-    sgl_engine *e = sgl_engine_local_new(&c, &err);
-    if (!e) {
-        fprintf(stderr, "engine: %s\n", err.msg);
-        exit(1);
-    }
-    return e;
+    return test_engine_start(&c);
 }
 
 static uint64_t submit(sgl_engine *e, const char *text, uint64_t tag, bool stream) {

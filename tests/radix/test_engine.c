@@ -13,6 +13,7 @@
 #include "runtime/engine.h"
 #include "runtime/unicode.h"
 #include "tests/test.h"
+#include "tests/radix/engine_util.h"
 
 static const char *model_path;
 
@@ -30,13 +31,7 @@ static sgl_engine *engine_make(int32_t kv_slots, int32_t chunk, int32_t max_runn
     c.max_running = max_running;
     c.cache_off = cache_off;
     c.policy = pol;
-    sgl_error err;
-    sgl_engine *e = sgl_engine_local_new(&c, &err);
-    if (!e) {
-        fprintf(stderr, "engine: %s\n", err.msg);
-        exit(1);
-    }
-    return e;
+    return test_engine_start(&c);
 }
 
 static sgl_sampling_params greedy(int32_t max_new) {

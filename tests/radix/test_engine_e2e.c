@@ -9,6 +9,7 @@
 
 #include "runtime/engine.h"
 #include "tests/test.h"
+#include "tests/radix/engine_util.h"
 
 static const char *model_path;
 
@@ -19,13 +20,7 @@ static sgl_engine *engine_make(bool cache_off, int32_t max_running) {
     c.kv_slots = 4096;
     c.cache_off = cache_off;
     c.max_running = max_running;
-    sgl_error err;
-    sgl_engine *e = sgl_engine_local_new(&c, &err);
-    if (!e) {
-        fprintf(stderr, "engine: %s\n", err.msg);
-        exit(1);
-    }
-    return e;
+    return test_engine_start(&c);
 }
 
 static void test_score_select(void) {
