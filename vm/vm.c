@@ -262,20 +262,15 @@ oom:
 
 /* ---- value semantics for lists and maps ------------------------------------------ */
 
-/* One level: nested containers stay shared until indexed (vm_index_get
- * unshares them), so value semantics cost O(items), not O(size). */
-static vm_value deep_copy(vm_value v, int depth) {
-    (void)depth;
-    return vm_copy(v);
-}
-
 /* Lists and maps have value semantics (docs/language.md §4): a container
  * stored somewhere new while still referenced elsewhere is copied, so a
  * later item assignment through one name is not seen through another.
  * Consumes v; returns the value to store. */
 static vm_value own(vm_value v) {
     if ((v.type == VM_LIST || v.type == VM_MAP) && v.as.obj->rc > 1) {
-        vm_value c = deep_copy(v, 0);
+        /* one level: nested containers stay shared until indexed
+         * (vm_index_get unshares them), so this costs O(items), not O(size) */
+        vm_value c = vm_copy(v);
         vm_release(v);
         return c;
     }
@@ -1224,7 +1219,7 @@ next:
         uint32_t k = SGL_INSTR_A(ins);
         if (k >= fr->mod->m->n_consts) FAIL_MSG("bad bytecode: constant %u", k);
         vm_value c = fr->mod->consts[k];
-        PUSH((c.type == VM_LIST || c.type == VM_MAP) ? deep_copy(c, 0) : vm_retain(c));
+        PUSH(vm_copy(c)); /* a constant list or map is copied, anything else retained */
         NEXT;
     }
     OP(LOAD_LOCAL) {
