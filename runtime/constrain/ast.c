@@ -148,7 +148,7 @@ cn *cn_anchor(cons_grammar *g, cn_kind k) { return node(g, k); }
 
 /* ---- UTF-8 ------------------------------------------------------------------- */
 
-static int utf8_encode(uint32_t c, uint8_t *o) {
+int cn_utf8_encode(uint32_t c, uint8_t *o) {
     if (c < 0x80) {
         o[0] = (uint8_t)c;
         return 1;
@@ -211,7 +211,7 @@ static int utf8_split(useqs *by_len, uint32_t lo, uint32_t hi, int depth) {
             return utf8_split(by_len, lo, bounds[i], depth + 1) ||
                    utf8_split(by_len, bounds[i] + 1, hi, depth + 1) ? -1 : 0;
     uint8_t x[4], y[4];
-    int n = utf8_encode(lo, x);
+    int n = cn_utf8_encode(lo, x);
     for (int i = 1; i < n; i++) {
         uint32_t m = (1u << (6 * i)) - 1;
         if ((lo & ~m) != (hi & ~m)) {
@@ -223,7 +223,7 @@ static int utf8_split(useqs *by_len, uint32_t lo, uint32_t hi, int depth) {
                        utf8_split(by_len, hi & ~m, hi, depth + 1) ? -1 : 0;
         }
     }
-    utf8_encode(hi, y);
+    cn_utf8_encode(hi, y);
     return useq_push(&by_len[n - 1], x, y, n);
 }
 

@@ -70,6 +70,7 @@ cn *cn_rep(cons_grammar *g, cn *kid, int32_t min, int32_t max);
 cn *cn_opt(cons_grammar *g, cn *kid);
 cn *cn_ref(cons_grammar *g, int32_t rule);
 cn *cn_anchor(cons_grammar *g, cn_kind k);
+int cn_utf8_encode(uint32_t c, uint8_t *o); /* writes 1..4 bytes, returns the count */
 /* One UTF-8 encoded code point out of the sorted, disjoint ranges
  * lo[i]..hi[i] (surrogates never match). */
 cn *cn_codepoints(cons_grammar *g, const uint32_t *lo, const uint32_t *hi, int32_t n);
