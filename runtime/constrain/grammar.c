@@ -125,29 +125,6 @@ static int32_t read_char(gp *s) {
     return (int32_t)v;
 }
 
-static int utf8_put(uint32_t c, char *o) {
-    if (c < 0x80) {
-        o[0] = (char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        o[0] = (char)(0xC0 | (c >> 6));
-        o[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        o[0] = (char)(0xE0 | (c >> 12));
-        o[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (c >> 18));
-    o[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
 static cn *parse_literal(gp *s) {
     size_t at = s->i;
     uint8_t q = s->p[s->i++];
@@ -159,8 +136,8 @@ static cn *parse_literal(gp *s) {
             sgl_strbuf_free(&b);
             return NULL;
         }
-        char u[4];
-        sgl_strbuf_append(&b, u, (size_t)utf8_put((uint32_t)c, u));
+        uint8_t u[4];
+        sgl_strbuf_append(&b, (const char *)u, (size_t)cn_utf8_encode((uint32_t)c, u));
     }
     if (s->i >= s->n || s->p[s->i] != q) {
         sgl_strbuf_free(&b);
