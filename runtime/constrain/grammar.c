@@ -255,6 +255,22 @@ static bool read_int(gp *s, long *v) {
     return true;
 }
 
+/* Appends x to the growing list *v; false (diagnosed) when out of memory. */
+static bool push_node(gp *s, cn ***v, int32_t *n, int32_t *cap, cn *x) {
+    if (*n == *cap) {
+        int32_t nc = *cap ? *cap * 2 : 8;
+        cn **nv = realloc(*v, sizeof *nv * (size_t)nc);
+        if (!nv) {
+            gfail(s, s->i, "%s", "out of memory");
+            return false;
+        }
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = x;
+    return true;
+}
+
 static cn *parse_seq(gp *s) {
     cn **v = NULL;
     int32_t n = 0, cap = 0;
@@ -321,16 +337,7 @@ static cn *parse_seq(gp *s) {
             gfail(s, s->i, "%s", "out of memory");
             goto out;
         }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            cn **nv = realloc(v, sizeof *nv * (size_t)cap);
-            if (!nv) {
-                gfail(s, s->i, "%s", "out of memory");
-                goto out;
-            }
-            v = nv;
-        }
-        v[n++] = x;
+        if (!push_node(s, &v, &n, &cap, x)) goto out;
     }
     res = cn_cat(s->g, v, n);
     if (!res) gfail(s, s->i, "%s", "out of memory");
@@ -346,16 +353,7 @@ static cn *parse_alts(gp *s) {
     for (;;) {
         cn *x = parse_seq(s);
         if (!x) goto out;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            cn **nv = realloc(v, sizeof *nv * (size_t)cap);
-            if (!nv) {
-                gfail(s, s->i, "%s", "out of memory");
-                goto out;
-            }
-            v = nv;
-        }
-        v[n++] = x;
+        if (!push_node(s, &v, &n, &cap, x)) goto out;
         skip_space(s);
         if (s->i < s->n && s->p[s->i] == '|') {
             s->i++;
