@@ -454,6 +454,38 @@ static const char *reply_problem(const remote_engine *re, const rm_job *j, const
     return NULL;
 }
 
+/* The token counts of a reply (plain or rebuilt from a stream); returns
+ * whether the server reported its cached tokens. */
+static bool reply_usage(sgl_remote_kind kind, const cJSON *r, double *pt, double *ct, double *gt) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(r, "meta_info");
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
+    const cJSON *cached;
+    if (kind == SGL_REMOTE_SGLANG) {
+        *pt = num_or(meta, "prompt_tokens", 0);
+        *gt = num_or(meta, "completion_tokens", 0);
+        cached = cJSON_GetObjectItemCaseSensitive(meta, "cached_tokens");
+    } else if (kind == SGL_REMOTE_ANTHROPIC) {
+        *pt = num_or(u, "input_tokens", 0) + num_or(u, "cache_read_input_tokens", 0);
+        *gt = num_or(u, "output_tokens", 0);
+        cached = cJSON_GetObjectItemCaseSensitive(u, "cache_read_input_tokens");
+    } else {
+        *pt = num_or(u, "prompt_tokens", 0);
+        *gt = num_or(u, "completion_tokens", 0);
+        cached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
+                                                  "cached_tokens");
+    }
+    *ct = cJSON_IsNumber(cached) ? cached->valuedouble : 0;
+    return cJSON_IsNumber(cached);
+}
+
+static void set_usage(sgl_remote_kind kind, const cJSON *r, sgl_result *res) {
+    double pt, ct, gt;
+    reply_usage(kind, r, &pt, &ct, &gt);
+    res->prompt_tokens = (int32_t)pt;
+    res->cached_tokens = (int32_t)ct;
+    res->completion_tokens = (int32_t)gt;
+}
+
 static void set_text(sgl_result *res, const char *s) {
     free(res->text);
     res->text = sgl_strdup(s ? s : "");
@@ -486,9 +518,7 @@ static int parse_lp_list(const cJSON *a, int32_t **ids, float **lps) {
 static void sglang_generate_result(const cJSON *r, sgl_result *res, bool want_lp) {
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(r, "meta_info");
     set_text(res, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "text")));
-    res->prompt_tokens = (int32_t)num_or(meta, "prompt_tokens", 0);
-    res->completion_tokens = (int32_t)num_or(meta, "completion_tokens", 0);
-    res->cached_tokens = (int32_t)num_or(meta, "cached_tokens", 0);
+    set_usage(SGL_REMOTE_SGLANG, r, res);
     const cJSON *fr = cJSON_GetObjectItemCaseSensitive(meta, "finish_reason");
     const char *ft = cJSON_IsObject(fr) ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fr, "type"))
                                         : cJSON_GetStringValue(fr);
@@ -662,7 +692,6 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
 }
 
 static void api_result(const remote_engine *re, const cJSON *r, sgl_result *res) {
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
     if (re->kind == SGL_REMOTE_ANTHROPIC) {
         sgl_strbuf sb = {0};
         const cJSON *c;
@@ -675,9 +704,7 @@ static void api_result(const remote_engine *re, const cJSON *r, sgl_result *res)
         res->finish = finish_from(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "stop_reason")));
         const char *ss = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "stop_sequence"));
         if (ss) res->stop_str = sgl_strdup(ss);
-        res->prompt_tokens = (int32_t)(num_or(u, "input_tokens", 0) + num_or(u, "cache_read_input_tokens", 0));
-        res->cached_tokens = (int32_t)num_or(u, "cache_read_input_tokens", 0);
-        res->completion_tokens = (int32_t)num_or(u, "output_tokens", 0);
+        set_usage(re->kind, r, res);
         return;
     }
     const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "choices"), 0);
@@ -690,9 +717,7 @@ static void api_result(const remote_engine *re, const cJSON *r, sgl_result *res)
     const cJSON *sr = cJSON_GetObjectItemCaseSensitive(c0, "stop_reason"); /* vLLM / SGLang */
     if (cJSON_IsString(sr)) res->stop_str = sgl_strdup(sr->valuestring);
     else if (cJSON_IsNumber(sr)) res->stop_token = (int32_t)sr->valuedouble;
-    res->prompt_tokens = (int32_t)num_or(u, "prompt_tokens", 0);
-    res->completion_tokens = (int32_t)num_or(u, "completion_tokens", 0);
-    res->cached_tokens = (int32_t)num_or(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"), "cached_tokens", 0);
+    set_usage(re->kind, r, res);
 }
 
 /* ---- completion queue ------------------------------------------------------------------- */
@@ -1115,28 +1140,8 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     if (reply) {
         ep->st.requests++;
         ep->fail_streak = 0;
-        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(reply, "meta_info");
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(reply, "usage");
-        double pt = 0, ct = 0, gt = 0;
-        const cJSON *cached = NULL;
-        if (re->kind == SGL_REMOTE_SGLANG) {
-            pt = num_or(meta, "prompt_tokens", 0);
-            gt = num_or(meta, "completion_tokens", 0);
-            cached = cJSON_GetObjectItemCaseSensitive(meta, "cached_tokens");
-        } else if (re->kind == SGL_REMOTE_ANTHROPIC) {
-            pt = num_or(u, "input_tokens", 0) + num_or(u, "cache_read_input_tokens", 0);
-            gt = num_or(u, "output_tokens", 0);
-            cached = cJSON_GetObjectItemCaseSensitive(u, "cache_read_input_tokens");
-        } else {
-            pt = num_or(u, "prompt_tokens", 0);
-            gt = num_or(u, "completion_tokens", 0);
-            cached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
-                                                      "cached_tokens");
-        }
-        if (cJSON_IsNumber(cached)) {
-            ct = cached->valuedouble;
-            ep->st.reports_cached = true;
-        }
+        double pt, ct, gt;
+        if (reply_usage(re->kind, reply, &pt, &ct, &gt)) ep->st.reports_cached = true;
         ep->st.prompt_tokens += (int64_t)pt;
         ep->st.cached_tokens += (int64_t)ct;
         ep->st.completion_tokens += (int64_t)gt;
