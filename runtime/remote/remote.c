@@ -255,8 +255,7 @@ static void openai_sampling(cJSON *o, const sgl_sampling_params *p, bool anthrop
 /* Chat turns of req: the finished ones, plus an open assistant turn with
  * content when the engine may continue it. Returns the array or NULL with
  * err set (the prompt cannot be carried as turns). */
-static cJSON *chat_messages(const remote_engine *re, const sgl_request *req, bool anthropic, cJSON **system,
-                            sgl_error *err) {
+static cJSON *chat_messages(const sgl_request *req, bool anthropic, cJSON **system, sgl_error *err) {
     const char *api = anthropic ? "the Anthropic messages API" : "an OpenAI chat API";
     if (req->loose_text || req->n_messages == 0) {
         sgl_error_set(err,
@@ -277,7 +276,6 @@ static cJSON *chat_messages(const remote_engine *re, const sgl_request *req, boo
                       api, last->content);
         return NULL;
     }
-    (void)re;
     cJSON *a = cJSON_CreateArray();
     sgl_strbuf sys = {0};
     for (int32_t i = 0; i < req->n_messages; i++) {
@@ -380,7 +378,7 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
                 cJSON_AddStringToObject(o, "prompt", text);
             } else {
                 cJSON *sys = NULL;
-                cJSON *msgs = chat_messages(re, req, re->kind == SGL_REMOTE_ANTHROPIC, &sys, err);
+                cJSON *msgs = chat_messages(req, re->kind == SGL_REMOTE_ANTHROPIC, &sys, err);
                 if (!msgs) {
                     cJSON_Delete(o);
                     return -1;
@@ -538,7 +536,7 @@ static void sglang_generate_result(const cJSON *r, sgl_result *res, bool want_lp
         int n = cJSON_GetArraySize(ids);
         res->tokens = calloc((size_t)n + 1, sizeof *res->tokens);
         for (int i = 0; res->tokens && i < n; i++)
-            res->tokens[i] = (int32_t)num_or(NULL, "", cJSON_GetArrayItem(ids, i)->valuedouble);
+            res->tokens[i] = (int32_t)cJSON_GetArrayItem(ids, i)->valuedouble;
         if (res->tokens) res->n_tokens = n;
     }
     if (want_lp && cJSON_IsArray(olp)) {
