@@ -191,8 +191,6 @@ bool srv_json_is_int(const cJSON *j);
  * becomes U+FFFD), so the reply is always valid JSON text. */
 cJSON *srv_json_str(const char *s, size_t n);
 char *srv_utf8_fix(const char *s, size_t n); /* malloc'd */
-/* The token's text (its bytes, UTF-8 repaired). malloc'd. */
-char *srv_token_text(const sgl_tokenizer *tok, int32_t id);
 
 /* ---- generation jobs (gen.c) --------------------------------------------- */
 

@@ -104,9 +104,3 @@ cJSON *srv_json_str(const char *s, size_t n) {
     free(f);
     return j;
 }
-
-char *srv_token_text(const sgl_tokenizer *tok, int32_t id) {
-    size_t len = 0;
-    const char *p = tok_piece(tok, id, &len);
-    return srv_utf8_fix(p ? p : "", p ? len : 0);
-}
