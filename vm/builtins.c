@@ -113,13 +113,13 @@ static int translate(const char *p, bool anchored, sgl_strbuf *sb, sgl_error *er
     return 0;
 }
 
-int vm_regex_compile(const char *pattern, bool anchored, regex_t *re, sgl_error *err) {
+static int regex_build(const char *pattern, bool anchored, int cflags, regex_t *re, sgl_error *err) {
     sgl_strbuf sb = {0};
     if (translate(pattern, anchored, &sb, err) < 0) {
         sgl_strbuf_free(&sb);
         return -1;
     }
-    int rc = regcomp(re, sb.data, REG_EXTENDED);
+    int rc = regcomp(re, sb.data, REG_EXTENDED | cflags);
     sgl_strbuf_free(&sb);
     if (rc != 0) {
         char buf[256];
@@ -130,26 +130,18 @@ int vm_regex_compile(const char *pattern, bool anchored, regex_t *re, sgl_error 
     return 0;
 }
 
+int vm_regex_compile(const char *pattern, bool anchored, regex_t *re, sgl_error *err) {
+    return regex_build(pattern, anchored, 0, re, err);
+}
+
 int vm_regex_match(const char *pattern, const char *text, size_t text_len, sgl_error *err) {
-    sgl_strbuf sb = {0};
-    if (translate(pattern, true, &sb, err) < 0) {
-        sgl_strbuf_free(&sb);
-        return -1;
-    }
     regex_t re;
-    int rc = regcomp(&re, sb.data, REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        char buf[256];
-        regerror(rc, &re, buf, sizeof buf);
-        sgl_strbuf_free(&sb);
-        return sgl_error_set(err, "invalid regex: %s", buf);
-    }
-    sgl_strbuf_free(&sb);
+    if (regex_build(pattern, true, REG_NOSUB, &re, err) < 0) return -1;
     if (memchr(text, 0, text_len)) {
         regfree(&re);
         return 0; /* POSIX matching stops at NUL: such text cannot match whole */
     }
-    rc = regexec(&re, text, 0, NULL, 0);
+    int rc = regexec(&re, text, 0, NULL, 0);
     regfree(&re);
     return rc == 0 ? 1 : 0;
 }
