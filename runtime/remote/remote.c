@@ -330,15 +330,12 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
         if (!j->parts) return sgl_error_set(err, "out of memory");
         if (j->prompt_part) {
             if (!text) return sgl_error_set(err, "score request: no prompt text");
-            j->parts[0].body = echo ? echo_body(re, text) : sglang_body(text, NULL, 0, NULL, true, 0, false);
-            j->parts[0].route = sgl_strdup(text);
-            for (int32_t i = 0; i < req->n_choices; i++) {
+            for (int i = 0; i < j->n_parts; i++) { /* the prompt, then prompt + each choice */
                 sgl_strbuf_clear(&sb);
                 sgl_strbuf_puts(&sb, text);
-                sgl_strbuf_puts(&sb, req->choices[i] ? req->choices[i] : "");
-                j->parts[1 + i].body =
-                    echo ? echo_body(re, sb.data) : sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
-                j->parts[1 + i].route = sgl_strdup(sb.data);
+                if (i) sgl_strbuf_puts(&sb, req->choices[i - 1] ? req->choices[i - 1] : "");
+                j->parts[i].body = echo ? echo_body(re, sb.data) : sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
+                j->parts[i].route = sgl_strdup(sb.data);
             }
         } else {
             if (!req->tokens && req->n_tokens) return sgl_error_set(err, "score request: no prompt");
