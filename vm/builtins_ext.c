@@ -173,14 +173,6 @@ static int do_slice(const vm_value *args, uint32_t n, vm_value *res, sgl_error *
 
 /* ---- strings --------------------------------------------------------------------- */
 
-static const char *find_bytes(const char *h, size_t hn, const char *nd, size_t nn) {
-    if (nn == 0) return h;
-    if (nn > hn) return NULL;
-    for (size_t i = 0; i + nn <= hn; i++)
-        if (h[i] == nd[0] && memcmp(h + i, nd, nn) == 0) return h + i;
-    return NULL;
-}
-
 static int do_replace(const vm_value *args, vm_value *res, sgl_error *err) {
     for (int i = 0; i < 3; i++)
         if (want_str("replace", args[i], i, err) < 0) return -1;
@@ -189,7 +181,7 @@ static int do_replace(const vm_value *args, vm_value *res, sgl_error *err) {
     if (on == 0) return sgl_error_set(err, "replace(): the text to replace must not be empty");
     sgl_strbuf sb = {0};
     size_t i = 0;
-    for (const char *p; (p = find_bytes(s + i, n - i, old, on));) {
+    for (const char *p; (p = memmem(s + i, n - i, old, on));) {
         sgl_strbuf_append(&sb, s + i, (size_t)(p - (s + i)));
         sgl_strbuf_append(&sb, nw, nn);
         i = (size_t)(p - s) + on;
@@ -248,7 +240,7 @@ static int do_find(bool count, const vm_value *args, vm_value *res, sgl_error *e
     const char *s = vm_str_cstr(c), *sub = vm_str_cstr(x);
     size_t n = vm_str_len(c), sn = vm_str_len(x);
     if (!count) {
-        const char *p = find_bytes(s, n, sub, sn);
+        const char *p = memmem(s, n, sub, sn);
         if (!p) return sgl_error_set(err, "index(): substring \"%.100s\" not found", sub);
         *res = vm_int(p - s);
         return 0;
@@ -259,7 +251,7 @@ static int do_find(bool count, const vm_value *args, vm_value *res, sgl_error *e
     }
     int64_t k = 0;
     for (size_t i = 0; i + sn <= n;) {
-        const char *p = find_bytes(s + i, n - i, sub, sn);
+        const char *p = memmem(s + i, n - i, sub, sn);
         if (!p) break;
         k++;
         i = (size_t)(p - s) + sn;
