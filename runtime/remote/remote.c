@@ -410,6 +410,12 @@ static double num_or(const cJSON *o, const char *k, double dflt) {
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
+/* Item i of array a as a number, or dflt. */
+static double item_num(const cJSON *a, int i, double dflt) {
+    const cJSON *v = cJSON_GetArrayItem(a, i);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
 /* Checks that a 2xx reply has the shape the protocol promises; returns NULL
  * or a description of what is wrong. */
 static const char *reply_problem(const remote_engine *re, const rm_job *j, const cJSON *r) {
@@ -543,8 +549,8 @@ static void sglang_generate_result(const cJSON *r, sgl_result *res, bool want_lp
         for (int i = 0; res->logprobs && i < n; i++) {
             const cJSON *e = cJSON_GetArrayItem(olp, i);
             sgl_token_logprob *t = &res->logprobs[i];
-            t->logprob = (float)(cJSON_IsNumber(cJSON_GetArrayItem(e, 0)) ? cJSON_GetArrayItem(e, 0)->valuedouble : 0);
-            t->token = (int32_t)(cJSON_IsNumber(cJSON_GetArrayItem(e, 1)) ? cJSON_GetArrayItem(e, 1)->valuedouble : -1);
+            t->logprob = (float)item_num(e, 0, 0);
+            t->token = (int32_t)item_num(e, 1, -1);
             const cJSON *tl = cJSON_IsArray(top) ? cJSON_GetArrayItem(top, i) : NULL;
             int nt = cJSON_IsArray(tl) ? cJSON_GetArraySize(tl) : 0;
             if (nt) {
@@ -552,8 +558,8 @@ static void sglang_generate_result(const cJSON *r, sgl_result *res, bool want_lp
                 t->top_logprobs = calloc((size_t)nt, sizeof *t->top_logprobs);
                 for (int k = 0; t->top_ids && t->top_logprobs && k < nt; k++) {
                     const cJSON *x = cJSON_GetArrayItem(tl, k);
-                    t->top_logprobs[k] = (float)(cJSON_IsNumber(cJSON_GetArrayItem(x, 0)) ? cJSON_GetArrayItem(x, 0)->valuedouble : 0);
-                    t->top_ids[k] = (int32_t)(cJSON_IsNumber(cJSON_GetArrayItem(x, 1)) ? cJSON_GetArrayItem(x, 1)->valuedouble : -1);
+                    t->top_logprobs[k] = (float)item_num(x, 0, 0);
+                    t->top_ids[k] = (int32_t)item_num(x, 1, -1);
                     t->n_top = k + 1;
                 }
             }
