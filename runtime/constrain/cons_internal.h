@@ -108,15 +108,47 @@ void cons_diag_locate(cons_diag *d, const char *text, size_t len);
 
 /* ---- automata -------------------------------------------------------------- */
 
-/* Minimised DFA over byte classes. delta[s * n_cls + cls[b]]: next state or
- * -1 (dead). Every state can reach an accepting one. Start is state 0. */
+/* DFA over byte classes. delta[s * n_cls + cls[b]]: next state or -1
+ * (dead). Every state can reach an accepting one. Start is state 0.
+ * Built whole and minimised (lz NULL), or, when large and narrow (build.c),
+ * determinised lazily: rows and forced bytes are DFA_UNKNOWN until first
+ * asked for, and n_states grows (up to cap_states). Read it only through
+ * dfa_next / dfa_forced / dfa_n_states, which build what is missing. */
+#define DFA_UNKNOWN (-2)
+typedef struct cons_dfa_lazy cons_dfa_lazy;
 typedef struct cons_dfa {
     int32_t n_states, n_cls;
+    int32_t cap_states; /* room in the arrays (built whole: n_states) */
     uint8_t cls[256];
     int32_t *delta;
     uint8_t *accept;
     int16_t *forced; /* the one byte that may follow (state not accepting), or -1 */
+    cons_dfa_lazy *lz;
 } cons_dfa;
+
+/* Lazy DFAs: builds state st's row (under the DFA's lock; other threads may
+ * read meanwhile) and returns delta[st][c], or -1 when building failed (out
+ * of memory or over the state budget: cons_dfa_failed then says so). */
+int32_t cons_dfa_expand(const cons_dfa *d, int32_t st, int32_t c);
+bool cons_dfa_failed(const cons_dfa *d);
+
+static inline int32_t dfa_next(const cons_dfa *d, int32_t s, int32_t c) {
+    int32_t t = __atomic_load_n(&d->delta[(size_t)s * d->n_cls + c], __ATOMIC_ACQUIRE);
+    return t != DFA_UNKNOWN ? t : cons_dfa_expand(d, s, c);
+}
+
+static inline int32_t dfa_forced(const cons_dfa *d, int32_t s) {
+    int16_t f = __atomic_load_n(&d->forced[s], __ATOMIC_ACQUIRE);
+    if (f == DFA_UNKNOWN) {
+        cons_dfa_expand(d, s, 0);
+        f = __atomic_load_n(&d->forced[s], __ATOMIC_ACQUIRE);
+    }
+    return f == DFA_UNKNOWN ? -1 : f;
+}
+
+static inline int32_t dfa_n_states(const cons_dfa *d) {
+    return __atomic_load_n(&d->n_states, __ATOMIC_ACQUIRE);
+}
 
 /* Byte NFA with CALL edges (grammar recursion), used by the Earley recogniser. */
 enum { CE_EPS = -1, CE_BOL = -2, CE_EOL = -3 }; /* labels; >= 0: byte set id; <= -4: CALL rule -(l+4) */

@@ -21,6 +21,7 @@
 /* Mask classes tell states apart by strings up to this long; the few longer
  * tokens are checked one by one from the actual state on every cached mask. */
 #define CLASS_DEPTH 16
+#define MEMO_BLK 1024 /* states per block of the mask-class memo */
 
 struct cons_program {
     atomic_int refs;
@@ -60,7 +61,9 @@ typedef struct class_round {
 typedef struct mask_cache {
     uint64_t serial;
     int32_t depth;     /* rounds of refinement (the longest token, at most CLASS_DEPTH) */
-    int32_t *memo;     /* depth x n_states: class of a state after each round, -1 unknown */
+    int32_t n_blk;     /* memo blocks per round (of MEMO_BLK states) */
+    int32_t **memo;    /* depth x n_blk blocks, allocated when first used: 1 + class
+                        * of a state after each round, 0 unknown */
     class_round *rounds;
     uint32_t **masks;  /* per class of the last round, NULL until computed */
     int32_t *counts;
@@ -262,14 +265,14 @@ cons_kind cons_program_kind(const cons_program *p) { return p->kind; }
 bool cons_program_is_dfa(const cons_program *p) { return p && p->dfa; }
 
 int32_t cons_program_states(const cons_program *p) {
-    return !p ? 0 : p->dfa ? p->dfa->n_states : p->nfa->n_states;
+    return !p ? 0 : p->dfa ? dfa_n_states(p->dfa) : p->nfa->n_states;
 }
 
 int cons_program_match(const cons_program *p, const char *bytes, size_t n) {
     if (p->dfa) {
         const cons_dfa *d = p->dfa;
         int32_t s = 0;
-        for (size_t i = 0; i < n && s >= 0; i++) s = d->delta[(size_t)s * d->n_cls + d->cls[(uint8_t)bytes[i]]];
+        for (size_t i = 0; i < n && s >= 0; i++) s = dfa_next(d, s, d->cls[(uint8_t)bytes[i]]);
         return s >= 0 && d->accept[s];
     }
     earley *e = earley_new(p->nfa);
@@ -579,34 +582,85 @@ static int32_t set_subtree_tokens(const cons_vocab *v, int32_t i, uint32_t *mask
 }
 
 /* Which DFA states accept every string of one byte category (cat_byte) up
- * to a length, remembered for one walk: ok[s] = a length known to pass,
- * bad[s] = one known to fail (0: none known). */
+ * to a length, remembered for one walk in a small hash table of the states
+ * the walk asks about (a walk sees a few of a DFA's states, so nothing is
+ * sized by the DFA): per state and category, ok = a length known to pass,
+ * bad = one known to fail (0: none known). */
+typedef struct pm_tab {
+    int32_t *key; /* state, or -1 */
+    uint8_t (*val)[2 * N_CATS];
+    int32_t cap, n;
+} pm_tab;
+
+static int pm_tab_init(pm_tab *t, int32_t cap) {
+    t->key = malloc(sizeof *t->key * (size_t)cap);
+    t->val = malloc(sizeof *t->val * (size_t)cap);
+    if (!t->key || !t->val) {
+        free(t->key);
+        free(t->val);
+        return -1;
+    }
+    memset(t->key, 0xff, sizeof *t->key * (size_t)cap);
+    t->cap = cap;
+    t->n = 0;
+    return 0;
+}
+
+/* The entry of state s (added zeroed), or NULL when memory runs out. */
+static uint8_t *pm_slot(pm_tab *t, int32_t s) {
+    uint32_t h = ((uint32_t)s * 2654435761u) & (uint32_t)(t->cap - 1);
+    for (; t->key[h] >= 0; h = (h + 1) & (uint32_t)(t->cap - 1))
+        if (t->key[h] == s) return t->val[h];
+    if ((t->n + 1) * 2 > t->cap) {
+        pm_tab g;
+        if (pm_tab_init(&g, t->cap * 2)) return NULL;
+        for (int32_t i = 0; i < t->cap; i++) {
+            if (t->key[i] < 0) continue;
+            uint32_t k = ((uint32_t)t->key[i] * 2654435761u) & (uint32_t)(g.cap - 1);
+            while (g.key[k] >= 0) k = (k + 1) & (uint32_t)(g.cap - 1);
+            g.key[k] = t->key[i];
+            memcpy(g.val[k], t->val[i], sizeof g.val[k]);
+        }
+        g.n = t->n;
+        free(t->key);
+        free(t->val);
+        *t = g;
+        return pm_slot(t, s);
+    }
+    t->key[h] = s;
+    memset(t->val[h], 0, sizeof t->val[h]);
+    t->n++;
+    return t->val[h];
+}
+
 typedef struct plain_memo {
     const cons_dfa *d;
+    pm_tab *tab;
+    int32_t cat;       /* category: ok at val[cat], bad at val[N_CATS + cat] */
     int32_t n_pcls;
     int32_t pcls[256]; /* the byte classes of the category's bytes */
-    uint8_t *ok, *bad;
 } plain_memo;
 
 /* True when every string of the category of at most h bytes keeps state s
  * alive (every DFA state can reach acceptance, so alive is enough). */
 static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
-    if (h <= pm->ok[s]) return true;
-    if (pm->bad[s] && h >= pm->bad[s]) return false;
-    const int32_t *row = pm->d->delta + (size_t)s * pm->d->n_cls;
+    uint8_t *e = pm_slot(pm->tab, s);
+    if (!e) return false;
+    if (h <= e[pm->cat]) return true;
+    if (e[N_CATS + pm->cat] && h >= e[N_CATS + pm->cat]) return false;
     int32_t seen[8], ns = 0;
     for (int32_t k = 0; k < pm->n_pcls; k++) {
-        int32_t t = row[pm->pcls[k]];
+        int32_t t = dfa_next(pm->d, s, pm->pcls[k]);
         bool dup = false;
         for (int32_t j = 0; j < ns && !dup; j++) dup = seen[j] == t;
         if (dup) continue;
         if (ns < 8) seen[ns++] = t;
         if (t < 0 || !plain_alive(pm, t, h - 1)) {
-            pm->bad[s] = (uint8_t)(t < 0 ? 1 : h);
+            if ((e = pm_slot(pm->tab, s))) e[N_CATS + pm->cat] = (uint8_t)(t < 0 ? 1 : h);
             return false;
         }
     }
-    pm->ok[s] = (uint8_t)h;
+    if ((e = pm_slot(pm->tab, s))) e[pm->cat] = (uint8_t)h; /* the table may have moved */
     return true;
 }
 
@@ -624,15 +678,13 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     int32_t stack_buf[256];
     int32_t *st = v->max_depth < 255 ? stack_buf : malloc(sizeof *st * ((size_t)v->max_depth + 2));
     plain_memo pm[N_CATS];
-    uint8_t *memo = calloc((size_t)d->n_states * 2 * N_CATS, 1);
-    if (!st || !memo) {
+    pm_tab tab;
+    if (!st || pm_tab_init(&tab, 256)) {
         if (st != stack_buf) free(st);
-        free(memo);
         return -1;
     }
     for (int c = 0; c < N_CATS; c++) {
-        pm[c] = (plain_memo){.d = d, .ok = memo + (size_t)d->n_states * 2 * c};
-        pm[c].bad = pm[c].ok + d->n_states;
+        pm[c] = (plain_memo){.d = d, .tab = &tab, .cat = c};
         uint8_t in[256] = {0};
         for (int b = 0; b < 256; b++)
             if (cat_byte(c, (uint8_t)b) && !in[d->cls[b]]) {
@@ -641,15 +693,13 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
             }
     }
     st[0] = s;
-    const int32_t *delta = d->delta;
-    const int32_t K = d->n_cls;
     const uint8_t *cls = d->cls;
     const struct tnode *node = v->node;
     const uint8_t *sub_h = v->sub_h, *sub_cat = v->sub_cat;
     for (int32_t i = lo; i < hi;) {
         const struct tnode *nd = &node[i];
         int32_t dep = nd->depth - base;
-        int32_t t = delta[(size_t)st[dep - 1] * K + cls[nd->byte]];
+        int32_t t = dfa_next(d, st[dep - 1], cls[nd->byte]);
         if (t < 0) {
             i = nd->skip;
             continue;
@@ -674,7 +724,8 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
         i++;
     }
     if (st != stack_buf) free(st);
-    free(memo);
+    free(tab.key);
+    free(tab.val);
     return count;
 }
 
@@ -786,7 +837,7 @@ bool cons_matcher_can_continue(const cons_matcher *m) {
     if (m->p->dfa) {
         const cons_dfa *d = m->p->dfa;
         for (int32_t c = 0; c < d->n_cls; c++)
-            if (d->delta[(size_t)m->state * d->n_cls + c] >= 0) return true;
+            if (dfa_next(d, m->state, c) >= 0) return true;
         return false;
     }
     uint32_t nb[8];
@@ -829,6 +880,8 @@ static void mask_cache_free(mask_cache *c) {
             free(c->rounds[r].tab);
         }
     free(c->rounds);
+    if (c->memo)
+        for (int32_t i = 0; i < c->depth * c->n_blk; i++) free(c->memo[i]);
     free(c->memo);
     free(c->masks);
     free(c->counts);
@@ -875,32 +928,35 @@ static int32_t round_intern(class_round *R, const int32_t *t, int32_t n) {
 /* The class of state s after r rounds (0: every state alike), or -1 (memory). */
 static int32_t mask_class(mask_cache *c, const cons_dfa *d, int32_t r, int32_t s) {
     if (r == 0) return 0;
-    int32_t *m = &c->memo[(size_t)(r - 1) * d->n_states + s];
-    if (*m >= 0) return *m;
+    int32_t **blk = &c->memo[(size_t)(r - 1) * c->n_blk + s / MEMO_BLK];
+    if (!*blk && !(*blk = calloc(MEMO_BLK, sizeof **blk))) return -1;
+    int32_t *m = &(*blk)[s % MEMO_BLK];
+    if (*m > 0) return *m - 1;
     int32_t K = d->n_cls, tup[257];
-    const int32_t *row = d->delta + (size_t)s * K;
     tup[0] = mask_class(c, d, r - 1, s);
     if (tup[0] < 0) return -1;
     for (int32_t k = 0; k < K; k++) {
-        tup[k + 1] = row[k] < 0 ? -1 : mask_class(c, d, r - 1, row[k]);
-        if (row[k] >= 0 && tup[k + 1] < 0) return -1;
+        int32_t t = dfa_next(d, s, k);
+        tup[k + 1] = t < 0 ? -1 : mask_class(c, d, r - 1, t);
+        if (t >= 0 && tup[k + 1] < 0) return -1;
     }
-    *m = round_intern(&c->rounds[r - 1], tup, K + 1);
-    return *m;
+    int32_t k = round_intern(&c->rounds[r - 1], tup, K + 1);
+    if (k >= 0) *m = k + 1;
+    return k;
 }
 
 static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
     mask_cache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    int32_t N = p->dfa->n_states;
+    int32_t N = p->dfa->cap_states;
     c->depth = v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH;
-    c->memo = malloc(sizeof *c->memo * ((size_t)N * (size_t)c->depth + 1));
+    c->n_blk = N / MEMO_BLK + 1;
+    c->memo = calloc((size_t)c->n_blk * (size_t)c->depth + 1, sizeof *c->memo);
     c->rounds = calloc((size_t)c->depth + 1, sizeof *c->rounds);
     if (!c->memo || !c->rounds) {
         mask_cache_free(c);
         return NULL;
     }
-    memset(c->memo, 0xff, sizeof *c->memo * (size_t)N * (size_t)c->depth);
     c->serial = v->serial;
     return c;
 }
@@ -925,6 +981,7 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
         pthread_mutex_unlock(&p->mu);
         mask_cache_free(nc);
     }
+    if (cons_dfa_failed(p->dfa)) return -1;
     pthread_mutex_lock(&p->mu);
     int32_t k = c ? mask_class(c, p->dfa, c->depth, s) : -1;
     const uint32_t *hit = k >= 0 && k < c->n_masks ? c->masks[k] : NULL;
@@ -937,7 +994,7 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
         for (int32_t i = 0; i < v->n_long; i++) {
             int32_t t = v->long_toks[i], st = s;
             const uint8_t *b = (const uint8_t *)v->blob + v->off[t];
-            for (size_t k2 = 0; k2 < v->len[t] && st >= 0; k2++) st = d->delta[(size_t)st * d->n_cls + d->cls[b[k2]]];
+            for (size_t k2 = 0; k2 < v->len[t] && st >= 0; k2++) st = dfa_next(d, st, d->cls[b[k2]]);
             uint32_t bit = 1u << (t & 31);
             bool was = mask[t >> 5] & bit;
             if (st >= 0 && !was) {
@@ -952,6 +1009,8 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     }
     memset(mask, 0, words * 4);
     cnt = walk_dfa(v, p->dfa, 0, v->n_nodes, 0, s, mask);
+    /* a lazy DFA that could not build a state (memory, budget) gives no mask */
+    if (p->dfa->lz && cons_dfa_failed(p->dfa)) return -1;
     if (cnt < 0 || !c || k < 0) return cnt;
     uint32_t *copy = malloc(words * 4);
     if (!copy) return cnt;
@@ -1095,7 +1154,7 @@ static int run_bytes(cons_matcher *m, const uint8_t *b, size_t n, bool commit) {
     if (m->p->dfa) {
         const cons_dfa *d = m->p->dfa;
         int32_t s = m->state;
-        for (size_t i = 0; i < n && s >= 0; i++) s = d->delta[(size_t)s * d->n_cls + d->cls[b[i]]];
+        for (size_t i = 0; i < n && s >= 0; i++) s = dfa_next(d, s, d->cls[b[i]]);
         if (s < 0) return 0;
         if (commit) m->state = s;
         return 1;
@@ -1158,9 +1217,9 @@ size_t cons_matcher_forced(cons_matcher *m, char *buf, size_t cap) {
         const cons_dfa *d = m->p->dfa;
         int32_t s = m->state;
         if (in_prefix(m)) s = 0;
-        while (n < cap && d->forced[s] >= 0) {
-            buf[n++] = (char)d->forced[s];
-            s = d->delta[(size_t)s * d->n_cls + d->cls[(uint8_t)d->forced[s]]];
+        for (int32_t f; n < cap && s >= 0 && (f = dfa_forced(d, s)) >= 0;) {
+            buf[n++] = (char)f;
+            s = dfa_next(d, s, d->cls[f]);
         }
         return n;
     }
@@ -1193,7 +1252,7 @@ size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap) {
     if (!m->p) return n;
     if (m->p->dfa) {
         const cons_dfa *d = m->p->dfa;
-        int32_t start = in_prefix(m) ? 0 : m->state, K = d->n_cls, N = d->n_states;
+        int32_t start = in_prefix(m) ? 0 : m->state, K = d->n_cls, N = d->cap_states;
         int32_t *par = malloc(sizeof *par * (size_t)N), *q = malloc(sizeof *q * (size_t)N);
         uint8_t *by = malloc((size_t)N);
         size_t res = (size_t)-1;
@@ -1211,7 +1270,7 @@ size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap) {
                 break;
             }
             for (int32_t c = 0; c < K; c++) {
-                int32_t t = d->delta[(size_t)s * K + c];
+                int32_t t = dfa_next(d, s, c);
                 if (t >= 0 && par[t] == -2) {
                     par[t] = s;
                     by[t] = rep[c];
