@@ -1113,6 +1113,30 @@ fail:
     return NULL;
 }
 
+/* Picks the NFA's largest byte sets (at least 8 bytes) into d->cats. */
+static void pick_cats(const cons_nfa *a, cons_dfa *d) {
+    d->n_cats = 0;
+    int32_t cnt[CONS_DFA_CATS] = {0};
+    for (int32_t id = 0; id < a->n_sets; id++) {
+        int32_t n = 0;
+        for (int w = 0; w < 8; w++) n += __builtin_popcount(a->sets[id][w]);
+        if (n < 8) continue;
+        uint64_t set[4];
+        for (int w = 0; w < 4; w++) set[w] = a->sets[id][2 * w] | (uint64_t)a->sets[id][2 * w + 1] << 32;
+        int32_t k = d->n_cats;
+        while (k > 0 && cnt[k - 1] < n) k--;
+        if (k >= CONS_DFA_CATS) continue;
+        int32_t last = d->n_cats < CONS_DFA_CATS ? d->n_cats : CONS_DFA_CATS - 1;
+        for (int32_t j = last; j > k; j--) {
+            cnt[j] = cnt[j - 1];
+            memcpy(d->cats[j], d->cats[j - 1], sizeof set);
+        }
+        cnt[k] = n;
+        memcpy(d->cats[k], set, sizeof set);
+        if (d->n_cats < CONS_DFA_CATS) d->n_cats++;
+    }
+}
+
 static int build_dfa(cons_nfa *a, const cons_options *opt, cons_dfa **out, bool *took_nfa,
                      cons_diag *diag) {
     sc s = {.a = a};
@@ -1188,6 +1212,7 @@ static int build_dfa(cons_nfa *a, const cons_options *opt, cons_dfa **out, bool 
             if (wmax < LAZY_WIDE) {
                 cons_dfa *lz = go_lazy(&s, a, cur, d->cls);
                 if (!lz) goto oom;
+                pick_cats(a, lz);
                 *took_nfa = true;
                 cons_dfa_free(d);
                 *out = lz;
@@ -1337,6 +1362,7 @@ static int build_dfa(cons_nfa *a, const cons_options *opt, cons_dfa **out, bool 
     free(bq);
     free(ld);
     free(lacc);
+    pick_cats(a, d);
     *out = d;
     d = NULL;
     rc = 0;

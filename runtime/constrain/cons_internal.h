@@ -115,6 +115,7 @@ void cons_diag_locate(cons_diag *d, const char *text, size_t len);
  * asked for, and n_states grows (up to cap_states). Read it only through
  * dfa_next / dfa_forced / dfa_n_states, which build what is missing. */
 #define DFA_UNKNOWN (-2)
+#define CONS_DFA_CATS 3
 typedef struct cons_dfa_lazy cons_dfa_lazy;
 typedef struct cons_dfa {
     int32_t n_states, n_cls;
@@ -124,6 +125,12 @@ typedef struct cons_dfa {
     uint8_t *accept;
     int16_t *forced; /* the one byte that may follow (state not accepting), or -1 */
     cons_dfa_lazy *lz;
+    /* The automaton's largest byte sets (classes, repetitions: [a-z ,'] in
+     * [a-z ,']{10,200}), largest first: token masks add a trie subtree whole
+     * when its bytes are all in one and the state keeps every string of
+     * them alive. */
+    int32_t n_cats;
+    uint64_t cats[CONS_DFA_CATS][4];
 } cons_dfa;
 
 /* Lazy DFAs: builds state st's row (under the DFA's lock; other threads may

@@ -102,6 +102,11 @@ struct cons_vocab {
      * subtree without visiting it. */
     int32_t *ptok, *ptok_lo;
     uint8_t *sub_h, *sub_cat;
+    /* sub_set[sub_idx[i]]: the bytes below node i (sub_idx -1: a leaf or a
+     * subtree 255 and more deep), tested against a program's own byte sets
+     * (cons_dfa.cats) the way sub_cat is against the fixed categories */
+    int32_t *sub_idx;
+    uint64_t (*sub_set)[4];
 };
 
 struct cons_matcher {
@@ -409,10 +414,15 @@ static int plain_summaries(cons_vocab *v) {
     v->ptok_lo = malloc(sizeof *v->ptok_lo * ((size_t)N + 1));
     v->sub_h = calloc((size_t)N + 1, 1);
     v->sub_cat = calloc((size_t)N + 1, 1);
-    int32_t total = 0;
-    for (int32_t i = 0; i < N; i++) total += v->node[i].ntok;
+    v->sub_idx = malloc(sizeof *v->sub_idx * ((size_t)N + 1));
+    int32_t total = 0, inner = 0;
+    for (int32_t i = 0; i < N; i++) {
+        total += v->node[i].ntok;
+        inner += v->node[i].skip > i + 1;
+    }
     v->ptok = malloc(sizeof *v->ptok * ((size_t)total + 1));
-    if (!h || !v->ptok_lo || !v->sub_h || !v->sub_cat || !v->ptok) {
+    v->sub_set = malloc(sizeof *v->sub_set * ((size_t)inner + 1));
+    if (!h || !v->ptok_lo || !v->sub_h || !v->sub_cat || !v->ptok || !v->sub_idx || !v->sub_set) {
         free(h);
         return -1;
     }
@@ -428,19 +438,32 @@ static int plain_summaries(cons_vocab *v) {
         catof[b] = 0;
         for (int c = 0; c < N_CATS; c++) catof[b] |= (uint8_t)(cat_byte(c, (uint8_t)b) << c);
     }
+    int32_t n_set = 0;
     for (int32_t i = N - 1; i >= 0; i--) {
         int32_t hi = 0;
         uint8_t cat = (1u << N_CATS) - 1;
+        uint64_t below[4] = {0};
+        v->sub_idx[i] = -1;
         for (int32_t c = i + 1; c < v->node[i].skip; c = v->node[c].skip) {
             cat &= catof[v->node[c].byte] & v->sub_cat[c];
             if (h[c] + 1 > hi) hi = h[c] + 1;
+            below[v->node[c].byte >> 6] |= 1ull << (v->node[c].byte & 63);
+            if (v->sub_idx[c] >= 0)
+                for (int w = 0; w < 4; w++) below[w] |= v->sub_set[v->sub_idx[c]][w];
+        }
+        if (hi > 0) {
+            v->sub_idx[i] = n_set;
+            memcpy(v->sub_set[n_set++], below, sizeof below);
         }
         h[i] = hi;
         v->sub_h[i] = (uint8_t)(hi < 255 ? hi : 0);
         v->sub_cat[i] = v->sub_h[i] ? cat : (uint8_t)(hi ? 0 : (1u << N_CATS) - 1);
     }
     for (int32_t i = 0; i < N; i++)
-        if (!v->sub_h[i]) v->sub_cat[i] = 0;
+        if (!v->sub_h[i]) {
+            v->sub_cat[i] = 0;
+            v->sub_idx[i] = -1;
+        }
     free(h);
     return 0;
 }
@@ -554,6 +577,8 @@ void cons_vocab_free(cons_vocab *v) {
     free(v->ptok_lo);
     free(v->sub_h);
     free(v->sub_cat);
+    free(v->sub_idx);
+    free(v->sub_set);
     free(v);
 }
 
@@ -586,9 +611,10 @@ static int32_t set_subtree_tokens(const cons_vocab *v, int32_t i, uint32_t *mask
  * the walk asks about (a walk sees a few of a DFA's states, so nothing is
  * sized by the DFA): per state and category, ok = a length known to pass,
  * bad = one known to fail (0: none known). */
+#define MAX_CATS (N_CATS + CONS_DFA_CATS)
 typedef struct pm_tab {
     int32_t *key; /* state, or -1 */
-    uint8_t (*val)[2 * N_CATS];
+    uint8_t (*val)[2 * MAX_CATS];
     int32_t cap, n;
 } pm_tab;
 
@@ -636,7 +662,7 @@ static uint8_t *pm_slot(pm_tab *t, int32_t s) {
 typedef struct plain_memo {
     const cons_dfa *d;
     pm_tab *tab;
-    int32_t cat;       /* category: ok at val[cat], bad at val[N_CATS + cat] */
+    int32_t cat;       /* category: ok at val[cat], bad at val[MAX_CATS + cat] */
     int32_t n_pcls;
     int32_t pcls[256]; /* the byte classes of the category's bytes */
 } plain_memo;
@@ -647,7 +673,7 @@ static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
     uint8_t *e = pm_slot(pm->tab, s);
     if (!e) return false;
     if (h <= e[pm->cat]) return true;
-    if (e[N_CATS + pm->cat] && h >= e[N_CATS + pm->cat]) return false;
+    if (e[MAX_CATS + pm->cat] && h >= e[MAX_CATS + pm->cat]) return false;
     int32_t seen[8], ns = 0;
     for (int32_t k = 0; k < pm->n_pcls; k++) {
         int32_t t = dfa_next(pm->d, s, pm->pcls[k]);
@@ -656,7 +682,7 @@ static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
         if (dup) continue;
         if (ns < 8) seen[ns++] = t;
         if (t < 0 || !plain_alive(pm, t, h - 1)) {
-            if ((e = pm_slot(pm->tab, s))) e[N_CATS + pm->cat] = (uint8_t)(t < 0 ? 1 : h);
+            if ((e = pm_slot(pm->tab, s))) e[MAX_CATS + pm->cat] = (uint8_t)(t < 0 ? 1 : h);
             return false;
         }
     }
@@ -677,17 +703,20 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     }
     int32_t stack_buf[256];
     int32_t *st = v->max_depth < 255 ? stack_buf : malloc(sizeof *st * ((size_t)v->max_depth + 2));
-    plain_memo pm[N_CATS];
+    plain_memo pm[MAX_CATS];
     pm_tab tab;
     if (!st || pm_tab_init(&tab, 256)) {
         if (st != stack_buf) free(st);
         return -1;
     }
-    for (int c = 0; c < N_CATS; c++) {
+    /* the fixed categories, then the program's own large byte sets */
+    int32_t n_cats = N_CATS + d->n_cats;
+    for (int c = 0; c < n_cats; c++) {
         pm[c] = (plain_memo){.d = d, .tab = &tab, .cat = c};
         uint8_t in[256] = {0};
         for (int b = 0; b < 256; b++)
-            if (cat_byte(c, (uint8_t)b) && !in[d->cls[b]]) {
+            if ((c < N_CATS ? cat_byte(c, (uint8_t)b) : (d->cats[c - N_CATS][b >> 6] >> (b & 63)) & 1) &&
+                !in[d->cls[b]]) {
                 in[d->cls[b]] = 1;
                 pm[c].pcls[pm[c].n_pcls++] = d->cls[b];
             }
@@ -704,10 +733,18 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
             i = nd->skip;
             continue;
         }
-        if (sub_cat[i]) {
+        if (sub_h[i]) {
             bool all = false;
             for (int c = 0; c < N_CATS && !all; c++)
                 all = ((sub_cat[i] >> c) & 1) && plain_alive(&pm[c], t, sub_h[i]);
+            if (!all && n_cats > N_CATS) {
+                const uint64_t *below = v->sub_set[v->sub_idx[i]];
+                for (int c = N_CATS; c < n_cats && !all; c++) {
+                    const uint64_t *cs = d->cats[c - N_CATS];
+                    all = !(below[0] & ~cs[0]) && !(below[1] & ~cs[1]) && !(below[2] & ~cs[2]) &&
+                          !(below[3] & ~cs[3]) && plain_alive(&pm[c], t, sub_h[i]);
+                }
+            }
             if (all) {
                 count += set_subtree_tokens(v, i, mask);
                 i = nd->skip;
