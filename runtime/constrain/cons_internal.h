@@ -202,12 +202,14 @@ void earley_next_bytes(const earley *e, uint32_t out[8]);
 int earley_walk_begin(earley *e);
 int earley_walk_push(earley *e, uint8_t b); /* as earley_push */
 void earley_walk_end(earley *e);
-/* During a walk: 1 when the last set is interned and pushing any byte of
- * bytes[8] gives that same set back, so every string of those bytes keeps
- * the text viable (a JSON string's interior); 0 when not or unknown. The
- * answer is remembered per set under slot (0..3: one per byte set asked
- * about). The chart is left as it was. */
-int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8]);
+/* During a walk: 1 when pushing any byte of bytes[8] gives the last set
+ * back, so every string of those bytes keeps the text viable (a JSON
+ * string's interior, an s-expression's atom); 0 when not or unknown. For
+ * an interned set the answer is remembered per set under slot (0..3: one
+ * per byte set asked about); for one that is not (origins inside the walk)
+ * it is found by pushing one byte per grammar byte class of bytes[8], at
+ * most max_push of them, and comparing items. The chart is left as it was. */
+int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8], int32_t max_push);
 /* Writes into *out (malloc'd, caller frees; *n ints) a key of what decides
  * the recogniser's future: the last set and every set its items' origins
  * reach, with origins renumbered in visiting order. Equal keys: equal

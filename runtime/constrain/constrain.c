@@ -789,7 +789,8 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
         if (memo && v->sub_cat[i]) {
             bool all = false;
             for (int c = 0; c < N_CATS && !all; c++)
-                all = ((v->sub_cat[i] >> c) & 1) && earley_walk_loops(e, c, cats[c]) == 1;
+                all = ((v->sub_cat[i] >> c) & 1) &&
+                      earley_walk_loops(e, c, cats[c], (v->node[i].skip - i) / 4) == 1;
             if (all) {
                 count += set_subtree_tokens(v, i, mask);
                 i = v->node[i].skip;
