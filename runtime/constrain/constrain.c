@@ -46,13 +46,15 @@ typedef struct emask {
 
 #define EMASK_MAX 4096 /* entries per program; beyond, masks are walked each time */
 
-/* One round of mask classes: the distinct tuples (class of the state, class
- * of its successor on every byte class, -1 dead) of the round before, in an
- * open-addressing table; a tuple's index is its class at this round. */
+/* One round of mask classes: the distinct tuples of the round before (see
+ * mask_class), of varying length, in an open-addressing table; a tuple's
+ * index is its class at this round. */
 typedef struct class_round {
-    int32_t *tup; /* n tuples of (n_cls + 1) ints */
+    int32_t *data;  /* tuples back to back */
+    int64_t n_data, cap_data;
+    int64_t *off;   /* tuple i: data[off[i] .. off[i + 1]) */
     int32_t n, cap;
-    int32_t *tab; /* tuple index or -1; tab_cap a power of two */
+    int32_t *tab;   /* tuple index or -1; tab_cap a power of two */
     int32_t tab_cap;
 } class_round;
 
@@ -60,6 +62,8 @@ typedef struct class_round {
  * classes are computed on demand, state by state (see mask_class). */
 typedef struct mask_cache {
     uint64_t serial;
+    bool exact;        /* masks per state (a DFA built whole: at most a few
+                        * thousand states) rather than per mask class */
     int32_t depth;     /* rounds of refinement (the longest token, at most CLASS_DEPTH) */
     int32_t n_blk;     /* memo blocks per round (of MEMO_BLK states) */
     int32_t **memo;    /* depth x n_blk blocks, allocated when first used: 1 + class
@@ -914,7 +918,8 @@ static void mask_cache_free(mask_cache *c) {
     for (int32_t i = 0; i < c->n_masks; i++) free(c->masks[i]);
     if (c->rounds)
         for (int32_t r = 0; r < c->depth; r++) {
-            free(c->rounds[r].tup);
+            free(c->rounds[r].data);
+            free(c->rounds[r].off);
             free(c->rounds[r].tab);
         }
     free(c->rounds);
@@ -940,7 +945,8 @@ static int32_t round_intern(class_round *R, const int32_t *t, int32_t n) {
         if (!tab) return -1;
         for (int32_t i = 0; i < cap; i++) tab[i] = -1;
         for (int32_t i = 0; i < R->n; i++) {
-            uint32_t h = (uint32_t)tup_hash(R->tup + (size_t)i * n, n) & (uint32_t)(cap - 1);
+            uint32_t h = (uint32_t)tup_hash(R->data + R->off[i], (int32_t)(R->off[i + 1] - R->off[i])) &
+                         (uint32_t)(cap - 1);
             while (tab[h] >= 0) h = (h + 1) & (uint32_t)(cap - 1);
             tab[h] = i;
         }
@@ -949,36 +955,84 @@ static int32_t round_intern(class_round *R, const int32_t *t, int32_t n) {
         R->tab_cap = cap;
     }
     uint32_t h = (uint32_t)tup_hash(t, n) & (uint32_t)(R->tab_cap - 1);
-    for (; R->tab[h] >= 0; h = (h + 1) & (uint32_t)(R->tab_cap - 1))
-        if (memcmp(R->tup + (size_t)R->tab[h] * n, t, sizeof *t * (size_t)n) == 0) return R->tab[h];
-    if (R->n == R->cap) {
+    for (; R->tab[h] >= 0; h = (h + 1) & (uint32_t)(R->tab_cap - 1)) {
+        int32_t i = R->tab[h];
+        if (R->off[i + 1] - R->off[i] == n && memcmp(R->data + R->off[i], t, sizeof *t * (size_t)n) == 0)
+            return i;
+    }
+    if (R->n + 2 > R->cap) {
         int32_t cap = R->cap ? R->cap * 2 : 64;
-        int32_t *v = realloc(R->tup, sizeof *v * (size_t)cap * (size_t)n);
-        if (!v) return -1;
-        R->tup = v;
+        int64_t *o = realloc(R->off, sizeof *o * (size_t)cap);
+        if (!o) return -1;
+        if (!R->off) o[0] = 0;
+        R->off = o;
         R->cap = cap;
     }
-    memcpy(R->tup + (size_t)R->n * n, t, sizeof *t * (size_t)n);
+    if (R->n_data + n > R->cap_data) {
+        int64_t cap = R->cap_data ? R->cap_data * 2 : 1024;
+        while (cap < R->n_data + n) cap *= 2;
+        int32_t *v = realloc(R->data, sizeof *v * (size_t)cap);
+        if (!v) return -1;
+        R->data = v;
+        R->cap_data = cap;
+    }
+    memcpy(R->data + R->n_data, t, sizeof *t * (size_t)n);
+    R->n_data += n;
+    R->off[R->n + 1] = R->n_data;
     R->tab[h] = R->n;
     return R->n++;
 }
 
-/* The class of state s after r rounds (0: every state alike), or -1 (memory). */
+/* The class of state s after r rounds (0: every state alike), or -1 (memory).
+ * Round r's tuple: the state's class at round r-1, then, for each class of
+ * round r-1 its successors fall in (ascending), that class and the byte
+ * classes leading there (a 256-bit set). Successors are grouped by state
+ * first, so a state whose byte classes mostly share a successor (a string
+ * interior) costs one recursive step, not one per byte class. */
 static int32_t mask_class(mask_cache *c, const cons_dfa *d, int32_t r, int32_t s) {
     if (r == 0) return 0;
     int32_t **blk = &c->memo[(size_t)(r - 1) * c->n_blk + s / MEMO_BLK];
     if (!*blk && !(*blk = calloc(MEMO_BLK, sizeof **blk))) return -1;
     int32_t *m = &(*blk)[s % MEMO_BLK];
     if (*m > 0) return *m - 1;
-    int32_t K = d->n_cls, tup[257];
-    tup[0] = mask_class(c, d, r - 1, s);
-    if (tup[0] < 0) return -1;
+    int32_t K = d->n_cls;
+    int32_t tgt[256], gc[256], ng = 0;
+    int16_t gof[256]; /* byte class -> group, -1 dead */
     for (int32_t k = 0; k < K; k++) {
-        int32_t t = dfa_next(d, s, k);
-        tup[k + 1] = t < 0 ? -1 : mask_class(c, d, r - 1, t);
-        if (t >= 0 && tup[k + 1] < 0) return -1;
+        int32_t t = dfa_next(d, s, k), g = 0;
+        gof[k] = -1;
+        if (t < 0) continue;
+        while (g < ng && tgt[g] != t) g++;
+        if (g == ng) tgt[ng++] = t;
+        gof[k] = (int16_t)g;
     }
-    int32_t k = round_intern(&c->rounds[r - 1], tup, K + 1);
+    int32_t self = mask_class(c, d, r - 1, s);
+    if (self < 0) return -1;
+    for (int32_t g = 0; g < ng; g++)
+        if ((gc[g] = mask_class(c, d, r - 1, tgt[g])) < 0) return -1;
+    /* the tuple (built after the recursion, which keeps stack frames small):
+     * successor classes ascending, each with the byte classes leading to it */
+    int32_t tup[1 + 256 * 9], n = 0;
+    tup[n++] = self;
+    for (int32_t done = 0; done < ng;) {
+        int32_t cl = INT32_MAX;
+        for (int32_t g = 0; g < ng; g++)
+            if (gc[g] >= 0 && gc[g] < cl) cl = gc[g];
+        uint64_t bits[4] = {0};
+        for (int32_t g = 0; g < ng; g++)
+            if (gc[g] == cl) {
+                for (int32_t k = 0; k < K; k++)
+                    if (gof[k] == g) bits[k >> 6] |= 1ull << (k & 63);
+                gc[g] = -1;
+                done++;
+            }
+        tup[n++] = cl;
+        for (int w = 0; w < 4; w++) {
+            tup[n++] = (int32_t)(uint32_t)bits[w];
+            tup[n++] = (int32_t)(uint32_t)(bits[w] >> 32);
+        }
+    }
+    int32_t k = round_intern(&c->rounds[r - 1], tup, n);
     if (k >= 0) *m = k + 1;
     return k;
 }
@@ -987,6 +1041,7 @@ static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
     mask_cache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     int32_t N = p->dfa->cap_states;
+    c->exact = !p->dfa->lz;
     c->depth = v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH;
     c->n_blk = N / MEMO_BLK + 1;
     c->memo = calloc((size_t)c->n_blk * (size_t)c->depth + 1, sizeof *c->memo);
@@ -1021,12 +1076,13 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     }
     if (cons_dfa_failed(p->dfa)) return -1;
     pthread_mutex_lock(&p->mu);
-    int32_t k = c ? mask_class(c, p->dfa, c->depth, s) : -1;
+    int32_t k = !c ? -1 : c->exact ? s : mask_class(c, p->dfa, c->depth, s);
     const uint32_t *hit = k >= 0 && k < c->n_masks ? c->masks[k] : NULL;
     int32_t cnt = hit ? c->counts[k] : 0;
     pthread_mutex_unlock(&p->mu);
     if (hit) {
         memcpy(mask, hit, words * 4);
+        if (c->exact) return cnt;
         /* tokens longer than the class depth: as state s itself decides */
         const cons_dfa *d = p->dfa;
         for (int32_t i = 0; i < v->n_long; i++) {
