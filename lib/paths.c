@@ -75,7 +75,7 @@ int sglc_source_root(char *out, size_t cap) {
     char a[2][PATH_MAX];
     int n = anchors(a);
     for (int i = 0; i < n; i++) {
-        char marker[PATH_MAX + 64];
+        char marker[3 * PATH_MAX];
         snprintf(marker, sizeof marker, "%s/%s", a[i], SGLC_UNINSTALLED_MARKER);
         FILE *f = fopen(marker, "r");
         if (!f) continue;
@@ -93,7 +93,7 @@ int sglc_source_root(char *out, size_t cap) {
 typedef bool (*visit_fn)(const char *dir, const char *rel, void *ctx);
 
 static bool each_data_dir(const char *rel, visit_fn visit, void *ctx) {
-    char buf[PATH_MAX + 64];
+    char buf[3 * PATH_MAX];
     const char *xdg = getenv("XDG_DATA_HOME");
     const char *home = getenv("HOME");
     if (xdg && *xdg == '/') {
@@ -139,12 +139,17 @@ typedef struct found {
 
 static bool try_dir(const char *dir, const char *rel, void *ctx) {
     found *f = ctx;
-    char buf[2 * PATH_MAX];
-    snprintf(buf, sizeof buf, "%s/%s", dir, rel);
+    size_t n = strlen(dir) + strlen(rel) + 2;
+    char *buf = malloc(n);
+    if (!buf) return false;
+    snprintf(buf, n, "%s/%s", dir, rel);
     if (f->searched) sglc_strlist_add(f->searched, buf);
-    if (access(buf, R_OK) != 0) return false;
-    f->path = dup_str(buf);
-    return f->path != NULL;
+    if (access(buf, R_OK) != 0) {
+        free(buf);
+        return false;
+    }
+    f->path = buf;
+    return true;
 }
 
 char *sglc_data_path(const char *rel) {

@@ -187,8 +187,8 @@ char *sglc_program_functions_json(const sglc_program *p);
  *    "output": "what print() wrote", "error": null|"...", "seconds": s,
  *    "requests": N, "prompt_tokens": N, "completion_tokens": N,
  *    "cached_tokens": N}
- * (a returned stream appears as its variables); on other statuses it is
- * NULL. */
+ * ("result" is null for a function run on a stream: what it generated is in
+ * "variables"); on other statuses it is NULL. */
 sglc_status sglc_program_run(const sglc_program *p, sglc_engine *e, const char *fn,
                              const char *args_json, const char *options_json,
                              char **result_json, sglc_error *err);
