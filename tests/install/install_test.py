@@ -16,7 +16,7 @@ installed as a user would, away from the checkout:
     with JSON arguments on the fake engine and the tiny model and prints
     the results as JSON, which are checked here.
 
-Usage: install_test.py BUILD_DIR SOURCE_DIR TINY_MODEL EXAMPLE.sgl EMBED.c SANITIZE
+Usage: install_test.py MESON BUILD_DIR SOURCE_DIR TINY_MODEL EXAMPLE.sgl EMBED.c SANITIZE
 """
 import glob
 import json
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 
-build, src, tiny, example, embed_c, sanitize = sys.argv[1:7]
+meson, build, src, tiny, example, embed_c, sanitize = sys.argv[1:8]
 tiny = os.path.abspath(tiny)
 failures = []
 
@@ -50,9 +50,9 @@ def run(cmd, env=None, cwd=None, check_rc=True):
 tmp = tempfile.mkdtemp(prefix="sglc-install-")
 try:
     dest = os.path.join(tmp, "dest")
-    run(["meson", "install", "-C", build, "--no-rebuild", "--quiet", "--destdir", dest])
+    run([meson, "install", "-C", build, "--no-rebuild", "--quiet", "--destdir", dest])
     opts = {o["name"]: o["value"] for o in json.loads(
-        run(["meson", "introspect", build, "--buildoptions"]).stdout)}
+        run([meson, "introspect", build, "--buildoptions"]).stdout)}
     prefix = dest + opts["prefix"]
     bindir = os.path.join(prefix, opts["bindir"])
     libdir = os.path.join(prefix, opts["libdir"])
@@ -92,6 +92,9 @@ try:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8"}
     r = run([sglc, "run", ex, "--fake"], env=env, cwd=work)
     check("A:ok" in r.stdout, "installed sglc runs %s on the fake engine: %r" % (ex, r.stdout))
+    r = run([sglc, "bench", "mmlu", "--fake", "--quick", "--modes", "full"], env=env, cwd=work)
+    check("mmlu" in r.stdout and "full" in r.stdout,
+          "installed sglc bench finds the installed workloads: %r" % r.stdout[-300:])
     r = run([sglc, "--version"], env=env, cwd=work)
     check(r.stdout.strip() != "", "sglc --version prints")
     r = run([sglc, "run", ex], env=env, cwd=work, check_rc=False)
