@@ -22,6 +22,7 @@
  * tokens are checked one by one from the actual state on every cached mask. */
 #define CLASS_DEPTH 16
 #define MEMO_BLK 1024 /* states per block of the mask-class memo */
+#define CLASS_AFTER 16 /* walks of a lazy DFA's masks before mask classes are used */
 
 struct cons_program {
     atomic_int refs;
@@ -72,6 +73,13 @@ typedef struct mask_cache {
     uint32_t **masks;  /* per class of the last round, NULL until computed */
     int32_t *counts;
     int32_t n_masks;   /* capacity of masks / counts */
+    /* lazy DFAs: masks per state too, the only ones until CLASS_AFTER walks
+     * (classes cost a neighbourhood of states, built and refined, which
+     * pays only where many states share masks: long strings) */
+    uint32_t **smasks;
+    int32_t *scounts;
+    int32_t n_smasks;
+    int32_t walks;
     struct mask_cache *next;
 } mask_cache;
 
@@ -916,6 +924,9 @@ static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
 static void mask_cache_free(mask_cache *c) {
     if (!c) return;
     for (int32_t i = 0; i < c->n_masks; i++) free(c->masks[i]);
+    for (int32_t i = 0; i < c->n_smasks; i++) free(c->smasks[i]);
+    free(c->smasks);
+    free(c->scounts);
     if (c->rounds)
         for (int32_t r = 0; r < c->depth; r++) {
             free(c->rounds[r].data);
@@ -1054,6 +1065,30 @@ static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
     return c;
 }
 
+/* Keeps a copy of mask (cnt tokens) as (*masks)[k] unless one is there.
+ * Under p->mu; on out of memory nothing is kept. */
+static void keep_mask(uint32_t ***masks, int32_t **counts, int32_t *n, int32_t k, const uint32_t *mask,
+                      int32_t cnt, size_t words) {
+    if (k >= *n) {
+        int32_t cap = *n ? *n : 16;
+        while (cap <= k) cap *= 2;
+        uint32_t **ms = realloc(*masks, sizeof *ms * (size_t)cap);
+        if (!ms) return;
+        *masks = ms;
+        int32_t *cs = realloc(*counts, sizeof *cs * (size_t)cap);
+        if (!cs) return;
+        *counts = cs;
+        for (int32_t i = *n; i < cap; i++) ms[i] = NULL;
+        *n = cap;
+    }
+    if ((*masks)[k]) return;
+    uint32_t *copy = malloc(words * 4);
+    if (!copy) return;
+    memcpy(copy, mask, words * 4);
+    (*masks)[k] = copy;
+    (*counts)[k] = cnt;
+}
+
 /* The mask of DFA state s, from the program's cache (computed on a miss). */
 static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_t *mask) {
     size_t words = cons_mask_words(v);
@@ -1076,7 +1111,13 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     }
     if (cons_dfa_failed(p->dfa)) return -1;
     pthread_mutex_lock(&p->mu);
-    int32_t k = !c ? -1 : c->exact ? s : mask_class(c, p->dfa, c->depth, s);
+    if (c && !c->exact && s < c->n_smasks && c->smasks[s]) {
+        memcpy(mask, c->smasks[s], words * 4);
+        int32_t n = c->scounts[s];
+        pthread_mutex_unlock(&p->mu);
+        return n;
+    }
+    int32_t k = !c ? -1 : c->exact ? s : c->walks >= CLASS_AFTER ? mask_class(c, p->dfa, c->depth, s) : -1;
     const uint32_t *hit = k >= 0 && k < c->n_masks ? c->masks[k] : NULL;
     int32_t cnt = hit ? c->counts[k] : 0;
     pthread_mutex_unlock(&p->mu);
@@ -1105,30 +1146,14 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     cnt = walk_dfa(v, p->dfa, 0, v->n_nodes, 0, s, mask);
     /* a lazy DFA that could not build a state (memory, budget) gives no mask */
     if (p->dfa->lz && cons_dfa_failed(p->dfa)) return -1;
-    if (cnt < 0 || !c || k < 0) return cnt;
-    uint32_t *copy = malloc(words * 4);
-    if (!copy) return cnt;
-    memcpy(copy, mask, words * 4);
+    if (cnt < 0 || !c) return cnt;
     pthread_mutex_lock(&p->mu);
-    if (k >= c->n_masks) {
-        int32_t cap = c->n_masks ? c->n_masks : 16;
-        while (cap <= k) cap *= 2;
-        uint32_t **ms = realloc(c->masks, sizeof *ms * (size_t)cap);
-        if (ms) c->masks = ms;
-        int32_t *cs = ms ? realloc(c->counts, sizeof *cs * (size_t)cap) : NULL;
-        if (cs) {
-            c->counts = cs;
-            for (int32_t i = c->n_masks; i < cap; i++) c->masks[i] = NULL;
-            c->n_masks = cap;
-        }
-    }
-    if (k < c->n_masks && !c->masks[k]) {
-        c->masks[k] = copy;
-        c->counts[k] = cnt;
-        copy = NULL;
+    if (k >= 0) keep_mask(&c->masks, &c->counts, &c->n_masks, k, mask, cnt, words);
+    if (!c->exact) {
+        keep_mask(&c->smasks, &c->scounts, &c->n_smasks, s, mask, cnt, words);
+        c->walks++;
     }
     pthread_mutex_unlock(&p->mu);
-    free(copy);
     return cnt;
 }
 
