@@ -749,7 +749,9 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
             bool all = false;
             for (int c = 0; c < N_CATS && !all; c++)
                 all = ((sub_cat[i] >> c) & 1) && plain_alive(&pm[c], t, sub_h[i]);
-            if (!all && n_cats > N_CATS) {
+            /* (the program's sets cost two more loads from memory: only for
+             * subtrees worth skipping) */
+            if (!all && n_cats > N_CATS && nd->skip - i > 8) {
                 const uint64_t *below = v->sub_set[v->sub_idx[i]];
                 for (int c = N_CATS; c < n_cats && !all; c++) {
                     const uint64_t *cs = d->cats[c - N_CATS];
