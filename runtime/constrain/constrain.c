@@ -419,6 +419,41 @@ static bool cat_byte(int c, uint8_t b) {
     }
 }
 
+/* Bit UTF8_CAT of sub_cat: below the node, every token goes on with whole,
+ * validly encoded characters, each a plain byte (category 0) or one at
+ * U+0080 and above: text a JSON string holds as it is (accents, CJK,
+ * emoji), which byte categories cannot describe. */
+#define UTF8_CAT N_CATS
+
+static bool utf8_char_ok(const cons_vocab *v, const uint8_t *vb, int32_t c);
+
+/* Node p ends a character missing `need` bytes, the next one in lo..hi. */
+static bool utf8_cont_ok(const cons_vocab *v, const uint8_t *vb, int32_t p, int need, uint8_t lo, uint8_t hi) {
+    if (v->node[p].ntok) return false; /* a token ends inside the character */
+    for (int32_t c = p + 1; c < v->node[p].skip; c = v->node[c].skip) {
+        uint8_t b = v->node[c].byte;
+        if (b < lo || b > hi) return false;
+        if (need == 1 ? !vb[c] : !utf8_cont_ok(v, vb, c, need - 1, 0x80, 0xBF)) return false;
+    }
+    return true;
+}
+
+/* Node c holds the first byte of a character: the character is whole and
+ * valid on every path, and text as above follows (vb: per node, whether
+ * its subtree below is such text). */
+static bool utf8_char_ok(const cons_vocab *v, const uint8_t *vb, int32_t c) {
+    uint8_t b = v->node[c].byte;
+    if (b < 0x80) return cat_byte(0, b) && vb[c];
+    if (b >= 0xC2 && b <= 0xDF) return utf8_cont_ok(v, vb, c, 1, 0x80, 0xBF);
+    if (b == 0xE0) return utf8_cont_ok(v, vb, c, 2, 0xA0, 0xBF);
+    if (b == 0xED) return utf8_cont_ok(v, vb, c, 2, 0x80, 0x9F);
+    if (b >= 0xE1 && b <= 0xEF) return utf8_cont_ok(v, vb, c, 2, 0x80, 0xBF);
+    if (b == 0xF0) return utf8_cont_ok(v, vb, c, 3, 0x90, 0xBF);
+    if (b >= 0xF1 && b <= 0xF3) return utf8_cont_ok(v, vb, c, 3, 0x80, 0xBF);
+    if (b == 0xF4) return utf8_cont_ok(v, vb, c, 3, 0x80, 0x8F);
+    return false;
+}
+
 /* Fills ptok, ptok_lo, sub_h and sub_cat (see struct cons_vocab). Returns 0 or -1. */
 static int plain_summaries(cons_vocab *v) {
     int32_t N = v->n_nodes;
@@ -471,6 +506,18 @@ static int plain_summaries(cons_vocab *v) {
         v->sub_h[i] = (uint8_t)(hi < 255 ? hi : 0);
         v->sub_cat[i] = v->sub_h[i] ? cat : (uint8_t)(hi ? 0 : (1u << N_CATS) - 1);
     }
+    /* whole UTF-8 text below (children first: reverse preorder) */
+    uint8_t *vb = malloc((size_t)N + 1);
+    if (!vb) {
+        free(h);
+        return -1;
+    }
+    for (int32_t i = N - 1; i >= 0; i--) {
+        vb[i] = 1;
+        for (int32_t c = i + 1; c < v->node[i].skip && vb[i]; c = v->node[c].skip) vb[i] = utf8_char_ok(v, vb, c);
+        if (vb[i] && v->sub_h[i]) v->sub_cat[i] |= 1u << UTF8_CAT;
+    }
+    free(vb);
     for (int32_t i = 0; i < N; i++)
         if (!v->sub_h[i]) {
             v->sub_cat[i] = 0;
@@ -623,7 +670,7 @@ static int32_t set_subtree_tokens(const cons_vocab *v, int32_t i, uint32_t *mask
  * the walk asks about (a walk sees a few of a DFA's states, so nothing is
  * sized by the DFA): per state and category, ok = a length known to pass,
  * bad = one known to fail (0: none known). */
-#define MAX_CATS (N_CATS + CONS_DFA_CATS)
+#define MAX_CATS (N_CATS + 1 + CONS_DFA_CATS) /* fixed, UTF-8 text, the program's sets */
 typedef struct pm_tab {
     int32_t *key; /* state, or -1 */
     uint8_t (*val)[2 * MAX_CATS];
@@ -702,6 +749,59 @@ static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
     return true;
 }
 
+/* As plain_alive for UTF-8 text (UTF8_CAT): every string of at most h
+ * bytes made of whole, valid characters (plain bytes, or U+0080 and above)
+ * keeps state s alive. pm: category 0's memo (its byte classes are the
+ * plain ones); results are kept under slot UTF8_CAT. */
+static bool utf8_alive(plain_memo *pm, int32_t s, int32_t h);
+
+/* The bytes of a character after its first, `need` of them, the next in
+ * lo..hi, from state s; then utf8_alive with h. */
+static bool utf8_rest_alive(plain_memo *pm, int32_t s, int need, uint8_t lo, uint8_t hi, int32_t h) {
+    const cons_dfa *d = pm->d;
+    int32_t last_cls = -1;
+    for (int b = lo; b <= hi; b++) {
+        if (d->cls[b] == last_cls) continue;
+        last_cls = d->cls[b];
+        int32_t t = dfa_next(d, s, d->cls[b]);
+        if (t < 0) return false;
+        if (need == 1 ? !utf8_alive(pm, t, h) : !utf8_rest_alive(pm, t, need - 1, 0x80, 0xBF, h)) return false;
+    }
+    return true;
+}
+
+static bool utf8_alive(plain_memo *pm, int32_t s, int32_t h) {
+    if (h <= 0) return true;
+    uint8_t *e = pm_slot(pm->tab, s);
+    if (!e) return false;
+    if (h <= e[UTF8_CAT]) return true;
+    if (e[MAX_CATS + UTF8_CAT] && h >= e[MAX_CATS + UTF8_CAT]) return false;
+    static const struct { uint8_t lo, hi, need, lo2, hi2; } lead[] = {
+        {0xC2, 0xDF, 1, 0x80, 0xBF}, {0xE0, 0xE0, 2, 0xA0, 0xBF}, {0xE1, 0xEC, 2, 0x80, 0xBF},
+        {0xED, 0xED, 2, 0x80, 0x9F}, {0xEE, 0xEF, 2, 0x80, 0xBF}, {0xF0, 0xF0, 3, 0x90, 0xBF},
+        {0xF1, 0xF3, 3, 0x80, 0xBF}, {0xF4, 0xF4, 3, 0x80, 0x8F}};
+    bool ok = plain_alive(pm, s, 1); /* one plain byte: then recurse below */
+    for (int32_t k = 0; ok && k < pm->n_pcls; k++) {
+        int32_t t = dfa_next(pm->d, s, pm->pcls[k]);
+        ok = t >= 0 && utf8_alive(pm, t, h - 1);
+    }
+    for (size_t g = 0; ok && g < sizeof lead / sizeof lead[0]; g++) {
+        if (lead[g].need + 1 > h) continue; /* longer than any token here */
+        int32_t last_cls = -1;
+        for (int b = lead[g].lo; ok && b <= lead[g].hi; b++) {
+            if (pm->d->cls[b] == last_cls) continue;
+            last_cls = pm->d->cls[b];
+            int32_t t = dfa_next(pm->d, s, pm->d->cls[b]);
+            ok = t >= 0 && utf8_rest_alive(pm, t, lead[g].need, lead[g].lo2, lead[g].hi2, h - 1 - lead[g].need);
+        }
+    }
+    if ((e = pm_slot(pm->tab, s))) { /* the table may have moved */
+        if (ok) e[UTF8_CAT] = (uint8_t)h;
+        else e[MAX_CATS + UTF8_CAT] = (uint8_t)h;
+    }
+    return ok;
+}
+
 /* Walks nodes [lo, hi) (a subtree's descendants, at depth base+1 ...) from
  * DFA state s; p NULL: everything is allowed. A node whose subtree below is
  * plain and whose state keeps every plain string of that height alive gets
@@ -721,13 +821,15 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
         if (st != stack_buf) free(st);
         return -1;
     }
-    /* the fixed categories, then the program's own large byte sets */
-    int32_t n_cats = N_CATS + d->n_cats;
+    /* the fixed categories, then (after UTF8_CAT's slot) the program's own
+     * large byte sets */
+    int32_t n_cats = N_CATS + 1 + d->n_cats;
     for (int c = 0; c < n_cats; c++) {
         pm[c] = (plain_memo){.d = d, .tab = &tab, .cat = c};
+        if (c == UTF8_CAT) continue;
         uint8_t in[256] = {0};
         for (int b = 0; b < 256; b++)
-            if ((c < N_CATS ? cat_byte(c, (uint8_t)b) : (d->cats[c - N_CATS][b >> 6] >> (b & 63)) & 1) &&
+            if ((c < N_CATS ? cat_byte(c, (uint8_t)b) : (d->cats[c - N_CATS - 1][b >> 6] >> (b & 63)) & 1) &&
                 !in[d->cls[b]]) {
                 in[d->cls[b]] = 1;
                 pm[c].pcls[pm[c].n_pcls++] = d->cls[b];
@@ -749,12 +851,13 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
             bool all = false;
             for (int c = 0; c < N_CATS && !all; c++)
                 all = ((sub_cat[i] >> c) & 1) && plain_alive(&pm[c], t, sub_h[i]);
+            if (!all && ((sub_cat[i] >> UTF8_CAT) & 1)) all = utf8_alive(&pm[0], t, sub_h[i]);
             /* (the program's sets cost two more loads from memory: only for
              * subtrees worth skipping) */
-            if (!all && n_cats > N_CATS && nd->skip - i > 8) {
+            if (!all && n_cats > N_CATS + 1 && nd->skip - i > 8) {
                 const uint64_t *below = v->sub_set[v->sub_idx[i]];
-                for (int c = N_CATS; c < n_cats && !all; c++) {
-                    const uint64_t *cs = d->cats[c - N_CATS];
+                for (int c = N_CATS + 1; c < n_cats && !all; c++) {
+                    const uint64_t *cs = d->cats[c - N_CATS - 1];
                     all = !(below[0] & ~cs[0]) && !(below[1] & ~cs[1]) && !(below[2] & ~cs[2]) &&
                           !(below[3] & ~cs[3]) && plain_alive(&pm[c], t, sub_h[i]);
                 }
