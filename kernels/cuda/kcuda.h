@@ -30,4 +30,13 @@ int kcuda_matmul(sgl_dtype t, const void *W, int64_t rows, int64_t k, const floa
  * Used by tests to compare the device decoders with kern_dequant_row. */
 int kcuda_dequant(sgl_dtype t, const void *src, float *dst, int64_t n, sgl_error *err);
 
+/* The cuBLAS path of the CUDA backend (kernels/cuda/kb_cuda.cu): matmuls of
+ * min_rows activation rows or more decode the weights to f16 and run a
+ * tensor-core GEMM; 0 turns it off (the default: the batch-invariant warp
+ * kernel for every size). Results then depend on the batch shape. The
+ * environment variable SGL_CUDA_GEMM_ROWS sets it at start. Returns 0, or
+ * -1 when be is not the CUDA backend. */
+struct kb_backend;
+int kb_cuda_set_gemm_rows(struct kb_backend *be, int min_rows);
+
 #endif
