@@ -29,7 +29,7 @@ extern "C" {
 #include "kernels/cuda/kcuda.h"
 }
 
-#include <cublas_v2.h>
+#include "kernels/cuda/cublas_dl.h"
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -620,9 +620,11 @@ template <int T> void launch_to_f16(const kb_mat *w, __half *dst, cudaStream_t s
 }
 
 bool gemm_cublas(kb_cuda *c, const kb_mat *w, const float *x, int64_t nb, float *y) {
+    const kcuda_cublas *blas = kcuda_cublas_get();
+    if (!blas) return false;
     if (!c->cublas) {
-        if (cublasCreate(&c->cublas) != CUBLAS_STATUS_SUCCESS) return false;
-        cublasSetStream(c->cublas, c->stream);
+        if (blas->create(&c->cublas) != CUBLAS_STATUS_SUCCESS) return false;
+        blas->set_stream(c->cublas, c->stream);
     }
     if (reserve(c, &c->w16, sizeof(__half) * (size_t)(w->rows * w->cols)) ||
         reserve(c, &c->x16, sizeof(__half) * (size_t)(nb * w->cols)))
@@ -633,7 +635,7 @@ bool gemm_cublas(kb_cuda *c, const kb_mat *w, const float *x, int64_t nb, float 
     note_launch(c);
     const float one = 1.0f, zero = 0.0f;
     /* row-major W [rows][k], X [nb][k], Y [nb][rows]; column-major: Y = W^T X */
-    return cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)nb, (int)w->cols,
+    return blas->gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)nb, (int)w->cols,
                         &one, w16, CUDA_R_16F, (int)w->cols, x16, CUDA_R_16F, (int)w->cols, &zero,
                         y, CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F,
                         CUBLAS_GEMM_DEFAULT_TENSOR_OP) == CUBLAS_STATUS_SUCCESS;
@@ -782,7 +784,7 @@ void op_destroy(kb_backend *be) {
                     &c->logit_rows, &c->part, &c->w16, &c->x16, &c->flag};
     for (dbuf *b : bufs) cudaFree(b->p);
     for (auto &a : c->allocs) cudaFree(a.first);
-    if (c->cublas) cublasDestroy(c->cublas);
+    if (c->cublas) kcuda_cublas_get()->destroy(c->cublas);
     if (c->stream) cudaStreamDestroy(c->stream);
     delete c;
 }
