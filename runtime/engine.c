@@ -836,6 +836,7 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
         goto fail;
     }
     if (!(le->model = model_load(cfg->model_path, cfg->n_threads, err))) goto fail;
+    if (model_use_device(le->model, model_default_device(), NULL, 0, err)) goto fail;
     const model_config *mc = model_get_config(le->model);
     if (!(le->tok = tok_load_gguf(model_get_gguf(le->model), err))) goto fail;
     int32_t slots = cfg->kv_slots;

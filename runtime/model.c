@@ -462,13 +462,29 @@ int model_set_device(sgl_model *m, model_device dev, sgl_error *err) {
     return -1;
 }
 
-int model_device_available(model_device dev) {
+int model_device_available(model_device dev, sgl_error *err) {
     if (dev == MODEL_DEVICE_CPU) return 1;
-    sgl_error err = {{0}};
-    kb_backend *be = kb_cuda_built() ? kb_cuda_new(&err) : NULL;
+    kb_backend *be = kb_cuda_new(err);
     if (!be) return 0;
     be->ops->destroy(be);
     return 1;
+}
+
+static model_device default_device = MODEL_DEVICE_AUTO;
+void model_set_default_device(model_device dev) { default_device = dev; }
+model_device model_default_device(void) { return default_device; }
+
+void model_default_device_describe(char *buf, size_t cap) {
+    if (default_device != MODEL_DEVICE_CPU && kb_cuda_built()) {
+        sgl_error err = {{0}};
+        kb_backend *be = kb_cuda_new(&err);
+        if (be) {
+            be->ops->describe(be, buf, cap);
+            be->ops->destroy(be);
+            return;
+        }
+    }
+    snprintf(buf, cap, "cpu (%s kernels)", kern_impl_name());
 }
 
 model_device model_get_device(const sgl_model *m) {

@@ -129,8 +129,17 @@ int model_set_device(sgl_model *m, model_device dev, sgl_error *err);
  * note (empty when there is nothing to say). Returns 0 or -1 with err. */
 int model_use_device(sgl_model *m, model_device dev, char *note, size_t note_cap,
                      sgl_error *err);
-/* 1 when dev can run here (CPU: always; CUDA: built and a device answers). */
-int model_device_available(model_device dev);
+/* 1 when dev can run here (CPU: always; CUDA: built and a device answers);
+ * 0 with err saying why not. */
+int model_device_available(model_device dev, sgl_error *err);
+/* The process-wide device the local engine puts its model on (the --device
+ * flag of sglc sets it; AUTO when never set). */
+void model_set_default_device(model_device dev);
+model_device model_default_device(void);
+/* One line naming the device the default would pick here, e.g.
+ * "cuda (NVIDIA H100 80GB HBM3, 79.1 GiB, compute capability 9.0)" or
+ * "cpu (avx2 kernels)". */
+void model_default_device_describe(char *buf, size_t cap);
 model_device model_get_device(const sgl_model *m);
 /* "cpu" / "cuda" (static strings). */
 const char *model_device_name(model_device dev);
