@@ -541,6 +541,7 @@ const model_config *model_get_config(const sgl_model *m) { return &m->cfg; }
 const model_weights *model_get_weights(const sgl_model *m) { return &m->w; }
 const gguf_file *model_get_gguf(const sgl_model *m) { return m->gguf; }
 kern_pool *model_get_pool(sgl_model *m) { return m->pool; }
+struct kb_backend *model_get_backend(sgl_model *m) { return m->be; }
 
 kv_pool *model_kv_pool_new(const sgl_model *m, int32_t n_slots, sgl_error *err) {
     return kv_pool_new(n_slots, m->cfg.n_layers, m->cfg.kv_dim, err);

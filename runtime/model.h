@@ -151,6 +151,10 @@ void model_describe_device(sgl_model *m, char *buf, size_t cap);
  * activations, KV stores); both 0 on the CPU. */
 void model_device_memory(const sgl_model *m, uint64_t *weights, uint64_t *total);
 
+/* The backend the forward runs on (kernels/backend.h), for benchmarks and
+ * backend-specific settings; valid until the next model_set_device. */
+struct kb_backend *model_get_backend(sgl_model *m);
+
 /* Returns a KV pool sized for this model (n_layers, kv_dim) with n_slots
  * token slots (caller frees with kv_pool_free), or NULL with err set. */
 kv_pool *model_kv_pool_new(const sgl_model *m, int32_t n_slots, sgl_error *err);

@@ -38,6 +38,7 @@ extern "C" {
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <new>
 #include <unordered_map>
 #include <vector>
@@ -417,8 +418,20 @@ struct cuda_kv {
     size_t bytes;
 };
 
+/* Per-op timing (kb_cuda_profile): each op synchronizes and adds its wall
+ * time; for benchmarks only (it serializes host and device). */
+enum prof_op { P_MATMUL, P_GEMM, P_EMBED, P_NORM, P_ADD, P_ROPE, P_SILU, P_KV, P_ATT, P_GATHER,
+               P_PROBE, P_COPY, P_N };
+const char *const prof_names[P_N] = {"matmul", "cublas gemm", "embed", "rmsnorm", "add/bias",
+                                     "rope", "silu*mul", "kv store", "attention", "gather rows",
+                                     "nan probes", "copies"};
+
 struct kb_cuda {
     kb_backend base;
+    bool prof = false;
+    double prof_s[P_N] = {0};
+    long prof_n[P_N] = {0};
+    double prof_t0 = 0;
     cudaStream_t stream = nullptr;
     cublasHandle_t cublas = nullptr;
     int gemm_rows = 0; /* cuBLAS from this many rows up; 0 = never (deterministic) */
@@ -439,6 +452,23 @@ void note(kb_cuda *c, cudaError_t e) {
     if (e != cudaSuccess && c->first_error == cudaSuccess) c->first_error = e;
 }
 void note_launch(kb_cuda *c) { note(c, cudaGetLastError()); }
+
+double now_s() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+void prof_begin(kb_cuda *c) {
+    if (!c->prof) return;
+    cudaStreamSynchronize(c->stream);
+    c->prof_t0 = now_s();
+}
+void prof_end(kb_cuda *c, prof_op op) {
+    if (!c->prof) return;
+    cudaStreamSynchronize(c->stream);
+    c->prof_s[op] += now_s() - c->prof_t0;
+    c->prof_n[op]++;
+}
 
 int fail(sgl_error *err, const char *what, cudaError_t e) {
     return sgl_error_set(err, "cuda: %s: %s", what, cudaGetErrorString(e));
@@ -506,8 +536,10 @@ int op_upload(kb_backend *be, void *dst, const void *src, size_t bytes, sgl_erro
 
 int op_download(kb_backend *be, void *dst, const void *src, size_t bytes, sgl_error *err) {
     if (!bytes) return 0;
+    prof_begin(cu(be));
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cu(be)->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(cu(be)->stream);
+    prof_end(cu(be), P_COPY);
     return e == cudaSuccess ? 0 : fail(err, "copy out", e);
 }
 
@@ -652,9 +684,14 @@ void launch_matmul(const kb_mat *w, const float *x, int64_t nb, float *y, cudaSt
 void op_matmul(kb_backend *be, const kb_mat *w, const float *x, int64_t nb, float *y) {
     kb_cuda *c = cu(be);
     if (nb <= 0) return;
-    if (c->gemm_rows > 0 && nb >= c->gemm_rows && gemm_cublas(c, w, x, nb, y)) return;
+    prof_begin(c);
+    if (c->gemm_rows > 0 && nb >= c->gemm_rows && gemm_cublas(c, w, x, nb, y)) {
+        prof_end(c, P_GEMM);
+        return;
+    }
     KB_DISPATCH(w->type, launch_matmul, w, x, nb, y, c->stream);
     note_launch(c);
+    prof_end(c, P_MATMUL);
 }
 
 void op_matmul_multi(kb_backend *be, const kb_mat *const *w, float *const *y, int n,
@@ -668,51 +705,64 @@ template <int T> void launch_embed(const kb_mat *e, const int32_t *tok, int64_t 
 }
 
 void op_embed(kb_backend *be, const kb_mat *emb, float *x) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (c->b->n_rows <= 0) return;
     KB_DISPATCH(emb->type, launch_embed, emb, (const int32_t *)c->tok.p, c->b->n_rows, x, c->stream);
     note_launch(c);
+    prof_end(cu(be), P_EMBED);
 }
 
 void op_rmsnorm(kb_backend *be, float *y, const float *x, const float *w, int64_t n, int64_t dim,
                 float eps) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
     k_rmsnorm<<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(y, x, w, (int)dim, eps);
     note_launch(c);
+    prof_end(cu(be), P_NORM);
 }
 
 void op_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
     k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, x, n * dim, dim, 0);
     note_launch(c);
+    prof_end(cu(be), P_ADD);
 }
 
 void op_bias_add(kb_backend *be, float *y, const float *bias, int64_t n, int64_t dim) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
     k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, bias, n * dim, dim, 1);
     note_launch(c);
+    prof_end(cu(be), P_ADD);
 }
 
 void op_rope(kb_backend *be, float *x, const kb_rope *rp) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows * (rp->rot_dim / 2);
     if (n <= 0) return;
     k_rope<<<blocks_for(n, 128), 128, 0, c->stream>>>(x, (const int32_t *)c->pos.p, c->b->n_rows,
         rp->n_heads, rp->head_dim, rp->rot_dim, rp->theta, rp->freq_scale, rp->neox ? 1 : 0);
     note_launch(c);
+    prof_end(cu(be), P_ROPE);
 }
 
 void op_silu_mul(kb_backend *be, float *g, const float *u, int64_t n, int64_t dim) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
     k_silu_mul<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(g, u, n * dim);
     note_launch(c);
+    prof_end(cu(be), P_SILU);
 }
 
 void op_kv_store(kb_backend *be, const kb_kv *kv, int layer, const float *k, const float *v) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows * kv->kv_dim;
     if (n <= 0) return;
@@ -720,10 +770,12 @@ void op_kv_store(kb_backend *be, const kb_kv *kv, int layer, const float *k, con
         (const int32_t *)c->wslot.p, c->b->n_rows, kv->kv_dim,
         (int64_t)layer * kv->n_slots * kv->kv_dim);
     note_launch(c);
+    prof_end(cu(be), P_KV);
 }
 
 void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape *sh,
                   const float *q, float *out) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows;
     if (n <= 0) return;
@@ -749,15 +801,18 @@ void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape
     k_att_combine<<<g2, ATT_THREADS, 0, c->stream>>>((const float *)c->part.p,
         (const int32_t *)c->pos.p, sh->n_heads, hd, c->n_chunks, out);
     note_launch(c);
+    prof_end(cu(be), P_ATT);
 }
 
 void op_gather_rows(kb_backend *be, float *dst, const float *src, int64_t dim) {
+    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_logits;
     if (n <= 0) return;
     k_gather_rows<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(dst, src,
         (const int32_t *)c->logit_rows.p, n, dim);
     note_launch(c);
+    prof_end(cu(be), P_GATHER);
 }
 
 int op_check_finite(kb_backend *be, const float *x, int64_t n, int probe) {
@@ -765,8 +820,10 @@ int op_check_finite(kb_backend *be, const float *x, int64_t n, int probe) {
     if (n <= 0) return 0;
     unsigned blocks = blocks_for(n, 256);
     if (blocks > 1024) blocks = 1024;
+    prof_begin(c);
     k_check_finite<<<blocks, 256, 0, c->stream>>>(x, n, probe, (int *)c->flag.p);
     note_launch(c);
+    prof_end(c, P_PROBE);
     return 0;
 }
 
@@ -855,4 +912,36 @@ extern "C" int kb_cuda_set_gemm_rows(kb_backend *be, int min_rows) {
     if (!be || strcmp(be->ops->name, "cuda") != 0) return -1;
     cu(be)->gemm_rows = min_rows > 0 ? min_rows : 0;
     return 0;
+}
+
+extern "C" int kb_cuda_profile(kb_backend *be, int on) {
+    if (!be || strcmp(be->ops->name, "cuda") != 0) return -1;
+    kb_cuda *c = cu(be);
+    c->prof = on != 0;
+    for (int i = 0; i < P_N; i++) c->prof_s[i] = 0, c->prof_n[i] = 0;
+    return 0;
+}
+
+extern "C" int kb_cuda_profile_get(kb_backend *be, const char **names, double *seconds,
+                                   long *calls, int cap) {
+    if (!be || strcmp(be->ops->name, "cuda") != 0) return -1;
+    kb_cuda *c = cu(be);
+    int n = 0;
+    for (int i = 0; i < P_N && n < cap; i++, n++) {
+        names[n] = prof_names[i];
+        seconds[n] = c->prof_s[i];
+        calls[n] = c->prof_n[i];
+    }
+    return n;
+}
+
+extern "C" double kcuda_hbm_gbps(void) {
+    int clock_khz = 0, bus_bits = 0;
+    if (kcuda_device_count() <= 0 ||
+        cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9; /* DDR: two transfers per clock */
 }

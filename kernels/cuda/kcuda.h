@@ -38,5 +38,15 @@ int kcuda_dequant(sgl_dtype t, const void *src, float *dst, int64_t n, sgl_error
  * -1 when be is not the CUDA backend. */
 struct kb_backend;
 int kb_cuda_set_gemm_rows(struct kb_backend *be, int min_rows);
+/* Per-op timing of the CUDA backend for benchmarks: on != 0 starts it
+ * (zeroing the totals); every op then synchronizes and adds its wall time.
+ * kb_cuda_profile_get fills up to cap (name, seconds, calls) entries and
+ * returns how many, or -1 when be is not the CUDA backend. */
+int kb_cuda_profile(struct kb_backend *be, int on);
+int kb_cuda_profile_get(struct kb_backend *be, const char **names, double *seconds, long *calls,
+                        int cap);
+/* Peak memory bandwidth of device 0 in GB/s from its memory clock and bus
+ * width (0 when unknown). */
+double kcuda_hbm_gbps(void);
 
 #endif
