@@ -447,6 +447,15 @@ static int backend_attach(sgl_model *m, kb_backend *be, sgl_error *err) {
     return 0;
 }
 
+int model_attach_backend(sgl_model *m, kb_backend *be, sgl_error *err) {
+    if (backend_attach(m, be, err) == 0) return 0;
+    /* keep a working model: back to the CPU */
+    sgl_error e2 = {{0}};
+    kb_backend *cpu = kb_cpu_new(m->pool);
+    if (cpu) backend_attach(m, cpu, &e2);
+    return -1;
+}
+
 int model_set_device(sgl_model *m, model_device dev, sgl_error *err) {
     kb_backend *be = NULL;
     if (dev == MODEL_DEVICE_CUDA) {
@@ -454,12 +463,7 @@ int model_set_device(sgl_model *m, model_device dev, sgl_error *err) {
     } else if (!(be = kb_cpu_new(m->pool))) {
         return sgl_error_set(err, "model: out of memory");
     }
-    if (backend_attach(m, be, err) == 0) return 0;
-    /* keep a working model: back to the CPU */
-    sgl_error e2 = {{0}};
-    kb_backend *cpu = kb_cpu_new(m->pool);
-    if (cpu) backend_attach(m, cpu, &e2);
-    return -1;
+    return model_attach_backend(m, be, err);
 }
 
 int model_device_available(model_device dev, sgl_error *err) {

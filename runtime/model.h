@@ -30,6 +30,8 @@
 #include "runtime/kv_pool.h"
 #include "util/util.h"
 
+struct kb_backend; /* kernels/backend.h */
+
 typedef enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2 } model_arch;
 
 typedef enum model_rope_scaling {
@@ -151,6 +153,11 @@ void model_describe_device(sgl_model *m, char *buf, size_t cap);
  * activations, KV stores); both 0 on the CPU. */
 void model_device_memory(const sgl_model *m, uint64_t *weights, uint64_t *total);
 
+/* Moves the forward to a backend made by the caller (kernels/backend.h;
+ * the model owns be from here, also on failure): for tests and backends
+ * model_set_device does not name. Returns 0 or -1 with err set (then the
+ * model runs on the CPU). */
+int model_attach_backend(sgl_model *m, struct kb_backend *be, sgl_error *err);
 /* The backend the forward runs on (kernels/backend.h), for benchmarks and
  * backend-specific settings; valid until the next model_set_device. */
 struct kb_backend *model_get_backend(sgl_model *m);
