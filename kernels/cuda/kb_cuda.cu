@@ -308,7 +308,7 @@ __device__ float block_sum(float *red, float v) {
     return r;
 }
 
-/* One block per (chunk c, head h, row r): keys c*ATT_CHUNK .. of the row's
+/* One block per (row r, head h, chunk c): keys c*ATT_CHUNK .. of the row's
  * sequence (up to its position). Writes the chunk's max m, exp-sum l and
  * unnormalised weighted V sum o to part[((r * n_heads + h) * n_chunks + c)]
  * (hd + 2 floats: o..., m, l). */
@@ -318,8 +318,8 @@ __global__ void k_att_chunk(const __half *K, const __half *V, int64_t layer_off,
                             const int32_t *slots, int n_chunks, float *part) {
     extern __shared__ float sh[]; /* qs[hd], p[ATT_CHUNK], red[ATT_THREADS] */
     float *qs = sh, *p = sh + hd, *red = p + ATT_CHUNK;
-    int c = blockIdx.x, h = blockIdx.y;
-    int64_t r = blockIdx.z;
+    int c = blockIdx.z, h = blockIdx.y;
+    int64_t r = blockIdx.x;
     int nk = pos[r] + 1;
     int j0 = c * ATT_CHUNK;
     float *out = part + ((r * n_heads + h) * (int64_t)n_chunks + c) * (hd + 2);
@@ -362,11 +362,11 @@ __global__ void k_att_chunk(const __half *K, const __half *V, int64_t layer_off,
     }
 }
 
-/* One block per (head h, row r): combines the row's chunks in key order. */
+/* One block per (row r, head h): combines the row's chunks in key order. */
 __global__ void k_att_combine(const float *part, const int32_t *pos, int n_heads, int hd,
                               int n_chunks, float *att) {
-    int h = blockIdx.x;
-    int64_t r = blockIdx.y;
+    int h = blockIdx.y;
+    int64_t r = blockIdx.x;
     int nc = (pos[r] + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
     const float *base = part + (r * n_heads + h) * (int64_t)n_chunks * (hd + 2);
     float M = -INFINITY;
@@ -670,7 +670,7 @@ bool gemm_cublas(kb_cuda *c, const kb_mat *w, const float *x, int64_t nb, float 
     return blas->gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)nb, (int)w->cols,
                         &one, w16, CUDA_R_16F, (int)w->cols, x16, CUDA_R_16F, (int)w->cols, &zero,
                         y, CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F,
-                        CUBLAS_GEMM_DEFAULT_TENSOR_OP) == CUBLAS_STATUS_SUCCESS;
+                        CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
 }
 
 template <int T>
@@ -791,13 +791,17 @@ void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape
     }
     int64_t layer_off = (int64_t)layer * kv->n_slots * kv->kv_dim;
     size_t shm = sizeof(float) * (size_t)(hd + ATT_CHUNK + ATT_THREADS);
-    dim3 g1((unsigned)c->n_chunks, (unsigned)sh->n_heads, (unsigned)n);
+    if (c->n_chunks > 65535 || sh->n_heads > 65535) { /* grid y/z limits: 16M-token contexts */
+        note(c, cudaErrorInvalidValue);
+        return;
+    }
+    dim3 g1((unsigned)n, (unsigned)sh->n_heads, (unsigned)c->n_chunks);
     k_att_chunk<<<g1, ATT_THREADS, shm, c->stream>>>((const __half *)kv->k, (const __half *)kv->v,
         layer_off, kv->kv_dim, q, sh->n_heads, sh->n_kv_heads, hd, (const int32_t *)c->pos.p,
         (const int32_t *)c->row_seq.p, (const int32_t *)c->seq_slot0.p,
         (const int32_t *)c->slots.p, c->n_chunks, (float *)c->part.p);
     note_launch(c);
-    dim3 g2((unsigned)sh->n_heads, (unsigned)n);
+    dim3 g2((unsigned)n, (unsigned)sh->n_heads);
     k_att_combine<<<g2, ATT_THREADS, 0, c->stream>>>((const float *)c->part.p,
         (const int32_t *)c->pos.p, sh->n_heads, hd, c->n_chunks, out);
     note_launch(c);
