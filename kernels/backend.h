@@ -89,6 +89,9 @@ typedef struct kb_backend kb_backend;
 
 typedef struct kb_ops {
     const char *name; /* "cpu", "cuda" */
+    /* true: backend pointers are host memory and check_finite stops the
+     * forward at once (the CPU and its variants); false: a device. */
+    bool host;
 
     /* ---- memory ---- */
     /* Returns bytes of backend memory (NULL when out of memory); free with

@@ -422,7 +422,7 @@ static int up_vec(sgl_model *m, const float *h, int64_t n, float **out, sgl_erro
 static int backend_attach(sgl_model *m, kb_backend *be, sgl_error *err) {
     backend_drop(m);
     m->be = be;
-    m->be_is_cpu = !strcmp(be->ops->name, "cpu");
+    m->be_is_cpu = be->ops->host;
     const model_config *c = &m->cfg;
     const model_weights *w = &m->w;
     if (up_mat(m, &w->token_embd, &m->d_embd, err)) return -1;

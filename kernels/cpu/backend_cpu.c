@@ -734,6 +734,7 @@ static void cpu_destroy(kb_backend *be) {
 
 static const kb_ops cpu_ops = {
     .name = "cpu",
+    .host = true,
     .alloc = cpu_alloc,
     .free_mem = cpu_free_mem,
     .upload = cpu_copy,

@@ -854,6 +854,7 @@ const kb_ops cuda_ops = [] {
     kb_ops o;
     memset(&o, 0, sizeof o);
     o.name = "cuda";
+    o.host = false;
     o.alloc = op_alloc;
     o.free_mem = op_free_mem;
     o.upload = op_upload;

@@ -102,7 +102,7 @@ static void f_desc(kb_backend *be, char *b, size_t c) { snprintf(b, c, "host sta
 static uint64_t f_mem(kb_backend *be) { (void)be; return 0; }
 
 static kb_backend *emu_new(kern_pool *pool) {
-    emu_ops = (kb_ops){.name = "host-device", .alloc = f_alloc, .free_mem = f_free,
+    emu_ops = (kb_ops){.name = "host-device", .host = false, .alloc = f_alloc, .free_mem = f_free,
                        .upload = f_up, .download = f_down, .mat_upload = emu_mat_upload,
                        .mat_free = emu_mat_free, .kv_new = emu_kv_new, .kv_free = emu_kv_free,
                        .type_supported = f_type, .begin = emu_begin, .finish = emu_finish,
