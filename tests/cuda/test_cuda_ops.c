@@ -62,10 +62,11 @@ static const sgl_dtype types[] = {SGL_DTYPE_F32,  SGL_DTYPE_F16,  SGL_DTYPE_BF16
 /* A batch descriptor of one sequence of n new tokens at pos0 (slots i). */
 typedef struct onebatch {
     kb_seq seq;
-    int32_t tok[512], pos[512], wslot[512], row_seq[512], slots[1024], lrows[512];
+    int32_t tok[512], pos[512], wslot[512], row_seq[512], slots[4608], lrows[512];
     kb_batch b;
 } onebatch;
 static void onebatch_init(onebatch *o, int n, int pos0, int vocab) {
+    if (n > 512 || pos0 + n > 4608) abort(); /* the arrays above */
     o->seq = (kb_seq){0, n, pos0, 0};
     for (int i = 0; i < pos0 + n; i++) o->slots[i] = i;
     for (int i = 0; i < n; i++) {
