@@ -769,6 +769,8 @@ static void local_metrics(void *ctx, sgl_engine_metrics *out) {
     *out = le->metrics;
     out->waiting += le->n_pend;
     pthread_mutex_unlock(&le->mu);
+    out->device = model_device_name(model_get_device(le->model));
+    model_device_memory(le->model, &out->device_weight_bytes, &out->device_bytes);
 }
 
 static void local_free(void *ctx) {

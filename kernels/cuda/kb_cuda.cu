@@ -33,6 +33,7 @@ extern "C" {
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -436,7 +437,7 @@ struct kb_cuda {
     cublasHandle_t cublas = nullptr;
     int gemm_rows = 0; /* cuBLAS from this many rows up; 0 = never (deterministic) */
     std::unordered_map<void *, size_t> allocs;
-    uint64_t bytes = 0;
+    std::atomic<uint64_t> bytes{0}; /* read by model_device_memory from other threads */
     cudaError_t first_error = cudaSuccess;
     const kb_batch *b = nullptr;
     int n_chunks = 0;
@@ -444,7 +445,7 @@ struct kb_cuda {
     char name[256];
 };
 
-uint64_t g_kv_bytes = 0; /* device bytes of live KV stores (all backends) */
+std::atomic<uint64_t> g_kv_bytes{0}; /* device bytes of live KV stores (all backends) */
 
 kb_cuda *cu(kb_backend *be) { return reinterpret_cast<kb_cuda *>(be); }
 
