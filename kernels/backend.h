@@ -156,6 +156,17 @@ typedef struct kb_ops {
                       const float *q, float *out);
     /* dst[i] = src[logit_rows[i]] (dim values) for i < n_logits. */
     void (*gather_rows)(kb_backend *be, float *dst, const float *src, int64_t dim);
+    /* Optional fused forms (NULL: model_forward calls the single ops above
+     * in the same order, with the same result). qkv_post: per batch row,
+     * the biases (each may be NULL), rope of q (rq) and k (rk), then the
+     * K/V store. add_rmsnorm: x[r] += y[r], then, when w is set,
+     * y[r] = rmsnorm(x[r]) * w. The CPU fuses them to make one pass (one
+     * pool run) over the rows instead of several. */
+    void (*qkv_post)(kb_backend *be, float *q, float *k, float *v, const float *bq,
+                     const float *bk, const float *bv, const kb_rope *rq, const kb_rope *rk,
+                     const kb_kv *kv, int layer);
+    void (*add_rmsnorm)(kb_backend *be, float *x, float *y, const float *w, int64_t n,
+                        int64_t dim, float eps);
     /* Checks x[0..n) for NaN/Inf under probe id `probe` (>= 0). Returns 1
      * when the forward should stop now (the CPU backend: a bad value was
      * seen); a device backend records the probe and returns 0, and finish

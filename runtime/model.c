@@ -722,6 +722,18 @@ static void probe_where(int p, char *where, size_t cap) {
     }
 }
 
+/* x += y; then y = rmsnorm(x) * w when w is set: fused where the backend
+ * offers it. */
+static void add_norm(kb_backend *be, float *x, float *y, const float *w, int64_t n, int64_t dim,
+                     float eps) {
+    if (be->ops->add_rmsnorm) {
+        be->ops->add_rmsnorm(be, x, y, w, n, dim, eps);
+        return;
+    }
+    be->ops->add(be, x, y, n, dim);
+    if (w) be->ops->rmsnorm(be, y, x, w, n, dim, eps);
+}
+
 /* Runs the layers and the output projection of a flattened batch (see
  * model_forward) on the backend. Every activation a matmul reads (the
  * normalised rows, q/k/v, the attention output, the gated FFN rows) and the
@@ -756,12 +768,16 @@ static int forward_layers(sgl_model *m, const kb_kv *kv, int64_t n, int64_t n_lo
         const kb_mat *qkv_w[3] = {&L->wq, &L->wk, &L->wv};
         float *qkv_y[3] = {s->q, s->k, s->v};
         o->matmul_multi(be, qkv_w, qkv_y, 3, s->xb, n);
-        if (L->bq) o->bias_add(be, s->q, L->bq, n, c->q_dim);
-        if (L->bk) o->bias_add(be, s->k, L->bk, n, c->kv_dim);
-        if (L->bv) o->bias_add(be, s->v, L->bv, n, c->kv_dim);
-        o->rope(be, s->q, &rq);
-        o->rope(be, s->k, &rk);
-        o->kv_store(be, kv, l, s->k, s->v);
+        if (o->qkv_post) {
+            o->qkv_post(be, s->q, s->k, s->v, L->bq, L->bk, L->bv, &rq, &rk, kv, l);
+        } else {
+            if (L->bq) o->bias_add(be, s->q, L->bq, n, c->q_dim);
+            if (L->bk) o->bias_add(be, s->k, L->bk, n, c->kv_dim);
+            if (L->bv) o->bias_add(be, s->v, L->bv, n, c->kv_dim);
+            o->rope(be, s->q, &rq);
+            o->rope(be, s->k, &rk);
+            o->kv_store(be, kv, l, s->k, s->v);
+        }
         PROBE(s->q, n * c->q_dim, pb + PR_Q);
         PROBE(s->k, n * c->kv_dim, pb + PR_K);
         PROBE(s->v, n * c->kv_dim, pb + PR_V);
@@ -769,8 +785,7 @@ static int forward_layers(sgl_model *m, const kb_kv *kv, int64_t n, int64_t n_lo
         o->attention(be, kv, l, &sh, s->q, s->att);
         PROBE(s->att, n * c->q_dim, pb + PR_ATT);
         o->matmul(be, &L->wo, s->att, n, s->xb);
-        o->add(be, s->x, s->xb, n, c->dim);
-        o->rmsnorm(be, s->xb, s->x, L->ffn_norm, n, c->dim, c->rms_eps);
+        add_norm(be, s->x, s->xb, L->ffn_norm, n, c->dim, c->rms_eps);
         PROBE(s->x, n * c->dim, pb + PR_ATT_OUT);
         PROBE(s->xb, n * c->dim, pb + PR_NORM_FFN);
 
@@ -780,9 +795,8 @@ static int forward_layers(sgl_model *m, const kb_kv *kv, int64_t n, int64_t n_lo
         o->silu_mul(be, s->hb, s->hb2, n, c->ffn_dim);
         PROBE(s->hb, n * c->ffn_dim, pb + PR_FFN_GU);
         o->matmul(be, &L->w_down, s->hb, n, s->xb);
-        o->add(be, s->x, s->xb, n, c->dim);
-        if (l + 1 < c->n_layers)
-            o->rmsnorm(be, s->xb, s->x, m->d_layers[l + 1].attn_norm, n, c->dim, c->rms_eps);
+        add_norm(be, s->x, s->xb, l + 1 < c->n_layers ? m->d_layers[l + 1].attn_norm : NULL, n,
+                 c->dim, c->rms_eps);
         PROBE(s->x, n * c->dim, pb + PR_FFN_DOWN);
         if (l + 1 < c->n_layers) PROBE(s->xb, n * c->dim, pb + PROBE_STAGES + PR_NORM_ATT);
     }

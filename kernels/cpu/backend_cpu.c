@@ -90,6 +90,9 @@ typedef struct row_job {
     const kb_kv *kv;
     int layer;
     const float *k, *v;
+    float *q, *kw, *vw;
+    const float *bq, *bk, *bv;
+    const kb_rope *rk;
 } row_job;
 
 static inline void row_range(int64_t n, int ith, int nth, int64_t *r0, int64_t *r1) {
@@ -190,6 +193,55 @@ static void cpu_kv_store(kb_backend *be, const kb_kv *kv, int layer, const float
     row_job j = {.c = cpu_of(be), .n = cpu_of(be)->b->n_rows, .kv = kv, .layer = layer, .k = k,
                  .v = v};
     run_rows(&j, task_kv_store);
+}
+
+/* Bias, rope, and the f16 store of K/V at each row's slot (one pass). */
+static void task_qkv_post(void *ctx, int ith, int nth) {
+    row_job *j = ctx;
+    const kb_rope *rq = j->rope, *rk = j->rk;
+    const kb_kv *kv = j->kv;
+    int64_t qd = (int64_t)rq->n_heads * rq->head_dim, kd = kv->kv_dim;
+    int64_t r0, r1;
+    row_range(j->n, ith, nth, &r0, &r1);
+    for (int64_t t = r0; t < r1; t++) {
+        float *q = j->q + t * qd, *k = j->kw + t * kd, *v = j->vw + t * kd;
+        if (j->bq) kern_add(q, j->bq, qd);
+        if (j->bk) kern_add(k, j->bk, kd);
+        if (j->bv) kern_add(v, j->bv, kd);
+        int pos = j->c->b->pos[t];
+        kern_rope(q, rq->n_heads, rq->head_dim, rq->rot_dim, pos, rq->theta, rq->freq_scale,
+                  rq->neox);
+        kern_rope(k, rk->n_heads, rk->head_dim, rk->rot_dim, pos, rk->theta, rk->freq_scale,
+                  rk->neox);
+        uint64_t off = ((uint64_t)j->layer * (uint64_t)kv->n_slots + (uint64_t)j->c->b->wslot[t]) *
+                       (uint64_t)kd;
+        kern_f32_to_f16(kv->k + off, k, kd);
+        kern_f32_to_f16(kv->v + off, v, kd);
+    }
+}
+static void cpu_qkv_post(kb_backend *be, float *q, float *k, float *v, const float *bq,
+                         const float *bk, const float *bv, const kb_rope *rq, const kb_rope *rk,
+                         const kb_kv *kv, int layer) {
+    row_job j = {.c = cpu_of(be), .n = cpu_of(be)->b->n_rows, .q = q, .kw = k, .vw = v,
+                 .bq = bq, .bk = bk, .bv = bv, .rope = rq, .rk = rk, .kv = kv, .layer = layer};
+    run_rows(&j, task_qkv_post);
+}
+
+/* x[t] += y[t]; then y[t] = rmsnorm(x[t]) * w when w is set (one pass). */
+static void task_add_norm(void *ctx, int ith, int nth) {
+    row_job *j = ctx;
+    int64_t r0, r1;
+    row_range(j->n, ith, nth, &r0, &r1);
+    for (int64_t t = r0; t < r1; t++) {
+        float *x = j->q + t * j->dim, *y = j->y + t * j->dim;
+        kern_add(x, y, j->dim);
+        if (j->w) kern_rmsnorm(y, x, j->w, j->dim, j->eps);
+    }
+}
+static void cpu_add_rmsnorm(kb_backend *be, float *x, float *y, const float *w, int64_t n,
+                            int64_t dim, float eps) {
+    row_job j = {.c = cpu_of(be), .n = n, .dim = dim, .q = x, .y = y, .w = w, .eps = eps};
+    run_rows(&j, task_add_norm);
 }
 
 static void cpu_gather_rows(kb_backend *be, float *dst, const float *src, int64_t dim) {
@@ -757,6 +809,8 @@ static const kb_ops cpu_ops = {
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
     .gather_rows = cpu_gather_rows,
+    .qkv_post = cpu_qkv_post,
+    .add_rmsnorm = cpu_add_rmsnorm,
     .check_finite = cpu_check_finite,
     .describe = cpu_describe,
     .mem_used = cpu_mem_used,
