@@ -285,6 +285,84 @@ __global__ void k_kv_store(__half *K, __half *V, const float *k, const float *v,
     V[off] = __float2half_rn(v[i]);
 }
 
+/* x[r] += y[r]; then, when w is set, y[r] = rmsnorm(x[r]) * w, as
+ * k_add then k_rmsnorm (one block per row, the same fixed tree). */
+__global__ void k_add_rmsnorm(float *x, float *y, const float *w, int dim, float eps) {
+    __shared__ float part[NORM_THREADS];
+    float *xr = x + (int64_t)blockIdx.x * dim, *yr = y + (int64_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) {
+        float v = __fadd_rn(xr[j], yr[j]);
+        xr[j] = v;
+        ss = __fmaf_rn(v, v, ss);
+    }
+    if (!w) return; /* the same for the whole block */
+    part[threadIdx.x] = ss;
+    __syncthreads();
+    for (int s = NORM_THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    float sc = 1.0f / sqrtf(part[0] / (float)dim + eps);
+    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) /* this thread's own x[j] */
+        yr[j] = __fmul_rn(__fmul_rn(xr[j], sc), w[j]);
+}
+
+/* One block per row: biases (each may be NULL), rope of q (nh heads) and k
+ * (nkv heads) at the row's position, then K/V to f16 at the row's slot; the
+ * same arithmetic as k_add, k_rope and k_kv_store. */
+__global__ void k_qkv_post(float *q, float *k, float *v, const float *bq, const float *bk,
+                           const float *bv, const int32_t *pos, const int32_t *wslot, int nh,
+                           int nkv, int hd, int rot, float theta, float freq_scale, int neox,
+                           __half *K, __half *V, int64_t layer_off) {
+    int64_t r = blockIdx.x;
+    int qd = nh * hd, kd = nkv * hd;
+    float *qr = q + r * qd, *kr = k + r * kd, *vr = v + r * kd;
+    int64_t off = layer_off + (int64_t)wslot[r] * kd;
+    if (bq)
+        for (int i = threadIdx.x; i < qd; i += blockDim.x) qr[i] = __fadd_rn(qr[i], bq[i]);
+    for (int i = threadIdx.x; i < kd; i += blockDim.x) {
+        if (bk) kr[i] = __fadd_rn(kr[i], bk[i]);
+        float vv = bv ? __fadd_rn(vr[i], bv[i]) : vr[i];
+        vr[i] = vv;
+        V[off + i] = __float2half_rn(vv);
+    }
+    __syncthreads();
+    int half = rot / 2;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        double inv = pow((double)theta, -2.0 * i / (double)rot);
+        double a = (double)pos[r] * (double)freq_scale * inv;
+        float c = (float)cos(a), s = (float)sin(a);
+        int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        for (int h = 0; h < nh + nkv; h++) {
+            float *vec = h < nh ? qr + (int64_t)h * hd : kr + (int64_t)(h - nh) * hd;
+            float x0 = vec[ia], x1 = vec[ib];
+            vec[ia] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+            vec[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kd; i += blockDim.x) K[off + i] = __float2half_rn(kr[i]);
+}
+
+/* Up to PROBE_BATCH NaN/Inf checks in one launch (blockIdx.y = check). */
+constexpr int PROBE_BATCH = 8;
+struct probe_set {
+    const float *x[PROBE_BATCH];
+    int64_t n[PROBE_BATCH];
+    int probe[PROBE_BATCH];
+};
+__global__ void k_check_multi(probe_set ps, int *flag) {
+    int e = blockIdx.y;
+    const float *x = ps.x[e];
+    int64_t n = ps.n[e];
+    int bad = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        bad |= (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
+    if (__syncthreads_or(bad) && threadIdx.x == 0) atomicMin(flag, ps.probe[e]);
+}
+
 /* Fixed-order block reductions over ATT_THREADS values in shared memory. */
 __device__ float block_max(float *red, float v) {
     red[threadIdx.x] = v;
@@ -395,15 +473,6 @@ __global__ void k_gather_rows(float *dst, const float *src, const int32_t *rows,
     if (i < n * dim) dst[i] = src[(int64_t)rows[i / dim] * dim + i % dim];
 }
 
-/* *flag = min(*flag, probe) when x[0..n) holds a NaN or Inf. */
-__global__ void k_check_finite(const float *x, int64_t n, int probe, int *flag) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    int bad = 0;
-    for (; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        bad |= (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
-    if (__syncthreads_or(bad) && threadIdx.x == 0) atomicMin(flag, probe);
-}
-
 unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
 /* ---- backend state ---------------------------------------------------------------- */
@@ -423,9 +492,9 @@ struct cuda_kv {
  * time; for benchmarks only (it serializes host and device). */
 enum prof_op { P_MATMUL, P_GEMM, P_EMBED, P_NORM, P_ADD, P_ROPE, P_SILU, P_KV, P_ATT, P_GATHER,
                P_PROBE, P_COPY, P_N };
-const char *const prof_names[P_N] = {"matmul", "cublas gemm", "embed", "rmsnorm", "add/bias",
-                                     "rope", "silu*mul", "kv store", "attention", "gather rows",
-                                     "nan probes", "copies"};
+const char *const prof_names[P_N] = {"matmul", "cublas gemm", "embed", "(add+)rmsnorm",
+                                     "add/bias", "bias+rope+kv", "silu*mul", "kv store",
+                                     "attention", "gather rows", "nan probes", "copies"};
 
 struct kb_cuda {
     kb_backend base;
@@ -438,6 +507,9 @@ struct kb_cuda {
     int gemm_rows = 0; /* cuBLAS from this many rows up; 0 = never (deterministic) */
     std::unordered_map<void *, size_t> allocs;
     std::atomic<uint64_t> bytes{0}; /* read by model_device_memory from other threads */
+    probe_set pending{};  /* probes not launched yet: they go out together before the next op */
+    int n_pending = 0;
+    int64_t pending_max = 0;
     cudaError_t first_error = cudaSuccess;
     const kb_batch *b = nullptr;
     int n_chunks = 0;
@@ -449,6 +521,7 @@ std::atomic<uint64_t> g_kv_bytes{0}; /* device bytes of live KV stores (all back
 
 kb_cuda *cu(kb_backend *be) { return reinterpret_cast<kb_cuda *>(be); }
 
+void note(kb_cuda *c, cudaError_t e);
 void note(kb_cuda *c, cudaError_t e) {
     if (e != cudaSuccess && c->first_error == cudaSuccess) c->first_error = e;
 }
@@ -459,8 +532,33 @@ double now_s() {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+void note_launch(kb_cuda *c);
+/* Launches the pending NaN/Inf checks (one kernel for all of them). Every
+ * op calls it first (through prof_begin), so a check always runs before
+ * anything can overwrite the buffer it reads. */
+void flush_probes(kb_cuda *c) {
+    if (!c->n_pending) return;
+    unsigned bx = blocks_for(c->pending_max, 256);
+    if (bx > 256) bx = 256;
+    k_check_multi<<<dim3(bx, (unsigned)c->n_pending), 256, 0, c->stream>>>(c->pending,
+                                                                        (int *)c->flag.p);
+    note_launch(c);
+    c->n_pending = 0;
+    c->pending_max = 0;
+}
 void prof_begin(kb_cuda *c) {
-    if (!c->prof) return;
+    if (!c->prof) {
+        flush_probes(c);
+        return;
+    }
+    if (c->n_pending) {
+        cudaStreamSynchronize(c->stream);
+        double t = now_s();
+        flush_probes(c);
+        cudaStreamSynchronize(c->stream);
+        c->prof_s[P_PROBE] += now_s() - t;
+        c->prof_n[P_PROBE]++;
+    }
     cudaStreamSynchronize(c->stream);
     c->prof_t0 = now_s();
 }
@@ -609,6 +707,8 @@ int op_begin(kb_backend *be, const kb_batch *b, sgl_error *err) {
     kb_cuda *c = cu(be);
     c->b = b;
     c->first_error = cudaSuccess;
+    c->n_pending = 0;
+    c->pending_max = 0;
     std::vector<int32_t> slot0((size_t)(b->n_seqs > 0 ? b->n_seqs : 1));
     for (int32_t i = 0; i < b->n_seqs; i++) slot0[(size_t)i] = b->seqs[i].slot0;
     int flag = INT_MAX;
@@ -630,6 +730,7 @@ int op_begin(kb_backend *be, const kb_batch *b, sgl_error *err) {
 
 int op_finish(kb_backend *be, int *first_bad, sgl_error *err) {
     kb_cuda *c = cu(be);
+    flush_probes(c);
     int flag = INT_MAX;
     cudaError_t e = cudaMemcpyAsync(&flag, c->flag.p, sizeof flag, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
@@ -809,6 +910,31 @@ void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape
     prof_end(cu(be), P_ATT);
 }
 
+void op_add_rmsnorm(kb_backend *be, float *x, float *y, const float *w, int64_t n, int64_t dim,
+                    float eps) {
+    kb_cuda *c = cu(be);
+    if (n <= 0) return;
+    prof_begin(c);
+    k_add_rmsnorm<<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(x, y, w, (int)dim, eps);
+    note_launch(c);
+    prof_end(c, P_NORM);
+}
+
+void op_qkv_post(kb_backend *be, float *q, float *k, float *v, const float *bq, const float *bk,
+                 const float *bv, const kb_rope *rq, const kb_rope *rk, const kb_kv *kv,
+                 int layer) {
+    kb_cuda *c = cu(be);
+    int64_t n = c->b->n_rows;
+    if (n <= 0) return;
+    prof_begin(c);
+    k_qkv_post<<<(unsigned)n, 128, 0, c->stream>>>(q, k, v, bq, bk, bv, (const int32_t *)c->pos.p,
+        (const int32_t *)c->wslot.p, rq->n_heads, rk->n_heads, rq->head_dim, rq->rot_dim,
+        rq->theta, rq->freq_scale, rq->neox ? 1 : 0, (__half *)kv->k, (__half *)kv->v,
+        (int64_t)layer * kv->n_slots * kv->kv_dim);
+    note_launch(c);
+    prof_end(c, P_ROPE);
+}
+
 void op_gather_rows(kb_backend *be, float *dst, const float *src, int64_t dim) {
     prof_begin(cu(be));
     kb_cuda *c = cu(be);
@@ -823,12 +949,12 @@ void op_gather_rows(kb_backend *be, float *dst, const float *src, int64_t dim) {
 int op_check_finite(kb_backend *be, const float *x, int64_t n, int probe) {
     kb_cuda *c = cu(be);
     if (n <= 0) return 0;
-    unsigned blocks = blocks_for(n, 256);
-    if (blocks > 1024) blocks = 1024;
-    prof_begin(c);
-    k_check_finite<<<blocks, 256, 0, c->stream>>>(x, n, probe, (int *)c->flag.p);
-    note_launch(c);
-    prof_end(c, P_PROBE);
+    if (c->n_pending == PROBE_BATCH) flush_probes(c);
+    c->pending.x[c->n_pending] = x;
+    c->pending.n[c->n_pending] = n;
+    c->pending.probe[c->n_pending] = probe;
+    c->n_pending++;
+    if (n > c->pending_max) c->pending_max = n;
     return 0;
 }
 
@@ -879,6 +1005,8 @@ const kb_ops cuda_ops = [] {
     o.attention = op_attention;
     o.gather_rows = op_gather_rows;
     o.check_finite = op_check_finite;
+    o.qkv_post = op_qkv_post;
+    o.add_rmsnorm = op_add_rmsnorm;
     o.describe = op_describe;
     o.mem_used = op_mem_used;
     o.destroy = op_destroy;
