@@ -43,7 +43,8 @@ typedef struct model_state {
     float *att;    /* [N][q_dim] attention output */
     float *hb;     /* [N][ffn_dim] gate, then silu(gate) * up */
     float *hb2;    /* [N][ffn_dim] up */
-    float *lg;     /* [N][vocab] logits (non-CPU backends; the CPU writes the caller's buffer) */
+    float *lg;     /* [cap_logits][vocab] logits (device backends; the CPU writes the caller's buffer) */
+    int64_t cap_logits;
     int32_t *tok;  /* host [N] token id of each row */
     int32_t *pos;  /* host [N] position of each row */
     int32_t *slot; /* host [N] KV slot each row writes */
@@ -579,7 +580,6 @@ static int state_reserve(sgl_model *m, const model_batch *b, int64_t n_tokens, i
             grow_be(m, &s->q, c->q_dim, n) || grow_be(m, &s->k, c->kv_dim, n) ||
             grow_be(m, &s->v, c->kv_dim, n) || grow_be(m, &s->att, c->q_dim, n) ||
             grow_be(m, &s->hb, c->ffn_dim, n) || grow_be(m, &s->hb2, c->ffn_dim, n) ||
-            (!m->be_is_cpu && grow_be(m, &s->lg, c->vocab, n)) ||
             grow_host(&s->tok, sizeof(int32_t), n) || grow_host(&s->pos, sizeof(int32_t), n) ||
             grow_host(&s->slot, sizeof(int32_t), n) ||
             grow_host(&s->row_seq, sizeof(int32_t), n) ||
@@ -587,6 +587,14 @@ static int state_reserve(sgl_model *m, const model_batch *b, int64_t n_tokens, i
             return sgl_error_set(err, "model: out of %s memory for a batch of %lld tokens",
                                  m->be->ops->name, (long long)n_tokens);
         s->cap_tokens = n;
+    }
+    int64_t n_logits = model_batch_logit_rows(b);
+    if (!m->be_is_cpu && n_logits > s->cap_logits) {
+        s->cap_logits = 0;
+        if (grow_be(m, &s->lg, c->vocab, n_logits))
+            return sgl_error_set(err, "model: out of %s memory for %lld logits rows",
+                                 m->be->ops->name, (long long)n_logits);
+        s->cap_logits = n_logits;
     }
     if (b->n_seqs > s->cap_seqs) {
         if (grow_host(&s->seqs, sizeof(kb_seq), b->n_seqs))
