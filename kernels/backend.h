@@ -47,6 +47,7 @@ typedef struct kb_seq {
     int32_t n_new;  /* new tokens, rows row0 .. row0 + n_new - 1 */
     int32_t pos0;   /* position of its first new token; it attends to pos0 + n_new keys */
     int32_t slot0;  /* its pos0 + n_new KV slots start at kb_batch.slots[slot0] */
+    const int32_t *slots; /* the same slots in the caller's array (host memory) */
 } kb_seq;
 
 /* The flattened batch (host memory, owned by the caller, valid until
@@ -59,7 +60,8 @@ typedef struct kb_batch {
     const int32_t *pos;      /* [n_rows] position */
     const int32_t *wslot;    /* [n_rows] KV slot the row writes */
     const int32_t *row_seq;  /* [n_rows] sequence of the row */
-    const int32_t *slots;    /* [n_slots] every sequence's attended slots, in seq order */
+    const int32_t *slots;    /* [n_slots] every sequence's attended slots, in seq order;
+                                NULL for host backends (ops->host), which read kb_seq.slots */
     int64_t n_slots;
     int32_t max_ctx;         /* largest pos0 + n_new */
     int64_t n_logits;        /* rows asked for logits */

@@ -601,7 +601,7 @@ static int state_reserve(sgl_model *m, const model_batch *b, int64_t n_tokens, i
             return sgl_error_set(err, "model: out of memory");
         s->cap_seqs = b->n_seqs;
     }
-    if (n_slots > s->cap_slots) {
+    if (!m->be_is_cpu && n_slots > s->cap_slots) {
         if (grow_host(&s->slots, sizeof(int32_t), n_slots))
             return sgl_error_set(err, "model: out of memory");
         s->cap_slots = n_slots;
@@ -863,8 +863,9 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
     int64_t row = 0, slot0 = 0, lr = 0;
     for (int32_t i = 0; i < b->n_seqs; i++) {
         const model_seq *sq = &b->seqs[i];
-        s->seqs[i] = (kb_seq){(int32_t)row, sq->n_new, sq->pos0, (int32_t)slot0};
-        memcpy(s->slots + slot0, sq->slots, sizeof(int32_t) * (size_t)sq->n_ctx);
+        s->seqs[i] = (kb_seq){(int32_t)row, sq->n_new, sq->pos0, (int32_t)slot0, sq->slots};
+        if (!m->be_is_cpu) /* one array to upload */
+            memcpy(s->slots + slot0, sq->slots, sizeof(int32_t) * (size_t)sq->n_ctx);
         for (int32_t t = 0; t < sq->n_new; t++) {
             s->tok[row + t] = sq->tokens[t];
             s->pos[row + t] = sq->pos0 + t;
@@ -876,7 +877,8 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
         slot0 += sq->n_ctx;
     }
     kb_batch kb = {.n_seqs = b->n_seqs, .seqs = s->seqs, .n_rows = n, .tok = s->tok,
-                   .pos = s->pos, .wslot = s->slot, .row_seq = s->row_seq, .slots = s->slots,
+                   .pos = s->pos, .wslot = s->slot, .row_seq = s->row_seq,
+                   .slots = m->be_is_cpu ? NULL : s->slots,
                    .n_slots = n_slots, .max_ctx = (int32_t)max_ctx, .n_logits = n_logits,
                    .logit_rows = s->logit_rows};
     kb_backend *be = m->be;

@@ -608,7 +608,7 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
     int kvh = item % c->n_kv_heads;
     int it = item / c->n_kv_heads;
     const kb_seq *sq = &cp->b->seqs[cp->item_seq[it]];
-    const int32_t *slots = cp->b->slots + sq->slot0;
+    const int32_t *slots = sq->slots;
     int32_t t0 = cp->item_t0[it], t1 = cp->item_t1[it];
     int64_t row0 = sq->row0; /* batch row of new token 0 of this seq */
     int hd = c->head_dim;

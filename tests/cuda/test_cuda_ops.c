@@ -67,7 +67,7 @@ typedef struct onebatch {
 } onebatch;
 static void onebatch_init(onebatch *o, int n, int pos0, int vocab) {
     if (n > 512 || pos0 + n > 4608) abort(); /* the arrays above */
-    o->seq = (kb_seq){0, n, pos0, 0};
+    o->seq = (kb_seq){0, n, pos0, 0, o->slots};
     for (int i = 0; i < pos0 + n; i++) o->slots[i] = i;
     for (int i = 0; i < n; i++) {
         o->tok[i] = (int32_t)urand((uint32_t)vocab);
@@ -250,7 +250,7 @@ static void attbatch_init(attbatch *ab, int ns, const int (*sp)[2], const int32_
     int r = 0, s0 = 0;
     for (int i = 0; i < ns; i++) {
         int n = sp[i][0], p0 = sp[i][1];
-        ab->seqs[i] = (kb_seq){r, n, p0, s0};
+        ab->seqs[i] = (kb_seq){r, n, p0, s0, ab->slots + s0};
         for (int j = 0; j < p0 + n; j++) ab->slots[s0 + j] = perm[slot_start[i] + j];
         for (int t = 0; t < n; t++, r++) {
             ab->pos[r] = p0 + t;
