@@ -424,11 +424,12 @@ static inline float att_exp(float x) {
     r = r - n * 1.428606765330187e-06f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
                          r * (0.0083333338f + r * 0.0013888889f)))));
-    int32_t ti;
+    uint32_t ti;
     memcpy(&ti, &t, sizeof ti);
-    int32_t k = ti - 0x4B400000; /* n as an integer */
+    int32_t k = (int32_t)(ti - 0x4B400000u); /* n as an integer */
     k = k < -126 ? -126 : k;
-    int32_t eb = (k + 127) << 23; /* 2^k */
+    /* 2^k; unsigned, so a NaN score (a forward about to fail) is no UB */
+    uint32_t eb = ((uint32_t)k + 127u) << 23;
     float e;
     memcpy(&e, &eb, sizeof e);
     return p * e;
