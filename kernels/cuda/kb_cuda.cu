@@ -690,6 +690,9 @@ kb_kv *op_kv_new(kb_backend *be, int32_t n_slots, int32_t n_layers, int32_t kv_d
     if (e == cudaSuccess) e = cudaMalloc((void **)&k->kv.v, half_bytes);
     if (e == cudaSuccess) e = cudaMemset(k->kv.k, 0, half_bytes);
     if (e == cudaSuccess) e = cudaMemset(k->kv.v, 0, half_bytes);
+    /* cudaMemset runs on the legacy stream, which the backend's non-blocking
+     * stream does not wait for: finish it before any kernel can write K/V */
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {
         cudaGetLastError();
         fail(err, "KV pool on the device", e);
@@ -1019,7 +1022,7 @@ extern "C" int kb_cuda_built(void) { return 1; }
 
 extern "C" kb_backend *kb_cuda_new(sgl_error *err) {
     if (kcuda_device_count() <= 0) {
-        sgl_error_set(err, "cuda: no CUDA device (or no driver) on this machine");
+        sgl_error_set(err, "cuda: no usable GPU on this machine (%s)", kcuda_no_device_reason());
         return nullptr;
     }
     kb_cuda *c = new (std::nothrow) kb_cuda();

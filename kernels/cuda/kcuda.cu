@@ -75,14 +75,21 @@ int launch_dequant(sgl_dtype t, const void *d_src, float *d_dst, int64_t n, sgl_
 
 } // namespace
 
+static const char *count_error = "no CUDA device";
+
 extern "C" int kcuda_device_count(void) {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        count_error = cudaGetErrorString(e);
         cudaGetLastError(); /* clear the sticky "no driver" error */
         return 0;
     }
+    if (n == 0) count_error = "no CUDA device";
     return n;
 }
+
+extern "C" const char *kcuda_no_device_reason(void) { return count_error; }
 
 extern "C" int kcuda_device_describe(char *buf, size_t cap) {
     if (kcuda_device_count() <= 0) return -1;

@@ -16,6 +16,9 @@
 
 /* Number of usable CUDA devices; 0 when there is no GPU or no driver. */
 int kcuda_device_count(void);
+/* Why the last kcuda_device_count returned 0 (the runtime's words, e.g.
+ * "CUDA driver version is insufficient for CUDA runtime version"; static). */
+const char *kcuda_no_device_reason(void);
 /* Writes a one-line description of device 0 (name, memory, compute
  * capability) into buf. Returns 0, or -1 when there is no device. */
 int kcuda_device_describe(char *buf, size_t cap);
