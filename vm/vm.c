@@ -1800,7 +1800,7 @@ static void run_interrupt(vm *v) {
 
 int vm_run(vm *v, sgl_error *err) {
     (void)err;
-    v->next_poll = sgl_now() + (v->cfg.poll_interval > 0 ? v->cfg.poll_interval : 0.1);
+    v->next_poll = sgl_now(); /* due at once: a progress line shows from the start */
     for (;;) {
         while (v->run_head) {
             vm_inst *in = v->run_head;
