@@ -338,18 +338,23 @@ static void gen_defs(gen_src *g, const repl *r, const bool *skip) {
     }
 }
 
-/* The region holding generated offset o (the entry's when none does),
- * and o as an offset into that region's text. */
-static int gen_map(const gen_src *g, uint32_t o, uint32_t *text_off) {
+/* The region holding generated offset o, and o as an offset into that
+ * region's text. Outside every region (generated code): the entry's region,
+ * at its end when o lies after it (*past set), else at its start. */
+static int gen_map(const gen_src *g, uint32_t o, uint32_t *text_off, bool *past) {
+    if (past) *past = false;
     for (size_t i = 0; i < g->n_reg; i++) {
         const region *rg = &g->reg[i];
         if (o + rg->lead < rg->gen_start || o > rg->gen_start + rg->len) continue;
         *text_off = rg->text_off + (o > rg->gen_start ? o - rg->gen_start : 0);
         return (int)i;
     }
-    int e = g->entry >= 0 ? g->entry : 0;
-    *text_off = g->n_reg ? g->reg[e].text_off : 0;
-    return g->n_reg ? e : -1;
+    if (!g->n_reg) return -1;
+    const region *e = &g->reg[g->entry >= 0 ? g->entry : 0];
+    bool after = o > e->gen_start + e->len;
+    if (past) *past = after;
+    *text_off = e->text_off + (after ? e->len : 0);
+    return g->entry >= 0 ? g->entry : 0;
 }
 
 /* sgl_source views of the regions' texts, for printing. */
@@ -427,11 +432,22 @@ static void print_diags(const repl *r, const gen_src *g, const sgl_program *p) {
         sgl_diag d = p->diags.items[i];
         if (d.has_loc && d.loc.file == 0) {
             uint32_t s, e;
-            int rs = gen_map(g, d.loc.start, &s);
-            int re = gen_map(g, d.loc.end, &e);
+            bool past;
+            int rs = gen_map(g, d.loc.start, &s, &past);
+            int re = gen_map(g, d.loc.end, &e, NULL);
             d.loc.file = rs >= 0 ? (uint32_t)rs : 0;
             d.loc.start = s;
             d.loc.end = re == rs && e >= s ? e : s;
+            /* The parser stopped at the generated code after the entry:
+             * the entry itself ended too soon. */
+            if (past && d.level == SGL_DIAG_ERROR && !strncmp(d.msg, "unexpected '", 12)) {
+                d.msg = sgl_strdup("unexpected end of the entry");
+                char *w = user_words(d.msg);
+                free(d.msg);
+                d.msg = w;
+                view.diags.items[i] = d;
+                continue;
+            }
         } else if (d.has_loc) {
             d.loc.file = d.loc.file - 1 + (uint32_t)g->n_reg;
         }
@@ -469,7 +485,7 @@ static void print_runtime_error(const gen_src *g, const sgl_program *p, const ch
         if (!strncmp(q, GEN_NAME ":", nl + 1) && sscanf(q + nl, ":%u:%u%n", &line, &col, &used) == 2 && line >= 1 &&
             line <= n_lines && vok == 0) {
             uint32_t o = ls[line - 1] + (col ? col - 1 : 0), to;
-            int ri = gen_map(g, o, &to);
+            int ri = gen_map(g, o, &to, NULL);
             if (ri >= 0) {
                 uint32_t l2, c2;
                 sgl_source_line_col(&v.files[ri], to, &l2, &c2);
@@ -902,6 +918,7 @@ static bool do_entry(repl *r, const char *t) {
     char arg[4096];
     while (*t == ' ' || *t == '\t') t++;
     size_t n = strlen(t);
+    while (n && isspace((unsigned char)t[n - 1])) n--; /* blank lines that ended it */
     char cmd[32] = "";
     if (*t == ':') {
         size_t k = 0;
