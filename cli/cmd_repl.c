@@ -26,6 +26,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,27 @@ static int repl_poll(void *ctx) {
 }
 
 typedef enum { READ_LINE, READ_EOF, READ_INTERRUPT } read_status;
+
+#ifdef REPL_HAVE_EDIT
+/* readline's key reader. A Ctrl-C that comes after the prompt was shown
+ * but before the read began would not interrupt that read; looking at the
+ * flag between short waits closes the gap. EOF (with the flag set) ends
+ * the line being edited. */
+static int repl_getc(FILE *f) {
+    int fd = fileno(f);
+    for (;;) {
+        if (repl_sigint) return EOF;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, 100);
+        if (r == 0 || (r < 0 && errno == EINTR)) continue;
+        unsigned char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n == 1) return c;
+        if (n < 0 && errno == EINTR) continue;
+        return EOF;
+    }
+}
+#endif
 
 /* Reads one line (caller frees *out) with prompt at a terminal. */
 static read_status read_line(const char *prompt, bool tty, char **out) {
@@ -1038,6 +1060,7 @@ int cmd_repl(int argc, char **argv) {
 #ifdef REPL_HAVE_EDIT
     if (tty) {
         rl_readline_name = "sglc";
+        rl_getc_function = repl_getc;
         complete_repl = &r;
         rl_attempted_completion_function = complete;
         rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{([,+-*/%!)]}";
