@@ -82,7 +82,7 @@ static void repl_help(void) {
            "  :save FILE     write the kept definitions to FILE\n"
            "  :quit          leave (also Ctrl-D)\n"
            "Ctrl-C interrupts a running entry (or drops the one being typed); two empty\n"
-           "lines also drop an unfinished entry.\n");
+           "lines or a : command also drop an unfinished entry.\n");
 }
 
 /* ---- input -------------------------------------------------------------------------------- */
@@ -163,8 +163,9 @@ static read_status read_line(const char *prompt, bool tty, char **out) {
 }
 
 /* True when text needs more lines: open brackets or strings, or a last
- * line ending in an operator, comma or backslash. */
-static bool incomplete(const char *t) {
+ * line ending in an operator, comma or backslash. *in_text (may be NULL):
+ * whether text ends inside a triple-quoted string. */
+static bool incomplete(const char *t, bool *in_text) {
     int depth = 0;
     bool in_str = false, triple = false;
     for (const char *p = t; *p; p++) {
@@ -191,10 +192,26 @@ static bool incomplete(const char *t) {
             depth--;
         }
     }
+    if (in_text) *in_text = in_str && triple;
     if (depth > 0 || (in_str && triple)) return true;
     size_t n = strlen(t);
     while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) n--;
     return n && strchr("+-*/%=,\\<>", t[n - 1]) != NULL;
+}
+
+static const char *const repl_commands[] = {":help", ":graph", ":stats", ":vars", ":defs", ":reset",
+                                            ":load", ":save", ":quit", NULL};
+
+/* True when line is one of the : commands (with or without an argument). */
+static bool is_command(const char *line) {
+    static const char *const aliases[] = {":q", ":exit"};
+    while (*line == ' ' || *line == '\t') line++;
+    for (size_t i = 0; i < SGL_ARRAY_LEN(repl_commands) + SGL_ARRAY_LEN(aliases); i++) {
+        const char *c = i < SGL_ARRAY_LEN(repl_commands) ? repl_commands[i] : aliases[i - SGL_ARRAY_LEN(repl_commands)];
+        size_t n = c ? strlen(c) : 0;
+        if (n && !strncmp(line, c, n) && (!line[n] || isspace((unsigned char)line[n]))) return true;
+    }
+    return false;
 }
 
 static bool blank(const char *t) {
@@ -234,8 +251,6 @@ static char *history_path(void) {
     return p;
 }
 
-static const char *const repl_commands[] = {":help", ":graph", ":stats", ":vars", ":defs", ":reset",
-                                            ":load", ":save", ":quit", NULL};
 static const char *const repl_keywords[] = {"fn", "let", "const", "if", "elif", "else", "for", "in", "while",
                                             "break", "continue", "return", "import", "main", "with",
                                             "assert", "true", "false", "none", "and", "or", "not", NULL};
@@ -1089,7 +1104,8 @@ int cmd_repl(int argc, char **argv) {
         free(line);
         bool drop = false, eof = false;
         int blanks = 0;
-        while (!drop && !eof && incomplete(entry.data ? entry.data : "")) {
+        bool in_text = false;
+        while (!drop && !eof && incomplete(entry.data ? entry.data : "", &in_text)) {
             char *more = NULL;
             st = read_line("...> ", tty, &more);
             if (st == READ_EOF) {
@@ -1099,6 +1115,14 @@ int cmd_repl(int argc, char **argv) {
             if (st == READ_INTERRUPT) {
                 if (tty) putchar('\n');
                 drop = true;
+                break;
+            }
+            if (!in_text && is_command(more)) {
+                /* A : command (outside a string) leaves the unfinished entry. */
+                fprintf(stderr, "(unfinished entry dropped)\n");
+                sgl_strbuf_clear(&entry);
+                sgl_strbuf_puts(&entry, more);
+                free(more);
                 break;
             }
             blanks = blank(more) ? blanks + 1 : 0;

@@ -2,10 +2,11 @@
 # repl_pty_test.py: `sglc repl` on the tiny model, typed on a pseudo-terminal:
 # Ctrl-C during a running entry of gens returns to the prompt with earlier
 # variables intact and no engine request left running; Ctrl-C drops a line
-# being typed and an unfinished entry; two empty lines drop one too; fn
-# redefinition (with its note); :reset; :save and :load; Tab completion of
-# a variable and of a : command; located errors in the entry's own words and
-# lines; the history file under $XDG_STATE_HOME; Ctrl-D leaves with status 0.
+# being typed and an unfinished entry; two empty lines or a : command drop
+# one too; fn redefinition (with its note); :reset; :save and :load; Tab
+# completion of a variable and of a : command; located errors in the entry's
+# own words and lines; the history file under $XDG_STATE_HOME; Ctrl-D leaves
+# with status 0.
 # usage: repl_pty_test.py SGLC TINY_MODEL
 import os
 import re
@@ -76,10 +77,13 @@ def main():
         t.type('\r')
         t.expect('(unfinished entry dropped)', 'two empty lines drop the entry')
         t.expect('sgl> ', 'prompt after dropping')
+        # A : command at the continuation prompt leaves the unfinished entry.
+        t.type('fn bad2( {\r')
+        t.expect('...> ', 'unbalanced entry 2')
         t.type(':vars\r')
-        shown = t.expect('sgl> ', ':vars after the dropped entries')
-        if 'x = 41' not in shown:
-            fail(':vars after Ctrl-C shows:\n%s' % shown)
+        shown = t.expect('sgl> ', ':vars at the continuation prompt')
+        if '(unfinished entry dropped)' not in shown or 'x = 41' not in shown:
+            fail(':vars at the continuation prompt shows:\n%s' % shown)
 
         # Errors name the entry and its own lines, never the generated code.
         t.type('let y = 1\r')
