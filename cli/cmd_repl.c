@@ -497,56 +497,62 @@ static void print_diags(const repl *r, const gen_src *g, const sgl_program *p) {
     view_free(&v, g->n_reg);
 }
 
-/* Prints a runtime error (vm_inst_error) with every GEN_NAME:LINE:COL in it
- * mapped back through g, and the source line under its first location. */
-static void print_runtime_error(const gen_src *g, const sgl_program *p, const char *msg) {
-    /* Line starts of the generated source. */
+/* text with every marker followed by LINE:COL (a place in g's generated
+ * source) replaced by the place in the user's text: "WHERE:LINE:COL" when
+ * named, else marker + "LINE:COL" counted in that text. v: view_make of g.
+ * Caller frees. */
+static char *remap_places(const gen_src *g, const src_view *v, const char *text, const char *marker, bool named) {
     const char *gs = g->sb.data ? g->sb.data : "";
     size_t n_lines = 1;
     for (const char *q = gs; *q; q++) n_lines += *q == '\n';
     uint32_t *ls = malloc(n_lines * sizeof *ls);
-    if (!ls) {
-        fprintf(stderr, "%s\n", msg);
-        return;
-    }
+    if (!ls) return sgl_strdup(text);
     ls[0] = 0;
     for (size_t k = 0, i = 1; gs[k]; k++)
         if (gs[k] == '\n') ls[i++] = (uint32_t)k + 1;
-    src_view v = {0};
-    int vok = view_make(&v, g, p);
     sgl_strbuf sb = {0};
-    const size_t nl = strlen(GEN_NAME);
-    for (const char *q = msg; *q;) {
+    const size_t ml = strlen(marker);
+    for (const char *q = text; *q;) {
         unsigned line, col;
         int used = 0;
-        if (!strncmp(q, GEN_NAME ":", nl + 1) && sscanf(q + nl, ":%u:%u%n", &line, &col, &used) == 2 && line >= 1 &&
-            line <= n_lines && vok == 0) {
+        if (!strncmp(q, marker, ml) && sscanf(q + ml, "%u:%u%n", &line, &col, &used) == 2 && line >= 1 &&
+            line <= n_lines) {
             uint32_t o = ls[line - 1] + (col ? col - 1 : 0), to;
             int ri = gen_map(g, o, &to, NULL);
             if (ri >= 0) {
                 uint32_t l2, c2;
-                sgl_source_line_col(&v.files[ri], to, &l2, &c2);
-                sgl_strbuf_printf(&sb, "%s:%u:%u", g->reg[ri].where, l2, c2);
-                q += nl + (size_t)used;
+                sgl_source_line_col(&v->files[ri], to, &l2, &c2);
+                if (named) sgl_strbuf_printf(&sb, "%s:%u:%u", g->reg[ri].where, l2, c2);
+                else sgl_strbuf_printf(&sb, "%s%u:%u", marker, l2, c2);
+                q += ml + (size_t)used;
                 continue;
             }
         }
         sgl_strbuf_putc(&sb, *q++);
     }
     sgl_strbuf_putc(&sb, 0);
-    char *text = user_words(sb.data ? sb.data : msg);
-    sgl_strbuf_free(&sb);
-    if (vok == 0 && p) {
-        sgl_program view = *p;
-        view.files = v.files;
-        view.n_files = v.n_files;
-        vm_script vs = {.prog = &view, .mod = NULL};
-        vm_script_print_error(&vs, text, stderr);
-    } else {
-        fprintf(stderr, "%s\n", text);
-    }
-    free(text);
     free(ls);
+    return sgl_strbuf_take(&sb);
+}
+
+/* Prints a runtime error (vm_inst_error) with every GEN_NAME:LINE:COL in it
+ * mapped back through g, and the source line under its first location. */
+static void print_runtime_error(const gen_src *g, const sgl_program *p, const char *msg) {
+    src_view v = {0};
+    if (!p || view_make(&v, g, p) < 0) {
+        view_free(&v, g->n_reg);
+        fprintf(stderr, "%s\n", msg);
+        return;
+    }
+    char *mapped = remap_places(g, &v, msg, GEN_NAME ":", true);
+    char *text = user_words(mapped ? mapped : msg);
+    free(mapped);
+    sgl_program view = *p;
+    view.files = v.files;
+    view.n_files = v.n_files;
+    vm_script vs = {.prog = &view, .mod = NULL};
+    vm_script_print_error(&vs, text ? text : msg, stderr);
+    free(text);
     view_free(&v, g->n_reg);
 }
 
@@ -863,9 +869,25 @@ static void do_graph(repl *r, const char *fn) {
     vm_script sc;
     sgl_error err = {{0}};
     if (vm_script_load(&r->s, GEN_NAME, src, strlen(src), NULL, false, false, &sc, &err) == 0) {
+        /* A kept function's places ("@LINE:COL") are counted in the entry
+         * (or file) that defined it; other functions' are their files'. */
+        bool kept = false;
+        for (size_t i = 0; *fn && i < r->n_defs; i++) kept |= r->defs[i].name && !strcmp(r->defs[i].name, fn);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *mem = kept ? open_memstream(&buf, &len) : NULL;
         compiler_options co = compiler_options_default();
-        if (compiler_dump_graph(sc.prog, &co, COMPILER_GRAPH_TEXT, *fn ? fn : NULL, stdout, &err) < 0)
+        if (compiler_dump_graph(sc.prog, &co, COMPILER_GRAPH_TEXT, *fn ? fn : NULL, mem ? mem : stdout, &err) < 0)
             fprintf(stderr, "error: %s\n", err.msg);
+        if (mem) {
+            fclose(mem);
+            src_view v = {0};
+            char *mapped = view_make(&v, &g, sc.prog) == 0 ? remap_places(&g, &v, buf ? buf : "", " @", false) : NULL;
+            fputs(mapped ? mapped : buf ? buf : "", stdout);
+            free(mapped);
+            view_free(&v, g.n_reg);
+            free(buf);
+        }
     } else if (sc.prog && sc.prog->diags.n_errors) {
         print_diags(r, &g, sc.prog);
     }
