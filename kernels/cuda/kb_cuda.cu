@@ -8,7 +8,7 @@
  *
  * Determinism (kernels/backend.h): every output element has one reduction
  * order that does not depend on the batch:
- *  - matmul: one warp per (weight row, tile of MM_TILE activation rows);
+ *  - matmul: one warp per (weight row, tile of MM_TILE or MM_TILE_BIG rows);
  *    lane l sums the products of columns l, l + 32, ... in column order and
  *    the 32 lane sums meet in a fixed butterfly. An activation row's result
  *    is the same in any tile and any batch.
@@ -46,8 +46,11 @@ extern "C" {
 
 namespace {
 
-/* Activation rows per matmul warp (each weight element is decoded once per tile). */
+/* Activation rows per matmul warp (each weight element is decoded once per
+ * tile): MM_TILE below MM_TILE_BIG_FROM rows, MM_TILE_BIG from there. */
 constexpr int MM_TILE = 8;
+constexpr int MM_TILE_BIG = 32;
+constexpr int MM_TILE_BIG_FROM = 64;
 /* Warps (weight rows) per matmul block. */
 constexpr int MM_WARPS = 4;
 /* Keys per attention chunk: fixed, so the split never depends on the batch. */
@@ -175,27 +178,29 @@ bool type_ok(sgl_dtype t) {
 
 /* ---- kernels ------------------------------------------------------------------ */
 
-/* Y[b][r] = sum_j W[r][j] X[b][j]; see the determinism note at the top. */
-template <int T>
+/* Y[b][r] = sum_j W[r][j] X[b][j]; see the determinism note at the top.
+ * TILE activation rows per warp share each decoded weight; a row's sum is
+ * the same for any TILE (its own accumulator, the same order). */
+template <int T, int TILE>
 __global__ void k_matmul(const uint8_t *W, int64_t rb, int rows, int k, const float *X, int nb,
                          float *Y) {
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int r = blockIdx.x * MM_WARPS + warp;
     if (r >= rows) return;
-    int b0 = blockIdx.y * MM_TILE;
-    int nt = min(MM_TILE, nb - b0);
+    int b0 = blockIdx.y * TILE;
+    int nt = min(TILE, nb - b0);
     const uint8_t *row = W + (int64_t)r * rb;
-    float acc[MM_TILE];
+    float acc[TILE];
 #pragma unroll
-    for (int b = 0; b < MM_TILE; b++) acc[b] = 0.0f;
+    for (int b = 0; b < TILE; b++) acc[b] = 0.0f;
     for (int j = lane; j < k; j += 32) {
         float w = welem<T>(row, j);
 #pragma unroll
-        for (int b = 0; b < MM_TILE; b++)
+        for (int b = 0; b < TILE; b++)
             if (b < nt) acc[b] = __fmaf_rn(w, X[(int64_t)(b0 + b) * k + j], acc[b]);
     }
 #pragma unroll
-    for (int b = 0; b < MM_TILE; b++) {
+    for (int b = 0; b < TILE; b++) {
         float v = acc[b];
         for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
         if (lane == 0 && b < nt) Y[(int64_t)(b0 + b) * rows + r] = v;
@@ -778,12 +783,19 @@ bool gemm_cublas(kb_cuda *c, const kb_mat *w, const float *x, int64_t nb, float 
                         CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
 }
 
-template <int T>
-void launch_matmul(const kb_mat *w, const float *x, int64_t nb, float *y, cudaStream_t s) {
-    dim3 grid((unsigned)((w->rows + MM_WARPS - 1) / MM_WARPS), (unsigned)((nb + MM_TILE - 1) / MM_TILE));
-    k_matmul<T><<<grid, MM_WARPS * 32, 0, s>>>((const uint8_t *)w->data,
+template <int T, int TILE>
+void launch_matmul_tile(const kb_mat *w, const float *x, int64_t nb, float *y, cudaStream_t s) {
+    dim3 grid((unsigned)((w->rows + MM_WARPS - 1) / MM_WARPS), (unsigned)((nb + TILE - 1) / TILE));
+    k_matmul<T, TILE><<<grid, MM_WARPS * 32, 0, s>>>((const uint8_t *)w->data,
         (int64_t)sgl_dtype_row_bytes(w->type, (uint64_t)w->cols), (int)w->rows, (int)w->cols, x,
         (int)nb, y);
+}
+/* Small batches: tiles of MM_TILE rows (more warps in flight); large ones:
+ * MM_TILE_BIG (each weight decoded once per 32 rows). Same results. */
+template <int T>
+void launch_matmul(const kb_mat *w, const float *x, int64_t nb, float *y, cudaStream_t s) {
+    if (nb >= MM_TILE_BIG_FROM) launch_matmul_tile<T, MM_TILE_BIG>(w, x, nb, y, s);
+    else launch_matmul_tile<T, MM_TILE>(w, x, nb, y, s);
 }
 
 void op_matmul(kb_backend *be, const kb_mat *w, const float *x, int64_t nb, float *y) {

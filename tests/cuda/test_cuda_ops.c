@@ -85,7 +85,7 @@ static void onebatch_init(onebatch *o, int n, int pos0, int vocab) {
 /* Weight decoders (through embed: exact) and matmul against the scalar
  * reference (f32 activations, double sums), then batch invariance. */
 static void test_matmul_and_decoders(void) {
-    const int64_t rows = 97, k = 512, maxnb = 33;
+    const int64_t rows = 97, k = 512, maxnb = 70;
     float *w = malloc(sizeof(float) * rows * k), *x = malloc(sizeof(float) * maxnb * k);
     float *yc = malloc(sizeof(float) * maxnb * rows), *yg = malloc(sizeof(float) * maxnb * rows);
     float *y1 = malloc(sizeof(float) * rows), *ec = malloc(sizeof(float) * 4 * k),
@@ -117,7 +117,7 @@ static void test_matmul_and_decoders(void) {
         for (int i = 0; i < 4; i++) kern_dequant_row(types[t], q + ob.tok[i] * rb, ec + i * k, k);
         CHECK_MSG(!memcmp(eg, ec, sizeof(float) * 4 * k), "%s: device decoder differs from the CPU's", tn);
 
-        int64_t nbs[] = {1, 7, 33};
+        int64_t nbs[] = {1, 7, 33, 70}; /* 70: the kernel's large-batch tiles */
         for (size_t bi = 0; bi < SGL_ARRAY_LEN(nbs); bi++) {
             int64_t nb = nbs[bi];
             kern_force_reference(true);
@@ -129,14 +129,18 @@ static void test_matmul_and_decoders(void) {
             double e = norm_err(yg, yc, nb * rows);
             CHECK_MSG(e < 1e-5, "%s nb %lld: error %g", tn, (long long)nb, e);
         }
-        /* invariance: row 20 of the 33-row batch == that row alone */
+        /* invariance: row 20 of a 33- and a 70-row batch == that row alone */
         gpu->ops->matmul(gpu, &dm, dx + 20 * k, 1, dy);
         gpu_finish();
         host_floats(y1, dy, rows);
-        gpu->ops->matmul(gpu, &dm, dx, 33, dy);
-        gpu_finish();
-        host_floats(yg, dy, 33 * rows);
-        CHECK_MSG(!memcmp(y1, yg + 20 * rows, sizeof(float) * rows), "%s: row differs alone vs batched", tn);
+        for (int big = 0; big < 2; big++) {
+            int64_t nb = big ? 70 : 33;
+            gpu->ops->matmul(gpu, &dm, dx, nb, dy);
+            gpu_finish();
+            host_floats(yg, dy, nb * rows);
+            CHECK_MSG(!memcmp(y1, yg + 20 * rows, sizeof(float) * rows),
+                      "%s: row differs alone vs in a batch of %lld", tn, (long long)nb);
+        }
         gpu->ops->mat_free(gpu, &dm);
         free(q);
     }
