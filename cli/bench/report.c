@@ -133,11 +133,13 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
                           "\"tokens_per_s\": %.3f, \"latency_p50\": %.4f, \"latency_p99\": %.4f, "
                           "\"requests\": {\"generate\": %lld, \"score\": %lld, \"prefill\": %lld}, "
                           "\"prompt_tokens\": %lld, \"cached_tokens\": %lld, \"completion_tokens\": %lld, "
-                          "\"hit_rate\": %.5f, \"best_hit_rate\": %.5f}",
+                          "\"hit_rate\": %.5f, \"best_hit_rate\": %.5f, \"forward_calls\": %lld, "
+                          "\"forward_tokens\": %lld}",
                           x->programs, x->failed, x->seconds, x->programs_per_s, x->tokens_per_s, x->p50, x->p99,
                           (long long)x->generate, (long long)x->score, (long long)x->prefill,
                           (long long)x->prompt_tokens, (long long)x->cached_tokens,
-                          (long long)x->completion_tokens, x->hit_rate, x->best_hit_rate);
+                          (long long)x->completion_tokens, x->hit_rate, x->best_hit_rate,
+                          (long long)x->forward_calls, (long long)x->forward_tokens);
     }
     sgl_strbuf_puts(sb, "\n], \"speedup_of_full\": {");
     const bench_workload *ws[64];

@@ -220,6 +220,10 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     res->seconds = sgl_now() - t0;
     bench_rec_stats st;
     bench_recorder_stats(rec, &st);
+    sgl_engine_metrics em;
+    sgl_engine_metrics_get(s.engine, &em);
+    res->forward_calls = em.forward_calls;
+    res->forward_tokens = em.forward_tokens;
     res->programs = l.n;
     res->failed = l.failed;
     res->generate = st.generate;
