@@ -36,7 +36,7 @@ static void bench_usage(FILE *out) {
             "  --workloads DIR    where the workload programs are (default: bench/workloads)\n"
             "  --list             list the workloads and modes, then exit\n\n"
             "With --backend the workloads run against remote servers instead of the local\n"
-            "engine: the modes that set only the client (full, no-parallel, no-hint, -O0,\n"
+            "engine: the modes that set only the client (full, no-parallel, no-hint, \"-O0\",\n"
             "baseline) run, the others are skipped; the server's cache is flushed before each\n"
             "run when it can be (sglang:), and stays on in baseline. --model is optional\n"
             "there: its tokenizer and chat template (default: chatml, bytes for the best hit\n"
