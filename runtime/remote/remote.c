@@ -1434,7 +1434,9 @@ static int64_t remote_flush(void *ctx, sgl_error *err) {
         long status = probe(re, url, "", &body);
         const char *nl = body.data ? strchr(body.data, '\n') : NULL;
         if (status == 200 && nl) freed += strtoll(nl + 1, NULL, 10);
-        if (status != 200)
+        if (status == 0)
+            sgl_error_set(err, "%s: cache not flushed: no answer from the server", url);
+        else if (status != 200)
             sgl_error_set(err, "%s: cache not flushed: HTTP %ld: %.200s", url, status, body.data ? body.data : "");
         sgl_strbuf_free(&body);
         if (status != 200) return -1;
