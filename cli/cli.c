@@ -86,25 +86,11 @@ double cli_parse_double(const char *cmd, const char *name, const char *v, double
 }
 
 bool cli_limit_opt(const char *cmd, int argc, char **argv, int *i, cli_limits *l) {
-    const char *v;
-    if (cli_opt(argc, argv, i, "--max-file-mb", &v)) {
-        double mb = cli_parse_double(cmd, "--max-file-mb", v, 0, 1 << 20);
-        l->max_file = mb > 0 ? (size_t)(mb * (1 << 20)) : SIZE_MAX;
-    } else if (cli_opt(argc, argv, i, "--max-source-mb", &v)) {
-        double mb = cli_parse_double(cmd, "--max-source-mb", v, 0, 1 << 20);
-        l->max_source = mb > 0 ? (size_t)(mb * (1 << 20)) : SIZE_MAX;
-    } else if (cli_opt(argc, argv, i, "--max-mem-mb", &v)) {
-        l->mem_inst = (int64_t)(cli_parse_double(cmd, "--max-mem-mb", v, 0, 1 << 30) * (1 << 20));
-    } else if (cli_opt(argc, argv, i, "--max-run-mem-mb", &v)) {
-        l->mem_run = (int64_t)(cli_parse_double(cmd, "--max-run-mem-mb", v, 0, 1 << 30) * (1 << 20));
-    } else if (cli_opt(argc, argv, i, "--max-fork", &v)) {
-        l->fork = cli_parse_long(cmd, "--max-fork", v, 0, 1L << 30);
-    } else if (cli_opt(argc, argv, i, "--max-batch", &v)) {
-        l->batch = cli_parse_long(cmd, "--max-batch", v, 0, 1L << 30);
-    } else {
-        return false;
+    for (const cli_option *o = cli_limit_options; o->name; o++) {
+        const char *v;
+        if (cli_opt(argc, argv, i, o->name, &v)) return cli_limit_set(cmd, o->id, v, l);
     }
-    return true;
+    return false;
 }
 
 void cli_limits_apply_load(const cli_limits *l, sgl_load_options *o) {

@@ -274,6 +274,15 @@ int vm_repr_append(sgl_strbuf *sb, vm_value v);
 /* str(v) as a new string value (reference), or none on OOM. */
 vm_value vm_to_str(vm_value v);
 
+/* Appends s[0..n) to sb as a double-quoted text for messages: \" \\ \n \t
+ * \r escaped, other control bytes and invalid UTF-8 as \xNN; cut after about
+ * max bytes of s (at a character boundary) with "..." after the closing
+ * quote. Returns 0 or -1 on OOM. */
+int vm_quote(sgl_strbuf *sb, const char *s, size_t n, size_t max);
+/* The same for a value: strings quoted, other values as str(v) shows them,
+ * both cut to max bytes. */
+int vm_quote_value(sgl_strbuf *sb, vm_value v, size_t max);
+
 /* Writes v as JSON: compact = no spaces, else ", " and ": " separators (one
  * line either way). Streams dump as the map of their variables; functions
  * and builtins are an error; nan/inf become null. Returns 0 or -1 with err. */
