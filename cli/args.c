@@ -145,7 +145,7 @@ cJSON *cli_program_error(const sgl_program *p, const char *fallback) {
     return cli_error_object("compile", fallback, NULL, 0, 0);
 }
 
-cJSON *cli_runtime_error(const char *msg) {
+cJSON *cli_located_error(const char *kind, const char *msg) {
     /* "path:line:col: error: text" -> the parts; anything else as it is. */
     const char *nl = strchr(msg, '\n');
     size_t head = nl ? (size_t)(nl - msg) : strlen(msg);
@@ -160,12 +160,12 @@ cJSON *cli_runtime_error(const char *msg) {
         if (c1 && c1 > msg && c1[-1] == ':' && c1 < c2 - 1 && c2 < tag) {
             char *file = sgl_strndup(msg, (size_t)(c1 - 1 - msg));
             int line = atoi(c1), col = atoi(c2);
-            cJSON *e = cli_error_object("runtime", tag + 9, file, line, col);
+            cJSON *e = cli_error_object(kind, tag + 9, file, line, col);
             free(file);
             return e;
         }
     }
-    return cli_error_object("runtime", msg, NULL, 0, 0);
+    return cli_error_object(kind, msg, NULL, 0, 0);
 }
 
 void cli_usage_error(const cli_args *p, const char *fmt, ...) {
@@ -355,7 +355,7 @@ cJSON *cli_result_json(const vm_inst *in, const char *output) {
     vm_value ov = vm_str_from(output ? output : "");
     cJSON_AddItemToObject(o, "output", cli_value_json(ov));
     vm_release(ov);
-    if (failed) cJSON_AddItemToObject(o, "error", cli_runtime_error(vm_inst_error(in) ? vm_inst_error(in) : "error"));
+    if (failed) cJSON_AddItemToObject(o, "error", cli_located_error("runtime", vm_inst_error(in) ? vm_inst_error(in) : "error"));
     else cJSON_AddNullToObject(o, "error");
     add_counts(o, st.seconds, &st);
     return o;

@@ -124,9 +124,10 @@ struct cJSON *cli_diag_json(const sgl_program *p, const sgl_diag *d);
 struct cJSON *cli_program_error(const sgl_program *p, const char *fallback);
 /* Prints root as one line on stdout, frees it. */
 void cli_json_print(struct cJSON *root);
-/* The error object of a runtime error message "path:line:col: error: msg\n..."
- * (kind "runtime"; the location parsed from its head when it has one). */
-struct cJSON *cli_runtime_error(const char *msg);
+/* The error object of a message "path:line:col: error: msg\n..." (the
+ * location parsed from its head when it has one; message: what follows
+ * "error: "). */
+struct cJSON *cli_located_error(const char *kind, const char *msg);
 /* The result document of a finished instance: {"status": "ok"|"error",
  * "result", "variables", "output", "error": null|{error object, kind
  * "runtime"}, "seconds", "requests", "prompt_tokens", "completion_tokens",

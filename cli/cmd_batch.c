@@ -77,7 +77,10 @@ typedef struct batch {
 static char *job_line(const job *j, cJSON *doc) {
     cJSON *row = cJSON_CreateObject();
     cJSON_AddStringToObject(row, "file", j->path);
-    while (doc->child) cJSON_AddItemToObject(row, doc->child->string, cJSON_DetachItemViaPointer(doc, doc->child));
+    while (doc->child) {
+        cJSON *item = cJSON_DetachItemViaPointer(doc, doc->child);
+        cJSON_AddItemToObject(row, item->string, item);
+    }
     cJSON_Delete(doc);
     char *text = cJSON_PrintUnformatted(row);
     cJSON_Delete(row);
@@ -261,7 +264,7 @@ int cmd_batch(int argc, char **argv) {
             int ne = vm_caps_check_module(j->sc.mod, &caps, s.backend, ef);
             fclose(ef);
             if (ne > 0) {
-                j->line = job_line(j, cli_result_failed("compile_error", cli_error_object("compile", ebuf, j->path, 0, 0)));
+                j->line = job_line(j, cli_result_failed("compile_error", cli_located_error("compile", ebuf)));
                 vm_script_free(&j->sc);
                 n_compiled--;
             }

@@ -428,8 +428,10 @@ static int generate_remote(gen_opts *o) {
             goto done;
         }
         if (!(gf = gguf_open(path, &err)) || !(tok = tok_load_gguf(gf, &err)) ||
-            !(ct = chat_template_from_gguf(gf, tok, &err)))
+            !(ct = chat_template_from_gguf(gf, tok, &err))) {
+            status = CLI_EXIT_USAGE;
             goto fail;
+        }
     } else if (o->chat && !(ct = chat_template_from_family(o->bk.chat_template ? o->bk.chat_template : "chatml", &err))) {
         goto fail;
     }
@@ -532,7 +534,10 @@ int cmd_generate(int argc, char **argv) {
     if (o.chunk >= 0) cfg.chunk_size = (int32_t)o.chunk;
     cfg.cache_off = o.no_cache;
     double t_load = sgl_now();
-    if (!(e = sgl_engine_local_new(&cfg, &err))) goto fail;
+    if (!(e = sgl_engine_local_new(&cfg, &err))) {
+        status = CLI_EXIT_USAGE; /* the model cannot be loaded: a setup error */
+        goto fail;
+    }
     t_load = sgl_now() - t_load;
     sgl_model *m = sgl_engine_local_model(e);
     const sgl_tokenizer *tok = sgl_engine_local_tokenizer(e);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -378,10 +379,13 @@ int cmd_model_info(int argc, char **argv) {
     sgl_error err = {{0}};
     gguf_file *f = gguf_open(path, &err);
     if (!f) {
+        /* a missing model is a setup error, as in every command; a file
+         * that is there but not a valid GGUF is this command's bad input */
+        bool missing = access(path, R_OK) != 0;
         fprintf(stderr, "sglc model-info: error: %s: %s\n", path, err.msg);
-        if (json) cli_json_error("setup", err.msg, path, 0, 0);
+        if (json) cli_json_error(missing ? "setup" : "input", err.msg, path, 0, 0);
         free(path);
-        return CLI_EXIT_USAGE;
+        return missing ? CLI_EXIT_USAGE : CLI_EXIT_ERROR;
     }
     if (do_verify) {
         int vr = verify(f, json);

@@ -111,8 +111,10 @@ int cmd_tokenize(int argc, char **argv) {
     sgl_error err = {0};
     gguf_file *f = gguf_open(path, &err);
     if (!f) {
+        char msg[sizeof err.msg + 512];
+        snprintf(msg, sizeof msg, "%.255s: %s", path, err.msg);
         free(path);
-        return fail(json, CLI_EXIT_USAGE, "setup", err.msg);
+        return fail(json, CLI_EXIT_USAGE, "setup", msg);
     }
     sgl_tokenizer *tok = tok_load_gguf(f, &err);
     chat_template *ct = tok && chat ? chat_template_from_gguf(f, tok, &err) : NULL;

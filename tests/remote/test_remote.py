@@ -210,7 +210,7 @@ def test_missing_capability():
         r = sglc("batch", EXAMPLES, *backends(m, kind="openai-chat"))
         lines = [json.loads(l) for l in r.stdout.splitlines()]
         bad = [d for d in lines if d["file"].endswith("few_shot_classify.sgl")][0]
-        expect(bad["status"] == "compile_error" and "16:10" in bad["error"], "batch: located error per script", r)
+        expect(bad["status"] == "compile_error" and (bad["error"]["line"], bad["error"]["col"]) == (16, 10), "batch: located error per script", r)
         gens = sum(v for k, v in m.stats()["by_path"].items() if k != "/v1/models")
         ok = [d for d in lines if d["status"] == "ok"]
         expect(ok, "the scripts a chat API can run still run", r)
