@@ -1577,13 +1577,13 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
     return len;
 }
 
-int vm_quote(sgl_strbuf *sb, const char *s, size_t n, size_t max) {
+int vm_escape(sgl_strbuf *sb, const char *s, size_t n, size_t max, bool quoted) {
     const unsigned char *u = (const unsigned char *)s;
-    int rc = sgl_strbuf_putc(sb, '"');
+    int rc = quoted ? sgl_strbuf_putc(sb, '"') : 0;
     size_t i = 0;
     while (i < n && i < max) {
         unsigned char c = u[i];
-        if (c == '"' || c == '\\') rc |= sgl_strbuf_printf(sb, "\\%c", c);
+        if ((c == '"' && quoted) || c == '\\') rc |= sgl_strbuf_printf(sb, "\\%c", c);
         else if (c == '\n') rc |= sgl_strbuf_puts(sb, "\\n");
         else if (c == '\t') rc |= sgl_strbuf_puts(sb, "\\t");
         else if (c == '\r') rc |= sgl_strbuf_puts(sb, "\\r");
@@ -1602,26 +1602,21 @@ int vm_quote(sgl_strbuf *sb, const char *s, size_t n, size_t max) {
         }
         i++;
     }
-    rc |= sgl_strbuf_putc(sb, '"');
+    if (quoted) rc |= sgl_strbuf_putc(sb, '"');
     if (i < n) rc |= sgl_strbuf_puts(sb, "...");
     return rc < 0 ? -1 : 0;
 }
 
-int vm_quote_value(sgl_strbuf *sb, vm_value v, size_t max) {
-    if (v.type == VM_STR) return vm_quote(sb, vm_str_cstr(v), vm_str_len(v), max);
-    vm_value s = vm_to_str(v);
-    if (s.type != VM_STR) return -1;
-    /* str(v) unquoted, but escaped and cut the same way */
-    sgl_strbuf q = {0};
-    int rc = vm_quote(&q, vm_str_cstr(s), vm_str_len(s), max);
-    vm_release(s);
-    if (rc == 0 && q.len >= 2) {
-        size_t end = q.len - 1;
-        bool cut = q.len >= 5 && !memcmp(q.data + q.len - 3, "...", 3);
-        if (cut) end = q.len - 4;
-        rc = sgl_strbuf_append(sb, q.data + 1, end - 1);
-        if (cut) rc |= sgl_strbuf_puts(sb, "...");
-    }
-    sgl_strbuf_free(&q);
-    return rc;
+int vm_quote(sgl_strbuf *sb, const char *s, size_t n, size_t max) {
+    return vm_escape(sb, s, n, max, true);
+}
+
+const char *vm_quote_buf(char *buf, size_t cap, const char *s, size_t n, size_t max) {
+    sgl_strbuf sb = {0};
+    /* each byte may take 4 escaped: keep the result within cap */
+    if (cap > 8 && max > (cap - 8) / 4) max = (cap - 8) / 4;
+    vm_quote(&sb, s ? s : "", s ? n : 0, max);
+    snprintf(buf, cap, "%s", sb.data ? sb.data : "\"\"");
+    sgl_strbuf_free(&sb);
+    return buf;
 }
