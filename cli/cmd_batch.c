@@ -249,7 +249,7 @@ int cmd_batch(int argc, char **argv) {
     }
     sgl_error err = {{0}};
     if (n_compiled && vm_session_open(&s, &so, &err) < 0) {
-        fprintf(stderr, "sglc batch: %s\n", err.msg);
+        fprintf(stderr, "sglc batch: error: %s\n", err.msg);
         goto done;
     }
     if (remote && n_compiled) { /* what the backend cannot do fails before any request */
@@ -279,7 +279,7 @@ int cmd_batch(int argc, char **argv) {
         cli_limits_apply_vm(&limits, &cfg);
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
-            fprintf(stderr, "sglc batch: %s\n", err.msg);
+            fprintf(stderr, "sglc batch: error: %s\n", err.msg);
             goto done;
         }
         vm_set_done_hook(b.v, on_done, &b);

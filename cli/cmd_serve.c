@@ -87,7 +87,7 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     char *path = cli_model_path(model);
-    if (!path) return 2;
+    if (!path) return CLI_EXIT_USAGE;
 
     /* Block the stop signals before any thread starts, so every thread
      * inherits the mask and sigwait below is the only taker. */
@@ -105,7 +105,7 @@ int cmd_serve(int argc, char **argv) {
     if (!e) {
         fprintf(stderr, "sglc serve: error: %s\n", err.msg);
         free(path);
-        return 1;
+        return CLI_EXIT_USAGE; /* the model cannot be loaded: a setup error */
     }
     sc.model_path = path;
     sgl_server *s = sgl_server_start(&sc, e, &err);
@@ -113,7 +113,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "sglc serve: error: %s\n", err.msg);
         sgl_engine_free(e);
         free(path);
-        return 1;
+        return CLI_EXIT_USAGE; /* cannot listen: a setup error */
     }
     fprintf(stderr, "sglc serve: %s loaded in %.2f s; listening on http://%s:%d%s\n", path, sgl_now() - t0,
             sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
