@@ -318,47 +318,16 @@ char *cli_read_input(const char *cmd, const char *path, size_t limit, size_t *le
 
 /* ---- result documents -------------------------------------------------- */
 
-cJSON *cli_value_json(vm_value v) {
-    sgl_strbuf sb = {0};
-    if (vm_json_dump(&sb, v, true, NULL) == 0 && sb.data) {
-        /* the VM's own text keeps exact 64-bit ints and NUL bytes */
-        cJSON *raw = cJSON_CreateRaw(sb.data);
-        sgl_strbuf_free(&sb);
-        return raw;
-    }
-    sgl_strbuf_free(&sb);
-    vm_value s = vm_to_str(v);
-    cJSON *str = cJSON_CreateString(s.type == VM_STR ? vm_str_cstr(s) : "");
-    vm_release(s);
-    return str;
-}
-
-static void add_counts(cJSON *o, double seconds, const vm_inst_stats *st) {
-    cJSON_AddNumberToObject(o, "seconds", (double)(int64_t)(seconds * 1000 + 0.5) / 1000);
-    cJSON_AddNumberToObject(o, "requests", st ? (double)st->requests : 0);
-    cJSON_AddNumberToObject(o, "prompt_tokens", st ? (double)st->prompt_tokens : 0);
-    cJSON_AddNumberToObject(o, "completion_tokens", st ? (double)st->completion_tokens : 0);
-    cJSON_AddNumberToObject(o, "cached_tokens", st ? (double)st->cached_tokens : 0);
+static void add_counts(cJSON *o) {
+    static const char *const keys[] = {"seconds", "requests", "prompt_tokens", "completion_tokens", "cached_tokens"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) cJSON_AddNumberToObject(o, keys[i], 0);
 }
 
 cJSON *cli_result_json(const vm_inst *in, const char *output) {
-    vm_inst_stats st;
-    vm_inst_stats_get(in, &st);
-    bool failed = vm_inst_failed(in);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", failed ? "error" : "ok");
-    vm_value r = vm_inst_result(in);
-    if (failed || r.type == VM_STREAM) cJSON_AddNullToObject(o, "result");
-    else cJSON_AddItemToObject(o, "result", cli_value_json(r));
-    vm_value vars = vm_inst_vars(in);
-    cJSON_AddItemToObject(o, "variables", vars.type == VM_MAP ? cli_value_json(vars) : cJSON_CreateObject());
-    vm_value ov = vm_str_from(output ? output : "");
-    cJSON_AddItemToObject(o, "output", cli_value_json(ov));
-    vm_release(ov);
-    if (failed) cJSON_AddItemToObject(o, "error", cli_located_error("runtime", vm_inst_error(in) ? vm_inst_error(in) : "error"));
-    else cJSON_AddNullToObject(o, "error");
-    add_counts(o, st.seconds, &st);
-    return o;
+    cJSON *o = vm_inst_json_object(in, output);
+    if (o && vm_inst_failed(in)) /* the message as an error object with its place */
+        cJSON_ReplaceItemInObject(o, "error", cli_located_error("runtime", vm_inst_error(in) ? vm_inst_error(in) : "error"));
+    return o ? o : cJSON_CreateObject();
 }
 
 cJSON *cli_result_failed(const char *status, cJSON *err) {
@@ -368,6 +337,6 @@ cJSON *cli_result_failed(const char *status, cJSON *err) {
     cJSON_AddItemToObject(o, "variables", cJSON_CreateObject());
     cJSON_AddStringToObject(o, "output", "");
     cJSON_AddItemToObject(o, "error", err);
-    add_counts(o, 0, NULL);
+    add_counts(o);
     return o;
 }

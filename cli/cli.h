@@ -138,9 +138,6 @@ struct cJSON *cli_result_json(const vm_inst *in, const char *output);
  * "error"): result null, variables {}, output "", counts 0, error err
  * (taken over). */
 struct cJSON *cli_result_failed(const char *status, struct cJSON *err);
-/* A VM value as a cJSON item (its exact JSON text, or str(v) as a string
- * when it has no JSON form). */
-struct cJSON *cli_value_json(vm_value v);
 /* The contents of path, or of standard input for "-" (reading stops a
  * buffer past limit when limit > 0). Returns a malloc'd NUL-terminated text
  * (caller frees) with its length in *len, or NULL after printing an error. */
