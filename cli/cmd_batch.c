@@ -155,6 +155,7 @@ int cmd_batch(int argc, char **argv) {
     batch b = {.spawning = -1};
     char *model_path = NULL;
     bool stats = false;
+    FILE *out = NULL;
     cli_backend bk;
     cli_backend_init(&bk);
     cli_args a;
@@ -190,6 +191,12 @@ int cmd_batch(int argc, char **argv) {
         }
     }
     if (!dir) cli_usage_error(&a, "DIR is required");
+    /* --out is opened first: an unwritable path fails before anything runs */
+    out = out_path ? fopen(out_path, "w") : stdout;
+    if (!out) {
+        fprintf(stderr, "sglc batch: error: %s: %s\n", out_path, strerror(errno));
+        goto done;
+    }
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "sglc batch: error: %s: %s\n", dir, strerror(errno));
@@ -288,11 +295,6 @@ int cmd_batch(int argc, char **argv) {
     }
     double secs = sgl_now() - t0;
 
-    FILE *out = out_path ? fopen(out_path, "w") : stdout;
-    if (!out) {
-        perror(out_path);
-        goto done;
-    }
     int n_ok = 0;
     for (size_t i = 0; i < n; i++) {
         job *j = &b.jobs[i];
@@ -301,6 +303,7 @@ int cmd_batch(int argc, char **argv) {
         if (j->in && vm_inst_done(j->in) && !vm_inst_failed(j->in)) n_ok++;
     }
     if (out != stdout) fclose(out);
+    out = NULL;
     sgl_engine_metrics em;
     memset(&em, 0, sizeof em);
     if (s.engine) sgl_engine_metrics_get(s.engine, &em);
@@ -316,6 +319,7 @@ int cmd_batch(int argc, char **argv) {
     if (stats && s.engine) cli_backend_stats(s.engine, stderr);
     status = (size_t)n_ok == n ? 0 : 1;
 done:
+    if (out && out != stdout) fclose(out);
     vm_free(b.v);
     for (size_t i = 0; b.jobs && i < b.n; i++) {
         if (b.jobs[i].out) fclose(b.jobs[i].out);
