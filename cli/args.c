@@ -39,7 +39,7 @@ static const cli_option *each_option(const cli_spec *spec, bool (*f)(const cli_o
 static bool print_option(const cli_option *o, void *ctx) {
     FILE *out = ctx;
     if (!o->name) {
-        fprintf(out, "%s\n", o->help);
+        fprintf(out, "\n%s\n", o->help);
         return false;
     }
     char head[128];

@@ -36,7 +36,8 @@ const cli_option cli_backend_options[] = {
      "stops); the gens are filled by matching the template text"},
     {CLI_OPT_CHAT_TEMPLATE, "--chat-template", NULL, "NAME",
      "chat template family (chatml, llama-3, llama-2, plain) when no\n"
-     "--model is given (default chatml; with --model, the model file's)"},
+     "--model is given (default chatml; with --model, the model file's);\n"
+     "generate uses it instead of the model's, and it implies --chat"},
     {0},
 };
 

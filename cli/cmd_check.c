@@ -18,7 +18,7 @@ static const cli_option check_options[] = {
     {O_QUIET, "--quiet", NULL, NULL, "print only errors, not warnings"},
     {O_JSON, "--json", NULL, NULL,
      "print one JSON object: {\"ok\", \"diagnostics\": [{file, line, col,\n"
-     "level, message}]}, or {\"error\": {...}} on a usage or input error"},
+     "level, message}], \"error\": the first error or null}"},
     {0},
 };
 
