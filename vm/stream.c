@@ -1016,8 +1016,13 @@ void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
     }
     if (r->finish == SGL_FINISH_ABORT) {
         char msg[600];
+        /* the engine's message (an HTTP error body, say) on one line */
+        sgl_strbuf why = {0};
+        const char *e = r->error ? r->error : "aborted";
+        vm_escape(&why, e, strlen(e), 400, false);
         snprintf(msg, sizeof msg, "%s '%s': engine error: %s", op->gen->is_select ? "select" : "gen",
-                 op->gen->name ? op->gen->name : "", r->error ? r->error : "aborted");
+                 op->gen->name ? op->gen->name : "", why.data ? why.data : "");
+        sgl_strbuf_free(&why);
         sgl_result_free(r);
         vm_stream_fail_at(st, op->gen->where, msg);
         return;

@@ -326,6 +326,10 @@ static void test_engine_failures(void) {
            " join(b) }\nmain { f() }\n",
            (const char *const[]){"B1:", "!boom", NULL}, "",
            "t.sgl:4:2: error: join(): fork branch 1 of 2: gen 'x': engine error: boom");
+    /* An engine message with a newline stays on the error's first line. */
+    EXPECT("fn f(s) { s += \"bad\" + gen(\"x\") }\nmain { let st = f() }\n",
+           (const char *const[]){"bad", "!first\nsecond", NULL}, "",
+           "t.sgl:1:24: error: gen 'x': engine error: first\\nsecond");
     /* Values quoted in runtime errors are escaped and cut. */
     EXPECT("main { let x = \"12\\nthirteen\"\n let y = int(x)\n print(y) }\n", NULL, "",
            "int(): invalid integer literal \"12\\nthirteen\"");
