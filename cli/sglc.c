@@ -32,8 +32,9 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-11s %s%s\n", commands[i].name, commands[i].summary,
                 commands[i].fn == cmd_not_built ? " (not built yet)" : "");
-    fprintf(out, "\nRun 'sglc COMMAND --help' for a command's options.\n"
-                 "The model comes from --model PATH, $SGL_MODEL, or models/ (scripts/setup).\n");
+    fprintf(out, "\nRun 'sglc COMMAND --help' for a command's options (anywhere before `--`).\n"
+                 "The model comes from --model PATH, $SGL_MODEL, or models/ (scripts/setup).\n"
+                 "Exit status: 0 ok, 1 program or input error, 2 usage or setup error.\n");
 }
 
 int main(int argc, char **argv) {
