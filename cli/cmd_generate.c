@@ -52,8 +52,8 @@ static const cli_option gen_options[] = {
      "print per-prompt figures and engine totals to stderr (with\n--backend: also one line per endpoint)"},
     {0, NULL, NULL, NULL, "constraints (docs/runtime.md; at most one):"},
     {O_REGEX, "--regex", NULL, "RE", "the output matches RE (docs/language.md regex dialect)"},
-    {O_JSON_SCHEMA, "--json-schema", NULL, "S", "the output is JSON valid for schema S (JSON text, or @FILE)"},
-    {O_GRAMMAR, "--grammar", NULL, "G", "the output matches the EBNF/GBNF grammar G (text, or @FILE)"},
+    {O_JSON_SCHEMA, "--json-schema", NULL, "S", "the output is JSON valid for schema S (JSON text, @FILE, or\n@- for standard input)"},
+    {O_GRAMMAR, "--grammar", NULL, "G", "the output matches the EBNF/GBNF grammar G (text, @FILE, or\n@- for standard input)"},
     {O_CHOICE, "--choice", NULL, "TEXT", "the output is one of the --choice texts (repeatable)"},
     {O_JSON_WS, "--json-ws", NULL, "N", "JSON: allow whitespace runs of up to N bytes (default 0:\ncompact)"},
     {O_NO_JUMP_FORWARD, "--no-jump-forward", NULL, NULL,
@@ -140,18 +140,15 @@ static void read_prompts_file(gen_opts *o) {
 }
 
 /* A constraint option's text: v itself, or the contents of FILE for @FILE. */
-static const char *cons_text(gen_opts *o, const char *opt, const char *v) {
+static const char *cons_text(gen_opts *o, const char *v) {
     if (v[0] != '@') return v;
     if (o->cons_file) {
         fprintf(stderr, "sglc generate: error: only one constraint may come from a file\n");
         exit(2);
     }
-    sgl_error err;
     size_t len = 0;
-    if (!(o->cons_file = sgl_read_file(v + 1, &len, &err))) {
-        fprintf(stderr, "sglc generate: error: %s: %s\n", opt, err.msg);
-        exit(1);
-    }
+    if (!(o->cons_file = cli_read_input("generate", v + 1, 0, &len))) /* @-: standard input */
+        exit(CLI_EXIT_ERROR);
     return o->cons_file;
 }
 
@@ -181,8 +178,8 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
             o->sp.top_logprobs_num = (int32_t)cli_parse_long(cmd, "--logprobs", v, 0, 20);
             break;
         case O_REGEX: o->sp.regex = v; break;
-        case O_JSON_SCHEMA: o->sp.json_schema = cons_text(o, "--json-schema", v); break;
-        case O_GRAMMAR: o->sp.grammar = cons_text(o, "--grammar", v); break;
+        case O_JSON_SCHEMA: o->sp.json_schema = cons_text(o, v); break;
+        case O_GRAMMAR: o->sp.grammar = cons_text(o, v); break;
         case O_CHOICE: push_str(&o->choices, &o->n_choices, &o->cap_choices, v); break;
         case O_JSON_WS:
             o->sp.json_ws_max = (int32_t)cli_parse_long(cmd, "--json-ws", v, 0, 64);
