@@ -137,6 +137,9 @@ def test_stdin():
     rc, out, err = sglc('generate', '--model', TINY, '--max-tokens', '2', '--prompts-file', '-',
                         stdin='one\n\ntwo\n')
     expect(rc == 0 and out.count('### prompt') == 2, 'stdin: generate --prompts-file -', (rc, out, err))
+    rc, out, err = sglc('generate', '--model', TINY, '--max-tokens', '4', '--prompt', 'n', '--json-schema', '@-',
+                        stdin='{"type": "integer"}')
+    expect(rc == 0 and re.fullmatch(r'-?[0-9]+\n', out), 'stdin: generate --json-schema @-', (rc, out, err))
     rc, out, err = sglc('tokenize', '--model', TINY, '--json', '-', stdin='abc')
     expect(rc == 0 and json.loads(out)['text'] == 'abc', 'stdin: tokenize -', (rc, out, err))
 
