@@ -37,7 +37,8 @@ const cli_option cli_backend_options[] = {
     {CLI_OPT_CHAT_TEMPLATE, "--chat-template", NULL, "NAME",
      "chat template family (chatml, llama-3, llama-2, plain) when no\n"
      "--model is given (default chatml; with --model, the model file's);\n"
-     "generate uses it instead of the model's, and it implies --chat"},
+     "generate uses it instead of the model's and renders every\n"
+     "prompt with it"},
     {0},
 };
 

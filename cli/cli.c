@@ -9,38 +9,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/internal.h"
 #include "util/util.h"
-
-static bool file_exists(const char *p) {
-    return access(p, R_OK) == 0;
-}
 
 char *cli_model_path(const char *flag) {
     if (flag) return sgl_strdup(flag);
-    const char *env = getenv("SGL_MODEL");
-    if (env && *env) return sgl_strdup(env);
-    char buf[PATH_MAX + 64];
-    snprintf(buf, sizeof buf, "%s/models/%s", SGL_SOURCE_ROOT, SGL_DEFAULT_MODEL_FILE);
-    if (file_exists(buf)) return sgl_strdup(buf);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(buf, sizeof buf, "%s/../models/%s", exe, SGL_DEFAULT_MODEL_FILE);
-            if (file_exists(buf)) return sgl_strdup(buf);
-        }
-    }
-    snprintf(buf, sizeof buf, "models/%s", SGL_DEFAULT_MODEL_FILE);
-    if (file_exists(buf)) return sgl_strdup(buf);
+    sglc_error err;
+    char *path = sglc_default_model_path(&err);
+    if (path) return path;
     fprintf(stderr,
-            "sglc: error: no model found. The default model (%s) is installed by "
-            "scripts/setup into models/.\n"
-            "  Point sglc at any llama-family GGUF file with --model PATH or the "
-            "SGL_MODEL environment variable.\n",
-            SGL_DEFAULT_MODEL_FILE);
+            "sglc: error: %s.\n"
+            "  scripts/setup fetches the default model and links it into $XDG_DATA_HOME/sglc/models;\n"
+            "  or point sglc at any llama-family GGUF file with --model PATH or $SGL_MODEL.\n",
+            err.message);
     return NULL;
 }
 

@@ -32,11 +32,12 @@ typedef struct sgl_remote_config {
  * returns 2. */
 int cmd_not_built(int argc, char **argv);
 
-/* Resolves the model path: `flag` (from --model) if non-NULL, else $SGL_MODEL,
- * else the default model under models/ (next to the source tree, then next to
- * the executable's parent directory, then ./models). Returns a malloc'd path
- * (caller frees) or NULL after printing an error saying how to point sglc at
- * a GGUF file. */
+/* Resolves the model path: `flag` (from --model) if non-NULL, else
+ * sglc_default_model_path() ($SGL_MODEL, $XDG_DATA_HOME/sglc/models, the
+ * install prefix's share/sglc/models, the source tree's models/ for the
+ * uninstalled binary). Returns a malloc'd path (caller frees) or NULL after
+ * printing an error naming the places searched and how to point sglc at a
+ * GGUF file. */
 char *cli_model_path(const char *flag);
 
 /* Option parsing helpers for "--name VALUE" and "--name=VALUE" forms.

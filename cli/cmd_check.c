@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "lang/lang.h"
+#include "vm/stdlib_sgl.h"
 
 enum { O_ALLOW_IO = 1, O_INCLUDE, O_QUIET, O_JSON };
 
@@ -70,6 +71,7 @@ int cmd_check(int argc, char **argv) {
     }
     if (n_files == 0) cli_usage_error(&a, "FILE is required");
     cli_limits_apply_load(&limits, &opts);
+    opts.provider = vm_stdlib_provider; /* the embedded standard library */
     opts.search_path = dirs;
     opts.n_search_path = n_dirs;
     bool color = diag_color();

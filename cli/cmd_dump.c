@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "compiler/compiler.h"
 #include "lang/lang.h"
+#include "vm/stdlib_sgl.h"
 
 typedef enum { DUMP_AST, DUMP_GRAPH, DUMP_BYTECODE } dump_view;
 
@@ -87,6 +88,7 @@ int cmd_dump(int argc, char **argv) {
     if (req.trace && req.fmt != COMPILER_GRAPH_TEXT) cli_usage_error(&a, "--trace needs --format text");
     cli_limits_apply_load(&limits, &opts);
 
+    opts.provider = vm_stdlib_provider; /* the embedded standard library */
     sgl_program *p = NULL;
     int rc;
     if (!strcmp(file, "-")) {

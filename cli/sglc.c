@@ -33,7 +33,8 @@ static void usage(FILE *out) {
         fprintf(out, "  %-11s %s%s\n", commands[i].name, commands[i].summary,
                 commands[i].fn == cmd_not_built ? " (not built yet)" : "");
     fprintf(out, "\nRun 'sglc COMMAND --help' for a command's options (anywhere before `--`).\n"
-                 "The model comes from --model PATH, $SGL_MODEL, or models/ (scripts/setup).\n"
+                 "The model comes from --model PATH, $SGL_MODEL, $XDG_DATA_HOME/sglc/models or\n"
+                 "<prefix>/share/sglc/models (scripts/setup links it there). See man sglc.\n"
                  "Exit status: 0 ok, 1 program or input error, 2 usage or setup error.\n");
 }
 
