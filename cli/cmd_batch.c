@@ -13,12 +13,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "vm/caps.h"
 #include "vm/session.h"
 
 enum {
     O_PARALLEL = 1, O_OUT, O_MODEL, O_FAKE, O_ALLOW_IO, O_OPT, O_TEMPERATURE, O_MAX_TOKENS, O_SEED,
-    O_THREADS, O_NO_CACHE, O_MAX_STEPS, O_STATS,
+    O_THREADS, O_NO_CACHE, O_MAX_STEPS, O_PROGRESS, O_STATS,
 };
 
 static const cli_option batch_options[] = {
@@ -36,6 +37,9 @@ static const cli_option batch_options[] = {
     {O_MAX_STEPS, "--max-steps", NULL, "N",
      "fail a script after N VM instructions (default 100000000;\n"
      "0: no limit), so a runaway loop cannot stall the batch"},
+    {O_PROGRESS, "--progress", NULL, NULL,
+     "draw the status line (done, failed, running, tok/s, cache,\n"
+     "ETA) even when stderr is not a terminal"},
     {O_STATS, "--stats", NULL, NULL,
      "with backends: one line per endpoint (requests, cached\n"
      "tokens and hit rate where the server reports them)"},
@@ -71,7 +75,27 @@ typedef struct batch {
     size_t n, next, running, parallel;
     vm *v;
     long spawning;       /* job being spawned (its instance may finish inside vm_spawn) */
+    cli_progress *progress; /* the status line, or NULL */
 } batch;
+
+/* Scripts done so far (compile errors included) and how many failed. */
+static cli_progress_counts batch_counts(const batch *b) {
+    cli_progress_counts c = {(int64_t)b->n, 0, 0, (int64_t)b->running};
+    for (size_t i = 0; i < b->n; i++) {
+        const job *j = &b->jobs[i];
+        if (!j->line) continue;
+        c.done++;
+        c.failed += !j->in || vm_inst_failed(j->in);
+    }
+    return c;
+}
+
+static int batch_poll(void *ctx) {
+    batch *b = ctx;
+    cli_progress_counts c = batch_counts(b);
+    cli_progress_update(b->progress, &c, false);
+    return 0;
+}
 
 /* The job's JSON line: "file" first, then the result document's keys. */
 static char *job_line(const job *j, cJSON *doc) {
@@ -154,7 +178,7 @@ int cmd_batch(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     batch b = {.spawning = -1};
     char *model_path = NULL;
-    bool stats = false;
+    bool stats = false, progress = false;
     FILE *out = NULL;
     cli_backend bk;
     cli_backend_init(&bk);
@@ -166,6 +190,7 @@ int cmd_batch(int argc, char **argv) {
         case O_FAKE: fake = true; break;
         case O_NO_CACHE: so.cache_off = true; break;
         case O_STATS: stats = true; break;
+        case O_PROGRESS: progress = true; break;
         case O_ALLOW_IO: so.allow_io = true; break;
         case O_PARALLEL: parallel = cli_parse_long("batch", "--parallel", v, 1, 1 << 20); break;
         case O_OUT: out_path = v; break;
@@ -284,6 +309,11 @@ int cmd_batch(int argc, char **argv) {
         cfg.gen_defaults = defaults;
         cfg.max_steps = max_steps;
         cli_limits_apply_vm(&limits, &cfg);
+        if (cli_progress_wanted(progress)) {
+            b.progress = cli_progress_new(stderr, s.engine);
+            cfg.poll = batch_poll;
+            cfg.poll_ctx = &b;
+        }
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
             fprintf(stderr, "sglc batch: error: %s\n", err.msg);
@@ -294,6 +324,9 @@ int cmd_batch(int argc, char **argv) {
         vm_run(b.v, &err);
     }
     double secs = sgl_now() - t0;
+    cli_progress_counts last = batch_counts(&b);
+    cli_progress_end(b.progress, &last);
+    b.progress = NULL;
 
     int n_ok = 0;
     for (size_t i = 0; i < n; i++) {
@@ -320,6 +353,7 @@ int cmd_batch(int argc, char **argv) {
     status = (size_t)n_ok == n ? 0 : 1;
 done:
     if (out && out != stdout) fclose(out);
+    cli_progress_end(b.progress, NULL);
     vm_free(b.v);
     for (size_t i = 0; b.jobs && i < b.n; i++) {
         if (b.jobs[i].out) fclose(b.jobs[i].out);

@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "vm/caps.h"
 #include "vm/session.h"
 
 enum {
     O_MODEL = 1, O_FAKE, O_FN, O_JSON, O_ALLOW_IO, O_OPT, O_INCLUDE, O_TEMPERATURE, O_MAX_TOKENS,
-    O_SEED, O_NO_JUMP_FORWARD, O_TOKEN_HEALING, O_THREADS, O_NO_CACHE, O_STATS, O_TRACE, O_MAX_STEPS,
+    O_SEED, O_NO_JUMP_FORWARD, O_TOKEN_HEALING, O_THREADS, O_NO_CACHE, O_STATS, O_TRACE, O_PROGRESS,
+    O_MAX_STEPS,
 };
 
 static const cli_option run_options[] = {
@@ -44,6 +46,9 @@ static const cli_option run_options[] = {
      "print engine batching and cache figures to stderr (with\n"
      "backends: also one line per endpoint)"},
     {O_TRACE, "--trace", NULL, NULL, "print every engine request and result to stderr"},
+    {O_PROGRESS, "--progress", NULL, NULL,
+     "status line of run_batch instances on stderr (done, failed,\n"
+     "running, tok/s, cache, ETA), also when stderr is not a terminal"},
     {O_MAX_STEPS, "--max-steps", NULL, "N", "fail the program after N VM instructions (0: no limit)"},
     {0},
 };
@@ -76,6 +81,26 @@ static int fail(bool json, int status, const char *kind, const char *fmt, ...) {
     return status;
 }
 
+/* The run_batch status line (cli/progress.h), fed from vm_config.poll. */
+typedef struct run_progress {
+    vm *v;
+    cli_progress *line;
+} run_progress;
+
+static cli_progress_counts run_counts(const run_progress *rp) {
+    vm_progress vp = {0};
+    if (rp->v) vm_progress_get(rp->v, &vp);
+    cli_progress_counts c = {vp.batch_total, vp.batch_done, vp.batch_failed, vp.batch_started - vp.batch_done};
+    return c;
+}
+
+static int run_poll(void *ctx) {
+    run_progress *rp = ctx;
+    cli_progress_counts c = run_counts(rp);
+    if (c.total > 0) cli_progress_update(rp->line, &c, false); /* only once a run_batch started */
+    return 0;
+}
+
 static bool diag_color(void) {
     const char *nc = getenv("NO_COLOR");
     return isatty(2) && !(nc && *nc);
@@ -83,7 +108,8 @@ static bool diag_color(void) {
 
 int cmd_run(int argc, char **argv) {
     const char *file = NULL, *model = NULL, *fn_name = NULL, *v;
-    bool json = false, fake = false, stats = false, trace = false;
+    bool json = false, fake = false, stats = false, trace = false, progress = false;
+    run_progress rp = {0};
     uint64_t max_steps = 0;
     vm_session_opts so = vm_session_opts_default();
     cli_limits limits = CLI_LIMITS_INIT;
@@ -113,6 +139,7 @@ int cmd_run(int argc, char **argv) {
         case O_FAKE: fake = true; break;
         case O_STATS: stats = true; break;
         case O_TRACE: trace = true; break;
+        case O_PROGRESS: progress = true; break;
         case O_NO_CACHE: so.cache_off = true; break;
         case O_NO_JUMP_FORWARD: vm_map_set_cstr(defaults, "jump_forward", vm_bool(false), NULL); break;
         case O_TOKEN_HEALING: vm_map_set_cstr(defaults, "token_healing", vm_bool(true), NULL); break;
@@ -216,14 +243,20 @@ int cmd_run(int argc, char **argv) {
 
     char *outbuf = NULL;
     size_t outlen = 0;
-    FILE *out = json ? open_memstream(&outbuf, &outlen) : stdout;
+    if (cli_progress_wanted(progress)) rp.line = cli_progress_new(stderr, s.engine);
+    FILE *out = json ? open_memstream(&outbuf, &outlen) : cli_progress_wrap(rp.line, stdout);
     vm_config cfg = vm_session_config(&s);
+    if (rp.line) {
+        cfg.poll = run_poll;
+        cfg.poll_ctx = &rp;
+    }
     cfg.out = out;
     cfg.gen_defaults = defaults;
     if (trace) cfg.trace = stderr;
     cfg.max_steps = max_steps;
     cli_limits_apply_vm(&limits, &cfg);
     vmach = vm_new(&cfg, &err);
+    rp.v = vmach;
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);
     vm_inst *in = vmach ? vm_spawn(vmach, sc.mod, (uint32_t)fi, vals, (uint32_t)n_args, fresh, &err) : NULL;
@@ -232,8 +265,16 @@ int cmd_run(int argc, char **argv) {
     status = 0;
     if (!in) {
         status = fail(json, CLI_EXIT_USAGE, "setup", "%s", err.msg);
+        if (!json && out != stdout) fclose(out);
     } else {
         vm_run(vmach, &err);
+        if (!json && out != stdout) { /* the progress wrapper: nothing more is printed through it */
+            fclose(out);
+            out = stdout;
+        }
+        cli_progress_counts last = run_counts(&rp);
+        cli_progress_end(rp.line, last.total > 0 ? &last : NULL);
+        rp.line = NULL;
         if (json) {
             fflush(out);
             cli_json_print(cli_result_json(in, outbuf));
@@ -275,6 +316,7 @@ int cmd_run(int argc, char **argv) {
         free(outbuf);
     }
 done:
+    cli_progress_end(rp.line, NULL);
     vm_free(vmach);
     vm_release(defaults);
     vm_session_close(&s);
