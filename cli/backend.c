@@ -100,14 +100,6 @@ bool cli_backend_set(const char *cmd, int id, const char *v, cli_backend *b) {
     return true;
 }
 
-int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend *b) {
-    for (const cli_option *o = cli_backend_options; o->name || o->help; o++) {
-        const char *v;
-        if (o->name && cli_opt(argc, argv, i, o->name, &v)) return cli_backend_set(cmd, o->id, v, b);
-    }
-    return 0;
-}
-
 bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so) {
     if (!b->n_specs) return false;
 #ifndef SGL_HAVE_REMOTE

@@ -1,4 +1,5 @@
-/* cli: model path resolution and option parsing shared by the subcommands. */
+/* cli: model path resolution, option values (numbers) and resource limits
+ * shared by the subcommands; the option parser itself is args.c. */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -25,23 +26,6 @@ char *cli_model_path(const char *flag) {
     return NULL;
 }
 
-bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return false;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return true;
-    }
-    if (a[n] != 0) return false;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "sglc %s: error: option %s needs a value\n", argv[0], name);
-        exit(2);
-    }
-    *value = argv[++*i];
-    return true;
-}
-
 long cli_parse_long(const char *cmd, const char *name, const char *v, long lo, long hi) {
     char *end;
     errno = 0;
@@ -64,14 +48,6 @@ double cli_parse_double(const char *cmd, const char *name, const char *v, double
         exit(2);
     }
     return x;
-}
-
-bool cli_limit_opt(const char *cmd, int argc, char **argv, int *i, cli_limits *l) {
-    for (const cli_option *o = cli_limit_options; o->name; o++) {
-        const char *v;
-        if (cli_opt(argc, argv, i, o->name, &v)) return cli_limit_set(cmd, o->id, v, l);
-    }
-    return false;
 }
 
 void cli_limits_apply_load(const cli_limits *l, sgl_load_options *o) {

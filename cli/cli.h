@@ -40,10 +40,6 @@ int cmd_not_built(int argc, char **argv);
  * GGUF file. */
 char *cli_model_path(const char *flag);
 
-/* Option parsing helpers for "--name VALUE" and "--name=VALUE" forms.
- * If argv[*i] is the option, sets *value, advances *i past it and returns
- * true. Prints an error and exits 2 if the value is missing. */
-bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value);
 /* Parse numbers or exit 2 with "sglc CMD: invalid value for --name". */
 long cli_parse_long(const char *cmd, const char *name, const char *v, long lo, long hi);
 double cli_parse_double(const char *cmd, const char *name, const char *v, double lo, double hi);
@@ -156,9 +152,6 @@ typedef struct cli_backend {
     int api_spec_tokens;
 } cli_backend;
 void cli_backend_init(cli_backend *b);
-/* Consumes argv[*i] (and its value) when it is a backend option: returns 1,
- * else 0. Exits 2 on a bad value. */
-int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend *b);
 /* When backends were given: checks the specs (exits 2 on a bad one), points
  * so (may be NULL) at them and returns true. */
 bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so);
@@ -186,9 +179,6 @@ bool cli_limit_set(const char *cmd, int id, const char *v, cli_limits *l);
 /* Records backend option id (from cli_backend_options); returns false for
  * another id (exits 2 on a bad value). */
 bool cli_backend_set(const char *cmd, int id, const char *v, cli_backend *b);
-/* If argv[*i] is a limit option, records it, advances *i and returns true
- * (exits 2 on a bad value). */
-bool cli_limit_opt(const char *cmd, int argc, char **argv, int *i, cli_limits *l);
 void cli_limits_apply_load(const cli_limits *l, sgl_load_options *o);
 void cli_limits_apply_vm(const cli_limits *l, vm_config *c);
 
