@@ -108,6 +108,11 @@ def test_after_file():
     rc, out, err = sglc('dump', 'prog.sgl', '--graph', '--format', 'json', '-O', '0', '--fn', 'echo')
     expect(rc == 0 and json.loads(out)['functions'][0]['name'] == 'echo', 'after_file: dump --graph options',
            (rc, err))
+    # the value forms: --name=VALUE, -XVALUE, -X VALUE
+    rc, out2, err = sglc('dump', '--graph', '--format=json', '-O0', '--fn=echo', 'prog.sgl')
+    expect(rc == 0 and out2 == out, 'after_file: --name=VALUE and -XVALUE', (rc, err))
+    rc, out, err = sglc('run', '-I.', '--fake', 'prog.sgl', '-I', '.', '--max-steps=1000')
+    expect(rc == 0 and out == 'main ran\n', 'after_file: -IDIR, -I DIR, --max-steps=N', (rc, out, err))
 
 
 def test_double_dash():
