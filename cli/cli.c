@@ -61,3 +61,26 @@ void cli_limits_apply_vm(const cli_limits *l, vm_config *c) {
     if (l->fork >= 0) c->max_fork = (uint32_t)l->fork;
     if (l->batch >= 0) c->max_batch = (uint32_t)l->batch;
 }
+
+/* ---- --device (every command that runs the local engine) ---- */
+
+const cli_option cli_device_options[] = {
+    {CLI_OPT_DEVICE, "--device", NULL, "D", "cpu, cuda or auto (default auto: cuda when a GPU answers)"},
+    {0},
+};
+
+bool cli_device_set(const char *cmd, int id, const char *v) {
+    if (id != CLI_OPT_DEVICE) return false;
+    model_device dev;
+    if (model_parse_device(v, &dev)) {
+        fprintf(stderr, "sglc %s: error: invalid value '%s' for --device (cpu, cuda or auto)\n", cmd, v);
+        exit(CLI_EXIT_USAGE);
+    }
+    sgl_error err = {{0}};
+    if (dev == MODEL_DEVICE_CUDA && !model_device_available(dev, &err)) {
+        fprintf(stderr, "sglc %s: note: %s; running on the CPU\n", cmd, err.msg);
+        dev = MODEL_DEVICE_CPU;
+    }
+    model_set_default_device(dev);
+    return true;
+}

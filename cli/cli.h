@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "runtime/engine.h"
+#include "runtime/model.h"
 #include "vm/session.h"
 #ifdef SGL_HAVE_REMOTE
 #include "runtime/remote/remote.h"
@@ -91,12 +92,14 @@ enum {
     CLI_OPT_BACKEND = 1100, CLI_OPT_BACKENDS, CLI_OPT_ROUTE, CLI_OPT_API_MODEL,
     CLI_OPT_API_KEY_ENV, CLI_OPT_REQUEST_TIMEOUT, CLI_OPT_RETRIES, CLI_OPT_API_SPEC_TOKENS,
     CLI_OPT_CHAT_TEMPLATE,
+    CLI_OPT_DEVICE = 1200,
 };
 
 extern const cli_option cli_common_options[];       /* --help, --list-options */
 extern const cli_option cli_limit_options[];        /* every resource limit */
 extern const cli_option cli_source_limit_options[]; /* --max-file-mb, --max-source-mb */
 extern const cli_option cli_backend_options[];      /* --backend ... --chat-template */
+extern const cli_option cli_device_options[];       /* --device (the local engine's device) */
 
 void cli_args_init(cli_args *p, const cli_spec *spec, int argc, char **argv);
 /* The next option's id (value in p->value), CLI_OPERAND (operand in
@@ -139,6 +142,11 @@ struct cJSON *cli_result_failed(const char *status, struct cJSON *err);
  * buffer past limit when limit > 0). Returns a malloc'd NUL-terminated text
  * (caller frees) with its length in *len, or NULL after printing an error. */
 char *cli_read_input(const char *cmd, const char *path, size_t limit, size_t *len);
+/* --device D (cli_device_options): makes D the process default
+ * (model_set_default_device); "cuda" where no GPU answers prints a one-line
+ * note and runs on the CPU. Returns false for another id; exits 2 on a bad
+ * value. */
+bool cli_device_set(const char *cmd, int id, const char *v);
 
 /* ---- remote backends (cli/backend.c) ---- */
 #define CLI_MAX_BACKENDS 64

@@ -46,7 +46,7 @@ static const cli_option batch_options[] = {
     {0},
 };
 
-static const cli_option *const batch_tables[] = {batch_options, cli_limit_options, cli_backend_options, NULL};
+static const cli_option *const batch_tables[] = {batch_options, cli_device_options, cli_limit_options, cli_backend_options, NULL};
 
 static const cli_spec batch_spec = {
     .name = "batch",
@@ -212,7 +212,8 @@ int cmd_batch(int argc, char **argv) {
             dir = v;
             break;
         default:
-            if (!cli_limit_set("batch", id, v, &limits)) cli_backend_set("batch", id, v, &bk);
+            if (!cli_limit_set("batch", id, v, &limits) && !cli_device_set("batch", id, v))
+                cli_backend_set("batch", id, v, &bk);
         }
     }
     if (!dir) cli_usage_error(&a, "DIR is required");

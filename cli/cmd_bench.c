@@ -35,7 +35,7 @@ static const cli_option bench_options[] = {
     {0},
 };
 
-static const cli_option *const bench_tables[] = {bench_options, NULL};
+static const cli_option *const bench_tables[] = {bench_options, cli_device_options, NULL};
 
 static const cli_spec bench_spec = {
     .name = "bench",
@@ -124,6 +124,7 @@ int cmd_bench(int argc, char **argv) {
             if (nw < (int)SGL_ARRAY_LEN(ws)) ws[nw++] = w;
             break;
         }
+        default: cli_device_set("bench", id, v);
         }
     }
     if (!nw)

@@ -71,7 +71,7 @@ static const cli_option gen_options[] = {
     {0},
 };
 
-static const cli_option *const gen_tables[] = {gen_options, cli_backend_options, NULL};
+static const cli_option *const gen_tables[] = {gen_options, cli_device_options, cli_backend_options, NULL};
 
 static const cli_spec gen_spec = {
     .name = "generate",
@@ -213,7 +213,8 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
             if (sgl_sched_policy_parse(v, &o->policy) < 0)
                 cli_usage_error(&a, "--policy must be lpm, fcfs or random, not '%s'", v);
             break;
-        default: cli_backend_set(cmd, id, v, &o->bk);
+        default:
+            if (!cli_device_set(cmd, id, v)) cli_backend_set(cmd, id, v, &o->bk);
         }
     }
     if (o->bk.chat_template) {
@@ -322,6 +323,9 @@ static void print_engine_stats(sgl_engine *e) {
             (long long)m.constrained_requests, (long long)m.forward_calls,
             (long long)m.forward_tokens, m.running, m.waiting, (long long)m.evicted_tokens,
             (long long)m.retractions, m.pool_used, m.pool_slots, (long long)m.cache_tokens);
+    if (m.device && strcmp(m.device, "cpu") != 0)
+        fprintf(stderr, "engine: device %s, weights %.1f MiB, device memory %.1f MiB in all\n",
+                m.device, m.device_weight_bytes / 1048576.0, m.device_bytes / 1048576.0);
 }
 
 /* --logprobs: one line per generated token, "logprob TOKEN: L  top: T1 L1, ..."

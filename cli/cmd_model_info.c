@@ -46,7 +46,7 @@ static const cli_option mi_options[] = {
     {0},
 };
 
-static const cli_option *const mi_tables[] = {mi_options, NULL};
+static const cli_option *const mi_tables[] = {mi_options, cli_device_options, NULL};
 
 static const cli_spec mi_spec = {
     .name = "model-info",
@@ -204,6 +204,9 @@ static void print_text(const info *in, bool tensors) {
     printf("\n");
     if (in->tmpl) printf("chat template:   yes (%" PRIu64 " bytes)\n", in->tmpl->v.s.len);
     else printf("chat template:   no\n");
+    char dev[320];
+    model_default_device_describe(dev, sizeof dev);
+    printf("device:          %s\n", dev);
     if (tensors) {
         size_t w = 4;
         for (uint64_t i = 0; i < f->n_tensors; i++) w = SGL_MAX(w, strlen(f->tensors[i].name));
@@ -369,6 +372,7 @@ int cmd_model_info(int argc, char **argv) {
             if (model) cli_usage_error(&a, "one model at a time");
             model = a.value;
             break;
+        default: cli_device_set("model-info", id, a.value);
         }
     }
     char *path = cli_model_path(model);

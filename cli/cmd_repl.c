@@ -1034,7 +1034,7 @@ static const cli_option repl_options[] = {
     {0},
 };
 
-static const cli_option *const repl_tables[] = {repl_options, cli_backend_options, NULL};
+static const cli_option *const repl_tables[] = {repl_options, cli_device_options, cli_backend_options, NULL};
 
 static void repl_help_extra(void) {
     repl_help();
@@ -1068,7 +1068,8 @@ int cmd_repl(int argc, char **argv) {
         case O_MODEL: model = v; break;
         case O_THREADS: so.n_threads = (int)cli_parse_long("repl", "--threads", v, 0, 1024); break;
         case CLI_OPERAND: cli_usage_error(&a, "unexpected argument '%s'", v);
-        default: cli_backend_set("repl", id, v, &bk);
+        default:
+            if (!cli_device_set("repl", id, v)) cli_backend_set("repl", id, v, &bk);
         }
     }
     char *model_path = NULL;

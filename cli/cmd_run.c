@@ -53,7 +53,7 @@ static const cli_option run_options[] = {
     {0},
 };
 
-static const cli_option *const run_tables[] = {run_options, cli_limit_options, cli_backend_options, NULL};
+static const cli_option *const run_tables[] = {run_options, cli_device_options, cli_limit_options, cli_backend_options, NULL};
 
 static const cli_spec run_spec = {
     .name = "run",
@@ -166,7 +166,7 @@ int cmd_run(int argc, char **argv) {
             else args[n_args++] = p.argv[p.i - 1];
             break;
         default:
-            if (!cli_limit_set("run", id, v, &limits)) cli_backend_set("run", id, v, &bk);
+            if (!cli_limit_set("run", id, v, &limits) && !cli_device_set("run", id, v)) cli_backend_set("run", id, v, &bk);
         }
     }
     if (!file) cli_usage_error(&p, "FILE is required");

@@ -38,7 +38,7 @@ static const cli_option serve_options[] = {
     {0},
 };
 
-static const cli_option *const serve_tables[] = {serve_options, NULL};
+static const cli_option *const serve_tables[] = {serve_options, cli_device_options, NULL};
 
 static const cli_spec serve_spec = {
     .name = "serve",
@@ -84,6 +84,7 @@ int cmd_serve(int argc, char **argv) {
             if (sgl_sched_policy_parse(v, &ec.policy) < 0) cli_usage_error(&a, "--policy must be lpm or fcfs, not '%s'", v);
             break;
         case CLI_OPERAND: cli_usage_error(&a, "unexpected argument '%s'", v);
+        default: cli_device_set(cmd, id, v);
         }
     }
     char *path = cli_model_path(model);

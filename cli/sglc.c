@@ -35,6 +35,8 @@ static void usage(FILE *out) {
     fprintf(out, "\nRun 'sglc COMMAND --help' for a command's options (anywhere before `--`).\n"
                  "The model comes from --model PATH, $SGL_MODEL, $XDG_DATA_HOME/sglc/models or\n"
                  "<prefix>/share/sglc/models (scripts/setup links it there). See man sglc.\n"
+                 "run, repl, batch, serve, bench, generate and model-info also take\n"
+                 "  --device D         cpu, cuda or auto (default auto: cuda when a GPU answers)\n"
                  "Exit status: 0 ok, 1 program or input error, 2 usage or setup error.\n");
 }
 

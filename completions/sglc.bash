@@ -28,11 +28,14 @@ _sglc() {
             COMPREPLY=($(compgen -d -- "$cur")); return ;;
         --format) COMPREPLY=($(compgen -W "text json dot" -- "$cur")); return ;;
         --policy) COMPREPLY=($(compgen -W "lpm fcfs random" -- "$cur")); return ;;
+        --device) COMPREPLY=($(compgen -W "cpu cuda auto" -- "$cur")); return ;;
         --route) COMPREPLY=($(compgen -W "prefix round_robin" -- "$cur")); return ;;
         -O) COMPREPLY=($(compgen -W "0 1 2" -- "$cur")); return ;;
     esac
     if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$(_sglc_help_opts "$sglc" "$cmd")" -- "$cur"))
+        local dev=
+        case "$cmd" in run|repl|batch|serve|bench|generate|model-info) dev=--device ;; esac
+        COMPREPLY=($(compgen -W "$(_sglc_help_opts "$sglc" "$cmd") $dev" -- "$cur"))
         return
     fi
     case "$cmd" in
