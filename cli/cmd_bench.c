@@ -1,6 +1,7 @@
 /* cmd_bench: `sglc bench [WORKLOAD...]`: runs the benchmark workloads
  * (bench/workloads/NAME.sgl, the SGLang paper's LM-program workloads) in each
- * mode (full, its ablations, a baseline) on the local engine and prints one
+ * mode (full, its ablations, a baseline) on the local engine or, with
+ * --backend, on remote servers (cli/backend.c) and prints one
  * table (programs/s, output tokens/s, latency p50/p99, cache hit rate and
  * the best hit rate the request stream allows) and the speedup of full over
  * every other mode with geometric means; --json and --plot write the same
@@ -17,7 +18,7 @@
 #include "cli/cli.h"
 #include "lib/internal.h"
 
-enum { O_MODES = 1, O_QUICK, O_PROGRAMS, O_MODEL, O_FAKE, O_THREADS, O_SEED, O_JSON, O_PLOT, O_WORKLOADS, O_LIST, O_BACKEND };
+enum { O_MODES = 1, O_QUICK, O_PROGRAMS, O_MODEL, O_FAKE, O_THREADS, O_SEED, O_JSON, O_PLOT, O_WORKLOADS, O_LIST };
 
 static const cli_option bench_options[] = {
     {O_MODES, "--modes", NULL, "M,M,...", "modes to run (default: all, in the order --list shows)"},
@@ -31,11 +32,10 @@ static const cli_option bench_options[] = {
     {O_PLOT, "--plot", NULL, "FILE.svg", "write a bar chart: workloads x modes, relative to baseline"},
     {O_WORKLOADS, "--workloads", NULL, "DIR", "where the workload programs are (default: bench/workloads)"},
     {O_LIST, "--list", NULL, NULL, "list the workloads and modes, then exit"},
-    {O_BACKEND, "--backend", NULL, "KIND:URL", "not supported by this build: only the local engine is benchmarked"},
     {0},
 };
 
-static const cli_option *const bench_tables[] = {bench_options, cli_device_options, NULL};
+static const cli_option *const bench_tables[] = {bench_options, cli_device_options, cli_backend_options, NULL};
 
 static const cli_spec bench_spec = {
     .name = "bench",
@@ -44,6 +44,12 @@ static const cli_spec bench_spec = {
              "tokens/s, latency p50/p99, the cache hit rate, the best hit rate possible for the\n"
              "run's request stream, and the speedup of full over every other mode.\n",
     .tables = bench_tables,
+    .epilog = "With --backend the workloads run against remote servers instead of the local\n"
+              "engine: the modes that set only the client (full, no-parallel, no-hint, \"-O0\",\n"
+              "baseline) run, the others are skipped; the server's cache is flushed before each\n"
+              "run when it can be (sglang:), and stays on in baseline. --model is optional\n"
+              "there: its tokenizer and chat template (default: chatml, bytes for the best hit\n"
+              "rate).\n",
 };
 
 static void list(FILE *out) {
@@ -98,6 +104,8 @@ int cmd_bench(int argc, char **argv) {
     int status = 2;
     char *model_path = NULL, *found_dir = NULL, *modes_copy = NULL;
     bench_result *res = NULL;
+    cli_backend bk;
+    cli_backend_init(&bk);
     cli_args a;
     cli_args_init(&a, &bench_spec, argc, argv);
     for (int id; (id = cli_next(&a)) != CLI_DONE;) {
@@ -106,10 +114,6 @@ int cmd_bench(int argc, char **argv) {
         case O_LIST: list(stdout); return 0;
         case O_QUICK: o.quick = true; break;
         case O_FAKE: o.fake = true; break;
-        case O_BACKEND:
-            fprintf(stderr, "sglc bench: error: --backend needs remote engines, which this build of sglc "
-                            "does not have; only the local engine can be benchmarked\n");
-            return 2;
         case O_MODES: modes_arg = v; break;
         case O_MODEL: model = v; break;
         case O_THREADS: o.n_threads = (int)cli_parse_long("bench", "--threads", v, 0, 1024); break;
@@ -124,7 +128,8 @@ int cmd_bench(int argc, char **argv) {
             if (nw < (int)SGL_ARRAY_LEN(ws)) ws[nw++] = w;
             break;
         }
-        default: cli_device_set("bench", id, v);
+        default:
+            if (!cli_device_set("bench", id, v)) cli_backend_set("bench", id, v, &bk);
         }
     }
     if (!nw)
@@ -145,9 +150,17 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "sglc bench: --modes names no mode\n");
             goto done;
         }
-    } else {
-        for (int i = 0; i < bench_n_modes; i++) ms[nm++] = &bench_modes[i];
     }
+    vm_session_opts so = vm_session_opts_default();
+    bool remote = !o.fake && cli_backend_apply("bench", &bk, &so);
+    if (remote) {
+        o.remote = so.remote;
+        o.backend = bk.specs[0];
+        o.chat_template = so.chat_template;
+    }
+    if (!modes_arg)
+        for (int i = 0; i < bench_n_modes; i++)
+            if (!remote || bench_modes[i].remote) ms[nm++] = &bench_modes[i];
     if (!wdir) {
         found_dir = find_workloads();
         if (!found_dir) {
@@ -158,7 +171,7 @@ int cmd_bench(int argc, char **argv) {
         wdir = found_dir;
     }
     o.workloads_dir = wdir;
-    if (!o.fake) {
+    if (!o.fake && (!remote || model)) {
         model_path = cli_model_path(model);
         if (!model_path) goto done;
         o.model_path = model_path;
@@ -175,14 +188,19 @@ int cmd_bench(int argc, char **argv) {
                 goto done;
             }
             n++;
-            if (!r->ok) n_failed++;
+            if (!r->ok && !r->skipped) n_failed++;
             fprintf(stderr, "[%d/%d] %-20s %-12s %7.2f s  %s\n", n, nw * nm, ws[i]->name, ms[j]->name,
-                    r->seconds, r->ok ? "ok" : r->error);
+                    r->seconds, r->ok ? "ok" : r->skipped ? "skipped" : r->error);
         }
     char threads[32] = "all cores";
     if (o.n_threads) snprintf(threads, sizeof threads, "%d thread%s", o.n_threads, o.n_threads == 1 ? "" : "s");
-    printf("sglc bench: %s, %s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, threads,
-           o.quick ? ", quick" : "", (long long)o.seed);
+    if (remote)
+        printf("sglc bench: backend %s%s%s%s%s, seed %lld\n", o.backend, bk.n_specs > 1 ? " (and more)" : "",
+               o.model_path ? ", tokenizer of " : "", o.model_path ? o.model_path : "", o.quick ? ", quick" : "",
+               (long long)o.seed);
+    else
+        printf("sglc bench: %s, %s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, threads,
+               o.quick ? ", quick" : "", (long long)o.seed);
     bench_print_table(stdout, res, n);
     bench_print_ratios(stdout, res, n);
     fflush(stdout);
@@ -200,6 +218,7 @@ int cmd_bench(int argc, char **argv) {
         sgl_strbuf_free(&sb);
     }
 done:
+    cli_backend_free(&bk);
     free(res);
     free(model_path);
     free(found_dir);

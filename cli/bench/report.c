@@ -47,7 +47,8 @@ void bench_print_table(FILE *out, const bench_result *r, int n) {
     for (int i = 0; i < n; i++) {
         const bench_result *x = &r[i];
         if (!x->ok) {
-            fprintf(out, "%-20s %-12s FAILED: %s\n", x->w->name, x->m->name, x->error);
+            fprintf(out, "%-20s %-12s %s: %s\n", x->w->name, x->m->name, x->skipped ? "skipped" : "FAILED",
+                    x->error);
             continue;
         }
         fprintf(out, "%-20s %-12s %5d %9.3f %9.1f %8.2f %8.2f %6.1f %6.1f %8.3f\n", x->w->name, x->m->name,
@@ -105,6 +106,7 @@ static cJSON *num(double x, int digits) {
 int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", o->fake ? "fake" : o->model_path ? o->model_path : "");
+    if (o->backend) cJSON_AddStringToObject(root, "backend", o->backend);
     cJSON_AddNumberToObject(root, "threads", o->n_threads);
     cJSON_AddBoolToObject(root, "quick", o->quick);
     cJSON_AddNumberToObject(root, "seed", (double)o->seed);
@@ -115,6 +117,7 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
         cJSON_AddStringToObject(e, "workload", x->w->name);
         cJSON_AddStringToObject(e, "mode", x->m->name);
         cJSON_AddBoolToObject(e, "ok", x->ok);
+        cJSON_AddBoolToObject(e, "skipped", x->skipped);
         if (x->ok) cJSON_AddNullToObject(e, "error");
         else cJSON_AddStringToObject(e, "error", x->error);
         cJSON_AddNumberToObject(e, "programs", x->programs);
@@ -133,6 +136,8 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
         cJSON_AddNumberToObject(e, "completion_tokens", (double)x->completion_tokens);
         cJSON_AddItemToObject(e, "hit_rate", num(x->hit_rate, 5));
         cJSON_AddItemToObject(e, "best_hit_rate", num(x->best_hit_rate, 5));
+        cJSON_AddNumberToObject(e, "forward_calls", (double)x->forward_calls);
+        cJSON_AddNumberToObject(e, "forward_tokens", (double)x->forward_tokens);
         cJSON_AddItemToArray(results, e);
     }
     const bench_workload *ws[64];
