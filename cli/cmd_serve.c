@@ -1,6 +1,7 @@
 /* cmd_serve: `sglc serve`: loads the model into the local engine and serves
  * it over HTTP (server/): OpenAI, SGLang-native and Anthropic routes,
- * program runs, metrics. SIGINT / SIGTERM stop accepting, let in-flight
+ * program runs, metrics. With --backend, a router instead: the same routes
+ * forwarded over worker servers (server/router.c). SIGINT / SIGTERM stop accepting, let in-flight
  * requests finish (aborting what is left after --shutdown-timeout) and
  * exit 0. Signals are blocked in every thread and taken by sigwait here.
  */
@@ -36,12 +37,19 @@ static void usage(FILE *out) {
             "  --chunked-prefill N     prompt tokens per request per forward (default 512; 0 = whole)\n"
             "  --policy lpm|fcfs       waiting-queue order (default lpm: longest cached prefix first)\n"
             "  --max-running N         running requests at once (default 64)\n"
-            "  --no-cache              no radix cache: every prompt computed afresh\n",
+            "  --no-cache              no radix cache: every prompt computed afresh\n"
+            "router (no model loaded; requests forwarded to workers):\n"
+            "  --backend sglang:URL    a worker (repeat it; or --backends FILE, one a line)\n"
+            "  --policy cache_aware|round_robin  how requests pick a worker (default\n"
+            "                          cache_aware: longest prompt prefix sent there before)\n"
+            "  --request-timeout S, --retries N  per forwarded request (defaults 120, 3)\n",
             SGL_DEFAULT_MODEL_FILE);
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *cmd = "serve", *v, *model = NULL;
+    const char *cmd = "serve", *v, *model = NULL, *policy = NULL;
+    cli_backend b;
+    cli_backend_init(&b);
     sgl_server_config sc = sgl_server_config_default();
     sgl_engine_config ec = sgl_engine_config_default();
     for (int i = 1; i < argc; i++) {
@@ -85,18 +93,21 @@ int cmd_serve(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--max-running", &v)) {
             ec.max_running = (int32_t)cli_parse_long(cmd, "--max-running", v, 1, 4096);
         } else if (cli_opt(argc, argv, &i, "--policy", &v)) {
-            if (sgl_sched_policy_parse(v, &ec.policy) < 0) {
-                fprintf(stderr, "sglc serve: error: --policy must be lpm or fcfs, not '%s'\n", v);
-                return 2;
-            }
+            policy = v;
+        } else if (cli_backend_opt(cmd, argc, argv, &i, &b)) {
         } else {
             fprintf(stderr, "sglc serve: error: unknown option '%s'\n", a);
             usage(stderr);
             return 2;
         }
     }
-    char *path = cli_model_path(model);
-    if (!path) return 2;
+    bool router = b.n_specs > 0;
+    if (policy && !router && sgl_sched_policy_parse(policy, &ec.policy) < 0) {
+        fprintf(stderr, "sglc serve: error: --policy must be lpm or fcfs, not '%s'\n", policy);
+        return 2;
+    }
+    char *path = router ? NULL : cli_model_path(model);
+    if (!path && !router) return 2;
 
     /* Block the stop signals before any thread starts, so every thread
      * inherits the mask and sigwait below is the only taker. */
@@ -110,7 +121,7 @@ int cmd_serve(int argc, char **argv) {
     sgl_error err = {{0}};
     ec.model_path = path;
     double t0 = sgl_now();
-    sgl_engine *e = sgl_engine_local_new(&ec, &err);
+    sgl_engine *e = router ? cli_backend_router(cmd, &b, policy, &err) : sgl_engine_local_new(&ec, &err);
     if (!e) {
         fprintf(stderr, "sglc serve: error: %s\n", err.msg);
         free(path);
@@ -124,8 +135,13 @@ int cmd_serve(int argc, char **argv) {
         free(path);
         return 1;
     }
-    fprintf(stderr, "sglc serve: %s loaded in %.2f s; listening on http://%s:%d%s\n", path, sgl_now() - t0,
-            sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
+    if (router)
+        fprintf(stderr, "sglc serve: routing over %d worker%s (%s); listening on http://%s:%d%s\n", b.n_specs,
+                b.n_specs == 1 ? "" : "s", policy ? policy : "cache_aware",
+                sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
+    else
+        fprintf(stderr, "sglc serve: %s loaded in %.2f s; listening on http://%s:%d%s\n", path, sgl_now() - t0,
+                sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
     fflush(stderr);
     int sig = 0;
     sigwait(&stop, &sig);
@@ -135,6 +151,7 @@ int cmd_serve(int argc, char **argv) {
     sgl_server_free(s);
     sgl_engine_free(e);
     free(path);
+    cli_backend_free(&b);
     fprintf(stderr, "sglc serve: stopped\n");
     return 0;
 }

@@ -114,6 +114,8 @@ struct sgl_server {
     pthread_cond_t idle_cv;
     int active;                /* requests with a handler or stream running */
     volatile bool stopping;
+    volatile bool aborting;    /* shutdown's grace is over: forwards give up */
+    bool router;               /* the engine is remote: routes are forwarded (router.c) */
     bool shut;
     double started;
     uint64_t seed_state;       /* fresh seeds for requests without one */
@@ -292,5 +294,12 @@ enum MHD_Result route_health_generate(srv_req *r);
 enum MHD_Result route_messages(srv_req *r, cJSON *body);
 enum MHD_Result route_programs_run(srv_req *r, cJSON *body);
 enum MHD_Result route_metrics(srv_req *r);
+
+/* router.c: routes of a server in front of workers (s->router). */
+enum MHD_Result router_forward(srv_req *r, const char *path, const char *method, const cJSON *body);
+enum MHD_Result router_health(srv_req *r);
+enum MHD_Result router_flush(srv_req *r);
+/* Appends the per-worker Prometheus lines. */
+void router_metrics(sgl_server *s, sgl_strbuf *sb);
 
 #endif

@@ -47,7 +47,7 @@ int sgl_remote_parse_spec(const char *spec, sgl_remote_kind *kind, const char **
 }
 
 int sgl_route_policy_parse(const char *name, sgl_route_policy *out) {
-    if (!strcmp(name, "prefix")) *out = SGL_ROUTE_PREFIX;
+    if (!strcmp(name, "prefix") || !strcmp(name, "cache_aware")) *out = SGL_ROUTE_PREFIX;
     else if (!strcmp(name, "round_robin")) *out = SGL_ROUTE_ROUND_ROBIN;
     else return -1;
     return 0;
@@ -92,6 +92,7 @@ typedef struct rm_part {
     size_t sse_sent;       /* of which delivered as partials (never retried after) */
     cJSON *sse_last;       /* sglang: the last chunk; others: usage so far */
     char *sse_finish, *sse_stop;
+    bool fwd_commit;       /* forward: this attempt's answer went to the reader */
 } rm_part;
 
 struct remote_engine;
@@ -106,7 +107,28 @@ typedef struct rm_job {
     int n_parts, n_settled;
     rm_part *parts;
     char *error;           /* first fatal error (owned) */
+    bool cancelled;        /* sgl_engine_cancel: settles as ABORT "cancelled" */
+    struct sgl_remote_fwd *fwd; /* a forwarded HTTP request (router), else NULL */
 } rm_job;
+
+/* A forwarded HTTP request: what the reader sees (every field under the
+ * engine's mu). Owned by two: the reader (until sgl_remote_fwd_free) and
+ * the engine (until its job settles); the last to let go frees it. */
+struct sgl_remote_fwd {
+    struct remote_engine *re;
+    pthread_cond_t cv;
+    int refs;
+    uint64_t id;           /* the job's id (cancel) */
+    char *method, *path;   /* owned */
+    int endpoint;          /* >= 0: only that endpoint, one attempt */
+    int status;            /* 0 until the answer is committed */
+    char *ctype;           /* Content-Type of the answer (owned) */
+    sgl_strbuf pending;    /* answer bytes not yet taken by the reader */
+    bool committed, done;
+    char *error;           /* no answer (status 0), or the answer broke off (owned) */
+    char *ep_url;          /* the endpoint that answered (owned) */
+    double prompt_tokens, cached_tokens, completion_tokens;
+};
 
 typedef struct remote_engine {
     sgl_remote_kind kind;  /* resolved (never OPENAI after start) */
@@ -129,6 +151,11 @@ typedef struct remote_engine {
     size_t n_active, cap_active;
     sgl_result **done;     /* completion queue (mu) */
     size_t done_head, n_done, cap_done;
+    rm_job **live;         /* submitted jobs not yet finished (mu) */
+    size_t n_live, cap_live;
+    uint64_t *cancels;     /* ids asked to stop, for the thread (mu) */
+    size_t n_cancels, cap_cancels;
+    uint64_t next_fwd_id;  /* forwards take ids from the top of the range (mu) */
     sgl_engine_metrics m;  /* (mu) */
     sgl_remote_endpoint_stats *snap; /* endpoint figures for sgl_remote_stats (mu) */
 } remote_engine;
@@ -145,8 +172,47 @@ static int push_ptr(void ***arr, size_t *n, size_t *cap, void *p) {
     return 0;
 }
 
+static void fwd_destroy(struct sgl_remote_fwd *f) {
+    pthread_cond_destroy(&f->cv);
+    free(f->method);
+    free(f->path);
+    free(f->ctype);
+    sgl_strbuf_free(&f->pending);
+    free(f->error);
+    free(f->ep_url);
+    free(f);
+}
+
+/* The engine lets go of a forward: it is finished from the reader's side
+ * (an error when no answer was committed). Takes mu. */
+static void fwd_release(struct sgl_remote_fwd *f, const char *why) {
+    remote_engine *re = f->re;
+    pthread_mutex_lock(&re->mu);
+    if (!f->done) {
+        f->done = true;
+        if (!f->error && (why || !f->status)) f->error = sgl_strdup(why ? why : "the router stopped");
+    }
+    pthread_cond_broadcast(&f->cv);
+    bool last = --f->refs == 0;
+    pthread_mutex_unlock(&re->mu);
+    if (last) fwd_destroy(f);
+}
+
+static int push_u64(uint64_t **arr, size_t *n, size_t *cap, uint64_t v) {
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        uint64_t *na = realloc(*arr, nc * sizeof *na);
+        if (!na) return -1;
+        *arr = na;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = v;
+    return 0;
+}
+
 static void job_free(rm_job *j) {
     if (!j) return;
+    if (j->fwd) fwd_release(j->fwd, j->error);
     for (int i = 0; i < j->n_parts; i++) {
         rm_part *p = &j->parts[i];
         free(p->body);
@@ -779,10 +845,26 @@ static sgl_result *abort_result(const rm_job *j, const char *msg) {
     return r;
 }
 
-/* Every part has settled: turn the replies into the result and queue it. */
+static void live_remove_locked(remote_engine *re, const rm_job *j) {
+    for (size_t i = 0; i < re->n_live; i++)
+        if (re->live[i] == j) {
+            re->live[i] = re->live[--re->n_live];
+            return;
+        }
+}
+
+/* Every part has settled: turn the replies into the result and queue it
+ * (a forward's reader has had its answer already: the job just goes). */
 static void job_finish(remote_engine *re, rm_job *j) {
     sgl_result *r = NULL;
     char why[512] = "";
+    if (j->fwd) {
+        pthread_mutex_lock(&re->mu);
+        live_remove_locked(re, j);
+        pthread_mutex_unlock(&re->mu);
+        job_free(j);
+        return;
+    }
     if (j->error) {
         r = abort_result(j, j->error);
     } else {
@@ -802,6 +884,7 @@ static void job_finish(remote_engine *re, rm_job *j) {
         }
     }
     pthread_mutex_lock(&re->mu);
+    live_remove_locked(re, j);
     if (r) {
         re->m.requests_done++;
         re->m.prompt_tokens += r->prompt_tokens;
@@ -836,6 +919,7 @@ static void job_finish(remote_engine *re, rm_job *j) {
 /* ---- routing ---------------------------------------------------------------------------- */
 
 static rm_endpoint *route(remote_engine *re, rm_part *p, double now) {
+    if (p->job->fwd && p->job->fwd->endpoint >= 0) return &re->eps[p->job->fwd->endpoint];
     /* Usable: in rotation, and not the endpoint this part just failed on
      * while another one is in rotation. */
     rm_endpoint *avoid = NULL;
@@ -962,8 +1046,42 @@ static void sse_event(rm_part *p, const char *payload) {
     cJSON_Delete(c);
 }
 
+/* Bytes of a forwarded answer. A 2xx event stream goes to the reader as
+ * it arrives (committed: no retry from then on); anything else is held
+ * until it is complete, so a failed attempt can still be re-sent. */
+static size_t fwd_data(rm_part *p, const char *data, size_t n) {
+    struct sgl_remote_fwd *f = p->job->fwd;
+    remote_engine *re = p->job->re;
+    if (sgl_strbuf_append(&p->resp, data, n) < 0) return 0;
+    if (!p->fwd_commit) {
+        long status = 0;
+        char *ct = NULL;
+        curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(p->h, CURLINFO_CONTENT_TYPE, &ct);
+        if (status < 200 || status >= 300 || !ct || strncmp(ct, "text/event-stream", 17)) return n;
+        p->fwd_commit = true;
+        pthread_mutex_lock(&re->mu);
+        f->status = (int)status;
+        free(f->ctype);
+        f->ctype = sgl_strdup(ct);
+        f->committed = true;
+        free(f->ep_url);
+        f->ep_url = sgl_strdup(p->ep->url);
+        sgl_strbuf_append(&f->pending, p->resp.data, p->resp.len);
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&re->mu);
+        return n;
+    }
+    pthread_mutex_lock(&re->mu);
+    sgl_strbuf_append(&f->pending, data, n);
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&re->mu);
+    return n;
+}
+
 static size_t on_data(char *data, size_t size, size_t n, void *ud) {
     rm_part *p = ud;
+    if (p->job && p->job->fwd) return fwd_data(p, data, size * n);
     if (sgl_strbuf_append(&p->resp, data, size * n) < 0) return 0;
     if (!p->job || !p->job->stream) return size * n; /* (probes have no job) */
     for (;;) {
@@ -1046,7 +1164,8 @@ static void easy_common(const remote_engine *re, CURL *h) {
 
 static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     char url[2048];
-    snprintf(url, sizeof url, "%s%s", ep->url, endpoint_path(re));
+    const struct sgl_remote_fwd *f = p->job->fwd;
+    snprintf(url, sizeof url, "%s%s", ep->url, f ? f->path : endpoint_path(re));
     p->h = curl_easy_init();
     if (!p->h) return -1;
     if (!p->hdrs) p->hdrs = headers(re);
@@ -1058,8 +1177,13 @@ static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     easy_common(re, p->h);
     curl_easy_setopt(p->h, CURLOPT_URL, url);
     curl_easy_setopt(p->h, CURLOPT_HTTPHEADER, p->hdrs);
-    curl_easy_setopt(p->h, CURLOPT_POSTFIELDS, p->body);
-    curl_easy_setopt(p->h, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
+    if (f && strcmp(f->method, "POST")) {
+        curl_easy_setopt(p->h, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(p->h, CURLOPT_POSTFIELDS, p->body);
+        curl_easy_setopt(p->h, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
+    }
+    p->fwd_commit = false;
     curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(p->h, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(p->h, CURLOPT_PRIVATE, p);
@@ -1082,10 +1206,79 @@ static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     return 0;
 }
 
+/* Takes p's attempt off the multi handle and its endpoint (thread only). */
+static void part_detach(remote_engine *re, rm_part *p) {
+    curl_multi_remove_handle(re->multi, p->h);
+    curl_easy_cleanup(p->h);
+    p->h = NULL;
+    p->ep->in_flight--;
+    p->ep = NULL;
+    for (size_t i = 0; i < re->n_active; i++)
+        if (re->active[i] == p) {
+            re->active[i] = re->active[--re->n_active];
+            break;
+        }
+}
+
 static void part_settle(remote_engine *re, rm_part *p, const char *fatal) {
     rm_job *j = p->job;
     if (fatal && !j->error) j->error = sgl_strdup(fatal);
     if (++j->n_settled == j->n_parts) job_finish(re, j);
+}
+
+/* The token counts a forwarded answer reports (by its route's protocol;
+ * a streamed one by its events); returns whether it gave cached tokens. */
+static bool fwd_usage(const rm_part *p, double *pt, double *ct, double *gt) {
+    const char *path = p->job->fwd->path;
+    sgl_remote_kind kind = !strcmp(path, "/generate") ? SGL_REMOTE_SGLANG
+                           : !strcmp(path, "/v1/messages") ? SGL_REMOTE_ANTHROPIC
+                           : !strncmp(path, "/v1/", 4) ? SGL_REMOTE_OPENAI_COMPLETIONS : SGL_REMOTE_OPENAI;
+    *pt = *ct = *gt = 0;
+    if (kind == SGL_REMOTE_OPENAI || !p->resp.len) return false;
+    cJSON *r = NULL;
+    if (p->fwd_commit) { /* events: the last sglang chunk, or the usage merged */
+        cJSON *usage = NULL;
+        for (const char *line = p->resp.data, *end = p->resp.data + p->resp.len, *nl; line < end; line = nl + 1) {
+            nl = memchr(line, '\n', (size_t)(end - line));
+            if (!nl) nl = end;
+            if (nl - line < 6 || strncmp(line, "data:", 5)) continue;
+            cJSON *c = cJSON_ParseWithLength(line + 5, (size_t)(nl - line - 5));
+            if (!cJSON_IsObject(c)) {
+                cJSON_Delete(c);
+                continue;
+            }
+            if (kind == SGL_REMOTE_SGLANG) {
+                cJSON_Delete(r);
+                r = c;
+                continue;
+            }
+            sse_merge(&usage, cJSON_GetObjectItemCaseSensitive(c, "usage"));
+            sse_merge(&usage, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"), "usage"));
+            cJSON_Delete(c);
+        }
+        if (usage) {
+            cJSON_Delete(r);
+            r = cJSON_CreateObject();
+            cJSON_AddItemToObject(r, "usage", usage);
+        }
+    } else {
+        r = cJSON_ParseWithLength(p->resp.data, p->resp.len);
+    }
+    bool reported = false;
+    if (cJSON_IsArray(r)) { /* a batch: one answer per prompt */
+        const cJSON *x;
+        cJSON_ArrayForEach(x, r) {
+            double a, b, c;
+            reported |= reply_usage(kind, x, &a, &b, &c);
+            *pt += a;
+            *ct += b;
+            *gt += c;
+        }
+    } else if (r) {
+        reported = reply_usage(kind, r, pt, ct, gt);
+    }
+    cJSON_Delete(r);
+    return reported;
 }
 
 static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
@@ -1093,31 +1286,33 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     long status = 0;
     double retry_after = -1;
     curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &status);
+    char *ct_info = NULL, ctype[256];
+    curl_easy_getinfo(p->h, CURLINFO_CONTENT_TYPE, &ct_info);
+    snprintf(ctype, sizeof ctype, "%s", ct_info ? ct_info : "application/json");
 #if LIBCURL_VERSION_NUM >= 0x074200
     curl_off_t ra = 0;
     if (curl_easy_getinfo(p->h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0) retry_after = (double)ra;
 #endif
-    curl_multi_remove_handle(re->multi, p->h);
-    curl_easy_cleanup(p->h);
-    p->h = NULL;
-    p->ep = NULL;
-    ep->in_flight--;
-    for (size_t i = 0; i < re->n_active; i++)
-        if (re->active[i] == p) {
-            re->active[i] = re->active[--re->n_active];
-            break;
-        }
+    part_detach(re, p);
     double now = sgl_now();
     char why[1024] = "";
-    bool retry = false, ep_fault = false;
+    bool retry = false, ep_fault = false, fwd_ok = false;
     cJSON *reply = NULL;
+    struct sgl_remote_fwd *f = p->job->fwd;
     if (cc != CURLE_OK) {
         snprintf(why, sizeof why, "%s: %s", ep->url, p->errbuf[0] ? p->errbuf : curl_easy_strerror(cc));
         retry = ep_fault = true;
+        if (p->fwd_commit) { /* the stream broke off after bytes went out */
+            snprintf(why, sizeof why, "the answer from %s broke off: %s", ep->url,
+                     p->errbuf[0] ? p->errbuf : curl_easy_strerror(cc));
+            retry = false;
+        }
     } else if (status == 429 || status >= 500) {
         snprintf(why, sizeof why, "%s: HTTP %ld: %.200s", ep->url, status, p->resp.data ? p->resp.data : "");
         retry = true;
         ep_fault = status != 429;
+    } else if (f) { /* any other answer is the client's */
+        fwd_ok = true;
     } else if (status >= 400 || status < 200) {
         snprintf(why, sizeof why, "%s%s: HTTP %ld: %.300s", ep->url, endpoint_path(re), status,
                  p->resp.data ? p->resp.data : "");
@@ -1137,20 +1332,37 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
             retry = ep_fault = true;
         }
     }
+    double pt = 0, ct = 0, gt = 0;
+    bool reports = reply ? reply_usage(re->kind, reply, &pt, &ct, &gt)
+                         : fwd_ok && status >= 200 && status < 300 && fwd_usage(p, &pt, &ct, &gt);
     pthread_mutex_lock(&re->mu);
-    if (reply) {
+    if (reply || fwd_ok) {
         ep->st.requests++;
         ep->fail_streak = 0;
-        double pt, ct, gt;
-        if (reply_usage(re->kind, reply, &pt, &ct, &gt)) ep->st.reports_cached = true;
+        if (reports) ep->st.reports_cached = true;
         ep->st.prompt_tokens += (int64_t)pt;
         ep->st.cached_tokens += (int64_t)ct;
         ep->st.completion_tokens += (int64_t)gt;
     } else {
         ep->st.failures++;
     }
+    if (fwd_ok) { /* the whole answer, or the end of a committed stream */
+        if (!f->committed) {
+            f->status = (int)status;
+            f->ctype = sgl_strdup(ctype);
+            f->committed = true;
+            free(f->ep_url);
+            f->ep_url = sgl_strdup(ep->url);
+            sgl_strbuf_append(&f->pending, p->resp.data ? p->resp.data : "", p->resp.len);
+        }
+        f->prompt_tokens = pt;
+        f->cached_tokens = ct;
+        f->completion_tokens = gt;
+        f->done = true;
+        pthread_cond_broadcast(&f->cv);
+    }
     pthread_mutex_unlock(&re->mu);
-    if (reply) {
+    if (reply || fwd_ok) {
         p->reply = reply;
         part_settle(re, p, NULL);
         return;
@@ -1168,6 +1380,7 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     if (retry && other_up && p->failovers < re->n_eps - 1) p->failovers++;
     else if (retry && other_up) other_up = false;
     if (p->sse_sent) retry = false; /* text already went out as partials */
+    if (f && f->endpoint >= 0) retry = false; /* aimed at one endpoint: its answer */
     if (retry && p->attempts <= re->cfg.max_retries + p->failovers && !p->job->error) {
         pthread_mutex_lock(&re->mu);
         ep->st.retries++;
@@ -1188,6 +1401,36 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     part_settle(re, p, msg);
 }
 
+/* Stops job j (thread only): its waiting parts are dropped, its attempts in
+ * flight taken off the multi handle (their connections closed), and it
+ * settles as ABORT "cancelled". */
+static void job_cancel(remote_engine *re, rm_job *j) {
+    if (j->cancelled) return;
+    j->cancelled = true;
+    if (!j->error) j->error = sgl_strdup("cancelled");
+    rm_part **stop = calloc((size_t)j->n_parts, sizeof *stop);
+    if (!stop) return; /* the job still settles when its attempts end */
+    int n = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < re->n_ready; i++) {
+        if (re->ready[i]->job == j) stop[n++] = re->ready[i];
+        else re->ready[keep++] = re->ready[i];
+    }
+    re->n_ready = keep;
+    for (size_t i = 0; i < re->n_active;) {
+        rm_part *p = re->active[i];
+        if (p->job != j) {
+            i++;
+            continue;
+        }
+        part_detach(re, p); /* moves the last active part into slot i */
+        stop[n++] = p;
+    }
+    /* the last settle frees j (and stop's parts with it) */
+    for (int k = 0; k < n; k++) part_settle(re, stop[k], NULL);
+    free(stop);
+}
+
 static void *loop(void *arg) {
     remote_engine *re = arg;
     for (;;) {
@@ -1196,6 +1439,16 @@ static void *loop(void *arg) {
         for (size_t i = 0; i < re->n_incoming; i++)
             push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, re->incoming[i]);
         re->n_incoming = 0;
+        while (!stop && re->n_cancels) {
+            uint64_t id = re->cancels[--re->n_cancels];
+            rm_job *j = NULL;
+            for (size_t i = 0; i < re->n_live && !j; i++)
+                if (re->live[i]->id == id) j = re->live[i];
+            /* j stays valid unlocked: only this thread finishes jobs */
+            pthread_mutex_unlock(&re->mu);
+            if (j) job_cancel(re, j);
+            pthread_mutex_lock(&re->mu);
+        }
         pthread_mutex_unlock(&re->mu);
         if (stop) break;
         double now = sgl_now(), next = now + 0.1;
@@ -1274,6 +1527,8 @@ static void remote_caps(void *ctx, sgl_engine_caps *c) {
     }
 }
 
+static int job_queue(remote_engine *re, rm_job *j, sgl_error *err);
+
 static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err) {
     remote_engine *re = ctx;
     sgl_engine_caps caps;
@@ -1316,12 +1571,20 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
         job_free(j);
         return -1;
     }
+    return job_queue(re, j, err);
+}
+
+/* Hands j's parts to the engine thread and registers j as live. Returns 0,
+ * or -1 with err set (j freed). */
+static int job_queue(remote_engine *re, rm_job *j, sgl_error *err) {
     pthread_mutex_lock(&re->mu);
-    int rc = 0;
+    size_t n_before = re->n_incoming;
+    int rc = push_ptr((void ***)&re->live, &re->n_live, &re->cap_live, j);
     for (int i = 0; rc == 0 && i < j->n_parts; i++)
         rc = push_ptr((void ***)&re->incoming, &re->n_incoming, &re->cap_incoming, &j->parts[i]);
     if (rc < 0) {
-        re->n_incoming -= (size_t)j->n_parts; /* cannot fail halfway without memory */
+        re->n_incoming = n_before;
+        live_remove_locked(re, j);
         pthread_mutex_unlock(&re->mu);
         job_free(j);
         return sgl_error_set(err, "out of memory");
@@ -1329,6 +1592,17 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
     pthread_mutex_unlock(&re->mu);
     curl_multi_wakeup(re->multi);
     return 0;
+}
+
+static int remote_cancel(void *ctx, uint64_t id) {
+    remote_engine *re = ctx;
+    pthread_mutex_lock(&re->mu);
+    bool live = false;
+    for (size_t i = 0; i < re->n_live && !live; i++) live = re->live[i]->id == id && !re->live[i]->fwd;
+    int rc = live ? push_u64(&re->cancels, &re->n_cancels, &re->cap_cancels, id) : -1;
+    pthread_mutex_unlock(&re->mu);
+    if (rc == 0) curl_multi_wakeup(re->multi);
+    return rc;
 }
 
 static sgl_result *remote_wait(void *ctx, double timeout_s) {
@@ -1400,6 +1674,8 @@ static void remote_free(void *ctx) {
     if (re->multi) curl_multi_cleanup(re->multi);
     for (size_t i = 0; i < re->n_done; i++) sgl_result_free(re->done[re->done_head + i]);
     free(re->done);
+    free(re->live);
+    free(re->cancels);
     free(re->incoming);
     free(re->ready);
     for (int i = 0; i < re->n_eps; i++) {
@@ -1422,7 +1698,107 @@ static const sgl_engine_ops remote_ops = {
     .metrics = remote_metrics,
     .free = remote_free,
     .caps = remote_caps,
+    .cancel = remote_cancel,
 };
+
+/* ---- forwarding (a router in front of workers) ------------------------------------------ */
+
+sgl_remote_fwd *sgl_remote_forward(sgl_engine *e, const char *method, const char *path, const char *body,
+                                   size_t body_len, const char *route_key, int endpoint, sgl_error *err) {
+    remote_engine *re = sgl_engine_impl(e, &remote_ops);
+    if (!re) {
+        sgl_error_set(err, "forwarding needs a remote engine");
+        return NULL;
+    }
+    if (endpoint >= re->n_eps) {
+        sgl_error_set(err, "no endpoint %d", endpoint);
+        return NULL;
+    }
+    struct sgl_remote_fwd *f = calloc(1, sizeof *f);
+    rm_job *j = calloc(1, sizeof *j);
+    if (!f || !j || !(j->parts = calloc(1, sizeof *j->parts))) {
+        free(f);
+        if (j) free(j->parts);
+        free(j);
+        sgl_error_set(err, "out of memory");
+        return NULL;
+    }
+    pthread_cond_init(&f->cv, NULL);
+    f->re = re;
+    f->refs = 2; /* the reader and the job */
+    f->endpoint = endpoint;
+    f->method = sgl_strdup(method);
+    f->path = sgl_strdup(path);
+    pthread_mutex_lock(&re->mu);
+    f->id = j->id = UINT64_MAX - re->next_fwd_id++; /* apart from sgl_engine ids */
+    pthread_mutex_unlock(&re->mu);
+    j->re = re;
+    j->kind = SGL_REQ_GENERATE;
+    j->fwd = f;
+    j->n_parts = 1;
+    j->parts[0].job = j;
+    j->parts[0].body = body ? sgl_strndup(body, body_len) : sgl_strdup("");
+    j->parts[0].route = sgl_strdup(route_key ? route_key : "");
+    if (!f->method || !f->path || !j->parts[0].body || !j->parts[0].route) {
+        job_free(j); /* lets go of the job's reference */
+        fwd_destroy(f);
+        sgl_error_set(err, "out of memory");
+        return NULL;
+    }
+    if (job_queue(re, j, err) < 0) {
+        fwd_destroy(f); /* job_queue freed the job, which let go of one reference */
+        return NULL;
+    }
+    return f;
+}
+
+int sgl_remote_fwd_next(sgl_remote_fwd *f, double timeout_s, sgl_strbuf *out, int *status, const char **ctype,
+                        const char **error) {
+    remote_engine *re = f->re;
+    pthread_mutex_lock(&re->mu);
+    double until = sgl_now() + timeout_s;
+    while (!f->done && !(f->committed && f->pending.len) && (timeout_s < 0 || sgl_now() < until)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + ts.tv_nsec * 1e-9 + (timeout_s < 0 ? 1.0 : SGL_MIN(until - sgl_now(), 1.0));
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&f->cv, &re->mu, &ts);
+    }
+    int rc = f->done ? 2 : f->committed ? 1 : 0;
+    if (rc && f->pending.len) {
+        sgl_strbuf_append(out, f->pending.data, f->pending.len);
+        sgl_strbuf_clear(&f->pending);
+    }
+    *status = f->status;
+    *ctype = f->ctype;
+    *error = rc == 2 ? f->error : NULL;
+    pthread_mutex_unlock(&re->mu);
+    return rc;
+}
+
+const char *sgl_remote_fwd_usage(sgl_remote_fwd *f, int64_t *prompt_tokens, int64_t *cached_tokens,
+                                 int64_t *completion_tokens) {
+    pthread_mutex_lock(&f->re->mu);
+    *prompt_tokens = (int64_t)f->prompt_tokens;
+    *cached_tokens = (int64_t)f->cached_tokens;
+    *completion_tokens = (int64_t)f->completion_tokens;
+    const char *url = f->ep_url;
+    pthread_mutex_unlock(&f->re->mu);
+    return url;
+}
+
+void sgl_remote_fwd_free(sgl_remote_fwd *f) {
+    if (!f) return;
+    remote_engine *re = f->re;
+    pthread_mutex_lock(&re->mu);
+    bool running = f->refs > 1 && !f->done;
+    if (running) push_u64(&re->cancels, &re->n_cancels, &re->cap_cancels, f->id);
+    bool last = --f->refs == 0;
+    pthread_mutex_unlock(&re->mu);
+    if (running) curl_multi_wakeup(re->multi);
+    if (last) fwd_destroy(f);
+}
 
 int sgl_remote_stats(const sgl_engine *e, sgl_remote_endpoint_stats *out, int max) {
     remote_engine *re = sgl_engine_impl(e, &remote_ops);
