@@ -259,6 +259,7 @@ static enum MHD_Result dispatch_route(srv_req *r, const struct route *rt) {
             size_t at = end && end >= r->body ? (size_t)(end - r->body) : 0;
             return srv_reply_error(r, 400, NULL, "malformed JSON in the request body at byte %zu", at);
         }
+        srv_json_keep_exact(body, r->body, r->body_len);
     }
     enum MHD_Result rc;
     if (r->srv->router) {

@@ -245,12 +245,14 @@ static cJSON *int_array(const int32_t *v, int32_t n) {
     return a;
 }
 
-/* A seed as an exact JSON integer. JSON numbers are exact only up to 2^53
- * (servers that read them as doubles refuse larger ones), so the seed is
- * sent modulo 2^53. */
+/* A seed as an exact JSON integer written as text (never through a
+ * double, which holds integers exactly only up to 2^53): all 64 bits, as
+ * the signed 64-bit integer with the same bits, the range SGLang's and
+ * vLLM's samplers (torch int64) and OpenAI's API take. `sglc serve` reads
+ * it back exactly, so the draw equals the local engine's. */
 static void add_seed(cJSON *o, const char *key, uint64_t seed) {
     char buf[32];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)(seed & ((1ull << 53) - 1)));
+    snprintf(buf, sizeof buf, "%lld", (long long)(int64_t)seed);
     cJSON_AddRawToObject(o, key, buf);
 }
 
