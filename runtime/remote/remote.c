@@ -320,6 +320,111 @@ static void openai_sampling(cJSON *o, const sgl_sampling_params *p, bool anthrop
     add_seed(o, "seed", p->seed);
 }
 
+/* ---- images: files -> base64 content parts ---- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* RFC 4648 base64 of data[0..n) (malloc'd, NUL-terminated), or NULL. */
+static char *base64(const unsigned char *d, size_t n) {
+    char *o = malloc((n + 2) / 3 * 4 + 1), *w = o;
+    if (!o) return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
+        *w++ = b64[v >> 18 & 63];
+        *w++ = b64[v >> 12 & 63];
+        *w++ = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        *w++ = i + 2 < n ? b64[v & 63] : '=';
+    }
+    *w = 0;
+    return o;
+}
+
+enum { MAX_IMAGE_BYTES = 20 << 20 };
+
+/* Reads image file path: *mime (static) from its first bytes and *data its
+ * base64 (caller frees). Returns 0, or -1 with err naming the file. */
+static int image_load(const char *path, const char **mime, char **data, sgl_error *err) {
+    sgl_error rerr = {{0}};
+    size_t n = 0;
+    char *raw = sgl_read_file(path, &n, &rerr);
+    if (!raw) return sgl_error_set(err, "image '%s': %s", path, rerr.msg);
+    const unsigned char *u = (const unsigned char *)raw;
+    *mime = n >= 8 && !memcmp(u, "\x89PNG\r\n\x1a\n", 8)                     ? "image/png"
+            : n >= 3 && u[0] == 0xff && u[1] == 0xd8 && u[2] == 0xff            ? "image/jpeg"
+            : n >= 6 && (!memcmp(u, "GIF87a", 6) || !memcmp(u, "GIF89a", 6))    ? "image/gif"
+            : n >= 12 && !memcmp(u, "RIFF", 4) && !memcmp(u + 8, "WEBP", 4)     ? "image/webp"
+                                                                                : NULL;
+    int rc = 0;
+    if (n > MAX_IMAGE_BYTES)
+        rc = sgl_error_set(err, "image '%s': %zu bytes, more than the %d MiB an API request may carry", path, n,
+                           MAX_IMAGE_BYTES >> 20);
+    else if (!*mime)
+        rc = sgl_error_set(err, "image '%s': not a PNG, JPEG, GIF or WebP file", path);
+    else if (!(*data = base64(u, n)))
+        rc = sgl_error_set(err, "out of memory");
+    free(raw);
+    return rc;
+}
+
+/* The content of chat turn i with its images (images[k] where turns[k] ==
+ * i, split in at offsets[k]) as content parts: OpenAI's text and image_url
+ * (a data URL) parts, or Anthropic's text and image (base64 source)
+ * blocks. Returns NULL with nothing added when the turn has no image, or
+ * NULL with err set. *failed tells the two apart. */
+static cJSON *content_parts(const sgl_request *req, int32_t i, const char *content, bool anthropic, bool *failed,
+                            sgl_error *err) {
+    *failed = false;
+    cJSON *a = NULL;
+    size_t done = 0, len = strlen(content);
+    for (int32_t k = 0; k < req->n_images; k++) {
+        if (req->image_turns[k] != i) continue;
+        if (!a) a = cJSON_CreateArray();
+        size_t at = SGL_MIN((size_t)SGL_MAX(req->image_offsets[k], 0), len);
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) { /* the image */
+                const char *mime = NULL;
+                char *data = NULL;
+                if (image_load(req->images[k], &mime, &data, err) < 0) {
+                    cJSON_Delete(a);
+                    *failed = true;
+                    return NULL;
+                }
+                cJSON *p = cJSON_CreateObject();
+                if (anthropic) {
+                    cJSON_AddStringToObject(p, "type", "image");
+                    cJSON *src = cJSON_AddObjectToObject(p, "source");
+                    cJSON_AddStringToObject(src, "type", "base64");
+                    cJSON_AddStringToObject(src, "media_type", mime);
+                    cJSON_AddStringToObject(src, "data", data);
+                } else {
+                    cJSON_AddStringToObject(p, "type", "image_url");
+                    sgl_strbuf url = {0};
+                    sgl_strbuf_printf(&url, "data:%s;base64,%s", mime, data);
+                    cJSON_AddStringToObject(cJSON_AddObjectToObject(p, "image_url"), "url", url.data ? url.data : "");
+                    sgl_strbuf_free(&url);
+                }
+                free(data);
+                cJSON_AddItemToArray(a, p);
+            } else if (at > done) { /* the text before it */
+                char *t = sgl_strndup(content + done, at - done);
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddStringToObject(p, "type", "text");
+                cJSON_AddStringToObject(p, "text", t ? t : "");
+                cJSON_AddItemToArray(a, p);
+                free(t);
+                done = at;
+            }
+        }
+    }
+    if (a && done < len) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "type", "text");
+        cJSON_AddStringToObject(p, "text", content + done);
+        cJSON_AddItemToArray(a, p);
+    }
+    return a;
+}
+
 /* Chat turns of req: the finished ones, plus an open assistant turn with
  * content when the engine may continue it. Returns the array or NULL with
  * err set (the prompt cannot be carried as turns). */
@@ -350,6 +455,17 @@ static cJSON *chat_messages(const sgl_request *req, bool anthropic, cJSON **syst
         const sgl_chat_msg *m = &req->messages[i];
         bool is_last = i == req->n_messages - 1;
         if (is_last && !m->content[0]) break; /* the turn being generated */
+        bool failed = false;
+        cJSON *parts = req->n_images ? content_parts(req, i, m->content, anthropic, &failed, err) : NULL;
+        if (failed || (parts && (strcmp(m->role, "user") || (is_last && req->open_turn)))) {
+            if (!failed)
+                sgl_error_set(err, "%s takes images in user turns only (image '%s' is in a%s %s turn)", api,
+                              req->images[0], is_last && req->open_turn ? "n open" : "", m->role);
+            cJSON_Delete(parts);
+            cJSON_Delete(a);
+            sgl_strbuf_free(&sys);
+            return NULL;
+        }
         if (anthropic && !strcmp(m->role, "system")) {
             if (sys.len) sgl_strbuf_puts(&sys, "\n");
             sgl_strbuf_puts(&sys, m->content);
@@ -357,7 +473,8 @@ static cJSON *chat_messages(const sgl_request *req, bool anthropic, cJSON **syst
         }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "role", m->role);
-        cJSON_AddStringToObject(o, "content", m->content);
+        if (parts) cJSON_AddItemToObject(o, "content", parts);
+        else cJSON_AddStringToObject(o, "content", m->content);
         cJSON_AddItemToArray(a, o);
     }
     if (sys.len && system) *system = cJSON_CreateString(sys.data);
@@ -1535,9 +1652,21 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
     remote_engine *re = ctx;
     sgl_engine_caps caps;
     remote_caps(re, &caps);
-    if (req->n_images > 0)
-        return sgl_error_set(err, "backend %s: images in prompts are not sent to remote engines yet",
-                             sgl_remote_kind_name(re->kind));
+    if (req->n_images > 0) {
+        if (re->kind != SGL_REMOTE_OPENAI_CHAT && re->kind != SGL_REMOTE_ANTHROPIC)
+            return sgl_error_set(err,
+                                 "backend %s cannot take images (%s): images go to chat APIs only "
+                                 "(openai-chat:URL, or openai:URL when the server has no completions, "
+                                 "and anthropic:URL)",
+                                 sgl_remote_kind_name(re->kind), req->images[0]);
+        if (!req->image_turns || !req->image_offsets)
+            return sgl_error_set(err, "backend %s: the request does not say where its images (%s) sit",
+                                 sgl_remote_kind_name(re->kind), req->images[0]);
+        for (int32_t k = 0; k < req->n_images; k++)
+            if (req->image_turns[k] < 0 || req->image_turns[k] >= req->n_messages)
+                return sgl_error_set(err, "backend %s takes images inside chat turns only (image '%s')",
+                                     sgl_remote_kind_name(re->kind), req->images[k]);
+    }
     if (req->kind == SGL_REQ_GENERATE) {
         const sgl_sampling_params *p = &req->params;
         if (p->token_healing || p->n_choices > 0)
