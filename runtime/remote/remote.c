@@ -102,7 +102,12 @@ typedef struct rm_job {
     uint64_t id, user_tag;
     sgl_req_kind kind;
     bool stream;
-    bool prompt_part;      /* SCORE with text choices: parts[0] is the prompt alone */
+    bool prompt_part;      /* SCORE with text choices: parts[pre] is the prompt alone */
+    int pre;               /* 1: sglang SCORE in two phases: parts[0] prefills the prompt
+                              (cached, gives its token count P); the others go out after
+                              it, asking logprobs only from P - SCORE_BACK on (so the
+                              server serves the rest from its cache); else 0 */
+    int n_initial;         /* parts queued at submit (the others: after parts[0]) */
     int32_t n_prompt_ids;  /* SCORE with token choices: prompt length */
     int n_parts, n_settled;
     rm_part *parts;
@@ -510,21 +515,34 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
             return sgl_error_set(err, "backend %s takes text prompts, not token ids", sgl_remote_kind_name(re->kind));
         if (req->n_choices < 1) return sgl_error_set(err, "score request: %d choices", req->n_choices);
         j->prompt_part = req->choice_tokens == NULL;
-        j->n_parts = req->n_choices + (j->prompt_part ? 1 : 0);
+        j->pre = j->prompt_part && !echo;
+        j->n_parts = req->n_choices + (j->prompt_part ? 1 : 0) + j->pre;
+        j->n_initial = j->pre ? 1 : j->n_parts;
         j->parts = calloc((size_t)j->n_parts, sizeof *j->parts);
         if (!j->parts) return sgl_error_set(err, "out of memory");
         if (j->prompt_part) {
             if (!text) return sgl_error_set(err, "score request: no prompt text");
             for (int i = 0; i < j->n_parts; i++) { /* the prompt, then prompt + each choice */
+                int c = i - j->pre; /* -1: the prefill, 0: the prompt alone, > 0: choice c - 1 */
                 sgl_strbuf_clear(&sb);
                 sgl_strbuf_puts(&sb, text);
-                if (i) sgl_strbuf_puts(&sb, req->choices[i - 1] ? req->choices[i - 1] : "");
-                j->parts[i].body = echo ? echo_body(re, sb.data) : sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
+                if (c > 0) sgl_strbuf_puts(&sb, req->choices[c - 1] ? req->choices[c - 1] : "");
                 j->parts[i].route = sgl_strdup(sb.data);
+                if (echo) {
+                    j->parts[i].body = echo_body(re, sb.data);
+                } else if (c < 0) {
+                    sgl_sampling_params pf = sgl_sampling_params_default();
+                    pf.max_new_tokens = 0;
+                    pf.temperature = 0;
+                    j->parts[i].body = sglang_body(sb.data, NULL, 0, &pf, false, 0, false);
+                } else {
+                    j->parts[i].body = sgl_strdup(""); /* built when the prefill answers */
+                }
             }
         } else {
             if (!req->tokens && req->n_tokens) return sgl_error_set(err, "score request: no prompt");
             j->n_prompt_ids = req->n_tokens;
+            j->n_initial = j->n_parts;
             for (int32_t i = 0; i < req->n_choices; i++) {
                 int32_t nc = req->choice_lens ? req->choice_lens[i] : 0;
                 int32_t *ids = malloc(sizeof(int32_t) * (size_t)(req->n_tokens + nc + 1));
@@ -538,7 +556,7 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
         }
         sgl_strbuf_free(&sb);
     } else {
-        j->n_parts = 1;
+        j->n_parts = j->n_initial = 1;
         j->parts = calloc(1, sizeof *j->parts);
         if (!j->parts) return sgl_error_set(err, "out of memory");
         rm_part *p = &j->parts[0];
@@ -603,14 +621,15 @@ static double item_num(const cJSON *a, int i, double dflt) {
 
 /* Checks that a 2xx reply has the shape the protocol promises; returns NULL
  * or a description of what is wrong. */
-static const char *reply_problem(const remote_engine *re, const rm_job *j, const cJSON *r) {
+static const char *reply_problem(const remote_engine *re, const rm_job *j, const cJSON *r, bool prefill) {
     if (!cJSON_IsObject(r)) return "the reply is not a JSON object";
     if (re->kind == SGL_REMOTE_SGLANG) {
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(r, "meta_info");
         if (!cJSON_IsObject(meta)) return "the reply has no meta_info object";
         if (j->kind == SGL_REQ_GENERATE && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(r, "text")))
             return "the reply has no text";
-        if (j->kind == SGL_REQ_SCORE && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(meta, "input_token_logprobs")))
+        if (j->kind == SGL_REQ_SCORE && !prefill &&
+            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(meta, "input_token_logprobs")))
             return "the reply has no meta_info.input_token_logprobs";
         return NULL;
     }
@@ -819,10 +838,11 @@ static int score_positions(const cJSON *r, int32_t **ids, float **lps, int32_t *
 }
 
 static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_len) {
-    int32_t n_choices = j->n_parts - (j->prompt_part ? 1 : 0);
+    int base = j->pre + (j->prompt_part ? 1 : 0); /* the first choice's part */
+    int32_t n_choices = j->n_parts - base;
     int32_t *pids = NULL, np = 0, cached = 0;
     float *plps = NULL;
-    if (j->prompt_part && score_positions(j->parts[0].reply, &pids, &plps, &np, &cached) < 0) {
+    if (j->prompt_part && score_positions(j->parts[j->pre].reply, &pids, &plps, &np, &cached) < 0) {
         snprintf(why, why_len, "malformed input_token_logprobs in the prompt's reply");
         return -1;
     }
@@ -838,7 +858,7 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
     for (int32_t i = 0; i < n_choices; i++) {
         int32_t *ids = NULL, n = 0, c = 0;
         float *lps = NULL;
-        if (score_positions(j->parts[i + (j->prompt_part ? 1 : 0)].reply, &ids, &lps, &n, &c) < 0) {
+        if (score_positions(j->parts[i + base].reply, &ids, &lps, &n, &c) < 0) {
             free(pids);
             snprintf(why, why_len, "malformed input_token_logprobs in choice %d's reply", i);
             return -1;
@@ -846,13 +866,14 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
         int32_t start;
         if (j->prompt_part) { /* where the joint tokenization leaves the prompt's own */
             int32_t l = 0;
+            while (l < np && l < n && (ids[l] < 0 || pids[l] < 0)) l++; /* before the logprobs asked */
             while (l < np && l < n && ids[l] == pids[l] && ids[l] >= 0) l++;
             start = SGL_MAX(l, 1);
         } else {
             start = SGL_MAX(j->n_prompt_ids, 1);
         }
         sgl_choice_score *cs = &res->choices[i];
-        bool hashed = !cJSON_GetObjectItemCaseSensitive(j->parts[i + (j->prompt_part ? 1 : 0)].reply, "meta_info");
+        bool hashed = !cJSON_GetObjectItemCaseSensitive(j->parts[i + base].reply, "meta_info");
         cs->n_tokens = n > start ? n - start : 0;
         cs->tokens = calloc((size_t)cs->n_tokens + 1, sizeof *cs->tokens);
         cs->logprobs = calloc((size_t)cs->n_tokens + 1, sizeof *cs->logprobs);
@@ -1339,9 +1360,49 @@ static void part_detach(remote_engine *re, rm_part *p) {
         }
 }
 
+/* SCORE_BACK: how far before the prompt's end the second phase of a text
+ * SCORE asks logprobs from. Joining a choice changes the prompt's
+ * tokenization only in its last pre-token (a word), so the tokens before
+ * stay those of the prompt alone; where they part is found in the returned
+ * ids, and a choice that would part earlier fails the request rather than
+ * being scored wrong (score_result). */
+enum { SCORE_BACK = 16 };
+
+/* The prefill of a two-phase SCORE answered: send the prompt alone and each
+ * prompt + choice with logprobs from P - SCORE_BACK (thread only). Returns 0
+ * or -1 with why set. */
+static int score_phase2(remote_engine *re, rm_job *j, char *why, size_t why_len) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(j->parts[0].reply, "meta_info");
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(meta, "prompt_tokens");
+    if (!cJSON_IsNumber(pt)) {
+        snprintf(why, why_len, "the prefill's reply has no meta_info.prompt_tokens");
+        return -1;
+    }
+    int32_t start = SGL_MAX((int32_t)pt->valuedouble - SCORE_BACK, 0);
+    for (int i = 1; i < j->n_parts; i++) {
+        rm_part *p = &j->parts[i];
+        free(p->body);
+        p->body = sglang_body(p->route, NULL, 0, NULL, true, start, false);
+        if (!p->body || push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, p) < 0) {
+            snprintf(why, why_len, "out of memory");
+            return -1; /* parts before i are queued: they settle on their own */
+        }
+    }
+    return 0;
+}
+
 static void part_settle(remote_engine *re, rm_part *p, const char *fatal) {
     rm_job *j = p->job;
     if (fatal && !j->error) j->error = sgl_strdup(fatal);
+    if (j->pre && p == &j->parts[0]) {
+        char why[256];
+        if (!j->error && score_phase2(re, j, why, sizeof why) == 0) {
+            j->n_settled++;
+            return;
+        }
+        if (!j->error) j->error = sgl_strdup(why);
+        j->n_settled = j->n_parts - 1; /* the second phase never went out */
+    }
     if (++j->n_settled == j->n_parts) job_finish(re, j);
 }
 
@@ -1440,7 +1501,7 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
             reply = p->sse_bad ? NULL : sse_reply(re, p);
         else
             reply = cJSON_ParseWithLength(p->resp.data ? p->resp.data : "", p->resp.len);
-        const char *problem = reply ? reply_problem(re, p->job, reply)
+        const char *problem = reply ? reply_problem(re, p->job, reply, p->job->pre && p == &p->job->parts[0])
                                     : p->sse_bad ? "a streamed chunk is not valid JSON or reports an error"
                                                  : "the reply is not valid JSON";
         if (problem) {
@@ -1711,7 +1772,7 @@ static int job_queue(remote_engine *re, rm_job *j, sgl_error *err) {
     pthread_mutex_lock(&re->mu);
     size_t n_before = re->n_incoming;
     int rc = push_ptr((void ***)&re->live, &re->n_live, &re->cap_live, j);
-    for (int i = 0; rc == 0 && i < j->n_parts; i++)
+    for (int i = 0; rc == 0 && i < j->n_initial; i++)
         rc = push_ptr((void ***)&re->incoming, &re->n_incoming, &re->cap_incoming, &j->parts[i]);
     if (rc < 0) {
         re->n_incoming = n_before;
@@ -1866,7 +1927,7 @@ sgl_remote_fwd *sgl_remote_forward(sgl_engine *e, const char *method, const char
     j->re = re;
     j->kind = SGL_REQ_GENERATE;
     j->fwd = f;
-    j->n_parts = 1;
+    j->n_parts = j->n_initial = 1;
     j->parts[0].job = j;
     j->parts[0].body = body ? sgl_strndup(body, body_len) : sgl_strdup("");
     j->parts[0].route = sgl_strdup(route_key ? route_key : "");

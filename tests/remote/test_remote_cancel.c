@@ -4,7 +4,8 @@
  * until cancelled). Checks that a cancel completes the request as ABORT
  * "cancelled" at once (far below the 30 s request timeout), closes its
  * connection (the server sees the close), leaves the other requests alone,
- * stops every part of a multi-part SCORE, and that cancelling an unknown or
+ * stops a two-phase SCORE before its second phase and every part of a
+ * token-choice SCORE, and that cancelling an unknown or
  * finished id fails. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -161,13 +162,36 @@ static void test_cancel_score(void) {
     sgl_error err = {{0}};
     uint64_t id = sgl_engine_submit(e, &r, &err);
     CHECK(id != 0);
-    /* the prompt alone plus one request per choice */
-    CHECK_INT(wait_for(&n_requests, base_req + 4), base_req + 4);
+    /* two phases: the prompt's prefill first (the rest would follow its answer) */
+    CHECK_INT(wait_for(&n_requests, base_req + 1), base_req + 1);
+    usleep(200000);
+    CHECK_INT(counter(&n_requests), base_req + 1);
     CHECK_INT(sgl_engine_cancel(e, id), 0);
     sgl_result *res = next_final(e);
     CHECK(res && res->id == id && res->finish == SGL_FINISH_ABORT);
     sgl_result_free(res);
-    CHECK_INT(wait_for(&n_closed, base_closed + 4), base_closed + 4);
+    CHECK_INT(wait_for(&n_closed, base_closed + 1), base_closed + 1);
+    /* token choices: one request per choice at once, all cancelled */
+    base_req = counter(&n_requests);
+    base_closed = counter(&n_closed);
+    const int32_t prompt[] = {1, 2, 3}, c0[] = {4}, c1[] = {5, 6}, c2[] = {7};
+    const int32_t *ct[] = {c0, c1, c2};
+    const int32_t cl[] = {1, 2, 1};
+    sgl_request t = {0};
+    t.kind = SGL_REQ_SCORE;
+    t.tokens = prompt;
+    t.n_tokens = 3;
+    t.choice_tokens = ct;
+    t.choice_lens = cl;
+    t.n_choices = 3;
+    uint64_t id2 = sgl_engine_submit(e, &t, &err);
+    CHECK(id2 != 0);
+    CHECK_INT(wait_for(&n_requests, base_req + 3), base_req + 3);
+    CHECK_INT(sgl_engine_cancel(e, id2), 0);
+    res = next_final(e);
+    CHECK(res && res->id == id2 && res->finish == SGL_FINISH_ABORT);
+    sgl_result_free(res);
+    CHECK_INT(wait_for(&n_closed, base_closed + 3), base_closed + 3);
     res = sgl_engine_wait(e, 0.2);
     CHECK_MSG(res == NULL, "a cancelled SCORE completed twice");
     sgl_result_free(res);
