@@ -108,6 +108,8 @@ typedef struct rm_job {
                               it, asking logprobs only from P - SCORE_BACK on (so the
                               server serves the rest from its cache); else 0 */
     int n_initial;         /* parts queued at submit (the others: after parts[0]) */
+    int32_t score_back;    /* two-phase SCORE: logprobs from P - score_back (-1: from 0,
+                              the retry when a choice parts from the prompt earlier) */
     int32_t n_prompt_ids;  /* SCORE with token choices: prompt length */
     int n_parts, n_settled;
     rm_part *parts;
@@ -235,6 +237,15 @@ static void job_free(rm_job *j) {
     free(j->error);
     free(j);
 }
+
+/* SCORE_BACK: how far before the prompt's end the second phase of a text
+ * SCORE asks logprobs from (each position asked costs the server a row of
+ * the vocabulary projection). Joining a choice changes the prompt's
+ * tokenization only in its last pre-token (a word), so the tokens before
+ * stay those of the prompt alone; where they part is found in the returned
+ * ids. When a choice parts earlier than the window, the second phase is
+ * sent again with logprobs from the prompt's start (job_finish). */
+enum { SCORE_BACK = 4 };
 
 /* ---- request bodies --------------------------------------------------------------------- */
 
@@ -518,6 +529,7 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
         j->pre = j->prompt_part && !echo;
         j->n_parts = req->n_choices + (j->prompt_part ? 1 : 0) + j->pre;
         j->n_initial = j->pre ? 1 : j->n_parts;
+        j->score_back = SCORE_BACK;
         j->parts = calloc((size_t)j->n_parts, sizeof *j->parts);
         if (!j->parts) return sgl_error_set(err, "out of memory");
         if (j->prompt_part) {
@@ -887,7 +899,7 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
             free(lps);
             free(pids);
             snprintf(why, why_len, "choice %d's reply lacks the logprobs of its continuation", i);
-            return -1;
+            return j->pre && j->score_back >= 0 ? -2 : -1;
         }
         res->prompt_tokens += n;
         res->cached_tokens += c;
@@ -995,6 +1007,8 @@ static void live_remove_locked(remote_engine *re, const rm_job *j) {
 
 /* Every part has settled: turn the replies into the result and queue it
  * (a forward's reader has had its answer already: the job just goes). */
+static int score_phase2(remote_engine *re, rm_job *j, char *why, size_t why_len);
+
 static void job_finish(remote_engine *re, rm_job *j) {
     sgl_result *r = NULL;
     char why[512] = "";
@@ -1011,7 +1025,20 @@ static void job_finish(remote_engine *re, rm_job *j) {
         r = result_new(j);
         if (r) {
             if (j->kind == SGL_REQ_SCORE) {
-                if (score_result(j, r, why, sizeof why) < 0) {
+                int rc = score_result(j, r, why, sizeof why);
+                if (rc == -2) { /* a choice parted before the window: again, from the start */
+                    sgl_result_free(r);
+                    j->score_back = -1;
+                    for (int i = 1; i < j->n_parts; i++) {
+                        cJSON_Delete(j->parts[i].reply);
+                        j->parts[i].reply = NULL;
+                        j->parts[i].attempts = j->parts[i].failovers = 0;
+                    }
+                    j->n_settled = 1;
+                    if (score_phase2(re, j, why, sizeof why) == 0 && j->n_settled < j->n_parts) return;
+                    j->n_settled = j->n_parts;
+                    r = abort_result(j, j->error ? j->error : why);
+                } else if (rc < 0) {
                     sgl_result_free(r);
                     r = abort_result(j, why);
                 }
@@ -1360,13 +1387,6 @@ static void part_detach(remote_engine *re, rm_part *p) {
         }
 }
 
-/* SCORE_BACK: how far before the prompt's end the second phase of a text
- * SCORE asks logprobs from. Joining a choice changes the prompt's
- * tokenization only in its last pre-token (a word), so the tokens before
- * stay those of the prompt alone; where they part is found in the returned
- * ids, and a choice that would part earlier fails the request rather than
- * being scored wrong (score_result). */
-enum { SCORE_BACK = 16 };
 
 /* The prefill of a two-phase SCORE answered: send the prompt alone and each
  * prompt + choice with logprobs from P - SCORE_BACK (thread only). Returns 0
@@ -1378,16 +1398,22 @@ static int score_phase2(remote_engine *re, rm_job *j, char *why, size_t why_len)
         snprintf(why, why_len, "the prefill's reply has no meta_info.prompt_tokens");
         return -1;
     }
-    int32_t start = SGL_MAX((int32_t)pt->valuedouble - SCORE_BACK, 0);
+    int32_t start = j->score_back < 0 ? 0 : SGL_MAX((int32_t)pt->valuedouble - j->score_back, 0);
     for (int i = 1; i < j->n_parts; i++) {
         rm_part *p = &j->parts[i];
         free(p->body);
-        p->body = sglang_body(p->route, NULL, 0, NULL, true, start, false);
-        if (!p->body || push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, p) < 0) {
+        if (!(p->body = sglang_body(p->route, NULL, 0, NULL, true, start, false))) {
             snprintf(why, why_len, "out of memory");
-            return -1; /* parts before i are queued: they settle on their own */
+            return -1; /* nothing queued yet */
         }
     }
+    for (int i = 1; i < j->n_parts; i++)
+        if (push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, &j->parts[i]) < 0) {
+            /* the parts queued settle on their own; the others count as settled */
+            if (!j->error) j->error = sgl_strdup("out of memory");
+            j->n_settled += j->n_parts - i;
+            break;
+        }
     return 0;
 }
 
@@ -1396,8 +1422,9 @@ static void part_settle(remote_engine *re, rm_part *p, const char *fatal) {
     if (fatal && !j->error) j->error = sgl_strdup(fatal);
     if (j->pre && p == &j->parts[0]) {
         char why[256];
+        j->n_settled++;
         if (!j->error && score_phase2(re, j, why, sizeof why) == 0) {
-            j->n_settled++;
+            if (j->n_settled == j->n_parts) job_finish(re, j); /* nothing could be queued */
             return;
         }
         if (!j->error) j->error = sgl_strdup(why);
