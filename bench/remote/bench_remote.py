@@ -50,7 +50,7 @@ def prefix_text(k, shots):
     return "\n\n".join(lines) + "\n\n"
 
 
-def workload(n, shots, max_tokens):
+def workload(n, shots, max_tokens, parallel):
     """An SGL program: n instances over 8 shared prefixes, half few-shot
     classification (select), half tree-of-thought (fork, gen, select)."""
     prefixes = ",\n".join('    "%s"' % prefix_text(k, shots).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -77,14 +77,15 @@ main {
     let cs = []
     let ts = []
     for i in range(%d) {
-        let a = {"prefix": prefixes[i %% 8], "text": f"Review {i}: it was fine, mostly, apart from item {i}."}
+        # each batch cycles through all 8 prefixes
+        let a = {"prefix": prefixes[(i / 2) %% 8], "text": f"Review {i}: it was fine, mostly, apart from item {i}."}
         if i %% 2 == 0 { cs += [a] } else { ts += [a] }
     }
-    let r1 = run_batch(classify, cs, parallel=64)
-    let r2 = run_batch(tot, ts, parallel=64)
+    let r1 = run_batch(classify, cs, parallel=%d)
+    let r2 = run_batch(tot, ts, parallel=%d)
     print(len(r1) + len(r2))
 }
-""" % (max_tokens, prefixes, n)
+""" % (max_tokens, prefixes, n, parallel, parallel)
 
 
 class Worker:
@@ -159,9 +160,10 @@ def main():
     ap.add_argument("--skip-routing", action="store_true", help="speculative execution figures only")
     ap.add_argument("--shots", type=int, default=None, help="examples per prefix (serve 6, mock 14)")
     ap.add_argument("--max-tokens", type=int, default=None, help="tokens per tree-of-thought idea (serve 4, mock 12)")
+    ap.add_argument("--parallel", type=int, default=None, help="instances in flight (serve 24, mock 64)")
     ap.add_argument("--cache-bytes", type=int, default=4000, help="mock: prefix cache per worker")
     ap.add_argument("--prefill-us", type=float, default=40.0, help="mock: compute per uncached byte")
-    ap.add_argument("--kv-tokens", type=int, default=1200, help="serve: KV pool per worker (cache included)")
+    ap.add_argument("--kv-tokens", type=int, default=900, help="serve: KV pool per worker (cache included)")
     ap.add_argument("--threads", type=int, default=1, help="serve: CPU threads per worker")
     a = ap.parse_args()
     serve = a.workers == "serve"
@@ -178,7 +180,7 @@ def routing(a, serve, shots, max_tokens):
     with tempfile.TemporaryDirectory() as tmp:
         prog = os.path.join(tmp, "shared_prefix.sgl")
         with open(prog, "w") as f:
-            f.write(workload(a.instances, shots, max_tokens))
+            f.write(workload(a.instances, shots, max_tokens, a.parallel or (24 if serve else 64)))
         via = " via an sglc serve router" if serve and a.via == "router" else ""
         print("routing: %d program instances over 8 shared prefixes (%d shots, %d-token ideas), 3 %s workers%s"
               % (a.instances, shots, max_tokens, a.workers, via), flush=True)
