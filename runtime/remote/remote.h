@@ -15,7 +15,9 @@
  *                  $OPENAI_API_KEY (or the variable cfg.api_key_env names).
  *   anthropic:URL  /v1/messages, key from $ANTHROPIC_API_KEY.
  * Each backend declares its capabilities (sgl_engine_caps); submit refuses a
- * request it cannot carry with a message saying why.
+ * request it cannot carry with a message saying why. Images (image(path) in
+ * a user turn) go to the chat APIs only: OpenAI as data-URL image_url parts,
+ * Anthropic as base64 image blocks, each at its place in the turn's text.
  *
  * One thread drives libcurl's multi interface, so hundreds of requests are
  * in flight at once. Each HTTP attempt has a timeout; 429, 5xx, connection
