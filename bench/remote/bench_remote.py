@@ -50,14 +50,21 @@ def prefix_text(k, shots):
     return "\n\n".join(lines) + "\n\n"
 
 
-def workload(n, shots, max_tokens, parallel):
+def workload(n, shots, max_tokens, parallel, labels):
     """An SGL program: n instances over 8 shared prefixes, half few-shot
-    classification (select), half tree-of-thought (fork, gen, select)."""
+    classification, half tree-of-thought (fork, gen, then a rating per
+    branch). Labels and ratings are picked by select (labels "select": a
+    prefill and three scoring requests each over /generate) or by a gen
+    constrained to the choices by a regex (labels "regex": one request)."""
+    def pick(name, choices):
+        if labels == "select":
+            return 'select("%s", [%s])' % (name, ", ".join('"%s"' % c for c in choices))
+        return 'gen("%s", regex="%s", max_tokens=4, temperature=0)' % (name, "(" + "|".join(choices) + ")")
     prefixes = ",\n".join('    "%s"' % prefix_text(k, shots).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
                           for k in range(8))
     return """
 fn classify(s, prefix, text) {
-    s += prefix + "Review: " + text + "\\nSentiment:" + select("label", [" positive", " negative"])
+    s += prefix + "Review: " + text + "\\nSentiment:" + %s
 }
 
 fn tot(s, prefix, text) {
@@ -65,7 +72,7 @@ fn tot(s, prefix, text) {
     let b = fork(s, 2)
     for i in range(2) {
         b[i] += "Idea " + str(i + 1) + ":" + gen("idea", max_tokens=%d, stop=["\\n"], temperature=0)
-        b[i] += "\\nIs this idea practical? Answer:" + select("rating", [" yes", " no"])
+        b[i] += "\\nIs this idea practical? Answer:" + %s
     }
     join(b)
 }
@@ -85,7 +92,8 @@ main {
     let r2 = run_batch(tot, ts, parallel=%d)
     print(len(r1) + len(r2))
 }
-""" % (max_tokens, prefixes, n, parallel, parallel)
+""" % (pick("label", [" positive", " negative"]), max_tokens, pick("rating", [" yes", " no"]), prefixes, n,
+       parallel, parallel)
 
 
 class Worker:
@@ -158,16 +166,18 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--skip-spec", action="store_true", help="routing figures only")
     ap.add_argument("--skip-routing", action="store_true", help="speculative execution figures only")
-    ap.add_argument("--shots", type=int, default=None, help="examples per prefix (serve 6, mock 14)")
+    ap.add_argument("--shots", type=int, default=None, help="examples per prefix (serve 3, mock 14)")
     ap.add_argument("--max-tokens", type=int, default=None, help="tokens per tree-of-thought idea (serve 4, mock 12)")
     ap.add_argument("--parallel", type=int, default=None, help="instances in flight (serve 24, mock 64)")
+    ap.add_argument("--labels", choices=["select", "regex"], default=None,
+                    help="labels and ratings by select or by a regex-constrained gen (serve regex, mock select)")
     ap.add_argument("--cache-bytes", type=int, default=4000, help="mock: prefix cache per worker")
     ap.add_argument("--prefill-us", type=float, default=40.0, help="mock: compute per uncached byte")
-    ap.add_argument("--kv-tokens", type=int, default=900, help="serve: KV pool per worker (cache included)")
+    ap.add_argument("--kv-tokens", type=int, default=500, help="serve: KV pool per worker (cache included)")
     ap.add_argument("--threads", type=int, default=1, help="serve: CPU threads per worker")
     a = ap.parse_args()
     serve = a.workers == "serve"
-    shots = a.shots if a.shots is not None else (6 if serve else 14)
+    shots = a.shots if a.shots is not None else (3 if serve else 14)
     max_tokens = a.max_tokens if a.max_tokens is not None else (4 if serve else 12)
 
     if not a.skip_routing:
@@ -180,10 +190,12 @@ def routing(a, serve, shots, max_tokens):
     with tempfile.TemporaryDirectory() as tmp:
         prog = os.path.join(tmp, "shared_prefix.sgl")
         with open(prog, "w") as f:
-            f.write(workload(a.instances, shots, max_tokens, a.parallel or (24 if serve else 64)))
+            f.write(workload(a.instances, shots, max_tokens, a.parallel or (24 if serve else 64),
+                             a.labels or ("regex" if serve else "select")))
         via = " via an sglc serve router" if serve and a.via == "router" else ""
-        print("routing: %d program instances over 8 shared prefixes (%d shots, %d-token ideas), 3 %s workers%s"
-              % (a.instances, shots, max_tokens, a.workers, via), flush=True)
+        print("routing: %d program instances over 8 shared prefixes (%d shots, %d-token ideas, labels by %s), "
+              "3 %s workers%s" % (a.instances, shots, max_tokens, a.labels or ("regex" if serve else "select"),
+                                  a.workers, via), flush=True)
         results = {}
         for policy in ("prefix", "round_robin"):
             ws = [Worker(a.workers, ["--cache-bytes", str(a.cache_bytes), "--prefill-us", str(a.prefill_us)]
