@@ -9,38 +9,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/internal.h"
 #include "util/util.h"
-
-static bool file_exists(const char *p) {
-    return access(p, R_OK) == 0;
-}
 
 char *cli_model_path(const char *flag) {
     if (flag) return sgl_strdup(flag);
-    const char *env = getenv("SGL_MODEL");
-    if (env && *env) return sgl_strdup(env);
-    char buf[PATH_MAX + 64];
-    snprintf(buf, sizeof buf, "%s/models/%s", SGL_SOURCE_ROOT, SGL_DEFAULT_MODEL_FILE);
-    if (file_exists(buf)) return sgl_strdup(buf);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(buf, sizeof buf, "%s/../models/%s", exe, SGL_DEFAULT_MODEL_FILE);
-            if (file_exists(buf)) return sgl_strdup(buf);
-        }
-    }
-    snprintf(buf, sizeof buf, "models/%s", SGL_DEFAULT_MODEL_FILE);
-    if (file_exists(buf)) return sgl_strdup(buf);
+    sglc_error err;
+    char *path = sglc_default_model_path(&err);
+    if (path) return path;
     fprintf(stderr,
-            "sglc: error: no model found. The default model (%s) is installed by "
-            "scripts/setup into models/.\n"
-            "  Point sglc at any llama-family GGUF file with --model PATH or the "
-            "SGL_MODEL environment variable.\n",
-            SGL_DEFAULT_MODEL_FILE);
+            "sglc: error: %s.\n"
+            "  scripts/setup fetches the default model and links it into $XDG_DATA_HOME/sglc/models;\n"
+            "  or point sglc at any llama-family GGUF file with --model PATH or $SGL_MODEL.\n",
+            err.message);
     return NULL;
 }
 
@@ -117,4 +98,52 @@ void cli_limits_apply_vm(const cli_limits *l, vm_config *c) {
     if (l->mem_run >= 0) c->max_mem_run = l->mem_run;
     if (l->fork >= 0) c->max_fork = (uint32_t)l->fork;
     if (l->batch >= 0) c->max_batch = (uint32_t)l->batch;
+}
+
+/* ---- --device (every command that runs the local engine) ---- */
+
+const char *cli_device_help =
+    "  --device D         cpu, cuda or auto (default auto: cuda when a GPU answers)\n";
+
+int cli_take_device(int *argc, char **argv) {
+    static const char *const cmds[] = {"run", "repl", "batch", "serve", "bench", "generate",
+                                       "model-info"};
+    const char *cmd = *argc > 1 ? argv[1] : "";
+    bool applies = false;
+    for (size_t k = 0; k < SGL_ARRAY_LEN(cmds); k++) applies |= !strcmp(cmd, cmds[k]);
+    if (!applies) return 0;
+    const char *v = NULL;
+    for (int i = 2; i < *argc && strcmp(argv[i], "--") != 0;) {
+        int take = 0;
+        if (!strcmp(argv[i], "--device")) {
+            if (i + 1 >= *argc) {
+                fprintf(stderr, "sglc %s: --device needs a value (cpu, cuda or auto)\n", cmd);
+                return 2;
+            }
+            v = argv[i + 1];
+            take = 2;
+        } else if (!strncmp(argv[i], "--device=", 9)) {
+            v = argv[i] + 9;
+            take = 1;
+        }
+        if (!take) {
+            i++;
+            continue;
+        }
+        memmove(argv + i, argv + i + take, sizeof(char *) * (size_t)(*argc - i - take + 1));
+        *argc -= take;
+    }
+    if (!v) return 0;
+    model_device dev;
+    if (model_parse_device(v, &dev)) {
+        fprintf(stderr, "sglc %s: invalid value for --device: '%s' (cpu, cuda or auto)\n", cmd, v);
+        return 2;
+    }
+    sgl_error err = {{0}};
+    if (dev == MODEL_DEVICE_CUDA && !model_device_available(dev, &err)) {
+        fprintf(stderr, "sglc %s: note: %s; running on the CPU\n", cmd, err.msg);
+        dev = MODEL_DEVICE_CPU;
+    }
+    model_set_default_device(dev);
+    return 0;
 }

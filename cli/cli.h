@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "runtime/engine.h"
+#include "runtime/model.h"
 #include "vm/session.h"
 #ifdef SGL_HAVE_REMOTE
 #include "runtime/remote/remote.h"
@@ -32,11 +33,12 @@ typedef struct sgl_remote_config {
  * returns 2. */
 int cmd_not_built(int argc, char **argv);
 
-/* Resolves the model path: `flag` (from --model) if non-NULL, else $SGL_MODEL,
- * else the default model under models/ (next to the source tree, then next to
- * the executable's parent directory, then ./models). Returns a malloc'd path
- * (caller frees) or NULL after printing an error saying how to point sglc at
- * a GGUF file. */
+/* Resolves the model path: `flag` (from --model) if non-NULL, else
+ * sglc_default_model_path() ($SGL_MODEL, $XDG_DATA_HOME/sglc/models, the
+ * install prefix's share/sglc/models, the source tree's models/ for the
+ * uninstalled binary). Returns a malloc'd path (caller frees) or NULL after
+ * printing an error naming the places searched and how to point sglc at a
+ * GGUF file. */
 char *cli_model_path(const char *flag);
 
 /* Option parsing helpers for "--name VALUE" and "--name=VALUE" forms.
@@ -46,6 +48,15 @@ bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value
 /* Parse numbers or exit 2 with "sglc CMD: invalid value for --name". */
 long cli_parse_long(const char *cmd, const char *name, const char *v, long lo, long hi);
 double cli_parse_double(const char *cmd, const char *name, const char *v, double lo, double hi);
+
+/* Takes "--device D" / "--device=D" out of argv (the whole command line,
+ * before "--") for the commands that run the local engine, and makes D the
+ * process default (model_set_default_device). "cuda" where no GPU answers
+ * prints a one-line note and runs on the CPU. Returns 0, or 2 after an
+ * error message (bad value). */
+int cli_take_device(int *argc, char **argv);
+/* The usage line for --device. */
+extern const char *cli_device_help;
 
 /* ---- remote backends (cli/backend.c) ---- */
 #define CLI_MAX_BACKENDS 64

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "vm/caps.h"
 #include "vm/session.h"
 
@@ -30,6 +31,8 @@ static void batch_usage(FILE *out) {
             "  --no-cache         run the engine without its radix cache\n"
             "  --max-steps N      fail a script after N VM instructions (default 100000000;\n"
             "                     0: no limit), so a runaway loop cannot stall the batch\n"
+            "  --progress         draw the status line (done, failed, running, tok/s, cache,\n"
+            "                     ETA) even when stderr is not a terminal\n"
             "  --stats            with backends: one line per endpoint (requests, cached\n"
             "                     tokens and hit rate where the server reports them)\n"
             CLI_LIMITS_USAGE "\n%s",
@@ -52,7 +55,27 @@ typedef struct batch {
     size_t n, next, running, parallel;
     vm *v;
     long spawning;       /* job being spawned (its instance may finish inside vm_spawn) */
+    cli_progress *progress; /* the status line, or NULL */
 } batch;
+
+/* Scripts done so far (compile errors included) and how many failed. */
+static cli_progress_counts batch_counts(const batch *b) {
+    cli_progress_counts c = {(int64_t)b->n, 0, 0, (int64_t)b->running};
+    for (size_t i = 0; i < b->n; i++) {
+        const job *j = &b->jobs[i];
+        if (!j->line) continue;
+        c.done++;
+        c.failed += !j->in || vm_inst_failed(j->in);
+    }
+    return c;
+}
+
+static int batch_poll(void *ctx) {
+    batch *b = ctx;
+    cli_progress_counts c = batch_counts(b);
+    cli_progress_update(b->progress, &c, false);
+    return 0;
+}
 
 static void json_str(sgl_strbuf *sb, const char *s) {
     vm_value v = vm_str_from(s);
@@ -141,7 +164,7 @@ int cmd_batch(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     batch b = {.spawning = -1};
     char *model_path = NULL;
-    bool stats = false;
+    bool stats = false, progress = false;
     cli_backend bk;
     cli_backend_init(&bk);
     for (int i = 1; i < argc; i++) {
@@ -155,6 +178,8 @@ int cmd_batch(int argc, char **argv) {
             so.cache_off = true;
         } else if (!strcmp(argv[i], "--stats")) {
             stats = true;
+        } else if (!strcmp(argv[i], "--progress")) {
+            progress = true;
         } else if (cli_backend_opt("batch", argc, argv, &i, &bk)) {
             continue;
         } else if (!strcmp(argv[i], "--allow-io")) {
@@ -290,6 +315,11 @@ int cmd_batch(int argc, char **argv) {
         cfg.gen_defaults = defaults;
         cfg.max_steps = max_steps;
         cli_limits_apply_vm(&limits, &cfg);
+        if (cli_progress_wanted(progress)) {
+            b.progress = cli_progress_new(stderr, s.engine);
+            cfg.poll = batch_poll;
+            cfg.poll_ctx = &b;
+        }
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
             fprintf(stderr, "sglc batch: %s\n", err.msg);
@@ -300,6 +330,9 @@ int cmd_batch(int argc, char **argv) {
         vm_run(b.v, &err);
     }
     double secs = sgl_now() - t0;
+    cli_progress_counts last = batch_counts(&b);
+    cli_progress_end(b.progress, &last);
+    b.progress = NULL;
 
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) {
@@ -329,6 +362,7 @@ int cmd_batch(int argc, char **argv) {
     if (stats && s.engine) cli_backend_stats(s.engine, stderr);
     status = (size_t)n_ok == n ? 0 : 1;
 done:
+    cli_progress_end(b.progress, NULL);
     vm_free(b.v);
     for (size_t i = 0; b.jobs && i < b.n; i++) {
         if (b.jobs[i].out) fclose(b.jobs[i].out);

@@ -15,6 +15,7 @@
 
 #include "cli/bench/suite.h"
 #include "cli/cli.h"
+#include "lib/internal.h"
 
 static void bench_usage(FILE *out) {
     fprintf(out,
@@ -52,22 +53,14 @@ static bool dir_has(const char *dir) {
     return access(p, R_OK) == 0;
 }
 
-/* The workloads folder: the source tree's, then one next to the
- * executable's parent, then ./bench/workloads. Returns a malloc'd path or NULL. */
+/* The workloads folder: sglc_data_path's (the install prefix's
+ * share/sglc/bench/workloads, or the source tree's for the uninstalled
+ * binary), then ./bench/workloads. Returns a malloc'd path or NULL. */
 static char *find_workloads(void) {
-    char buf[2 * PATH_MAX + 64];
-    snprintf(buf, sizeof buf, "%s/bench/workloads", SGL_SOURCE_ROOT);
-    if (dir_has(buf)) return sgl_strdup(buf);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(buf, sizeof buf, "%s/../bench/workloads", exe);
-            if (dir_has(buf)) return sgl_strdup(buf);
-        }
+    char *p = sglc_data_path("bench/workloads/mmlu.sgl");
+    if (p) {
+        *strrchr(p, '/') = 0;
+        return p;
     }
     if (dir_has("bench/workloads")) return sgl_strdup("bench/workloads");
     return NULL;

@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "lang/lang.h"
+#include "vm/stdlib_sgl.h"
 
 static void check_usage(FILE *out) {
     fprintf(out,
@@ -71,6 +72,7 @@ int cmd_check(int argc, char **argv) {
         return 2;
     }
     cli_limits_apply_load(&limits, &opts);
+    opts.provider = vm_stdlib_provider; /* the embedded standard library */
     opts.search_path = dirs;
     opts.n_search_path = n_dirs;
     bool color = diag_color();

@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "compiler/compiler.h"
 #include "lang/lang.h"
+#include "vm/stdlib_sgl.h"
 
 typedef enum { DUMP_AST, DUMP_GRAPH, DUMP_BYTECODE } dump_view;
 
@@ -69,6 +70,7 @@ int cmd_dump(int argc, char **argv) {
         return 2;
     }
 
+    opts.provider = vm_stdlib_provider; /* the embedded standard library */
     sgl_program *p = NULL;
     int rc = sgl_program_load_file(&p, file, &opts);
     if (!p) {

@@ -336,6 +336,9 @@ static void print_engine_stats(sgl_engine *e) {
             (long long)m.constrained_requests, (long long)m.forward_calls,
             (long long)m.forward_tokens, m.running, m.waiting, (long long)m.evicted_tokens,
             (long long)m.retractions, m.pool_used, m.pool_slots, (long long)m.cache_tokens);
+    if (m.device && strcmp(m.device, "cpu") != 0)
+        fprintf(stderr, "engine: device %s, weights %.1f MiB, device memory %.1f MiB in all\n",
+                m.device, m.device_weight_bytes / 1048576.0, m.device_bytes / 1048576.0);
 }
 
 /* Prints result idx (one of several): header, text, its error if any.

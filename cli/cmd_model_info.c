@@ -193,6 +193,9 @@ static void print_text(const info *in, bool tensors) {
     printf("\n");
     if (in->tmpl) printf("chat template:   yes (%" PRIu64 " bytes)\n", in->tmpl->v.s.len);
     else printf("chat template:   no\n");
+    char dev[320];
+    model_default_device_describe(dev, sizeof dev);
+    printf("device:          %s\n", dev);
     if (tensors) {
         size_t w = 4;
         for (uint64_t i = 0; i < f->n_tensors; i++) w = SGL_MAX(w, strlen(f->tensors[i].name));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "vm/caps.h"
 #include "vm/session.h"
 
@@ -38,11 +39,33 @@ static void run_usage(FILE *out) {
             "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
             "  --stats            print engine batching and cache figures to stderr\n"
             "  --trace            print every engine request and result to stderr\n"
+            "  --progress         status line of run_batch instances on stderr (done, failed,\n"
+            "                     running, tok/s, cache, ETA), also when stderr is not a terminal\n"
             "  --max-steps N      fail the program after N VM instructions (0: no limit)\n"
             "  --stats            with backends: also one line per endpoint (requests,\n"
             "                     cached tokens and hit rate where the server reports them)\n"
             CLI_LIMITS_USAGE "\n%s",
             SGL_DEFAULT_MODEL_FILE, cli_backend_help);
+}
+
+/* The run_batch status line (cli/progress.h), fed from vm_config.poll. */
+typedef struct run_progress {
+    vm *v;
+    cli_progress *line;
+} run_progress;
+
+static cli_progress_counts run_counts(const run_progress *rp) {
+    vm_progress vp = {0};
+    if (rp->v) vm_progress_get(rp->v, &vp);
+    cli_progress_counts c = {vp.batch_total, vp.batch_done, vp.batch_failed, vp.batch_started - vp.batch_done};
+    return c;
+}
+
+static int run_poll(void *ctx) {
+    run_progress *rp = ctx;
+    cli_progress_counts c = run_counts(rp);
+    if (c.total > 0) cli_progress_update(rp->line, &c, false); /* only once a run_batch started */
+    return 0;
 }
 
 static bool diag_color(void) {
@@ -52,7 +75,8 @@ static bool diag_color(void) {
 
 int cmd_run(int argc, char **argv) {
     const char *file = NULL, *model = NULL, *fn_name = NULL, *v;
-    bool json = false, fake = false, stats = false, trace = false;
+    bool json = false, fake = false, stats = false, trace = false, progress = false;
+    run_progress rp = {0};
     uint64_t max_steps = 0;
     vm_session_opts so = vm_session_opts_default();
     cli_limits limits = CLI_LIMITS_INIT;
@@ -85,6 +109,8 @@ int cmd_run(int argc, char **argv) {
             stats = true;
         } else if (!strcmp(argv[i], "--trace")) {
             trace = true;
+        } else if (!strcmp(argv[i], "--progress")) {
+            progress = true;
         } else if (!strcmp(argv[i], "--no-cache")) {
             so.cache_off = true;
         } else if (!strcmp(argv[i], "--no-jump-forward")) {
@@ -199,14 +225,20 @@ int cmd_run(int argc, char **argv) {
 
     char *outbuf = NULL;
     size_t outlen = 0;
-    FILE *out = json ? open_memstream(&outbuf, &outlen) : stdout;
+    if (cli_progress_wanted(progress)) rp.line = cli_progress_new(stderr, s.engine);
+    FILE *out = json ? open_memstream(&outbuf, &outlen) : cli_progress_wrap(rp.line, stdout);
     vm_config cfg = vm_session_config(&s);
+    if (rp.line) {
+        cfg.poll = run_poll;
+        cfg.poll_ctx = &rp;
+    }
     cfg.out = out;
     cfg.gen_defaults = defaults;
     if (trace) cfg.trace = stderr;
     cfg.max_steps = max_steps;
     cli_limits_apply_vm(&limits, &cfg);
     vmach = vm_new(&cfg, &err);
+    rp.v = vmach;
     vm_value *vals = calloc((size_t)n_args + 1, sizeof *vals);
     for (int i = 0; i < n_args; i++) vals[i] = vm_arg_value(args[i]);
     vm_inst *in = vmach ? vm_spawn(vmach, sc.mod, (uint32_t)fi, vals, (uint32_t)n_args, fresh, &err) : NULL;
@@ -216,8 +248,16 @@ int cmd_run(int argc, char **argv) {
     if (!in) {
         fprintf(stderr, "sglc run: %s\n", err.msg);
         status = 2;
+        if (!json && out != stdout) fclose(out);
     } else {
         vm_run(vmach, &err);
+        if (!json && out != stdout) { /* the progress wrapper: nothing more is printed through it */
+            fclose(out);
+            out = stdout;
+        }
+        cli_progress_counts last = run_counts(&rp);
+        cli_progress_end(rp.line, last.total > 0 ? &last : NULL);
+        rp.line = NULL;
         if (json) {
             fflush(out);
             sgl_strbuf sb = {0};
@@ -262,6 +302,7 @@ int cmd_run(int argc, char **argv) {
         free(outbuf);
     }
 done:
+    cli_progress_end(rp.line, NULL);
     vm_free(vmach);
     vm_release(defaults);
     vm_session_close(&s);

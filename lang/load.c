@@ -1,7 +1,9 @@
 /* load.c: building a program: reading the root file, parsing it, finding
  * and loading its imports (depth-first, detecting cycles), then running the
  * checker. Import search order: the importing file's directory, $SGL_PATH
- * entries, opts->search_path, <source root>/stdlib, then opts->provider.
+ * entries, opts->search_path, then opts->provider (the embedded standard
+ * library; no folder of the source tree is read, so an installed sglc
+ * behaves as the one in the build folder).
  *
  * Sources are untrusted input: only regular files are read (a device, FIFO
  * or directory is refused by name before any byte is read), each file and
@@ -17,10 +19,6 @@
 #include <unistd.h>
 
 #include "lang/lang_int.h"
-
-#ifndef SGL_SOURCE_ROOT
-#define SGL_SOURCE_ROOT "."
-#endif
 
 /* Adds a source (taking ownership of path, real_path and text). Returns its
  * file id or -1 on OOM (ownership still taken: freed). */
@@ -241,7 +239,6 @@ static bool path_under(const char *real, const char *dir) {
 static bool import_allowed(const sgl_program *p, const char *real) {
     if (p->opts.allow_io || p->opts.imports_anywhere) return true;
     if (path_under(real, p->root_dir)) return true;
-    if (path_under(real, SGL_SOURCE_ROOT "/stdlib")) return true;
     for (size_t i = 0; i < p->opts.n_search_path; i++)
         if (path_under(real, p->opts.search_path[i])) return true;
     if (!p->opts.ignore_env && !p->opts.import_root) {
@@ -345,10 +342,6 @@ static int resolve_import(sgl_program *p, const char *importer, const sgl_node *
                 rc = try_file(p, p->opts.search_path[i], file.data, f, loc);
                 sgl_strbuf_printf(&searched, ", %s", p->opts.search_path[i]);
             }
-            if (!rc && !local_only) {
-                rc = try_file(p, SGL_SOURCE_ROOT "/stdlib", file.data, f, loc);
-                sgl_strbuf_printf(&searched, ", the standard library");
-            }
         }
     }
     if (!rc && !local_only && p->opts.provider) {
@@ -369,7 +362,7 @@ static int resolve_import(sgl_program *p, const char *importer, const sgl_node *
                 rc = -1;
             }
         }
-        sgl_strbuf_printf(&searched, "%s<built-in modules>", searched.len ? ", " : "");
+        sgl_strbuf_printf(&searched, "%sthe standard library", searched.len ? ", " : "");
     }
     if (rc == 0) {
         if (searched.len)

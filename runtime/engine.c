@@ -769,6 +769,8 @@ static void local_metrics(void *ctx, sgl_engine_metrics *out) {
     *out = le->metrics;
     out->waiting += le->n_pend;
     pthread_mutex_unlock(&le->mu);
+    out->device = model_device_name(model_get_device(le->model));
+    model_device_memory(le->model, &out->device_weight_bytes, &out->device_bytes);
 }
 
 static void local_free(void *ctx) {
@@ -836,6 +838,7 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
         goto fail;
     }
     if (!(le->model = model_load(cfg->model_path, cfg->n_threads, err))) goto fail;
+    if (model_use_device(le->model, model_default_device(), NULL, 0, err)) goto fail;
     const model_config *mc = model_get_config(le->model);
     if (!(le->tok = tok_load_gguf(model_get_gguf(le->model), err))) goto fail;
     int32_t slots = cfg->kv_slots;

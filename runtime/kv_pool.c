@@ -38,6 +38,7 @@ oom:
 
 void kv_pool_free(kv_pool *p) {
     if (!p) return;
+    if (p->dev && p->dev_free) p->dev_free(p->dev);
     free(p->k);
     free(p->v);
     free(p->free_list);

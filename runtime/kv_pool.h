@@ -25,6 +25,8 @@ typedef struct kv_pool {
     int32_t *free_list;  /* free slot ids; the top n_free entries are valid */
     int32_t n_free;
     uint8_t *is_free;    /* [n_slots] 1 if free: catches double frees */
+    void *dev;           /* a device backend's copy of the storage (runtime/model.c), or NULL */
+    void (*dev_free)(void *dev); /* frees dev; called by kv_pool_free */
 } kv_pool;
 
 /* Returns a pool of n_slots token slots (caller frees with kv_pool_free), or

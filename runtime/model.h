@@ -30,6 +30,8 @@
 #include "runtime/kv_pool.h"
 #include "util/util.h"
 
+struct kb_backend; /* kernels/backend.h */
+
 typedef enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2 } model_arch;
 
 typedef enum model_rope_scaling {
@@ -108,6 +110,57 @@ const model_config *model_get_config(const sgl_model *m);
 const model_weights *model_get_weights(const sgl_model *m);
 const gguf_file *model_get_gguf(const sgl_model *m);
 kern_pool *model_get_pool(sgl_model *m);
+
+/* ---- device ---------------------------------------------------------------- */
+
+typedef enum model_device {
+    MODEL_DEVICE_CPU,
+    MODEL_DEVICE_CUDA,
+    MODEL_DEVICE_AUTO /* model_use_device: CUDA when a GPU answers, else the CPU */
+} model_device;
+
+/* Moves the forward to dev (CPU or CUDA): uploads the weights once, in
+ * their GGUF types. A model starts on the CPU. Returns 0, or -1 with err set
+ * (no CUDA in this build, no GPU or driver, a weight type the device has no
+ * kernel for, out of device memory); the model then runs on the CPU. KV
+ * pools keep working: a device keeps its own copy of a pool's storage,
+ * made on first use (the host copy is not kept in step). */
+int model_set_device(sgl_model *m, model_device dev, sgl_error *err);
+/* The --device flag: CPU and CUDA as model_set_device; AUTO takes CUDA when
+ * it works and otherwise stays on the CPU, writing a one-line note into
+ * note (empty when there is nothing to say). Returns 0 or -1 with err. */
+int model_use_device(sgl_model *m, model_device dev, char *note, size_t note_cap,
+                     sgl_error *err);
+/* 1 when dev can run here (CPU: always; CUDA: built and a device answers);
+ * 0 with err saying why not. */
+int model_device_available(model_device dev, sgl_error *err);
+/* The process-wide device the local engine puts its model on (the --device
+ * flag of sglc sets it; AUTO when never set). */
+void model_set_default_device(model_device dev);
+model_device model_default_device(void);
+/* One line naming the device the default would pick here, e.g.
+ * "cuda (NVIDIA H100 80GB HBM3, 79.1 GiB, compute capability 9.0)" or
+ * "cpu (avx2 kernels)". */
+void model_default_device_describe(char *buf, size_t cap);
+model_device model_get_device(const sgl_model *m);
+/* "cpu" / "cuda" (static strings). */
+const char *model_device_name(model_device dev);
+/* Parses "cpu", "cuda" or "auto". Returns 0, or -1 for anything else. */
+int model_parse_device(const char *s, model_device *out);
+/* One line naming where the forward runs (device name, memory). */
+void model_describe_device(sgl_model *m, char *buf, size_t cap);
+/* Device memory in bytes taken by the weights and in all (weights,
+ * activations, KV stores); both 0 on the CPU. */
+void model_device_memory(const sgl_model *m, uint64_t *weights, uint64_t *total);
+
+/* Moves the forward to a backend made by the caller (kernels/backend.h;
+ * the model owns be from here, also on failure): for tests and backends
+ * model_set_device does not name. Returns 0 or -1 with err set (then the
+ * model runs on the CPU). */
+int model_attach_backend(sgl_model *m, struct kb_backend *be, sgl_error *err);
+/* The backend the forward runs on (kernels/backend.h), for benchmarks and
+ * backend-specific settings; valid until the next model_set_device. */
+struct kb_backend *model_get_backend(sgl_model *m);
 
 /* Returns a KV pool sized for this model (n_layers, kv_dim) with n_slots
  * token slots (caller frees with kv_pool_free), or NULL with err set. */

@@ -372,6 +372,20 @@ int vm_link_flush(vm_link *l) {
     return submitted;
 }
 
+int vm_link_interrupt(vm_link *l, const char *msg, double wait_s) {
+    for (uint32_t i = 0; i < l->n_queued; i++) {
+        link_ent *e = &l->queued[i];
+        if (e->pf) vm_prefill_done(e->pf);
+        if (e->st) vm_stream_fail(e->st, msg);
+        ent_release(e);
+    }
+    l->n_queued = 0;
+    for (uint32_t i = 0; i < l->n_flight; i++) sgl_engine_cancel(l->engine, l->flight[i].id);
+    double end = sgl_now() + wait_s;
+    for (double left = wait_s; l->n_flight > 0 && left > 0; left = end - sgl_now()) vm_link_wait(l, left);
+    return (int)l->n_flight;
+}
+
 int vm_link_outstanding(const vm_link *l) { return (int)(l->n_queued + l->n_flight); }
 
 static void route(vm_link *l, sgl_result *r) {

@@ -77,6 +77,13 @@ int vm_link_queue_prefill(vm_link *l, vm_prefill *pf);
 /* Submits everything queued. A request the engine refuses fails its stream
  * (prefills count as done). Returns the number submitted. */
 int vm_link_flush(vm_link *l);
+/* Interrupts everything: queued requests are dropped (their streams fail
+ * with msg; prefills count as done), those in flight are cancelled through
+ * sgl_engine_cancel and their results, which the engine still delivers,
+ * are awaited for at most wait_s seconds and routed as usual (a cancelled
+ * GEN fails its stream). Returns the number still in flight afterwards
+ * (engines that cannot cancel); their results are routed by a later wait. */
+int vm_link_interrupt(vm_link *l, const char *msg, double wait_s);
 /* Requests queued or in flight. */
 int vm_link_outstanding(const vm_link *l);
 /* Waits up to timeout_s (< 0: no limit) for one result, then also takes all

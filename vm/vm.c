@@ -96,6 +96,8 @@ struct vm {
     void *done_ctx;
     sgl_engine_caps caps;  /* what the engine can do (caps.h) */
     uint32_t n_spawned; /* top-level instances so far (their seed keys) */
+    vm_progress progress; /* run_batch counts (vm_progress_get) */
+    double next_poll;     /* sgl_now() at which cfg.poll is due */
 };
 
 vm_config vm_config_default(void) {
@@ -414,6 +416,7 @@ void vm_inst_stats_get(const vm_inst *in, vm_inst_stats *out) {
 }
 
 void vm_engine_stats(const vm *v, vm_link_stats *out) { vm_link_stats_get(v->link, out); }
+void vm_progress_get(const vm *v, vm_progress *out) { *out = v->progress; }
 uint64_t vm_instructions(const vm *v) { return v->n_instr; }
 
 static void batch_child_done(vm_inst *parent, vm_inst *child);
@@ -716,6 +719,7 @@ static void batch_spawn_next(vm *v, vm_inst *parent) {
         if (!c) break;
         b->insts[i] = c;
         b->running++;
+        v->progress.batch_started++;
         c->group->seed_key = vm_seed_mix(b->seed_key, 0x4249 /* "BI" */, i);
         c->batch_parent = parent;
         c->out = parent->out;
@@ -778,6 +782,8 @@ static void batch_child_done(vm_inst *parent, vm_inst *child) {
     parent->group->cached_tokens += child->group->cached_tokens;
     vm_batch *b = parent->batch;
     if (!b) return;
+    parent->v->progress.batch_done++;
+    parent->v->progress.batch_failed += child->failed;
     b->n_done++;
     b->running--;
     if (b->progress) fprintf(stderr, "\rrun_batch: %u/%u done%s", b->n_done, b->n, b->n_done == b->n ? "\n" : "");
@@ -892,6 +898,7 @@ static int prim_run_batch(vm_inst *in, const vm_value *args, const uint32_t *kw_
             vm_map_set_cstr(b->defaults, ki->name, vm_retain(kw_vals[i]), NULL);
         }
         if (v->cfg.serial) b->parallel = 1;
+        v->progress.batch_total += b->n;
         if (fn->flags & SGL_FNF_STREAM) b->pf = prefix_prefill(v, md, fn);
         in->batch = b;
         batch_spawn_next(v, in);
@@ -1762,8 +1769,38 @@ fail:
 #undef OP
 }
 
+/* True when cfg.poll is due and asks to stop. */
+static bool run_poll(vm *v) {
+    if (!v->cfg.poll) return false;
+    double now = sgl_now();
+    if (now < v->next_poll) return false;
+    v->next_poll = now + (v->cfg.poll_interval > 0 ? v->cfg.poll_interval : 0.1);
+    return v->cfg.poll(v->cfg.poll_ctx) != 0;
+}
+
+/* cfg.poll asked to stop: see vm_config.poll. A failing instance may wake
+ * or spawn others (run_batch parents, done hooks), hence the loop. */
+static void run_interrupt(vm *v) {
+    vm_link_interrupt(v->link, "interrupted", 0);
+    for (vm_inst *in = v->all; in; in = in->next_all)
+        if (in->state != FIB_DONE && in->batch) in->batch->next = in->batch->n; /* spawn no more */
+    while (v->n_live > 0) {
+        int before = v->n_live;
+        /* run_batch children first, so that no parent resumes on them. */
+        for (int pass = 0; pass < 2; pass++)
+            for (vm_inst *in = v->all; in; in = in->next_all)
+                if (in->state != FIB_DONE && (pass || in->batch_parent)) inst_fail(in, "interrupted");
+        if (v->n_live >= before) break; /* cannot happen: every pass finishes instances */
+    }
+    for (vm_inst *in = v->run_head; in; in = in->next_run) in->queued = false;
+    v->run_head = v->run_tail = NULL;
+    /* Cancelled requests still come back: route them now (briefly). */
+    vm_link_interrupt(v->link, "interrupted", 2.0);
+}
+
 int vm_run(vm *v, sgl_error *err) {
     (void)err;
+    v->next_poll = sgl_now(); /* due at once: a progress line shows from the start */
     for (;;) {
         while (v->run_head) {
             vm_inst *in = v->run_head;
@@ -1781,6 +1818,10 @@ int vm_run(vm *v, sgl_error *err) {
                 vm_link_flush(v->link);
                 vm_link_wait(v->link, 0);
             }
+            if (run_poll(v)) {
+                run_interrupt(v);
+                return 0;
+            }
         }
         if (v->n_live == 0) break;
         if (vm_link_outstanding(v->link) == 0) {
@@ -1792,7 +1833,16 @@ int vm_run(vm *v, sgl_error *err) {
         }
         vm_link_flush(v->link);
         if (v->run_head) continue; /* a refused request woke someone */
-        vm_link_wait(v->link, -1);
+        if (!v->cfg.poll) {
+            vm_link_wait(v->link, -1);
+            continue;
+        }
+        double left = v->next_poll - sgl_now();
+        if (left > 0) vm_link_wait(v->link, left);
+        if (run_poll(v)) {
+            run_interrupt(v);
+            return 0;
+        }
     }
     return 0;
 }

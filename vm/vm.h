@@ -85,6 +85,16 @@ typedef struct vm_config {
      * (borrowed) or NULL when it succeeded; NULL: none. */
     void (*batch_done)(void *ctx, double seconds, const char *error);
     void *batch_done_ctx;
+    /* Called from vm_run about every poll_interval seconds (0: 0.1 s)
+     * while instances run, also while it waits for the engine: a progress
+     * display reads vm_progress_get here, a front end checks for Ctrl-C. A
+     * non-zero return interrupts the run: queued requests are dropped,
+     * those in flight are cancelled (sgl_engine_cancel), every instance not
+     * done fails with "interrupted" and vm_run returns. The VM stays
+     * usable: later vm_spawn / vm_run calls work as before. NULL: none. */
+    int (*poll)(void *ctx);
+    void *poll_ctx;
+    double poll_interval;
     /* Resource limits (docs/language.md "Limits"); vm_config_default sets
      * the documented defaults, 0 means no limit. Bytes of strings, lists
      * and maps live at once, per instance and for the whole VM: an instance
@@ -148,6 +158,14 @@ typedef struct vm_inst_stats {
     int64_t requests, prompt_tokens, completion_tokens, cached_tokens;
 } vm_inst_stats;
 void vm_inst_stats_get(const vm_inst *in, vm_inst_stats *out);
+
+/* run_batch instances of this VM so far, all calls together: asked for
+ * (the sizes of the run_batch calls made), started, done (failed ones
+ * included) and failed. running = started - done. */
+typedef struct vm_progress {
+    int64_t batch_total, batch_started, batch_done, batch_failed;
+} vm_progress;
+void vm_progress_get(const vm *v, vm_progress *out);
 
 /* Engine-side totals for this VM's requests (batching, tokens). */
 void vm_engine_stats(const vm *v, vm_link_stats *out);

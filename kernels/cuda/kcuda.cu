@@ -1,6 +1,10 @@
 /* kcuda: CUDA device query, device-side weight decoders (F32, F16, Q8_0,
  * Q4_0, Q4_1) and cuBLAS-backed matmul (see kcuda.h). */
-#include <cublas_v2.h>
+#include <dlfcn.h>
+
+#include <mutex>
+
+#include "kernels/cuda/cublas_dl.h"
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -71,14 +75,21 @@ int launch_dequant(sgl_dtype t, const void *d_src, float *d_dst, int64_t n, sgl_
 
 } // namespace
 
+static const char *count_error = "no CUDA device";
+
 extern "C" int kcuda_device_count(void) {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        count_error = cudaGetErrorString(e);
         cudaGetLastError(); /* clear the sticky "no driver" error */
         return 0;
     }
+    if (n == 0) count_error = "no CUDA device";
     return n;
 }
+
+extern "C" const char *kcuda_no_device_reason(void) { return count_error; }
 
 extern "C" int kcuda_device_describe(char *buf, size_t cap) {
     if (kcuda_device_count() <= 0) return -1;
@@ -122,6 +133,7 @@ extern "C" int kcuda_matmul(sgl_dtype t, const void *W, int64_t rows, int64_t k,
     void *d_wq = nullptr;
     float *d_w = nullptr, *d_x = nullptr, *d_y = nullptr;
     cublasHandle_t h = nullptr;
+    const kcuda_cublas *blas = kcuda_cublas_get();
     int rc = -1;
     cudaError_t e;
     const float one = 1.0f, zero = 0.0f;
@@ -138,10 +150,11 @@ extern "C" int kcuda_matmul(sgl_dtype t, const void *W, int64_t rows, int64_t k,
         goto out;
     }
     if (launch_dequant(t, d_wq, d_w, rows * k, err)) goto out;
-    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) { sgl_error_set(err, "cuda: cublasCreate failed"); goto out; }
+    if (!blas) { sgl_error_set(err, "cuda: cannot load libcublas"); goto out; }
+    if (blas->create(&h) != CUBLAS_STATUS_SUCCESS) { sgl_error_set(err, "cuda: cublasCreate failed"); goto out; }
     /* Row-major W [rows][k], X [nb][k], Y [nb][rows]. In cuBLAS's column-major
      * view W is k x rows, X is k x nb and Y is rows x nb, so Y = W^T X. */
-    if (cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)nb, (int)k, &one, d_w, (int)k, d_x,
+    if (blas->sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)nb, (int)k, &one, d_w, (int)k, d_x,
                     (int)k, &zero, d_y, (int)rows) != CUBLAS_STATUS_SUCCESS) {
         sgl_error_set(err, "cuda: cublasSgemm failed");
         goto out;
@@ -152,10 +165,28 @@ extern "C" int kcuda_matmul(sgl_dtype t, const void *W, int64_t rows, int64_t k,
     }
     rc = 0;
 out:
-    if (h) cublasDestroy(h);
+    if (h) blas->destroy(h);
     cudaFree(d_wq);
     cudaFree(d_w);
     cudaFree(d_x);
     cudaFree(d_y);
     return rc;
+}
+
+const kcuda_cublas *kcuda_cublas_get() {
+    static kcuda_cublas fns;
+    static const kcuda_cublas *loaded = nullptr;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        void *h = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
+        if (!h) h = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
+        if (!h) return;
+        fns.create = (decltype(fns.create))dlsym(h, "cublasCreate_v2");
+        fns.destroy = (decltype(fns.destroy))dlsym(h, "cublasDestroy_v2");
+        fns.set_stream = (decltype(fns.set_stream))dlsym(h, "cublasSetStream_v2");
+        fns.sgemm = (decltype(fns.sgemm))dlsym(h, "cublasSgemm_v2");
+        fns.gemm_ex = (decltype(fns.gemm_ex))dlsym(h, "cublasGemmEx");
+        if (fns.create && fns.destroy && fns.set_stream && fns.sgemm && fns.gemm_ex) loaded = &fns;
+    });
+    return loaded;
 }

@@ -16,6 +16,9 @@
 
 /* Number of usable CUDA devices; 0 when there is no GPU or no driver. */
 int kcuda_device_count(void);
+/* Why the last kcuda_device_count returned 0 (the runtime's words, e.g.
+ * "CUDA driver version is insufficient for CUDA runtime version"; static). */
+const char *kcuda_no_device_reason(void);
 /* Writes a one-line description of device 0 (name, memory, compute
  * capability) into buf. Returns 0, or -1 when there is no device. */
 int kcuda_device_describe(char *buf, size_t cap);
@@ -29,5 +32,24 @@ int kcuda_matmul(sgl_dtype t, const void *W, int64_t rows, int64_t k, const floa
 /* Decodes n elements of type t on the device and copies them to dst (host).
  * Used by tests to compare the device decoders with kern_dequant_row. */
 int kcuda_dequant(sgl_dtype t, const void *src, float *dst, int64_t n, sgl_error *err);
+
+/* The cuBLAS path of the CUDA backend (kernels/cuda/kb_cuda.cu): matmuls of
+ * min_rows activation rows or more decode the weights to f16 and run a
+ * tensor-core GEMM; 0 turns it off (the default: the batch-invariant warp
+ * kernel for every size). Results then depend on the batch shape. The
+ * environment variable SGL_CUDA_GEMM_ROWS sets it at start. Returns 0, or
+ * -1 when be is not the CUDA backend. */
+struct kb_backend;
+int kb_cuda_set_gemm_rows(struct kb_backend *be, int min_rows);
+/* Per-op timing of the CUDA backend for benchmarks: on != 0 starts it
+ * (zeroing the totals); every op then synchronizes and adds its wall time.
+ * kb_cuda_profile_get fills up to cap (name, seconds, calls) entries and
+ * returns how many, or -1 when be is not the CUDA backend. */
+int kb_cuda_profile(struct kb_backend *be, int on);
+int kb_cuda_profile_get(struct kb_backend *be, const char **names, double *seconds, long *calls,
+                        int cap);
+/* Peak memory bandwidth of device 0 in GB/s from its memory clock and bus
+ * width (0 when unknown). */
+double kcuda_hbm_gbps(void);
 
 #endif

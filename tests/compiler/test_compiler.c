@@ -449,7 +449,15 @@ static void test_golden_cases_compile(void) {
         char path[2048];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         sgl_program *p = NULL;
-        int rc = sgl_program_load_file(&p, path, NULL);
+        /* Imports of the stdlib come from the source tree's stdlib/ (the
+         * loader itself knows no folder of the source tree). */
+        char stdlib_dir[1100];
+        snprintf(stdlib_dir, sizeof stdlib_dir, "%s/stdlib", root ? root : SGL_SOURCE_ROOT);
+        const char *search[] = {stdlib_dir};
+        sgl_load_options lo = {0};
+        lo.search_path = search;
+        lo.n_search_path = 1;
+        int rc = sgl_program_load_file(&p, path, &lo);
         CHECK_MSG(rc == 0, "%s does not load", de->d_name);
         for (int lvl = 0; rc == 0 && lvl <= 2; lvl++) {
             compiler_options o = {.opt_level = lvl, .verify = true};

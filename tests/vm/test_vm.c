@@ -37,7 +37,9 @@ static vm_value run_defaults = {.type = VM_NONE};
 static int run_src(const char *src, const char *const *rules, run_out *out) {
     memset(out, 0, sizeof *out);
     sgl_program *p = NULL;
-    int rc = sgl_program_load_buffer(&p, "t.sgl", src, strlen(src), NULL);
+    sgl_load_options lo = {0};
+    lo.provider = vm_stdlib_provider; /* the embedded stdlib, as sessions load it */
+    int rc = sgl_program_load_buffer(&p, "t.sgl", src, strlen(src), &lo);
     if (rc != 0) {
         sgl_diags_print(p, stderr, false);
         sgl_program_free(p);
