@@ -393,15 +393,19 @@ void cons_nfa_free(cons_nfa *a) {
     free(a);
 }
 
+static void lazy_free(cons_dfa_lazy *z);
+
 void cons_dfa_free(cons_dfa *d) {
     if (!d) return;
+    lazy_free(d->lz);
     free(d->delta);
     free(d->accept);
     free(d->forced);
     free(d);
 }
 
-static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out, cons_diag *diag);
+static int build_dfa(cons_nfa *a, const cons_options *opt, cons_dfa **out, bool *took_nfa,
+                     cons_diag *diag);
 
 int cons_build(cons_grammar *g, const cons_options *opt, cons_dfa **dfa, cons_nfa **nfa,
                cons_diag *diag) {
@@ -480,7 +484,9 @@ int cons_build(cons_grammar *g, const cons_options *opt, cons_dfa **dfa, cons_nf
         b.a = NULL;
         rc = 0;
     } else {
-        rc = build_dfa(b.a, opt, dfa, diag);
+        bool took = false;
+        rc = build_dfa(b.a, opt, dfa, &took, diag);
+        if (took) b.a = NULL; /* a lazily built DFA keeps its NFA */
     }
 out:
     cons_nfa_free(b.a);
@@ -528,6 +534,12 @@ typedef struct sc {
     int32_t *tab;
     int32_t tab_cap;
     int64_t work; /* NFA states visited by closures so far */
+    int64_t work_budget;
+    int32_t sub_budget;   /* most DFA states (before minimisation) */
+    uint8_t *live_imp;    /* NFA state kept in keys: one of its byte edges leads on to acceptance */
+    i32v *bucket;         /* per byte class: NFA states reached (expand_row's scratch) */
+    i32v level;           /* eager: BFS depth of each DFA state */
+    cons_dfa *lz_d;       /* lazy: the DFA whose arrays new states are written into */
 } sc;
 
 static int cmp_i32(const void *x, const void *y) {
@@ -555,7 +567,7 @@ static int closure(sc *s, const int32_t *seeds, int32_t n, bool at_start, bool *
         for (int32_t e = a->head[q]; e >= 0; e = a->e_next[e]) {
             int32_t l = a->e_label[e], to = a->e_to[e], m = ended;
             if (l >= 0) {
-                if (!ended && s->imp_gen[q] != s->gen) {
+                if (!ended && s->imp_gen[q] != s->gen && s->live_imp[q]) {
                     s->imp_gen[q] = s->gen;
                     if (v_push(&s->imp, q)) return -1;
                 }
@@ -768,23 +780,394 @@ out:
     return res;
 }
 
-static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out, cons_diag *diag) {
+/* ---- liveness over the NFA ------------------------------------------------ */
+
+/* Marks in live_imp the NFA states worth keeping in a DFA state's key: those
+ * with a byte edge to a state from which acceptance is reachable after at
+ * least one byte (no ^ then; after $ only epsilon and $ edges). Dropping the
+ * others leaves every DFA state's language unchanged, and makes every DFA
+ * state that has a key or accepts able to reach acceptance. Returns -1 on
+ * out of memory. */
+static int nfa_live(const cons_nfa *a, uint8_t *live_imp) {
+    int32_t N = a->n_states;
+    int32_t *roff = calloc((size_t)N + 2, sizeof *roff);
+    int32_t *redge = malloc(sizeof *redge * ((size_t)a->n_edges + 1));
+    int32_t *rfrom = malloc(sizeof *rfrom * ((size_t)N + 1));
+    uint8_t *live = calloc((size_t)N * 2 + 2, 1); /* [q * 2 + m]: m 1 after $ */
+    int32_t *queue = malloc(sizeof *queue * ((size_t)N * 2 + 2));
+    int rc = -1;
+    if (!roff || !redge || !rfrom || !live || !queue) goto out;
+    for (int32_t q = 0; q < N; q++) {
+        rfrom[q] = q;
+        for (int32_t e = a->head[q]; e >= 0; e = a->e_next[e]) roff[a->e_to[e] + 1]++;
+    }
+    for (int32_t q = 0; q < N; q++) roff[q + 1] += roff[q];
+    {
+        int32_t *pos = malloc(sizeof *pos * ((size_t)N + 1));
+        if (!pos) goto out;
+        memcpy(pos, roff, sizeof *pos * (size_t)N);
+        for (int32_t q = 0; q < N; q++)
+            for (int32_t e = a->head[q]; e >= 0; e = a->e_next[e]) redge[pos[a->e_to[e]]++] = e;
+        free(pos);
+    }
+    /* the edge's tail: edges are stored per source state, so find it by a
+     * table of each edge's source */
+    int32_t *src = malloc(sizeof *src * ((size_t)a->n_edges + 1));
+    if (!src) goto out;
+    for (int32_t q = 0; q < N; q++)
+        for (int32_t e = a->head[q]; e >= 0; e = a->e_next[e]) src[e] = q;
+    int32_t qh = 0, qt = 0;
+    live[a->accept * 2] = live[a->accept * 2 + 1] = 1;
+    queue[qt++] = a->accept * 2;
+    queue[qt++] = a->accept * 2 + 1;
+    while (qh < qt) {
+        int32_t x = queue[qh++], t = x >> 1, m = x & 1;
+        for (int32_t k = roff[t]; k < roff[t + 1]; k++) {
+            int32_t e = redge[k], p = src[e], l = a->e_label[e];
+            /* forward moves: epsilon keeps the mode, $ goes to mode 1 from
+             * either, a byte goes from mode 0 to mode 0, ^ is never taken */
+            int32_t from[2], nf = 0;
+            if (l == CE_EPS) from[nf++] = m;
+            else if (l == CE_EOL && m == 1) {
+                from[nf++] = 0;
+                from[nf++] = 1;
+            } else if (l >= 0 && m == 0) from[nf++] = 0;
+            for (int32_t i = 0; i < nf; i++)
+                if (!live[p * 2 + from[i]]) {
+                    live[p * 2 + from[i]] = 1;
+                    queue[qt++] = p * 2 + from[i];
+                }
+        }
+    }
+    for (int32_t q = 0; q < N; q++) {
+        live_imp[q] = 0;
+        for (int32_t e = a->head[q]; e >= 0 && !live_imp[q]; e = a->e_next[e])
+            if (a->e_label[e] >= 0 && live[a->e_to[e] * 2]) live_imp[q] = 1;
+    }
+    free(src);
+    rc = 0;
+out:
+    free(roff);
+    free(redge);
+    free(rfrom);
+    free(live);
+    free(queue);
+    return rc;
+}
+
+/* ---- one DFA state's transitions ---------------------------------------- */
+
+static void lazy_init_state(cons_dfa *d, int32_t t, bool acc);
+
+/* Computes the transitions of DFA state cur into row[0..n_cls) (next state or
+ * -1), adding the states they reach. Returns 0, -2 out of memory, -3 over
+ * the state budget (sub_budget), -4 over the work budget. */
+static int expand_row(sc *s, int32_t cur, int32_t *row) {
+    const cons_nfa *a = s->a;
+    int32_t K = s->n_cls;
+    int32_t off = s->key_off.v[cur], len = s->key_len.v[cur];
+    /* the key's byte edges; a class's successors are the targets of the
+     * edges whose set holds it, so classes with the same edges (a bit
+     * signature) share one closure */
+    int32_t edges[64], n_e = 0;
+    bool many = false;
+    for (int32_t i = 0; i < len && !many; i++)
+        for (int32_t e = a->head[s->keys.v[off + i]]; e >= 0; e = a->e_next[e]) {
+            if (a->e_label[e] < 0) continue;
+            if (n_e == 64) {
+                many = true;
+                break;
+            }
+            edges[n_e++] = e;
+        }
+    if (!many) {
+        uint64_t sig[256] = {0};
+        for (int32_t j = 0; j < n_e; j++) {
+            const uint64_t *cm = s->cmask[a->e_label[edges[j]]];
+            for (int w = 0; w < 4; w++)
+                for (uint64_t bits = cm[w]; bits; bits &= bits - 1) sig[w * 64 + __builtin_ctzll(bits)] |= 1ull << j;
+        }
+        s->work += (int64_t)n_e * 4;
+        uint64_t seen_sig[256];
+        int32_t seen_res[256], n_seen = 0;
+        i32v *seeds = &s->bucket[0];
+        for (int32_t c = 0; c < K; c++) {
+            if (!sig[c]) {
+                row[c] = -1;
+                continue;
+            }
+            int32_t t = -2;
+            for (int32_t k = 0; k < n_seen; k++)
+                if (seen_sig[k] == sig[c]) {
+                    t = seen_res[k];
+                    break;
+                }
+            if (t == -2) {
+                seeds->n = 0;
+                for (uint64_t bits = sig[c]; bits; bits &= bits - 1)
+                    if (v_push(seeds, a->e_to[edges[__builtin_ctzll(bits)]])) return -2;
+                bool acc;
+                if (closure(s, seeds->v, seeds->n, false, &acc)) return -2;
+                if (s->work > s->work_budget) return -4;
+                int32_t before = s->acc.n;
+                t = intern(s, acc, s->sub_budget);
+                if (t == -2 || t == -3) return t;
+                if (s->acc.n > before) {
+                    if (s->lz_d) lazy_init_state(s->lz_d, t, acc);
+                    else if (v_push(&s->level, s->level.v[cur] + 1)) return -2;
+                }
+                seen_sig[n_seen] = sig[c];
+                seen_res[n_seen++] = t;
+            }
+            row[c] = t;
+        }
+        return 0;
+    }
+    i32v *bucket = s->bucket;
+    for (int32_t c = 0; c < K; c++) bucket[c].n = 0;
+    for (int32_t i = 0; i < len; i++) {
+        int32_t q = s->keys.v[off + i];
+        for (int32_t e = a->head[q]; e >= 0; e = a->e_next[e]) {
+            int32_t l = a->e_label[e];
+            if (l < 0) continue;
+            for (int w = 0; w < 4; w++)
+                for (uint64_t bits = s->cmask[l][w]; bits; bits &= bits - 1) {
+                    int32_t c = w * 64 + __builtin_ctzll(bits);
+                    if (v_push(&bucket[c], a->e_to[e])) return -2;
+                    s->work++;
+                }
+        }
+    }
+    int32_t memo_from[256], memo_res[256], nmemo = 0;
+    uint32_t bhash[256];
+    bool acc;
+    for (int32_t c = 0; c < K; c++) {
+        int32_t t = -1;
+        if (bucket[c].n) {
+            uint32_t bh = key_hash(bucket[c].v, bucket[c].n, false);
+            bhash[c] = bh;
+            for (int32_t k2 = 0; k2 < nmemo; k2++) {
+                i32v *o = &bucket[memo_from[k2]];
+                if (bhash[memo_from[k2]] == bh && o->n == bucket[c].n &&
+                    memcmp(o->v, bucket[c].v, sizeof(int32_t) * (size_t)o->n) == 0) {
+                    t = memo_res[k2];
+                    goto have;
+                }
+            }
+            if (closure(s, bucket[c].v, bucket[c].n, false, &acc)) return -2;
+            if (s->work > s->work_budget) return -4;
+            int32_t before = s->acc.n;
+            t = intern(s, acc, s->sub_budget);
+            if (t == -2 || t == -3) return t;
+            if (s->acc.n > before) {
+                if (s->lz_d) lazy_init_state(s->lz_d, t, acc);
+                else if (v_push(&s->level, s->level.v[cur] + 1)) return -2;
+            }
+            if (nmemo < 256) {
+                memo_from[nmemo] = c;
+                memo_res[nmemo++] = t;
+            }
+        }
+    have:
+        row[c] = t;
+    }
+    return 0;
+}
+
+/* ---- lazily built DFAs ---------------------------------------------------- */
+
+/* A DFA too large to build whole at compile time (more than LAZY_AFTER
+ * states, e.g. JSON strings with long maxLength: ~14 states per character)
+ * whose breadth-first layers stay narrow (under LAZY_WIDE states each; an
+ * exponential blow-up such as (a|b)*a(a|b){15} is wide and is built whole,
+ * so it is still refused by the state budget) is determinised on demand:
+ * a state's row is computed the first time a walk needs it, under the
+ * DFA's mutex, and kept. Rows are DFA_UNKNOWN until then; readers load
+ * entries with acquire, and the writer initialises a new state fully
+ * before publishing its number with release. Arrays have room for the
+ * whole budget up front (untouched pages cost nothing), so they never
+ * move under a reader. Not minimised: mask classes (constrain.c) merge
+ * states that no token tells apart. */
+#define LAZY_AFTER 2048
+#define LAZY_WIDE 256
+
+struct cons_dfa_lazy {
+    pthread_mutex_t mu;
+    cons_nfa *nfa;
+    sc s;
+    int failed; /* an expansion ran out of memory or budget: refused from then on */
+};
+
+static void sc_free(sc *s) {
+    free(s->vis[0]);
+    free(s->vis[1]);
+    free(s->imp_gen);
+    free(s->has_set);
+    free(s->cmask);
+    free(s->stack.v);
+    free(s->imp.v);
+    free(s->keys.v);
+    free(s->key_off.v);
+    free(s->key_len.v);
+    free(s->acc.v);
+    free(s->delta.v);
+    free(s->tab);
+    free(s->live_imp);
+    free(s->level.v);
+    if (s->bucket)
+        for (int32_t c = 0; c < s->n_cls; c++) free(s->bucket[c].v);
+    free(s->bucket);
+    memset(s, 0, sizeof *s);
+}
+
+static void lazy_free(cons_dfa_lazy *z) {
+    if (!z) return;
+    pthread_mutex_destroy(&z->mu);
+    sc_free(&z->s);
+    cons_nfa_free(z->nfa);
+    free(z);
+}
+
+static void lazy_init_state(cons_dfa *d, int32_t t, bool acc) {
+    d->accept[t] = acc;
+    d->forced[t] = DFA_UNKNOWN;
+    for (int32_t c = 0; c < d->n_cls; c++) d->delta[(size_t)t * d->n_cls + c] = DFA_UNKNOWN;
+    __atomic_store_n(&d->n_states, t + 1, __ATOMIC_RELEASE);
+}
+
+static int16_t row_forced(const cons_dfa *d, const int32_t *row, bool acc) {
+    if (acc) return -1;
+    int cntb = 0, last = -1;
+    for (int bb = 0; bb < 256 && cntb < 2; bb++)
+        if (row[d->cls[bb]] >= 0) {
+            cntb++;
+            last = bb;
+        }
+    return (int16_t)(cntb == 1 ? last : -1);
+}
+
+int32_t cons_dfa_expand(const cons_dfa *dc, int32_t st, int32_t c) {
+    cons_dfa *d = (cons_dfa *)dc; /* the lazy part is internally synchronised */
+    cons_dfa_lazy *z = d->lz;
+    if (!z) return -1;
+    pthread_mutex_lock(&z->mu);
+    if (d->forced[st] == DFA_UNKNOWN && !z->failed) {
+        int32_t row[256];
+        int rc = expand_row(&z->s, st, row);
+        if (rc == 0) {
+            for (int32_t k = 0; k < d->n_cls; k++)
+                __atomic_store_n(&d->delta[(size_t)st * d->n_cls + k], row[k], __ATOMIC_RELEASE);
+            __atomic_store_n(&d->forced[st], row_forced(d, row, d->accept[st]), __ATOMIC_RELEASE);
+        } else {
+            __atomic_store_n(&z->failed, rc, __ATOMIC_RELEASE);
+        }
+    }
+    int32_t t = d->delta[(size_t)st * d->n_cls + c];
+    pthread_mutex_unlock(&z->mu);
+    return t == DFA_UNKNOWN ? -1 : t;
+}
+
+bool cons_dfa_failed(const cons_dfa *d) {
+    return d->lz && __atomic_load_n(&d->lz->failed, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Turns the eager construction s (rows 0..done computed in s->delta) into a
+ * lazy DFA that owns s and the NFA. Returns it, or NULL (memory). */
+static cons_dfa *go_lazy(sc *s, cons_nfa *a, int32_t done, const uint8_t cls[256]) {
+    int32_t K = s->n_cls, cap = s->sub_budget;
+    cons_dfa *d = calloc(1, sizeof *d);
+    cons_dfa_lazy *z = calloc(1, sizeof *z);
+    if (!d || !z) goto fail;
+    d->n_cls = K;
+    d->cap_states = cap;
+    memcpy(d->cls, cls, 256);
+    d->delta = malloc(sizeof *d->delta * (size_t)cap * (size_t)K);
+    d->accept = malloc((size_t)cap);
+    d->forced = malloc(sizeof *d->forced * (size_t)cap);
+    if (!d->delta || !d->accept || !d->forced || pthread_mutex_init(&z->mu, NULL)) goto fail;
+    for (int32_t t = 0; t < s->acc.n; t++) {
+        lazy_init_state(d, t, s->acc.v[t]);
+        if (t < done) {
+            memcpy(d->delta + (size_t)t * K, s->delta.v + (size_t)t * K, sizeof(int32_t) * (size_t)K);
+            d->forced[t] = row_forced(d, d->delta + (size_t)t * K, d->accept[t]);
+        }
+    }
+    free(s->delta.v);
+    s->delta = (i32v){0};
+    free(s->level.v);
+    s->level = (i32v){0};
+    s->lz_d = d;
+    z->s = *s;
+    z->nfa = a;
+    memset(s, 0, sizeof *s);
+    d->lz = z;
+    return d;
+fail:
+    if (d) {
+        free(d->delta);
+        free(d->accept);
+        free(d->forced);
+    }
+    free(d);
+    free(z);
+    return NULL;
+}
+
+/* Picks the NFA's largest byte sets (at least 8 bytes) into d->cats. */
+static void pick_cats(const cons_nfa *a, cons_dfa *d) {
+    d->n_cats = 0;
+    int32_t cnt[CONS_DFA_CATS] = {0};
+    for (int32_t id = 0; id < a->n_sets; id++) {
+        int32_t n = 0;
+        for (int w = 0; w < 8; w++) n += __builtin_popcount(a->sets[id][w]);
+        if (n < 8) continue;
+        uint64_t set[4];
+        for (int w = 0; w < 4; w++) set[w] = a->sets[id][2 * w] | (uint64_t)a->sets[id][2 * w + 1] << 32;
+        int32_t k = d->n_cats;
+        while (k > 0 && cnt[k - 1] < n) k--;
+        if (k >= CONS_DFA_CATS) continue;
+        int32_t last = d->n_cats < CONS_DFA_CATS ? d->n_cats : CONS_DFA_CATS - 1;
+        for (int32_t j = last; j > k; j--) {
+            cnt[j] = cnt[j - 1];
+            memcpy(d->cats[j], d->cats[j - 1], sizeof set);
+        }
+        cnt[k] = n;
+        memcpy(d->cats[k], set, sizeof set);
+        if (d->n_cats < CONS_DFA_CATS) d->n_cats++;
+    }
+}
+
+static int build_dfa(cons_nfa *a, const cons_options *opt, cons_dfa **out, bool *took_nfa,
+                     cons_diag *diag) {
     sc s = {.a = a};
     int rc = -1;
+    *took_nfa = false;
     cons_dfa *d = calloc(1, sizeof *d);
     int32_t N = a->n_states, budget = opt->max_states > 0 ? opt->max_states : 20000;
     /* the subset construction may overshoot what minimisation removes */
-    int32_t sub_budget = budget > INT32_MAX / 4 ? INT32_MAX : budget * 4;
+    s.sub_budget = budget > INT32_MAX / 4 ? INT32_MAX : budget * 4;
     /* closures visit NFA states; nested nullable repetitions can make each
      * closure huge, so their total is bounded too */
-    int64_t work_budget = (int64_t)budget * 2000;
-    i32v *bucket = NULL;
+    s.work_budget = (int64_t)budget * 2000;
     int32_t *live = NULL, *blk = NULL, *order = NULL, *pred_off = NULL, *pred = NULL;
+    int32_t *width = NULL;
+    bool lazy_ok = true;
     s.vis[0] = calloc((size_t)N, sizeof(int32_t));
     s.vis[1] = calloc((size_t)N, sizeof(int32_t));
     s.imp_gen = calloc((size_t)N, sizeof(int32_t));
     s.has_set = calloc((size_t)N, 1);
-    if (!d || !s.vis[0] || !s.vis[1] || !s.imp_gen || !s.has_set) goto oom;
+    s.live_imp = calloc((size_t)N + 1, 1);
+    width = calloc(LAZY_AFTER + 2, sizeof *width);
+    if (!d || !s.vis[0] || !s.vis[1] || !s.imp_gen || !s.has_set || !s.live_imp || !width ||
+        nfa_live(a, s.live_imp))
+        goto oom;
+    {
+        /* lazily only when the DFA of a narrow automaton stays within the
+         * budget: its states are about its NFA states with byte edges */
+        int32_t n_imp = 0;
+        for (int32_t q = 0; q < N; q++) n_imp += s.live_imp[q];
+        lazy_ok = n_imp <= s.sub_budget;
+    }
     /* byte classes: bytes that no set tells apart */
     {
         int32_t map[512];
@@ -809,8 +1192,8 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
                 if ((a->sets[id][b >> 5] >> (b & 31)) & 1) s.cmask[id][d->cls[b] >> 6] |= 1ull << (d->cls[b] & 63);
     }
     int32_t K = s.n_cls;
-    bucket = calloc((size_t)K, sizeof *bucket);
-    if (!bucket) goto oom;
+    s.bucket = calloc((size_t)K, sizeof *s.bucket);
+    if (!s.bucket) goto oom;
     bool acc;
     if (closure(&s, &a->start, 1, true, &acc)) goto oom;
     int32_t st = intern(&s, acc, budget);
@@ -818,63 +1201,42 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
         cons_diag_set(diag, -1, "the constraint matches no text at all");
         goto fail;
     }
-    if (st == -2) goto oom;
-    int32_t memo_from[256], memo_res[256];
-    uint32_t bhash[256];
+    if (st == -2 || v_push(&s.level, 0)) goto oom;
+    int32_t row[256];
     for (int32_t cur = 0; cur < s.acc.n; cur++) {
-        for (int32_t c = 0; c < K; c++) bucket[c].n = 0;
-        int32_t off = s.key_off.v[cur], len = s.key_len.v[cur];
-        for (int32_t i = 0; i < len; i++) {
-            int32_t q = s.keys.v[off + i];
-            for (int32_t e = a->head[q]; e >= 0; e = a->e_next[e]) {
-                int32_t l = a->e_label[e];
-                if (l < 0) continue;
-                for (int w = 0; w < 4; w++)
-                    for (uint64_t bits = s.cmask[l][w]; bits; bits &= bits - 1) {
-                        int32_t c = w * 64 + __builtin_ctzll(bits);
-                        if (v_push(&bucket[c], a->e_to[e])) goto oom;
-                        s.work++;
-                    }
+        if (lazy_ok && s.acc.n >= LAZY_AFTER) {
+            int32_t wmax = 0;
+            for (int32_t i = 0; i < s.acc.n; i++)
+                if (s.level.v[i] <= LAZY_AFTER && ++width[s.level.v[i]] > wmax) wmax = width[s.level.v[i]];
+            lazy_ok = false; /* decided once */
+            if (wmax < LAZY_WIDE) {
+                cons_dfa *lz = go_lazy(&s, a, cur, d->cls);
+                if (!lz) goto oom;
+                pick_cats(a, lz);
+                *took_nfa = true;
+                cons_dfa_free(d);
+                *out = lz;
+                rc = 0;
+                d = NULL;
+                goto fail;
             }
         }
-        int32_t nmemo = 0;
-        for (int32_t c = 0; c < K; c++) {
-            int32_t t = -1;
-            if (bucket[c].n) {
-                uint32_t bh = key_hash(bucket[c].v, bucket[c].n, false);
-                bhash[c] = bh;
-                for (int32_t k2 = 0; k2 < nmemo; k2++) {
-                    i32v *o = &bucket[memo_from[k2]];
-                    if (bhash[memo_from[k2]] == bh && o->n == bucket[c].n &&
-                        memcmp(o->v, bucket[c].v, sizeof(int32_t) * (size_t)o->n) == 0) {
-                        t = memo_res[k2];
-                        goto have;
-                    }
-                }
-                if (closure(&s, bucket[c].v, bucket[c].n, false, &acc)) goto oom;
-                if (s.work > work_budget) {
-                    cons_diag_set(diag, -1,
-                                  "constraint too large: building its DFA takes more than the work allowed "
-                                  "by the state budget max_states = %d",
-                                  budget);
-                    goto fail;
-                }
-                t = intern(&s, acc, sub_budget);
-                if (t == -2) goto oom;
-                if (t == -3) {
-                    cons_diag_set(diag, -1,
-                                  "constraint too large: its DFA exceeds the state budget max_states = %d",
-                                  budget);
-                    goto fail;
-                }
-                if (nmemo < 256) {
-                    memo_from[nmemo] = c;
-                    memo_res[nmemo++] = t;
-                }
-            }
-        have:
-            if (v_push(&s.delta, t)) goto oom;
+        int e = expand_row(&s, cur, row);
+        if (e == -2) goto oom;
+        if (e == -4) {
+            cons_diag_set(diag, -1,
+                          "constraint too large: building its DFA takes more than the work allowed "
+                          "by the state budget max_states = %d",
+                          budget);
+            goto fail;
         }
+        if (e == -3) {
+            cons_diag_set(diag, -1, "constraint too large: its DFA exceeds the state budget max_states = %d",
+                          budget);
+            goto fail;
+        }
+        for (int32_t c = 0; c < K; c++)
+            if (v_push(&s.delta, row[c])) goto oom;
     }
     int32_t n = s.acc.n;
     /* prune states that cannot reach acceptance */
@@ -967,7 +1329,7 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
             }
         }
     }
-    d->n_states = qt;
+    d->n_states = d->cap_states = qt;
     if (qt > budget) {
         free(bnum);
         free(rep);
@@ -1000,6 +1362,7 @@ static int build_dfa(const cons_nfa *a, const cons_options *opt, cons_dfa **out,
     free(bq);
     free(ld);
     free(lacc);
+    pick_cats(a, d);
     *out = d;
     d = NULL;
     rc = 0;
@@ -1008,22 +1371,8 @@ oom:
     cons_diag_set(diag, -1, "out of memory");
 fail:
     cons_dfa_free(d);
-    free(s.vis[0]);
-    free(s.vis[1]);
-    free(s.imp_gen);
-    free(s.has_set);
-    free(s.cmask);
-    free(s.stack.v);
-    free(s.imp.v);
-    free(s.keys.v);
-    free(s.key_off.v);
-    free(s.key_len.v);
-    free(s.acc.v);
-    free(s.delta.v);
-    free(s.tab);
-    if (bucket)
-        for (int32_t c = 0; c < s.n_cls; c++) free(bucket[c].v);
-    free(bucket);
+    sc_free(&s);
+    free(width);
     free(live);
     free(blk);
     free(order);

@@ -108,15 +108,54 @@ void cons_diag_locate(cons_diag *d, const char *text, size_t len);
 
 /* ---- automata -------------------------------------------------------------- */
 
-/* Minimised DFA over byte classes. delta[s * n_cls + cls[b]]: next state or
- * -1 (dead). Every state can reach an accepting one. Start is state 0. */
+/* DFA over byte classes. delta[s * n_cls + cls[b]]: next state or -1
+ * (dead). Every state can reach an accepting one. Start is state 0.
+ * Built whole and minimised (lz NULL), or, when large and narrow (build.c),
+ * determinised lazily: rows and forced bytes are DFA_UNKNOWN until first
+ * asked for, and n_states grows (up to cap_states). Read it only through
+ * dfa_next / dfa_forced / dfa_n_states, which build what is missing. */
+#define DFA_UNKNOWN (-2)
+#define CONS_DFA_CATS 3
+typedef struct cons_dfa_lazy cons_dfa_lazy;
 typedef struct cons_dfa {
     int32_t n_states, n_cls;
+    int32_t cap_states; /* room in the arrays (built whole: n_states) */
     uint8_t cls[256];
     int32_t *delta;
     uint8_t *accept;
     int16_t *forced; /* the one byte that may follow (state not accepting), or -1 */
+    cons_dfa_lazy *lz;
+    /* The automaton's largest byte sets (classes, repetitions: [a-z ,'] in
+     * [a-z ,']{10,200}), largest first: token masks add a trie subtree whole
+     * when its bytes are all in one and the state keeps every string of
+     * them alive. */
+    int32_t n_cats;
+    uint64_t cats[CONS_DFA_CATS][4];
 } cons_dfa;
+
+/* Lazy DFAs: builds state st's row (under the DFA's lock; other threads may
+ * read meanwhile) and returns delta[st][c], or -1 when building failed (out
+ * of memory or over the state budget: cons_dfa_failed then says so). */
+int32_t cons_dfa_expand(const cons_dfa *d, int32_t st, int32_t c);
+bool cons_dfa_failed(const cons_dfa *d);
+
+static inline int32_t dfa_next(const cons_dfa *d, int32_t s, int32_t c) {
+    int32_t t = __atomic_load_n(&d->delta[(size_t)s * d->n_cls + c], __ATOMIC_ACQUIRE);
+    return t != DFA_UNKNOWN ? t : cons_dfa_expand(d, s, c);
+}
+
+static inline int32_t dfa_forced(const cons_dfa *d, int32_t s) {
+    int16_t f = __atomic_load_n(&d->forced[s], __ATOMIC_ACQUIRE);
+    if (f == DFA_UNKNOWN) {
+        cons_dfa_expand(d, s, 0);
+        f = __atomic_load_n(&d->forced[s], __ATOMIC_ACQUIRE);
+    }
+    return f == DFA_UNKNOWN ? -1 : f;
+}
+
+static inline int32_t dfa_n_states(const cons_dfa *d) {
+    return __atomic_load_n(&d->n_states, __ATOMIC_ACQUIRE);
+}
 
 /* Byte NFA with CALL edges (grammar recursion), used by the Earley recogniser. */
 enum { CE_EPS = -1, CE_BOL = -2, CE_EOL = -3 }; /* labels; >= 0: byte set id; <= -4: CALL rule -(l+4) */
@@ -163,12 +202,14 @@ void earley_next_bytes(const earley *e, uint32_t out[8]);
 int earley_walk_begin(earley *e);
 int earley_walk_push(earley *e, uint8_t b); /* as earley_push */
 void earley_walk_end(earley *e);
-/* During a walk: 1 when the last set is interned and pushing any byte of
- * bytes[8] gives that same set back, so every string of those bytes keeps
- * the text viable (a JSON string's interior); 0 when not or unknown. The
- * answer is remembered per set under slot (0..3: one per byte set asked
- * about). The chart is left as it was. */
-int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8]);
+/* During a walk: 1 when pushing any byte of bytes[8] gives the last set
+ * back, so every string of those bytes keeps the text viable (a JSON
+ * string's interior, an s-expression's atom); 0 when not or unknown. For
+ * an interned set the answer is remembered per set under slot (0..3: one
+ * per byte set asked about); for one that is not (origins inside the walk)
+ * it is found by pushing one byte per grammar byte class of bytes[8], at
+ * most max_push of them, and comparing items. The chart is left as it was. */
+int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8], int32_t max_push);
 /* Writes into *out (malloc'd, caller frees; *n ints) a key of what decides
  * the recogniser's future: the last set and every set its items' origins
  * reach, with origins renumbered in visiting order. Equal keys: equal

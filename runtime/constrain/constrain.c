@@ -21,6 +21,8 @@
 /* Mask classes tell states apart by strings up to this long; the few longer
  * tokens are checked one by one from the actual state on every cached mask. */
 #define CLASS_DEPTH 16
+#define MEMO_BLK 1024 /* states per block of the mask-class memo */
+#define CLASS_AFTER 16 /* walks of a lazy DFA's masks before mask classes are used */
 
 struct cons_program {
     atomic_int refs;
@@ -45,13 +47,15 @@ typedef struct emask {
 
 #define EMASK_MAX 4096 /* entries per program; beyond, masks are walked each time */
 
-/* One round of mask classes: the distinct tuples (class of the state, class
- * of its successor on every byte class, -1 dead) of the round before, in an
- * open-addressing table; a tuple's index is its class at this round. */
+/* One round of mask classes: the distinct tuples of the round before (see
+ * mask_class), of varying length, in an open-addressing table; a tuple's
+ * index is its class at this round. */
 typedef struct class_round {
-    int32_t *tup; /* n tuples of (n_cls + 1) ints */
+    int32_t *data;  /* tuples back to back */
+    int64_t n_data, cap_data;
+    int64_t *off;   /* tuple i: data[off[i] .. off[i + 1]) */
     int32_t n, cap;
-    int32_t *tab; /* tuple index or -1; tab_cap a power of two */
+    int32_t *tab;   /* tuple index or -1; tab_cap a power of two */
     int32_t tab_cap;
 } class_round;
 
@@ -59,12 +63,23 @@ typedef struct class_round {
  * classes are computed on demand, state by state (see mask_class). */
 typedef struct mask_cache {
     uint64_t serial;
+    bool exact;        /* masks per state (a DFA built whole: at most a few
+                        * thousand states) rather than per mask class */
     int32_t depth;     /* rounds of refinement (the longest token, at most CLASS_DEPTH) */
-    int32_t *memo;     /* depth x n_states: class of a state after each round, -1 unknown */
+    int32_t n_blk;     /* memo blocks per round (of MEMO_BLK states) */
+    int32_t **memo;    /* depth x n_blk blocks, allocated when first used: 1 + class
+                        * of a state after each round, 0 unknown */
     class_round *rounds;
     uint32_t **masks;  /* per class of the last round, NULL until computed */
     int32_t *counts;
     int32_t n_masks;   /* capacity of masks / counts */
+    /* lazy DFAs: masks per state too, the only ones until CLASS_AFTER walks
+     * (classes cost a neighbourhood of states, built and refined, which
+     * pays only where many states share masks: long strings) */
+    uint32_t **smasks;
+    int32_t *scounts;
+    int32_t n_smasks;
+    int32_t walks;
     struct mask_cache *next;
 } mask_cache;
 
@@ -99,6 +114,11 @@ struct cons_vocab {
      * subtree without visiting it. */
     int32_t *ptok, *ptok_lo;
     uint8_t *sub_h, *sub_cat;
+    /* sub_set[sub_idx[i]]: the bytes below node i (sub_idx -1: a leaf or a
+     * subtree 255 and more deep), tested against a program's own byte sets
+     * (cons_dfa.cats) the way sub_cat is against the fixed categories */
+    int32_t *sub_idx;
+    uint64_t (*sub_set)[4];
 };
 
 struct cons_matcher {
@@ -262,14 +282,14 @@ cons_kind cons_program_kind(const cons_program *p) { return p->kind; }
 bool cons_program_is_dfa(const cons_program *p) { return p && p->dfa; }
 
 int32_t cons_program_states(const cons_program *p) {
-    return !p ? 0 : p->dfa ? p->dfa->n_states : p->nfa->n_states;
+    return !p ? 0 : p->dfa ? dfa_n_states(p->dfa) : p->nfa->n_states;
 }
 
 int cons_program_match(const cons_program *p, const char *bytes, size_t n) {
     if (p->dfa) {
         const cons_dfa *d = p->dfa;
         int32_t s = 0;
-        for (size_t i = 0; i < n && s >= 0; i++) s = d->delta[(size_t)s * d->n_cls + d->cls[(uint8_t)bytes[i]]];
+        for (size_t i = 0; i < n && s >= 0; i++) s = dfa_next(d, s, d->cls[(uint8_t)bytes[i]]);
         return s >= 0 && d->accept[s];
     }
     earley *e = earley_new(p->nfa);
@@ -399,6 +419,41 @@ static bool cat_byte(int c, uint8_t b) {
     }
 }
 
+/* Bit UTF8_CAT of sub_cat: below the node, every token goes on with whole,
+ * validly encoded characters, each a plain byte (category 0) or one at
+ * U+0080 and above: text a JSON string holds as it is (accents, CJK,
+ * emoji), which byte categories cannot describe. */
+#define UTF8_CAT N_CATS
+
+static bool utf8_char_ok(const cons_vocab *v, const uint8_t *vb, int32_t c);
+
+/* Node p ends a character missing `need` bytes, the next one in lo..hi. */
+static bool utf8_cont_ok(const cons_vocab *v, const uint8_t *vb, int32_t p, int need, uint8_t lo, uint8_t hi) {
+    if (v->node[p].ntok) return false; /* a token ends inside the character */
+    for (int32_t c = p + 1; c < v->node[p].skip; c = v->node[c].skip) {
+        uint8_t b = v->node[c].byte;
+        if (b < lo || b > hi) return false;
+        if (need == 1 ? !vb[c] : !utf8_cont_ok(v, vb, c, need - 1, 0x80, 0xBF)) return false;
+    }
+    return true;
+}
+
+/* Node c holds the first byte of a character: the character is whole and
+ * valid on every path, and text as above follows (vb: per node, whether
+ * its subtree below is such text). */
+static bool utf8_char_ok(const cons_vocab *v, const uint8_t *vb, int32_t c) {
+    uint8_t b = v->node[c].byte;
+    if (b < 0x80) return cat_byte(0, b) && vb[c];
+    if (b >= 0xC2 && b <= 0xDF) return utf8_cont_ok(v, vb, c, 1, 0x80, 0xBF);
+    if (b == 0xE0) return utf8_cont_ok(v, vb, c, 2, 0xA0, 0xBF);
+    if (b == 0xED) return utf8_cont_ok(v, vb, c, 2, 0x80, 0x9F);
+    if (b >= 0xE1 && b <= 0xEF) return utf8_cont_ok(v, vb, c, 2, 0x80, 0xBF);
+    if (b == 0xF0) return utf8_cont_ok(v, vb, c, 3, 0x90, 0xBF);
+    if (b >= 0xF1 && b <= 0xF3) return utf8_cont_ok(v, vb, c, 3, 0x80, 0xBF);
+    if (b == 0xF4) return utf8_cont_ok(v, vb, c, 3, 0x80, 0x8F);
+    return false;
+}
+
 /* Fills ptok, ptok_lo, sub_h and sub_cat (see struct cons_vocab). Returns 0 or -1. */
 static int plain_summaries(cons_vocab *v) {
     int32_t N = v->n_nodes;
@@ -406,10 +461,15 @@ static int plain_summaries(cons_vocab *v) {
     v->ptok_lo = malloc(sizeof *v->ptok_lo * ((size_t)N + 1));
     v->sub_h = calloc((size_t)N + 1, 1);
     v->sub_cat = calloc((size_t)N + 1, 1);
-    int32_t total = 0;
-    for (int32_t i = 0; i < N; i++) total += v->node[i].ntok;
+    v->sub_idx = malloc(sizeof *v->sub_idx * ((size_t)N + 1));
+    int32_t total = 0, inner = 0;
+    for (int32_t i = 0; i < N; i++) {
+        total += v->node[i].ntok;
+        inner += v->node[i].skip > i + 1;
+    }
     v->ptok = malloc(sizeof *v->ptok * ((size_t)total + 1));
-    if (!h || !v->ptok_lo || !v->sub_h || !v->sub_cat || !v->ptok) {
+    v->sub_set = malloc(sizeof *v->sub_set * ((size_t)inner + 1));
+    if (!h || !v->ptok_lo || !v->sub_h || !v->sub_cat || !v->ptok || !v->sub_idx || !v->sub_set) {
         free(h);
         return -1;
     }
@@ -425,19 +485,44 @@ static int plain_summaries(cons_vocab *v) {
         catof[b] = 0;
         for (int c = 0; c < N_CATS; c++) catof[b] |= (uint8_t)(cat_byte(c, (uint8_t)b) << c);
     }
+    int32_t n_set = 0;
     for (int32_t i = N - 1; i >= 0; i--) {
         int32_t hi = 0;
         uint8_t cat = (1u << N_CATS) - 1;
+        uint64_t below[4] = {0};
+        v->sub_idx[i] = -1;
         for (int32_t c = i + 1; c < v->node[i].skip; c = v->node[c].skip) {
             cat &= catof[v->node[c].byte] & v->sub_cat[c];
             if (h[c] + 1 > hi) hi = h[c] + 1;
+            below[v->node[c].byte >> 6] |= 1ull << (v->node[c].byte & 63);
+            if (v->sub_idx[c] >= 0)
+                for (int w = 0; w < 4; w++) below[w] |= v->sub_set[v->sub_idx[c]][w];
+        }
+        if (hi > 0) {
+            v->sub_idx[i] = n_set;
+            memcpy(v->sub_set[n_set++], below, sizeof below);
         }
         h[i] = hi;
         v->sub_h[i] = (uint8_t)(hi < 255 ? hi : 0);
         v->sub_cat[i] = v->sub_h[i] ? cat : (uint8_t)(hi ? 0 : (1u << N_CATS) - 1);
     }
+    /* whole UTF-8 text below (children first: reverse preorder) */
+    uint8_t *vb = malloc((size_t)N + 1);
+    if (!vb) {
+        free(h);
+        return -1;
+    }
+    for (int32_t i = N - 1; i >= 0; i--) {
+        vb[i] = 1;
+        for (int32_t c = i + 1; c < v->node[i].skip && vb[i]; c = v->node[c].skip) vb[i] = utf8_char_ok(v, vb, c);
+        if (vb[i] && v->sub_h[i]) v->sub_cat[i] |= 1u << UTF8_CAT;
+    }
+    free(vb);
     for (int32_t i = 0; i < N; i++)
-        if (!v->sub_h[i]) v->sub_cat[i] = 0;
+        if (!v->sub_h[i]) {
+            v->sub_cat[i] = 0;
+            v->sub_idx[i] = -1;
+        }
     free(h);
     return 0;
 }
@@ -551,6 +636,8 @@ void cons_vocab_free(cons_vocab *v) {
     free(v->ptok_lo);
     free(v->sub_h);
     free(v->sub_cat);
+    free(v->sub_idx);
+    free(v->sub_set);
     free(v);
 }
 
@@ -579,35 +666,140 @@ static int32_t set_subtree_tokens(const cons_vocab *v, int32_t i, uint32_t *mask
 }
 
 /* Which DFA states accept every string of one byte category (cat_byte) up
- * to a length, remembered for one walk: ok[s] = a length known to pass,
- * bad[s] = one known to fail (0: none known). */
+ * to a length, remembered for one walk in a small hash table of the states
+ * the walk asks about (a walk sees a few of a DFA's states, so nothing is
+ * sized by the DFA): per state and category, ok = a length known to pass,
+ * bad = one known to fail (0: none known). */
+#define MAX_CATS (N_CATS + 1 + CONS_DFA_CATS) /* fixed, UTF-8 text, the program's sets */
+typedef struct pm_tab {
+    int32_t *key; /* state, or -1 */
+    uint8_t (*val)[2 * MAX_CATS];
+    int32_t cap, n;
+} pm_tab;
+
+static int pm_tab_init(pm_tab *t, int32_t cap) {
+    t->key = malloc(sizeof *t->key * (size_t)cap);
+    t->val = malloc(sizeof *t->val * (size_t)cap);
+    if (!t->key || !t->val) {
+        free(t->key);
+        free(t->val);
+        return -1;
+    }
+    memset(t->key, 0xff, sizeof *t->key * (size_t)cap);
+    t->cap = cap;
+    t->n = 0;
+    return 0;
+}
+
+/* The entry of state s (added zeroed), or NULL when memory runs out. */
+static uint8_t *pm_slot(pm_tab *t, int32_t s) {
+    uint32_t h = ((uint32_t)s * 2654435761u) & (uint32_t)(t->cap - 1);
+    for (; t->key[h] >= 0; h = (h + 1) & (uint32_t)(t->cap - 1))
+        if (t->key[h] == s) return t->val[h];
+    if ((t->n + 1) * 2 > t->cap) {
+        pm_tab g;
+        if (pm_tab_init(&g, t->cap * 2)) return NULL;
+        for (int32_t i = 0; i < t->cap; i++) {
+            if (t->key[i] < 0) continue;
+            uint32_t k = ((uint32_t)t->key[i] * 2654435761u) & (uint32_t)(g.cap - 1);
+            while (g.key[k] >= 0) k = (k + 1) & (uint32_t)(g.cap - 1);
+            g.key[k] = t->key[i];
+            memcpy(g.val[k], t->val[i], sizeof g.val[k]);
+        }
+        g.n = t->n;
+        free(t->key);
+        free(t->val);
+        *t = g;
+        return pm_slot(t, s);
+    }
+    t->key[h] = s;
+    memset(t->val[h], 0, sizeof t->val[h]);
+    t->n++;
+    return t->val[h];
+}
+
 typedef struct plain_memo {
     const cons_dfa *d;
+    pm_tab *tab;
+    int32_t cat;       /* category: ok at val[cat], bad at val[MAX_CATS + cat] */
     int32_t n_pcls;
     int32_t pcls[256]; /* the byte classes of the category's bytes */
-    uint8_t *ok, *bad;
 } plain_memo;
 
 /* True when every string of the category of at most h bytes keeps state s
  * alive (every DFA state can reach acceptance, so alive is enough). */
 static bool plain_alive(plain_memo *pm, int32_t s, int32_t h) {
-    if (h <= pm->ok[s]) return true;
-    if (pm->bad[s] && h >= pm->bad[s]) return false;
-    const int32_t *row = pm->d->delta + (size_t)s * pm->d->n_cls;
+    uint8_t *e = pm_slot(pm->tab, s);
+    if (!e) return false;
+    if (h <= e[pm->cat]) return true;
+    if (e[MAX_CATS + pm->cat] && h >= e[MAX_CATS + pm->cat]) return false;
     int32_t seen[8], ns = 0;
     for (int32_t k = 0; k < pm->n_pcls; k++) {
-        int32_t t = row[pm->pcls[k]];
+        int32_t t = dfa_next(pm->d, s, pm->pcls[k]);
         bool dup = false;
         for (int32_t j = 0; j < ns && !dup; j++) dup = seen[j] == t;
         if (dup) continue;
         if (ns < 8) seen[ns++] = t;
         if (t < 0 || !plain_alive(pm, t, h - 1)) {
-            pm->bad[s] = (uint8_t)(t < 0 ? 1 : h);
+            if ((e = pm_slot(pm->tab, s))) e[MAX_CATS + pm->cat] = (uint8_t)(t < 0 ? 1 : h);
             return false;
         }
     }
-    pm->ok[s] = (uint8_t)h;
+    if ((e = pm_slot(pm->tab, s))) e[pm->cat] = (uint8_t)h; /* the table may have moved */
     return true;
+}
+
+/* As plain_alive for UTF-8 text (UTF8_CAT): every string of at most h
+ * bytes made of whole, valid characters (plain bytes, or U+0080 and above)
+ * keeps state s alive. pm: category 0's memo (its byte classes are the
+ * plain ones); results are kept under slot UTF8_CAT. */
+static bool utf8_alive(plain_memo *pm, int32_t s, int32_t h);
+
+/* The bytes of a character after its first, `need` of them, the next in
+ * lo..hi, from state s; then utf8_alive with h. */
+static bool utf8_rest_alive(plain_memo *pm, int32_t s, int need, uint8_t lo, uint8_t hi, int32_t h) {
+    const cons_dfa *d = pm->d;
+    int32_t last_cls = -1;
+    for (int b = lo; b <= hi; b++) {
+        if (d->cls[b] == last_cls) continue;
+        last_cls = d->cls[b];
+        int32_t t = dfa_next(d, s, d->cls[b]);
+        if (t < 0) return false;
+        if (need == 1 ? !utf8_alive(pm, t, h) : !utf8_rest_alive(pm, t, need - 1, 0x80, 0xBF, h)) return false;
+    }
+    return true;
+}
+
+static bool utf8_alive(plain_memo *pm, int32_t s, int32_t h) {
+    if (h <= 0) return true;
+    uint8_t *e = pm_slot(pm->tab, s);
+    if (!e) return false;
+    if (h <= e[UTF8_CAT]) return true;
+    if (e[MAX_CATS + UTF8_CAT] && h >= e[MAX_CATS + UTF8_CAT]) return false;
+    static const struct { uint8_t lo, hi, need, lo2, hi2; } lead[] = {
+        {0xC2, 0xDF, 1, 0x80, 0xBF}, {0xE0, 0xE0, 2, 0xA0, 0xBF}, {0xE1, 0xEC, 2, 0x80, 0xBF},
+        {0xED, 0xED, 2, 0x80, 0x9F}, {0xEE, 0xEF, 2, 0x80, 0xBF}, {0xF0, 0xF0, 3, 0x90, 0xBF},
+        {0xF1, 0xF3, 3, 0x80, 0xBF}, {0xF4, 0xF4, 3, 0x80, 0x8F}};
+    bool ok = plain_alive(pm, s, 1); /* one plain byte: then recurse below */
+    for (int32_t k = 0; ok && k < pm->n_pcls; k++) {
+        int32_t t = dfa_next(pm->d, s, pm->pcls[k]);
+        ok = t >= 0 && utf8_alive(pm, t, h - 1);
+    }
+    for (size_t g = 0; ok && g < sizeof lead / sizeof lead[0]; g++) {
+        if (lead[g].need + 1 > h) continue; /* longer than any token here */
+        int32_t last_cls = -1;
+        for (int b = lead[g].lo; ok && b <= lead[g].hi; b++) {
+            if (pm->d->cls[b] == last_cls) continue;
+            last_cls = pm->d->cls[b];
+            int32_t t = dfa_next(pm->d, s, pm->d->cls[b]);
+            ok = t >= 0 && utf8_rest_alive(pm, t, lead[g].need, lead[g].lo2, lead[g].hi2, h - 1 - lead[g].need);
+        }
+    }
+    if ((e = pm_slot(pm->tab, s))) { /* the table may have moved */
+        if (ok) e[UTF8_CAT] = (uint8_t)h;
+        else e[MAX_CATS + UTF8_CAT] = (uint8_t)h;
+    }
+    return ok;
 }
 
 /* Walks nodes [lo, hi) (a subtree's descendants, at depth base+1 ...) from
@@ -623,41 +815,53 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
     }
     int32_t stack_buf[256];
     int32_t *st = v->max_depth < 255 ? stack_buf : malloc(sizeof *st * ((size_t)v->max_depth + 2));
-    plain_memo pm[N_CATS];
-    uint8_t *memo = calloc((size_t)d->n_states * 2 * N_CATS, 1);
-    if (!st || !memo) {
+    plain_memo pm[MAX_CATS];
+    pm_tab tab;
+    if (!st || pm_tab_init(&tab, 256)) {
         if (st != stack_buf) free(st);
-        free(memo);
         return -1;
     }
-    for (int c = 0; c < N_CATS; c++) {
-        pm[c] = (plain_memo){.d = d, .ok = memo + (size_t)d->n_states * 2 * c};
-        pm[c].bad = pm[c].ok + d->n_states;
+    /* the fixed categories, then (after UTF8_CAT's slot) the program's own
+     * large byte sets */
+    int32_t n_cats = N_CATS + 1 + d->n_cats;
+    for (int c = 0; c < n_cats; c++) {
+        pm[c] = (plain_memo){.d = d, .tab = &tab, .cat = c};
+        if (c == UTF8_CAT) continue;
         uint8_t in[256] = {0};
         for (int b = 0; b < 256; b++)
-            if (cat_byte(c, (uint8_t)b) && !in[d->cls[b]]) {
+            if ((c < N_CATS ? cat_byte(c, (uint8_t)b) : (d->cats[c - N_CATS - 1][b >> 6] >> (b & 63)) & 1) &&
+                !in[d->cls[b]]) {
                 in[d->cls[b]] = 1;
                 pm[c].pcls[pm[c].n_pcls++] = d->cls[b];
             }
     }
     st[0] = s;
-    const int32_t *delta = d->delta;
-    const int32_t K = d->n_cls;
     const uint8_t *cls = d->cls;
     const struct tnode *node = v->node;
     const uint8_t *sub_h = v->sub_h, *sub_cat = v->sub_cat;
     for (int32_t i = lo; i < hi;) {
         const struct tnode *nd = &node[i];
         int32_t dep = nd->depth - base;
-        int32_t t = delta[(size_t)st[dep - 1] * K + cls[nd->byte]];
+        int32_t t = dfa_next(d, st[dep - 1], cls[nd->byte]);
         if (t < 0) {
             i = nd->skip;
             continue;
         }
-        if (sub_cat[i]) {
+        if (sub_h[i]) {
             bool all = false;
             for (int c = 0; c < N_CATS && !all; c++)
                 all = ((sub_cat[i] >> c) & 1) && plain_alive(&pm[c], t, sub_h[i]);
+            if (!all && ((sub_cat[i] >> UTF8_CAT) & 1)) all = utf8_alive(&pm[0], t, sub_h[i]);
+            /* (the program's sets cost two more loads from memory: only for
+             * subtrees worth skipping) */
+            if (!all && n_cats > N_CATS + 1 && nd->skip - i > 8) {
+                const uint64_t *below = v->sub_set[v->sub_idx[i]];
+                for (int c = N_CATS + 1; c < n_cats && !all; c++) {
+                    const uint64_t *cs = d->cats[c - N_CATS - 1];
+                    all = !(below[0] & ~cs[0]) && !(below[1] & ~cs[1]) && !(below[2] & ~cs[2]) &&
+                          !(below[3] & ~cs[3]) && plain_alive(&pm[c], t, sub_h[i]);
+                }
+            }
             if (all) {
                 count += set_subtree_tokens(v, i, mask);
                 i = nd->skip;
@@ -674,7 +878,8 @@ static int32_t walk_dfa(const cons_vocab *v, const cons_dfa *d, int32_t lo, int3
         i++;
     }
     if (st != stack_buf) free(st);
-    free(memo);
+    free(tab.key);
+    free(tab.val);
     return count;
 }
 
@@ -701,7 +906,8 @@ static int32_t walk_earley(const cons_vocab *v, earley *e, int32_t lo, int32_t h
         if (memo && v->sub_cat[i]) {
             bool all = false;
             for (int c = 0; c < N_CATS && !all; c++)
-                all = ((v->sub_cat[i] >> c) & 1) && earley_walk_loops(e, c, cats[c]) == 1;
+                all = ((v->sub_cat[i] >> c) & 1) &&
+                      earley_walk_loops(e, c, cats[c], (v->node[i].skip - i) / 4) == 1;
             if (all) {
                 count += set_subtree_tokens(v, i, mask);
                 i = v->node[i].skip;
@@ -786,7 +992,7 @@ bool cons_matcher_can_continue(const cons_matcher *m) {
     if (m->p->dfa) {
         const cons_dfa *d = m->p->dfa;
         for (int32_t c = 0; c < d->n_cls; c++)
-            if (d->delta[(size_t)m->state * d->n_cls + c] >= 0) return true;
+            if (dfa_next(d, m->state, c) >= 0) return true;
         return false;
     }
     uint32_t nb[8];
@@ -823,12 +1029,18 @@ static void add_eos(const cons_matcher *m, uint32_t *mask, int32_t *count) {
 static void mask_cache_free(mask_cache *c) {
     if (!c) return;
     for (int32_t i = 0; i < c->n_masks; i++) free(c->masks[i]);
+    for (int32_t i = 0; i < c->n_smasks; i++) free(c->smasks[i]);
+    free(c->smasks);
+    free(c->scounts);
     if (c->rounds)
         for (int32_t r = 0; r < c->depth; r++) {
-            free(c->rounds[r].tup);
+            free(c->rounds[r].data);
+            free(c->rounds[r].off);
             free(c->rounds[r].tab);
         }
     free(c->rounds);
+    if (c->memo)
+        for (int32_t i = 0; i < c->depth * c->n_blk; i++) free(c->memo[i]);
     free(c->memo);
     free(c->masks);
     free(c->counts);
@@ -849,7 +1061,8 @@ static int32_t round_intern(class_round *R, const int32_t *t, int32_t n) {
         if (!tab) return -1;
         for (int32_t i = 0; i < cap; i++) tab[i] = -1;
         for (int32_t i = 0; i < R->n; i++) {
-            uint32_t h = (uint32_t)tup_hash(R->tup + (size_t)i * n, n) & (uint32_t)(cap - 1);
+            uint32_t h = (uint32_t)tup_hash(R->data + R->off[i], (int32_t)(R->off[i + 1] - R->off[i])) &
+                         (uint32_t)(cap - 1);
             while (tab[h] >= 0) h = (h + 1) & (uint32_t)(cap - 1);
             tab[h] = i;
         }
@@ -858,51 +1071,127 @@ static int32_t round_intern(class_round *R, const int32_t *t, int32_t n) {
         R->tab_cap = cap;
     }
     uint32_t h = (uint32_t)tup_hash(t, n) & (uint32_t)(R->tab_cap - 1);
-    for (; R->tab[h] >= 0; h = (h + 1) & (uint32_t)(R->tab_cap - 1))
-        if (memcmp(R->tup + (size_t)R->tab[h] * n, t, sizeof *t * (size_t)n) == 0) return R->tab[h];
-    if (R->n == R->cap) {
+    for (; R->tab[h] >= 0; h = (h + 1) & (uint32_t)(R->tab_cap - 1)) {
+        int32_t i = R->tab[h];
+        if (R->off[i + 1] - R->off[i] == n && memcmp(R->data + R->off[i], t, sizeof *t * (size_t)n) == 0)
+            return i;
+    }
+    if (R->n + 2 > R->cap) {
         int32_t cap = R->cap ? R->cap * 2 : 64;
-        int32_t *v = realloc(R->tup, sizeof *v * (size_t)cap * (size_t)n);
-        if (!v) return -1;
-        R->tup = v;
+        int64_t *o = realloc(R->off, sizeof *o * (size_t)cap);
+        if (!o) return -1;
+        if (!R->off) o[0] = 0;
+        R->off = o;
         R->cap = cap;
     }
-    memcpy(R->tup + (size_t)R->n * n, t, sizeof *t * (size_t)n);
+    if (R->n_data + n > R->cap_data) {
+        int64_t cap = R->cap_data ? R->cap_data * 2 : 1024;
+        while (cap < R->n_data + n) cap *= 2;
+        int32_t *v = realloc(R->data, sizeof *v * (size_t)cap);
+        if (!v) return -1;
+        R->data = v;
+        R->cap_data = cap;
+    }
+    memcpy(R->data + R->n_data, t, sizeof *t * (size_t)n);
+    R->n_data += n;
+    R->off[R->n + 1] = R->n_data;
     R->tab[h] = R->n;
     return R->n++;
 }
 
-/* The class of state s after r rounds (0: every state alike), or -1 (memory). */
+/* The class of state s after r rounds (0: every state alike), or -1 (memory).
+ * Round r's tuple: the state's class at round r-1, then, for each class of
+ * round r-1 its successors fall in (ascending), that class and the byte
+ * classes leading there (a 256-bit set). Successors are grouped by state
+ * first, so a state whose byte classes mostly share a successor (a string
+ * interior) costs one recursive step, not one per byte class. */
 static int32_t mask_class(mask_cache *c, const cons_dfa *d, int32_t r, int32_t s) {
     if (r == 0) return 0;
-    int32_t *m = &c->memo[(size_t)(r - 1) * d->n_states + s];
-    if (*m >= 0) return *m;
-    int32_t K = d->n_cls, tup[257];
-    const int32_t *row = d->delta + (size_t)s * K;
-    tup[0] = mask_class(c, d, r - 1, s);
-    if (tup[0] < 0) return -1;
+    int32_t **blk = &c->memo[(size_t)(r - 1) * c->n_blk + s / MEMO_BLK];
+    if (!*blk && !(*blk = calloc(MEMO_BLK, sizeof **blk))) return -1;
+    int32_t *m = &(*blk)[s % MEMO_BLK];
+    if (*m > 0) return *m - 1;
+    int32_t K = d->n_cls;
+    int32_t tgt[256], gc[256], ng = 0;
+    int16_t gof[256]; /* byte class -> group, -1 dead */
     for (int32_t k = 0; k < K; k++) {
-        tup[k + 1] = row[k] < 0 ? -1 : mask_class(c, d, r - 1, row[k]);
-        if (row[k] >= 0 && tup[k + 1] < 0) return -1;
+        int32_t t = dfa_next(d, s, k), g = 0;
+        gof[k] = -1;
+        if (t < 0) continue;
+        while (g < ng && tgt[g] != t) g++;
+        if (g == ng) tgt[ng++] = t;
+        gof[k] = (int16_t)g;
     }
-    *m = round_intern(&c->rounds[r - 1], tup, K + 1);
-    return *m;
+    int32_t self = mask_class(c, d, r - 1, s);
+    if (self < 0) return -1;
+    for (int32_t g = 0; g < ng; g++)
+        if ((gc[g] = mask_class(c, d, r - 1, tgt[g])) < 0) return -1;
+    /* the tuple (built after the recursion, which keeps stack frames small):
+     * successor classes ascending, each with the byte classes leading to it */
+    int32_t tup[1 + 256 * 9], n = 0;
+    tup[n++] = self;
+    for (int32_t done = 0; done < ng;) {
+        int32_t cl = INT32_MAX;
+        for (int32_t g = 0; g < ng; g++)
+            if (gc[g] >= 0 && gc[g] < cl) cl = gc[g];
+        uint64_t bits[4] = {0};
+        for (int32_t g = 0; g < ng; g++)
+            if (gc[g] == cl) {
+                for (int32_t k = 0; k < K; k++)
+                    if (gof[k] == g) bits[k >> 6] |= 1ull << (k & 63);
+                gc[g] = -1;
+                done++;
+            }
+        tup[n++] = cl;
+        for (int w = 0; w < 4; w++) {
+            tup[n++] = (int32_t)(uint32_t)bits[w];
+            tup[n++] = (int32_t)(uint32_t)(bits[w] >> 32);
+        }
+    }
+    int32_t k = round_intern(&c->rounds[r - 1], tup, n);
+    if (k >= 0) *m = k + 1;
+    return k;
 }
 
 static mask_cache *mask_cache_new(const cons_program *p, const cons_vocab *v) {
     mask_cache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    int32_t N = p->dfa->n_states;
+    int32_t N = p->dfa->cap_states;
+    c->exact = !p->dfa->lz;
     c->depth = v->max_depth < CLASS_DEPTH ? v->max_depth : CLASS_DEPTH;
-    c->memo = malloc(sizeof *c->memo * ((size_t)N * (size_t)c->depth + 1));
+    c->n_blk = N / MEMO_BLK + 1;
+    c->memo = calloc((size_t)c->n_blk * (size_t)c->depth + 1, sizeof *c->memo);
     c->rounds = calloc((size_t)c->depth + 1, sizeof *c->rounds);
     if (!c->memo || !c->rounds) {
         mask_cache_free(c);
         return NULL;
     }
-    memset(c->memo, 0xff, sizeof *c->memo * (size_t)N * (size_t)c->depth);
     c->serial = v->serial;
     return c;
+}
+
+/* Keeps a copy of mask (cnt tokens) as (*masks)[k] unless one is there.
+ * Under p->mu; on out of memory nothing is kept. */
+static void keep_mask(uint32_t ***masks, int32_t **counts, int32_t *n, int32_t k, const uint32_t *mask,
+                      int32_t cnt, size_t words) {
+    if (k >= *n) {
+        int32_t cap = *n ? *n : 16;
+        while (cap <= k) cap *= 2;
+        uint32_t **ms = realloc(*masks, sizeof *ms * (size_t)cap);
+        if (!ms) return;
+        *masks = ms;
+        int32_t *cs = realloc(*counts, sizeof *cs * (size_t)cap);
+        if (!cs) return;
+        *counts = cs;
+        for (int32_t i = *n; i < cap; i++) ms[i] = NULL;
+        *n = cap;
+    }
+    if ((*masks)[k]) return;
+    uint32_t *copy = malloc(words * 4);
+    if (!copy) return;
+    memcpy(copy, mask, words * 4);
+    (*masks)[k] = copy;
+    (*counts)[k] = cnt;
 }
 
 /* The mask of DFA state s, from the program's cache (computed on a miss). */
@@ -925,19 +1214,27 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
         pthread_mutex_unlock(&p->mu);
         mask_cache_free(nc);
     }
+    if (cons_dfa_failed(p->dfa)) return -1;
     pthread_mutex_lock(&p->mu);
-    int32_t k = c ? mask_class(c, p->dfa, c->depth, s) : -1;
+    if (c && !c->exact && s < c->n_smasks && c->smasks[s]) {
+        memcpy(mask, c->smasks[s], words * 4);
+        int32_t n = c->scounts[s];
+        pthread_mutex_unlock(&p->mu);
+        return n;
+    }
+    int32_t k = !c ? -1 : c->exact ? s : c->walks >= CLASS_AFTER ? mask_class(c, p->dfa, c->depth, s) : -1;
     const uint32_t *hit = k >= 0 && k < c->n_masks ? c->masks[k] : NULL;
     int32_t cnt = hit ? c->counts[k] : 0;
     pthread_mutex_unlock(&p->mu);
     if (hit) {
         memcpy(mask, hit, words * 4);
+        if (c->exact) return cnt;
         /* tokens longer than the class depth: as state s itself decides */
         const cons_dfa *d = p->dfa;
         for (int32_t i = 0; i < v->n_long; i++) {
             int32_t t = v->long_toks[i], st = s;
             const uint8_t *b = (const uint8_t *)v->blob + v->off[t];
-            for (size_t k2 = 0; k2 < v->len[t] && st >= 0; k2++) st = d->delta[(size_t)st * d->n_cls + d->cls[b[k2]]];
+            for (size_t k2 = 0; k2 < v->len[t] && st >= 0; k2++) st = dfa_next(d, st, d->cls[b[k2]]);
             uint32_t bit = 1u << (t & 31);
             bool was = mask[t >> 5] & bit;
             if (st >= 0 && !was) {
@@ -952,30 +1249,16 @@ static int32_t dfa_mask(cons_program *p, const cons_vocab *v, int32_t s, uint32_
     }
     memset(mask, 0, words * 4);
     cnt = walk_dfa(v, p->dfa, 0, v->n_nodes, 0, s, mask);
-    if (cnt < 0 || !c || k < 0) return cnt;
-    uint32_t *copy = malloc(words * 4);
-    if (!copy) return cnt;
-    memcpy(copy, mask, words * 4);
+    /* a lazy DFA that could not build a state (memory, budget) gives no mask */
+    if (p->dfa->lz && cons_dfa_failed(p->dfa)) return -1;
+    if (cnt < 0 || !c) return cnt;
     pthread_mutex_lock(&p->mu);
-    if (k >= c->n_masks) {
-        int32_t cap = c->n_masks ? c->n_masks : 16;
-        while (cap <= k) cap *= 2;
-        uint32_t **ms = realloc(c->masks, sizeof *ms * (size_t)cap);
-        if (ms) c->masks = ms;
-        int32_t *cs = ms ? realloc(c->counts, sizeof *cs * (size_t)cap) : NULL;
-        if (cs) {
-            c->counts = cs;
-            for (int32_t i = c->n_masks; i < cap; i++) c->masks[i] = NULL;
-            c->n_masks = cap;
-        }
-    }
-    if (k < c->n_masks && !c->masks[k]) {
-        c->masks[k] = copy;
-        c->counts[k] = cnt;
-        copy = NULL;
+    if (k >= 0) keep_mask(&c->masks, &c->counts, &c->n_masks, k, mask, cnt, words);
+    if (!c->exact) {
+        keep_mask(&c->smasks, &c->scounts, &c->n_smasks, s, mask, cnt, words);
+        c->walks++;
     }
     pthread_mutex_unlock(&p->mu);
-    free(copy);
     return cnt;
 }
 
@@ -1095,7 +1378,7 @@ static int run_bytes(cons_matcher *m, const uint8_t *b, size_t n, bool commit) {
     if (m->p->dfa) {
         const cons_dfa *d = m->p->dfa;
         int32_t s = m->state;
-        for (size_t i = 0; i < n && s >= 0; i++) s = d->delta[(size_t)s * d->n_cls + d->cls[b[i]]];
+        for (size_t i = 0; i < n && s >= 0; i++) s = dfa_next(d, s, d->cls[b[i]]);
         if (s < 0) return 0;
         if (commit) m->state = s;
         return 1;
@@ -1158,9 +1441,9 @@ size_t cons_matcher_forced(cons_matcher *m, char *buf, size_t cap) {
         const cons_dfa *d = m->p->dfa;
         int32_t s = m->state;
         if (in_prefix(m)) s = 0;
-        while (n < cap && d->forced[s] >= 0) {
-            buf[n++] = (char)d->forced[s];
-            s = d->delta[(size_t)s * d->n_cls + d->cls[(uint8_t)d->forced[s]]];
+        for (int32_t f; n < cap && s >= 0 && (f = dfa_forced(d, s)) >= 0;) {
+            buf[n++] = (char)f;
+            s = dfa_next(d, s, d->cls[f]);
         }
         return n;
     }
@@ -1193,7 +1476,7 @@ size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap) {
     if (!m->p) return n;
     if (m->p->dfa) {
         const cons_dfa *d = m->p->dfa;
-        int32_t start = in_prefix(m) ? 0 : m->state, K = d->n_cls, N = d->n_states;
+        int32_t start = in_prefix(m) ? 0 : m->state, K = d->n_cls, N = d->cap_states;
         int32_t *par = malloc(sizeof *par * (size_t)N), *q = malloc(sizeof *q * (size_t)N);
         uint8_t *by = malloc((size_t)N);
         size_t res = (size_t)-1;
@@ -1211,7 +1494,7 @@ size_t cons_matcher_complete(cons_matcher *m, char *buf, size_t cap) {
                 break;
             }
             for (int32_t c = 0; c < K; c++) {
-                int32_t t = d->delta[(size_t)s * K + c];
+                int32_t t = dfa_next(d, s, c);
                 if (t >= 0 && par[t] == -2) {
                     par[t] = s;
                     by[t] = rep[c];

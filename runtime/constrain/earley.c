@@ -66,6 +66,13 @@ struct earley {
     int64_t *hkey;
     uint32_t *hgen, gen;
     int32_t hcap, hcount;
+    /* byte classes (bytes no set of the grammar tells apart), computed the
+     * first time earley_walk_loops needs them; per slot, one byte of each
+     * class the slot's bytes meet */
+    bool cls_ready;
+    uint8_t cls[256];
+    int16_t n_rep[4];
+    uint8_t rep[4][256];
 };
 
 static void wmemo_free(wmemo *w);
@@ -302,6 +309,7 @@ earley *earley_clone(const earley *e) {
     c->n_items = e->n_items;
     c->cap_items = e->cap_items;
     c->n_sets = e->n_sets;
+    c->cls_ready = false;
     c->cap_sets = e->cap_sets;
     return c;
 }
@@ -554,14 +562,75 @@ int earley_walk_push(earley *e, uint8_t b) {
     return 1;
 }
 
-int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8]) {
+/* One byte per grammar byte class among bytes[8], for slot (computed once). */
+static int32_t loop_reps(earley *e, int slot, const uint32_t bytes[8]) {
+    const cons_nfa *g = e->g;
+    if (!e->cls_ready) {
+        int32_t map[512], ncls = 1;
+        memset(e->cls, 0, 256);
+        for (int32_t id = 0; id < g->n_sets; id++) {
+            for (int32_t i = 0; i < ncls * 2; i++) map[i] = -1;
+            int32_t nn = 0;
+            for (int b = 0; b < 256; b++) {
+                int32_t key = e->cls[b] * 2 + (int32_t)((g->sets[id][b >> 5] >> (b & 31)) & 1);
+                if (map[key] < 0) map[key] = nn++;
+                e->cls[b] = (uint8_t)map[key];
+            }
+            ncls = nn;
+        }
+        for (int k = 0; k < 4; k++) e->n_rep[k] = -1;
+        e->cls_ready = true;
+    }
+    if (e->n_rep[slot] < 0) {
+        uint8_t seen[256] = {0};
+        e->n_rep[slot] = 0;
+        for (int b = 0; b < 256; b++)
+            if (((bytes[b >> 5] >> (b & 31)) & 1) && !seen[e->cls[b]]) {
+                seen[e->cls[b]] = 1;
+                e->rep[slot][e->n_rep[slot]++] = (uint8_t)b;
+            }
+    }
+    return e->n_rep[slot];
+}
+
+/* For a set the walk memo cannot intern (items whose origins lie inside the
+ * walk: an s-expression's atom after "(" or " "): 1 when pushing one byte
+ * of each class of bytes[8] gives back the very same items (states and
+ * origins) and acceptance. The next set then depends only on those items
+ * and on sets below, which do not change, so every string of those bytes
+ * keeps giving this set: all viable. Pushes at most max_push bytes (else
+ * 0). */
+static int self_loops(earley *e, int slot, const uint32_t bytes[8], int32_t max_push) {
+    int32_t n = loop_reps(e, slot, bytes);
+    if (n == 0 || n > max_push) return 0;
+    int32_t k = e->n_sets - 1, lo = e->set_start[k], len = e->set_start[k + 1] - lo;
+    for (int32_t r = 0; r < n; r++) {
+        int res = earley_push(e, e->rep[slot][r]);
+        if (res != 1) return 0;
+        int32_t lo2 = e->set_start[k + 1], len2 = e->set_start[k + 2] - lo2;
+        bool same = len2 == len && e->set_acc[k + 1] == e->set_acc[k];
+        for (int32_t i = 0; same && i < len2; i++) {
+            item it = e->items[lo2 + i];
+            bool found = false;
+            for (int32_t j = 0; j < len && !found; j++)
+                found = e->items[lo + j].q == it.q && e->items[lo + j].origin == it.origin;
+            same = found;
+        }
+        earley_pop(e);
+        if (!same) return 0;
+    }
+    return 1;
+}
+
+int earley_walk_loops(earley *e, int slot, const uint32_t bytes[8], int32_t max_push) {
     wmemo *w = e->w;
-    if (!w) return 0;
+    if (!w || slot < 0 || slot >= 4) return 0;
     int32_t k = e->n_sets - 1;
     if (k >= w->cap_sets) return 0;
     int32_t id = w->set_id[k];
     if (id == W_UNKNOWN) id = w->set_id[k] = w_intern(e, k);
-    if (id < 0 || id >= (int32_t)sizeof w->loops[0] || slot < 0 || slot >= 4) return 0;
+    if (id < 0) return self_loops(e, slot, bytes, max_push);
+    if (id >= (int32_t)sizeof w->loops[0]) return 0;
     if (w->loops[slot][id] != 2) return w->loops[slot][id];
     int res = 1;
     for (int b = 0; b < 256 && res; b++) {

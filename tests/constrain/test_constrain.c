@@ -383,6 +383,64 @@ static void test_grammar_matcher(void) {
     cons_vocab_free(v);
 }
 
+/* Long length bounds make large but narrow DFAs (~14 states per character
+ * of a JSON string): they are determinised lazily, so compiling builds a
+ * fraction of the states, and matching stays exact at the bounds. */
+static void test_lazy(void) {
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"bullets\":{\"type\":\"array\","
+                         "\"items\":{\"type\":\"string\",\"maxLength\":200},\"minItems\":1,"
+                         "\"maxItems\":5}},\"required\":[\"bullets\"]}";
+    cons_diag d;
+    cons_program *p = compile(CONS_JSON_SCHEMA, schema, &d);
+    CHECK_MSG(p != NULL, "%s", d.message);
+    if (!p) return;
+    int32_t at_compile = cons_program_states(p);
+    CHECK_MSG(cons_program_is_dfa(p) && at_compile < 5000, "%d states built at compile", at_compile);
+    sgl_strbuf sb = {0};
+    for (int items = 1; items <= 6; items++)
+        for (int len = 198; len <= 201; len++) {
+            sb.len = 0;
+            sgl_strbuf_append(&sb, "{\"bullets\":[", 12);
+            for (int i = 0; i < items; i++) {
+                if (i) sgl_strbuf_append(&sb, ",", 1);
+                sgl_strbuf_append(&sb, "\"", 1);
+                for (int k = 0; k < len; k++)
+                    sgl_strbuf_append(&sb, k % 7 == 3 ? "\xc3\xa9" : k % 11 == 5 ? "\\n" : "x",
+                                      k % 7 == 3 || k % 11 == 5 ? 2 : 1);
+                sgl_strbuf_append(&sb, "\"", 1);
+            }
+            sgl_strbuf_append(&sb, "]}", 2);
+            int want = items <= 5 && len <= 200;
+            CHECK_MSG(cons_program_match(p, sb.data, sb.len) == want, "%d items of %d characters", items, len);
+        }
+    /* forced bytes and a shortest completion on states built on demand */
+    const char *pieces[2] = {"x", "\""};
+    size_t lens[2] = {1, 1};
+    int32_t eos = 0;
+    sgl_error err;
+    cons_vocab *v = cons_vocab_new(2, pieces, lens, (const bool[]){true, false}, &eos, 1, &err);
+    cons_matcher *m = v ? cons_matcher_new(p, v, NULL, 0, &err) : NULL;
+    CHECK(m != NULL);
+    if (m) {
+        char buf[64];
+        size_t n = cons_matcher_forced(m, buf, sizeof buf);
+        CHECK(n == 13 && memcmp(buf, "{\"bullets\":[\"", 13) == 0);
+        CHECK(cons_matcher_accept_bytes(m, buf, n) == 0);
+        uint32_t mask[1];
+        CHECK(cons_matcher_mask(m, mask) == 1 && mask[0] == 2u); /* '"' only: x is special */
+        CHECK(cons_matcher_accept_bytes(m, "abc", 3) == 0);
+        n = cons_matcher_complete(m, buf, sizeof buf);
+        CHECK(n == 3 && memcmp(buf, "\"]}", 3) == 0);
+    }
+    cons_matcher_free(m);
+    cons_vocab_free(v);
+    sgl_strbuf_free(&sb);
+    CHECK(cons_program_states(p) > at_compile);
+    cons_program_release(p);
+    /* an exponential blow-up is still refused whole by the budget */
+    CHECK(compile(CONS_REGEX, "[ab]*a[ab]{24}", &d) == NULL && strstr(d.message, "max_states = 20000"));
+}
+
 int main(void) {
     TEST_RUN(test_grammar);
     TEST_RUN(test_grammar_errors);
@@ -390,6 +448,7 @@ int main(void) {
     TEST_RUN(test_regex_match);
     TEST_RUN(test_regex_errors);
     TEST_RUN(test_minimal);
+    TEST_RUN(test_lazy);
     TEST_RUN(test_choices);
     TEST_RUN(test_cache);
     TEST_RUN(test_forced);

@@ -47,6 +47,13 @@ static const ccase cases[] = {
     {CONS_JSON_SCHEMA, "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
                        "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}},\"required\":[\"name\"]}},"
                        "\"$ref\":\"#/$defs/n\"}"},
+    /* long length bounds: DFAs determinised lazily, state by state */
+    {CONS_JSON_SCHEMA, "{\"type\":\"object\",\"properties\":{\"title\":{\"type\":\"string\",\"maxLength\":80},"
+                       "\"bullets\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":200},"
+                       "\"minItems\":1,\"maxItems\":5}},\"required\":[\"title\",\"bullets\"]}"},
+    {CONS_REGEX, "([a-z]{1,400},){1,6}[0-9]{0,50}"},
+    /* atoms after "(" and " ": sets the walk cannot intern that loop on their bytes */
+    {CONS_GRAMMAR, "root ::= sexp\nsexp ::= atom | \"(\" sexp (\" \" sexp)* \")\"\natom ::= [a-z0-9+*-]+\n"},
     {CONS_GRAMMAR, "root ::= \"(\" (item (\" \" item)*)? \")\"\n"
                    "item ::= root | \"\\\"\" [^\"\\\\]{0,40} \"\\\"\" | [a-z]+"},
 };
@@ -131,44 +138,52 @@ static void test_special(void) {
 typedef struct tjob {
     cons_program *p;
     uint32_t *out; /* masks of states reached by a fixed byte walk */
+    const char *text;
 } tjob;
-
-static const char *thread_text = "{\"name\": \"abcdefghij\", \"tags\": [\"x\", \"yz\"]}";
 
 static void *thread_main(void *arg) {
     tjob *j = arg;
     sgl_error err;
     cons_matcher *m = cons_matcher_new(j->p, V, NULL, 0, &err);
-    for (size_t i = 0; i < strlen(thread_text); i++) {
+    for (size_t i = 0; i < strlen(j->text); i++) {
         cons_matcher_mask(m, j->out + i * WORDS);
-        cons_matcher_accept_bytes(m, thread_text + i, 1);
+        cons_matcher_accept_bytes(m, j->text + i, 1);
     }
     cons_matcher_free(m);
     return NULL;
 }
 
-static void test_threads(void) {
+/* Several threads walking one program (a lazy DFA: they also build its
+ * states) get the masks one thread gets alone. */
+static void threads_case(cons_kind kind, const char *re, const char *text) {
     cons_diag d;
-    const char *re = cases[2].text;
-    size_t n = strlen(thread_text);
-    cons_program *serial = cons_compile(CONS_REGEX, re, strlen(re), NULL, &d);
-    cons_program *shared = cons_compile(CONS_REGEX, re, strlen(re), NULL, &d);
-    tjob ref = {serial, calloc(n * WORDS, 4)};
+    size_t n = strlen(text);
+    cons_program *serial = cons_compile(kind, re, strlen(re), NULL, &d);
+    cons_program *shared = cons_compile(kind, re, strlen(re), NULL, &d);
+    CHECK(serial && shared);
+    if (!serial || !shared) return;
+    tjob ref = {serial, calloc(n * WORDS, 4), text};
     thread_main(&ref);
     tjob jobs[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        jobs[i] = (tjob){shared, calloc(n * WORDS, 4)};
+        jobs[i] = (tjob){shared, calloc(n * WORDS, 4), text};
         pthread_create(&th[i], NULL, thread_main, &jobs[i]);
     }
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
-        CHECK(memcmp(jobs[i].out, ref.out, n * WORDS * 4) == 0);
+        CHECK_MSG(memcmp(jobs[i].out, ref.out, n * WORDS * 4) == 0, "%s", re);
         free(jobs[i].out);
     }
     free(ref.out);
     cons_program_release(serial);
     cons_program_release(shared);
+}
+
+static void test_threads(void) {
+    threads_case(CONS_REGEX, cases[2].text, "{\"name\": \"abcdefghij\", \"tags\": [\"x\", \"yz\"]}");
+    threads_case(CONS_JSON_SCHEMA, cases[16].text,
+                 "{\"title\":\"Q3 call \\u00e9t\xc3\xa9\",\"bullets\":[\"Revenue up 12%.\",\"Margins.\"]}");
 }
 
 int main(int argc, char **argv) {
