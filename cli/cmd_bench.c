@@ -1,6 +1,7 @@
 /* cmd_bench: `sglc bench [WORKLOAD...]`: runs the benchmark workloads
  * (bench/workloads/NAME.sgl, the SGLang paper's LM-program workloads) in each
- * mode (full, its ablations, a baseline) on the local engine and prints one
+ * mode (full, its ablations, a baseline) on the local engine or, with
+ * --backend, on remote servers (cli/backend.c) and prints one
  * table (programs/s, output tokens/s, latency p50/p99, cache hit rate and
  * the best hit rate the request stream allows) and the speedup of full over
  * every other mode with geometric means; --json and --plot write the same
@@ -34,8 +35,13 @@ static void bench_usage(FILE *out) {
             "  --plot FILE.svg    write a bar chart: workloads x modes, relative to baseline\n"
             "  --workloads DIR    where the workload programs are (default: bench/workloads)\n"
             "  --list             list the workloads and modes, then exit\n\n"
-            "Remote engines (--backend) are not supported by this build.\n",
-            SGL_DEFAULT_MODEL_FILE);
+            "With --backend the workloads run against remote servers instead of the local\n"
+            "engine: the modes that set only the client (full, no-parallel, no-hint, \"-O0\",\n"
+            "baseline) run, the others are skipped; the server's cache is flushed before each\n"
+            "run when it can be (sglang:), and stays on in baseline. --model is optional\n"
+            "there: its tokenizer and chat template (default: chatml, bytes for the best hit\n"
+            "rate).\n\n%s",
+            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
 }
 
 static void list(FILE *out) {
@@ -90,6 +96,8 @@ int cmd_bench(int argc, char **argv) {
     int status = 2;
     char *model_path = NULL, *found_dir = NULL, *modes_copy = NULL;
     bench_result *res = NULL;
+    cli_backend bk;
+    cli_backend_init(&bk);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             bench_usage(stdout);
@@ -101,10 +109,8 @@ int cmd_bench(int argc, char **argv) {
             o.quick = true;
         } else if (!strcmp(argv[i], "--fake")) {
             o.fake = true;
-        } else if (cli_opt(argc, argv, &i, "--backend", &v)) {
-            fprintf(stderr, "sglc bench: error: --backend needs remote engines, which this build of sglc "
-                            "does not have; only the local engine can be benchmarked\n");
-            return 2;
+        } else if (cli_backend_opt("bench", argc, argv, &i, &bk)) {
+            continue;
         } else if (cli_opt(argc, argv, &i, "--modes", &v)) {
             modes_arg = v;
         } else if (cli_opt(argc, argv, &i, "--model", &v)) {
@@ -152,9 +158,17 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "sglc bench: --modes names no mode\n");
             goto done;
         }
-    } else {
-        for (int i = 0; i < bench_n_modes; i++) ms[nm++] = &bench_modes[i];
     }
+    vm_session_opts so = vm_session_opts_default();
+    bool remote = !o.fake && cli_backend_apply("bench", &bk, &so);
+    if (remote) {
+        o.remote = so.remote;
+        o.backend = bk.specs[0];
+        o.chat_template = so.chat_template;
+    }
+    if (!modes_arg)
+        for (int i = 0; i < bench_n_modes; i++)
+            if (!remote || bench_modes[i].remote) ms[nm++] = &bench_modes[i];
     if (!wdir) {
         found_dir = find_workloads();
         if (!found_dir) {
@@ -165,7 +179,7 @@ int cmd_bench(int argc, char **argv) {
         wdir = found_dir;
     }
     o.workloads_dir = wdir;
-    if (!o.fake) {
+    if (!o.fake && (!remote || model)) {
         model_path = cli_model_path(model);
         if (!model_path) goto done;
         o.model_path = model_path;
@@ -182,14 +196,19 @@ int cmd_bench(int argc, char **argv) {
                 goto done;
             }
             n++;
-            if (!r->ok) n_failed++;
+            if (!r->ok && !r->skipped) n_failed++;
             fprintf(stderr, "[%d/%d] %-20s %-12s %7.2f s  %s\n", n, nw * nm, ws[i]->name, ms[j]->name,
-                    r->seconds, r->ok ? "ok" : r->error);
+                    r->seconds, r->ok ? "ok" : r->skipped ? "skipped" : r->error);
         }
     char threads[32] = "all cores";
     if (o.n_threads) snprintf(threads, sizeof threads, "%d thread%s", o.n_threads, o.n_threads == 1 ? "" : "s");
-    printf("sglc bench: %s, %s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, threads,
-           o.quick ? ", quick" : "", (long long)o.seed);
+    if (remote)
+        printf("sglc bench: backend %s%s%s%s%s, seed %lld\n", o.backend, bk.n_specs > 1 ? " (and more)" : "",
+               o.model_path ? ", tokenizer of " : "", o.model_path ? o.model_path : "", o.quick ? ", quick" : "",
+               (long long)o.seed);
+    else
+        printf("sglc bench: %s, %s%s, seed %lld\n", o.fake ? "fake engine" : o.model_path, threads,
+               o.quick ? ", quick" : "", (long long)o.seed);
     bench_print_table(stdout, res, n);
     bench_print_ratios(stdout, res, n);
     fflush(stdout);
@@ -207,6 +226,7 @@ int cmd_bench(int argc, char **argv) {
         sgl_strbuf_free(&sb);
     }
 done:
+    cli_backend_free(&bk);
     free(res);
     free(model_path);
     free(found_dir);

@@ -330,7 +330,8 @@ int sgl_engine_cancel(sgl_engine *e, uint64_t id);
  * freed (>= 0; evicted_tokens in the metrics counts them too); -1 with err
  * set when refused ("cache not flushed: N requests running, M waiting") or
  * failed; -2 with err set ("engine NAME cannot flush its cache") when the
- * engine's ops have no flush_cache (remote engines). err may be NULL. */
+ * engine cannot (no flush_cache op; remote engines other than sglang:,
+ * which POST /flush_cache to every endpoint). err may be NULL. */
 int64_t sgl_engine_flush_cache(sgl_engine *e, sgl_error *err);
 void sgl_engine_metrics_get(sgl_engine *e, sgl_engine_metrics *out);
 /* What e can do (see sgl_engine_caps). */

@@ -309,7 +309,7 @@ sched *sched_new(const sched_config *cfg, kv_pool *pool, sgl_error *err) {
     s->cfg = *cfg;
     if (s->cfg.starve_steps <= 0) s->cfg.starve_steps = 256;
     if (s->cfg.starve_overtaken == 0) s->cfg.starve_overtaken = s->cfg.max_running;
-    if (s->cfg.share_min == 0) s->cfg.share_min = 32;
+    if (s->cfg.share_min == 0) s->cfg.share_min = 1;
     if (s->cfg.decode_reserve <= 0) s->cfg.decode_reserve = 16;
     if (s->cfg.chunk_size < 0) s->cfg.chunk_size = 0;
     s->pool = pool;
@@ -627,19 +627,6 @@ static void retract_last(sched *s) {
     if (waiting_push(s, r) < 0) req_abort(s, r, "out of memory while retracting", false);
 }
 
-/* Uncached tokens r shares with a request still computing its prompt. */
-static bool shares_with_prefill(const sched *s, const sreq *r) {
-    if (s->cfg.share_min < 0 || !s->rc) return false; /* no cache: nothing to wait for */
-    for (int32_t i = 0; i < s->n_running; i++) {
-        const sreq *q = s->running[i];
-        if (q->n_computed >= q->n_prompt) continue;
-        int32_t n = SGL_MIN(r->n_tok, q->n_prompt), l = 0;
-        while (l < n && r->tok[l] == q->tok[l]) l++;
-        if (l >= r->peek + s->cfg.share_min) return true;
-    }
-    return false;
-}
-
 /* Longest prefix a request may take from the cache: at least its last token
  * must run (for logits), and the rows for input logprobs must run too. */
 static int32_t match_cap(const sreq *r) {
@@ -647,6 +634,30 @@ static int32_t match_cap(const sreq *r) {
     if (r->lp_first >= 1 && !r->input_lp_done) cap = SGL_MIN(cap, r->lp_first - 1);
     return cap;
 }
+
+/* Whether r should wait for a request still computing its prompt: r would
+ * take at least share_min more tokens from the cache once that prompt is in
+ * it (the tokens they share beyond r's cached prefix, up to what r may take
+ * from the cache at all, see match_cap). Holding r back then costs it a step
+ * or so and saves computing the shared tokens twice, as SGLang's cache-aware
+ * scheduling does for requests that share a prefix not cached yet. Called
+ * with r->peek up to date. */
+static bool shares_with_prefill(const sched *s, const sreq *r) {
+    if (s->cfg.share_min < 0 || !s->rc) return false; /* no cache: nothing to wait for */
+    int32_t cap = match_cap(r);
+    if (cap < r->peek + s->cfg.share_min) return false;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        const sreq *q = s->running[i];
+        if (q->n_computed >= q->n_prompt) continue;
+        int32_t n = SGL_MIN(cap, q->n_prompt), l = r->peek;
+        if (n < r->peek + s->cfg.share_min || memcmp(r->tok, q->tok, sizeof(int32_t) * (size_t)r->peek) != 0)
+            continue;
+        while (l < n && r->tok[l] == q->tok[l]) l++;
+        if (l >= r->peek + s->cfg.share_min) return true;
+    }
+    return false;
+}
+
 
 static int cmp_fcfs(const void *a, const void *b) {
     const sreq *x = *(const sreq *const *)a, *y = *(const sreq *const *)b;

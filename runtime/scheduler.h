@@ -86,8 +86,9 @@ typedef struct sched_config {
     int32_t starve_steps;        /* LPM: waiting this many steps -> admitted first (0: 256) */
     int32_t starve_overtaken;    /* LPM: passed over by this many later arrivals -> admitted
                                     first (0: max_running; < 0: never) */
-    int32_t share_min;           /* defer a request sharing >= this many uncached tokens
-                                    with a prefill in progress (0: 32; < 0: never) */
+    int32_t share_min;           /* defer a request that would take >= this many more
+                                    tokens from the cache once a prefill in progress is
+                                    in it (0: 1, any length; < 0: never) */
     int32_t decode_reserve;      /* future decode slots promised per request (0: 16) */
     int32_t max_context;         /* > 0: prompts this long are refused and generation
                                     ends (LENGTH) when prompt + output reaches it */

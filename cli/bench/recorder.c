@@ -172,6 +172,11 @@ static int rec_cancel(void *ctx, uint64_t id) {
     return -1;
 }
 
+static void rec_caps(void *ctx, sgl_engine_caps *out) {
+    bench_recorder *r = ctx;
+    sgl_engine_caps_get(r->inner, out);
+}
+
 static void rec_free(void *ctx) {
     bench_recorder *r = ctx;
     sgl_engine_free(r->inner);
@@ -188,6 +193,7 @@ static const sgl_engine_ops rec_ops = {
     .metrics = rec_metrics,
     .free = rec_free,
     .cancel = rec_cancel,
+    .caps = rec_caps,
 };
 
 sgl_engine *bench_recorder_new(sgl_engine *inner, const sgl_tokenizer *tok, bench_recorder **rec) {

@@ -46,7 +46,8 @@ void bench_print_table(FILE *out, const bench_result *r, int n) {
     for (int i = 0; i < n; i++) {
         const bench_result *x = &r[i];
         if (!x->ok) {
-            fprintf(out, "%-20s %-12s FAILED: %s\n", x->w->name, x->m->name, x->error);
+            fprintf(out, "%-20s %-12s %s: %s\n", x->w->name, x->m->name, x->skipped ? "skipped" : "FAILED",
+                    x->error);
             continue;
         }
         fprintf(out, "%-20s %-12s %5d %9.3f %9.1f %8.2f %8.2f %6.1f %6.1f %8.3f\n", x->w->name, x->m->name,
@@ -110,6 +111,10 @@ static void json_str(sgl_strbuf *sb, const char *s) {
 int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o) {
     sgl_strbuf_puts(sb, "{\"model\": ");
     json_str(sb, o->fake ? "fake" : o->model_path ? o->model_path : "");
+    if (o->backend) {
+        sgl_strbuf_puts(sb, ", \"backend\": ");
+        json_str(sb, o->backend);
+    }
     sgl_strbuf_printf(sb, ", \"threads\": %d, \"quick\": %s, \"seed\": %lld, \"results\": [", o->n_threads,
                       o->quick ? "true" : "false", (long long)o->seed);
     for (int i = 0; i < n; i++) {
@@ -119,7 +124,8 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
         json_str(sb, x->w->name);
         sgl_strbuf_puts(sb, ", \"mode\": ");
         json_str(sb, x->m->name);
-        sgl_strbuf_printf(sb, ", \"ok\": %s, \"error\": ", x->ok ? "true" : "false");
+        sgl_strbuf_printf(sb, ", \"ok\": %s, \"skipped\": %s, \"error\": ", x->ok ? "true" : "false",
+                          x->skipped ? "true" : "false");
         if (x->ok) sgl_strbuf_puts(sb, "null");
         else json_str(sb, x->error);
         sgl_strbuf_printf(sb,
@@ -127,11 +133,13 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
                           "\"tokens_per_s\": %.3f, \"latency_p50\": %.4f, \"latency_p99\": %.4f, "
                           "\"requests\": {\"generate\": %lld, \"score\": %lld, \"prefill\": %lld}, "
                           "\"prompt_tokens\": %lld, \"cached_tokens\": %lld, \"completion_tokens\": %lld, "
-                          "\"hit_rate\": %.5f, \"best_hit_rate\": %.5f}",
+                          "\"hit_rate\": %.5f, \"best_hit_rate\": %.5f, \"forward_calls\": %lld, "
+                          "\"forward_tokens\": %lld}",
                           x->programs, x->failed, x->seconds, x->programs_per_s, x->tokens_per_s, x->p50, x->p99,
                           (long long)x->generate, (long long)x->score, (long long)x->prefill,
                           (long long)x->prompt_tokens, (long long)x->cached_tokens,
-                          (long long)x->completion_tokens, x->hit_rate, x->best_hit_rate);
+                          (long long)x->completion_tokens, x->hit_rate, x->best_hit_rate,
+                          (long long)x->forward_calls, (long long)x->forward_tokens);
     }
     sgl_strbuf_puts(sb, "\n], \"speedup_of_full\": {");
     const bench_workload *ws[64];

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/bench/recorder.h"
+#include "vm/caps.h"
 #include "vm/session.h"
 
 /* Sizes: the full suite (every workload in every mode) uses about 9
@@ -29,19 +30,19 @@ const bench_workload bench_workloads[] = {
 const int bench_n_workloads = (int)SGL_ARRAY_LEN(bench_workloads);
 
 const bench_mode bench_modes[] = {
-    /* name, what, cache_off, policy, serial, no_prefill, no_hints, opt_level */
-    {"full", "everything on", false, SGL_SCHED_LPM, false, false, false, -1},
-    {"no-cache", "engine without its radix cache", true, SGL_SCHED_LPM, false, false, false, -1},
+    /* name, what, cache_off, policy, serial, no_prefill, no_hints, opt_level, remote */
+    {"full", "everything on", false, SGL_SCHED_LPM, false, false, false, -1, true},
+    {"no-cache", "engine without its radix cache", true, SGL_SCHED_LPM, false, false, false, -1, false},
     {"fcfs", "first-come first-served instead of longest-prefix-match order", false, SGL_SCHED_FCFS, false,
-     false, false, -1},
-    {"random-order", "waiting queue in random order", false, SGL_SCHED_RANDOM, false, false, false, -1},
+     false, false, -1, false},
+    {"random-order", "waiting queue in random order", false, SGL_SCHED_RANDOM, false, false, false, -1, false},
     {"no-parallel", "programs and fork branches one request at a time", false, SGL_SCHED_LPM, true, false, false,
-     -1},
+     -1, true},
     {"no-hint", "no prefix hints: fork branches do not wait for the shared prefix", false, SGL_SCHED_LPM, false,
-     false, true, -1},
-    {"-O0", "no compiler passes", false, SGL_SCHED_LPM, false, false, false, 0},
-    {"baseline", "every gen/select an independent request, in program order, cache off", true, SGL_SCHED_LPM,
-     true, true, true, -1},
+     false, true, -1, true},
+    {"-O0", "no compiler passes", false, SGL_SCHED_LPM, false, false, false, 0, true},
+    {"baseline", "every gen/select an independent request, in program order, cache off (remote: the server's cache stays on)",
+     true, SGL_SCHED_LPM, true, true, true, -1, true},
 };
 const int bench_n_modes = (int)SGL_ARRAY_LEN(bench_modes);
 
@@ -115,6 +116,11 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     memset(res, 0, sizeof *res);
     res->w = w;
     res->m = m;
+    if (o->remote && !m->remote) {
+        res->skipped = true;
+        set_error(res, "sets the local engine (cache, order), not a remote server's");
+        return 0;
+    }
     int n = o->n_programs > 0 ? o->n_programs : o->quick ? w->n_quick : w->n_full;
     vm_session_opts so = vm_session_opts_default();
     so.fake = o->fake;
@@ -124,6 +130,8 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     so.cache_off = m->cache_off;
     so.policy = m->policy;
     so.opt_level = m->opt_level;
+    so.remote = o->remote;
+    so.chat_template = o->chat_template;
     vm_session s;
     memset(&s, 0, sizeof s);
     s.opts = so;
@@ -152,8 +160,37 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
         vm_script_free(&sc);
         return -1;
     }
+    if (o->remote) {
+        /* What the backend cannot carry (constraints, scores) skips the
+         * workload; a cold cache when the server can flush it. */
+        sgl_engine_caps caps;
+        sgl_engine_caps_get(s.engine, &caps);
+        char *cbuf = NULL;
+        size_t clen = 0;
+        FILE *mem = open_memstream(&cbuf, &clen);
+        int bad = mem ? vm_caps_check_module(sc.mod, &caps, s.backend, mem) : 0;
+        if (mem) fclose(mem);
+        if (bad > 0) {
+            char *nl = cbuf ? strchr(cbuf, '\n') : NULL;
+            if (nl) *nl = 0;
+            res->skipped = true;
+            set_error(res, cbuf ? cbuf : "the backend cannot run this workload");
+        }
+        free(cbuf);
+        sgl_error ferr = {{0}};
+        if (!bad && sgl_engine_flush_cache(s.engine, &ferr) == -1) {
+            set_error(res, ferr.msg);
+            bad = 1;
+        }
+        if (bad) {
+            vm_session_close(&s);
+            vm_script_free(&sc);
+            return 0;
+        }
+    }
+    const sgl_tokenizer *tok = s.tok ? s.tok : s.own_tok;
     bench_recorder *rec = NULL;
-    s.engine = bench_recorder_new(s.engine, s.fake ? NULL : s.tok, &rec);
+    s.engine = bench_recorder_new(s.engine, s.fake ? NULL : tok, &rec);
     if (!s.engine) {
         vm_session_close(&s);
         vm_script_free(&sc);
@@ -183,6 +220,10 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     res->seconds = sgl_now() - t0;
     bench_rec_stats st;
     bench_recorder_stats(rec, &st);
+    sgl_engine_metrics em;
+    sgl_engine_metrics_get(s.engine, &em);
+    res->forward_calls = em.forward_calls;
+    res->forward_tokens = em.forward_tokens;
     res->programs = l.n;
     res->failed = l.failed;
     res->generate = st.generate;

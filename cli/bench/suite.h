@@ -38,6 +38,8 @@ typedef struct bench_mode {
     bool no_prefill;      /* never send PREFILL */
     bool no_hints;        /* vm_config.prefix_hints off */
     int opt_level;        /* -1: the compiler's default */
+    bool remote;          /* can run against a remote server (sets nothing in its engine
+                             but the cache flush before the run) */
 } bench_mode;
 
 extern const bench_workload bench_workloads[];
@@ -59,12 +61,21 @@ typedef struct bench_opts {
     int n_programs;            /* > 0: overrides n_full/n_quick */
     int64_t seed;
     FILE *trace;               /* every engine request and result (vm_link_set_trace), or NULL */
+    /* Remote engines (runtime/remote/remote.h) instead of the local one, or
+     * NULL. model_path is then optional: its tokenizer counts the best hit
+     * rate in tokens and its chat template builds the prompts (without it,
+     * chatml and bytes). The server's cache is flushed before each run when
+     * the backend can (sglang:); else modes after the first start warm. */
+    const struct sgl_remote_config *remote;
+    const char *backend;       /* how the report names the remote endpoints (or NULL) */
+    const char *chat_template; /* remote without model_path: template family (NULL: chatml) */
 } bench_opts;
 
 typedef struct bench_result {
     const bench_workload *w;
     const bench_mode *m;
     bool ok;
+    bool skipped;              /* not run: the backend cannot (error says why); not a failure */
     char error[512];
     int programs, failed;      /* programs run / of which failed */
     double seconds;            /* wall time of the run (model load excluded) */
@@ -74,11 +85,14 @@ typedef struct bench_result {
     int64_t prompt_tokens, cached_tokens, completion_tokens;
     double hit_rate, best_hit_rate;   /* measured; perfect-cache bound */
     int64_t best_prompt_tokens;       /* prompt tokens as the recorder counted them */
+    int64_t forward_calls, forward_tokens; /* the engine's model_forward calls and the
+                                              tokens they ran (0 on remote engines) */
 } bench_result;
 
 /* Runs workload w in mode m. Returns 0 (res filled; res->ok false with
- * res->error when the workload failed to load or a program failed), or -1
- * with err set when the engine could not start. */
+ * res->error when the workload failed to load or a program failed, and
+ * res->skipped too when a remote backend cannot run the mode or the
+ * workload), or -1 with err set when the engine could not start. */
 int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m, bench_result *res,
               sgl_error *err);
 

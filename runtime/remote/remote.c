@@ -1910,6 +1910,35 @@ static void remote_free(void *ctx) {
     free(re);
 }
 
+static long probe(const remote_engine *re, const char *url, const char *body, sgl_strbuf *out);
+
+/* POST /flush_cache on every endpoint (SGLang's and `sglc serve`'s route).
+ * Returns the cached tokens freed when the servers say (else 0), -1 with
+ * err set when one refused or did not answer, -2 on protocols without it. */
+static int64_t remote_flush(void *ctx, sgl_error *err) {
+    remote_engine *re = ctx;
+    if (re->kind != SGL_REMOTE_SGLANG) {
+        sgl_error_set(err, "backend %s cannot flush its cache", sgl_remote_kind_name(re->kind));
+        return -2;
+    }
+    int64_t freed = 0;
+    for (int i = 0; i < re->n_eps; i++) {
+        char url[2048];
+        snprintf(url, sizeof url, "%s/flush_cache", re->eps[i].url);
+        sgl_strbuf body = {0};
+        long status = probe(re, url, "", &body);
+        const char *nl = body.data ? strchr(body.data, '\n') : NULL;
+        if (status == 200 && nl) freed += strtoll(nl + 1, NULL, 10);
+        if (status == 0)
+            sgl_error_set(err, "%s: cache not flushed: no answer from the server", url);
+        else if (status != 200)
+            sgl_error_set(err, "%s: cache not flushed: HTTP %ld: %.200s", url, status, body.data ? body.data : "");
+        sgl_strbuf_free(&body);
+        if (status != 200) return -1;
+    }
+    return freed;
+}
+
 static const sgl_engine_ops remote_ops = {
     .name = "remote",
     .submit = remote_submit,
@@ -1918,6 +1947,7 @@ static const sgl_engine_ops remote_ops = {
     .free = remote_free,
     .caps = remote_caps,
     .cancel = remote_cancel,
+    .flush_cache = remote_flush,
 };
 
 /* ---- forwarding (a router in front of workers) ------------------------------------------ */

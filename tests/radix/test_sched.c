@@ -280,6 +280,55 @@ static void test_batch_equals_alone(void) {
     free_all(got);
 }
 
+/* Requests sharing a short uncached prefix, submitted together: with the
+ * default hold-back the shared tokens are computed once (every request but
+ * one takes them from the cache) and outputs equal the alone run's; with
+ * share_min < 0 every request computes them itself. */
+static void test_short_shared_prefix_held(void) {
+    enum { K = 6, SHARE = 5 };
+    int32_t tok[K][SHARE + 4];
+    for (int k = 0; k < K; k++) {
+        for (int i = 0; i < SHARE; i++) tok[k][i] = 10 + i;
+        for (int i = SHARE; i < SHARE + 4; i++) tok[k][i] = 16 + 5 * k + i - SHARE;
+    }
+    sgl_sampling_params p = sgl_sampling_params_default();
+    p.max_new_tokens = 6;
+    p.temperature = 0;
+    sgl_result *ref[K] = {0};
+    run_opts o = opts_default();
+    o.cache_off = true;
+    for (int k = 0; k < K; k++) {
+        env e;
+        env_init(&e, &o);
+        add(&e, 0, tok[k], SHARE + 4, &p, SGL_REQ_GENERATE);
+        sgl_result *out[1] = {0};
+        run_to_end(&e, out, 1);
+        ref[k] = out[0];
+        env_free(&e);
+    }
+    for (int share = 0; share >= -1; share--) {
+        o = opts_default();
+        o.share = share;
+        env e;
+        env_init(&e, &o);
+        for (int k = 0; k < K; k++) add(&e, (uint64_t)k, tok[k], SHARE + 4, &p, SGL_REQ_GENERATE);
+        sgl_result *got[K] = {0};
+        run_to_end(&e, got, K);
+        int32_t cached = 0;
+        for (int k = 0; k < K; k++) {
+            CHECK_MSG(got[k] && ref[k] && got[k]->n_tokens == ref[k]->n_tokens &&
+                          memcmp(got[k]->tokens, ref[k]->tokens, sizeof(int32_t) * (size_t)ref[k]->n_tokens) == 0,
+                      "share %d: request %d differs from its alone run", share, k);
+            if (got[k]) cached += got[k]->cached_tokens;
+        }
+        if (share == 0) CHECK_INT(cached, (K - 1) * SHARE);
+        else CHECK_INT(cached, 0);
+        for (int k = 0; k < K; k++) sgl_result_free(got[k]);
+        env_free(&e);
+    }
+    for (int k = 0; k < K; k++) sgl_result_free(ref[k]);
+}
+
 static void test_chunked_equals_alone(void) {
     sgl_result *got[N_REQ];
     run_opts o = opts_default();
@@ -611,6 +660,7 @@ static void test_score_equals_generate(void) {
 
 static void test_forward_failure(void) {
     run_opts o = opts_default();
+    o.share = -1; /* requests 0 and 1 share a prefix: both in the failing step */
     env e;
     env_init(&e, &o);
     sgl_sampling_params sp = sgl_sampling_params_default();
@@ -656,6 +706,7 @@ static void test_forward_failure(void) {
 static void test_cancel(void) {
     run_opts o = opts_default();
     o.max_running = 2;
+    o.share = -1; /* requests 0 and 1 (sharing a prefix) are admitted together */
     env e;
     env_init(&e, &o);
     sgl_sampling_params sp = sgl_sampling_params_default();
@@ -1008,6 +1059,7 @@ int main(void) {
     compute_alone();
     TEST_RUN(test_batch_equals_alone);
     TEST_RUN(test_chunked_equals_alone);
+    TEST_RUN(test_short_shared_prefix_held);
     TEST_RUN(test_warm_equals_cold);
     TEST_RUN(test_small_pool);
     TEST_RUN(test_retraction);
