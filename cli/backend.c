@@ -126,6 +126,21 @@ bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so) {
 #endif
 }
 
+sgl_engine *cli_backend_router(const char *cmd, cli_backend *b, const char *policy, sgl_error *err) {
+#ifdef SGL_HAVE_REMOTE
+    if (policy && sgl_route_policy_parse(policy, &b->cfg.policy) < 0) {
+        fprintf(stderr, "sglc %s: --policy must be cache_aware or round_robin with --backend, not '%s'\n", cmd, policy);
+        exit(2);
+    }
+    cli_backend_apply(cmd, b, NULL);
+    return sgl_engine_remote_new(&b->cfg, err);
+#else
+    (void)b, (void)policy, (void)err;
+    fprintf(stderr, "sglc %s: --backend needs libcurl, which this build of sglc lacks\n", cmd);
+    exit(2);
+#endif
+}
+
 void cli_backend_stats(const sgl_engine *e, FILE *out) {
 #ifdef SGL_HAVE_REMOTE
     sgl_remote_endpoint_stats st[CLI_MAX_BACKENDS];

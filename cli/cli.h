@@ -166,6 +166,10 @@ bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so);
 /* One line per endpoint (requests, failures, retries, cached tokens and hit
  * rate where reported) and a total line; nothing for a local engine. */
 void cli_backend_stats(const sgl_engine *e, FILE *out);
+/* `sglc serve` as a router: policy (cache_aware / prefix / round_robin;
+ * NULL: cache_aware) and the remote engine over b's endpoints. Exits 2 on a
+ * bad policy or spec; returns the engine (caller frees) or NULL with err. */
+sgl_engine *cli_backend_router(const char *cmd, cli_backend *b, const char *policy, sgl_error *err);
 void cli_backend_free(cli_backend *b);
 /* Checks sc's gen/select calls against the session engine's capabilities;
  * prints each problem with its source line to out. Returns the count. */

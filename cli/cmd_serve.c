@@ -1,6 +1,7 @@
 /* cmd_serve: `sglc serve`: loads the model into the local engine and serves
  * it over HTTP (server/): OpenAI, SGLang-native and Anthropic routes,
- * program runs, metrics. SIGINT / SIGTERM stop accepting, let in-flight
+ * program runs, metrics. With --backend, a router instead: the same routes
+ * forwarded over worker servers (server/router.c). SIGINT / SIGTERM stop accepting, let in-flight
  * requests finish (aborting what is left after --shutdown-timeout) and
  * exit 0. Signals are blocked in every thread and taken by sigwait here.
  */
@@ -32,13 +33,16 @@ static const cli_option serve_options[] = {
     {0, NULL, NULL, NULL, "engine:"},
     {O_KV_TOKENS, "--kv-tokens", NULL, "N", "KV pool size in tokens, cache included (default: 256 MiB)"},
     {O_CHUNKED_PREFILL, "--chunked-prefill", NULL, "N", "prompt tokens per request per forward (default 512; 0 = whole)"},
-    {O_POLICY, "--policy", NULL, "lpm|fcfs", "waiting-queue order (default lpm: longest cached prefix first)"},
+    {O_POLICY, "--policy", NULL, "P",
+     "local engine: lpm|fcfs, the waiting-queue order (default lpm:\n"
+     "longest cached prefix first); router: cache_aware|round_robin,\n"
+     "how requests pick a worker (default cache_aware)"},
     {O_MAX_RUNNING, "--max-running", NULL, "N", "running requests at once (default 64)"},
     {O_NO_CACHE, "--no-cache", NULL, NULL, "no radix cache: every prompt computed afresh"},
     {0},
 };
 
-static const cli_option *const serve_tables[] = {serve_options, cli_device_options, NULL};
+static const cli_option *const serve_tables[] = {serve_options, cli_device_options, cli_backend_options, NULL};
 
 static const cli_spec serve_spec = {
     .name = "serve",
@@ -48,10 +52,15 @@ static const cli_spec serve_spec = {
              "/health, /health_generate), Anthropic (/v1/messages), SGL programs\n"
              "(/v1/programs/run) and Prometheus metrics (/metrics). See docs/server.md.\n",
     .tables = serve_tables,
+    .epilog = "Router (no model loaded; requests forwarded to workers): --backend sglang:URL\n"
+              "(repeat it) or --backends FILE names the workers; --policy, --request-timeout\n"
+              "and --retries apply per forwarded request.\n",
 };
 
 int cmd_serve(int argc, char **argv) {
-    const char *cmd = "serve", *v, *model = NULL;
+    const char *cmd = "serve", *v, *model = NULL, *policy = NULL;
+    cli_backend b;
+    cli_backend_init(&b);
     sgl_server_config sc = sgl_server_config_default();
     sgl_engine_config ec = sgl_engine_config_default();
     cli_args a;
@@ -80,15 +89,17 @@ int cmd_serve(int argc, char **argv) {
         case O_KV_TOKENS: ec.kv_slots = (int32_t)cli_parse_long(cmd, "--kv-tokens", v, 16, 1L << 30); break;
         case O_CHUNKED_PREFILL: ec.chunk_size = (int32_t)cli_parse_long(cmd, "--chunked-prefill", v, 0, 1L << 30); break;
         case O_MAX_RUNNING: ec.max_running = (int32_t)cli_parse_long(cmd, "--max-running", v, 1, 4096); break;
-        case O_POLICY:
-            if (sgl_sched_policy_parse(v, &ec.policy) < 0) cli_usage_error(&a, "--policy must be lpm or fcfs, not '%s'", v);
-            break;
+        case O_POLICY: policy = v; break;
         case CLI_OPERAND: cli_usage_error(&a, "unexpected argument '%s'", v);
-        default: cli_device_set(cmd, id, v);
+        default:
+            if (!cli_device_set(cmd, id, v)) cli_backend_set(cmd, id, v, &b);
         }
     }
-    char *path = cli_model_path(model);
-    if (!path) return CLI_EXIT_USAGE;
+    bool router = b.n_specs > 0;
+    if (policy && !router && sgl_sched_policy_parse(policy, &ec.policy) < 0)
+        cli_usage_error(&a, "--policy must be lpm or fcfs, not '%s'", policy);
+    char *path = router ? NULL : cli_model_path(model);
+    if (!path && !router) return CLI_EXIT_USAGE;
 
     /* Block the stop signals before any thread starts, so every thread
      * inherits the mask and sigwait below is the only taker. */
@@ -102,7 +113,7 @@ int cmd_serve(int argc, char **argv) {
     sgl_error err = {{0}};
     ec.model_path = path;
     double t0 = sgl_now();
-    sgl_engine *e = sgl_engine_local_new(&ec, &err);
+    sgl_engine *e = router ? cli_backend_router(cmd, &b, policy, &err) : sgl_engine_local_new(&ec, &err);
     if (!e) {
         fprintf(stderr, "sglc serve: error: %s\n", err.msg);
         free(path);
@@ -116,8 +127,13 @@ int cmd_serve(int argc, char **argv) {
         free(path);
         return CLI_EXIT_USAGE; /* cannot listen: a setup error */
     }
-    fprintf(stderr, "sglc serve: %s loaded in %.2f s; listening on http://%s:%d%s\n", path, sgl_now() - t0,
-            sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
+    if (router)
+        fprintf(stderr, "sglc serve: routing over %d worker%s (%s); listening on http://%s:%d%s\n", b.n_specs,
+                b.n_specs == 1 ? "" : "s", policy ? policy : "cache_aware",
+                sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
+    else
+        fprintf(stderr, "sglc serve: %s loaded in %.2f s; listening on http://%s:%d%s\n", path, sgl_now() - t0,
+                sc.host, sgl_server_port(s), sc.api_key ? " (API key required)" : "");
     fflush(stderr);
     int sig = 0;
     sigwait(&stop, &sig);
@@ -127,6 +143,7 @@ int cmd_serve(int argc, char **argv) {
     sgl_server_free(s);
     sgl_engine_free(e);
     free(path);
+    cli_backend_free(&b);
     fprintf(stderr, "sglc serve: stopped\n");
     return 0;
 }
