@@ -24,6 +24,11 @@ typedef struct sgl_remote_config {
 #include "vm/vm.h"
 
 #define SGL_DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+/* The help text of every command's --model option: the lookup order of
+ * cli_model_path. */
+#define CLI_MODEL_HELP                                                                         \
+    "GGUF model (default: $SGL_MODEL, else " SGL_DEFAULT_MODEL_FILE "\nin $XDG_DATA_HOME/sglc/models, " \
+    "then PREFIX/share/sglc/models)"
 
 /* Handlers named in commands.def. */
 #define X(name, fn, summary) int fn(int argc, char **argv);

@@ -25,7 +25,7 @@ enum {
 static const cli_option batch_options[] = {
     {O_PARALLEL, "--parallel", NULL, "N", "scripts in flight at once (default 16)"},
     {O_OUT, "--out", NULL, "FILE.jsonl", "write the lines there instead of stdout"},
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_FAKE, "--fake", NULL, NULL, "use the deterministic fake engine (no model)"},
     {O_ALLOW_IO, "--allow-io", NULL, NULL, "permit the file/http/shell builtins"},
     {O_OPT, "-O", NULL, "LEVEL", "compiler optimisation level (0, 1, 2)"},

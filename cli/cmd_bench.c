@@ -24,7 +24,7 @@ static const cli_option bench_options[] = {
     {O_MODES, "--modes", NULL, "M,M,...", "modes to run (default: all, in the order --list shows)"},
     {O_QUICK, "--quick", NULL, NULL, "1 to 3 programs per workload instead of 2 to 8"},
     {O_PROGRAMS, "--programs", NULL, "N", "programs per workload (overrides the default sizes)"},
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_FAKE, "--fake", NULL, NULL, "the deterministic fake engine (no model; for testing)"},
     {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},
     {O_SEED, "--seed", NULL, "N", "seed of the synthetic inputs (default 1)"},

@@ -27,7 +27,7 @@ enum {
 };
 
 static const cli_option gen_options[] = {
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_PROMPT, "--prompt", NULL, "TEXT", "a prompt (repeat for several)"},
     {O_PROMPTS_FILE, "--prompts-file", NULL, "FILE",
      "prompts one per line, after any --prompt (empty lines skipped;\n- reads standard input)"},

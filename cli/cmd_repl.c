@@ -1027,7 +1027,7 @@ static bool do_entry(repl *r, const char *t) {
 enum { O_MODEL = 1, O_FAKE, O_ALLOW_IO, O_THREADS };
 
 static const cli_option repl_options[] = {
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_FAKE, "--fake", NULL, NULL, "use the deterministic fake engine (no model)"},
     {O_ALLOW_IO, "--allow-io", NULL, NULL, "permit the file/http/shell builtins"},
     {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},

@@ -23,7 +23,7 @@ enum {
 };
 
 static const cli_option run_options[] = {
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_FAKE, "--fake", NULL, NULL, "use the deterministic fake engine (no model; replies \"ok\")"},
     {O_FN, "--fn", NULL, "NAME", "run function NAME instead of main"},
     {O_JSON, "--json", NULL, NULL,

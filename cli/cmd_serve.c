@@ -21,7 +21,7 @@ enum {
 };
 
 static const cli_option serve_options[] = {
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_HOST, "--host", NULL, "ADDR", "IPv4 address to bind (default 127.0.0.1: loopback only)"},
     {O_PORT, "--port", NULL, "N", "TCP port (default 30000; 0 = any free port, printed)"},
     {O_API_KEY, "--api-key", NULL, "KEY", "require 'Authorization: Bearer KEY' on every route but /health"},

@@ -16,7 +16,7 @@
 enum { O_MODEL = 1, O_NO_SPECIAL, O_ADD_SPECIAL, O_CHAT, O_JSON };
 
 static const cli_option tok_options[] = {
-    {O_MODEL, "--model", NULL, "PATH", "GGUF model (default: $SGL_MODEL or models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_NO_SPECIAL, "--no-special", NULL, NULL, "treat special-token text like \"<|im_end|>\" as plain text"},
     {O_ADD_SPECIAL, "--add-special", NULL, NULL, "add BOS/EOS where the model's GGUF asks for them"},
     {O_CHAT, "--chat", NULL, NULL,
