@@ -16,45 +16,49 @@ void cli_backend_init(cli_backend *b) {
 #endif
 }
 
-const char *cli_backend_help =
-    "remote backends (instead of the local engine):\n"
-    "  --backend KIND:URL  an endpoint: sglang:URL (SGLang /generate), openai:URL\n"
-    "                      (/v1/completions if offered, else /v1/chat/completions;\n"
-    "                      openai-chat:URL / openai-completions:URL choose), anthropic:URL\n"
-    "                      (/v1/messages). Repeat it to spread requests over endpoints.\n"
-    "  --backends FILE     endpoints, one KIND:URL a line (# comments)\n"
-    "  --route POLICY      prefix (default: cache-aware) or round_robin\n"
-    "  --api-model NAME    model name sent to OpenAI/Anthropic APIs\n"
-    "  --api-key-env VAR   read the API key from $VAR (default OPENAI_API_KEY /\n"
-    "                      ANTHROPIC_API_KEY)\n"
-    "  --request-timeout S seconds per HTTP attempt (default 120)\n"
-    "  --retries N         re-sends after 429/5xx/connection loss/timeouts (default 3)\n"
-    "  --api-spec-tokens N speculative execution on chat-only APIs: a run of gens that\n"
-    "                      ends an assistant turn costs one call of up to N tokens (no\n"
-    "                      stops); the gens are filled by matching the template text\n"
-    "  --chat-template F   chat template family when no --model is given (default chatml;\n"
-    "                      with --model, the model file's template is used)\n";
+const cli_option cli_backend_options[] = {
+    {0, NULL, NULL, NULL, "remote backends (instead of the local engine):"},
+    {CLI_OPT_BACKEND, "--backend", NULL, "KIND:URL",
+     "an endpoint: sglang:URL (SGLang /generate), openai:URL\n"
+     "(/v1/completions if offered, else /v1/chat/completions;\n"
+     "openai-chat:URL / openai-completions:URL choose), anthropic:URL\n"
+     "(/v1/messages). Repeat it to spread requests over endpoints."},
+    {CLI_OPT_BACKENDS, "--backends", NULL, "FILE", "endpoints, one KIND:URL a line (# comments)"},
+    {CLI_OPT_ROUTE, "--route", NULL, "POLICY", "prefix (default: cache-aware) or round_robin"},
+    {CLI_OPT_API_MODEL, "--api-model", NULL, "NAME", "model name sent to OpenAI/Anthropic APIs"},
+    {CLI_OPT_API_KEY_ENV, "--api-key-env", NULL, "VAR",
+     "read the API key from $VAR (default OPENAI_API_KEY /\nANTHROPIC_API_KEY)"},
+    {CLI_OPT_REQUEST_TIMEOUT, "--request-timeout", NULL, "S", "seconds per HTTP attempt (default 120)"},
+    {CLI_OPT_RETRIES, "--retries", NULL, "N", "re-sends after 429/5xx/connection loss/timeouts (default 3)"},
+    {CLI_OPT_API_SPEC_TOKENS, "--api-spec-tokens", NULL, "N",
+     "speculative execution on chat-only APIs: a run of gens that\n"
+     "ends an assistant turn costs one call of up to N tokens (no\n"
+     "stops); the gens are filled by matching the template text"},
+    {CLI_OPT_CHAT_TEMPLATE, "--chat-template", NULL, "NAME",
+     "chat template family (chatml, llama-3, llama-2, plain) when no\n"
+     "--model is given (default chatml; with --model, the model file's);\n"
+     "generate uses it instead of the model's and renders every\n"
+     "prompt with it"},
+    {0},
+};
 
 static void add_spec(const char *cmd, cli_backend *b, const char *spec) {
     if (b->n_specs >= CLI_MAX_BACKENDS) {
-        fprintf(stderr, "sglc %s: at most %d backends\n", cmd, CLI_MAX_BACKENDS);
-        exit(2);
+        fprintf(stderr, "sglc %s: error: at most %d backends\n", cmd, CLI_MAX_BACKENDS);
+        exit(CLI_EXIT_USAGE);
     }
     b->specs[b->n_specs++] = spec;
 }
 
-int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend *b) {
-    const char *v;
-    if (cli_opt(argc, argv, i, "--backend", &v)) {
+bool cli_backend_set(const char *cmd, int id, const char *v, cli_backend *b) {
+    switch (id) {
+    case CLI_OPT_BACKEND:
         add_spec(cmd, b, v);
-    } else if (cli_opt(argc, argv, i, "--backends", &v)) {
-        sgl_error err = {{0}};
+        break;
+    case CLI_OPT_BACKENDS: {
         size_t len = 0;
-        char *text = sgl_read_file(v, &len, &err);
-        if (!text) {
-            fprintf(stderr, "sglc %s: --backends: %s\n", cmd, err.msg);
-            exit(2);
-        }
+        char *text = cli_read_input(cmd, v, 0, &len);
+        if (!text) exit(CLI_EXIT_USAGE);
         if (b->n_files < CLI_MAX_BACKENDS) b->files[b->n_files++] = text;
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
             while (*line == ' ' || *line == '\t') line++;
@@ -62,29 +66,38 @@ int cli_backend_opt(const char *cmd, int argc, char **argv, int *i, cli_backend 
             while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) *--end = 0;
             if (*line && *line != '#') add_spec(cmd, b, line);
         }
-    } else if (cli_opt(argc, argv, i, "--route", &v)) {
+        break;
+    }
+    case CLI_OPT_ROUTE:
 #ifdef SGL_HAVE_REMOTE
         if (sgl_route_policy_parse(v, &b->cfg.policy) < 0) {
-            fprintf(stderr, "sglc %s: --route: expected prefix or round_robin, got '%s'\n", cmd, v);
-            exit(2);
+            fprintf(stderr, "sglc %s: error: --route: expected prefix or round_robin, got '%s'\n", cmd, v);
+            exit(CLI_EXIT_USAGE);
         }
 #endif
-    } else if (cli_opt(argc, argv, i, "--api-model", &v)) {
+        break;
+    case CLI_OPT_API_MODEL:
         b->cfg.api_model = v;
-    } else if (cli_opt(argc, argv, i, "--api-key-env", &v)) {
+        break;
+    case CLI_OPT_API_KEY_ENV:
         b->cfg.api_key_env = v;
-    } else if (cli_opt(argc, argv, i, "--request-timeout", &v)) {
+        break;
+    case CLI_OPT_REQUEST_TIMEOUT:
         b->cfg.timeout_s = cli_parse_double(cmd, "--request-timeout", v, 0.01, 86400);
-    } else if (cli_opt(argc, argv, i, "--retries", &v)) {
+        break;
+    case CLI_OPT_RETRIES:
         b->cfg.max_retries = (int)cli_parse_long(cmd, "--retries", v, 0, 100);
-    } else if (cli_opt(argc, argv, i, "--api-spec-tokens", &v)) {
+        break;
+    case CLI_OPT_API_SPEC_TOKENS:
         b->api_spec_tokens = (int)cli_parse_long(cmd, "--api-spec-tokens", v, 0, 1 << 20);
-    } else if (cli_opt(argc, argv, i, "--chat-template", &v)) {
+        break;
+    case CLI_OPT_CHAT_TEMPLATE:
         b->chat_template = v;
-    } else {
-        return 0;
+        break;
+    default:
+        return false;
     }
-    return 1;
+    return true;
 }
 
 bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so) {
@@ -110,6 +123,21 @@ bool cli_backend_apply(const char *cmd, cli_backend *b, vm_session_opts *so) {
         so->api_spec_tokens = b->api_spec_tokens;
     }
     return true;
+#endif
+}
+
+sgl_engine *cli_backend_router(const char *cmd, cli_backend *b, const char *policy, sgl_error *err) {
+#ifdef SGL_HAVE_REMOTE
+    if (policy && sgl_route_policy_parse(policy, &b->cfg.policy) < 0) {
+        fprintf(stderr, "sglc %s: --policy must be cache_aware or round_robin with --backend, not '%s'\n", cmd, policy);
+        exit(2);
+    }
+    cli_backend_apply(cmd, b, NULL);
+    return sgl_engine_remote_new(&b->cfg, err);
+#else
+    (void)b, (void)policy, (void)err;
+    fprintf(stderr, "sglc %s: --backend needs libcurl, which this build of sglc lacks\n", cmd);
+    exit(2);
 #endif
 }
 

@@ -1,4 +1,5 @@
-/* cli: model path resolution and option parsing shared by the subcommands. */
+/* cli: model path resolution, option values (numbers) and resource limits
+ * shared by the subcommands; the option parser itself is args.c. */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -25,23 +26,6 @@ char *cli_model_path(const char *flag) {
     return NULL;
 }
 
-bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return false;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return true;
-    }
-    if (a[n] != 0) return false;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "sglc %s: error: option %s needs a value\n", argv[0], name);
-        exit(2);
-    }
-    *value = argv[++*i];
-    return true;
-}
-
 long cli_parse_long(const char *cmd, const char *name, const char *v, long lo, long hi) {
     char *end;
     errno = 0;
@@ -66,28 +50,6 @@ double cli_parse_double(const char *cmd, const char *name, const char *v, double
     return x;
 }
 
-bool cli_limit_opt(const char *cmd, int argc, char **argv, int *i, cli_limits *l) {
-    const char *v;
-    if (cli_opt(argc, argv, i, "--max-file-mb", &v)) {
-        double mb = cli_parse_double(cmd, "--max-file-mb", v, 0, 1 << 20);
-        l->max_file = mb > 0 ? (size_t)(mb * (1 << 20)) : SIZE_MAX;
-    } else if (cli_opt(argc, argv, i, "--max-source-mb", &v)) {
-        double mb = cli_parse_double(cmd, "--max-source-mb", v, 0, 1 << 20);
-        l->max_source = mb > 0 ? (size_t)(mb * (1 << 20)) : SIZE_MAX;
-    } else if (cli_opt(argc, argv, i, "--max-mem-mb", &v)) {
-        l->mem_inst = (int64_t)(cli_parse_double(cmd, "--max-mem-mb", v, 0, 1 << 30) * (1 << 20));
-    } else if (cli_opt(argc, argv, i, "--max-run-mem-mb", &v)) {
-        l->mem_run = (int64_t)(cli_parse_double(cmd, "--max-run-mem-mb", v, 0, 1 << 30) * (1 << 20));
-    } else if (cli_opt(argc, argv, i, "--max-fork", &v)) {
-        l->fork = cli_parse_long(cmd, "--max-fork", v, 0, 1L << 30);
-    } else if (cli_opt(argc, argv, i, "--max-batch", &v)) {
-        l->batch = cli_parse_long(cmd, "--max-batch", v, 0, 1L << 30);
-    } else {
-        return false;
-    }
-    return true;
-}
-
 void cli_limits_apply_load(const cli_limits *l, sgl_load_options *o) {
     if (l->max_file) o->max_file_bytes = l->max_file;
     if (l->max_source) o->max_total_bytes = l->max_source;
@@ -102,42 +64,17 @@ void cli_limits_apply_vm(const cli_limits *l, vm_config *c) {
 
 /* ---- --device (every command that runs the local engine) ---- */
 
-const char *cli_device_help =
-    "  --device D         cpu, cuda or auto (default auto: cuda when a GPU answers)\n";
+const cli_option cli_device_options[] = {
+    {CLI_OPT_DEVICE, "--device", NULL, "D", "cpu, cuda or auto (default auto: cuda when a GPU answers)"},
+    {0},
+};
 
-int cli_take_device(int *argc, char **argv) {
-    static const char *const cmds[] = {"run", "repl", "batch", "serve", "bench", "generate",
-                                       "model-info"};
-    const char *cmd = *argc > 1 ? argv[1] : "";
-    bool applies = false;
-    for (size_t k = 0; k < SGL_ARRAY_LEN(cmds); k++) applies |= !strcmp(cmd, cmds[k]);
-    if (!applies) return 0;
-    const char *v = NULL;
-    for (int i = 2; i < *argc && strcmp(argv[i], "--") != 0;) {
-        int take = 0;
-        if (!strcmp(argv[i], "--device")) {
-            if (i + 1 >= *argc) {
-                fprintf(stderr, "sglc %s: --device needs a value (cpu, cuda or auto)\n", cmd);
-                return 2;
-            }
-            v = argv[i + 1];
-            take = 2;
-        } else if (!strncmp(argv[i], "--device=", 9)) {
-            v = argv[i] + 9;
-            take = 1;
-        }
-        if (!take) {
-            i++;
-            continue;
-        }
-        memmove(argv + i, argv + i + take, sizeof(char *) * (size_t)(*argc - i - take + 1));
-        *argc -= take;
-    }
-    if (!v) return 0;
+bool cli_device_set(const char *cmd, int id, const char *v) {
+    if (id != CLI_OPT_DEVICE) return false;
     model_device dev;
     if (model_parse_device(v, &dev)) {
-        fprintf(stderr, "sglc %s: invalid value for --device: '%s' (cpu, cuda or auto)\n", cmd, v);
-        return 2;
+        fprintf(stderr, "sglc %s: error: invalid value '%s' for --device (cpu, cuda or auto)\n", cmd, v);
+        exit(CLI_EXIT_USAGE);
     }
     sgl_error err = {{0}};
     if (dev == MODEL_DEVICE_CUDA && !model_device_available(dev, &err)) {
@@ -145,5 +82,5 @@ int cli_take_device(int *argc, char **argv) {
         dev = MODEL_DEVICE_CPU;
     }
     model_set_default_device(dev);
-    return 0;
+    return true;
 }

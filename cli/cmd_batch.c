@@ -5,7 +5,9 @@
  * result, variables, output, error, seconds, requests and token counts.
  * A failing script does not stop the others. Exit status: 0 when every
  * script succeeded, 1 when any failed, 2 on usage or setup errors. */
+#include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,29 +17,47 @@
 #include "vm/caps.h"
 #include "vm/session.h"
 
-static void batch_usage(FILE *out) {
-    fprintf(out,
-            "usage: sglc batch DIR [options]\n\n"
-            "Runs the main block of every .sgl file in DIR on one shared engine and\n"
-            "writes one JSON line per script.\n\n"
-            "  --parallel N       scripts in flight at once (default 16)\n"
-            "  --out FILE.jsonl   write the lines there instead of stdout\n"
-            "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
-            "  --fake             use the deterministic fake engine (no model)\n"
-            "  --allow-io         permit the file/http/shell builtins\n"
-            "  -O LEVEL           compiler optimisation level (0, 1, 2)\n"
-            "  --temperature T, --max-tokens N, --seed N   run-level gen defaults\n"
-            "  --threads N        engine threads (default: all cores)\n"
-            "  --no-cache         run the engine without its radix cache\n"
-            "  --max-steps N      fail a script after N VM instructions (default 100000000;\n"
-            "                     0: no limit), so a runaway loop cannot stall the batch\n"
-            "  --progress         draw the status line (done, failed, running, tok/s, cache,\n"
-            "                     ETA) even when stderr is not a terminal\n"
-            "  --stats            with backends: one line per endpoint (requests, cached\n"
-            "                     tokens and hit rate where the server reports them)\n"
-            CLI_LIMITS_USAGE "\n%s",
-            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
-}
+enum {
+    O_PARALLEL = 1, O_OUT, O_MODEL, O_FAKE, O_ALLOW_IO, O_OPT, O_TEMPERATURE, O_MAX_TOKENS, O_SEED,
+    O_THREADS, O_NO_CACHE, O_MAX_STEPS, O_PROGRESS, O_STATS,
+};
+
+static const cli_option batch_options[] = {
+    {O_PARALLEL, "--parallel", NULL, "N", "scripts in flight at once (default 16)"},
+    {O_OUT, "--out", NULL, "FILE.jsonl", "write the lines there instead of stdout"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
+    {O_FAKE, "--fake", NULL, NULL, "use the deterministic fake engine (no model)"},
+    {O_ALLOW_IO, "--allow-io", NULL, NULL, "permit the file/http/shell builtins"},
+    {O_OPT, "-O", NULL, "LEVEL", "compiler optimisation level (0, 1, 2)"},
+    {O_TEMPERATURE, "--temperature", NULL, "T", "run-level default temperature for gen"},
+    {O_MAX_TOKENS, "--max-tokens", NULL, "N", "run-level default max_tokens for gen"},
+    {O_SEED, "--seed", NULL, "N", "run-level seed base"},
+    {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},
+    {O_NO_CACHE, "--no-cache", NULL, NULL, "run the engine without its radix cache"},
+    {O_MAX_STEPS, "--max-steps", NULL, "N",
+     "fail a script after N VM instructions (default 100000000;\n"
+     "0: no limit), so a runaway loop cannot stall the batch"},
+    {O_PROGRESS, "--progress", NULL, NULL,
+     "draw the status line (done, failed, running, tok/s, cache,\n"
+     "ETA) even when stderr is not a terminal"},
+    {O_STATS, "--stats", NULL, NULL,
+     "with backends: one line per endpoint (requests, cached\n"
+     "tokens and hit rate where the server reports them)"},
+    {0},
+};
+
+static const cli_option *const batch_tables[] = {batch_options, cli_device_options, cli_limit_options, cli_backend_options, NULL};
+
+static const cli_spec batch_spec = {
+    .name = "batch",
+    .synopsis = "sglc batch [options] DIR",
+    .about = "Runs the main block of every .sgl file in DIR on one shared engine and\n"
+             "writes one JSON line per script, every line with the same keys: file,\n"
+             "status (ok, error, compile_error), result, variables, output, error (null\n"
+             "or {message, file, line, col, kind}), seconds, requests, prompt_tokens,\n"
+             "completion_tokens, cached_tokens.\n",
+    .tables = batch_tables,
+};
 
 typedef struct job {
     char *path;
@@ -77,34 +97,28 @@ static int batch_poll(void *ctx) {
     return 0;
 }
 
-static void json_str(sgl_strbuf *sb, const char *s) {
-    vm_value v = vm_str_from(s);
-    vm_json_dump(sb, v, false, NULL);
-    vm_release(v);
+/* The job's JSON line: "file" first, then the result document's keys. */
+static char *job_line(const job *j, cJSON *doc) {
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "file", j->path);
+    while (doc->child) {
+        cJSON *item = cJSON_DetachItemViaPointer(doc, doc->child);
+        cJSON_AddItemToObject(row, item->string, item);
+    }
+    cJSON_Delete(doc);
+    char *text = cJSON_PrintUnformatted(row);
+    cJSON_Delete(row);
+    return text;
 }
 
 static void finish_job(batch *b, job *j, vm_inst *in, const char *spawn_error) {
     if (j->line) return;
-    sgl_strbuf sb = {0};
-    sgl_strbuf_puts(&sb, "{\"file\": ");
-    json_str(&sb, j->path);
-    sgl_strbuf_puts(&sb, ", ");
     if (j->out) {
         fclose(j->out);
         j->out = NULL;
     }
-    if (in) {
-        sgl_strbuf one = {0};
-        vm_inst_json(in, j->outbuf, &one);
-        sgl_strbuf_puts(&sb, one.data + 1); /* drop the opening brace */
-        sgl_strbuf_free(&one);
-    } else {
-        sgl_strbuf_puts(&sb, "\"status\": \"error\", \"result\": null, \"variables\": {}, \"output\": \"\", \"error\": ");
-        json_str(&sb, spawn_error);
-        sgl_strbuf_puts(&sb, ", \"seconds\": 0, \"requests\": 0, \"prompt_tokens\": 0, \"completion_tokens\": 0, "
-                             "\"cached_tokens\": 0}");
-    }
-    j->line = sgl_strbuf_take(&sb);
+    if (in) j->line = job_line(j, cli_result_json(in, j->outbuf));
+    else j->line = job_line(j, cli_result_failed("error", cli_error_object("runtime", spawn_error, j->path, 0, 0)));
     b->running--;
 }
 
@@ -165,63 +179,54 @@ int cmd_batch(int argc, char **argv) {
     batch b = {.spawning = -1};
     char *model_path = NULL;
     bool stats = false, progress = false;
+    FILE *out = NULL;
     cli_backend bk;
     cli_backend_init(&bk);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            batch_usage(stdout);
-            status = 0;
-            goto done;
-        } else if (!strcmp(argv[i], "--fake")) {
-            fake = true;
-        } else if (!strcmp(argv[i], "--no-cache")) {
-            so.cache_off = true;
-        } else if (!strcmp(argv[i], "--stats")) {
-            stats = true;
-        } else if (!strcmp(argv[i], "--progress")) {
-            progress = true;
-        } else if (cli_backend_opt("batch", argc, argv, &i, &bk)) {
-            continue;
-        } else if (!strcmp(argv[i], "--allow-io")) {
-            so.allow_io = true;
-        } else if (cli_opt(argc, argv, &i, "--parallel", &v)) {
-            parallel = cli_parse_long("batch", "--parallel", v, 1, 1 << 20);
-        } else if (cli_opt(argc, argv, &i, "--out", &v)) {
-            out_path = v;
-        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
-            model = v;
-        } else if (cli_opt(argc, argv, &i, "-O", &v)) {
-            so.opt_level = (int)cli_parse_long("batch", "-O", v, 0, 2);
-        } else if (cli_opt(argc, argv, &i, "--temperature", &v)) {
+    cli_args a;
+    cli_args_init(&a, &batch_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        v = a.value;
+        switch (id) {
+        case O_FAKE: fake = true; break;
+        case O_NO_CACHE: so.cache_off = true; break;
+        case O_STATS: stats = true; break;
+        case O_PROGRESS: progress = true; break;
+        case O_ALLOW_IO: so.allow_io = true; break;
+        case O_PARALLEL: parallel = cli_parse_long("batch", "--parallel", v, 1, 1 << 20); break;
+        case O_OUT: out_path = v; break;
+        case O_MODEL: model = v; break;
+        case O_OPT: so.opt_level = (int)cli_parse_long("batch", "-O", v, 0, 2); break;
+        case O_TEMPERATURE:
             vm_map_set_cstr(defaults, "temperature", vm_float(cli_parse_double("batch", "--temperature", v, 0, 100)), NULL);
-        } else if (cli_opt(argc, argv, &i, "--max-tokens", &v)) {
+            break;
+        case O_MAX_TOKENS:
             vm_map_set_cstr(defaults, "max_tokens", vm_int(cli_parse_long("batch", "--max-tokens", v, 0, 1 << 20)), NULL);
-        } else if (cli_opt(argc, argv, &i, "--seed", &v)) {
+            break;
+        case O_SEED:
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("batch", "--seed", v, 0, 1L << 31)), NULL);
-        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
-            so.n_threads = (int)cli_parse_long("batch", "--threads", v, 0, 1024);
-        } else if (cli_limit_opt("batch", argc, argv, &i, &limits)) {
-            continue;
-        } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
-            max_steps = (uint64_t)cli_parse_double("batch", "--max-steps", v, 0, 1e18);
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sglc batch: unknown option '%s'\n", argv[i]);
-            batch_usage(stderr);
-            goto done;
-        } else if (!dir) {
-            dir = argv[i];
-        } else {
-            fprintf(stderr, "sglc batch: one directory only\n");
-            goto done;
+            break;
+        case O_THREADS: so.n_threads = (int)cli_parse_long("batch", "--threads", v, 0, 1024); break;
+        case O_MAX_STEPS: max_steps = (uint64_t)cli_parse_double("batch", "--max-steps", v, 0, 1e18); break;
+        case CLI_OPERAND:
+            if (dir) cli_usage_error(&a, "one directory only");
+            dir = v;
+            break;
+        default:
+            if (!cli_limit_set("batch", id, v, &limits) && !cli_device_set("batch", id, v))
+                cli_backend_set("batch", id, v, &bk);
         }
     }
-    if (!dir) {
-        batch_usage(stderr);
+    if (!dir) cli_usage_error(&a, "DIR is required");
+    /* --out is opened first: an unwritable path fails before anything runs */
+    out = out_path ? fopen(out_path, "w") : stdout;
+    if (!out) {
+        fprintf(stderr, "sglc batch: error: %s: %s\n", out_path, strerror(errno));
         goto done;
     }
     DIR *d = opendir(dir);
     if (!d) {
-        perror(dir);
+        fprintf(stderr, "sglc batch: error: %s: %s\n", dir, strerror(errno));
+        status = CLI_EXIT_ERROR;
         goto done;
     }
     for (struct dirent *e; (e = readdir(d));) {
@@ -234,7 +239,8 @@ int cmd_batch(int argc, char **argv) {
     }
     closedir(d);
     if (n == 0) {
-        fprintf(stderr, "sglc batch: no .sgl files in %s\n", dir);
+        fprintf(stderr, "sglc batch: error: no .sgl files in %s\n", dir);
+        status = CLI_EXIT_ERROR;
         goto done;
     }
     qsort(names, n, sizeof *names, cmp_str);
@@ -260,13 +266,8 @@ int cmd_batch(int argc, char **argv) {
         int rc = vm_script_load(&s, j->path, NULL, 0, diag, false, false, &j->sc, &err);
         fclose(diag);
         if (rc < 0) {
-            sgl_strbuf sb = {0};
-            sgl_strbuf_puts(&sb, "{\"file\": ");
-            json_str(&sb, j->path);
-            sgl_strbuf_puts(&sb, ", \"status\": \"compile_error\", \"error\": ");
-            json_str(&sb, dlen ? dbuf : err.msg);
-            sgl_strbuf_puts(&sb, "}");
-            j->line = sgl_strbuf_take(&sb);
+            cJSON *e = cli_program_error(j->sc.prog, err.msg);
+            j->line = job_line(j, cli_result_failed("compile_error", e));
             vm_script_free(&j->sc);
         } else {
             n_compiled++;
@@ -281,7 +282,7 @@ int cmd_batch(int argc, char **argv) {
     }
     sgl_error err = {{0}};
     if (n_compiled && vm_session_open(&s, &so, &err) < 0) {
-        fprintf(stderr, "sglc batch: %s\n", err.msg);
+        fprintf(stderr, "sglc batch: error: %s\n", err.msg);
         goto done;
     }
     if (remote && n_compiled) { /* what the backend cannot do fails before any request */
@@ -296,13 +297,7 @@ int cmd_batch(int argc, char **argv) {
             int ne = vm_caps_check_module(j->sc.mod, &caps, s.backend, ef);
             fclose(ef);
             if (ne > 0) {
-                sgl_strbuf sb = {0};
-                sgl_strbuf_puts(&sb, "{\"file\": ");
-                json_str(&sb, j->path);
-                sgl_strbuf_puts(&sb, ", \"status\": \"compile_error\", \"error\": ");
-                json_str(&sb, ebuf);
-                sgl_strbuf_puts(&sb, "}");
-                j->line = sgl_strbuf_take(&sb);
+                j->line = job_line(j, cli_result_failed("compile_error", cli_located_error("compile", ebuf)));
                 vm_script_free(&j->sc);
                 n_compiled--;
             }
@@ -322,7 +317,7 @@ int cmd_batch(int argc, char **argv) {
         }
         b.v = vm_new(&cfg, &err);
         if (!b.v) {
-            fprintf(stderr, "sglc batch: %s\n", err.msg);
+            fprintf(stderr, "sglc batch: error: %s\n", err.msg);
             goto done;
         }
         vm_set_done_hook(b.v, on_done, &b);
@@ -334,11 +329,6 @@ int cmd_batch(int argc, char **argv) {
     cli_progress_end(b.progress, &last);
     b.progress = NULL;
 
-    FILE *out = out_path ? fopen(out_path, "w") : stdout;
-    if (!out) {
-        perror(out_path);
-        goto done;
-    }
     int n_ok = 0;
     for (size_t i = 0; i < n; i++) {
         job *j = &b.jobs[i];
@@ -347,6 +337,7 @@ int cmd_batch(int argc, char **argv) {
         if (j->in && vm_inst_done(j->in) && !vm_inst_failed(j->in)) n_ok++;
     }
     if (out != stdout) fclose(out);
+    out = NULL;
     sgl_engine_metrics em;
     memset(&em, 0, sizeof em);
     if (s.engine) sgl_engine_metrics_get(s.engine, &em);
@@ -362,6 +353,7 @@ int cmd_batch(int argc, char **argv) {
     if (stats && s.engine) cli_backend_stats(s.engine, stderr);
     status = (size_t)n_ok == n ? 0 : 1;
 done:
+    if (out && out != stdout) fclose(out);
     cli_progress_end(b.progress, NULL);
     vm_free(b.v);
     for (size_t i = 0; b.jobs && i < b.n; i++) {

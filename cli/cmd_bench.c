@@ -18,31 +18,39 @@
 #include "cli/cli.h"
 #include "lib/internal.h"
 
-static void bench_usage(FILE *out) {
-    fprintf(out,
-            "usage: sglc bench [WORKLOAD...] [options]\n\n"
-            "Runs each workload (default: all) in each mode and prints programs/s, output\n"
-            "tokens/s, latency p50/p99, the cache hit rate, the best hit rate possible for the\n"
-            "run's request stream, and the speedup of full over every other mode.\n\n"
-            "  --modes M,M,...    modes to run (default: all, in the order listed below)\n"
-            "  --quick            1 to 3 programs per workload instead of 2 to 8\n"
-            "  --programs N       programs per workload (overrides the default sizes)\n"
-            "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
-            "  --fake             the deterministic fake engine (no model; for testing)\n"
-            "  --threads N        engine threads (default: all cores)\n"
-            "  --seed N           seed of the synthetic inputs (default 1)\n"
-            "  --json FILE        write every figure as JSON\n"
-            "  --plot FILE.svg    write a bar chart: workloads x modes, relative to baseline\n"
-            "  --workloads DIR    where the workload programs are (default: bench/workloads)\n"
-            "  --list             list the workloads and modes, then exit\n\n"
-            "With --backend the workloads run against remote servers instead of the local\n"
-            "engine: the modes that set only the client (full, no-parallel, no-hint, \"-O0\",\n"
-            "baseline) run, the others are skipped; the server's cache is flushed before each\n"
-            "run when it can be (sglang:), and stays on in baseline. --model is optional\n"
-            "there: its tokenizer and chat template (default: chatml, bytes for the best hit\n"
-            "rate).\n\n%s",
-            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
-}
+enum { O_MODES = 1, O_QUICK, O_PROGRAMS, O_MODEL, O_FAKE, O_THREADS, O_SEED, O_JSON, O_PLOT, O_WORKLOADS, O_LIST };
+
+static const cli_option bench_options[] = {
+    {O_MODES, "--modes", NULL, "M,M,...", "modes to run (default: all, in the order --list shows)"},
+    {O_QUICK, "--quick", NULL, NULL, "1 to 3 programs per workload instead of 2 to 8"},
+    {O_PROGRAMS, "--programs", NULL, "N", "programs per workload (overrides the default sizes)"},
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
+    {O_FAKE, "--fake", NULL, NULL, "the deterministic fake engine (no model; for testing)"},
+    {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},
+    {O_SEED, "--seed", NULL, "N", "seed of the synthetic inputs (default 1)"},
+    {O_JSON, "--json", NULL, "FILE", "write every figure as JSON"},
+    {O_PLOT, "--plot", NULL, "FILE.svg", "write a bar chart: workloads x modes, relative to baseline"},
+    {O_WORKLOADS, "--workloads", NULL, "DIR", "where the workload programs are (default: bench/workloads)"},
+    {O_LIST, "--list", NULL, NULL, "list the workloads and modes, then exit"},
+    {0},
+};
+
+static const cli_option *const bench_tables[] = {bench_options, cli_device_options, cli_backend_options, NULL};
+
+static const cli_spec bench_spec = {
+    .name = "bench",
+    .synopsis = "sglc bench [options] [WORKLOAD...]",
+    .about = "Runs each workload (default: all) in each mode and prints programs/s, output\n"
+             "tokens/s, latency p50/p99, the cache hit rate, the best hit rate possible for the\n"
+             "run's request stream, and the speedup of full over every other mode.\n",
+    .tables = bench_tables,
+    .epilog = "With --backend the workloads run against remote servers instead of the local\n"
+              "engine: the modes that set only the client (full, no-parallel, no-hint, \"-O0\",\n"
+              "baseline) run, the others are skipped; the server's cache is flushed before each\n"
+              "run when it can be (sglang:), and stays on in baseline. --model is optional\n"
+              "there: its tokenizer and chat template (default: chatml, bytes for the best hit\n"
+              "rate).\n",
+};
 
 static void list(FILE *out) {
     fprintf(out, "workloads (programs: full / --quick):\n");
@@ -98,46 +106,30 @@ int cmd_bench(int argc, char **argv) {
     bench_result *res = NULL;
     cli_backend bk;
     cli_backend_init(&bk);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            bench_usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--list")) {
-            list(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--quick")) {
-            o.quick = true;
-        } else if (!strcmp(argv[i], "--fake")) {
-            o.fake = true;
-        } else if (cli_backend_opt("bench", argc, argv, &i, &bk)) {
-            continue;
-        } else if (cli_opt(argc, argv, &i, "--modes", &v)) {
-            modes_arg = v;
-        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
-            model = v;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
-            o.n_threads = (int)cli_parse_long("bench", "--threads", v, 0, 1024);
-        } else if (cli_opt(argc, argv, &i, "--programs", &v)) {
-            o.n_programs = (int)cli_parse_long("bench", "--programs", v, 1, 100000);
-        } else if (cli_opt(argc, argv, &i, "--seed", &v)) {
-            o.seed = cli_parse_long("bench", "--seed", v, 0, 1L << 31);
-        } else if (cli_opt(argc, argv, &i, "--json", &v)) {
-            json_path = v;
-        } else if (cli_opt(argc, argv, &i, "--plot", &v)) {
-            plot_path = v;
-        } else if (cli_opt(argc, argv, &i, "--workloads", &v)) {
-            wdir = v;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sglc bench: unknown option '%s'\n", argv[i]);
-            bench_usage(stderr);
-            return 2;
-        } else {
-            const bench_workload *w = bench_workload_find(argv[i]);
-            if (!w) {
-                fprintf(stderr, "sglc bench: unknown workload '%s' (see sglc bench --list)\n", argv[i]);
-                return 2;
-            }
+    cli_args a;
+    cli_args_init(&a, &bench_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        v = a.value;
+        switch (id) {
+        case O_LIST: list(stdout); return 0;
+        case O_QUICK: o.quick = true; break;
+        case O_FAKE: o.fake = true; break;
+        case O_MODES: modes_arg = v; break;
+        case O_MODEL: model = v; break;
+        case O_THREADS: o.n_threads = (int)cli_parse_long("bench", "--threads", v, 0, 1024); break;
+        case O_PROGRAMS: o.n_programs = (int)cli_parse_long("bench", "--programs", v, 1, 100000); break;
+        case O_SEED: o.seed = cli_parse_long("bench", "--seed", v, 0, 1L << 31); break;
+        case O_JSON: json_path = v; break;
+        case O_PLOT: plot_path = v; break;
+        case O_WORKLOADS: wdir = v; break;
+        case CLI_OPERAND: {
+            const bench_workload *w = bench_workload_find(v);
+            if (!w) cli_usage_error(&a, "unknown workload '%s' (see sglc bench --list)", v);
             if (nw < (int)SGL_ARRAY_LEN(ws)) ws[nw++] = w;
+            break;
+        }
+        default:
+            if (!cli_device_set("bench", id, v)) cli_backend_set("bench", id, v, &bk);
         }
     }
     if (!nw)

@@ -1,5 +1,7 @@
-/* cmd_check: `sglc check FILE...`: parse and check SGL files, print the
- * diagnostics. Exit status: 0 (warnings allowed), 1 on errors, 2 on usage. */
+/* cmd_check: `sglc check FILE...`: parse and check SGL files (- = standard
+ * input), print the diagnostics (--json: also as one JSON object). Exit
+ * status: 0 (warnings allowed), 1 on errors, 2 on usage. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,21 +11,32 @@
 #include "lang/lang.h"
 #include "vm/stdlib_sgl.h"
 
-static void check_usage(FILE *out) {
-    fprintf(out,
-            "usage: sglc check [--allow-io] [-I DIR]... FILE...\n\n"
-            "Parses and checks each FILE and everything it imports; prints\n"
-            "diagnostics as file:line:col: error: message. Exit status 1 if any\n"
-            "file has errors, 0 otherwise (warnings allowed).\n\n"
-            "  --allow-io    permit the file/http/shell builtins\n"
-            "  -I DIR        also search DIR for imports (after $SGL_PATH)\n"
-            "  --quiet       print only errors, not warnings\n"
-            "  --max-file-mb N, --max-source-mb N   source size limits (default 4 and 16)\n"
-            "  --backend KIND:URL  also check every gen/select against what that backend can\n"
-            "                do (select needs logprobs, constraints, sampling fields, ...);\n"
-            "                sends no generation request (openai:URL probes the server once)\n"
-            "                (the other backend options of `sglc run --help` apply)\n");
-}
+enum { O_ALLOW_IO = 1, O_INCLUDE, O_QUIET, O_JSON };
+
+static const cli_option check_options[] = {
+    {O_ALLOW_IO, "--allow-io", NULL, NULL, "permit the file/http/shell builtins"},
+    {O_INCLUDE, "-I", NULL, "DIR", "also search DIR for imports (after $SGL_PATH)"},
+    {O_QUIET, "--quiet", NULL, NULL, "print only errors, not warnings"},
+    {O_JSON, "--json", NULL, NULL,
+     "print one JSON object: {\"ok\", \"diagnostics\": [{file, line, col,\n"
+     "level, message}], \"error\": the first error or null}"},
+    {0},
+};
+
+static const cli_option *const check_tables[] = {check_options, cli_source_limit_options, cli_backend_options, NULL};
+
+static const cli_spec check_spec = {
+    .name = "check",
+    .synopsis = "sglc check [options] FILE...",
+    .about = "Parses and checks each FILE (- reads standard input) and everything it\n"
+             "imports; prints diagnostics as file:line:col: error: message. Exit status 1\n"
+             "if any file has errors, 0 otherwise (warnings allowed).\n"
+             "With --backend, also checks every gen/select against what that backend can do\n"
+             "(select needs logprobs, constraints, sampling fields, ...); sends no generation\n"
+             "request (openai:URL probes the server once).\n",
+    .tables = check_tables,
+    .json_id = O_JSON,
+};
 
 static bool diag_color(void) {
     const char *nc = getenv("NO_COLOR");
@@ -35,55 +48,52 @@ int cmd_check(int argc, char **argv) {
     cli_limits limits = CLI_LIMITS_INIT;
     const char *dirs[64];
     size_t n_dirs = 0;
-    bool quiet = false;
+    bool quiet = false, json = false;
     int n_files = 0;
     char **files = calloc((size_t)argc, sizeof *files);
-    if (!files) return 2;
+    if (!files) return CLI_EXIT_USAGE;
     cli_backend bk;
     cli_backend_init(&bk);
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            check_usage(stdout);
-            free(files);
-            return 0;
-        } else if (!strcmp(argv[i], "--allow-io")) {
-            opts.allow_io = true;
-        } else if (!strcmp(argv[i], "--quiet")) {
-            quiet = true;
-        } else if (cli_limit_opt("check", argc, argv, &i, &limits)) {
-            continue;
-        } else if (cli_opt(argc, argv, &i, "-I", &v)) {
-            if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
-        } else if (cli_backend_opt("check", argc, argv, &i, &bk)) {
-            continue;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sglc check: unknown option '%s'\n", argv[i]);
-            check_usage(stderr);
-            free(files);
-            return 2;
-        } else {
-            files[n_files++] = argv[i];
+    cli_args a;
+    cli_args_init(&a, &check_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        switch (id) {
+        case O_ALLOW_IO: opts.allow_io = true; break;
+        case O_QUIET: quiet = true; break;
+        case O_JSON: json = true; break;
+        case O_INCLUDE:
+            if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = a.value;
+            break;
+        case CLI_OPERAND: files[n_files++] = a.argv[a.i - 1]; break;
+        default:
+            if (!cli_limit_set("check", id, a.value, &limits)) cli_backend_set("check", id, a.value, &bk);
         }
     }
-    if (n_files == 0) {
-        check_usage(stderr);
-        free(files);
-        return 2;
-    }
+    if (n_files == 0) cli_usage_error(&a, "FILE is required");
     cli_limits_apply_load(&limits, &opts);
     opts.provider = vm_stdlib_provider; /* the embedded standard library */
     opts.search_path = dirs;
     opts.n_search_path = n_dirs;
     bool color = diag_color();
-    int status = 0;
+    int status = CLI_EXIT_OK;
+    /* "-": the source read once, shared by both passes. */
+    char *stdin_text = NULL;
+    size_t stdin_len = 0;
+    cJSON *jdiags = json ? cJSON_CreateArray() : NULL;
     for (int f = 0; f < n_files; f++) {
+        if (!strcmp(files[f], "-") && !stdin_text) {
+            size_t cap = SGL_MIN(limits.max_file ? limits.max_file : SGL_DEFAULT_MAX_FILE,
+                                 limits.max_source ? limits.max_source : SGL_DEFAULT_MAX_SOURCE);
+            stdin_text = cli_read_input("check", "-", cap, &stdin_len);
+        }
         sgl_program *p = NULL;
-        int rc = sgl_program_load_file(&p, files[f], &opts);
+        int rc = !strcmp(files[f], "-")
+                     ? sgl_program_load_buffer(&p, "<stdin>", stdin_text, stdin_len, &opts)
+                     : sgl_program_load_file(&p, files[f], &opts);
         if (!p) {
-            fprintf(stderr, "sglc check: out of memory\n");
+            fprintf(stderr, "sglc check: error: out of memory\n");
             free(files);
-            return 1;
+            return CLI_EXIT_ERROR;
         }
         if (quiet) {
             /* Drop warnings (and their notes) before printing. */
@@ -100,33 +110,58 @@ int cmd_check(int argc, char **argv) {
             p->diags.len = k;
         }
         sgl_diags_print(p, stderr, color);
-        if (rc) status = 1;
+        for (size_t i = 0; jdiags && i < p->diags.len; i++)
+            cJSON_AddItemToArray(jdiags, cli_diag_json(p, &p->diags.items[i]));
+        if (rc) status = CLI_EXIT_ERROR;
         sgl_program_free(p);
     }
     vm_session_opts so = vm_session_opts_default();
-    if (status == 0 && cli_backend_apply("check", &bk, &so)) {
+    if (status == CLI_EXIT_OK && cli_backend_apply("check", &bk, &so)) {
         so.allow_io = opts.allow_io;
         so.search_path = dirs;
         so.n_search_path = n_dirs;
         vm_session s;
         sgl_error err = {{0}};
         if (vm_session_open(&s, &so, &err) < 0) {
-            fprintf(stderr, "sglc check: %s\n", err.msg);
-            status = 2;
+            fprintf(stderr, "sglc check: error: %s\n", err.msg);
+            status = CLI_EXIT_USAGE;
         }
-        for (int f = 0; status != 2 && f < n_files; f++) {
+        for (int f = 0; status != CLI_EXIT_USAGE && f < n_files; f++) {
             vm_script sc;
-            if (vm_script_load(&s, files[f], NULL, 0, stderr, color, false, &sc, &err) < 0) {
-                fprintf(stderr, "sglc check: %s: %s\n", files[f], err.msg);
-                status = 1;
+            bool in = !strcmp(files[f], "-");
+            if (vm_script_load(&s, in ? "<stdin>" : files[f], in ? stdin_text : NULL, in ? stdin_len : 0, stderr,
+                               color, false, &sc, &err) < 0) {
+                fprintf(stderr, "sglc check: error: %s: %s\n", files[f], err.msg);
+                status = CLI_EXIT_ERROR;
             } else if (cli_backend_check(&sc, &s, stderr) > 0) {
-                status = 1;
+                status = CLI_EXIT_ERROR;
             }
             vm_script_free(&sc);
         }
-        if (status != 2) vm_session_close(&s);
+        if (status != CLI_EXIT_USAGE) vm_session_close(&s);
+    }
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddBoolToObject(root, "ok", status == CLI_EXIT_OK);
+        cJSON_AddItemToObject(root, "diagnostics", jdiags);
+        cJSON *first = NULL;
+        for (cJSON *d = jdiags->child; d && !first; d = d->next)
+            if (!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(d, "level")), "error")) first = d;
+        if (first)
+            cJSON_AddItemToObject(root, "error",
+                                  cli_error_object("compile", cJSON_GetStringValue(cJSON_GetObjectItem(first, "message")),
+                                                   cJSON_GetStringValue(cJSON_GetObjectItem(first, "file")),
+                                                   (int)cJSON_GetNumberValue(cJSON_GetObjectItem(first, "line")),
+                                                   (int)cJSON_GetNumberValue(cJSON_GetObjectItem(first, "col"))));
+        else if (status != CLI_EXIT_OK)
+            cJSON_AddItemToObject(root, "error", cli_error_object(status == CLI_EXIT_USAGE ? "setup" : "compile",
+                                                                  "the backend check failed", NULL, 0, 0));
+        else
+            cJSON_AddNullToObject(root, "error");
+        cli_json_print(root);
     }
     cli_backend_free(&bk);
+    free(stdin_text);
     free(files);
     return status;
 }

@@ -19,51 +19,70 @@
 #include "runtime/unicode.h"
 #include "util/util.h"
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: sglc generate [--model PATH] --prompt TEXT [--prompt TEXT ...] [options]\n"
-            "       sglc generate [--model PATH] --prompts-file FILE [options]\n\n"
-            "Generates a continuation of each prompt with the local engine. One prompt is\n"
-            "streamed to stdout as it is produced; several are submitted at once (they batch\n"
-            "and share cached prefixes) and printed in order, each after a '### prompt N' line.\n\n"
-            "options:\n"
-            "  --model PATH          GGUF model (default: $SGL_MODEL or models/%s)\n"
-            "  --prompt TEXT         a prompt (repeat for several)\n"
-            "  --prompts-file FILE   prompts one per line, after any --prompt (empty lines skipped)\n"
-            "  --chat                wrap each prompt in the model's chat template as a user turn\n"
-            "  --system TEXT         system message (with --chat)\n"
-            "  --max-tokens N        most tokens to generate per prompt (default 256)\n"
-            "  --stop TEXT           stop before this text (repeatable; not printed)\n"
-            "  --temperature T       0 = greedy (default 0)\n"
-            "  --top-p P             nucleus sampling (default 1 = off)\n"
-            "  --top-k K             keep the K most likely tokens (default 0 = off)\n"
-            "  --min-p P             drop tokens below P x the top probability (default 0 = off)\n"
-            "  --repeat-penalty R    repetition penalty over prompt and output (default 1 = off)\n"
-            "  --seed S              sampling seed, the same for every prompt (default: clock)\n"
-            "  --threads N           CPU threads (default: all cores)\n"
-            "  --stats               print per-prompt figures and engine totals to stderr\n"
-            "constraints (docs/runtime.md; at most one):\n"
-            "  --regex RE            the output matches RE (docs/language.md regex dialect)\n"
-            "  --json-schema S       the output is JSON valid for schema S (JSON text, or @FILE)\n"
-            "  --grammar G           the output matches the EBNF/GBNF grammar G (text, or @FILE)\n"
-            "  --choice TEXT         the output is one of the --choice texts (repeatable)\n"
-            "  --json-ws N           JSON: allow whitespace runs of up to N bytes (default 0:\n"
-            "                        compact)\n"
-            "  --no-jump-forward     sample every token, even where the constraint allows one\n"
-            "                        text only\n"
-            "  --token-healing       back off the prompt's last token and let the first\n"
-            "                        generated token start with its bytes\n"
-            "engine:\n"
-            "  --kv-tokens N         KV pool size in tokens, cache included (default: 256 MiB)\n"
-            "  --chunked-prefill N   prompt tokens per request per forward (default 512;\n"
-            "                        0 = whole prompts)\n"
-            "  --policy lpm|fcfs|random  waiting-queue order: longest cached prefix first (default)\n"
-            "                        or arrival order (random: a seeded shuffle)\n"
-            "  --no-cache            no radix cache: every prompt computed afresh\n\n%s"
-            "  (with --backend, --model only supplies the chat template for --chat; --stats\n"
-            "  adds one line per endpoint)\n",
-            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
-}
+enum {
+    O_MODEL = 1, O_PROMPT, O_PROMPTS_FILE, O_CHAT, O_SYSTEM, O_MAX_TOKENS, O_STOP, O_TEMPERATURE,
+    O_TOP_P, O_TOP_K, O_MIN_P, O_REPEAT_PENALTY, O_SEED, O_THREADS, O_STATS, O_IGNORE_EOS, O_LOGPROBS,
+    O_REGEX, O_JSON_SCHEMA, O_GRAMMAR, O_CHOICE, O_JSON_WS, O_NO_JUMP_FORWARD, O_TOKEN_HEALING,
+    O_KV_TOKENS, O_CHUNKED_PREFILL, O_POLICY, O_NO_CACHE,
+};
+
+static const cli_option gen_options[] = {
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
+    {O_PROMPT, "--prompt", NULL, "TEXT", "a prompt (repeat for several)"},
+    {O_PROMPTS_FILE, "--prompts-file", NULL, "FILE",
+     "prompts one per line, after any --prompt (empty lines skipped;\n- reads standard input)"},
+    {O_CHAT, "--chat", NULL, NULL,
+     "wrap each prompt in the chat template as a user turn (the\n"
+     "model's, or --chat-template NAME's)"},
+    {O_SYSTEM, "--system", NULL, "TEXT", "system message (with --chat)"},
+    {O_MAX_TOKENS, "--max-tokens", NULL, "N", "most tokens to generate per prompt (default 256)"},
+    {O_STOP, "--stop", NULL, "TEXT", "stop before this text (repeatable; not printed)"},
+    {O_IGNORE_EOS, "--ignore-eos", NULL, NULL, "do not stop at the end-of-sequence token (runs to --max-tokens)"},
+    {O_TEMPERATURE, "--temperature", NULL, "T", "0 = greedy (default 0)"},
+    {O_TOP_P, "--top-p", NULL, "P", "nucleus sampling (default 1 = off)"},
+    {O_TOP_K, "--top-k", NULL, "K", "keep the K most likely tokens (default 0 = off)"},
+    {O_MIN_P, "--min-p", NULL, "P", "drop tokens below P x the top probability (default 0 = off)"},
+    {O_REPEAT_PENALTY, "--repeat-penalty", NULL, "R", "repetition penalty over prompt and output (default 1 = off)"},
+    {O_SEED, "--seed", NULL, "S", "sampling seed, the same for every prompt (default: clock)"},
+    {O_LOGPROBS, "--logprobs", NULL, "N",
+     "after each output, one line per generated token: its logprob\n"
+     "and the N most likely alternatives (0: the token's alone)"},
+    {O_THREADS, "--threads", NULL, "N", "CPU threads (default: all cores)"},
+    {O_STATS, "--stats", NULL, NULL,
+     "print per-prompt figures and engine totals to stderr (with\n--backend: also one line per endpoint)"},
+    {0, NULL, NULL, NULL, "constraints (docs/runtime.md; at most one):"},
+    {O_REGEX, "--regex", NULL, "RE", "the output matches RE (docs/language.md regex dialect)"},
+    {O_JSON_SCHEMA, "--json-schema", NULL, "S", "the output is JSON valid for schema S (JSON text, @FILE, or\n@- for standard input)"},
+    {O_GRAMMAR, "--grammar", NULL, "G", "the output matches the EBNF/GBNF grammar G (text, @FILE, or\n@- for standard input)"},
+    {O_CHOICE, "--choice", NULL, "TEXT", "the output is one of the --choice texts (repeatable)"},
+    {O_JSON_WS, "--json-ws", NULL, "N", "JSON: allow whitespace runs of up to N bytes (default 0:\ncompact)"},
+    {O_NO_JUMP_FORWARD, "--no-jump-forward", NULL, NULL,
+     "sample every token, even where the constraint allows one\ntext only"},
+    {O_TOKEN_HEALING, "--token-healing", NULL, NULL,
+     "back off the prompt's last token and let the first\ngenerated token start with its bytes"},
+    {0, NULL, NULL, NULL, "engine:"},
+    {O_KV_TOKENS, "--kv-tokens", NULL, "N", "KV pool size in tokens, cache included (default: 256 MiB)"},
+    {O_CHUNKED_PREFILL, "--chunked-prefill", NULL, "N",
+     "prompt tokens per request per forward (default 512;\n0 = whole prompts)"},
+    {O_POLICY, "--policy", NULL, "lpm|fcfs|random",
+     "waiting-queue order: longest cached prefix first (default)\n"
+     "or arrival order (random: a seeded shuffle)"},
+    {O_NO_CACHE, "--no-cache", NULL, NULL, "no radix cache: every prompt computed afresh"},
+    {0},
+};
+
+static const cli_option *const gen_tables[] = {gen_options, cli_device_options, cli_backend_options, NULL};
+
+static const cli_spec gen_spec = {
+    .name = "generate",
+    .synopsis = "sglc generate [options] (--prompt TEXT... | --prompts-file FILE | -- TEXT)",
+    .about = "Generates a continuation of each prompt with the local engine. One prompt is\n"
+             "streamed to stdout as it is produced; several are submitted at once (they batch\n"
+             "and share cached prefixes) and printed in order, each after a '### prompt N' line.\n"
+             "An operand is one more prompt (after `--` when it starts with '-').\n",
+    .tables = gen_tables,
+    .epilog = "With --backend, --model only supplies the chat template for --chat.\n",
+};
 
 typedef struct gen_opts {
     const char *model, *system, *prompts_file;
@@ -106,13 +125,9 @@ static void push_str(const char ***v, int *n, int *cap, const char *s) {
 
 /* Appends the non-empty lines of --prompts-file (a trailing \r dropped). */
 static void read_prompts_file(gen_opts *o) {
-    sgl_error err;
     size_t len = 0;
-    o->file_text = sgl_read_file(o->prompts_file, &len, &err);
-    if (!o->file_text) {
-        fprintf(stderr, "sglc generate: error: %s\n", err.msg);
-        exit(1);
-    }
+    o->file_text = cli_read_input("generate", o->prompts_file, 0, &len);
+    if (!o->file_text) exit(CLI_EXIT_ERROR);
     char *p = o->file_text, *end = o->file_text + len;
     while (p < end) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -125,18 +140,15 @@ static void read_prompts_file(gen_opts *o) {
 }
 
 /* A constraint option's text: v itself, or the contents of FILE for @FILE. */
-static const char *cons_text(gen_opts *o, const char *opt, const char *v) {
+static const char *cons_text(gen_opts *o, const char *v) {
     if (v[0] != '@') return v;
     if (o->cons_file) {
         fprintf(stderr, "sglc generate: error: only one constraint may come from a file\n");
         exit(2);
     }
-    sgl_error err;
     size_t len = 0;
-    if (!(o->cons_file = sgl_read_file(v + 1, &len, &err))) {
-        fprintf(stderr, "sglc generate: error: %s: %s\n", opt, err.msg);
-        exit(1);
-    }
+    if (!(o->cons_file = cli_read_input("generate", v + 1, 0, &len))) /* @-: standard input */
+        exit(CLI_EXIT_ERROR);
     return o->cons_file;
 }
 
@@ -150,95 +162,73 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
     o->chunk = -1;
     o->policy = SGL_SCHED_LPM;
     cli_backend_init(&o->bk);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            opts_free(o);
-            exit(0);
-        } else if (!strcmp(a, "--chat")) {
-            o->chat = true;
-        } else if (!strcmp(a, "--stats")) {
-            o->stats = true;
-        } else if (!strcmp(a, "--no-cache")) {
-            o->no_cache = true;
-        } else if (!strcmp(a, "--no-jump-forward")) {
-            o->sp.jump_forward = false;
-        } else if (!strcmp(a, "--token-healing")) {
-            o->sp.token_healing = true;
-        } else if (cli_opt(argc, argv, &i, "--regex", &v)) {
-            o->sp.regex = v;
-        } else if (cli_opt(argc, argv, &i, "--json-schema", &v)) {
-            o->sp.json_schema = cons_text(o, "--json-schema", v);
-        } else if (cli_opt(argc, argv, &i, "--grammar", &v)) {
-            o->sp.grammar = cons_text(o, "--grammar", v);
-        } else if (cli_opt(argc, argv, &i, "--choice", &v)) {
-            push_str(&o->choices, &o->n_choices, &o->cap_choices, v);
-        } else if (cli_opt(argc, argv, &i, "--json-ws", &v)) {
+    cli_args a;
+    cli_args_init(&a, &gen_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        v = a.value;
+        switch (id) {
+        case O_CHAT: o->chat = true; break;
+        case O_STATS: o->stats = true; break;
+        case O_NO_CACHE: o->no_cache = true; break;
+        case O_NO_JUMP_FORWARD: o->sp.jump_forward = false; break;
+        case O_TOKEN_HEALING: o->sp.token_healing = true; break;
+        case O_IGNORE_EOS: o->sp.ignore_eos = true; break;
+        case O_LOGPROBS:
+            o->sp.return_logprob = true;
+            o->sp.top_logprobs_num = (int32_t)cli_parse_long(cmd, "--logprobs", v, 0, 20);
+            break;
+        case O_REGEX: o->sp.regex = v; break;
+        case O_JSON_SCHEMA: o->sp.json_schema = cons_text(o, v); break;
+        case O_GRAMMAR: o->sp.grammar = cons_text(o, v); break;
+        case O_CHOICE: push_str(&o->choices, &o->n_choices, &o->cap_choices, v); break;
+        case O_JSON_WS:
             o->sp.json_ws_max = (int32_t)cli_parse_long(cmd, "--json-ws", v, 0, 64);
             o->sp.json_ws_flexible = o->sp.json_ws_max > 0;
-        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
-            o->model = v;
-        } else if (cli_opt(argc, argv, &i, "--prompt", &v)) {
-            push_str(&o->prompts, &o->n_prompts, &o->cap_prompts, v);
-        } else if (cli_opt(argc, argv, &i, "--prompts-file", &v)) {
-            o->prompts_file = v;
-        } else if (cli_opt(argc, argv, &i, "--system", &v)) {
-            o->system = v;
-        } else if (cli_opt(argc, argv, &i, "--stop", &v)) {
-            if (!*v) {
-                fprintf(stderr, "sglc generate: error: --stop needs a non-empty text\n");
-                exit(2);
-            }
+            break;
+        case O_MODEL: o->model = v; break;
+        case O_PROMPT:
+        case CLI_OPERAND: push_str(&o->prompts, &o->n_prompts, &o->cap_prompts, v); break;
+        case O_PROMPTS_FILE: o->prompts_file = v; break;
+        case O_SYSTEM: o->system = v; break;
+        case O_STOP:
+            if (!*v) cli_usage_error(&a, "--stop needs a non-empty text");
             push_str(&o->stops, &o->n_stops, &cap_stops, v);
-        } else if (cli_opt(argc, argv, &i, "--max-tokens", &v)) {
-            o->max_tokens = cli_parse_long(cmd, "--max-tokens", v, 0, 1 << 20);
-        } else if (cli_opt(argc, argv, &i, "--temperature", &v)) {
-            o->sp.temperature = (float)cli_parse_double(cmd, "--temperature", v, 0, 100);
-        } else if (cli_opt(argc, argv, &i, "--top-p", &v)) {
-            o->sp.top_p = (float)cli_parse_double(cmd, "--top-p", v, 0, 1);
-        } else if (cli_opt(argc, argv, &i, "--top-k", &v)) {
-            o->sp.top_k = (int32_t)cli_parse_long(cmd, "--top-k", v, 0, 1 << 30);
-        } else if (cli_opt(argc, argv, &i, "--min-p", &v)) {
-            o->sp.min_p = (float)cli_parse_double(cmd, "--min-p", v, 0, 1);
-        } else if (cli_opt(argc, argv, &i, "--repeat-penalty", &v)) {
+            break;
+        case O_MAX_TOKENS: o->max_tokens = cli_parse_long(cmd, "--max-tokens", v, 0, 1 << 20); break;
+        case O_TEMPERATURE: o->sp.temperature = (float)cli_parse_double(cmd, "--temperature", v, 0, 100); break;
+        case O_TOP_P: o->sp.top_p = (float)cli_parse_double(cmd, "--top-p", v, 0, 1); break;
+        case O_TOP_K: o->sp.top_k = (int32_t)cli_parse_long(cmd, "--top-k", v, 0, 1 << 30); break;
+        case O_MIN_P: o->sp.min_p = (float)cli_parse_double(cmd, "--min-p", v, 0, 1); break;
+        case O_REPEAT_PENALTY:
             o->sp.repetition_penalty = (float)cli_parse_double(cmd, "--repeat-penalty", v, 0.01, 100);
-        } else if (cli_opt(argc, argv, &i, "--seed", &v)) {
+            break;
+        case O_SEED:
             o->sp.seed = (uint64_t)cli_parse_long(cmd, "--seed", v, 0, 0x7fffffffffffffffL);
             o->seed_given = true;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
-            o->threads = cli_parse_long(cmd, "--threads", v, 0, 256);
-        } else if (cli_opt(argc, argv, &i, "--kv-tokens", &v)) {
-            o->kv_tokens = cli_parse_long(cmd, "--kv-tokens", v, 16, 1L << 30);
-        } else if (cli_opt(argc, argv, &i, "--chunked-prefill", &v)) {
-            o->chunk = cli_parse_long(cmd, "--chunked-prefill", v, 0, 1L << 30);
-        } else if (cli_opt(argc, argv, &i, "--policy", &v)) {
-            if (sgl_sched_policy_parse(v, &o->policy) < 0) {
-                fprintf(stderr, "sglc generate: error: --policy must be lpm, fcfs or random, not '%s'\n", v);
-                exit(2);
-            }
-        } else if (cli_backend_opt(cmd, argc, argv, &i, &o->bk)) {
-            continue;
-        } else {
-            fprintf(stderr, "sglc generate: error: unknown option '%s'\n", a);
-            usage(stderr);
-            exit(2);
+            break;
+        case O_THREADS: o->threads = cli_parse_long(cmd, "--threads", v, 0, 256); break;
+        case O_KV_TOKENS: o->kv_tokens = cli_parse_long(cmd, "--kv-tokens", v, 16, 1L << 30); break;
+        case O_CHUNKED_PREFILL: o->chunk = cli_parse_long(cmd, "--chunked-prefill", v, 0, 1L << 30); break;
+        case O_POLICY:
+            if (sgl_sched_policy_parse(v, &o->policy) < 0)
+                cli_usage_error(&a, "--policy must be lpm, fcfs or random, not '%s'", v);
+            break;
+        default:
+            if (!cli_device_set(cmd, id, v)) cli_backend_set(cmd, id, v, &o->bk);
         }
     }
+    if (o->bk.chat_template) {
+        /* --chat-template NAME: a known family, and it implies --chat */
+        sgl_error e = {{0}};
+        chat_template *ct = chat_template_from_family(o->bk.chat_template, &e);
+        if (!ct) cli_usage_error(&a, "--chat-template: %s", e.msg);
+        chat_template_free(ct);
+        o->chat = true;
+    }
     if (o->prompts_file) read_prompts_file(o);
-    if (o->n_prompts == 0 && o->prompts_file) {
-        fprintf(stderr, "sglc generate: error: %s holds no prompt\n", o->prompts_file);
-        exit(2);
-    }
-    if (o->n_prompts == 0) {
-        fprintf(stderr, "sglc generate: error: --prompt TEXT is required\n");
-        usage(stderr);
-        exit(2);
-    }
-    if (o->system && !o->chat) {
-        fprintf(stderr, "sglc generate: error: --system needs --chat\n");
-        exit(2);
-    }
+    if (o->n_prompts == 0 && o->prompts_file) cli_usage_error(&a, "%s holds no prompt", o->prompts_file);
+    if (o->n_prompts == 0) cli_usage_error(&a, "--prompt TEXT is required");
+    if (o->system && !o->chat) cli_usage_error(&a, "--system needs --chat");
     if (!o->seed_given) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
     o->sp.max_new_tokens = (int32_t)o->max_tokens;
     o->sp.penalize_prompt = true; /* --repeat-penalty: over prompt and output, as llama.cpp */
@@ -247,11 +237,8 @@ static void parse_args(int argc, char **argv, gen_opts *o) {
     o->sp.choices = o->choices;
     o->sp.n_choices = o->n_choices;
     if ((o->sp.regex != NULL) + (o->sp.json_schema != NULL) + (o->sp.grammar != NULL) +
-            (o->n_choices > 0) > 1) {
-        fprintf(stderr, "sglc generate: error: give one of --regex, --json-schema, --grammar, "
-                        "--choice\n");
-        exit(2);
-    }
+            (o->n_choices > 0) > 1)
+        cli_usage_error(&a, "give one of --regex, --json-schema, --grammar, --choice");
 }
 
 /* Builds one prompt's token ids (malloc'd into *ids). ct: the chat template
@@ -341,12 +328,35 @@ static void print_engine_stats(sgl_engine *e) {
                 m.device, m.device_weight_bytes / 1048576.0, m.device_bytes / 1048576.0);
 }
 
+/* --logprobs: one line per generated token, "logprob TOKEN: L  top: T1 L1, ..."
+ * with the texts quoted as C strings. */
+static void print_logprobs(const sgl_result *r) {
+    for (int32_t i = 0; i < r->n_logprobs; i++) {
+        const sgl_token_logprob *lp = &r->logprobs[i];
+        if (lp->token < 0) continue;
+        sgl_strbuf sb = {0};
+        sgl_strbuf_printf(&sb, "logprob %d ", lp->token);
+        vm_quote(&sb, lp->text ? lp->text : "", lp->text ? strlen(lp->text) : 0, 40);
+        sgl_strbuf_printf(&sb, " %.4f", lp->logprob);
+        for (int32_t k = 0; k < lp->n_top; k++) {
+            sgl_strbuf_puts(&sb, k ? ", " : "  top: ");
+            sgl_strbuf_printf(&sb, "%d ", lp->top_ids[k]);
+            const char *tt = lp->top_texts && lp->top_texts[k] ? lp->top_texts[k] : "";
+            vm_quote(&sb, tt, strlen(tt), 40);
+            sgl_strbuf_printf(&sb, " %.4f", lp->top_logprobs[k]);
+        }
+        printf("%s\n", sb.data ? sb.data : "");
+        sgl_strbuf_free(&sb);
+    }
+}
+
 /* Prints result idx (one of several): header, text, its error if any.
  * Returns 0, or 1 when the request failed. */
 static int print_one(int idx, const sgl_result *r) {
     printf("### prompt %d\n", idx + 1);
     write_utf8(r->text, r->text_len);
     fputc('\n', stdout);
+    print_logprobs(r);
     fflush(stdout);
     if (r->finish != SGL_FINISH_ABORT) return 0;
     fprintf(stderr, "sglc generate: error: prompt %d: %s\n", idx + 1, r->error ? r->error : "aborted");
@@ -382,6 +392,7 @@ static int collect_results(sgl_engine *e, gen_req *reqs, int n, sgl_error *err) 
         done++;
         if (n == 1) {
             fputc('\n', stdout);
+            print_logprobs(r);
             fflush(stdout);
             if (r->finish == SGL_FINISH_ABORT) return sgl_error_set(err, "%s", r->error ? r->error : "aborted");
         }
@@ -413,10 +424,15 @@ static int generate_remote(gen_opts *o) {
     }
     cli_backend_apply("generate", &o->bk, NULL);
     if (o->chat && o->model) {
-        if (!(path = cli_model_path(o->model))) goto done;
+        if (!(path = cli_model_path(o->model))) {
+            status = CLI_EXIT_USAGE;
+            goto done;
+        }
         if (!(gf = gguf_open(path, &err)) || !(tok = tok_load_gguf(gf, &err)) ||
-            !(ct = chat_template_from_gguf(gf, tok, &err)))
+            !(ct = chat_template_from_gguf(gf, tok, &err))) {
+            status = CLI_EXIT_USAGE;
             goto fail;
+        }
     } else if (o->chat && !(ct = chat_template_from_family(o->bk.chat_template ? o->bk.chat_template : "chatml", &err))) {
         goto fail;
     }
@@ -496,7 +512,7 @@ int cmd_generate(int argc, char **argv) {
     char *path = cli_model_path(o.model);
     if (!path) {
         opts_free(&o);
-        return 1;
+        return CLI_EXIT_USAGE;
     }
 
     int status = 1, n = o.n_prompts;
@@ -519,11 +535,16 @@ int cmd_generate(int argc, char **argv) {
     if (o.chunk >= 0) cfg.chunk_size = (int32_t)o.chunk;
     cfg.cache_off = o.no_cache;
     double t_load = sgl_now();
-    if (!(e = sgl_engine_local_new(&cfg, &err))) goto fail;
+    if (!(e = sgl_engine_local_new(&cfg, &err))) {
+        status = CLI_EXIT_USAGE; /* the model cannot be loaded: a setup error */
+        goto fail;
+    }
     t_load = sgl_now() - t_load;
     sgl_model *m = sgl_engine_local_model(e);
     const sgl_tokenizer *tok = sgl_engine_local_tokenizer(e);
-    if (o.chat && !(ct = chat_template_from_gguf(model_get_gguf(m), tok, &err))) goto fail;
+    if (o.chat && !(ct = o.bk.chat_template ? chat_template_from_family(o.bk.chat_template, &err)
+                                             : chat_template_from_gguf(model_get_gguf(m), tok, &err)))
+        goto fail;
     for (int i = 0; i < n; i++) {
         if (encode_prompt(&o, o.prompts[i], ct, tok, &ids[i], &n_ids[i], &err)) goto fail;
         if (n_ids[i] == 0) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -33,19 +34,29 @@ typedef struct type_total {
     uint64_t tensors, params, bytes;
 } type_total;
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: sglc model-info [--model PATH] [--json] [--no-tensors] [--verify]\n\n"
-            "Print a GGUF model's metadata (architecture, hyper-parameters, tokenizer,\n"
-            "chat template), a table of its tensors and totals per type.\n\n"
-            "  --model PATH   the GGUF file (default: $SGL_MODEL, then models/%s)\n"
-            "  --json         print the same information as one JSON object\n"
-            "  --no-tensors   leave out the per-tensor table (totals are still printed)\n"
-            "  --verify       instead, decode every weight and report tensors holding NaN,\n"
-            "                 Inf or values beyond +-1e4 (a corrupt scale); exit 1 if any\n"
-            "  --help         print this help\n",
-            SGL_DEFAULT_MODEL_FILE);
-}
+enum { O_MODEL = 1, O_JSON, O_NO_TENSORS, O_VERIFY };
+
+static const cli_option mi_options[] = {
+    {O_MODEL, "--model", NULL, "PATH", "the GGUF file (default: $SGL_MODEL, then models/" SGL_DEFAULT_MODEL_FILE ")"},
+    {O_JSON, "--json", NULL, NULL, "print the same information as one JSON object"},
+    {O_NO_TENSORS, "--no-tensors", NULL, NULL, "leave out the per-tensor table (totals are still printed)"},
+    {O_VERIFY, "--verify", NULL, NULL,
+     "instead, decode every weight and report tensors holding NaN,\n"
+     "Inf or values beyond +-1e4 (a corrupt scale); exit 1 if any"},
+    {0},
+};
+
+static const cli_option *const mi_tables[] = {mi_options, cli_device_options, NULL};
+
+static const cli_spec mi_spec = {
+    .name = "model-info",
+    .synopsis = "sglc model-info [options] [MODEL]",
+    .about = "Print a GGUF model's metadata (architecture, hyper-parameters, tokenizer,\n"
+             "chat template), a table of its tensors and totals per type. MODEL is the\n"
+             "same as --model MODEL.\n",
+    .tables = mi_tables,
+    .json_id = O_JSON,
+};
 
 static uint64_t tensor_params(const gguf_tensor *t) {
     return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; /* bounded by the reader */
@@ -349,30 +360,36 @@ static int verify(const gguf_file *f, bool json) {
 int cmd_model_info(int argc, char **argv) {
     const char *model = NULL;
     bool json = false, tensors = true, do_verify = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--no-tensors")) tensors = false;
-        else if (!strcmp(a, "--verify")) do_verify = true;
-        else if (cli_opt(argc, argv, &i, "--model", &model)) continue;
-        else {
-            fprintf(stderr, "sglc model-info: error: unknown argument '%s'\n", a);
-            usage(stderr);
-            return 2;
+    cli_args a;
+    cli_args_init(&a, &mi_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        switch (id) {
+        case O_JSON: json = true; break;
+        case O_NO_TENSORS: tensors = false; break;
+        case O_VERIFY: do_verify = true; break;
+        case O_MODEL:
+        case CLI_OPERAND:
+            if (model) cli_usage_error(&a, "one model at a time");
+            model = a.value;
+            break;
+        default: cli_device_set("model-info", id, a.value);
         }
     }
     char *path = cli_model_path(model);
-    if (!path) return 1;
+    if (!path) {
+        if (json) cli_json_error("setup", "no model found (--model PATH or $SGL_MODEL)", NULL, 0, 0);
+        return CLI_EXIT_USAGE;
+    }
     sgl_error err = {{0}};
     gguf_file *f = gguf_open(path, &err);
     if (!f) {
+        /* a missing model is a setup error, as in every command; a file
+         * that is there but not a valid GGUF is this command's bad input */
+        bool missing = access(path, R_OK) != 0;
         fprintf(stderr, "sglc model-info: error: %s: %s\n", path, err.msg);
+        if (json) cli_json_error(missing ? "setup" : "input", err.msg, path, 0, 0);
         free(path);
-        return 1;
+        return missing ? CLI_EXIT_USAGE : CLI_EXIT_ERROR;
     }
     if (do_verify) {
         int vr = verify(f, json);

@@ -1024,36 +1024,52 @@ static bool do_entry(repl *r, const char *t) {
     return true;
 }
 
+enum { O_MODEL = 1, O_FAKE, O_ALLOW_IO, O_THREADS };
+
+static const cli_option repl_options[] = {
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
+    {O_FAKE, "--fake", NULL, NULL, "use the deterministic fake engine (no model)"},
+    {O_ALLOW_IO, "--allow-io", NULL, NULL, "permit the file/http/shell builtins"},
+    {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},
+    {0},
+};
+
+static const cli_option *const repl_tables[] = {repl_options, cli_device_options, cli_backend_options, NULL};
+
+static void repl_help_extra(void) {
+    repl_help();
+#ifdef REPL_HAVE_EDIT
+    printf("Line editing and history (up arrow) are on at a terminal.\n");
+#else
+    printf("Line editing is off (built without libedit).\n");
+#endif
+}
+
+static const cli_spec repl_spec = {
+    .name = "repl",
+    .synopsis = "sglc repl [options]",
+    .tables = repl_tables,
+    .help_extra = repl_help_extra,
+};
+
 int cmd_repl(int argc, char **argv) {
     const char *model = NULL, *v;
     bool fake = false;
     vm_session_opts so = vm_session_opts_default();
     cli_backend bk;
     cli_backend_init(&bk);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: sglc repl [--model PATH] [--fake] [--allow-io] [--threads N] [--backend KIND:URL]...\n\n");
-            printf("%s\n", cli_backend_help);
-            repl_help();
-#ifdef REPL_HAVE_EDIT
-            printf("Line editing and history (up arrow) are on at a terminal.\n");
-#else
-            printf("Line editing is off (built without libedit).\n");
-#endif
-            return 0;
-        } else if (!strcmp(argv[i], "--fake")) {
-            fake = true;
-        } else if (!strcmp(argv[i], "--allow-io")) {
-            so.allow_io = true;
-        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
-            model = v;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
-            so.n_threads = (int)cli_parse_long("repl", "--threads", v, 0, 1024);
-        } else if (cli_backend_opt("repl", argc, argv, &i, &bk)) {
-            continue;
-        } else {
-            fprintf(stderr, "sglc repl: unknown argument '%s'\n", argv[i]);
-            return 2;
+    cli_args a;
+    cli_args_init(&a, &repl_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        v = a.value;
+        switch (id) {
+        case O_FAKE: fake = true; break;
+        case O_ALLOW_IO: so.allow_io = true; break;
+        case O_MODEL: model = v; break;
+        case O_THREADS: so.n_threads = (int)cli_parse_long("repl", "--threads", v, 0, 1024); break;
+        case CLI_OPERAND: cli_usage_error(&a, "unexpected argument '%s'", v);
+        default:
+            if (!cli_device_set("repl", id, v)) cli_backend_set("repl", id, v, &bk);
         }
     }
     char *model_path = NULL;

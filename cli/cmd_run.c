@@ -4,6 +4,8 @@
  * object with the result, variables, output, timings and token counts.
  * Exit status: 0 ok, 1 program error (diagnostics or runtime error),
  * 2 usage or setup error. */
+#include <cjson/cJSON.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,38 +16,69 @@
 #include "vm/caps.h"
 #include "vm/session.h"
 
-static void run_usage(FILE *out) {
-    fprintf(out,
-            "usage: sglc run FILE [ARGS...] [options]\n\n"
-            "Runs FILE's main block (FILE - reads the program from standard input), or\n"
-            "the function --fn NAME with ARGS (each ARG is\n"
-            "read as JSON when it parses, else as a string; a function whose first\n"
-            "parameter is a stream runs on a fresh stream when that one is left out).\n\n"
-            "  --model PATH       GGUF model (default: $SGL_MODEL or models/%s)\n"
-            "  --fake             use the deterministic fake engine (no model; replies \"ok\")\n"
-            "  --fn NAME          run function NAME instead of main\n"
-            "  --json             print one JSON object: result, variables, output, error,\n"
-            "                     seconds, requests and token counts\n"
-            "  --allow-io         permit read_file, write_file, http_get, http_post, shell\n"
-            "  -O LEVEL           compiler optimisation level (0, 1, 2)\n"
-            "  -I DIR             also search DIR for imports\n"
-            "  --temperature T    default sampling temperature for gen (run level)\n"
-            "  --max-tokens N     default max_tokens for gen\n"
-            "  --seed N           reproducible run: base of every request's seed\n"
-            "  --no-jump-forward  constrained gen samples every token (default: text the\n"
-            "                     constraint forces is appended without sampling)\n"
-            "  --token-healing    default token_healing=true for gen\n"
-            "  --threads N        engine threads (default: all cores)\n"
-            "  --no-cache         run the engine without its radix cache (every prompt computed)\n"
-            "  --stats            print engine batching and cache figures to stderr\n"
-            "  --trace            print every engine request and result to stderr\n"
-            "  --progress         status line of run_batch instances on stderr (done, failed,\n"
-            "                     running, tok/s, cache, ETA), also when stderr is not a terminal\n"
-            "  --max-steps N      fail the program after N VM instructions (0: no limit)\n"
-            "  --stats            with backends: also one line per endpoint (requests,\n"
-            "                     cached tokens and hit rate where the server reports them)\n"
-            CLI_LIMITS_USAGE "\n%s",
-            SGL_DEFAULT_MODEL_FILE, cli_backend_help);
+enum {
+    O_MODEL = 1, O_FAKE, O_FN, O_JSON, O_ALLOW_IO, O_OPT, O_INCLUDE, O_TEMPERATURE, O_MAX_TOKENS,
+    O_SEED, O_NO_JUMP_FORWARD, O_TOKEN_HEALING, O_THREADS, O_NO_CACHE, O_STATS, O_TRACE, O_PROGRESS,
+    O_MAX_STEPS,
+};
+
+static const cli_option run_options[] = {
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
+    {O_FAKE, "--fake", NULL, NULL, "use the deterministic fake engine (no model; replies \"ok\")"},
+    {O_FN, "--fn", NULL, "NAME", "run function NAME instead of main"},
+    {O_JSON, "--json", NULL, NULL,
+     "print one JSON object: status, result, variables, output, error,\n"
+     "seconds, requests and token counts; on a compile or usage error\n"
+     "{\"error\": {message, file, line, col, kind}}"},
+    {O_ALLOW_IO, "--allow-io", NULL, NULL, "permit read_file, write_file, http_get, http_post, shell"},
+    {O_OPT, "-O", NULL, "LEVEL", "compiler optimisation level (0, 1, 2)"},
+    {O_INCLUDE, "-I", NULL, "DIR", "also search DIR for imports"},
+    {O_TEMPERATURE, "--temperature", NULL, "T", "default sampling temperature for gen (run level)"},
+    {O_MAX_TOKENS, "--max-tokens", NULL, "N", "default max_tokens for gen"},
+    {O_SEED, "--seed", NULL, "N", "reproducible run: base of every request's seed"},
+    {O_NO_JUMP_FORWARD, "--no-jump-forward", NULL, NULL,
+     "constrained gen samples every token (default: text the\n"
+     "constraint forces is appended without sampling)"},
+    {O_TOKEN_HEALING, "--token-healing", NULL, NULL, "default token_healing=true for gen"},
+    {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},
+    {O_NO_CACHE, "--no-cache", NULL, NULL, "run the engine without its radix cache (every prompt computed)"},
+    {O_STATS, "--stats", NULL, NULL,
+     "print engine batching and cache figures to stderr (with\n"
+     "backends: also one line per endpoint)"},
+    {O_TRACE, "--trace", NULL, NULL, "print every engine request and result to stderr"},
+    {O_PROGRESS, "--progress", NULL, NULL,
+     "status line of run_batch instances on stderr (done, failed,\n"
+     "running, tok/s, cache, ETA), also when stderr is not a terminal"},
+    {O_MAX_STEPS, "--max-steps", NULL, "N", "fail the program after N VM instructions (0: no limit)"},
+    {0},
+};
+
+static const cli_option *const run_tables[] = {run_options, cli_device_options, cli_limit_options, cli_backend_options, NULL};
+
+static const cli_spec run_spec = {
+    .name = "run",
+    .synopsis = "sglc run [options] FILE [ARGS...] [-- ARGS...]",
+    .about = "Runs FILE's main block (FILE - reads the program from standard input), or\n"
+             "the function --fn NAME with ARGS (each ARG is read as JSON when it parses,\n"
+             "else as a string; a function whose first parameter is a stream runs on a\n"
+             "fresh stream when that one is left out). Options may come anywhere before\n"
+             "`--`; an ARG that starts with '-' goes after `--`.\n",
+    .tables = run_tables,
+    .json_id = O_JSON,
+};
+
+/* Prints "sglc run: error: MSG" (and under --json the error document);
+ * returns status. */
+static int fail(bool json, int status, const char *kind, const char *fmt, ...) SGL_PRINTF(4, 5);
+static int fail(bool json, int status, const char *kind, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "sglc run: error: %s\n", msg);
+    if (json) cli_json_error(kind, msg, NULL, 0, 0);
+    return status;
 }
 
 /* The run_batch status line (cli/progress.h), fed from vm_config.poll. */
@@ -96,67 +129,47 @@ int cmd_run(int argc, char **argv) {
     cli_backend bk;
     cli_backend_init(&bk);
     if (!args || defaults.type != VM_MAP) goto done;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            run_usage(stdout);
-            status = 0;
-            goto done;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--fake")) {
-            fake = true;
-        } else if (!strcmp(argv[i], "--stats")) {
-            stats = true;
-        } else if (!strcmp(argv[i], "--trace")) {
-            trace = true;
-        } else if (!strcmp(argv[i], "--progress")) {
-            progress = true;
-        } else if (!strcmp(argv[i], "--no-cache")) {
-            so.cache_off = true;
-        } else if (!strcmp(argv[i], "--no-jump-forward")) {
-            vm_map_set_cstr(defaults, "jump_forward", vm_bool(false), NULL);
-        } else if (!strcmp(argv[i], "--token-healing")) {
-            vm_map_set_cstr(defaults, "token_healing", vm_bool(true), NULL);
-        } else if (!strcmp(argv[i], "--allow-io")) {
-            so.allow_io = true;
-        } else if (cli_opt(argc, argv, &i, "--model", &v)) {
-            model = v;
-        } else if (cli_opt(argc, argv, &i, "--fn", &v)) {
-            fn_name = v;
-        } else if (cli_opt(argc, argv, &i, "-I", &v)) {
+    cli_args p;
+    cli_args_init(&p, &run_spec, argc, argv);
+    json = p.json;
+    for (int id; (id = cli_next(&p)) != CLI_DONE;) {
+        v = p.value;
+        switch (id) {
+        case O_JSON: json = true; break;
+        case O_FAKE: fake = true; break;
+        case O_STATS: stats = true; break;
+        case O_TRACE: trace = true; break;
+        case O_PROGRESS: progress = true; break;
+        case O_NO_CACHE: so.cache_off = true; break;
+        case O_NO_JUMP_FORWARD: vm_map_set_cstr(defaults, "jump_forward", vm_bool(false), NULL); break;
+        case O_TOKEN_HEALING: vm_map_set_cstr(defaults, "token_healing", vm_bool(true), NULL); break;
+        case O_ALLOW_IO: so.allow_io = true; break;
+        case O_MODEL: model = v; break;
+        case O_FN: fn_name = v; break;
+        case O_INCLUDE:
             if (n_dirs < SGL_ARRAY_LEN(dirs)) dirs[n_dirs++] = v;
-        } else if (cli_opt(argc, argv, &i, "-O", &v)) {
-            so.opt_level = (int)cli_parse_long("run", "-O", v, 0, 2);
-        } else if (!strncmp(argv[i], "-O", 2) && argv[i][2]) {
-            so.opt_level = (int)cli_parse_long("run", "-O", argv[i] + 2, 0, 2);
-        } else if (cli_opt(argc, argv, &i, "--temperature", &v)) {
+            break;
+        case O_OPT: so.opt_level = (int)cli_parse_long("run", "-O", v, 0, 2); break;
+        case O_TEMPERATURE:
             vm_map_set_cstr(defaults, "temperature", vm_float(cli_parse_double("run", "--temperature", v, 0, 100)), NULL);
-        } else if (cli_opt(argc, argv, &i, "--max-tokens", &v)) {
+            break;
+        case O_MAX_TOKENS:
             vm_map_set_cstr(defaults, "max_tokens", vm_int(cli_parse_long("run", "--max-tokens", v, 0, 1 << 20)), NULL);
-        } else if (cli_opt(argc, argv, &i, "--seed", &v)) {
+            break;
+        case O_SEED:
             vm_map_set_cstr(defaults, "seed", vm_int(cli_parse_long("run", "--seed", v, 0, 1L << 31)), NULL);
-        } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
-            so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024);
-        } else if (cli_limit_opt("run", argc, argv, &i, &limits)) {
-            continue;
-        } else if (cli_opt(argc, argv, &i, "--max-steps", &v)) {
-            max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18);
-        } else if (cli_backend_opt("run", argc, argv, &i, &bk)) {
-            continue;
-        } else if (argv[i][0] == '-' && argv[i][1] && !file) {
-            fprintf(stderr, "sglc run: unknown option '%s'\n", argv[i]);
-            run_usage(stderr);
-            goto done;
-        } else if (!file) {
-            file = argv[i];
-        } else {
-            args[n_args++] = argv[i];
+            break;
+        case O_THREADS: so.n_threads = (int)cli_parse_long("run", "--threads", v, 0, 1024); break;
+        case O_MAX_STEPS: max_steps = (uint64_t)cli_parse_double("run", "--max-steps", v, 0, 1e18); break;
+        case CLI_OPERAND:
+            if (!file) file = v;
+            else args[n_args++] = p.argv[p.i - 1];
+            break;
+        default:
+            if (!cli_limit_set("run", id, v, &limits) && !cli_device_set("run", id, v)) cli_backend_set("run", id, v, &bk);
         }
     }
-    if (!file) {
-        run_usage(stderr);
-        goto done;
-    }
+    if (!file) cli_usage_error(&p, "FILE is required");
     so.search_path = dirs;
     so.n_search_path = n_dirs;
     so.fake = fake;
@@ -167,35 +180,36 @@ int cmd_run(int argc, char **argv) {
     so.max_source_bytes = limits.max_source;
     s.opts = so;
     sgl_error err = {{0}};
-    sgl_strbuf stdin_text = {0};
+    char *stdin_text = NULL;
+    size_t stdin_len = 0;
     if (!strcmp(file, "-")) {
-        char buf[4096];
-        size_t k;
         /* Stop one buffer past the source size limit: the loader reports it. */
         size_t cap = SGL_MIN(limits.max_file ? limits.max_file : SGL_DEFAULT_MAX_FILE,
                              limits.max_source ? limits.max_source : SGL_DEFAULT_MAX_SOURCE);
-        while (stdin_text.len <= cap && (k = fread(buf, 1, sizeof buf, stdin)) > 0)
-            sgl_strbuf_append(&stdin_text, buf, k);
-        sgl_strbuf_putc(&stdin_text, 0);
-        stdin_text.len--;
+        stdin_text = cli_read_input("run", "-", cap, &stdin_len);
         file = "<stdin>";
     }
-    int load_rc = vm_script_load(&s, file, stdin_text.data, stdin_text.len, stderr, diag_color(), true, &sc, &err);
-    sgl_strbuf_free(&stdin_text);
+    int load_rc = vm_script_load(&s, file, stdin_text, stdin_len, stderr, diag_color(), true, &sc, &err);
+    free(stdin_text);
     if (load_rc < 0) {
-        if (sc.prog && sc.prog->diags.n_errors == 0) fprintf(stderr, "sglc run: %s\n", err.msg);
-        status = 1;
+        if (!sc.prog || sc.prog->diags.n_errors == 0) fprintf(stderr, "sglc run: error: %s\n", err.msg);
+        if (json) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddItemToObject(root, "error", cli_program_error(sc.prog, err.msg));
+            cli_json_print(root);
+        }
+        status = CLI_EXIT_ERROR;
         goto done;
     }
     int fi = sc.mod->entry;
     if (fn_name) {
         fi = sgl_module_find_fn(sc.mod, fn_name);
         if (fi < 0) {
-            fprintf(stderr, "sglc run: %s has no function '%s'\n", file, fn_name);
+            status = fail(json, CLI_EXIT_USAGE, "usage", "%s has no function '%s'", file, fn_name);
             goto done;
         }
     } else if (fi < 0) {
-        fprintf(stderr, "sglc run: %s has no main block (use --fn NAME)\n", file);
+        status = fail(json, CLI_EXIT_USAGE, "usage", "%s has no main block (use --fn NAME)", file);
         goto done;
     }
     const sgl_bc_function *fn = &sc.mod->fns[fi];
@@ -203,23 +217,27 @@ int cmd_run(int argc, char **argv) {
     if ((uint32_t)n_args + 1 == fn->n_params && (fn->flags & SGL_FNF_STREAM)) {
         fresh = true;
     } else if ((uint32_t)n_args != fn->n_params) {
-        fprintf(stderr, "sglc run: %s() takes %u argument%s, got %d\n", fn->name, fn->n_params,
-                fn->n_params == 1 ? "" : "s", n_args);
+        status = fail(json, CLI_EXIT_USAGE, "usage", "%s() takes %u argument%s, got %d", fn->name, fn->n_params,
+                      fn->n_params == 1 ? "" : "s", n_args);
         goto done;
     }
 
     if (!fake && (!remote || model)) {
         model_path = cli_model_path(model);
-        if (!model_path) goto done;
+        if (!model_path) {
+            if (json) cli_json_error("setup", "no model found (--model PATH or $SGL_MODEL)", NULL, 0, 0);
+            goto done;
+        }
         so.model_path = model_path;
     }
     if (vm_session_open(&s, &so, &err) < 0) {
-        fprintf(stderr, "sglc run: %s\n", err.msg);
+        status = fail(json, CLI_EXIT_USAGE, "setup", "%s", err.msg);
         goto done;
     }
     if (remote && cli_backend_check(&sc, &s, stderr) > 0) {
         /* what the backend cannot do fails here, before any request */
-        status = 1;
+        if (json) cli_json_error("compile", "the backend cannot run this program (see stderr)", file, 0, 0);
+        status = CLI_EXIT_ERROR;
         goto done;
     }
 
@@ -246,8 +264,7 @@ int cmd_run(int argc, char **argv) {
     free(vals);
     status = 0;
     if (!in) {
-        fprintf(stderr, "sglc run: %s\n", err.msg);
-        status = 2;
+        status = fail(json, CLI_EXIT_USAGE, "setup", "%s", err.msg);
         if (!json && out != stdout) fclose(out);
     } else {
         vm_run(vmach, &err);
@@ -260,10 +277,7 @@ int cmd_run(int argc, char **argv) {
         rp.line = NULL;
         if (json) {
             fflush(out);
-            sgl_strbuf sb = {0};
-            vm_inst_json(in, outbuf, &sb);
-            printf("%s\n", sb.data ? sb.data : "{}");
-            sgl_strbuf_free(&sb);
+            cli_json_print(cli_result_json(in, outbuf));
         } else if (!vm_inst_failed(in) && fn_name) {
             /* --fn: show what the function produced. */
             vm_value r = vm_inst_result(in);

@@ -13,17 +13,37 @@
 #include "runtime/unicode.h"
 #include "util/util.h"
 
-static void usage(FILE *o) {
-    fprintf(o,
-            "usage: sglc tokenize [--model PATH] [--no-special] [--add-special] [--chat] [--json] "
-            "[TEXT | -]\n"
-            "  Prints one line per token: id, the bytes it stands for (quoted, C escapes), and\n"
-            "  the vocabulary text; then the count. TEXT '-' or absent: read standard input.\n"
-            "  --no-special   treat special-token text like \"<|im_end|>\" as plain text\n"
-            "  --add-special  add BOS/EOS where the model's GGUF asks for them\n"
-            "  --chat         render TEXT as one user message with the model's chat template\n"
-            "                 (plus the assistant prompt) and tokenize that\n"
-            "  --json         print {\"text\", \"count\", \"ids\", \"tokens\": [{id, text, piece}]}\n");
+enum { O_MODEL = 1, O_NO_SPECIAL, O_ADD_SPECIAL, O_CHAT, O_JSON };
+
+static const cli_option tok_options[] = {
+    {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
+    {O_NO_SPECIAL, "--no-special", NULL, NULL, "treat special-token text like \"<|im_end|>\" as plain text"},
+    {O_ADD_SPECIAL, "--add-special", NULL, NULL, "add BOS/EOS where the model's GGUF asks for them"},
+    {O_CHAT, "--chat", NULL, NULL,
+     "render TEXT as one user message with the model's chat template\n"
+     "(plus the assistant prompt) and tokenize that"},
+    {O_JSON, "--json", NULL, NULL, "print {\"text\", \"count\", \"ids\", \"tokens\": [{id, text, piece}]}"},
+    {0},
+};
+
+static const cli_option *const tok_tables[] = {tok_options, NULL};
+
+static const cli_spec tok_spec = {
+    .name = "tokenize",
+    .synopsis = "sglc tokenize [options] [TEXT | - | -- TEXT]",
+    .about = "Prints one line per token: id, the bytes it stands for (quoted, C escapes), and\n"
+             "the vocabulary text; then the count. TEXT '-' or absent: read standard input;\n"
+             "a TEXT that starts with '-' goes after `--`.\n",
+    .tables = tok_tables,
+    .json_id = O_JSON,
+};
+
+/* Prints "sglc tokenize: error: MSG" (and the JSON error document under
+ * --json); returns status. */
+static int fail(bool json, int status, const char *kind, const char *msg) {
+    fprintf(stderr, "sglc tokenize: error: %s\n", msg);
+    if (json) cli_json_error(kind, msg, NULL, 0, 0);
+    return status;
 }
 
 /* Appends bytes as a quoted C-style string: printable ASCII and valid UTF-8
@@ -70,64 +90,53 @@ static char *read_stdin(void) {
 int cmd_tokenize(int argc, char **argv) {
     const char *model_flag = NULL, *text_arg = NULL;
     bool no_special = false, add_special = false, chat = false, json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (cli_opt(argc, argv, &i, "--model", &v)) model_flag = v;
-        else if (strcmp(argv[i], "--no-special") == 0) no_special = true;
-        else if (strcmp(argv[i], "--add-special") == 0) add_special = true;
-        else if (strcmp(argv[i], "--chat") == 0) chat = true;
-        else if (strcmp(argv[i], "--json") == 0) json = true;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (argv[i][0] == '-' && argv[i][1] != 0) {
-            fprintf(stderr, "sglc tokenize: error: unknown option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        } else if (text_arg) {
-            fprintf(stderr, "sglc tokenize: error: give one TEXT argument (quote it)\n");
-            return 2;
-        } else {
-            text_arg = argv[i];
+    cli_args a;
+    cli_args_init(&a, &tok_spec, argc, argv);
+    json = a.json;
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        switch (id) {
+        case O_MODEL: model_flag = a.value; break;
+        case O_NO_SPECIAL: no_special = true; break;
+        case O_ADD_SPECIAL: add_special = true; break;
+        case O_CHAT: chat = true; break;
+        case O_JSON: json = true; break;
+        case CLI_OPERAND:
+            if (text_arg) cli_usage_error(&a, "give one TEXT argument (quote it)");
+            text_arg = a.value;
+            break;
         }
     }
     char *path = cli_model_path(model_flag);
-    if (!path) return 1;
+    if (!path) return fail(json, CLI_EXIT_USAGE, "setup", "no model found (--model PATH or $SGL_MODEL)");
     sgl_error err = {0};
     gguf_file *f = gguf_open(path, &err);
     if (!f) {
-        fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
+        char msg[sizeof err.msg + 512];
+        snprintf(msg, sizeof msg, "%.255s: %s", path, err.msg);
         free(path);
-        return 1;
+        return fail(json, CLI_EXIT_USAGE, "setup", msg);
     }
     sgl_tokenizer *tok = tok_load_gguf(f, &err);
     chat_template *ct = tok && chat ? chat_template_from_gguf(f, tok, &err) : NULL;
     gguf_close(f);
     free(path);
     if (!tok || (chat && !ct)) {
-        fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
         tok_free(tok);
-        return 1;
+        return fail(json, !tok ? CLI_EXIT_USAGE : CLI_EXIT_ERROR, !tok ? "setup" : "input", err.msg);
     }
 
     char *text = text_arg && strcmp(text_arg, "-") != 0 ? sgl_strdup(text_arg) : read_stdin();
     if (chat) {
         sgl_strbuf r = {0};
         chat_msg m = {"user", text};
-        if (chat_render(ct, &m, 1, true, &r, &err)) {
-            fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
-            return 1;
-        }
+        if (chat_render(ct, &m, 1, true, &r, &err)) return fail(json, CLI_EXIT_ERROR, "input", err.msg);
         free(text);
         text = sgl_strbuf_take(&r);
     }
     unsigned flags = (no_special ? 0 : TOK_ENC_PARSE_SPECIAL) | (add_special ? TOK_ENC_ADD_SPECIAL : 0);
     int32_t *ids;
     size_t n;
-    if (tok_encode_ex(tok, text, strlen(text), flags, &ids, &n, &err)) {
-        fprintf(stderr, "sglc tokenize: error: %s\n", err.msg);
-        return 1;
-    }
+    if (tok_encode_ex(tok, text, strlen(text), flags, &ids, &n, &err)) return fail(json, CLI_EXIT_ERROR, "input", err.msg);
 
     if (json) {
         cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *toks = cJSON_CreateArray();
@@ -150,10 +159,7 @@ int cmd_tokenize(int argc, char **argv) {
         }
         cJSON_AddItemToObject(root, "ids", arr);
         cJSON_AddItemToObject(root, "tokens", toks);
-        char *s = cJSON_Print(root);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(root);
+        cli_json_print(root);
     } else {
         sgl_strbuf line = {0};
         for (size_t i = 0; i < n; i++) {

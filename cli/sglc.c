@@ -32,11 +32,12 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-11s %s%s\n", commands[i].name, commands[i].summary,
                 commands[i].fn == cmd_not_built ? " (not built yet)" : "");
-    fprintf(out, "\nRun 'sglc COMMAND --help' for a command's options.\n"
+    fprintf(out, "\nRun 'sglc COMMAND --help' for a command's options (anywhere before `--`).\n"
                  "The model comes from --model PATH, $SGL_MODEL, $XDG_DATA_HOME/sglc/models or\n"
                  "<prefix>/share/sglc/models (scripts/setup links it there). See man sglc.\n"
-                 "run, repl, batch, serve, bench, generate and model-info also take\n%s",
-            cli_device_help);
+                 "run, repl, batch, serve, bench, generate and model-info also take\n"
+                 "  --device D         cpu, cuda or auto (default auto: cuda when a GPU answers)\n"
+                 "Exit status: 0 ok, 1 program or input error, 2 usage or setup error.\n");
 }
 
 int main(int argc, char **argv) {
@@ -53,7 +54,6 @@ int main(int argc, char **argv) {
         printf("sglc %s\n", SGL_VERSION);
         return 0;
     }
-    if (cli_take_device(&argc, argv)) return 2;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(c, commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "sglc: error: unknown command '%s' (see 'sglc --help')\n", c);

@@ -56,15 +56,18 @@ typedef enum compiler_graph_format {
 int compiler_dump_graph(const sgl_program *p, const compiler_options *opts, compiler_graph_format fmt,
                         const char *fn_name, FILE *out, sgl_error *err);
 
-/* The --graph / --bytecode part of `sglc dump`: parses the compiler's own
- * options (--format dot|json|text, -O LEVEL / -OLEVEL, --fn NAME) from argv
- * (ignoring the ones cmd_dump handles), compiles p and prints the view to
- * stdout. bytecode: true for --bytecode. Returns the exit status (0 ok,
- * 1 compile error, 2 usage). */
-int compiler_dump_cmd(const sgl_program *p, bool bytecode, int argc, char **argv);
-/* Returns the number of argv entries starting at argv[i] that form one of
- * the compiler's dump options (2 for "--fn NAME", 1 for "-O2"), or 0 if
- * argv[i] is not one. cmd_dump uses it to let these options through. */
-int compiler_dump_option(int argc, char **argv, int i);
+/* What `sglc dump --graph` / `--bytecode` asks for (cmd_dump parses it). */
+typedef struct compiler_dump_request {
+    bool bytecode;              /* --bytecode; else the graph */
+    compiler_graph_format fmt;  /* --format (graph only) */
+    int opt_level;              /* -O LEVEL (0..2); -1: the default */
+    const char *fn;             /* --fn NAME or NULL: every function */
+    bool trace;                 /* --trace: every pass's graph (text format) */
+    bool verify;                /* --verify: check the graph after every pass */
+} compiler_dump_request;
+
+/* Compiles p and prints the requested view to stdout. Returns the exit
+ * status (0 ok, 1 compile error or unknown --fn, 2 usage). */
+int compiler_dump_run(const sgl_program *p, const compiler_dump_request *r);
 
 #endif

@@ -91,63 +91,13 @@ int compiler_dump_graph(const sgl_program *p, const compiler_options *opts, comp
 
 /* ---- sglc dump --graph / --bytecode ---- */
 
-static bool opt_eq(const char *a, const char *name, const char **val) {
-    size_t n = strlen(name);
-    if (strncmp(a, name, n)) return false;
-    if (a[n] == '=') {
-        *val = a + n + 1;
-        return true;
-    }
-    if (a[n] == 0) {
-        *val = NULL;
-        return true;
-    }
-    return false;
-}
-
-int compiler_dump_option(int argc, char **argv, int i) {
-    const char *a = argv[i], *v;
-    if (!strcmp(a, "--trace") || !strcmp(a, "--verify")) return 1;
-    if (a[0] == '-' && a[1] == 'O') return a[2] ? 1 : (i + 1 < argc ? 2 : 1);
-    if (opt_eq(a, "--format", &v) || opt_eq(a, "--fn", &v)) return v ? 1 : (i + 1 < argc ? 2 : 1);
-    return 0;
-}
-
-int compiler_dump_cmd(const sgl_program *p, bool bytecode, int argc, char **argv) {
+int compiler_dump_run(const sgl_program *p, const compiler_dump_request *r) {
     compiler_options o = compiler_options_default();
-    compiler_graph_format fmt = COMPILER_GRAPH_TEXT;
-    const char *fn = NULL;
-    bool trace = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--trace")) {
-            trace = true;
-        } else if (!strcmp(a, "--verify")) {
-            o.verify = true;
-        } else if (a[0] == '-' && a[1] == 'O') {
-            v = a[2] ? a + 2 + (a[2] == '=') : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || strlen(v) != 1 || v[0] < '0' || v[0] > '2') {
-                fprintf(stderr, "sglc dump: -O takes 0, 1 or 2\n");
-                return 2;
-            }
-            o.opt_level = v[0] - '0';
-        } else if (opt_eq(a, "--format", &v)) {
-            if (!v) v = i + 1 < argc ? argv[++i] : "";
-            if (!strcmp(v, "text")) fmt = COMPILER_GRAPH_TEXT;
-            else if (!strcmp(v, "json")) fmt = COMPILER_GRAPH_JSON;
-            else if (!strcmp(v, "dot")) fmt = COMPILER_GRAPH_DOT;
-            else {
-                fprintf(stderr, "sglc dump: --format takes text, json or dot\n");
-                return 2;
-            }
-        } else if (opt_eq(a, "--fn", &v)) {
-            fn = v ? v : (i + 1 < argc ? argv[++i] : NULL);
-            if (!fn) {
-                fprintf(stderr, "sglc dump: --fn needs a function name\n");
-                return 2;
-            }
-        }
-    }
+    compiler_graph_format fmt = r->fmt;
+    const char *fn = r->fn;
+    bool trace = r->trace, bytecode = r->bytecode;
+    if (r->opt_level >= 0) o.opt_level = r->opt_level;
+    o.verify |= r->verify;
     sgl_error err = {{0}};
     if (!bytecode) {
         comp c = {0};

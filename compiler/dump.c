@@ -3,9 +3,12 @@
  *   json  the schema in docs/compiler.md
  *   dot   Graphviz: one cluster per function and per region; solid edges
  *         for data, dashed blue edges for the stream/effect chain, dotted
- *         edges from a region node to its sub-regions
+ *         edges from a region node to its sub-regions; gen and select drawn
+ *         apart from the other nodes; a legend cluster explains them
+ *   (json is built with cJSON, one function object at a time)
  * Node ids are the IR's own (%N), so the three agree. Dead nodes are not
  * shown. */
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,157 +155,194 @@ static void text_fn(const comp *c, const ir_fn *f, FILE *out) {
     text_region(c, f, 0, 2, out);
 }
 
-/* ---- json ---- */
+/* ---- json (cJSON) ---- */
 
-static void json_str(FILE *out, const char *s) { comp_write_quoted(out, s, strlen(s), SIZE_MAX, true); }
-
-/* Writes constant k as JSON (strings, numbers, bools, null, arrays, objects). */
-static void json_const(const comp *c, int32_t k, FILE *out) {
-    if (k < 0 || (uint32_t)k >= c->n_consts) {
-        fputs("null", out);
-        return;
-    }
-    const sgl_const *x = &c->consts[k];
-    switch (x->kind) {
-    case SGL_CONST_NONE: fputs("null", out); break;
-    case SGL_CONST_BOOL: fputs(x->b ? "true" : "false", out); break;
-    case SGL_CONST_INT: fprintf(out, "%" PRId64, x->i); break;
-    case SGL_CONST_FLOAT:
-        if (x->f != x->f || x->f - x->f != 0) fputs("null", out);
-        else fprintf(out, "%.17g", x->f);
-        break;
-    case SGL_CONST_STRING: comp_write_quoted(out, x->str.bytes, x->str.len, SIZE_MAX, true); break;
-    case SGL_CONST_LIST:
-        fputc('[', out);
-        for (uint32_t i = 0; i < x->agg.n; i++) {
-            if (i) fputc(',', out);
-            json_const(c, (int32_t)x->agg.items[i], out);
-        }
-        fputc(']', out);
-        break;
-    case SGL_CONST_MAP:
-        fputc('{', out);
-        for (uint32_t i = 0; i < x->agg.n; i++) {
-            if (i) fputc(',', out);
-            json_const(c, (int32_t)x->agg.items[2 * i], out);
-            fputc(':', out);
-            json_const(c, (int32_t)x->agg.items[2 * i + 1], out);
-        }
-        fputc('}', out);
-        break;
-    }
+/* Strings keep the compiler's JSON quoting (NUL bytes and invalid UTF-8
+ * escaped, which cJSON's C strings cannot carry) as raw items. */
+static cJSON *json_bytes(const char *s, size_t n) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) return cJSON_CreateNull();
+    comp_write_quoted(m, s, n, SIZE_MAX, true);
+    fclose(m);
+    cJSON *r = cJSON_CreateRaw(buf ? buf : "\"\"");
+    free(buf);
+    return r;
 }
 
-static void json_fn(const comp *c, const ir_fn *f, FILE *out) {
-    fputs("{\"name\":", out);
-    json_str(out, f->name);
-    fputs(",\"params\":[", out);
-    for (uint32_t i = 0; i < f->n_params; i++) {
-        if (i) fputc(',', out);
-        json_str(out, f->param_names[i]);
+static cJSON *json_str(const char *s) { return json_bytes(s, strlen(s)); }
+
+/* Constant k as JSON (strings, numbers, bools, null, arrays, objects). */
+static cJSON *json_const(const comp *c, int32_t k) {
+    if (k < 0 || (uint32_t)k >= c->n_consts) return cJSON_CreateNull();
+    const sgl_const *x = &c->consts[k];
+    switch (x->kind) {
+    case SGL_CONST_NONE: return cJSON_CreateNull();
+    case SGL_CONST_BOOL: return cJSON_CreateBool(x->b);
+    case SGL_CONST_INT: {
+        char num[32]; /* exact, beyond a double's 53 bits */
+        snprintf(num, sizeof num, "%" PRId64, x->i);
+        return cJSON_CreateRaw(num);
     }
-    fprintf(out, "],\"slots\":%u,\"stream\":%s,\"reorder\":%s,\"main\":%s,\"opt_level\":%d,\"prefix\":[", f->n_slots,
-            (f->flags & SGL_FNF_STREAM) ? "true" : "false", (f->flags & SGL_FNF_REORDER) ? "true" : "false",
-            (f->flags & SGL_FNF_MAIN) ? "true" : "false", c->opts.opt_level);
+    case SGL_CONST_FLOAT:
+        if (x->f != x->f || x->f - x->f != 0) return cJSON_CreateNull();
+        return cJSON_CreateNumber(x->f);
+    case SGL_CONST_STRING: return json_bytes(x->str.bytes, x->str.len);
+    case SGL_CONST_LIST: {
+        cJSON *a = cJSON_CreateArray();
+        for (uint32_t i = 0; i < x->agg.n; i++) cJSON_AddItemToArray(a, json_const(c, (int32_t)x->agg.items[i]));
+        return a;
+    }
+    case SGL_CONST_MAP: {
+        /* keys are any constant: written as JSON text of the key */
+        cJSON *o = cJSON_CreateObject();
+        for (uint32_t i = 0; i < x->agg.n; i++) {
+            const sgl_const *kc = (uint32_t)x->agg.items[2 * i] < c->n_consts ? &c->consts[x->agg.items[2 * i]] : NULL;
+            char *key = NULL;
+            if (kc && kc->kind == SGL_CONST_STRING) {
+                key = sgl_strndup(kc->str.bytes, kc->str.len);
+            } else {
+                cJSON *kj = json_const(c, (int32_t)x->agg.items[2 * i]);
+                key = cJSON_PrintUnformatted(kj);
+                cJSON_Delete(kj);
+            }
+            cJSON_AddItemToObject(o, key ? key : "", json_const(c, (int32_t)x->agg.items[2 * i + 1]));
+            if (kc && kc->kind == SGL_CONST_STRING) free(key);
+            else cJSON_free(key);
+        }
+        return o;
+    }
+    }
+    return cJSON_CreateNull();
+}
+
+static cJSON *json_fn(const comp *c, const ir_fn *f) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "name", json_str(f->name));
+    cJSON *params = cJSON_AddArrayToObject(o, "params");
+    for (uint32_t i = 0; i < f->n_params; i++) cJSON_AddItemToArray(params, json_str(f->param_names[i]));
+    cJSON_AddNumberToObject(o, "slots", f->n_slots);
+    cJSON_AddBoolToObject(o, "stream", (f->flags & SGL_FNF_STREAM) != 0);
+    cJSON_AddBoolToObject(o, "reorder", (f->flags & SGL_FNF_REORDER) != 0);
+    cJSON_AddBoolToObject(o, "main", (f->flags & SGL_FNF_MAIN) != 0);
+    cJSON_AddNumberToObject(o, "opt_level", c->opts.opt_level);
+    cJSON *prefix = cJSON_AddArrayToObject(o, "prefix");
     for (uint32_t i = 0; i < f->n_prefix; i++) {
         const sgl_bc_prefix_item *it = &f->prefix[i];
-        if (i) fputc(',', out);
+        cJSON *p = cJSON_CreateObject();
         if (it->kind == SGL_PREFIX_TEXT) {
-            fputs("{\"kind\":\"text\",\"text\":", out);
-            json_const(c, (int32_t)it->konst, out);
-            fputc('}', out);
+            cJSON_AddStringToObject(p, "kind", "text");
+            cJSON_AddItemToObject(p, "text", json_const(c, (int32_t)it->konst));
         } else {
-            fprintf(out, "{\"kind\":\"%s\",\"role\":\"%s\"}", it->kind == SGL_PREFIX_ROLE_BEGIN ? "role_begin" : "role_end",
-                    sgl_role_name((sgl_role)it->role));
+            cJSON_AddStringToObject(p, "kind", it->kind == SGL_PREFIX_ROLE_BEGIN ? "role_begin" : "role_end");
+            cJSON_AddStringToObject(p, "role", sgl_role_name((sgl_role)it->role));
         }
+        cJSON_AddItemToArray(prefix, p);
     }
-    fputs("],\"moves\":[", out);
+    cJSON *moves = cJSON_AddArrayToObject(o, "moves");
     for (uint32_t i = 0; i < f->n_moves; i++) {
-        if (i) fputc(',', out);
-        fputs("{\"text\":", out);
-        json_const(c, f->moves[i].k, out);
-        fprintf(out, ",\"from_line\":%u,\"to_line\":%u}", f->moves[i].from_line, f->moves[i].to_line);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToObject(m, "text", json_const(c, f->moves[i].k));
+        cJSON_AddNumberToObject(m, "from_line", f->moves[i].from_line);
+        cJSON_AddNumberToObject(m, "to_line", f->moves[i].to_line);
+        cJSON_AddItemToArray(moves, m);
     }
-    fputs("],\"regions\":[", out);
+    cJSON *regions = cJSON_AddArrayToObject(o, "regions");
     for (uint32_t r = 0; r < f->n_regions; r++) {
         const ir_region *R = &f->regions[r];
         if (r && R->owner == IR_NONE) continue; /* detached by folding */
         if (R->owner != IR_NONE && f->nodes[R->owner].dead) continue;
-        fprintf(out, "%s{\"id\":%u,\"owner\":", r ? "," : "", r);
-        if (R->owner == IR_NONE) fputs("null", out);
-        else fprintf(out, "%u", R->owner);
-        fprintf(out, ",\"loop\":%s,\"nodes\":[", R->loop ? "true" : "false");
-        bool first = true;
-        for (uint32_t i = 0; i < R->len; i++) {
-            if (f->nodes[R->nodes[i]].dead) continue;
-            fprintf(out, "%s%u", first ? "" : ",", R->nodes[i]);
-            first = false;
-        }
-        fputs("]}", out);
+        cJSON *ro = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ro, "id", r);
+        if (R->owner == IR_NONE) cJSON_AddNullToObject(ro, "owner");
+        else cJSON_AddNumberToObject(ro, "owner", R->owner);
+        cJSON_AddBoolToObject(ro, "loop", R->loop);
+        cJSON *nodes = cJSON_AddArrayToObject(ro, "nodes");
+        for (uint32_t i = 0; i < R->len; i++)
+            if (!f->nodes[R->nodes[i]].dead) cJSON_AddItemToArray(nodes, cJSON_CreateNumber(R->nodes[i]));
+        cJSON_AddItemToArray(regions, ro);
     }
-    fputs("],\"nodes\":[", out);
-    bool first = true;
+    cJSON *nodes = cJSON_AddArrayToObject(o, "nodes");
     for (ir_ref id = 0; id < f->n_nodes; id++) {
         const ir_node *n = &f->nodes[id];
         if (n->dead) continue;
         unsigned fl = ir_op_flags(n->op);
-        fprintf(out, "%s\n{\"id\":%u,\"op\":\"%s\",\"region\":%u,\"kind\":\"%s\",\"inputs\":[", first ? "" : ",", id,
-                ir_op_name(n->op), n->region,
-                (fl & IRF_STREAM) ? "stream" : (fl & IRF_REGION) ? "region" : (fl & IRF_EFFECT) ? "effect" : "value");
-        first = false;
-        for (uint32_t j = 0; j < n->n_in; j++) fprintf(out, "%s%u", j ? "," : "", n->in[j]);
-        fputs("],\"chain\":", out);
-        if ((fl & IRF_EFFECT) && n->chain != IR_NONE) fprintf(out, "%u", n->chain);
-        else fputs("null", out);
+        cJSON *no = cJSON_CreateObject();
+        cJSON_AddNumberToObject(no, "id", id);
+        cJSON_AddStringToObject(no, "op", ir_op_name(n->op));
+        cJSON_AddNumberToObject(no, "region", n->region);
+        cJSON_AddStringToObject(no, "kind", (fl & IRF_STREAM)   ? "stream"
+                                            : (fl & IRF_REGION) ? "region"
+                                            : (fl & IRF_EFFECT) ? "effect"
+                                                                : "value");
+        cJSON *in = cJSON_AddArrayToObject(no, "inputs");
+        for (uint32_t j = 0; j < n->n_in; j++) cJSON_AddItemToArray(in, cJSON_CreateNumber(n->in[j]));
+        if ((fl & IRF_EFFECT) && n->chain != IR_NONE) cJSON_AddNumberToObject(no, "chain", n->chain);
+        else cJSON_AddNullToObject(no, "chain");
         if (fl & IRF_REGION) {
-            fputs(",\"subregions\":[", out);
+            cJSON *sub = cJSON_AddArrayToObject(no, "subregions");
             for (int k = 0; k < 2; k++)
-                if (n->reg[k] != UINT32_MAX) fprintf(out, "%s%u", k ? "," : "", n->reg[k]);
-            fputc(']', out);
+                if (n->reg[k] != UINT32_MAX) cJSON_AddItemToArray(sub, cJSON_CreateNumber(n->reg[k]));
         }
-        if (n->op == IR_CONST || n->op == IR_APPEND_TEXT) {
-            fputs(",\"value\":", out);
-            json_const(c, n->k, out);
-        }
+        if (n->op == IR_CONST || n->op == IR_APPEND_TEXT) cJSON_AddItemToObject(no, "value", json_const(c, n->k));
         switch (n->op) {
-        case IR_LOAD: case IR_STORE: case IR_FOR: fprintf(out, ",\"slot\":%" PRId64, n->i); break;
+        case IR_LOAD: case IR_STORE: case IR_FOR: cJSON_AddNumberToObject(no, "slot", (double)n->i); break;
         case IR_FN_REF: case IR_CALL: case IR_CALL_FRESH:
-            fputs(",\"fn\":", out);
-            json_str(out, n->i >= 0 && (uint64_t)n->i < c->n_fns ? c->fns[n->i]->name : "?");
+            cJSON_AddItemToObject(no, "fn", json_str(n->i >= 0 && (uint64_t)n->i < c->n_fns ? c->fns[n->i]->name : "?"));
             break;
-        case IR_UNOP: case IR_BINOP: fputs(",\"operator\":", out), json_str(out, sgl_op_name((sgl_op)n->i)); break;
-        case IR_BUILTIN: case IR_PURE_CALL: fputs(",\"builtin\":", out), json_str(out, sgl_builtin_name((sgl_builtin)n->i)); break;
+        case IR_UNOP: case IR_BINOP: cJSON_AddStringToObject(no, "operator", sgl_op_name((sgl_op)n->i)); break;
+        case IR_BUILTIN: case IR_PURE_CALL:
+            cJSON_AddStringToObject(no, "builtin", sgl_builtin_name((sgl_builtin)n->i));
+            break;
         case IR_APPEND:
-            fprintf(out, ",\"mode\":\"%s\"", n->i == SGL_APPEND_STR ? "str" : n->i == SGL_APPEND_FMT ? "fmt" : n->i == SGL_APPEND_IMAGE ? "image" : n->i == SGL_APPEND_VAR_BEGIN ? "var_begin" : n->i == SGL_APPEND_VAR_END ? "var_end" : "value");
+            cJSON_AddStringToObject(no, "mode", n->i == SGL_APPEND_STR          ? "str"
+                                                : n->i == SGL_APPEND_FMT       ? "fmt"
+                                                : n->i == SGL_APPEND_IMAGE     ? "image"
+                                                : n->i == SGL_APPEND_VAR_BEGIN ? "var_begin"
+                                                : n->i == SGL_APPEND_VAR_END   ? "var_end"
+                                                                               : "value");
             break;
-        case IR_ROLE_BEGIN: case IR_ROLE_END: fprintf(out, ",\"role\":\"%s\"", sgl_role_name((sgl_role)n->i)); break;
+        case IR_ROLE_BEGIN: case IR_ROLE_END: cJSON_AddStringToObject(no, "role", sgl_role_name((sgl_role)n->i)); break;
         case IR_JOIN:
-            fprintf(out, ",\"mode\":\"%s\"", n->i == SGL_JOIN_GATHER ? "gather" : n->i == SGL_JOIN_CONCAT ? "concat" : "dynamic");
+            cJSON_AddStringToObject(no, "mode", n->i == SGL_JOIN_GATHER   ? "gather"
+                                                : n->i == SGL_JOIN_CONCAT ? "concat"
+                                                                          : "dynamic");
             break;
         default: break;
         }
         if (n->site) {
-            const ir_site *s = n->site;
-            fputs(",\"site\":{\"name\":", out);
-            if (s->name_k >= 0) json_const(c, s->name_k, out);
-            else fputs(s->name_k == SGL_SITE_DYNAMIC ? "\"<dynamic>\"" : "null", out);
-            fprintf(out, ",\"positional\":%u,\"kwargs\":[", s->n_pos);
-            for (uint32_t i = 0; i < s->n_kw; i++) {
-                const sgl_kwarg_info *ki = sgl_kwarg_get((sgl_kwarg_id)s->kw_id[i]);
-                fprintf(out, "%s{\"name\":", i ? "," : "");
-                json_str(out, ki ? ki->name : "?");
-                fputs(",\"value\":", out);
-                if (s->kw_k[i] >= 0) json_const(c, s->kw_k[i], out);
-                else fputs("null", out);
-                fprintf(out, ",\"dynamic\":%s}", s->kw_k[i] < 0 ? "true" : "false");
+            const ir_site *st = n->site;
+            cJSON *so = cJSON_AddObjectToObject(no, "site");
+            if (st->name_k >= 0) cJSON_AddItemToObject(so, "name", json_const(c, st->name_k));
+            else if (st->name_k == SGL_SITE_DYNAMIC) cJSON_AddStringToObject(so, "name", "<dynamic>");
+            else cJSON_AddNullToObject(so, "name");
+            cJSON_AddNumberToObject(so, "positional", st->n_pos);
+            cJSON *kws = cJSON_AddArrayToObject(so, "kwargs");
+            for (uint32_t i = 0; i < st->n_kw; i++) {
+                const sgl_kwarg_info *ki = sgl_kwarg_get((sgl_kwarg_id)st->kw_id[i]);
+                cJSON *kw = cJSON_CreateObject();
+                cJSON_AddItemToObject(kw, "name", json_str(ki ? ki->name : "?"));
+                cJSON_AddItemToObject(kw, "value", st->kw_k[i] >= 0 ? json_const(c, st->kw_k[i]) : cJSON_CreateNull());
+                cJSON_AddBoolToObject(kw, "dynamic", st->kw_k[i] < 0);
+                cJSON_AddItemToArray(kws, kw);
             }
-            fputs("]}", out);
         }
         uint32_t line = 0, col = 0;
         if (n->loc.file < c->prog->n_files) sgl_source_line_col(&c->prog->files[n->loc.file], n->loc.start, &line, &col);
-        fprintf(out, ",\"line\":%u,\"col\":%u}", line, col);
+        cJSON_AddNumberToObject(no, "line", line);
+        cJSON_AddNumberToObject(no, "col", col);
+        cJSON_AddItemToArray(nodes, no);
     }
-    fputs("]}", out);
+    return o;
+}
+
+static void json_fn_write(const comp *c, const ir_fn *f, FILE *out) {
+    cJSON *o = json_fn(c, f);
+    char *text = cJSON_PrintUnformatted(o);
+    if (text) fputs(text, out);
+    cJSON_free(text);
+    cJSON_Delete(o);
 }
 
 /* ---- dot ---- */
@@ -322,6 +362,46 @@ static void dot_escape(FILE *out, const char *s, size_t n) {
             fputc(ch, out);
         }
     }
+}
+
+/* How a node kind is drawn; the legend lists the same table. gen and select
+ * (the model calls) stand out from the other stream operations. */
+typedef struct dot_style {
+    const char *what, *shape, *style, *color;
+} dot_style;
+
+static const dot_style dot_styles[] = {
+    {"gen (model call)", "doubleoctagon", "filled,bold", "gold"},
+    {"select (model call)", "invhouse", "filled,bold", "orange"},
+    {"stream operation", "box", "filled", "lightblue"},
+    {"effect", "box", "filled", "lightpink"},
+    {"region (if / for / while)", "hexagon", "filled", "khaki"},
+    {"value", "ellipse", "filled", "white"},
+};
+
+static const dot_style *dot_style_of(ir_op op, unsigned fl) {
+    if (op == IR_GEN) return &dot_styles[0];
+    if (op == IR_SELECT) return &dot_styles[1];
+    if (fl & IRF_REGION) return &dot_styles[4];
+    if (fl & IRF_STREAM) return &dot_styles[2];
+    if (fl & IRF_EFFECT) return &dot_styles[3];
+    return &dot_styles[5];
+}
+
+/* The legend: one sample node per style and one sample edge per edge kind. */
+static void dot_legend(FILE *out) {
+    fputs("subgraph cluster_legend {\nlabel=\"legend\"; style=dashed; color=gray60; rank=sink;\n", out);
+    size_t n = sizeof dot_styles / sizeof dot_styles[0];
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "legend_n%zu [label=\"%s\" shape=%s style=\"%s\" fillcolor=%s];\n", i, dot_styles[i].what,
+                dot_styles[i].shape, dot_styles[i].style, dot_styles[i].color);
+    fputs("legend_a, legend_b, legend_c, legend_d, legend_e, legend_f [label=\"\" shape=point width=0.06];\n"
+          "legend_a -> legend_b [label=\"data\"];\n"
+          "legend_c -> legend_d [label=\"stream / effect order\" style=dashed color=blue];\n"
+          "legend_e -> legend_f [label=\"sub-region\" style=dotted];\n",
+          out);
+    for (size_t i = 0; i + 1 < n; i++) fprintf(out, "legend_n%zu -> legend_n%zu [style=invis];\n", i, i + 1);
+    fputs("}\n", out);
 }
 
 static void dot_region(const comp *c, const ir_fn *f, uint32_t r, const char *label, FILE *out) {
@@ -344,9 +424,8 @@ static void dot_region(const comp *c, const ir_fn *f, uint32_t r, const char *la
         fprintf(out, "f%u_n%u [label=\"", fi, id);
         if (buf) dot_escape(out, buf, len);
         free(buf);
-        const char *shape = (fl & IRF_REGION) ? "hexagon" : (fl & IRF_STREAM) ? "box" : (fl & IRF_EFFECT) ? "box" : "ellipse";
-        const char *color = (fl & IRF_STREAM) ? "lightblue" : (fl & IRF_REGION) ? "khaki" : (fl & IRF_EFFECT) ? "lightpink" : "white";
-        fprintf(out, "\" shape=%s style=filled fillcolor=%s];\n", shape, color);
+        const dot_style *ds = dot_style_of(n->op, fl);
+        fprintf(out, "\" shape=%s style=\"%s\" fillcolor=%s];\n", ds->shape, ds->style, ds->color);
         if (fl & IRF_REGION) {
             static const char *const labels[][2] = {{"then", "else"}, {"body", ""}, {"cond", "body"}};
             int li = n->op == IR_IF ? 0 : n->op == IR_FOR ? 1 : 2;
@@ -412,7 +491,10 @@ void ir_dump_begin(compiler_graph_format fmt, FILE *out) {
 
 void ir_dump_end(compiler_graph_format fmt, FILE *out) {
     if (fmt == COMPILER_GRAPH_JSON) fputs("]}\n", out);
-    if (fmt == COMPILER_GRAPH_DOT) fputs("}\n", out);
+    if (fmt == COMPILER_GRAPH_DOT) {
+        dot_legend(out);
+        fputs("}\n", out);
+    }
 }
 
 void ir_dump_fn(const comp *c, const ir_fn *f, compiler_graph_format fmt, FILE *out, bool first) {
@@ -423,7 +505,7 @@ void ir_dump_fn(const comp *c, const ir_fn *f, compiler_graph_format fmt, FILE *
         break;
     case COMPILER_GRAPH_JSON:
         if (!first) fputs(",\n", out);
-        json_fn(c, f, out);
+        json_fn_write(c, f, out);
         break;
     case COMPILER_GRAPH_DOT: dot_fn(c, f, out); break;
     }

@@ -104,7 +104,13 @@ program:
   ;
 
 item:
-    annots FN IDENT '(' params ')' block  { $$ = ast_fn(P, @$, $1, $3, @3, $5, $7); }
+    annots FN IDENT '(' params ')' block  {
+        /* without annotations the item starts at `fn`, not where the
+         * empty annots rule placed it (the end of the previous token) */
+        lang_loc at = @$;
+        if ($1.len == 0) at.start = @2.start;
+        $$ = ast_fn(P, at, $1, $3, @3, $5, $7);
+    }
   | CONST IDENT '=' expr                  { $$ = ast_const(P, @$, $2, @2, $4); }
   | IMPORT STRING                         { $$ = ast_import(P, @$, $2); }
   | MAIN block                            { $$ = ast_main(P, @$, $2); }

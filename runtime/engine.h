@@ -129,6 +129,10 @@ typedef struct sgl_request {
                                       image(path)), in prompt order; an engine without a
                                       vision model refuses such a request at submit */
     int32_t n_images;
+    const int32_t *image_turns;    /* [n_images] index in messages of the turn each image
+                                      sits in (-1: outside every turn), or NULL */
+    const int32_t *image_offsets;  /* [n_images] byte offset of each image inside its
+                                      turn's content (chat engines split the turn there) */
     /* The same prompt as chat turns, for engines that take turns rather than
      * text (chat APIs); text-prompt engines ignore it. Set by the VM when the
      * prompt was written with roles: the finished turns, then (open_turn) the

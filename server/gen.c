@@ -270,7 +270,8 @@ int gen_stop_list(const cJSON *stop, const char ***out, int32_t *n, const char *
 }
 
 uint64_t gen_seed(sgl_server *s, const cJSON *seed, int idx) {
-    if (seed && srv_json_is_int(seed)) return (uint64_t)(int64_t)seed->valuedouble + (uint64_t)idx;
+    uint64_t v;
+    if (seed && srv_json_int64(seed, &v) == 0) return v + (uint64_t)idx;
     return srv_fresh_seed(s);
 }
 

@@ -114,6 +114,8 @@ struct sgl_server {
     pthread_cond_t idle_cv;
     int active;                /* requests with a handler or stream running */
     volatile bool stopping;
+    volatile bool aborting;    /* shutdown's grace is over: forwards give up */
+    bool router;               /* the engine is remote: routes are forwarded (router.c) */
     bool shut;
     double started;
     uint64_t seed_state;       /* fresh seeds for requests without one */
@@ -176,6 +178,7 @@ void srv_sse_data(sgl_strbuf *out, const char *event, cJSON *j); /* frees j */
 
 enum {
     J_NULL = 1, J_BOOL = 2, J_INT = 4, J_NUM = 8, J_STR = 16, J_ARR = 32, J_OBJ = 64,
+    J_INT64 = 128, /* an integer in [-2^63, 2^64), read exactly (seeds) */
 };
 typedef struct srv_field {
     const char *name;
@@ -187,6 +190,12 @@ typedef struct srv_field {
 int srv_check_fields(const cJSON *obj, const srv_field *fields, size_t n, const char *prefix,
                      char *bad, size_t bad_cap, sgl_error *err);
 bool srv_json_is_int(const cJSON *j);
+/* Records on the number nodes of root (parsed from text) the exact text of
+ * integers beyond 2^53, which doubles cannot hold; srv_json_int64 reads it. */
+void srv_json_keep_exact(cJSON *root, const char *text, size_t len);
+/* A J_INT64 value as its 64-bit pattern (negatives two's complement).
+ * Returns 0, or -1 when j is not such an integer. */
+int srv_json_int64(const cJSON *j, uint64_t *out);
 /* A cJSON string from bytes that may hold invalid UTF-8 (each invalid part
  * becomes U+FFFD), so the reply is always valid JSON text. */
 cJSON *srv_json_str(const char *s, size_t n);
@@ -255,7 +264,7 @@ int gen_check_constraint(const sgl_sampling_params *sp, const char *field, char 
  * (malloc'd array in *out). */
 int gen_stop_list(const cJSON *stop, const char ***out, int32_t *n, const char *field,
                   sgl_error *err);
-/* Per-request seed: the given one (+ index), or a fresh one. */
+/* Per-request seed: the given one (exact to 64 bits, + index), or a fresh one. */
 uint64_t gen_seed(sgl_server *s, const cJSON *seed, int idx);
 /* Records tokens of finished results on the request (for the log line). */
 void gen_job_account(gen_job *j, srv_req *r);
@@ -292,5 +301,12 @@ enum MHD_Result route_health_generate(srv_req *r);
 enum MHD_Result route_messages(srv_req *r, cJSON *body);
 enum MHD_Result route_programs_run(srv_req *r, cJSON *body);
 enum MHD_Result route_metrics(srv_req *r);
+
+/* router.c: routes of a server in front of workers (s->router). */
+enum MHD_Result router_forward(srv_req *r, const char *path, const char *method, const cJSON *body);
+enum MHD_Result router_health(srv_req *r);
+enum MHD_Result router_flush(srv_req *r);
+/* Appends the per-worker Prometheus lines. */
+void router_metrics(sgl_server *s, sgl_strbuf *sb);
 
 #endif

@@ -2,12 +2,67 @@
  * reported with the field's full path, e.g. "sampling_params.temperature")
  * and reply strings that are valid UTF-8 whatever bytes the model produced.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/unicode.h"
 #include "server/internal.h"
+
+/* Beyond 2^53 a double no longer holds every integer, so a number literal
+ * of the body that is an integer that large keeps its exact text on its
+ * node, in valuestring (NULL for numbers otherwise; cJSON_Delete frees it
+ * whatever the type). The body's number literals, in text order, are its
+ * tree's number nodes in depth-first order. */
+static void exact_walk(cJSON *n, const char **pos, const char *end) {
+    for (; n; n = n->next) {
+        if (cJSON_IsNumber(n)) {
+            /* the next number literal outside strings */
+            const char *p = *pos;
+            while (p < end && *p != '-' && !(*p >= '0' && *p <= '9')) {
+                if (*p == '"') {
+                    for (p++; p < end && *p != '"'; p++)
+                        if (*p == '\\') p++;
+                }
+                p++;
+            }
+            const char *q = p;
+            bool integral = true;
+            while (q < end && strchr("+-0123456789.eE", *q)) {
+                if (strchr(".eE", *q)) integral = false;
+                q++;
+            }
+            *pos = q;
+            if (integral && fabs(n->valuedouble) > 9007199254740992.0 && q - p < 32 && !n->valuestring)
+                n->valuestring = sgl_strndup(p, (size_t)(q - p));
+        }
+        if (n->child) exact_walk(n->child, pos, end);
+    }
+}
+
+void srv_json_keep_exact(cJSON *root, const char *text, size_t len) {
+    const char *pos = text;
+    if (root) exact_walk(root, &pos, text + len);
+}
+
+int srv_json_int64(const cJSON *j, uint64_t *out) {
+    if (!cJSON_IsNumber(j)) return -1;
+    if (j->valuestring) {
+        char *end = NULL;
+        errno = 0;
+        if (j->valuestring[0] == '-') {
+            long long v = strtoll(j->valuestring, &end, 10);
+            *out = (uint64_t)v;
+        } else {
+            *out = (uint64_t)strtoull(j->valuestring, &end, 10);
+        }
+        return errno || !end || *end ? -1 : 0;
+    }
+    if (!srv_json_is_int(j)) return -1;
+    *out = (uint64_t)(int64_t)j->valuedouble;
+    return 0;
+}
 
 bool srv_json_is_int(const cJSON *j) {
     if (!cJSON_IsNumber(j)) return false;
@@ -17,7 +72,8 @@ bool srv_json_is_int(const cJSON *j) {
 
 static const char *type_words(unsigned t, char *buf, size_t cap) {
     static const struct { unsigned bit; const char *word; } names[] = {
-        {J_NULL, "null"}, {J_BOOL, "boolean"}, {J_INT, "integer"}, {J_NUM, "number"},
+        {J_NULL, "null"}, {J_BOOL, "boolean"}, {J_INT, "integer"}, {J_INT64, "64-bit integer"},
+        {J_NUM, "number"},
         {J_STR, "string"}, {J_ARR, "array"},   {J_OBJ, "object"},
     };
     buf[0] = 0;
@@ -33,7 +89,9 @@ static const char *type_words(unsigned t, char *buf, size_t cap) {
 static bool type_ok(const cJSON *v, unsigned t) {
     if (cJSON_IsNull(v)) return t & J_NULL;
     if (cJSON_IsBool(v)) return t & J_BOOL;
-    if (cJSON_IsNumber(v)) return (t & J_NUM) || ((t & J_INT) && srv_json_is_int(v));
+    uint64_t u;
+    if (cJSON_IsNumber(v))
+        return (t & J_NUM) || ((t & J_INT) && srv_json_is_int(v)) || ((t & J_INT64) && srv_json_int64(v, &u) == 0);
     if (cJSON_IsString(v)) return t & J_STR;
     if (cJSON_IsArray(v)) return t & J_ARR;
     if (cJSON_IsObject(v)) return t & J_OBJ;

@@ -102,6 +102,11 @@ enum MHD_Result route_metrics(srv_req *r) {
     hist_print(&sb, "sglc_time_to_first_token_seconds", "Time from request to first token.", &m->ttft);
     hist_print(&sb, "sglc_e2e_request_latency_seconds", "Time from request to last byte queued.", &m->e2e);
     pthread_mutex_unlock(&m->mu);
+    if (s->router) {
+        router_metrics(s, &sb);
+        if (!sb.data) return srv_reply_error(r, 500, NULL, "out of memory");
+        return srv_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", sgl_strbuf_take(&sb));
+    }
     metric(&sb, "sglc_engine_requests_total", "counter", "Engine requests finished.", (double)em.requests_done);
     metric(&sb, "sglc_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.", (double)em.prompt_tokens);
     metric(&sb, "sglc_cached_tokens_total", "counter", "Prompt tokens served from the radix cache.", (double)em.cached_tokens);

@@ -30,7 +30,7 @@ static const srv_field sampling_fields[] = {
     {"ignore_eos", J_BOOL | J_NULL}, {"skip_special_tokens", J_BOOL | J_NULL},
     {"spaces_between_special_tokens", J_BOOL | J_NULL}, {"regex", J_STR | J_NULL},
     {"json_schema", J_STR | J_NULL}, {"ebnf", J_STR | J_NULL}, {"n", J_INT | J_NULL},
-    {"no_stop_trim", J_BOOL | J_NULL}, {"sampling_seed", J_INT | J_NULL}, {"seed", J_INT | J_NULL},
+    {"no_stop_trim", J_BOOL | J_NULL}, {"sampling_seed", J_INT64 | J_NULL}, {"seed", J_INT64 | J_NULL},
     {"stream_interval", J_INT | J_NULL}, {"structural_tag", J_NULL}, {"custom_params", J_NULL},
     {"logit_bias", J_OBJ | J_NULL}, {"stop_regex", J_STR | J_ARR | J_NULL},
 };
@@ -112,7 +112,7 @@ static int parse_sampling(sgl_server *s, const cJSON *o, const char *path, nat_i
     if ((x = get(o, "regex"))) sp->regex = x->valuestring;
     if ((x = get(o, "json_schema"))) sp->json_schema = x->valuestring;
     sp->seed = srv_fresh_seed(s);
-    if ((x = get(o, "sampling_seed")) || (x = get(o, "seed"))) sp->seed = (uint64_t)(int64_t)x->valuedouble;
+    if ((x = get(o, "sampling_seed")) || (x = get(o, "seed"))) srv_json_int64(x, &sp->seed);
     if ((x = get(o, "no_stop_trim")) && cJSON_IsTrue(x)) {
         snprintf(p, sizeof p, "%s.no_stop_trim", path);
         return bad_field(bad, cap, p, err, "field '%s' = true is %s", "not supported");

@@ -16,7 +16,7 @@ static const srv_field completion_fields[] = {
     {"model", J_STR}, {"prompt", J_STR | J_ARR}, {"max_tokens", J_INT | J_NULL},
     {"temperature", J_NUM | J_NULL}, {"top_p", J_NUM | J_NULL}, {"n", J_INT | J_NULL},
     {"stream", J_BOOL | J_NULL}, {"stream_options", J_OBJ | J_NULL}, {"stop", J_STR | J_ARR | J_NULL},
-    {"seed", J_INT | J_NULL}, {"presence_penalty", J_NUM | J_NULL}, {"frequency_penalty", J_NUM | J_NULL},
+    {"seed", J_INT64 | J_NULL}, {"presence_penalty", J_NUM | J_NULL}, {"frequency_penalty", J_NUM | J_NULL},
     {"logprobs", J_INT | J_NULL}, {"echo", J_BOOL | J_NULL}, {"best_of", J_INT | J_NULL},
     {"logit_bias", J_OBJ | J_NULL}, {"user", J_STR | J_NULL}, {"suffix", J_STR | J_NULL},
     {"top_k", J_INT | J_NULL}, {"min_p", J_NUM | J_NULL}, {"repetition_penalty", J_NUM | J_NULL},
@@ -28,7 +28,7 @@ static const srv_field chat_fields[] = {
     {"model", J_STR}, {"messages", J_ARR}, {"max_tokens", J_INT | J_NULL},
     {"max_completion_tokens", J_INT | J_NULL}, {"temperature", J_NUM | J_NULL}, {"top_p", J_NUM | J_NULL},
     {"n", J_INT | J_NULL}, {"stream", J_BOOL | J_NULL}, {"stream_options", J_OBJ | J_NULL},
-    {"stop", J_STR | J_ARR | J_NULL}, {"seed", J_INT | J_NULL}, {"presence_penalty", J_NUM | J_NULL},
+    {"stop", J_STR | J_ARR | J_NULL}, {"seed", J_INT64 | J_NULL}, {"presence_penalty", J_NUM | J_NULL},
     {"frequency_penalty", J_NUM | J_NULL}, {"logprobs", J_BOOL | J_NULL}, {"top_logprobs", J_INT | J_NULL},
     {"response_format", J_OBJ | J_NULL}, {"user", J_STR | J_NULL}, {"logit_bias", J_OBJ | J_NULL},
     {"tools", J_ARR | J_NULL}, {"tool_choice", J_STR | J_OBJ | J_NULL},
@@ -152,7 +152,6 @@ static int oa_parse(sgl_server *s, const cJSON *b, bool chat, oa_req *q, char *b
     if (num_field(b, "min_tokens", 0, 1 << 24, &v, bad, cap, err)) return -1;
     q->sp.min_new_tokens = (int32_t)v;
     q->sp.ignore_eos = (x = get(b, "ignore_eos")) && cJSON_IsTrue(x);
-    if (num_field(b, "seed", -9.2e18, 9.2e18, &v, bad, cap, err)) return -1;
     q->seed = get(b, "seed");
     if (chat) {
         if ((x = get(b, "logprobs")) && cJSON_IsTrue(x)) q->logprobs = 0;

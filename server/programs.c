@@ -17,7 +17,7 @@
 static const srv_field program_fields[] = {
     {"source", J_STR | J_NULL}, {"file", J_STR | J_NULL}, {"function", J_STR | J_NULL},
     {"args", J_ARR | J_NULL}, {"batch", J_ARR | J_NULL}, {"stream", J_BOOL | J_NULL},
-    {"temperature", J_NUM | J_NULL}, {"max_tokens", J_INT | J_NULL}, {"seed", J_INT | J_NULL},
+    {"temperature", J_NUM | J_NULL}, {"max_tokens", J_INT | J_NULL}, {"seed", J_INT64 | J_NULL},
     {"max_steps", J_INT | J_NULL},
 };
 
@@ -301,7 +301,9 @@ enum MHD_Result route_programs_run(srv_req *r, cJSON *b) {
     enum MHD_Result rc;
     if ((x = get(b, "temperature"))) vm_map_set_cstr(p->defaults, "temperature", vm_float(x->valuedouble), NULL);
     if ((x = get(b, "max_tokens"))) vm_map_set_cstr(p->defaults, "max_tokens", vm_int((int64_t)x->valuedouble), NULL);
-    if ((x = get(b, "seed"))) vm_map_set_cstr(p->defaults, "seed", vm_int((int64_t)x->valuedouble), NULL);
+    uint64_t seed;
+    if ((x = get(b, "seed")) && srv_json_int64(x, &seed) == 0)
+        vm_map_set_cstr(p->defaults, "seed", vm_int((int64_t)seed), NULL);
 
     /* Load, check and compile; diagnostics go back in the error. */
     char path[4096];

@@ -21,6 +21,9 @@
 
 #include "runtime/model.h"
 #include "server/internal.h"
+#ifdef SGL_HAVE_REMOTE
+#include "runtime/remote/remote.h"
+#endif
 
 sgl_server_config sgl_server_config_default(void) {
     sgl_server_config c;
@@ -256,8 +259,20 @@ static enum MHD_Result dispatch_route(srv_req *r, const struct route *rt) {
             size_t at = end && end >= r->body ? (size_t)(end - r->body) : 0;
             return srv_reply_error(r, 400, NULL, "malformed JSON in the request body at byte %zu", at);
         }
+        srv_json_keep_exact(body, r->body, r->body_len);
     }
     enum MHD_Result rc;
+    if (r->srv->router) {
+        switch (rt->id) {
+        case R_HEALTH: rc = router_health(r); break;
+        case R_METRICS: rc = route_metrics(r); break;
+        case R_FLUSH: rc = router_flush(r); break;
+        default: rc = router_forward(r, rt->path, rt->method, body); break;
+        }
+        cJSON_Delete(body);
+        if (!r->handled && rc != MHD_NO) rc = srv_reply_error(r, 500, NULL, "the handler queued no reply");
+        return rc;
+    }
     switch (rt->id) {
     case R_COMPLETIONS: rc = route_completions(r, body, false); break;
     case R_CHAT: rc = route_completions(r, body, true); break;
@@ -358,8 +373,12 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 sgl_server *sgl_server_start(const sgl_server_config *cfg, sgl_engine *e, sgl_error *err) {
     sgl_model *m = sgl_engine_local_model(e);
     const sgl_tokenizer *tok = sgl_engine_local_tokenizer(e);
-    if (!m || !tok) {
-        sgl_error_set(err, "the server needs the local engine");
+    bool router = false;
+#ifdef SGL_HAVE_REMOTE
+    router = sgl_remote_stats(e, NULL, 0) >= 0;
+#endif
+    if (!router && (!m || !tok)) {
+        sgl_error_set(err, "the server needs the local engine or a remote one");
         return NULL;
     }
     sgl_server *s = calloc(1, sizeof *s);
@@ -381,15 +400,18 @@ sgl_server *sgl_server_start(const sgl_server_config *cfg, sgl_engine *e, sgl_er
     s->model_path = sgl_strdup(cfg->model_path ? cfg->model_path : "model");
     const char *base = strrchr(s->model_path, '/');
     s->model_name = sgl_strdup(base ? base + 1 : s->model_path);
-    s->n_ctx = model_get_config(m)->n_ctx_train;
-    sgl_engine_metrics em;
-    sgl_engine_metrics_get(e, &em);
-    s->pool_slots = em.pool_slots;
-    if (!(s->ct = chat_template_from_gguf(model_get_gguf(m), tok, err))) goto fail;
-    size_t bl = 0;
-    int32_t bos = tok_bos(tok);
-    const char *piece = bos >= 0 ? tok_piece(tok, bos, &bl) : NULL;
-    s->uncond_prompt = piece && bl ? sgl_strndup(piece, bl) : sgl_strdup("\n");
+    s->router = router;
+    if (!router) {
+        s->n_ctx = model_get_config(m)->n_ctx_train;
+        sgl_engine_metrics em;
+        sgl_engine_metrics_get(e, &em);
+        s->pool_slots = em.pool_slots;
+        if (!(s->ct = chat_template_from_gguf(model_get_gguf(m), tok, err))) goto fail;
+        size_t bl = 0;
+        int32_t bos = tok_bos(tok);
+        const char *piece = bos >= 0 ? tok_piece(tok, bos, &bl) : NULL;
+        s->uncond_prompt = piece && bl ? sgl_strndup(piece, bl) : sgl_strdup("\n");
+    }
     if (!(s->disp = srv_dispatch_start(e, err))) goto fail;
 
     struct sockaddr_in addr;
@@ -455,6 +477,7 @@ void sgl_server_shutdown(sgl_server *s) {
         FILE *log = s->cfg.log ? s->cfg.log : stderr;
         fprintf(log, "sglc serve: aborting %d request%s still running after %.0f s\n", left,
                 left == 1 ? "" : "s", s->cfg.shutdown_grace_s);
+        s->aborting = true;
         srv_cancel_all(s->disp);
         wait_idle(s, sgl_now() + 5);
     }

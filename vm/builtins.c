@@ -171,7 +171,11 @@ static int to_int(vm_value v, vm_value *out, sgl_error *err) {
         long long x = strtoll(s, &end, 10);
         while (*end == ' ' || *end == '\t' || *end == '\n') end++;
         if (end == s || *end || errno || (size_t)(end - vm_str_cstr(v)) != vm_str_len(v))
-            return sgl_error_set(err, "int(): invalid integer literal \"%.60s\"", vm_str_cstr(v));
+        {
+            char q[VM_QUOTE_CAP];
+            return sgl_error_set(err, "int(): invalid integer literal %s",
+                                 vm_quote_buf(q, sizeof q, vm_str_cstr(v), vm_str_len(v), 60));
+        }
         *out = vm_int(x);
         return 0;
     }
@@ -191,7 +195,10 @@ static int to_float(vm_value v, vm_value *out, sgl_error *err) {
         double x = strtod(s, &end);
         while (*end == ' ' || *end == '\t' || *end == '\n') end++;
         if (end == s || *end || (size_t)(end - s) != vm_str_len(v))
-            return sgl_error_set(err, "float(): invalid number \"%.60s\"", s);
+        {
+            char q[VM_QUOTE_CAP];
+            return sgl_error_set(err, "float(): invalid number %s", vm_quote_buf(q, sizeof q, s, vm_str_len(v), 60));
+        }
         *out = vm_float(x);
         return 0;
     }

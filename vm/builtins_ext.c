@@ -230,7 +230,13 @@ static int do_find(bool count, const vm_value *args, vm_value *res, sgl_error *e
         }
         sgl_strbuf sb = {0};
         vm_repr_append(&sb, x);
-        sgl_error_set(err, "index(): %.200s is not in the list", sb.data ? sb.data : "");
+        char q[VM_QUOTE_CAP];
+        vm_quote_buf(q, sizeof q, sb.data ? sb.data : "", sb.len, 60);
+        /* repr text, shown unquoted: drop the quotes vm_quote_buf added */
+        size_t ql = strlen(q);
+        bool cut = ql >= 5 && !strcmp(q + ql - 3, "...");
+        q[ql - (cut ? 4 : 1)] = 0;
+        sgl_error_set(err, "index(): %s%s is not in the list", q + 1, cut ? "..." : "");
         sgl_strbuf_free(&sb);
         return -1;
     }
@@ -241,7 +247,8 @@ static int do_find(bool count, const vm_value *args, vm_value *res, sgl_error *e
     size_t n = vm_str_len(c), sn = vm_str_len(x);
     if (!count) {
         const char *p = memmem(s, n, sub, sn);
-        if (!p) return sgl_error_set(err, "index(): substring \"%.100s\" not found", sub);
+        char q[VM_QUOTE_CAP];
+        if (!p) return sgl_error_set(err, "index(): substring %s not found", vm_quote_buf(q, sizeof q, sub, sn, 60));
         *res = vm_int(p - s);
         return 0;
     }
@@ -380,8 +387,10 @@ int vm_builtin_ext(sgl_builtin b, const vm_value *args, uint32_t n, vm_value *re
         sgl_fmt_spec f;
         size_t at;
         const char *why;
+        char q[VM_QUOTE_CAP];
         if (sgl_fmt_spec_parse(vm_str_cstr(args[1]), vm_str_len(args[1]), &f, &at, &why) < 0)
-            return sgl_error_set(err, "format(): bad format spec \"%.60s\": %s", vm_str_cstr(args[1]), why);
+            return sgl_error_set(err, "format(): bad format spec %s: %s",
+                                 vm_quote_buf(q, sizeof q, vm_str_cstr(args[1]), vm_str_len(args[1]), 60), why);
         sgl_strbuf sb = {0};
         if (format_value(&sb, args[0], &f, err) < 0) {
             sgl_strbuf_free(&sb);

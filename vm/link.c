@@ -211,6 +211,35 @@ static sgl_chat_msg *chat_view(vm_stream *st, int32_t *n_out, bool *open_turn, c
     return m;
 }
 
+/* Where each image of st sits in the chat view m[0..n): the turn (-1: in no
+ * turn) and the byte offset inside its content. Turn contents appear in the
+ * text in order (between the template's role prefixes and suffixes), so each
+ * is found from where the previous one ended; an image's text offset then
+ * falls inside (or at an end of) exactly one of them. */
+static void image_places(const vm_stream *st, const sgl_chat_msg *m, int32_t n, const vm_value *offs,
+                         int32_t n_img, int32_t *turn, int32_t *at) {
+    size_t starts[256], cursor = 0;
+    int32_t nt = SGL_MIN(n, 256);
+    const char *text = st->text.data ? st->text.data : "";
+    for (int32_t i = 0; i < nt; i++) {
+        bool open = i == n - 1 && st->open_role >= 0;
+        const char *hit = open ? text + SGL_MIN(st->role_start, st->text.len) : strstr(text + cursor, m[i].content);
+        starts[i] = hit ? (size_t)(hit - text) : cursor;
+        cursor = starts[i] + strlen(m[i].content);
+    }
+    for (int32_t k = 0; k < n_img; k++) {
+        turn[k] = -1;
+        at[k] = 0;
+        size_t o = offs[k].type == VM_INT && offs[k].as.i > 0 ? (size_t)offs[k].as.i : 0;
+        for (int32_t i = 0; i < nt; i++)
+            if (o >= starts[i] && o <= starts[i] + strlen(m[i].content)) {
+                turn[k] = i;
+                at[k] = (int32_t)(o - starts[i]);
+                break;
+            }
+    }
+}
+
 /* Builds and submits one queued entry. Returns the engine id or 0 (err). */
 static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     sgl_request req;
@@ -226,10 +255,15 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     vm_gen_args *a = st->head->gen;
     req.text = st->text.data ? st->text.data : "";
     const char *img[64];
+    vm_value img_off[64];
+    int32_t img_turn[64], img_at[64];
     if (st->images.type == VM_LIST && e->kind != ENT_SCORE_UNCOND) {
         for (uint32_t i = 0; i < vm_list_len(st->images) && req.n_images < 64; i++) {
             vm_value *p = vm_map_get_cstr(vm_list_get(st->images, i), "path");
-            if (p && p->type == VM_STR) img[req.n_images++] = vm_str_cstr(*p);
+            vm_value *o = vm_map_get_cstr(vm_list_get(st->images, i), "offset");
+            if (!p || p->type != VM_STR) continue;
+            img_off[req.n_images] = o ? *o : vm_int(0);
+            img[req.n_images++] = vm_str_cstr(*p);
         }
         req.images = img;
     }
@@ -268,6 +302,11 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     sgl_chat_msg *msgs = NULL;
     if (e->kind != ENT_SCORE_UNCOND) {
         msgs = chat_view(st, &req.n_messages, &req.open_turn, &open_copy);
+        if (req.n_images && msgs) {
+            image_places(st, msgs, req.n_messages, img_off, req.n_images, img_turn, img_at);
+            req.image_turns = img_turn;
+            req.image_offsets = img_at;
+        }
         if (st->spec_gens && req.open_turn) msgs[req.n_messages - 1].content = "";
         req.messages = msgs;
         req.loose_text = st->loose_text;

@@ -3,6 +3,7 @@
  */
 #include "vm/session.h"
 
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,44 +195,58 @@ vm_value vm_arg_value(const char *arg) {
     return vm_str_from(arg);
 }
 
-/* JSON of v, or of str(v) when v has no JSON form. */
-static void json_or_str(sgl_strbuf *sb, vm_value v) {
-    size_t mark = sb->len;
-    if (vm_json_dump(sb, v, false, NULL) == 0) return;
-    sb->len = mark;
-    if (sb->data) sb->data[mark] = 0;
+cJSON *vm_value_cjson(vm_value v) {
+    sgl_strbuf sb = {0};
+    if (vm_json_dump(&sb, v, true, NULL) == 0 && sb.data) {
+        /* the VM's own JSON text keeps exact 64-bit ints and NUL bytes */
+        cJSON *raw = cJSON_CreateRaw(sb.data);
+        sgl_strbuf_free(&sb);
+        return raw;
+    }
+    sgl_strbuf_free(&sb);
     vm_value s = vm_to_str(v);
-    vm_json_dump(sb, s, false, NULL);
+    cJSON *out = NULL;
+    if (s.type == VM_STR && vm_json_dump(&sb, s, true, NULL) == 0 && sb.data) out = cJSON_CreateRaw(sb.data);
+    sgl_strbuf_free(&sb);
     vm_release(s);
+    return out ? out : cJSON_CreateNull();
 }
 
-int vm_inst_json(const vm_inst *in, const char *output, sgl_strbuf *sb) {
+cJSON *vm_inst_json_object(const vm_inst *in, const char *output) {
     vm_inst_stats st;
     vm_inst_stats_get(in, &st);
     bool failed = vm_inst_failed(in);
-    sgl_strbuf_printf(sb, "{\"status\": \"%s\", \"result\": ", failed ? "error" : "ok");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", failed ? "error" : "ok");
     vm_value r = vm_inst_result(in);
-    if (failed || r.type == VM_STREAM) sgl_strbuf_puts(sb, "null");
-    else json_or_str(sb, r);
-    sgl_strbuf_puts(sb, ", \"variables\": ");
+    if (failed || r.type == VM_STREAM) cJSON_AddNullToObject(o, "result");
+    else cJSON_AddItemToObject(o, "result", vm_value_cjson(r));
     vm_value vars = vm_inst_vars(in);
-    if (vars.type == VM_MAP) json_or_str(sb, vars);
-    else sgl_strbuf_puts(sb, "{}");
-    sgl_strbuf_puts(sb, ", \"output\": ");
-    vm_value o = vm_str_from(output ? output : "");
-    json_or_str(sb, o);
-    vm_release(o);
-    sgl_strbuf_puts(sb, ", \"error\": ");
+    cJSON_AddItemToObject(o, "variables", vars.type == VM_MAP ? vm_value_cjson(vars) : cJSON_CreateObject());
+    vm_value ov = vm_str_from(output ? output : "");
+    cJSON_AddItemToObject(o, "output", vm_value_cjson(ov));
+    vm_release(ov);
     if (failed) {
         vm_value e = vm_str_from(vm_inst_error(in) ? vm_inst_error(in) : "error");
-        json_or_str(sb, e);
+        cJSON_AddItemToObject(o, "error", vm_value_cjson(e));
         vm_release(e);
     } else {
-        sgl_strbuf_puts(sb, "null");
+        cJSON_AddNullToObject(o, "error");
     }
-    return sgl_strbuf_printf(sb,
-                             ", \"seconds\": %.3f, \"requests\": %lld, \"prompt_tokens\": %lld, "
-                             "\"completion_tokens\": %lld, \"cached_tokens\": %lld}",
-                             st.seconds, (long long)st.requests, (long long)st.prompt_tokens,
-                             (long long)st.completion_tokens, (long long)st.cached_tokens);
+    cJSON_AddNumberToObject(o, "seconds", (double)(int64_t)(st.seconds * 1000 + 0.5) / 1000);
+    cJSON_AddNumberToObject(o, "requests", (double)st.requests);
+    cJSON_AddNumberToObject(o, "prompt_tokens", (double)st.prompt_tokens);
+    cJSON_AddNumberToObject(o, "completion_tokens", (double)st.completion_tokens);
+    cJSON_AddNumberToObject(o, "cached_tokens", (double)st.cached_tokens);
+    return o;
+}
+
+int vm_inst_json(const vm_inst *in, const char *output, sgl_strbuf *sb) {
+    cJSON *o = vm_inst_json_object(in, output);
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!text) return -1;
+    int rc = sgl_strbuf_puts(sb, text);
+    cJSON_free(text);
+    return rc;
 }

@@ -86,13 +86,19 @@ void vm_script_free(vm_script *sc);
  * line when the file is one of the script's. */
 void vm_script_print_error(const vm_script *sc, const char *msg, FILE *out);
 
-/* Appends one JSON object describing a finished instance to sb:
+/* One JSON object describing a finished instance (built with cJSON; caller
+ * owns it):
  *   {"status": "ok"|"error", "result": ..., "variables": {...},
  *    "output": "...", "error": null|"...", "seconds": s, "requests": n,
  *    "prompt_tokens": n, "completion_tokens": n, "cached_tokens": n}
  * output (may be NULL) is what the instance printed. Values without a JSON
- * form are written as their str(). Returns 0 or -1 (OOM). */
+ * form are written as their str(). NULL on OOM. */
+struct cJSON *vm_inst_json_object(const vm_inst *in, const char *output);
+/* The same object appended to sb as one line of text. Returns 0 or -1. */
 int vm_inst_json(const vm_inst *in, const char *output, sgl_strbuf *sb);
+/* A value as a cJSON item: its JSON text exactly as json() writes it (kept
+ * raw: exact 64-bit ints), or str(v) as a string when it has no JSON form. */
+struct cJSON *vm_value_cjson(vm_value v);
 
 /* A command-line argument as a value: its JSON value when it parses as
  * JSON, else the string itself. New reference. */

@@ -189,6 +189,8 @@ void vm_stream_fail(vm_stream *st, const char *msg) { vm_stream_fail_at(st, NULL
 void vm_stream_fail_at(vm_stream *st, const char *where, const char *msg) {
     if (!st->error) {
         sgl_strbuf sb = {0};
+        /* a failure in a fork branch names the branch (0-based, as b[i]) */
+        if (st->fork_branch) sgl_strbuf_printf(&sb, "fork branch %u of %u: ", st->fork_branch - 1, st->fork_width);
         sgl_strbuf_puts(&sb, msg);
         if (where) sgl_strbuf_printf(&sb, " (at %s)", where);
         st->error = sgl_strbuf_take(&sb);
@@ -475,8 +477,11 @@ static vm_wait_status want_in(vm_stream *st, vm_value map, const char *what, vm_
             sgl_strbuf_puts(&sb, i ? ", " : "");
             vm_str_append(&sb, st->vars.as.m->entries[i].key);
         }
-        sgl_error_set(err, "stream has no %s '%s' (it has: %s)", what, vm_str_cstr(name),
+        sgl_strbuf q = {0};
+        vm_escape(&q, vm_str_cstr(name), vm_str_len(name), 60, false);
+        sgl_error_set(err, "stream has no %s '%s' (it has: %.300s)", what, q.data ? q.data : "",
                       sb.len ? sb.data : "none");
+        sgl_strbuf_free(&q);
         sgl_strbuf_free(&sb);
         return VM_FAILED;
     }
@@ -532,7 +537,11 @@ vm_wait_status vm_stream_text_piece(vm_stream *st, const char *name, size_t *con
     if (!pending) {
         vm_value *v = vm_map_get_cstr(st->vars, name);
         if (!v) {
-            sgl_error_set(err, "text_iter: the stream has no variable '%s' and none is being generated", name);
+            sgl_strbuf q = {0};
+            vm_escape(&q, name, strlen(name), 60, false);
+            sgl_error_set(err, "text_iter: the stream has no variable '%s' and none is being generated",
+                          q.data ? q.data : "");
+            sgl_strbuf_free(&q);
             return VM_FAILED;
         }
         sgl_strbuf whole = {0};
@@ -676,10 +685,11 @@ static int convert_dtype(vm_dtype dt, const char *text, vm_value *out, char *msg
         return 0;
     }
     const char *tn = dt == VM_DTYPE_INT ? "int" : dt == VM_DTYPE_FLOAT ? "float" : "bool";
+    char q[VM_QUOTE_CAP];
     snprintf(msg, cap,
-             "the model's output \"%.40s\" is not a valid %s (the engine did not apply the "
+             "the model's output %s is not a valid %s (the engine did not apply the "
              "dtype=\"%s\" constraint, or the output was cut by max_tokens or a stop string)",
-             buf, tn, tn);
+             vm_quote_buf(q, sizeof q, buf, strlen(buf), 40), tn, tn);
     return -1;
 }
 
@@ -914,9 +924,9 @@ static void apply_spec(vm_stream *st, sgl_result *r) {
     while (pos < len && (out[pos] == ' ' || out[pos] == '\n')) pos++;
     if (!spec_find(out, len, pos, st->text.data ? st->text.data + start : "", st->text.len - start, false, &at,
                    &after)) {
-        snprintf(msg, sizeof msg,
-                 "api speculative execution: the reply does not begin with the turn's text so far (\"%.40s\")",
-                 r->text);
+        char q[VM_QUOTE_CAP];
+        snprintf(msg, sizeof msg, "api speculative execution: the reply does not begin with the turn's text so far (%s)",
+                 vm_quote_buf(q, sizeof q, r->text, len, 40));
         vm_stream_fail_at(st, st->head->gen->where, msg);
         return;
     }
@@ -958,10 +968,12 @@ static void apply_spec(vm_stream *st, sgl_result *r) {
         }
         continue;
     mismatch:
+        char q[VM_QUOTE_CAP];
         snprintf(msg, sizeof msg,
-                 "api speculative execution: the reply does not follow the template at gen '%s' (\"%.60s\" ...); "
+                 "api speculative execution: the reply does not follow the template at gen '%s' (%s); "
                  "run without --api-spec-tokens or with a larger budget",
-                 op->kind == VM_SOP_GEN ? (op->gen->name ? op->gen->name : "") : "", out + SGL_MIN(pos, len));
+                 op->kind == VM_SOP_GEN ? (op->gen->name ? op->gen->name : "") : "",
+                 vm_quote_buf(q, sizeof q, out + SGL_MIN(pos, len), len - SGL_MIN(pos, len), 60));
         free(vs);
         vm_stream_fail_at(st, st->head->gen->where, msg);
         return;
@@ -1004,8 +1016,13 @@ void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
     }
     if (r->finish == SGL_FINISH_ABORT) {
         char msg[600];
+        /* the engine's message (an HTTP error body, say) on one line */
+        sgl_strbuf why = {0};
+        const char *e = r->error ? r->error : "aborted";
+        vm_escape(&why, e, strlen(e), 400, false);
         snprintf(msg, sizeof msg, "%s '%s': engine error: %s", op->gen->is_select ? "select" : "gen",
-                 op->gen->name ? op->gen->name : "", r->error ? r->error : "aborted");
+                 op->gen->name ? op->gen->name : "", why.data ? why.data : "");
+        sgl_strbuf_free(&why);
         sgl_result_free(r);
         vm_stream_fail_at(st, op->gen->where, msg);
         return;
@@ -1097,6 +1114,8 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
         c->role_start = parent->role_start;
         c->began = parent->began;
         c->fork_base = parent->text.len;
+        c->fork_branch = (uint32_t)i + 1;
+        c->fork_width = (uint32_t)n;
         c->parent = parent;
         parent->hdr.rc++;
         c->fork_nvars = vm_map_len(parent->vars);
@@ -1138,6 +1157,8 @@ int vm_stream_join(vm_value children, bool concat, sgl_error *err) {
         if (parent && c.as.st->parent != parent)
             return sgl_error_set(err, "join: the streams come from different forks");
         parent = c.as.st->parent;
+        if (c.as.st->error && !strncmp(c.as.st->error, "fork branch ", 12))
+            return sgl_error_set(err, "join: %s", c.as.st->error);
         if (c.as.st->error) return sgl_error_set(err, "join: branch %u failed: %s", i, c.as.st->error);
     }
     if (!parent) return 0;

@@ -179,6 +179,8 @@ struct vm_stream {
                                 (SGLang's state.ret_value; none, and never a stream) */
     size_t fork_base;        /* text length when forked (join concat) */
     uint32_t fork_nvars;     /* variables inherited from the parent */
+    uint32_t fork_branch;    /* 1 + its index among the branches of its fork; 0: not a branch */
+    uint32_t fork_width;     /* how many branches that fork made */
     void **waiters;
     uint32_t n_waiters, cap_waiters;
 };

@@ -1560,3 +1560,63 @@ int vm_json_parse(const char *text, size_t len, vm_value *out, sgl_error *err) {
     }
     return 0;
 }
+
+/* ---- quoting for messages ---------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len = c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
+    if (!len || len > n) return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+    if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
+    if (c == 0xF0 && s[1] < 0x90) return 0;
+    if (c == 0xF4 && s[1] >= 0x90) return 0;
+    return len;
+}
+
+int vm_escape(sgl_strbuf *sb, const char *s, size_t n, size_t max, bool quoted) {
+    const unsigned char *u = (const unsigned char *)s;
+    int rc = quoted ? sgl_strbuf_putc(sb, '"') : 0;
+    size_t i = 0;
+    while (i < n && i < max) {
+        unsigned char c = u[i];
+        if ((c == '"' && quoted) || c == '\\') rc |= sgl_strbuf_printf(sb, "\\%c", c);
+        else if (c == '\n') rc |= sgl_strbuf_puts(sb, "\\n");
+        else if (c == '\t') rc |= sgl_strbuf_puts(sb, "\\t");
+        else if (c == '\r') rc |= sgl_strbuf_puts(sb, "\\r");
+        else if (c < 0x20 || c == 0x7F) rc |= sgl_strbuf_printf(sb, "\\x%02x", c);
+        else if (c >= 0x80) {
+            size_t l = utf8_seq(u + i, n - i);
+            if (!l) {
+                rc |= sgl_strbuf_printf(sb, "\\x%02x", c);
+            } else {
+                rc |= sgl_strbuf_append(sb, s + i, l);
+                i += l;
+                continue;
+            }
+        } else {
+            rc |= sgl_strbuf_putc(sb, (char)c);
+        }
+        i++;
+    }
+    if (quoted) rc |= sgl_strbuf_putc(sb, '"');
+    if (i < n) rc |= sgl_strbuf_puts(sb, "...");
+    return rc < 0 ? -1 : 0;
+}
+
+int vm_quote(sgl_strbuf *sb, const char *s, size_t n, size_t max) {
+    return vm_escape(sb, s, n, max, true);
+}
+
+const char *vm_quote_buf(char *buf, size_t cap, const char *s, size_t n, size_t max) {
+    sgl_strbuf sb = {0};
+    /* each byte may take 4 escaped: keep the result within cap */
+    if (cap > 8 && max > (cap - 8) / 4) max = (cap - 8) / 4;
+    vm_quote(&sb, s ? s : "", s ? n : 0, max);
+    snprintf(buf, cap, "%s", sb.data ? sb.data : "\"\"");
+    sgl_strbuf_free(&sb);
+    return buf;
+}

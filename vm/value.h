@@ -274,6 +274,20 @@ int vm_repr_append(sgl_strbuf *sb, vm_value v);
 /* str(v) as a new string value (reference), or none on OOM. */
 vm_value vm_to_str(vm_value v);
 
+/* Appends s[0..n) to sb as a double-quoted text for messages: \" \\ \n \t
+ * \r escaped, other control bytes and invalid UTF-8 as \xNN; cut after about
+ * max bytes of s (at a character boundary) with "..." after the closing
+ * quote. Returns 0 or -1 on OOM. */
+int vm_quote(sgl_strbuf *sb, const char *s, size_t n, size_t max);
+/* vm_quote with the surrounding quotes left out when !quoted (then a " is
+ * not escaped): for message texts that are not values. */
+int vm_escape(sgl_strbuf *sb, const char *s, size_t n, size_t max, bool quoted);
+/* vm_quote into buf[cap] (cut further to fit; always NUL-terminated); returns
+ * buf. For error messages: sgl_error_set(err, "... %s", vm_quote_buf(q,
+ * sizeof q, s, n, 60)). */
+#define VM_QUOTE_CAP 256
+const char *vm_quote_buf(char *buf, size_t cap, const char *s, size_t n, size_t max);
+
 /* Writes v as JSON: compact = no spaces, else ", " and ": " separators (one
  * line either way). Streams dump as the map of their variables; functions
  * and builtins are an error; nan/inf become null. Returns 0 or -1 with err. */

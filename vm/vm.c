@@ -680,7 +680,8 @@ static int apply_kwarg(vm_gen_args *a, uint32_t id, vm_value val, sgl_error *err
         int k = -1;
         for (int i = 0; i < 3; i++)
             if (!strcmp(mname, sgl_select_methods[i])) k = i;
-        if (k < 0) return sgl_error_set(err, "unknown select method \"%s\"", mname);
+        char q[VM_QUOTE_CAP];
+        if (k < 0) return sgl_error_set(err, "unknown select method %s", vm_quote_buf(q, sizeof q, mname, strlen(mname), 60));
         a->method = (vm_select_method)k;
         break;
     }
@@ -1428,8 +1429,11 @@ next:
             sgl_strbuf sb = {0};
             sgl_strbuf_puts(&sb, "assertion failed");
             if (msg.type != VM_NONE) {
+                /* the user's message, one line (its newlines escaped) */
                 sgl_strbuf_puts(&sb, ": ");
-                vm_str_append(&sb, msg);
+                vm_value ms = vm_to_str(msg);
+                if (ms.type == VM_STR) vm_escape(&sb, vm_str_cstr(ms), vm_str_len(ms), 300, false);
+                vm_release(ms);
             }
             sgl_error_set(&err, "%s", sb.data);
             sgl_strbuf_free(&sb);
@@ -1715,6 +1719,7 @@ next:
             if (ws == VM_FAILED) {
                 char why[sizeof err.msg];
                 memcpy(why, err.msg, sizeof why);
+                if (!strncmp(why, "fork branch ", 12)) FAIL_MSG("join(): %s", why); /* names its branch */
                 FAIL_MSG("join(): branch %u failed: %s", i, why);
             }
         }

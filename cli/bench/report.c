@@ -1,6 +1,7 @@
 /* report: `sglc bench`'s outputs from a list of results: the table, the
  * ratio table (full over every other mode, per workload and as geometric
  * means), a JSON document and an SVG grouped bar chart written directly. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
 
@@ -96,71 +97,62 @@ void bench_print_ratios(FILE *out, const bench_result *r, int n) {
     }
 }
 
-static void json_str(sgl_strbuf *sb, const char *s) {
-    sgl_strbuf_putc(sb, '"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') sgl_strbuf_printf(sb, "\\%c", c);
-        else if (c == '\n') sgl_strbuf_puts(sb, "\\n");
-        else if (c < 0x20) sgl_strbuf_printf(sb, "\\u%04x", c);
-        else sgl_strbuf_putc(sb, (char)c);
-    }
-    sgl_strbuf_putc(sb, '"');
+/* A figure rounded to `digits` decimals (the report's precision). */
+static cJSON *num(double x, int digits) {
+    double f = pow(10, digits);
+    return cJSON_CreateNumber(isfinite(x) ? round(x * f) / f : 0);
 }
 
 int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o) {
-    sgl_strbuf_puts(sb, "{\"model\": ");
-    json_str(sb, o->fake ? "fake" : o->model_path ? o->model_path : "");
-    if (o->backend) {
-        sgl_strbuf_puts(sb, ", \"backend\": ");
-        json_str(sb, o->backend);
-    }
-    sgl_strbuf_printf(sb, ", \"threads\": %d, \"quick\": %s, \"seed\": %lld, \"results\": [", o->n_threads,
-                      o->quick ? "true" : "false", (long long)o->seed);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", o->fake ? "fake" : o->model_path ? o->model_path : "");
+    if (o->backend) cJSON_AddStringToObject(root, "backend", o->backend);
+    cJSON_AddNumberToObject(root, "threads", o->n_threads);
+    cJSON_AddBoolToObject(root, "quick", o->quick);
+    cJSON_AddNumberToObject(root, "seed", (double)o->seed);
+    cJSON *results = cJSON_AddArrayToObject(root, "results");
     for (int i = 0; i < n; i++) {
         const bench_result *x = &r[i];
-        sgl_strbuf_puts(sb, i ? ",\n  {" : "\n  {");
-        sgl_strbuf_puts(sb, "\"workload\": ");
-        json_str(sb, x->w->name);
-        sgl_strbuf_puts(sb, ", \"mode\": ");
-        json_str(sb, x->m->name);
-        sgl_strbuf_printf(sb, ", \"ok\": %s, \"skipped\": %s, \"error\": ", x->ok ? "true" : "false",
-                          x->skipped ? "true" : "false");
-        if (x->ok) sgl_strbuf_puts(sb, "null");
-        else json_str(sb, x->error);
-        sgl_strbuf_printf(sb,
-                          ", \"programs\": %d, \"failed\": %d, \"seconds\": %.4f, \"programs_per_s\": %.4f, "
-                          "\"tokens_per_s\": %.3f, \"latency_p50\": %.4f, \"latency_p99\": %.4f, "
-                          "\"requests\": {\"generate\": %lld, \"score\": %lld, \"prefill\": %lld}, "
-                          "\"prompt_tokens\": %lld, \"cached_tokens\": %lld, \"completion_tokens\": %lld, "
-                          "\"hit_rate\": %.5f, \"best_hit_rate\": %.5f, \"forward_calls\": %lld, "
-                          "\"forward_tokens\": %lld}",
-                          x->programs, x->failed, x->seconds, x->programs_per_s, x->tokens_per_s, x->p50, x->p99,
-                          (long long)x->generate, (long long)x->score, (long long)x->prefill,
-                          (long long)x->prompt_tokens, (long long)x->cached_tokens,
-                          (long long)x->completion_tokens, x->hit_rate, x->best_hit_rate,
-                          (long long)x->forward_calls, (long long)x->forward_tokens);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "workload", x->w->name);
+        cJSON_AddStringToObject(e, "mode", x->m->name);
+        cJSON_AddBoolToObject(e, "ok", x->ok);
+        cJSON_AddBoolToObject(e, "skipped", x->skipped);
+        if (x->ok) cJSON_AddNullToObject(e, "error");
+        else cJSON_AddStringToObject(e, "error", x->error);
+        cJSON_AddNumberToObject(e, "programs", x->programs);
+        cJSON_AddNumberToObject(e, "failed", x->failed);
+        cJSON_AddItemToObject(e, "seconds", num(x->seconds, 4));
+        cJSON_AddItemToObject(e, "programs_per_s", num(x->programs_per_s, 4));
+        cJSON_AddItemToObject(e, "tokens_per_s", num(x->tokens_per_s, 3));
+        cJSON_AddItemToObject(e, "latency_p50", num(x->p50, 4));
+        cJSON_AddItemToObject(e, "latency_p99", num(x->p99, 4));
+        cJSON *rq = cJSON_AddObjectToObject(e, "requests");
+        cJSON_AddNumberToObject(rq, "generate", (double)x->generate);
+        cJSON_AddNumberToObject(rq, "score", (double)x->score);
+        cJSON_AddNumberToObject(rq, "prefill", (double)x->prefill);
+        cJSON_AddNumberToObject(e, "prompt_tokens", (double)x->prompt_tokens);
+        cJSON_AddNumberToObject(e, "cached_tokens", (double)x->cached_tokens);
+        cJSON_AddNumberToObject(e, "completion_tokens", (double)x->completion_tokens);
+        cJSON_AddItemToObject(e, "hit_rate", num(x->hit_rate, 5));
+        cJSON_AddItemToObject(e, "best_hit_rate", num(x->best_hit_rate, 5));
+        cJSON_AddNumberToObject(e, "forward_calls", (double)x->forward_calls);
+        cJSON_AddNumberToObject(e, "forward_tokens", (double)x->forward_tokens);
+        cJSON_AddItemToArray(results, e);
     }
-    sgl_strbuf_puts(sb, "\n], \"speedup_of_full\": {");
     const bench_workload *ws[64];
     const bench_mode *ms[64];
     int nw = distinct_w(r, n, ws), nm = distinct_m(r, n, ms);
+    cJSON *sp = cJSON_AddObjectToObject(root, "speedup_of_full");
     for (int i = 0; i < nw; i++) {
-        sgl_strbuf_puts(sb, i ? ", " : "");
-        json_str(sb, ws[i]->name);
-        sgl_strbuf_puts(sb, ": {");
-        int k = 0;
+        cJSON *w = cJSON_AddObjectToObject(sp, ws[i]->name);
         for (int j = 0; j < nm; j++) {
             double q = ratio(r, n, ws[i], ms[j]->name);
             if (!strcmp(ms[j]->name, "full") || q <= 0) continue;
-            sgl_strbuf_puts(sb, k++ ? ", " : "");
-            json_str(sb, ms[j]->name);
-            sgl_strbuf_printf(sb, ": %.4f", q);
+            cJSON_AddItemToObject(w, ms[j]->name, num(q, 4));
         }
-        sgl_strbuf_puts(sb, "}");
     }
-    sgl_strbuf_puts(sb, "}, \"geomean_speedup_of_full\": {");
-    int k = 0;
+    cJSON *gm = cJSON_AddObjectToObject(root, "geomean_speedup_of_full");
     for (int j = 0; j < nm; j++) {
         if (!strcmp(ms[j]->name, "full")) continue;
         double q[64];
@@ -168,12 +160,14 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
         for (int i = 0; i < nw; i++)
             if (ws[i]->shared_prefix) q[nq++] = ratio(r, n, ws[i], ms[j]->name);
         double g = bench_geomean(q, nq);
-        if (g <= 0) continue;
-        sgl_strbuf_puts(sb, k++ ? ", " : "");
-        json_str(sb, ms[j]->name);
-        sgl_strbuf_printf(sb, ": %.4f", g);
+        if (g > 0) cJSON_AddItemToObject(gm, ms[j]->name, num(g, 4));
     }
-    return sgl_strbuf_puts(sb, "}}\n");
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return -1;
+    int rc = sgl_strbuf_puts(sb, text) | sgl_strbuf_putc(sb, '\n');
+    cJSON_free(text);
+    return rc;
 }
 
 static const char *const COLORS[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a",

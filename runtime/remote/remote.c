@@ -47,7 +47,7 @@ int sgl_remote_parse_spec(const char *spec, sgl_remote_kind *kind, const char **
 }
 
 int sgl_route_policy_parse(const char *name, sgl_route_policy *out) {
-    if (!strcmp(name, "prefix")) *out = SGL_ROUTE_PREFIX;
+    if (!strcmp(name, "prefix") || !strcmp(name, "cache_aware")) *out = SGL_ROUTE_PREFIX;
     else if (!strcmp(name, "round_robin")) *out = SGL_ROUTE_ROUND_ROBIN;
     else return -1;
     return 0;
@@ -92,6 +92,7 @@ typedef struct rm_part {
     size_t sse_sent;       /* of which delivered as partials (never retried after) */
     cJSON *sse_last;       /* sglang: the last chunk; others: usage so far */
     char *sse_finish, *sse_stop;
+    bool fwd_commit;       /* forward: this attempt's answer went to the reader */
 } rm_part;
 
 struct remote_engine;
@@ -101,12 +102,40 @@ typedef struct rm_job {
     uint64_t id, user_tag;
     sgl_req_kind kind;
     bool stream;
-    bool prompt_part;      /* SCORE with text choices: parts[0] is the prompt alone */
+    bool prompt_part;      /* SCORE with text choices: parts[pre] is the prompt alone */
+    int pre;               /* 1: sglang SCORE in two phases: parts[0] prefills the prompt
+                              (cached, gives its token count P); the others go out after
+                              it, asking logprobs only from P - SCORE_BACK on (so the
+                              server serves the rest from its cache); else 0 */
+    int n_initial;         /* parts queued at submit (the others: after parts[0]) */
+    int32_t score_back;    /* two-phase SCORE: logprobs from P - score_back (-1: from 0,
+                              the retry when a choice parts from the prompt earlier) */
     int32_t n_prompt_ids;  /* SCORE with token choices: prompt length */
     int n_parts, n_settled;
     rm_part *parts;
     char *error;           /* first fatal error (owned) */
+    bool cancelled;        /* sgl_engine_cancel: settles as ABORT "cancelled" */
+    struct sgl_remote_fwd *fwd; /* a forwarded HTTP request (router), else NULL */
 } rm_job;
+
+/* A forwarded HTTP request: what the reader sees (every field under the
+ * engine's mu). Owned by two: the reader (until sgl_remote_fwd_free) and
+ * the engine (until its job settles); the last to let go frees it. */
+struct sgl_remote_fwd {
+    struct remote_engine *re;
+    pthread_cond_t cv;
+    int refs;
+    uint64_t id;           /* the job's id (cancel) */
+    char *method, *path;   /* owned */
+    int endpoint;          /* >= 0: only that endpoint, one attempt */
+    int status;            /* 0 until the answer is committed */
+    char *ctype;           /* Content-Type of the answer (owned) */
+    sgl_strbuf pending;    /* answer bytes not yet taken by the reader */
+    bool committed, done;
+    char *error;           /* no answer (status 0), or the answer broke off (owned) */
+    char *ep_url;          /* the endpoint that answered (owned) */
+    double prompt_tokens, cached_tokens, completion_tokens;
+};
 
 typedef struct remote_engine {
     sgl_remote_kind kind;  /* resolved (never OPENAI after start) */
@@ -129,6 +158,11 @@ typedef struct remote_engine {
     size_t n_active, cap_active;
     sgl_result **done;     /* completion queue (mu) */
     size_t done_head, n_done, cap_done;
+    rm_job **live;         /* submitted jobs not yet finished (mu) */
+    size_t n_live, cap_live;
+    uint64_t *cancels;     /* ids asked to stop, for the thread (mu) */
+    size_t n_cancels, cap_cancels;
+    uint64_t next_fwd_id;  /* forwards take ids from the top of the range (mu) */
     sgl_engine_metrics m;  /* (mu) */
     sgl_remote_endpoint_stats *snap; /* endpoint figures for sgl_remote_stats (mu) */
 } remote_engine;
@@ -145,8 +179,47 @@ static int push_ptr(void ***arr, size_t *n, size_t *cap, void *p) {
     return 0;
 }
 
+static void fwd_destroy(struct sgl_remote_fwd *f) {
+    pthread_cond_destroy(&f->cv);
+    free(f->method);
+    free(f->path);
+    free(f->ctype);
+    sgl_strbuf_free(&f->pending);
+    free(f->error);
+    free(f->ep_url);
+    free(f);
+}
+
+/* The engine lets go of a forward: it is finished from the reader's side
+ * (an error when no answer was committed). Takes mu. */
+static void fwd_release(struct sgl_remote_fwd *f, const char *why) {
+    remote_engine *re = f->re;
+    pthread_mutex_lock(&re->mu);
+    if (!f->done) {
+        f->done = true;
+        if (!f->error && (why || !f->status)) f->error = sgl_strdup(why ? why : "the router stopped");
+    }
+    pthread_cond_broadcast(&f->cv);
+    bool last = --f->refs == 0;
+    pthread_mutex_unlock(&re->mu);
+    if (last) fwd_destroy(f);
+}
+
+static int push_u64(uint64_t **arr, size_t *n, size_t *cap, uint64_t v) {
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        uint64_t *na = realloc(*arr, nc * sizeof *na);
+        if (!na) return -1;
+        *arr = na;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = v;
+    return 0;
+}
+
 static void job_free(rm_job *j) {
     if (!j) return;
+    if (j->fwd) fwd_release(j->fwd, j->error);
     for (int i = 0; i < j->n_parts; i++) {
         rm_part *p = &j->parts[i];
         free(p->body);
@@ -165,6 +238,15 @@ static void job_free(rm_job *j) {
     free(j);
 }
 
+/* SCORE_BACK: how far before the prompt's end the second phase of a text
+ * SCORE asks logprobs from (each position asked costs the server a row of
+ * the vocabulary projection). Joining a choice changes the prompt's
+ * tokenization only in its last pre-token (a word), so the tokens before
+ * stay those of the prompt alone; where they part is found in the returned
+ * ids. When a choice parts earlier than the window, the second phase is
+ * sent again with logprobs from the prompt's start (job_finish). */
+enum { SCORE_BACK = 4 };
+
 /* ---- request bodies --------------------------------------------------------------------- */
 
 static cJSON *str_array(const char *const *s, int32_t n) {
@@ -179,12 +261,14 @@ static cJSON *int_array(const int32_t *v, int32_t n) {
     return a;
 }
 
-/* A seed as an exact JSON integer. JSON numbers are exact only up to 2^53
- * (servers that read them as doubles refuse larger ones), so the seed is
- * sent modulo 2^53. */
+/* A seed as an exact JSON integer written as text (never through a
+ * double, which holds integers exactly only up to 2^53): all 64 bits, as
+ * the signed 64-bit integer with the same bits, the range SGLang's and
+ * vLLM's samplers (torch int64) and OpenAI's API take. `sglc serve` reads
+ * it back exactly, so the draw equals the local engine's. */
 static void add_seed(cJSON *o, const char *key, uint64_t seed) {
     char buf[32];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)(seed & ((1ull << 53) - 1)));
+    snprintf(buf, sizeof buf, "%lld", (long long)(int64_t)seed);
     cJSON_AddRawToObject(o, key, buf);
 }
 
@@ -252,6 +336,111 @@ static void openai_sampling(cJSON *o, const sgl_sampling_params *p, bool anthrop
     add_seed(o, "seed", p->seed);
 }
 
+/* ---- images: files -> base64 content parts ---- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* RFC 4648 base64 of data[0..n) (malloc'd, NUL-terminated), or NULL. */
+static char *base64(const unsigned char *d, size_t n) {
+    char *o = malloc((n + 2) / 3 * 4 + 1), *w = o;
+    if (!o) return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
+        *w++ = b64[v >> 18 & 63];
+        *w++ = b64[v >> 12 & 63];
+        *w++ = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        *w++ = i + 2 < n ? b64[v & 63] : '=';
+    }
+    *w = 0;
+    return o;
+}
+
+enum { MAX_IMAGE_BYTES = 20 << 20 };
+
+/* Reads image file path: *mime (static) from its first bytes and *data its
+ * base64 (caller frees). Returns 0, or -1 with err naming the file. */
+static int image_load(const char *path, const char **mime, char **data, sgl_error *err) {
+    sgl_error rerr = {{0}};
+    size_t n = 0;
+    char *raw = sgl_read_file(path, &n, &rerr);
+    if (!raw) return sgl_error_set(err, "image '%s': %s", path, rerr.msg);
+    const unsigned char *u = (const unsigned char *)raw;
+    *mime = n >= 8 && !memcmp(u, "\x89PNG\r\n\x1a\n", 8)                     ? "image/png"
+            : n >= 3 && u[0] == 0xff && u[1] == 0xd8 && u[2] == 0xff            ? "image/jpeg"
+            : n >= 6 && (!memcmp(u, "GIF87a", 6) || !memcmp(u, "GIF89a", 6))    ? "image/gif"
+            : n >= 12 && !memcmp(u, "RIFF", 4) && !memcmp(u + 8, "WEBP", 4)     ? "image/webp"
+                                                                                : NULL;
+    int rc = 0;
+    if (n > MAX_IMAGE_BYTES)
+        rc = sgl_error_set(err, "image '%s': %zu bytes, more than the %d MiB an API request may carry", path, n,
+                           MAX_IMAGE_BYTES >> 20);
+    else if (!*mime)
+        rc = sgl_error_set(err, "image '%s': not a PNG, JPEG, GIF or WebP file", path);
+    else if (!(*data = base64(u, n)))
+        rc = sgl_error_set(err, "out of memory");
+    free(raw);
+    return rc;
+}
+
+/* The content of chat turn i with its images (images[k] where turns[k] ==
+ * i, split in at offsets[k]) as content parts: OpenAI's text and image_url
+ * (a data URL) parts, or Anthropic's text and image (base64 source)
+ * blocks. Returns NULL with nothing added when the turn has no image, or
+ * NULL with err set. *failed tells the two apart. */
+static cJSON *content_parts(const sgl_request *req, int32_t i, const char *content, bool anthropic, bool *failed,
+                            sgl_error *err) {
+    *failed = false;
+    cJSON *a = NULL;
+    size_t done = 0, len = strlen(content);
+    for (int32_t k = 0; k < req->n_images; k++) {
+        if (req->image_turns[k] != i) continue;
+        if (!a) a = cJSON_CreateArray();
+        size_t at = SGL_MIN((size_t)SGL_MAX(req->image_offsets[k], 0), len);
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) { /* the image */
+                const char *mime = NULL;
+                char *data = NULL;
+                if (image_load(req->images[k], &mime, &data, err) < 0) {
+                    cJSON_Delete(a);
+                    *failed = true;
+                    return NULL;
+                }
+                cJSON *p = cJSON_CreateObject();
+                if (anthropic) {
+                    cJSON_AddStringToObject(p, "type", "image");
+                    cJSON *src = cJSON_AddObjectToObject(p, "source");
+                    cJSON_AddStringToObject(src, "type", "base64");
+                    cJSON_AddStringToObject(src, "media_type", mime);
+                    cJSON_AddStringToObject(src, "data", data);
+                } else {
+                    cJSON_AddStringToObject(p, "type", "image_url");
+                    sgl_strbuf url = {0};
+                    sgl_strbuf_printf(&url, "data:%s;base64,%s", mime, data);
+                    cJSON_AddStringToObject(cJSON_AddObjectToObject(p, "image_url"), "url", url.data ? url.data : "");
+                    sgl_strbuf_free(&url);
+                }
+                free(data);
+                cJSON_AddItemToArray(a, p);
+            } else if (at > done) { /* the text before it */
+                char *t = sgl_strndup(content + done, at - done);
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddStringToObject(p, "type", "text");
+                cJSON_AddStringToObject(p, "text", t ? t : "");
+                cJSON_AddItemToArray(a, p);
+                free(t);
+                done = at;
+            }
+        }
+    }
+    if (a && done < len) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "type", "text");
+        cJSON_AddStringToObject(p, "text", content + done);
+        cJSON_AddItemToArray(a, p);
+    }
+    return a;
+}
+
 /* Chat turns of req: the finished ones, plus an open assistant turn with
  * content when the engine may continue it. Returns the array or NULL with
  * err set (the prompt cannot be carried as turns). */
@@ -282,6 +471,17 @@ static cJSON *chat_messages(const sgl_request *req, bool anthropic, cJSON **syst
         const sgl_chat_msg *m = &req->messages[i];
         bool is_last = i == req->n_messages - 1;
         if (is_last && !m->content[0]) break; /* the turn being generated */
+        bool failed = false;
+        cJSON *parts = req->n_images ? content_parts(req, i, m->content, anthropic, &failed, err) : NULL;
+        if (failed || (parts && (strcmp(m->role, "user") || (is_last && req->open_turn)))) {
+            if (!failed)
+                sgl_error_set(err, "%s takes images in user turns only (image '%s' is in a%s %s turn)", api,
+                              req->images[0], is_last && req->open_turn ? "n open" : "", m->role);
+            cJSON_Delete(parts);
+            cJSON_Delete(a);
+            sgl_strbuf_free(&sys);
+            return NULL;
+        }
         if (anthropic && !strcmp(m->role, "system")) {
             if (sys.len) sgl_strbuf_puts(&sys, "\n");
             sgl_strbuf_puts(&sys, m->content);
@@ -289,7 +489,8 @@ static cJSON *chat_messages(const sgl_request *req, bool anthropic, cJSON **syst
         }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "role", m->role);
-        cJSON_AddStringToObject(o, "content", m->content);
+        if (parts) cJSON_AddItemToObject(o, "content", parts);
+        else cJSON_AddStringToObject(o, "content", m->content);
         cJSON_AddItemToArray(a, o);
     }
     if (sys.len && system) *system = cJSON_CreateString(sys.data);
@@ -325,21 +526,35 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
             return sgl_error_set(err, "backend %s takes text prompts, not token ids", sgl_remote_kind_name(re->kind));
         if (req->n_choices < 1) return sgl_error_set(err, "score request: %d choices", req->n_choices);
         j->prompt_part = req->choice_tokens == NULL;
-        j->n_parts = req->n_choices + (j->prompt_part ? 1 : 0);
+        j->pre = j->prompt_part && !echo;
+        j->n_parts = req->n_choices + (j->prompt_part ? 1 : 0) + j->pre;
+        j->n_initial = j->pre ? 1 : j->n_parts;
+        j->score_back = SCORE_BACK;
         j->parts = calloc((size_t)j->n_parts, sizeof *j->parts);
         if (!j->parts) return sgl_error_set(err, "out of memory");
         if (j->prompt_part) {
             if (!text) return sgl_error_set(err, "score request: no prompt text");
             for (int i = 0; i < j->n_parts; i++) { /* the prompt, then prompt + each choice */
+                int c = i - j->pre; /* -1: the prefill, 0: the prompt alone, > 0: choice c - 1 */
                 sgl_strbuf_clear(&sb);
                 sgl_strbuf_puts(&sb, text);
-                if (i) sgl_strbuf_puts(&sb, req->choices[i - 1] ? req->choices[i - 1] : "");
-                j->parts[i].body = echo ? echo_body(re, sb.data) : sglang_body(sb.data, NULL, 0, NULL, true, 0, false);
+                if (c > 0) sgl_strbuf_puts(&sb, req->choices[c - 1] ? req->choices[c - 1] : "");
                 j->parts[i].route = sgl_strdup(sb.data);
+                if (echo) {
+                    j->parts[i].body = echo_body(re, sb.data);
+                } else if (c < 0) {
+                    sgl_sampling_params pf = sgl_sampling_params_default();
+                    pf.max_new_tokens = 0;
+                    pf.temperature = 0;
+                    j->parts[i].body = sglang_body(sb.data, NULL, 0, &pf, false, 0, false);
+                } else {
+                    j->parts[i].body = sgl_strdup(""); /* built when the prefill answers */
+                }
             }
         } else {
             if (!req->tokens && req->n_tokens) return sgl_error_set(err, "score request: no prompt");
             j->n_prompt_ids = req->n_tokens;
+            j->n_initial = j->n_parts;
             for (int32_t i = 0; i < req->n_choices; i++) {
                 int32_t nc = req->choice_lens ? req->choice_lens[i] : 0;
                 int32_t *ids = malloc(sizeof(int32_t) * (size_t)(req->n_tokens + nc + 1));
@@ -353,7 +568,7 @@ static int build_parts(remote_engine *re, const sgl_request *req, rm_job *j, sgl
         }
         sgl_strbuf_free(&sb);
     } else {
-        j->n_parts = 1;
+        j->n_parts = j->n_initial = 1;
         j->parts = calloc(1, sizeof *j->parts);
         if (!j->parts) return sgl_error_set(err, "out of memory");
         rm_part *p = &j->parts[0];
@@ -418,14 +633,15 @@ static double item_num(const cJSON *a, int i, double dflt) {
 
 /* Checks that a 2xx reply has the shape the protocol promises; returns NULL
  * or a description of what is wrong. */
-static const char *reply_problem(const remote_engine *re, const rm_job *j, const cJSON *r) {
+static const char *reply_problem(const remote_engine *re, const rm_job *j, const cJSON *r, bool prefill) {
     if (!cJSON_IsObject(r)) return "the reply is not a JSON object";
     if (re->kind == SGL_REMOTE_SGLANG) {
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(r, "meta_info");
         if (!cJSON_IsObject(meta)) return "the reply has no meta_info object";
         if (j->kind == SGL_REQ_GENERATE && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(r, "text")))
             return "the reply has no text";
-        if (j->kind == SGL_REQ_SCORE && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(meta, "input_token_logprobs")))
+        if (j->kind == SGL_REQ_SCORE && !prefill &&
+            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(meta, "input_token_logprobs")))
             return "the reply has no meta_info.input_token_logprobs";
         return NULL;
     }
@@ -634,10 +850,11 @@ static int score_positions(const cJSON *r, int32_t **ids, float **lps, int32_t *
 }
 
 static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_len) {
-    int32_t n_choices = j->n_parts - (j->prompt_part ? 1 : 0);
+    int base = j->pre + (j->prompt_part ? 1 : 0); /* the first choice's part */
+    int32_t n_choices = j->n_parts - base;
     int32_t *pids = NULL, np = 0, cached = 0;
     float *plps = NULL;
-    if (j->prompt_part && score_positions(j->parts[0].reply, &pids, &plps, &np, &cached) < 0) {
+    if (j->prompt_part && score_positions(j->parts[j->pre].reply, &pids, &plps, &np, &cached) < 0) {
         snprintf(why, why_len, "malformed input_token_logprobs in the prompt's reply");
         return -1;
     }
@@ -653,7 +870,7 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
     for (int32_t i = 0; i < n_choices; i++) {
         int32_t *ids = NULL, n = 0, c = 0;
         float *lps = NULL;
-        if (score_positions(j->parts[i + (j->prompt_part ? 1 : 0)].reply, &ids, &lps, &n, &c) < 0) {
+        if (score_positions(j->parts[i + base].reply, &ids, &lps, &n, &c) < 0) {
             free(pids);
             snprintf(why, why_len, "malformed input_token_logprobs in choice %d's reply", i);
             return -1;
@@ -661,13 +878,14 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
         int32_t start;
         if (j->prompt_part) { /* where the joint tokenization leaves the prompt's own */
             int32_t l = 0;
+            while (l < np && l < n && (ids[l] < 0 || pids[l] < 0)) l++; /* before the logprobs asked */
             while (l < np && l < n && ids[l] == pids[l] && ids[l] >= 0) l++;
             start = SGL_MAX(l, 1);
         } else {
             start = SGL_MAX(j->n_prompt_ids, 1);
         }
         sgl_choice_score *cs = &res->choices[i];
-        bool hashed = !cJSON_GetObjectItemCaseSensitive(j->parts[i + (j->prompt_part ? 1 : 0)].reply, "meta_info");
+        bool hashed = !cJSON_GetObjectItemCaseSensitive(j->parts[i + base].reply, "meta_info");
         cs->n_tokens = n > start ? n - start : 0;
         cs->tokens = calloc((size_t)cs->n_tokens + 1, sizeof *cs->tokens);
         cs->logprobs = calloc((size_t)cs->n_tokens + 1, sizeof *cs->logprobs);
@@ -681,7 +899,7 @@ static int score_result(const rm_job *j, sgl_result *res, char *why, size_t why_
             free(lps);
             free(pids);
             snprintf(why, why_len, "choice %d's reply lacks the logprobs of its continuation", i);
-            return -1;
+            return j->pre && j->score_back >= 0 ? -2 : -1;
         }
         res->prompt_tokens += n;
         res->cached_tokens += c;
@@ -779,17 +997,48 @@ static sgl_result *abort_result(const rm_job *j, const char *msg) {
     return r;
 }
 
-/* Every part has settled: turn the replies into the result and queue it. */
+static void live_remove_locked(remote_engine *re, const rm_job *j) {
+    for (size_t i = 0; i < re->n_live; i++)
+        if (re->live[i] == j) {
+            re->live[i] = re->live[--re->n_live];
+            return;
+        }
+}
+
+/* Every part has settled: turn the replies into the result and queue it
+ * (a forward's reader has had its answer already: the job just goes). */
+static int score_phase2(remote_engine *re, rm_job *j, char *why, size_t why_len);
+
 static void job_finish(remote_engine *re, rm_job *j) {
     sgl_result *r = NULL;
     char why[512] = "";
+    if (j->fwd) {
+        pthread_mutex_lock(&re->mu);
+        live_remove_locked(re, j);
+        pthread_mutex_unlock(&re->mu);
+        job_free(j);
+        return;
+    }
     if (j->error) {
         r = abort_result(j, j->error);
     } else {
         r = result_new(j);
         if (r) {
             if (j->kind == SGL_REQ_SCORE) {
-                if (score_result(j, r, why, sizeof why) < 0) {
+                int rc = score_result(j, r, why, sizeof why);
+                if (rc == -2) { /* a choice parted before the window: again, from the start */
+                    sgl_result_free(r);
+                    j->score_back = -1;
+                    for (int i = 1; i < j->n_parts; i++) {
+                        cJSON_Delete(j->parts[i].reply);
+                        j->parts[i].reply = NULL;
+                        j->parts[i].attempts = j->parts[i].failovers = 0;
+                    }
+                    j->n_settled = 1;
+                    if (score_phase2(re, j, why, sizeof why) == 0 && j->n_settled < j->n_parts) return;
+                    j->n_settled = j->n_parts;
+                    r = abort_result(j, j->error ? j->error : why);
+                } else if (rc < 0) {
                     sgl_result_free(r);
                     r = abort_result(j, why);
                 }
@@ -802,6 +1051,7 @@ static void job_finish(remote_engine *re, rm_job *j) {
         }
     }
     pthread_mutex_lock(&re->mu);
+    live_remove_locked(re, j);
     if (r) {
         re->m.requests_done++;
         re->m.prompt_tokens += r->prompt_tokens;
@@ -836,6 +1086,7 @@ static void job_finish(remote_engine *re, rm_job *j) {
 /* ---- routing ---------------------------------------------------------------------------- */
 
 static rm_endpoint *route(remote_engine *re, rm_part *p, double now) {
+    if (p->job->fwd && p->job->fwd->endpoint >= 0) return &re->eps[p->job->fwd->endpoint];
     /* Usable: in rotation, and not the endpoint this part just failed on
      * while another one is in rotation. */
     rm_endpoint *avoid = NULL;
@@ -962,8 +1213,42 @@ static void sse_event(rm_part *p, const char *payload) {
     cJSON_Delete(c);
 }
 
+/* Bytes of a forwarded answer. A 2xx event stream goes to the reader as
+ * it arrives (committed: no retry from then on); anything else is held
+ * until it is complete, so a failed attempt can still be re-sent. */
+static size_t fwd_data(rm_part *p, const char *data, size_t n) {
+    struct sgl_remote_fwd *f = p->job->fwd;
+    remote_engine *re = p->job->re;
+    if (sgl_strbuf_append(&p->resp, data, n) < 0) return 0;
+    if (!p->fwd_commit) {
+        long status = 0;
+        char *ct = NULL;
+        curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(p->h, CURLINFO_CONTENT_TYPE, &ct);
+        if (status < 200 || status >= 300 || !ct || strncmp(ct, "text/event-stream", 17)) return n;
+        p->fwd_commit = true;
+        pthread_mutex_lock(&re->mu);
+        f->status = (int)status;
+        free(f->ctype);
+        f->ctype = sgl_strdup(ct);
+        f->committed = true;
+        free(f->ep_url);
+        f->ep_url = sgl_strdup(p->ep->url);
+        sgl_strbuf_append(&f->pending, p->resp.data, p->resp.len);
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&re->mu);
+        return n;
+    }
+    pthread_mutex_lock(&re->mu);
+    sgl_strbuf_append(&f->pending, data, n);
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&re->mu);
+    return n;
+}
+
 static size_t on_data(char *data, size_t size, size_t n, void *ud) {
     rm_part *p = ud;
+    if (p->job && p->job->fwd) return fwd_data(p, data, size * n);
     if (sgl_strbuf_append(&p->resp, data, size * n) < 0) return 0;
     if (!p->job || !p->job->stream) return size * n; /* (probes have no job) */
     for (;;) {
@@ -1046,7 +1331,8 @@ static void easy_common(const remote_engine *re, CURL *h) {
 
 static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     char url[2048];
-    snprintf(url, sizeof url, "%s%s", ep->url, endpoint_path(re));
+    const struct sgl_remote_fwd *f = p->job->fwd;
+    snprintf(url, sizeof url, "%s%s", ep->url, f ? f->path : endpoint_path(re));
     p->h = curl_easy_init();
     if (!p->h) return -1;
     if (!p->hdrs) p->hdrs = headers(re);
@@ -1058,8 +1344,13 @@ static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     easy_common(re, p->h);
     curl_easy_setopt(p->h, CURLOPT_URL, url);
     curl_easy_setopt(p->h, CURLOPT_HTTPHEADER, p->hdrs);
-    curl_easy_setopt(p->h, CURLOPT_POSTFIELDS, p->body);
-    curl_easy_setopt(p->h, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
+    if (f && strcmp(f->method, "POST")) {
+        curl_easy_setopt(p->h, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(p->h, CURLOPT_POSTFIELDS, p->body);
+        curl_easy_setopt(p->h, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
+    }
+    p->fwd_commit = false;
     curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(p->h, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(p->h, CURLOPT_PRIVATE, p);
@@ -1082,10 +1373,119 @@ static int part_start(remote_engine *re, rm_part *p, rm_endpoint *ep) {
     return 0;
 }
 
+/* Takes p's attempt off the multi handle and its endpoint (thread only). */
+static void part_detach(remote_engine *re, rm_part *p) {
+    curl_multi_remove_handle(re->multi, p->h);
+    curl_easy_cleanup(p->h);
+    p->h = NULL;
+    p->ep->in_flight--;
+    p->ep = NULL;
+    for (size_t i = 0; i < re->n_active; i++)
+        if (re->active[i] == p) {
+            re->active[i] = re->active[--re->n_active];
+            break;
+        }
+}
+
+
+/* The prefill of a two-phase SCORE answered: send the prompt alone and each
+ * prompt + choice with logprobs from P - SCORE_BACK (thread only). Returns 0
+ * or -1 with why set. */
+static int score_phase2(remote_engine *re, rm_job *j, char *why, size_t why_len) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(j->parts[0].reply, "meta_info");
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(meta, "prompt_tokens");
+    if (!cJSON_IsNumber(pt)) {
+        snprintf(why, why_len, "the prefill's reply has no meta_info.prompt_tokens");
+        return -1;
+    }
+    int32_t start = j->score_back < 0 ? 0 : SGL_MAX((int32_t)pt->valuedouble - j->score_back, 0);
+    for (int i = 1; i < j->n_parts; i++) {
+        rm_part *p = &j->parts[i];
+        free(p->body);
+        if (!(p->body = sglang_body(p->route, NULL, 0, NULL, true, start, false))) {
+            snprintf(why, why_len, "out of memory");
+            return -1; /* nothing queued yet */
+        }
+    }
+    for (int i = 1; i < j->n_parts; i++)
+        if (push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, &j->parts[i]) < 0) {
+            /* the parts queued settle on their own; the others count as settled */
+            if (!j->error) j->error = sgl_strdup("out of memory");
+            j->n_settled += j->n_parts - i;
+            break;
+        }
+    return 0;
+}
+
 static void part_settle(remote_engine *re, rm_part *p, const char *fatal) {
     rm_job *j = p->job;
     if (fatal && !j->error) j->error = sgl_strdup(fatal);
+    if (j->pre && p == &j->parts[0]) {
+        char why[256];
+        j->n_settled++;
+        if (!j->error && score_phase2(re, j, why, sizeof why) == 0) {
+            if (j->n_settled == j->n_parts) job_finish(re, j); /* nothing could be queued */
+            return;
+        }
+        if (!j->error) j->error = sgl_strdup(why);
+        j->n_settled = j->n_parts - 1; /* the second phase never went out */
+    }
     if (++j->n_settled == j->n_parts) job_finish(re, j);
+}
+
+/* The token counts a forwarded answer reports (by its route's protocol;
+ * a streamed one by its events); returns whether it gave cached tokens. */
+static bool fwd_usage(const rm_part *p, double *pt, double *ct, double *gt) {
+    const char *path = p->job->fwd->path;
+    sgl_remote_kind kind = !strcmp(path, "/generate") ? SGL_REMOTE_SGLANG
+                           : !strcmp(path, "/v1/messages") ? SGL_REMOTE_ANTHROPIC
+                           : !strncmp(path, "/v1/", 4) ? SGL_REMOTE_OPENAI_COMPLETIONS : SGL_REMOTE_OPENAI;
+    *pt = *ct = *gt = 0;
+    if (kind == SGL_REMOTE_OPENAI || !p->resp.len) return false;
+    cJSON *r = NULL;
+    if (p->fwd_commit) { /* events: the last sglang chunk, or the usage merged */
+        cJSON *usage = NULL;
+        for (const char *line = p->resp.data, *end = p->resp.data + p->resp.len, *nl; line < end; line = nl + 1) {
+            nl = memchr(line, '\n', (size_t)(end - line));
+            if (!nl) nl = end;
+            if (nl - line < 6 || strncmp(line, "data:", 5)) continue;
+            cJSON *c = cJSON_ParseWithLength(line + 5, (size_t)(nl - line - 5));
+            if (!cJSON_IsObject(c)) {
+                cJSON_Delete(c);
+                continue;
+            }
+            if (kind == SGL_REMOTE_SGLANG) {
+                cJSON_Delete(r);
+                r = c;
+                continue;
+            }
+            sse_merge(&usage, cJSON_GetObjectItemCaseSensitive(c, "usage"));
+            sse_merge(&usage, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"), "usage"));
+            cJSON_Delete(c);
+        }
+        if (usage) {
+            cJSON_Delete(r);
+            r = cJSON_CreateObject();
+            cJSON_AddItemToObject(r, "usage", usage);
+        }
+    } else {
+        r = cJSON_ParseWithLength(p->resp.data, p->resp.len);
+    }
+    bool reported = false;
+    if (cJSON_IsArray(r)) { /* a batch: one answer per prompt */
+        const cJSON *x;
+        cJSON_ArrayForEach(x, r) {
+            double a, b, c;
+            reported |= reply_usage(kind, x, &a, &b, &c);
+            *pt += a;
+            *ct += b;
+            *gt += c;
+        }
+    } else if (r) {
+        reported = reply_usage(kind, r, pt, ct, gt);
+    }
+    cJSON_Delete(r);
+    return reported;
 }
 
 static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
@@ -1093,31 +1493,33 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     long status = 0;
     double retry_after = -1;
     curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &status);
+    char *ct_info = NULL, ctype[256];
+    curl_easy_getinfo(p->h, CURLINFO_CONTENT_TYPE, &ct_info);
+    snprintf(ctype, sizeof ctype, "%s", ct_info ? ct_info : "application/json");
 #if LIBCURL_VERSION_NUM >= 0x074200
     curl_off_t ra = 0;
     if (curl_easy_getinfo(p->h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0) retry_after = (double)ra;
 #endif
-    curl_multi_remove_handle(re->multi, p->h);
-    curl_easy_cleanup(p->h);
-    p->h = NULL;
-    p->ep = NULL;
-    ep->in_flight--;
-    for (size_t i = 0; i < re->n_active; i++)
-        if (re->active[i] == p) {
-            re->active[i] = re->active[--re->n_active];
-            break;
-        }
+    part_detach(re, p);
     double now = sgl_now();
     char why[1024] = "";
-    bool retry = false, ep_fault = false;
+    bool retry = false, ep_fault = false, fwd_ok = false;
     cJSON *reply = NULL;
+    struct sgl_remote_fwd *f = p->job->fwd;
     if (cc != CURLE_OK) {
         snprintf(why, sizeof why, "%s: %s", ep->url, p->errbuf[0] ? p->errbuf : curl_easy_strerror(cc));
         retry = ep_fault = true;
+        if (p->fwd_commit) { /* the stream broke off after bytes went out */
+            snprintf(why, sizeof why, "the answer from %s broke off: %s", ep->url,
+                     p->errbuf[0] ? p->errbuf : curl_easy_strerror(cc));
+            retry = false;
+        }
     } else if (status == 429 || status >= 500) {
         snprintf(why, sizeof why, "%s: HTTP %ld: %.200s", ep->url, status, p->resp.data ? p->resp.data : "");
         retry = true;
         ep_fault = status != 429;
+    } else if (f) { /* any other answer is the client's */
+        fwd_ok = true;
     } else if (status >= 400 || status < 200) {
         snprintf(why, sizeof why, "%s%s: HTTP %ld: %.300s", ep->url, endpoint_path(re), status,
                  p->resp.data ? p->resp.data : "");
@@ -1126,7 +1528,7 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
             reply = p->sse_bad ? NULL : sse_reply(re, p);
         else
             reply = cJSON_ParseWithLength(p->resp.data ? p->resp.data : "", p->resp.len);
-        const char *problem = reply ? reply_problem(re, p->job, reply)
+        const char *problem = reply ? reply_problem(re, p->job, reply, p->job->pre && p == &p->job->parts[0])
                                     : p->sse_bad ? "a streamed chunk is not valid JSON or reports an error"
                                                  : "the reply is not valid JSON";
         if (problem) {
@@ -1137,20 +1539,37 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
             retry = ep_fault = true;
         }
     }
+    double pt = 0, ct = 0, gt = 0;
+    bool reports = reply ? reply_usage(re->kind, reply, &pt, &ct, &gt)
+                         : fwd_ok && status >= 200 && status < 300 && fwd_usage(p, &pt, &ct, &gt);
     pthread_mutex_lock(&re->mu);
-    if (reply) {
+    if (reply || fwd_ok) {
         ep->st.requests++;
         ep->fail_streak = 0;
-        double pt, ct, gt;
-        if (reply_usage(re->kind, reply, &pt, &ct, &gt)) ep->st.reports_cached = true;
+        if (reports) ep->st.reports_cached = true;
         ep->st.prompt_tokens += (int64_t)pt;
         ep->st.cached_tokens += (int64_t)ct;
         ep->st.completion_tokens += (int64_t)gt;
     } else {
         ep->st.failures++;
     }
+    if (fwd_ok) { /* the whole answer, or the end of a committed stream */
+        if (!f->committed) {
+            f->status = (int)status;
+            f->ctype = sgl_strdup(ctype);
+            f->committed = true;
+            free(f->ep_url);
+            f->ep_url = sgl_strdup(ep->url);
+            sgl_strbuf_append(&f->pending, p->resp.data ? p->resp.data : "", p->resp.len);
+        }
+        f->prompt_tokens = pt;
+        f->cached_tokens = ct;
+        f->completion_tokens = gt;
+        f->done = true;
+        pthread_cond_broadcast(&f->cv);
+    }
     pthread_mutex_unlock(&re->mu);
-    if (reply) {
+    if (reply || fwd_ok) {
         p->reply = reply;
         part_settle(re, p, NULL);
         return;
@@ -1168,6 +1587,7 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     if (retry && other_up && p->failovers < re->n_eps - 1) p->failovers++;
     else if (retry && other_up) other_up = false;
     if (p->sse_sent) retry = false; /* text already went out as partials */
+    if (f && f->endpoint >= 0) retry = false; /* aimed at one endpoint: its answer */
     if (retry && p->attempts <= re->cfg.max_retries + p->failovers && !p->job->error) {
         pthread_mutex_lock(&re->mu);
         ep->st.retries++;
@@ -1188,6 +1608,36 @@ static void part_done(remote_engine *re, rm_part *p, CURLcode cc) {
     part_settle(re, p, msg);
 }
 
+/* Stops job j (thread only): its waiting parts are dropped, its attempts in
+ * flight taken off the multi handle (their connections closed), and it
+ * settles as ABORT "cancelled". */
+static void job_cancel(remote_engine *re, rm_job *j) {
+    if (j->cancelled) return;
+    j->cancelled = true;
+    if (!j->error) j->error = sgl_strdup("cancelled");
+    rm_part **stop = calloc((size_t)j->n_parts, sizeof *stop);
+    if (!stop) return; /* the job still settles when its attempts end */
+    int n = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < re->n_ready; i++) {
+        if (re->ready[i]->job == j) stop[n++] = re->ready[i];
+        else re->ready[keep++] = re->ready[i];
+    }
+    re->n_ready = keep;
+    for (size_t i = 0; i < re->n_active;) {
+        rm_part *p = re->active[i];
+        if (p->job != j) {
+            i++;
+            continue;
+        }
+        part_detach(re, p); /* moves the last active part into slot i */
+        stop[n++] = p;
+    }
+    /* the last settle frees j (and stop's parts with it) */
+    for (int k = 0; k < n; k++) part_settle(re, stop[k], NULL);
+    free(stop);
+}
+
 static void *loop(void *arg) {
     remote_engine *re = arg;
     for (;;) {
@@ -1196,6 +1646,16 @@ static void *loop(void *arg) {
         for (size_t i = 0; i < re->n_incoming; i++)
             push_ptr((void ***)&re->ready, &re->n_ready, &re->cap_ready, re->incoming[i]);
         re->n_incoming = 0;
+        while (!stop && re->n_cancels) {
+            uint64_t id = re->cancels[--re->n_cancels];
+            rm_job *j = NULL;
+            for (size_t i = 0; i < re->n_live && !j; i++)
+                if (re->live[i]->id == id) j = re->live[i];
+            /* j stays valid unlocked: only this thread finishes jobs */
+            pthread_mutex_unlock(&re->mu);
+            if (j) job_cancel(re, j);
+            pthread_mutex_lock(&re->mu);
+        }
         pthread_mutex_unlock(&re->mu);
         if (stop) break;
         double now = sgl_now(), next = now + 0.1;
@@ -1274,13 +1734,27 @@ static void remote_caps(void *ctx, sgl_engine_caps *c) {
     }
 }
 
+static int job_queue(remote_engine *re, rm_job *j, sgl_error *err);
+
 static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_error *err) {
     remote_engine *re = ctx;
     sgl_engine_caps caps;
     remote_caps(re, &caps);
-    if (req->n_images > 0)
-        return sgl_error_set(err, "backend %s: images in prompts are not sent to remote engines yet",
-                             sgl_remote_kind_name(re->kind));
+    if (req->n_images > 0) {
+        if (re->kind != SGL_REMOTE_OPENAI_CHAT && re->kind != SGL_REMOTE_ANTHROPIC)
+            return sgl_error_set(err,
+                                 "backend %s cannot take images (%s): images go to chat APIs only "
+                                 "(openai-chat:URL, or openai:URL when the server has no completions, "
+                                 "and anthropic:URL)",
+                                 sgl_remote_kind_name(re->kind), req->images[0]);
+        if (!req->image_turns || !req->image_offsets)
+            return sgl_error_set(err, "backend %s: the request does not say where its images (%s) sit",
+                                 sgl_remote_kind_name(re->kind), req->images[0]);
+        for (int32_t k = 0; k < req->n_images; k++)
+            if (req->image_turns[k] < 0 || req->image_turns[k] >= req->n_messages)
+                return sgl_error_set(err, "backend %s takes images inside chat turns only (image '%s')",
+                                     sgl_remote_kind_name(re->kind), req->images[k]);
+    }
     if (req->kind == SGL_REQ_GENERATE) {
         const sgl_sampling_params *p = &req->params;
         if (p->token_healing || p->n_choices > 0)
@@ -1316,12 +1790,20 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
         job_free(j);
         return -1;
     }
+    return job_queue(re, j, err);
+}
+
+/* Hands j's parts to the engine thread and registers j as live. Returns 0,
+ * or -1 with err set (j freed). */
+static int job_queue(remote_engine *re, rm_job *j, sgl_error *err) {
     pthread_mutex_lock(&re->mu);
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < j->n_parts; i++)
+    size_t n_before = re->n_incoming;
+    int rc = push_ptr((void ***)&re->live, &re->n_live, &re->cap_live, j);
+    for (int i = 0; rc == 0 && i < j->n_initial; i++)
         rc = push_ptr((void ***)&re->incoming, &re->n_incoming, &re->cap_incoming, &j->parts[i]);
     if (rc < 0) {
-        re->n_incoming -= (size_t)j->n_parts; /* cannot fail halfway without memory */
+        re->n_incoming = n_before;
+        live_remove_locked(re, j);
         pthread_mutex_unlock(&re->mu);
         job_free(j);
         return sgl_error_set(err, "out of memory");
@@ -1329,6 +1811,17 @@ static int remote_submit(void *ctx, const sgl_request *req, uint64_t id, sgl_err
     pthread_mutex_unlock(&re->mu);
     curl_multi_wakeup(re->multi);
     return 0;
+}
+
+static int remote_cancel(void *ctx, uint64_t id) {
+    remote_engine *re = ctx;
+    pthread_mutex_lock(&re->mu);
+    bool live = false;
+    for (size_t i = 0; i < re->n_live && !live; i++) live = re->live[i]->id == id && !re->live[i]->fwd;
+    int rc = live ? push_u64(&re->cancels, &re->n_cancels, &re->cap_cancels, id) : -1;
+    pthread_mutex_unlock(&re->mu);
+    if (rc == 0) curl_multi_wakeup(re->multi);
+    return rc;
 }
 
 static sgl_result *remote_wait(void *ctx, double timeout_s) {
@@ -1400,6 +1893,8 @@ static void remote_free(void *ctx) {
     if (re->multi) curl_multi_cleanup(re->multi);
     for (size_t i = 0; i < re->n_done; i++) sgl_result_free(re->done[re->done_head + i]);
     free(re->done);
+    free(re->live);
+    free(re->cancels);
     free(re->incoming);
     free(re->ready);
     for (int i = 0; i < re->n_eps; i++) {
@@ -1451,8 +1946,108 @@ static const sgl_engine_ops remote_ops = {
     .metrics = remote_metrics,
     .free = remote_free,
     .caps = remote_caps,
+    .cancel = remote_cancel,
     .flush_cache = remote_flush,
 };
+
+/* ---- forwarding (a router in front of workers) ------------------------------------------ */
+
+sgl_remote_fwd *sgl_remote_forward(sgl_engine *e, const char *method, const char *path, const char *body,
+                                   size_t body_len, const char *route_key, int endpoint, sgl_error *err) {
+    remote_engine *re = sgl_engine_impl(e, &remote_ops);
+    if (!re) {
+        sgl_error_set(err, "forwarding needs a remote engine");
+        return NULL;
+    }
+    if (endpoint >= re->n_eps) {
+        sgl_error_set(err, "no endpoint %d", endpoint);
+        return NULL;
+    }
+    struct sgl_remote_fwd *f = calloc(1, sizeof *f);
+    rm_job *j = calloc(1, sizeof *j);
+    if (!f || !j || !(j->parts = calloc(1, sizeof *j->parts))) {
+        free(f);
+        if (j) free(j->parts);
+        free(j);
+        sgl_error_set(err, "out of memory");
+        return NULL;
+    }
+    pthread_cond_init(&f->cv, NULL);
+    f->re = re;
+    f->refs = 2; /* the reader and the job */
+    f->endpoint = endpoint;
+    f->method = sgl_strdup(method);
+    f->path = sgl_strdup(path);
+    pthread_mutex_lock(&re->mu);
+    f->id = j->id = UINT64_MAX - re->next_fwd_id++; /* apart from sgl_engine ids */
+    pthread_mutex_unlock(&re->mu);
+    j->re = re;
+    j->kind = SGL_REQ_GENERATE;
+    j->fwd = f;
+    j->n_parts = j->n_initial = 1;
+    j->parts[0].job = j;
+    j->parts[0].body = body ? sgl_strndup(body, body_len) : sgl_strdup("");
+    j->parts[0].route = sgl_strdup(route_key ? route_key : "");
+    if (!f->method || !f->path || !j->parts[0].body || !j->parts[0].route) {
+        job_free(j); /* lets go of the job's reference */
+        fwd_destroy(f);
+        sgl_error_set(err, "out of memory");
+        return NULL;
+    }
+    if (job_queue(re, j, err) < 0) {
+        fwd_destroy(f); /* job_queue freed the job, which let go of one reference */
+        return NULL;
+    }
+    return f;
+}
+
+int sgl_remote_fwd_next(sgl_remote_fwd *f, double timeout_s, sgl_strbuf *out, int *status, const char **ctype,
+                        const char **error) {
+    remote_engine *re = f->re;
+    pthread_mutex_lock(&re->mu);
+    double until = sgl_now() + timeout_s;
+    while (!f->done && !(f->committed && f->pending.len) && (timeout_s < 0 || sgl_now() < until)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + ts.tv_nsec * 1e-9 + (timeout_s < 0 ? 1.0 : SGL_MIN(until - sgl_now(), 1.0));
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&f->cv, &re->mu, &ts);
+    }
+    int rc = f->done ? 2 : f->committed ? 1 : 0;
+    if (rc && f->pending.len) {
+        sgl_strbuf_append(out, f->pending.data, f->pending.len);
+        sgl_strbuf_clear(&f->pending);
+    }
+    *status = f->status;
+    *ctype = f->ctype;
+    *error = rc == 2 ? f->error : NULL;
+    pthread_mutex_unlock(&re->mu);
+    return rc;
+}
+
+const char *sgl_remote_fwd_usage(sgl_remote_fwd *f, int64_t *prompt_tokens, int64_t *cached_tokens,
+                                 int64_t *completion_tokens) {
+    pthread_mutex_lock(&f->re->mu);
+    *prompt_tokens = (int64_t)f->prompt_tokens;
+    *cached_tokens = (int64_t)f->cached_tokens;
+    *completion_tokens = (int64_t)f->completion_tokens;
+    const char *url = f->ep_url;
+    pthread_mutex_unlock(&f->re->mu);
+    return url;
+}
+
+void sgl_remote_fwd_free(sgl_remote_fwd *f) {
+    if (!f) return;
+    remote_engine *re = f->re;
+    pthread_mutex_lock(&re->mu);
+    bool running = f->refs > 1 && !f->done;
+    if (running) push_u64(&re->cancels, &re->n_cancels, &re->cap_cancels, f->id);
+    bool last = --f->refs == 0;
+    pthread_mutex_unlock(&re->mu);
+    if (running) curl_multi_wakeup(re->multi);
+    if (last) fwd_destroy(f);
+}
 
 int sgl_remote_stats(const sgl_engine *e, sgl_remote_endpoint_stats *out, int max) {
     remote_engine *re = sgl_engine_impl(e, &remote_ops);

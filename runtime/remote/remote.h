@@ -15,7 +15,9 @@
  *                  $OPENAI_API_KEY (or the variable cfg.api_key_env names).
  *   anthropic:URL  /v1/messages, key from $ANTHROPIC_API_KEY.
  * Each backend declares its capabilities (sgl_engine_caps); submit refuses a
- * request it cannot carry with a message saying why.
+ * request it cannot carry with a message saying why. Images (image(path) in
+ * a user turn) go to the chat APIs only: OpenAI as data-URL image_url parts,
+ * Anthropic as base64 image blocks, each at its place in the turn's text.
  *
  * One thread drives libcurl's multi interface, so hundreds of requests are
  * in flight at once. Each HTTP attempt has a timeout; 429, 5xx, connection
@@ -25,6 +27,10 @@
  * Other 4xx answers fail the request at once with the server's message.
  * A streamed GENERATE asks for server-sent events and hands each piece on
  * as a partial result as it arrives (no retry once text went out).
+ *
+ * sgl_engine_cancel stops a request: waiting parts are dropped, attempts in
+ * flight are taken off the multi handle (their connections closed, so the
+ * server sees the client go), and it completes as ABORT "cancelled".
  *
  * Routing over several endpoints: `prefix` (default) sends a request to the
  * endpoint whose approximate radix tree (prefix_tree.h) holds the longest
@@ -77,7 +83,8 @@ sgl_remote_config sgl_remote_config_default(void);
  * -1 with err set naming the accepted kinds. */
 int sgl_remote_parse_spec(const char *spec, sgl_remote_kind *kind, const char **url, sgl_error *err);
 const char *sgl_remote_kind_name(sgl_remote_kind k);
-/* "prefix" / "round_robin" -> policy; 0, or -1 when unknown. */
+/* "prefix" (or "cache_aware", SGLang's router's name) / "round_robin" ->
+ * policy; 0, or -1 when unknown. */
 int sgl_route_policy_parse(const char *name, sgl_route_policy *out);
 
 /* Starts a remote engine over cfg's endpoints (OpenAI without a model name
@@ -103,5 +110,41 @@ typedef struct sgl_remote_endpoint_stats {
 int sgl_remote_stats(const sgl_engine *e, sgl_remote_endpoint_stats *out, int max);
 /* The protocol in use after probing (OPENAI resolves to one of its two). */
 sgl_remote_kind sgl_remote_engine_kind(const sgl_engine *e);
+
+/* ---- forwarding: `sglc serve --backend ...` as a router in front of workers ---- */
+
+/* One HTTP request passed on as is. */
+typedef struct sgl_remote_fwd sgl_remote_fwd;
+
+/* Sends `method path` with body (body_len bytes; NULL for none) unchanged to
+ * an endpoint of the remote engine e: the one the routing policy picks for
+ * route_key (the request's prompt text, "" when it has none; it feeds that
+ * endpoint's prefix tree), or endpoint itself when >= 0 (one attempt, no
+ * failover). Until the answer is committed to the reader, failures are
+ * handled as for engine requests (429 / 5xx / connection loss / timeouts
+ * retried with backoff, a failing endpoint taken out and the request
+ * re-sent to another). Committed: a 2xx text/event-stream answer at its
+ * first bytes (passed on as they arrive, never re-sent after), any other
+ * answer (4xx included) once complete. Counts in sgl_remote_stats like
+ * engine requests, with the token figures the answer reports. Returns the
+ * handle (free with sgl_remote_fwd_free) or NULL with err set. */
+sgl_remote_fwd *sgl_remote_forward(sgl_engine *e, const char *method, const char *path, const char *body,
+                                   size_t body_len, const char *route_key, int endpoint, sgl_error *err);
+/* Waits up to timeout_s (< 0: no limit) for news of f. Returns 0 when none
+ * came; 1 when the answer is committed and may go on: *status and *ctype
+ * (borrowed, valid until free) set, the new bytes appended to out (maybe
+ * none); 2 when it is over: the last bytes appended, *error (borrowed) NULL
+ * on success, else why no answer came (*status 0) or why a committed
+ * stream broke off. */
+int sgl_remote_fwd_next(sgl_remote_fwd *f, double timeout_s, sgl_strbuf *out, int *status, const char **ctype,
+                        const char **error);
+/* After next returned 2: the token counts the answer reported (0 when it
+ * gave none). Returns the URL of the endpoint that answered (borrowed, valid
+ * until free), or NULL. */
+const char *sgl_remote_fwd_usage(sgl_remote_fwd *f, int64_t *prompt_tokens, int64_t *cached_tokens,
+                                 int64_t *completion_tokens);
+/* Cancels f if it is still running (its connection to the worker is
+ * closed) and lets go of it. NULL ok. */
+void sgl_remote_fwd_free(sgl_remote_fwd *f);
 
 #endif

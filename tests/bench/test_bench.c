@@ -10,6 +10,7 @@
  *     runs, request counts, measured hit rate within the best possible, and
  *     the recorder's tokenization agreeing with the engine's token counts.
  */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,7 +245,12 @@ static void test_report(void) {
     run(&o, w, "baseline", &r[1]);
     sgl_strbuf sb = {0};
     CHECK(bench_json(&sb, r, 2, &o) == 0);
-    CHECK(sb.data && strstr(sb.data, "\"speedup_of_full\": {\"chat_short\": {\"baseline\": "));
+    cJSON *doc = sb.data ? cJSON_Parse(sb.data) : NULL;
+    cJSON *sp = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "speedup_of_full"), "chat_short"),
+                                    "baseline");
+    CHECK(cJSON_IsNumber(sp) && sp->valuedouble > 0);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(doc, "results")) == 2);
+    cJSON_Delete(doc);
     sgl_strbuf_free(&sb);
     CHECK(bench_svg(&sb, r, 2) == 0);
     CHECK(sb.data && !strncmp(sb.data, "<?xml", 5) && strstr(sb.data, "</svg>\n"));

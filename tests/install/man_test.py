@@ -3,8 +3,8 @@
 
 Every option that `sglc COMMAND --help` lists (a -X or --name at a word
 start) must be described in docs/sglc.1, in that command's `.SS sglc
-COMMAND` section or in one of the shared sections (REMOTE BACKEND OPTIONS,
-RESOURCE LIMIT OPTIONS); every command must have its section. The bash
+COMMAND` section or in one of the shared sections (COMMON OPTIONS, REMOTE
+BACKEND OPTIONS, RESOURCE LIMIT OPTIONS, DEVICE); every command must have its section. The bash
 completion must offer the commands and a command's options.
 
 Usage: man_test.py SGLC docs/sglc.1 completions/sglc.bash
@@ -16,7 +16,7 @@ import sys
 
 sglc, man_path, bash_path = sys.argv[1:4]
 OPT = re.compile(r"(?:^|(?<=[\[\] ,(|]))(--?[A-Za-z][A-Za-z0-9-]*)")
-SHARED = ("REMOTE BACKEND OPTIONS", "RESOURCE LIMIT OPTIONS")
+SHARED = ("COMMON OPTIONS", "REMOTE BACKEND OPTIONS", "RESOURCE LIMIT OPTIONS", "DEVICE")
 failures = []
 
 

@@ -58,8 +58,8 @@ class Serve:
 
 def sglc(*args):
     # Greedy unless a program says otherwise (--temperature 0), and a fixed
-    # run seed: seeds the VM derives are 64-bit, which JSON carries only
-    # modulo 2^53, so only gens with small explicit seeds sample alike.
+    # run seed (seeds travel with all 64 bits, so sampled gens draw alike
+    # too; test_router.py checks that on the tiny model).
     return subprocess.run([SGLC, *args, "--seed", "7", "--temperature", "0"], capture_output=True, text=True,
                           timeout=600)
 

@@ -12,6 +12,7 @@ endpoints. Outputs are compared between runs (one endpoint vs three, with
 and without faults), never with hard-coded text.
 """
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -210,7 +211,7 @@ def test_missing_capability():
         r = sglc("batch", EXAMPLES, *backends(m, kind="openai-chat"))
         lines = [json.loads(l) for l in r.stdout.splitlines()]
         bad = [d for d in lines if d["file"].endswith("few_shot_classify.sgl")][0]
-        expect(bad["status"] == "compile_error" and "16:10" in bad["error"], "batch: located error per script", r)
+        expect(bad["status"] == "compile_error" and (bad["error"]["line"], bad["error"]["col"]) == (16, 10), "batch: located error per script", r)
         gens = sum(v for k, v in m.stats()["by_path"].items() if k != "/v1/models")
         ok = [d for d in lines if d["status"] == "ok"]
         expect(ok, "the scripts a chat API can run still run", r)
@@ -413,6 +414,60 @@ def test_api_speculative_execution():
                "a reply off the template: located error, no silent fallback", r)
     finally:
         m.stop()
+
+
+def test_images():
+    """image(path) in a user turn: a data URL part (OpenAI chat) or a base64
+    image block (Anthropic) at its place in the turn; refused with a located
+    error, before anything is sent, where the backend takes no images."""
+    import base64
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="sglc-img-")
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+                        "0000000d49444154789c6360f8cfc0f01f0005000201a5f7d8a50000000049454e44ae426082")
+    img = os.path.join(tmp, "dot.png")
+    with open(img, "wb") as f:
+        f.write(png)
+    notimg = os.path.join(tmp, "notes.txt")
+    with open(notimg, "w") as f:
+        f.write("not a picture")
+    def prog(path):
+        src = os.path.join(tmp, "look.sgl")
+        with open(src, "w") as f:
+            f.write('fn look(s, p) {\n    s += system("You describe pictures.")\n'
+                    '    s += user("Look: " + image(p) + " What is it?")\n'
+                    '    s += assistant(gen("a", max_tokens=8, temperature=0))\n}\n'
+                    'main {\n    print(look(%s)["a"])\n}\n' % json.dumps(path))
+        return src
+    want_b64 = base64.b64encode(png).decode()
+    chat, anth, sg = Mock("--no-completions"), Mock(), Mock()
+    try:
+        r = sglc("run", prog(img), *backends(chat, kind="openai-chat"), "--api-model", "m")
+        expect(r.returncode == 0, "an image through openai-chat", r)
+        body = json.loads(chat.stats()["bodies"][-1])
+        user = [m for m in body["messages"] if m["role"] == "user"][0]
+        expect(user["content"] == [{"type": "text", "text": "Look: "},
+                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64," + want_b64}},
+                                   {"type": "text", "text": " What is it?"}],
+               "openai user turn with the image at its place: %s" % user)
+        r = sglc("run", prog(img), *backends(anth, kind="anthropic"), "--api-model", "m")
+        expect(r.returncode == 0, "an image through anthropic", r)
+        body = json.loads(anth.stats()["bodies"][-1])
+        expect(body["system"] == "You describe pictures." and body["messages"][0]["content"] == [
+            {"type": "text", "text": "Look: "},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": want_b64}},
+            {"type": "text", "text": " What is it?"}], "anthropic image block: %s" % body)
+        n = chat.stats()["requests"]
+        r = sglc("run", prog(notimg), *backends(chat, kind="openai-chat"), "--api-model", "m")
+        expect(r.returncode != 0 and "not a PNG, JPEG, GIF or WebP" in r.stderr and "look.sgl:4:" in r.stderr
+               and chat.stats()["requests"] == n, "a file that is no image: located error, nothing sent", r)
+        r = sglc("run", prog(img), *backends(sg))
+        expect(r.returncode != 0 and "cannot take images" in r.stderr and "look.sgl:4:" in r.stderr
+               and sg.stats()["requests"] == 0, "sglang: images refused at the gen, nothing sent", r)
+    finally:
+        for m in (chat, anth, sg):
+            m.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]

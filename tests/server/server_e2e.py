@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from srvutil import Server, metric  # noqa: E402
@@ -222,7 +223,7 @@ def check_programs(url, sglc, model, examples):
         by_file = requests.post(url + '/v1/programs/run', json={'file': name, 'temperature': 0}).json()
         same_run(by_file, ref)
     src = 'fn f(s, topic) {\n  s += "A short poem about " + topic + ":\\n"\n  s += gen("poem", max_tokens=10)\n}\n'
-    with open(os.path.join(os.environ.get('TMPDIR', '/tmp'), 'sglc_server_e2e.sgl'), 'w') as f:
+    with tempfile.NamedTemporaryFile('w', suffix='.sgl', prefix='sglc_server_e2e_', delete=False) as f:
         f.write(src)
         tmp = f.name
     topics = ['rain', 'stones', 'bread']

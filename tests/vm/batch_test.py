@@ -51,15 +51,20 @@ def main():
     b = byname['b_runtime_error.sgl']
     assert b['status'] == 'error' and b['output'] == 'before\n', b
     bf = os.path.join(d, 'b_runtime_error.sgl')
-    assert b['error'] == ('%s:3:12: error: division by zero\n  in ratio at %s:3:12\n  in scaled at %s:6:12\n'
-                          '  in main at %s:10:11' % (bf, bf, bf, bf)), b
+    assert b['error'] == {'message': 'division by zero\n  in ratio at %s:3:12\n  in scaled at %s:6:12\n'
+                          '  in main at %s:10:11' % (bf, bf, bf), 'file': bf, 'line': 3, 'col': 12,
+                          'kind': 'runtime'}, b
     c = byname['c_compile_error.sgl']
-    assert c['status'] == 'compile_error' and "undefined name 'no_such_name'" in c['error'], c
+    assert c['status'] == 'compile_error' and "undefined name 'no_such_name'" in c['error']['message'], c
+    assert c['error']['kind'] == 'compile' and c['error']['line'] == 1, c
+    # every row has the same keys, whatever its status
+    assert all(sorted(r) == sorted(a) for r in lines), lines
     dd = byname['d_inner_batch.sgl']
     df = os.path.join(d, 'd_inner_batch.sgl')
     inner_err = ('%s:17:11: error: the instance failed at %s:5:5: assertion failed: bad input '
                  '(in check at %s:5:5, called from label at %s:9:13)' % (df, df, df, df))
-    assert dd['status'] == 'error' and dd['error'] == inner_err, dd
+    assert dd['status'] == 'error' and dd['error']['message'] == inner_err.split(': error: ', 1)[1], dd
+    assert (dd['error']['file'], dd['error']['line'], dd['error']['col']) == (df, 17, 11), dd
     dlines = dd['output'].split('\n')
     labels = dlines[0].split()
     assert len(labels) == 2 and all(l in ('good', 'poor') for l in labels), dd
@@ -70,7 +75,7 @@ def main():
     assert p.returncode == 1 and p.stdout == dd['output'], (p.returncode, p.stdout, p.stderr)
     assert p.stderr.startswith(inner_err + '\n   17 |     print(rs[1]["label"])\n      |           ^'), p.stderr
     e = byname['e_runaway.sgl']
-    assert e['status'] == 'error' and 'step limit exceeded' in e['error'], e
+    assert e['status'] == 'error' and 'step limit exceeded' in e['error']['message'], e
     print('batch (%s): %d scripts checked' % (mode, len(lines)))
 
 

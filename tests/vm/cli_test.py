@@ -64,7 +64,7 @@ def main():
                                    '      |          ^'), 'boom stderr: %r' % p.stderr)
         p = run(sglc, path, '--fn', 'boom', '3', '--json')
         r = json.loads(p.stdout)
-        expect(r['status'] == 'error' and 'division by zero' in r['error'], 'boom json: %r' % r)
+        expect(r['status'] == 'error' and 'division by zero' in r['error']['message'], 'boom json: %r' % r)
         p = run(sglc, path, '--fn', 'nope')
         expect(p.returncode == 2 and "no function 'nope'" in p.stderr, 'nope: %r' % p.stderr)
         io = os.path.join(tmp, 'io.sgl')

@@ -319,6 +319,25 @@ static void test_engine_failures(void) {
     /* Not read: the instance still fails, located at the gen. */
     EXPECT("fn f(s) { s += \"bad\" + gen(\"x\") }\nmain { let st = f() }\n",
            (const char *const[]){"bad", "!boom", NULL}, "", "t.sgl:1:24: error: gen 'x': engine error: boom");
+    /* A failure in a fork branch names the branch, read directly or at join. */
+    EXPECT("fn f(s) {\n let b = fork(s, 3)\n for i in range(3) { b[i] += f\"B{i}:\" + gen(\"x\") }\n"
+           " print(b[0][\"x\"])\n print(b[2][\"x\"]) }\nmain { f() }\n",
+           (const char *const[]){"B2:", "!engine exploded", NULL}, "ok\n",
+           "t.sgl:5:8: error: fork branch 2 of 3: gen 'x': engine error: engine exploded (at t.sgl:3:");
+    EXPECT("fn f(s) {\n let b = fork(s, 2)\n for i in range(2) { b[i] += f\"B{i}:\" + gen(\"x\") }\n"
+           " join(b) }\nmain { f() }\n",
+           (const char *const[]){"B1:", "!boom", NULL}, "",
+           "t.sgl:4:2: error: join(): fork branch 1 of 2: gen 'x': engine error: boom");
+    /* An engine message with a newline stays on the error's first line. */
+    EXPECT("fn f(s) { s += \"bad\" + gen(\"x\") }\nmain { let st = f() }\n",
+           (const char *const[]){"bad", "!first\nsecond", NULL}, "",
+           "t.sgl:1:24: error: gen 'x': engine error: first\\nsecond");
+    /* Values quoted in runtime errors are escaped and cut. */
+    EXPECT("main { let x = \"12\\nthirteen\"\n let y = int(x)\n print(y) }\n", NULL, "",
+           "int(): invalid integer literal \"12\\nthirteen\"");
+    EXPECT("main { let x = \"9\" * 500\n let y = int(x + \"z\")\n print(y) }\n", NULL, "",
+           "int(): invalid integer literal \"999999999999999999999999999999999999999999999999999999999999\"...");
+    EXPECT("main { assert false, \"two\\nlines\" }\n", NULL, "", "assertion failed: two\\nlines");
 }
 
 /* The fake engine follows constraints (fake_engine.h): the rule's reply
