@@ -27,16 +27,26 @@ static const struct {
 };
 #define N_TARGETS ((int)(sizeof targets / sizeof targets[0]))
 
-static void usage(FILE *o) {
-    fprintf(o, "usage: sglc quantize [--quiet] IN.gguf OUT.gguf TYPE\n"
-               "  Re-encodes the weight matrices of IN as TYPE and writes OUT (metadata kept).\n"
-               "  TYPE: F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q5_K Q6_K\n"
-               "  1-D tensors (norms, biases) are stored F32; every 2-D '.weight' tensor,\n"
-               "  embeddings and output head included, gets TYPE. Rows whose length is not a\n"
-               "  multiple of TYPE's block use a fallback: Q4_K -> Q4_1, Q5_K/Q6_K -> Q8_0,\n"
-               "  32-blocks -> F16. A tensor already of its target type is copied unchanged.\n"
-               "  --quiet   print nothing on success\n");
-}
+enum { O_QUIET = 1 };
+
+static const cli_option quantize_options[] = {
+    {O_QUIET, "--quiet", NULL, NULL, "print nothing on success"},
+    {0},
+};
+
+static const cli_option *const quantize_tables[] = {quantize_options, NULL};
+
+static const cli_spec quantize_spec = {
+    .name = "quantize",
+    .synopsis = "sglc quantize [options] IN.gguf OUT.gguf TYPE",
+    .about = "Re-encodes the weight matrices of IN as TYPE and writes OUT (metadata kept).\n"
+             "TYPE: F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q5_K Q6_K\n"
+             "1-D tensors (norms, biases) are stored F32; every 2-D '.weight' tensor,\n"
+             "embeddings and output head included, gets TYPE. Rows whose length is not a\n"
+             "multiple of TYPE's block use a fallback: Q4_K to Q4_1, Q5_K/Q6_K to Q8_0,\n"
+             "32-blocks to F16. A tensor already of its target type is copied unchanged.\n",
+    .tables = quantize_tables,
+};
 
 /* The type tensor t gets when the file's target is `want`. */
 static sgl_dtype target_of(const gguf_tensor *t, sgl_dtype want) {
@@ -141,37 +151,21 @@ int cmd_quantize(int argc, char **argv) {
     const char *pos[3];
     int npos = 0;
     bool quiet = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
-            quiet = true;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "sglc quantize: error: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        } else if (npos == 3) {
-            fprintf(stderr, "sglc quantize: error: unexpected argument '%s'\n", a);
-            usage(stderr);
-            return 2;
-        } else {
-            pos[npos++] = a;
+    cli_args a;
+    cli_args_init(&a, &quantize_spec, argc, argv);
+    for (int id; (id = cli_next(&a)) != CLI_DONE;) {
+        if (id == O_QUIET) quiet = true;
+        else if (id == CLI_OPERAND) {
+            if (npos == 3) cli_usage_error(&a, "unexpected argument '%s'", a.value);
+            pos[npos++] = a.value;
         }
     }
-    if (npos != 3) {
-        fprintf(stderr, "sglc quantize: error: give IN.gguf OUT.gguf TYPE\n");
-        usage(stderr);
-        return 2;
-    }
+    if (npos != 3) cli_usage_error(&a, "give IN.gguf OUT.gguf TYPE");
     int ti = -1;
     for (int i = 0; i < N_TARGETS; i++)
         if (!strcasecmp(pos[2], targets[i].name)) ti = i;
     if (ti < 0) {
-        fprintf(stderr, "sglc quantize: error: unknown TYPE '%s' (F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q5_K Q6_K)\n",
-                pos[2]);
-        return 2;
+        cli_usage_error(&a, "unknown TYPE '%s' (F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q5_K Q6_K)", pos[2]);
     }
     sgl_dtype want = targets[ti].type;
     sgl_error err = {0};
