@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <threads.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,11 +40,20 @@ static _Thread_local uint16_t acct_cur;
 _Thread_local int64_t vm_mem_refused_at;
 #define acct_refused vm_mem_refused_at
 
+/* A thread's account table is freed when the thread ends (server threads
+ * come and go with their connections). */
+static once_flag accts_once = ONCE_FLAG_INIT;
+static tss_t accts_key;
+static void accts_release(void *table) { free(table); }
+static void accts_key_init(void) { (void)tss_create(&accts_key, accts_release); }
+
 uint32_t vm_mem_open(uint32_t parent, int64_t limit) {
     if (!accts) {
         accts = calloc(MEM_ACCTS, sizeof *accts);
         if (!accts) return 0;
         acct_hi = 1;
+        call_once(&accts_once, accts_key_init);
+        (void)tss_set(accts_key, accts);
     }
     uint32_t id;
     if (acct_free) {
