@@ -88,4 +88,4 @@ class Term:
                     pass
                 return os.waitstatus_to_exitcode(status)
             self._read(0.2)
-        fail('%s: the program did not exit' % step)
+        fail('%s: the program did not exit; the screen ends:\n%s' % (step, self.screen[-2000:]))
