@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/unicode.h"
 #include "vm/stream.h"
 
 _Static_assert(sizeof(vm_obj) == 8, "vm_obj stays two words");
@@ -1156,8 +1157,27 @@ static int quote_append(sgl_strbuf *sb, const char *s, size_t n) {
         case '\b': rc = sgl_strbuf_puts(sb, "\\b"); break;
         case '\f': rc = sgl_strbuf_puts(sb, "\\f"); break;
         default:
-            if (c < 0x20 || c == 0x7f) rc = sgl_strbuf_printf(sb, "\\u%04x", c);
-            else rc = sgl_strbuf_putc(sb, (char)c);
+            if (c < 0x20 || c == 0x7f) {
+                rc = sgl_strbuf_printf(sb, "\\u%04x", c);
+            } else if (c < 0x80) {
+                rc = sgl_strbuf_putc(sb, (char)c);
+            } else {
+                /* JSON text is UTF-8: a valid sequence is kept whole, each
+                 * maximal invalid part (e.g. a character cut by max_tokens)
+                 * becomes U+FFFD. */
+                uint32_t cp;
+                const uint8_t *u = (const uint8_t *)s + i;
+                size_t l = uni_decode(u, n - i, &cp);
+                if (cp != UNI_INVALID) {
+                    rc = sgl_strbuf_append(sb, s + i, l);
+                } else {
+                    l = 1; /* a cut-short sequence counts as one part */
+                    for (size_t k = n - i < 3 ? n - i : 3; k >= 2 && l == 1; k--)
+                        if (uni_valid_prefix_len(u, k) == k) l = k;
+                    rc = sgl_strbuf_puts(sb, "\\ufffd");
+                }
+                i += l - 1;
+            }
         }
     }
     return rc ? rc : sgl_strbuf_putc(sb, '"');

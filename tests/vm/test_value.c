@@ -176,6 +176,11 @@ static void test_json(void) {
     CHECK(vm_map_get_cstr(v, "d")->type == VM_FLOAT);
     CHECK_STR(dumps(v, true),
               "{\"a\":[1,2.5,-300.0,true,null],\"b\":{\"c\":\"\xc3\xa9\\n\xf0\x9f\x98\x80\"},\"d\":1.0}");
+    /* Invalid UTF-8 (a character cut short, a stray continuation byte)
+     * becomes U+FFFD, so the text stays valid JSON; valid characters stay. */
+    vm_value bad = vm_str_new("x\xc3\xa9\xe2\x82|\x80y", 8);
+    CHECK_STR(dumps(bad, true), "\"x\xc3\xa9\\ufffd|\\ufffdy\"");
+    vm_release(bad);
     /* Round trip. */
     sgl_strbuf sb = {0};
     vm_json_dump(&sb, v, false, &err);
