@@ -840,22 +840,22 @@ void op_rmsnorm(kb_backend *be, float *y, const float *x, const float *w, int64_
     prof_end(cu(be), P_NORM);
 }
 
-void op_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim) {
+/* y[n, dim] += x: x is [n, dim], or one [dim] row added to every row when bias. */
+static void launch_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim, int bias) {
     prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
-    k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, x, n * dim, dim, 0);
+    k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, x, n * dim, dim, bias);
     note_launch(c);
     prof_end(cu(be), P_ADD);
 }
 
+void op_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim) {
+    launch_add(be, y, x, n, dim, 0);
+}
+
 void op_bias_add(kb_backend *be, float *y, const float *bias, int64_t n, int64_t dim) {
-    prof_begin(cu(be));
-    kb_cuda *c = cu(be);
-    if (n <= 0) return;
-    k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, bias, n * dim, dim, 1);
-    note_launch(c);
-    prof_end(cu(be), P_ADD);
+    launch_add(be, y, bias, n, dim, 1);
 }
 
 void op_rope(kb_backend *be, float *x, const kb_rope *rp) {
