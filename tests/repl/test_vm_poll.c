@@ -39,6 +39,18 @@ static sgl_module *compile_src(const char *src) {
     return m;
 }
 
+/* A VM on a new fake engine (*e) that prints to out and polls pl. */
+static vm *new_vm(sgl_engine **e, FILE *out, poller *pl, sgl_error *err) {
+    vm_fake *fake = NULL;
+    *e = vm_fake_engine_new(&fake);
+    vm_config cfg = vm_config_default();
+    cfg.engine = *e;
+    cfg.out = out;
+    cfg.poll = poll_fn;
+    cfg.poll_ctx = pl;
+    return vm_new(&cfg, err);
+}
+
 static const char *BATCH_SRC =
     "fn item(s, i) {\n"
     "  assert i != 3, \"bad item\"\n"
@@ -59,19 +71,13 @@ static void test_progress_counts(void) {
     sgl_module *m = compile_src(BATCH_SRC);
     CHECK(m != NULL);
     if (!m) return;
-    vm_fake *fake = NULL;
-    sgl_engine *e = vm_fake_engine_new(&fake);
+    sgl_engine *e = NULL;
     poller pl = {0, 0};
     char *buf = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&buf, &len);
-    vm_config cfg = vm_config_default();
-    cfg.engine = e;
-    cfg.out = mem;
-    cfg.poll = poll_fn;
-    cfg.poll_ctx = &pl;
     sgl_error err = {{0}};
-    vm *v = vm_new(&cfg, &err);
+    vm *v = new_vm(&e, mem, &pl, &err);
     vm_inst *in = vm_spawn(v, m, (uint32_t)m->entry, NULL, 0, false, &err);
     CHECK(in != NULL);
     vm_run(v, &err);
@@ -95,19 +101,13 @@ static void test_interrupt_batch(void) {
     sgl_module *m = compile_src(BATCH_SRC);
     CHECK(m != NULL);
     if (!m) return;
-    vm_fake *fake = NULL;
-    sgl_engine *e = vm_fake_engine_new(&fake);
+    sgl_engine *e = NULL;
     poller pl = {0, 1}; /* stop at the first call: after main parked on run_batch */
     char *buf = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&buf, &len);
-    vm_config cfg = vm_config_default();
-    cfg.engine = e;
-    cfg.out = mem;
-    cfg.poll = poll_fn;
-    cfg.poll_ctx = &pl;
     sgl_error err = {{0}};
-    vm *v = vm_new(&cfg, &err);
+    vm *v = new_vm(&e, mem, &pl, &err);
     vm_inst *in = vm_spawn(v, m, (uint32_t)m->entry, NULL, 0, false, &err);
     vm_run(v, &err);
     CHECK(vm_inst_done(in));
