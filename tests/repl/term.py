@@ -1,5 +1,5 @@
-# term.py: a program run on a pseudo-terminal for the tests in tests/repl:
-# keys typed one at a time, and waits (with a generous timeout) for text to
+# term.py: a program run on a pseudo-terminal for the tests in tests/repl
+# and tests/vm/repl_pty_test.py: keys typed one at a time, and waits (with a generous timeout) for text to
 # show on the screen, so the tests never sleep for a guessed time.
 import os
 import pty
@@ -72,7 +72,8 @@ class Term:
                 fail('%s: waited for %r; the screen after the last step ends:\n%s' % (step, what, tail[-3000:]))
 
     def type(self, text):
-        for key in text:
+        # One key at a time, as typed; an arrow key's escape sequence in one write.
+        for key in re.findall(r'\x1b\[[A-D]|.', text, re.S):
             os.write(self.fd, key.encode())
             time.sleep(0.002)
 

@@ -7,86 +7,14 @@
 # timeout) for its answer on the screen before the next is typed.
 # usage: repl_pty_test.py SGLC
 import os
-import pty
 import re
-import select
-import signal
 import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'repl'))
+from term import Term, fail  # noqa: E402
 
 UP, LEFT = '\x1b[A', '\x1b[D'
-STEP_TIMEOUT = 30.0
-CHILD = []  # the repl's pid, ended by fail()
-
-
-class Term:
-    def __init__(self, argv):
-        env = dict(os.environ, TERM='vt100', NO_COLOR='1', COLUMNS='200', LINES='50')
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.execvpe(argv[0], argv, env)
-        CHILD.append(self.pid)
-        self.screen = ''  # everything shown so far (escape sequences removed)
-        self.mark = 0
-
-    def _read(self, timeout):
-        r, _, _ = select.select([self.fd], [], [], timeout)
-        if not r:
-            return False
-        try:
-            data = os.read(self.fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            return None
-        if not data:
-            return None
-        text = data.decode('utf-8', 'replace')
-        text = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>()][0-9A-Za-z]?|\r|\x07', '', text)
-        self.screen += text.replace('\x08', '')
-        return True
-
-    def expect(self, what, step):
-        """Waits until `what` (a string or compiled regex) shows after the mark;
-        returns the text from the mark to the end of the match, moves the mark."""
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while True:
-            tail = self.screen[self.mark:]
-            if isinstance(what, str):
-                i = tail.find(what)
-                end = i + len(what) if i >= 0 else -1
-            else:
-                m = what.search(tail)
-                end = m.end() if m else -1
-            if end >= 0:
-                self.mark += end
-                return tail[:end]
-            left = deadline - time.monotonic()
-            if left <= 0 or self._read(min(left, 1.0)) is None:
-                fail('%s: waited for %r; the screen after the last step shows:\n%s' % (step, what, tail))
-
-    def type(self, text):
-        # One key at a time, as typed; an arrow key's escape sequence in one write.
-        for key in re.findall(r'\x1b\[[A-D]|.', text, re.S):
-            os.write(self.fd, key.encode())
-            time.sleep(0.002)
-
-    def finish(self):
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                CHILD.remove(self.pid)
-                return os.waitstatus_to_exitcode(status)
-            self._read(0.2)
-        fail('sglc repl did not exit after :quit')
-
-
-def fail(msg):
-    print('FAIL: ' + msg)
-    for pid in CHILD:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    sys.exit(1)
 
 
 def main():
@@ -95,7 +23,7 @@ def main():
     if 'Line editing and history' not in helptext:
         print('SKIP: sglc was built without libedit (no line editing to test)')
         sys.exit(77)
-    t = Term([sglc, 'repl', '--fake'])
+    t = Term([sglc, 'repl', '--fake'], env=dict(os.environ, COLUMNS='200', LINES='50'))
     t.expect('sgl> ', 'banner')
 
     # A definition over three lines: the second and third get the continuation prompt.
@@ -145,7 +73,7 @@ def main():
         fail(':stats shows:\n%s' % shown)
 
     t.type(':quit\r')
-    rc = t.finish()
+    rc = t.finish(':quit')
     if rc != 0:
         fail('exit status %d; screen:\n%s' % (rc, t.screen[-2000:]))
     print('repl (pty): ok')
