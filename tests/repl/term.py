@@ -1,6 +1,7 @@
 # term.py: a program run on a pseudo-terminal for the tests in tests/repl
-# and tests/vm/repl_pty_test.py: keys typed one at a time, and waits (with a generous timeout) for text to
-# show on the screen, so the tests never sleep for a guessed time.
+# and tests/vm/repl_pty_test.py: keys typed one at a time, and waits (with a
+# generous timeout) for text to show on the screen, so the tests never sleep
+# for a guessed time.
 import os
 import pty
 import re
