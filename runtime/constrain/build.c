@@ -46,6 +46,14 @@ typedef struct nb {
     int depth;
 } nb;
 
+/* Resizes *p to cap entries; on failure *p is left as it was. */
+static int grow_i32(int32_t **p, int32_t cap) {
+    int32_t *v = realloc(*p, sizeof *v * (size_t)cap);
+    if (!v) return -1;
+    *p = v;
+    return 0;
+}
+
 static int32_t nb_state(nb *b) {
     cons_nfa *a = b->a;
     if (b->failed) return -1;
@@ -55,12 +63,7 @@ static int32_t nb_state(nb *b) {
     }
     if (a->n_states == b->cap_states) {
         int32_t cap = b->cap_states ? b->cap_states * 2 : 256;
-        int32_t *h = realloc(a->head, sizeof *h * (size_t)cap);
-        if (!h) goto oom;
-        a->head = h;
-        int32_t *f = realloc(a->final_of, sizeof *f * (size_t)cap);
-        if (!f) goto oom;
-        a->final_of = f;
+        if (grow_i32(&a->head, cap) || grow_i32(&a->final_of, cap)) goto oom;
         b->cap_states = cap;
     }
     a->head[a->n_states] = -1;
@@ -76,15 +79,7 @@ static void nb_edge(nb *b, int32_t from, int32_t to, int32_t label) {
     if (b->failed || from < 0 || to < 0) return;
     if (a->n_edges == b->cap_edges) {
         int32_t cap = b->cap_edges ? b->cap_edges * 2 : 512;
-        int32_t *t = realloc(a->e_to, sizeof *t * (size_t)cap);
-        if (!t) goto oom;
-        a->e_to = t;
-        int32_t *l = realloc(a->e_label, sizeof *l * (size_t)cap);
-        if (!l) goto oom;
-        a->e_label = l;
-        int32_t *n = realloc(a->e_next, sizeof *n * (size_t)cap);
-        if (!n) goto oom;
-        a->e_next = n;
+        if (grow_i32(&a->e_to, cap) || grow_i32(&a->e_label, cap) || grow_i32(&a->e_next, cap)) goto oom;
         b->cap_edges = cap;
     }
     int32_t e = a->n_edges++;
