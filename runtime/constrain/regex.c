@@ -354,6 +354,26 @@ static cn *parse_atom(rp *r, bool *repeatable) {
     }
 }
 
+/* Appends x to the list *v of n entries (cap of them), which starts in the
+ * caller's array stack and moves to the heap when it outgrows it. Returns
+ * 0, or -1 with the failure recorded. */
+static int push_node(rp *r, cn ***v, cn **stack, int32_t *n, int32_t *cap, cn *x) {
+    if (*n == *cap) {
+        *cap *= 2;
+        cn **nv = malloc(sizeof *nv * (size_t)*cap);
+        if (!nv) {
+            r->g->oom = 1;
+            fail(r, r->i, "out of memory");
+            return -1;
+        }
+        memcpy(nv, *v, sizeof *nv * (size_t)*n);
+        if (*v != stack) free(*v);
+        *v = nv;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
 static cn *parse_cat(rp *r) {
     cn *stack[16] = {0};
     cn **items = stack;
@@ -412,19 +432,7 @@ static cn *parse_cat(rp *r) {
             x = cn_rep(r->g, x, (int32_t)lo, (int32_t)hi);
             if (!x) goto out;
         }
-        if (n == cap) {
-            cap *= 2;
-            cn **v = malloc(sizeof *v * (size_t)cap);
-            if (!v) {
-                r->g->oom = 1;
-                fail(r, r->i, "out of memory");
-                goto out;
-            }
-            memcpy(v, items, sizeof *v * (size_t)n);
-            if (items != stack) free(items);
-            items = v;
-        }
-        items[n++] = x;
+        if (push_node(r, &items, stack, &n, &cap, x)) goto out;
     }
     res = cn_cat(r->g, items, n);
     if (!res) fail(r, r->i, "out of memory");
@@ -441,19 +449,7 @@ static cn *parse_alt(rp *r) {
     for (;;) {
         cn *x = parse_cat(r);
         if (!x) goto out;
-        if (n == cap) {
-            cap *= 2;
-            cn **nv = malloc(sizeof *nv * (size_t)cap);
-            if (!nv) {
-                r->g->oom = 1;
-                fail(r, r->i, "out of memory");
-                goto out;
-            }
-            memcpy(nv, v, sizeof *nv * (size_t)n);
-            if (v != kids) free(v);
-            v = nv;
-        }
-        v[n++] = x;
+        if (push_node(r, &v, kids, &n, &cap, x)) goto out;
         if (r->i < r->n && r->p[r->i] == '|') {
             r->i++;
             continue;
