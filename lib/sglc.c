@@ -364,6 +364,20 @@ static void runtime_error(const char *msg, sglc_error *err) {
     }
 }
 
+/* Parses json (NULL: leaves *out as it is) into *out, which must come out
+ * as want (a list or a map); what names the argument in the error. */
+static sglc_status parse_json_arg(const char *what, const char *json, vm_type want, vm_value *out,
+                                  sglc_error *err) {
+    sgl_error se = {{0}};
+    if (!json) return SGLC_OK;
+    if (vm_json_parse(json, strlen(json), out, &se) < 0)
+        return sglc_error_set(err, SGLC_ERR_USAGE, "%s: %s", what, se.msg);
+    if (out->type != want)
+        return sglc_error_set(err, SGLC_ERR_USAGE, "%s: expected a JSON %s", what,
+                              want == VM_LIST ? "array" : "object");
+    return SGLC_OK;
+}
+
 sglc_status sglc_program_run(const sglc_program *p, sglc_engine *e, const char *fn,
                              const char *args_json, const char *options_json, char **result_json,
                              sglc_error *err) {
@@ -387,22 +401,9 @@ sglc_status sglc_program_run(const sglc_program *p, sglc_engine *e, const char *
     char *outbuf = NULL;
     size_t outlen = 0;
     FILE *out = NULL;
-    if (args_json && vm_json_parse(args_json, strlen(args_json), &args, &se) < 0) {
-        st = sglc_error_set(err, SGLC_ERR_USAGE, "arguments: %s", se.msg);
+    if ((st = parse_json_arg("arguments", args_json, VM_LIST, &args, err)) ||
+        (st = parse_json_arg("options", options_json, VM_MAP, &defaults, err)))
         goto done;
-    }
-    if (args_json && args.type != VM_LIST) {
-        st = sglc_error_set(err, SGLC_ERR_USAGE, "arguments: expected a JSON array");
-        goto done;
-    }
-    if (options_json && vm_json_parse(options_json, strlen(options_json), &defaults, &se) < 0) {
-        st = sglc_error_set(err, SGLC_ERR_USAGE, "options: %s", se.msg);
-        goto done;
-    }
-    if (options_json && defaults.type != VM_MAP) {
-        st = sglc_error_set(err, SGLC_ERR_USAGE, "options: expected a JSON object");
-        goto done;
-    }
     uint32_t n_args = args.type == VM_LIST ? vm_list_len(args) : 0;
     const sgl_bc_function *f = &m->fns[fi];
     bool fresh = false;
