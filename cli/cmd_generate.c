@@ -275,7 +275,7 @@ static void write_utf8(const char *s, size_t n) {
         }
         fwrite(s + from, 1, i - from, stdout);
         fputs("\xEF\xBF\xBD", stdout);
-        size_t vp = uni_valid_prefix_len(u + i, SGL_MIN(n - i, (size_t)4));
+        size_t vp = uni_valid_prefix_len(u + i, n - i);
         i += vp > 1 ? vp : 1;
         from = i;
     }
