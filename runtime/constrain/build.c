@@ -22,10 +22,22 @@
 
 #define MAX_INLINE_DEPTH 2000
 
-typedef struct i32v_ {
+typedef struct i32v {
     int32_t *v;
     int32_t n, cap;
-} i32v_;
+} i32v;
+
+static int v_push(i32v *x, int32_t e) {
+    if (x->n == x->cap) {
+        int32_t cap = x->cap ? x->cap * 2 : 64;
+        int32_t *nv = realloc(x->v, sizeof *nv * (size_t)cap);
+        if (!nv) return -1;
+        x->v = nv;
+        x->cap = cap;
+    }
+    x->v[x->n++] = e;
+    return 0;
+}
 
 /* ---- NFA construction ---------------------------------------------------- */
 
@@ -270,19 +282,12 @@ static int32_t nb_build(nb *b, const cn *n, int32_t cont) {
 }
 
 /* Appends the rules a node references to out (deduplicated by mark). */
-static int collect_refs(const cn *n, i32v_ *out, uint8_t *mark, int depth) {
+static int collect_refs(const cn *n, i32v *out, uint8_t *mark, int depth) {
     if (depth > 10000) return -1;
     if (n->kind == CN_REF) {
         if (!mark[n->rule]) {
             mark[n->rule] = 1;
-            if (out->n == out->cap) {
-                int32_t cap = out->cap ? out->cap * 2 : 64;
-                int32_t *v = realloc(out->v, sizeof *v * (size_t)cap);
-                if (!v) return -1;
-                out->v = v;
-                out->cap = cap;
-            }
-            out->v[out->n++] = n->rule;
+            if (v_push(out, n->rule)) return -1;
         }
         return 0;
     }
@@ -297,7 +302,7 @@ static int collect_refs(const cn *n, i32v_ *out, uint8_t *mark, int depth) {
 static int find_recursion(cons_grammar *g, uint8_t *is_call, uint8_t *reach) {
     int32_t R = g->n_rules;
     int32_t *adj_off = calloc((size_t)R + 1, sizeof *adj_off);
-    i32v_ adj = {0};
+    i32v adj = {0};
     uint8_t *mark = calloc((size_t)R + 1, 1);
     int32_t *stack = malloc(sizeof *stack * ((size_t)R + 1));
     uint8_t *seen = malloc((size_t)R + 1);
@@ -495,23 +500,6 @@ out:
 }
 
 /* ---- subset construction --------------------------------------------------- */
-
-typedef struct i32v {
-    int32_t *v;
-    int32_t n, cap;
-} i32v;
-
-static int v_push(i32v *x, int32_t e) {
-    if (x->n == x->cap) {
-        int32_t cap = x->cap ? x->cap * 2 : 64;
-        int32_t *nv = realloc(x->v, sizeof *nv * (size_t)cap);
-        if (!nv) return -1;
-        x->v = nv;
-        x->cap = cap;
-    }
-    x->v[x->n++] = e;
-    return 0;
-}
 
 typedef struct sc {
     const cons_nfa *a;
