@@ -643,7 +643,7 @@ int op_download(kb_backend *be, void *dst, const void *src, size_t bytes, sgl_er
     prof_begin(cu(be));
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cu(be)->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(cu(be)->stream);
-    prof_end(cu(be), P_COPY);
+    prof_end(c, P_COPY);
     return e == cudaSuccess ? 0 : fail(err, "copy out", e);
 }
 
@@ -822,32 +822,32 @@ template <int T> void launch_embed(const kb_mat *e, const int32_t *tok, int64_t 
 }
 
 void op_embed(kb_backend *be, const kb_mat *emb, float *x) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (c->b->n_rows <= 0) return;
+    prof_begin(c);
     KB_DISPATCH(emb->type, launch_embed, emb, (const int32_t *)c->tok.p, c->b->n_rows, x, c->stream);
     note_launch(c);
-    prof_end(cu(be), P_EMBED);
+    prof_end(c, P_EMBED);
 }
 
 void op_rmsnorm(kb_backend *be, float *y, const float *x, const float *w, int64_t n, int64_t dim,
                 float eps) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
+    prof_begin(c);
     k_rmsnorm<<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(y, x, w, (int)dim, eps);
     note_launch(c);
-    prof_end(cu(be), P_NORM);
+    prof_end(c, P_NORM);
 }
 
 /* y[n, dim] += x: x is [n, dim], or one [dim] row added to every row when bias. */
 static void launch_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim, int bias) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
+    prof_begin(c);
     k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, x, n * dim, dim, bias);
     note_launch(c);
-    prof_end(cu(be), P_ADD);
+    prof_end(c, P_ADD);
 }
 
 void op_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim) {
@@ -859,45 +859,45 @@ void op_bias_add(kb_backend *be, float *y, const float *bias, int64_t n, int64_t
 }
 
 void op_rope(kb_backend *be, float *x, const kb_rope *rp) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows * (rp->rot_dim / 2);
     if (n <= 0) return;
+    prof_begin(c);
     k_rope<<<blocks_for(n, 128), 128, 0, c->stream>>>(x, (const int32_t *)c->pos.p, c->b->n_rows,
         rp->n_heads, rp->head_dim, rp->rot_dim, rp->theta, rp->freq_scale, rp->neox ? 1 : 0);
     note_launch(c);
-    prof_end(cu(be), P_ROPE);
+    prof_end(c, P_ROPE);
 }
 
 void op_silu_mul(kb_backend *be, float *g, const float *u, int64_t n, int64_t dim) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
+    prof_begin(c);
     k_silu_mul<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(g, u, n * dim);
     note_launch(c);
-    prof_end(cu(be), P_SILU);
+    prof_end(c, P_SILU);
 }
 
 void op_kv_store(kb_backend *be, const kb_kv *kv, int layer, const float *k, const float *v) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows * kv->kv_dim;
     if (n <= 0) return;
+    prof_begin(c);
     k_kv_store<<<blocks_for(n, 256), 256, 0, c->stream>>>((__half *)kv->k, (__half *)kv->v, k, v,
         (const int32_t *)c->wslot.p, c->b->n_rows, kv->kv_dim,
         (int64_t)layer * kv->n_slots * kv->kv_dim);
     note_launch(c);
-    prof_end(cu(be), P_KV);
+    prof_end(c, P_KV);
 }
 
 void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape *sh,
                   const float *q, float *out) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows;
     if (n <= 0) return;
     int hd = sh->head_dim;
-    if (hd > ATT_MAX_HD) {
+    /* shapes the kernels cannot take: grid y/z limits (16M-token contexts) */
+    if (hd > ATT_MAX_HD || c->n_chunks > 65535 || sh->n_heads > 65535) {
         note(c, cudaErrorInvalidValue);
         return;
     }
@@ -906,12 +906,9 @@ void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape
         note(c, cudaErrorMemoryAllocation);
         return;
     }
+    prof_begin(c);
     int64_t layer_off = (int64_t)layer * kv->n_slots * kv->kv_dim;
     size_t shm = sizeof(float) * (size_t)(hd + ATT_CHUNK + ATT_THREADS);
-    if (c->n_chunks > 65535 || sh->n_heads > 65535) { /* grid y/z limits: 16M-token contexts */
-        note(c, cudaErrorInvalidValue);
-        return;
-    }
     dim3 g1((unsigned)n, (unsigned)sh->n_heads, (unsigned)c->n_chunks);
     k_att_chunk<<<g1, ATT_THREADS, shm, c->stream>>>((const __half *)kv->k, (const __half *)kv->v,
         layer_off, kv->kv_dim, q, sh->n_heads, sh->n_kv_heads, hd, (const int32_t *)c->pos.p,
@@ -922,7 +919,7 @@ void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape
     k_att_combine<<<g2, ATT_THREADS, 0, c->stream>>>((const float *)c->part.p,
         (const int32_t *)c->pos.p, sh->n_heads, hd, c->n_chunks, out);
     note_launch(c);
-    prof_end(cu(be), P_ATT);
+    prof_end(c, P_ATT);
 }
 
 void op_add_rmsnorm(kb_backend *be, float *x, float *y, const float *w, int64_t n, int64_t dim,
@@ -951,14 +948,14 @@ void op_qkv_post(kb_backend *be, float *q, float *k, float *v, const float *bq, 
 }
 
 void op_gather_rows(kb_backend *be, float *dst, const float *src, int64_t dim) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_logits;
     if (n <= 0) return;
+    prof_begin(c);
     k_gather_rows<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(dst, src,
         (const int32_t *)c->logit_rows.p, n, dim);
     note_launch(c);
-    prof_end(cu(be), P_GATHER);
+    prof_end(c, P_GATHER);
 }
 
 int op_check_finite(kb_backend *be, const float *x, int64_t n, int probe) {
