@@ -1144,7 +1144,9 @@ int op_finish(kb_backend *be, int *first_bad, sgl_error *err) {
     if (c->rec) run_recorded(c);
     c->rec_ops.clear();
     int flag = INT_MAX;
-    cudaError_t e = cudaMemcpyAsync(&flag, c->flag.p, sizeof flag, cudaMemcpyDeviceToHost, c->stream);
+    cudaError_t e = cudaSuccess;
+    if (c->flag.p) /* no flag before the first begin (ops run outside a forward) */
+        e = cudaMemcpyAsync(&flag, c->flag.p, sizeof flag, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     note(c, e);
     c->b = nullptr;
