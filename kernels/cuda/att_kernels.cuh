@@ -1,5 +1,5 @@
 /* att_kernels: the attention kernels of the CUDA backend (kb_cuda.cu
- * includes this inside its anonymous namespace; tests/cuda/test_att_emu.cpp
+ * includes this inside its anonymous namespace; tests/cuda/test_cuda_emu.cpp
  * compiles it on the host with a small emulation of the CUDA builtins, so
  * the kernels' indexing and their bit-for-bit agreement are checked on
  * machines without a GPU). Needs cuda_fp16.h (or the emulation) and
