@@ -248,15 +248,22 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
         const uint8_t *p = G + (size_t)t * gbb;
         const int64_t blk = blk0 + t;
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
-        __m256i ia[8];
+        /* NC independent integer chains per activation row (with few rows
+         * the dependent vpdpwssd latency, not throughput, would set the
+         * pace); integer sums are exact, so the split changes no bit */
+        const int NC = RB >= 4 ? 1 : RB >= 2 ? 2 : 4;
+        __m256i ia[8][4];
 #pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) ia[j] = _mm256_setzero_si256();
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 4
+            for (int h = 0; h < NC; h++) ia[j][h] = _mm256_setzero_si256();
         if (kind == KIND_Q8_0) {
 #pragma GCC unroll 16
             for (int c = 0; c < 16; c++) {
                 __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
 #pragma GCC unroll 8
-                for (int j = 0; j < RB; j++) ia[j] = dp_i16(ia[j], w, bcast_pair(xb + j * 32 + 2 * c));
+                for (int j = 0; j < RB; j++)
+                    ia[j][c % NC] = dp_i16(ia[j][c % NC], w, bcast_pair(xb + j * 32 + 2 * c));
             }
         } else {
 #pragma GCC unroll 8
@@ -265,10 +272,19 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
                 __m256i wa = _mm256_and_si256(t16, m4), wb = _mm256_srli_epi16(t16, 4);
 #pragma GCC unroll 8
                 for (int j = 0; j < RB; j++) {
-                    ia[j] = dp_i16(ia[j], wa, bcast_pair(xb + j * 32 + 4 * c));
-                    ia[j] = dp_i16(ia[j], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
+                    const int h0 = (2 * c) % NC, h1 = (2 * c + 1) % NC;
+                    ia[j][h0] = dp_i16(ia[j][h0], wa, bcast_pair(xb + j * 32 + 4 * c));
+                    ia[j][h1] = dp_i16(ia[j][h1], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
                 }
             }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            if (NC >= 4) {
+                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
+                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
+            }
+            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
         }
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
         __m256 mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
@@ -277,7 +293,7 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
             __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
-            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j]), s, a[j]);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
             if (kind != KIND_Q8_0) a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
         }
     }
