@@ -217,7 +217,7 @@ static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t
  * and two FMAs for all 8 rows; the weights are widened once per tile of RB
  * activation rows. */
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8 };
 
 /* int32 lanes += the products of int16 pairs (vpdpwssd, or vpmaddwd + add) */
 ALWAYS_INLINE __m256i dp_i16(__m256i acc, __m256i w, __m256i x) {
@@ -234,7 +234,15 @@ ALWAYS_INLINE __m256i bcast_pair(const int16_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* Blocks [blk0, blk0 + n) of one group (G: its block blk0) times activation
+/* Sub-block scale (or min) of 8 rows, exact in f32: d[i] * v[i] with d an
+ * f16 vector and v 8 bytes (6-bit values: 11 x 6 bits fit 24). */
+ALWAYS_INLINE __m256 r8_scaled(const uint8_t *d, const uint8_t *v) {
+    __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)), f);
+}
+
+/* Blocks [blk0, blk0 + n) of one group (G: its block blk0; for Q4_K, 32-value
+ * sub-blocks, blk0 a multiple of 8 and G its super-block) times activation
  * rows b .. b + RB; acc[j] (8 rows) in and out. */
 ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64_t blk0,
                            int64_t n, const x16_layout *l, int64_t b, __m256 *acc) {
@@ -245,7 +253,9 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
 #pragma GCC unroll 8
     for (int j = 0; j < RB; j++) a[j] = acc[j];
     for (int64_t t = 0; t < n; t++) {
-        const uint8_t *p = G + (size_t)t * gbb;
+        /* p + qoff: the block's codes */
+        const uint8_t *p = kind == KIND_Q4_K_R8 ? G + (size_t)(t / 8) * 1184 + 160 + (t % 8) * 128 - qoff
+                                                : G + (size_t)t * gbb;
         const int64_t blk = blk0 + t;
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
         /* NC independent integer chains per activation row (with few rows
@@ -286,9 +296,16 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
             }
             if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
         }
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        __m256 mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                      : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
+        __m256 dw, mw;
+        if (kind == KIND_Q4_K_R8) {
+            const uint8_t *sb = G + (size_t)(t / 8) * 1184;
+            dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
+            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
+        } else {
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                   : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
+        }
         const float *dx = l->dt + blk * l->nbp + b, *sx = l->st + blk * l->nbp + b;
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
@@ -314,7 +331,9 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
 #define R8_PLAIN_BLOCKS 16
 
 // clang-format off
-#define R8_ROWS(NAME, KIND, BASE)                                                                  \
+/* SPB: 32-value blocks per packed block (8 for Q4_K's super-blocks); PBB:
+ * bytes of a group's packed block */
+#define R8_ROWS(NAME, KIND, BASE, SPB, PBB)                                                        \
     static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n,                     \
                             const x16_layout *l, int64_t b, __m256 *acc) {                         \
         switch (rb) {                                                                              \
@@ -332,10 +351,11 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
     static void NAME##_run(bool packed, const void *Wv, int64_t rows, int64_t k, const void *xq,   \
                            int64_t nb, float *Y, int64_t r0, int64_t r1) {                         \
         const uint8_t *W = Wv;                                                                     \
-        const int64_t nblk = k / 32;                                                               \
-        const size_t gbb = r8_group_block_bytes(BASE), wrb = (size_t)nblk * (gbb / 8);             \
+        const int64_t nblk = k / 32, npb = nblk / SPB; /* 32-blocks, packed blocks a row */        \
+        const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(BASE);                      \
         x16_layout l = x16_map((void *)xq, k, nb, 0);                                              \
         uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));                           \
+        _Static_assert((R8_PLAIN_BLOCKS / SPB) * PBB <= sizeof buf, "plain buffer");               \
         __m256 acc[64];                                                                            \
         for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
             int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
@@ -344,9 +364,9 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
                 const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;                              \
                 for (int64_t k0 = 0; k0 < nblk; k0 += step) {                                      \
                     int64_t n = nblk - k0 < step ? nblk - k0 : step;                               \
-                    const uint8_t *G = W + (size_t)g * nblk * gbb;                                 \
+                    const uint8_t *G = W + (size_t)g * (size_t)npb * PBB;                          \
                     if (!packed) {                                                                 \
-                        r8_pack(BASE, W, wrb, rows, g, k0, n, buf);                                \
+                        r8_pack(BASE, W, wrb, rows, g, k0 / SPB, n / SPB, buf);                    \
                         G = buf;                                                                   \
                     }                                                                              \
                     for (int64_t b = bc; b < be; b += R8_TB)                                       \
@@ -379,9 +399,10 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
     }
 // clang-format on
 
-R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0)
-R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1)
-R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0)
+R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_ROWS(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
 
 
 /* ==== K-quants ==============================================================
@@ -581,7 +602,6 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
     }
 // clang-format on
 
-KQ_ROWS(mm_q4_k, KIND_Q4_K, 144)
 KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
 KQ_ROWS(mm_q6_k, KIND_Q6_K, 210)
 
@@ -693,6 +713,7 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_1_R8].rows = mm_q4_1_r8;
     ops->mm[SGL_DTYPE_Q8_0_R8].rows = mm_q8_0_r8;
     ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
+    ops->mm[SGL_DTYPE_Q4_K_R8].rows = mm_q4_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
 }
@@ -705,7 +726,8 @@ void kavx2_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_0_R8] = (kern_mm_impl){mm_q4_0_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_Q4_1_R8] = (kern_mm_impl){mm_q4_1_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_Q8_0_R8] = (kern_mm_impl){mm_q8_0_r8, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_rm, x16_bytes, 2};
+    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K_R8] = (kern_mm_impl){mm_q4_k_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep_rm, x16_bytes, 2};
     ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_rm, x16_bytes, 2};
     ops->mm[SGL_DTYPE_F32] = (kern_mm_impl){mm_f32, NULL, NULL, 4};

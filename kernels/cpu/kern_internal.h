@@ -108,15 +108,21 @@ static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t
  * d[i] (m[i]) is row i's. Q4 codes: 8 chunks of 16 bytes; in chunk c, byte
  * 2i+e (row i, e = 0, 1) holds elem 4c+e in its low nibble and elem 4c+2+e
  * in its high nibble. Q8: 16 chunks of 16 bytes; chunk c byte 2i+e is row
- * i's elem 2c+e. Widened to int16, a chunk (a nibble half of it for Q4) is
+ * i's elem 2c+e.
+ *   Q4_K  (per 256-value super-block) | d[8] | dmin[8] | sc[8][8] | mn[8][8] |
+ *         q[8][128] |                                    1184 bytes
+ *         sc[j][i] / mn[j][i]: row i's 6-bit scale and min of sub-block j
+ *         (unpacked to bytes); q[j]: sub-block j's codes as in Q4_0.
+ * Widened to int16, a chunk (a nibble half of it for Q4) is
  * 8 rows x 2 consecutive elements: lane i of a vpmaddwd / vpdpwssd against
  * the broadcast activation pair is row i's two products. */
 int r8_base_type(sgl_dtype t);   /* Q4_0_R8 -> Q4_0 ...; -1 if t is no R8 type */
 int r8_packed_type(sgl_dtype t); /* Q4_0 -> Q4_0_R8 ...; -1 if t has none */
-size_t r8_group_block_bytes(sgl_dtype base); /* 8 x the plain block size */
+size_t r8_group_block_bytes(sgl_dtype base); /* a group's packed block (above) */
 size_t r8_bytes(sgl_dtype base, int64_t rows, int64_t k); /* whole matrix */
-/* Writes blocks blk0 .. blk0+nblk of group g of the plain matrix W (rows
- * rows of wrb bytes) into dst (nblk group blocks). */
+/* Writes blocks blk0 .. blk0+nblk (blocks of the base type: super-blocks for
+ * Q4_K) of group g of the plain matrix W (rows rows of wrb bytes) into dst
+ * (nblk group blocks). */
 void r8_pack(sgl_dtype base, const uint8_t *W, size_t wrb, int64_t rows, int64_t g, int64_t blk0,
              int64_t nblk, uint8_t *dst);
 /* Writes row r of the packed matrix P (k columns) in the plain layout. */

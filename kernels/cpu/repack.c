@@ -1,5 +1,5 @@
-/* repack: the 8-row interleaved ("R8") weight layouts of Q4_0, Q4_1 and
- * Q8_0, in which the fast matmul streams those types (see kern_internal.h
+/* repack: the 8-row interleaved ("R8") weight layouts of Q4_0, Q4_1, Q8_0
+ * and Q4_K, in which the fast matmul streams those types (see kern_internal.h
  * for the byte layout and avx2_matmul.c for the arithmetic). Plain C: the
  * AVX2 matmul calls r8_pack to repack plain weights a few blocks at a time,
  * the reference table calls r8_unpack_row to get a row back in its GGUF
@@ -15,6 +15,7 @@ int r8_base_type(sgl_dtype t) {
     case SGL_DTYPE_Q4_0_R8: return SGL_DTYPE_Q4_0;
     case SGL_DTYPE_Q4_1_R8: return SGL_DTYPE_Q4_1;
     case SGL_DTYPE_Q8_0_R8: return SGL_DTYPE_Q8_0;
+    case SGL_DTYPE_Q4_K_R8: return SGL_DTYPE_Q4_K;
     default: return -1;
     }
 }
@@ -24,12 +25,66 @@ int r8_packed_type(sgl_dtype t) {
     case SGL_DTYPE_Q4_0: return SGL_DTYPE_Q4_0_R8;
     case SGL_DTYPE_Q4_1: return SGL_DTYPE_Q4_1_R8;
     case SGL_DTYPE_Q8_0: return SGL_DTYPE_Q8_0_R8;
+    case SGL_DTYPE_Q4_K: return SGL_DTYPE_Q4_K_R8;
     default: return -1;
     }
 }
 
 size_t r8_group_block_bytes(sgl_dtype base) {
-    return (size_t)sgl_dtype_block_bytes(base) * 8;
+    return base == SGL_DTYPE_Q4_K ? 1184 : (size_t)sgl_dtype_block_bytes(base) * 8;
+}
+
+/* Q4_K: one super-block of 8 rows (src[i]: row i's plain block) into o. */
+static void pack_q4_k(const uint8_t *const src[8], uint8_t *o) {
+    for (int i = 0; i < 8; i++) {
+        const uint8_t *p = src[i], *qs = p + 16;
+        memcpy(o + 2 * i, p, 2);          /* d */
+        memcpy(o + 16 + 2 * i, p + 2, 2); /* dmin */
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, mn;
+            kq_scale_min_k4(j, p + 4, &sc, &mn);
+            o[32 + 8 * j + i] = sc;
+            o[96 + 8 * j + i] = mn;
+            /* sub-block j: elems 32j..32j+31 = chunk j/2 of qs, low nibbles
+             * for even j, high for odd */
+            uint8_t el[32];
+            for (int e = 0; e < 32; e++) {
+                uint8_t v = qs[32 * (j / 2) + e];
+                el[e] = j % 2 ? v >> 4 : v & 15;
+            }
+            uint8_t *q = o + 160 + 128 * j;
+            for (int c = 0; c < 8; c++)
+                for (int e = 0; e < 2; e++)
+                    q[16 * c + 2 * i + e] = (uint8_t)(el[4 * c + e] | el[4 * c + 2 + e] << 4);
+        }
+    }
+}
+
+/* The inverse of pack_q4_k for row i. */
+static void unpack_q4_k(const uint8_t *o, int i, uint8_t *p) {
+    memcpy(p, o + 2 * i, 2);
+    memcpy(p + 2, o + 16 + 2 * i, 2);
+    uint8_t sc[8], mn[8], *s = p + 4, *qs = p + 16;
+    for (int j = 0; j < 8; j++) {
+        sc[j] = o[32 + 8 * j + i];
+        mn[j] = o[96 + 8 * j + i];
+    }
+    for (int j = 0; j < 4; j++) { /* the 6-bit packing kq_scale_min_k4 reads */
+        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+    }
+    memset(qs, 0, 128);
+    for (int j = 0; j < 8; j++) {
+        const uint8_t *q = o + 160 + 128 * j;
+        for (int c = 0; c < 8; c++)
+            for (int e = 0; e < 2; e++) {
+                uint8_t v = q[16 * c + 2 * i + e];
+                int e0 = 4 * c + e, e1 = 4 * c + 2 + e;
+                qs[32 * (j / 2) + e0] |= (uint8_t)(j % 2 ? (v & 15) << 4 : v & 15);
+                qs[32 * (j / 2) + e1] |= (uint8_t)(j % 2 ? (v >> 4) << 4 : v >> 4);
+            }
+    }
 }
 
 /* Element e (0..31) of a Q4_0/Q4_1 block's qs as its 4-bit code. */
@@ -42,9 +97,18 @@ void r8_pack(sgl_dtype base, const uint8_t *W, size_t wrb, int64_t rows, int64_t
     const int bb = sgl_dtype_block_bytes(base);
     const size_t gbb = r8_group_block_bytes(base);
     const int qoff = base == SGL_DTYPE_Q4_1 ? 32 : 16; /* start of the codes */
-    static const uint8_t zero_block[34];
+    static const uint8_t zero_block[144];
     for (int64_t blk = 0; blk < nblk; blk++) {
         uint8_t *o = dst + (size_t)blk * gbb;
+        if (base == SGL_DTYPE_Q4_K) {
+            const uint8_t *src[8];
+            for (int i = 0; i < 8; i++) {
+                int64_t r = g * 8 + i;
+                src[i] = r < rows ? W + (size_t)r * wrb + (size_t)(blk0 + blk) * bb : zero_block;
+            }
+            pack_q4_k(src, o);
+            continue;
+        }
         for (int i = 0; i < 8; i++) {
             int64_t r = g * 8 + i;
             const uint8_t *p =
@@ -71,11 +135,15 @@ void r8_unpack_row(sgl_dtype base, const uint8_t *P, int64_t r, int64_t k, uint8
     const int bb = sgl_dtype_block_bytes(base);
     const size_t gbb = r8_group_block_bytes(base);
     const int qoff = base == SGL_DTYPE_Q4_1 ? 32 : 16;
-    const int64_t nblk = k / 32, i = r % 8;
+    const int64_t nblk = k / sgl_dtype_block_elems(base), i = r % 8;
     const uint8_t *G = P + (size_t)(r / 8) * (size_t)nblk * gbb;
     for (int64_t blk = 0; blk < nblk; blk++) {
         const uint8_t *o = G + (size_t)blk * gbb;
         uint8_t *p = row + (size_t)blk * bb;
+        if (base == SGL_DTYPE_Q4_K) {
+            unpack_q4_k(o, (int)i, p);
+            continue;
+        }
         memcpy(p, o + 2 * i, 2);
         if (base == SGL_DTYPE_Q8_0) {
             for (int c = 0; c < 16; c++) {
@@ -98,7 +166,8 @@ void r8_unpack_row(sgl_dtype base, const uint8_t *P, int64_t r, int64_t k, uint8
 }
 
 size_t r8_bytes(sgl_dtype base, int64_t rows, int64_t k) {
-    return (size_t)((rows + 7) / 8) * (size_t)(k / 32) * r8_group_block_bytes(base);
+    return (size_t)((rows + 7) / 8) * (size_t)(k / sgl_dtype_block_elems(base)) *
+           r8_group_block_bytes(base);
 }
 
 void *kern_repack(sgl_dtype t, const void *W, int64_t rows, int64_t k, sgl_dtype *packed,
@@ -106,14 +175,17 @@ void *kern_repack(sgl_dtype t, const void *W, int64_t rows, int64_t k, sgl_dtype
     *packed = t;
     *bytes = 0;
     int pt = r8_packed_type(t);
-    if (pt < 0 || rows <= 0 || k <= 0 || k % 32 || !kern_mm_prefers_packed(t)) return NULL;
+    if (pt < 0 || rows <= 0 || k <= 0 || k % sgl_dtype_block_elems(t) ||
+        !kern_mm_prefers_packed(t))
+        return NULL;
     if (getenv("SGL_NO_REPACK")) return NULL;
-    size_t n = r8_bytes(t, rows, k), gbytes = (size_t)(k / 32) * r8_group_block_bytes(t);
+    const int64_t npb = k / sgl_dtype_block_elems(t);
+    size_t n = r8_bytes(t, rows, k), gbytes = (size_t)npb * r8_group_block_bytes(t);
     uint8_t *P = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!P) return NULL;
     size_t wrb = sgl_dtype_row_bytes(t, (uint64_t)k);
     for (int64_t g = 0; g < (rows + 7) / 8; g++)
-        r8_pack(t, W, wrb, rows, g, 0, k / 32, P + (size_t)g * gbytes);
+        r8_pack(t, W, wrb, rows, g, 0, npb, P + (size_t)g * gbytes);
     *packed = (sgl_dtype)pt;
     *bytes = n;
     return P;
