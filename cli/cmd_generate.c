@@ -326,6 +326,9 @@ static void print_engine_stats(sgl_engine *e) {
     if (m.device && strcmp(m.device, "cpu") != 0)
         fprintf(stderr, "engine: device %s, weights %.1f MiB, device memory %.1f MiB in all\n",
                 m.device, m.device_weight_bytes / 1048576.0, m.device_bytes / 1048576.0);
+    else if (m.device_weight_bytes)
+        fprintf(stderr, "engine: device cpu, weights repacked at load %.1f MiB (the rest read "
+                        "from the mapped file)\n", m.device_weight_bytes / 1048576.0);
 }
 
 /* --logprobs: one line per generated token, "logprob TOKEN: L  top: T1 L1, ..."

@@ -109,7 +109,8 @@ int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
  * left untouched). Deterministic per the contract above: Y[b][r] is
  * bit-identical for any nb, batch composition and thread count.
  * Accuracy: the fast paths quantize X to int16 per block of 32 values (for
- * every quantized type, K-quants included), so
+ * every quantized type, K-quants included; Q4_0/Q4_1/Q8_0/Q4_K then take the
+ * exact integer dot product of each block and row), so
  * |Y - exact| <= sum_j |W[r][j]| * amax(X block of j) / 65534 (+ f32
  * rounding of the per-block scaling and the sum, about (k/32 + 8) * 2^-24
  * relative); float weight types (F32/F16/BF16) use f32 X directly. The
