@@ -76,12 +76,18 @@ void kern_force_reference(bool on);
 /* ---- quantized types ------------------------------------------------------ */
 
 /* Weight layouts of the CPU fast path, made at load by kern_repack and never
- * read from or written to a file: Q4_0 / Q4_1 / Q8_0 / Q4_K with groups of 8 rows
+ * read from or written to a file: Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K with groups of 8 rows
  * interleaved block by block (layout in kernels/cpu/kern_internal.h). Ids
  * above every file type. kern_matmul takes them like any weight type and
  * gives bit-identical results for a matrix in either layout; kern_dequant_row
  * does not take them. */
-enum { SGL_DTYPE_Q4_0_R8 = 56, SGL_DTYPE_Q4_1_R8 = 57, SGL_DTYPE_Q8_0_R8 = 58, SGL_DTYPE_Q4_K_R8 = 59 };
+enum {
+    SGL_DTYPE_Q4_0_R8 = 56,
+    SGL_DTYPE_Q4_1_R8 = 57,
+    SGL_DTYPE_Q8_0_R8 = 58,
+    SGL_DTYPE_Q4_K_R8 = 59,
+    SGL_DTYPE_Q6_K_R8 = 60
+};
 
 /* If the kernels in use stream weights of type t faster in a repacked
  * layout (and SGL_NO_REPACK is not set), returns a new 64-byte aligned

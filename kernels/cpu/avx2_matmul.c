@@ -217,7 +217,7 @@ static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t
  * and two FMAs for all 8 rows; the weights are widened once per tile of RB
  * activation rows. */
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8, KIND_Q6_K_R8 };
 
 /* int32 lanes += the products of int16 pairs (vpdpwssd, or vpmaddwd + add) */
 ALWAYS_INLINE __m256i dp_i16(__m256i acc, __m256i w, __m256i x) {
@@ -241,11 +241,77 @@ ALWAYS_INLINE __m256 r8_scaled(const uint8_t *d, const uint8_t *v) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)), f);
 }
 
+/* Q6_K in the R8 layout (kern_internal.h): per 32-value block, the codes
+ * (q - 32, signed) from the low nibbles and the 2-bit top chunks; the exact
+ * integer dot products of the two 16-value sub-blocks apart (their int8
+ * scales differ; folding them in could pass 2^31), then for each
+ * acc = fma((float)P, (d * sc) * d_x, acc), first half first. */
+ALWAYS_INLINE void r8_tile_q6k(const int RB, const uint8_t *G, int64_t blk0, int64_t n,
+                               const x16_layout *l, int64_t b, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi16(0x0F), m30 = _mm256_set1_epi16(0x30),
+                  c32 = _mm256_set1_epi16(32);
+    const int NH = RB >= 4 ? 1 : 2; /* chains per half (see r8_tile) */
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        const uint8_t *sb = G + (size_t)(t / 8) * 1680, *lo = sb + 144 + 192 * (t % 8),
+                      *hi = lo + 128;
+        const int64_t blk = blk0 + t;
+        const int16_t *xb = l->qs + blk * l->bs + b * 32;
+        __m256i pa[8][2], pb[8][2];
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 2
+            for (int h = 0; h < NH; h++) pa[j][h] = pb[j][h] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            __m256i hv = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(hi + 16 * m)));
+#pragma GCC unroll 2
+            for (int cc = 0; cc < 2; cc++) {
+                const int c = 2 * m + cc;
+                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(lo + 16 * c)));
+                __m256i ha = cc ? _mm256_and_si256(hv, m30) : _mm256_and_si256(_mm256_slli_epi16(hv, 4), m30);
+                __m256i hb = cc ? _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30)
+                                : _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30);
+                __m256i wa = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(t16, m4), ha), c32);
+                __m256i wb = _mm256_sub_epi16(_mm256_or_si256(_mm256_srli_epi16(t16, 4), hb), c32);
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++) {
+                    __m256i(*P)[2] = c < 4 ? pa : pb;
+                    const int h0 = (2 * c) % NH, h1 = (2 * c + 1) % NH;
+                    P[j][h0] = dp_i16(P[j][h0], wa, bcast_pair(xb + j * 32 + 4 * c));
+                    P[j][h1] = dp_i16(P[j][h1], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
+                }
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
+        const int8_t *sc = (const int8_t *)sb + 16 + 16 * (t % 8);
+        __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+        __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+        const float *dx = l->dt + blk * l->nbp + b;
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            __m256i A = NH > 1 ? _mm256_add_epi32(pa[j][0], pa[j][1 % NH]) : pa[j][0];
+            __m256i B = NH > 1 ? _mm256_add_epi32(pb[j][0], pb[j][1 % NH]) : pb[j][0];
+            __m256 x = _mm256_broadcast_ss(dx + j);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(A), _mm256_mul_ps(sa, x), a[j]);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(B), _mm256_mul_ps(sbv, x), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
 /* Blocks [blk0, blk0 + n) of one group (G: its block blk0; for Q4_K, 32-value
  * sub-blocks, blk0 a multiple of 8 and G its super-block) times activation
  * rows b .. b + RB; acc[j] (8 rows) in and out. */
 ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64_t blk0,
                            int64_t n, const x16_layout *l, int64_t b, __m256 *acc) {
+    if (kind == KIND_Q6_K_R8) {
+        r8_tile_q6k(RB, G, blk0, n, l, b, acc);
+        return;
+    }
     const size_t gbb = kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : 272;
     const int qoff = kind == KIND_Q4_1 ? 32 : 16;
     const __m256i m4 = _mm256_set1_epi16(0x0F);
@@ -403,14 +469,16 @@ R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
 R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
 R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
 R8_ROWS(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_ROWS(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
 
 
 /* ==== K-quants ==============================================================
  *
- * Each weight super-block is first unpacked (once per tile) into 16 vectors
- * of 16 int16 weights already multiplied by their integer sub-block scale,
- * so that x = d * w - dmin * mn (per 32-value sub-block) for Q4_K/Q5_K and
- * x = d * w for Q6_K (w = (q - 32) * sc, signed; no min term). Per activation
+ * Q5_K (Q4_K and Q6_K use the R8 kernels above; this code handles Q4_K too,
+ * for tests and comparisons): each weight super-block is first unpacked (once
+ * per tile) into 16 vectors of 16 int16 weights already multiplied by their
+ * integer sub-block scale, so that x = d * w - dmin * mn (per 32-value
+ * sub-block). Per activation
  * block (= 32-value sub-block) c: an exact int32 dot_i16, converted and
  * scaled by the block's d_x into a super-block sum t; then
  * acc += t * d + mn' * s, with mn' = -dmin * mn per sub-block in one 8-lane
@@ -466,47 +534,12 @@ ALWAYS_INLINE void unpack_q4_k_q5_k(const int is_q5, const uint8_t *p, kq_unpack
     }
 }
 
-ALWAYS_INLINE void unpack_q6_k(const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi16(0x0F), m2 = _mm256_set1_epi16(3),
-                  c32 = _mm256_set1_epi16(32);
-    const kq_block_q6_k *b = (const kq_block_q6_k *)p;
-    u->d = f16_load(p + 208);
-    u->mn = _mm256_setzero_ps();
-    int16_t sc[16];
-    _mm256_storeu_si256((__m256i *)sc,
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
-    for (int h = 0; h < 2; h++) {
-        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-        __m256i A[2], B[2], H[2];
-        for (int s = 0; s < 2; s++) {
-            A[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 16 * s)));
-            B[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 32 + 16 * s)));
-            H[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16 * s)));
-        }
-        /* elems 128h + 32g + 16s + l: g 0..3 = ql[l] low, ql[l+32] low,
-         * ql[l] high, ql[l+32] high, with bits 2g..2g+1 of qh[l] on top */
-        for (int s = 0; s < 2; s++) {
-            __m256i q[4];
-            q[0] = _mm256_and_si256(A[s], m4);
-            q[1] = _mm256_and_si256(B[s], m4);
-            q[2] = _mm256_srli_epi16(A[s], 4);
-            q[3] = _mm256_srli_epi16(B[s], 4);
-            for (int g = 0; g < 4; g++) {
-                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(H[s], 2 * g), m2);
-                __m256i v = _mm256_sub_epi16(_mm256_or_si256(q[g], _mm256_slli_epi16(hb, 4)), c32);
-                int vi = 8 * h + 2 * g + s;
-                u->w[vi] = _mm256_mullo_epi16(v, _mm256_set1_epi16(sc[vi]));
-            }
-        }
-    }
-}
-
-enum { KIND_Q4_K, KIND_Q5_K, KIND_Q6_K };
+enum { KIND_Q4_K, KIND_Q5_K }; /* Q4_K and Q6_K now go through the R8 kernels */
 
 ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
                            int64_t nsb, const x16_layout *l, int64_t b, float *Y, int64_t rows,
                            int64_t r) {
-    const int bb = kind == KIND_Q4_K ? 144 : kind == KIND_Q5_K ? 176 : 210;
+    const int bb = kind == KIND_Q4_K ? 144 : 176;
     const int64_t nblk = nsb * 8;
     __m256 acc[2][8];
 #pragma GCC unroll 2
@@ -519,10 +552,7 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
 #pragma GCC unroll 2
         for (int i = 0; i < RW; i++) {
             const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)sb * bb;
-            if (kind == KIND_Q6_K)
-                unpack_q6_k(p, &u[i]);
-            else
-                unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
+            unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
@@ -543,12 +573,11 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
                         _mm256_cvtepi32_ps(dot_i16(u[i].w[2 * c], x0, u[i].w[2 * c + 1], x1)), dx,
                         t[i]);
             }
-            __m256 s = _mm256_setzero_ps();
-            if (kind != KIND_Q6_K) s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
+            __m256 s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
 #pragma GCC unroll 2
             for (int i = 0; i < RW; i++) {
                 acc[i][j] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(u[i].d), acc[i][j]);
-                if (kind != KIND_Q6_K) acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
             }
         }
     }
@@ -603,7 +632,6 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
 // clang-format on
 
 KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
-KQ_ROWS(mm_q6_k, KIND_Q6_K, 210)
 
 #ifndef KERN_VNNI
 /* ==== F32 / F16 / BF16 weights ============================================ */
@@ -714,6 +742,7 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q8_0_R8].rows = mm_q8_0_r8;
     ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
     ops->mm[SGL_DTYPE_Q4_K_R8].rows = mm_q4_k_r8;
+    ops->mm[SGL_DTYPE_Q6_K_R8].rows = mm_q6_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
 }
@@ -729,7 +758,8 @@ void kavx2_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_Q4_K_R8] = (kern_mm_impl){mm_q4_k_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep_rm, x16_bytes, 2};
-    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_rm, x16_bytes, 2};
+    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q6_K_R8] = (kern_mm_impl){mm_q6_k_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_F32] = (kern_mm_impl){mm_f32, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_F16] = (kern_mm_impl){mm_f16, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_BF16] = (kern_mm_impl){mm_bf16, NULL, NULL, 4};

@@ -113,6 +113,11 @@ static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t
  *         q[8][128] |                                    1184 bytes
  *         sc[j][i] / mn[j][i]: row i's 6-bit scale and min of sub-block j
  *         (unpacked to bytes); q[j]: sub-block j's codes as in Q4_0.
+ *   Q6_K  (per super-block) | d[8] | sc[16][8]:int8 | 8 x (lo[128] hi[64]) |
+ *         1680 bytes; per 32-value block: lo = the low 4 bits as Q4_0's
+ *         codes, hi = 4 chunks of 16 bytes, chunk m byte 2i+e holding the
+ *         top 2 bits of elems 8m+e, 8m+2+e, 8m+4+e, 8m+6+e (bits 0-1 .. 6-7),
+ *         so chunk m widened gives the top bits of code chunks 2m and 2m+1.
  * Widened to int16, a chunk (a nibble half of it for Q4) is
  * 8 rows x 2 consecutive elements: lane i of a vpmaddwd / vpdpwssd against
  * the broadcast activation pair is row i's two products. */

@@ -266,14 +266,15 @@ static void test_multi(void) {
 static void test_repacked(void) {
     kern_force_reference(false);
     kern_pool *pools[3] = {kern_pool_new(1), kern_pool_new(2), kern_pool_new(3)};
-    const sgl_dtype base[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_K};
+    const sgl_dtype base[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_K,
+                              SGL_DTYPE_Q6_K};
     const int64_t rows_set[] = {1, 8, 13, 37, 64};
     int packed_any = 0;
     for (size_t ti = 0; ti < sizeof base / sizeof base[0]; ti++)
         for (size_t ri = 0; ri < sizeof rows_set / sizeof rows_set[0]; ri++) {
             sgl_dtype t = base[ti], pt;
-            /* Q4_K: 5 super-blocks (4 blocks repacked on the fly, then 1) */
-            const int64_t k = t == SGL_DTYPE_Q4_K ? 1280 : 320;
+            /* K-quants: 5 super-blocks (2 repacked on the fly at a time, then 1) */
+            const int64_t k = sgl_dtype_block_elems(t) == 256 ? 1280 : 320;
             int64_t rows = rows_set[ri];
             size_t bytes;
             float *wf;
