@@ -108,8 +108,16 @@ static void ent_release(link_ent *e) {
 void vm_link_free(vm_link *l) {
     if (!l) return;
     l->wake = NULL;
-    for (uint32_t i = 0; i < l->n_queued; i++) ent_release(&l->queued[i]);
-    for (uint32_t i = 0; i < l->n_flight; i++) ent_release(&l->flight[i]);
+    /* A prefill still queued or in flight never finishes now: its waiting
+     * streams must let go of it (vm_prefill_abandon breaks their cycle). */
+    for (uint32_t i = 0; i < l->n_queued; i++) {
+        if (l->queued[i].pf) vm_prefill_abandon(l->queued[i].pf);
+        ent_release(&l->queued[i]);
+    }
+    for (uint32_t i = 0; i < l->n_flight; i++) {
+        if (l->flight[i].pf) vm_prefill_abandon(l->flight[i].pf);
+        ent_release(&l->flight[i]);
+    }
     free(l->queued);
     free(l->flight);
     chat_template_free(l->own_ct);
