@@ -75,6 +75,22 @@ void kern_force_reference(bool on);
 
 /* ---- quantized types ------------------------------------------------------ */
 
+/* Weight layouts of the CPU fast path, made at load by kern_repack and never
+ * read from or written to a file: Q4_0 / Q4_1 / Q8_0 with groups of 8 rows
+ * interleaved block by block (layout in kernels/cpu/kern_internal.h). Ids
+ * above every file type. kern_matmul takes them like any weight type and
+ * gives bit-identical results for a matrix in either layout; kern_dequant_row
+ * does not take them. */
+enum { SGL_DTYPE_Q4_0_R8 = 56, SGL_DTYPE_Q4_1_R8 = 57, SGL_DTYPE_Q8_0_R8 = 58 };
+
+/* If the kernels in use stream weights of type t faster in a repacked
+ * layout (and SGL_NO_REPACK is not set), returns a new 64-byte aligned
+ * buffer (the caller frees it with free()) holding W (rows x k) repacked,
+ * with *packed its type and *bytes its size; else NULL with *packed = t and
+ * *bytes = 0 (use W as it is; NULL also when memory runs out). */
+void *kern_repack(sgl_dtype t, const void *W, int64_t rows, int64_t k, sgl_dtype *packed,
+                  size_t *bytes);
+
 /* 1 if t can be used as a weight type in kern_matmul / kern_dequant_row. */
 int kern_type_supported(sgl_dtype t);
 /* dst[0..n) = decoded src (n a multiple of the block size). */
