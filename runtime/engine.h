@@ -252,7 +252,7 @@ typedef struct sgl_engine_metrics {
     const char *device;            /* local engine: "cpu", or the GPU's description
                                       ("cuda (NAME; deterministic; decode graphs on)"),
                                       valid while the engine lives; NULL otherwise */
-    uint64_t device_weight_bytes;  /* GPU memory of the weights (0 on the CPU) */
+    uint64_t device_weight_bytes;  /* GPU memory of the weights (CPU: the repacked copies) */
     uint64_t device_bytes;         /* all GPU memory in use: weights, buffers, KV pool */
 } sgl_engine_metrics;
 

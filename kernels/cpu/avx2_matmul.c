@@ -192,191 +192,293 @@ static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t
 }
 #endif
 
-/* ==== Q4_0 / Q4_1 / Q8_0 ================================================== */
+/* ==== Q4_0 / Q4_1 / Q8_0: the R8 layout ====================================
+ *
+ * These types are multiplied in the 8-row interleaved layout of
+ * kern_internal.h: weights repacked at load (kern_repack: types *_R8) are
+ * used as they are; a matrix in the plain GGUF layout is repacked here a few
+ * blocks at a time into a stack buffer (r8_pack) and goes through the same
+ * microkernel, so both layouts give the same bits.
+ *
+ * Arithmetic, for weight row r, activation row b, block k (in order, from
+ * acc = 0): P = the exact int32 dot product of the block's 32 int16 pairs
+ * (|P| <= 32 * 128 * 32767 < 2^31), then
+ *   acc = fma((float)P, d_w * d_x, acc)
+ *   acc = fma(m_w, s_x, acc)          (Q4_0: m_w = -8 d_w; Q4_1: m_w = m)
+ * with s_x = d_x * sum(q_x) from the activation prep; Y = acc. Lane i of a
+ * vector is weight row 8g + i, so the 8 rows of a group take the same
+ * instruction sequence side by side, and every (row, activation row) pair
+ * goes through the same operations whatever the tile, the batch or the
+ * thread: Y[b][r] is bit-identical for any nb, batch composition, thread
+ * count and weight layout.
+ *
+ * Per block and activation row: 16 vpdpwssd (8 rows x 32 products) against
+ * the activation pairs broadcast from memory, then one convert, one multiply
+ * and two FMAs for all 8 rows; the weights are widened once per tile of RB
+ * activation rows. */
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8, KIND_Q6_K_R8 };
 
-#ifndef X16_PF
-#define X16_PF 384 /* weight prefetch distance in bytes for 1-row tiles */
+/* int32 lanes += the products of int16 pairs (vpdpwssd, or vpmaddwd + add) */
+ALWAYS_INLINE __m256i dp_i16(__m256i acc, __m256i w, __m256i x) {
+#ifdef KERN_VNNI
+    return _mm256_dpwssd_epi32(acc, w, x);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x));
 #endif
-
-/* One RW x RB tile: weight rows r..r+RW, activation rows b..b+RB. */
-ALWAYS_INLINE void x16_tile(const int kind, const int RW, const int RB, const uint8_t *W,
-                            size_t wrb, int64_t nblk, const x16_layout *l, int64_t b, float *Y,
-                            int64_t rows, int64_t r) {
-    const int bb = kind == KIND_Q4_0 ? 18 : kind == KIND_Q4_1 ? 20 : 34;
-    const __m256i m4 = _mm256_set1_epi16(0x0F);
-    __m256 acc[4][8];
-    __m256 accm[4];
-    float dd[4][8] __attribute__((aligned(32)));
-#pragma GCC unroll 4
-    for (int i = 0; i < RW; i++) {
-        accm[i] = _mm256_setzero_ps();
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    }
-    for (int64_t blk = 0; blk < nblk; blk++) {
-        __m256i w0[4], w1[4]; /* elements 0..15 and 16..31 as int16 */
-        __m256 dwb[4], mwb[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < RW; i++) {
-            const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)blk * bb;
-            /* With one activation row the weights stream from memory with
-             * little work per byte; prefetching a few blocks ahead measured
-             * ~1.6x faster on the 30 MB output head. Prefetches never fault. */
-            if (RB == 1) _mm_prefetch((const char *)p + X16_PF, _MM_HINT_T0);
-            /* d (and m for Q4_1) converted and broadcast in vector registers */
-            uint32_t h = 0;
-            memcpy(&h, p, kind == KIND_Q4_1 ? 4 : 2);
-            __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
-            dwb[i] = _mm256_broadcastss_ps(dm);
-            if (kind == KIND_Q8_0) {
-                w0[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
-                w1[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
-            } else {
-                mwb[i] = kind == KIND_Q4_0 ? _mm256_mul_ps(dwb[i], _mm256_set1_ps(-8.0f))
-                                           : _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-                /* byte e holds element e (low nibble) and e + 16 (high) */
-                __m256i t = _mm256_cvtepu8_epi16(
-                    _mm_loadu_si128((const __m128i *)(p + (kind == KIND_Q4_0 ? 2 : 4))));
-                w0[i] = _mm256_and_si256(t, m4);
-                w1[i] = _mm256_srli_epi16(t, 4);
-            }
-        }
-        /* the RW x 8 scale products d_w * d_x, by rows: one multiply per
-         * weight row, then each is a broadcast from memory (only a load);
-         * with one activation row, one multiply each (the same product) */
-        const int16_t *xb = l->qs + blk * l->bs + b * 32;
-        /* (the empty asm makes GCC address dd from one register instead of
-         * keeping RW * RB hoisted addresses, which spilled) */
-        float *ddp = &dd[0][0];
-        __asm__("" : "+r"(ddp));
-        __m256 dxv = RB == 1 ? _mm256_broadcast_ss(l->dt + blk * l->nbp + b)
-                             : _mm256_loadu_ps(l->dt + blk * l->nbp + b);
-        if (RB > 1)
-#pragma GCC unroll 4
-            for (int i = 0; i < RW; i++)
-                _mm256_store_ps(ddp + 8 * i, _mm256_mul_ps(dwb[i], dxv));
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            const int16_t *xp = xb + j * 32;
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 16));
-#pragma GCC unroll 4
-            for (int i = 0; i < RW; i++) {
-                __m256 p = _mm256_cvtepi32_ps(dot_i16(w0[i], x0, w1[i], x1));
-                __m256 dwx =
-                    RB == 1 ? _mm256_mul_ps(dwb[i], dxv) : _mm256_broadcast_ss(ddp + 8 * i + j);
-                acc[i][j] = _mm256_fmadd_ps(p, dwx, acc[i][j]);
-            }
-        }
-        if (kind != KIND_Q8_0) {
-            /* min term m_w * s_x, one lane per activation row of the tile */
-            __m256 s = _mm256_loadu_ps(l->st + blk * l->nbp + b);
-#pragma GCC unroll 4
-            for (int i = 0; i < RW; i++)
-                accm[i] = _mm256_fmadd_ps(mwb[i], s, accm[i]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < RW; i++) {
-        float m[8];
-        _mm256_storeu_ps(m, accm[i]);
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            float y = hsum8(acc[i][j]);
-            if (kind != KIND_Q8_0) y += m[j];
-            Y[(b + j) * rows + r + i] = y;
-        }
-    }
 }
 
-/* Walks rows [r0, r1) x all nb activation rows in tiles: 4x1 for a single
- * activation row (more independent accumulators), else X16_TW x X16_TB (3x8:
- * on Zen 4 with the VNNI build's 32 vector registers it measured ~5% faster
- * than 2x8 on prefill, 4x4 and 4x6 slower), with smaller tiles at the edges. Activation rows go in chunks of 64 so a chunk of the
- * quantized activations stays in cache while the weight rows stream by. */
-#ifndef X16_TW
-#define X16_TW 3
+ALWAYS_INLINE __m256i bcast_pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Sub-block scale (or min) of 8 rows, exact in f32: d[i] * v[i] with d an
+ * f16 vector and v 8 bytes (6-bit values: 11 x 6 bits fit 24). */
+ALWAYS_INLINE __m256 r8_scaled(const uint8_t *d, const uint8_t *v) {
+    __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)), f);
+}
+
+/* Q6_K in the R8 layout (kern_internal.h): per 32-value block, the codes
+ * (q - 32, signed) from the low nibbles and the 2-bit top chunks; the exact
+ * integer dot products of the two 16-value sub-blocks apart (their int8
+ * scales differ; folding them in could pass 2^31), then for each
+ * acc = fma((float)P, (d * sc) * d_x, acc), first half first. */
+ALWAYS_INLINE void r8_tile_q6k(const int RB, const uint8_t *G, int64_t blk0, int64_t n,
+                               const x16_layout *l, int64_t b, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi16(0x0F), m30 = _mm256_set1_epi16(0x30),
+                  c32 = _mm256_set1_epi16(32);
+    const int NH = RB >= 4 ? 1 : 2; /* chains per half (see r8_tile) */
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        const uint8_t *sb = G + (size_t)(t / 8) * 1680, *lo = sb + 144 + 192 * (t % 8),
+                      *hi = lo + 128;
+        const int64_t blk = blk0 + t;
+        const int16_t *xb = l->qs + blk * l->bs + b * 32;
+        __m256i pa[8][2], pb[8][2];
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 2
+            for (int h = 0; h < NH; h++) pa[j][h] = pb[j][h] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            __m256i hv = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(hi + 16 * m)));
+#pragma GCC unroll 2
+            for (int cc = 0; cc < 2; cc++) {
+                const int c = 2 * m + cc;
+                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(lo + 16 * c)));
+                __m256i ha = cc ? _mm256_and_si256(hv, m30) : _mm256_and_si256(_mm256_slli_epi16(hv, 4), m30);
+                __m256i hb = cc ? _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30)
+                                : _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30);
+                __m256i wa = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(t16, m4), ha), c32);
+                __m256i wb = _mm256_sub_epi16(_mm256_or_si256(_mm256_srli_epi16(t16, 4), hb), c32);
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++) {
+                    __m256i(*P)[2] = c < 4 ? pa : pb;
+                    const int h0 = (2 * c) % NH, h1 = (2 * c + 1) % NH;
+                    P[j][h0] = dp_i16(P[j][h0], wa, bcast_pair(xb + j * 32 + 4 * c));
+                    P[j][h1] = dp_i16(P[j][h1], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
+                }
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
+        const int8_t *sc = (const int8_t *)sb + 16 + 16 * (t % 8);
+        __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+        __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+        const float *dx = l->dt + blk * l->nbp + b;
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            __m256i A = NH > 1 ? _mm256_add_epi32(pa[j][0], pa[j][1 % NH]) : pa[j][0];
+            __m256i B = NH > 1 ? _mm256_add_epi32(pb[j][0], pb[j][1 % NH]) : pb[j][0];
+            __m256 x = _mm256_broadcast_ss(dx + j);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(A), _mm256_mul_ps(sa, x), a[j]);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(B), _mm256_mul_ps(sbv, x), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
+/* Blocks [blk0, blk0 + n) of one group (G: its block blk0; for Q4_K, 32-value
+ * sub-blocks, blk0 a multiple of 8 and G its super-block) times activation
+ * rows b .. b + RB; acc[j] (8 rows) in and out. */
+ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64_t blk0,
+                           int64_t n, const x16_layout *l, int64_t b, __m256 *acc) {
+    if (kind == KIND_Q6_K_R8) {
+        r8_tile_q6k(RB, G, blk0, n, l, b, acc);
+        return;
+    }
+    const size_t gbb = kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : 272;
+    const int qoff = kind == KIND_Q4_1 ? 32 : 16;
+    const __m256i m4 = _mm256_set1_epi16(0x0F);
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        /* p + qoff: the block's codes */
+        const uint8_t *p = kind == KIND_Q4_K_R8 ? G + (size_t)(t / 8) * 1184 + 160 + (t % 8) * 128 - qoff
+                                                : G + (size_t)t * gbb;
+        const int64_t blk = blk0 + t;
+        const int16_t *xb = l->qs + blk * l->bs + b * 32;
+        /* NC independent integer chains per activation row (with few rows
+         * the dependent vpdpwssd latency, not throughput, would set the
+         * pace); integer sums are exact, so the split changes no bit */
+        const int NC = RB >= 4 ? 1 : RB >= 2 ? 2 : 4;
+        __m256i ia[8][4];
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 4
+            for (int h = 0; h < NC; h++) ia[j][h] = _mm256_setzero_si256();
+        if (kind == KIND_Q8_0) {
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++) {
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++)
+                    ia[j][c % NC] = dp_i16(ia[j][c % NC], w, bcast_pair(xb + j * 32 + 2 * c));
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
+                __m256i wa = _mm256_and_si256(t16, m4), wb = _mm256_srli_epi16(t16, 4);
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++) {
+                    const int h0 = (2 * c) % NC, h1 = (2 * c + 1) % NC;
+                    ia[j][h0] = dp_i16(ia[j][h0], wa, bcast_pair(xb + j * 32 + 4 * c));
+                    ia[j][h1] = dp_i16(ia[j][h1], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            if (NC >= 4) {
+                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
+                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
+            }
+            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
+        }
+        __m256 dw, mw;
+        if (kind == KIND_Q4_K_R8) {
+            const uint8_t *sb = G + (size_t)(t / 8) * 1184;
+            dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
+            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
+        } else {
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                   : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
+        }
+        const float *dx = l->dt + blk * l->nbp + b, *sx = l->st + blk * l->nbp + b;
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
+            if (kind != KIND_Q8_0) a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
+/* Activation rows per tile: 8 with the VNNI build's 32 vector registers
+ * (16 accumulators), else 4. */
+#ifndef R8_TB
+#ifdef KERN_VNNI
+#define R8_TB 8
+#else
+#define R8_TB 4
 #endif
-#ifndef X16_TB
-#define X16_TB 8
 #endif
-#define X16_T(K, RW, RB) x16_tile(K, RW, RB, W, wrb, nblk, l, b, Y, rows, r)
+/* Blocks repacked at a time for a plain-layout matrix (at most 4.3 KiB). */
+#define R8_PLAIN_BLOCKS 16
+
 // clang-format off
-#define X16_ROWS(NAME, KIND, BB)                                                                   \
-    static void NAME##_tile(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nblk,            \
-                            const x16_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {   \
-        switch (rw * 16 + rb) {                                                                    \
-        case 72: X16_T(KIND, 4, 8); break;                                                         \
-        case 71: X16_T(KIND, 4, 7); break;                                                         \
-        case 70: X16_T(KIND, 4, 6); break;                                                         \
-        case 69: X16_T(KIND, 4, 5); break;                                                         \
-        case 68: X16_T(KIND, 4, 4); break;                                                         \
-        case 67: X16_T(KIND, 4, 3); break;                                                         \
-        case 66: X16_T(KIND, 4, 2); break;                                                         \
-        case 65: X16_T(KIND, 4, 1); break;                                                         \
-        case 56: X16_T(KIND, 3, 8); break;                                                         \
-        case 55: X16_T(KIND, 3, 7); break;                                                         \
-        case 54: X16_T(KIND, 3, 6); break;                                                         \
-        case 53: X16_T(KIND, 3, 5); break;                                                         \
-        case 52: X16_T(KIND, 3, 4); break;                                                         \
-        case 51: X16_T(KIND, 3, 3); break;                                                         \
-        case 50: X16_T(KIND, 3, 2); break;                                                         \
-        case 49: X16_T(KIND, 3, 1); break;                                                         \
-        case 40: X16_T(KIND, 2, 8); break;                                                         \
-        case 39: X16_T(KIND, 2, 7); break;                                                         \
-        case 38: X16_T(KIND, 2, 6); break;                                                         \
-        case 37: X16_T(KIND, 2, 5); break;                                                         \
-        case 36: X16_T(KIND, 2, 4); break;                                                         \
-        case 35: X16_T(KIND, 2, 3); break;                                                         \
-        case 34: X16_T(KIND, 2, 2); break;                                                         \
-        case 33: X16_T(KIND, 2, 1); break;                                                         \
-        case 24: X16_T(KIND, 1, 8); break;                                                         \
-        case 23: X16_T(KIND, 1, 7); break;                                                         \
-        case 22: X16_T(KIND, 1, 6); break;                                                         \
-        case 21: X16_T(KIND, 1, 5); break;                                                         \
-        case 20: X16_T(KIND, 1, 4); break;                                                         \
-        case 19: X16_T(KIND, 1, 3); break;                                                         \
-        case 18: X16_T(KIND, 1, 2); break;                                                         \
-        default: X16_T(KIND, 1, 1); break;                                                         \
+/* SPB: 32-value blocks per packed block (8 for Q4_K's super-blocks); PBB:
+ * bytes of a group's packed block */
+#define R8_ROWS(NAME, KIND, BASE, SPB, PBB)                                                        \
+    static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n,                     \
+                            const x16_layout *l, int64_t b, __m256 *acc) {                         \
+        switch (rb) {                                                                              \
+        case 8: r8_tile(KIND, 8 <= R8_TB ? 8 : 1, G, blk0, n, l, b, acc); break;                   \
+        case 7: r8_tile(KIND, 7 <= R8_TB ? 7 : 1, G, blk0, n, l, b, acc); break;                   \
+        case 6: r8_tile(KIND, 6 <= R8_TB ? 6 : 1, G, blk0, n, l, b, acc); break;                   \
+        case 5: r8_tile(KIND, 5 <= R8_TB ? 5 : 1, G, blk0, n, l, b, acc); break;                   \
+        case 4: r8_tile(KIND, 4, G, blk0, n, l, b, acc); break;                                    \
+        case 3: r8_tile(KIND, 3, G, blk0, n, l, b, acc); break;                                    \
+        case 2: r8_tile(KIND, 2, G, blk0, n, l, b, acc); break;                                    \
+        default: r8_tile(KIND, 1, G, blk0, n, l, b, acc); break;                                   \
         }                                                                                          \
     }                                                                                              \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
-                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
-        (void)X;                                                                                   \
+    /* packed: W in the R8 layout; plain: W in the GGUF layout */                                  \
+    static void NAME##_run(bool packed, const void *Wv, int64_t rows, int64_t k, const void *xq,   \
+                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                         \
         const uint8_t *W = Wv;                                                                     \
-        int64_t nblk = k / 32;                                                                     \
-        size_t wrb = (size_t)nblk * BB;                                                            \
+        const int64_t nblk = k / 32, npb = nblk / SPB; /* 32-blocks, packed blocks a row */        \
+        const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(BASE);                      \
         x16_layout l = x16_map((void *)xq, k, nb, 0);                                              \
-        /* Q8_0 (the output head, 30 MB) under 16 rows streams from memory:                        \
-         * there 2x8 measured 14% faster than 3x8 at nb = 8 */                                     \
-        int tw = nb == 1 ? 4 : KIND == KIND_Q8_0 && nb < 16 ? 2 : X16_TW;                          \
-        int tb = nb == 1 ? 1 : X16_TB;                                                             \
+        uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));                           \
+        _Static_assert((R8_PLAIN_BLOCKS / SPB) * PBB <= sizeof buf, "plain buffer");               \
+        __m256 acc[64];                                                                            \
         for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
             int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
-            for (int64_t r = r0; r < r1;) {                                                        \
-                int rw = r + tw <= r1 ? tw : 1;                                                    \
-                for (int64_t b = bc; b < be; b += tb)                                              \
-                    NAME##_tile(rw, (int)(be - b < tb ? be - b : tb), W, wrb, nblk, &l, b, Y,      \
-                                rows, r);                                                          \
-                r += rw;                                                                           \
+            for (int64_t g = r0 / 8; g * 8 < r1; g++) {                                            \
+                for (int64_t j = 0; j < be - bc; j++) acc[j] = _mm256_setzero_ps();                \
+                const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;                              \
+                for (int64_t k0 = 0; k0 < nblk; k0 += step) {                                      \
+                    int64_t n = nblk - k0 < step ? nblk - k0 : step;                               \
+                    const uint8_t *G = W + (size_t)g * (size_t)npb * PBB;                          \
+                    if (!packed) {                                                                 \
+                        r8_pack(BASE, W, wrb, rows, g, k0 / SPB, n / SPB, buf);                    \
+                        G = buf;                                                                   \
+                    }                                                                              \
+                    for (int64_t b = bc; b < be; b += R8_TB)                                       \
+                        NAME##_tile((int)(be - b < R8_TB ? be - b : R8_TB), G, k0, n, &l, b,       \
+                                    acc + (b - bc));                                               \
+                }                                                                                  \
+                int64_t nr = rows - g * 8 < 8 ? rows - g * 8 : 8;                                  \
+                for (int64_t b = bc; b < be; b++) {                                                \
+                    float *y = Y + b * rows + g * 8;                                               \
+                    if (nr == 8) {                                                                 \
+                        _mm256_storeu_ps(y, acc[b - bc]);                                          \
+                    } else {                                                                       \
+                        float t[8];                                                                \
+                        _mm256_storeu_ps(t, acc[b - bc]);                                          \
+                        memcpy(y, t, (size_t)nr * sizeof(float));                                  \
+                    }                                                                              \
+                }                                                                                  \
             }                                                                                      \
         }                                                                                          \
+    }                                                                                              \
+    static void NAME(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,       \
+                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
+        (void)X;                                                                                   \
+        NAME##_run(false, W, rows, k, xq, nb, Y, r0, r1);                                          \
+    }                                                                                              \
+    static void NAME##_r8(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,  \
+                          int64_t nb, float *Y, int64_t r0, int64_t r1) {                          \
+        (void)X;                                                                                   \
+        NAME##_run(true, W, rows, k, xq, nb, Y, r0, r1);                                           \
     }
 // clang-format on
 
-X16_ROWS(mm_q4_0, KIND_Q4_0, 18)
-X16_ROWS(mm_q4_1, KIND_Q4_1, 20)
-X16_ROWS(mm_q8_0, KIND_Q8_0, 34)
+R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_ROWS(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_ROWS(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+
 
 /* ==== K-quants ==============================================================
  *
- * Each weight super-block is first unpacked (once per tile) into 16 vectors
- * of 16 int16 weights already multiplied by their integer sub-block scale,
- * so that x = d * w - dmin * mn (per 32-value sub-block) for Q4_K/Q5_K and
- * x = d * w for Q6_K (w = (q - 32) * sc, signed; no min term). Per activation
+ * Q5_K (Q4_K and Q6_K use the R8 kernels above; this code handles Q4_K too,
+ * for tests and comparisons): each weight super-block is first unpacked (once
+ * per tile) into 16 vectors of 16 int16 weights already multiplied by their
+ * integer sub-block scale, so that x = d * w - dmin * mn (per 32-value
+ * sub-block). Per activation
  * block (= 32-value sub-block) c: an exact int32 dot_i16, converted and
  * scaled by the block's d_x into a super-block sum t; then
  * acc += t * d + mn' * s, with mn' = -dmin * mn per sub-block in one 8-lane
@@ -432,47 +534,12 @@ ALWAYS_INLINE void unpack_q4_k_q5_k(const int is_q5, const uint8_t *p, kq_unpack
     }
 }
 
-ALWAYS_INLINE void unpack_q6_k(const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi16(0x0F), m2 = _mm256_set1_epi16(3),
-                  c32 = _mm256_set1_epi16(32);
-    const kq_block_q6_k *b = (const kq_block_q6_k *)p;
-    u->d = f16_load(p + 208);
-    u->mn = _mm256_setzero_ps();
-    int16_t sc[16];
-    _mm256_storeu_si256((__m256i *)sc,
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
-    for (int h = 0; h < 2; h++) {
-        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-        __m256i A[2], B[2], H[2];
-        for (int s = 0; s < 2; s++) {
-            A[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 16 * s)));
-            B[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 32 + 16 * s)));
-            H[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16 * s)));
-        }
-        /* elems 128h + 32g + 16s + l: g 0..3 = ql[l] low, ql[l+32] low,
-         * ql[l] high, ql[l+32] high, with bits 2g..2g+1 of qh[l] on top */
-        for (int s = 0; s < 2; s++) {
-            __m256i q[4];
-            q[0] = _mm256_and_si256(A[s], m4);
-            q[1] = _mm256_and_si256(B[s], m4);
-            q[2] = _mm256_srli_epi16(A[s], 4);
-            q[3] = _mm256_srli_epi16(B[s], 4);
-            for (int g = 0; g < 4; g++) {
-                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(H[s], 2 * g), m2);
-                __m256i v = _mm256_sub_epi16(_mm256_or_si256(q[g], _mm256_slli_epi16(hb, 4)), c32);
-                int vi = 8 * h + 2 * g + s;
-                u->w[vi] = _mm256_mullo_epi16(v, _mm256_set1_epi16(sc[vi]));
-            }
-        }
-    }
-}
-
-enum { KIND_Q4_K, KIND_Q5_K, KIND_Q6_K };
+enum { KIND_Q4_K, KIND_Q5_K }; /* Q4_K and Q6_K now go through the R8 kernels */
 
 ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
                            int64_t nsb, const x16_layout *l, int64_t b, float *Y, int64_t rows,
                            int64_t r) {
-    const int bb = kind == KIND_Q4_K ? 144 : kind == KIND_Q5_K ? 176 : 210;
+    const int bb = kind == KIND_Q4_K ? 144 : 176;
     const int64_t nblk = nsb * 8;
     __m256 acc[2][8];
 #pragma GCC unroll 2
@@ -485,10 +552,7 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
 #pragma GCC unroll 2
         for (int i = 0; i < RW; i++) {
             const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)sb * bb;
-            if (kind == KIND_Q6_K)
-                unpack_q6_k(p, &u[i]);
-            else
-                unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
+            unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
@@ -509,12 +573,11 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
                         _mm256_cvtepi32_ps(dot_i16(u[i].w[2 * c], x0, u[i].w[2 * c + 1], x1)), dx,
                         t[i]);
             }
-            __m256 s = _mm256_setzero_ps();
-            if (kind != KIND_Q6_K) s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
+            __m256 s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
 #pragma GCC unroll 2
             for (int i = 0; i < RW; i++) {
                 acc[i][j] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(u[i].d), acc[i][j]);
-                if (kind != KIND_Q6_K) acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
             }
         }
     }
@@ -568,9 +631,7 @@ ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uin
     }
 // clang-format on
 
-KQ_ROWS(mm_q4_k, KIND_Q4_K, 144)
 KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
-KQ_ROWS(mm_q6_k, KIND_Q6_K, 210)
 
 #ifndef KERN_VNNI
 /* ==== F32 / F16 / BF16 weights ============================================ */
@@ -676,18 +737,29 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_0].rows = mm_q4_0;
     ops->mm[SGL_DTYPE_Q4_1].rows = mm_q4_1;
     ops->mm[SGL_DTYPE_Q8_0].rows = mm_q8_0;
+    ops->mm[SGL_DTYPE_Q4_0_R8].rows = mm_q4_0_r8;
+    ops->mm[SGL_DTYPE_Q4_1_R8].rows = mm_q4_1_r8;
+    ops->mm[SGL_DTYPE_Q8_0_R8].rows = mm_q8_0_r8;
     ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
+    ops->mm[SGL_DTYPE_Q4_K_R8].rows = mm_q4_k_r8;
+    ops->mm[SGL_DTYPE_Q6_K_R8].rows = mm_q6_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
 }
 #else
 void kavx2_mm_fill(kern_ops *ops) {
-    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep_bm, x16_bytes, 4};
-    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep_bm, x16_bytes, 4};
-    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep_bm, x16_bytes, 4};
-    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_rm, x16_bytes, 2};
+    /* R8 kernels work on groups of 8 rows: thread ranges start at multiples of 8 */
+    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_0_R8] = (kern_mm_impl){mm_q4_0_r8, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_1_R8] = (kern_mm_impl){mm_q4_1_r8, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q8_0_R8] = (kern_mm_impl){mm_q8_0_r8, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K_R8] = (kern_mm_impl){mm_q4_k_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep_rm, x16_bytes, 2};
-    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_rm, x16_bytes, 2};
+    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q6_K_R8] = (kern_mm_impl){mm_q6_k_r8, x16_prep_bm, x16_bytes, 8};
     ops->mm[SGL_DTYPE_F32] = (kern_mm_impl){mm_f32, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_F16] = (kern_mm_impl){mm_f16, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_BF16] = (kern_mm_impl){mm_bf16, NULL, NULL, 4};

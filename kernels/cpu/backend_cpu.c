@@ -17,8 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/kern_internal.h"
 #include "kernels/kernels.h"
 
 /* New tokens per attention work item: small enough to balance threads on a
@@ -63,13 +66,36 @@ static int cpu_copy(kb_backend *be, void *dst, const void *src, size_t bytes, sg
     if (bytes) memcpy(dst, src, bytes);
     return 0;
 }
+/* Matmul weights of the types the kernels stream faster repacked (Q4_0,
+ * Q4_1, Q8_0 with AVX2: 8 rows interleaved) get a repacked copy; the rest,
+ * and matrices whose rows are looked up, are used in place. After repacking,
+ * the source pages are handed back to the kernel (MADV_PAGEOUT: a mapped
+ * file's pages are dropped from the resident set and read again if touched;
+ * anonymous memory keeps its contents), so the weights are not resident
+ * twice. */
 static int cpu_mat_upload(kb_backend *be, const kb_mat *host, kb_mat *out, sgl_error *err) {
     (void)be, (void)err;
     *out = *host;
+    out->lookup = false;
+    if (host->lookup) return 0;
+    sgl_dtype pt;
+    size_t bytes;
+    void *P = kern_repack(host->type, host->data, host->rows, host->cols, &pt, &bytes);
+    if (!P) return 0; /* no faster layout (or no memory for one): in place */
+    out->type = pt;
+    out->data = P;
+#ifdef MADV_PAGEOUT
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)host->data + page - 1) & ~(page - 1);
+    size_t src = (size_t)sgl_dtype_row_bytes(host->type, (uint64_t)host->cols) * (size_t)host->rows;
+    uintptr_t e = ((uintptr_t)host->data + src) & ~(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_PAGEOUT);
+#endif
     return 0;
 }
 static void cpu_mat_free(kb_backend *be, kb_mat *m) {
     (void)be;
+    if (r8_base_type(m->type) >= 0) free((void *)m->data); /* a repacked copy */
     memset(m, 0, sizeof *m);
 }
 static int cpu_type_supported(kb_backend *be, sgl_dtype t) {
