@@ -305,7 +305,8 @@ static void check(int nh, int nkv, int hd, const std::vector<seqspec> &sp) {
     /* the decode kernels, every row listed, sized exactly */
     std::vector<int32_t> rows(256);
     for (int i = 0; i < 256; i++) rows[i] = i;
-    auto decode = [&](int grid_rows, int grid_chunks, const int *nd, std::vector<float> &out) {
+    auto decode = [&](int grid_rows, int grid_chunks, const int *nd, std::vector<float> &out,
+                      const std::vector<int32_t> &rows) {
         std::vector<float> part((size_t)grid_rows * nh * grid_chunks * (hd + 2), NAN);
         size_t shm = sizeof(float) * (size_t)(hd + ATT_CHUNK + ATT_THREADS);
         emu_launch(emu_dim3{(unsigned)grid_rows, (unsigned)nh, (unsigned)grid_chunks}, shm, [&] {
@@ -318,14 +319,36 @@ static void check(int nh, int nkv, int hd, const std::vector<seqspec> &sp) {
         });
     };
     std::vector<float> dec((size_t)n * qd, NAN), dec_bucket((size_t)n * qd, NAN);
-    decode(n, n_chunks, nullptr, dec);
+    decode(n, n_chunks, nullptr, dec, rows);
     /* as in a decode graph: grid for the next power of two of rows and of
      * chunks, the row count through a pointer */
     int bucket_rows = 1, bucket_chunks = 1;
     while (bucket_rows < n) bucket_rows *= 2;
     while (bucket_chunks < n_chunks) bucket_chunks *= 2;
     int nd = n;
-    decode(bucket_rows, bucket_chunks, &nd, dec_bucket);
+    decode(bucket_rows, bucket_chunks, &nd, dec_bucket, rows);
+    /* as in a mixed batch: only the rows of sequences below 16 new tokens
+     * listed (the others go to the extend kernel), chunks for their
+     * longest context; the other rows must stay untouched */
+    std::vector<int32_t> arows;
+    int arows_ctx = 0;
+    for (int r = 0; r < n; r++)
+        if (sp[row_seq[r]].n_new < 16) arows.push_back(r), arows_ctx = std::max(arows_ctx, pos[r] + 1);
+    std::vector<float> mix((size_t)n * qd, NAN);
+    if (!arows.empty())
+        decode((int)arows.size(), (arows_ctx + ATT_CHUNK - 1) / ATT_CHUNK, nullptr, mix, arows);
+    int mix_bad = 0;
+    for (int r = 0; r < n; r++) {
+        bool listed = sp[row_seq[r]].n_new < 16;
+        for (int e = 0; e < qd; e++) {
+            float v = mix[(size_t)r * qd + e];
+            if (listed ? memcmp(&v, &dec[(size_t)r * qd + e], 4) != 0 : !std::isnan(v)) {
+                mix_bad++;
+                break;
+            }
+        }
+    }
+    EXPECT(!mix_bad, "decode kernels over a row list: %d rows wrong or written unlisted", mix_bad);
 
     /* double-precision reference */
     double maxd = 0, maxr = 1e-30;
