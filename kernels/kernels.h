@@ -76,7 +76,7 @@ void kern_force_reference(bool on);
 /* ---- quantized types ------------------------------------------------------ */
 
 /* Weight layouts of the CPU fast path, made at load by kern_repack and never
- * read from or written to a file: Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K with groups of 8 rows
+ * read from or written to a file: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K with groups of 8 rows
  * interleaved block by block (layout in kernels/cpu/kern_internal.h). Ids
  * above every file type. kern_matmul takes them like any weight type and
  * gives bit-identical results for a matrix in either layout; kern_dequant_row
@@ -86,7 +86,8 @@ enum {
     SGL_DTYPE_Q4_1_R8 = 57,
     SGL_DTYPE_Q8_0_R8 = 58,
     SGL_DTYPE_Q4_K_R8 = 59,
-    SGL_DTYPE_Q6_K_R8 = 60
+    SGL_DTYPE_Q6_K_R8 = 60,
+    SGL_DTYPE_Q5_K_R8 = 61
 };
 
 /* If the kernels in use stream weights of type t faster in a repacked

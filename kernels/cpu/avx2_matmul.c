@@ -1,25 +1,23 @@
 /* avx2_matmul: the AVX2/FMA/F16C matmul (compiled with -mavx2 -mfma -mf16c;
- * only reached after the runtime CPU check in kern_cpu.c).
+ * only reached after the runtime CPU check in kern_cpu.c; built a second
+ * time with AVX512-VNNI/VL for vpdpwssd on 256-bit vectors).
  *
  * Quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): the activations
  * are quantized once per call to int16 per block of 32 values ("x16", below)
- * and multiplied with exact integer dot products (vpmaddwd; vpdpwssd in the
- * VNNI build), weights widened to int16. int16 rather than int8 activations:
- * 8-bit rounding noise (amax/254 per value) added up over the 30 layers of
- * the default model and flipped near-tied greedy choices against the float
- * reference; int16 cuts it 258x at about the same instruction count (two
- * vpmaddwd per 32 products instead of vpmaddubsw + vpmaddwd). Float weights
+ * and multiplied with exact integer dot products (vpdpwssd, or vpmaddwd +
+ * vpaddd), the weights in the 8-row interleaved "R8" layout (repacked at
+ * load by kern_repack, or a few blocks at a time here for a plain matrix),
+ * widened to int16. int16 rather than int8 activations: 8-bit rounding
+ * noise (amax/254 per value) added up over the 30 layers of the default
+ * model and flipped near-tied greedy choices against the float reference;
+ * int16 cuts it 258x, at half the products per instruction. Float weights
  * (F32, F16, BF16) use FMA on f32 activations.
  *
- * Tiling: a microkernel computes RW weight rows x RB activation rows, so each
- * weight block is decoded once for RB activation rows and each activation
- * block loaded once for RW weight rows.
- *
- * Determinism: every (weight row, activation row) pair owns one accumulator
- * and goes through the same instruction sequence whatever the tile shape
- * (RW, RB), the batch or the thread: blocks in order, the same lane layout,
- * the same final horizontal sum. So Y[b][r] is bit-identical for any nb,
- * batch composition and thread count.
+ * Determinism: every (weight row, activation row) pair owns one f32 lane
+ * and goes through the same instruction sequence whatever the tile, the
+ * batch, the thread or the weight layout: blocks in order, one exact
+ * integer dot product per block, then the same scaling steps. So Y[b][r] is
+ * bit-identical for any nb, batch composition and thread count.
  */
 #include <float.h>
 #include <immintrin.h>
@@ -60,62 +58,53 @@ ALWAYS_INLINE float f16_load(const uint8_t *p) {
 
 /* ==== x16 activations =======================================================
  *
- * Per block of 32 values (the Q4_0/Q4_1/Q8_0 block; a K-quant super-block is
- * 8 of them, aligned with its 32-value sub-blocks): x ~= d * q, q int16,
+ * Per block of 32 values (a quantized block; a K-quant super-block is 8 of
+ * them, aligned with its 32-value sub-blocks): x ~= d * q, q int16,
  * d = amax / 32767, q = round-to-nearest-even(x * 32767 / amax), so
  * |x - d q| <= amax / 65534 (+ f32 rounding of d and x * id).
  *
- * Overflow: a dot_i16 lane sums 4 products w * q with |q| <= 32767:
- *   Q4_0/Q4_1  w = nibble 0..15               4 * 15   * 32767 =   1.97e6
- *   Q8_0       w = int8, |w| <= 128           4 * 128  * 32767 =  16.8e6
- *   Q4_K       w = q(0..15) * sc(0..63)       4 * 945  * 32767 = 123.9e6
- *   Q5_K       w = q(0..31) * sc(0..63)       4 * 1953 * 32767 = 256.0e6
- *   Q6_K       w = (q-32)(-32..31) * sc(int8) 4 * 4096 * 32767 = 536.9e6
- * all below 2^31 = 2147.5e6, and the weights fit int16, so the full int16
- * range is used. Integer sums never span more than one block: each block's
- * lanes go to float and are scaled there (f32 is exact up to 2^24; above it
- * the conversion rounds by at most 2^-24 relative, covered by the f32 term
- * of the accuracy bound in kernels.h).
+ * Overflow: an exact block dot product sums 32 products w * q (Q6_K: 16)
+ * with |q| <= 32767:
+ *   Q4_0/Q4_1/Q4_K  w = 0..15          32 * 15  * 32767 =  15.7e6
+ *   Q5_K            w = 0..31          32 * 31  * 32767 =  32.5e6
+ *   Q8_0            w = int8           32 * 128 * 32767 = 134.2e6
+ *   Q6_K            w = q - 32, -32..31  16 * 32  * 32767 =  16.8e6
+ * all below 2^31 (scales are applied in f32 afterwards). The conversion to
+ * f32 is exact up to 2^24 and rounds by at most 2^-24 relative above, covered
+ * by the f32 term of the accuracy bound in kernels.h.
  *
  * Scratch layout for nb rows of k values (nblk = k / 32 blocks a row):
- *   qs: int16 [nblk][nb][32] for Q4_0/Q4_1/Q8_0 (block-major: a tile's RB
- *             rows of one block are adjacent, at constant offsets), or
- *             [nb][nblk][32] for the K-quants (row-major: the 8 blocks of a
- *             super-block are adjacent); bs / rs are the block and row
- *             strides in int16 elements
+ *   qs: int16 [nblk][nb][32]   block-major: a tile's rows of one block are
+ *                              adjacent; bs = nb * 32 is the block stride
  *   dt: f32   [nblk][nbp]  d; nbp = nb rounded up + 8 so 8-lane loads
  *                          from any row stay inside, padding zeroed
- *   st: f32   [nblk][nbp]  s = d * sum(q) (Q4_0/Q4_1 min terms)
- *   s:  f32   [nb][nblk]   s again, row-major (K-quant min terms: the 8
- *                          sub-blocks of a super-block are adjacent)
+ *   st: f32   [nblk][nbp]  s = d * sum(q) (min terms)
  */
 typedef struct {
     int16_t *qs;
-    float *dt, *st, *s;
-    int64_t nbp, bs, rs;
+    float *dt, *st;
+    int64_t nbp, bs;
 } x16_layout;
 
 static int64_t x16_nbp(int64_t nb) {
     return (nb + 7) / 8 * 8 + 8;
 }
 
-static x16_layout x16_map(void *xq, int64_t k, int64_t nb, int row_major) {
+static x16_layout x16_map(void *xq, int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
     x16_layout l;
     l.qs = xq;
-    l.bs = row_major ? 32 : nb * 32;
-    l.rs = row_major ? nblk * 32 : 32;
+    l.bs = nb * 32;
     l.nbp = x16_nbp(nb);
     l.dt = (float *)(l.qs + nblk * nb * 32);
     l.st = l.dt + nblk * l.nbp;
-    l.s = l.st + nblk * l.nbp;
     return l;
 }
 
 #ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
 static size_t x16_bytes(int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
-    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4 + nb * nblk * 4) + 64;
+    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4) + 64;
 }
 
 /* Max |x| of 32 floats. */
@@ -152,43 +141,32 @@ ALWAYS_INLINE int pack32_i16(const float *x, float id, int16_t *q) {
     return _mm_cvtsi128_si32(s4);
 }
 
-ALWAYS_INLINE void x16_prep(const int row_major, const float *X, int64_t k, int64_t nb, void *xq,
-                            int64_t b0, int64_t b1) {
-    x16_layout l = x16_map(xq, k, nb, row_major);
+/* Quantizes rows [b0, b1) of X (the layout above). Writes block by block
+ * within chunks of 16 rows: a row's blocks are nb * 64 bytes apart, for
+ * nb = 512 a multiple of 4 KiB, so walking them row by row hit one L1 set
+ * and made the quantization ~5% of prefill time; whole blocks over all rows
+ * read X from far in memory when it exceeds L2. */
+static void x16_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
+    x16_layout l = x16_map(xq, k, nb);
     int64_t nblk = k / 32;
-    /* Write in layout order: row by row for row-major; for block-major block
-     * by block within chunks of 16 rows (there a row's blocks are nb * 64
-     * bytes apart, for nb = 512 a multiple of 4 KiB: walking them row by row
-     * hit one L1 set and made the quantization ~5% of prefill time; whole
-     * blocks over all rows read X from far in memory when it exceeds L2). */
-    const int64_t chunk = row_major ? 1 : 16;
+    const int64_t chunk = 16;
     for (int64_t bc = b0; bc < b1; bc += chunk)
         for (int64_t i = 0; i < nblk; i++)
             for (int64_t b = bc; b < b1 && b < bc + chunk; b++) {
-            const float *x = X + b * k + i * 32;
-            float amax = amax32(x);
-            /* a block below 1e-30 (where 32767 / amax could overflow) is
-             * taken as zeros */
-            float d = amax >= 1e-30f ? amax / 32767.0f : 0.0f;
-            float id = amax >= 1e-30f ? 32767.0f / amax : 0.0f;
-            int sum = pack32_i16(x, id, l.qs + i * l.bs + b * l.rs);
-            float s = d * (float)sum; /* |sum| <= 32 * 32767 < 2^24: exact */
-            l.dt[i * l.nbp + b] = d;
-            l.st[i * l.nbp + b] = s;
-            l.s[b * nblk + i] = s;
-        }
+                const float *x = X + b * k + i * 32;
+                float amax = amax32(x);
+                /* a block below 1e-30 (where 32767 / amax could overflow) is
+                 * taken as zeros */
+                float d = amax >= 1e-30f ? amax / 32767.0f : 0.0f;
+                float id = amax >= 1e-30f ? 32767.0f / amax : 0.0f;
+                int sum = pack32_i16(x, id, l.qs + i * l.bs + b * 32);
+                l.dt[i * l.nbp + b] = d;
+                l.st[i * l.nbp + b] = d * (float)sum; /* |sum| <= 32 * 32767 < 2^24: exact */
+            }
     if (b1 == nb)
         for (int64_t i = 0; i < nblk; i++)
             for (int64_t b = nb; b < l.nbp; b++)
                 l.st[i * l.nbp + b] = l.dt[i * l.nbp + b] = 0;
-}
-
-static void x16_prep_bm(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
-    x16_prep(0, X, k, nb, xq, b0, b1);
-}
-
-static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
-    x16_prep(1, X, k, nb, xq, b0, b1);
 }
 #endif
 
@@ -217,7 +195,14 @@ static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t
  * and two FMAs for all 8 rows; the weights are widened once per tile of RB
  * activation rows. */
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8, KIND_Q6_K_R8 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8, KIND_Q5_K_R8, KIND_Q6_K_R8 };
+
+/* Q5_K's 5th bit of a code chunk: bit `bit` of each widened byte of h, moved
+ * to bit 4 */
+ALWAYS_INLINE __m256i r8_bit4(__m256i h, const int bit) {
+    __m256i v = bit < 4 ? _mm256_slli_epi16(h, 4 - bit) : bit > 4 ? _mm256_srli_epi16(h, bit - 4) : h;
+    return _mm256_and_si256(v, _mm256_set1_epi16(0x10));
+}
 
 /* int32 lanes += the products of int16 pairs (vpdpwssd, or vpmaddwd + add) */
 ALWAYS_INLINE __m256i dp_i16(__m256i acc, __m256i w, __m256i x) {
@@ -321,7 +306,8 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
     for (int64_t t = 0; t < n; t++) {
         /* p + qoff: the block's codes */
         const uint8_t *p = kind == KIND_Q4_K_R8 ? G + (size_t)(t / 8) * 1184 + 160 + (t % 8) * 128 - qoff
-                                                : G + (size_t)t * gbb;
+                           : kind == KIND_Q5_K_R8 ? G + (size_t)(t / 8) * 1440 + 160 + (t % 8) * 160 - qoff
+                                                  : G + (size_t)t * gbb;
         const int64_t blk = blk0 + t;
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
         /* NC independent integer chains per activation row (with few rows
@@ -346,6 +332,14 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
             for (int c = 0; c < 8; c++) {
                 __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
                 __m256i wa = _mm256_and_si256(t16, m4), wb = _mm256_srli_epi16(t16, 4);
+                if (kind == KIND_Q5_K_R8) {
+                    /* the 5th bits: chunk c / 4 of 16 bytes after the codes,
+                     * bits 2k, 2k+1 (k = c % 4) for wa, wb */
+                    __m256i hv = _mm256_cvtepu8_epi16(
+                        _mm_loadu_si128((const __m128i *)(p + qoff + 128 + 16 * (c / 4))));
+                    wa = _mm256_or_si256(wa, r8_bit4(hv, 2 * (c % 4)));
+                    wb = _mm256_or_si256(wb, r8_bit4(hv, 2 * (c % 4) + 1));
+                }
 #pragma GCC unroll 8
                 for (int j = 0; j < RB; j++) {
                     const int h0 = (2 * c) % NC, h1 = (2 * c + 1) % NC;
@@ -363,8 +357,8 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
             if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
         }
         __m256 dw, mw;
-        if (kind == KIND_Q4_K_R8) {
-            const uint8_t *sb = G + (size_t)(t / 8) * 1184;
+        if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
+            const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : 1440);
             dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
             mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
         } else {
@@ -419,7 +413,7 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
         const uint8_t *W = Wv;                                                                     \
         const int64_t nblk = k / 32, npb = nblk / SPB; /* 32-blocks, packed blocks a row */        \
         const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(BASE);                      \
-        x16_layout l = x16_map((void *)xq, k, nb, 0);                                              \
+        x16_layout l = x16_map((void *)xq, k, nb);                                              \
         uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));                           \
         _Static_assert((R8_PLAIN_BLOCKS / SPB) * PBB <= sizeof buf, "plain buffer");               \
         __m256 acc[64];                                                                            \
@@ -469,169 +463,10 @@ R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
 R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
 R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
 R8_ROWS(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_ROWS(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
 R8_ROWS(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
 
 
-/* ==== K-quants ==============================================================
- *
- * Q5_K (Q4_K and Q6_K use the R8 kernels above; this code handles Q4_K too,
- * for tests and comparisons): each weight super-block is first unpacked (once
- * per tile) into 16 vectors of 16 int16 weights already multiplied by their
- * integer sub-block scale, so that x = d * w - dmin * mn (per 32-value
- * sub-block). Per activation
- * block (= 32-value sub-block) c: an exact int32 dot_i16, converted and
- * scaled by the block's d_x into a super-block sum t; then
- * acc += t * d + mn' * s, with mn' = -dmin * mn per sub-block in one 8-lane
- * vector against the 8 blocks' s = d_x * sum(q).
- */
-typedef struct {
-    __m256i w[16]; /* elements 16v..16v+15 times their scale */
-    __m256 mn;     /* -dmin * mn of sub-block c in lane c (Q4_K/Q5_K) */
-    float d;
-} kq_unpacked;
-
-ALWAYS_INLINE void unpack_q4_k_q5_k(const int is_q5, const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi16(0x0F), one = _mm256_set1_epi16(1);
-    const uint8_t *scales = p + 4, *qh = p + 16, *qs = p + (is_q5 ? 48 : 16);
-    u->d = f16_load(p);
-    float dmin = f16_load(p + 2);
-    int32_t mn32[8];
-    int16_t sc16[8];
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, mn;
-        kq_scale_min_k4(j, scales, &sc, &mn);
-        sc16[j] = sc;
-        mn32[j] = mn;
-    }
-    u->mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mn32)),
-                          _mm256_set1_ps(-dmin));
-    __m256i h0 = _mm256_setzero_si256(), h1 = h0;
-    if (is_q5) {
-        h0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qh));
-        h1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16)));
-    }
-    /* chunk c: byte l of qs[32c..] is elem 64c+l (low) and 64c+32+l (high) */
-    for (int c = 0; c < 4; c++) {
-        __m256i v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * c)));
-        __m256i v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * c + 16)));
-        __m256i lo0 = _mm256_and_si256(v0, m4), lo1 = _mm256_and_si256(v1, m4);
-        __m256i hi0 = _mm256_srli_epi16(v0, 4), hi1 = _mm256_srli_epi16(v1, 4);
-        if (is_q5) {
-            lo0 = _mm256_or_si256(
-                lo0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h0, 2 * c), one), 4));
-            lo1 = _mm256_or_si256(
-                lo1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h1, 2 * c), one), 4));
-            hi0 = _mm256_or_si256(
-                hi0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h0, 2 * c + 1), one), 4));
-            hi1 = _mm256_or_si256(
-                hi1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h1, 2 * c + 1), one), 4));
-        }
-        __m256i s_lo = _mm256_set1_epi16(sc16[2 * c]), s_hi = _mm256_set1_epi16(sc16[2 * c + 1]);
-        u->w[4 * c + 0] = _mm256_mullo_epi16(lo0, s_lo);
-        u->w[4 * c + 1] = _mm256_mullo_epi16(lo1, s_lo);
-        u->w[4 * c + 2] = _mm256_mullo_epi16(hi0, s_hi);
-        u->w[4 * c + 3] = _mm256_mullo_epi16(hi1, s_hi);
-    }
-}
-
-enum { KIND_Q4_K, KIND_Q5_K }; /* Q4_K and Q6_K now go through the R8 kernels */
-
-ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
-                           int64_t nsb, const x16_layout *l, int64_t b, float *Y, int64_t rows,
-                           int64_t r) {
-    const int bb = kind == KIND_Q4_K ? 144 : 176;
-    const int64_t nblk = nsb * 8;
-    __m256 acc[2][8];
-#pragma GCC unroll 2
-    for (int i = 0; i < RW; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    kq_unpacked u[2];
-    for (int64_t sb = 0; sb < nsb; sb++) {
-#pragma GCC unroll 2
-        for (int i = 0; i < RW; i++) {
-            const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)sb * bb;
-            unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
-        }
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            const int16_t *xp = l->qs + 8 * sb * 32 + (b + j) * l->rs;
-            const float *dp = l->dt + 8 * sb * l->nbp + b + j;
-            __m256 t[2];
-#pragma GCC unroll 2
-            for (int i = 0; i < RW; i++)
-                t[i] = _mm256_setzero_ps();
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(xp + 32 * c));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32 * c + 16));
-                __m256 dx = _mm256_broadcast_ss(dp + c * l->nbp);
-#pragma GCC unroll 2
-                for (int i = 0; i < RW; i++)
-                    t[i] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(dot_i16(u[i].w[2 * c], x0, u[i].w[2 * c + 1], x1)), dx,
-                        t[i]);
-            }
-            __m256 s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
-#pragma GCC unroll 2
-            for (int i = 0; i < RW; i++) {
-                acc[i][j] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(u[i].d), acc[i][j]);
-                acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
-            }
-        }
-    }
-#pragma GCC unroll 2
-    for (int i = 0; i < RW; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++)
-            Y[(b + j) * rows + r + i] = hsum8(acc[i][j]);
-}
-
-#ifndef KQ_TB
-#define KQ_TB 8
-#endif
-#define KQ_T(K, RW, RB) kq_tile(K, RW, RB, W, wrb, nsb, l, b, Y, rows, r)
-// clang-format off
-#define KQ_ROWS(NAME, KIND, BB)                                                                    \
-    static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nsb,                \
-                         const x16_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {      \
-        switch (rw * 16 + rb) {                                                                    \
-        case 40: KQ_T(KIND, 2, 8); break;                                                          \
-        case 39: KQ_T(KIND, 2, 7); break;                                                          \
-        case 38: KQ_T(KIND, 2, 6); break;                                                          \
-        case 37: KQ_T(KIND, 2, 5); break;                                                          \
-        case 36: KQ_T(KIND, 2, 4); break;                                                          \
-        case 35: KQ_T(KIND, 2, 3); break;                                                          \
-        case 34: KQ_T(KIND, 2, 2); break;                                                          \
-        case 33: KQ_T(KIND, 2, 1); break;                                                          \
-        case 24: KQ_T(KIND, 1, 8); break;                                                          \
-        case 23: KQ_T(KIND, 1, 7); break;                                                          \
-        case 22: KQ_T(KIND, 1, 6); break;                                                          \
-        case 21: KQ_T(KIND, 1, 5); break;                                                          \
-        case 20: KQ_T(KIND, 1, 4); break;                                                          \
-        case 19: KQ_T(KIND, 1, 3); break;                                                          \
-        case 18: KQ_T(KIND, 1, 2); break;                                                          \
-        default: KQ_T(KIND, 1, 1); break;                                                          \
-        }                                                                                          \
-    }                                                                                              \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
-                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
-        (void)X;                                                                                   \
-        int64_t nsb = k / 256;                                                                     \
-        size_t wrb = (size_t)nsb * BB;                                                             \
-        x16_layout l = x16_map((void *)xq, k, nb, 1);                                              \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
-            for (int64_t r = r0; r < r1; r += 2)                                                   \
-                for (int64_t b = bc; b < be; b += KQ_TB)                                           \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < KQ_TB ? be - b : KQ_TB), Wv, wrb, \
-                             nsb, &l, b, Y, rows, r);                                              \
-        }                                                                                          \
-    }
-// clang-format on
-
-KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
 
 #ifndef KERN_VNNI
 /* ==== F32 / F16 / BF16 weights ============================================ */
@@ -742,6 +577,7 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q8_0_R8].rows = mm_q8_0_r8;
     ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
     ops->mm[SGL_DTYPE_Q4_K_R8].rows = mm_q4_k_r8;
+    ops->mm[SGL_DTYPE_Q5_K_R8].rows = mm_q5_k_r8;
     ops->mm[SGL_DTYPE_Q6_K_R8].rows = mm_q6_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
@@ -749,17 +585,18 @@ void kvnni_mm_fill(kern_ops *ops) {
 #else
 void kavx2_mm_fill(kern_ops *ops) {
     /* R8 kernels work on groups of 8 rows: thread ranges start at multiples of 8 */
-    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q4_0_R8] = (kern_mm_impl){mm_q4_0_r8, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q4_1_R8] = (kern_mm_impl){mm_q4_1_r8, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q8_0_R8] = (kern_mm_impl){mm_q8_0_r8, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q4_K_R8] = (kern_mm_impl){mm_q4_k_r8, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep_rm, x16_bytes, 2};
-    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_bm, x16_bytes, 8};
-    ops->mm[SGL_DTYPE_Q6_K_R8] = (kern_mm_impl){mm_q6_k_r8, x16_prep_bm, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_0_R8] = (kern_mm_impl){mm_q4_0_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_1_R8] = (kern_mm_impl){mm_q4_1_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q8_0_R8] = (kern_mm_impl){mm_q8_0_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K_R8] = (kern_mm_impl){mm_q4_k_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q5_K_R8] = (kern_mm_impl){mm_q5_k_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q6_K_R8] = (kern_mm_impl){mm_q6_k_r8, x16_prep, x16_bytes, 8};
     ops->mm[SGL_DTYPE_F32] = (kern_mm_impl){mm_f32, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_F16] = (kern_mm_impl){mm_f16, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_BF16] = (kern_mm_impl){mm_bf16, NULL, NULL, 4};

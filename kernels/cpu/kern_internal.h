@@ -113,6 +113,9 @@ static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t
  *         q[8][128] |                                    1184 bytes
  *         sc[j][i] / mn[j][i]: row i's 6-bit scale and min of sub-block j
  *         (unpacked to bytes); q[j]: sub-block j's codes as in Q4_0.
+ *   Q5_K  as Q4_K, each q[j] followed by 32 bytes of 5th bits (2 chunks of
+ *         16; chunk n byte 2i+e, bits 2k / 2k+1: elems 4(4n+k)+e / +2+e of
+ *         the sub-block): 1440 bytes
  *   Q6_K  (per super-block) | d[8] | sc[16][8]:int8 | 8 x (lo[128] hi[64]) |
  *         1680 bytes; per 32-value block: lo = the low 4 bits as Q4_0's
  *         codes, hi = 4 chunks of 16 bytes, chunk m byte 2i+e holding the

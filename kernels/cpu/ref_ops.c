@@ -56,6 +56,7 @@ REF_MM(Q4_1_R8)
 REF_MM(Q8_0_R8)
 REF_MM(Q4_K_R8)
 REF_MM(Q6_K_R8)
+REF_MM(Q5_K_R8)
 REF_MM(Q4_K)
 REF_MM(Q5_K)
 REF_MM(Q6_K)
@@ -122,7 +123,7 @@ void kref_ops_fill(kern_ops *ops) {
     SET(F32)
     SET(F16)
     SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
-    SET(Q4_0_R8) SET(Q4_1_R8) SET(Q8_0_R8) SET(Q4_K_R8) SET(Q6_K_R8)
+    SET(Q4_0_R8) SET(Q4_1_R8) SET(Q8_0_R8) SET(Q4_K_R8) SET(Q5_K_R8) SET(Q6_K_R8)
 #undef SET
         ops->rmsnorm = ref_rmsnorm;
     ops->softmax = ref_softmax;

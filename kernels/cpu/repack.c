@@ -1,5 +1,5 @@
 /* repack: the 8-row interleaved ("R8") weight layouts of Q4_0, Q4_1, Q8_0,
- * Q4_K and Q6_K, in which the fast matmul streams those types (see kern_internal.h
+ * Q4_K, Q5_K and Q6_K, in which the fast matmul streams those types (see kern_internal.h
  * for the byte layout and avx2_matmul.c for the arithmetic). Plain C: the
  * AVX2 matmul calls r8_pack to repack plain weights a few blocks at a time,
  * the reference table calls r8_unpack_row to get a row back in its GGUF
@@ -16,6 +16,7 @@ int r8_base_type(sgl_dtype t) {
     case SGL_DTYPE_Q4_1_R8: return SGL_DTYPE_Q4_1;
     case SGL_DTYPE_Q8_0_R8: return SGL_DTYPE_Q8_0;
     case SGL_DTYPE_Q4_K_R8: return SGL_DTYPE_Q4_K;
+    case SGL_DTYPE_Q5_K_R8: return SGL_DTYPE_Q5_K;
     case SGL_DTYPE_Q6_K_R8: return SGL_DTYPE_Q6_K;
     default: return -1;
     }
@@ -27,13 +28,16 @@ int r8_packed_type(sgl_dtype t) {
     case SGL_DTYPE_Q4_1: return SGL_DTYPE_Q4_1_R8;
     case SGL_DTYPE_Q8_0: return SGL_DTYPE_Q8_0_R8;
     case SGL_DTYPE_Q4_K: return SGL_DTYPE_Q4_K_R8;
+    case SGL_DTYPE_Q5_K: return SGL_DTYPE_Q5_K_R8;
     case SGL_DTYPE_Q6_K: return SGL_DTYPE_Q6_K_R8;
     default: return -1;
     }
 }
 
 size_t r8_group_block_bytes(sgl_dtype base) {
-    return base == SGL_DTYPE_Q4_K ? 1184 : (size_t)sgl_dtype_block_bytes(base) * 8; /* Q6_K: 1680 */
+    return base == SGL_DTYPE_Q4_K   ? 1184
+           : base == SGL_DTYPE_Q5_K ? 1440
+                                    : (size_t)sgl_dtype_block_bytes(base) * 8; /* Q6_K: 1680 */
 }
 
 /* Q6_K element e (0..255) of a plain super-block p as its 6-bit code
@@ -96,10 +100,14 @@ static void unpack_q6_k(const uint8_t *o, int i, uint8_t *p) {
     }
 }
 
-/* Q4_K: one super-block of 8 rows (src[i]: row i's plain block) into o. */
-static void pack_q4_k(const uint8_t *const src[8], uint8_t *o) {
+/* Q4_K / Q5_K: one super-block of 8 rows (src[i]: row i's plain block)
+ * into o (kern_internal.h; Q5_K's sub-block j is its 128 code bytes then 32
+ * bytes of 5th bits: chunk n (16 bytes) byte 2i+e, bits 2k and 2k+1 = the
+ * 5th bits of elems 4(4n+k)+e and 4(4n+k)+2+e). */
+static void pack_q4_k(int q5, const uint8_t *const src[8], uint8_t *o) {
+    const int stride = q5 ? 160 : 128;
     for (int i = 0; i < 8; i++) {
-        const uint8_t *p = src[i], *qs = p + 16;
+        const uint8_t *p = src[i], *qs = p + (q5 ? 48 : 16), *qh = p + 16;
         memcpy(o + 2 * i, p, 2);          /* d */
         memcpy(o + 16 + 2 * i, p + 2, 2); /* dmin */
         for (int j = 0; j < 8; j++) {
@@ -109,24 +117,36 @@ static void pack_q4_k(const uint8_t *const src[8], uint8_t *o) {
             o[96 + 8 * j + i] = mn;
             /* sub-block j: elems 32j..32j+31 = chunk j/2 of qs, low nibbles
              * for even j, high for odd */
-            uint8_t el[32];
+            uint8_t el[32], hb[32];
             for (int e = 0; e < 32; e++) {
                 uint8_t v = qs[32 * (j / 2) + e];
                 el[e] = j % 2 ? v >> 4 : v & 15;
+                hb[e] = q5 ? (qh[e] >> j) & 1 : 0;
             }
-            uint8_t *q = o + 160 + 128 * j;
+            uint8_t *q = o + 160 + stride * j;
             for (int c = 0; c < 8; c++)
                 for (int e = 0; e < 2; e++)
                     q[16 * c + 2 * i + e] = (uint8_t)(el[4 * c + e] | el[4 * c + 2 + e] << 4);
+            if (q5)
+                for (int n = 0; n < 2; n++)
+                    for (int e = 0; e < 2; e++) {
+                        uint8_t v = 0;
+                        for (int k = 0; k < 4; k++)
+                            v |= (uint8_t)(hb[4 * (4 * n + k) + e] << (2 * k) |
+                                           hb[4 * (4 * n + k) + 2 + e] << (2 * k + 1));
+                        q[128 + 16 * n + 2 * i + e] = v;
+                    }
         }
     }
 }
 
 /* The inverse of pack_q4_k for row i. */
-static void unpack_q4_k(const uint8_t *o, int i, uint8_t *p) {
+static void unpack_q4_k(int q5, const uint8_t *o, int i, uint8_t *p) {
+    const int stride = q5 ? 160 : 128;
     memcpy(p, o + 2 * i, 2);
     memcpy(p + 2, o + 16 + 2 * i, 2);
-    uint8_t sc[8], mn[8], *s = p + 4, *qs = p + 16;
+    uint8_t sc[8], mn[8], *s = p + 4, *qs = p + (q5 ? 48 : 16), *qh = p + 16;
+    if (q5) memset(qh, 0, 32);
     for (int j = 0; j < 8; j++) {
         sc[j] = o[32 + 8 * j + i];
         mn[j] = o[96 + 8 * j + i];
@@ -138,13 +158,19 @@ static void unpack_q4_k(const uint8_t *o, int i, uint8_t *p) {
     }
     memset(qs, 0, 128);
     for (int j = 0; j < 8; j++) {
-        const uint8_t *q = o + 160 + 128 * j;
+        const uint8_t *q = o + 160 + stride * j;
         for (int c = 0; c < 8; c++)
             for (int e = 0; e < 2; e++) {
                 uint8_t v = q[16 * c + 2 * i + e];
                 int e0 = 4 * c + e, e1 = 4 * c + 2 + e;
                 qs[32 * (j / 2) + e0] |= (uint8_t)(j % 2 ? (v & 15) << 4 : v & 15);
                 qs[32 * (j / 2) + e1] |= (uint8_t)(j % 2 ? (v >> 4) << 4 : v >> 4);
+                if (q5) {
+                    uint8_t h = q[128 + 16 * (c / 4) + 2 * i + e];
+                    int k = c % 4;
+                    qh[e0] |= (uint8_t)(((h >> (2 * k)) & 1) << j);
+                    qh[e1] |= (uint8_t)(((h >> (2 * k + 1)) & 1) << j);
+                }
             }
     }
 }
@@ -159,17 +185,17 @@ void r8_pack(sgl_dtype base, const uint8_t *W, size_t wrb, int64_t rows, int64_t
     const int bb = sgl_dtype_block_bytes(base);
     const size_t gbb = r8_group_block_bytes(base);
     const int qoff = base == SGL_DTYPE_Q4_1 ? 32 : 16; /* start of the codes */
-    static const uint8_t zero_block[210];
+    static const uint8_t zero_block[210]; /* the largest plain block */
     for (int64_t blk = 0; blk < nblk; blk++) {
         uint8_t *o = dst + (size_t)blk * gbb;
-        if (base == SGL_DTYPE_Q4_K || base == SGL_DTYPE_Q6_K) {
+        if (base == SGL_DTYPE_Q4_K || base == SGL_DTYPE_Q5_K || base == SGL_DTYPE_Q6_K) {
             const uint8_t *src[8];
             for (int i = 0; i < 8; i++) {
                 int64_t r = g * 8 + i;
                 src[i] = r < rows ? W + (size_t)r * wrb + (size_t)(blk0 + blk) * bb : zero_block;
             }
-            if (base == SGL_DTYPE_Q4_K) pack_q4_k(src, o);
-            else pack_q6_k(src, o);
+            if (base == SGL_DTYPE_Q6_K) pack_q6_k(src, o);
+            else pack_q4_k(base == SGL_DTYPE_Q5_K, src, o);
             continue;
         }
         for (int i = 0; i < 8; i++) {
@@ -203,9 +229,9 @@ void r8_unpack_row(sgl_dtype base, const uint8_t *P, int64_t r, int64_t k, uint8
     for (int64_t blk = 0; blk < nblk; blk++) {
         const uint8_t *o = G + (size_t)blk * gbb;
         uint8_t *p = row + (size_t)blk * bb;
-        if (base == SGL_DTYPE_Q4_K || base == SGL_DTYPE_Q6_K) {
-            if (base == SGL_DTYPE_Q4_K) unpack_q4_k(o, (int)i, p);
-            else unpack_q6_k(o, (int)i, p);
+        if (base == SGL_DTYPE_Q4_K || base == SGL_DTYPE_Q5_K || base == SGL_DTYPE_Q6_K) {
+            if (base == SGL_DTYPE_Q6_K) unpack_q6_k(o, (int)i, p);
+            else unpack_q4_k(base == SGL_DTYPE_Q5_K, o, (int)i, p);
             continue;
         }
         memcpy(p, o + 2 * i, 2);

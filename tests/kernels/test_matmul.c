@@ -266,8 +266,8 @@ static void test_multi(void) {
 static void test_repacked(void) {
     kern_force_reference(false);
     kern_pool *pools[3] = {kern_pool_new(1), kern_pool_new(2), kern_pool_new(3)};
-    const sgl_dtype base[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0, SGL_DTYPE_Q4_K,
-                              SGL_DTYPE_Q6_K};
+    const sgl_dtype base[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0,
+                              SGL_DTYPE_Q4_K, SGL_DTYPE_Q5_K, SGL_DTYPE_Q6_K};
     const int64_t rows_set[] = {1, 8, 13, 37, 64};
     int packed_any = 0;
     for (size_t ti = 0; ti < sizeof base / sizeof base[0]; ti++)
@@ -288,7 +288,9 @@ static void test_repacked(void) {
             packed_any = 1;
             /* the size of the rows rounded up to 8, Q4_K's unpacked scales aside */
             size_t plain = (size_t)((rows + 7) / 8 * 8) * sgl_dtype_row_bytes(t, (uint64_t)k);
-            CHECK_MSG(t == SGL_DTYPE_Q4_K ? bytes == plain / 1152 * 1184 : bytes == plain,
+            CHECK_MSG(t == SGL_DTYPE_Q4_K   ? bytes == plain / 1152 * 1184
+                      : t == SGL_DTYPE_Q5_K ? bytes == plain / 1408 * 1440
+                                            : bytes == plain,
                       "%s rows %lld: packed size %zu", sgl_dtype_name(t), (long long)rows, bytes);
             for (int64_t nb = 1; nb <= 37; nb += 9) {
                 float *x = malloc(sizeof(float) * (size_t)(nb * k));
