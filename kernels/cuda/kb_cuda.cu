@@ -85,8 +85,9 @@ constexpr int MM_TILE_BIG_FROM = 64;
 constexpr int ATT_MAX_HD = ATT_THREADS * 8;
 /* The new tokens from which a sequence takes the extend kernel. */
 constexpr int EXT_MIN_NEW = 16;
-/* Decode graphs: largest batch (rows) captured, captures per shape before
- * the shape runs eagerly for good. */
+/* Decode graphs: largest batch (rows) captured; captures of one shape in a
+ * row (no replay between: its launches change every step) after which the
+ * shape runs launch by launch for good. */
 constexpr int GRAPH_MAX_ROWS = 256;
 constexpr int GRAPH_MAX_CAPTURES = 16;
 /* Rows from which kb_cuda_set_fast / SGL_CUDA_FAST take cuBLAS (not yet
@@ -520,8 +521,8 @@ int op_begin(kb_backend *be, const kb_batch *b, sgl_error *err) {
 
 /* Runs the recorded launches of a decode forward: replays the graph of its
  * shape when the signatures match, else captures a new one (at most
- * GRAPH_MAX_CAPTURES times per shape) and launches it; runs them one by one
- * where a graph cannot be made or launched. */
+ * GRAPH_MAX_CAPTURES times in a row per shape) and launches it; runs them
+ * one by one where a graph cannot be made or launched. */
 void run_recorded(kb_cuda *c) {
     uint64_t key = ((uint64_t)(uint32_t)c->rec_B << 32) | (uint32_t)c->n_chunks;
     graph_ent &g = c->graph_map[key];
@@ -529,6 +530,7 @@ void run_recorded(kb_cuda *c) {
     if (g.exec && !g.broken && g.sig == c->rec_sig) {
         if (cudaGraphLaunch(g.exec, c->stream) == cudaSuccess) {
             c->n_graph_replays++;
+            g.captures = 0; /* the limit counts captures in a row */
             return;
         }
         cudaGetLastError();
