@@ -11,6 +11,8 @@
  *     --ctx-token context), with the memory-bandwidth bound of the card
  *     (weights + KV read per step / peak HBM bandwidth) and the ratio;
  *   - the decode figures again with CUDA graphs off, and the graphs' gain;
+ *   - the prefill figures again with the extend kernel off (every query
+ *     through the decode kernels: the same results), and its gain;
  *   - the cost of determinism (deterministic vs fastest, per figure);
  *   - how many decode forwards captured, replayed or ran without a graph
  *     (any of the last is reported: graphs should always be made);
@@ -55,13 +57,11 @@ typedef struct figures {
 static const int prefill_lens[2] = {512, 4096};
 static const int batches[4] = {1, 8, 64, 256};
 
-/* Prefill (unless decode_only) and decode figures of the current
- * configuration. */
-static int run_figures(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, float *logits,
-                       int ctx, int steps, bool quick, double weight_bytes, double hbm,
-                       bool decode_only, figures *f) {
-    const model_config *c = model_get_config(m);
-    for (int pi = 0; pi < 2 && !decode_only; pi++) {
+/* Prefill figures of the current configuration: one 512- and one
+ * 4096-token prompt, the best of the runs after the first. */
+static int run_prefill(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, float *logits,
+                       bool quick, figures *f) {
+    for (int pi = 0; pi < 2; pi++) {
         int n = prefill_lens[pi];
         double best = 1e30;
         for (int rep = 0; rep < (quick ? 2 : 3); rep++) {
@@ -75,6 +75,16 @@ static int run_figures(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks,
         f->prefill[pi] = n / best;
         printf("  prefill %4d tokens: %8.1f ms = %9.0f tokens/s\n", n, 1e3 * best, n / best);
     }
+    return 0;
+}
+
+/* Prefill (unless decode_only) and decode figures of the current
+ * configuration. */
+static int run_figures(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, float *logits,
+                       int ctx, int steps, bool quick, double weight_bytes, double hbm,
+                       bool decode_only, figures *f) {
+    const model_config *c = model_get_config(m);
+    if (!decode_only && run_prefill(m, kv, slots, toks, logits, quick, f)) return -1;
     static model_seq seqs[256];
     for (int bi = 0; bi < 4; bi++) {
         int B = batches[bi];
@@ -255,6 +265,14 @@ int main(int argc, char **argv) {
     printf("gain of decode graphs (graphs on / off throughput - 1):\n");
     for (int i = 0; i < 4; i++)
         printf("  graphs decode %4d: %+.1f%%\n", batches[i], 100.0 * (det.decode[i] / nograph.decode[i] - 1));
+    figures noext;
+    kb_cuda_set_extend(be, 0);
+    printf("deterministic, extend kernel off (prefill through the decode kernels):\n");
+    if (run_prefill(m, kv, slots, toks, logits, quick, &noext)) return 1;
+    kb_cuda_set_extend(be, 1);
+    printf("gain of the extend kernel (on / off prefill throughput - 1):\n");
+    for (int i = 0; i < 2; i++)
+        printf("  extend prefill %4d: %+.1f%%\n", prefill_lens[i], 100.0 * (det.prefill[i] / noext.prefill[i] - 1));
     kb_cuda_set_gemm_rows(be, gemm_rows);
     printf("fastest (cuBLAS default GEMM from %d rows, may split K; not batch-invariant):\n", gemm_rows);
     if (run_figures(m, kv, slots, toks, logits, ctx, steps, quick, (double)wbytes, hbm, false, &fast))

@@ -179,6 +179,7 @@ struct kb_cuda {
     int n_arows = 0;       /* rows on the decode path when extend tiles are used */
     int n_tiles = 0;       /* extend tiles */
     int ext_ok = -1;       /* k_att_extend's shared memory granted (-1: not asked yet) */
+    bool extend = true;    /* kb_cuda_set_extend: the extend kernel for long extends */
     dbuf tok, pos, wslot, row_seq, seq_slot0, slots, logit_rows, part, x16, flag, nrow, arows,
         tiles, ident;
     int64_t ident_n = 0;   /* ident holds 0 .. ident_n - 1 */
@@ -756,7 +757,7 @@ void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape
     }
     /* the extend kernel for the tiles, the chunk kernels for the other rows;
      * every row through the chunk kernels where the extend kernel cannot run */
-    bool ext = !c->rec && c->n_tiles > 0 && extend_usable(c, hd);
+    bool ext = !c->rec && c->extend && c->n_tiles > 0 && extend_usable(c, hd);
     rows_t r = ext ? rows_t{c->n_arows, nullptr} : rows_of(c, n);
     const int32_t *rows = ext ? (const int32_t *)c->arows.p : (const int32_t *)c->ident.p;
     int nch = ext ? c->n_chunks_dec : c->n_chunks;
@@ -964,6 +965,12 @@ extern "C" int kb_cuda_set_fast(kb_backend *be, int on) {
 extern "C" int kb_cuda_set_graphs(kb_backend *be, int on) {
     if (!is_cuda(be)) return -1;
     cu(be)->graphs = on != 0;
+    return 0;
+}
+
+extern "C" int kb_cuda_set_extend(kb_backend *be, int on) {
+    if (!is_cuda(be)) return -1;
+    cu(be)->extend = on != 0;
     return 0;
 }
 

@@ -49,6 +49,10 @@ int kb_cuda_set_fast(struct kb_backend *be, int on);
 /* CUDA graphs for decode forwards (on by default; SGL_CUDA_GRAPHS=0 turns
  * them off at start). Returns 0, or -1 when be is not the CUDA backend. */
 int kb_cuda_set_graphs(struct kb_backend *be, int on);
+/* The extend kernel for sequences of 16 new tokens or more (on by
+ * default); off, every row takes the decode kernels (the same results, for
+ * benchmarks). Returns 0, or -1 when be is not the CUDA backend. */
+int kb_cuda_set_extend(struct kb_backend *be, int on);
 /* Decode forwards so far that captured a graph, replayed one, or ran their
  * recorded launches one by one (no graph could be made). Returns 0, or -1
  * when be is not the CUDA backend. */
