@@ -279,7 +279,7 @@ static void test_repacked(void) {
             size_t bytes;
             float *wf;
             uint8_t *w = make_weights(t, rows, k, &wf);
-            void *P = kern_repack(t, w, rows, k, &pt, &bytes);
+            void *P = kern_repack(pools[ri % 3], t, w, rows, k, &pt, &bytes);
             if (!P) {
                 CHECK(pt == t && bytes == 0);
                 free(w), free(wf);
