@@ -390,81 +390,106 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
 /* Blocks repacked at a time for a plain-layout matrix (at most 4.3 KiB). */
 #define R8_PLAIN_BLOCKS 16
 
+/* A tile function: r8_tile for one kind, rb activation rows (<= R8_TB);
+ * lay: the activation layout its prep made. */
+typedef void (*r8_tile_fn)(int rb, const uint8_t *G, int64_t blk0, int64_t n, const void *lay,
+                           int64_t b, __m256 *acc);
+
+/* One weight type's shape in the R8 layout: spb 32-value blocks per packed
+ * block (8 for the K-quants' super-blocks), pbb bytes of a group's packed
+ * block. */
+typedef struct {
+    sgl_dtype base;
+    int spb;
+    size_t pbb;
+} r8_shape;
+
+/* Rows [r0, r1) (r0 a multiple of 8) of Y for all nb activation rows:
+ * packed, W in the R8 layout; else W in the file layout, repacked
+ * R8_PLAIN_BLOCKS blocks at a time into a stack buffer. */
+static void r8_drive(r8_tile_fn tile, const void *lay, const r8_shape *sh, bool packed,
+                     const void *Wv, int64_t rows, int64_t k, int64_t nb, float *Y, int64_t r0,
+                     int64_t r1) {
+    const uint8_t *W = Wv;
+    const int64_t nblk = k / 32, npb = nblk / sh->spb; /* 32-blocks, packed blocks a row */
+    const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(sh->base);
+    uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));
+    __m256 acc[64];
+    for (int64_t bc = 0; bc < nb; bc += 64) {
+        int64_t be = bc + 64 < nb ? bc + 64 : nb;
+        for (int64_t g = r0 / 8; g * 8 < r1; g++) {
+            for (int64_t j = 0; j < be - bc; j++) acc[j] = _mm256_setzero_ps();
+            const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;
+            for (int64_t k0 = 0; k0 < nblk; k0 += step) {
+                int64_t n = nblk - k0 < step ? nblk - k0 : step;
+                const uint8_t *G = W + (size_t)g * (size_t)npb * sh->pbb;
+                if (!packed) {
+                    r8_pack(sh->base, W, wrb, rows, g, k0 / sh->spb, n / sh->spb, buf);
+                    G = buf;
+                }
+                for (int64_t b = bc; b < be; b += R8_TB)
+                    tile((int)(be - b < R8_TB ? be - b : R8_TB), G, k0, n, lay, b, acc + (b - bc));
+            }
+            int64_t nr = rows - g * 8 < 8 ? rows - g * 8 : 8;
+            for (int64_t b = bc; b < be; b++) {
+                float *y = Y + b * rows + g * 8;
+                if (nr == 8) {
+                    _mm256_storeu_ps(y, acc[b - bc]);
+                } else {
+                    float t[8];
+                    _mm256_storeu_ps(t, acc[b - bc]);
+                    memcpy(y, t, (size_t)nr * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
 // clang-format off
-/* SPB: 32-value blocks per packed block (8 for Q4_K's super-blocks); PBB:
- * bytes of a group's packed block */
-#define R8_ROWS(NAME, KIND, BASE, SPB, PBB)                                                        \
-    static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n,                     \
-                            const x16_layout *l, int64_t b, __m256 *acc) {                         \
+/* The tile switch (constant RB for r8_tile) and the two row functions of a
+ * kind: NAME for the file layout, NAME##_r8 for the R8 layout. TILE is the
+ * tile template (r8_tile or r8_tile_i8), LAYOUT / MAP its activations. */
+#define R8_ROWS(NAME, TILE, LAYOUT, MAP, KIND, BASE, SPB, PBB)                                     \
+    static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n, const void *lay,    \
+                            int64_t b, __m256 *acc) {                                              \
+        const LAYOUT *l = lay;                                                                     \
         switch (rb) {                                                                              \
-        case 8: r8_tile(KIND, 8 <= R8_TB ? 8 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 7: r8_tile(KIND, 7 <= R8_TB ? 7 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 6: r8_tile(KIND, 6 <= R8_TB ? 6 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 5: r8_tile(KIND, 5 <= R8_TB ? 5 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 4: r8_tile(KIND, 4, G, blk0, n, l, b, acc); break;                                    \
-        case 3: r8_tile(KIND, 3, G, blk0, n, l, b, acc); break;                                    \
-        case 2: r8_tile(KIND, 2, G, blk0, n, l, b, acc); break;                                    \
-        default: r8_tile(KIND, 1, G, blk0, n, l, b, acc); break;                                   \
-        }                                                                                          \
-    }                                                                                              \
-    /* packed: W in the R8 layout; plain: W in the GGUF layout */                                  \
-    static void NAME##_run(bool packed, const void *Wv, int64_t rows, int64_t k, const void *xq,   \
-                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                         \
-        const uint8_t *W = Wv;                                                                     \
-        const int64_t nblk = k / 32, npb = nblk / SPB; /* 32-blocks, packed blocks a row */        \
-        const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(BASE);                      \
-        x16_layout l = x16_map((void *)xq, k, nb);                                              \
-        uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));                           \
-        _Static_assert((R8_PLAIN_BLOCKS / SPB) * PBB <= sizeof buf, "plain buffer");               \
-        __m256 acc[64];                                                                            \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
-            for (int64_t g = r0 / 8; g * 8 < r1; g++) {                                            \
-                for (int64_t j = 0; j < be - bc; j++) acc[j] = _mm256_setzero_ps();                \
-                const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;                              \
-                for (int64_t k0 = 0; k0 < nblk; k0 += step) {                                      \
-                    int64_t n = nblk - k0 < step ? nblk - k0 : step;                               \
-                    const uint8_t *G = W + (size_t)g * (size_t)npb * PBB;                          \
-                    if (!packed) {                                                                 \
-                        r8_pack(BASE, W, wrb, rows, g, k0 / SPB, n / SPB, buf);                    \
-                        G = buf;                                                                   \
-                    }                                                                              \
-                    for (int64_t b = bc; b < be; b += R8_TB)                                       \
-                        NAME##_tile((int)(be - b < R8_TB ? be - b : R8_TB), G, k0, n, &l, b,       \
-                                    acc + (b - bc));                                               \
-                }                                                                                  \
-                int64_t nr = rows - g * 8 < 8 ? rows - g * 8 : 8;                                  \
-                for (int64_t b = bc; b < be; b++) {                                                \
-                    float *y = Y + b * rows + g * 8;                                               \
-                    if (nr == 8) {                                                                 \
-                        _mm256_storeu_ps(y, acc[b - bc]);                                          \
-                    } else {                                                                       \
-                        float t[8];                                                                \
-                        _mm256_storeu_ps(t, acc[b - bc]);                                          \
-                        memcpy(y, t, (size_t)nr * sizeof(float));                                  \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
+        case 8: TILE(KIND, 8 <= R8_TB ? 8 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 7: TILE(KIND, 7 <= R8_TB ? 7 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 6: TILE(KIND, 6 <= R8_TB ? 6 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 5: TILE(KIND, 5 <= R8_TB ? 5 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 4: TILE(KIND, 4, G, blk0, n, l, b, acc); break;                                       \
+        case 3: TILE(KIND, 3, G, blk0, n, l, b, acc); break;                                       \
+        case 2: TILE(KIND, 2, G, blk0, n, l, b, acc); break;                                       \
+        default: TILE(KIND, 1, G, blk0, n, l, b, acc); break;                                      \
         }                                                                                          \
     }                                                                                              \
     static void NAME(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,       \
                      int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
         (void)X;                                                                                   \
-        NAME##_run(false, W, rows, k, xq, nb, Y, r0, r1);                                          \
+        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        LAYOUT l = MAP((void *)xq, k, nb);                                                         \
+        r8_drive(NAME##_tile, &l, &sh, false, W, rows, k, nb, Y, r0, r1);                          \
     }                                                                                              \
     static void NAME##_r8(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,  \
                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                          \
         (void)X;                                                                                   \
-        NAME##_run(true, W, rows, k, xq, nb, Y, r0, r1);                                           \
+        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        LAYOUT l = MAP((void *)xq, k, nb);                                                         \
+        r8_drive(NAME##_tile, &l, &sh, true, W, rows, k, nb, Y, r0, r1);                           \
     }
+#define R8_X16(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile, x16_layout, x16_map, KIND, BASE, SPB, PBB)
 // clang-format on
 
-R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
-R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
-R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
-R8_ROWS(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
-R8_ROWS(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
-R8_ROWS(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+_Static_assert(R8_PLAIN_BLOCKS % 8 == 0 && R8_PLAIN_BLOCKS / 8 * 1680 <= R8_PLAIN_BLOCKS * 272,
+               "the plain-layout buffer holds R8_PLAIN_BLOCKS blocks of every type");
+
+R8_X16(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_X16(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_X16(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_X16(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_X16(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
+R8_X16(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
 
 
 
