@@ -94,9 +94,10 @@ enum {
  * layout (and SGL_NO_REPACK is not set), returns a new 64-byte aligned
  * buffer (the caller frees it with free()) holding W (rows x k) repacked,
  * with *packed its type and *bytes its size; else NULL with *packed = t and
- * *bytes = 0 (use W as it is; NULL also when memory runs out). */
-void *kern_repack(sgl_dtype t, const void *W, int64_t rows, int64_t k, sgl_dtype *packed,
-                  size_t *bytes);
+ * *bytes = 0 (use W as it is; NULL also when memory runs out). The work is
+ * split over pool (NULL: this thread). */
+void *kern_repack(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
+                  sgl_dtype *packed, size_t *bytes);
 
 /* 1 if t can be used as a weight type in kern_matmul / kern_dequant_row. */
 int kern_type_supported(sgl_dtype t);

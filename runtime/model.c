@@ -406,8 +406,10 @@ static int up_mat(sgl_model *m, const model_mat *h, bool lookup, kb_mat *out, sg
                              m->be->ops->name, sgl_dtype_name(h->type));
     if (m->be->ops->mat_upload(m->be, &hm, out, err)) return -1;
     uint64_t bytes = sgl_dtype_row_bytes(h->type, (uint64_t)h->cols) * (uint64_t)h->rows;
-    /* on the CPU only a repacked copy takes memory beyond the mapped file */
+    /* on the CPU only a repacked copy takes memory beyond the mapped file,
+     * whose pages it replaces */
     if (!m->be_is_cpu || out->data != h->data) m->weight_bytes += bytes;
+    if (m->be_is_cpu && out->data != h->data) gguf_release_range(m->gguf, h->data, bytes);
     return 0;
 }
 

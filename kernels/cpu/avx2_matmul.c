@@ -101,12 +101,6 @@ static x16_layout x16_map(void *xq, int64_t k, int64_t nb) {
     return l;
 }
 
-#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
-static size_t x16_bytes(int64_t k, int64_t nb) {
-    int64_t nblk = k / 32;
-    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4) + 64;
-}
-
 /* Max |x| of 32 floats. */
 ALWAYS_INLINE float amax32(const float *x) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -118,6 +112,12 @@ ALWAYS_INLINE float amax32(const float *x) {
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     return _mm_cvtss_f32(m4);
+}
+
+#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
+static size_t x16_bytes(int64_t k, int64_t nb) {
+    int64_t nblk = k / 32;
+    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4) + 64;
 }
 
 /* q[0..32) = round-to-nearest-even(x * id) as int16, in element order;
@@ -390,81 +390,311 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
 /* Blocks repacked at a time for a plain-layout matrix (at most 4.3 KiB). */
 #define R8_PLAIN_BLOCKS 16
 
+/* A tile function: r8_tile for one kind, rb activation rows (<= R8_TB);
+ * lay: the activation layout its prep made. */
+typedef void (*r8_tile_fn)(int rb, const uint8_t *G, int64_t blk0, int64_t n, const void *lay,
+                           int64_t b, __m256 *acc);
+
+/* One weight type's shape in the R8 layout: spb 32-value blocks per packed
+ * block (8 for the K-quants' super-blocks), pbb bytes of a group's packed
+ * block. */
+typedef struct {
+    sgl_dtype base;
+    int spb;
+    size_t pbb;
+} r8_shape;
+
+/* Rows [r0, r1) (r0 a multiple of 8) of Y for all nb activation rows:
+ * packed, W in the R8 layout; else W in the file layout, repacked
+ * R8_PLAIN_BLOCKS blocks at a time into a stack buffer. */
+static void r8_drive(r8_tile_fn tile, const void *lay, const r8_shape *sh, bool packed,
+                     const void *Wv, int64_t rows, int64_t k, int64_t nb, float *Y, int64_t r0,
+                     int64_t r1) {
+    const uint8_t *W = Wv;
+    const int64_t nblk = k / 32, npb = nblk / sh->spb; /* 32-blocks, packed blocks a row */
+    const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(sh->base);
+    uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));
+    __m256 acc[64];
+    for (int64_t bc = 0; bc < nb; bc += 64) {
+        int64_t be = bc + 64 < nb ? bc + 64 : nb;
+        for (int64_t g = r0 / 8; g * 8 < r1; g++) {
+            for (int64_t j = 0; j < be - bc; j++) acc[j] = _mm256_setzero_ps();
+            const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;
+            for (int64_t k0 = 0; k0 < nblk; k0 += step) {
+                int64_t n = nblk - k0 < step ? nblk - k0 : step;
+                const uint8_t *G = W + (size_t)g * (size_t)npb * sh->pbb;
+                if (!packed) {
+                    r8_pack(sh->base, W, wrb, rows, g, k0 / sh->spb, n / sh->spb, buf);
+                    G = buf;
+                }
+                for (int64_t b = bc; b < be; b += R8_TB)
+                    tile((int)(be - b < R8_TB ? be - b : R8_TB), G, k0, n, lay, b, acc + (b - bc));
+            }
+            int64_t nr = rows - g * 8 < 8 ? rows - g * 8 : 8;
+            for (int64_t b = bc; b < be; b++) {
+                float *y = Y + b * rows + g * 8;
+                if (nr == 8) {
+                    _mm256_storeu_ps(y, acc[b - bc]);
+                } else {
+                    float t[8];
+                    _mm256_storeu_ps(t, acc[b - bc]);
+                    memcpy(y, t, (size_t)nr * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
 // clang-format off
-/* SPB: 32-value blocks per packed block (8 for Q4_K's super-blocks); PBB:
- * bytes of a group's packed block */
-#define R8_ROWS(NAME, KIND, BASE, SPB, PBB)                                                        \
-    static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n,                     \
-                            const x16_layout *l, int64_t b, __m256 *acc) {                         \
+/* The tile switch (constant RB for r8_tile) and the two row functions of a
+ * kind: NAME for the file layout, NAME##_r8 for the R8 layout. TILE is the
+ * tile template (r8_tile or r8_tile_i8), LAYOUT / MAP its activations. */
+#define R8_ROWS(NAME, TILE, LAYOUT, MAP, KIND, BASE, SPB, PBB)                                     \
+    static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n, const void *lay,    \
+                            int64_t b, __m256 *acc) {                                              \
+        const LAYOUT *l = lay;                                                                     \
         switch (rb) {                                                                              \
-        case 8: r8_tile(KIND, 8 <= R8_TB ? 8 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 7: r8_tile(KIND, 7 <= R8_TB ? 7 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 6: r8_tile(KIND, 6 <= R8_TB ? 6 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 5: r8_tile(KIND, 5 <= R8_TB ? 5 : 1, G, blk0, n, l, b, acc); break;                   \
-        case 4: r8_tile(KIND, 4, G, blk0, n, l, b, acc); break;                                    \
-        case 3: r8_tile(KIND, 3, G, blk0, n, l, b, acc); break;                                    \
-        case 2: r8_tile(KIND, 2, G, blk0, n, l, b, acc); break;                                    \
-        default: r8_tile(KIND, 1, G, blk0, n, l, b, acc); break;                                   \
-        }                                                                                          \
-    }                                                                                              \
-    /* packed: W in the R8 layout; plain: W in the GGUF layout */                                  \
-    static void NAME##_run(bool packed, const void *Wv, int64_t rows, int64_t k, const void *xq,   \
-                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                         \
-        const uint8_t *W = Wv;                                                                     \
-        const int64_t nblk = k / 32, npb = nblk / SPB; /* 32-blocks, packed blocks a row */        \
-        const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(BASE);                      \
-        x16_layout l = x16_map((void *)xq, k, nb);                                              \
-        uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));                           \
-        _Static_assert((R8_PLAIN_BLOCKS / SPB) * PBB <= sizeof buf, "plain buffer");               \
-        __m256 acc[64];                                                                            \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
-            for (int64_t g = r0 / 8; g * 8 < r1; g++) {                                            \
-                for (int64_t j = 0; j < be - bc; j++) acc[j] = _mm256_setzero_ps();                \
-                const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;                              \
-                for (int64_t k0 = 0; k0 < nblk; k0 += step) {                                      \
-                    int64_t n = nblk - k0 < step ? nblk - k0 : step;                               \
-                    const uint8_t *G = W + (size_t)g * (size_t)npb * PBB;                          \
-                    if (!packed) {                                                                 \
-                        r8_pack(BASE, W, wrb, rows, g, k0 / SPB, n / SPB, buf);                    \
-                        G = buf;                                                                   \
-                    }                                                                              \
-                    for (int64_t b = bc; b < be; b += R8_TB)                                       \
-                        NAME##_tile((int)(be - b < R8_TB ? be - b : R8_TB), G, k0, n, &l, b,       \
-                                    acc + (b - bc));                                               \
-                }                                                                                  \
-                int64_t nr = rows - g * 8 < 8 ? rows - g * 8 : 8;                                  \
-                for (int64_t b = bc; b < be; b++) {                                                \
-                    float *y = Y + b * rows + g * 8;                                               \
-                    if (nr == 8) {                                                                 \
-                        _mm256_storeu_ps(y, acc[b - bc]);                                          \
-                    } else {                                                                       \
-                        float t[8];                                                                \
-                        _mm256_storeu_ps(t, acc[b - bc]);                                          \
-                        memcpy(y, t, (size_t)nr * sizeof(float));                                  \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
+        case 8: TILE(KIND, 8 <= R8_TB ? 8 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 7: TILE(KIND, 7 <= R8_TB ? 7 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 6: TILE(KIND, 6 <= R8_TB ? 6 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 5: TILE(KIND, 5 <= R8_TB ? 5 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 4: TILE(KIND, 4, G, blk0, n, l, b, acc); break;                                       \
+        case 3: TILE(KIND, 3, G, blk0, n, l, b, acc); break;                                       \
+        case 2: TILE(KIND, 2, G, blk0, n, l, b, acc); break;                                       \
+        default: TILE(KIND, 1, G, blk0, n, l, b, acc); break;                                      \
         }                                                                                          \
     }                                                                                              \
     static void NAME(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,       \
                      int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
         (void)X;                                                                                   \
-        NAME##_run(false, W, rows, k, xq, nb, Y, r0, r1);                                          \
+        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        LAYOUT l = MAP((void *)xq, k, nb);                                                         \
+        r8_drive(NAME##_tile, &l, &sh, false, W, rows, k, nb, Y, r0, r1);                          \
     }                                                                                              \
     static void NAME##_r8(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,  \
                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                          \
         (void)X;                                                                                   \
-        NAME##_run(true, W, rows, k, xq, nb, Y, r0, r1);                                           \
+        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        LAYOUT l = MAP((void *)xq, k, nb);                                                         \
+        r8_drive(NAME##_tile, &l, &sh, true, W, rows, k, nb, Y, r0, r1);                           \
     }
+#define R8_X16(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile, x16_layout, x16_map, KIND, BASE, SPB, PBB)
 // clang-format on
 
-R8_ROWS(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
-R8_ROWS(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
-R8_ROWS(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
-R8_ROWS(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
-R8_ROWS(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
-R8_ROWS(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+_Static_assert(R8_PLAIN_BLOCKS % 8 == 0 && R8_PLAIN_BLOCKS / 8 * 1680 <= R8_PLAIN_BLOCKS * 272,
+               "the plain-layout buffer holds R8_PLAIN_BLOCKS blocks of every type");
+
+R8_X16(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_X16(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_X16(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_X16(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_X16(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
+R8_X16(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+#ifdef KERN_VNNI
+/* ==== int8 activations (opt-in) ============================================
+ *
+ * SGL_KERN_INT8=1 at start-up (VNNI build only): the activations are
+ * quantized to int8 per block of 32 (d = amax / 127) and multiplied with
+ * vpdpbusd, 32 products per instruction against vpdpwssd's 16, on the same
+ * R8 weights: the codes are taken as unsigned bytes (Q8_0 offset by +128,
+ * Q6_K unshifted) and the offsets come back through min terms, so every
+ * block still has one exact integer dot product per row. About twice the
+ * throughput where the matmul is compute-bound (prefill, batches), with
+ * llama.cpp's activation precision: greedy output is no longer equal to the
+ * float reference (docs/runtime.md), so it is off by default.
+ *
+ * Scratch: qs int8 [nblk][nb][32]; dt, st as x16's; sh f32 [2][nblk][nbp]
+ * d * (sum of the block's first / second 16 q), for Q6_K's two sub-blocks. */
+typedef struct {
+    int8_t *qs;
+    float *dt, *st, *sh0, *sh1;
+    int64_t nbp, bs;
+} x8_layout;
+
+static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
+    int64_t nblk = k / 32;
+    x8_layout l;
+    l.qs = xq;
+    l.bs = nb * 32;
+    l.nbp = x16_nbp(nb);
+    l.dt = (float *)(l.qs + ((nblk * nb * 32 + 63) & ~(int64_t)63));
+    l.st = l.dt + nblk * l.nbp;
+    l.sh0 = l.st + nblk * l.nbp;
+    l.sh1 = l.sh0 + nblk * l.nbp;
+    return l;
+}
+
+static size_t x8_bytes(int64_t k, int64_t nb) {
+    int64_t nblk = k / 32;
+    return (size_t)(((nblk * nb * 32 + 63) & ~(int64_t)63) + 4 * nblk * x16_nbp(nb) * 4) + 64;
+}
+
+static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
+    x8_layout l = x8_map(xq, k, nb);
+    int64_t nblk = k / 32;
+    for (int64_t bc = b0; bc < b1; bc += 16)
+        for (int64_t i = 0; i < nblk; i++)
+            for (int64_t b = bc; b < b1 && b < bc + 16; b++) {
+                const float *x = X + b * k + i * 32;
+                float amax = amax32(x);
+                float d = amax >= 1e-30f ? amax / 127.0f : 0.0f;
+                __m256 vid = _mm256_set1_ps(amax >= 1e-30f ? 127.0f / amax : 0.0f);
+                __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), vid));
+                __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid));
+                __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid));
+                __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid));
+                int32_t h[2][8];
+                _mm256_storeu_si256((__m256i *)h[0], _mm256_add_epi32(q0, q1));
+                _mm256_storeu_si256((__m256i *)h[1], _mm256_add_epi32(q2, q3));
+                int s0 = 0, s1 = 0;
+                for (int e = 0; e < 8; e++) s0 += h[0][e], s1 += h[1][e];
+                /* packs per 128-bit lane, then the dwords back in order */
+                __m256i p16a = _mm256_packs_epi32(q0, q1), p16b = _mm256_packs_epi32(q2, q3);
+                __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+                p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256((__m256i *)(l.qs + i * l.bs + b * 32), p8);
+                int64_t o = i * l.nbp + b;
+                l.dt[o] = d;
+                l.st[o] = d * (float)(s0 + s1); /* |sum| <= 32 * 127: exact */
+                l.sh0[o] = d * (float)s0;
+                l.sh1[o] = d * (float)s1;
+            }
+    if (b1 == nb)
+        for (int64_t i = 0; i < nblk; i++)
+            for (int64_t b = nb; b < l.nbp; b++)
+                l.st[i * l.nbp + b] = l.dt[i * l.nbp + b] = l.sh0[i * l.nbp + b] =
+                    l.sh1[i * l.nbp + b] = 0;
+}
+
+/* 8 rows x 4 consecutive codes as unsigned bytes (lane i = row i) from the
+ * two 16-byte halves lo / hi of a code chunk (byte 2i+e: elems 0+e / 2+e). */
+ALWAYS_INLINE __m256i i8_lanes(__m128i lo, __m128i hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(lo, hi)),
+                                   _mm_unpackhi_epi16(lo, hi), 1);
+}
+
+/* r8_tile with int8 activations: per block, the 8 vectors of 8 rows x 4
+ * codes, 8 vpdpbusd per activation row, then the scale and min terms. */
+ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, int64_t blk0,
+                              int64_t n, const x8_layout *l, int64_t b, __m256 *acc) {
+    const __m128i m4 = _mm_set1_epi8(0x0F), m10 = _mm_set1_epi8(0x10), m30 = _mm_set1_epi8(0x30);
+    const int NC = RB >= 4 ? 1 : RB >= 2 ? 2 : 4;
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        const int64_t blk = blk0 + t;
+        const int sub = (int)(t % 8);
+        const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : kind == KIND_Q5_K_R8 ? 1440 : 1680);
+        const uint8_t *p = kind == KIND_Q4_0 ? G + (size_t)t * 144
+                         : kind == KIND_Q4_1 ? G + (size_t)t * 160
+                         : kind == KIND_Q8_0 ? G + (size_t)t * 272
+                         : kind == KIND_Q4_K_R8 ? sb + 160 + 128 * sub
+                         : kind == KIND_Q5_K_R8 ? sb + 160 + 160 * sub
+                                                : sb + 144 + 192 * sub; /* Q6_K */
+        const uint8_t *q = kind == KIND_Q4_0 || kind == KIND_Q8_0 ? p + 16 : kind == KIND_Q4_1 ? p + 32 : p;
+        __m256i w[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            if (kind == KIND_Q8_0) {
+                __m128i A = _mm_loadu_si128((const __m128i *)(q + 32 * c));
+                __m128i B = _mm_loadu_si128((const __m128i *)(q + 32 * c + 16));
+                w[c] = _mm256_xor_si256(i8_lanes(A, B), _mm256_set1_epi8((char)0x80));
+                continue;
+            }
+            __m128i tv = _mm_loadu_si128((const __m128i *)(q + 16 * c));
+            __m128i lo = _mm_and_si128(tv, m4), hi = _mm_and_si128(_mm_srli_epi16(tv, 4), m4);
+            if (kind == KIND_Q5_K_R8) {
+                __m128i hv = _mm_loadu_si128((const __m128i *)(q + 128 + 16 * (c / 4)));
+                const int k2 = 2 * (c % 4);
+                __m128i ha = k2 < 4 ? _mm_slli_epi16(hv, 4 - k2) : k2 > 4 ? _mm_srli_epi16(hv, k2 - 4) : hv;
+                __m128i hb = k2 + 1 < 4 ? _mm_slli_epi16(hv, 3 - k2) : _mm_srli_epi16(hv, k2 - 3);
+                lo = _mm_or_si128(lo, _mm_and_si128(ha, m10));
+                hi = _mm_or_si128(hi, _mm_and_si128(hb, m10));
+            } else if (kind == KIND_Q6_K_R8) {
+                __m128i hv = _mm_loadu_si128((const __m128i *)(q + 128 + 16 * (c / 2)));
+                __m128i ha = c % 2 ? hv : _mm_slli_epi16(hv, 4);
+                __m128i hb = c % 2 ? _mm_srli_epi16(hv, 2) : _mm_slli_epi16(hv, 2);
+                lo = _mm_or_si128(lo, _mm_and_si128(ha, m30));
+                hi = _mm_or_si128(hi, _mm_and_si128(hb, m30));
+            }
+            w[c] = i8_lanes(lo, hi);
+        }
+        const int8_t *xb = l->qs + blk * l->bs + b * 32;
+        /* Q6_K: the two 16-value halves apart (chains 0 / 1 hold c < 4 / c >= 4) */
+        const int NQ = kind == KIND_Q6_K_R8 ? 2 : NC;
+        __m256i ia[8][4];
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 4
+            for (int h = 0; h < NQ; h++) ia[j][h] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++)
+#pragma GCC unroll 8
+            for (int j = 0; j < RB; j++) {
+                const int h = kind == KIND_Q6_K_R8 ? c / 4 : c % NQ;
+                int32_t v;
+                memcpy(&v, xb + j * 32 + 4 * c, 4);
+                ia[j][h] = _mm256_dpbusd_epi32(ia[j][h], w[c], _mm256_set1_epi32(v));
+            }
+        const float *dx = l->dt + blk * l->nbp + b;
+        if (kind == KIND_Q6_K_R8) {
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
+            const int8_t *sc = (const int8_t *)sb + 16 + 16 * sub;
+            __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+            __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+            __m256 ma = _mm256_mul_ps(sa, _mm256_set1_ps(-32.0f)), mb = _mm256_mul_ps(sbv, _mm256_set1_ps(-32.0f));
+            const float *s0 = l->sh0 + blk * l->nbp + b, *s1 = l->sh1 + blk * l->nbp + b;
+#pragma GCC unroll 8
+            for (int j = 0; j < RB; j++) {
+                __m256 x = _mm256_broadcast_ss(dx + j);
+                a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), _mm256_mul_ps(sa, x), a[j]);
+                a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][1]), _mm256_mul_ps(sbv, x), a[j]);
+                a[j] = _mm256_fmadd_ps(ma, _mm256_broadcast_ss(s0 + j), a[j]);
+                a[j] = _mm256_fmadd_ps(mb, _mm256_broadcast_ss(s1 + j), a[j]);
+            }
+            continue;
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            if (NC >= 4) {
+                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
+                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
+            }
+            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
+        }
+        __m256 dw, mw;
+        if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
+            dw = r8_scaled(sb, sb + 32 + 8 * sub);
+            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * sub), _mm256_set1_ps(-1.0f));
+        } else {
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                   : _mm256_mul_ps(dw, _mm256_set1_ps(kind == KIND_Q8_0 ? -128.0f : -8.0f));
+        }
+        const float *sx = l->st + blk * l->nbp + b;
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
+            a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
+// clang-format off
+#define R8_X8(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile_i8, x8_layout, x8_map, KIND, BASE, SPB, PBB)
+// clang-format on
+R8_X8(mm_q4_0_i8, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_X8(mm_q4_1_i8, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_X8(mm_q8_0_i8, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_X8(mm_q4_k_i8, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_X8(mm_q5_k_i8, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
+R8_X8(mm_q6_k_i8, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+#endif /* KERN_VNNI: int8 activations */
+
 
 
 
@@ -581,6 +811,22 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q6_K_R8].rows = mm_q6_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
+}
+
+/* The int8-activation variant (SGL_KERN_INT8=1): the quantized types' row
+ * functions and prep of a VNNI table. */
+void kvnni_i8_mm_fill(kern_ops *ops) {
+    ops->name = "avx2-vnni-int8";
+#define I8(T, F)                                                                                   \
+    ops->mm[SGL_DTYPE_##T] = (kern_mm_impl){F, x8_prep, x8_bytes, 8};                              \
+    ops->mm[SGL_DTYPE_##T##_R8] = (kern_mm_impl){F##_r8, x8_prep, x8_bytes, 8};
+    I8(Q4_0, mm_q4_0_i8)
+    I8(Q4_1, mm_q4_1_i8)
+    I8(Q8_0, mm_q8_0_i8)
+    I8(Q4_K, mm_q4_k_i8)
+    I8(Q5_K, mm_q5_k_i8)
+    I8(Q6_K, mm_q6_k_i8)
+#undef I8
 }
 #else
 void kavx2_mm_fill(kern_ops *ops) {

@@ -17,8 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/kern_internal.h"
@@ -66,31 +64,22 @@ static int cpu_copy(kb_backend *be, void *dst, const void *src, size_t bytes, sg
     if (bytes) memcpy(dst, src, bytes);
     return 0;
 }
-/* Matmul weights of the types the kernels stream faster repacked (Q4_0,
- * Q4_1, Q8_0 with AVX2: 8 rows interleaved) get a repacked copy; the rest,
- * and matrices whose rows are looked up, are used in place. After repacking,
- * the source pages are handed back to the kernel (MADV_PAGEOUT: a mapped
- * file's pages are dropped from the resident set and read again if touched;
- * anonymous memory keeps its contents), so the weights are not resident
- * twice. */
+/* Matmul weights of the types the kernels stream faster repacked (the
+ * quantized types with AVX2: 8 rows interleaved) get a repacked copy; the
+ * rest, and matrices whose rows are looked up, are used in place. (The
+ * model then hands the source pages of a mapped file back to the kernel, so
+ * the weights are not resident twice.) */
 static int cpu_mat_upload(kb_backend *be, const kb_mat *host, kb_mat *out, sgl_error *err) {
-    (void)be, (void)err;
+    (void)err;
     *out = *host;
     out->lookup = false;
     if (host->lookup) return 0;
     sgl_dtype pt;
     size_t bytes;
-    void *P = kern_repack(host->type, host->data, host->rows, host->cols, &pt, &bytes);
+    void *P = kern_repack(cpu_of(be)->pool, host->type, host->data, host->rows, host->cols, &pt, &bytes);
     if (!P) return 0; /* no faster layout (or no memory for one): in place */
     out->type = pt;
     out->data = P;
-#ifdef MADV_PAGEOUT
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)host->data + page - 1) & ~(page - 1);
-    size_t src = (size_t)sgl_dtype_row_bytes(host->type, (uint64_t)host->cols) * (size_t)host->rows;
-    uintptr_t e = ((uintptr_t)host->data + src) & ~(page - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_PAGEOUT);
-#endif
     return 0;
 }
 static void cpu_mat_free(kb_backend *be, kb_mat *m) {

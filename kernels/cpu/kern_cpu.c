@@ -35,8 +35,11 @@ static void ops_init(void) {
 #endif
 #ifdef KERN_HAVE_VNNI
     if (cpu_has_avx2() && getenv("SGL_KERN_NO_VNNI") == NULL &&
-        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
         kvnni_mm_fill(&ops_fast);
+        const char *i8 = getenv("SGL_KERN_INT8");
+        if (i8 && *i8 && strcmp(i8, "0") != 0) kvnni_i8_mm_fill(&ops_fast);
+    }
 #endif
     atomic_store(&ops_cur, &ops_fast);
 }

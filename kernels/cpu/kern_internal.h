@@ -240,5 +240,8 @@ void kavx2_mm_fill(kern_ops *ops); /* the matmul part, in avx2_matmul.c */
 /* avx2_matmul.c built with AVX512-VNNI/VL (vpdpwssd on 256-bit vectors):
  * replaces the quantized types' row functions of an AVX2 table. */
 void kvnni_mm_fill(kern_ops *ops);
+/* The same with int8 activations (vpdpbusd; SGL_KERN_INT8=1): replaces the
+ * quantized types' row functions and activation prep of a VNNI table. */
+void kvnni_i8_mm_fill(kern_ops *ops);
 
 #endif

@@ -260,8 +260,23 @@ size_t r8_bytes(sgl_dtype base, int64_t rows, int64_t k) {
            r8_group_block_bytes(base);
 }
 
-void *kern_repack(sgl_dtype t, const void *W, int64_t rows, int64_t k, sgl_dtype *packed,
-                  size_t *bytes) {
+typedef struct {
+    sgl_dtype t;
+    const uint8_t *W;
+    uint8_t *P;
+    int64_t rows, npb;
+    size_t wrb, gbytes;
+} repack_job;
+
+static void repack_task(void *ctx, int ith, int nth) {
+    const repack_job *j = ctx;
+    int64_t ng = (j->rows + 7) / 8, g0 = ng * ith / nth, g1 = ng * (ith + 1) / nth;
+    for (int64_t g = g0; g < g1; g++)
+        r8_pack(j->t, j->W, j->wrb, j->rows, g, 0, j->npb, j->P + (size_t)g * j->gbytes);
+}
+
+void *kern_repack(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
+                  sgl_dtype *packed, size_t *bytes) {
     *packed = t;
     *bytes = 0;
     int pt = r8_packed_type(t);
@@ -273,9 +288,9 @@ void *kern_repack(sgl_dtype t, const void *W, int64_t rows, int64_t k, sgl_dtype
     size_t n = r8_bytes(t, rows, k), gbytes = (size_t)npb * r8_group_block_bytes(t);
     uint8_t *P = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!P) return NULL;
-    size_t wrb = sgl_dtype_row_bytes(t, (uint64_t)k);
-    for (int64_t g = 0; g < (rows + 7) / 8; g++)
-        r8_pack(t, W, wrb, rows, g, 0, npb, P + (size_t)g * gbytes);
+    repack_job job = {t, W, P, rows, npb, sgl_dtype_row_bytes(t, (uint64_t)k), gbytes};
+    if (pool) kern_pool_run(pool, repack_task, &job);
+    else repack_task(&job, 0, 1);
     *packed = (sgl_dtype)pt;
     *bytes = n;
     return P;
