@@ -163,6 +163,21 @@ __global__ void k_embed(const uint8_t *E, int64_t rb, const int32_t *tok, int di
 }
 
 /* One block per row: ss by thread-strided sums then a fixed tree. */
+/* The end of an RMSNorm block: sums the threads' squares ss in part[] in a
+ * fixed tree, then yr[j] = xr[j] * (1 / sqrt(mean + eps)) * w[j] for this
+ * thread's j (the same j it summed). */
+__device__ inline void norm_apply(float *part, float ss, const float *xr, float *yr, const float *w,
+                                  int dim, float eps) {
+    part[threadIdx.x] = ss;
+    __syncthreads();
+    for (int s = NORM_THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    float sc = 1.0f / sqrtf(part[0] / (float)dim + eps);
+    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) yr[j] = __fmul_rn(__fmul_rn(xr[j], sc), w[j]);
+}
+
 __global__ void k_rmsnorm(float *y, const float *x, const float *w, int dim, float eps,
                           const int *nd) {
     __shared__ float part[NORM_THREADS];
@@ -171,15 +186,7 @@ __global__ void k_rmsnorm(float *y, const float *x, const float *w, int dim, flo
     float *yr = y + (int64_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int j = threadIdx.x; j < dim; j += NORM_THREADS) ss = __fmaf_rn(xr[j], xr[j], ss);
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (int s = NORM_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    float sc = 1.0f / sqrtf(part[0] / (float)dim + eps);
-    for (int j = threadIdx.x; j < dim; j += NORM_THREADS)
-        yr[j] = __fmul_rn(__fmul_rn(xr[j], sc), w[j]);
+    norm_apply(part, ss, xr, yr, w, dim, eps);
 }
 
 /* y[i] += x[i] over rows x dim values (bias: x[i % dim]). */
@@ -244,15 +251,7 @@ __global__ void k_add_rmsnorm(float *x, float *y, const float *w, int dim, float
         ss = __fmaf_rn(v, v, ss);
     }
     if (!w) return; /* the same for the whole block */
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (int s = NORM_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    float sc = 1.0f / sqrtf(part[0] / (float)dim + eps);
-    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) /* this thread's own x[j] */
-        yr[j] = __fmul_rn(__fmul_rn(xr[j], sc), w[j]);
+    norm_apply(part, ss, xr, yr, w, dim, eps); /* each thread scales its own x[j] */
 }
 
 /* One block per row: biases (each may be NULL), rope of q (nh heads) and k
