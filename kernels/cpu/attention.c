@@ -167,7 +167,8 @@ static void att_choose(void) {
      * for __builtin_cpu_supports. */
     unsigned a, b, c, d;
     bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    if (__builtin_cpu_supports("avx2") && f16c) {
+    /* SGL_ATT_NO_AVX2=1: the portable loops (for tests and comparisons) */
+    if (__builtin_cpu_supports("avx2") && f16c && !getenv("SGL_ATT_NO_AVX2")) {
         att_gather_kv_fast = att_gather_kv_f16c;
         att_heads_fast = true;
     }
