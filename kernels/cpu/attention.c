@@ -4,14 +4,15 @@
  * Keys go in fixed chunks of ATT_CHUNK positions ([0, 512), [512, 1024),
  * ...: absolute positions, the same for every query, batch and thread
  * count). A query's output is computed chunk by chunk: per chunk the scores,
- * their max m, p = exp(s - m), l = sum p and acc = sum p v, each in key
- * order; then the chunks are folded in chunk order (att_combine: the running
- * max, l and acc rescaled by exp of the max differences), and the result is
- * acc * (1 / l). With one chunk (up to 512 keys) that is exactly the plain
- * softmax. The work items:
+ * their max m, p = exp(s - m), l = sum p and acc = sum p v, each in one
+ * fixed order (see "one chunk of keys" below); then the chunks are folded in
+ * chunk order (att_combine: the running max, l and acc rescaled by exp of
+ * the max differences), and the result is acc * (1 / l). With one chunk (up
+ * to 512 keys) that is the plain softmax. K and V are read straight from
+ * the f16 pool: no f32 copy of the context, no scores buffer longer than a
+ * chunk. The work items:
  *   - a block of up to ATT_TOKEN_BLOCK new tokens of one sequence and one kv
- *     head (prefill) walks the chunks in order itself, converting each
- *     chunk's K/V to f32 once for all its tokens;
+ *     head (prefill) walks the chunks in order itself;
  *   - a single new token (decode) is split into one item per chunk, so one
  *     long sequence keeps every thread busy; each writes its chunk's (m, l,
  *     acc) to a partials buffer, and whichever item finishes last folds them
@@ -32,8 +33,9 @@
 
 #include "kernels/cpu/attention.h"
 
-/* New tokens per attention work item: small enough to balance threads on a
- * single long prefill, large enough to amortise the K/V f16 -> f32 copy. */
+/* New tokens per attention work item of a prefill: small enough to balance
+ * threads on a single long prefill, large enough to reuse each chunk's K/V
+ * from cache. */
 #define ATT_TOKEN_BLOCK 64
 /* Keys per chunk (a multiple of 8), and the row stride of a chunk's
  * transposed K (a multiple of 8, not of 256 floats, so the head_dim rows do
@@ -42,9 +44,8 @@
 #define ATT_LD (ATT_CHUNK + 8)
 
 typedef struct att_scratch {
-    float *k;      /* [head_dim][ATT_LD] keys of one chunk of one kv head, f32, transposed */
-    float *v;      /* [ATT_CHUNK][head_dim] */
-    float *score;  /* [3][ATT_LD] scores of up to 3 query heads */
+    float *k, *v;  /* [head_dim] one K / V row in f32 (portable loops) */
+    float *score;  /* [3][ATT_LD] scores, then weights, of up to 3 query heads */
     float *acc;    /* [3][head_dim] one chunk's partial outputs */
     float *ml;     /* [ATT_TOKEN_BLOCK][n_heads][2] running max and sum of a block item */
 } att_scratch;
@@ -68,137 +69,24 @@ struct cpu_att {
     float *part_ml;           /* [n_part][n_heads][2] max, sum */
 };
 
-/* The inner loops are written so the compiler vectorizes them without
- * reassociating any sum: scores run over keys j in the vector lanes with the
- * head dimension d as the (ordered) outer loop over a transposed K; the
- * weighted V sum runs over d in the lanes with keys j as the ordered outer
- * loop. So every score and every output value has one fixed summation order
- * (d ascending, resp. j ascending) whatever the vector width or the number of
- * keys, and a vector lane computes exactly what the scalar tail would.
- * target_clones picks an AVX2 build of them once per process (ifunc).
+/* ---- one chunk of keys ------------------------------------------------------------
+ *
+ * The arithmetic of a query head over one chunk of nk keys, defined once and
+ * computed bit-identically by the AVX2 kernel and the portable loops:
+ *   score s_j  = tree(L), L[i] = fma-chain over d = i, i + 8, ... (d < hd) of
+ *                q[d] * k_j[d], from 0 in d order; q is pre-scaled by
+ *                1/sqrt(head_dim); tree(L) = ((L0+L1)+(L2+L3))+((L4+L5)+(L6+L7))
+ *   m          = max_j s_j
+ *   p_j        = att_exp(s_j - m)
+ *   l          = tree(S), S[i] = sum of p_j over j = i, i + 8, ... in j order
+ *   acc[d]     = fma-chain over j of p_j * v_j[d], from 0 in j order
+ * (fma = one rounding: fmaf in C, vfmadd on AVX2; the file is built as ISO
+ * C, so the compiler contracts nothing on its own). K and V rows are read
+ * from the f16 pool at the chunk's slots; f16 -> f32 is exact.
  */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define ATT_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ATT_CLONES
-#endif
 
-/* Copies the K rows (transposed: kt[d * ld + j]) and V rows (v[j * hd + d])
- * of keys j < n_keys of one kv head to f32. kbase / vbase point at slot 0's
- * row of the head in the layer; slot s's row is at + s * stride. f16 -> f32
- * is exact, so every version gives the same values. The F16C version takes
- * v == NULL: K only. */
-typedef void (*att_gather_fn)(float *restrict kt, int64_t ld, float *restrict v,
-                              const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-                              const int32_t *slots, int32_t n_keys, int hd);
-
-static void att_gather_kv_ref(float *restrict kt, int64_t ld, float *restrict v,
-                              const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-                              const int32_t *slots, int32_t n_keys, int hd) {
-    float tmp[1024]; /* head_dim <= 1024 (checked at load) */
-    for (int32_t j = 0; j < n_keys; j++) {
-        kern_f16_to_f32(tmp, kbase + (int64_t)slots[j] * stride, hd);
-        for (int d = 0; d < hd; d++) kt[(int64_t)d * ld + j] = tmp[d];
-        kern_f16_to_f32(v + (int64_t)j * hd, vbase + (int64_t)slots[j] * stride, hd);
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ATT_HAVE_F16C 1
-/* AVX+F16C build (head_dim a multiple of 8): eight keys at a time, each row
- * converted with vcvtph2ps, the 8x8 tiles of K transposed in registers. */
-__attribute__((target("avx2,f16c"))) static void
-att_gather_kv_f16c(float *restrict kt, int64_t ld, float *restrict v, const uint16_t *kbase,
-                   const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t n_keys,
-                   int hd) {
-    for (int32_t j0 = 0; j0 < n_keys; j0 += 8) {
-        int nb = n_keys - j0 < 8 ? (int)(n_keys - j0) : 8;
-        const uint16_t *kr[8];
-        for (int b = 0; b < 8; b++) {
-            kr[b] = b < nb ? kbase + (int64_t)slots[j0 + b] * stride : NULL;
-            if (b < nb && v) {
-                const uint16_t *vh = vbase + (int64_t)slots[j0 + b] * stride;
-                float *vr = v + (int64_t)(j0 + b) * hd;
-                for (int d = 0; d < hd; d += 8)
-                    _mm256_storeu_ps(vr + d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vh + d))));
-            }
-        }
-        for (int d = 0; d < hd; d += 8) {
-            __m256 r[8];
-            for (int b = 0; b < 8; b++)
-                r[b] = kr[b] ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr[b] + d)))
-                             : _mm256_setzero_ps();
-            __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-            float *o = kt + (int64_t)d * ld + j0;
-            _mm256_storeu_ps(o + 0 * ld, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(o + 1 * ld, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(o + 2 * ld, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(o + 3 * ld, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_storeu_ps(o + 4 * ld, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_storeu_ps(o + 5 * ld, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_storeu_ps(o + 6 * ld, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_storeu_ps(o + 7 * ld, _mm256_permute2f128_ps(s3, s7, 0x31));
-        }
-    }
-}
-#endif
-
-/* The fast version when the CPU has it (head_dim % 8 == 0), else the ref. */
-static att_gather_fn att_gather_kv_fast = att_gather_kv_ref;
-/* true: attend_item uses att_heads_avx2 (when head_dim % 8 == 0) */
-static bool att_heads_fast = false;
-static pthread_once_t att_once = PTHREAD_ONCE_INIT;
-
-static void att_choose(void) {
-#ifdef ATT_HAVE_F16C
-    __builtin_cpu_init();
-    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
-     * for __builtin_cpu_supports. */
-    unsigned a, b, c, d;
-    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    /* SGL_ATT_NO_AVX2=1: the portable loops (for tests and comparisons) */
-    if (__builtin_cpu_supports("avx2") && f16c && !getenv("SGL_ATT_NO_AVX2")) {
-        att_gather_kv_fast = att_gather_kv_f16c;
-        att_heads_fast = true;
-    }
-#endif
-}
-
-#define ATT_TILE 64
-
-/* s[j] = sum_d q[d] * kt[d * ld + j] for j < nk (q already scaled). Keys
- * go in tiles of 32 held in registers across the d loop; a tile computes
- * exactly what the plain loop (the tail) does. */
-ATT_CLONES static void att_scores(float *restrict s, const float *restrict q,
-                                  const float *restrict kt, int64_t ld, int32_t nk, int hd) {
-    int32_t j0 = 0;
-    for (; j0 + ATT_TILE <= nk; j0 += ATT_TILE) {
-        float acc[ATT_TILE];
-        for (int jj = 0; jj < ATT_TILE; jj++) acc[jj] = q[0] * kt[j0 + jj];
-        for (int d = 1; d < hd; d++) {
-            const float *row = kt + (int64_t)d * ld + j0;
-            float qd = q[d];
-            for (int jj = 0; jj < ATT_TILE; jj++) acc[jj] += qd * row[jj];
-        }
-        for (int jj = 0; jj < ATT_TILE; jj++) s[j0 + jj] = acc[jj];
-    }
-    for (int32_t j = j0; j < nk; j++) s[j] = q[0] * kt[j];
-    for (int d = 1; d < hd; d++) {
-        const float *row = kt + (int64_t)d * ld;
-        float qd = q[d];
-        for (int32_t j = j0; j < nk; j++) s[j] += qd * row[j];
-    }
+static inline float att_tree8(const float *L) {
+    return ((L[0] + L[1]) + (L[2] + L[3])) + ((L[4] + L[5]) + (L[6] + L[7]));
 }
 
 /* exp(x) for finite x <= 0 (scores minus their max): range reduction by
@@ -225,98 +113,110 @@ static inline float att_exp(float x) {
     return p * e;
 }
 
-/* s[j] = exp(s[j] - mx); returns the sum in j order. */
-ATT_CLONES static float att_softmax_exp(float *restrict s, int32_t nk, float mx) {
-    for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
-    float sum = 0.0f;
-    for (int32_t j = 0; j < nk; j++) sum += s[j];
-    return sum;
-}
-
-/* out[d] = (sum_j p[j] * v[j * hd + d]) * inv for d < hd, the sum from 0
- * in j order. Columns go in tiles of ATT_TILE held in registers across
- * the j loop; a tile computes exactly what the plain loop (the tail) does. */
-ATT_CLONES static void att_weighted_v(float *restrict out, const float *restrict p,
-                                      const float *restrict v, int32_t nk, int hd, float inv) {
-    int d0 = 0;
-    for (; d0 + ATT_TILE <= hd; d0 += ATT_TILE) {
-        float acc[ATT_TILE];
-        for (int dd = 0; dd < ATT_TILE; dd++) acc[dd] = 0.0f;
-        for (int32_t j = 0; j < nk; j++) {
-            const float *row = v + (int64_t)j * hd + d0;
-            float pj = p[j];
-            for (int dd = 0; dd < ATT_TILE; dd++) acc[dd] += pj * row[dd];
-        }
-        for (int dd = 0; dd < ATT_TILE; dd++) out[d0 + dd] = acc[dd] * inv;
-    }
-    if (d0 == hd) return;
-    for (int d = d0; d < hd; d++) out[d] = 0.0f;
+/* The portable loops are built twice on x86-64 (att_choose picks one): with
+ * FMA enabled, where fmaf is one instruction and the 8-lane loops
+ * vectorize, and plain, where fmaf is libm's (correctly rounded, so the same
+ * bits, only slower). */
+#define ATT_REF_ARGS                                                                      \
+    int nr, float *acc, float *m, float *l, const float *qs, const uint16_t *kbase,          \
+        const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk, int hd,     \
+        float *kf, float *vf, float *p, int64_t sld
+#define ATT_REF_PASS nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, kf, vf, p, sld
+static inline __attribute__((always_inline)) void att_chunk_ref_body(ATT_REF_ARGS) {
+    int hd8 = hd & ~7;
     for (int32_t j = 0; j < nk; j++) {
-        const float *row = v + (int64_t)j * hd;
-        float pj = p[j];
-        for (int d = d0; d < hd; d++) out[d] += pj * row[d];
-    }
-    for (int d = d0; d < hd; d++) out[d] *= inv;
-}
-
-#ifdef ATT_HAVE_F16C
-/* The AVX2 path for NR (1..3) query heads of one kv group at once: the same
- * IEEE operations in the same order as att_scores, the max, att_softmax_exp
- * and att_weighted_v (mul then add, no FMA, sums in key order), so every
- * value is bit-identical to theirs. Each K^T / V vector is loaded once for the
- * NR heads instead of once per head (at long contexts these loads come from
- * L2 and bounded the one-head loops), and the NR sequential softmax sums run
- * interleaved. Scores are computed up to nk rounded up to 8 keys (the gather
- * zero-fills K^T columns up to there); entries past nk are never read. */
-#define ATT_AI static inline __attribute__((always_inline, target("avx2,f16c")))
-
-/* s[r * sld + j0 + i] for r < NR, i < 8 * NV: scores over keys j0.. */
-ATT_AI void att_sc_tile(const int NR, const int NV, float *s, int64_t sld, const float *q, int hd,
-                        const float *kt, int64_t ld, int32_t j0) {
-    __m256 acc[3][4];
-    for (int r = 0; r < NR; r++) {
-        __m256 q0 = _mm256_set1_ps(q[r * hd]);
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_mul_ps(q0, _mm256_loadu_ps(kt + j0 + 8 * v));
-    }
-    for (int d = 1; d < hd; d++) {
-        const float *row = kt + (int64_t)d * ld + j0;
-        __m256 qd[3];
-        for (int r = 0; r < NR; r++) qd[r] = _mm256_set1_ps(q[r * hd + d]);
-        for (int v = 0; v < NV; v++) {
-            __m256 k = _mm256_loadu_ps(row + 8 * v);
-            for (int r = 0; r < NR; r++)
-                acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(qd[r], k));
+        kern_f16_to_f32(kf, kbase + (int64_t)slots[j] * stride, hd);
+        for (int r = 0; r < nr; r++) {
+            const float *q = qs + r * hd;
+            float L[8] = {0};
+            for (int d0 = 0; d0 < hd8; d0 += 8)
+                for (int i = 0; i < 8; i++) L[i] = fmaf(q[d0 + i], kf[d0 + i], L[i]);
+            for (int i = 0; hd8 + i < hd; i++) L[i] = fmaf(q[hd8 + i], kf[hd8 + i], L[i]);
+            p[r * sld + j] = att_tree8(L);
         }
     }
-    for (int r = 0; r < NR; r++)
-        for (int v = 0; v < NV; v++) _mm256_storeu_ps(s + r * sld + j0 + 8 * v, acc[r][v]);
+    for (int r = 0; r < nr; r++) {
+        float *pr = p + r * sld, mx = pr[0];
+        for (int32_t j = 1; j < nk; j++) mx = pr[j] > mx ? pr[j] : mx;
+        float S[8] = {0};
+        for (int32_t j = 0; j < nk; j++) {
+            pr[j] = att_exp(pr[j] - mx);
+            S[j & 7] += pr[j];
+        }
+        m[r] = mx;
+        l[r] = att_tree8(S);
+        for (int d = 0; d < hd; d++) acc[r * hd + d] = 0.0f;
+    }
+    for (int32_t j = 0; j < nk; j++) {
+        kern_f16_to_f32(vf, vbase + (int64_t)slots[j] * stride, hd);
+        for (int r = 0; r < nr; r++) {
+            float pj = p[r * sld + j], *a = acc + r * hd;
+            for (int d = 0; d < hd; d++) a[d] = fmaf(pj, vf[d], a[d]);
+        }
+    }
 }
 
-/* out[r * hd + d0 + i] = (sum_j p_r[j] v[j][d0 + i]) * inv[r], i < 8 * NV.
- * V rows from v (f32, gathered), or with vh straight from the f16 pool
- * (row of key j at vh + slots[j] * vstride; f16 -> f32 is exact). */
+static void att_chunk_ref_plain(ATT_REF_ARGS) { att_chunk_ref_body(ATT_REF_PASS); }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void att_chunk_ref_fma(ATT_REF_ARGS) {
+    att_chunk_ref_body(ATT_REF_PASS);
+}
+#endif
+/* the build of the portable loops in use (att_choose) */
+static void (*att_chunk_ref)(ATT_REF_ARGS) = att_chunk_ref_plain;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATT_HAVE_AVX2 1
+#define ATT_AI static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+ATT_AI __m256 att_ld_h(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* s[r * sld + j0 + i] for r < NR, i < 4: the scores of keys j0..j0+3 (rows
+ * kr[i]); the lane sums L of a key are one vector, folded by att_tree8's
+ * order through three hadds and a 128-bit add. */
+ATT_AI void att_sc4(const int NR, float *s, int64_t sld, const float *q, int hd,
+                    const uint16_t *const *kr, int32_t j0) {
+    __m256 acc[3][4];
+    for (int r = 0; r < NR; r++)
+        for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d += 8) {
+        __m256 qd[3];
+        for (int r = 0; r < NR; r++) qd[r] = _mm256_loadu_ps(q + r * hd + d);
+        for (int i = 0; i < 4; i++) {
+            __m256 k = att_ld_h(kr[i] + d);
+            for (int r = 0; r < NR; r++) acc[r][i] = _mm256_fmadd_ps(qd[r], k, acc[r][i]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        /* hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] */
+        __m256 h01 = _mm256_hadd_ps(acc[r][0], acc[r][1]);
+        __m256 h23 = _mm256_hadd_ps(acc[r][2], acc[r][3]);
+        __m256 h = _mm256_hadd_ps(h01, h23); /* [(01)+(23) of keys 0..3 | (45)+(67) ...] */
+        __m128 sc = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        _mm_storeu_ps(s + r * sld + j0, sc);
+    }
+}
+
+/* out[r * hd + d0 + i] = fma-chain over j < nk of p_r[j] * v_j[d0 + i], i < 8 * NV. */
 ATT_AI void att_v_tile(const int NR, const int NV, float *out, const float *p, int64_t sld,
-                       const float *v, const uint16_t *vh, int64_t vstride, const int32_t *slots,
-                       int32_t nk, int hd, const float *inv, int d0) {
+                       const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk,
+                       int hd, int d0) {
     __m256 acc[3][4];
     for (int r = 0; r < NR; r++)
         for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
     for (int32_t j = 0; j < nk; j++) {
-        const float *row = vh ? NULL : v + (int64_t)j * hd + d0;
-        const uint16_t *rowh = vh ? vh + (int64_t)slots[j] * vstride + d0 : NULL;
+        const uint16_t *row = vbase + (int64_t)slots[j] * stride + d0;
         __m256 pj[3];
-        for (int r = 0; r < NR; r++) pj[r] = _mm256_set1_ps(p[r * sld + j]);
+        for (int r = 0; r < NR; r++) pj[r] = _mm256_broadcast_ss(p + r * sld + j);
         for (int i = 0; i < NV; i++) {
-            __m256 x = vh ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rowh + 8 * i)))
-                          : _mm256_loadu_ps(row + 8 * i);
-            for (int r = 0; r < NR; r++)
-                acc[r][i] = _mm256_add_ps(acc[r][i], _mm256_mul_ps(pj[r], x));
+            __m256 x = att_ld_h(row + 8 * i);
+            for (int r = 0; r < NR; r++) acc[r][i] = _mm256_fmadd_ps(pj[r], x, acc[r][i]);
         }
     }
     for (int r = 0; r < NR; r++)
-        for (int i = 0; i < NV; i++)
-            _mm256_storeu_ps(out + r * hd + d0 + 8 * i,
-                             _mm256_mul_ps(acc[r][i], _mm256_set1_ps(inv[r])));
+        for (int i = 0; i < NV; i++) _mm256_storeu_ps(out + r * hd + d0 + 8 * i, acc[r][i]);
 }
 
 /* Max of s[0..n) (no NaN in scores: the result equals the ordered scalar
@@ -336,46 +236,69 @@ ATT_AI float att_max(const float *s, int32_t n) {
     return mx;
 }
 
-ATT_AI void att_heads_nr(const int NR, float *out, float *m, float *l, const float *qs,
-                         float *sc, int64_t sld, const float *kt, int64_t ld, const float *v,
-                         const uint16_t *vh, int64_t vstride, const int32_t *slots, int32_t nk,
-                         int hd) {
-    int32_t nk8 = (nk + 7) & ~7, j0 = 0;
-    for (; j0 + 32 <= nk8; j0 += 32) att_sc_tile(NR, 4, sc, sld, qs, hd, kt, ld, j0);
-    for (; j0 < nk8; j0 += 8) att_sc_tile(NR, 1, sc, sld, qs, hd, kt, ld, j0);
-    float sum[3] = {0.0f, 0.0f, 0.0f}, one[3] = {1.0f, 1.0f, 1.0f};
+/* NR heads over one chunk (see att_chunk_ref for the arguments; sc holds NR
+ * rows of sld >= nk rounded up to 8 floats). hd % 8 == 0. */
+ATT_AI void att_chunk_nr(const int NR, float *acc, float *m, float *l, const float *qs,
+                         float *sc, int64_t sld, const uint16_t *kbase, const uint16_t *vbase,
+                         int64_t stride, const int32_t *slots, int32_t nk, int hd) {
+    const uint16_t *kr[4];
+    int32_t j0 = 0;
+    for (; j0 < nk; j0 += 4) {
+        /* past nk (the last tile) key 0 stands in; its scores are dropped */
+        for (int i = 0; i < 4; i++)
+            kr[i] = kbase + (int64_t)slots[j0 + i < nk ? j0 + i : 0] * stride;
+        att_sc4(NR, sc, sld, qs, hd, kr, j0);
+    }
+    int32_t nk8 = (nk + 7) & ~7;
     for (int r = 0; r < NR; r++) {
         float *s = sc + r * sld;
         float mx = att_max(s, nk);
         m[r] = mx;
         for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
+        for (int32_t j = nk; j < nk8; j++) s[j] = 0.0f; /* + 0 leaves a lane sum as it is */
+        __m256 S = _mm256_setzero_ps();
+        for (int32_t j = 0; j < nk8; j += 8) S = _mm256_add_ps(S, _mm256_loadu_ps(s + j));
+        float t[8];
+        _mm256_storeu_ps(t, S);
+        l[r] = att_tree8(t);
     }
-    for (int32_t j = 0; j < nk; j++)
-        for (int r = 0; r < NR; r++) sum[r] += sc[r * sld + j];
-    for (int r = 0; r < NR; r++) l[r] = sum[r];
     int d0 = 0;
     for (; d0 + 32 <= hd; d0 += 32)
-        att_v_tile(NR, 4, out, sc, sld, v, vh, vstride, slots, nk, hd, one, d0);
-    for (; d0 < hd; d0 += 8)
-        att_v_tile(NR, 1, out, sc, sld, v, vh, vstride, slots, nk, hd, one, d0);
+        att_v_tile(NR, 4, acc, sc, sld, vbase, stride, slots, nk, hd, d0);
+    for (; d0 < hd; d0 += 8) att_v_tile(NR, 1, acc, sc, sld, vbase, stride, slots, nk, hd, d0);
 }
 
-/* nr (1..3) heads: queries qs[r * hd..] (scaled); out[r * hd..] = the
- * unnormalised sum of p v, m[r] the max score, l[r] the sum of p. sc holds
- * nr score rows of sld >= nk + 8 floats. hd % 8 == 0. V from v, or when vh
- * is set from the f16 pool (see att_v_tile). */
-__attribute__((target("avx2,f16c"))) static void
-att_heads_avx2(int nr, float *out, float *m, float *l, const float *qs, float *sc, int64_t sld,
-               const float *kt, int64_t ld, const float *v, const uint16_t *vh, int64_t vstride,
+__attribute__((target("avx2,fma,f16c"))) static void
+att_chunk_avx2(int nr, float *acc, float *m, float *l, const float *qs, float *sc, int64_t sld,
+               const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
                const int32_t *slots, int32_t nk, int hd) {
     if (nr == 3)
-        att_heads_nr(3, out, m, l, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
+        att_chunk_nr(3, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd);
     else if (nr == 2)
-        att_heads_nr(2, out, m, l, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
+        att_chunk_nr(2, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd);
     else
-        att_heads_nr(1, out, m, l, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
+        att_chunk_nr(1, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd);
 }
 #endif
+
+/* true: the AVX2 kernel (for head_dim % 8 == 0) */
+static bool att_fast = false;
+static pthread_once_t att_once = PTHREAD_ONCE_INIT;
+
+static void att_choose(void) {
+#ifdef ATT_HAVE_AVX2
+    __builtin_cpu_init();
+    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
+     * for __builtin_cpu_supports. */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    /* SGL_ATT_NO_AVX2=1: the portable loops (for tests and comparisons) */
+    att_fast = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c &&
+               !getenv("SGL_ATT_NO_AVX2");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        att_chunk_ref = att_chunk_ref_fma;
+#endif
+}
 
 /* Folds one chunk's partial (acc, m, l) into the running state (o, *M, *L)
  * of one query head: the larger max wins and each side is rescaled by exp of
@@ -396,29 +319,20 @@ static void att_finish(float *restrict o, float L, int hd) {
     for (int d = 0; d < hd; d++) o[d] *= inv;
 }
 
-/* The partial of nr query heads (queries qs[r * hd..], scaled) over the nk
- * keys of one chunk, K^T in sc->k and V in sc->v, or V from the f16 pool
- * when vh is set (fast path only): acc[r * hd..] = sum_j p_j v_j in key
- * order, m[r] = max score, l[r] = sum_j p_j in key order, p_j = exp(s_j - m). */
-static void att_chunk_part(bool fast, int nr, float *acc, float *m, float *l, const float *qs,
-                           att_scratch *sc, const uint16_t *vh, int64_t vstride,
-                           const int32_t *slots, int32_t nk, int hd) {
-#ifdef ATT_HAVE_F16C
-    if (fast) {
-        att_heads_avx2(nr, acc, m, l, qs, sc->score, ATT_LD, sc->k, ATT_LD, sc->v, vh, vstride,
-                       slots, nk, hd);
+/* The partial of nr (1..3) query heads (queries qs[r * hd..], scaled) over
+ * the nk keys of one chunk whose slots are slots[0..nk): acc[r * hd..],
+ * m[r], l[r] as defined above. */
+static void att_chunk_part(int nr, float *acc, float *m, float *l, const float *qs,
+                           att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
+                           int64_t stride, const int32_t *slots, int32_t nk, int hd) {
+#ifdef ATT_HAVE_AVX2
+    if (att_fast && hd % 8 == 0) {
+        att_chunk_avx2(nr, acc, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots, nk, hd);
         return;
     }
 #endif
-    (void)fast, (void)vh, (void)vstride, (void)slots;
-    for (int r = 0; r < nr; r++) {
-        att_scores(sc->score, qs + r * hd, sc->k, ATT_LD, nk, hd);
-        float mx = sc->score[0];
-        for (int32_t j = 1; j < nk; j++) mx = sc->score[j] > mx ? sc->score[j] : mx;
-        m[r] = mx;
-        l[r] = att_softmax_exp(sc->score, nk, mx);
-        att_weighted_v(acc + r * hd, sc->score, sc->v, nk, hd, 1.0f);
-    }
+    att_chunk_ref(nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, sc->k, sc->v,
+                  sc->score, ATT_LD);
 }
 
 typedef struct att_job {
@@ -433,10 +347,10 @@ typedef struct att_job {
 } att_job;
 
 /* One work item: tokens [t0, t1) of one sequence, kv head kvh, and either
- * every chunk (chunk < 0) or one chunk of a single token (see the file
- * comment). For each chunk the keys' K (transposed) and V are converted to
- * f32 once, then every query head of the group and every token that
- * reaches the chunk takes its partial. */
+ * every chunk in order (chunk < 0) or one chunk of a single token (see the
+ * file comment). Every query head of the group and every token that reaches
+ * a chunk takes its partial there (K and V rows read from the f16 pool; a
+ * block's chunk stays in cache across its tokens). */
 static void attend_item(att_job *aj, int item, att_scratch *sc) {
     cpu_att *cp = aj->c;
     const kb_att_shape *c = aj->sh;
@@ -451,8 +365,6 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
     int hd = c->head_dim;
     int n_rep = c->n_heads / c->n_kv_heads;
     int32_t n_keys = sq->pos0 + t1; /* keys 0..pos of the block's last token */
-    bool fast = att_heads_fast && hd % 8 == 0;
-    att_gather_fn gather = hd % 8 == 0 ? att_gather_kv_fast : att_gather_kv_ref;
     uint64_t layer_off = (uint64_t)aj->layer * (uint64_t)kv->n_slots * (uint64_t)kv->kv_dim;
     const uint16_t *kbase = kv->k + layer_off + kvh * hd;
     const uint16_t *vbase = kv->v + layer_off + kvh * hd;
@@ -460,12 +372,10 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
     float qs[3 * 1024]; /* head_dim <= 1024 (checked at load) */
     float m[3], l[3];
     if (chunk >= 0) {
-        /* one chunk of one token: V is read once, straight from the f16
-         * pool on the fast path instead of converted first */
+        /* one chunk of one token */
         int32_t k0 = chunk * ATT_CHUNK, nk = SGL_MIN(ATT_CHUNK, n_keys - k0);
         int32_t sp = cp->item_split[it], nch = cp->split_nch[sp];
         int64_t part0 = cp->split_poff[sp];
-        gather(sc->k, ATT_LD, fast ? NULL : sc->v, kbase, vbase, kv->kv_dim, slots + k0, nk, hd);
         int64_t row = row0 + t0;
         for (int h0 = 0; h0 < n_rep; h0 += 3) {
             int nr = SGL_MIN(3, n_rep - h0);
@@ -473,8 +383,8 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
             const float *q = aj->q + row * q_dim + (int64_t)h * hd;
             for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
             int64_t pi = (part0 + chunk) * c->n_heads + h;
-            att_chunk_part(fast, nr, cp->part_acc + pi * hd, m, l, qs, sc, fast ? vbase : NULL,
-                           kv->kv_dim, slots + k0, nk, hd);
+            att_chunk_part(nr, cp->part_acc + pi * hd, m, l, qs, sc, kbase, vbase, kv->kv_dim,
+                           slots + k0, nk, hd);
             for (int r = 0; r < nr; r++) {
                 cp->part_ml[(pi + r) * 2] = m[r];
                 cp->part_ml[(pi + r) * 2 + 1] = l[r];
@@ -502,8 +412,6 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
     int32_t nch = (n_keys + ATT_CHUNK - 1) / ATT_CHUNK;
     for (int32_t k = 0; k < nch; k++) {
         int32_t k0 = k * ATT_CHUNK;
-        gather(sc->k, ATT_LD, sc->v, kbase, vbase, kv->kv_dim, slots + k0,
-               SGL_MIN(ATT_CHUNK, n_keys - k0), hd);
         for (int32_t t = t0; t < t1; t++) {
             int32_t nk = sq->pos0 + t + 1 - k0; /* keys of the chunk this token sees */
             if (nk <= 0) continue;
@@ -517,8 +425,8 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
                 float *ml = sc->ml + ((int64_t)(t - t0) * n_rep + h0) * 2;
                 for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
                 /* chunk 0 starts the state in place; later ones fold in */
-                att_chunk_part(fast, nr, k == 0 ? o : sc->acc, m, l, qs, sc, NULL, 0, NULL, nk,
-                               hd);
+                att_chunk_part(nr, k == 0 ? o : sc->acc, m, l, qs, sc, kbase, vbase, kv->kv_dim,
+                               slots + k0, nk, hd);
                 for (int r = 0; r < nr; r++) {
                     if (k == 0) {
                         ml[2 * r] = m[r];
@@ -567,8 +475,8 @@ static int att_reserve(cpu_att *c, int64_t hd, int64_t n_heads, int64_t n_kv) {
         for (int i = 0; i < c->n_att; i++) {
             att_scratch *a = &c->att_s[i];
             att_scratch_free(a);
-            a->k = malloc(sizeof(float) * (size_t)(hd * ATT_LD));
-            a->v = malloc(sizeof(float) * (size_t)(hd * ATT_CHUNK));
+            a->k = malloc(sizeof(float) * (size_t)hd);
+            a->v = malloc(sizeof(float) * (size_t)hd);
             a->score = malloc(sizeof(float) * (size_t)(3 * ATT_LD));
             a->acc = malloc(sizeof(float) * (size_t)(3 * hd));
             a->ml = malloc(sizeof(float) * (size_t)(ATT_TOKEN_BLOCK * n_heads * 2));
