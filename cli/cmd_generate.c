@@ -259,27 +259,34 @@ static int encode_prompt(const gen_opts *o, const char *prompt, const chat_templ
     return rc;
 }
 
-/* Writes s[0..n) as valid UTF-8: each maximal invalid part becomes U+FFFD
- * (as the tokenizer's stream decoder prints it). The engine's partial texts
- * never end inside a valid sequence, so writing them one by one gives the
- * same bytes as writing the whole text. */
-static void write_utf8(const char *s, size_t n) {
-    const uint8_t *u = (const uint8_t *)s;
-    size_t i = 0, from = 0;
-    while (i < n) {
-        uint32_t cp;
-        size_t l = uni_decode(u + i, n - i, &cp);
-        if (cp != UNI_INVALID) {
-            i += l;
-            continue;
-        }
-        fwrite(s + from, 1, i - from, stdout);
-        fputs("\xEF\xBF\xBD", stdout);
-        size_t vp = uni_valid_prefix_len(u + i, n - i);
-        i += vp > 1 ? vp : 1;
-        from = i;
+/* The start of a character cut between two streamed pieces (at most 3
+ * bytes), written in front of the next piece. */
+static char utf8_held[4];
+static size_t utf8_n_held;
+
+/* Writes s[0..n) to stdout as valid UTF-8: each maximal invalid part
+ * becomes U+FFFD (uni_utf8_repair, as the tokenizer's stream decoder prints
+ * it). more: the text goes on in a later call (a streamed partial result),
+ * so an incomplete character at its end is held back for that call; a call
+ * with more = false ends the text and replaces whatever is still held.
+ * Written piece by piece, a text gives the same bytes as written whole. */
+static void write_utf8(const char *s, size_t n, bool more) {
+    size_t len = utf8_n_held + n;
+    char *in = malloc(len ? len : 1), *out = malloc(len * 3 + 1);
+    if (!in || !out) {
+        free(in);
+        free(out);
+        return;
     }
-    fwrite(s + from, 1, n - from, stdout);
+    memcpy(in, utf8_held, utf8_n_held);
+    if (n) memcpy(in + utf8_n_held, s, n);
+    size_t held = 0;
+    size_t m = uni_utf8_repair(in, len, out, more ? UNI_REPAIR_STREAM : 0, &held);
+    fwrite(out, 1, m, stdout);
+    memcpy(utf8_held, in + len - held, held);
+    utf8_n_held = held;
+    free(in);
+    free(out);
 }
 
 /* What --stats reports per prompt. */
@@ -326,6 +333,9 @@ static void print_engine_stats(sgl_engine *e) {
     if (m.device && strcmp(m.device, "cpu") != 0)
         fprintf(stderr, "engine: device %s, weights %.1f MiB, device memory %.1f MiB in all\n",
                 m.device, m.device_weight_bytes / 1048576.0, m.device_bytes / 1048576.0);
+    else if (m.device_weight_bytes)
+        fprintf(stderr, "engine: device cpu, weights repacked at load %.1f MiB (the rest read "
+                        "from the mapped file)\n", m.device_weight_bytes / 1048576.0);
 }
 
 /* --logprobs: one line per generated token, "logprob TOKEN: L  top: T1 L1, ..."
@@ -354,7 +364,7 @@ static void print_logprobs(const sgl_result *r) {
  * Returns 0, or 1 when the request failed. */
 static int print_one(int idx, const sgl_result *r) {
     printf("### prompt %d\n", idx + 1);
-    write_utf8(r->text, r->text_len);
+    write_utf8(r->text, r->text_len, false);
     fputc('\n', stdout);
     print_logprobs(r);
     fflush(stdout);
@@ -381,7 +391,7 @@ static int collect_results(sgl_engine *e, gen_req *reqs, int n, sgl_error *err) 
         if (r->partial) {
             if ((r->n_tokens > 0 || r->text_len > 0) && g->t_first == 0) g->t_first = sgl_now();
             if (n == 1 && r->text_len) {
-                write_utf8(r->text, r->text_len);
+                write_utf8(r->text, r->text_len, true);
                 fflush(stdout);
             }
             sgl_result_free(r);
@@ -391,6 +401,7 @@ static int collect_results(sgl_engine *e, gen_req *reqs, int n, sgl_error *err) 
         g->res = r;
         done++;
         if (n == 1) {
+            write_utf8("", 0, false); /* what a cut character left held */
             fputc('\n', stdout);
             print_logprobs(r);
             fflush(stdout);

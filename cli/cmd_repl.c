@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #if defined(__has_include)
@@ -120,6 +121,37 @@ static int repl_getc(FILE *f) {
         if (n < 0 && errno == EINTR) continue;
         return EOF;
     }
+}
+#endif
+
+#ifdef REPL_HAVE_EDIT
+/* The terminal's settings before tty_ctrl_d_plain changed them. */
+static struct termios repl_tty_saved;
+static bool repl_tty_changed;
+
+/* libedit draws the prompt before it puts the terminal in raw mode for the
+ * first key, and puts it back in canonical mode after each line, so the
+ * terminal is canonical while an entry runs and for a moment after the
+ * prompt shows. A Ctrl-D that comes then (typed ahead, or typed at once at
+ * the prompt) is the terminal's end-of-file character: the kernel queues it
+ * as an empty line end, which turns into a NUL byte when libedit switches
+ * to raw mode, and libedit takes NUL for Ctrl-@: the Ctrl-D is lost and the
+ * session does not end. With VEOF disabled in canonical mode, Ctrl-D stays
+ * a plain 0x04 byte whenever it is typed, which libedit reads as its
+ * end-of-file key (at an empty line) as usual. (An entry that reads the
+ * terminal itself, through read_file with --allow-io, gets Ctrl-D as that
+ * byte too.) tty_restore puts the settings back. */
+static void tty_ctrl_d_plain(void) {
+    struct termios t;
+    if (tcgetattr(0, &t) != 0 || t.c_cc[VEOF] == _POSIX_VDISABLE) return;
+    repl_tty_saved = t;
+    t.c_cc[VEOF] = _POSIX_VDISABLE;
+    if (tcsetattr(0, TCSANOW, &t) == 0) repl_tty_changed = true;
+}
+
+static void tty_restore(void) {
+    if (repl_tty_changed) tcsetattr(0, TCSANOW, &repl_tty_saved);
+    repl_tty_changed = false;
 }
 #endif
 
@@ -1112,6 +1144,7 @@ int cmd_repl(int argc, char **argv) {
     char *hist = NULL;
 #ifdef REPL_HAVE_EDIT
     if (tty) {
+        tty_ctrl_d_plain(); /* before libedit reads the terminal's settings */
         rl_readline_name = "sglc";
         rl_getc_function = repl_getc;
         complete_repl = &r;
@@ -1181,6 +1214,9 @@ int cmd_repl(int argc, char **argv) {
         if (!go_on) break;
     }
     sigaction(SIGINT, &old_sa, NULL);
+#ifdef REPL_HAVE_EDIT
+    tty_restore();
+#endif
     free(hist);
     for (size_t i = 0; i < r.n_vars; i++) {
         free(r.names[i]);

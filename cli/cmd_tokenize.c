@@ -66,17 +66,13 @@ static void quote(sgl_strbuf *o, const char *s, size_t n) {
     sgl_strbuf_putc(o, '"');
 }
 
-/* Copy of s[0..n) with invalid UTF-8 replaced by U+FFFD (for JSON). */
+/* Copy of s[0..n) (malloc'd, NUL-terminated) with invalid UTF-8 and NUL
+ * bytes replaced by U+FFFD (uni_utf8_repair), for cJSON's C strings.
+ * NULL when out of memory. */
 static char *utf8_clean(const char *s, size_t n) {
-    sgl_strbuf o = {0};
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        size_t l = uni_decode((const uint8_t *)s + i, n - i, &cp);
-        if (cp == UNI_INVALID) sgl_strbuf_puts(&o, "\xEF\xBF\xBD");
-        else sgl_strbuf_append(&o, s + i, l);
-        i += l;
-    }
-    return sgl_strbuf_take(&o);
+    char *out = malloc(n * 3 + 1);
+    if (out) out[uni_utf8_repair(s, n, out, UNI_REPAIR_NUL, NULL)] = 0;
+    return out;
 }
 
 static char *read_stdin(void) {

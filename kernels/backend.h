@@ -39,6 +39,9 @@ typedef struct kb_mat {
     sgl_dtype type;
     int64_t rows, cols;
     const void *data;
+    /* set on the host matrix given to mat_upload: its rows are looked up
+     * (embed), so the backend keeps the file layout (no repacking) */
+    bool lookup;
 } kb_mat;
 
 /* One sequence of a flattened batch. */
@@ -103,9 +106,11 @@ typedef struct kb_ops {
     /* Copies between host and backend memory. Return 0 or -1 with err set. */
     int (*upload)(kb_backend *be, void *dst, const void *src, size_t bytes, sgl_error *err);
     int (*download)(kb_backend *be, void *dst, const void *src, size_t bytes, sgl_error *err);
-    /* Makes the backend's copy of a host weight matrix (*out; the CPU
-     * backend uses host memory in place). Returns 0 or -1 with err set;
-     * release with mat_free. */
+    /* Makes the backend's copy of a host weight matrix (*out). The CPU
+     * backend uses host memory in place, or, for a type its kernels stream
+     * faster in another layout (kern_repack), a repacked copy whose type is
+     * then the repacked one (out->type != host->type). Returns 0 or -1 with
+     * err set; release with mat_free. */
     int (*mat_upload)(kb_backend *be, const kb_mat *host, kb_mat *out, sgl_error *err);
     void (*mat_free)(kb_backend *be, kb_mat *m);
     /* Returns a zeroed KV store of the backend's own (n_layers x n_slots x

@@ -75,6 +75,30 @@ void kern_force_reference(bool on);
 
 /* ---- quantized types ------------------------------------------------------ */
 
+/* Weight layouts of the CPU fast path, made at load by kern_repack and never
+ * read from or written to a file: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K with groups of 8 rows
+ * interleaved block by block (layout in kernels/cpu/kern_internal.h). Ids
+ * above every file type. kern_matmul takes them like any weight type and
+ * gives bit-identical results for a matrix in either layout; kern_dequant_row
+ * does not take them. */
+enum {
+    SGL_DTYPE_Q4_0_R8 = 56,
+    SGL_DTYPE_Q4_1_R8 = 57,
+    SGL_DTYPE_Q8_0_R8 = 58,
+    SGL_DTYPE_Q4_K_R8 = 59,
+    SGL_DTYPE_Q6_K_R8 = 60,
+    SGL_DTYPE_Q5_K_R8 = 61
+};
+
+/* If the kernels in use stream weights of type t faster in a repacked
+ * layout (and SGL_NO_REPACK is not set), returns a new 64-byte aligned
+ * buffer (the caller frees it with free()) holding W (rows x k) repacked,
+ * with *packed its type and *bytes its size; else NULL with *packed = t and
+ * *bytes = 0 (use W as it is; NULL also when memory runs out). The work is
+ * split over pool (NULL: this thread). */
+void *kern_repack(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
+                  sgl_dtype *packed, size_t *bytes);
+
 /* 1 if t can be used as a weight type in kern_matmul / kern_dequant_row. */
 int kern_type_supported(sgl_dtype t);
 /* dst[0..n) = decoded src (n a multiple of the block size). */
@@ -93,7 +117,8 @@ int kern_quantize_row(sgl_dtype t, const float *src, void *dst, int64_t n);
  * left untouched). Deterministic per the contract above: Y[b][r] is
  * bit-identical for any nb, batch composition and thread count.
  * Accuracy: the fast paths quantize X to int16 per block of 32 values (for
- * every quantized type, K-quants included), so
+ * every quantized type, K-quants included; Q4_0/Q4_1/Q8_0/Q4_K then take the
+ * exact integer dot product of each block and row), so
  * |Y - exact| <= sum_j |W[r][j]| * amax(X block of j) / 65534 (+ f32
  * rounding of the per-block scaling and the sum, about (k/32 + 8) * 2^-24
  * relative); float weight types (F32/F16/BF16) use f32 X directly. The

@@ -250,7 +250,7 @@ typedef struct sgl_engine_metrics {
     int32_t pool_slots, pool_used; /* KV pool size and slots in use (cache included) */
     int64_t cache_tokens;          /* slots held by the radix cache */
     const char *device;            /* local engine: "cpu" / "cuda" (static); NULL otherwise */
-    uint64_t device_weight_bytes;  /* GPU memory of the weights (0 on the CPU) */
+    uint64_t device_weight_bytes;  /* GPU memory of the weights (CPU: the repacked copies) */
     uint64_t device_bytes;         /* all GPU memory in use: weights, buffers, KV pool */
 } sgl_engine_metrics;
 

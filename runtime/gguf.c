@@ -647,6 +647,20 @@ gguf_file *gguf_open(const char *path, sgl_error *err) {
     return f;
 }
 
+void gguf_release_range(const gguf_file *f, const void *p, uint64_t len) {
+    const gguf_priv *pv = f ? f->priv : NULL;
+    if (!pv || !pv->mapping) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t m0 = (uintptr_t)pv->mapping, m1 = m0 + pv->map_len;
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)p + len) & ~(page - 1);
+    if (a < m0) a = m0;
+    if (e > m1) e = m1;
+    /* a private, read-only file mapping: the pages are read again from the
+     * file if touched, so nothing is lost */
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 void gguf_close(gguf_file *f) {
     if (!f) return;
     gguf_priv *pv = f->priv;

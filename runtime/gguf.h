@@ -77,6 +77,11 @@ gguf_file *gguf_open(const char *path, sgl_error *err);
 /* Same, over a caller-owned buffer that must outlive the result (tests). */
 gguf_file *gguf_open_memory(const void *buf, uint64_t len, sgl_error *err);
 void gguf_close(gguf_file *f);
+/* Hands the whole pages inside [p, p + len) of a file-mapped gguf back to
+ * the kernel: they leave the process's resident memory and are read again
+ * from the file if touched (the data stays valid). A no-op for
+ * gguf_open_memory. For weights the backend has copied (repacked). */
+void gguf_release_range(const gguf_file *f, const void *p, uint64_t len);
 
 /* Lookups return NULL / false / the default when the key is missing or has
  * another type; they never fail otherwise. */

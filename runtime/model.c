@@ -68,7 +68,7 @@ struct sgl_model {
     kb_mat d_embd, d_output;
     float *d_output_norm;
     dev_layer *d_layers;
-    uint64_t weight_bytes; /* backend memory taken by the weights (0 on the CPU) */
+    uint64_t weight_bytes; /* backend memory taken by the weights (CPU: repacked copies) */
     model_state st;
 };
 
@@ -389,7 +389,7 @@ static void backend_drop(sgl_model *m) {
         m->d_layers = NULL;
     }
     if (m->d_embd.data) o->mat_free(m->be, &m->d_embd);
-    if (m->d_output.data && !m->cfg.tied_output) o->mat_free(m->be, &m->d_output);
+    if (m->d_output.data && (!m->cfg.tied_output || m->be_is_cpu)) o->mat_free(m->be, &m->d_output);
     memset(&m->d_output, 0, sizeof m->d_output);
     o->free_mem(m->be, m->d_output_norm);
     m->d_output_norm = NULL;
@@ -398,13 +398,18 @@ static void backend_drop(sgl_model *m) {
     m->weight_bytes = 0;
 }
 
-static int up_mat(sgl_model *m, const model_mat *h, kb_mat *out, sgl_error *err) {
-    kb_mat hm = {h->type, h->rows, h->cols, h->data};
+/* lookup: the matrix's rows are looked up (the embedding), see kb_mat. */
+static int up_mat(sgl_model *m, const model_mat *h, bool lookup, kb_mat *out, sgl_error *err) {
+    kb_mat hm = {h->type, h->rows, h->cols, h->data, lookup};
     if (!m->be->ops->type_supported(m->be, h->type))
         return sgl_error_set(err, "model: the %s backend has no kernels for weight type %s",
                              m->be->ops->name, sgl_dtype_name(h->type));
     if (m->be->ops->mat_upload(m->be, &hm, out, err)) return -1;
-    if (!m->be_is_cpu) m->weight_bytes += sgl_dtype_row_bytes(h->type, (uint64_t)h->cols) * (uint64_t)h->rows;
+    uint64_t bytes = sgl_dtype_row_bytes(h->type, (uint64_t)h->cols) * (uint64_t)h->rows;
+    /* on the CPU only a repacked copy takes memory beyond the mapped file,
+     * whose pages it replaces */
+    if (!m->be_is_cpu || out->data != h->data) m->weight_bytes += bytes;
+    if (m->be_is_cpu && out->data != h->data) gguf_release_range(m->gguf, h->data, bytes);
     return 0;
 }
 
@@ -426,19 +431,22 @@ static int backend_attach(sgl_model *m, kb_backend *be, sgl_error *err) {
     m->be_is_cpu = be->ops->host;
     const model_config *c = &m->cfg;
     const model_weights *w = &m->w;
-    if (up_mat(m, &w->token_embd, &m->d_embd, err)) return -1;
-    if (c->tied_output) m->d_output = m->d_embd;
-    else if (up_mat(m, &w->output, &m->d_output, err)) return -1;
+    if (up_mat(m, &w->token_embd, true, &m->d_embd, err)) return -1;
+    /* a tied head shares the embedding's device copy; on the CPU it is
+     * "uploaded" again for the matmul, which may repack it */
+    if (c->tied_output && !m->be_is_cpu) m->d_output = m->d_embd;
+    else if (up_mat(m, c->tied_output ? &w->token_embd : &w->output, false, &m->d_output, err))
+        return -1;
     if (up_vec(m, w->output_norm, c->dim, &m->d_output_norm, err)) return -1;
     if (!(m->d_layers = calloc((size_t)c->n_layers, sizeof *m->d_layers)))
         return sgl_error_set(err, "model: out of memory");
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &w->layers[l];
         dev_layer *d = &m->d_layers[l];
-        if (up_mat(m, &L->wq, &d->wq, err) || up_mat(m, &L->wk, &d->wk, err) ||
-            up_mat(m, &L->wv, &d->wv, err) || up_mat(m, &L->wo, &d->wo, err) ||
-            up_mat(m, &L->w_gate, &d->w_gate, err) || up_mat(m, &L->w_up, &d->w_up, err) ||
-            up_mat(m, &L->w_down, &d->w_down, err) ||
+        if (up_mat(m, &L->wq, false, &d->wq, err) || up_mat(m, &L->wk, false, &d->wk, err) ||
+            up_mat(m, &L->wv, false, &d->wv, err) || up_mat(m, &L->wo, false, &d->wo, err) ||
+            up_mat(m, &L->w_gate, false, &d->w_gate, err) || up_mat(m, &L->w_up, false, &d->w_up, err) ||
+            up_mat(m, &L->w_down, false, &d->w_down, err) ||
             up_vec(m, L->attn_norm, c->dim, &d->attn_norm, err) ||
             up_vec(m, L->ffn_norm, c->dim, &d->ffn_norm, err) ||
             up_vec(m, L->bq, c->q_dim, &d->bq, err) || up_vec(m, L->bk, c->kv_dim, &d->bk, err) ||

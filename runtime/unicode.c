@@ -1,5 +1,7 @@
-/* unicode: UTF-8 decoding and code point classes (see unicode.h). */
+/* unicode: UTF-8 decoding and repair, code point classes (see unicode.h). */
 #include "runtime/unicode.h"
+
+#include <string.h>
 
 unsigned uni_class(uint32_t cp) {
     if (cp < 128) return uni_ascii_class[cp];
@@ -86,4 +88,42 @@ size_t uni_valid_prefix_len(const uint8_t *s, size_t n) {
         if (s[i] < l || s[i] > h) return 0;
     }
     return n;
+}
+
+size_t uni_utf8_repair(const char *s, size_t n, char *out, unsigned flags, size_t *held) {
+    const uint8_t *u = (const uint8_t *)s;
+    size_t i = 0, o = 0;
+    if (held) *held = 0;
+    while (i < n) {
+        uint8_t b = u[i];
+        if (b < 0x80 && (b != 0 || !(flags & UNI_REPAIR_NUL))) {
+            out[o++] = (char)b;
+            i++;
+            continue;
+        }
+        size_t part = 1; /* bytes of the invalid subpart at i */
+        uint8_t lo, hi;
+        int len = b < 0x80 ? 0 : lead_info(b, &lo, &hi);
+        if (len > 0) {
+            size_t k = 1; /* the lead byte, then continuation bytes in range */
+            while (k < (size_t)len && i + k < n && u[i + k] >= (k == 1 ? lo : 0x80) &&
+                   u[i + k] <= (k == 1 ? hi : 0xBF))
+                k++;
+            if (k == (size_t)len) {
+                memcpy(out + o, s + i, k);
+                o += k;
+                i += k;
+                continue;
+            }
+            if (i + k == n && (flags & UNI_REPAIR_STREAM)) {
+                if (held) *held = k;
+                break;
+            }
+            part = k;
+        }
+        memcpy(out + o, "\xEF\xBF\xBD", 3);
+        o += 3;
+        i += part;
+    }
+    return o;
 }

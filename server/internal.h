@@ -196,10 +196,13 @@ void srv_json_keep_exact(cJSON *root, const char *text, size_t len);
 /* A J_INT64 value as its 64-bit pattern (negatives two's complement).
  * Returns 0, or -1 when j is not such an integer. */
 int srv_json_int64(const cJSON *j, uint64_t *out);
-/* A cJSON string from bytes that may hold invalid UTF-8 (each invalid part
- * becomes U+FFFD), so the reply is always valid JSON text. */
+/* A cJSON string from bytes that may hold invalid UTF-8 (each maximal
+ * invalid part, and each NUL byte, becomes U+FFFD: uni_utf8_repair), so the
+ * reply is always valid JSON text. */
 cJSON *srv_json_str(const char *s, size_t n);
-char *srv_utf8_fix(const char *s, size_t n); /* malloc'd */
+/* The same repair as a malloc'd C string (the caller frees it; NULL when out
+ * of memory). */
+char *srv_utf8_fix(const char *s, size_t n);
 
 /* ---- generation jobs (gen.c) --------------------------------------------- */
 

@@ -131,28 +131,7 @@ int srv_check_fields(const cJSON *obj, const srv_field *fields, size_t n, const 
 
 char *srv_utf8_fix(const char *s, size_t n) {
     char *out = malloc(n * 3 + 1);
-    if (!out) return NULL;
-    const uint8_t *u = (const uint8_t *)s;
-    size_t i = 0, o = 0;
-    while (i < n) {
-        uint32_t cp;
-        size_t l = uni_decode(u + i, n - i, &cp);
-        if (cp != UNI_INVALID && cp != 0) {
-            memcpy(out + o, s + i, l);
-            o += l;
-            i += l;
-            continue;
-        }
-        if (cp == 0) { /* NUL cannot pass through C strings: U+FFFD too */
-            i += 1;
-        } else {
-            size_t vp = uni_valid_prefix_len(u + i, SGL_MIN(n - i, (size_t)4));
-            i += vp > 1 ? vp : 1;
-        }
-        memcpy(out + o, "\xEF\xBF\xBD", 3);
-        o += 3;
-    }
-    out[o] = 0;
+    if (out) out[uni_utf8_repair(s, n, out, UNI_REPAIR_NUL, NULL)] = 0;
     return out;
 }
 

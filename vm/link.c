@@ -108,8 +108,16 @@ static void ent_release(link_ent *e) {
 void vm_link_free(vm_link *l) {
     if (!l) return;
     l->wake = NULL;
-    for (uint32_t i = 0; i < l->n_queued; i++) ent_release(&l->queued[i]);
-    for (uint32_t i = 0; i < l->n_flight; i++) ent_release(&l->flight[i]);
+    /* A prefill still queued or in flight never finishes now: its waiting
+     * streams must let go of it (vm_prefill_abandon breaks their cycle). */
+    for (uint32_t i = 0; i < l->n_queued; i++) {
+        if (l->queued[i].pf) vm_prefill_abandon(l->queued[i].pf);
+        ent_release(&l->queued[i]);
+    }
+    for (uint32_t i = 0; i < l->n_flight; i++) {
+        if (l->flight[i].pf) vm_prefill_abandon(l->flight[i].pf);
+        ent_release(&l->flight[i]);
+    }
     free(l->queued);
     free(l->flight);
     chat_template_free(l->own_ct);
@@ -373,11 +381,13 @@ int vm_link_flush(vm_link *l) {
 }
 
 int vm_link_interrupt(vm_link *l, const char *msg, double wait_s) {
+    /* By index and by value: a prefill's branches queue their requests
+     * (and may move the array) when it is done; they are failed in turn. */
     for (uint32_t i = 0; i < l->n_queued; i++) {
-        link_ent *e = &l->queued[i];
-        if (e->pf) vm_prefill_done(e->pf);
-        if (e->st) vm_stream_fail(e->st, msg);
-        ent_release(e);
+        link_ent e = l->queued[i];
+        if (e.pf) vm_prefill_done(e.pf);
+        if (e.st) vm_stream_fail(e.st, msg);
+        ent_release(&e);
     }
     l->n_queued = 0;
     for (uint32_t i = 0; i < l->n_flight; i++) sgl_engine_cancel(l->engine, l->flight[i].id);

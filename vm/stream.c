@@ -1069,6 +1069,15 @@ void vm_prefill_done(vm_prefill *pf) {
     free(w);
 }
 
+void vm_prefill_abandon(vm_prefill *pf) {
+    uint32_t n = pf->n_waiting;
+    vm_stream **w = pf->waiting;
+    pf->waiting = NULL;
+    pf->n_waiting = pf->cap_waiting = 0;
+    for (uint32_t i = 0; i < n; i++) vm_release((vm_value){.type = VM_STREAM, .as.st = w[i]});
+    free(w);
+}
+
 static vm_value map_copy(vm_value m) {
     vm_value c = vm_map_new();
     for (uint32_t i = 0; c.type == VM_MAP && i < vm_map_len(m); i++)

@@ -123,7 +123,8 @@ typedef struct vm_prefill {
     int rc;
     bool done;
     char *text;              /* the prefix (owned) */
-    vm_stream **waiting;     /* children blocked on it (each retained) */
+    vm_stream **waiting;     /* children blocked on it (each retained; a cycle with their
+                                prefill field until vm_prefill_done or _abandon) */
     uint32_t n_waiting, cap_waiting;
 } vm_prefill;
 
@@ -278,5 +279,10 @@ void vm_stream_fail_at(vm_stream *st, const char *where, const char *msg);
 void vm_prefill_release(vm_prefill *pf);
 /* The prefill finished (successfully or not: either way children go on). */
 void vm_prefill_done(vm_prefill *pf);
+/* The prefill will never finish (its link is being freed): releases the
+ * streams waiting for it without advancing them. A waiting stream holds
+ * the prefill and the prefill holds it, so without this the two would keep
+ * each other alive once the program has dropped the stream. */
+void vm_prefill_abandon(vm_prefill *pf);
 
 #endif

@@ -1162,21 +1162,18 @@ static int quote_append(sgl_strbuf *sb, const char *s, size_t n) {
             } else if (c < 0x80) {
                 rc = sgl_strbuf_putc(sb, (char)c);
             } else {
-                /* JSON text is UTF-8: a valid sequence is kept whole, each
-                 * maximal invalid part (e.g. a character cut by max_tokens)
-                 * becomes U+FFFD. */
-                uint32_t cp;
-                const uint8_t *u = (const uint8_t *)s + i;
-                size_t l = uni_decode(u, n - i, &cp);
-                if (cp != UNI_INVALID) {
-                    rc = sgl_strbuf_append(sb, s + i, l);
-                } else {
-                    l = 1; /* a cut-short sequence counts as one part */
-                    for (size_t k = n - i < 3 ? n - i : 3; k >= 2 && l == 1; k--)
-                        if (uni_valid_prefix_len(u, k) == k) l = k;
-                    rc = sgl_strbuf_puts(sb, "\\ufffd");
+                /* JSON text is UTF-8: valid sequences are kept, each maximal
+                 * invalid part (e.g. a character cut by max_tokens) becomes
+                 * U+FFFD. Invalid parts never hold ASCII, so the run of
+                 * non-ASCII bytes here is repaired on its own. */
+                size_t j = i;
+                while (j < n && (unsigned char)s[j] >= 0x80) j++;
+                rc = sgl_strbuf_reserve(sb, (j - i) * 3);
+                if (rc == 0) {
+                    sb->len += uni_utf8_repair(s + i, j - i, sb->data + sb->len, 0, NULL);
+                    sb->data[sb->len] = 0;
                 }
-                i += l - 1;
+                i = j - 1;
             }
         }
     }

@@ -1,25 +1,23 @@
 /* avx2_matmul: the AVX2/FMA/F16C matmul (compiled with -mavx2 -mfma -mf16c;
- * only reached after the runtime CPU check in kern_cpu.c).
+ * only reached after the runtime CPU check in kern_cpu.c; built a second
+ * time with AVX512-VNNI/VL for vpdpwssd on 256-bit vectors).
  *
  * Quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): the activations
  * are quantized once per call to int16 per block of 32 values ("x16", below)
- * and multiplied with exact integer dot products (vpmaddwd; vpdpwssd in the
- * VNNI build), weights widened to int16. int16 rather than int8 activations:
- * 8-bit rounding noise (amax/254 per value) added up over the 30 layers of
- * the default model and flipped near-tied greedy choices against the float
- * reference; int16 cuts it 258x at about the same instruction count (two
- * vpmaddwd per 32 products instead of vpmaddubsw + vpmaddwd). Float weights
+ * and multiplied with exact integer dot products (vpdpwssd, or vpmaddwd +
+ * vpaddd), the weights in the 8-row interleaved "R8" layout (repacked at
+ * load by kern_repack, or a few blocks at a time here for a plain matrix),
+ * widened to int16. int16 rather than int8 activations: 8-bit rounding
+ * noise (amax/254 per value) added up over the 30 layers of the default
+ * model and flipped near-tied greedy choices against the float reference;
+ * int16 cuts it 258x, at half the products per instruction. Float weights
  * (F32, F16, BF16) use FMA on f32 activations.
  *
- * Tiling: a microkernel computes RW weight rows x RB activation rows, so each
- * weight block is decoded once for RB activation rows and each activation
- * block loaded once for RW weight rows.
- *
- * Determinism: every (weight row, activation row) pair owns one accumulator
- * and goes through the same instruction sequence whatever the tile shape
- * (RW, RB), the batch or the thread: blocks in order, the same lane layout,
- * the same final horizontal sum. So Y[b][r] is bit-identical for any nb,
- * batch composition and thread count.
+ * Determinism: every (weight row, activation row) pair owns one f32 lane
+ * and goes through the same instruction sequence whatever the tile, the
+ * batch, the thread or the weight layout: blocks in order, one exact
+ * integer dot product per block, then the same scaling steps. So Y[b][r] is
+ * bit-identical for any nb, batch composition and thread count.
  */
 #include <float.h>
 #include <immintrin.h>
@@ -60,62 +58,47 @@ ALWAYS_INLINE float f16_load(const uint8_t *p) {
 
 /* ==== x16 activations =======================================================
  *
- * Per block of 32 values (the Q4_0/Q4_1/Q8_0 block; a K-quant super-block is
- * 8 of them, aligned with its 32-value sub-blocks): x ~= d * q, q int16,
+ * Per block of 32 values (a quantized block; a K-quant super-block is 8 of
+ * them, aligned with its 32-value sub-blocks): x ~= d * q, q int16,
  * d = amax / 32767, q = round-to-nearest-even(x * 32767 / amax), so
  * |x - d q| <= amax / 65534 (+ f32 rounding of d and x * id).
  *
- * Overflow: a dot_i16 lane sums 4 products w * q with |q| <= 32767:
- *   Q4_0/Q4_1  w = nibble 0..15               4 * 15   * 32767 =   1.97e6
- *   Q8_0       w = int8, |w| <= 128           4 * 128  * 32767 =  16.8e6
- *   Q4_K       w = q(0..15) * sc(0..63)       4 * 945  * 32767 = 123.9e6
- *   Q5_K       w = q(0..31) * sc(0..63)       4 * 1953 * 32767 = 256.0e6
- *   Q6_K       w = (q-32)(-32..31) * sc(int8) 4 * 4096 * 32767 = 536.9e6
- * all below 2^31 = 2147.5e6, and the weights fit int16, so the full int16
- * range is used. Integer sums never span more than one block: each block's
- * lanes go to float and are scaled there (f32 is exact up to 2^24; above it
- * the conversion rounds by at most 2^-24 relative, covered by the f32 term
- * of the accuracy bound in kernels.h).
+ * Overflow: an exact block dot product sums 32 products w * q (Q6_K: 16)
+ * with |q| <= 32767:
+ *   Q4_0/Q4_1/Q4_K  w = 0..15          32 * 15  * 32767 =  15.7e6
+ *   Q5_K            w = 0..31          32 * 31  * 32767 =  32.5e6
+ *   Q8_0            w = int8           32 * 128 * 32767 = 134.2e6
+ *   Q6_K            w = q - 32, -32..31  16 * 32  * 32767 =  16.8e6
+ * all below 2^31 (scales are applied in f32 afterwards). The conversion to
+ * f32 is exact up to 2^24 and rounds by at most 2^-24 relative above, covered
+ * by the f32 term of the accuracy bound in kernels.h.
  *
  * Scratch layout for nb rows of k values (nblk = k / 32 blocks a row):
- *   qs: int16 [nblk][nb][32] for Q4_0/Q4_1/Q8_0 (block-major: a tile's RB
- *             rows of one block are adjacent, at constant offsets), or
- *             [nb][nblk][32] for the K-quants (row-major: the 8 blocks of a
- *             super-block are adjacent); bs / rs are the block and row
- *             strides in int16 elements
+ *   qs: int16 [nblk][nb][32]   block-major: a tile's rows of one block are
+ *                              adjacent; bs = nb * 32 is the block stride
  *   dt: f32   [nblk][nbp]  d; nbp = nb rounded up + 8 so 8-lane loads
  *                          from any row stay inside, padding zeroed
- *   st: f32   [nblk][nbp]  s = d * sum(q) (Q4_0/Q4_1 min terms)
- *   s:  f32   [nb][nblk]   s again, row-major (K-quant min terms: the 8
- *                          sub-blocks of a super-block are adjacent)
+ *   st: f32   [nblk][nbp]  s = d * sum(q) (min terms)
  */
 typedef struct {
     int16_t *qs;
-    float *dt, *st, *s;
-    int64_t nbp, bs, rs;
+    float *dt, *st;
+    int64_t nbp, bs;
 } x16_layout;
 
 static int64_t x16_nbp(int64_t nb) {
     return (nb + 7) / 8 * 8 + 8;
 }
 
-static x16_layout x16_map(void *xq, int64_t k, int64_t nb, int row_major) {
+static x16_layout x16_map(void *xq, int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
     x16_layout l;
     l.qs = xq;
-    l.bs = row_major ? 32 : nb * 32;
-    l.rs = row_major ? nblk * 32 : 32;
+    l.bs = nb * 32;
     l.nbp = x16_nbp(nb);
     l.dt = (float *)(l.qs + nblk * nb * 32);
     l.st = l.dt + nblk * l.nbp;
-    l.s = l.st + nblk * l.nbp;
     return l;
-}
-
-#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
-static size_t x16_bytes(int64_t k, int64_t nb) {
-    int64_t nblk = k / 32;
-    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4 + nb * nblk * 4) + 64;
 }
 
 /* Max |x| of 32 floats. */
@@ -129,6 +112,12 @@ ALWAYS_INLINE float amax32(const float *x) {
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     return _mm_cvtss_f32(m4);
+}
+
+#ifndef KERN_VNNI /* the VNNI build reuses the AVX2 build's prep */
+static size_t x16_bytes(int64_t k, int64_t nb) {
+    int64_t nblk = k / 32;
+    return (size_t)(nblk * nb * 64 + 2 * nblk * x16_nbp(nb) * 4) + 64;
 }
 
 /* q[0..32) = round-to-nearest-even(x * id) as int16, in element order;
@@ -152,425 +141,562 @@ ALWAYS_INLINE int pack32_i16(const float *x, float id, int16_t *q) {
     return _mm_cvtsi128_si32(s4);
 }
 
-ALWAYS_INLINE void x16_prep(const int row_major, const float *X, int64_t k, int64_t nb, void *xq,
-                            int64_t b0, int64_t b1) {
-    x16_layout l = x16_map(xq, k, nb, row_major);
+/* Quantizes rows [b0, b1) of X (the layout above). Writes block by block
+ * within chunks of 16 rows: a row's blocks are nb * 64 bytes apart, for
+ * nb = 512 a multiple of 4 KiB, so walking them row by row hit one L1 set
+ * and made the quantization ~5% of prefill time; whole blocks over all rows
+ * read X from far in memory when it exceeds L2. */
+static void x16_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
+    x16_layout l = x16_map(xq, k, nb);
     int64_t nblk = k / 32;
-    /* Write in layout order: row by row for row-major; for block-major block
-     * by block within chunks of 16 rows (there a row's blocks are nb * 64
-     * bytes apart, for nb = 512 a multiple of 4 KiB: walking them row by row
-     * hit one L1 set and made the quantization ~5% of prefill time; whole
-     * blocks over all rows read X from far in memory when it exceeds L2). */
-    const int64_t chunk = row_major ? 1 : 16;
+    const int64_t chunk = 16;
     for (int64_t bc = b0; bc < b1; bc += chunk)
         for (int64_t i = 0; i < nblk; i++)
             for (int64_t b = bc; b < b1 && b < bc + chunk; b++) {
-            const float *x = X + b * k + i * 32;
-            float amax = amax32(x);
-            /* a block below 1e-30 (where 32767 / amax could overflow) is
-             * taken as zeros */
-            float d = amax >= 1e-30f ? amax / 32767.0f : 0.0f;
-            float id = amax >= 1e-30f ? 32767.0f / amax : 0.0f;
-            int sum = pack32_i16(x, id, l.qs + i * l.bs + b * l.rs);
-            float s = d * (float)sum; /* |sum| <= 32 * 32767 < 2^24: exact */
-            l.dt[i * l.nbp + b] = d;
-            l.st[i * l.nbp + b] = s;
-            l.s[b * nblk + i] = s;
-        }
+                const float *x = X + b * k + i * 32;
+                float amax = amax32(x);
+                /* a block below 1e-30 (where 32767 / amax could overflow) is
+                 * taken as zeros */
+                float d = amax >= 1e-30f ? amax / 32767.0f : 0.0f;
+                float id = amax >= 1e-30f ? 32767.0f / amax : 0.0f;
+                int sum = pack32_i16(x, id, l.qs + i * l.bs + b * 32);
+                l.dt[i * l.nbp + b] = d;
+                l.st[i * l.nbp + b] = d * (float)sum; /* |sum| <= 32 * 32767 < 2^24: exact */
+            }
     if (b1 == nb)
         for (int64_t i = 0; i < nblk; i++)
             for (int64_t b = nb; b < l.nbp; b++)
                 l.st[i * l.nbp + b] = l.dt[i * l.nbp + b] = 0;
 }
-
-static void x16_prep_bm(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
-    x16_prep(0, X, k, nb, xq, b0, b1);
-}
-
-static void x16_prep_rm(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
-    x16_prep(1, X, k, nb, xq, b0, b1);
-}
 #endif
 
-/* ==== Q4_0 / Q4_1 / Q8_0 ================================================== */
-
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
-
-#ifndef X16_PF
-#define X16_PF 384 /* weight prefetch distance in bytes for 1-row tiles */
-#endif
-
-/* One RW x RB tile: weight rows r..r+RW, activation rows b..b+RB. */
-ALWAYS_INLINE void x16_tile(const int kind, const int RW, const int RB, const uint8_t *W,
-                            size_t wrb, int64_t nblk, const x16_layout *l, int64_t b, float *Y,
-                            int64_t rows, int64_t r) {
-    const int bb = kind == KIND_Q4_0 ? 18 : kind == KIND_Q4_1 ? 20 : 34;
-    const __m256i m4 = _mm256_set1_epi16(0x0F);
-    __m256 acc[4][8];
-    __m256 accm[4];
-    float dd[4][8] __attribute__((aligned(32)));
-#pragma GCC unroll 4
-    for (int i = 0; i < RW; i++) {
-        accm[i] = _mm256_setzero_ps();
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    }
-    for (int64_t blk = 0; blk < nblk; blk++) {
-        __m256i w0[4], w1[4]; /* elements 0..15 and 16..31 as int16 */
-        __m256 dwb[4], mwb[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < RW; i++) {
-            const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)blk * bb;
-            /* With one activation row the weights stream from memory with
-             * little work per byte; prefetching a few blocks ahead measured
-             * ~1.6x faster on the 30 MB output head. Prefetches never fault. */
-            if (RB == 1) _mm_prefetch((const char *)p + X16_PF, _MM_HINT_T0);
-            /* d (and m for Q4_1) converted and broadcast in vector registers */
-            uint32_t h = 0;
-            memcpy(&h, p, kind == KIND_Q4_1 ? 4 : 2);
-            __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
-            dwb[i] = _mm256_broadcastss_ps(dm);
-            if (kind == KIND_Q8_0) {
-                w0[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
-                w1[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
-            } else {
-                mwb[i] = kind == KIND_Q4_0 ? _mm256_mul_ps(dwb[i], _mm256_set1_ps(-8.0f))
-                                           : _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-                /* byte e holds element e (low nibble) and e + 16 (high) */
-                __m256i t = _mm256_cvtepu8_epi16(
-                    _mm_loadu_si128((const __m128i *)(p + (kind == KIND_Q4_0 ? 2 : 4))));
-                w0[i] = _mm256_and_si256(t, m4);
-                w1[i] = _mm256_srli_epi16(t, 4);
-            }
-        }
-        /* the RW x 8 scale products d_w * d_x, by rows: one multiply per
-         * weight row, then each is a broadcast from memory (only a load);
-         * with one activation row, one multiply each (the same product) */
-        const int16_t *xb = l->qs + blk * l->bs + b * 32;
-        /* (the empty asm makes GCC address dd from one register instead of
-         * keeping RW * RB hoisted addresses, which spilled) */
-        float *ddp = &dd[0][0];
-        __asm__("" : "+r"(ddp));
-        __m256 dxv = RB == 1 ? _mm256_broadcast_ss(l->dt + blk * l->nbp + b)
-                             : _mm256_loadu_ps(l->dt + blk * l->nbp + b);
-        if (RB > 1)
-#pragma GCC unroll 4
-            for (int i = 0; i < RW; i++)
-                _mm256_store_ps(ddp + 8 * i, _mm256_mul_ps(dwb[i], dxv));
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            const int16_t *xp = xb + j * 32;
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 16));
-#pragma GCC unroll 4
-            for (int i = 0; i < RW; i++) {
-                __m256 p = _mm256_cvtepi32_ps(dot_i16(w0[i], x0, w1[i], x1));
-                __m256 dwx =
-                    RB == 1 ? _mm256_mul_ps(dwb[i], dxv) : _mm256_broadcast_ss(ddp + 8 * i + j);
-                acc[i][j] = _mm256_fmadd_ps(p, dwx, acc[i][j]);
-            }
-        }
-        if (kind != KIND_Q8_0) {
-            /* min term m_w * s_x, one lane per activation row of the tile */
-            __m256 s = _mm256_loadu_ps(l->st + blk * l->nbp + b);
-#pragma GCC unroll 4
-            for (int i = 0; i < RW; i++)
-                accm[i] = _mm256_fmadd_ps(mwb[i], s, accm[i]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < RW; i++) {
-        float m[8];
-        _mm256_storeu_ps(m, accm[i]);
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            float y = hsum8(acc[i][j]);
-            if (kind != KIND_Q8_0) y += m[j];
-            Y[(b + j) * rows + r + i] = y;
-        }
-    }
-}
-
-/* Walks rows [r0, r1) x all nb activation rows in tiles: 4x1 for a single
- * activation row (more independent accumulators), else X16_TW x X16_TB (3x8:
- * on Zen 4 with the VNNI build's 32 vector registers it measured ~5% faster
- * than 2x8 on prefill, 4x4 and 4x6 slower), with smaller tiles at the edges. Activation rows go in chunks of 64 so a chunk of the
- * quantized activations stays in cache while the weight rows stream by. */
-#ifndef X16_TW
-#define X16_TW 3
-#endif
-#ifndef X16_TB
-#define X16_TB 8
-#endif
-#define X16_T(K, RW, RB) x16_tile(K, RW, RB, W, wrb, nblk, l, b, Y, rows, r)
-// clang-format off
-#define X16_ROWS(NAME, KIND, BB)                                                                   \
-    static void NAME##_tile(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nblk,            \
-                            const x16_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {   \
-        switch (rw * 16 + rb) {                                                                    \
-        case 72: X16_T(KIND, 4, 8); break;                                                         \
-        case 71: X16_T(KIND, 4, 7); break;                                                         \
-        case 70: X16_T(KIND, 4, 6); break;                                                         \
-        case 69: X16_T(KIND, 4, 5); break;                                                         \
-        case 68: X16_T(KIND, 4, 4); break;                                                         \
-        case 67: X16_T(KIND, 4, 3); break;                                                         \
-        case 66: X16_T(KIND, 4, 2); break;                                                         \
-        case 65: X16_T(KIND, 4, 1); break;                                                         \
-        case 56: X16_T(KIND, 3, 8); break;                                                         \
-        case 55: X16_T(KIND, 3, 7); break;                                                         \
-        case 54: X16_T(KIND, 3, 6); break;                                                         \
-        case 53: X16_T(KIND, 3, 5); break;                                                         \
-        case 52: X16_T(KIND, 3, 4); break;                                                         \
-        case 51: X16_T(KIND, 3, 3); break;                                                         \
-        case 50: X16_T(KIND, 3, 2); break;                                                         \
-        case 49: X16_T(KIND, 3, 1); break;                                                         \
-        case 40: X16_T(KIND, 2, 8); break;                                                         \
-        case 39: X16_T(KIND, 2, 7); break;                                                         \
-        case 38: X16_T(KIND, 2, 6); break;                                                         \
-        case 37: X16_T(KIND, 2, 5); break;                                                         \
-        case 36: X16_T(KIND, 2, 4); break;                                                         \
-        case 35: X16_T(KIND, 2, 3); break;                                                         \
-        case 34: X16_T(KIND, 2, 2); break;                                                         \
-        case 33: X16_T(KIND, 2, 1); break;                                                         \
-        case 24: X16_T(KIND, 1, 8); break;                                                         \
-        case 23: X16_T(KIND, 1, 7); break;                                                         \
-        case 22: X16_T(KIND, 1, 6); break;                                                         \
-        case 21: X16_T(KIND, 1, 5); break;                                                         \
-        case 20: X16_T(KIND, 1, 4); break;                                                         \
-        case 19: X16_T(KIND, 1, 3); break;                                                         \
-        case 18: X16_T(KIND, 1, 2); break;                                                         \
-        default: X16_T(KIND, 1, 1); break;                                                         \
-        }                                                                                          \
-    }                                                                                              \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
-                     int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
-        (void)X;                                                                                   \
-        const uint8_t *W = Wv;                                                                     \
-        int64_t nblk = k / 32;                                                                     \
-        size_t wrb = (size_t)nblk * BB;                                                            \
-        x16_layout l = x16_map((void *)xq, k, nb, 0);                                              \
-        /* Q8_0 (the output head, 30 MB) under 16 rows streams from memory:                        \
-         * there 2x8 measured 14% faster than 3x8 at nb = 8 */                                     \
-        int tw = nb == 1 ? 4 : KIND == KIND_Q8_0 && nb < 16 ? 2 : X16_TW;                          \
-        int tb = nb == 1 ? 1 : X16_TB;                                                             \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
-            for (int64_t r = r0; r < r1;) {                                                        \
-                int rw = r + tw <= r1 ? tw : 1;                                                    \
-                for (int64_t b = bc; b < be; b += tb)                                              \
-                    NAME##_tile(rw, (int)(be - b < tb ? be - b : tb), W, wrb, nblk, &l, b, Y,      \
-                                rows, r);                                                          \
-                r += rw;                                                                           \
-            }                                                                                      \
-        }                                                                                          \
-    }
-// clang-format on
-
-X16_ROWS(mm_q4_0, KIND_Q4_0, 18)
-X16_ROWS(mm_q4_1, KIND_Q4_1, 20)
-X16_ROWS(mm_q8_0, KIND_Q8_0, 34)
-
-/* ==== K-quants ==============================================================
+/* ==== Q4_0 / Q4_1 / Q8_0: the R8 layout ====================================
  *
- * Each weight super-block is first unpacked (once per tile) into 16 vectors
- * of 16 int16 weights already multiplied by their integer sub-block scale,
- * so that x = d * w - dmin * mn (per 32-value sub-block) for Q4_K/Q5_K and
- * x = d * w for Q6_K (w = (q - 32) * sc, signed; no min term). Per activation
- * block (= 32-value sub-block) c: an exact int32 dot_i16, converted and
- * scaled by the block's d_x into a super-block sum t; then
- * acc += t * d + mn' * s, with mn' = -dmin * mn per sub-block in one 8-lane
- * vector against the 8 blocks' s = d_x * sum(q).
- */
-typedef struct {
-    __m256i w[16]; /* elements 16v..16v+15 times their scale */
-    __m256 mn;     /* -dmin * mn of sub-block c in lane c (Q4_K/Q5_K) */
-    float d;
-} kq_unpacked;
+ * These types are multiplied in the 8-row interleaved layout of
+ * kern_internal.h: weights repacked at load (kern_repack: types *_R8) are
+ * used as they are; a matrix in the plain GGUF layout is repacked here a few
+ * blocks at a time into a stack buffer (r8_pack) and goes through the same
+ * microkernel, so both layouts give the same bits.
+ *
+ * Arithmetic, for weight row r, activation row b, block k (in order, from
+ * acc = 0): P = the exact int32 dot product of the block's 32 int16 pairs
+ * (|P| <= 32 * 128 * 32767 < 2^31), then
+ *   acc = fma((float)P, d_w * d_x, acc)
+ *   acc = fma(m_w, s_x, acc)          (Q4_0: m_w = -8 d_w; Q4_1: m_w = m)
+ * with s_x = d_x * sum(q_x) from the activation prep; Y = acc. Lane i of a
+ * vector is weight row 8g + i, so the 8 rows of a group take the same
+ * instruction sequence side by side, and every (row, activation row) pair
+ * goes through the same operations whatever the tile, the batch or the
+ * thread: Y[b][r] is bit-identical for any nb, batch composition, thread
+ * count and weight layout.
+ *
+ * Per block and activation row: 16 vpdpwssd (8 rows x 32 products) against
+ * the activation pairs broadcast from memory, then one convert, one multiply
+ * and two FMAs for all 8 rows; the weights are widened once per tile of RB
+ * activation rows. */
 
-ALWAYS_INLINE void unpack_q4_k_q5_k(const int is_q5, const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi16(0x0F), one = _mm256_set1_epi16(1);
-    const uint8_t *scales = p + 4, *qh = p + 16, *qs = p + (is_q5 ? 48 : 16);
-    u->d = f16_load(p);
-    float dmin = f16_load(p + 2);
-    int32_t mn32[8];
-    int16_t sc16[8];
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, mn;
-        kq_scale_min_k4(j, scales, &sc, &mn);
-        sc16[j] = sc;
-        mn32[j] = mn;
-    }
-    u->mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mn32)),
-                          _mm256_set1_ps(-dmin));
-    __m256i h0 = _mm256_setzero_si256(), h1 = h0;
-    if (is_q5) {
-        h0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qh));
-        h1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16)));
-    }
-    /* chunk c: byte l of qs[32c..] is elem 64c+l (low) and 64c+32+l (high) */
-    for (int c = 0; c < 4; c++) {
-        __m256i v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * c)));
-        __m256i v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * c + 16)));
-        __m256i lo0 = _mm256_and_si256(v0, m4), lo1 = _mm256_and_si256(v1, m4);
-        __m256i hi0 = _mm256_srli_epi16(v0, 4), hi1 = _mm256_srli_epi16(v1, 4);
-        if (is_q5) {
-            lo0 = _mm256_or_si256(
-                lo0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h0, 2 * c), one), 4));
-            lo1 = _mm256_or_si256(
-                lo1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h1, 2 * c), one), 4));
-            hi0 = _mm256_or_si256(
-                hi0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h0, 2 * c + 1), one), 4));
-            hi1 = _mm256_or_si256(
-                hi1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h1, 2 * c + 1), one), 4));
-        }
-        __m256i s_lo = _mm256_set1_epi16(sc16[2 * c]), s_hi = _mm256_set1_epi16(sc16[2 * c + 1]);
-        u->w[4 * c + 0] = _mm256_mullo_epi16(lo0, s_lo);
-        u->w[4 * c + 1] = _mm256_mullo_epi16(lo1, s_lo);
-        u->w[4 * c + 2] = _mm256_mullo_epi16(hi0, s_hi);
-        u->w[4 * c + 3] = _mm256_mullo_epi16(hi1, s_hi);
-    }
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8, KIND_Q5_K_R8, KIND_Q6_K_R8 };
+
+/* Q5_K's 5th bit of a code chunk: bit `bit` of each widened byte of h, moved
+ * to bit 4 */
+ALWAYS_INLINE __m256i r8_bit4(__m256i h, const int bit) {
+    __m256i v = bit < 4 ? _mm256_slli_epi16(h, 4 - bit) : bit > 4 ? _mm256_srli_epi16(h, bit - 4) : h;
+    return _mm256_and_si256(v, _mm256_set1_epi16(0x10));
 }
 
-ALWAYS_INLINE void unpack_q6_k(const uint8_t *p, kq_unpacked *u) {
-    const __m256i m4 = _mm256_set1_epi16(0x0F), m2 = _mm256_set1_epi16(3),
+/* int32 lanes += the products of int16 pairs (vpdpwssd, or vpmaddwd + add) */
+ALWAYS_INLINE __m256i dp_i16(__m256i acc, __m256i w, __m256i x) {
+#ifdef KERN_VNNI
+    return _mm256_dpwssd_epi32(acc, w, x);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x));
+#endif
+}
+
+ALWAYS_INLINE __m256i bcast_pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Sub-block scale (or min) of 8 rows, exact in f32: d[i] * v[i] with d an
+ * f16 vector and v 8 bytes (6-bit values: 11 x 6 bits fit 24). */
+ALWAYS_INLINE __m256 r8_scaled(const uint8_t *d, const uint8_t *v) {
+    __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)), f);
+}
+
+/* Q6_K in the R8 layout (kern_internal.h): per 32-value block, the codes
+ * (q - 32, signed) from the low nibbles and the 2-bit top chunks; the exact
+ * integer dot products of the two 16-value sub-blocks apart (their int8
+ * scales differ; folding them in could pass 2^31), then for each
+ * acc = fma((float)P, (d * sc) * d_x, acc), first half first. */
+ALWAYS_INLINE void r8_tile_q6k(const int RB, const uint8_t *G, int64_t blk0, int64_t n,
+                               const x16_layout *l, int64_t b, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi16(0x0F), m30 = _mm256_set1_epi16(0x30),
                   c32 = _mm256_set1_epi16(32);
-    const kq_block_q6_k *b = (const kq_block_q6_k *)p;
-    u->d = f16_load(p + 208);
-    u->mn = _mm256_setzero_ps();
-    int16_t sc[16];
-    _mm256_storeu_si256((__m256i *)sc,
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
-    for (int h = 0; h < 2; h++) {
-        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-        __m256i A[2], B[2], H[2];
-        for (int s = 0; s < 2; s++) {
-            A[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 16 * s)));
-            B[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(ql + 32 + 16 * s)));
-            H[s] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16 * s)));
-        }
-        /* elems 128h + 32g + 16s + l: g 0..3 = ql[l] low, ql[l+32] low,
-         * ql[l] high, ql[l+32] high, with bits 2g..2g+1 of qh[l] on top */
-        for (int s = 0; s < 2; s++) {
-            __m256i q[4];
-            q[0] = _mm256_and_si256(A[s], m4);
-            q[1] = _mm256_and_si256(B[s], m4);
-            q[2] = _mm256_srli_epi16(A[s], 4);
-            q[3] = _mm256_srli_epi16(B[s], 4);
-            for (int g = 0; g < 4; g++) {
-                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(H[s], 2 * g), m2);
-                __m256i v = _mm256_sub_epi16(_mm256_or_si256(q[g], _mm256_slli_epi16(hb, 4)), c32);
-                int vi = 8 * h + 2 * g + s;
-                u->w[vi] = _mm256_mullo_epi16(v, _mm256_set1_epi16(sc[vi]));
-            }
-        }
-    }
-}
-
-enum { KIND_Q4_K, KIND_Q5_K, KIND_Q6_K };
-
-ALWAYS_INLINE void kq_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
-                           int64_t nsb, const x16_layout *l, int64_t b, float *Y, int64_t rows,
-                           int64_t r) {
-    const int bb = kind == KIND_Q4_K ? 144 : kind == KIND_Q5_K ? 176 : 210;
-    const int64_t nblk = nsb * 8;
-    __m256 acc[2][8];
-#pragma GCC unroll 2
-    for (int i = 0; i < RW; i++)
+    const int NH = RB >= 4 ? 1 : 2; /* chains per half (see r8_tile) */
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        const uint8_t *sb = G + (size_t)(t / 8) * 1680, *lo = sb + 144 + 192 * (t % 8),
+                      *hi = lo + 128;
+        const int64_t blk = blk0 + t;
+        const int16_t *xb = l->qs + blk * l->bs + b * 32;
+        __m256i pa[8][2], pb[8][2];
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    kq_unpacked u[2];
-    for (int64_t sb = 0; sb < nsb; sb++) {
 #pragma GCC unroll 2
-        for (int i = 0; i < RW; i++) {
-            const uint8_t *p = W + (size_t)(r + i) * wrb + (size_t)sb * bb;
-            if (kind == KIND_Q6_K)
-                unpack_q6_k(p, &u[i]);
-            else
-                unpack_q4_k_q5_k(kind == KIND_Q5_K, p, &u[i]);
+            for (int h = 0; h < NH; h++) pa[j][h] = pb[j][h] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            __m256i hv = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(hi + 16 * m)));
+#pragma GCC unroll 2
+            for (int cc = 0; cc < 2; cc++) {
+                const int c = 2 * m + cc;
+                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(lo + 16 * c)));
+                __m256i ha = cc ? _mm256_and_si256(hv, m30) : _mm256_and_si256(_mm256_slli_epi16(hv, 4), m30);
+                __m256i hb = cc ? _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30)
+                                : _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30);
+                __m256i wa = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(t16, m4), ha), c32);
+                __m256i wb = _mm256_sub_epi16(_mm256_or_si256(_mm256_srli_epi16(t16, 4), hb), c32);
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++) {
+                    __m256i(*P)[2] = c < 4 ? pa : pb;
+                    const int h0 = (2 * c) % NH, h1 = (2 * c + 1) % NH;
+                    P[j][h0] = dp_i16(P[j][h0], wa, bcast_pair(xb + j * 32 + 4 * c));
+                    P[j][h1] = dp_i16(P[j][h1], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
+                }
+            }
         }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
+        const int8_t *sc = (const int8_t *)sb + 16 + 16 * (t % 8);
+        __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+        __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+        const float *dx = l->dt + blk * l->nbp + b;
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
-            const int16_t *xp = l->qs + 8 * sb * 32 + (b + j) * l->rs;
-            const float *dp = l->dt + 8 * sb * l->nbp + b + j;
-            __m256 t[2];
-#pragma GCC unroll 2
-            for (int i = 0; i < RW; i++)
-                t[i] = _mm256_setzero_ps();
+            __m256i A = NH > 1 ? _mm256_add_epi32(pa[j][0], pa[j][1 % NH]) : pa[j][0];
+            __m256i B = NH > 1 ? _mm256_add_epi32(pb[j][0], pb[j][1 % NH]) : pb[j][0];
+            __m256 x = _mm256_broadcast_ss(dx + j);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(A), _mm256_mul_ps(sa, x), a[j]);
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(B), _mm256_mul_ps(sbv, x), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
+/* Blocks [blk0, blk0 + n) of one group (G: its block blk0; for Q4_K, 32-value
+ * sub-blocks, blk0 a multiple of 8 and G its super-block) times activation
+ * rows b .. b + RB; acc[j] (8 rows) in and out. */
+ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64_t blk0,
+                           int64_t n, const x16_layout *l, int64_t b, __m256 *acc) {
+    if (kind == KIND_Q6_K_R8) {
+        r8_tile_q6k(RB, G, blk0, n, l, b, acc);
+        return;
+    }
+    const size_t gbb = kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : 272;
+    const int qoff = kind == KIND_Q4_1 ? 32 : 16;
+    const __m256i m4 = _mm256_set1_epi16(0x0F);
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        /* p + qoff: the block's codes */
+        const uint8_t *p = kind == KIND_Q4_K_R8 ? G + (size_t)(t / 8) * 1184 + 160 + (t % 8) * 128 - qoff
+                           : kind == KIND_Q5_K_R8 ? G + (size_t)(t / 8) * 1440 + 160 + (t % 8) * 160 - qoff
+                                                  : G + (size_t)t * gbb;
+        const int64_t blk = blk0 + t;
+        const int16_t *xb = l->qs + blk * l->bs + b * 32;
+        /* NC independent integer chains per activation row (with few rows
+         * the dependent vpdpwssd latency, not throughput, would set the
+         * pace); integer sums are exact, so the split changes no bit */
+        const int NC = RB >= 4 ? 1 : RB >= 2 ? 2 : 4;
+        __m256i ia[8][4];
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 4
+            for (int h = 0; h < NC; h++) ia[j][h] = _mm256_setzero_si256();
+        if (kind == KIND_Q8_0) {
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++) {
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++)
+                    ia[j][c % NC] = dp_i16(ia[j][c % NC], w, bcast_pair(xb + j * 32 + 2 * c));
+            }
+        } else {
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(xp + 32 * c));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32 * c + 16));
-                __m256 dx = _mm256_broadcast_ss(dp + c * l->nbp);
-#pragma GCC unroll 2
-                for (int i = 0; i < RW; i++)
-                    t[i] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(dot_i16(u[i].w[2 * c], x0, u[i].w[2 * c + 1], x1)), dx,
-                        t[i]);
+                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
+                __m256i wa = _mm256_and_si256(t16, m4), wb = _mm256_srli_epi16(t16, 4);
+                if (kind == KIND_Q5_K_R8) {
+                    /* the 5th bits: chunk c / 4 of 16 bytes after the codes,
+                     * bits 2k, 2k+1 (k = c % 4) for wa, wb */
+                    __m256i hv = _mm256_cvtepu8_epi16(
+                        _mm_loadu_si128((const __m128i *)(p + qoff + 128 + 16 * (c / 4))));
+                    wa = _mm256_or_si256(wa, r8_bit4(hv, 2 * (c % 4)));
+                    wb = _mm256_or_si256(wb, r8_bit4(hv, 2 * (c % 4) + 1));
+                }
+#pragma GCC unroll 8
+                for (int j = 0; j < RB; j++) {
+                    const int h0 = (2 * c) % NC, h1 = (2 * c + 1) % NC;
+                    ia[j][h0] = dp_i16(ia[j][h0], wa, bcast_pair(xb + j * 32 + 4 * c));
+                    ia[j][h1] = dp_i16(ia[j][h1], wb, bcast_pair(xb + j * 32 + 4 * c + 2));
+                }
             }
-            __m256 s = _mm256_setzero_ps();
-            if (kind != KIND_Q6_K) s = _mm256_loadu_ps(l->s + (b + j) * nblk + 8 * sb);
-#pragma GCC unroll 2
-            for (int i = 0; i < RW; i++) {
-                acc[i][j] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(u[i].d), acc[i][j]);
-                if (kind != KIND_Q6_K) acc[i][j] = _mm256_fmadd_ps(u[i].mn, s, acc[i][j]);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            if (NC >= 4) {
+                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
+                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
+            }
+            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
+        }
+        __m256 dw, mw;
+        if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
+            const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : 1440);
+            dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
+            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
+        } else {
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                   : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
+        }
+        const float *dx = l->dt + blk * l->nbp + b, *sx = l->st + blk * l->nbp + b;
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
+            if (kind != KIND_Q8_0) a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
+/* Activation rows per tile: 8 with the VNNI build's 32 vector registers
+ * (16 accumulators), else 4. */
+#ifndef R8_TB
+#ifdef KERN_VNNI
+#define R8_TB 8
+#else
+#define R8_TB 4
+#endif
+#endif
+/* Blocks repacked at a time for a plain-layout matrix (at most 4.3 KiB). */
+#define R8_PLAIN_BLOCKS 16
+
+/* A tile function: r8_tile for one kind, rb activation rows (<= R8_TB);
+ * lay: the activation layout its prep made. */
+typedef void (*r8_tile_fn)(int rb, const uint8_t *G, int64_t blk0, int64_t n, const void *lay,
+                           int64_t b, __m256 *acc);
+
+/* One weight type's shape in the R8 layout: spb 32-value blocks per packed
+ * block (8 for the K-quants' super-blocks), pbb bytes of a group's packed
+ * block. */
+typedef struct {
+    sgl_dtype base;
+    int spb;
+    size_t pbb;
+} r8_shape;
+
+/* Rows [r0, r1) (r0 a multiple of 8) of Y for all nb activation rows:
+ * packed, W in the R8 layout; else W in the file layout, repacked
+ * R8_PLAIN_BLOCKS blocks at a time into a stack buffer. */
+static void r8_drive(r8_tile_fn tile, const void *lay, const r8_shape *sh, bool packed,
+                     const void *Wv, int64_t rows, int64_t k, int64_t nb, float *Y, int64_t r0,
+                     int64_t r1) {
+    const uint8_t *W = Wv;
+    const int64_t nblk = k / 32, npb = nblk / sh->spb; /* 32-blocks, packed blocks a row */
+    const size_t wrb = (size_t)npb * (size_t)sgl_dtype_block_bytes(sh->base);
+    uint8_t buf[R8_PLAIN_BLOCKS * 272] __attribute__((aligned(64)));
+    __m256 acc[64];
+    for (int64_t bc = 0; bc < nb; bc += 64) {
+        int64_t be = bc + 64 < nb ? bc + 64 : nb;
+        for (int64_t g = r0 / 8; g * 8 < r1; g++) {
+            for (int64_t j = 0; j < be - bc; j++) acc[j] = _mm256_setzero_ps();
+            const int64_t step = packed ? nblk : R8_PLAIN_BLOCKS;
+            for (int64_t k0 = 0; k0 < nblk; k0 += step) {
+                int64_t n = nblk - k0 < step ? nblk - k0 : step;
+                const uint8_t *G = W + (size_t)g * (size_t)npb * sh->pbb;
+                if (!packed) {
+                    r8_pack(sh->base, W, wrb, rows, g, k0 / sh->spb, n / sh->spb, buf);
+                    G = buf;
+                }
+                for (int64_t b = bc; b < be; b += R8_TB)
+                    tile((int)(be - b < R8_TB ? be - b : R8_TB), G, k0, n, lay, b, acc + (b - bc));
+            }
+            int64_t nr = rows - g * 8 < 8 ? rows - g * 8 : 8;
+            for (int64_t b = bc; b < be; b++) {
+                float *y = Y + b * rows + g * 8;
+                if (nr == 8) {
+                    _mm256_storeu_ps(y, acc[b - bc]);
+                } else {
+                    float t[8];
+                    _mm256_storeu_ps(t, acc[b - bc]);
+                    memcpy(y, t, (size_t)nr * sizeof(float));
+                }
             }
         }
     }
-#pragma GCC unroll 2
-    for (int i = 0; i < RW; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++)
-            Y[(b + j) * rows + r + i] = hsum8(acc[i][j]);
 }
 
-#ifndef KQ_TB
-#define KQ_TB 8
-#endif
-#define KQ_T(K, RW, RB) kq_tile(K, RW, RB, W, wrb, nsb, l, b, Y, rows, r)
 // clang-format off
-#define KQ_ROWS(NAME, KIND, BB)                                                                    \
-    static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t nsb,                \
-                         const x16_layout *l, int64_t b, float *Y, int64_t rows, int64_t r) {      \
-        switch (rw * 16 + rb) {                                                                    \
-        case 40: KQ_T(KIND, 2, 8); break;                                                          \
-        case 39: KQ_T(KIND, 2, 7); break;                                                          \
-        case 38: KQ_T(KIND, 2, 6); break;                                                          \
-        case 37: KQ_T(KIND, 2, 5); break;                                                          \
-        case 36: KQ_T(KIND, 2, 4); break;                                                          \
-        case 35: KQ_T(KIND, 2, 3); break;                                                          \
-        case 34: KQ_T(KIND, 2, 2); break;                                                          \
-        case 33: KQ_T(KIND, 2, 1); break;                                                          \
-        case 24: KQ_T(KIND, 1, 8); break;                                                          \
-        case 23: KQ_T(KIND, 1, 7); break;                                                          \
-        case 22: KQ_T(KIND, 1, 6); break;                                                          \
-        case 21: KQ_T(KIND, 1, 5); break;                                                          \
-        case 20: KQ_T(KIND, 1, 4); break;                                                          \
-        case 19: KQ_T(KIND, 1, 3); break;                                                          \
-        case 18: KQ_T(KIND, 1, 2); break;                                                          \
-        default: KQ_T(KIND, 1, 1); break;                                                          \
+/* The tile switch (constant RB for r8_tile) and the two row functions of a
+ * kind: NAME for the file layout, NAME##_r8 for the R8 layout. TILE is the
+ * tile template (r8_tile or r8_tile_i8), LAYOUT / MAP its activations. */
+#define R8_ROWS(NAME, TILE, LAYOUT, MAP, KIND, BASE, SPB, PBB)                                     \
+    static void NAME##_tile(int rb, const uint8_t *G, int64_t blk0, int64_t n, const void *lay,    \
+                            int64_t b, __m256 *acc) {                                              \
+        const LAYOUT *l = lay;                                                                     \
+        switch (rb) {                                                                              \
+        case 8: TILE(KIND, 8 <= R8_TB ? 8 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 7: TILE(KIND, 7 <= R8_TB ? 7 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 6: TILE(KIND, 6 <= R8_TB ? 6 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 5: TILE(KIND, 5 <= R8_TB ? 5 : 1, G, blk0, n, l, b, acc); break;                      \
+        case 4: TILE(KIND, 4, G, blk0, n, l, b, acc); break;                                       \
+        case 3: TILE(KIND, 3, G, blk0, n, l, b, acc); break;                                       \
+        case 2: TILE(KIND, 2, G, blk0, n, l, b, acc); break;                                       \
+        default: TILE(KIND, 1, G, blk0, n, l, b, acc); break;                                      \
         }                                                                                          \
     }                                                                                              \
-    static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
+    static void NAME(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,       \
                      int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
         (void)X;                                                                                   \
-        int64_t nsb = k / 256;                                                                     \
-        size_t wrb = (size_t)nsb * BB;                                                             \
-        x16_layout l = x16_map((void *)xq, k, nb, 1);                                              \
-        for (int64_t bc = 0; bc < nb; bc += 64) {                                                  \
-            int64_t be = bc + 64 < nb ? bc + 64 : nb;                                              \
-            for (int64_t r = r0; r < r1; r += 2)                                                   \
-                for (int64_t b = bc; b < be; b += KQ_TB)                                           \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < KQ_TB ? be - b : KQ_TB), Wv, wrb, \
-                             nsb, &l, b, Y, rows, r);                                              \
-        }                                                                                          \
+        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        LAYOUT l = MAP((void *)xq, k, nb);                                                         \
+        r8_drive(NAME##_tile, &l, &sh, false, W, rows, k, nb, Y, r0, r1);                          \
+    }                                                                                              \
+    static void NAME##_r8(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,  \
+                          int64_t nb, float *Y, int64_t r0, int64_t r1) {                          \
+        (void)X;                                                                                   \
+        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        LAYOUT l = MAP((void *)xq, k, nb);                                                         \
+        r8_drive(NAME##_tile, &l, &sh, true, W, rows, k, nb, Y, r0, r1);                           \
     }
+#define R8_X16(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile, x16_layout, x16_map, KIND, BASE, SPB, PBB)
 // clang-format on
 
-KQ_ROWS(mm_q4_k, KIND_Q4_K, 144)
-KQ_ROWS(mm_q5_k, KIND_Q5_K, 176)
-KQ_ROWS(mm_q6_k, KIND_Q6_K, 210)
+_Static_assert(R8_PLAIN_BLOCKS % 8 == 0 && R8_PLAIN_BLOCKS / 8 * 1680 <= R8_PLAIN_BLOCKS * 272,
+               "the plain-layout buffer holds R8_PLAIN_BLOCKS blocks of every type");
+
+R8_X16(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_X16(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_X16(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_X16(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_X16(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
+R8_X16(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+#ifdef KERN_VNNI
+/* ==== int8 activations (opt-in) ============================================
+ *
+ * SGL_KERN_INT8=1 at start-up (VNNI build only): the activations are
+ * quantized to int8 per block of 32 (d = amax / 127) and multiplied with
+ * vpdpbusd, 32 products per instruction against vpdpwssd's 16, on the same
+ * R8 weights: the codes are taken as unsigned bytes (Q8_0 offset by +128,
+ * Q6_K unshifted) and the offsets come back through min terms, so every
+ * block still has one exact integer dot product per row. About twice the
+ * throughput where the matmul is compute-bound (prefill, batches), with
+ * llama.cpp's activation precision: greedy output is no longer equal to the
+ * float reference (docs/runtime.md), so it is off by default.
+ *
+ * Scratch: qs int8 [nblk][nb][32]; dt, st as x16's; sh f32 [2][nblk][nbp]
+ * d * (sum of the block's first / second 16 q), for Q6_K's two sub-blocks. */
+typedef struct {
+    int8_t *qs;
+    float *dt, *st, *sh0, *sh1;
+    int64_t nbp, bs;
+} x8_layout;
+
+static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
+    int64_t nblk = k / 32;
+    x8_layout l;
+    l.qs = xq;
+    l.bs = nb * 32;
+    l.nbp = x16_nbp(nb);
+    l.dt = (float *)(l.qs + ((nblk * nb * 32 + 63) & ~(int64_t)63));
+    l.st = l.dt + nblk * l.nbp;
+    l.sh0 = l.st + nblk * l.nbp;
+    l.sh1 = l.sh0 + nblk * l.nbp;
+    return l;
+}
+
+static size_t x8_bytes(int64_t k, int64_t nb) {
+    int64_t nblk = k / 32;
+    return (size_t)(((nblk * nb * 32 + 63) & ~(int64_t)63) + 4 * nblk * x16_nbp(nb) * 4) + 64;
+}
+
+static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
+    x8_layout l = x8_map(xq, k, nb);
+    int64_t nblk = k / 32;
+    for (int64_t bc = b0; bc < b1; bc += 16)
+        for (int64_t i = 0; i < nblk; i++)
+            for (int64_t b = bc; b < b1 && b < bc + 16; b++) {
+                const float *x = X + b * k + i * 32;
+                float amax = amax32(x);
+                float d = amax >= 1e-30f ? amax / 127.0f : 0.0f;
+                __m256 vid = _mm256_set1_ps(amax >= 1e-30f ? 127.0f / amax : 0.0f);
+                __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), vid));
+                __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid));
+                __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid));
+                __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid));
+                int32_t h[2][8];
+                _mm256_storeu_si256((__m256i *)h[0], _mm256_add_epi32(q0, q1));
+                _mm256_storeu_si256((__m256i *)h[1], _mm256_add_epi32(q2, q3));
+                int s0 = 0, s1 = 0;
+                for (int e = 0; e < 8; e++) s0 += h[0][e], s1 += h[1][e];
+                /* packs per 128-bit lane, then the dwords back in order */
+                __m256i p16a = _mm256_packs_epi32(q0, q1), p16b = _mm256_packs_epi32(q2, q3);
+                __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+                p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256((__m256i *)(l.qs + i * l.bs + b * 32), p8);
+                int64_t o = i * l.nbp + b;
+                l.dt[o] = d;
+                l.st[o] = d * (float)(s0 + s1); /* |sum| <= 32 * 127: exact */
+                l.sh0[o] = d * (float)s0;
+                l.sh1[o] = d * (float)s1;
+            }
+    if (b1 == nb)
+        for (int64_t i = 0; i < nblk; i++)
+            for (int64_t b = nb; b < l.nbp; b++)
+                l.st[i * l.nbp + b] = l.dt[i * l.nbp + b] = l.sh0[i * l.nbp + b] =
+                    l.sh1[i * l.nbp + b] = 0;
+}
+
+/* 8 rows x 4 consecutive codes as unsigned bytes (lane i = row i) from the
+ * two 16-byte halves lo / hi of a code chunk (byte 2i+e: elems 0+e / 2+e). */
+ALWAYS_INLINE __m256i i8_lanes(__m128i lo, __m128i hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(lo, hi)),
+                                   _mm_unpackhi_epi16(lo, hi), 1);
+}
+
+/* r8_tile with int8 activations: per block, the 8 vectors of 8 rows x 4
+ * codes, 8 vpdpbusd per activation row, then the scale and min terms. */
+ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, int64_t blk0,
+                              int64_t n, const x8_layout *l, int64_t b, __m256 *acc) {
+    const __m128i m4 = _mm_set1_epi8(0x0F), m10 = _mm_set1_epi8(0x10), m30 = _mm_set1_epi8(0x30);
+    const int NC = RB >= 4 ? 1 : RB >= 2 ? 2 : 4;
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) a[j] = acc[j];
+    for (int64_t t = 0; t < n; t++) {
+        const int64_t blk = blk0 + t;
+        const int sub = (int)(t % 8);
+        const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : kind == KIND_Q5_K_R8 ? 1440 : 1680);
+        const uint8_t *p = kind == KIND_Q4_0 ? G + (size_t)t * 144
+                         : kind == KIND_Q4_1 ? G + (size_t)t * 160
+                         : kind == KIND_Q8_0 ? G + (size_t)t * 272
+                         : kind == KIND_Q4_K_R8 ? sb + 160 + 128 * sub
+                         : kind == KIND_Q5_K_R8 ? sb + 160 + 160 * sub
+                                                : sb + 144 + 192 * sub; /* Q6_K */
+        const uint8_t *q = kind == KIND_Q4_0 || kind == KIND_Q8_0 ? p + 16 : kind == KIND_Q4_1 ? p + 32 : p;
+        __m256i w[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            if (kind == KIND_Q8_0) {
+                __m128i A = _mm_loadu_si128((const __m128i *)(q + 32 * c));
+                __m128i B = _mm_loadu_si128((const __m128i *)(q + 32 * c + 16));
+                w[c] = _mm256_xor_si256(i8_lanes(A, B), _mm256_set1_epi8((char)0x80));
+                continue;
+            }
+            __m128i tv = _mm_loadu_si128((const __m128i *)(q + 16 * c));
+            __m128i lo = _mm_and_si128(tv, m4), hi = _mm_and_si128(_mm_srli_epi16(tv, 4), m4);
+            if (kind == KIND_Q5_K_R8) {
+                __m128i hv = _mm_loadu_si128((const __m128i *)(q + 128 + 16 * (c / 4)));
+                const int k2 = 2 * (c % 4);
+                __m128i ha = k2 < 4 ? _mm_slli_epi16(hv, 4 - k2) : k2 > 4 ? _mm_srli_epi16(hv, k2 - 4) : hv;
+                __m128i hb = k2 + 1 < 4 ? _mm_slli_epi16(hv, 3 - k2) : _mm_srli_epi16(hv, k2 - 3);
+                lo = _mm_or_si128(lo, _mm_and_si128(ha, m10));
+                hi = _mm_or_si128(hi, _mm_and_si128(hb, m10));
+            } else if (kind == KIND_Q6_K_R8) {
+                __m128i hv = _mm_loadu_si128((const __m128i *)(q + 128 + 16 * (c / 2)));
+                __m128i ha = c % 2 ? hv : _mm_slli_epi16(hv, 4);
+                __m128i hb = c % 2 ? _mm_srli_epi16(hv, 2) : _mm_slli_epi16(hv, 2);
+                lo = _mm_or_si128(lo, _mm_and_si128(ha, m30));
+                hi = _mm_or_si128(hi, _mm_and_si128(hb, m30));
+            }
+            w[c] = i8_lanes(lo, hi);
+        }
+        const int8_t *xb = l->qs + blk * l->bs + b * 32;
+        /* Q6_K: the two 16-value halves apart (chains 0 / 1 hold c < 4 / c >= 4) */
+        const int NQ = kind == KIND_Q6_K_R8 ? 2 : NC;
+        __m256i ia[8][4];
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++)
+#pragma GCC unroll 4
+            for (int h = 0; h < NQ; h++) ia[j][h] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++)
+#pragma GCC unroll 8
+            for (int j = 0; j < RB; j++) {
+                const int h = kind == KIND_Q6_K_R8 ? c / 4 : c % NQ;
+                int32_t v;
+                memcpy(&v, xb + j * 32 + 4 * c, 4);
+                ia[j][h] = _mm256_dpbusd_epi32(ia[j][h], w[c], _mm256_set1_epi32(v));
+            }
+        const float *dx = l->dt + blk * l->nbp + b;
+        if (kind == KIND_Q6_K_R8) {
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
+            const int8_t *sc = (const int8_t *)sb + 16 + 16 * sub;
+            __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+            __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+            __m256 ma = _mm256_mul_ps(sa, _mm256_set1_ps(-32.0f)), mb = _mm256_mul_ps(sbv, _mm256_set1_ps(-32.0f));
+            const float *s0 = l->sh0 + blk * l->nbp + b, *s1 = l->sh1 + blk * l->nbp + b;
+#pragma GCC unroll 8
+            for (int j = 0; j < RB; j++) {
+                __m256 x = _mm256_broadcast_ss(dx + j);
+                a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), _mm256_mul_ps(sa, x), a[j]);
+                a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][1]), _mm256_mul_ps(sbv, x), a[j]);
+                a[j] = _mm256_fmadd_ps(ma, _mm256_broadcast_ss(s0 + j), a[j]);
+                a[j] = _mm256_fmadd_ps(mb, _mm256_broadcast_ss(s1 + j), a[j]);
+            }
+            continue;
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            if (NC >= 4) {
+                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
+                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
+            }
+            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
+        }
+        __m256 dw, mw;
+        if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
+            dw = r8_scaled(sb, sb + 32 + 8 * sub);
+            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * sub), _mm256_set1_ps(-1.0f));
+        } else {
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                   : _mm256_mul_ps(dw, _mm256_set1_ps(kind == KIND_Q8_0 ? -128.0f : -8.0f));
+        }
+        const float *sx = l->st + blk * l->nbp + b;
+#pragma GCC unroll 8
+        for (int j = 0; j < RB; j++) {
+            __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
+            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
+            a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) acc[j] = a[j];
+}
+
+// clang-format off
+#define R8_X8(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile_i8, x8_layout, x8_map, KIND, BASE, SPB, PBB)
+// clang-format on
+R8_X8(mm_q4_0_i8, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
+R8_X8(mm_q4_1_i8, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
+R8_X8(mm_q8_0_i8, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
+R8_X8(mm_q4_k_i8, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
+R8_X8(mm_q5_k_i8, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
+R8_X8(mm_q6_k_i8, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+#endif /* KERN_VNNI: int8 activations */
+
+
+
 
 #ifndef KERN_VNNI
 /* ==== F32 / F16 / BF16 weights ============================================ */
@@ -676,18 +802,47 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_0].rows = mm_q4_0;
     ops->mm[SGL_DTYPE_Q4_1].rows = mm_q4_1;
     ops->mm[SGL_DTYPE_Q8_0].rows = mm_q8_0;
+    ops->mm[SGL_DTYPE_Q4_0_R8].rows = mm_q4_0_r8;
+    ops->mm[SGL_DTYPE_Q4_1_R8].rows = mm_q4_1_r8;
+    ops->mm[SGL_DTYPE_Q8_0_R8].rows = mm_q8_0_r8;
     ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
+    ops->mm[SGL_DTYPE_Q4_K_R8].rows = mm_q4_k_r8;
+    ops->mm[SGL_DTYPE_Q5_K_R8].rows = mm_q5_k_r8;
+    ops->mm[SGL_DTYPE_Q6_K_R8].rows = mm_q6_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;
 }
+
+/* The int8-activation variant (SGL_KERN_INT8=1): the quantized types' row
+ * functions and prep of a VNNI table. */
+void kvnni_i8_mm_fill(kern_ops *ops) {
+    ops->name = "avx2-vnni-int8";
+#define I8(T, F)                                                                                   \
+    ops->mm[SGL_DTYPE_##T] = (kern_mm_impl){F, x8_prep, x8_bytes, 8};                              \
+    ops->mm[SGL_DTYPE_##T##_R8] = (kern_mm_impl){F##_r8, x8_prep, x8_bytes, 8};
+    I8(Q4_0, mm_q4_0_i8)
+    I8(Q4_1, mm_q4_1_i8)
+    I8(Q8_0, mm_q8_0_i8)
+    I8(Q4_K, mm_q4_k_i8)
+    I8(Q5_K, mm_q5_k_i8)
+    I8(Q6_K, mm_q6_k_i8)
+#undef I8
+}
 #else
 void kavx2_mm_fill(kern_ops *ops) {
-    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep_bm, x16_bytes, 4};
-    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep_bm, x16_bytes, 4};
-    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep_bm, x16_bytes, 4};
-    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep_rm, x16_bytes, 2};
-    ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep_rm, x16_bytes, 2};
-    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep_rm, x16_bytes, 2};
+    /* R8 kernels work on groups of 8 rows: thread ranges start at multiples of 8 */
+    ops->mm[SGL_DTYPE_Q4_0] = (kern_mm_impl){mm_q4_0, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_1] = (kern_mm_impl){mm_q4_1, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q8_0] = (kern_mm_impl){mm_q8_0, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_0_R8] = (kern_mm_impl){mm_q4_0_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_1_R8] = (kern_mm_impl){mm_q4_1_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q8_0_R8] = (kern_mm_impl){mm_q8_0_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K] = (kern_mm_impl){mm_q4_k, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q4_K_R8] = (kern_mm_impl){mm_q4_k_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q5_K] = (kern_mm_impl){mm_q5_k, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q5_K_R8] = (kern_mm_impl){mm_q5_k_r8, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q6_K] = (kern_mm_impl){mm_q6_k, x16_prep, x16_bytes, 8};
+    ops->mm[SGL_DTYPE_Q6_K_R8] = (kern_mm_impl){mm_q6_k_r8, x16_prep, x16_bytes, 8};
     ops->mm[SGL_DTYPE_F32] = (kern_mm_impl){mm_f32, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_F16] = (kern_mm_impl){mm_f16, NULL, NULL, 4};
     ops->mm[SGL_DTYPE_BF16] = (kern_mm_impl){mm_bf16, NULL, NULL, 4};

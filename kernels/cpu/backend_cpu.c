@@ -12,6 +12,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/kern_internal.h"
 #include "kernels/kernels.h"
 
 /* Row-local ops run on the pool from this many rows up. */
@@ -42,13 +43,27 @@ static int cpu_copy(kb_backend *be, void *dst, const void *src, size_t bytes, sg
     if (bytes) memcpy(dst, src, bytes);
     return 0;
 }
+/* Matmul weights of the types the kernels stream faster repacked (the
+ * quantized types with AVX2: 8 rows interleaved) get a repacked copy; the
+ * rest, and matrices whose rows are looked up, are used in place. (The
+ * model then hands the source pages of a mapped file back to the kernel, so
+ * the weights are not resident twice.) */
 static int cpu_mat_upload(kb_backend *be, const kb_mat *host, kb_mat *out, sgl_error *err) {
-    (void)be, (void)err;
+    (void)err;
     *out = *host;
+    out->lookup = false;
+    if (host->lookup) return 0;
+    sgl_dtype pt;
+    size_t bytes;
+    void *P = kern_repack(cpu_of(be)->pool, host->type, host->data, host->rows, host->cols, &pt, &bytes);
+    if (!P) return 0; /* no faster layout (or no memory for one): in place */
+    out->type = pt;
+    out->data = P;
     return 0;
 }
 static void cpu_mat_free(kb_backend *be, kb_mat *m) {
     (void)be;
+    if (r8_base_type(m->type) >= 0) free((void *)m->data); /* a repacked copy */
     memset(m, 0, sizeof *m);
 }
 static int cpu_type_supported(kb_backend *be, sgl_dtype t) {

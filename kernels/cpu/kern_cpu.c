@@ -35,8 +35,11 @@ static void ops_init(void) {
 #endif
 #ifdef KERN_HAVE_VNNI
     if (cpu_has_avx2() && getenv("SGL_KERN_NO_VNNI") == NULL &&
-        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
         kvnni_mm_fill(&ops_fast);
+        const char *i8 = getenv("SGL_KERN_INT8");
+        if (i8 && *i8 && strcmp(i8, "0") != 0) kvnni_i8_mm_fill(&ops_fast);
+    }
 #endif
     atomic_store(&ops_cur, &ops_fast);
 }
@@ -59,6 +62,17 @@ int kern_type_supported(sgl_dtype t) {
     if (t < 0 || t >= SGL_DTYPE_MAX_ID) return 0;
     pthread_once(&ops_once, ops_init);
     return ops_ref.mm[t].rows != NULL;
+}
+
+int kern_mm_prefers_packed(sgl_dtype t) {
+    int pt = r8_packed_type(t);
+    const kern_ops *ops = ops_get();
+    return pt >= 0 && ops->mm[pt].rows && ops->mm[pt].rows != ops_ref.mm[pt].rows;
+}
+
+int kern_block_elems(sgl_dtype t) {
+    int base = r8_base_type(t);
+    return sgl_dtype_block_elems(base >= 0 ? base : (int)t);
 }
 
 void kern_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n) {
@@ -118,7 +132,7 @@ void kern_matmul(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int6
                  const float *X, int64_t nb, float *Y) {
     const kern_ops *ops = ops_get();
     if (t < 0 || t >= SGL_DTYPE_MAX_ID || !ops->mm[t].rows || rows <= 0 || nb <= 0 || k <= 0 ||
-        k % sgl_dtype_block_elems(t) != 0)
+        k % kern_block_elems(t) != 0)
         return;
     mm_task task = {&ops->mm[t], W, rows, k, nb, X, NULL, Y, 0, 0};
     /* about 4 chunks per thread, at least 16 rows */
@@ -175,7 +189,7 @@ void kern_matmul_multi(kern_pool *pool, const kern_mm_out *o, int n, int64_t k, 
     for (int i = 0; fused && i < n; i++) {
         sgl_dtype t = o[i].t;
         fused = t >= 0 && t < SGL_DTYPE_MAX_ID && ops->mm[t].rows && o[i].rows > 0 &&
-                k % sgl_dtype_block_elems(t) == 0 && ops->mm[t].prep == ops->mm[o[0].t].prep &&
+                k % kern_block_elems(t) == 0 && ops->mm[t].prep == ops->mm[o[0].t].prep &&
                 ops->mm[t].xq_bytes == ops->mm[o[0].t].xq_bytes;
     }
     if (!fused) {

@@ -97,6 +97,49 @@ static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t
     }
 }
 
+/* ---- 8-row interleaved layouts (R8; repack.c) -----------------------------
+ *
+ * A Q4_0 / Q4_1 / Q8_0 matrix of `rows` rows as groups of 8 rows (group g:
+ * rows 8g..8g+7; rows past the matrix are zero blocks), each group its k/32
+ * blocks in order, a group's block (8 x the plain block size):
+ *   Q4_0  | d[8]:f16 | q[128] |            144 bytes
+ *   Q4_1  | d[8] | m[8] | q[128] |         160 bytes
+ *   Q8_0  | d[8] | q[256]:int8 |           272 bytes
+ * d[i] (m[i]) is row i's. Q4 codes: 8 chunks of 16 bytes; in chunk c, byte
+ * 2i+e (row i, e = 0, 1) holds elem 4c+e in its low nibble and elem 4c+2+e
+ * in its high nibble. Q8: 16 chunks of 16 bytes; chunk c byte 2i+e is row
+ * i's elem 2c+e.
+ *   Q4_K  (per 256-value super-block) | d[8] | dmin[8] | sc[8][8] | mn[8][8] |
+ *         q[8][128] |                                    1184 bytes
+ *         sc[j][i] / mn[j][i]: row i's 6-bit scale and min of sub-block j
+ *         (unpacked to bytes); q[j]: sub-block j's codes as in Q4_0.
+ *   Q5_K  as Q4_K, each q[j] followed by 32 bytes of 5th bits (2 chunks of
+ *         16; chunk n byte 2i+e, bits 2k / 2k+1: elems 4(4n+k)+e / +2+e of
+ *         the sub-block): 1440 bytes
+ *   Q6_K  (per super-block) | d[8] | sc[16][8]:int8 | 8 x (lo[128] hi[64]) |
+ *         1680 bytes; per 32-value block: lo = the low 4 bits as Q4_0's
+ *         codes, hi = 4 chunks of 16 bytes, chunk m byte 2i+e holding the
+ *         top 2 bits of elems 8m+e, 8m+2+e, 8m+4+e, 8m+6+e (bits 0-1 .. 6-7),
+ *         so chunk m widened gives the top bits of code chunks 2m and 2m+1.
+ * Widened to int16, a chunk (a nibble half of it for Q4) is
+ * 8 rows x 2 consecutive elements: lane i of a vpmaddwd / vpdpwssd against
+ * the broadcast activation pair is row i's two products. */
+int r8_base_type(sgl_dtype t);   /* Q4_0_R8 -> Q4_0 ...; -1 if t is no R8 type */
+int r8_packed_type(sgl_dtype t); /* Q4_0 -> Q4_0_R8 ...; -1 if t has none */
+size_t r8_group_block_bytes(sgl_dtype base); /* a group's packed block (above) */
+size_t r8_bytes(sgl_dtype base, int64_t rows, int64_t k); /* whole matrix */
+/* Writes blocks blk0 .. blk0+nblk (blocks of the base type: super-blocks for
+ * Q4_K) of group g of the plain matrix W (rows rows of wrb bytes) into dst
+ * (nblk group blocks). */
+void r8_pack(sgl_dtype base, const uint8_t *W, size_t wrb, int64_t rows, int64_t g, int64_t blk0,
+             int64_t nblk, uint8_t *dst);
+/* Writes row r of the packed matrix P (k columns) in the plain layout. */
+void r8_unpack_row(sgl_dtype base, const uint8_t *P, int64_t r, int64_t k, uint8_t *row);
+/* 1 if the implementation in use has its own kernel for t's R8 layout. */
+int kern_mm_prefers_packed(sgl_dtype t);
+/* Block size (elements) of a weight type, R8 types included; 0 if unknown. */
+int kern_block_elems(sgl_dtype t);
+
 /* ---- scalar half / bfloat16 conversion (round to nearest even) --------- */
 
 static inline uint32_t kq_f32_bits(float f) {
@@ -197,5 +240,8 @@ void kavx2_mm_fill(kern_ops *ops); /* the matmul part, in avx2_matmul.c */
 /* avx2_matmul.c built with AVX512-VNNI/VL (vpdpwssd on 256-bit vectors):
  * replaces the quantized types' row functions of an AVX2 table. */
 void kvnni_mm_fill(kern_ops *ops);
+/* The same with int8 activations (vpdpbusd; SGL_KERN_INT8=1): replaces the
+ * quantized types' row functions and activation prep of a VNNI table. */
+void kvnni_i8_mm_fill(kern_ops *ops);
 
 #endif

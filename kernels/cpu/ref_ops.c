@@ -13,8 +13,20 @@ static void ref_mm_rows(sgl_dtype t, const void *W, int64_t k, const float *X, i
     uint64_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
     float *w = malloc((size_t)k * sizeof *w);
     if (!w) return;
+    int base = r8_base_type(t);
+    uint8_t *plain = NULL;
+    if (base >= 0 && !(plain = malloc(sgl_dtype_row_bytes(base, (uint64_t)k)))) {
+        free(w);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
-        kref_dequant_row(t, (const uint8_t *)W + (uint64_t)r * rb, w, k);
+        if (base >= 0) {
+            /* an R8 matrix: the row back in its plain layout first */
+            r8_unpack_row(base, W, r, k, plain);
+            kref_dequant_row(base, plain, w, k);
+        } else {
+            kref_dequant_row(t, (const uint8_t *)W + (uint64_t)r * rb, w, k);
+        }
         for (int64_t b = 0; b < nb; b++) {
             const float *x = X + b * k;
             double acc = 0;
@@ -24,13 +36,14 @@ static void ref_mm_rows(sgl_dtype t, const void *W, int64_t k, const float *X, i
         }
     }
     free(w);
+    free(plain);
 }
 
 #define REF_MM(T)                                                                                  \
     static void ref_mm_##T(const void *W, int64_t rows, int64_t k, const float *X, const void *xq, \
                            int64_t nb, float *Y, int64_t r0, int64_t r1) {                         \
         (void)xq;                                                                                  \
-        ref_mm_rows(SGL_DTYPE_##T, W, k, X, nb, rows, Y, r0, r1);                                  \
+        ref_mm_rows((sgl_dtype)SGL_DTYPE_##T, W, k, X, nb, rows, Y, r0, r1);                                \
     }
 REF_MM(F32)
 REF_MM(F16)
@@ -38,6 +51,12 @@ REF_MM(BF16)
 REF_MM(Q4_0)
 REF_MM(Q4_1)
 REF_MM(Q8_0)
+REF_MM(Q4_0_R8)
+REF_MM(Q4_1_R8)
+REF_MM(Q8_0_R8)
+REF_MM(Q4_K_R8)
+REF_MM(Q6_K_R8)
+REF_MM(Q5_K_R8)
 REF_MM(Q4_K)
 REF_MM(Q5_K)
 REF_MM(Q6_K)
@@ -104,6 +123,7 @@ void kref_ops_fill(kern_ops *ops) {
     SET(F32)
     SET(F16)
     SET(BF16) SET(Q4_0) SET(Q4_1) SET(Q8_0) SET(Q4_K) SET(Q5_K) SET(Q6_K)
+    SET(Q4_0_R8) SET(Q4_1_R8) SET(Q8_0_R8) SET(Q4_K_R8) SET(Q5_K_R8) SET(Q6_K_R8)
 #undef SET
         ops->rmsnorm = ref_rmsnorm;
     ops->softmax = ref_softmax;

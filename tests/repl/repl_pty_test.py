@@ -6,7 +6,7 @@
 # one too; fn redefinition (with its note); :reset; :save and :load; Tab
 # completion of a variable and of a : command; located errors in the entry's
 # own words and lines; the history file under $XDG_STATE_HOME; Ctrl-D leaves
-# with status 0.
+# with status 0, also when typed while an entry runs.
 # usage: repl_pty_test.py SGLC TINY_MODEL
 import os
 import re
@@ -145,8 +145,15 @@ def main():
         t.expect('requests done', 'the completed command runs')
         t.expect('sgl> ', 'prompt after :stats')
 
+        # Ctrl-D typed while an entry runs, when the terminal is in canonical
+        # mode (where Ctrl-D is the end-of-file character, which would come
+        # through as a NUL byte), still leaves once the entry is done.
+        t.type('let i = 0\r')
+        t.expect('sgl> ', 'let i')
+        t.type('print("b" + "usy"); while i < 10000000 { i += 1 }\r')
+        t.expect('\nbusy', 'a long entry runs')
         t.type(CTRL_D)
-        rc = t.finish('Ctrl-D')
+        rc = t.finish('Ctrl-D typed while an entry runs')
         if rc != 0:
             fail('exit status %d after Ctrl-D; screen:\n%s' % (rc, t.screen[-2000:]))
         hist = os.path.join(tmp, 'state', 'sglc', 'history')

@@ -3,7 +3,8 @@
  * (asked, started, done, failed), and a non-zero return interrupts the run
  * (requests dropped or cancelled, every live instance failed with a located
  * "interrupted", no run_batch instance started afterwards) leaving the VM
- * usable for the next vm_spawn / vm_run. */
+ * usable for the next vm_spawn / vm_run; an interrupt while fork branches
+ * wait for their shared prefix drops their requests too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,9 +163,34 @@ static void test_interrupt_loop(void) {
     compiler_module_free(m);
 }
 
+static void test_interrupt_fork(void) {
+    /* Interrupted while a fork's shared prefix is still queued and every
+     * branch waits for it: the branches' requests (queued when the prefix
+     * counts as done) are dropped too, and nothing stays alive. */
+    sgl_module *m = compile_src("fn f(s) {\n  s += \"Q:\"\n  let b = fork(s, 16)\n"
+                                "  b += gen(\"x\", max_tokens=2)\n  join(b)\n}\nmain { f() }\n");
+    CHECK(m != NULL);
+    if (!m) return;
+    int64_t live = vm_live_objects();
+    sgl_engine *e = NULL;
+    poller pl = {0, 1};
+    sgl_error err = {{0}};
+    vm *v = new_vm(&e, stdout, &pl, &err);
+    vm_inst *in = vm_spawn(v, m, (uint32_t)m->entry, NULL, 0, false, &err);
+    vm_run(v, &err);
+    CHECK(vm_inst_failed(in));
+    const char *msg = vm_inst_error(in);
+    CHECK_MSG(msg && strstr(msg, "error: interrupted"), "error: %s", msg ? msg : "(none)");
+    vm_free(v);
+    CHECK_INT(vm_live_objects(), live);
+    sgl_engine_free(e);
+    compiler_module_free(m);
+}
+
 int main(void) {
     TEST_RUN(test_progress_counts);
     TEST_RUN(test_interrupt_batch);
     TEST_RUN(test_interrupt_loop);
+    TEST_RUN(test_interrupt_fork);
     return TEST_DONE();
 }

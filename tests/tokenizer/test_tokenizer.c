@@ -3,7 +3,9 @@
  * BPE merge order, special tokens, SentencePiece scores and byte fallback,
  * the pre-tokenizers against Hugging Face's splits (pretok_splits.jsonl,
  * made by gen_fixture.py), the streaming UTF-8 decoder against a reference
- * decoder, and chat template rendering for chatml, llama-3, llama-2, plain.
+ * decoder, uni_utf8_repair (runtime/unicode.h) against Python's decoding and
+ * the same reference, and chat template rendering for chatml, llama-3,
+ * llama-2, plain.
  * Usage: test_tokenizer PRETOK_SPLITS_JSONL
  */
 #include <cjson/cJSON.h>
@@ -12,6 +14,7 @@
 
 #include "runtime/chat_template.h"
 #include "runtime/tokenizer.h"
+#include "runtime/unicode.h"
 #include "tests/test.h"
 
 static const char *splits_path;
@@ -566,6 +569,122 @@ static void test_stream_invalid(void) {
     tok_free(tok);
 }
 
+/* ---- uni_utf8_repair ------------------------------------------------------ */
+
+/* out = repair of s[0..n) fed in pieces cut at every position in cuts
+ * (stream mode, held bytes passed again in front of the next piece), then
+ * a last call without the flag. Returns the length written. */
+static size_t repair_pieces(const uint8_t *s, size_t n, const size_t *cuts, size_t n_cuts, char *out) {
+    char buf[64];
+    size_t nb = 0, o = 0, from = 0;
+    for (size_t c = 0; c <= n_cuts; c++) {
+        size_t to = c < n_cuts ? cuts[c] : n;
+        memcpy(buf + nb, s + from, to - from);
+        nb += to - from;
+        from = to;
+        size_t held = 0;
+        o += uni_utf8_repair(buf, nb, out + o, c < n_cuts ? UNI_REPAIR_STREAM : 0, &held);
+        memmove(buf, buf + nb - held, held);
+        nb = held;
+    }
+    return o;
+}
+
+static void test_utf8_repair(void) {
+    /* Expected outputs are Python 3's bytes.decode("utf-8", "replace")
+     * re-encoded, generated with .venv/bin/python and pasted here. */
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+        size_t out_n;
+    } cases[] = {
+        {"abc", 3, "abc", 3},
+        {"\xC3\xA9", 2, "\xC3\xA9", 2},
+        {"\xC3(", 2, "\xEF\xBF\xBD(", 4},
+        {"\xE2\x82", 2, "\xEF\xBF\xBD", 3},
+        {"\xE2\x82(", 3, "\xEF\xBF\xBD(", 4},
+        {"\xF0\x9F\x98" "A", 4, "\xEF\xBF\xBD" "A", 4},
+        {"\xF0\x9F\x98", 3, "\xEF\xBF\xBD", 3},
+        {"\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 9},
+        {"\xC0\xAF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD", 6},
+        {"\x80\xBF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD", 6},
+        {"\xF5\x80", 2, "\xEF\xBF\xBD\xEF\xBF\xBD", 6},
+        {"\xE0\x80\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 9},
+        {"\xE0\xA0", 2, "\xEF\xBF\xBD", 3},
+        {"\xF4\x90\x80\x80", 4, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 12},
+        {"\xF4\x8F\xBF\xBF", 4, "\xF4\x8F\xBF\xBF", 4},
+        {"\xFF", 1, "\xEF\xBF\xBD", 3},
+        {"\xFE\xFF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD", 6},
+        {"\xC2", 1, "\xEF\xBF\xBD", 3},
+        {"a\xC2", 2, "a\xEF\xBF\xBD", 4},
+        {"\xE1\x80\xE1\x80\x80", 5, "\xEF\xBF\xBD\xE1\x80\x80", 6},
+        {"\xF1\x80\x80\xF1\x80\x80\x80", 7, "\xEF\xBF\xBD\xF1\x80\x80\x80", 7},
+        {"\xC3\xA9\xC3", 3, "\xC3\xA9\xEF\xBF\xBD", 5},
+        {"\xEF\xBF\xBD", 3, "\xEF\xBF\xBD", 3},
+        {"\xE2\x82\xAC\xE2", 4, "\xE2\x82\xAC\xEF\xBF\xBD", 6},
+        {"\xF0\x80\x80\x80", 4, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 12},
+        {"\xC1\xBF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD", 6},
+        {"\xED\x9F\xBF", 3, "\xED\x9F\xBF", 3},
+        {"\xEE\x80\x80", 3, "\xEE\x80\x80", 3},
+        {"x\x80y\xBFz", 5, "x\xEF\xBF\xBDy\xEF\xBF\xBDz", 9},
+        {"\xF0\x9F\x98\x80\xF0\x9F", 6, "\xF0\x9F\x98\x80\xEF\xBF\xBD", 7},
+        {"\xE2(\xA1", 3, "\xEF\xBF\xBD(\xEF\xBF\xBD", 7},
+        {"\xF0(\x8C\xBC", 4, "\xEF\xBF\xBD(\xEF\xBF\xBD\xEF\xBF\xBD", 10},
+        {"\xF8\x88\x80\x80\x80", 5, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 15},
+        {"a\x00" "b", 3, "a\x00" "b", 3},
+    };
+    for (size_t c = 0; c < SGL_ARRAY_LEN(cases); c++) {
+        char out[64];
+        size_t m = uni_utf8_repair(cases[c].in, cases[c].n, out, 0, NULL);
+        CHECK_MSG(m == cases[c].out_n && memcmp(out, cases[c].out, m) == 0, "case %zu: got %zu bytes", c, m);
+        /* stream mode: each piece (cut anywhere) gives the same bytes */
+        for (size_t cut = 0; cut <= cases[c].n; cut++) {
+            char got[64];
+            size_t g = repair_pieces((const uint8_t *)cases[c].in, cases[c].n, &cut, 1, got);
+            CHECK_MSG(g == m && memcmp(got, out, m) == 0, "case %zu cut at %zu", c, cut);
+        }
+    }
+    /* Stream mode holds back exactly an incomplete, valid-so-far tail. */
+    char out[64];
+    size_t held = 9;
+    CHECK_INT(uni_utf8_repair("ab\xF0\x9F\x98", 5, out, UNI_REPAIR_STREAM, &held), 2);
+    CHECK_INT(held, 3);
+    CHECK_INT(uni_utf8_repair("ab\xF0\x28", 4, out, UNI_REPAIR_STREAM, &held), 6);
+    CHECK_INT(held, 0);
+    CHECK_INT(uni_utf8_repair("\xC3\xA9\xED\xA0", 4, out, UNI_REPAIR_STREAM, &held), 8); /* ED A0: no */
+    CHECK_INT(held, 0);
+    /* UNI_REPAIR_NUL: a NUL byte becomes U+FFFD as well. */
+    size_t m = uni_utf8_repair("a\0b", 3, out, UNI_REPAIR_NUL, NULL);
+    CHECK(m == 5 && memcmp(out, "a\xEF\xBF\xBD" "b", 5) == 0);
+    /* Random strings from a UTF-8-hostile alphabet: whole, and in pieces cut
+     * at random places, equal the reference decoding. */
+    static const uint8_t alpha[] = {'a', 0, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xC3,
+                                    0xDF, 0xE0, 0xE1, 0xED, 0xEF, 0xF0, 0xF1, 0xF4, 0xF5, 0xFF};
+    uint64_t rng = 777;
+    int bad = 0;
+    for (int it = 0; it < 20000; it++) {
+        uint8_t s[16];
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t n = (rng >> 33) % 16, cuts[4], n_cuts = 0;
+        for (size_t i = 0; i < n; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            s[i] = alpha[(rng >> 33) % sizeof alpha];
+        }
+        for (size_t k = 0; k < 4 && n > 0; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (rng >> 33) % (n + 1);
+            if (n_cuts == 0 || at >= cuts[n_cuts - 1]) cuts[n_cuts++] = at;
+        }
+        char want[64], got[64], pieces[64];
+        size_t wn = ref_replace(s, n, want);
+        size_t gn = uni_utf8_repair((const char *)s, n, got, 0, NULL);
+        size_t pn = repair_pieces(s, n, cuts, n_cuts, pieces);
+        if (gn != wn || memcmp(got, want, wn) != 0 || pn != wn || memcmp(pieces, want, wn) != 0) bad++;
+    }
+    CHECK_INT(bad, 0);
+}
+
 /* ---- chat templates ----------------------------------------------------- */
 
 /* SmolLM2-135M-Instruct's tokenizer.chat_template, as in its GGUF. */
@@ -728,6 +847,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_spm);
     TEST_RUN(test_stream_splits);
     TEST_RUN(test_stream_invalid);
+    TEST_RUN(test_utf8_repair);
     TEST_RUN(test_chat_chatml);
     TEST_RUN(test_chat_llama);
     TEST_RUN(test_chat_plain_and_gguf);

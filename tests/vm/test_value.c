@@ -179,7 +179,7 @@ static void test_json(void) {
     /* Invalid UTF-8 (a character cut short, a stray continuation byte)
      * becomes U+FFFD, so the text stays valid JSON; valid characters stay. */
     vm_value bad = vm_str_new("x\xc3\xa9\xe2\x82|\x80y", 8);
-    CHECK_STR(dumps(bad, true), "\"x\xc3\xa9\\ufffd|\\ufffdy\"");
+    CHECK_STR(dumps(bad, true), "\"x\xc3\xa9\xef\xbf\xbd|\xef\xbf\xbdy\"");
     vm_release(bad);
     /* Round trip. */
     sgl_strbuf sb = {0};

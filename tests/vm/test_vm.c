@@ -3,7 +3,8 @@
  * it fails with). One case per opcode family, then streams (gen, roles,
  * select, fork/join, run_batch, batching, prefix hints) and failures
  * (runtime errors with tracebacks, a failing run_batch instance that
- * leaves the others intact, constrained decoding refused). */
+ * leaves the others intact, constrained decoding refused, failures while
+ * requests still wait leaving no value or stream alive). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,6 +571,42 @@ static void test_streaming(void) {
            "text_iter: the stream has no variable 'nope'");
 }
 
+/* A run that fails while fork branches, selects or a run_batch still wait
+ * on the engine frees every value and stream it made (EXPECT counts live
+ * objects): the failed instance's streams and their pending requests must
+ * not keep each other alive. */
+static void test_failure_frees_pending(void) {
+    const char *const rules[] = {"never", "x", NULL};
+    /* failure in branch 1 while branch 0's gen waits for the shared prefix */
+    EXPECT("fn f(s) {\n s += \"Q:\"\n let b = fork(s, 3)\n b[0] += \"A:\" + gen(\"x\", max_tokens=8)\n"
+           " b[1] += \"B:\" + str(int(\"nope\"))\n b[2] += \"C:\" }\nmain { f() }\n",
+           rules, "", "t.sgl:5:21: error: int(): invalid integer literal \"nope\"");
+    /* failure in branch 0 while branches 1 and 2 wait */
+    EXPECT("fn f(s) {\n s += \"Q:\"\n let b = fork(s, 3)\n b[1] += gen(\"x\")\n b[2] += gen(\"y\")\n"
+           " b[0] += str(int(\"nope\")) }\nmain { f() }\n",
+           rules, "", "invalid integer literal");
+    /* failure after join, with a gen pending on the parent */
+    EXPECT("fn f(s) {\n s += \"Q:\"\n let b = fork(s, 2)\n b += gen(\"x\")\n join(b)\n s += gen(\"y\")\n"
+           " let z = 1 / 0 }\nmain { f() }\n",
+           rules, "", "division by zero");
+    /* nested forks, an inner branch waiting */
+    EXPECT("fn f(s) {\n s += \"Q:\"\n let b = fork(s, 2)\n b[0] += \"more\"\n let c = fork(b[0], 2)\n"
+           " c[1] += gen(\"x\")\n b[1] += gen(\"y\")\n print(int(\"q\")) }\nmain { f() }\n",
+           rules, "", "invalid integer literal");
+    /* a select and a streamed gen waiting */
+    EXPECT("fn f(s) {\n s += \"Q:\"\n let b = fork(s, 2)\n b[0] += select(\"c\", [\"yes\", \"no\"])\n"
+           " b[1] += gen(\"x\", stream=true)\n let x = [1][5] }\nmain { f() }\n",
+           rules, "", "out of range");
+    /* a fork of a branch after a read, every new branch waiting */
+    EXPECT("fn f(s) {\n s += \"Q:\"\n let b = fork(s, 2)\n b[0] += gen(\"x\")\n let t = b[0][\"x\"]\n"
+           " let c = fork(b[1], 3)\n c += gen(\"z\")\n assert false, \"late\" }\nmain { f() }\n",
+           rules, "", "assertion failed: late");
+    /* run_batch: one instance fails with a fork waiting, then main fails */
+    EXPECT("fn g(s, k) {\n s += \"P\" + gen(\"x\")\n let b = fork(s, 2)\n b[0] += gen(\"y\")\n assert k != 1, \"bad\" }\n"
+           "main { let rs = run_batch(g, [{\"k\": 0}, {\"k\": 1}, {\"k\": 2}])\n print(len(rs))\n print(int(\"z\")) }\n",
+           rules, "3\n", "invalid integer literal");
+}
+
 int main(void) {
     TEST_RUN(test_arith_compare_logic);
     TEST_RUN(test_control_flow);
@@ -591,5 +628,6 @@ int main(void) {
     TEST_RUN(test_spawn_api);
     TEST_RUN(test_sampling_independent);
     TEST_RUN(test_streaming);
+    TEST_RUN(test_failure_frees_pending);
     return TEST_DONE();
 }
