@@ -37,9 +37,8 @@
  * threads on a single long prefill, large enough to reuse each chunk's K/V
  * from cache. */
 #define ATT_TOKEN_BLOCK 64
-/* Keys per chunk (a multiple of 8), and the row stride of a chunk's
- * transposed K (a multiple of 8, not of 256 floats, so the head_dim rows do
- * not alias in cache). */
+/* Keys per chunk (a multiple of 8), and the row stride of the per-head
+ * score rows (room for a chunk rounded up to 8). */
 #define ATT_CHUNK 512
 #define ATT_LD (ATT_CHUNK + 8)
 
@@ -62,8 +61,8 @@ struct cpu_att {
     /* split rows (single new tokens): first partial (in chunks) and chunks */
     int64_t cap_split, n_split;
     int32_t *split_poff, *split_nch;
-    atomic_int *split_done; /* [n_split][n_kv_heads] chunks finished (cap_split x cap_kv) */
-    int64_t cap_done;
+    atomic_int *split_done; /* [n_split][n_kv_heads] chunks finished */
+    int64_t cap_done;       /* entries of split_done */
     int64_t n_part, cap_part; /* partial chunks of the batch; buffers hold cap_part */
     float *part_acc;          /* [n_part][n_heads][head_dim] */
     float *part_ml;           /* [n_part][n_heads][2] max, sum */
