@@ -4,13 +4,18 @@
  *
  * On the default model, for the deterministic configuration (the
  * batch-invariant kernels, the default) and the fastest one this build has
- * (cuBLAS tensor-core GEMM from --gemm-rows activation rows up, not
- * batch-invariant), prints:
+ * (kb_cuda_set_fast: cuBLAS's default tensor-core GEMM, which may split K,
+ * from --gemm-rows activation rows up; not batch-invariant), prints:
  *   - prefill tokens/s for one 512- and one 4096-token prompt;
  *   - decode tokens/s at batch 1, 8, 64 and 256 (each sequence over a
  *     --ctx-token context), with the memory-bandwidth bound of the card
  *     (weights + KV read per step / peak HBM bandwidth) and the ratio;
+ *   - the decode figures again with CUDA graphs off, and the graphs' gain;
+ *   - the prefill figures again with the extend kernel off (every query
+ *     through the decode kernels: the same results), and its gain;
  *   - the cost of determinism (deterministic vs fastest, per figure);
+ *   - how many decode forwards captured, replayed or ran without a graph
+ *     (any of the last is reported: graphs should always be made);
  *   - the matmul switch-over: time of the warp kernel vs cuBLAS on the
  *     model's FFN matrix for 1..512 rows, and the first row count where
  *     cuBLAS wins (the value to give --gemm-rows / SGL_CUDA_GEMM_ROWS);
@@ -52,11 +57,10 @@ typedef struct figures {
 static const int prefill_lens[2] = {512, 4096};
 static const int batches[4] = {1, 8, 64, 256};
 
-/* Prefill and decode figures of the current configuration. */
-static int run_figures(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, float *logits,
-                       int ctx, int steps, bool quick, double weight_bytes, double hbm,
-                       figures *f) {
-    const model_config *c = model_get_config(m);
+/* Prefill figures of the current configuration: one 512- and one
+ * 4096-token prompt, the best of the runs after the first. */
+static int run_prefill(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, float *logits,
+                       bool quick, figures *f) {
     for (int pi = 0; pi < 2; pi++) {
         int n = prefill_lens[pi];
         double best = 1e30;
@@ -71,6 +75,16 @@ static int run_figures(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks,
         f->prefill[pi] = n / best;
         printf("  prefill %4d tokens: %8.1f ms = %9.0f tokens/s\n", n, 1e3 * best, n / best);
     }
+    return 0;
+}
+
+/* Prefill (unless decode_only) and decode figures of the current
+ * configuration. */
+static int run_figures(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, float *logits,
+                       int ctx, int steps, bool quick, double weight_bytes, double hbm,
+                       bool decode_only, figures *f) {
+    const model_config *c = model_get_config(m);
+    if (!decode_only && run_prefill(m, kv, slots, toks, logits, quick, f)) return -1;
     static model_seq seqs[256];
     for (int bi = 0; bi < 4; bi++) {
         int B = batches[bi];
@@ -179,7 +193,7 @@ int main(int argc, char **argv) {
     char def[4096];
     snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
     if (!path || !*path) path = def;
-    int steps = 32, ctx = 128, gemm_rows = 64;
+    int steps = 32, ctx = 128, gemm_rows = 16;
     bool quick = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
@@ -231,18 +245,44 @@ int main(int argc, char **argv) {
            c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->vocab, wbytes / 1048576.0, hbm,
            ctx, steps);
     if (hbm <= 0) hbm = 1000; /* unknown: the bound column is then only indicative */
-    figures det, fast;
-    printf("deterministic (batch-invariant kernels):\n");
-    if (run_figures(m, kv, slots, toks, logits, ctx, steps, quick, (double)wbytes, hbm, &det)) return 1;
-    kb_cuda_set_gemm_rows(model_get_backend(m), gemm_rows);
-    printf("fastest (cuBLAS f16 GEMM from %d rows; not batch-invariant):\n", gemm_rows);
-    if (run_figures(m, kv, slots, toks, logits, ctx, steps, quick, (double)wbytes, hbm, &fast)) return 1;
-    kb_cuda_set_gemm_rows(model_get_backend(m), 0);
+    figures det, nograph, fast;
+    kb_backend *be = model_get_backend(m);
+    long cap0, rep0, eag0, cap1, rep1, eag1;
+    kb_cuda_graph_stats(be, &cap0, &rep0, &eag0);
+    printf("deterministic (batch-invariant kernels, decode graphs on):\n");
+    if (run_figures(m, kv, slots, toks, logits, ctx, steps, quick, (double)wbytes, hbm, false, &det))
+        return 1;
+    kb_cuda_graph_stats(be, &cap1, &rep1, &eag1);
+    printf("  decode graphs: %ld captured, %ld replayed, %ld forwards without a graph%s\n",
+           cap1 - cap0, rep1 - rep0, eag1 - eag0,
+           eag1 > eag0 ? " (WARNING: a capture failed; those shapes ran launch by launch)" : "");
+    kb_cuda_set_graphs(be, 0);
+    printf("deterministic, decode graphs off:\n");
+    if (run_figures(m, kv, slots, toks, logits, ctx, steps, quick, (double)wbytes, hbm, true,
+                    &nograph))
+        return 1;
+    kb_cuda_set_graphs(be, 1);
+    printf("gain of decode graphs (graphs on / off throughput - 1):\n");
+    for (int i = 0; i < 4; i++)
+        printf("  graphs decode %4d: %+.1f%%\n", batches[i], 100.0 * (det.decode[i] / nograph.decode[i] - 1));
+    figures noext;
+    kb_cuda_set_extend(be, 0);
+    printf("deterministic, extend kernel off (prefill through the decode kernels):\n");
+    if (run_prefill(m, kv, slots, toks, logits, quick, &noext)) return 1;
+    kb_cuda_set_extend(be, 1);
+    printf("gain of the extend kernel (on / off prefill throughput - 1):\n");
+    for (int i = 0; i < 2; i++)
+        printf("  extend prefill %4d: %+.1f%%\n", prefill_lens[i], 100.0 * (det.prefill[i] / noext.prefill[i] - 1));
+    kb_cuda_set_gemm_rows(be, gemm_rows);
+    printf("fastest (cuBLAS default GEMM from %d rows, may split K; not batch-invariant):\n", gemm_rows);
+    if (run_figures(m, kv, slots, toks, logits, ctx, steps, quick, (double)wbytes, hbm, false, &fast))
+        return 1;
+    kb_cuda_set_gemm_rows(be, 0);
     printf("cost of determinism (deterministic / fastest throughput - 1):\n");
     for (int i = 0; i < 2; i++)
-        printf("  prefill %4d: %+.1f%%\n", prefill_lens[i], 100.0 * (det.prefill[i] / fast.prefill[i] - 1));
+        printf("  determinism prefill %4d: %+.1f%%\n", prefill_lens[i], 100.0 * (det.prefill[i] / fast.prefill[i] - 1));
     for (int i = 0; i < 4; i++)
-        printf("  decode %4d: %+.1f%%\n", batches[i], 100.0 * (det.decode[i] / fast.decode[i] - 1));
+        printf("  determinism decode %4d: %+.1f%%\n", batches[i], 100.0 * (det.decode[i] / fast.decode[i] - 1));
     model_device_memory(m, &wbytes, &total);
     printf("device memory: weights %.1f MiB, all %.1f MiB (KV pool %lld slots)\n",
            wbytes / 1048576.0, total / 1048576.0, (long long)n_slots);

@@ -229,6 +229,7 @@ typedef struct local_engine {
     uint64_t flush_asked, flush_served;
     int64_t flush_rc;
     sgl_error flush_err;
+    char device_desc[320];      /* a GPU's description (its mode: graphs, determinism), or "" */
 } local_engine;
 
 static void params_free(sgl_sampling_params *p) {
@@ -769,7 +770,7 @@ static void local_metrics(void *ctx, sgl_engine_metrics *out) {
     *out = le->metrics;
     out->waiting += le->n_pend;
     pthread_mutex_unlock(&le->mu);
-    out->device = model_device_name(model_get_device(le->model));
+    out->device = le->device_desc[0] ? le->device_desc : model_device_name(model_get_device(le->model));
     model_device_memory(le->model, &out->device_weight_bytes, &out->device_bytes);
 }
 
@@ -839,6 +840,8 @@ sgl_engine *sgl_engine_local_new(const sgl_engine_config *cfg, sgl_error *err) {
     }
     if (!(le->model = model_load(cfg->model_path, cfg->n_threads, err))) goto fail;
     if (model_use_device(le->model, model_default_device(), NULL, 0, err)) goto fail;
+    if (model_get_device(le->model) != MODEL_DEVICE_CPU)
+        model_describe_device(le->model, le->device_desc, sizeof le->device_desc);
     const model_config *mc = model_get_config(le->model);
     if (!(le->tok = tok_load_gguf(model_get_gguf(le->model), err))) goto fail;
     int32_t slots = cfg->kv_slots;

@@ -249,7 +249,9 @@ typedef struct sgl_engine_metrics {
     int64_t retractions;           /* running requests sent back to wait for memory */
     int32_t pool_slots, pool_used; /* KV pool size and slots in use (cache included) */
     int64_t cache_tokens;          /* slots held by the radix cache */
-    const char *device;            /* local engine: "cpu" / "cuda" (static); NULL otherwise */
+    const char *device;            /* local engine: "cpu", or the GPU's description
+                                      ("cuda (NAME; deterministic; decode graphs on)"),
+                                      valid while the engine lives; NULL otherwise */
     uint64_t device_weight_bytes;  /* GPU memory of the weights (CPU: the repacked copies) */
     uint64_t device_bytes;         /* all GPU memory in use: weights, buffers, KV pool */
 } sgl_engine_metrics;

@@ -226,6 +226,53 @@ ALWAYS_INLINE __m256 r8_scaled(const uint8_t *d, const uint8_t *v) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)), f);
 }
 
+/* Folds each activation row's NC integer chains into ia[j][0] (exact). */
+ALWAYS_INLINE void r8_fold(const int RB, const int NC, __m256i ia[8][4]) {
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) {
+        if (NC >= 4) {
+            ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
+            ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
+        }
+        if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
+    }
+}
+
+/* The 8 rows' scale dw and min factor mw of block t of a group (G: its
+ * block 0 or super-block; p: the block for the 32-value types); q8min: the
+ * min factor of a Q8_0 block relative to d (0, or -128 for offset codes). */
+ALWAYS_INLINE void r8_wscale(const int kind, const uint8_t *G, const uint8_t *p, int64_t t,
+                             float q8min, __m256 *dw, __m256 *mw) {
+    if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
+        const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : 1440);
+        *dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
+        *mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
+    } else {
+        *dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        *mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                : _mm256_mul_ps(*dw, _mm256_set1_ps(kind == KIND_Q8_0 ? q8min : -8.0f));
+    }
+}
+
+/* a[j] += P_j * (dw * dx_j) (+ mw * sx_j when min): a block's scaling. */
+ALWAYS_INLINE void r8_scale_add(const int RB, const bool min, __m256 *a, __m256i ia[8][4], __m256 dw,
+                                __m256 mw, const float *dx, const float *sx) {
+#pragma GCC unroll 8
+    for (int j = 0; j < RB; j++) {
+        __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
+        a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
+        if (min) a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
+    }
+}
+
+/* Q6_K: d * sc of the block's two 16-value sub-blocks (exact in f32). */
+ALWAYS_INLINE void q6_scales(const uint8_t *sb, int sub, __m256 *sa, __m256 *sbv) {
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
+    const int8_t *sc = (const int8_t *)sb + 16 + 16 * sub;
+    *sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+    *sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+}
+
 /* Q6_K in the R8 layout (kern_internal.h): per 32-value block, the codes
  * (q - 32, signed) from the low nibbles and the 2-bit top chunks; the exact
  * integer dot products of the two 16-value sub-blocks apart (their int8
@@ -270,10 +317,8 @@ ALWAYS_INLINE void r8_tile_q6k(const int RB, const uint8_t *G, int64_t blk0, int
                 }
             }
         }
-        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
-        const int8_t *sc = (const int8_t *)sb + 16 + 16 * (t % 8);
-        __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
-        __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+        __m256 sa, sbv;
+        q6_scales(sb, (int)(t % 8), &sa, &sbv);
         const float *dx = l->dt + blk * l->nbp + b;
 #pragma GCC unroll 8
         for (int j = 0; j < RB; j++) {
@@ -348,31 +393,11 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
                 }
             }
         }
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            if (NC >= 4) {
-                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
-                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
-            }
-            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
-        }
+        r8_fold(RB, NC, ia);
         __m256 dw, mw;
-        if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
-            const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : 1440);
-            dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
-            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
-        } else {
-            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                   : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
-        }
-        const float *dx = l->dt + blk * l->nbp + b, *sx = l->st + blk * l->nbp + b;
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
-            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
-            if (kind != KIND_Q8_0) a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
-        }
+        r8_wscale(kind, G, p, t, 0.0f, &dw, &mw);
+        r8_scale_add(RB, kind != KIND_Q8_0, a, ia, dw, mw, l->dt + blk * l->nbp + b,
+                     l->st + blk * l->nbp + b);
     }
 #pragma GCC unroll 8
     for (int j = 0; j < RB; j++) acc[j] = a[j];
@@ -639,10 +664,8 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
             }
         const float *dx = l->dt + blk * l->nbp + b;
         if (kind == KIND_Q6_K_R8) {
-            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
-            const int8_t *sc = (const int8_t *)sb + 16 + 16 * sub;
-            __m256 sa = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
-            __m256 sbv = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)))));
+            __m256 sa, sbv;
+            q6_scales(sb, sub, &sa, &sbv);
             __m256 ma = _mm256_mul_ps(sa, _mm256_set1_ps(-32.0f)), mb = _mm256_mul_ps(sbv, _mm256_set1_ps(-32.0f));
             const float *s0 = l->sh0 + blk * l->nbp + b, *s1 = l->sh1 + blk * l->nbp + b;
 #pragma GCC unroll 8
@@ -655,30 +678,10 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
             }
             continue;
         }
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            if (NC >= 4) {
-                ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][2 % NC]);
-                ia[j][1 % NC] = _mm256_add_epi32(ia[j][1 % NC], ia[j][3 % NC]);
-            }
-            if (NC >= 2) ia[j][0] = _mm256_add_epi32(ia[j][0], ia[j][1 % NC]);
-        }
+        r8_fold(RB, NC, ia);
         __m256 dw, mw;
-        if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
-            dw = r8_scaled(sb, sb + 32 + 8 * sub);
-            mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * sub), _mm256_set1_ps(-1.0f));
-        } else {
-            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                   : _mm256_mul_ps(dw, _mm256_set1_ps(kind == KIND_Q8_0 ? -128.0f : -8.0f));
-        }
-        const float *sx = l->st + blk * l->nbp + b;
-#pragma GCC unroll 8
-        for (int j = 0; j < RB; j++) {
-            __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + j));
-            a[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j][0]), s, a[j]);
-            a[j] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(sx + j), a[j]);
-        }
+        r8_wscale(kind, G, p, t, -128.0f, &dw, &mw);
+        r8_scale_add(RB, true, a, ia, dw, mw, dx, l->st + blk * l->nbp + b);
     }
 #pragma GCC unroll 8
     for (int j = 0; j < RB; j++) acc[j] = a[j];

@@ -13,16 +13,37 @@
  *    the 32 lane sums meet in a fixed butterfly. An activation row's result
  *    is the same in any tile and any batch.
  *  - attention: the keys 0..pos of a query are cut into chunks of
- *    ATT_CHUNK at fixed key positions; each chunk gives (max, sum, weighted
- *    V) with fixed-order sums; the chunks are combined in key order. Extend
- *    (prefill) rows and decode rows use the same kernels.
+ *    ATT_CHUNK keys at fixed key positions (0, 256, 512, ...). A chunk
+ *    gives its max score m, l = sum of exp(s - m) (thread-strided partials
+ *    meeting in a fixed tree) and o[d] = sum of exp(s - m) v[d] in key
+ *    order; the chunks are folded in key order into a running (M, L, acc)
+ *    (fold()). Decode rows and short extends run k_att_chunk +
+ *    k_att_combine; sequences of EXT_MIN_NEW new tokens or more run
+ *    k_att_extend, which computes the same chunk statistics with the same
+ *    operations and folds them the same way, so a query gets the same bits
+ *    whichever kernel, batch, chunked prefill or cached prefix produced it.
  *  - rmsnorm: fixed-order block reduction per row.
- * The optional cuBLAS path (kb_cuda_set_gemm_rows) decodes weights to f16
- * and runs a tensor-core GEMM for batches from a number of rows up: faster,
- * but its sums depend on the batch shape, so it is off by default.
+ * The cuBLAS path (kb_cuda_set_gemm_rows, kb_cuda_set_fast,
+ * SGL_CUDA_FAST=1) decodes weights to f16 once and runs cuBLAS's default
+ * tensor-core GEMM (which may split K) for batches from a number of rows up:
+ * faster, but its sums depend on the batch shape, so it is off by default.
  *
- * Not done yet: CUDA graphs for recurring decode shapes; an extend kernel
- * that shares K/V tiles between the queries of one sequence.
+ * CUDA graphs: a decode forward (one new token per sequence, logits for
+ * every row, at most GRAPH_MAX_ROWS rows) is recorded instead of launched:
+ * every op sizes its grid for the bucket (the row count rounded up to a
+ * power of two) and passes the real row count as a device pointer, so rows
+ * past it exit at once; attention's chunk count is rounded up to a power of
+ * two the same way (chunks past a row's context exit). The inputs (tokens,
+ * positions, slots, lengths) are copied into fixed device buffers by
+ * op_begin. op_finish replays the graph of the shape (bucket, chunk
+ * bucket) when the recorded launches have the same signature (kernel,
+ * grid, every argument byte) as the captured ones, else captures them anew;
+ * where capture fails the launches run one by one. Prefill and extend
+ * batches, per-op timing and the cuBLAS path never use graphs;
+ * SGL_CUDA_GRAPHS=0 or kb_cuda_set_graphs turns them off.
+ *
+ * None of this has run on a GPU yet: it compiles, and tests/cuda holds the
+ * checks a GPU machine runs (scripts/gpu-check).
  */
 extern "C" {
 #include "kernels/backend.h"
@@ -40,6 +61,8 @@ extern "C" {
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <new>
 #include <unordered_map>
 #include <vector>
@@ -51,102 +74,25 @@ namespace {
 constexpr int MM_TILE = 8;
 constexpr int MM_TILE_BIG = 32;
 constexpr int MM_TILE_BIG_FROM = 64;
-/* Warps (weight rows) per matmul block. */
-constexpr int MM_WARPS = 4;
-/* Keys per attention chunk: fixed, so the split never depends on the batch. */
-constexpr int ATT_CHUNK = 256;
-constexpr int ATT_THREADS = 128;
+/* The attention kernels and their constants (ATT_CHUNK, ATT_THREADS,
+ * EXT_Q, ...): a header of their own, which tests/cuda/test_cuda_emu.cpp
+ * also compiles on the host through a small CUDA emulation. */
+#include "kernels/cuda/att_kernels.cuh"
+/* The other kernels and the weight decoders (MM_WARPS, NORM_THREADS, the
+ * probe set): the same arrangement. */
+#include "kernels/cuda/kb_kernels.cuh"
 /* Largest head_dim the attention kernels take (ATT_THREADS * 8). */
 constexpr int ATT_MAX_HD = ATT_THREADS * 8;
-constexpr int NORM_THREADS = 256;
-
-/* ---- element decoders (kernels/cpu/kern_internal.h layouts) ------------------ */
-
-__device__ __forceinline__ float ld_half(const uint8_t *p) {
-    return __half2float(__ushort_as_half(*(const unsigned short *)p));
-}
-
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-/* Element j of a row of type T starting at row. */
-template <int T> __device__ __forceinline__ float welem(const uint8_t *row, int64_t j);
-
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_F32>(const uint8_t *row, int64_t j) {
-    return ((const float *)row)[j];
-}
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_F16>(const uint8_t *row, int64_t j) {
-    return ld_half(row + 2 * j);
-}
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_BF16>(const uint8_t *row, int64_t j) {
-    unsigned int b = (unsigned int)(*(const unsigned short *)(row + 2 * j)) << 16;
-    return __uint_as_float(b);
-}
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_Q4_0>(const uint8_t *row, int64_t j) {
-    const uint8_t *b = row + (j / 32) * 18;
-    int i = (int)(j % 32);
-    int q = i < 16 ? (b[2 + i] & 15) : (b[2 + i - 16] >> 4);
-    return __fmul_rn((float)(q - 8), ld_half(b));
-}
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_Q4_1>(const uint8_t *row, int64_t j) {
-    const uint8_t *b = row + (j / 32) * 20;
-    int i = (int)(j % 32);
-    int q = i < 16 ? (b[4 + i] & 15) : (b[4 + i - 16] >> 4);
-    return __fadd_rn(__fmul_rn((float)q, ld_half(b)), ld_half(b + 2));
-}
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_Q8_0>(const uint8_t *row, int64_t j) {
-    const uint8_t *b = row + (j / 32) * 34;
-    return __fmul_rn((float)(int8_t)b[2 + j % 32], ld_half(b));
-}
-/* Q4_K: | d | dmin | scales[12] | qs[128] |, x = d*sc*q - dmin*mn */
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_Q4_K>(const uint8_t *row, int64_t j) {
-    const uint8_t *b = row + (j / 256) * 144;
-    int e = (int)(j % 256), c = e / 64, l = e % 64;
-    int sc, mn, q;
-    if (l < 32) {
-        scale_min_k4(2 * c, b + 4, &sc, &mn);
-        q = b[16 + 32 * c + l] & 0xF;
-    } else {
-        scale_min_k4(2 * c + 1, b + 4, &sc, &mn);
-        q = b[16 + 32 * c + l - 32] >> 4;
-    }
-    float d = __fmul_rn(ld_half(b), (float)sc), m = __fmul_rn(ld_half(b + 2), (float)mn);
-    return __fsub_rn(__fmul_rn(d, (float)q), m);
-}
-/* Q5_K: | d | dmin | scales[12] | qh[32] | qs[128] | */
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_Q5_K>(const uint8_t *row, int64_t j) {
-    const uint8_t *b = row + (j / 256) * 176;
-    int e = (int)(j % 256), c = e / 64, l = e % 64;
-    const uint8_t *qh = b + 16, *qs = b + 48;
-    int sc, mn, q;
-    if (l < 32) {
-        scale_min_k4(2 * c, b + 4, &sc, &mn);
-        q = (qs[32 * c + l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4);
-    } else {
-        scale_min_k4(2 * c + 1, b + 4, &sc, &mn);
-        q = (qs[32 * c + l - 32] >> 4) | (((qh[l - 32] >> (2 * c + 1)) & 1) << 4);
-    }
-    float d = __fmul_rn(ld_half(b), (float)sc), m = __fmul_rn(ld_half(b + 2), (float)mn);
-    return __fsub_rn(__fmul_rn(d, (float)q), m);
-}
-/* Q6_K: | ql[128] | qh[64] | scales[16]:int8 | d | , x = d*sc*(q - 32) */
-template <> __device__ __forceinline__ float welem<SGL_DTYPE_Q6_K>(const uint8_t *row, int64_t j) {
-    const uint8_t *b = row + (j / 256) * 210;
-    int e = (int)(j % 256), h = e / 128, r = e % 128, qq = r / 32, l = r % 32;
-    const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
-    int lo = (qq & 1) ? ql[l + 32] : ql[l];
-    lo = (qq & 2) ? (lo >> 4) : (lo & 0xF);
-    int q = (lo | (((qh[l] >> (2 * qq)) & 3) << 4)) - 32;
-    float sc = (float)(int8_t)b[192 + e / 16];
-    return __fmul_rn(__fmul_rn(ld_half(b + 208), sc), (float)q);
-}
+/* The new tokens from which a sequence takes the extend kernel. */
+constexpr int EXT_MIN_NEW = 16;
+/* Decode graphs: largest batch (rows) captured; captures of one shape in a
+ * row (no replay between: its launches change every step) after which the
+ * shape runs launch by launch for good. */
+constexpr int GRAPH_MAX_ROWS = 256;
+constexpr int GRAPH_MAX_CAPTURES = 16;
+/* Rows from which kb_cuda_set_fast / SGL_CUDA_FAST take cuBLAS (not yet
+ * measured on a device; SGL_CUDA_GEMM_ROWS overrides it). */
+constexpr int FAST_GEMM_ROWS = 16;
 
 bool type_ok(sgl_dtype t) {
     switch (t) {
@@ -176,309 +122,8 @@ bool type_ok(sgl_dtype t) {
         }                                                                                          \
     } while (0)
 
-/* ---- kernels ------------------------------------------------------------------ */
-
-/* Y[b][r] = sum_j W[r][j] X[b][j]; see the determinism note at the top.
- * TILE activation rows per warp share each decoded weight; a row's sum is
- * the same for any TILE (its own accumulator, the same order). */
-template <int T, int TILE>
-__global__ void k_matmul(const uint8_t *W, int64_t rb, int rows, int k, const float *X, int nb,
-                         float *Y) {
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int r = blockIdx.x * MM_WARPS + warp;
-    if (r >= rows) return;
-    int b0 = blockIdx.y * TILE;
-    int nt = min(TILE, nb - b0);
-    const uint8_t *row = W + (int64_t)r * rb;
-    float acc[TILE];
-#pragma unroll
-    for (int b = 0; b < TILE; b++) acc[b] = 0.0f;
-    for (int j = lane; j < k; j += 32) {
-        float w = welem<T>(row, j);
-#pragma unroll
-        for (int b = 0; b < TILE; b++)
-            if (b < nt) acc[b] = __fmaf_rn(w, X[(int64_t)(b0 + b) * k + j], acc[b]);
-    }
-#pragma unroll
-    for (int b = 0; b < TILE; b++) {
-        float v = acc[b];
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0 && b < nt) Y[(int64_t)(b0 + b) * rows + r] = v;
-    }
-}
-
-/* dst[i] = (f16) element i of W, for the cuBLAS path. */
-template <int T>
-__global__ void k_to_f16(const uint8_t *W, int64_t rb, int64_t k, int64_t n, __half *dst) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = __float2half_rn(welem<T>(W + (i / k) * rb, i % k));
-}
-
-__global__ void k_f32_to_f16(const float *x, __half *y, int64_t n) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __float2half_rn(x[i]);
-}
-
-/* x[r][j] = element j of embedding row tok[r]. */
-template <int T>
-__global__ void k_embed(const uint8_t *E, int64_t rb, const int32_t *tok, int dim, float *x) {
-    int r = blockIdx.x;
-    const uint8_t *row = E + (int64_t)tok[r] * rb;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) x[(int64_t)r * dim + j] = welem<T>(row, j);
-}
-
-/* One block per row: ss by thread-strided sums then a fixed tree. */
-__global__ void k_rmsnorm(float *y, const float *x, const float *w, int dim, float eps) {
-    __shared__ float part[NORM_THREADS];
-    const float *xr = x + (int64_t)blockIdx.x * dim;
-    float *yr = y + (int64_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) ss = __fmaf_rn(xr[j], xr[j], ss);
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (int s = NORM_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    float sc = 1.0f / sqrtf(part[0] / (float)dim + eps);
-    for (int j = threadIdx.x; j < dim; j += NORM_THREADS)
-        yr[j] = __fmul_rn(__fmul_rn(xr[j], sc), w[j]);
-}
-
-/* y[i] += x[i] (bias: x[i % dim]). */
-__global__ void k_add(float *y, const float *x, int64_t n, int64_t dim, int bias) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __fadd_rn(y[i], bias ? x[i % dim] : x[i]);
-}
-
-/* g = silu(g) * u, as ref_silu_mul: g / (1 + e^-g) * u. */
-__global__ void k_silu_mul(float *g, const float *u, int64_t n) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) g[i] = __fmul_rn(__fdiv_rn(g[i], __fadd_rn(1.0f, expf(-g[i]))), u[i]);
-}
-
-/* One thread per (row, pair i < rot/2), all heads of the row: the angle in
- * double from pos * freq_scale * theta^(-2i/rot), as kern_rope. */
-__global__ void k_rope(float *x, const int32_t *pos, int64_t n_rows, int n_heads, int head_dim,
-                       int rot, float theta, float freq_scale, int neox) {
-    int half = rot / 2;
-    int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (t >= n_rows * half) return;
-    int64_t r = t / half;
-    int i = (int)(t % half);
-    double inv = pow((double)theta, -2.0 * i / (double)rot);
-    double a = (double)pos[r] * (double)freq_scale * inv;
-    float c = (float)cos(a), s = (float)sin(a);
-    int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
-    float *xr = x + r * (int64_t)n_heads * head_dim;
-    for (int h = 0; h < n_heads; h++) {
-        float *v = xr + (int64_t)h * head_dim;
-        float x0 = v[ia], x1 = v[ib];
-        v[ia] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-        v[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
-    }
-}
-
-/* K/V rows of every batch row to f16 at its slot. */
-__global__ void k_kv_store(__half *K, __half *V, const float *k, const float *v,
-                           const int32_t *wslot, int64_t n_rows, int kv_dim, int64_t layer_off) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= n_rows * kv_dim) return;
-    int64_t r = i / kv_dim, d = i % kv_dim;
-    int64_t off = layer_off + (int64_t)wslot[r] * kv_dim + d;
-    K[off] = __float2half_rn(k[i]);
-    V[off] = __float2half_rn(v[i]);
-}
-
-/* x[r] += y[r]; then, when w is set, y[r] = rmsnorm(x[r]) * w, as
- * k_add then k_rmsnorm (one block per row, the same fixed tree). */
-__global__ void k_add_rmsnorm(float *x, float *y, const float *w, int dim, float eps) {
-    __shared__ float part[NORM_THREADS];
-    float *xr = x + (int64_t)blockIdx.x * dim, *yr = y + (int64_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) {
-        float v = __fadd_rn(xr[j], yr[j]);
-        xr[j] = v;
-        ss = __fmaf_rn(v, v, ss);
-    }
-    if (!w) return; /* the same for the whole block */
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (int s = NORM_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    float sc = 1.0f / sqrtf(part[0] / (float)dim + eps);
-    for (int j = threadIdx.x; j < dim; j += NORM_THREADS) /* this thread's own x[j] */
-        yr[j] = __fmul_rn(__fmul_rn(xr[j], sc), w[j]);
-}
-
-/* One block per row: biases (each may be NULL), rope of q (nh heads) and k
- * (nkv heads) at the row's position, then K/V to f16 at the row's slot; the
- * same arithmetic as k_add, k_rope and k_kv_store. */
-__global__ void k_qkv_post(float *q, float *k, float *v, const float *bq, const float *bk,
-                           const float *bv, const int32_t *pos, const int32_t *wslot, int nh,
-                           int nkv, int hd, int rot, float theta, float freq_scale, int neox,
-                           __half *K, __half *V, int64_t layer_off) {
-    int64_t r = blockIdx.x;
-    int qd = nh * hd, kd = nkv * hd;
-    float *qr = q + r * qd, *kr = k + r * kd, *vr = v + r * kd;
-    int64_t off = layer_off + (int64_t)wslot[r] * kd;
-    if (bq)
-        for (int i = threadIdx.x; i < qd; i += blockDim.x) qr[i] = __fadd_rn(qr[i], bq[i]);
-    for (int i = threadIdx.x; i < kd; i += blockDim.x) {
-        if (bk) kr[i] = __fadd_rn(kr[i], bk[i]);
-        float vv = bv ? __fadd_rn(vr[i], bv[i]) : vr[i];
-        vr[i] = vv;
-        V[off + i] = __float2half_rn(vv);
-    }
-    __syncthreads();
-    int half = rot / 2;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        double inv = pow((double)theta, -2.0 * i / (double)rot);
-        double a = (double)pos[r] * (double)freq_scale * inv;
-        float c = (float)cos(a), s = (float)sin(a);
-        int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
-        for (int h = 0; h < nh + nkv; h++) {
-            float *vec = h < nh ? qr + (int64_t)h * hd : kr + (int64_t)(h - nh) * hd;
-            float x0 = vec[ia], x1 = vec[ib];
-            vec[ia] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-            vec[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
-        }
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < kd; i += blockDim.x) K[off + i] = __float2half_rn(kr[i]);
-}
-
-/* Up to PROBE_BATCH NaN/Inf checks in one launch (blockIdx.y = check). */
-constexpr int PROBE_BATCH = 8;
-struct probe_set {
-    const float *x[PROBE_BATCH];
-    int64_t n[PROBE_BATCH];
-    int probe[PROBE_BATCH];
-};
-__global__ void k_check_multi(probe_set ps, int *flag) {
-    int e = blockIdx.y;
-    const float *x = ps.x[e];
-    int64_t n = ps.n[e];
-    int bad = 0;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        bad |= (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
-    if (__syncthreads_or(bad) && threadIdx.x == 0) atomicMin(flag, ps.probe[e]);
-}
-
-/* Fixed-order block reductions over ATT_THREADS values in shared memory. */
-__device__ float block_max(float *red, float v) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = ATT_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + s]);
-        __syncthreads();
-    }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
-__device__ float block_sum(float *red, float v) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = ATT_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
-
-/* One block per (row r, head h, chunk c): keys c*ATT_CHUNK .. of the row's
- * sequence (up to its position). Writes the chunk's max m, exp-sum l and
- * unnormalised weighted V sum o to part[((r * n_heads + h) * n_chunks + c)]
- * (hd + 2 floats: o..., m, l). */
-__global__ void k_att_chunk(const __half *K, const __half *V, int64_t layer_off, int kv_dim,
-                            const float *q, int n_heads, int n_kv_heads, int hd,
-                            const int32_t *pos, const int32_t *row_seq, const int32_t *seq_slot0,
-                            const int32_t *slots, int n_chunks, float *part) {
-    extern __shared__ float sh[]; /* qs[hd], p[ATT_CHUNK], red[ATT_THREADS] */
-    float *qs = sh, *p = sh + hd, *red = p + ATT_CHUNK;
-    int c = blockIdx.z, h = blockIdx.y;
-    int64_t r = blockIdx.x;
-    int nk = pos[r] + 1;
-    int j0 = c * ATT_CHUNK;
-    float *out = part + ((r * n_heads + h) * (int64_t)n_chunks + c) * (hd + 2);
-    if (j0 >= nk) return;
-    int nj = min(ATT_CHUNK, nk - j0);
-    int kvh = h / (n_heads / n_kv_heads);
-    const int32_t *sl = slots + seq_slot0[row_seq[r]] + j0;
-    const float *qr = q + r * (int64_t)n_heads * hd + (int64_t)h * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int d = threadIdx.x; d < hd; d += ATT_THREADS) qs[d] = __fmul_rn(qr[d], scale);
-    __syncthreads();
-    /* scores: one key per thread, d in order */
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < nj; j += ATT_THREADS) {
-        const __half *kp = K + layer_off + (int64_t)sl[j] * kv_dim + (int64_t)kvh * hd;
-        float s = 0.0f;
-        for (int d = 0; d < hd; d++) s = __fmaf_rn(qs[d], __half2float(kp[d]), s);
-        p[j] = s;
-        mx = fmaxf(mx, s);
-    }
-    mx = block_max(red, mx);
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < nj; j += ATT_THREADS) {
-        p[j] = expf(p[j] - mx);
-        sum += p[j];
-    }
-    sum = block_sum(red, sum); /* also orders p[] writes before the reads below */
-    /* weighted V: one output dim per thread, keys in order */
-    for (int d = threadIdx.x; d < hd; d += ATT_THREADS) {
-        float o = 0.0f;
-        for (int j = 0; j < nj; j++) {
-            const __half *vp = V + layer_off + (int64_t)sl[j] * kv_dim + (int64_t)kvh * hd;
-            o = __fmaf_rn(p[j], __half2float(vp[d]), o);
-        }
-        out[d] = o;
-    }
-    if (threadIdx.x == 0) {
-        out[hd] = mx;
-        out[hd + 1] = sum;
-    }
-}
-
-/* One block per (row r, head h): combines the row's chunks in key order. */
-__global__ void k_att_combine(const float *part, const int32_t *pos, int n_heads, int hd,
-                              int n_chunks, float *att) {
-    int h = blockIdx.y;
-    int64_t r = blockIdx.x;
-    int nc = (pos[r] + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
-    const float *base = part + (r * n_heads + h) * (int64_t)n_chunks * (hd + 2);
-    float M = -INFINITY;
-    for (int c = 0; c < nc; c++) M = fmaxf(M, base[c * (int64_t)(hd + 2) + hd]);
-    float L = 0.0f;
-    for (int c = 0; c < nc; c++) {
-        const float *pc = base + c * (int64_t)(hd + 2);
-        L = __fmaf_rn(pc[hd + 1], expf(pc[hd] - M), L);
-    }
-    float inv = 1.0f / L;
-    float *o = att + r * (int64_t)n_heads * hd + (int64_t)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int c = 0; c < nc; c++) {
-            const float *pc = base + c * (int64_t)(hd + 2);
-            acc = __fmaf_rn(pc[d], expf(pc[hd] - M), acc);
-        }
-        o[d] = __fmul_rn(acc, inv);
-    }
-}
-
-__global__ void k_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n,
-                              int64_t dim) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n * dim) dst[i] = src[(int64_t)rows[i / dim] * dim + i % dim];
-}
-
 unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
 
 /* ---- backend state ---------------------------------------------------------------- */
 
@@ -501,6 +146,17 @@ const char *const prof_names[P_N] = {"matmul", "cublas gemm", "embed", "(add+)rm
                                      "add/bias", "bias+rope+kv", "silu*mul", "kv store",
                                      "attention", "gather rows", "nan probes", "copies"};
 
+/* One captured decode forward: its executable graph and the signature of
+ * the launches it holds (kernel, grid, block, shared memory, every argument
+ * byte). It is replayed only for a forward whose launches have the same
+ * signature. */
+struct graph_ent {
+    cudaGraphExec_t exec = nullptr;
+    std::vector<unsigned char> sig;
+    int captures = 0;
+    bool broken = false; /* capture or launch failed: this shape runs eagerly */
+};
+
 struct kb_cuda {
     kb_backend base;
     bool prof = false;
@@ -510,6 +166,7 @@ struct kb_cuda {
     cudaStream_t stream = nullptr;
     cublasHandle_t cublas = nullptr;
     int gemm_rows = 0; /* cuBLAS from this many rows up; 0 = never (deterministic) */
+    std::unordered_map<const void *, __half *> w16; /* f16 copies of weights (cuBLAS path) */
     std::unordered_map<void *, size_t> allocs;
     std::atomic<uint64_t> bytes{0}; /* read by model_device_memory from other threads */
     probe_set pending{};  /* probes not launched yet: they go out together before the next op */
@@ -517,8 +174,23 @@ struct kb_cuda {
     int64_t pending_max = 0;
     cudaError_t first_error = cudaSuccess;
     const kb_batch *b = nullptr;
-    int n_chunks = 0;
-    dbuf tok, pos, wslot, row_seq, seq_slot0, slots, logit_rows, part, w16, x16, flag;
+    int n_chunks = 0;      /* chunks of the longest context of the batch */
+    int n_chunks_dec = 0;  /* ... of the rows on the decode path (arows) */
+    int n_arows = 0;       /* rows on the decode path when extend tiles are used */
+    int n_tiles = 0;       /* extend tiles */
+    int ext_ok = -1;       /* k_att_extend's shared memory granted (-1: not asked yet) */
+    bool extend = true;    /* kb_cuda_set_extend: the extend kernel for long extends */
+    dbuf tok, pos, wslot, row_seq, seq_slot0, slots, logit_rows, part, x16, flag, nrow, arows,
+        tiles, ident;
+    int64_t ident_n = 0;   /* ident holds 0 .. ident_n - 1 */
+    /* CUDA graphs (decode forwards): see the top of the file */
+    bool graphs = true;
+    bool rec = false;      /* this forward is recorded for a graph */
+    int rec_B = 0;         /* its bucket (rows the launches are sized for) */
+    std::vector<std::function<void()>> rec_ops;
+    std::vector<unsigned char> rec_sig;
+    std::map<uint64_t, graph_ent> graph_map; /* (bucket, chunk bucket) -> graph */
+    long n_graph_replays = 0, n_graph_captures = 0, n_graph_eager = 0;
     char name[256];
 };
 
@@ -526,18 +198,45 @@ std::atomic<uint64_t> g_kv_bytes{0}; /* device bytes of live KV stores (all back
 
 kb_cuda *cu(kb_backend *be) { return reinterpret_cast<kb_cuda *>(be); }
 
-void note(kb_cuda *c, cudaError_t e);
 void note(kb_cuda *c, cudaError_t e) {
     if (e != cudaSuccess && c->first_error == cudaSuccess) c->first_error = e;
 }
 void note_launch(kb_cuda *c) { note(c, cudaGetLastError()); }
+
+/* Launches kernel k<<<g, bl, shm>>>(a...) on the backend's stream, or, while
+ * a forward is recorded for a graph, records the launch and appends its
+ * signature (k, g, bl, shm and the bytes of every argument as the kernel
+ * receives it). */
+template <class T> struct same_t { using type = T; };
+void sig_add(kb_cuda *c, const void *p, size_t n) {
+    const unsigned char *b = static_cast<const unsigned char *>(p);
+    c->rec_sig.insert(c->rec_sig.end(), b, b + n);
+}
+template <typename... KA>
+void launch(kb_cuda *c, void (*k)(KA...), dim3 g, dim3 bl, size_t shm,
+            typename same_t<KA>::type... a) {
+    if (!c->rec) {
+        k<<<g, bl, shm, c->stream>>>(a...);
+        note_launch(c);
+        return;
+    }
+    uintptr_t kp = reinterpret_cast<uintptr_t>(k);
+    unsigned dims[6] = {g.x, g.y, g.z, bl.x, bl.y, bl.z};
+    sig_add(c, &kp, sizeof kp);
+    sig_add(c, dims, sizeof dims);
+    sig_add(c, &shm, sizeof shm);
+    (sig_add(c, &a, sizeof a), ...);
+    c->rec_ops.emplace_back([=]() {
+        k<<<g, bl, shm, c->stream>>>(a...);
+        note_launch(c);
+    });
+}
 
 double now_s() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
-void note_launch(kb_cuda *c);
 /* Launches the pending NaN/Inf checks (one kernel for all of them). Every
  * op calls it first (through prof_begin), so a check always runs before
  * anything can overwrite the buffer it reads. */
@@ -545,9 +244,14 @@ void flush_probes(kb_cuda *c) {
     if (!c->n_pending) return;
     unsigned bx = blocks_for(c->pending_max, 256);
     if (bx > 256) bx = 256;
-    k_check_multi<<<dim3(bx, (unsigned)c->n_pending), 256, 0, c->stream>>>(c->pending,
-                                                                        (int *)c->flag.p);
-    note_launch(c);
+    for (int e = c->n_pending; e < PROBE_BATCH; e++) { /* unused entries: fixed bytes */
+        c->pending.x[e] = nullptr;
+        c->pending.n[e] = c->pending.w[e] = 0;
+        c->pending.probe[e] = 0;
+    }
+    c->pending.nd = (const int *)c->nrow.p;
+    launch(c, k_check_multi, dim3(bx, (unsigned)c->n_pending), dim3(256), 0, c->pending,
+           (int *)c->flag.p);
     c->n_pending = 0;
     c->pending_max = 0;
 }
@@ -578,9 +282,16 @@ int fail(sgl_error *err, const char *what, cudaError_t e) {
     return sgl_error_set(err, "cuda: %s: %s", what, cudaGetErrorString(e));
 }
 
-/* Grows b to at least bytes (contents dropped). Returns 0 or -1. */
-int reserve(kb_cuda *c, dbuf *b, size_t bytes) {
+/* Grows b to at least bytes (contents dropped); round: to a power of two
+ * (buffers refilled every forward keep their address longer, so decode
+ * graphs stay valid). Returns 0 or -1. */
+int reserve(kb_cuda *c, dbuf *b, size_t bytes, bool round = false) {
     if (bytes <= b->cap) return 0;
+    if (round) {
+        size_t r = 256;
+        while (r < bytes) r *= 2;
+        bytes = r;
+    }
     if (b->p) {
         c->bytes -= b->cap;
         cudaFree(b->p);
@@ -599,11 +310,29 @@ int reserve(kb_cuda *c, dbuf *b, size_t bytes) {
 
 int upload_ints(kb_cuda *c, dbuf *b, const int32_t *src, int64_t n, sgl_error *err) {
     size_t bytes = sizeof(int32_t) * (size_t)(n > 0 ? n : 1);
-    if (reserve(c, b, bytes)) return sgl_error_set(err, "cuda: out of device memory");
+    if (reserve(c, b, bytes, true)) return sgl_error_set(err, "cuda: out of device memory");
     if (n <= 0) return 0;
     cudaError_t e = cudaMemcpyAsync(b->p, src, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice,
                                     c->stream);
     return e == cudaSuccess ? 0 : fail(err, "copy in", e);
+}
+
+/* The rows an op covers: n (host) and no device count, or, in a recorded
+ * decode forward where n is the batch's row count, the bucket with the
+ * count on the device. */
+struct rows_t {
+    int64_t n;
+    const int *nd;
+};
+rows_t rows_of(kb_cuda *c, int64_t n) {
+    if (c->rec && n == c->b->n_rows) return {c->rec_B, (const int *)c->nrow.p};
+    return {n, nullptr};
+}
+
+int64_t pow2_at_least(int64_t n) {
+    int64_t p = 1;
+    while (p < n) p *= 2;
+    return p;
 }
 
 /* ---- ops ---------------------------------------------------------------------------- */
@@ -667,7 +396,15 @@ int op_mat_upload(kb_backend *be, const kb_mat *host, kb_mat *out, sgl_error *er
     return 0;
 }
 
+void drop_w16(kb_cuda *c, const void *w) {
+    auto it = c->w16.find(w);
+    if (it == c->w16.end()) return;
+    op_free_mem(&c->base, it->second);
+    c->w16.erase(it);
+}
+
 void op_mat_free(kb_backend *be, kb_mat *m) {
+    drop_w16(cu(be), m->data);
     op_free_mem(be, const_cast<void *>(m->data));
     memset(m, 0, sizeof *m);
 }
@@ -711,15 +448,48 @@ kb_kv *op_kv_new(kb_backend *be, int32_t n_slots, int32_t n_layers, int32_t kv_d
     return &k->kv;
 }
 
+int chunks_of(int64_t ctx) { return (int)((ctx + ATT_CHUNK - 1) / ATT_CHUNK); }
+
 int op_begin(kb_backend *be, const kb_batch *b, sgl_error *err) {
     kb_cuda *c = cu(be);
     c->b = b;
     c->first_error = cudaSuccess;
     c->n_pending = 0;
     c->pending_max = 0;
-    std::vector<int32_t> slot0((size_t)(b->n_seqs > 0 ? b->n_seqs : 1));
-    for (int32_t i = 0; i < b->n_seqs; i++) slot0[(size_t)i] = b->seqs[i].slot0;
-    int flag = INT_MAX;
+    c->rec = false;
+    c->rec_ops.clear();
+    c->rec_sig.clear();
+    /* Sequences of EXT_MIN_NEW new tokens or more go to the extend kernel
+     * in tiles of EXT_Q rows; the other rows (decode rows, short extends)
+     * to the chunk kernels. Both give the same bits for a query. */
+    bool decode = b->n_rows > 0 && b->n_rows == b->n_seqs && b->n_logits == b->n_rows;
+    std::vector<int32_t> slot0((size_t)(b->n_seqs > 0 ? b->n_seqs : 1)), tiles, arows;
+    int64_t arows_ctx = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const kb_seq *s = &b->seqs[i];
+        slot0[(size_t)i] = s->slot0;
+        if (s->n_new != 1) decode = false;
+        if (s->n_new >= EXT_MIN_NEW) {
+            for (int32_t t = 0; t < s->n_new; t += EXT_Q) {
+                tiles.push_back(i);
+                tiles.push_back(s->row0 + t);
+                tiles.push_back(SGL_MIN(EXT_Q, s->n_new - t));
+            }
+        } else {
+            for (int32_t t = 0; t < s->n_new; t++) arows.push_back(s->row0 + t);
+            if ((int64_t)s->pos0 + s->n_new > arows_ctx) arows_ctx = (int64_t)s->pos0 + s->n_new;
+        }
+    }
+    c->n_tiles = (int)(tiles.size() / 3);
+    c->n_arows = (int)arows.size();
+    c->n_chunks = chunks_of(b->max_ctx);
+    c->n_chunks_dec = chunks_of(arows_ctx);
+    /* a decode forward is recorded for a CUDA graph of its bucket (not with
+     * per-op timing, nor where a matmul would take the cuBLAS path) */
+    bool graph = c->graphs && !c->prof && decode && b->n_rows <= GRAPH_MAX_ROWS &&
+                 !(c->gemm_rows > 0 && b->n_rows >= c->gemm_rows);
+    int64_t B = graph ? pow2_at_least(b->n_rows) : b->n_rows;
+    int flag = INT_MAX, nrow = (int)b->n_rows;
     if (upload_ints(c, &c->tok, b->tok, b->n_rows, err) ||
         upload_ints(c, &c->pos, b->pos, b->n_rows, err) ||
         upload_ints(c, &c->wslot, b->wslot, b->n_rows, err) ||
@@ -727,20 +497,84 @@ int op_begin(kb_backend *be, const kb_batch *b, sgl_error *err) {
         upload_ints(c, &c->seq_slot0, slot0.data(), b->n_seqs, err) ||
         upload_ints(c, &c->slots, b->slots, b->n_slots, err) ||
         upload_ints(c, &c->logit_rows, b->logit_rows, b->n_logits, err) ||
-        upload_ints(c, &c->flag, &flag, 1, err))
+        upload_ints(c, &c->flag, &flag, 1, err) || upload_ints(c, &c->nrow, &nrow, 1, err) ||
+        (c->n_tiles && upload_ints(c, &c->tiles, tiles.data(), (int64_t)tiles.size(), err)) ||
+        (c->n_tiles && upload_ints(c, &c->arows, arows.data(), (int64_t)arows.size(), err)))
         return -1;
-    c->n_chunks = (b->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
+    if (c->ident_n < SGL_MAX(B, b->n_rows)) { /* the identity row list */
+        int64_t n = pow2_at_least(SGL_MAX(B, b->n_rows));
+        std::vector<int32_t> id((size_t)n);
+        for (int64_t i = 0; i < n; i++) id[(size_t)i] = (int32_t)i;
+        c->ident_n = 0;
+        if (upload_ints(c, &c->ident, id.data(), n, err)) return -1;
+        c->ident_n = n;
+    }
+    if (graph) {
+        c->rec = true;
+        c->rec_B = (int)B;
+        c->n_chunks = c->n_chunks_dec = (int)pow2_at_least(c->n_chunks);
+    }
     /* the uploads read host arrays that live until finish; wait so a
      * caller may reuse them right after (they are small) */
     cudaError_t e = cudaStreamSynchronize(c->stream);
     return e == cudaSuccess ? 0 : fail(err, "copy in", e);
 }
 
+/* Runs the recorded launches of a decode forward: replays the graph of its
+ * shape when the signatures match, else captures a new one (at most
+ * GRAPH_MAX_CAPTURES times in a row per shape) and launches it; runs them
+ * one by one where a graph cannot be made or launched. */
+void run_recorded(kb_cuda *c) {
+    uint64_t key = ((uint64_t)(uint32_t)c->rec_B << 32) | (uint32_t)c->n_chunks;
+    graph_ent &g = c->graph_map[key];
+    c->rec = false; /* launches from here on go to the stream */
+    if (g.exec && !g.broken && g.sig == c->rec_sig) {
+        if (cudaGraphLaunch(g.exec, c->stream) == cudaSuccess) {
+            c->n_graph_replays++;
+            g.captures = 0; /* the limit counts captures in a row */
+            return;
+        }
+        cudaGetLastError();
+        g.broken = true;
+    }
+    if (!g.broken && g.captures < GRAPH_MAX_CAPTURES) {
+        if (g.exec) cudaGraphExecDestroy(g.exec);
+        g.exec = nullptr;
+        g.captures++;
+        cudaError_t saved = c->first_error;
+        cudaGraph_t graph = nullptr;
+        cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+        if (e == cudaSuccess) {
+            for (auto &f : c->rec_ops) f();
+            e = cudaStreamEndCapture(c->stream, &graph);
+        }
+        c->first_error = saved; /* a launch that failed in the capture fails again below */
+        if (e == cudaSuccess && graph) e = cudaGraphInstantiate(&g.exec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (e == cudaSuccess) e = cudaGraphLaunch(g.exec, c->stream);
+        if (e == cudaSuccess) {
+            g.sig = c->rec_sig;
+            c->n_graph_captures++;
+            return;
+        }
+        cudaGetLastError();
+        if (g.exec) cudaGraphExecDestroy(g.exec);
+        g.exec = nullptr;
+        g.broken = true;
+    }
+    c->n_graph_eager++;
+    for (auto &f : c->rec_ops) f();
+}
+
 int op_finish(kb_backend *be, int *first_bad, sgl_error *err) {
     kb_cuda *c = cu(be);
     flush_probes(c);
+    if (c->rec) run_recorded(c);
+    c->rec_ops.clear();
     int flag = INT_MAX;
-    cudaError_t e = cudaMemcpyAsync(&flag, c->flag.p, sizeof flag, cudaMemcpyDeviceToHost, c->stream);
+    cudaError_t e = cudaSuccess;
+    if (c->flag.p) /* no flag before the first begin (ops run outside a forward) */
+        e = cudaMemcpyAsync(&flag, c->flag.p, sizeof flag, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     note(c, e);
     c->b = nullptr;
@@ -753,8 +587,10 @@ int op_finish(kb_backend *be, int *first_bad, sgl_error *err) {
     return 0;
 }
 
-/* The cuBLAS path: W decoded to f16, X to f16, Y = X W^T in f32. Returns
- * false when it cannot run (the warp kernel runs then). */
+/* The cuBLAS path (eager forwards only): W decoded to f16 once (kept until
+ * the weight is freed), X to f16, Y = X W^T in f32 by cuBLAS's default
+ * algorithm (tensor cores; it may split K). Returns false when it cannot
+ * run (the warp kernel runs then). */
 template <int T> void launch_to_f16(const kb_mat *w, __half *dst, cudaStream_t s) {
     int64_t n = w->rows * w->cols;
     k_to_f16<T><<<blocks_for(n, 256), 256, 0, s>>>((const uint8_t *)w->data,
@@ -768,11 +604,19 @@ bool gemm_cublas(kb_cuda *c, const kb_mat *w, const float *x, int64_t nb, float 
         if (blas->create(&c->cublas) != CUBLAS_STATUS_SUCCESS) return false;
         blas->set_stream(c->cublas, c->stream);
     }
-    if (reserve(c, &c->w16, sizeof(__half) * (size_t)(w->rows * w->cols)) ||
-        reserve(c, &c->x16, sizeof(__half) * (size_t)(nb * w->cols)))
-        return false;
-    __half *w16 = (__half *)c->w16.p, *x16 = (__half *)c->x16.p;
-    KB_DISPATCH(w->type, launch_to_f16, w, w16, c->stream);
+    __half *w16;
+    auto it = c->w16.find(w->data);
+    if (it != c->w16.end()) {
+        w16 = it->second;
+    } else {
+        w16 = (__half *)op_alloc(&c->base, sizeof(__half) * (size_t)(w->rows * w->cols));
+        if (!w16) return false;
+        KB_DISPATCH(w->type, launch_to_f16, w, w16, c->stream);
+        note_launch(c);
+        c->w16[w->data] = w16;
+    }
+    if (reserve(c, &c->x16, sizeof(__half) * (size_t)(nb * w->cols))) return false;
+    __half *x16 = (__half *)c->x16.p;
     k_f32_to_f16<<<blocks_for(nb * w->cols, 256), 256, 0, c->stream>>>(x, x16, nb * w->cols);
     note_launch(c);
     const float one = 1.0f, zero = 0.0f;
@@ -784,30 +628,29 @@ bool gemm_cublas(kb_cuda *c, const kb_mat *w, const float *x, int64_t nb, float 
 }
 
 template <int T, int TILE>
-void launch_matmul_tile(const kb_mat *w, const float *x, int64_t nb, float *y, cudaStream_t s) {
-    dim3 grid((unsigned)((w->rows + MM_WARPS - 1) / MM_WARPS), (unsigned)((nb + TILE - 1) / TILE));
-    k_matmul<T, TILE><<<grid, MM_WARPS * 32, 0, s>>>((const uint8_t *)w->data,
-        (int64_t)sgl_dtype_row_bytes(w->type, (uint64_t)w->cols), (int)w->rows, (int)w->cols, x,
-        (int)nb, y);
+void launch_matmul_tile(kb_cuda *c, const kb_mat *w, const float *x, rows_t r, float *y) {
+    dim3 grid((unsigned)((w->rows + MM_WARPS - 1) / MM_WARPS), (unsigned)((r.n + TILE - 1) / TILE));
+    launch(c, k_matmul<T, TILE>, grid, dim3(MM_WARPS * 32), 0, (const uint8_t *)w->data,
+           (int64_t)sgl_dtype_row_bytes(w->type, (uint64_t)w->cols), (int)w->rows, (int)w->cols, x,
+           (int)r.n, r.nd, y);
 }
 /* Small batches: tiles of MM_TILE rows (more warps in flight); large ones:
  * MM_TILE_BIG (each weight decoded once per 32 rows). Same results. */
 template <int T>
-void launch_matmul(const kb_mat *w, const float *x, int64_t nb, float *y, cudaStream_t s) {
-    if (nb >= MM_TILE_BIG_FROM) launch_matmul_tile<T, MM_TILE_BIG>(w, x, nb, y, s);
-    else launch_matmul_tile<T, MM_TILE>(w, x, nb, y, s);
+void launch_matmul(kb_cuda *c, const kb_mat *w, const float *x, rows_t r, float *y) {
+    if (r.n >= MM_TILE_BIG_FROM) launch_matmul_tile<T, MM_TILE_BIG>(c, w, x, r, y);
+    else launch_matmul_tile<T, MM_TILE>(c, w, x, r, y);
 }
 
 void op_matmul(kb_backend *be, const kb_mat *w, const float *x, int64_t nb, float *y) {
     kb_cuda *c = cu(be);
     if (nb <= 0) return;
     prof_begin(c);
-    if (c->gemm_rows > 0 && nb >= c->gemm_rows && gemm_cublas(c, w, x, nb, y)) {
+    if (!c->rec && c->gemm_rows > 0 && nb >= c->gemm_rows && gemm_cublas(c, w, x, nb, y)) {
         prof_end(c, P_GEMM);
         return;
     }
-    KB_DISPATCH(w->type, launch_matmul, w, x, nb, y, c->stream);
-    note_launch(c);
+    KB_DISPATCH(w->type, launch_matmul, c, w, x, rows_of(c, nb), y);
     prof_end(c, P_MATMUL);
 }
 
@@ -816,38 +659,38 @@ void op_matmul_multi(kb_backend *be, const kb_mat *const *w, float *const *y, in
     for (int i = 0; i < n; i++) op_matmul(be, w[i], x, nb, y[i]);
 }
 
-template <int T> void launch_embed(const kb_mat *e, const int32_t *tok, int64_t n, float *x, cudaStream_t s) {
-    k_embed<T><<<(unsigned)n, 256, 0, s>>>((const uint8_t *)e->data,
-        (int64_t)sgl_dtype_row_bytes(e->type, (uint64_t)e->cols), tok, (int)e->cols, x);
+template <int T> void launch_embed(kb_cuda *c, const kb_mat *e, rows_t r, float *x) {
+    launch(c, k_embed<T>, dim3((unsigned)r.n), dim3(256), 0, (const uint8_t *)e->data,
+           (int64_t)sgl_dtype_row_bytes(e->type, (uint64_t)e->cols), (const int32_t *)c->tok.p,
+           (int)e->cols, r.nd, x);
 }
 
 void op_embed(kb_backend *be, const kb_mat *emb, float *x) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (c->b->n_rows <= 0) return;
-    KB_DISPATCH(emb->type, launch_embed, emb, (const int32_t *)c->tok.p, c->b->n_rows, x, c->stream);
-    note_launch(c);
-    prof_end(cu(be), P_EMBED);
+    prof_begin(c);
+    KB_DISPATCH(emb->type, launch_embed, c, emb, rows_of(c, c->b->n_rows), x);
+    prof_end(c, P_EMBED);
 }
 
 void op_rmsnorm(kb_backend *be, float *y, const float *x, const float *w, int64_t n, int64_t dim,
                 float eps) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
-    k_rmsnorm<<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(y, x, w, (int)dim, eps);
-    note_launch(c);
-    prof_end(cu(be), P_NORM);
+    prof_begin(c);
+    rows_t r = rows_of(c, n);
+    launch(c, k_rmsnorm, dim3((unsigned)r.n), dim3(NORM_THREADS), 0, y, x, w, (int)dim, eps, r.nd);
+    prof_end(c, P_NORM);
 }
 
 /* y[n, dim] += x: x is [n, dim], or one [dim] row added to every row when bias. */
 static void launch_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim, int bias) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
-    k_add<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(y, x, n * dim, dim, bias);
-    note_launch(c);
-    prof_end(cu(be), P_ADD);
+    prof_begin(c);
+    rows_t r = rows_of(c, n);
+    launch(c, k_add, dim3(blocks_for(r.n * dim, 256)), dim3(256), 0, y, x, r.n, r.nd, dim, bias);
+    prof_end(c, P_ADD);
 }
 
 void op_add(kb_backend *be, float *y, const float *x, int64_t n, int64_t dim) {
@@ -859,70 +702,90 @@ void op_bias_add(kb_backend *be, float *y, const float *bias, int64_t n, int64_t
 }
 
 void op_rope(kb_backend *be, float *x, const kb_rope *rp) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
-    int64_t n = c->b->n_rows * (rp->rot_dim / 2);
-    if (n <= 0) return;
-    k_rope<<<blocks_for(n, 128), 128, 0, c->stream>>>(x, (const int32_t *)c->pos.p, c->b->n_rows,
-        rp->n_heads, rp->head_dim, rp->rot_dim, rp->theta, rp->freq_scale, rp->neox ? 1 : 0);
-    note_launch(c);
-    prof_end(cu(be), P_ROPE);
+    if (c->b->n_rows * (rp->rot_dim / 2) <= 0) return;
+    prof_begin(c);
+    rows_t r = rows_of(c, c->b->n_rows);
+    launch(c, k_rope, dim3(blocks_for(r.n * (rp->rot_dim / 2), 128)), dim3(128), 0, x,
+           (const int32_t *)c->pos.p, r.n, r.nd, rp->n_heads, rp->head_dim, rp->rot_dim,
+           rp->theta, rp->freq_scale, rp->neox ? 1 : 0);
+    prof_end(c, P_ROPE);
 }
 
 void op_silu_mul(kb_backend *be, float *g, const float *u, int64_t n, int64_t dim) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     if (n <= 0) return;
-    k_silu_mul<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(g, u, n * dim);
-    note_launch(c);
-    prof_end(cu(be), P_SILU);
+    prof_begin(c);
+    rows_t r = rows_of(c, n);
+    launch(c, k_silu_mul, dim3(blocks_for(r.n * dim, 256)), dim3(256), 0, g, u, r.n, r.nd, dim);
+    prof_end(c, P_SILU);
 }
 
 void op_kv_store(kb_backend *be, const kb_kv *kv, int layer, const float *k, const float *v) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
-    int64_t n = c->b->n_rows * kv->kv_dim;
-    if (n <= 0) return;
-    k_kv_store<<<blocks_for(n, 256), 256, 0, c->stream>>>((__half *)kv->k, (__half *)kv->v, k, v,
-        (const int32_t *)c->wslot.p, c->b->n_rows, kv->kv_dim,
-        (int64_t)layer * kv->n_slots * kv->kv_dim);
-    note_launch(c);
-    prof_end(cu(be), P_KV);
+    if (c->b->n_rows * kv->kv_dim <= 0) return;
+    prof_begin(c);
+    rows_t r = rows_of(c, c->b->n_rows);
+    launch(c, k_kv_store, dim3(blocks_for(r.n * kv->kv_dim, 256)), dim3(256), 0, (__half *)kv->k,
+           (__half *)kv->v, k, v, (const int32_t *)c->wslot.p, r.n, r.nd, kv->kv_dim,
+           (int64_t)layer * kv->n_slots * kv->kv_dim);
+    prof_end(c, P_KV);
+}
+
+/* 1 when k_att_extend can run for head_dim hd (its shared memory granted). */
+bool extend_usable(kb_cuda *c, int hd) {
+    if (hd % 8 || hd > EXT_MAX_HD) return false;
+    if (c->ext_ok < 0) {
+        cudaError_t e = cudaFuncSetAttribute(k_att_extend,
+            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ext_shm(EXT_MAX_HD));
+        if (e != cudaSuccess) cudaGetLastError();
+        c->ext_ok = e == cudaSuccess;
+    }
+    return c->ext_ok == 1;
 }
 
 void op_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape *sh,
                   const float *q, float *out) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
     int64_t n = c->b->n_rows;
     if (n <= 0) return;
     int hd = sh->head_dim;
-    if (hd > ATT_MAX_HD) {
+    /* shapes the kernels cannot take: grid y/z limits (16M-token contexts) */
+    if (hd > ATT_MAX_HD || c->n_chunks > 65535 || sh->n_heads > 65535) {
         note(c, cudaErrorInvalidValue);
         return;
     }
-    size_t part_bytes = sizeof(float) * (size_t)n * (size_t)sh->n_heads * (size_t)c->n_chunks * (size_t)(hd + 2);
-    if (reserve(c, &c->part, part_bytes)) {
+    /* the extend kernel for the tiles, the chunk kernels for the other rows;
+     * every row through the chunk kernels where the extend kernel cannot run */
+    bool ext = !c->rec && c->extend && c->n_tiles > 0 && extend_usable(c, hd);
+    rows_t r = ext ? rows_t{c->n_arows, nullptr} : rows_of(c, n);
+    const int32_t *rows = ext ? (const int32_t *)c->arows.p : (const int32_t *)c->ident.p;
+    int nch = ext ? c->n_chunks_dec : c->n_chunks;
+    size_t part_bytes = sizeof(float) * (size_t)r.n * (size_t)sh->n_heads * (size_t)nch * (size_t)(hd + 2);
+    if (r.n > 0 && reserve(c, &c->part, part_bytes)) {
         note(c, cudaErrorMemoryAllocation);
         return;
     }
+    prof_begin(c);
     int64_t layer_off = (int64_t)layer * kv->n_slots * kv->kv_dim;
-    size_t shm = sizeof(float) * (size_t)(hd + ATT_CHUNK + ATT_THREADS);
-    if (c->n_chunks > 65535 || sh->n_heads > 65535) { /* grid y/z limits: 16M-token contexts */
-        note(c, cudaErrorInvalidValue);
-        return;
+    if (ext)
+        launch(c, k_att_extend, dim3((unsigned)c->n_tiles, (unsigned)sh->n_heads),
+               dim3(ATT_THREADS), ext_shm(hd), (const __half *)kv->k, (const __half *)kv->v,
+               layer_off, kv->kv_dim, q, sh->n_heads, sh->n_kv_heads, hd,
+               (const int32_t *)c->pos.p, (const int32_t *)c->seq_slot0.p,
+               (const int32_t *)c->slots.p, (const int32_t *)c->tiles.p, out);
+    if (r.n > 0) {
+        size_t shm = sizeof(float) * (size_t)(hd + ATT_CHUNK + ATT_THREADS);
+        launch(c, k_att_chunk, dim3((unsigned)r.n, (unsigned)sh->n_heads, (unsigned)nch),
+               dim3(ATT_THREADS), shm, (const __half *)kv->k, (const __half *)kv->v, layer_off,
+               kv->kv_dim, q, sh->n_heads, sh->n_kv_heads, hd, (const int32_t *)c->pos.p,
+               (const int32_t *)c->row_seq.p, (const int32_t *)c->seq_slot0.p,
+               (const int32_t *)c->slots.p, rows, r.nd, nch, (float *)c->part.p);
+        launch(c, k_att_combine, dim3((unsigned)r.n, (unsigned)sh->n_heads), dim3(ATT_THREADS), 0,
+               (const float *)c->part.p, (const int32_t *)c->pos.p, rows, r.nd, sh->n_heads, hd,
+               nch, out);
     }
-    dim3 g1((unsigned)n, (unsigned)sh->n_heads, (unsigned)c->n_chunks);
-    k_att_chunk<<<g1, ATT_THREADS, shm, c->stream>>>((const __half *)kv->k, (const __half *)kv->v,
-        layer_off, kv->kv_dim, q, sh->n_heads, sh->n_kv_heads, hd, (const int32_t *)c->pos.p,
-        (const int32_t *)c->row_seq.p, (const int32_t *)c->seq_slot0.p,
-        (const int32_t *)c->slots.p, c->n_chunks, (float *)c->part.p);
-    note_launch(c);
-    dim3 g2((unsigned)n, (unsigned)sh->n_heads);
-    k_att_combine<<<g2, ATT_THREADS, 0, c->stream>>>((const float *)c->part.p,
-        (const int32_t *)c->pos.p, sh->n_heads, hd, c->n_chunks, out);
-    note_launch(c);
-    prof_end(cu(be), P_ATT);
+    prof_end(c, P_ATT);
 }
 
 void op_add_rmsnorm(kb_backend *be, float *x, float *y, const float *w, int64_t n, int64_t dim,
@@ -930,8 +793,9 @@ void op_add_rmsnorm(kb_backend *be, float *x, float *y, const float *w, int64_t 
     kb_cuda *c = cu(be);
     if (n <= 0) return;
     prof_begin(c);
-    k_add_rmsnorm<<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(x, y, w, (int)dim, eps);
-    note_launch(c);
+    rows_t r = rows_of(c, n);
+    launch(c, k_add_rmsnorm, dim3((unsigned)r.n), dim3(NORM_THREADS), 0, x, y, w, (int)dim, eps,
+           r.nd);
     prof_end(c, P_NORM);
 }
 
@@ -939,42 +803,50 @@ void op_qkv_post(kb_backend *be, float *q, float *k, float *v, const float *bq, 
                  const float *bv, const kb_rope *rq, const kb_rope *rk, const kb_kv *kv,
                  int layer) {
     kb_cuda *c = cu(be);
-    int64_t n = c->b->n_rows;
-    if (n <= 0) return;
+    if (c->b->n_rows <= 0) return;
     prof_begin(c);
-    k_qkv_post<<<(unsigned)n, 128, 0, c->stream>>>(q, k, v, bq, bk, bv, (const int32_t *)c->pos.p,
-        (const int32_t *)c->wslot.p, rq->n_heads, rk->n_heads, rq->head_dim, rq->rot_dim,
-        rq->theta, rq->freq_scale, rq->neox ? 1 : 0, (__half *)kv->k, (__half *)kv->v,
-        (int64_t)layer * kv->n_slots * kv->kv_dim);
-    note_launch(c);
+    rows_t r = rows_of(c, c->b->n_rows);
+    launch(c, k_qkv_post, dim3((unsigned)r.n), dim3(128), 0, q, k, v, bq, bk, bv,
+           (const int32_t *)c->pos.p, (const int32_t *)c->wslot.p, rq->n_heads, rk->n_heads,
+           rq->head_dim, rq->rot_dim, rq->theta, rq->freq_scale, rq->neox ? 1 : 0,
+           (__half *)kv->k, (__half *)kv->v, (int64_t)layer * kv->n_slots * kv->kv_dim, r.nd);
     prof_end(c, P_ROPE);
 }
 
 void op_gather_rows(kb_backend *be, float *dst, const float *src, int64_t dim) {
-    prof_begin(cu(be));
     kb_cuda *c = cu(be);
-    int64_t n = c->b->n_logits;
-    if (n <= 0) return;
-    k_gather_rows<<<blocks_for(n * dim, 256), 256, 0, c->stream>>>(dst, src,
-        (const int32_t *)c->logit_rows.p, n, dim);
-    note_launch(c);
-    prof_end(cu(be), P_GATHER);
+    if (c->b->n_logits <= 0) return;
+    prof_begin(c);
+    rows_t r = rows_of(c, c->b->n_logits);
+    launch(c, k_gather_rows, dim3(blocks_for(r.n * dim, 256)), dim3(256), 0, dst, src,
+           (const int32_t *)c->logit_rows.p, r.n, r.nd, dim);
+    prof_end(c, P_GATHER);
 }
 
 int op_check_finite(kb_backend *be, const float *x, int64_t n, int probe) {
     kb_cuda *c = cu(be);
     if (n <= 0) return 0;
     if (c->n_pending == PROBE_BATCH) flush_probes(c);
-    c->pending.x[c->n_pending] = x;
-    c->pending.n[c->n_pending] = n;
-    c->pending.probe[c->n_pending] = probe;
-    c->n_pending++;
+    int e = c->n_pending++;
+    int64_t nr = c->b ? c->b->n_rows : 0;
+    c->pending.x[e] = x;
+    c->pending.n[e] = n;
+    c->pending.w[e] = 0;
+    c->pending.probe[e] = probe;
+    if (c->rec && nr > 0 && n % nr == 0) { /* rows of the batch: counted on the device */
+        c->pending.w[e] = n / nr;
+        c->pending.n[e] = 0;
+        n = c->pending.w[e] * c->rec_B;
+    }
     if (n > c->pending_max) c->pending_max = n;
     return 0;
 }
 
 void op_describe(kb_backend *be, char *buf, size_t cap) {
-    snprintf(buf, cap, "cuda (%s)", cu(be)->name);
+    kb_cuda *c = cu(be);
+    snprintf(buf, cap, "cuda (%s; %s; decode graphs %s)", c->name,
+             c->gemm_rows > 0 ? "fast, not batch-invariant" : "deterministic",
+             c->graphs ? "on" : "off");
 }
 
 uint64_t op_mem_used(kb_backend *be) { return cu(be)->bytes + g_kv_bytes; }
@@ -983,8 +855,11 @@ void op_destroy(kb_backend *be) {
     kb_cuda *c = cu(be);
     if (!c) return;
     cudaStreamSynchronize(c->stream);
+    for (auto &g : c->graph_map)
+        if (g.second.exec) cudaGraphExecDestroy(g.second.exec);
     dbuf *bufs[] = {&c->tok, &c->pos, &c->wslot, &c->row_seq, &c->seq_slot0, &c->slots,
-                    &c->logit_rows, &c->part, &c->w16, &c->x16, &c->flag};
+                    &c->logit_rows, &c->part, &c->x16, &c->flag, &c->nrow, &c->arows,
+                    &c->tiles, &c->ident};
     for (dbuf *b : bufs) cudaFree(b->p);
     for (auto &a : c->allocs) cudaFree(a.first);
     if (c->cublas) kcuda_cublas_get()->destroy(c->cublas);
@@ -1028,6 +903,16 @@ const kb_ops cuda_ops = [] {
     return o;
 }();
 
+bool is_cuda(kb_backend *be) { return be && strcmp(be->ops->name, "cuda") == 0; }
+
+/* Rows from which the fast configuration takes cuBLAS: SGL_CUDA_GEMM_ROWS,
+ * else FAST_GEMM_ROWS. */
+int fast_rows(void) {
+    const char *env = getenv("SGL_CUDA_GEMM_ROWS");
+    int n = env && *env ? atoi(env) : 0;
+    return n > 0 ? n : FAST_GEMM_ROWS;
+}
+
 } // namespace
 
 extern "C" int kb_cuda_built(void) { return 1; }
@@ -1053,18 +938,53 @@ extern "C" kb_backend *kb_cuda_new(sgl_error *err) {
     }
     if (kcuda_device_describe(c->name, sizeof c->name)) snprintf(c->name, sizeof c->name, "device 0");
     const char *env = getenv("SGL_CUDA_GEMM_ROWS");
-    if (env && *env) c->gemm_rows = atoi(env);
+    if (env && *env) c->gemm_rows = SGL_MAX(atoi(env), 0);
+    env = getenv("SGL_CUDA_FAST");
+    if (env && *env && strcmp(env, "0") != 0) c->gemm_rows = fast_rows();
+    env = getenv("SGL_CUDA_GRAPHS");
+    if (env && !strcmp(env, "0")) c->graphs = false;
     return &c->base;
 }
 
 extern "C" int kb_cuda_set_gemm_rows(kb_backend *be, int min_rows) {
-    if (!be || strcmp(be->ops->name, "cuda") != 0) return -1;
-    cu(be)->gemm_rows = min_rows > 0 ? min_rows : 0;
+    if (!is_cuda(be)) return -1;
+    kb_cuda *c = cu(be);
+    c->gemm_rows = min_rows > 0 ? min_rows : 0;
+    if (!c->gemm_rows) { /* the f16 weight copies are no longer used */
+        cudaStreamSynchronize(c->stream);
+        for (auto &w : c->w16) op_free_mem(be, w.second);
+        c->w16.clear();
+    }
+    return 0;
+}
+
+extern "C" int kb_cuda_set_fast(kb_backend *be, int on) {
+    return kb_cuda_set_gemm_rows(be, on ? fast_rows() : 0);
+}
+
+extern "C" int kb_cuda_set_graphs(kb_backend *be, int on) {
+    if (!is_cuda(be)) return -1;
+    cu(be)->graphs = on != 0;
+    return 0;
+}
+
+extern "C" int kb_cuda_set_extend(kb_backend *be, int on) {
+    if (!is_cuda(be)) return -1;
+    cu(be)->extend = on != 0;
+    return 0;
+}
+
+extern "C" int kb_cuda_graph_stats(kb_backend *be, long *captures, long *replays, long *eager) {
+    if (!is_cuda(be)) return -1;
+    kb_cuda *c = cu(be);
+    *captures = c->n_graph_captures;
+    *replays = c->n_graph_replays;
+    *eager = c->n_graph_eager;
     return 0;
 }
 
 extern "C" int kb_cuda_profile(kb_backend *be, int on) {
-    if (!be || strcmp(be->ops->name, "cuda") != 0) return -1;
+    if (!is_cuda(be)) return -1;
     kb_cuda *c = cu(be);
     c->prof = on != 0;
     for (int i = 0; i < P_N; i++) c->prof_s[i] = 0, c->prof_n[i] = 0;
@@ -1073,7 +993,7 @@ extern "C" int kb_cuda_profile(kb_backend *be, int on) {
 
 extern "C" int kb_cuda_profile_get(kb_backend *be, const char **names, double *seconds,
                                    long *calls, int cap) {
-    if (!be || strcmp(be->ops->name, "cuda") != 0) return -1;
+    if (!is_cuda(be)) return -1;
     kb_cuda *c = cu(be);
     int n = 0;
     for (int i = 0; i < P_N && n < cap; i++, n++) {

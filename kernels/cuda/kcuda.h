@@ -41,6 +41,22 @@ int kcuda_dequant(sgl_dtype t, const void *src, float *dst, int64_t n, sgl_error
  * -1 when be is not the CUDA backend. */
 struct kb_backend;
 int kb_cuda_set_gemm_rows(struct kb_backend *be, int min_rows);
+/* The fastest configuration this build has, not batch-invariant (on != 0):
+ * the cuBLAS path from SGL_CUDA_GEMM_ROWS rows (16 when unset) up; 0: the
+ * deterministic default. SGL_CUDA_FAST=1 turns it on at start. Returns 0,
+ * or -1 when be is not the CUDA backend. */
+int kb_cuda_set_fast(struct kb_backend *be, int on);
+/* CUDA graphs for decode forwards (on by default; SGL_CUDA_GRAPHS=0 turns
+ * them off at start). Returns 0, or -1 when be is not the CUDA backend. */
+int kb_cuda_set_graphs(struct kb_backend *be, int on);
+/* The extend kernel for sequences of 16 new tokens or more (on by
+ * default); off, every row takes the decode kernels (the same results, for
+ * benchmarks). Returns 0, or -1 when be is not the CUDA backend. */
+int kb_cuda_set_extend(struct kb_backend *be, int on);
+/* Decode forwards so far that captured a graph, replayed one, or ran their
+ * recorded launches one by one (no graph could be made). Returns 0, or -1
+ * when be is not the CUDA backend. */
+int kb_cuda_graph_stats(struct kb_backend *be, long *captures, long *replays, long *eager);
 /* Per-op timing of the CUDA backend for benchmarks: on != 0 starts it
  * (zeroing the totals); every op then synchronizes and adds its wall time.
  * kb_cuda_profile_get fills up to cap (name, seconds, calls) entries and

@@ -10,9 +10,14 @@
  *  - the default model (SGL_TEST_MODEL, when present): greedy continuations
  *    of 20 prompts equal, token for token;
  *  - determinism on the GPU, bit for bit: batched == alone, chunked prefill
- *    == one shot, cached prefix == recomputed, decode step == prefill row. */
+ *    == one shot, cached prefix == recomputed, decode step == prefill row;
+ *  - CUDA graphs: batched greedy decoding (batch shapes shrinking through
+ *    several buckets, contexts crossing an attention chunk) gives the same
+ *    logits bit for bit with decode graphs on and off, and graphs were
+ *    captured and replayed (none fell back to plain launches). */
 #include "tests/test.h"
 
+#include "kernels/backend.h"
 #include "kernels/cuda/kcuda.h"
 #include "runtime/tokenizer.h"
 #include "tests/model/test_model_common.h"
@@ -212,6 +217,98 @@ static void test_gpu_determinism(void) {
     free(buf);
 }
 
+/* ---- CUDA graphs ---------------------------------------------------------------- */
+
+/* Greedy decoding of NG sequences in one batch on the CUDA device (graphs
+ * on or off): a batched prefill, then decode steps; sequence i stops after
+ * steps[i] tokens, so the batch shrinks through several graph buckets.
+ * Every step's logits go to out (in order). Returns the floats written, or
+ * -1. */
+enum { NG = 5, G_STEPS = 14 };
+static int64_t graph_run(sgl_model *m, int graphs, const int *plen, const int *steps, float *out) {
+    kb_backend *be = model_get_backend(m);
+    if (kb_cuda_set_graphs(be, graphs)) return -1;
+    int V = model_get_config(m)->vocab;
+    kv_pool *kv = model_kv_pool_new(m, 4096, &err);
+    if (!kv) return -1;
+    int32_t *slots[NG], *toks[NG];
+    int64_t w = 0;
+    model_seq sq[NG];
+    float *lg = malloc(sizeof(float) * (size_t)NG * V);
+    for (int i = 0; i < NG; i++) {
+        int n = plen[i] + G_STEPS + 1;
+        slots[i] = malloc(sizeof(int32_t) * n), toks[i] = malloc(sizeof(int32_t) * n);
+        kv_pool_alloc(kv, n, slots[i]);
+        make_tokens(toks[i], plen[i], V, 300 + (uint32_t)i);
+        sq[i] = (model_seq){.n_new = plen[i], .tokens = toks[i], .pos0 = 0, .n_ctx = plen[i],
+                            .slots = slots[i], .logits_from = plen[i] - 1};
+    }
+    model_batch b = {NG, sq};
+    int rc = model_forward(m, kv, &b, lg, &err);
+    for (int s = 0; rc == 0; s++) {
+        int nb = 0;
+        for (int i = 0; i < NG; i++) { /* the next token of every running sequence */
+            if (s > steps[i]) continue;
+            int p = plen[i] + s;
+            toks[i][p] = argmax(lg + (int64_t)nb * V, V);
+            nb++;
+        }
+        memcpy(out + w, lg, sizeof(float) * (size_t)nb * V);
+        w += (int64_t)nb * V;
+        nb = 0;
+        for (int i = 0; i < NG; i++) {
+            if (s >= steps[i]) continue;
+            int p = plen[i] + s;
+            sq[nb++] = (model_seq){.n_new = 1, .tokens = toks[i] + p, .pos0 = p, .n_ctx = p + 1,
+                                   .slots = slots[i], .logits_from = 0};
+        }
+        if (!nb) break;
+        b = (model_batch){nb, sq};
+        rc = model_forward(m, kv, &b, lg, &err);
+    }
+    if (rc) fprintf(stderr, "graph_run: %s\n", err.msg);
+    for (int i = 0; i < NG; i++) free(slots[i]), free(toks[i]);
+    free(lg);
+    kv_pool_free(kv);
+    return rc ? -1 : w;
+}
+
+static void test_graphs(void) {
+    uint64_t len;
+    uint8_t *buf = tm_build(&TM_QWEN2, &len);
+    sgl_model *m = tm_load(buf, len, 2, &err);
+    if (!m || set_dev(m, MODEL_DEVICE_CUDA)) {
+        CHECK_MSG(m, "load: %s", err.msg);
+        model_free(m);
+        free(buf);
+        return;
+    }
+    int V = model_get_config(m)->vocab;
+    /* prompts from 1 token to past an attention chunk (250 + 14 crosses 256) */
+    static const int plen[NG] = {250, 3, 40, 1, 129};
+    static const int steps[NG] = {G_STEPS, G_STEPS, 9, 5, 2};
+    size_t cap = (size_t)NG * (G_STEPS + 1) * V;
+    float *on = malloc(sizeof(float) * cap), *off = malloc(sizeof(float) * cap);
+    long cap0, rep0, eag0, cap1, rep1, eag1;
+    kb_cuda_graph_stats(model_get_backend(m), &cap0, &rep0, &eag0);
+    int64_t n_on = graph_run(m, 1, plen, steps, on);
+    kb_cuda_graph_stats(model_get_backend(m), &cap1, &rep1, &eag1);
+    int64_t n_off = graph_run(m, 0, plen, steps, off);
+    CHECK_MSG(n_on > 0 && n_on == n_off, "graph runs failed or differ in length (%lld, %lld)",
+              (long long)n_on, (long long)n_off);
+    if (n_on > 0 && n_on == n_off)
+        CHECK_MSG(same(on, off, (size_t)n_on), "decode logits differ with CUDA graphs on and off");
+    printf("graphs: %ld captured, %ld replayed, %ld ran without a graph\n", cap1 - cap0,
+           rep1 - rep0, eag1 - eag0);
+    CHECK_MSG(cap1 - cap0 >= 3, "expected a graph per batch bucket, %ld captured", cap1 - cap0);
+    CHECK_MSG(rep1 - rep0 >= 1, "no graph was replayed");
+    CHECK_MSG(eag1 == eag0, "%ld decode forwards fell back to plain launches", eag1 - eag0);
+    kb_cuda_set_graphs(model_get_backend(m), 1);
+    free(on), free(off);
+    model_free(m);
+    free(buf);
+}
+
 /* ---- greedy continuations --------------------------------------------------- */
 
 /* Greedy decode of `steps` tokens after prompt on the model's current
@@ -336,6 +433,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_weight_types);
     TEST_RUN(test_shapes);
     TEST_RUN(test_gpu_determinism);
+    TEST_RUN(test_graphs);
     TEST_RUN(test_tiny_greedy);
     TEST_RUN(test_default_model_greedy);
     return TEST_DONE();

@@ -2,7 +2,8 @@
  * CPU backend or the scalar reference on awkward shapes (suite 'cuda'; exit
  * 77 = skip without a GPU). Errors are max |gpu - cpu| / max |cpu|.
  * Also checks the GPU's batch invariance: a row's result is bit-identical
- * alone and inside a larger batch. */
+ * alone and inside a larger batch, and the extend kernel's output equals
+ * the decode kernels' bit for bit. */
 #include <stdint.h>
 
 #include "kernels/backend.h"
@@ -358,6 +359,101 @@ static void check_attention(int nh, int nkv, int hd) {
     attbatch_free(&ab);
 }
 
+/* The extend kernel (sequences of 16 new tokens or more, K/V tiles shared
+ * by the queries of a tile) against the CPU backend on scattered slots, and
+ * bit for bit against the decode kernels: every new token of the extend
+ * sequences attended again as a decode row of its own (one query per
+ * sequence, over the same slots) gives the same output. */
+static void check_extend(int nh, int nkv, int hd) {
+    const int layers = 2, layer = 0, kvd = nkv * hd;
+    /* 70 new tokens after a 300-token prefix (tiles cross the 256 and 512
+     * chunk starts), 33 from 0 (a tile of one row), a decode row, 17 at
+     * 250 (one tile whose queries see one or two chunks) */
+    static const int sp[MAXS][2] = {{70, 300}, {33, 0}, {1, 517}, {17, 250}};
+    int starts[MAXS] = {0, 370, 403, 921};
+    int32_t *perm = malloc(sizeof(int32_t) * P);
+    for (int i = 0; i < P; i++) perm[i] = i;
+    for (int i = P - 1; i > 0; i--) {
+        int j = (int)urand((uint32_t)(i + 1));
+        int32_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    attbatch ab;
+    attbatch_init(&ab, MAXS, sp, perm, starts);
+    int64_t n = ab.b.n_rows, qd = (int64_t)nh * hd;
+    size_t kvn = (size_t)layers * P * kvd;
+    uint16_t *hk = malloc(2 * kvn), *hv = malloc(2 * kvn);
+    float *tmp = malloc(sizeof(float) * kvn);
+    for (size_t i = 0; i < kvn; i++) tmp[i] = frand();
+    kern_f32_to_f16(hk, tmp, (int64_t)kvn);
+    for (size_t i = 0; i < kvn; i++) tmp[i] = frand();
+    kern_f32_to_f16(hv, tmp, (int64_t)kvn);
+    float *q = malloc(sizeof(float) * n * qd), *kn = malloc(sizeof(float) * n * kvd),
+          *vn = malloc(sizeof(float) * n * kvd), *oc = malloc(sizeof(float) * n * qd),
+          *og = malloc(sizeof(float) * n * qd), *od = malloc(sizeof(float) * n * qd);
+    for (int64_t i = 0; i < n * qd; i++) q[i] = 3 * frand();
+    for (int64_t i = 0; i < n * kvd; i++) kn[i] = frand(), vn[i] = frand();
+    kb_kv ckv = {P, layers, kvd, hk, hv};
+    kb_kv *gkv = gpu->ops->kv_new(gpu, P, layers, kvd, &err);
+    if (!gkv) {
+        CHECK_MSG(0, "kv_new: %s", err.msg);
+        return;
+    }
+    gpu->ops->upload(gpu, gkv->k, hk, 2 * kvn, &err);
+    gpu->ops->upload(gpu, gkv->v, hv, 2 * kvn, &err);
+    float *dq = dev_floats(q, n * qd), *dk = dev_floats(kn, n * kvd), *dv = dev_floats(vn, n * kvd),
+          *dout = dev_floats(NULL, n * qd);
+    kb_att_shape sh = {nh, nkv, hd};
+    int bad;
+    CHECK(cpu->ops->begin(cpu, &ab.b, &err) == 0);
+    cpu->ops->kv_store(cpu, &ckv, layer, kn, vn);
+    cpu->ops->attention(cpu, &ckv, layer, &sh, q, oc);
+    cpu->ops->finish(cpu, &bad, &err);
+    CHECK(gpu->ops->begin(gpu, &ab.b, &err) == 0);
+    gpu->ops->kv_store(gpu, gkv, layer, dk, dv);
+    gpu->ops->attention(gpu, gkv, layer, &sh, dq, dout);
+    gpu_finish();
+    host_floats(og, dout, n * qd);
+    double e = norm_err(og, oc, n * qd);
+    CHECK_MSG(e < 1e-5, "extend attention heads %d/%d hd %d: error %g", nh, nkv, hd, e);
+    /* every row again as a one-token sequence: the decode kernels */
+    kb_seq *ds = malloc(sizeof(kb_seq) * (size_t)n);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n), *wsl = malloc(sizeof(int32_t) * (size_t)n),
+            *rs = malloc(sizeof(int32_t) * (size_t)n), *lr = malloc(sizeof(int32_t) * (size_t)n);
+    int64_t nsl = 0, maxc = 0;
+    for (int64_t r = 0; r < n; r++) nsl += ab.pos[r] + 1;
+    int32_t *sl = malloc(sizeof(int32_t) * (size_t)nsl);
+    int64_t o = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const kb_seq *src = &ab.seqs[ab.row_seq[r]];
+        int p = ab.pos[r];
+        memcpy(sl + o, src->slots, sizeof(int32_t) * (size_t)(p + 1));
+        ds[r] = (kb_seq){(int32_t)r, 1, p, (int32_t)o, sl + o};
+        pos[r] = p, wsl[r] = src->slots[p], rs[r] = (int32_t)r, lr[r] = (int32_t)r;
+        o += p + 1;
+        if (p + 1 > maxc) maxc = p + 1;
+    }
+    kb_batch db = {.n_seqs = (int32_t)n, .seqs = ds, .n_rows = n, .tok = ab.tok, .pos = pos,
+                   .wslot = wsl, .row_seq = rs, .slots = sl, .n_slots = nsl,
+                   .max_ctx = (int32_t)maxc, .n_logits = n, .logit_rows = lr};
+    CHECK(gpu->ops->begin(gpu, &db, &err) == 0);
+    gpu->ops->attention(gpu, gkv, layer, &sh, dq, dout);
+    gpu_finish();
+    host_floats(od, dout, n * qd);
+    int differ = 0;
+    for (int64_t r = 0; r < n; r++)
+        if (memcmp(od + r * qd, og + r * qd, sizeof(float) * (size_t)qd)) differ++;
+    CHECK_MSG(!differ, "extend vs decode kernels, heads %d/%d hd %d: %d of %lld rows differ", nh,
+              nkv, hd, differ, (long long)n);
+    free(ds), free(pos), free(wsl), free(rs), free(lr), free(sl);
+    gpu->ops->kv_free(gkv);
+    gpu->ops->free_mem(gpu, dq), gpu->ops->free_mem(gpu, dk), gpu->ops->free_mem(gpu, dv),
+        gpu->ops->free_mem(gpu, dout);
+    free(hk), free(hv), free(tmp), free(q), free(kn), free(vn), free(oc), free(og), free(od),
+        free(perm);
+    attbatch_free(&ab);
+}
+
 /* The fused ops against the CPU's fused ops: add_rmsnorm (with and
  * without the norm) and qkv_post (biases, rope of q and k, K/V store). */
 static void test_fused_ops(void) {
@@ -447,6 +543,10 @@ static void test_attention_shapes(void) {
     check_attention(8, 2, 128);  /* GQA 4:1, head_dim 128 */
     check_attention(9, 3, 64);   /* SmolLM2-135M's heads */
     check_attention(6, 3, 80);   /* head_dim not a multiple of 32 */
+    check_extend(4, 4, 64);      /* MHA, head_dim 64 */
+    check_extend(8, 2, 128);     /* GQA 4:1, head_dim 128 */
+    check_extend(9, 3, 64);      /* SmolLM2-135M's heads */
+    check_extend(6, 3, 80);      /* head_dim 80 */
 }
 
 int main(void) {
