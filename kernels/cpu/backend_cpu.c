@@ -3,47 +3,26 @@
  *
  * Memory is host memory: weights are used in place from the mapped GGUF,
  * upload/download are memcpy. Row-local ops split rows over the pool; each
- * row's result does not depend on the split. Attention runs per (sequence,
- * kv head, block of new tokens) work item over the pool slots of the batch.
+ * row's result does not depend on the split. Attention is in attention.c.
  * A faster CPU variant can copy cpu_ops and replace single entries.
  */
-#include <math.h>
-#include <pthread.h>
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#include <immintrin.h>
-#endif
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/kern_internal.h"
 #include "kernels/kernels.h"
 
-/* New tokens per attention work item: small enough to balance threads on a
- * single long prefill, large enough to amortise the K/V f16 -> f32 copy. */
-#define ATT_TOKEN_BLOCK 64
 /* Row-local ops run on the pool from this many rows up. */
 #define PAR_MIN_ROWS 4
-
-typedef struct att_scratch {
-    float *k;      /* [head_dim][ld] keys of one kv head, f32, transposed (ld < cap_ctx + 16) */
-    float *v;      /* [cap_ctx][head_dim] */
-    float *score;  /* [3][cap_ctx + 16] scores of up to 3 query heads */
-} att_scratch;
 
 typedef struct kb_cpu {
     kb_backend base;
     kern_pool *pool;
     const kb_batch *b;
-    int n_att;            /* = pool threads */
-    att_scratch *att_s;
-    int64_t cap_ctx, cap_head_dim;
-    int64_t cap_items;
-    int32_t *item_seq, *item_t0, *item_t1; /* attention work items of the batch */
-    int64_t n_items;
+    cpu_att *att;
     int first_bad;        /* smallest probe that saw NaN/Inf in this forward, or -1 */
 } kb_cpu;
 
@@ -292,480 +271,18 @@ static void cpu_matmul_multi(kb_backend *be, const kb_mat *const *w, float *cons
     kern_matmul_multi(cpu_of(be)->pool, o, n, w[0]->cols, x, nb);
 }
 
-/* ---- attention ------------------------------------------------------------------
- *
- * The inner loops are written so the compiler vectorizes them without
- * reassociating any sum: scores run over keys j in the vector lanes with the
- * head dimension d as the (ordered) outer loop over a transposed K; the
- * weighted V sum runs over d in the lanes with keys j as the ordered outer
- * loop. So every score and every output value has one fixed summation order
- * (d ascending, resp. j ascending) whatever the vector width or the number of
- * keys, and a vector lane computes exactly what the scalar tail would.
- * target_clones picks an AVX2 build of them once per process (ifunc).
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define ATT_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ATT_CLONES
-#endif
-
-/* Copies the K rows (transposed: kt[d * ld + j]) and V rows (v[j * hd + d])
- * of keys j < n_keys of one kv head to f32. kbase / vbase point at slot 0's
- * row of the head in the layer; slot s's row is at + s * stride. f16 -> f32
- * is exact, so every version gives the same values. The F16C version takes
- * v == NULL: K only. */
-typedef void (*att_gather_fn)(float *restrict kt, int64_t ld, float *restrict v,
-                              const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-                              const int32_t *slots, int32_t n_keys, int hd);
-
-static void att_gather_kv_ref(float *restrict kt, int64_t ld, float *restrict v,
-                              const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-                              const int32_t *slots, int32_t n_keys, int hd) {
-    float tmp[1024]; /* head_dim <= 1024 (checked at load) */
-    for (int32_t j = 0; j < n_keys; j++) {
-        kern_f16_to_f32(tmp, kbase + (int64_t)slots[j] * stride, hd);
-        for (int d = 0; d < hd; d++) kt[(int64_t)d * ld + j] = tmp[d];
-        kern_f16_to_f32(v + (int64_t)j * hd, vbase + (int64_t)slots[j] * stride, hd);
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ATT_HAVE_F16C 1
-/* AVX+F16C build (head_dim a multiple of 8): eight keys at a time, each row
- * converted with vcvtph2ps, the 8x8 tiles of K transposed in registers. */
-__attribute__((target("avx2,f16c"))) static void
-att_gather_kv_f16c(float *restrict kt, int64_t ld, float *restrict v, const uint16_t *kbase,
-                   const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t n_keys,
-                   int hd) {
-    for (int32_t j0 = 0; j0 < n_keys; j0 += 8) {
-        int nb = n_keys - j0 < 8 ? (int)(n_keys - j0) : 8;
-        const uint16_t *kr[8];
-        for (int b = 0; b < 8; b++) {
-            kr[b] = b < nb ? kbase + (int64_t)slots[j0 + b] * stride : NULL;
-            if (b < nb && v) {
-                const uint16_t *vh = vbase + (int64_t)slots[j0 + b] * stride;
-                float *vr = v + (int64_t)(j0 + b) * hd;
-                for (int d = 0; d < hd; d += 8)
-                    _mm256_storeu_ps(vr + d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vh + d))));
-            }
-        }
-        for (int d = 0; d < hd; d += 8) {
-            __m256 r[8];
-            for (int b = 0; b < 8; b++)
-                r[b] = kr[b] ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr[b] + d)))
-                             : _mm256_setzero_ps();
-            __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-            float *o = kt + (int64_t)d * ld + j0;
-            _mm256_storeu_ps(o + 0 * ld, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(o + 1 * ld, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(o + 2 * ld, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(o + 3 * ld, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_storeu_ps(o + 4 * ld, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_storeu_ps(o + 5 * ld, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_storeu_ps(o + 6 * ld, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_storeu_ps(o + 7 * ld, _mm256_permute2f128_ps(s3, s7, 0x31));
-        }
-    }
-}
-#endif
-
-/* The fast version when the CPU has it (head_dim % 8 == 0), else the ref. */
-static att_gather_fn att_gather_kv_fast = att_gather_kv_ref;
-/* true: attend_item uses att_heads_avx2 (when head_dim % 8 == 0) */
-static bool att_heads_fast = false;
-static pthread_once_t att_once = PTHREAD_ONCE_INIT;
-
-static void att_choose(void) {
-#ifdef ATT_HAVE_F16C
-    __builtin_cpu_init();
-    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
-     * for __builtin_cpu_supports. */
-    unsigned a, b, c, d;
-    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    if (__builtin_cpu_supports("avx2") && f16c) {
-        att_gather_kv_fast = att_gather_kv_f16c;
-        att_heads_fast = true;
-    }
-#endif
-}
-
-#define ATT_TILE 64
-
-/* s[j] = sum_d q[d] * kt[d * ld + j] for j < nk (q already scaled). Keys
- * go in tiles of 32 held in registers across the d loop; a tile computes
- * exactly what the plain loop (the tail) does. */
-ATT_CLONES static void att_scores(float *restrict s, const float *restrict q,
-                                  const float *restrict kt, int64_t ld, int32_t nk, int hd) {
-    int32_t j0 = 0;
-    for (; j0 + ATT_TILE <= nk; j0 += ATT_TILE) {
-        float acc[ATT_TILE];
-        for (int jj = 0; jj < ATT_TILE; jj++) acc[jj] = q[0] * kt[j0 + jj];
-        for (int d = 1; d < hd; d++) {
-            const float *row = kt + (int64_t)d * ld + j0;
-            float qd = q[d];
-            for (int jj = 0; jj < ATT_TILE; jj++) acc[jj] += qd * row[jj];
-        }
-        for (int jj = 0; jj < ATT_TILE; jj++) s[j0 + jj] = acc[jj];
-    }
-    for (int32_t j = j0; j < nk; j++) s[j] = q[0] * kt[j];
-    for (int d = 1; d < hd; d++) {
-        const float *row = kt + (int64_t)d * ld;
-        float qd = q[d];
-        for (int32_t j = j0; j < nk; j++) s[j] += qd * row[j];
-    }
-}
-
-/* exp(x) for finite x <= 0 (scores minus their max): range reduction by
- * ln 2 and a degree-6 polynomial, relative error < 3e-7; below about -87
- * the result stays at ~1e-38 (the power of two is clamped in the integer
- * domain) instead of going to 0, which no softmax sum can notice. Plain
- * arithmetic without branches, so the loop vectorizes and every lane gives
- * the same bits as the scalar code. */
-static inline float att_exp(float x) {
-    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: round to integer */
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187e-06f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
-                         r * (0.0083333338f + r * 0.0013888889f)))));
-    uint32_t ti;
-    memcpy(&ti, &t, sizeof ti);
-    int32_t k = (int32_t)(ti - 0x4B400000u); /* n as an integer */
-    k = k < -126 ? -126 : k;
-    /* 2^k; unsigned, so a NaN score (a forward about to fail) is no UB */
-    uint32_t eb = ((uint32_t)k + 127u) << 23;
-    float e;
-    memcpy(&e, &eb, sizeof e);
-    return p * e;
-}
-
-/* s[j] = exp(s[j] - mx); returns the sum in j order. */
-ATT_CLONES static float att_softmax_exp(float *restrict s, int32_t nk, float mx) {
-    for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
-    float sum = 0.0f;
-    for (int32_t j = 0; j < nk; j++) sum += s[j];
-    return sum;
-}
-
-/* out[d] = (sum_j p[j] * v[j * hd + d]) * inv for d < hd, the sum from 0
- * in j order. Columns go in tiles of ATT_TILE held in registers across
- * the j loop; a tile computes exactly what the plain loop (the tail) does. */
-ATT_CLONES static void att_weighted_v(float *restrict out, const float *restrict p,
-                                      const float *restrict v, int32_t nk, int hd, float inv) {
-    int d0 = 0;
-    for (; d0 + ATT_TILE <= hd; d0 += ATT_TILE) {
-        float acc[ATT_TILE];
-        for (int dd = 0; dd < ATT_TILE; dd++) acc[dd] = 0.0f;
-        for (int32_t j = 0; j < nk; j++) {
-            const float *row = v + (int64_t)j * hd + d0;
-            float pj = p[j];
-            for (int dd = 0; dd < ATT_TILE; dd++) acc[dd] += pj * row[dd];
-        }
-        for (int dd = 0; dd < ATT_TILE; dd++) out[d0 + dd] = acc[dd] * inv;
-    }
-    if (d0 == hd) return;
-    for (int d = d0; d < hd; d++) out[d] = 0.0f;
-    for (int32_t j = 0; j < nk; j++) {
-        const float *row = v + (int64_t)j * hd;
-        float pj = p[j];
-        for (int d = d0; d < hd; d++) out[d] += pj * row[d];
-    }
-    for (int d = d0; d < hd; d++) out[d] *= inv;
-}
-
-#ifdef ATT_HAVE_F16C
-/* The AVX2 path for NR (1..3) query heads of one kv group at once: the same
- * IEEE operations in the same order as att_scores, the max, att_softmax_exp
- * and att_weighted_v (mul then add, no FMA, sums in key order), so every
- * value is bit-identical to theirs. Each K^T / V vector is loaded once for the
- * NR heads instead of once per head (at long contexts these loads come from
- * L2 and bounded the one-head loops), and the NR sequential softmax sums run
- * interleaved. Scores are computed up to nk rounded up to 8 keys (the gather
- * zero-fills K^T columns up to there); entries past nk are never read. */
-#define ATT_AI static inline __attribute__((always_inline, target("avx2,f16c")))
-
-/* s[r * sld + j0 + i] for r < NR, i < 8 * NV: scores over keys j0.. */
-ATT_AI void att_sc_tile(const int NR, const int NV, float *s, int64_t sld, const float *q, int hd,
-                        const float *kt, int64_t ld, int32_t j0) {
-    __m256 acc[3][4];
-    for (int r = 0; r < NR; r++) {
-        __m256 q0 = _mm256_set1_ps(q[r * hd]);
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_mul_ps(q0, _mm256_loadu_ps(kt + j0 + 8 * v));
-    }
-    for (int d = 1; d < hd; d++) {
-        const float *row = kt + (int64_t)d * ld + j0;
-        __m256 qd[3];
-        for (int r = 0; r < NR; r++) qd[r] = _mm256_set1_ps(q[r * hd + d]);
-        for (int v = 0; v < NV; v++) {
-            __m256 k = _mm256_loadu_ps(row + 8 * v);
-            for (int r = 0; r < NR; r++)
-                acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(qd[r], k));
-        }
-    }
-    for (int r = 0; r < NR; r++)
-        for (int v = 0; v < NV; v++) _mm256_storeu_ps(s + r * sld + j0 + 8 * v, acc[r][v]);
-}
-
-/* out[r * hd + d0 + i] = (sum_j p_r[j] v[j][d0 + i]) * inv[r], i < 8 * NV.
- * V rows from v (f32, gathered), or with vh straight from the f16 pool
- * (row of key j at vh + slots[j] * vstride; f16 -> f32 is exact). */
-ATT_AI void att_v_tile(const int NR, const int NV, float *out, const float *p, int64_t sld,
-                       const float *v, const uint16_t *vh, int64_t vstride, const int32_t *slots,
-                       int32_t nk, int hd, const float *inv, int d0) {
-    __m256 acc[3][4];
-    for (int r = 0; r < NR; r++)
-        for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
-    for (int32_t j = 0; j < nk; j++) {
-        const float *row = vh ? NULL : v + (int64_t)j * hd + d0;
-        const uint16_t *rowh = vh ? vh + (int64_t)slots[j] * vstride + d0 : NULL;
-        __m256 pj[3];
-        for (int r = 0; r < NR; r++) pj[r] = _mm256_set1_ps(p[r * sld + j]);
-        for (int i = 0; i < NV; i++) {
-            __m256 x = vh ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rowh + 8 * i)))
-                          : _mm256_loadu_ps(row + 8 * i);
-            for (int r = 0; r < NR; r++)
-                acc[r][i] = _mm256_add_ps(acc[r][i], _mm256_mul_ps(pj[r], x));
-        }
-    }
-    for (int r = 0; r < NR; r++)
-        for (int i = 0; i < NV; i++)
-            _mm256_storeu_ps(out + r * hd + d0 + 8 * i,
-                             _mm256_mul_ps(acc[r][i], _mm256_set1_ps(inv[r])));
-}
-
-/* Max of s[0..n) (no NaN in scores: the result equals the ordered scalar
- * max up to the sign of a zero, which s - max and att_exp do not see). */
-ATT_AI float att_max(const float *s, int32_t n) {
-    int32_t j = 0;
-    float mx = s[0];
-    if (n >= 8) {
-        __m256 m = _mm256_loadu_ps(s);
-        for (j = 8; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
-        float t[8];
-        _mm256_storeu_ps(t, m);
-        mx = t[0];
-        for (int i = 1; i < 8; i++) mx = t[i] > mx ? t[i] : mx;
-    }
-    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    return mx;
-}
-
-ATT_AI void att_heads_nr(const int NR, float *out, const float *qs, float *sc, int64_t sld,
-                         const float *kt, int64_t ld, const float *v, const uint16_t *vh,
-                         int64_t vstride, const int32_t *slots, int32_t nk, int hd) {
-    int32_t nk8 = (nk + 7) & ~7, j0 = 0;
-    for (; j0 + 32 <= nk8; j0 += 32) att_sc_tile(NR, 4, sc, sld, qs, hd, kt, ld, j0);
-    for (; j0 < nk8; j0 += 8) att_sc_tile(NR, 1, sc, sld, qs, hd, kt, ld, j0);
-    float sum[3] = {0.0f, 0.0f, 0.0f}, inv[3];
-    for (int r = 0; r < NR; r++) {
-        float *s = sc + r * sld;
-        float mx = att_max(s, nk);
-        for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
-    }
-    for (int32_t j = 0; j < nk; j++)
-        for (int r = 0; r < NR; r++) sum[r] += sc[r * sld + j];
-    for (int r = 0; r < NR; r++) inv[r] = 1.0f / sum[r];
-    int d0 = 0;
-    for (; d0 + 32 <= hd; d0 += 32)
-        att_v_tile(NR, 4, out, sc, sld, v, vh, vstride, slots, nk, hd, inv, d0);
-    for (; d0 < hd; d0 += 8)
-        att_v_tile(NR, 1, out, sc, sld, v, vh, vstride, slots, nk, hd, inv, d0);
-}
-
-/* nr (1..3) heads: queries qs[r * hd..] (scaled), outputs out[r * hd..];
- * sc holds nr score rows of sld >= nk + 8 floats. hd % 8 == 0. V from v, or
- * when vh is set from the f16 pool (see att_v_tile). */
-__attribute__((target("avx2,f16c"))) static void
-att_heads_avx2(int nr, float *out, const float *qs, float *sc, int64_t sld, const float *kt,
-               int64_t ld, const float *v, const uint16_t *vh, int64_t vstride,
-               const int32_t *slots, int32_t nk, int hd) {
-    if (nr == 3)
-        att_heads_nr(3, out, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
-    else if (nr == 2)
-        att_heads_nr(2, out, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
-    else
-        att_heads_nr(1, out, qs, sc, sld, kt, ld, v, vh, vstride, slots, nk, hd);
-}
-#endif
-
-typedef struct att_job {
-    kb_cpu *c;
-    const kb_kv *kv;
-    int layer;
-    const kb_att_shape *sh;
-    const float *q;
-    float *out;
-    int n_items;        /* attention work items (x n_kv_heads) */
-    atomic_int next_item;
-} att_job;
-
-/* One work item = (sequence, kv head, block of new tokens). Keys 0..last
- * position of the block are converted to f32 once (K transposed), then for
- * every query head of the group and every token: scores over keys 0..pos,
- * max, exp and sum in key order, then the V rows accumulated in key order.
- * The value of one output row depends only on its query and the keys, not on
- * the item boundaries or on how many keys the item converted. */
-static void attend_item(att_job *aj, int item, att_scratch *sc) {
-    const kb_cpu *cp = aj->c;
-    const kb_att_shape *c = aj->sh;
-    const kb_kv *kv = aj->kv;
-    int q_dim = c->n_heads * c->head_dim;
-    int kvh = item % c->n_kv_heads;
-    int it = item / c->n_kv_heads;
-    const kb_seq *sq = &cp->b->seqs[cp->item_seq[it]];
-    const int32_t *slots = sq->slots;
-    int32_t t0 = cp->item_t0[it], t1 = cp->item_t1[it];
-    int64_t row0 = sq->row0; /* batch row of new token 0 of this seq */
-    int hd = c->head_dim;
-    int n_rep = c->n_heads / c->n_kv_heads;
-    int32_t n_keys = sq->pos0 + t1; /* keys 0..pos of the block's last token */
-    /* Row stride of the transposed K: just over n_keys (a multiple of 8,
-     * never a multiple of 256 floats, so the hd rows do not alias in cache). */
-    int64_t ld = ((int64_t)n_keys + 7) & ~(int64_t)7;
-    if (ld % 256 == 0) ld += 8;
-    att_gather_fn gather = hd % 8 == 0 ? att_gather_kv_fast : att_gather_kv_ref;
-    uint64_t layer_off = (uint64_t)aj->layer * (uint64_t)kv->n_slots * (uint64_t)kv->kv_dim;
-    const uint16_t *kbase = kv->k + layer_off + kvh * hd;
-    const uint16_t *vbase = kv->v + layer_off + kvh * hd;
-    /* An item of one token (decode) reads V once: straight from the f16 pool
-     * in att_heads_avx2 instead of converting it first. */
-    bool v_direct = att_heads_fast && hd % 8 == 0 && t1 - t0 == 1;
-    gather(sc->k, ld, v_direct ? NULL : sc->v, kbase, vbase, kv->kv_dim, slots, n_keys, hd);
-    float scale = 1.0f / sqrtf((float)hd);
-    float qs[3 * 1024]; /* head_dim <= 1024 (checked at load) */
-#ifdef ATT_HAVE_F16C
-    if (att_heads_fast && hd % 8 == 0) {
-        /* sld = ld >= nk rounded up to 8; 3 * ld <= 3 * (cap_ctx + 16) */
-        for (int32_t t = t0; t < t1; t++) {
-            int32_t nk = sq->pos0 + t + 1;
-            int64_t row = row0 + t;
-            for (int h0 = 0; h0 < n_rep; h0 += 3) {
-                int nr = n_rep - h0 < 3 ? n_rep - h0 : 3;
-                int h = kvh * n_rep + h0;
-                const float *q = aj->q + row * q_dim + (int64_t)h * hd;
-                for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
-                att_heads_avx2(nr, aj->out + row * q_dim + (int64_t)h * hd, qs, sc->score, ld,
-                               sc->k, ld, sc->v, v_direct ? vbase : NULL, kv->kv_dim, slots, nk,
-                               hd);
-            }
-        }
-        return;
-    }
-#endif
-    for (int32_t t = t0; t < t1; t++) {
-        int32_t nk = sq->pos0 + t + 1;
-        int64_t row = row0 + t;
-        for (int r = 0; r < n_rep; r++) {
-            int h = kvh * n_rep + r;
-            const float *q = aj->q + row * q_dim + (int64_t)h * hd;
-            float *out = aj->out + row * q_dim + (int64_t)h * hd;
-            for (int d = 0; d < hd; d++) qs[d] = q[d] * scale;
-            att_scores(sc->score, qs, sc->k, ld, nk, hd);
-            float mx = sc->score[0];
-            for (int32_t j = 1; j < nk; j++) mx = sc->score[j] > mx ? sc->score[j] : mx;
-            float sum = att_softmax_exp(sc->score, nk, mx);
-            att_weighted_v(out, sc->score, sc->v, nk, hd, 1.0f / sum);
-        }
-    }
-}
-
-static void task_attention(void *ctx, int ith, int nth) {
-    att_job *aj = ctx;
-    (void)nth;
-    att_scratch *sc = &aj->c->att_s[ith];
-    for (;;) {
-        /* last items first: a sequence's later token blocks attend to more
-         * keys, so the longest items start early and the tail is short */
-        int item = aj->n_items - 1 -
-                   atomic_fetch_add_explicit(&aj->next_item, 1, memory_order_relaxed);
-        if (item < 0) break;
-        attend_item(aj, item, sc);
-    }
-}
-
-/* Scratch of every attention thread for contexts of n_ctx keys of head_dim
- * values. Returns 0 or -1 (out of memory). */
-static int att_reserve(kb_cpu *c, int64_t n_ctx, int64_t hd) {
-    if (n_ctx <= c->cap_ctx && hd <= c->cap_head_dim) return 0;
-    if (n_ctx < c->cap_ctx) n_ctx = c->cap_ctx;
-    if (hd < c->cap_head_dim) hd = c->cap_head_dim;
-    for (int i = 0; i < c->n_att; i++) {
-        att_scratch *a = &c->att_s[i];
-        free(a->k), free(a->v), free(a->score);
-        /* k: [head_dim][ld], ld <= n_ctx + 15 */
-        a->k = malloc(sizeof(float) * (size_t)(hd * (n_ctx + 16)));
-        a->v = malloc(sizeof(float) * (size_t)(hd * n_ctx));
-        a->score = malloc(sizeof(float) * (size_t)(3 * (n_ctx + 16)));
-        if (!a->k || !a->v || !a->score) {
-            c->cap_ctx = c->cap_head_dim = 0;
-            return -1;
-        }
-    }
-    c->cap_ctx = n_ctx;
-    c->cap_head_dim = hd;
-    return 0;
-}
-
 static void cpu_attention(kb_backend *be, const kb_kv *kv, int layer, const kb_att_shape *sh,
                           const float *q, float *out) {
-    kb_cpu *c = cpu_of(be);
-    att_job aj = {.c = c, .kv = kv, .layer = layer, .sh = sh, .q = q, .out = out};
-    if (att_reserve(c, c->b->max_ctx, sh->head_dim)) {
-        /* out of memory: NaN rows make the forward fail with a message */
-        for (int64_t i = 0; i < c->b->n_rows * sh->n_heads * sh->head_dim; i++) out[i] = NAN;
-        return;
-    }
-    aj.n_items = (int)(c->n_items * sh->n_kv_heads);
-    atomic_store(&aj.next_item, 0);
-    if (aj.n_items > 1 && kern_pool_threads(c->pool) > 1)
-        kern_pool_run(c->pool, task_attention, &aj);
-    else
-        task_attention(&aj, 0, 1);
+    cpu_att_run(cpu_of(be)->att, cpu_of(be)->pool, kv, layer, sh, q, out);
 }
 
 /* ---- forward bracket and lifetime ----------------------------------------------- */
 
 static int cpu_begin(kb_backend *be, const kb_batch *b, sgl_error *err) {
     kb_cpu *c = cpu_of(be);
-    pthread_once(&att_once, att_choose);
     c->b = b;
     c->first_bad = -1;
-    int64_t items = 0;
-    for (int32_t i = 0; i < b->n_seqs; i++)
-        items += (b->seqs[i].n_new + ATT_TOKEN_BLOCK - 1) / ATT_TOKEN_BLOCK;
-    if (items > c->cap_items) {
-        free(c->item_seq), free(c->item_t0), free(c->item_t1);
-        c->item_seq = malloc(sizeof(int32_t) * (size_t)items);
-        c->item_t0 = malloc(sizeof(int32_t) * (size_t)items);
-        c->item_t1 = malloc(sizeof(int32_t) * (size_t)items);
-        c->cap_items = items;
-        if (!c->item_seq || !c->item_t0 || !c->item_t1) {
-            c->cap_items = 0;
-            return sgl_error_set(err, "model: out of memory");
-        }
-    }
-    int64_t it = 0;
-    for (int32_t i = 0; i < b->n_seqs; i++)
-        for (int32_t t0 = 0; t0 < b->seqs[i].n_new; t0 += ATT_TOKEN_BLOCK, it++) {
-            c->item_seq[it] = i;
-            c->item_t0[it] = t0;
-            c->item_t1[it] = SGL_MIN(t0 + ATT_TOKEN_BLOCK, b->seqs[i].n_new);
-        }
-    c->n_items = items;
-    if (att_reserve(c, b->max_ctx, c->cap_head_dim > 0 ? c->cap_head_dim : 64))
-        return sgl_error_set(err, "model: out of memory for a context of %d tokens", b->max_ctx);
-    return 0;
+    return cpu_att_begin(c->att, b, err);
 }
 
 static int cpu_finish(kb_backend *be, int *first_bad, sgl_error *err) {
@@ -788,15 +305,7 @@ static uint64_t cpu_mem_used(kb_backend *be) {
 static void cpu_destroy(kb_backend *be) {
     kb_cpu *c = cpu_of(be);
     if (!c) return;
-    if (c->att_s) {
-        for (int i = 0; i < c->n_att; i++) {
-            free(c->att_s[i].k);
-            free(c->att_s[i].v);
-            free(c->att_s[i].score);
-        }
-        free(c->att_s);
-    }
-    free(c->item_seq), free(c->item_t0), free(c->item_t1);
+    cpu_att_free(c->att);
     free(c);
 }
 
@@ -838,10 +347,8 @@ kb_backend *kb_cpu_new(struct kern_pool *pool) {
     if (!c) return NULL;
     c->base.ops = &cpu_ops;
     c->pool = pool;
-    c->n_att = kern_pool_threads(pool);
-    if (c->n_att < 1) c->n_att = 1;
-    c->att_s = calloc((size_t)c->n_att, sizeof *c->att_s);
-    if (!c->att_s) {
+    c->att = cpu_att_new(kern_pool_threads(pool));
+    if (!c->att) {
         free(c);
         return NULL;
     }

@@ -1,0 +1,602 @@
+/* attention: the CPU backend's attention kernels (see attention.h), run on
+ * the kernels' thread pool over the f16 KV pool slots of the batch.
+ *
+ * Keys go in fixed chunks of ATT_CHUNK positions ([0, 512), [512, 1024),
+ * ...: absolute positions, the same for every query, batch and thread
+ * count). A query's output is computed chunk by chunk: per chunk the scores,
+ * their max m, p = exp(s - m), l = sum p and acc = sum p v, each in one
+ * fixed order (see "one chunk of keys" below); then the chunks are folded in
+ * chunk order (att_combine: the running max, l and acc rescaled by exp of
+ * the max differences), and the result is acc * (1 / l). With one chunk (up
+ * to 512 keys) that is the plain softmax. K and V are read straight from
+ * the f16 pool: no f32 copy of the context, no scores buffer longer than a
+ * chunk. The work items:
+ *   - a block of up to ATT_TOKEN_BLOCK new tokens of one sequence and one kv
+ *     head (prefill) walks the chunks in order itself;
+ *   - a single new token (decode) is split into one item per chunk, so one
+ *     long sequence keeps every thread busy; each writes its chunk's (m, l,
+ *     acc) to a partials buffer, and whichever item finishes last folds them
+ *     in chunk order, with the same att_combine calls as a block item.
+ * So every output value has one operation sequence fixed by its query and
+ * its keys alone: alone, batched, cached or chunked, on any thread count.
+ */
+#include <math.h>
+#include <pthread.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/attention.h"
+
+/* New tokens per attention work item of a prefill: small enough to balance
+ * threads on a single long prefill, large enough to reuse each chunk's K/V
+ * from cache. */
+#define ATT_TOKEN_BLOCK 64
+/* Keys per chunk (a multiple of 8), and the row stride of the per-head
+ * score rows (room for a chunk rounded up to 8). */
+#define ATT_CHUNK 512
+#define ATT_LD (ATT_CHUNK + 8)
+
+typedef struct att_scratch {
+    float *k, *v;  /* [head_dim] one K / V row in f32 (portable loops) */
+    float *score;  /* [3][ATT_LD] scores, then weights, of up to 3 query heads */
+    float *acc;    /* [3][head_dim] one chunk's partial outputs */
+    float *ml;     /* [ATT_TOKEN_BLOCK][n_heads][2] running max and sum of a block item */
+} att_scratch;
+
+struct cpu_att {
+    const kb_batch *b;
+    int n_att;            /* = pool threads */
+    att_scratch *att_s;
+    int64_t cap_head_dim, cap_heads; /* scratch sizes */
+    int64_t cap_items, n_items;
+    /* work items: tokens [t0, t1) of sequence seq; chunk -1 = all chunks,
+     * else that chunk of the single token of split row `split` */
+    int32_t *item_seq, *item_t0, *item_t1, *item_chunk, *item_split;
+    /* split rows (single new tokens): first partial (in chunks) and chunks */
+    int64_t cap_split, n_split;
+    int32_t *split_poff, *split_nch;
+    atomic_int *split_done; /* [n_split][n_kv_heads] chunks finished */
+    int64_t cap_done;       /* entries of split_done */
+    int64_t n_part, cap_part; /* partial chunks of the batch; buffers hold cap_part */
+    float *part_acc;          /* [n_part][n_heads][head_dim] */
+    float *part_ml;           /* [n_part][n_heads][2] max, sum */
+};
+
+/* ---- one chunk of keys ------------------------------------------------------------
+ *
+ * The arithmetic of a query head over one chunk of nk keys, defined once and
+ * computed bit-identically by the AVX2 kernel and the portable loops:
+ *   score s_j  = tree(L), L[i] = fma-chain over d = i, i + 8, ... (d < hd) of
+ *                q[d] * k_j[d], from 0 in d order; q is pre-scaled by
+ *                1/sqrt(head_dim); tree(L) = ((L0+L1)+(L2+L3))+((L4+L5)+(L6+L7))
+ *   m          = max_j s_j
+ *   p_j        = att_exp(s_j - m)
+ *   l          = tree(S), S[i] = sum of p_j over j = i, i + 8, ... in j order
+ *   acc[d]     = fma-chain over j of p_j * v_j[d], from 0 in j order
+ * (fma = one rounding: fmaf in C, vfmadd on AVX2; the file is built as ISO
+ * C, so the compiler contracts nothing on its own). K and V rows are read
+ * from the f16 pool at the chunk's slots; f16 -> f32 is exact.
+ */
+
+static inline float att_tree8(const float *L) {
+    return ((L[0] + L[1]) + (L[2] + L[3])) + ((L[4] + L[5]) + (L[6] + L[7]));
+}
+
+/* exp(x) for finite x <= 0 (scores minus their max): range reduction by
+ * ln 2 and a degree-6 polynomial, relative error < 3e-7; below about -87
+ * the result stays at ~1e-38 (the power of two is clamped in the integer
+ * domain) instead of going to 0, which no softmax sum can notice. Plain
+ * arithmetic without branches, so the loop vectorizes and every lane gives
+ * the same bits as the scalar code. */
+static inline float att_exp(float x) {
+    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: round to integer */
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
+                         r * (0.0083333338f + r * 0.0013888889f)))));
+    uint32_t ti;
+    memcpy(&ti, &t, sizeof ti);
+    int32_t k = (int32_t)(ti - 0x4B400000u); /* n as an integer */
+    k = k < -126 ? -126 : k;
+    /* 2^k; unsigned, so a NaN score (a forward about to fail) is no UB */
+    uint32_t eb = ((uint32_t)k + 127u) << 23;
+    float e;
+    memcpy(&e, &eb, sizeof e);
+    return p * e;
+}
+
+/* The portable loops are built twice on x86-64 (att_choose picks one): with
+ * FMA enabled, where fmaf is one instruction and the 8-lane loops
+ * vectorize, and plain, where fmaf is libm's (correctly rounded, so the same
+ * bits, only slower). */
+#define ATT_REF_ARGS                                                                      \
+    int nr, float *acc, float *m, float *l, const float *qs, const uint16_t *kbase,          \
+        const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk, int hd,     \
+        float *kf, float *vf, float *p, int64_t sld
+#define ATT_REF_PASS nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, kf, vf, p, sld
+static inline __attribute__((always_inline)) void att_chunk_ref_body(ATT_REF_ARGS) {
+    int hd8 = hd & ~7;
+    for (int32_t j = 0; j < nk; j++) {
+        kern_f16_to_f32(kf, kbase + (int64_t)slots[j] * stride, hd);
+        for (int r = 0; r < nr; r++) {
+            const float *q = qs + r * hd;
+            float L[8] = {0};
+            for (int d0 = 0; d0 < hd8; d0 += 8)
+                for (int i = 0; i < 8; i++) L[i] = fmaf(q[d0 + i], kf[d0 + i], L[i]);
+            for (int i = 0; hd8 + i < hd; i++) L[i] = fmaf(q[hd8 + i], kf[hd8 + i], L[i]);
+            p[r * sld + j] = att_tree8(L);
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        float *pr = p + r * sld, mx = pr[0];
+        for (int32_t j = 1; j < nk; j++) mx = pr[j] > mx ? pr[j] : mx;
+        float S[8] = {0};
+        for (int32_t j = 0; j < nk; j++) {
+            pr[j] = att_exp(pr[j] - mx);
+            S[j & 7] += pr[j];
+        }
+        m[r] = mx;
+        l[r] = att_tree8(S);
+        for (int d = 0; d < hd; d++) acc[r * hd + d] = 0.0f;
+    }
+    for (int32_t j = 0; j < nk; j++) {
+        kern_f16_to_f32(vf, vbase + (int64_t)slots[j] * stride, hd);
+        for (int r = 0; r < nr; r++) {
+            float pj = p[r * sld + j], *a = acc + r * hd;
+            for (int d = 0; d < hd; d++) a[d] = fmaf(pj, vf[d], a[d]);
+        }
+    }
+}
+
+static void att_chunk_ref_plain(ATT_REF_ARGS) { att_chunk_ref_body(ATT_REF_PASS); }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void att_chunk_ref_fma(ATT_REF_ARGS) {
+    att_chunk_ref_body(ATT_REF_PASS);
+}
+#endif
+/* the build of the portable loops in use (att_choose) */
+static void (*att_chunk_ref)(ATT_REF_ARGS) = att_chunk_ref_plain;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATT_HAVE_AVX2 1
+#define ATT_AI static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+ATT_AI __m256 att_ld_h(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* s[r * sld + j0 + i] for r < NR, i < 4: the scores of keys j0..j0+3 (rows
+ * kr[i]); the lane sums L of a key are one vector, folded by att_tree8's
+ * order through three hadds and a 128-bit add. */
+ATT_AI void att_sc4(const int NR, float *s, int64_t sld, const float *q, int hd,
+                    const uint16_t *const *kr, int32_t j0) {
+    __m256 acc[3][4];
+    for (int r = 0; r < NR; r++)
+        for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d += 8) {
+        __m256 qd[3];
+        for (int r = 0; r < NR; r++) qd[r] = _mm256_loadu_ps(q + r * hd + d);
+        for (int i = 0; i < 4; i++) {
+            __m256 k = att_ld_h(kr[i] + d);
+            for (int r = 0; r < NR; r++) acc[r][i] = _mm256_fmadd_ps(qd[r], k, acc[r][i]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        /* hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] */
+        __m256 h01 = _mm256_hadd_ps(acc[r][0], acc[r][1]);
+        __m256 h23 = _mm256_hadd_ps(acc[r][2], acc[r][3]);
+        __m256 h = _mm256_hadd_ps(h01, h23); /* [(01)+(23) of keys 0..3 | (45)+(67) ...] */
+        __m128 sc = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        _mm_storeu_ps(s + r * sld + j0, sc);
+    }
+}
+
+/* out[r * hd + d0 + i] = fma-chain over j < nk of p_r[j] * v_j[d0 + i], i < 8 * NV. */
+ATT_AI void att_v_tile(const int NR, const int NV, float *out, const float *p, int64_t sld,
+                       const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk,
+                       int hd, int d0) {
+    __m256 acc[3][4];
+    for (int r = 0; r < NR; r++)
+        for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
+    for (int32_t j = 0; j < nk; j++) {
+        const uint16_t *row = vbase + (int64_t)slots[j] * stride + d0;
+        __m256 pj[3];
+        for (int r = 0; r < NR; r++) pj[r] = _mm256_broadcast_ss(p + r * sld + j);
+        for (int i = 0; i < NV; i++) {
+            __m256 x = att_ld_h(row + 8 * i);
+            for (int r = 0; r < NR; r++) acc[r][i] = _mm256_fmadd_ps(pj[r], x, acc[r][i]);
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int i = 0; i < NV; i++) _mm256_storeu_ps(out + r * hd + d0 + 8 * i, acc[r][i]);
+}
+
+/* Max of s[0..n) (no NaN in scores: the result equals the ordered scalar
+ * max up to the sign of a zero, which s - max and att_exp do not see). */
+ATT_AI float att_max(const float *s, int32_t n) {
+    int32_t j = 0;
+    float mx = s[0];
+    if (n >= 8) {
+        __m256 m = _mm256_loadu_ps(s);
+        for (j = 8; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
+        float t[8];
+        _mm256_storeu_ps(t, m);
+        mx = t[0];
+        for (int i = 1; i < 8; i++) mx = t[i] > mx ? t[i] : mx;
+    }
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
+/* NR heads over one chunk (see att_chunk_ref for the arguments; sc holds NR
+ * rows of sld >= nk rounded up to 8 floats). hd % 8 == 0. */
+ATT_AI void att_chunk_nr(const int NR, float *acc, float *m, float *l, const float *qs,
+                         float *sc, int64_t sld, const uint16_t *kbase, const uint16_t *vbase,
+                         int64_t stride, const int32_t *slots, int32_t nk, int hd) {
+    const uint16_t *kr[4];
+    int32_t j0 = 0;
+    for (; j0 < nk; j0 += 4) {
+        /* past nk (the last tile) key 0 stands in; its scores are dropped */
+        for (int i = 0; i < 4; i++)
+            kr[i] = kbase + (int64_t)slots[j0 + i < nk ? j0 + i : 0] * stride;
+        att_sc4(NR, sc, sld, qs, hd, kr, j0);
+    }
+    int32_t nk8 = (nk + 7) & ~7;
+    for (int r = 0; r < NR; r++) {
+        float *s = sc + r * sld;
+        float mx = att_max(s, nk);
+        m[r] = mx;
+        for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
+        for (int32_t j = nk; j < nk8; j++) s[j] = 0.0f; /* + 0 leaves a lane sum as it is */
+        __m256 S = _mm256_setzero_ps();
+        for (int32_t j = 0; j < nk8; j += 8) S = _mm256_add_ps(S, _mm256_loadu_ps(s + j));
+        float t[8];
+        _mm256_storeu_ps(t, S);
+        l[r] = att_tree8(t);
+    }
+    int d0 = 0;
+    for (; d0 + 32 <= hd; d0 += 32)
+        att_v_tile(NR, 4, acc, sc, sld, vbase, stride, slots, nk, hd, d0);
+    for (; d0 < hd; d0 += 8) att_v_tile(NR, 1, acc, sc, sld, vbase, stride, slots, nk, hd, d0);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+att_chunk_avx2(int nr, float *acc, float *m, float *l, const float *qs, float *sc, int64_t sld,
+               const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
+               const int32_t *slots, int32_t nk, int hd) {
+    if (nr == 3)
+        att_chunk_nr(3, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd);
+    else if (nr == 2)
+        att_chunk_nr(2, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd);
+    else
+        att_chunk_nr(1, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd);
+}
+#endif
+
+/* true: the AVX2 kernel (for head_dim % 8 == 0) */
+static bool att_fast = false;
+static pthread_once_t att_once = PTHREAD_ONCE_INIT;
+
+static void att_choose(void) {
+#ifdef ATT_HAVE_AVX2
+    __builtin_cpu_init();
+    /* F16C by CPUID (leaf 1, ECX bit 29): older clang has no "f16c" name
+     * for __builtin_cpu_supports. */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    /* SGL_ATT_NO_AVX2=1: the portable loops (for tests and comparisons) */
+    att_fast = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c &&
+               !getenv("SGL_ATT_NO_AVX2");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        att_chunk_ref = att_chunk_ref_fma;
+#endif
+}
+
+/* Folds one chunk's partial (acc, m, l) into the running state (o, *M, *L)
+ * of one query head: the larger max wins and each side is rescaled by exp of
+ * its distance to it. Element-wise (no reduction), so every caller computes
+ * the same bits. */
+static void att_combine(float *restrict o, float *M, float *L, const float *restrict acc, float m,
+                        float l, int hd) {
+    float mx = m > *M ? m : *M;
+    float a = att_exp(*M - mx), b = att_exp(m - mx);
+    *L = *L * a + l * b;
+    *M = mx;
+    for (int d = 0; d < hd; d++) o[d] = o[d] * a + acc[d] * b;
+}
+
+/* o *= 1 / L: the end of a query head's chunks. */
+static void att_finish(float *restrict o, float L, int hd) {
+    float inv = 1.0f / L;
+    for (int d = 0; d < hd; d++) o[d] *= inv;
+}
+
+/* The partial of nr (1..3) query heads (queries qs[r * hd..], scaled) over
+ * the nk keys of one chunk whose slots are slots[0..nk): acc[r * hd..],
+ * m[r], l[r] as defined above. */
+static void att_chunk_part(int nr, float *acc, float *m, float *l, const float *qs,
+                           att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
+                           int64_t stride, const int32_t *slots, int32_t nk, int hd) {
+#ifdef ATT_HAVE_AVX2
+    if (att_fast && hd % 8 == 0) {
+        att_chunk_avx2(nr, acc, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots, nk, hd);
+        return;
+    }
+#endif
+    att_chunk_ref(nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, sc->k, sc->v,
+                  sc->score, ATT_LD);
+}
+
+typedef struct att_job {
+    cpu_att *c;
+    const kb_kv *kv;
+    int layer;
+    const kb_att_shape *sh;
+    const float *q;
+    float *out;
+    int n_items;        /* attention work items (x n_kv_heads) */
+    atomic_int next_item;
+} att_job;
+
+/* One work item: tokens [t0, t1) of one sequence, kv head kvh, and either
+ * every chunk in order (chunk < 0) or one chunk of a single token (see the
+ * file comment). Every query head of the group and every token that reaches
+ * a chunk takes its partial there (K and V rows read from the f16 pool; a
+ * block's chunk stays in cache across its tokens). */
+static void attend_item(att_job *aj, int item, att_scratch *sc) {
+    cpu_att *cp = aj->c;
+    const kb_att_shape *c = aj->sh;
+    const kb_kv *kv = aj->kv;
+    int q_dim = c->n_heads * c->head_dim;
+    int kvh = item % c->n_kv_heads;
+    int it = item / c->n_kv_heads;
+    const kb_seq *sq = &cp->b->seqs[cp->item_seq[it]];
+    const int32_t *slots = sq->slots;
+    int32_t t0 = cp->item_t0[it], t1 = cp->item_t1[it], chunk = cp->item_chunk[it];
+    int64_t row0 = sq->row0; /* batch row of new token 0 of this seq */
+    int hd = c->head_dim;
+    int n_rep = c->n_heads / c->n_kv_heads;
+    int32_t n_keys = sq->pos0 + t1; /* keys 0..pos of the block's last token */
+    uint64_t layer_off = (uint64_t)aj->layer * (uint64_t)kv->n_slots * (uint64_t)kv->kv_dim;
+    const uint16_t *kbase = kv->k + layer_off + kvh * hd;
+    const uint16_t *vbase = kv->v + layer_off + kvh * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float qs[3 * 1024]; /* head_dim <= 1024 (checked at load) */
+    float m[3], l[3];
+    if (chunk >= 0) {
+        /* one chunk of one token */
+        int32_t k0 = chunk * ATT_CHUNK, nk = SGL_MIN(ATT_CHUNK, n_keys - k0);
+        int32_t sp = cp->item_split[it], nch = cp->split_nch[sp];
+        int64_t part0 = cp->split_poff[sp];
+        int64_t row = row0 + t0;
+        for (int h0 = 0; h0 < n_rep; h0 += 3) {
+            int nr = SGL_MIN(3, n_rep - h0);
+            int h = kvh * n_rep + h0;
+            const float *q = aj->q + row * q_dim + (int64_t)h * hd;
+            for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
+            int64_t pi = (part0 + chunk) * c->n_heads + h;
+            att_chunk_part(nr, cp->part_acc + pi * hd, m, l, qs, sc, kbase, vbase, kv->kv_dim,
+                           slots + k0, nk, hd);
+            for (int r = 0; r < nr; r++) {
+                cp->part_ml[(pi + r) * 2] = m[r];
+                cp->part_ml[(pi + r) * 2 + 1] = l[r];
+            }
+        }
+        /* the last chunk to finish folds them all, in chunk order */
+        if (atomic_fetch_add_explicit(&cp->split_done[(int64_t)sp * c->n_kv_heads + kvh], 1,
+                                      memory_order_acq_rel) != nch - 1)
+            return;
+        for (int r = 0; r < n_rep; r++) {
+            int h = kvh * n_rep + r;
+            float *o = aj->out + row * q_dim + (int64_t)h * hd;
+            int64_t pi = part0 * c->n_heads + h;
+            memcpy(o, cp->part_acc + pi * hd, sizeof(float) * (size_t)hd);
+            float M = cp->part_ml[pi * 2], L = cp->part_ml[pi * 2 + 1];
+            for (int32_t k = 1; k < nch; k++) {
+                pi = (part0 + k) * c->n_heads + h;
+                att_combine(o, &M, &L, cp->part_acc + pi * hd, cp->part_ml[pi * 2],
+                            cp->part_ml[pi * 2 + 1], hd);
+            }
+            att_finish(o, L, hd);
+        }
+        return;
+    }
+    int32_t nch = (n_keys + ATT_CHUNK - 1) / ATT_CHUNK;
+    for (int32_t k = 0; k < nch; k++) {
+        int32_t k0 = k * ATT_CHUNK;
+        for (int32_t t = t0; t < t1; t++) {
+            int32_t nk = sq->pos0 + t + 1 - k0; /* keys of the chunk this token sees */
+            if (nk <= 0) continue;
+            if (nk > ATT_CHUNK) nk = ATT_CHUNK;
+            int64_t row = row0 + t;
+            for (int h0 = 0; h0 < n_rep; h0 += 3) {
+                int nr = SGL_MIN(3, n_rep - h0);
+                int h = kvh * n_rep + h0;
+                const float *q = aj->q + row * q_dim + (int64_t)h * hd;
+                float *o = aj->out + row * q_dim + (int64_t)h * hd;
+                float *ml = sc->ml + ((int64_t)(t - t0) * n_rep + h0) * 2;
+                for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
+                /* chunk 0 starts the state in place; later ones fold in */
+                att_chunk_part(nr, k == 0 ? o : sc->acc, m, l, qs, sc, kbase, vbase, kv->kv_dim,
+                               slots + k0, nk, hd);
+                for (int r = 0; r < nr; r++) {
+                    if (k == 0) {
+                        ml[2 * r] = m[r];
+                        ml[2 * r + 1] = l[r];
+                    } else {
+                        att_combine(o + r * hd, &ml[2 * r], &ml[2 * r + 1], sc->acc + r * hd,
+                                    m[r], l[r], hd);
+                    }
+                }
+            }
+        }
+    }
+    for (int32_t t = t0; t < t1; t++)
+        for (int r = 0; r < n_rep; r++)
+            att_finish(aj->out + (row0 + t) * q_dim + (int64_t)(kvh * n_rep + r) * hd,
+                       sc->ml[((int64_t)(t - t0) * n_rep + r) * 2 + 1], hd);
+}
+
+static void task_attention(void *ctx, int ith, int nth) {
+    att_job *aj = ctx;
+    (void)nth;
+    att_scratch *sc = &aj->c->att_s[ith];
+    for (;;) {
+        /* last items first: a sequence's later token blocks attend to more
+         * keys, so the longest items start early and the tail is short */
+        int item = aj->n_items - 1 -
+                   atomic_fetch_add_explicit(&aj->next_item, 1, memory_order_relaxed);
+        if (item < 0) break;
+        attend_item(aj, item, sc);
+    }
+}
+
+static void att_scratch_free(att_scratch *a) {
+    free(a->k), free(a->v), free(a->score), free(a->acc), free(a->ml);
+    memset(a, 0, sizeof *a);
+}
+
+/* Scratch of every attention thread for head_dim hd and n_heads query
+ * heads, and the partials of the batch's split rows. Returns 0 or -1 (out
+ * of memory). */
+static int att_reserve(cpu_att *c, int64_t hd, int64_t n_heads, int64_t n_kv) {
+    if (hd > c->cap_head_dim || n_heads > c->cap_heads) {
+        hd = SGL_MAX(hd, c->cap_head_dim);
+        n_heads = SGL_MAX(n_heads, c->cap_heads);
+        c->cap_head_dim = c->cap_heads = 0;
+        for (int i = 0; i < c->n_att; i++) {
+            att_scratch *a = &c->att_s[i];
+            att_scratch_free(a);
+            a->k = malloc(sizeof(float) * (size_t)hd);
+            a->v = malloc(sizeof(float) * (size_t)hd);
+            a->score = malloc(sizeof(float) * (size_t)(3 * ATT_LD));
+            a->acc = malloc(sizeof(float) * (size_t)(3 * hd));
+            a->ml = malloc(sizeof(float) * (size_t)(ATT_TOKEN_BLOCK * n_heads * 2));
+            if (!a->k || !a->v || !a->score || !a->acc || !a->ml) return -1;
+        }
+        c->cap_head_dim = hd;
+        c->cap_heads = n_heads;
+        c->cap_part = 0; /* sized by heads and head_dim too */
+    }
+    if (c->n_part > c->cap_part) {
+        free(c->part_acc), free(c->part_ml);
+        c->part_acc = malloc(sizeof(float) * (size_t)(c->n_part * c->cap_heads * c->cap_head_dim));
+        c->part_ml = malloc(sizeof(float) * (size_t)(c->n_part * c->cap_heads * 2));
+        c->cap_part = c->part_acc && c->part_ml ? c->n_part : 0;
+        if (!c->cap_part) return -1;
+    }
+    if (c->n_split * n_kv > c->cap_done) {
+        free(c->split_done);
+        c->split_done = malloc(sizeof(atomic_int) * (size_t)(c->n_split * n_kv));
+        c->cap_done = c->split_done ? c->n_split * n_kv : 0;
+        if (!c->split_done) return -1;
+    }
+    return 0;
+}
+
+void cpu_att_run(cpu_att *c, kern_pool *pool, const kb_kv *kv, int layer,
+                 const kb_att_shape *sh, const float *q, float *out) {
+    att_job aj = {.c = c, .kv = kv, .layer = layer, .sh = sh, .q = q, .out = out};
+    if (att_reserve(c, sh->head_dim, sh->n_heads, sh->n_kv_heads)) {
+        /* out of memory: NaN rows make the forward fail with a message */
+        for (int64_t i = 0; i < c->b->n_rows * sh->n_heads * sh->head_dim; i++) out[i] = NAN;
+        return;
+    }
+    for (int64_t i = 0; i < c->n_split * sh->n_kv_heads; i++) atomic_init(&c->split_done[i], 0);
+    aj.n_items = (int)(c->n_items * sh->n_kv_heads);
+    atomic_init(&aj.next_item, 0);
+    if (aj.n_items > 1 && kern_pool_threads(pool) > 1)
+        kern_pool_run(pool, task_attention, &aj);
+    else
+        task_attention(&aj, 0, 1);
+}
+
+/* Grows *p to n int32 (contents lost). Returns 0 or -1. */
+static int grow_i32(int32_t **p, int64_t n) {
+    free(*p);
+    *p = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+    return *p ? 0 : -1;
+}
+
+int cpu_att_begin(cpu_att *c, const kb_batch *b, sgl_error *err) {
+    pthread_once(&att_once, att_choose);
+    c->b = b;
+    int64_t items = 0, split = 0, parts = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const kb_seq *s = &b->seqs[i];
+        if (s->n_new == 1) {
+            int32_t nch = (s->pos0 + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+            items += nch, split++, parts += nch;
+        } else {
+            items += (s->n_new + ATT_TOKEN_BLOCK - 1) / ATT_TOKEN_BLOCK;
+        }
+    }
+    if (items > c->cap_items) {
+        c->cap_items = 0;
+        if (grow_i32(&c->item_seq, items) || grow_i32(&c->item_t0, items) ||
+            grow_i32(&c->item_t1, items) || grow_i32(&c->item_chunk, items) ||
+            grow_i32(&c->item_split, items))
+            return sgl_error_set(err, "model: out of memory");
+        c->cap_items = items;
+    }
+    if (split > c->cap_split) {
+        c->cap_split = 0;
+        if (grow_i32(&c->split_poff, split) || grow_i32(&c->split_nch, split))
+            return sgl_error_set(err, "model: out of memory");
+        c->cap_split = split;
+    }
+    int64_t it = 0, sp = 0, poff = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const kb_seq *s = &b->seqs[i];
+        if (s->n_new == 1) {
+            int32_t nch = (s->pos0 + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+            c->split_poff[sp] = (int32_t)poff;
+            c->split_nch[sp] = nch;
+            for (int32_t k = 0; k < nch; k++, it++) {
+                c->item_seq[it] = i, c->item_t0[it] = 0, c->item_t1[it] = 1;
+                c->item_chunk[it] = k, c->item_split[it] = (int32_t)sp;
+            }
+            poff += nch, sp++;
+            continue;
+        }
+        for (int32_t t0 = 0; t0 < s->n_new; t0 += ATT_TOKEN_BLOCK, it++) {
+            c->item_seq[it] = i;
+            c->item_t0[it] = t0;
+            c->item_t1[it] = SGL_MIN(t0 + ATT_TOKEN_BLOCK, s->n_new);
+            c->item_chunk[it] = -1, c->item_split[it] = -1;
+        }
+    }
+    c->n_items = items;
+    c->n_split = split;
+    c->n_part = parts;
+    return 0;
+}
+
+cpu_att *cpu_att_new(int n_threads) {
+    cpu_att *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->n_att = n_threads < 1 ? 1 : n_threads;
+    c->att_s = calloc((size_t)c->n_att, sizeof *c->att_s);
+    if (!c->att_s) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void cpu_att_free(cpu_att *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n_att; i++) att_scratch_free(&c->att_s[i]);
+    free(c->att_s);
+    free(c->item_seq), free(c->item_t0), free(c->item_t1), free(c->item_chunk);
+    free(c->item_split), free(c->split_poff), free(c->split_nch), free(c->split_done);
+    free(c->part_acc), free(c->part_ml);
+    free(c);
+}
