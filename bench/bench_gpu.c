@@ -151,7 +151,7 @@ static int op_split(sgl_model *m, kv_pool *kv, int32_t *slots, int32_t *toks, fl
 static void switch_over(const model_mat *w) {
     kb_backend *be = kb_cuda_new(&err);
     if (!be) return;
-    kb_mat host = {w->type, w->rows, w->cols, w->data, false}, dm;
+    kb_mat host = {.type = w->type, .rows = w->rows, .cols = w->cols, .data = w->data}, dm;
     if (be->ops->mat_upload(be, &host, &dm, &err)) {
         be->ops->destroy(be);
         return;

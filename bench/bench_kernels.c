@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
         }
         free(row);
         size_t pb;
-        Wp[si] = kern_repack(pools[1], s->t, W[si], s->rows, s->k, &tp[si], &pb);
+        Wp[si] = kern_repack(pools[1], s->t, W[si], s->rows, s->k, &tp[si], &pb, NULL, NULL);
         packed_bytes += pb;
         if (!Wp[si]) Wp[si] = W[si];
     }

@@ -42,6 +42,10 @@ typedef struct kb_mat {
     /* set on the host matrix given to mat_upload: its rows are looked up
      * (embed), so the backend keeps the file layout (no repacking) */
     bool lookup;
+    /* optional, on the host matrix given to mat_upload: called with parts
+     * of data the backend has copied and will not read again */
+    void (*release)(void *ctx, const void *p, size_t n);
+    void *release_ctx;
 } kb_mat;
 
 /* One sequence of a flattened batch. */

@@ -90,14 +90,23 @@ enum {
     SGL_DTYPE_Q5_K_R8 = 61
 };
 
+/* Told that the bytes [src, src + n) of a matrix being repacked are no
+ * longer read (their rows are packed). */
+typedef void (*kern_repack_done)(void *ctx, const void *src, size_t n);
+
 /* If the kernels in use stream weights of type t faster in a repacked
  * layout (and SGL_NO_REPACK is not set), returns a new 64-byte aligned
  * buffer (the caller frees it with free()) holding W (rows x k) repacked,
  * with *packed its type and *bytes its size; else NULL with *packed = t and
  * *bytes = 0 (use W as it is; NULL also when memory runs out). The work is
- * split over pool (NULL: this thread). */
+ * split over pool (NULL: this thread) and goes by slices of about 16 MiB of
+ * W, each passed to done (if not NULL) once packed. */
 void *kern_repack(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
-                  sgl_dtype *packed, size_t *bytes);
+                  sgl_dtype *packed, size_t *bytes, kern_repack_done done, void *done_ctx);
+
+/* dst[0..k) = row r of a matrix W of k columns and type t, in the file's
+ * layout or a repacked one (the embedding lookup). */
+void kern_matrix_row(sgl_dtype t, const void *W, int64_t r, int64_t k, float *dst);
 
 /* 1 if t can be used as a weight type in kern_matmul / kern_dequant_row. */
 int kern_type_supported(sgl_dtype t);

@@ -388,8 +388,9 @@ static void backend_drop(sgl_model *m) {
         free(m->d_layers);
         m->d_layers = NULL;
     }
+    /* a tied head shares the embedding's copy: freed once */
+    if (m->d_output.data && m->d_output.data != m->d_embd.data) o->mat_free(m->be, &m->d_output);
     if (m->d_embd.data) o->mat_free(m->be, &m->d_embd);
-    if (m->d_output.data && (!m->cfg.tied_output || m->be_is_cpu)) o->mat_free(m->be, &m->d_output);
     memset(&m->d_output, 0, sizeof m->d_output);
     o->free_mem(m->be, m->d_output_norm);
     m->d_output_norm = NULL;
@@ -398,18 +399,23 @@ static void backend_drop(sgl_model *m) {
     m->weight_bytes = 0;
 }
 
+/* kb_mat.release of the host matrices: a mapped file's pages go back to the
+ * kernel (gguf_release_range). */
+static void release_file_range(void *ctx, const void *p, size_t n) {
+    gguf_release_range(ctx, p, n);
+}
+
 /* lookup: the matrix's rows are looked up (the embedding), see kb_mat. */
 static int up_mat(sgl_model *m, const model_mat *h, bool lookup, kb_mat *out, sgl_error *err) {
-    kb_mat hm = {h->type, h->rows, h->cols, h->data, lookup};
+    kb_mat hm = {h->type, h->rows, h->cols, h->data, lookup, release_file_range, m->gguf};
     if (!m->be->ops->type_supported(m->be, h->type))
         return sgl_error_set(err, "model: the %s backend has no kernels for weight type %s",
                              m->be->ops->name, sgl_dtype_name(h->type));
     if (m->be->ops->mat_upload(m->be, &hm, out, err)) return -1;
     uint64_t bytes = sgl_dtype_row_bytes(h->type, (uint64_t)h->cols) * (uint64_t)h->rows;
     /* on the CPU only a repacked copy takes memory beyond the mapped file,
-     * whose pages it replaces */
+     * whose pages it replaces (released as it was packed) */
     if (!m->be_is_cpu || out->data != h->data) m->weight_bytes += bytes;
-    if (m->be_is_cpu && out->data != h->data) gguf_release_range(m->gguf, h->data, bytes);
     return 0;
 }
 
@@ -431,12 +437,18 @@ static int backend_attach(sgl_model *m, kb_backend *be, sgl_error *err) {
     m->be_is_cpu = be->ops->host;
     const model_config *c = &m->cfg;
     const model_weights *w = &m->w;
-    if (up_mat(m, &w->token_embd, true, &m->d_embd, err)) return -1;
-    /* a tied head shares the embedding's device copy; on the CPU it is
-     * "uploaded" again for the matmul, which may repack it */
-    if (c->tied_output && !m->be_is_cpu) m->d_output = m->d_embd;
-    else if (up_mat(m, c->tied_output ? &w->token_embd : &w->output, false, &m->d_output, err))
-        return -1;
+    if (c->tied_output && m->be_is_cpu) {
+        /* one copy for the tied head and the embedding, in the matmul's
+         * layout (repacked where the kernels have one; the embedding's row
+         * lookups read that layout too), so the file's pages can all go */
+        if (up_mat(m, &w->token_embd, false, &m->d_output, err)) return -1;
+        m->d_embd = m->d_output;
+    } else {
+        if (up_mat(m, &w->token_embd, true, &m->d_embd, err)) return -1;
+        /* a tied head shares the embedding's device copy */
+        if (c->tied_output) m->d_output = m->d_embd;
+        else if (up_mat(m, &w->output, false, &m->d_output, err)) return -1;
+    }
     if (up_vec(m, w->output_norm, c->dim, &m->d_output_norm, err)) return -1;
     if (!(m->d_layers = calloc((size_t)c->n_layers, sizeof *m->d_layers)))
         return sgl_error_set(err, "model: out of memory");

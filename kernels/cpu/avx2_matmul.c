@@ -701,8 +701,12 @@ R8_X8(mm_q6_k_i8, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
 
 
 
-#ifndef KERN_VNNI
-/* ==== F32 / F16 / BF16 weights ============================================ */
+/* ==== F32 / F16 / BF16 weights ============================================
+ *
+ * Built in both builds: the VNNI build's 32 vector registers hold a 4 x 6
+ * tile (24 accumulators), the AVX2 build's 16 a 2 x 4 one. Every (weight
+ * row, activation row) pair takes the same instruction sequence whatever the
+ * tile, so both give the same bits. */
 
 enum { KIND_F32, KIND_F16, KIND_BF16 };
 
@@ -723,10 +727,10 @@ ALWAYS_INLINE float fw_load1(const int kind, const uint8_t *row, int64_t e) {
 ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
                            int64_t k, const float *X, int64_t b, float *Y, int64_t rows,
                            int64_t r) {
-    __m256 acc[4][4];
+    __m256 acc[4][6];
 #pragma GCC unroll 4
     for (int i = 0; i < RW; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int j = 0; j < RB; j++)
             acc[i][j] = _mm256_setzero_ps();
     int64_t k8 = k / 8 * 8;
@@ -735,7 +739,7 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
 #pragma GCC unroll 4
         for (int i = 0; i < RW; i++)
             w[i] = fw_load8(kind, W + (size_t)(r + i) * wrb, e);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int j = 0; j < RB; j++) {
             __m256 x = _mm256_loadu_ps(X + (b + j) * k + e);
 #pragma GCC unroll 4
@@ -745,7 +749,7 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
     }
 #pragma GCC unroll 4
     for (int i = 0; i < RW; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int j = 0; j < RB; j++) {
             float t = 0;
             for (int64_t e = k8; e < k; e++)
@@ -754,20 +758,26 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
         }
 }
 
+#ifdef KERN_VNNI
+#define FW_TW 4
+#define FW_TB 6
+#else
+#define FW_TW 2
+#define FW_TB 4
+#endif
+
 // clang-format off
+#define FW_CASE(KIND, RW, RB)                                                                      \
+    case RW * 8 + RB: fw_tile(KIND, RW, RB, W, wrb, k, X, b, Y, rows, r); break;
+#define FW_CASES(KIND, RW)                                                                         \
+    FW_CASE(KIND, RW, 6) FW_CASE(KIND, RW, 5) FW_CASE(KIND, RW, 4) FW_CASE(KIND, RW, 3)            \
+    FW_CASE(KIND, RW, 2) FW_CASE(KIND, RW, 1)
 #define FW_ROWS(NAME, KIND, ES)                                                                    \
     static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t k, const float *X,  \
                          int64_t b, float *Y, int64_t rows, int64_t r) {                           \
         switch (rw * 8 + rb) {                                                                     \
-        case 33: fw_tile(KIND, 4, 1, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 20: fw_tile(KIND, 2, 4, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 19: fw_tile(KIND, 2, 3, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 18: fw_tile(KIND, 2, 2, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 17: fw_tile(KIND, 2, 1, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 12: fw_tile(KIND, 1, 4, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 11: fw_tile(KIND, 1, 3, W, wrb, k, X, b, Y, rows, r); break;                          \
-        case 10: fw_tile(KIND, 1, 2, W, wrb, k, X, b, Y, rows, r); break;                          \
-        default: fw_tile(KIND, 1, 1, W, wrb, k, X, b, Y, rows, r); break;                          \
+        FW_CASES(KIND, 4) FW_CASES(KIND, 3) FW_CASES(KIND, 2) FW_CASES(KIND, 1)                    \
+        default: break;                                                                            \
         }                                                                                          \
     }                                                                                              \
     static void NAME(const void *Wv, int64_t rows, int64_t k, const float *X, const void *xq,      \
@@ -784,10 +794,13 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
         }                                                                                          \
         for (int64_t bc = 0; bc < nb; bc += 32) {                                                  \
             int64_t be = bc + 32 < nb ? bc + 32 : nb;                                              \
-            for (int64_t r = r0; r < r1; r += 2)                                                   \
-                for (int64_t b = bc; b < be; b += 4)                                               \
-                    NAME##_t(r + 2 <= r1 ? 2 : 1, (int)(be - b < 4 ? be - b : 4), Wv, wrb, k, X,   \
-                             b, Y, rows, r);                                                       \
+            for (int64_t r = r0; r < r1;) {                                                        \
+                int rw = r + FW_TW <= r1 ? FW_TW : 1;                                              \
+                for (int64_t b = bc; b < be; b += FW_TB)                                           \
+                    NAME##_t(rw, (int)(be - b < FW_TB ? be - b : FW_TB), Wv, wrb, k, X, b, Y,      \
+                             rows, r);                                                             \
+                r += rw;                                                                           \
+            }                                                                                      \
         }                                                                                          \
     }
 // clang-format on
@@ -795,8 +808,6 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
 FW_ROWS(mm_f32, KIND_F32, 4)
 FW_ROWS(mm_f16, KIND_F16, 2)
 FW_ROWS(mm_bf16, KIND_BF16, 2)
-
-#endif /* KERN_VNNI */
 
 #ifdef KERN_VNNI
 /* Overrides the quantized entries with the VNNI build of the same code. */
@@ -811,6 +822,9 @@ void kvnni_mm_fill(kern_ops *ops) {
     ops->mm[SGL_DTYPE_Q4_K].rows = mm_q4_k;
     ops->mm[SGL_DTYPE_Q4_K_R8].rows = mm_q4_k_r8;
     ops->mm[SGL_DTYPE_Q5_K_R8].rows = mm_q5_k_r8;
+    ops->mm[SGL_DTYPE_F32].rows = mm_f32;
+    ops->mm[SGL_DTYPE_F16].rows = mm_f16;
+    ops->mm[SGL_DTYPE_BF16].rows = mm_bf16;
     ops->mm[SGL_DTYPE_Q6_K_R8].rows = mm_q6_k_r8;
     ops->mm[SGL_DTYPE_Q5_K].rows = mm_q5_k;
     ops->mm[SGL_DTYPE_Q6_K].rows = mm_q6_k;

@@ -45,17 +45,21 @@ static int cpu_copy(kb_backend *be, void *dst, const void *src, size_t bytes, sg
 }
 /* Matmul weights of the types the kernels stream faster repacked (the
  * quantized types with AVX2: 8 rows interleaved) get a repacked copy; the
- * rest, and matrices whose rows are looked up, are used in place. (The
- * model then hands the source pages of a mapped file back to the kernel, so
- * the weights are not resident twice.) */
+ * rest, and matrices whose rows are looked up, are used in place. Each
+ * packed slice of the source is passed to host->release, so the model can
+ * hand a mapped file's pages back as it goes: the weights are never
+ * resident twice, not even one whole matrix. */
 static int cpu_mat_upload(kb_backend *be, const kb_mat *host, kb_mat *out, sgl_error *err) {
     (void)err;
     *out = *host;
     out->lookup = false;
+    out->release = NULL;
+    out->release_ctx = NULL;
     if (host->lookup) return 0;
     sgl_dtype pt;
     size_t bytes;
-    void *P = kern_repack(cpu_of(be)->pool, host->type, host->data, host->rows, host->cols, &pt, &bytes);
+    void *P = kern_repack(cpu_of(be)->pool, host->type, host->data, host->rows, host->cols, &pt,
+                          &bytes, host->release, host->release_ctx);
     if (!P) return 0; /* no faster layout (or no memory for one): in place */
     out->type = pt;
     out->data = P;
@@ -103,12 +107,10 @@ static void run_rows(row_job *j, kern_task_fn fn) {
 
 static void task_embed(void *ctx, int ith, int nth) {
     row_job *j = ctx;
-    uint64_t rb = sgl_dtype_row_bytes(j->mat->type, (uint64_t)j->dim);
     int64_t r0, r1;
     row_range(j->n, ith, nth, &r0, &r1);
     for (int64_t t = r0; t < r1; t++)
-        kern_dequant_row(j->mat->type, (const uint8_t *)j->mat->data + (uint64_t)j->c->b->tok[t] * rb,
-                         j->y + t * j->dim, j->dim);
+        kern_matrix_row(j->mat->type, j->mat->data, j->c->b->tok[t], j->dim, j->y + t * j->dim);
 }
 static void cpu_embed(kb_backend *be, const kb_mat *emb, float *x) {
     row_job j = {.c = cpu_of(be), .n = cpu_of(be)->b->n_rows, .dim = emb->cols, .y = x, .mat = emb};

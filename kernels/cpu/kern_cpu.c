@@ -75,6 +75,25 @@ int kern_block_elems(sgl_dtype t) {
     return sgl_dtype_block_elems(base >= 0 ? base : (int)t);
 }
 
+void kern_matrix_row(sgl_dtype t, const void *W, int64_t r, int64_t k, float *dst) {
+    int base = r8_base_type(t);
+    if (base < 0) {
+        uint64_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
+        kref_dequant_row(t, (const uint8_t *)W + (uint64_t)r * rb, dst, k);
+        return;
+    }
+    uint8_t buf[4096]; /* the row in its plain layout; larger rows on the heap */
+    size_t rb = sgl_dtype_row_bytes(base, (uint64_t)k);
+    uint8_t *row = rb <= sizeof buf ? buf : malloc(rb);
+    if (!row) {
+        memset(dst, 0, (size_t)k * sizeof *dst);
+        return;
+    }
+    r8_unpack_row(base, W, r, k, row);
+    kref_dequant_row(base, row, dst, k);
+    if (row != buf) free(row);
+}
+
 void kern_dequant_row(sgl_dtype t, const void *src, float *dst, int64_t n) {
     kref_dequant_row(t, src, dst, n);
 }

@@ -260,23 +260,25 @@ size_t r8_bytes(sgl_dtype base, int64_t rows, int64_t k) {
            r8_group_block_bytes(base);
 }
 
+/* Rows [r0, r1) of W (r0 a multiple of 8) into P (their first group). */
 typedef struct {
     sgl_dtype t;
     const uint8_t *W;
     uint8_t *P;
-    int64_t rows, npb;
+    int64_t rows, r0, r1, npb;
     size_t wrb, gbytes;
 } repack_job;
 
 static void repack_task(void *ctx, int ith, int nth) {
     const repack_job *j = ctx;
-    int64_t ng = (j->rows + 7) / 8, g0 = ng * ith / nth, g1 = ng * (ith + 1) / nth;
+    int64_t ga = j->r0 / 8, ng = (j->r1 - j->r0 + 7) / 8;
+    int64_t g0 = ng * ith / nth, g1 = ng * (ith + 1) / nth;
     for (int64_t g = g0; g < g1; g++)
-        r8_pack(j->t, j->W, j->wrb, j->rows, g, 0, j->npb, j->P + (size_t)g * j->gbytes);
+        r8_pack(j->t, j->W, j->wrb, j->rows, ga + g, 0, j->npb, j->P + (size_t)g * j->gbytes);
 }
 
 void *kern_repack(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int64_t k,
-                  sgl_dtype *packed, size_t *bytes) {
+                  sgl_dtype *packed, size_t *bytes, kern_repack_done done, void *done_ctx) {
     *packed = t;
     *bytes = 0;
     int pt = r8_packed_type(t);
@@ -286,11 +288,20 @@ void *kern_repack(kern_pool *pool, sgl_dtype t, const void *W, int64_t rows, int
     if (getenv("SGL_NO_REPACK")) return NULL;
     const int64_t npb = k / sgl_dtype_block_elems(t);
     size_t n = r8_bytes(t, rows, k), gbytes = (size_t)npb * r8_group_block_bytes(t);
+    size_t wrb = sgl_dtype_row_bytes(t, (uint64_t)k);
     uint8_t *P = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!P) return NULL;
-    repack_job job = {t, W, P, rows, npb, sgl_dtype_row_bytes(t, (uint64_t)k), gbytes};
-    if (pool) kern_pool_run(pool, repack_task, &job);
-    else repack_task(&job, 0, 1);
+    /* slices of about 16 MiB of source rows (a multiple of 8), each handed
+     * to done once packed, so a caller can let the source go as it goes */
+    int64_t slice = (int64_t)((16u << 20) / wrb) / 8 * 8;
+    if (slice < 8) slice = 8;
+    for (int64_t r0 = 0; r0 < rows; r0 += slice) {
+        int64_t r1 = r0 + slice < rows ? r0 + slice : rows;
+        repack_job job = {t, W, P + (size_t)(r0 / 8) * gbytes, rows, r0, r1, npb, wrb, gbytes};
+        if (pool) kern_pool_run(pool, repack_task, &job);
+        else repack_task(&job, 0, 1);
+        if (done) done(done_ctx, (const uint8_t *)W + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
+    }
     *packed = (sgl_dtype)pt;
     *bytes = n;
     return P;

@@ -100,7 +100,7 @@ static void test_matmul_and_decoders(void) {
         uint64_t rb = sgl_dtype_row_bytes(types[t], (uint64_t)k);
         uint8_t *q = malloc(rb * rows);
         for (int64_t r = 0; r < rows; r++) kern_quantize_row(types[t], w + r * k, q + r * rb, k);
-        kb_mat host = {types[t], rows, k, q, false}, dm;
+        kb_mat host = {.type = types[t], .rows = rows, .cols = k, .data = q}, dm;
         CHECK_MSG(gpu->ops->type_supported(gpu, types[t]), "%s not supported", tn);
         if (gpu->ops->mat_upload(gpu, &host, &dm, &err)) {
             CHECK_MSG(0, "%s: upload: %s", tn, err.msg);
@@ -150,7 +150,7 @@ static void test_matmul_and_decoders(void) {
         uint64_t rb = sgl_dtype_row_bytes(SGL_DTYPE_Q4_0, (uint64_t)k);
         uint8_t *q = malloc(rb * rows);
         for (int64_t r = 0; r < rows; r++) kern_quantize_row(SGL_DTYPE_Q4_0, w + r * k, q + r * rb, k);
-        kb_mat host = {SGL_DTYPE_Q4_0, rows, k, q, false}, dm;
+        kb_mat host = {.type = SGL_DTYPE_Q4_0, .rows = rows, .cols = k, .data = q}, dm;
         CHECK(gpu->ops->mat_upload(gpu, &host, &dm, &err) == 0);
         kb_cuda_set_gemm_rows(gpu, 16);
         gpu->ops->matmul(gpu, &dm, dx, 33, dy);

@@ -282,7 +282,7 @@ static void test_repacked(void) {
             size_t bytes;
             float *wf;
             uint8_t *w = make_weights(t, rows, k, &wf);
-            void *P = kern_repack(pools[ri % 3], t, w, rows, k, &pt, &bytes);
+            void *P = kern_repack(pools[ri % 3], t, w, rows, k, &pt, &bytes, NULL, NULL);
             if (!P) {
                 CHECK(pt == t && bytes == 0);
                 free(w), free(wf);
@@ -295,6 +295,18 @@ static void test_repacked(void) {
                       : t == SGL_DTYPE_Q5_K ? bytes == plain / 1408 * 1440
                                             : bytes == plain,
                       "%s rows %lld: packed size %zu", sgl_dtype_name(t), (long long)rows, bytes);
+            /* row lookups (the embedding) read the packed layout back */
+            float *r0 = malloc(sizeof(float) * (size_t)k), *r1 = malloc(sizeof(float) * (size_t)k);
+            size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
+            int row_bad = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                kern_dequant_row(t, w + (size_t)r * rb, r0, k);
+                kern_matrix_row(pt, P, r, k, r1);
+                row_bad += memcmp(r0, r1, sizeof(float) * (size_t)k) != 0;
+            }
+            CHECK_MSG(row_bad == 0, "%s rows %lld: %d rows read back from the packed layout differ",
+                      sgl_dtype_name(t), (long long)rows, row_bad);
+            free(r0), free(r1);
             for (int64_t nb = 1; nb <= 37; nb += 9) {
                 float *x = malloc(sizeof(float) * (size_t)(nb * k));
                 float *y0 = malloc(sizeof(float) * (size_t)(nb * rows));
