@@ -509,12 +509,17 @@ static void r8_drive(r8_tile_fn tile, const void *lay, const r8_shape *sh, bool 
 _Static_assert(R8_PLAIN_BLOCKS % 8 == 0 && R8_PLAIN_BLOCKS / 8 * 1680 <= R8_PLAIN_BLOCKS * 272,
                "the plain-layout buffer holds R8_PLAIN_BLOCKS blocks of every type");
 
-R8_X16(mm_q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
-R8_X16(mm_q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
-R8_X16(mm_q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
-R8_X16(mm_q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
-R8_X16(mm_q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
-R8_X16(mm_q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+/* Every R8 type: X(name, kind, file type, 32-blocks per packed block,
+ * bytes of a group's packed block) */
+#define R8_TYPES(X)                                                                                \
+    X(q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)                                                     \
+    X(q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)                                                     \
+    X(q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)                                                     \
+    X(q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)                                                 \
+    X(q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)                                                 \
+    X(q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+#define R8_X16_TYPE(N, KIND, BASE, SPB, PBB) R8_X16(mm_##N, KIND, BASE, SPB, PBB)
+R8_TYPES(R8_X16_TYPE)
 #ifdef KERN_VNNI
 /* ==== int8 activations (opt-in) ============================================
  *
@@ -690,12 +695,8 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
 // clang-format off
 #define R8_X8(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile_i8, x8_layout, x8_map, KIND, BASE, SPB, PBB)
 // clang-format on
-R8_X8(mm_q4_0_i8, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)
-R8_X8(mm_q4_1_i8, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)
-R8_X8(mm_q8_0_i8, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)
-R8_X8(mm_q4_k_i8, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)
-R8_X8(mm_q5_k_i8, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)
-R8_X8(mm_q6_k_i8, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
+#define R8_X8_TYPE(N, KIND, BASE, SPB, PBB) R8_X8(mm_##N##_i8, KIND, BASE, SPB, PBB)
+R8_TYPES(R8_X8_TYPE)
 #endif /* KERN_VNNI: int8 activations */
 
 
