@@ -97,6 +97,53 @@ static inline void kq_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t
     }
 }
 
+/* Writes the 6-bit scales sc[8] and mins mn[8] of a Q4_K/Q5_K super-block
+ * into its scales[12] (the layout kq_scale_min_k4 reads). */
+static inline void kq_pack_scale_min_k4(const uint8_t sc[8], const uint8_t mn[8], uint8_t q[12]) {
+    for (int j = 0; j < 4; j++) {
+        q[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        q[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        q[j + 8] = (uint8_t)((sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4));
+    }
+}
+
+/* The codes L[256] of a super-block (elem order) into a block's fields: */
+/* Q4_K (0..15) into qs[128]. */
+static inline void kq_pack_q4_k_codes(const uint8_t L[256], uint8_t qs[128]) {
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+}
+/* Q5_K (0..31) into qh[32] and qs[128]. */
+static inline void kq_pack_q5_k_codes(const uint8_t L[256], uint8_t qh[32], uint8_t qs[128]) {
+    memset(qh, 0, 32);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int a = L[64 * c + l], h = L[64 * c + 32 + l];
+            qs[32 * c + l] = (uint8_t)((a & 0xF) | ((h & 0xF) << 4));
+            qh[l] |= (uint8_t)(((a >> 4) << (2 * c)) | ((h >> 4) << (2 * c + 1)));
+        }
+}
+/* Q6_K (0..63, q + 32) into ql[128] and qh[64]. */
+static inline void kq_pack_q6_k_codes(const uint8_t L[256], uint8_t ql[128], uint8_t qh[64]) {
+    for (int h = 0; h < 2; h++) {
+        uint8_t *pl = ql + 64 * h, *ph = qh + 32 * h;
+        const uint8_t *q = L + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            pl[l] = (uint8_t)((q[l] & 0xF) | ((q[l + 64] & 0xF) << 4));
+            pl[l + 32] = (uint8_t)((q[l + 32] & 0xF) | ((q[l + 96] & 0xF) << 4));
+            ph[l] = (uint8_t)((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
+                              ((q[l + 96] >> 4) << 6));
+        }
+    }
+}
+/* Element e's code (0..63) of a Q6_K block's ql / qh. */
+static inline uint8_t kq_q6_k_code(const uint8_t ql[128], const uint8_t qh[64], int e) {
+    const uint8_t *pl = ql + 64 * (e / 128), *ph = qh + 32 * (e / 128);
+    int r = e % 128, g = r / 32, l = r % 32;
+    uint8_t lo = g == 0 ? pl[l] & 15 : g == 1 ? pl[l + 32] & 15 : g == 2 ? pl[l] >> 4 : pl[l + 32] >> 4;
+    return (uint8_t)(lo | ((ph[l] >> (2 * g)) & 3) << 4);
+}
+
 /* ---- 8-row interleaved layouts (R8; repack.c) -----------------------------
  *
  * A Q4_0 / Q4_1 / Q8_0 matrix of `rows` rows as groups of 8 rows (group g:

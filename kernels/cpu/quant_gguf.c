@@ -128,29 +128,6 @@ static float fit_symmetric(int n, int nmax, const float *x, uint8_t *L) {
     return scale;
 }
 
-/* Six-bit scale j / min j of a Q4_K/Q5_K scales[12] array (the layout
- * kq_scale_min_k4 reads). */
-static void put_scale_min(uint8_t s[12], int j, int sc, int mn) {
-    if (j < 4) {
-        s[j] = (uint8_t)sc;
-        s[j + 4] = (uint8_t)mn;
-    } else {
-        s[j + 4] = (uint8_t)((sc & 0xF) | ((mn & 0xF) << 4));
-        s[j - 4] |= (uint8_t)((sc >> 4) << 6);
-        s[j] |= (uint8_t)((mn >> 4) << 6);
-    }
-}
-
-static void get_scale_min(const uint8_t s[12], int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 /* The part Q4_K and Q5_K share: fills d, dmin, scales[12] and L[256]
  * (0..nmax) for one super-block. */
 static void k_affine_block(const float *x, int nmax, float rmin, int nstep, uint16_t *d16, uint16_t *dmin16,
@@ -167,20 +144,20 @@ static void k_affine_block(const float *x, int nmax, float rmin, int nstep, uint
         if (mn[j] > max_mn) max_mn = mn[j];
     }
     float isc = max_sc > 0 ? 63.0f / max_sc : 0.0f, imn = max_mn > 0 ? 63.0f / max_mn : 0.0f;
-    memset(scales, 0, 12);
+    uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; j++) {
-        int ls = nint(isc * sc[j]), lm = nint(imn * mn[j]);
-        put_scale_min(scales, j, ls < 63 ? ls : 63, lm < 63 ? lm : 63);
+        int s = nint(isc * sc[j]), m = nint(imn * mn[j]);
+        ls[j] = (uint8_t)(s < 63 ? s : 63);
+        lm[j] = (uint8_t)(m < 63 ? m : 63);
     }
+    kq_pack_scale_min_k4(ls, lm, scales);
     *d16 = kq_f32_to_f16(max_sc / 63.0f);
     *dmin16 = kq_f32_to_f16(max_mn / 63.0f);
     float d = kq_f16_to_f32(*d16), dmin = kq_f16_to_f32(*dmin16);
     for (int j = 0; j < 8; j++) {
-        int s, m;
-        get_scale_min(scales, j, &s, &m);
-        float ds = d * (float)s;
+        float ds = d * (float)ls[j];
         if (!ds) continue; /* keeps the fit's levels, as the reference does */
-        float dm = dmin * (float)m;
+        float dm = dmin * (float)lm[j];
         for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)clampi(nint((x[32 * j + l] + dm) / ds), 0, nmax);
     }
 }
@@ -189,8 +166,7 @@ static void q4_k(const float *x, kq_block_q4_k *b, int64_t nblk) {
     uint8_t L[256];
     for (int64_t i = 0; i < nblk; i++, b++, x += 256) {
         k_affine_block(x, 15, -1.0f, 20, &b->d, &b->dmin, b->scales, L);
-        for (int c = 0; c < 4; c++)
-            for (int l = 0; l < 32; l++) b->qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+        kq_pack_q4_k_codes(L, b->qs);
     }
 }
 
@@ -198,13 +174,7 @@ static void q5_k(const float *x, kq_block_q5_k *b, int64_t nblk) {
     uint8_t L[256];
     for (int64_t i = 0; i < nblk; i++, b++, x += 256) {
         k_affine_block(x, 31, -0.5f, 15, &b->d, &b->dmin, b->scales, L);
-        memset(b->qh, 0, sizeof b->qh);
-        for (int c = 0; c < 4; c++)
-            for (int l = 0; l < 32; l++) {
-                int a = L[64 * c + l], h = L[64 * c + 32 + l];
-                b->qs[32 * c + l] = (uint8_t)((a & 0xF) | ((h & 0xF) << 4));
-                b->qh[l] |= (uint8_t)(((a >> 4) << (2 * c)) | ((h >> 4) << (2 * c + 1)));
-            }
+        kq_pack_q5_k_codes(L, b->qh, b->qs);
     }
 }
 
@@ -235,16 +205,7 @@ static void q6_k(const float *x, kq_block_q6_k *b, int64_t nblk) {
             if (!d) continue;
             for (int l = 0; l < 16; l++) L[16 * g + l] = (uint8_t)(clampi(nint(x[16 * g + l] / d), -32, 31) + 32);
         }
-        for (int h = 0; h < 2; h++) {
-            uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-            const uint8_t *q = L + 128 * h;
-            for (int l = 0; l < 32; l++) {
-                ql[l] = (uint8_t)((q[l] & 0xF) | ((q[l + 64] & 0xF) << 4));
-                ql[l + 32] = (uint8_t)((q[l + 32] & 0xF) | ((q[l + 96] & 0xF) << 4));
-                qh[l] = (uint8_t)((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
-                                  ((q[l + 96] >> 4) << 6));
-            }
-        }
+        kq_pack_q6_k_codes(L, b->ql, b->qh);
     }
 }
 

@@ -193,14 +193,6 @@ static void quant_q8_0(const float *x, kq_block_q8_0 *b, int64_t nblk) {
 }
 
 /* Packs 8 six-bit scales and mins the way kq_scale_min_k4 unpacks them. */
-static void pack_scales_k4(const uint8_t sc[8], const uint8_t mn[8], uint8_t out[12]) {
-    for (int j = 0; j < 4; j++) {
-        out[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
-        out[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
-        out[j + 8] = (uint8_t)((sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4));
-    }
-}
-
 /* Common part of Q4_K/Q5_K: per sub-block of 32, an affine map onto
  * [0, levels] with min <= 0; scales and mins quantized to 6 bits against
  * the super-block's d and dmin. Writes q[256] (0..levels). */
@@ -234,16 +226,14 @@ static void quant_k_affine(const float *x, int levels, uint16_t *d16, uint16_t *
             q[32 * j + l] = (uint8_t)clampi(v, 0, levels);
         }
     }
-    pack_scales_k4(sc, mn, scales);
+    kq_pack_scale_min_k4(sc, mn, scales);
 }
 
 static void quant_q4_k(const float *x, kq_block_q4_k *b, int64_t nblk) {
     uint8_t q[256];
     for (int64_t i = 0; i < nblk; i++, b++, x += 256) {
         quant_k_affine(x, 15, &b->d, &b->dmin, b->scales, q);
-        for (int c = 0; c < 4; c++)
-            for (int l = 0; l < 32; l++)
-                b->qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        kq_pack_q4_k_codes(q, b->qs);
     }
 }
 
@@ -251,13 +241,7 @@ static void quant_q5_k(const float *x, kq_block_q5_k *b, int64_t nblk) {
     uint8_t q[256];
     for (int64_t i = 0; i < nblk; i++, b++, x += 256) {
         quant_k_affine(x, 31, &b->d, &b->dmin, b->scales, q);
-        memset(b->qh, 0, sizeof b->qh);
-        for (int c = 0; c < 4; c++)
-            for (int l = 0; l < 32; l++) {
-                int a = q[64 * c + l], h = q[64 * c + 32 + l];
-                b->qs[32 * c + l] = (uint8_t)((a & 0xF) | ((h & 0xF) << 4));
-                b->qh[l] |= (uint8_t)(((a >> 4) << (2 * c)) | ((h >> 4) << (2 * c + 1)));
-            }
+        kq_pack_q5_k_codes(q, b->qh, b->qs);
     }
 }
 
@@ -281,17 +265,7 @@ static void quant_q6_k(const float *x, kq_block_q6_k *b, int64_t nblk) {
                 q[16 * g + l] = (uint8_t)(clampi(v, -32, 31) + 32);
             }
         }
-        memset(b->qh, 0, sizeof b->qh);
-        for (int h = 0; h < 2; h++) {
-            uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-            const uint8_t *qq = q + 128 * h;
-            for (int l = 0; l < 32; l++) {
-                ql[l] = (uint8_t)((qq[l] & 0xF) | ((qq[l + 64] & 0xF) << 4));
-                ql[l + 32] = (uint8_t)((qq[l + 32] & 0xF) | ((qq[l + 96] & 0xF) << 4));
-                qh[l] = (uint8_t)((qq[l] >> 4) | ((qq[l + 32] >> 4) << 2) |
-                                  ((qq[l + 64] >> 4) << 4) | ((qq[l + 96] >> 4) << 6));
-            }
-        }
+        kq_pack_q6_k_codes(q, b->ql, b->qh);
     }
 }
 

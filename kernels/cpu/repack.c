@@ -40,24 +40,6 @@ size_t r8_group_block_bytes(sgl_dtype base) {
                                     : (size_t)sgl_dtype_block_bytes(base) * 8; /* Q6_K: 1680 */
 }
 
-/* Q6_K element e (0..255) of a plain super-block p as its 6-bit code
- * (kern_internal.h: two halves of 128, ql / qh as there). */
-static uint8_t q6_get(const uint8_t *p, int e) {
-    const uint8_t *ql = p + 64 * (e / 128), *qh = p + 128 + 32 * (e / 128);
-    int r = e % 128, g = r / 32, l = r % 32;
-    uint8_t lo = g == 0 ? ql[l] & 15 : g == 1 ? ql[l + 32] & 15 : g == 2 ? ql[l] >> 4 : ql[l + 32] >> 4;
-    return (uint8_t)(lo | ((qh[l] >> (2 * g)) & 3) << 4);
-}
-
-static void q6_set(uint8_t *p, int e, uint8_t q) {
-    uint8_t *ql = p + 64 * (e / 128), *qh = p + 128 + 32 * (e / 128);
-    int r = e % 128, g = r / 32, l = r % 32;
-    uint8_t *b = g == 0 || g == 2 ? &ql[l] : &ql[l + 32];
-    if (g < 2) *b = (uint8_t)((*b & 0xF0) | (q & 15));
-    else *b = (uint8_t)((*b & 0x0F) | (q & 15) << 4);
-    qh[l] = (uint8_t)((qh[l] & ~(3 << (2 * g))) | ((q >> 4) & 3) << (2 * g));
-}
-
 /* Q6_K R8 super-block of 8 rows: | d[8] | sc[16][8]:int8 | then per 32-value
  * block j: lo[128] (the low 4 bits, chunks as Q4_0) | hi[64] (4 chunks of
  * 16 bytes; chunk m byte 2i+e: bits 0-1, 2-3, 4-5, 6-7 = the top 2 bits of
@@ -70,7 +52,7 @@ static void pack_q6_k(const uint8_t *const src[8], uint8_t *o) {
         for (int j = 0; j < 8; j++) {
             uint8_t *lo = o + 144 + 192 * j, *hi = lo + 128;
             uint8_t q[32];
-            for (int e = 0; e < 32; e++) q[e] = q6_get(p, 32 * j + e);
+            for (int e = 0; e < 32; e++) q[e] = kq_q6_k_code(p, p + 128, 32 * j + e);
             for (int c = 0; c < 8; c++)
                 for (int e = 0; e < 2; e++)
                     lo[16 * c + 2 * i + e] = (uint8_t)((q[4 * c + e] & 15) | (q[4 * c + 2 + e] & 15) << 4);
@@ -84,9 +66,9 @@ static void pack_q6_k(const uint8_t *const src[8], uint8_t *o) {
 }
 
 static void unpack_q6_k(const uint8_t *o, int i, uint8_t *p) {
-    memset(p, 0, 210);
     memcpy(p + 208, o + 2 * i, 2);
     for (int s = 0; s < 16; s++) p[192 + s] = o[16 + 8 * s + i];
+    uint8_t L[256]; /* the codes in element order, then packed as the file has them */
     for (int j = 0; j < 8; j++) {
         const uint8_t *lo = o + 144 + 192 * j, *hi = lo + 128;
         for (int e = 0; e < 32; e++) {
@@ -95,9 +77,10 @@ static void unpack_q6_k(const uint8_t *o, int i, uint8_t *p) {
             l4 = half ? l4 >> 4 : l4 & 15;
             int m = e / 8, slot = (e % 8) / 2; /* e = 8m + 2 slot + ee */
             uint8_t h2 = (hi[16 * m + 2 * i + ee] >> (2 * slot)) & 3;
-            q6_set(p, 32 * j + e, (uint8_t)(l4 | h2 << 4));
+            L[32 * j + e] = (uint8_t)(l4 | h2 << 4);
         }
     }
+    kq_pack_q6_k_codes(L, p, p + 128);
 }
 
 /* Q4_K / Q5_K: one super-block of 8 rows (src[i]: row i's plain block)
@@ -145,34 +128,27 @@ static void unpack_q4_k(int q5, const uint8_t *o, int i, uint8_t *p) {
     const int stride = q5 ? 160 : 128;
     memcpy(p, o + 2 * i, 2);
     memcpy(p + 2, o + 16 + 2 * i, 2);
-    uint8_t sc[8], mn[8], *s = p + 4, *qs = p + (q5 ? 48 : 16), *qh = p + 16;
-    if (q5) memset(qh, 0, 32);
+    uint8_t sc[8], mn[8], L[256]; /* scales, mins and codes, packed as the file has them */
     for (int j = 0; j < 8; j++) {
         sc[j] = o[32 + 8 * j + i];
         mn[j] = o[96 + 8 * j + i];
-    }
-    for (int j = 0; j < 4; j++) { /* the 6-bit packing kq_scale_min_k4 reads */
-        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-        s[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
-        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
-    }
-    memset(qs, 0, 128);
-    for (int j = 0; j < 8; j++) {
         const uint8_t *q = o + 160 + stride * j;
         for (int c = 0; c < 8; c++)
             for (int e = 0; e < 2; e++) {
                 uint8_t v = q[16 * c + 2 * i + e];
-                int e0 = 4 * c + e, e1 = 4 * c + 2 + e;
-                qs[32 * (j / 2) + e0] |= (uint8_t)(j % 2 ? (v & 15) << 4 : v & 15);
-                qs[32 * (j / 2) + e1] |= (uint8_t)(j % 2 ? (v >> 4) << 4 : v >> 4);
+                L[32 * j + 4 * c + e] = v & 15;
+                L[32 * j + 4 * c + 2 + e] = v >> 4;
                 if (q5) {
                     uint8_t h = q[128 + 16 * (c / 4) + 2 * i + e];
                     int k = c % 4;
-                    qh[e0] |= (uint8_t)(((h >> (2 * k)) & 1) << j);
-                    qh[e1] |= (uint8_t)(((h >> (2 * k + 1)) & 1) << j);
+                    L[32 * j + 4 * c + e] |= (uint8_t)(((h >> (2 * k)) & 1) << 4);
+                    L[32 * j + 4 * c + 2 + e] |= (uint8_t)(((h >> (2 * k + 1)) & 1) << 4);
                 }
             }
     }
+    kq_pack_scale_min_k4(sc, mn, p + 4);
+    if (q5) kq_pack_q5_k_codes(L, p + 16, p + 48);
+    else kq_pack_q4_k_codes(L, p + 16);
 }
 
 /* Element e (0..31) of a Q4_0/Q4_1 block's qs as its 4-bit code. */
