@@ -197,6 +197,28 @@ static void x16_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0
 
 enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0, KIND_Q4_K_R8, KIND_Q5_K_R8, KIND_Q6_K_R8 };
 
+/* Bytes of a group's packed block (kern_internal.h: one 32-value block, or
+ * a K-quant super-block of 8), the same as r8_group_block_bytes. */
+ALWAYS_INLINE size_t r8_pbb(const int kind) {
+    return kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : kind == KIND_Q8_0 ? 272
+         : kind == KIND_Q4_K_R8 ? 1184 : kind == KIND_Q5_K_R8 ? 1440 : 1680;
+}
+
+/* The packed block holding 32-value block t of a group (G: its first). */
+ALWAYS_INLINE const uint8_t *r8_packed(const int kind, const uint8_t *G, int64_t t) {
+    return kind >= KIND_Q4_K_R8 ? G + (size_t)(t / 8) * r8_pbb(kind) : G + (size_t)t * r8_pbb(kind);
+}
+
+/* The 8 rows' codes of block t (chunks of 16 bytes; for Q5_K the 5th bits
+ * follow at +128, for Q6_K the top bits). */
+ALWAYS_INLINE const uint8_t *r8_codes(const int kind, const uint8_t *G, int64_t t) {
+    const uint8_t *p = r8_packed(kind, G, t);
+    const int sub = (int)(t % 8);
+    return kind == KIND_Q4_1 ? p + 32 : kind == KIND_Q4_K_R8 ? p + 160 + 128 * sub
+         : kind == KIND_Q5_K_R8 ? p + 160 + 160 * sub : kind == KIND_Q6_K_R8 ? p + 144 + 192 * sub
+                                : p + 16;
+}
+
 /* Q5_K's 5th bit of a code chunk: bit `bit` of each widened byte of h, moved
  * to bit 4 */
 ALWAYS_INLINE __m256i r8_bit4(__m256i h, const int bit) {
@@ -239,14 +261,14 @@ ALWAYS_INLINE void r8_fold(const int RB, const int NC, __m256i ia[8][4]) {
 }
 
 /* The 8 rows' scale dw and min factor mw of block t of a group (G: its
- * block 0 or super-block; p: the block for the 32-value types); q8min: the
- * min factor of a Q8_0 block relative to d (0, or -128 for offset codes). */
-ALWAYS_INLINE void r8_wscale(const int kind, const uint8_t *G, const uint8_t *p, int64_t t,
-                             float q8min, __m256 *dw, __m256 *mw) {
+ * first packed block); q8min: the min factor of a Q8_0 block relative to d
+ * (0, or -128 for offset codes). */
+ALWAYS_INLINE void r8_wscale(const int kind, const uint8_t *G, int64_t t, float q8min, __m256 *dw,
+                             __m256 *mw) {
+    const uint8_t *p = r8_packed(kind, G, t);
     if (kind == KIND_Q4_K_R8 || kind == KIND_Q5_K_R8) {
-        const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : 1440);
-        *dw = r8_scaled(sb, sb + 32 + 8 * (t % 8));
-        *mw = _mm256_mul_ps(r8_scaled(sb + 16, sb + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
+        *dw = r8_scaled(p, p + 32 + 8 * (t % 8));
+        *mw = _mm256_mul_ps(r8_scaled(p + 16, p + 96 + 8 * (t % 8)), _mm256_set1_ps(-1.0f));
     } else {
         *dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
         *mw = kind == KIND_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
@@ -287,7 +309,7 @@ ALWAYS_INLINE void r8_tile_q6k(const int RB, const uint8_t *G, int64_t blk0, int
 #pragma GCC unroll 8
     for (int j = 0; j < RB; j++) a[j] = acc[j];
     for (int64_t t = 0; t < n; t++) {
-        const uint8_t *sb = G + (size_t)(t / 8) * 1680, *lo = sb + 144 + 192 * (t % 8),
+        const uint8_t *sb = r8_packed(KIND_Q6_K_R8, G, t), *lo = r8_codes(KIND_Q6_K_R8, G, t),
                       *hi = lo + 128;
         const int64_t blk = blk0 + t;
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
@@ -342,17 +364,12 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
         r8_tile_q6k(RB, G, blk0, n, l, b, acc);
         return;
     }
-    const size_t gbb = kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : 272;
-    const int qoff = kind == KIND_Q4_1 ? 32 : 16;
     const __m256i m4 = _mm256_set1_epi16(0x0F);
     __m256 a[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RB; j++) a[j] = acc[j];
     for (int64_t t = 0; t < n; t++) {
-        /* p + qoff: the block's codes */
-        const uint8_t *p = kind == KIND_Q4_K_R8 ? G + (size_t)(t / 8) * 1184 + 160 + (t % 8) * 128 - qoff
-                           : kind == KIND_Q5_K_R8 ? G + (size_t)(t / 8) * 1440 + 160 + (t % 8) * 160 - qoff
-                                                  : G + (size_t)t * gbb;
+        const uint8_t *q = r8_codes(kind, G, t);
         const int64_t blk = blk0 + t;
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
         /* NC independent integer chains per activation row (with few rows
@@ -367,7 +384,7 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
         if (kind == KIND_Q8_0) {
 #pragma GCC unroll 16
             for (int c = 0; c < 16; c++) {
-                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + 16 * c)));
 #pragma GCC unroll 8
                 for (int j = 0; j < RB; j++)
                     ia[j][c % NC] = dp_i16(ia[j][c % NC], w, bcast_pair(xb + j * 32 + 2 * c));
@@ -375,13 +392,13 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
         } else {
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
-                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + qoff + 16 * c)));
+                __m256i t16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(q + 16 * c)));
                 __m256i wa = _mm256_and_si256(t16, m4), wb = _mm256_srli_epi16(t16, 4);
                 if (kind == KIND_Q5_K_R8) {
                     /* the 5th bits: chunk c / 4 of 16 bytes after the codes,
                      * bits 2k, 2k+1 (k = c % 4) for wa, wb */
                     __m256i hv = _mm256_cvtepu8_epi16(
-                        _mm_loadu_si128((const __m128i *)(p + qoff + 128 + 16 * (c / 4))));
+                        _mm_loadu_si128((const __m128i *)(q + 128 + 16 * (c / 4))));
                     wa = _mm256_or_si256(wa, r8_bit4(hv, 2 * (c % 4)));
                     wb = _mm256_or_si256(wb, r8_bit4(hv, 2 * (c % 4) + 1));
                 }
@@ -395,7 +412,7 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
         }
         r8_fold(RB, NC, ia);
         __m256 dw, mw;
-        r8_wscale(kind, G, p, t, 0.0f, &dw, &mw);
+        r8_wscale(kind, G, t, 0.0f, &dw, &mw);
         r8_scale_add(RB, kind != KIND_Q8_0, a, ia, dw, mw, l->dt + blk * l->nbp + b,
                      l->st + blk * l->nbp + b);
     }
@@ -492,14 +509,14 @@ static void r8_drive(r8_tile_fn tile, const void *lay, const r8_shape *sh, bool 
     static void NAME(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,       \
                      int64_t nb, float *Y, int64_t r0, int64_t r1) {                               \
         (void)X;                                                                                   \
-        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        const r8_shape sh = {BASE, SPB, PBB};                                                      \
         LAYOUT l = MAP((void *)xq, k, nb);                                                         \
         r8_drive(NAME##_tile, &l, &sh, false, W, rows, k, nb, Y, r0, r1);                          \
     }                                                                                              \
     static void NAME##_r8(const void *W, int64_t rows, int64_t k, const float *X, const void *xq,  \
                           int64_t nb, float *Y, int64_t r0, int64_t r1) {                          \
         (void)X;                                                                                   \
-        static const r8_shape sh = {BASE, SPB, PBB};                                               \
+        const r8_shape sh = {BASE, SPB, PBB};                                                      \
         LAYOUT l = MAP((void *)xq, k, nb);                                                         \
         r8_drive(NAME##_tile, &l, &sh, true, W, rows, k, nb, Y, r0, r1);                           \
     }
@@ -509,16 +526,15 @@ static void r8_drive(r8_tile_fn tile, const void *lay, const r8_shape *sh, bool 
 _Static_assert(R8_PLAIN_BLOCKS % 8 == 0 && R8_PLAIN_BLOCKS / 8 * 1680 <= R8_PLAIN_BLOCKS * 272,
                "the plain-layout buffer holds R8_PLAIN_BLOCKS blocks of every type");
 
-/* Every R8 type: X(name, kind, file type, 32-blocks per packed block,
- * bytes of a group's packed block) */
+/* Every R8 type: X(name, kind, file type, 32-blocks per packed block) */
 #define R8_TYPES(X)                                                                                \
-    X(q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1, 144)                                                     \
-    X(q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1, 160)                                                     \
-    X(q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1, 272)                                                     \
-    X(q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8, 1184)                                                 \
-    X(q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8, 1440)                                                 \
-    X(q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8, 1680)
-#define R8_X16_TYPE(N, KIND, BASE, SPB, PBB) R8_X16(mm_##N, KIND, BASE, SPB, PBB)
+    X(q4_0, KIND_Q4_0, SGL_DTYPE_Q4_0, 1)                                                          \
+    X(q4_1, KIND_Q4_1, SGL_DTYPE_Q4_1, 1)                                                          \
+    X(q8_0, KIND_Q8_0, SGL_DTYPE_Q8_0, 1)                                                          \
+    X(q4_k, KIND_Q4_K_R8, SGL_DTYPE_Q4_K, 8)                                                       \
+    X(q5_k, KIND_Q5_K_R8, SGL_DTYPE_Q5_K, 8)                                                       \
+    X(q6_k, KIND_Q6_K_R8, SGL_DTYPE_Q6_K, 8)
+#define R8_X16_TYPE(N, KIND, BASE, SPB) R8_X16(mm_##N, KIND, BASE, SPB, r8_pbb(KIND))
 R8_TYPES(R8_X16_TYPE)
 #ifdef KERN_VNNI
 /* ==== int8 activations (opt-in) ============================================
@@ -615,14 +631,7 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
     for (int64_t t = 0; t < n; t++) {
         const int64_t blk = blk0 + t;
         const int sub = (int)(t % 8);
-        const uint8_t *sb = G + (size_t)(t / 8) * (kind == KIND_Q4_K_R8 ? 1184 : kind == KIND_Q5_K_R8 ? 1440 : 1680);
-        const uint8_t *p = kind == KIND_Q4_0 ? G + (size_t)t * 144
-                         : kind == KIND_Q4_1 ? G + (size_t)t * 160
-                         : kind == KIND_Q8_0 ? G + (size_t)t * 272
-                         : kind == KIND_Q4_K_R8 ? sb + 160 + 128 * sub
-                         : kind == KIND_Q5_K_R8 ? sb + 160 + 160 * sub
-                                                : sb + 144 + 192 * sub; /* Q6_K */
-        const uint8_t *q = kind == KIND_Q4_0 || kind == KIND_Q8_0 ? p + 16 : kind == KIND_Q4_1 ? p + 32 : p;
+        const uint8_t *sb = r8_packed(kind, G, t), *q = r8_codes(kind, G, t);
         __m256i w[8];
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) {
@@ -685,7 +694,7 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
         }
         r8_fold(RB, NC, ia);
         __m256 dw, mw;
-        r8_wscale(kind, G, p, t, -128.0f, &dw, &mw);
+        r8_wscale(kind, G, t, -128.0f, &dw, &mw);
         r8_scale_add(RB, true, a, ia, dw, mw, dx, l->st + blk * l->nbp + b);
     }
 #pragma GCC unroll 8
@@ -695,7 +704,7 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
 // clang-format off
 #define R8_X8(NAME, KIND, BASE, SPB, PBB) R8_ROWS(NAME, r8_tile_i8, x8_layout, x8_map, KIND, BASE, SPB, PBB)
 // clang-format on
-#define R8_X8_TYPE(N, KIND, BASE, SPB, PBB) R8_X8(mm_##N##_i8, KIND, BASE, SPB, PBB)
+#define R8_X8_TYPE(N, KIND, BASE, SPB) R8_X8(mm_##N##_i8, KIND, BASE, SPB, r8_pbb(KIND))
 R8_TYPES(R8_X8_TYPE)
 #endif /* KERN_VNNI: int8 activations */
 
