@@ -6,6 +6,14 @@
  * an empty pool run. Not a test: it only prints figures.
  *
  * usage: bench_kernels [--quick]   (--quick: fewer repetitions, nb <= 32)
+ *        bench_kernels --cold      (weights far larger than the caches, below)
+ *
+ * --cold: batch-1 and batch-8 decode's case on a 1B-shaped model, where the
+ * weights stream from memory: one 8192 x 2048 matrix (ffn gate/up) per
+ * type, repacked, in enough copies (>= 512 MiB) that each call finds its
+ * copy out of every cache. Prints us/call and weight GB/s next to the
+ * machine's read bandwidth over the same bytes (a plain 2-thread streaming
+ * sum, the roofline), best and median of 15 passes over the copies.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,6 +22,8 @@
 #include <time.h>
 
 #include "kernels/kernels.h"
+
+static int cold_main(void);
 
 typedef struct {
     const char *name;
@@ -84,6 +94,7 @@ static double time_matmul(kern_pool *pool, const shape *s, sgl_dtype t, const vo
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--cold") == 0) return cold_main();
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     static const int64_t nbs[] = {1, 8, 32, 512};
     int n_nb = quick ? 3 : 4;
@@ -196,6 +207,114 @@ int main(int argc, char **argv) {
     }
     free(X);
     free(Y);
+    kern_pool_free(pools[0]);
+    kern_pool_free(pools[1]);
+    return 0;
+}
+
+/* ---- --cold -------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *const *bufs;
+    int n;
+    size_t bytes;
+    _Atomic uint64_t sink;
+} stream_ctx;
+
+/* Sums 8-byte words of every buffer's ith share (a streaming read). */
+static void stream_task(void *ctx, int ith, int nth) {
+    stream_ctx *c = ctx;
+    size_t words = c->bytes / 8, w0 = words * (size_t)ith / (size_t)nth,
+           w1 = words * (size_t)(ith + 1) / (size_t)nth;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int b = 0; b < c->n; b++) {
+        const uint64_t *p = (const uint64_t *)c->bufs[b];
+        size_t i = w0;
+        for (; i + 4 <= w1; i += 4) s0 += p[i], s1 += p[i + 1], s2 += p[i + 2], s3 += p[i + 3];
+    }
+    atomic_fetch_add(&c->sink, s0 + s1 + s2 + s3);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cold_main(void) {
+    const sgl_dtype types[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_K, SGL_DTYPE_Q8_0};
+    const char *tnames[] = {"Q4_0", "Q4_K", "Q8_0"};
+    const int64_t rows = 8192, k = 2048, nbs[] = {1, 8};
+    enum { PASSES = 15 };
+    kern_pool *pools[2] = {kern_pool_new(1), kern_pool_new(2)};
+    if (!pools[0] || !pools[1]) {
+        fprintf(stderr, "bench_kernels: cannot start threads\n");
+        return 1;
+    }
+    printf("kernels: fast implementation \"%s\"; cold weights, %lld x %lld\n", kern_impl_name(),
+           (long long)rows, (long long)k);
+    FILE *la = fopen("/proc/loadavg", "r");
+    char load[64] = "?\n";
+    if (la) {
+        if (!fgets(load, sizeof load, la)) strcpy(load, "?\n");
+        fclose(la);
+    }
+    printf("load average: %s", load);
+    float *X = malloc(sizeof(float) * (size_t)(8 * k)), *Y = malloc(sizeof(float) * (size_t)(8 * rows));
+    float *row = malloc(sizeof(float) * (size_t)k);
+    if (!X || !Y || !row) return 1;
+    for (int64_t i = 0; i < 8 * k; i++) X[i] = frand();
+    printf("\n%-5s %3s %3s %10s %10s %9s %9s %9s\n", "type", "nb", "thr", "best us", "median us",
+           "W GB/s", "read GB/s", "W / read");
+    for (int ti = 0; ti < 3; ti++) {
+        sgl_dtype t = types[ti], tp = t;
+        size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k), plain = rb * (size_t)rows, bytes = plain;
+        uint8_t *W = malloc(plain);
+        if (!W) return 1;
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t j = 0; j < k; j++) row[j] = frand() * 0.1f;
+            kern_quantize_row(t, row, W + rb * (size_t)r, k);
+        }
+        int n = (int)((512u << 20) / plain) + 1;
+        const uint8_t **copies = malloc(sizeof *copies * (size_t)n);
+        if (!copies) return 1;
+        for (int c = 0; c < n; c++) {
+            size_t pb = 0;
+            void *P = kern_repack(pools[1], t, W, rows, k, &tp, &pb, NULL, NULL);
+            if (!P) {
+                P = malloc(plain);
+                if (!P) return 1;
+                memcpy(P, W, plain);
+            } else {
+                bytes = pb;
+            }
+            copies[c] = P;
+        }
+        for (int ni = 0; ni < 2; ni++)
+            for (int p = 0; p < 2; p++) {
+                double tm[PASSES], rd[PASSES];
+                stream_ctx sc = {copies, n, bytes, 0};
+                for (int pass = 0; pass < PASSES; pass++) {
+                    double t0 = now_s();
+                    for (int c = 0; c < n; c++)
+                        kern_matmul(pools[p], tp, copies[c], rows, k, X, nbs[ni], Y);
+                    tm[pass] = (now_s() - t0) / n;
+                    t0 = now_s();
+                    kern_pool_run(pools[p], stream_task, &sc);
+                    rd[pass] = (now_s() - t0) / n;
+                }
+                qsort(tm, PASSES, sizeof tm[0], cmp_double);
+                qsort(rd, PASSES, sizeof rd[0], cmp_double);
+                printf("%-5s %3lld %3d %10.1f %10.1f %9.2f %9.2f %9.2f\n", tnames[ti],
+                       (long long)nbs[ni], p + 1, tm[0] * 1e6, tm[PASSES / 2] * 1e6,
+                       (double)bytes / tm[0] * 1e-9, (double)bytes / rd[0] * 1e-9, rd[0] / tm[0]);
+            }
+        for (int c = 0; c < n; c++) free((void *)copies[c]);
+        free(copies);
+        free(W);
+    }
+    free(X);
+    free(Y);
+    free(row);
     kern_pool_free(pools[0]);
     kern_pool_free(pools[1]);
     return 0;
