@@ -334,6 +334,38 @@ static void test_repacked(void) {
     for (int i = 0; i < 3; i++) kern_pool_free(pools[i]);
 }
 
+/* A packed matrix past 2 MiB (kern_repack puts it in huge pages; the
+ * matmul prefetches ahead of its end on the last group): the same bits as
+ * the plain layout for batch 1 and 3 on 1-3 threads. */
+static void test_repacked_large(void) {
+    kern_force_reference(false);
+    const sgl_dtype t = SGL_DTYPE_Q4_0;
+    const int64_t rows = 1029, k = 4096; /* 2.3 MiB, a partial last group */
+    float *wf;
+    uint8_t *w = make_weights(t, rows, k, &wf);
+    sgl_dtype pt;
+    size_t bytes;
+    kern_pool *pools[3] = {kern_pool_new(1), kern_pool_new(2), kern_pool_new(3)};
+    void *P = kern_repack(pools[1], t, w, rows, k, &pt, &bytes, NULL, NULL);
+    if (P) {
+        CHECK(bytes >= (size_t)2 << 20);
+        float *x = malloc(sizeof(float) * (size_t)(3 * k));
+        float *y0 = malloc(sizeof(float) * (size_t)(3 * rows)), *y1 = malloc(sizeof(float) * (size_t)(3 * rows));
+        fill_x(x, 3 * k);
+        for (int64_t nb = 1; nb <= 3; nb += 2)
+            for (int pi = 0; pi < 3; pi++) {
+                kern_matmul(pools[pi], t, w, rows, k, x, nb, y0);
+                kern_matmul(pools[pi], pt, P, rows, k, x, nb, y1);
+                CHECK_MSG(memcmp(y0, y1, sizeof(float) * (size_t)(nb * rows)) == 0,
+                          "large Q4_0 nb %lld threads %d: packed differs from plain", (long long)nb,
+                          pi + 1);
+            }
+        free(x), free(y0), free(y1), free(P);
+    }
+    free(w), free(wf);
+    for (int i = 0; i < 3; i++) kern_pool_free(pools[i]);
+}
+
 int main(void) {
     printf("implementation: %s\n", kern_impl_name());
     TEST_RUN(test_reference_exact);
@@ -341,5 +373,6 @@ int main(void) {
     TEST_RUN(test_determinism);
     TEST_RUN(test_multi);
     TEST_RUN(test_repacked);
+    TEST_RUN(test_repacked_large);
     return TEST_DONE();
 }
