@@ -607,6 +607,56 @@ static void test_failure_frees_pending(void) {
            rules, "3\n", "invalid integer literal");
 }
 
+/* A failed instance leaves no engine work behind: the gens and the fork
+ * prefill its streams still had queued are dropped, not sent with the next
+ * flush (a REPL entry or server request that failed), while another
+ * instance's requests go out as usual. */
+static void test_failed_instance_drops_requests(void) {
+    int64_t live = vm_live_objects();
+    const char *src = "fn g(s) { s += \"hello\" + gen(\"x\") }\n"
+                      "fn bad(s) {\n s += \"Q:\"\n let b = fork(s, 3)\n b += gen(\"y\")\n let t = g()\n"
+                      " let z = [1][5] }\n"
+                      "fn good(s) { s += \"A:\" + gen(\"w\") }\n";
+    sgl_program *p = NULL;
+    CHECK_INT(sgl_program_load_buffer(&p, "drop.sgl", src, strlen(src), NULL), 0);
+    sgl_error err = {{0}};
+    sgl_module *m = compiler_compile(p, NULL, &err);
+    sgl_program_free(p);
+    if (!m) {
+        CHECK(0);
+        return;
+    }
+    vm_fake *fake;
+    sgl_engine *e = vm_fake_engine_new(&fake);
+    vm_config cfg = vm_config_default();
+    cfg.engine = e;
+    vm *v = vm_new(&cfg, &err);
+    uint32_t fbad = (uint32_t)sgl_module_find_fn(m, "bad"), fgood = (uint32_t)sgl_module_find_fn(m, "good");
+    /* alone: the next run sends only its own request */
+    vm_inst *b1 = vm_spawn(v, m, fbad, NULL, 0, true, &err);
+    CHECK_INT(vm_run(v, &err), 0);
+    CHECK(b1 && vm_inst_failed(b1) && strstr(vm_inst_error(b1), "out of range"));
+    vm_inst *g1 = vm_spawn(v, m, fgood, NULL, 0, true, &err);
+    CHECK_INT(vm_run(v, &err), 0);
+    CHECK(g1 && !vm_inst_failed(g1));
+    CHECK_INT(fake->n_log, 1);
+    CHECK(fake->n_log == 1 && strncmp(fake->log[0], "G:", 2) == 0 && strstr(fake->log[0], "A:"));
+    /* beside a live instance in the same run */
+    vm_inst *b2 = vm_spawn(v, m, fbad, NULL, 0, true, &err);
+    vm_inst *g2 = vm_spawn(v, m, fgood, NULL, 0, true, &err);
+    CHECK_INT(vm_run(v, &err), 0);
+    CHECK(b2 && vm_inst_failed(b2) && g2 && !vm_inst_failed(g2));
+    CHECK_INT(fake->n_log, 2);
+    vm_link_stats st;
+    vm_engine_stats(v, &st);
+    CHECK_INT(st.generate_requests, 2);
+    CHECK_INT(st.prefill_requests, 0);
+    vm_free(v);
+    sgl_engine_free(e);
+    compiler_module_free(m);
+    CHECK_INT(vm_live_objects(), live);
+}
+
 int main(void) {
     TEST_RUN(test_arith_compare_logic);
     TEST_RUN(test_control_flow);
@@ -629,5 +679,6 @@ int main(void) {
     TEST_RUN(test_sampling_independent);
     TEST_RUN(test_streaming);
     TEST_RUN(test_failure_frees_pending);
+    TEST_RUN(test_failed_instance_drops_requests);
     return TEST_DONE();
 }
