@@ -299,12 +299,14 @@ int cmd_run(int argc, char **argv) {
             fprintf(stderr,
                     "stats: %lld generate, %lld score, %lld prefill requests in %lld flushes (largest %lld); "
                     "prompt %lld tokens, %lld cached (%.1f%%), %lld generated (%lld sampled, %lld forced "
-                    "by jump-forward; %lld constrained requests); %llu VM instructions; %lld speculative requests filled %lld gens\n",
+                    "by jump-forward; %lld constrained requests); %lld forward calls over %lld tokens; %llu VM instructions; "
+                    "%lld speculative requests filled %lld gens\n",
                     (long long)ls.generate_requests, (long long)ls.score_requests, (long long)ls.prefill_requests,
                     (long long)ls.flushes, (long long)ls.max_batch, (long long)em.prompt_tokens,
                     (long long)em.cached_tokens, 100.0 * em.hit_rate, (long long)em.generated_tokens,
                     (long long)(em.generated_tokens - em.forced_tokens), (long long)em.forced_tokens,
-                    (long long)em.constrained_requests, (unsigned long long)vm_instructions(vmach), (long long)ls.spec_requests,
+                    (long long)em.constrained_requests, (long long)em.forward_calls, (long long)em.forward_tokens,
+                    (unsigned long long)vm_instructions(vmach), (long long)ls.spec_requests,
                     (long long)ls.spec_gens);
             cli_backend_stats(s.engine, stderr);
         }

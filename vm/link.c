@@ -335,7 +335,17 @@ int vm_link_flush(vm_link *l) {
             break;
         }
         link_ent e = l->queued[i];
+        if (e.st && e.st->group && e.st->group->dead && !e.st->error)
+            vm_stream_fail(e.st, e.st->group->error ? e.st->group->error : "its instance failed");
         if (e.st && (e.st->error || !e.st->head)) { /* failed meanwhile */
+            ent_release(&e);
+            continue;
+        }
+        if (e.pf && e.pf->group && e.pf->group->dead) { /* nobody will read the branches */
+            vm_group *g = e.pf->group;
+            for (uint32_t k = 0; k < e.pf->n_waiting; k++)
+                if (e.pf->waiting[k]->group == g) vm_stream_fail(e.pf->waiting[k], g->error ? g->error : "its instance failed");
+            vm_prefill_done(e.pf);
             ent_release(&e);
             continue;
         }
@@ -394,6 +404,16 @@ int vm_link_interrupt(vm_link *l, const char *msg, double wait_s) {
     double end = sgl_now() + wait_s;
     for (double left = wait_s; l->n_flight > 0 && left > 0; left = end - sgl_now()) vm_link_wait(l, left);
     return (int)l->n_flight;
+}
+
+int vm_link_cancel_group(vm_link *l, const vm_group *g) {
+    int n = 0;
+    for (uint32_t i = 0; i < l->n_flight; i++) {
+        const link_ent *e = &l->flight[i];
+        if ((e->st && e->st->group == g) || (e->pf && e->pf->group == g))
+            n += sgl_engine_cancel(l->engine, e->id) == 0;
+    }
+    return n;
 }
 
 int vm_link_outstanding(const vm_link *l) { return (int)(l->n_queued + l->n_flight); }

@@ -75,7 +75,9 @@ int vm_link_queue_gen(vm_link *l, vm_stream *st);
 /* Queues a PREFILL (retains pf). */
 int vm_link_queue_prefill(vm_link *l, vm_prefill *pf);
 /* Submits everything queued. A request the engine refuses fails its stream
- * (prefills count as done). Returns the number submitted. */
+ * (prefills count as done); one whose stream failed meanwhile, or whose
+ * instance is dead (vm_group.dead), is dropped unsent, the stream failing
+ * with the instance's error. Returns the number submitted. */
 int vm_link_flush(vm_link *l);
 /* Interrupts everything: queued requests are dropped (their streams fail
  * with msg; prefills count as done), those in flight are cancelled through
@@ -84,6 +86,11 @@ int vm_link_flush(vm_link *l);
  * GEN fails its stream). Returns the number still in flight afterwards
  * (engines that cannot cancel); their results are routed by a later wait. */
 int vm_link_interrupt(vm_link *l, const char *msg, double wait_s);
+/* Cancels the requests in flight for streams (and fork prefills) of group
+ * g, which has just been marked dead; their results still arrive and are
+ * routed as usual. What g still has queued is dropped by the next flush.
+ * Returns the number cancelled. */
+int vm_link_cancel_group(vm_link *l, const vm_group *g);
 /* Requests queued or in flight. */
 int vm_link_outstanding(const vm_link *l);
 /* Waits up to timeout_s (< 0: no limit) for one result, then also takes all

@@ -1053,6 +1053,7 @@ void vm_prefill_release(vm_prefill *pf) {
     for (uint32_t i = 0; i < pf->n_waiting; i++) vm_release((vm_value){.type = VM_STREAM, .as.st = pf->waiting[i]});
     free(pf->waiting);
     free(pf->text);
+    vm_group_release(pf->group);
     free(pf);
 }
 
@@ -1096,6 +1097,7 @@ int vm_stream_fork(vm_stream *parent, int n, vm_value *out, sgl_error *err) {
             return sgl_error_set(err, "out of memory");
         }
         pf->rc = 1;
+        if ((pf->group = parent->group)) pf->group->rc++;
     }
     vm_value list = vm_list_new((uint32_t)n);
     if (list.type != VM_LIST) goto oom;

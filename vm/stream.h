@@ -118,6 +118,8 @@ typedef struct vm_sop {
     sgl_strbuf partial;  /* GEN with stream: the text streamed so far */
 } vm_sop;
 
+typedef struct vm_group vm_group;
+
 /* A shared-prefix PREFILL the children of one fork wait for. */
 typedef struct vm_prefill {
     int rc;
@@ -126,16 +128,21 @@ typedef struct vm_prefill {
     vm_stream **waiting;     /* children blocked on it (each retained; a cycle with their
                                 prefill field until vm_prefill_done or _abandon) */
     uint32_t n_waiting, cap_waiting;
+    vm_group *group;         /* the forking instance's (retained; dropped unsent when
+                                it is dead), or NULL */
 } vm_prefill;
 
 /* Program instance bookkeeping shared by all streams it creates: how many
  * are busy (non-empty queue) and the first failure. The VM waits for
  * n_busy == 0 before it reports an instance finished. */
-typedef struct vm_group {
+struct vm_group {
     int rc;
     int n_busy;
     char *error;             /* first stream failure (owned), or NULL */
     char *error_where;       /* where the failing gen/select is ("file:line:col"), or NULL */
+    bool dead;               /* the instance failed: requests its streams still have
+                                queued are dropped at the next flush (the streams fail
+                                with error), those in flight are cancelled */
     void **waiters;          /* fibers waiting for n_busy == 0 */
     uint32_t n_waiters, cap_waiters;
     int64_t prompt_tokens, completion_tokens, cached_tokens, requests;
@@ -144,7 +151,7 @@ typedef struct vm_group {
     uint32_t n_batches;      /* run_batch calls so far (child instance keys) */
     vm_value vars;           /* map: every variable its streams produced (last
                                 write wins; join's lists included), or none */
-} vm_group;
+};
 
 vm_group *vm_group_new(void);
 void vm_group_release(vm_group *g);

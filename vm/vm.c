@@ -421,8 +421,21 @@ uint64_t vm_instructions(const vm *v) { return v->n_instr; }
 
 static void batch_child_done(vm_inst *parent, vm_inst *child);
 
+/* A failed instance's streams: what they still have queued is dropped at
+ * the next flush and what is in flight cancelled, so a failure does not
+ * leave engine work behind (a REPL entry or a server request that failed
+ * must not spend the next run's time on gens nobody will read). */
+static void inst_kill_streams(vm_inst *in) {
+    vm_group *g = in->group;
+    if (g->dead) return;
+    g->dead = true;
+    if (!g->error && in->error) g->error = sgl_strdup(in->error);
+    vm_link_cancel_group(in->v->link, g);
+}
+
 static void inst_finish(vm_inst *in) {
     if (in->state == FIB_DONE) return;
+    if (in->failed) inst_kill_streams(in);
     in->state = FIB_DONE;
     in->t1 = sgl_now();
     in->v->n_live--;

@@ -434,24 +434,49 @@ static void test_logprobs_meta(void) {
            "gen: temperature must be >= 0, got -1");
 }
 
+/* A VM over a fresh fake engine for the C-API tests, with src compiled as
+ * file `name`. Returns 0, or -1 (a failed check) when src does not compile. */
+typedef struct api_vm {
+    sgl_module *m;
+    vm_fake *fake;
+    sgl_engine *e;
+    vm *v;
+} api_vm;
+
+static int api_vm_open(api_vm *a, const char *name, const char *src) {
+    memset(a, 0, sizeof *a);
+    sgl_program *p = NULL;
+    CHECK_INT(sgl_program_load_buffer(&p, name, src, strlen(src), NULL), 0);
+    sgl_error err = {{0}};
+    a->m = compiler_compile(p, NULL, &err);
+    sgl_program_free(p);
+    if (!a->m) {
+        CHECK_MSG(0, "%s does not compile: %s", name, err.msg);
+        return -1;
+    }
+    a->e = vm_fake_engine_new(&a->fake);
+    vm_config cfg = vm_config_default();
+    cfg.engine = a->e;
+    a->v = vm_new(&cfg, &err);
+    return 0;
+}
+
+static void api_vm_close(api_vm *a) {
+    vm_free(a->v);
+    sgl_engine_free(a->e);
+    compiler_module_free(a->m);
+}
+
 /* The C API: instances spawned side by side; one fails, the others finish. */
 static void test_spawn_api(void) {
     int64_t live = vm_live_objects();
     const char *src = "fn f(s, x) { assert x != 2\n s += f\"{x}:\" + gen(\"g\") }\n";
-    sgl_program *p = NULL;
-    CHECK_INT(sgl_program_load_buffer(&p, "api.sgl", src, strlen(src), NULL), 0);
+    api_vm a;
+    if (api_vm_open(&a, "api.sgl", src) < 0) return;
+    sgl_module *m = a.m;
+    vm_fake *fake = a.fake;
+    vm *v = a.v;
     sgl_error err = {{0}};
-    sgl_module *m = compiler_compile(p, NULL, &err);
-    sgl_program_free(p);
-    if (!m) {
-        CHECK(0);
-        return;
-    }
-    vm_fake *fake;
-    sgl_engine *e = vm_fake_engine_new(&fake);
-    vm_config cfg = vm_config_default();
-    cfg.engine = e;
-    vm *v = vm_new(&cfg, &err);
     int fi = sgl_module_find_fn(m, "f");
     vm_inst *ins[3];
     for (int i = 0; i < 3; i++) {
@@ -471,9 +496,7 @@ static void test_spawn_api(void) {
     vm_inst_stats_get(ins[0], &is);
     CHECK_INT(is.requests, 1);
     CHECK_INT(is.completion_tokens, 2);
-    vm_free(v);
-    sgl_engine_free(e);
-    compiler_module_free(m);
+    api_vm_close(&a);
     CHECK_INT(vm_live_objects(), live);
 }
 
@@ -607,6 +630,43 @@ static void test_failure_frees_pending(void) {
            rules, "3\n", "invalid integer literal");
 }
 
+/* A failed instance leaves no engine work behind: the gens and the fork
+ * prefill its streams still had queued are dropped, not sent with the next
+ * flush (a REPL entry or server request that failed), while another
+ * instance's requests go out as usual. */
+static void test_failed_instance_drops_requests(void) {
+    int64_t live = vm_live_objects();
+    const char *src = "fn g(s) { s += \"hello\" + gen(\"x\") }\n"
+                      "fn bad(s) {\n s += \"Q:\"\n let b = fork(s, 3)\n b += gen(\"y\")\n let t = g()\n"
+                      " let z = [1][5] }\n"
+                      "fn good(s) { s += \"A:\" + gen(\"w\") }\n";
+    api_vm a;
+    if (api_vm_open(&a, "drop.sgl", src) < 0) return;
+    sgl_error err = {{0}};
+    uint32_t fbad = (uint32_t)sgl_module_find_fn(a.m, "bad"), fgood = (uint32_t)sgl_module_find_fn(a.m, "good");
+    /* alone: the next run sends only its own request */
+    vm_inst *b1 = vm_spawn(a.v, a.m, fbad, NULL, 0, true, &err);
+    CHECK_INT(vm_run(a.v, &err), 0);
+    CHECK(b1 && vm_inst_failed(b1) && strstr(vm_inst_error(b1), "out of range"));
+    vm_inst *g1 = vm_spawn(a.v, a.m, fgood, NULL, 0, true, &err);
+    CHECK_INT(vm_run(a.v, &err), 0);
+    CHECK(g1 && !vm_inst_failed(g1));
+    CHECK_INT(a.fake->n_log, 1);
+    CHECK(a.fake->n_log == 1 && strncmp(a.fake->log[0], "G:", 2) == 0 && strstr(a.fake->log[0], "A:"));
+    /* beside a live instance in the same run */
+    vm_inst *b2 = vm_spawn(a.v, a.m, fbad, NULL, 0, true, &err);
+    vm_inst *g2 = vm_spawn(a.v, a.m, fgood, NULL, 0, true, &err);
+    CHECK_INT(vm_run(a.v, &err), 0);
+    CHECK(b2 && vm_inst_failed(b2) && g2 && !vm_inst_failed(g2));
+    CHECK_INT(a.fake->n_log, 2);
+    vm_link_stats st;
+    vm_engine_stats(a.v, &st);
+    CHECK_INT(st.generate_requests, 2);
+    CHECK_INT(st.prefill_requests, 0);
+    api_vm_close(&a);
+    CHECK_INT(vm_live_objects(), live);
+}
+
 int main(void) {
     TEST_RUN(test_arith_compare_logic);
     TEST_RUN(test_control_flow);
@@ -629,5 +689,6 @@ int main(void) {
     TEST_RUN(test_sampling_independent);
     TEST_RUN(test_streaming);
     TEST_RUN(test_failure_frees_pending);
+    TEST_RUN(test_failed_instance_drops_requests);
     return TEST_DONE();
 }
