@@ -230,8 +230,11 @@ ALWAYS_INLINE const uint8_t *r8_codes(const int kind, const uint8_t *G, int64_t 
 
 /* Prefetches the bytes R8_PF_BYTES past 32-value block t of a group (G: its
  * first packed block); a K-quant super-block is taken as 8 equal parts. A
- * prefetch never faults, so reading past the matrix is harmless. */
-ALWAYS_INLINE void r8_prefetch(const int kind, const uint8_t *G, int64_t t) {
+ * prefetch never faults, so reading past the matrix is harmless. Only the
+ * first tile of r8_drive's 64 activation rows (b % 64 == 0) prefetches:
+ * the other tiles find the group in cache. */
+ALWAYS_INLINE void r8_prefetch(const int kind, const uint8_t *G, int64_t t, int64_t b) {
+    if (b % 64) return;
     const size_t per = r8_pbb(kind) / (kind >= KIND_Q4_K_R8 ? 8 : 1);
     const char *p = (const char *)G + (size_t)t * per + R8_PF_BYTES;
     for (size_t o = 0; o < per; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
@@ -329,7 +332,7 @@ ALWAYS_INLINE void r8_tile_q6k(const int RB, const uint8_t *G, int64_t blk0, int
     for (int64_t t = 0; t < n; t++) {
         const uint8_t *sb = r8_packed(KIND_Q6_K_R8, G, t), *lo = r8_codes(KIND_Q6_K_R8, G, t),
                       *hi = lo + 128;
-        r8_prefetch(KIND_Q6_K_R8, G, t);
+        r8_prefetch(KIND_Q6_K_R8, G, t, b);
         const int64_t blk = blk0 + t;
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
         __m256i pa[8][2], pb[8][2];
@@ -390,7 +393,7 @@ ALWAYS_INLINE void r8_tile(const int kind, const int RB, const uint8_t *G, int64
     for (int64_t t = 0; t < n; t++) {
         const uint8_t *q = r8_codes(kind, G, t);
         const int64_t blk = blk0 + t;
-        r8_prefetch(kind, G, t);
+        r8_prefetch(kind, G, t, b);
         const int16_t *xb = l->qs + blk * l->bs + b * 32;
         /* NC independent integer chains per activation row (with few rows
          * the dependent vpdpwssd latency, not throughput, would set the
@@ -652,7 +655,7 @@ ALWAYS_INLINE void r8_tile_i8(const int kind, const int RB, const uint8_t *G, in
         const int64_t blk = blk0 + t;
         const int sub = (int)(t % 8);
         const uint8_t *sb = r8_packed(kind, G, t), *q = r8_codes(kind, G, t);
-        r8_prefetch(kind, G, t);
+        r8_prefetch(kind, G, t, b);
         __m256i w[8];
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) {
