@@ -738,9 +738,11 @@ R8_TYPES(R8_X8_TYPE)
 /* ==== F32 / F16 / BF16 weights ============================================
  *
  * Built in both builds: the VNNI build's 32 vector registers hold a 4 x 6
- * tile (24 accumulators), the AVX2 build's 16 a 2 x 4 one. Every (weight
- * row, activation row) pair takes the same instruction sequence whatever the
- * tile, so both give the same bits. */
+ * tile (24 accumulators), the AVX2 build's 16 a 2 x 4 one. Batch 1 streams
+ * the weights: 8 x 1 tiles (eight independent chains) that prefetch the next
+ * tile's rows a line at a time. Every (weight row, activation row) pair takes
+ * the same instruction sequence whatever the tile, so all give the same
+ * bits. */
 
 enum { KIND_F32, KIND_F16, KIND_BF16 };
 
@@ -761,27 +763,33 @@ ALWAYS_INLINE float fw_load1(const int kind, const uint8_t *row, int64_t e) {
 ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uint8_t *W, size_t wrb,
                            int64_t k, const float *X, int64_t b, float *Y, int64_t rows,
                            int64_t r) {
-    __m256 acc[4][6];
-#pragma GCC unroll 4
+    __m256 acc[8][6];
+#pragma GCC unroll 8
     for (int i = 0; i < RW; i++)
 #pragma GCC unroll 6
         for (int j = 0; j < RB; j++)
             acc[i][j] = _mm256_setzero_ps();
     int64_t k8 = k / 8 * 8;
+    const int es = kind == KIND_F32 ? 4 : 2;
     for (int64_t e = 0; e < k8; e += 8) {
-        __m256 w[4];
-#pragma GCC unroll 4
+        __m256 w[8];
+        /* batch 1 streams the weights: the next tile's rows, a line at a time */
+        if (RB == 1 && (e * es) % 64 == 0 && r + 2 * RW <= rows)
+#pragma GCC unroll 8
+            for (int i = 0; i < RW; i++)
+                _mm_prefetch((const char *)(W + (size_t)(r + RW + i) * wrb + (size_t)e * es), _MM_HINT_T0);
+#pragma GCC unroll 8
         for (int i = 0; i < RW; i++)
             w[i] = fw_load8(kind, W + (size_t)(r + i) * wrb, e);
 #pragma GCC unroll 6
         for (int j = 0; j < RB; j++) {
             __m256 x = _mm256_loadu_ps(X + (b + j) * k + e);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int i = 0; i < RW; i++)
                 acc[i][j] = _mm256_fmadd_ps(w[i], x, acc[i][j]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < RW; i++)
 #pragma GCC unroll 6
         for (int j = 0; j < RB; j++) {
@@ -810,6 +818,7 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
     static void NAME##_t(int rw, int rb, const uint8_t *W, size_t wrb, int64_t k, const float *X,  \
                          int64_t b, float *Y, int64_t rows, int64_t r) {                           \
         switch (rw * 8 + rb) {                                                                     \
+        FW_CASE(KIND, 8, 1)                                                                        \
         FW_CASES(KIND, 4) FW_CASES(KIND, 3) FW_CASES(KIND, 2) FW_CASES(KIND, 1)                    \
         default: break;                                                                            \
         }                                                                                          \
@@ -820,6 +829,8 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
         size_t wrb = (size_t)k * ES;                                                               \
         if (nb == 1) {                                                                             \
             int64_t r = r0;                                                                        \
+            for (; r + 8 <= r1; r += 8)                                                            \
+                NAME##_t(8, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
             for (; r + 4 <= r1; r += 4)                                                            \
                 NAME##_t(4, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
             for (; r < r1; r++)                                                                    \
