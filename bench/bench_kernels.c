@@ -23,6 +23,19 @@
 
 #include "kernels/kernels.h"
 
+
+/* Prints the load average (wall-clock figures on a busy machine mostly
+ * measure the scheduler). */
+static void print_load(void) {
+    char load[64] = "?\n";
+    FILE *la = fopen("/proc/loadavg", "r");
+    if (la) {
+        if (!fgets(load, sizeof load, la)) strcpy(load, "?\n");
+        fclose(la);
+    }
+    printf("load average: %s", load);
+}
+
 static int cold_main(void);
 
 typedef struct {
@@ -109,13 +122,7 @@ int main(int argc, char **argv) {
     printf("kernels: fast implementation \"%s\"\n", fast);
     /* Wall-clock figures: on a busy machine (load above the core count) the
      * 2-thread figures mostly measure the scheduler. */
-    FILE *la = fopen("/proc/loadavg", "r");
-    char load[64] = "?";
-    if (la) {
-        if (!fgets(load, sizeof load, la)) strcpy(load, "?\n");
-        fclose(la);
-        printf("load average: %s", load);
-    }
+    print_load();
 
     /* pool round trip */
     for (int p = 0; p < 2; p++) {
@@ -252,13 +259,7 @@ static int cold_main(void) {
     }
     printf("kernels: fast implementation \"%s\"; cold weights, %lld x %lld\n", kern_impl_name(),
            (long long)rows, (long long)k);
-    FILE *la = fopen("/proc/loadavg", "r");
-    char load[64] = "?\n";
-    if (la) {
-        if (!fgets(load, sizeof load, la)) strcpy(load, "?\n");
-        fclose(la);
-    }
-    printf("load average: %s", load);
+    print_load();
     float *X = malloc(sizeof(float) * (size_t)(8 * k)), *Y = malloc(sizeof(float) * (size_t)(8 * rows));
     float *row = malloc(sizeof(float) * (size_t)k);
     if (!X || !Y || !row) return 1;
