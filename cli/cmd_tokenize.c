@@ -66,15 +66,6 @@ static void quote(sgl_strbuf *o, const char *s, size_t n) {
     sgl_strbuf_putc(o, '"');
 }
 
-/* Copy of s[0..n) (malloc'd, NUL-terminated) with invalid UTF-8 and NUL
- * bytes replaced by U+FFFD (uni_utf8_repair), for cJSON's C strings.
- * NULL when out of memory. */
-static char *utf8_clean(const char *s, size_t n) {
-    char *out = malloc(n * 3 + 1);
-    if (out) out[uni_utf8_repair(s, n, out, UNI_REPAIR_NUL, NULL)] = 0;
-    return out;
-}
-
 static char *read_stdin(void) {
     sgl_strbuf sb = {0};
     char buf[4096];
@@ -136,14 +127,14 @@ int cmd_tokenize(int argc, char **argv) {
 
     if (json) {
         cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *toks = cJSON_CreateArray();
-        char *clean = utf8_clean(text, strlen(text));
+        char *clean = uni_utf8_cstr(text, strlen(text));
         cJSON_AddStringToObject(root, "text", clean);
         free(clean);
         cJSON_AddNumberToObject(root, "count", (double)n);
         for (size_t i = 0; i < n; i++) {
             size_t len;
             const char *p = tok_piece(tok, ids[i], &len);
-            char *piece = utf8_clean(p, len);
+            char *piece = uni_utf8_cstr(p, len);
             cJSON *t = cJSON_CreateObject();
             cJSON_AddNumberToObject(t, "id", ids[i]);
             cJSON_AddStringToObject(t, "text", tok_text(tok, ids[i]));

@@ -1,6 +1,7 @@
 /* unicode: UTF-8 decoding and repair, code point classes (see unicode.h). */
 #include "runtime/unicode.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 unsigned uni_class(uint32_t cp) {
@@ -88,6 +89,12 @@ size_t uni_valid_prefix_len(const uint8_t *s, size_t n) {
         if (s[i] < l || s[i] > h) return 0;
     }
     return n;
+}
+
+char *uni_utf8_cstr(const char *s, size_t n) {
+    char *out = malloc(n * 3 + 1);
+    if (out) out[uni_utf8_repair(s, n, out, UNI_REPAIR_NUL, NULL)] = 0;
+    return out;
 }
 
 size_t uni_utf8_repair(const char *s, size_t n, char *out, unsigned flags, size_t *held) {

@@ -81,4 +81,9 @@ enum {
 };
 size_t uni_utf8_repair(const char *s, size_t n, char *out, unsigned flags, size_t *held);
 
+/* s[0..n) repaired for a C string (uni_utf8_repair with UNI_REPAIR_NUL),
+ * malloc'd and NUL-terminated: the caller frees it. NULL when out of
+ * memory. */
+char *uni_utf8_cstr(const char *s, size_t n);
+
 #endif

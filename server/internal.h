@@ -200,9 +200,6 @@ int srv_json_int64(const cJSON *j, uint64_t *out);
  * invalid part, and each NUL byte, becomes U+FFFD: uni_utf8_repair), so the
  * reply is always valid JSON text. */
 cJSON *srv_json_str(const char *s, size_t n);
-/* The same repair as a malloc'd C string (the caller frees it; NULL when out
- * of memory). */
-char *srv_utf8_fix(const char *s, size_t n);
 
 /* ---- generation jobs (gen.c) --------------------------------------------- */
 

@@ -129,14 +129,8 @@ int srv_check_fields(const cJSON *obj, const srv_field *fields, size_t n, const 
     return 0;
 }
 
-char *srv_utf8_fix(const char *s, size_t n) {
-    char *out = malloc(n * 3 + 1);
-    if (out) out[uni_utf8_repair(s, n, out, UNI_REPAIR_NUL, NULL)] = 0;
-    return out;
-}
-
 cJSON *srv_json_str(const char *s, size_t n) {
-    char *f = srv_utf8_fix(s ? s : "", s ? n : 0);
+    char *f = uni_utf8_cstr(s ? s : "", s ? n : 0);
     cJSON *j = f ? cJSON_CreateString(f) : NULL;
     free(f);
     return j;

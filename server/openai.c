@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/unicode.h"
 #include "server/internal.h"
 
 static const srv_field completion_fields[] = {
@@ -305,7 +306,7 @@ static cJSON *oa_logprobs(sgl_server *s, const sgl_result *r, bool chat) {
         cJSON *t = cJSON_CreateObject();
         for (int k = 0; k < lp->n_top; k++) {
             const char *tp = tok_piece(tok, lp->top_ids[k], &pl);
-            char *key = srv_utf8_fix(tp ? tp : "", pl);
+            char *key = uni_utf8_cstr(tp ? tp : "", pl);
             if (key && !cJSON_GetObjectItemCaseSensitive(t, key)) cJSON_AddItemToObject(t, key, logprob_num(lp->top_logprobs[k]));
             free(key);
         }
