@@ -325,6 +325,9 @@ static uint64_t submit_ent(vm_link *l, link_ent *e, sgl_error *err) {
     return id;
 }
 
+/* What a stream of dead group g fails with: the instance's error. */
+static const char *dead_error(const vm_group *g) { return g->error ? g->error : "its instance failed"; }
+
 int vm_link_flush(vm_link *l) {
     uint32_t n = l->n_queued;
     int submitted = 0;
@@ -335,8 +338,7 @@ int vm_link_flush(vm_link *l) {
             break;
         }
         link_ent e = l->queued[i];
-        if (e.st && e.st->group && e.st->group->dead && !e.st->error)
-            vm_stream_fail(e.st, e.st->group->error ? e.st->group->error : "its instance failed");
+        if (e.st && e.st->group && e.st->group->dead && !e.st->error) vm_stream_fail(e.st, dead_error(e.st->group));
         if (e.st && (e.st->error || !e.st->head)) { /* failed meanwhile */
             ent_release(&e);
             continue;
@@ -344,7 +346,7 @@ int vm_link_flush(vm_link *l) {
         if (e.pf && e.pf->group && e.pf->group->dead) { /* nobody will read the branches */
             vm_group *g = e.pf->group;
             for (uint32_t k = 0; k < e.pf->n_waiting; k++)
-                if (e.pf->waiting[k]->group == g) vm_stream_fail(e.pf->waiting[k], g->error ? g->error : "its instance failed");
+                if (e.pf->waiting[k]->group == g) vm_stream_fail(e.pf->waiting[k], dead_error(g));
             vm_prefill_done(e.pf);
             ent_release(&e);
             continue;

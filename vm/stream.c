@@ -1050,19 +1050,26 @@ void vm_stream_on_result(vm_stream *st, int slot, sgl_result *r) {
 
 void vm_prefill_release(vm_prefill *pf) {
     if (!pf || --pf->rc > 0) return;
-    for (uint32_t i = 0; i < pf->n_waiting; i++) vm_release((vm_value){.type = VM_STREAM, .as.st = pf->waiting[i]});
-    free(pf->waiting);
+    vm_prefill_abandon(pf);
     free(pf->text);
     vm_group_release(pf->group);
     free(pf);
 }
 
-void vm_prefill_done(vm_prefill *pf) {
-    pf->done = true;
-    uint32_t n = pf->n_waiting;
+/* Detaches pf's waiting list (its references pass to the caller, who
+ * releases each and frees the array); *n gets its length. */
+static vm_stream **take_waiting(vm_prefill *pf, uint32_t *n) {
     vm_stream **w = pf->waiting;
+    *n = pf->n_waiting;
     pf->waiting = NULL;
     pf->n_waiting = pf->cap_waiting = 0;
+    return w;
+}
+
+void vm_prefill_done(vm_prefill *pf) {
+    pf->done = true;
+    uint32_t n;
+    vm_stream **w = take_waiting(pf, &n);
     for (uint32_t i = 0; i < n; i++) {
         vm_stream_advance(w[i]);
         vm_release((vm_value){.type = VM_STREAM, .as.st = w[i]});
@@ -1071,10 +1078,8 @@ void vm_prefill_done(vm_prefill *pf) {
 }
 
 void vm_prefill_abandon(vm_prefill *pf) {
-    uint32_t n = pf->n_waiting;
-    vm_stream **w = pf->waiting;
-    pf->waiting = NULL;
-    pf->n_waiting = pf->cap_waiting = 0;
+    uint32_t n;
+    vm_stream **w = take_waiting(pf, &n);
     for (uint32_t i = 0; i < n; i++) vm_release((vm_value){.type = VM_STREAM, .as.st = w[i]});
     free(w);
 }
