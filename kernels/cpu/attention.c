@@ -42,6 +42,9 @@
 #define ATT_CHUNK 512
 #define ATT_LD (ATT_CHUNK + 8)
 
+/* Chunks of keys of a query that sees n_keys keys. */
+static inline int32_t att_n_chunks(int32_t n_keys) { return (n_keys + ATT_CHUNK - 1) / ATT_CHUNK; }
+
 typedef struct att_scratch {
     float *k, *v;  /* [head_dim] one K / V row in f32 (portable loops) */
     float *score;  /* [3][ATT_LD] scores, then weights, of up to 3 query heads */
@@ -408,7 +411,7 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
         }
         return;
     }
-    int32_t nch = (n_keys + ATT_CHUNK - 1) / ATT_CHUNK;
+    int32_t nch = att_n_chunks(n_keys);
     for (int32_t k = 0; k < nch; k++) {
         int32_t k0 = k * ATT_CHUNK;
         for (int32_t t = t0; t < t1; t++) {
@@ -532,7 +535,7 @@ int cpu_att_begin(cpu_att *c, const kb_batch *b, sgl_error *err) {
     for (int32_t i = 0; i < b->n_seqs; i++) {
         const kb_seq *s = &b->seqs[i];
         if (s->n_new == 1) {
-            int32_t nch = (s->pos0 + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+            int32_t nch = att_n_chunks(s->pos0 + 1);
             items += nch, split++, parts += nch;
         } else {
             items += (s->n_new + ATT_TOKEN_BLOCK - 1) / ATT_TOKEN_BLOCK;
@@ -556,7 +559,7 @@ int cpu_att_begin(cpu_att *c, const kb_batch *b, sgl_error *err) {
     for (int32_t i = 0; i < b->n_seqs; i++) {
         const kb_seq *s = &b->seqs[i];
         if (s->n_new == 1) {
-            int32_t nch = (s->pos0 + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+            int32_t nch = att_n_chunks(s->pos0 + 1);
             c->split_poff[sp] = (int32_t)poff;
             c->split_nch[sp] = nch;
             for (int32_t k = 0; k < nch; k++, it++) {

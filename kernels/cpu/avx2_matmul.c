@@ -580,13 +580,18 @@ typedef struct {
     int64_t nbp, bs;
 } x8_layout;
 
+/* Bytes of x8's qs, rounded up to 64 (dt follows). */
+static int64_t x8_qs_bytes(int64_t nblk, int64_t nb) {
+    return (nblk * nb * 32 + 63) & ~(int64_t)63;
+}
+
 static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
     x8_layout l;
     l.qs = xq;
     l.bs = nb * 32;
     l.nbp = x16_nbp(nb);
-    l.dt = (float *)(l.qs + ((nblk * nb * 32 + 63) & ~(int64_t)63));
+    l.dt = (float *)(l.qs + x8_qs_bytes(nblk, nb));
     l.st = l.dt + nblk * l.nbp;
     l.sh0 = l.st + nblk * l.nbp;
     l.sh1 = l.sh0 + nblk * l.nbp;
@@ -595,7 +600,7 @@ static x8_layout x8_map(void *xq, int64_t k, int64_t nb) {
 
 static size_t x8_bytes(int64_t k, int64_t nb) {
     int64_t nblk = k / 32;
-    return (size_t)(((nblk * nb * 32 + 63) & ~(int64_t)63) + 4 * nblk * x16_nbp(nb) * 4) + 64;
+    return (size_t)(x8_qs_bytes(nblk, nb) + 4 * nblk * x16_nbp(nb) * 4) + 64;
 }
 
 static void x8_prep(const float *X, int64_t k, int64_t nb, void *xq, int64_t b0, int64_t b1) {
