@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "kernels/backend.h"
 #include "runtime/model.h"
 #include "util/util.h"
@@ -87,10 +88,7 @@ static uint16_t rand_f16(uint32_t *s) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("SGL_MODEL");
-    char def[4096];
-    snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
-    if (!path || !*path) path = def;
+    const char *path = bench_model_path();
     int threads = 2, steps = 16, reps = 3;
     int ctxs[16] = {512, 2048, 4096, 8192}, n_ctxs = 4;
     int batches[16] = {1, 8}, n_batches = 2;

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench/bench_util.h"
 #include "runtime/model.h"
 #include "util/util.h"
 
@@ -84,10 +85,7 @@ static int measure(bench *b, double *prefill, double *decode) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("SGL_MODEL");
-    char def[4096];
-    snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
-    if (!path || !*path) path = def;
+    const char *path = bench_model_path();
     int threads = 2, rounds = 5, competitors = 1;
     bench b = {.prompt_len = 128, .steps = 32};
     for (int i = 1; i < argc; i++) {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bench/bench_util.h"
 #include "runtime/model.h"
 #include "util/util.h"
 
@@ -33,10 +34,7 @@ static void fill_tokens(int32_t *t, int n, int vocab, uint32_t seed) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("SGL_MODEL");
-    char def[4096];
-    snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
-    if (!path || !*path) path = def;
+    const char *path = bench_model_path();
     int threads = 2, prompt_len = 512, steps = 32, ctx0 = 64, only_batch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];

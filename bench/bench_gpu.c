@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench_util.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/kcuda.h"
 #include "runtime/model.h"
@@ -189,10 +190,7 @@ static void switch_over(const model_mat *w) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("SGL_MODEL");
-    char def[4096];
-    snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
-    if (!path || !*path) path = def;
+    const char *path = bench_model_path();
     int steps = 32, ctx = 128, gemm_rows = 16;
     bool quick = false;
     for (int i = 1; i < argc; i++) {

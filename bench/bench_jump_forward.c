@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "runtime/constrain/constrain.h"
 #include "runtime/engine.h"
 #include "util/util.h"
@@ -169,10 +170,7 @@ static void print_mode(const char *name, const mode_res *r) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("SGL_MODEL");
-    char def[4096];
-    snprintf(def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SGL_SOURCE_ROOT);
-    if (!path || !*path) path = def;
+    const char *path = bench_model_path();
     bench b = {path, 2, 16, 128, 16, NULL};
     int reps = 2;
     bool json = false;
