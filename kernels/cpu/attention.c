@@ -528,19 +528,43 @@ static int grow_i32(int32_t **p, int64_t n) {
     return *p ? 0 : -1;
 }
 
-int cpu_att_begin(cpu_att *c, const kb_batch *b, sgl_error *err) {
-    pthread_once(&att_once, att_choose);
-    c->b = b;
-    int64_t items = 0, split = 0, parts = 0;
+/* The batch's work items (see "The work items" above): counted into
+ * *items, *split (single-token rows) and *parts (their chunks), and, when
+ * fill, written to c's arrays, which must hold them. */
+static void att_plan(cpu_att *c, const kb_batch *b, bool fill, int64_t *items, int64_t *split,
+                     int64_t *parts) {
+    int64_t it = 0, sp = 0, poff = 0;
     for (int32_t i = 0; i < b->n_seqs; i++) {
         const kb_seq *s = &b->seqs[i];
         if (s->n_new == 1) {
             int32_t nch = att_n_chunks(s->pos0 + 1);
-            items += nch, split++, parts += nch;
-        } else {
-            items += (s->n_new + ATT_TOKEN_BLOCK - 1) / ATT_TOKEN_BLOCK;
+            if (fill) {
+                c->split_poff[sp] = (int32_t)poff;
+                c->split_nch[sp] = nch;
+                for (int32_t k = 0; k < nch; k++) {
+                    c->item_seq[it + k] = i, c->item_t0[it + k] = 0, c->item_t1[it + k] = 1;
+                    c->item_chunk[it + k] = k, c->item_split[it + k] = (int32_t)sp;
+                }
+            }
+            it += nch, poff += nch, sp++;
+            continue;
+        }
+        for (int32_t t0 = 0; t0 < s->n_new; t0 += ATT_TOKEN_BLOCK, it++) {
+            if (!fill) continue;
+            c->item_seq[it] = i;
+            c->item_t0[it] = t0;
+            c->item_t1[it] = SGL_MIN(t0 + ATT_TOKEN_BLOCK, s->n_new);
+            c->item_chunk[it] = -1, c->item_split[it] = -1;
         }
     }
+    *items = it, *split = sp, *parts = poff;
+}
+
+int cpu_att_begin(cpu_att *c, const kb_batch *b, sgl_error *err) {
+    pthread_once(&att_once, att_choose);
+    c->b = b;
+    int64_t items, split, parts;
+    att_plan(c, b, false, &items, &split, &parts);
     if (items > c->cap_items) {
         c->cap_items = 0;
         if (grow_i32(&c->item_seq, items) || grow_i32(&c->item_t0, items) ||
@@ -555,30 +579,7 @@ int cpu_att_begin(cpu_att *c, const kb_batch *b, sgl_error *err) {
             return sgl_error_set(err, "model: out of memory");
         c->cap_split = split;
     }
-    int64_t it = 0, sp = 0, poff = 0;
-    for (int32_t i = 0; i < b->n_seqs; i++) {
-        const kb_seq *s = &b->seqs[i];
-        if (s->n_new == 1) {
-            int32_t nch = att_n_chunks(s->pos0 + 1);
-            c->split_poff[sp] = (int32_t)poff;
-            c->split_nch[sp] = nch;
-            for (int32_t k = 0; k < nch; k++, it++) {
-                c->item_seq[it] = i, c->item_t0[it] = 0, c->item_t1[it] = 1;
-                c->item_chunk[it] = k, c->item_split[it] = (int32_t)sp;
-            }
-            poff += nch, sp++;
-            continue;
-        }
-        for (int32_t t0 = 0; t0 < s->n_new; t0 += ATT_TOKEN_BLOCK, it++) {
-            c->item_seq[it] = i;
-            c->item_t0[it] = t0;
-            c->item_t1[it] = SGL_MIN(t0 + ATT_TOKEN_BLOCK, s->n_new);
-            c->item_chunk[it] = -1, c->item_split[it] = -1;
-        }
-    }
-    c->n_items = items;
-    c->n_split = split;
-    c->n_part = parts;
+    att_plan(c, b, true, &c->n_items, &c->n_split, &c->n_part);
     return 0;
 }
 
