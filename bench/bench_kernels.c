@@ -7,6 +7,7 @@
  *
  * usage: bench_kernels [--quick]   (--quick: fewer repetitions, nb <= 32)
  *        bench_kernels --cold      (weights far larger than the caches, below)
+ *        bench_kernels --peak      (the core's multiply peak, below)
  *
  * --cold: batch-1 and batch-8 decode's case on a 1B-shaped model, where the
  * weights stream from memory: one 8192 x 2048 matrix (ffn gate/up) per
@@ -14,6 +15,17 @@
  * copy out of every cache. Prints us/call and weight GB/s next to the
  * machine's read bandwidth over the same bytes (a plain 2-thread streaming
  * sum, the roofline), best and median of 15 passes over the copies.
+ *
+ * --peak: the core's own ceiling. Times long runs of one multiply
+ * instruction on 12 independent accumulators (so throughput, not latency,
+ * sets the pace) on 256- and 512-bit vectors: vfmadd231ps (8 / 16 products
+ * per instruction), vpdpwssd (int16 pairs: 16 / 32), vpdpbusd (int8
+ * quads: 32 / 64) and vdpbf16ps (bf16 pairs: 16 / 32), where the CPU has
+ * them, and prints instructions and products per ns. Then the fast matmul
+ * on one thread (ffn 1536 x 576 at 32 and 512 rows, Q4_0 / Q4_1 / Q8_0)
+ * as products per ns and as a fraction of its instruction's peak: how much
+ * a kernel could still gain, and whether wider vectors would add products
+ * (on a CPU that splits a 512-bit op in two 256-bit halves they do not).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -37,6 +49,7 @@ static void print_load(void) {
 }
 
 static int cold_main(void);
+static int peak_main(void);
 
 typedef struct {
     const char *name;
@@ -108,6 +121,7 @@ static double time_matmul(kern_pool *pool, const shape *s, sgl_dtype t, const vo
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--cold") == 0) return cold_main();
+    if (argc > 1 && strcmp(argv[1], "--peak") == 0) return peak_main();
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     static const int64_t nbs[] = {1, 8, 32, 512};
     int n_nb = quick ? 3 : 4;
@@ -319,4 +333,153 @@ static int cold_main(void) {
     kern_pool_free(pools[0]);
     kern_pool_free(pools[1]);
     return 0;
+}
+
+/* ---- --peak -------------------------------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 12 independent accumulators (x0..x11) of one instruction, 100 in a row per
+ * loop turn; the sources x14, x15 never change. {evex}: the AVX-512 form
+ * (VNNI on 256-bit vectors without AVX-VNNI's VEX form). */
+#define PK_1(OP, R, i) "%{evex%} " OP " %%" R "14, %%" R "15, %%" R #i "\n\t"
+#define PK_12(OP, R)                                                                               \
+    PK_1(OP, R, 0) PK_1(OP, R, 1) PK_1(OP, R, 2) PK_1(OP, R, 3) PK_1(OP, R, 4) PK_1(OP, R, 5)      \
+    PK_1(OP, R, 6) PK_1(OP, R, 7) PK_1(OP, R, 8) PK_1(OP, R, 9) PK_1(OP, R, 10) PK_1(OP, R, 11)
+#define PK_LOOP(OP, R)                                                                             \
+    __asm__ volatile("1:\n\t" PK_12(OP, R) PK_12(OP, R) PK_12(OP, R) PK_12(OP, R)                   \
+                     "dec %0\n\tjnz 1b\n\t"                                                        \
+                     : "+r"(n)                                                                     \
+                     :                                                                             \
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",     \
+                       "xmm9", "xmm10", "xmm11", "cc")
+#define PK_FN(NAME, OP, R, TARGET)                                                                 \
+    __attribute__((target(TARGET), noinline)) static void NAME(long n) { PK_LOOP(OP, R); }
+PK_FN(pk_fma_y, "vfmadd231ps", "ymm", "avx512f,avx512vl")
+PK_FN(pk_fma_z, "vfmadd231ps", "zmm", "avx512f")
+PK_FN(pk_wssd_y, "vpdpwssd", "ymm", "avx512vl,avx512vnni")
+PK_FN(pk_wssd_z, "vpdpwssd", "zmm", "avx512f,avx512vnni")
+PK_FN(pk_busd_y, "vpdpbusd", "ymm", "avx512vl,avx512vnni")
+PK_FN(pk_busd_z, "vpdpbusd", "zmm", "avx512f,avx512vnni")
+PK_FN(pk_bf16_y, "vdpbf16ps", "ymm", "avx512vl,avx512bf16")
+PK_FN(pk_bf16_z, "vdpbf16ps", "zmm", "avx512f,avx512bf16")
+/* the AVX2 FMA for CPUs without AVX-512 */
+__attribute__((target("avx2,fma"), noinline)) static void pk_fma_avx2(long n) {
+    __asm__ volatile("1:\n\t"
+                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm0\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm1\n\t"
+                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm2\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm3\n\t"
+                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm4\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm5\n\t"
+                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm6\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm7\n\t"
+                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm8\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm9\n\t"
+                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm10\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm11\n\t"
+                     "dec %0\n\tjnz 1b\n\t"
+                     : "+r"(n)
+                     :
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+                       "xmm10", "xmm11", "cc");
+}
+#define PK_X86 1
+#endif
+
+/* Instructions per ns of fn (ipl instructions a loop turn): the best of 5
+ * runs of about 50 ms each. */
+static double pk_rate(void (*fn)(long), int ipl) {
+    long n = 20000;
+    double t0 = now_s();
+    fn(n);
+    double one = now_s() - t0;
+    n = (long)(n * 0.05 / (one + 1e-9));
+    if (n < 1000) n = 1000;
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        t0 = now_s();
+        fn(n);
+        double t = now_s() - t0;
+        if (t < best) best = t;
+    }
+    return (double)n * ipl / best * 1e-9;
+}
+
+static int peak_main(void) {
+#ifdef PK_X86
+    __builtin_cpu_init();
+    printf("kernels: fast implementation \"%s\"\n", kern_impl_name());
+    print_load();
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
+    bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+    typedef struct {
+        const char *name;
+        void (*fn)(long);
+        int ipl, macs; /* instructions a loop turn, products an instruction */
+        bool ok;
+    } pk;
+    const pk rows[] = {
+        {"vfmadd231ps ymm (AVX2)", pk_fma_avx2, 12, 8, __builtin_cpu_supports("fma")},
+        {"vfmadd231ps ymm", pk_fma_y, 48, 8, avx512},
+        {"vfmadd231ps zmm", pk_fma_z, 48, 16, avx512},
+        {"vpdpwssd ymm (int16)", pk_wssd_y, 48, 16, vnni},
+        {"vpdpwssd zmm (int16)", pk_wssd_z, 48, 32, vnni},
+        {"vpdpbusd ymm (int8)", pk_busd_y, 48, 32, vnni},
+        {"vpdpbusd zmm (int8)", pk_busd_z, 48, 64, vnni},
+        {"vdpbf16ps ymm (bf16)", pk_bf16_y, 48, 16, bf16},
+        {"vdpbf16ps zmm (bf16)", pk_bf16_z, 48, 32, bf16},
+    };
+    double wssd_peak = 0, busd_peak = 0;
+    printf("\none core, 12 independent accumulators:\n%-24s %10s %12s\n", "instruction", "instr/ns",
+           "products/ns");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (!rows[i].ok) {
+            printf("%-24s %10s %12s\n", rows[i].name, "-", "(no CPU support)");
+            continue;
+        }
+        double r = pk_rate(rows[i].fn, rows[i].ipl);
+        printf("%-24s %10.2f %12.1f\n", rows[i].name, r, r * rows[i].macs);
+        if (rows[i].fn == pk_wssd_y || rows[i].fn == pk_wssd_z)
+            wssd_peak = wssd_peak > r * rows[i].macs ? wssd_peak : r * rows[i].macs;
+        if (rows[i].fn == pk_busd_y || rows[i].fn == pk_busd_z)
+            busd_peak = busd_peak > r * rows[i].macs ? busd_peak : r * rows[i].macs;
+    }
+    /* the fast matmul on one thread: int16 activations by default, int8
+     * with SGL_KERN_INT8=1 (the peak it is held against follows) */
+    bool i8 = strstr(kern_impl_name(), "int8") != NULL;
+    double peak = i8 ? busd_peak : wssd_peak;
+    kern_pool *pool = kern_pool_new(1);
+    const int64_t rows_w = 1536, k = 576;
+    static const sgl_dtype types[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0};
+    static const int64_t nbs[] = {32, 512};
+    float *X = malloc(sizeof(float) * (size_t)(512 * k)), *Y = malloc(sizeof(float) * (size_t)(512 * rows_w));
+    for (int64_t i = 0; i < 512 * k; i++) X[i] = frand();
+    printf("\nfast matmul, %lld x %lld, one thread (products/ns; share of the %s peak, %.1f):\n",
+           (long long)rows_w, (long long)k, i8 ? "vpdpbusd" : "vpdpwssd", peak);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        sgl_dtype t = types[ti];
+        size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
+        uint8_t *W = malloc(rb * (size_t)rows_w);
+        float *row = malloc(sizeof(float) * (size_t)k);
+        for (int64_t r = 0; r < rows_w; r++) {
+            for (int64_t j = 0; j < k; j++) row[j] = frand() * 0.1f;
+            kern_quantize_row(t, row, W + rb * (size_t)r, k);
+        }
+        free(row);
+        sgl_dtype tp;
+        size_t pb;
+        void *P = kern_repack(pool, t, W, rows_w, k, &tp, &pb, NULL, NULL);
+        const shape s = {"", t, rows_w, k, 0};
+        for (int ni = 0; ni < 2; ni++) {
+            double sec = time_matmul(pool, &s, P ? tp : t, P ? P : W, X, nbs[ni], Y, 0.3);
+            double macs = (double)rows_w * (double)k * (double)nbs[ni] / sec * 1e-9;
+            printf("  %-5s nb=%-4lld %8.1f products/ns  %5.1f%%\n", sgl_dtype_name(t), (long long)nbs[ni],
+                   macs, peak > 0 ? 100.0 * macs / peak : 0.0);
+        }
+        if (P) free(P);
+        free(W);
+    }
+    free(X);
+    free(Y);
+    kern_pool_free(pool);
+    return 0;
+#else
+    printf("bench_kernels --peak: x86-64 only\n");
+    return 0;
+#endif
 }
