@@ -18,12 +18,15 @@
 #include "cli/cli.h"
 #include "lib/internal.h"
 
-enum { O_MODES = 1, O_QUICK, O_PROGRAMS, O_MODEL, O_FAKE, O_THREADS, O_SEED, O_JSON, O_PLOT, O_WORKLOADS, O_LIST };
+enum { O_MODES = 1, O_QUICK, O_PROGRAMS, O_MODEL, O_FAKE, O_THREADS, O_SEED, O_JSON, O_PLOT, O_WORKLOADS, O_LIST, O_MIN_TIME };
 
 static const cli_option bench_options[] = {
     {O_MODES, "--modes", NULL, "M,M,...", "modes to run (default: all, in the order --list shows)"},
     {O_QUICK, "--quick", NULL, NULL, "1 to 3 programs per workload instead of 3 to 31"},
     {O_PROGRAMS, "--programs", NULL, "N", "programs per workload (overrides the default sizes)"},
+    {O_MIN_TIME, "--min-time", NULL, "S", "run a workload again (fresh engine) until its runs in a mode add up\n"
+                                         "to S seconds, at most 5 runs; the figures are over all runs\n"
+                                         "(default 3; 0 with --quick or --fake: one run)"},
     {O_MODEL, "--model", NULL, "PATH", CLI_MODEL_HELP},
     {O_FAKE, "--fake", NULL, NULL, "the deterministic fake engine (no model; for testing)"},
     {O_THREADS, "--threads", NULL, "N", "engine threads (default: all cores)"},
@@ -97,6 +100,7 @@ static int write_file(const char *path, const sgl_strbuf *sb) {
 int cmd_bench(int argc, char **argv) {
     const char *v, *model = NULL, *json_path = NULL, *plot_path = NULL, *modes_arg = NULL, *wdir = NULL;
     bench_opts o = {.seed = 1};
+    double min_time = -1; /* --min-time; < 0: the default */
     const bench_workload *ws[64];
     int nw = 0;
     const bench_mode *ms[64];
@@ -119,6 +123,7 @@ int cmd_bench(int argc, char **argv) {
         case O_THREADS: o.n_threads = (int)cli_parse_long("bench", "--threads", v, 0, 1024); break;
         case O_PROGRAMS: o.n_programs = (int)cli_parse_long("bench", "--programs", v, 1, 100000); break;
         case O_SEED: o.seed = cli_parse_long("bench", "--seed", v, 0, 1L << 31); break;
+        case O_MIN_TIME: min_time = cli_parse_double("bench", "--min-time", v, 0, 3600); break;
         case O_JSON: json_path = v; break;
         case O_PLOT: plot_path = v; break;
         case O_WORKLOADS: wdir = v; break;
@@ -134,6 +139,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!nw)
         for (int i = 0; i < bench_n_workloads; i++) ws[nw++] = &bench_workloads[i];
+    o.min_seconds = min_time >= 0 ? min_time : o.quick || o.fake ? 0 : 3;
     if (modes_arg) {
         modes_copy = sgl_strdup(modes_arg);
         for (char *save = NULL, *t = strtok_r(modes_copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -189,8 +195,10 @@ int cmd_bench(int argc, char **argv) {
             }
             n++;
             if (!r->ok && !r->skipped) n_failed++;
-            fprintf(stderr, "[%d/%d] %-20s %-12s %7.2f s  %s\n", n, nw * nm, ws[i]->name, ms[j]->name,
+            fprintf(stderr, "[%d/%d] %-20s %-12s %7.2f s  %s", n, nw * nm, ws[i]->name, ms[j]->name,
                     r->seconds, r->ok ? "ok" : r->skipped ? "skipped" : r->error);
+            if (r->runs > 1) fprintf(stderr, " (%d runs)", r->runs);
+            fputc('\n', stderr);
         }
     char threads[32] = "all cores";
     if (o.n_threads) snprintf(threads, sizeof threads, "%d thread%s", o.n_threads, o.n_threads == 1 ? "" : "s");

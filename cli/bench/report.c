@@ -42,8 +42,8 @@ static double ratio(const bench_result *r, int n, const bench_workload *w, const
 }
 
 void bench_print_table(FILE *out, const bench_result *r, int n) {
-    fprintf(out, "%-20s %-12s %5s %9s %9s %8s %8s %6s %6s %8s\n", "workload", "mode", "progs", "progs/s",
-            "out tok/s", "p50 s", "p99 s", "hit%", "best%", "hit/best");
+    fprintf(out, "%-20s %-12s %5s %4s %9s %7s %9s %8s %8s %6s %6s %8s\n", "workload", "mode", "progs", "runs",
+            "progs/s", "spread", "out tok/s", "p50 s", "p99 s", "hit%", "best%", "hit/best");
     for (int i = 0; i < n; i++) {
         const bench_result *x = &r[i];
         if (!x->ok) {
@@ -51,9 +51,13 @@ void bench_print_table(FILE *out, const bench_result *r, int n) {
                     x->error);
             continue;
         }
-        fprintf(out, "%-20s %-12s %5d %9.3f %9.1f %8.2f %8.2f %6.1f %6.1f %8.3f\n", x->w->name, x->m->name,
-                x->programs, x->programs_per_s, x->tokens_per_s, x->p50, x->p99, 100 * x->hit_rate,
-                100 * x->best_hit_rate, x->best_hit_rate > 0 ? x->hit_rate / x->best_hit_rate : 0);
+        int runs = x->runs > 0 ? x->runs : 1;
+        /* spread: the fastest run's programs/s over the slowest's */
+        fprintf(out, "%-20s %-12s %5d %4d %9.3f %6.2fx %9.1f %8.2f %8.2f %6.1f %6.1f %8.3f\n", x->w->name,
+                x->m->name, x->programs / runs, runs, x->programs_per_s,
+                x->pps_min > 0 ? x->pps_max / x->pps_min : 1.0, x->tokens_per_s, x->p50, x->p99,
+                100 * x->hit_rate, 100 * x->best_hit_rate,
+                x->best_hit_rate > 0 ? x->hit_rate / x->best_hit_rate : 0);
     }
 }
 
@@ -120,10 +124,13 @@ int bench_json(sgl_strbuf *sb, const bench_result *r, int n, const bench_opts *o
         cJSON_AddBoolToObject(e, "skipped", x->skipped);
         if (x->ok) cJSON_AddNullToObject(e, "error");
         else cJSON_AddStringToObject(e, "error", x->error);
+        cJSON_AddNumberToObject(e, "runs", x->runs);
         cJSON_AddNumberToObject(e, "programs", x->programs);
         cJSON_AddNumberToObject(e, "failed", x->failed);
         cJSON_AddItemToObject(e, "seconds", num(x->seconds, 4));
         cJSON_AddItemToObject(e, "programs_per_s", num(x->programs_per_s, 4));
+        cJSON_AddItemToObject(e, "programs_per_s_slowest_run", num(x->pps_min, 4));
+        cJSON_AddItemToObject(e, "programs_per_s_fastest_run", num(x->pps_max, 4));
         cJSON_AddItemToObject(e, "tokens_per_s", num(x->tokens_per_s, 3));
         cJSON_AddItemToObject(e, "latency_p50", num(x->p50, 4));
         cJSON_AddItemToObject(e, "latency_p99", num(x->p99, 4));

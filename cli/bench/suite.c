@@ -114,8 +114,12 @@ static void on_program_done(void *ctx, double seconds, const char *error) {
     l->x[l->n++] = seconds;
 }
 
-int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m, bench_result *res,
-              sgl_error *err) {
+/* One run of w in m on a fresh engine: res filled as bench_run says, except
+ * p50 / p99 and the run counts; each program's latency is appended to *l
+ * (shared by the runs of one bench_run). Returns 0 or -1 (engine failed to
+ * start, err set). */
+static int run_once(const bench_opts *o, const bench_workload *w, const bench_mode *m, bench_result *res,
+                    lat *l, sgl_error *err) {
     memset(res, 0, sizeof *res);
     res->w = w;
     res->m = m;
@@ -200,14 +204,14 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
         return sgl_error_set(err, "out of memory");
     }
     FILE *devnull = fopen("/dev/null", "w");
-    lat l = {0};
+    const int n0 = l->n, failed0 = l->failed; /* this run's programs are those past these */
     vm_config cfg = vm_session_config(&s);
     cfg.out = devnull;
     cfg.prefix_hints = !m->no_hints;
     cfg.serial = m->serial;
     cfg.no_prefill = m->no_prefill;
     cfg.batch_done = on_program_done;
-    cfg.batch_done_ctx = &l;
+    cfg.batch_done_ctx = l;
     cfg.trace = o->trace;
     vm *v = vm_new(&cfg, err);
     if (!v) {
@@ -227,8 +231,8 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     sgl_engine_metrics_get(s.engine, &em);
     res->forward_calls = em.forward_calls;
     res->forward_tokens = em.forward_tokens;
-    res->programs = l.n;
-    res->failed = l.failed;
+    res->programs = l->n - n0;
+    res->failed = l->failed - failed0;
     res->generate = st.generate;
     res->score = st.score;
     res->prefill = st.prefill;
@@ -238,27 +242,78 @@ int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m,
     res->hit_rate = st.prompt_tokens ? (double)st.cached_tokens / (double)st.prompt_tokens : 0;
     res->best_prompt_tokens = st.ideal_prompt;
     res->best_hit_rate = st.ideal_prompt ? (double)st.ideal_cached / (double)st.ideal_prompt : 0;
-    res->programs_per_s = res->seconds > 0 ? l.n / res->seconds : 0;
+    res->programs_per_s = res->seconds > 0 ? res->programs / res->seconds : 0;
     res->tokens_per_s = res->seconds > 0 ? (double)st.completion_tokens / res->seconds : 0;
-    res->p50 = bench_percentile(l.x, l.n, 50);
-    res->p99 = bench_percentile(l.x, l.n, 99);
     if (!in) {
         set_error(res, err->msg);
     } else if (vm_inst_failed(in)) {
         set_error(res, vm_inst_error(in));
-    } else if (l.failed || l.n != n) {
+    } else if (res->failed || res->programs != n) {
         char msg[sizeof res->error];
-        snprintf(msg, sizeof msg, "%d of %d programs failed; the first: %.400s", l.failed + (n - l.n), n,
-                 l.first_error ? l.first_error : "(did not finish)");
+        snprintf(msg, sizeof msg, "%d of %d programs failed; the first: %.400s", res->failed + (n - res->programs),
+                 n, l->first_error ? l->first_error : "(did not finish)");
         set_error(res, msg);
     } else {
         res->ok = true;
     }
-    free(l.x);
-    free(l.first_error);
     vm_free(v);
     if (devnull) fclose(devnull);
     vm_session_close(&s);
     vm_script_free(&sc);
     return 0;
+}
+
+/* Adds run b's counts to a (runs of one workload in one mode) and
+ * recomputes the rates over all of them. */
+static void merge_run(bench_result *a, const bench_result *b) {
+    double best_cached = a->best_hit_rate * (double)a->best_prompt_tokens +
+                         b->best_hit_rate * (double)b->best_prompt_tokens;
+    a->runs++;
+    a->programs += b->programs;
+    a->failed += b->failed;
+    a->seconds += b->seconds;
+    a->generate += b->generate;
+    a->score += b->score;
+    a->prefill += b->prefill;
+    a->prompt_tokens += b->prompt_tokens;
+    a->cached_tokens += b->cached_tokens;
+    a->completion_tokens += b->completion_tokens;
+    a->best_prompt_tokens += b->best_prompt_tokens;
+    a->forward_calls += b->forward_calls;
+    a->forward_tokens += b->forward_tokens;
+    a->hit_rate = a->prompt_tokens ? (double)a->cached_tokens / (double)a->prompt_tokens : 0;
+    a->best_hit_rate = a->best_prompt_tokens ? best_cached / (double)a->best_prompt_tokens : 0;
+    a->programs_per_s = a->seconds > 0 ? a->programs / a->seconds : 0;
+    a->tokens_per_s = a->seconds > 0 ? (double)a->completion_tokens / a->seconds : 0;
+    if (b->programs_per_s < a->pps_min) a->pps_min = b->programs_per_s;
+    if (b->programs_per_s > a->pps_max) a->pps_max = b->programs_per_s;
+}
+
+int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m, bench_result *res,
+              sgl_error *err) {
+    lat l = {0};
+    int rc = run_once(o, w, m, res, &l, err);
+    res->runs = 1;
+    res->pps_min = res->pps_max = res->programs_per_s;
+    /* Short runs again, each on a fresh engine, until the runs add up to
+     * min_seconds: one run of a second swings with whatever else the
+     * machine does; the figures are over all runs together. */
+    while (rc == 0 && res->ok && o->min_seconds > 0 && res->seconds < o->min_seconds &&
+           res->runs < BENCH_MAX_RUNS) {
+        bench_result more;
+        rc = run_once(o, w, m, &more, &l, err);
+        if (rc < 0) break;
+        if (!more.ok) { /* a later run failed: the whole measurement did */
+            res->ok = false;
+            res->skipped = more.skipped;
+            memcpy(res->error, more.error, sizeof res->error);
+            break;
+        }
+        merge_run(res, &more);
+    }
+    res->p50 = bench_percentile(l.x, l.n, 50);
+    res->p99 = bench_percentile(l.x, l.n, 99);
+    free(l.x);
+    free(l.first_error);
+    return rc;
 }

@@ -58,6 +58,8 @@ typedef struct bench_opts {
     int n_threads;             /* 0: all cores */
     int32_t max_context;       /* 0: the model's; < 0: no limit (the tests' tiny model) */
     bool quick;                /* n_quick programs instead of n_full */
+    double min_seconds;        /* > 0: a run shorter than this is repeated (fresh engine each time)
+                                  until the runs add up to it, at most BENCH_MAX_RUNS runs */
     int n_programs;            /* > 0: overrides n_full/n_quick */
     int64_t seed;
     FILE *trace;               /* every engine request and result (vm_link_set_trace), or NULL */
@@ -71,14 +73,20 @@ typedef struct bench_opts {
     const char *chat_template; /* remote without model_path: template family (NULL: chatml) */
 } bench_opts;
 
+/* The most runs bench_run makes of one workload in one mode. */
+#define BENCH_MAX_RUNS 5
+
 typedef struct bench_result {
     const bench_workload *w;
     const bench_mode *m;
     bool ok;
     bool skipped;              /* not run: the backend cannot (error says why); not a failure */
     char error[512];
-    int programs, failed;      /* programs run / of which failed */
-    double seconds;            /* wall time of the run (model load excluded) */
+    int runs;                  /* runs made (bench_opts.min_seconds); the figures below are
+                                  over all of them together */
+    int programs, failed;      /* programs run (all runs) / of which failed */
+    double seconds;            /* wall time of the runs (model loads excluded) */
+    double pps_min, pps_max;   /* programs/s of the slowest and the fastest run */
     double programs_per_s, tokens_per_s;
     double p50, p99;           /* per-program latency, seconds */
     int64_t generate, score, prefill; /* requests sent */
@@ -89,7 +97,8 @@ typedef struct bench_result {
                                               tokens they ran (0 on remote engines) */
 } bench_result;
 
-/* Runs workload w in mode m. Returns 0 (res filled; res->ok false with
+/* Runs workload w in mode m (once, or again while o->min_seconds asks).
+ * Returns 0 (res filled; res->ok false with
  * res->error when the workload failed to load or a program failed, and
  * res->skipped too when a remote backend cannot run the mode or the
  * workload), or -1 with err set when the engine could not start. */

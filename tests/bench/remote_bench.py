@@ -48,7 +48,7 @@ def main():
         rows = {tuple(l.split()[:2]): l for l in p.stdout.splitlines() if l.startswith('skeleton_of_thought')}
         for m in ('full', 'baseline'):
             row = rows.get(('skeleton_of_thought', m), '')
-            if len(row.split()) != 10:
+            if len(row.split()) != 12:  # name, mode, progs, runs, progs/s, spread, tok/s, p50, p99, hit, best, ratio
                 fail('no table row for %s: %r' % (m, row))
         if 'skipped' not in rows.get(('skeleton_of_thought', 'no-cache'), ''):
             fail('no-cache is not reported as skipped')

@@ -6,6 +6,9 @@
  *     tree of thought's gens per level, latencies and hit rates;
  *   - the VM knobs the modes use: serial (one request in flight) and
  *     no_prefill, on the fake engine's request log;
+ *   - repeated runs (bench_opts.min_seconds): as many runs as asked, at most
+ *     BENCH_MAX_RUNS, counts and rates over all of them, each run on a
+ *     fresh engine (the same cache hits every time);
  *   - every workload on the tiny model (argv[1]) in full and baseline mode:
  *     runs, request counts, measured hit rate within the best possible, and
  *     the recorder's tokenization agreeing with the engine's token counts.
@@ -237,6 +240,43 @@ static void test_workloads_tiny(void) {
     }
 }
 
+static void test_repeat(void) {
+    const bench_workload *w = bench_workload_find("chat_short");
+    const int n = 2;
+    bench_opts o = opts_for(NULL, n, NULL);
+    bench_result one, many;
+    run(&o, w, "full", &one);
+    CHECK_INT(one.runs, 1);
+    CHECK(one.pps_min == one.programs_per_s && one.pps_max == one.programs_per_s);
+    o.min_seconds = 1e9; /* never reached: stops at the cap */
+    if (!run(&o, w, "full", &many)) return;
+    CHECK_INT(many.runs, BENCH_MAX_RUNS);
+    CHECK_INT(many.programs, n * BENCH_MAX_RUNS);
+    CHECK_INT(many.generate, one.generate * BENCH_MAX_RUNS);
+    CHECK_INT(many.score, one.score * BENCH_MAX_RUNS);
+    CHECK_INT(many.prefill, one.prefill * BENCH_MAX_RUNS); /* a prefix hint per run */
+    CHECK(many.p50 > 0 && many.p50 <= many.p99 && many.p99 <= many.seconds);
+    /* a fresh engine each run: every run hits the cache as the first did */
+    CHECK_INT(many.cached_tokens, one.cached_tokens * BENCH_MAX_RUNS);
+    CHECK_INT(many.prompt_tokens, one.prompt_tokens * BENCH_MAX_RUNS);
+    CHECK_NEAR(many.hit_rate, one.hit_rate, 1e-12);
+    CHECK_NEAR(many.best_hit_rate, one.best_hit_rate, 1e-12);
+    CHECK_NEAR(many.programs_per_s, many.programs / many.seconds, 1e-9);
+    CHECK(many.pps_min > 0 && many.pps_min <= many.programs_per_s && many.programs_per_s <= many.pps_max);
+    /* a run already long enough is not repeated */
+    o.min_seconds = 1e-9;
+    bench_result once;
+    if (run(&o, w, "baseline", &once)) CHECK_INT(once.runs, 1);
+    /* the table shows programs per run and the runs */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    bench_print_table(f, &many, 1);
+    fclose(f);
+    CHECK_MSG(buf && strstr(buf, "    2    5 "), "table: %s", buf ? buf : "");
+    free(buf);
+}
+
 static void test_report(void) {
     bench_opts o = opts_for(NULL, 2, NULL);
     bench_result r[2];
@@ -271,6 +311,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_workloads_fake);
     TEST_RUN(test_tree_of_thought_levels);
     TEST_RUN(test_workloads_tiny);
+    TEST_RUN(test_repeat);
     TEST_RUN(test_report);
     return TEST_DONE();
 }
