@@ -22,8 +22,9 @@
  * per instruction), vpdpwssd (int16 pairs: 16 / 32), vpdpbusd (int8
  * quads: 32 / 64) and vdpbf16ps (bf16 pairs: 16 / 32), where the CPU has
  * them, and prints instructions and products per ns. Then the fast matmul
- * on one thread (ffn 1536 x 576 at 32 and 512 rows, Q4_0 / Q4_1 / Q8_0)
- * as products per ns and as a fraction of its instruction's peak: how much
+ * on one thread (ffn 1536 x 576 at 32 and 512 rows, Q4_0 / Q4_1 / Q8_0
+ * against the integer instruction, F16 against FMA) as products per ns and
+ * as a fraction of its instruction's peak: how much
  * a kernel could still gain, and whether wider vectors would add products
  * (on a CPU that splits a 512-bit op in two 256-bit halves they do not).
  */
@@ -424,7 +425,7 @@ static int peak_main(void) {
         {"vdpbf16ps ymm (bf16)", pk_bf16_y, 48, 16, bf16},
         {"vdpbf16ps zmm (bf16)", pk_bf16_z, 48, 32, bf16},
     };
-    double wssd_peak = 0, busd_peak = 0;
+    double wssd_peak = 0, busd_peak = 0, fma_peak = 0;
     printf("\none core, 12 independent accumulators:\n%-24s %10s %12s\n", "instruction", "instr/ns",
            "products/ns");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -436,23 +437,28 @@ static int peak_main(void) {
         printf("%-24s %10.2f %12.1f\n", rows[i].name, r, r * rows[i].macs);
         if (rows[i].fn == pk_wssd_y || rows[i].fn == pk_wssd_z)
             wssd_peak = wssd_peak > r * rows[i].macs ? wssd_peak : r * rows[i].macs;
+        if (rows[i].fn == pk_fma_avx2 || rows[i].fn == pk_fma_y || rows[i].fn == pk_fma_z)
+            fma_peak = fma_peak > r * rows[i].macs ? fma_peak : r * rows[i].macs;
         if (rows[i].fn == pk_busd_y || rows[i].fn == pk_busd_z)
             busd_peak = busd_peak > r * rows[i].macs ? busd_peak : r * rows[i].macs;
     }
     /* the fast matmul on one thread: int16 activations by default, int8
      * with SGL_KERN_INT8=1 (the peak it is held against follows) */
     bool i8 = strstr(kern_impl_name(), "int8") != NULL;
-    double peak = i8 ? busd_peak : wssd_peak;
+    double qpeak = i8 ? busd_peak : wssd_peak;
     kern_pool *pool = kern_pool_new(1);
     const int64_t rows_w = 1536, k = 576;
-    static const sgl_dtype types[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0};
+    /* quantized types against the integer instruction, float ones against FMA */
+    static const sgl_dtype types[] = {SGL_DTYPE_Q4_0, SGL_DTYPE_Q4_1, SGL_DTYPE_Q8_0, SGL_DTYPE_F16};
     static const int64_t nbs[] = {32, 512};
     float *X = malloc(sizeof(float) * (size_t)(512 * k)), *Y = malloc(sizeof(float) * (size_t)(512 * rows_w));
     for (int64_t i = 0; i < 512 * k; i++) X[i] = frand();
-    printf("\nfast matmul, %lld x %lld, one thread (products/ns; share of the %s peak, %.1f):\n",
-           (long long)rows_w, (long long)k, i8 ? "vpdpbusd" : "vpdpwssd", peak);
+    printf("\nfast matmul, %lld x %lld, one thread (products/ns; share of the %s peak, %.1f, and for "
+           "F16 of the FMA peak, %.1f):\n",
+           (long long)rows_w, (long long)k, i8 ? "vpdpbusd" : "vpdpwssd", qpeak, fma_peak);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         sgl_dtype t = types[ti];
+        double peak = t == SGL_DTYPE_F16 ? fma_peak : qpeak;
         size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
         uint8_t *W = malloc(rb * (size_t)rows_w);
         float *row = malloc(sizeof(float) * (size_t)k);
