@@ -3,37 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-
-/* The K or V store: zeroed pages from the OS on first touch, 2 MiB aligned
- * and asking for transparent huge pages. Attention reads each K and V row of
- * a sequence's slots once per decode step, 128 bytes of every slot's row per
- * kv head, spread over megabytes: with 4 KiB pages every few keys cost a TLB
- * miss (and a dropped prefetch). Returns NULL when out of memory; free with
- * kv_store_free(p, bytes). */
-static uint16_t *kv_store_alloc(size_t bytes) {
-    const size_t huge = (size_t)2 << 20;
-    size_t len = bytes + huge;
-    uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return NULL;
-    uint8_t *a = (uint8_t *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
-    /* give back the unaligned head and the tail past bytes */
-    if (a > m) munmap(m, (size_t)(a - m));
-    size_t end = (size_t)(a - m) + bytes, tail_off = (end + 4095) & ~(size_t)4095;
-    if (tail_off < len) munmap(m + tail_off, len - tail_off);
-#ifdef MADV_HUGEPAGE
-    (void)madvise(a, bytes & ~(huge - 1), MADV_HUGEPAGE);
-#endif
-    return (uint16_t *)a;
-}
-
-static void kv_store_free(uint16_t *p, size_t bytes) {
-    if (p) munmap(p, (bytes + 4095) & ~(size_t)4095);
-}
-
-static size_t kv_store_bytes(const kv_pool *p) {
-    return (size_t)p->n_layers * (size_t)p->n_slots * (size_t)p->kv_dim * sizeof(uint16_t);
-}
 
 kv_pool *kv_pool_new(int32_t n_slots, int32_t n_layers, int32_t kv_dim, sgl_error *err) {
     if (n_slots <= 0 || n_layers < 0 || kv_dim < 0) {
@@ -50,8 +19,9 @@ kv_pool *kv_pool_new(int32_t n_slots, int32_t n_layers, int32_t kv_dim, sgl_erro
     p->is_free = malloc((size_t)n_slots);
     if (!p->free_list || !p->is_free) goto oom;
     if (kv_dim > 0 && n_layers > 0) {
-        p->k = kv_store_alloc(kv_store_bytes(p));
-        p->v = kv_store_alloc(kv_store_bytes(p));
+        size_t n = (size_t)n_layers * (size_t)n_slots * (size_t)kv_dim;
+        p->k = calloc(n, sizeof(uint16_t));
+        p->v = calloc(n, sizeof(uint16_t));
         if (!p->k || !p->v) goto oom;
     }
     /* Stack order: pop from the end, so push ids in descending order to hand
@@ -69,8 +39,8 @@ oom:
 void kv_pool_free(kv_pool *p) {
     if (!p) return;
     if (p->dev && p->dev_free) p->dev_free(p->dev);
-    kv_store_free(p->k, kv_store_bytes(p));
-    kv_store_free(p->v, kv_store_bytes(p));
+    free(p->k);
+    free(p->v);
     free(p->free_list);
     free(p->is_free);
     free(p);
