@@ -862,6 +862,56 @@ static int kv_view(sgl_model *m, kv_pool *kv, kb_kv *out, sgl_error *err) {
     return 0;
 }
 
+/* New tokens one forward runs at most; a larger batch runs as consecutive
+ * sub-batches of this many rows (forward_split). The activation scratch
+ * grows with the rows of a forward: at the engine's default budget of 2,048
+ * tokens it was about 240 MiB on a 1B-shaped model, which put sglc's peak
+ * memory above llama.cpp's (whose micro-batches are 512 rows). Matmul
+ * throughput is flat from a few dozen rows up, so nothing is lost. */
+#define FWD_MAX_ROWS 512
+
+static int forward_rows(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
+                        sgl_error *err);
+
+/* Runs b as sub-batches of at most FWD_MAX_ROWS new tokens, in sequence
+ * order; a sequence longer than the room left is split into consecutive
+ * chunks, the later ones attending to the KV the earlier ones wrote (chunked
+ * prefill, which gives the same bits as one forward). Logits rows come out
+ * in b's order. Returns 0 or -1 (err set). */
+static int forward_split(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
+                         sgl_error *err) {
+    model_seq *sub = malloc(sizeof *sub * (size_t)(b->n_seqs + 1));
+    if (!sub) return sgl_error_set(err, "model: out of memory");
+    int32_t ns = 0, rows = 0;
+    int64_t vocab = m->cfg.vocab;
+    float *out = logits;
+    int rc = 0;
+    for (int32_t i = 0; i < b->n_seqs && rc == 0; i++) {
+        const model_seq *sq = &b->seqs[i];
+        for (int32_t c0 = 0; c0 < sq->n_new && rc == 0;) {
+            int32_t len = SGL_MIN(sq->n_new - c0, FWD_MAX_ROWS - rows);
+            int32_t from = sq->logits_from - c0;
+            sub[ns++] = (model_seq){.n_new = len,
+                                    .tokens = sq->tokens + c0,
+                                    .pos0 = sq->pos0 + c0,
+                                    .n_ctx = sq->pos0 + c0 + len,
+                                    .slots = sq->slots,
+                                    .logits_from = from < 0 ? 0 : from > len ? len : from};
+            rows += len;
+            c0 += len;
+            bool last = i == b->n_seqs - 1 && c0 == sq->n_new;
+            if (rows == FWD_MAX_ROWS || last) {
+                model_batch sb = {ns, sub};
+                rc = forward_rows(m, kv, &sb, out, err);
+                if (out) out += model_batch_logit_rows(&sb) * vocab;
+                ns = 0, rows = 0;
+            }
+        }
+    }
+    free(sub);
+    return rc;
+}
+
 int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
                   sgl_error *err) {
     int64_t n = 0, max_ctx = 0, n_slots = 0;
@@ -872,6 +922,16 @@ int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits
         return sgl_error_set(err, "model_forward: %lld logits rows asked but no buffer",
                              (long long)n_logits);
     if (n == 0) return 0;
+    if (n > FWD_MAX_ROWS) return forward_split(m, kv, b, logits, err);
+    return forward_rows(m, kv, b, logits, err);
+}
+
+/* model_forward of a checked batch of at most FWD_MAX_ROWS new tokens. */
+static int forward_rows(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
+                        sgl_error *err) {
+    int64_t n = 0, max_ctx = 0, n_slots = 0;
+    if (check_batch(m, kv, b, &n, &max_ctx, &n_slots, err)) return -1;
+    int64_t n_logits = model_batch_logit_rows(b);
     if (!m->be && model_set_device(m, MODEL_DEVICE_CPU, err)) return -1;
     if (state_reserve(m, b, n, n_slots, err)) return -1;
     model_state *s = &m->st;

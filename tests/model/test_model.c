@@ -377,6 +377,59 @@ static void test_chunked_prefill(void) {
     check_chunked(&TM_ODD);
 }
 
+/* A batch of more new tokens than one forward runs (512) goes as
+ * sub-batches, one sequence split across two of them: every logits row and
+ * every K/V row equals the sequence run alone. Lengths 250 + 250 + 100 with
+ * logits from row 240, 0 and 60: the first sub-batch ends 12 tokens into
+ * the third sequence, before its logits start. */
+static void check_split(const tm_cfg *c) {
+    fixture f;
+    if (fx_open(&f, c, 2)) return;
+    enum { NS = 3 };
+    const int lens[NS] = {250, 250, 100}, from[NS] = {240, 0, 60};
+    int total = 0, rows = 0;
+    for (int i = 0; i < NS; i++) total += lens[i], rows += lens[i] - from[i];
+    kv_pool *kv = model_kv_pool_new(f.m, 2 * total, &err);
+    int32_t toks[NS][250], sa[NS][250], sb[NS][250];
+    float *alone[NS];
+    model_seq seqs[NS];
+    for (int i = 0; i < NS; i++) {
+        make_tokens(toks[i], lens[i], f.V, 300 + i);
+        kv_pool_alloc(kv, lens[i], sa[i]);
+        kv_pool_alloc(kv, lens[i], sb[i]);
+        alone[i] = run1(f.m, kv, toks[i], lens[i], 0, sa[i]);
+        seqs[i] = (model_seq){.n_new = lens[i], .tokens = toks[i], .pos0 = 0, .n_ctx = lens[i],
+                              .slots = sb[i], .logits_from = from[i]};
+    }
+    model_batch b = {NS, seqs};
+    CHECK_INT(model_batch_logit_rows(&b), rows);
+    float *lg = malloc(sizeof(float) * (size_t)rows * f.V);
+    CHECK_MSG(model_forward(f.m, kv, &b, lg, &err) == 0, "%s", err.msg);
+    int r = 0, kv_same = 1;
+    for (int i = 0; i < NS; i++) {
+        int k = lens[i] - from[i];
+        CHECK_MSG(same(lg + (size_t)r * f.V, alone[i] + (size_t)from[i] * f.V, (size_t)k * f.V),
+                  "%s seq %d: logits of the split batch differ from the sequence alone", c->arch, i);
+        r += k;
+        for (int t = 0; t < lens[i]; t++)
+            for (int l = 0; l < model_get_config(f.m)->n_layers; l++)
+                kv_same &= !memcmp(kv_pool_k(kv, l, sa[i][t]), kv_pool_k(kv, l, sb[i][t]),
+                                   sizeof(uint16_t) * (size_t)kv->kv_dim) &&
+                           !memcmp(kv_pool_v(kv, l, sa[i][t]), kv_pool_v(kv, l, sb[i][t]),
+                                   sizeof(uint16_t) * (size_t)kv->kv_dim);
+        free(alone[i]);
+    }
+    CHECK_MSG(kv_same, "%s: K/V of the split batch differ", c->arch);
+    free(lg);
+    kv_pool_free(kv);
+    fx_close(&f);
+}
+
+static void test_split_batch(void) {
+    check_split(&TM_LLAMA);
+    check_split(&TM_QWEN2);
+}
+
 /* Prefix P cached by an earlier call, then two continuations sharing its
  * slots (a fork), run together in one batch with a third, unrelated prefill:
  * each equals the full recompute of its whole sequence. */
@@ -503,6 +556,7 @@ int main(void) {
     TEST_RUN(test_reference_f32);
     TEST_RUN(test_batch_vs_alone);
     TEST_RUN(test_chunked_prefill);
+    TEST_RUN(test_split_batch);
     TEST_RUN(test_cached_prefix);
     TEST_RUN(test_decode_vs_prefill);
     TEST_RUN(test_threads);
