@@ -216,7 +216,10 @@ int64_t model_batch_logit_rows(const model_batch *b);
  * written to logits; NaN/Inf in the activations, from a corrupt weight or
  * an overflow: the message names the layer and block where non-finite
  * values first appear; logits are garbage then). Not reentrant: one forward per model at a
- * time (the model keeps its scratch buffers). */
+ * time (the model keeps its scratch buffers). A batch of more than 512 new
+ * tokens runs as consecutive sub-batches of at most 512 (same results; the
+ * scratch stays that size); an error in a later one leaves the K/V of the
+ * earlier ones written. */
 int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
                   sgl_error *err);
 
