@@ -37,6 +37,18 @@ static int same(const float *a, const float *b, size_t n) {
     return a && b && memcmp(a, b, n * sizeof(float)) == 0;
 }
 
+/* 1 if the K and V rows at slots a[0..n) and b[0..n) are the same bits in
+ * every layer. */
+static int kv_rows_same(const kv_pool *kv, const int32_t *a, const int32_t *b, int n) {
+    size_t bytes = sizeof(uint16_t) * (size_t)kv->kv_dim;
+    for (int t = 0; t < n; t++)
+        for (int l = 0; l < kv->n_layers; l++)
+            if (memcmp(kv_pool_k(kv, l, a[t]), kv_pool_k(kv, l, b[t]), bytes) ||
+                memcmp(kv_pool_v(kv, l, a[t]), kv_pool_v(kv, l, b[t]), bytes))
+                return 0;
+    return 1;
+}
+
 /* ---- loader ------------------------------------------------------------------- */
 
 static void test_load_config(void) {
@@ -323,13 +335,7 @@ static void check_batch_vs_alone(const tm_cfg *c) {
     }
     /* K/V written by both runs must match too (same tokens, same positions). */
     int kv_same = 1;
-    for (int i = 0; i < NS; i++)
-        for (int t = 0; t < lens[i]; t++)
-            for (int l = 0; l < model_get_config(f.m)->n_layers; l++)
-                kv_same &= !memcmp(kv_pool_k(kv, l, slots_a[i][t]), kv_pool_k(kv, l, slots_b[i][t]),
-                                   sizeof(uint16_t) * (size_t)kv->kv_dim) &&
-                           !memcmp(kv_pool_v(kv, l, slots_a[i][t]), kv_pool_v(kv, l, slots_b[i][t]),
-                                   sizeof(uint16_t) * (size_t)kv->kv_dim);
+    for (int i = 0; i < NS; i++) kv_same &= kv_rows_same(kv, slots_a[i], slots_b[i], lens[i]);
     CHECK_MSG(kv_same, "%s: K/V of batched run differ", c->arch);
     free(lg);
     kv_pool_free(kv);
@@ -411,12 +417,7 @@ static void check_split(const tm_cfg *c) {
         CHECK_MSG(same(lg + (size_t)r * f.V, alone[i] + (size_t)from[i] * f.V, (size_t)k * f.V),
                   "%s seq %d: logits of the split batch differ from the sequence alone", c->arch, i);
         r += k;
-        for (int t = 0; t < lens[i]; t++)
-            for (int l = 0; l < model_get_config(f.m)->n_layers; l++)
-                kv_same &= !memcmp(kv_pool_k(kv, l, sa[i][t]), kv_pool_k(kv, l, sb[i][t]),
-                                   sizeof(uint16_t) * (size_t)kv->kv_dim) &&
-                           !memcmp(kv_pool_v(kv, l, sa[i][t]), kv_pool_v(kv, l, sb[i][t]),
-                                   sizeof(uint16_t) * (size_t)kv->kv_dim);
+        kv_same &= kv_rows_same(kv, sa[i], sb[i], lens[i]);
         free(alone[i]);
     }
     CHECK_MSG(kv_same, "%s: K/V of the split batch differ", c->arch);
