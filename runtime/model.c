@@ -870,41 +870,48 @@ static int kv_view(sgl_model *m, kv_pool *kv, kb_kv *out, sgl_error *err) {
  * throughput is flat from a few dozen rows up, so nothing is lost. */
 #define FWD_MAX_ROWS 512
 
-static int forward_rows(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
-                        sgl_error *err);
+/* The sizes of a checked batch: new tokens, longest context, attended
+ * slots (their sum over the sequences) and logits rows. */
+typedef struct fwd_shape {
+    int64_t n, max_ctx, n_slots, n_logits;
+} fwd_shape;
+
+static int forward_rows(sgl_model *m, kv_pool *kv, const model_batch *b, const fwd_shape *sh,
+                        float *logits, sgl_error *err);
 
 /* Runs b as sub-batches of at most FWD_MAX_ROWS new tokens, in sequence
  * order; a sequence longer than the room left is split into consecutive
  * chunks, the later ones attending to the KV the earlier ones wrote (chunked
  * prefill, which gives the same bits as one forward). Logits rows come out
- * in b's order. Returns 0 or -1 (err set). */
+ * in b's order. b is checked already, so its pieces are too. Returns 0 or
+ * -1 (err set). */
 static int forward_split(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
                          sgl_error *err) {
     model_seq *sub = malloc(sizeof *sub * (size_t)(b->n_seqs + 1));
     if (!sub) return sgl_error_set(err, "model: out of memory");
-    int32_t ns = 0, rows = 0;
-    int64_t vocab = m->cfg.vocab;
+    int32_t ns = 0;
+    fwd_shape sh = {0};
     float *out = logits;
     int rc = 0;
     for (int32_t i = 0; i < b->n_seqs && rc == 0; i++) {
         const model_seq *sq = &b->seqs[i];
         for (int32_t c0 = 0; c0 < sq->n_new && rc == 0;) {
-            int32_t len = SGL_MIN(sq->n_new - c0, FWD_MAX_ROWS - rows);
-            int32_t from = sq->logits_from - c0;
-            sub[ns++] = (model_seq){.n_new = len,
-                                    .tokens = sq->tokens + c0,
-                                    .pos0 = sq->pos0 + c0,
-                                    .n_ctx = sq->pos0 + c0 + len,
-                                    .slots = sq->slots,
-                                    .logits_from = from < 0 ? 0 : from > len ? len : from};
-            rows += len;
+            int32_t len = (int32_t)SGL_MIN(sq->n_new - c0, FWD_MAX_ROWS - sh.n);
+            int32_t from = SGL_MIN(SGL_MAX(sq->logits_from - c0, 0), len);
+            model_seq *p = &sub[ns++];
+            *p = (model_seq){.n_new = len, .tokens = sq->tokens + c0, .pos0 = sq->pos0 + c0,
+                             .n_ctx = sq->pos0 + c0 + len, .slots = sq->slots, .logits_from = from};
+            sh.n += len;
+            sh.max_ctx = SGL_MAX(sh.max_ctx, p->n_ctx);
+            sh.n_slots += p->n_ctx;
+            sh.n_logits += len - from;
             c0 += len;
-            bool last = i == b->n_seqs - 1 && c0 == sq->n_new;
-            if (rows == FWD_MAX_ROWS || last) {
+            if (sh.n == FWD_MAX_ROWS || (i == b->n_seqs - 1 && c0 == sq->n_new)) {
                 model_batch sb = {ns, sub};
-                rc = forward_rows(m, kv, &sb, out, err);
-                if (out) out += model_batch_logit_rows(&sb) * vocab;
-                ns = 0, rows = 0;
+                rc = forward_rows(m, kv, &sb, &sh, out, err);
+                if (out) out += sh.n_logits * m->cfg.vocab;
+                ns = 0;
+                sh = (fwd_shape){0};
             }
         }
     }
@@ -914,24 +921,23 @@ static int forward_split(sgl_model *m, kv_pool *kv, const model_batch *b, float 
 
 int model_forward(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
                   sgl_error *err) {
-    int64_t n = 0, max_ctx = 0, n_slots = 0;
+    fwd_shape sh = {0};
     if (!b) return sgl_error_set(err, "model_forward: no batch");
-    if (check_batch(m, kv, b, &n, &max_ctx, &n_slots, err)) return -1;
-    int64_t n_logits = model_batch_logit_rows(b);
-    if (n_logits > 0 && !logits)
+    if (check_batch(m, kv, b, &sh.n, &sh.max_ctx, &sh.n_slots, err)) return -1;
+    sh.n_logits = model_batch_logit_rows(b);
+    if (sh.n_logits > 0 && !logits)
         return sgl_error_set(err, "model_forward: %lld logits rows asked but no buffer",
-                             (long long)n_logits);
-    if (n == 0) return 0;
-    if (n > FWD_MAX_ROWS) return forward_split(m, kv, b, logits, err);
-    return forward_rows(m, kv, b, logits, err);
+                             (long long)sh.n_logits);
+    if (sh.n == 0) return 0;
+    if (sh.n > FWD_MAX_ROWS) return forward_split(m, kv, b, logits, err);
+    return forward_rows(m, kv, b, &sh, logits, err);
 }
 
-/* model_forward of a checked batch of at most FWD_MAX_ROWS new tokens. */
-static int forward_rows(sgl_model *m, kv_pool *kv, const model_batch *b, float *logits,
-                        sgl_error *err) {
-    int64_t n = 0, max_ctx = 0, n_slots = 0;
-    if (check_batch(m, kv, b, &n, &max_ctx, &n_slots, err)) return -1;
-    int64_t n_logits = model_batch_logit_rows(b);
+/* model_forward of a checked batch of at most FWD_MAX_ROWS new tokens whose
+ * sizes are sh. */
+static int forward_rows(sgl_model *m, kv_pool *kv, const model_batch *b, const fwd_shape *sh,
+                        float *logits, sgl_error *err) {
+    const int64_t n = sh->n, max_ctx = sh->max_ctx, n_slots = sh->n_slots, n_logits = sh->n_logits;
     if (!m->be && model_set_device(m, MODEL_DEVICE_CPU, err)) return -1;
     if (state_reserve(m, b, n, n_slots, err)) return -1;
     model_state *s = &m->st;
