@@ -114,6 +114,15 @@ static void on_program_done(void *ctx, double seconds, const char *error) {
     l->x[l->n++] = seconds;
 }
 
+/* res's rates from its counts: hit rates, programs/s, tokens/s. */
+static void set_rates(bench_result *res) {
+    res->hit_rate = res->prompt_tokens ? (double)res->cached_tokens / (double)res->prompt_tokens : 0;
+    res->best_hit_rate =
+        res->best_prompt_tokens ? (double)res->best_cached_tokens / (double)res->best_prompt_tokens : 0;
+    res->programs_per_s = res->seconds > 0 ? res->programs / res->seconds : 0;
+    res->tokens_per_s = res->seconds > 0 ? (double)res->completion_tokens / res->seconds : 0;
+}
+
 /* One run of w in m on a fresh engine: res filled as bench_run says, except
  * p50 / p99 and the run counts; each program's latency is appended to *l
  * (shared by the runs of one bench_run). Returns 0 or -1 (engine failed to
@@ -239,11 +248,9 @@ static int run_once(const bench_opts *o, const bench_workload *w, const bench_mo
     res->prompt_tokens = st.prompt_tokens;
     res->cached_tokens = st.cached_tokens;
     res->completion_tokens = st.completion_tokens;
-    res->hit_rate = st.prompt_tokens ? (double)st.cached_tokens / (double)st.prompt_tokens : 0;
     res->best_prompt_tokens = st.ideal_prompt;
-    res->best_hit_rate = st.ideal_prompt ? (double)st.ideal_cached / (double)st.ideal_prompt : 0;
-    res->programs_per_s = res->seconds > 0 ? res->programs / res->seconds : 0;
-    res->tokens_per_s = res->seconds > 0 ? (double)st.completion_tokens / res->seconds : 0;
+    res->best_cached_tokens = st.ideal_cached;
+    set_rates(res);
     if (!in) {
         set_error(res, err->msg);
     } else if (vm_inst_failed(in)) {
@@ -266,8 +273,6 @@ static int run_once(const bench_opts *o, const bench_workload *w, const bench_mo
 /* Adds run b's counts to a (runs of one workload in one mode) and
  * recomputes the rates over all of them. */
 static void merge_run(bench_result *a, const bench_result *b) {
-    double best_cached = a->best_hit_rate * (double)a->best_prompt_tokens +
-                         b->best_hit_rate * (double)b->best_prompt_tokens;
     a->runs++;
     a->programs += b->programs;
     a->failed += b->failed;
@@ -279,14 +284,12 @@ static void merge_run(bench_result *a, const bench_result *b) {
     a->cached_tokens += b->cached_tokens;
     a->completion_tokens += b->completion_tokens;
     a->best_prompt_tokens += b->best_prompt_tokens;
+    a->best_cached_tokens += b->best_cached_tokens;
     a->forward_calls += b->forward_calls;
     a->forward_tokens += b->forward_tokens;
-    a->hit_rate = a->prompt_tokens ? (double)a->cached_tokens / (double)a->prompt_tokens : 0;
-    a->best_hit_rate = a->best_prompt_tokens ? best_cached / (double)a->best_prompt_tokens : 0;
-    a->programs_per_s = a->seconds > 0 ? a->programs / a->seconds : 0;
-    a->tokens_per_s = a->seconds > 0 ? (double)a->completion_tokens / a->seconds : 0;
-    if (b->programs_per_s < a->pps_min) a->pps_min = b->programs_per_s;
-    if (b->programs_per_s > a->pps_max) a->pps_max = b->programs_per_s;
+    set_rates(a);
+    a->pps_min = SGL_MIN(a->pps_min, b->programs_per_s);
+    a->pps_max = SGL_MAX(a->pps_max, b->programs_per_s);
 }
 
 int bench_run(const bench_opts *o, const bench_workload *w, const bench_mode *m, bench_result *res,

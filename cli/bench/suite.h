@@ -93,6 +93,7 @@ typedef struct bench_result {
     int64_t prompt_tokens, cached_tokens, completion_tokens;
     double hit_rate, best_hit_rate;   /* measured; perfect-cache bound */
     int64_t best_prompt_tokens;       /* prompt tokens as the recorder counted them */
+    int64_t best_cached_tokens;       /* of them, what a perfect infinite cache serves */
     int64_t forward_calls, forward_tokens; /* the engine's model_forward calls and the
                                               tokens they ran (0 on remote engines) */
 } bench_result;
