@@ -99,6 +99,24 @@ static void meet_task(void *ctx, int ith, int nth) {
     }
 }
 
+/* A rows x k matrix of type t in the file layout: values frand() * 0.1
+ * quantized row by row. Returns it (malloc'd) or NULL when out of memory. */
+static uint8_t *random_weights(sgl_dtype t, int64_t rows, int64_t k) {
+    size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
+    uint8_t *W = malloc(rb * (size_t)rows);
+    float *row = malloc(sizeof(float) * (size_t)k);
+    if (!W || !row) {
+        free(W), free(row);
+        return NULL;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < k; j++) row[j] = frand() * 0.1f;
+        kern_quantize_row(t, row, W + rb * (size_t)r, k);
+    }
+    free(row);
+    return W;
+}
+
 /* Seconds per call: the best of a few timed batches (least disturbed by
  * other load), each batch long enough to time. */
 static double time_matmul(kern_pool *pool, const shape *s, sgl_dtype t, const void *W,
@@ -168,15 +186,7 @@ int main(int argc, char **argv) {
     size_t packed_bytes = 0;
     for (int si = 0; si < N_SHAPES; si++) {
         const shape *s = &shapes[si];
-        size_t rb = sgl_dtype_row_bytes(s->t, (uint64_t)s->k);
-        W[si] = malloc(rb * (size_t)s->rows);
-        float *row = malloc(sizeof(float) * (size_t)s->k);
-        for (int64_t r = 0; r < s->rows; r++) {
-            for (int64_t j = 0; j < s->k; j++)
-                row[j] = frand() * 0.1f;
-            kern_quantize_row(s->t, row, (uint8_t *)W[si] + rb * (size_t)r, s->k);
-        }
-        free(row);
+        if (!(W[si] = random_weights(s->t, s->rows, s->k))) return 1;
         size_t pb;
         Wp[si] = kern_repack(pools[1], s->t, W[si], s->rows, s->k, &tp[si], &pb, NULL, NULL);
         packed_bytes += pb;
@@ -276,20 +286,15 @@ static int cold_main(void) {
            (long long)rows, (long long)k);
     print_load();
     float *X = malloc(sizeof(float) * (size_t)(8 * k)), *Y = malloc(sizeof(float) * (size_t)(8 * rows));
-    float *row = malloc(sizeof(float) * (size_t)k);
-    if (!X || !Y || !row) return 1;
+    if (!X || !Y) return 1;
     for (int64_t i = 0; i < 8 * k; i++) X[i] = frand();
     printf("\n%-5s %3s %3s %10s %10s %9s %9s %9s\n", "type", "nb", "thr", "best us", "median us",
            "W GB/s", "read GB/s", "W / read");
     for (int ti = 0; ti < 3; ti++) {
         sgl_dtype t = types[ti], tp = t;
-        size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k), plain = rb * (size_t)rows, bytes = plain;
-        uint8_t *W = malloc(plain);
+        size_t plain = sgl_dtype_row_bytes(t, (uint64_t)k) * (size_t)rows, bytes = plain;
+        uint8_t *W = random_weights(t, rows, k);
         if (!W) return 1;
-        for (int64_t r = 0; r < rows; r++) {
-            for (int64_t j = 0; j < k; j++) row[j] = frand() * 0.1f;
-            kern_quantize_row(t, row, W + rb * (size_t)r, k);
-        }
         int n = (int)((512u << 20) / plain) + 1;
         const uint8_t **copies = malloc(sizeof *copies * (size_t)n);
         if (!copies) return 1;
@@ -330,7 +335,6 @@ static int cold_main(void) {
     }
     free(X);
     free(Y);
-    free(row);
     kern_pool_free(pools[0]);
     kern_pool_free(pools[1]);
     return 0;
@@ -339,45 +343,34 @@ static int cold_main(void) {
 /* ---- --peak -------------------------------------------------------------- */
 
 #if defined(__x86_64__) && defined(__GNUC__)
-/* 12 independent accumulators (x0..x11) of one instruction, 100 in a row per
- * loop turn; the sources x14, x15 never change. {evex}: the AVX-512 form
- * (VNNI on 256-bit vectors without AVX-VNNI's VEX form). */
-#define PK_1(OP, R, i) "%{evex%} " OP " %%" R "14, %%" R "15, %%" R #i "\n\t"
-#define PK_12(OP, R)                                                                               \
-    PK_1(OP, R, 0) PK_1(OP, R, 1) PK_1(OP, R, 2) PK_1(OP, R, 3) PK_1(OP, R, 4) PK_1(OP, R, 5)      \
-    PK_1(OP, R, 6) PK_1(OP, R, 7) PK_1(OP, R, 8) PK_1(OP, R, 9) PK_1(OP, R, 10) PK_1(OP, R, 11)
-#define PK_LOOP(OP, R)                                                                             \
-    __asm__ volatile("1:\n\t" PK_12(OP, R) PK_12(OP, R) PK_12(OP, R) PK_12(OP, R)                   \
-                     "dec %0\n\tjnz 1b\n\t"                                                        \
-                     : "+r"(n)                                                                     \
-                     :                                                                             \
-                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",     \
-                       "xmm9", "xmm10", "xmm11", "cc")
-#define PK_FN(NAME, OP, R, TARGET)                                                                 \
-    __attribute__((target(TARGET), noinline)) static void NAME(long n) { PK_LOOP(OP, R); }
-PK_FN(pk_fma_y, "vfmadd231ps", "ymm", "avx512f,avx512vl")
-PK_FN(pk_fma_z, "vfmadd231ps", "zmm", "avx512f")
-PK_FN(pk_wssd_y, "vpdpwssd", "ymm", "avx512vl,avx512vnni")
-PK_FN(pk_wssd_z, "vpdpwssd", "zmm", "avx512f,avx512vnni")
-PK_FN(pk_busd_y, "vpdpbusd", "ymm", "avx512vl,avx512vnni")
-PK_FN(pk_busd_z, "vpdpbusd", "zmm", "avx512f,avx512vnni")
-PK_FN(pk_bf16_y, "vdpbf16ps", "ymm", "avx512vl,avx512bf16")
-PK_FN(pk_bf16_z, "vdpbf16ps", "zmm", "avx512f,avx512bf16")
-/* the AVX2 FMA for CPUs without AVX-512 */
-__attribute__((target("avx2,fma"), noinline)) static void pk_fma_avx2(long n) {
-    __asm__ volatile("1:\n\t"
-                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm0\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm1\n\t"
-                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm2\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm3\n\t"
-                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm4\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm5\n\t"
-                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm6\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm7\n\t"
-                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm8\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm9\n\t"
-                     "vfmadd231ps %%ymm14, %%ymm15, %%ymm10\n\tvfmadd231ps %%ymm14, %%ymm15, %%ymm11\n\t"
-                     "dec %0\n\tjnz 1b\n\t"
-                     : "+r"(n)
-                     :
-                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-                       "xmm10", "xmm11", "cc");
-}
+/* 12 independent accumulators (x0..x11) of one instruction, 48 in a row per
+ * loop turn; the sources x14, x15 never change. ENC "%{evex%} " asks for the
+ * AVX-512 form (VNNI on 256-bit vectors without AVX-VNNI's VEX form), ""
+ * for the plain AVX2 one. */
+#define PK_1(ENC, OP, R, i) ENC OP " %%" R "14, %%" R "15, %%" R #i "\n\t"
+#define PK_12(ENC, OP, R)                                                                          \
+    PK_1(ENC, OP, R, 0) PK_1(ENC, OP, R, 1) PK_1(ENC, OP, R, 2) PK_1(ENC, OP, R, 3)                \
+    PK_1(ENC, OP, R, 4) PK_1(ENC, OP, R, 5) PK_1(ENC, OP, R, 6) PK_1(ENC, OP, R, 7)                \
+    PK_1(ENC, OP, R, 8) PK_1(ENC, OP, R, 9) PK_1(ENC, OP, R, 10) PK_1(ENC, OP, R, 11)
+#define PK_FN(NAME, ENC, OP, R, TARGET)                                                            \
+    __attribute__((target(TARGET), noinline)) static void NAME(long n) {                           \
+        __asm__ volatile("1:\n\t" PK_12(ENC, OP, R) PK_12(ENC, OP, R) PK_12(ENC, OP, R)             \
+                             PK_12(ENC, OP, R) "dec %0\n\tjnz 1b\n\t"                                \
+                         : "+r"(n)                                                                 \
+                         :                                                                         \
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+                           "xmm9", "xmm10", "xmm11", "cc");                                        \
+    }
+#define PK_EVEX "%{evex%} "
+PK_FN(pk_fma_avx2, "", "vfmadd231ps", "ymm", "avx2,fma") /* for CPUs without AVX-512 */
+PK_FN(pk_fma_y, PK_EVEX, "vfmadd231ps", "ymm", "avx512f,avx512vl")
+PK_FN(pk_fma_z, PK_EVEX, "vfmadd231ps", "zmm", "avx512f")
+PK_FN(pk_wssd_y, PK_EVEX, "vpdpwssd", "ymm", "avx512vl,avx512vnni")
+PK_FN(pk_wssd_z, PK_EVEX, "vpdpwssd", "zmm", "avx512f,avx512vnni")
+PK_FN(pk_busd_y, PK_EVEX, "vpdpbusd", "ymm", "avx512vl,avx512vnni")
+PK_FN(pk_busd_z, PK_EVEX, "vpdpbusd", "zmm", "avx512f,avx512vnni")
+PK_FN(pk_bf16_y, PK_EVEX, "vdpbf16ps", "ymm", "avx512vl,avx512bf16")
+PK_FN(pk_bf16_z, PK_EVEX, "vdpbf16ps", "zmm", "avx512f,avx512bf16")
 #define PK_X86 1
 #endif
 
@@ -415,7 +408,7 @@ static int peak_main(void) {
         bool ok;
     } pk;
     const pk rows[] = {
-        {"vfmadd231ps ymm (AVX2)", pk_fma_avx2, 12, 8, __builtin_cpu_supports("fma")},
+        {"vfmadd231ps ymm (AVX2)", pk_fma_avx2, 48, 8, __builtin_cpu_supports("fma")},
         {"vfmadd231ps ymm", pk_fma_y, 48, 8, avx512},
         {"vfmadd231ps zmm", pk_fma_z, 48, 16, avx512},
         {"vpdpwssd ymm (int16)", pk_wssd_y, 48, 16, vnni},
@@ -459,14 +452,8 @@ static int peak_main(void) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         sgl_dtype t = types[ti];
         double peak = t == SGL_DTYPE_F16 ? fma_peak : qpeak;
-        size_t rb = sgl_dtype_row_bytes(t, (uint64_t)k);
-        uint8_t *W = malloc(rb * (size_t)rows_w);
-        float *row = malloc(sizeof(float) * (size_t)k);
-        for (int64_t r = 0; r < rows_w; r++) {
-            for (int64_t j = 0; j < k; j++) row[j] = frand() * 0.1f;
-            kern_quantize_row(t, row, W + rb * (size_t)r, k);
-        }
-        free(row);
+        uint8_t *W = random_weights(t, rows_w, k);
+        if (!W) return 1;
         sgl_dtype tp;
         size_t pb;
         void *P = kern_repack(pool, t, W, rows_w, k, &tp, &pb, NULL, NULL);
