@@ -768,10 +768,10 @@ R8_TYPES(R8_X8_TYPE)
  *
  * Built in both builds: the VNNI build's 32 vector registers hold a 4 x 6
  * tile (24 accumulators), the AVX2 build's 16 a 2 x 4 one. Batch 1 streams
- * the weights: 8 x 1 tiles (eight independent chains) that prefetch the next
- * tile's rows a line at a time, or row by row for short rows (FW_SHORT_ROW). Every (weight row, activation row) pair takes
- * the same instruction sequence whatever the tile, so all give the same
- * bits. */
+ * the weights: row by row over short rows (FW_SHORT_ROW), else in 8 x 1
+ * tiles (eight independent chains); either prefetches the next rows a line
+ * at a time. Every (weight row, activation row) pair takes the same
+ * instruction sequence whatever the tile, so all give the same bits. */
 
 enum { KIND_F32, KIND_F16, KIND_BF16 };
 
@@ -867,13 +867,12 @@ ALWAYS_INLINE void fw_tile(const int kind, const int RW, const int RB, const uin
         size_t wrb = (size_t)k * ES;                                                               \
         if (nb == 1) {                                                                             \
             int64_t r = r0;                                                                        \
-            if (wrb <= FW_SHORT_ROW)                                                               \
-                for (; r < r1; r++)                                                                \
-                    NAME##_t(1, 1, Wv, wrb, k, X, 0, Y, rows, r);                                  \
-            for (; r + 8 <= r1; r += 8)                                                            \
-                NAME##_t(8, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
-            for (; r + 4 <= r1; r += 4)                                                            \
-                NAME##_t(4, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
+            if (wrb > FW_SHORT_ROW) { /* long rows: 8-row tiles, then 4 */                         \
+                for (; r + 8 <= r1; r += 8)                                                        \
+                    NAME##_t(8, 1, Wv, wrb, k, X, 0, Y, rows, r);                                  \
+                for (; r + 4 <= r1; r += 4)                                                        \
+                    NAME##_t(4, 1, Wv, wrb, k, X, 0, Y, rows, r);                                  \
+            }                                                                                      \
             for (; r < r1; r++)                                                                    \
                 NAME##_t(1, 1, Wv, wrb, k, X, 0, Y, rows, r);                                      \
             return;                                                                                \
