@@ -12,7 +12,10 @@
  * the f16 pool: no f32 copy of the context, no scores buffer longer than a
  * chunk. The work items:
  *   - a block of up to ATT_TOKEN_BLOCK new tokens of one sequence and one kv
- *     head (prefill) walks the chunks in order itself;
+ *     head (prefill) walks the chunks in order itself, two tokens a pass
+ *     (their query heads side by side in one register tile, so each K and V
+ *     row read from the chunk serves both; the later token's extra key is
+ *     its own tail);
  *   - a single new token (decode) is split into one item per chunk, so one
  *     long sequence keeps every thread busy; each writes its chunk's (m, l,
  *     acc) to a partials buffer, and whichever item finishes last folds them
@@ -46,14 +49,17 @@
  * models with 4 query heads per kv head (Llama 3) then read K and V once
  * per chunk instead of twice. */
 #define ATT_MAX_NR 4
+/* Rows of one pass: up to ATT_MAX_NR query heads of up to 2 tokens. */
+#define ATT_MAX_ROWS (2 * ATT_MAX_NR)
 
 /* Chunks of keys of a query that sees n_keys keys. */
 static inline int32_t att_n_chunks(int32_t n_keys) { return (n_keys + ATT_CHUNK - 1) / ATT_CHUNK; }
 
 typedef struct att_scratch {
     float *k, *v;  /* [head_dim] one K / V row in f32 (portable loops) */
-    float *score;  /* [ATT_MAX_NR][ATT_LD] scores, then weights, of the heads of a pass */
-    float *acc;    /* [ATT_MAX_NR][head_dim] one chunk's partial outputs */
+    float *q;      /* [ATT_MAX_ROWS][head_dim] the scaled queries of a pass */
+    float *score;  /* [ATT_MAX_ROWS][ATT_LD] scores, then weights, of the rows of a pass */
+    float *acc;    /* [ATT_MAX_ROWS][head_dim] one chunk's partial outputs */
     float *ml;     /* [ATT_TOKEN_BLOCK][n_heads][2] running max and sum of a block item */
 } att_scratch;
 
@@ -189,51 +195,95 @@ ATT_AI void att_prefetch_row(const uint16_t *row, int hd) {
     for (int o = 0; o < 2 * hd; o += 64) _mm_prefetch((const char *)row + o, _MM_HINT_T0);
 }
 
-/* s[r * sld + j0 + i] for r < NR, i < 4: the scores of keys j0..j0+3 (rows
- * kr[i]); the lane sums L of a key are one vector, folded by att_tree8's
- * order through three hadds and a 128-bit add. */
-ATT_AI void att_sc4(const int NR, float *s, int64_t sld, const float *q, int hd,
-                    const uint16_t *const *kr, int32_t j0) {
-    __m256 acc[ATT_MAX_NR][4];
-    for (int r = 0; r < NR; r++)
-        for (int i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_ps();
+/* s[r * sld + j0 + i] for r < NROWS, i < KB (2 or 4): the scores of keys
+ * j0.. (rows kr[i]) for the query rows q[r * hd..]; the lane sums L of a
+ * (row, key) are one vector, folded by att_tree8's order through hadds and
+ * a 128-bit add. Every accumulator takes its FMAs in d order whichever
+ * operand the loop keeps in registers, so the bits do not depend on NROWS
+ * or KB. */
+ATT_AI void att_sc(const int NROWS, const int KB, float *s, int64_t sld, const float *q, int hd,
+                   const uint16_t *const *kr, int32_t j0) {
+    __m256 acc[ATT_MAX_ROWS][4];
+    for (int r = 0; r < NROWS; r++)
+        for (int i = 0; i < KB; i++) acc[r][i] = _mm256_setzero_ps();
     for (int d = 0; d < hd; d += 8) {
-        __m256 qd[ATT_MAX_NR];
-        for (int r = 0; r < NR; r++) qd[r] = _mm256_loadu_ps(q + r * hd + d);
-        for (int i = 0; i < 4; i++) {
-            __m256 k = att_ld_h(kr[i] + d);
-            for (int r = 0; r < NR; r++) acc[r][i] = _mm256_fmadd_ps(qd[r], k, acc[r][i]);
+        if (KB >= NROWS) { /* few rows: keep the queries, stream the keys */
+            __m256 qd[ATT_MAX_ROWS];
+            for (int r = 0; r < NROWS; r++) qd[r] = _mm256_loadu_ps(q + r * hd + d);
+            for (int i = 0; i < KB; i++) {
+                __m256 k = att_ld_h(kr[i] + d);
+                for (int r = 0; r < NROWS; r++) acc[r][i] = _mm256_fmadd_ps(qd[r], k, acc[r][i]);
+            }
+        } else { /* many rows: keep the keys, stream the queries */
+            __m256 k[4];
+            for (int i = 0; i < KB; i++) k[i] = att_ld_h(kr[i] + d);
+            for (int r = 0; r < NROWS; r++) {
+                __m256 qd = _mm256_loadu_ps(q + r * hd + d);
+                for (int i = 0; i < KB; i++) acc[r][i] = _mm256_fmadd_ps(qd, k[i], acc[r][i]);
+            }
         }
     }
-    for (int r = 0; r < NR; r++) {
+    for (int r = 0; r < NROWS; r++) {
         /* hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] */
         __m256 h01 = _mm256_hadd_ps(acc[r][0], acc[r][1]);
-        __m256 h23 = _mm256_hadd_ps(acc[r][2], acc[r][3]);
-        __m256 h = _mm256_hadd_ps(h01, h23); /* [(01)+(23) of keys 0..3 | (45)+(67) ...] */
-        __m128 sc = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        _mm_storeu_ps(s + r * sld + j0, sc);
+        if (KB == 4) {
+            __m256 h23 = _mm256_hadd_ps(acc[r][2], acc[r][3]);
+            __m256 h = _mm256_hadd_ps(h01, h23); /* [(01)+(23) of keys 0..3 | (45)+(67) ...] */
+            __m128 sc = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(s + r * sld + j0, sc);
+        } else {
+            __m256 h = _mm256_hadd_ps(h01, h01); /* [(01)+(23) of keys 0, 1, 0, 1 | (45)+(67) ...] */
+            __m128 sc = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storel_pi((__m64 *)(s + r * sld + j0), sc);
+        }
     }
 }
 
-/* out[r * hd + d0 + i] = fma-chain over j < nk of p_r[j] * v_j[d0 + i], i < 8 * NV. */
-ATT_AI void att_v_tile(const int NR, const int NV, float *out, const float *p, int64_t sld,
-                       const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk,
-                       int hd, int d0, bool pf) {
-    __m256 acc[ATT_MAX_NR][4];
-    for (int r = 0; r < NR; r++)
-        for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
-    for (int32_t j = 0; j < nk; j++) {
-        const uint16_t *row = vbase + (int64_t)slots[j] * stride + d0;
-        if (pf && j + ATT_PF < nk) att_prefetch_row(vbase + (int64_t)slots[j + ATT_PF] * stride, hd);
-        __m256 pj[ATT_MAX_NR];
-        for (int r = 0; r < NR; r++) pj[r] = _mm256_broadcast_ss(p + r * sld + j);
+/* acc[r][i] += p[r * sld] * row[8 * i..] for rows r0 <= r < NROWS, i < NV:
+ * one key of att_v_tile. */
+ATT_AI void att_v_key(const int NROWS, const int NV, int r0, __m256 (*acc)[4], const float *p,
+                      int64_t sld, const uint16_t *row) {
+    if (NV >= NROWS) { /* keep the weights, stream the values */
+        __m256 pj[ATT_MAX_ROWS];
+        for (int r = r0; r < NROWS; r++) pj[r] = _mm256_broadcast_ss(p + r * sld);
         for (int i = 0; i < NV; i++) {
             __m256 x = att_ld_h(row + 8 * i);
-            for (int r = 0; r < NR; r++) acc[r][i] = _mm256_fmadd_ps(pj[r], x, acc[r][i]);
+            for (int r = r0; r < NROWS; r++) acc[r][i] = _mm256_fmadd_ps(pj[r], x, acc[r][i]);
+        }
+    } else { /* keep the values, stream the weights */
+        __m256 x[4];
+        for (int i = 0; i < NV; i++) x[i] = att_ld_h(row + 8 * i);
+        for (int r = r0; r < NROWS; r++) {
+            __m256 pj = _mm256_broadcast_ss(p + r * sld);
+            for (int i = 0; i < NV; i++) acc[r][i] = _mm256_fmadd_ps(pj, x[i], acc[r][i]);
         }
     }
-    for (int r = 0; r < NR; r++)
-        for (int i = 0; i < NV; i++) _mm256_storeu_ps(out + r * hd + d0 + 8 * i, acc[r][i]);
+}
+
+/* Output rows r < NROWS, values d0 + i for i < 8 * NV: the fma-chain over
+ * keys j of p_r[j] * v_j[d0 + i] from 0, for j < nk0 in rows r < split
+ * (stored at out0 + r * hd) and j < nk1 (nk1 >= nk0) in the others (at
+ * out1 + (r - split) * hd): the rows of two consecutive tokens, the later
+ * one seeing nk1 keys. */
+ATT_AI void att_v_tile(const int NROWS, const int NV, int split, float *out0, float *out1,
+                       const float *p, int64_t sld, const uint16_t *vbase, int64_t stride,
+                       const int32_t *slots, int32_t nk0, int32_t nk1, int hd, int d0, bool pf) {
+    __m256 acc[ATT_MAX_ROWS][4];
+    for (int r = 0; r < NROWS; r++)
+        for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
+    /* keys every row sees, then the later token's rows alone */
+    for (int32_t j = 0; j < nk1; j++) {
+        const uint16_t *row = vbase + (int64_t)slots[j] * stride + d0;
+        if (pf && j + ATT_PF < nk1) att_prefetch_row(vbase + (int64_t)slots[j + ATT_PF] * stride, hd);
+        if (j < nk0)
+            att_v_key(NROWS, NV, 0, acc, p + j, sld, row);
+        else
+            att_v_key(NROWS, NV, split, acc, p + j, sld, row);
+    }
+    for (int r = 0; r < NROWS; r++) {
+        float *o = r < split ? out0 + r * hd : out1 + (r - split) * hd;
+        for (int i = 0; i < NV; i++) _mm256_storeu_ps(o + d0 + 8 * i, acc[r][i]);
+    }
 }
 
 /* Max of s[0..n) (no NaN in scores: the result equals the ordered scalar
@@ -253,25 +303,31 @@ ATT_AI float att_max(const float *s, int32_t n) {
     return mx;
 }
 
-/* NR heads over one chunk (see att_chunk_ref for the arguments; sc holds NR
- * rows of sld >= nk rounded up to 8 floats). hd % 8 == 0. */
-ATT_AI void att_chunk_nr(const int NR, float *acc, float *m, float *l, const float *qs,
-                         float *sc, int64_t sld, const uint16_t *kbase, const uint16_t *vbase,
-                         int64_t stride, const int32_t *slots, int32_t nk, int hd, bool pf) {
+/* NROWS query rows (qs[r * hd..], scaled) over one chunk: rows r < split
+ * see its first nk0 keys and leave their partial at acc0 + r * hd, the
+ * others see nk1 >= nk0 keys (acc1 + (r - split) * hd); m[r], l[r] as in
+ * att_chunk_ref. One token's heads: split = NROWS, nk1 = nk0. Two
+ * consecutive tokens' heads: split = heads, and each K and V row read
+ * serves both. sc holds NROWS rows of sld >= nk1 rounded up to 8 floats;
+ * hd % 8 == 0. The scores of keys past a row's own count are computed with
+ * the others' and dropped. */
+ATT_AI void att_chunk_rows(const int NROWS, const int KB, const int NV, int split, float *acc0,
+                           float *acc1, float *m, float *l, const float *qs, float *sc, int64_t sld,
+                           const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
+                           const int32_t *slots, int32_t nk0, int32_t nk1, int hd, bool pf) {
     const uint16_t *kr[4];
-    int32_t j0 = 0;
-    for (; j0 < nk; j0 += 4) {
-        /* past nk (the last tile) key 0 stands in; its scores are dropped */
-        for (int i = 0; i < 4; i++)
-            kr[i] = kbase + (int64_t)slots[j0 + i < nk ? j0 + i : 0] * stride;
+    for (int32_t j0 = 0; j0 < nk1; j0 += KB) {
+        /* past nk1 (the last tile) key 0 stands in; its scores are dropped */
+        for (int i = 0; i < KB; i++)
+            kr[i] = kbase + (int64_t)slots[j0 + i < nk1 ? j0 + i : 0] * stride;
         if (pf)
-            for (int i = 0; i < 4; i++)
-                if (j0 + ATT_PF + i < nk) att_prefetch_row(kbase + (int64_t)slots[j0 + ATT_PF + i] * stride, hd);
-        att_sc4(NR, sc, sld, qs, hd, kr, j0);
+            for (int i = 0; i < KB; i++)
+                if (j0 + ATT_PF + i < nk1) att_prefetch_row(kbase + (int64_t)slots[j0 + ATT_PF + i] * stride, hd);
+        att_sc(NROWS, KB, sc, sld, qs, hd, kr, j0);
     }
-    int32_t nk8 = (nk + 7) & ~7;
-    for (int r = 0; r < NR; r++) {
+    for (int r = 0; r < NROWS; r++) {
         float *s = sc + r * sld;
+        int32_t nk = r < split ? nk0 : nk1, nk8 = (nk + 7) & ~7;
         float mx = att_max(s, nk);
         m[r] = mx;
         for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
@@ -283,32 +339,58 @@ ATT_AI void att_chunk_nr(const int NR, float *acc, float *m, float *l, const flo
         l[r] = att_tree8(t);
     }
     int d0 = 0;
-    for (; d0 + 32 <= hd; d0 += 32)
-        att_v_tile(NR, 4, acc, sc, sld, vbase, stride, slots, nk, hd, d0, pf && d0 == 0);
+    for (; d0 + 8 * NV <= hd; d0 += 8 * NV)
+        att_v_tile(NROWS, NV, split, acc0, acc1, sc, sld, vbase, stride, slots, nk0, nk1, hd, d0,
+                   pf && d0 == 0);
     for (; d0 < hd; d0 += 8)
-        att_v_tile(NR, 1, acc, sc, sld, vbase, stride, slots, nk, hd, d0, pf && d0 == 0);
+        att_v_tile(NROWS, 1, split, acc0, acc1, sc, sld, vbase, stride, slots, nk0, nk1, hd, d0,
+                   pf && d0 == 0);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void
-att_chunk_avx2(int nr, float *acc, float *m, float *l, const float *qs, float *sc, int64_t sld,
-               const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-               const int32_t *slots, int32_t nk, int hd, bool pf) {
-    if (nr == 3)
-        att_chunk_nr(3, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd, pf);
-    else if (nr == 2)
-        att_chunk_nr(2, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd, pf);
-    else
-        att_chunk_nr(1, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd, pf);
+/* The arguments of the fast kernels after the row counts. */
+#define ATT_FAST_ARGS                                                                          \
+    float *acc0, float *acc1, float *m, float *l, const float *qs, float *sc, int64_t sld,      \
+        const uint16_t *kbase, const uint16_t *vbase, int64_t stride, const int32_t *slots,     \
+        int32_t nk0, int32_t nk1, int hd, bool pf
+#define ATT_FAST_PASS acc0, acc1, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk0, nk1, hd, pf
+
+/* nr (1..3) heads of one token (nt = 1: nk1 = nk0, acc1 unused) or of two
+ * consecutive tokens (nt = 2) with the 16 vector registers of AVX2: 12
+ * accumulators a tile. */
+__attribute__((target("avx2,fma,f16c"))) static void att_chunk_avx2(int nr, int nt, ATT_FAST_ARGS) {
+    if (nt == 1) {
+        if (nr == 3)
+            att_chunk_rows(3, 4, 4, 3, ATT_FAST_PASS);
+        else if (nr == 2)
+            att_chunk_rows(2, 4, 4, 2, ATT_FAST_PASS);
+        else
+            att_chunk_rows(1, 4, 4, 1, ATT_FAST_PASS);
+    } else {
+        if (nr == 3)
+            att_chunk_rows(6, 2, 2, 3, ATT_FAST_PASS);
+        else if (nr == 2)
+            att_chunk_rows(4, 2, 2, 2, ATT_FAST_PASS);
+        else
+            att_chunk_rows(2, 4, 4, 1, ATT_FAST_PASS);
+    }
 }
 
-/* Four heads in one pass: the same code with AVX-512's 32 vector registers
- * (16 score and 16 V accumulators, where 16 registers hold 12). Each head's
- * arithmetic is the one above, so the bits are those of 3 + 1 heads. */
+/* The same code with AVX-512's 32 vector registers (up to 24 accumulators a
+ * tile, where 16 registers hold 12): 4 heads of one token, or 1 to 4 heads
+ * of two tokens. Each row's arithmetic is the one above, so the bits are
+ * those of the AVX2 kernel. */
 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl"))) static void
-att_chunk_avx512_4(float *acc, float *m, float *l, const float *qs, float *sc, int64_t sld,
-                   const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-                   const int32_t *slots, int32_t nk, int hd, bool pf) {
-    att_chunk_nr(4, acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk, hd, pf);
+att_chunk_avx512(int nr, int nt, ATT_FAST_ARGS) {
+    if (nt == 1)
+        att_chunk_rows(4, 4, 4, 4, ATT_FAST_PASS);
+    else if (nr == 4)
+        att_chunk_rows(8, 2, 3, 4, ATT_FAST_PASS);
+    else if (nr == 3)
+        att_chunk_rows(6, 4, 4, 3, ATT_FAST_PASS);
+    else if (nr == 2)
+        att_chunk_rows(4, 4, 4, 2, ATT_FAST_PASS);
+    else
+        att_chunk_rows(2, 4, 4, 1, ATT_FAST_PASS);
 }
 #endif
 
@@ -355,7 +437,7 @@ static void att_finish(float *restrict o, float L, int hd) {
     for (int d = 0; d < hd; d++) o[d] *= inv;
 }
 
-/* The partial of nr (1..3) query heads (queries qs[r * hd..], scaled) over
+/* The partial of nr (1..4) query heads (queries qs[r * hd..], scaled) over
  * the nk keys of one chunk whose slots are slots[0..nk): acc[r * hd..],
  * m[r], l[r] as defined above. */
 static void att_chunk_part(int nr, float *acc, float *m, float *l, const float *qs,
@@ -364,17 +446,42 @@ static void att_chunk_part(int nr, float *acc, float *m, float *l, const float *
 #ifdef ATT_HAVE_AVX2
     if (att_fast && hd % 8 == 0) {
         if (nr == 4)
-            att_chunk_avx512_4(acc, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots, nk, hd,
-                               cold);
+            att_chunk_avx512(nr, 1, acc, NULL, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
+                             slots, nk, nk, hd, cold);
         else
-            att_chunk_avx2(nr, acc, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots, nk, hd,
-                           cold);
+            att_chunk_avx2(nr, 1, acc, NULL, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
+                           slots, nk, nk, hd, cold);
         return;
     }
 #endif
     (void)cold;
     att_chunk_ref(nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, sc->k, sc->v,
                   sc->score, ATT_LD);
+}
+
+/* The partials of nr query heads of two consecutive tokens over one chunk:
+ * qs holds the first token's nr scaled queries, then the second's; the
+ * first sees nk0 keys (acc0, m[r], l[r]), the second nk1 >= nk0 (acc1,
+ * m[nr + r], l[nr + r]). The same bits as att_chunk_part on each token; the
+ * fast kernels read each K and V row once for both. */
+static void att_chunk_part2(int nr, float *acc0, float *acc1, float *m, float *l, const float *qs,
+                            att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
+                            int64_t stride, const int32_t *slots, int32_t nk0, int32_t nk1, int hd,
+                            bool cold) {
+#ifdef ATT_HAVE_AVX2
+    if (att_fast && hd % 8 == 0) {
+        if (att_nr == 4)
+            att_chunk_avx512(nr, 2, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
+                             slots, nk0, nk1, hd, cold);
+        else
+            att_chunk_avx2(nr, 2, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
+                           slots, nk0, nk1, hd, cold);
+        return;
+    }
+#endif
+    att_chunk_part(nr, acc0, m, l, qs, sc, kbase, vbase, stride, slots, nk0, hd, cold);
+    att_chunk_part(nr, acc1, m + nr, l + nr, qs + nr * hd, sc, kbase, vbase, stride, slots, nk1, hd,
+                   false);
 }
 
 typedef struct att_job {
@@ -411,8 +518,8 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
     const uint16_t *kbase = kv->k + layer_off + kvh * hd;
     const uint16_t *vbase = kv->v + layer_off + kvh * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    float qs[ATT_MAX_NR * 1024]; /* head_dim <= 1024 (checked at load) */
-    float m[ATT_MAX_NR], l[ATT_MAX_NR];
+    float *qs = sc->q; /* [ATT_MAX_ROWS][head_dim] scaled queries of a pass */
+    float m[ATT_MAX_ROWS], l[ATT_MAX_ROWS];
     if (chunk >= 0) {
         /* one chunk of one token */
         int32_t k0 = chunk * ATT_CHUNK, nk = SGL_MIN(ATT_CHUNK, n_keys - k0);
@@ -455,31 +562,49 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
     int32_t nch = att_n_chunks(n_keys);
     for (int32_t k = 0; k < nch; k++) {
         int32_t k0 = k * ATT_CHUNK;
-        for (int32_t t = t0; t < t1; t++) {
+        for (int32_t t = t0; t < t1;) {
             int32_t nk = sq->pos0 + t + 1 - k0; /* keys of the chunk this token sees */
-            if (nk <= 0) continue;
-            if (nk > ATT_CHUNK) nk = ATT_CHUNK;
-            int64_t row = row0 + t;
+            if (nk <= 0) {
+                t++;
+                continue;
+            }
+            /* two tokens a pass while two are left: each K and V row read
+             * serves both */
+            int nt = t + 1 < t1 ? 2 : 1;
+            int32_t nk0 = SGL_MIN(nk, ATT_CHUNK), nk1 = SGL_MIN(nk + 1, ATT_CHUNK);
             for (int h0 = 0; h0 < n_rep; h0 += att_nr) {
                 int nr = SGL_MIN(att_nr, n_rep - h0);
                 int h = kvh * n_rep + h0;
-                const float *q = aj->q + row * q_dim + (int64_t)h * hd;
-                float *o = aj->out + row * q_dim + (int64_t)h * hd;
-                float *ml = sc->ml + ((int64_t)(t - t0) * n_rep + h0) * 2;
-                for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
-                /* chunk 0 starts the state in place; later ones fold in */
-                att_chunk_part(nr, k == 0 ? o : sc->acc, m, l, qs, sc, kbase, vbase, kv->kv_dim,
-                               slots + k0, nk, hd, t == t0 && h0 == 0);
-                for (int r = 0; r < nr; r++) {
-                    if (k == 0) {
-                        ml[2 * r] = m[r];
-                        ml[2 * r + 1] = l[r];
-                    } else {
-                        att_combine(o + r * hd, &ml[2 * r], &ml[2 * r + 1], sc->acc + r * hd,
-                                    m[r], l[r], hd);
+                float *o[2], *acc[2];
+                for (int u = 0; u < nt; u++) {
+                    int64_t row = row0 + t + u;
+                    const float *q = aj->q + row * q_dim + (int64_t)h * hd;
+                    for (int d = 0; d < nr * hd; d++) qs[u * nr * hd + d] = q[d] * scale;
+                    o[u] = aj->out + row * q_dim + (int64_t)h * hd;
+                    /* chunk 0 starts the state in place; later ones fold in */
+                    acc[u] = k == 0 ? o[u] : sc->acc + u * nr * hd;
+                }
+                if (nt == 2)
+                    att_chunk_part2(nr, acc[0], acc[1], m, l, qs, sc, kbase, vbase, kv->kv_dim,
+                                    slots + k0, nk0, nk1, hd, t == t0 && h0 == 0);
+                else
+                    att_chunk_part(nr, acc[0], m, l, qs, sc, kbase, vbase, kv->kv_dim, slots + k0,
+                                   nk0, hd, t == t0 && h0 == 0);
+                for (int u = 0; u < nt; u++) {
+                    float *ml = sc->ml + ((int64_t)(t + u - t0) * n_rep + h0) * 2;
+                    for (int r = 0; r < nr; r++) {
+                        float mr = m[u * nr + r], lr = l[u * nr + r];
+                        if (k == 0) {
+                            ml[2 * r] = mr;
+                            ml[2 * r + 1] = lr;
+                        } else {
+                            att_combine(o[u] + r * hd, &ml[2 * r], &ml[2 * r + 1], acc[u] + r * hd,
+                                        mr, lr, hd);
+                        }
                     }
                 }
             }
+            t += nt;
         }
     }
     for (int32_t t = t0; t < t1; t++)
@@ -503,7 +628,7 @@ static void task_attention(void *ctx, int ith, int nth) {
 }
 
 static void att_scratch_free(att_scratch *a) {
-    free(a->k), free(a->v), free(a->score), free(a->acc), free(a->ml);
+    free(a->k), free(a->v), free(a->q), free(a->score), free(a->acc), free(a->ml);
     memset(a, 0, sizeof *a);
 }
 
@@ -520,10 +645,11 @@ static int att_reserve(cpu_att *c, int64_t hd, int64_t n_heads, int64_t n_kv) {
             att_scratch_free(a);
             a->k = malloc(sizeof(float) * (size_t)hd);
             a->v = malloc(sizeof(float) * (size_t)hd);
-            a->score = malloc(sizeof(float) * (size_t)(ATT_MAX_NR * ATT_LD));
-            a->acc = malloc(sizeof(float) * (size_t)(ATT_MAX_NR * hd));
+            a->q = malloc(sizeof(float) * (size_t)(ATT_MAX_ROWS * hd));
+            a->score = malloc(sizeof(float) * (size_t)(ATT_MAX_ROWS * ATT_LD));
+            a->acc = malloc(sizeof(float) * (size_t)(ATT_MAX_ROWS * hd));
             a->ml = malloc(sizeof(float) * (size_t)(ATT_TOKEN_BLOCK * n_heads * 2));
-            if (!a->k || !a->v || !a->score || !a->acc || !a->ml) return -1;
+            if (!a->k || !a->v || !a->q || !a->score || !a->acc || !a->ml) return -1;
         }
         c->cap_head_dim = hd;
         c->cap_heads = n_heads;
