@@ -13,8 +13,8 @@
 /* Sizes: each workload's n_full is chosen so that its `baseline` run takes
  * about the same time (~10 s with the default model on 2 threads), so every
  * workload weighs alike in the run time and none rests on a couple of
- * programs: cheap programs (JSON decoding, short chats) run more instances
- * than long ones (ReAct, tree of thought). The full suite (every workload in
+ * programs: cheap programs (short chats, agent steps) run more instances
+ * than long ones (ReAct, the LLM judge). The full suite (every workload in
  * every mode) then takes about 6-7 minutes on two idle cores; --quick runs 1
  * to 3 programs per workload. The no-cache and baseline runs dominate. */
 const bench_workload bench_workloads[] = {
@@ -25,10 +25,11 @@ const bench_workload bench_workloads[] = {
     {"agents", "generative-agents step: importance, react?, plan", 10, 2, 64, true, 2, 1, 0},
     {"tree_of_thought", "tree of thought: 3 levels x 3 branches, each judged", 4, 1, 64, true, 10, 9, 3},
     {"skeleton_of_thought", "outline, then 5 points expanded in parallel (fork 5)", 11, 2, 64, true, 6, 0, 1},
-    {"llm_judge", "branch-solve-merge judge: 6 criteria in parallel (fork 6), merge", 6, 1, 64, true, 7, 0, 1},
+    {"llm_judge", "branch-solve-merge judge of a ~300-token answer: 6 criteria in parallel (fork 6), merge", 3, 1, 64,
+     true, 7, 0, 1},
     {"chat_short", "multi-turn chat: 4 turns, short answers", 12, 2, 64, true, 4, 0, 0},
     {"chat_long", "multi-turn chat: 4 turns, long messages and answers", 5, 1, 64, true, 4, 0, 0},
-    {"json_decoding", "JSON record from an entry, regex-constrained fields (jump-forward)", 31, 2, 64, true, 1, 0, 0},
+    {"json_decoding", "JSON record from a ~300-token page: 5 field gens, each regex-constrained (jump-forward)", 5, 2, 64, true, 5, 0, 0},
 };
 const int bench_n_workloads = (int)SGL_ARRAY_LEN(bench_workloads);
 
