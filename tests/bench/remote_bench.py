@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # remote_bench.py: `sglc bench --backend sglang:URL` against an `sglc serve`
-# this test starts on the tiny model: skeleton_of_thought (a fork workload
-# short enough for the tiny model's context) in full, baseline and no-cache
+# this test starts on the tiny model: skeleton_of_thought (a fork workload;
+# tests/bench/tiny's short stand-in, as the server keeps the tiny model's
+# 256-token context) in full, baseline and no-cache
 # mode. The table has a row for full and baseline, no-cache (a local engine
 # setting) is reported as skipped without failing the run, the server's
 # cache was flushed before each run, and the JSON carries the backend and
@@ -38,7 +39,8 @@ def main():
         jpath = os.path.join(tmp, 'b.json')
         spec = 'sglang:' + srv.url
         p = subprocess.run([sglc, 'bench', 'skeleton_of_thought', '--quick', '--backend', spec, '--model', model,
-                            '--modes', 'full,baseline,no-cache', '--json', jpath],
+                            '--modes', 'full,baseline,no-cache', '--json', jpath,
+                            '--workloads', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny')],
                            capture_output=True, text=True, timeout=120)
         print(p.stdout)
         if p.returncode != 0:
