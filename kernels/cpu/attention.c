@@ -396,7 +396,7 @@ att_chunk_avx512(int nr, int nt, ATT_FAST_ARGS) {
 
 /* true: the AVX2 kernel (for head_dim % 8 == 0) */
 static bool att_fast = false;
-/* query heads per pass over a chunk: 4 with att_chunk_avx512_4, else 3 */
+/* query heads per pass over a chunk: 4 with att_chunk_avx512, else 3 */
 static int att_nr = 3;
 static pthread_once_t att_once = PTHREAD_ONCE_INIT;
 
@@ -437,24 +437,39 @@ static void att_finish(float *restrict o, float L, int hd) {
     for (int d = 0; d < hd; d++) o[d] *= inv;
 }
 
+/* The fast kernels' partials of nr query heads of nt (1 or 2) consecutive
+ * tokens over one chunk, as att_chunk_part2 describes them (nt = 1: acc1
+ * unused, nk1 = nk0). Returns false where there is no fast kernel (no
+ * AVX2, or head_dim % 8 != 0): nothing computed. */
+static bool att_chunk_fast(int nr, int nt, float *acc0, float *acc1, float *m, float *l,
+                           const float *qs, att_scratch *sc, const uint16_t *kbase,
+                           const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk0,
+                           int32_t nk1, int hd, bool cold) {
+#ifdef ATT_HAVE_AVX2
+    if (!att_fast || hd % 8 != 0) return false;
+    /* AVX-512's registers: 4 heads, or any pair of tokens */
+    if (nr == 4 || (nt == 2 && att_nr == 4))
+        att_chunk_avx512(nr, nt, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots,
+                         nk0, nk1, hd, cold);
+    else
+        att_chunk_avx2(nr, nt, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots,
+                       nk0, nk1, hd, cold);
+    return true;
+#else
+    (void)nr, (void)nt, (void)acc0, (void)acc1, (void)m, (void)l, (void)qs, (void)sc, (void)kbase;
+    (void)vbase, (void)stride, (void)slots, (void)nk0, (void)nk1, (void)hd, (void)cold;
+    return false;
+#endif
+}
+
 /* The partial of nr (1..4) query heads (queries qs[r * hd..], scaled) over
  * the nk keys of one chunk whose slots are slots[0..nk): acc[r * hd..],
  * m[r], l[r] as defined above. */
 static void att_chunk_part(int nr, float *acc, float *m, float *l, const float *qs,
                            att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
                            int64_t stride, const int32_t *slots, int32_t nk, int hd, bool cold) {
-#ifdef ATT_HAVE_AVX2
-    if (att_fast && hd % 8 == 0) {
-        if (nr == 4)
-            att_chunk_avx512(nr, 1, acc, NULL, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
-                             slots, nk, nk, hd, cold);
-        else
-            att_chunk_avx2(nr, 1, acc, NULL, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
-                           slots, nk, nk, hd, cold);
+    if (att_chunk_fast(nr, 1, acc, NULL, m, l, qs, sc, kbase, vbase, stride, slots, nk, nk, hd, cold))
         return;
-    }
-#endif
-    (void)cold;
     att_chunk_ref(nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, sc->k, sc->v,
                   sc->score, ATT_LD);
 }
@@ -468,17 +483,8 @@ static void att_chunk_part2(int nr, float *acc0, float *acc1, float *m, float *l
                             att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
                             int64_t stride, const int32_t *slots, int32_t nk0, int32_t nk1, int hd,
                             bool cold) {
-#ifdef ATT_HAVE_AVX2
-    if (att_fast && hd % 8 == 0) {
-        if (att_nr == 4)
-            att_chunk_avx512(nr, 2, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
-                             slots, nk0, nk1, hd, cold);
-        else
-            att_chunk_avx2(nr, 2, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride,
-                           slots, nk0, nk1, hd, cold);
+    if (att_chunk_fast(nr, 2, acc0, acc1, m, l, qs, sc, kbase, vbase, stride, slots, nk0, nk1, hd, cold))
         return;
-    }
-#endif
     att_chunk_part(nr, acc0, m, l, qs, sc, kbase, vbase, stride, slots, nk0, hd, cold);
     att_chunk_part(nr, acc1, m + nr, l + nr, qs + nr * hd, sc, kbase, vbase, stride, slots, nk1, hd,
                    false);
