@@ -22,7 +22,7 @@ enum { O_MODES = 1, O_QUICK, O_PROGRAMS, O_MODEL, O_FAKE, O_THREADS, O_SEED, O_J
 
 static const cli_option bench_options[] = {
     {O_MODES, "--modes", NULL, "M,M,...", "modes to run (default: all, in the order --list shows)"},
-    {O_QUICK, "--quick", NULL, NULL, "1 to 3 programs per workload instead of 3 to 31"},
+    {O_QUICK, "--quick", NULL, NULL, "1 or 2 programs per workload instead of 3 to 16"},
     {O_PROGRAMS, "--programs", NULL, "N", "programs per workload (overrides the default sizes)"},
     {O_MIN_TIME, "--min-time", NULL, "S", "run a workload again (fresh engine) until its runs in a mode add up\n"
                                          "to S seconds, at most 5 runs; the figures are over all runs\n"

@@ -17,23 +17,23 @@
  * than long ones (ReAct, the LLM judge). MMLU is the exception: its sharing
  * grows with the questions asked after one subject's prefix, so it runs one
  * subject's 16 (~20 s). The full suite (every workload in every mode) then
- * takes about 8 minutes on two idle cores; --quick runs 1
- * to 3 programs per workload. The no-cache and baseline runs dominate. */
+ * takes about 8 minutes on two idle cores; --quick runs 1 or 2 programs
+ * per workload (under 2 minutes). The no-cache and baseline runs dominate. */
 const bench_workload bench_workloads[] = {
     /* name, what, n_full, n_quick, parallel, shared_prefix, gens, selects, prefills */
-    {"mmlu", "5-shot multiple choice, ~1,000-token prefix per subject (16 questions each), 1-token answer", 16, 3, 64,
+    {"mmlu", "5-shot multiple choice, ~1,000-token prefix per subject (16 questions each), 1-token answer", 16, 2, 64,
      true, 1, 0, 0},
     {"hellaswag", "20-shot completion, 4-way select", 5, 2, 64, true, 0, 1, 0},
     {"react", "ReAct traces: 4 thought/action/observation steps with a tool", 3, 1, 64, true, 8, 0, 0},
     {"agents", "generative-agents step: importance, react?, plan", 10, 2, 64, true, 2, 1, 0},
     {"tree_of_thought", "tree of thought: 3 levels x 3 branches, each judged", 4, 1, 64, true, 10, 9, 3},
     {"skeleton_of_thought", "skeleton, then 5 points expanded in parallel (fork 5), the method's long instructions", 6,
-     2, 64, true, 6, 0, 1},
+     1, 64, true, 6, 0, 1},
     {"llm_judge", "branch-solve-merge judge of a ~300-token answer: 6 criteria in parallel (fork 6), merge", 3, 1, 64,
      true, 7, 0, 1},
     {"chat_short", "multi-turn chat: 4 turns, short answers", 12, 2, 64, true, 4, 0, 0},
     {"chat_long", "multi-turn chat: 4 turns, long messages and answers", 5, 1, 64, true, 4, 0, 0},
-    {"json_decoding", "JSON record from a ~300-token page: 5 field gens, each regex-constrained (jump-forward)", 5, 2, 64, true, 5, 0, 0},
+    {"json_decoding", "JSON record from a ~300-token page: 5 field gens, each regex-constrained (jump-forward)", 5, 1, 64, true, 5, 0, 0},
 };
 const int bench_n_workloads = (int)SGL_ARRAY_LEN(bench_workloads);
 
