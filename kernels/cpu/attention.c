@@ -55,6 +55,10 @@
 /* Chunks of keys of a query that sees n_keys keys. */
 static inline int32_t att_n_chunks(int32_t n_keys) { return (n_keys + ATT_CHUNK - 1) / ATT_CHUNK; }
 
+/* Keys of a chunk that token u of a pass sees when its token 0 sees nk0
+ * (each later token sees one more, up to the chunk's end). */
+static inline int32_t att_nk(int32_t nk0, int u) { return nk0 + u < ATT_CHUNK ? nk0 + u : ATT_CHUNK; }
+
 typedef struct att_scratch {
     float *k, *v;  /* [head_dim] one K / V row in f32 (portable loops) */
     float *q;      /* [ATT_MAX_ROWS][head_dim] the scaled queries of a pass */
@@ -260,30 +264,29 @@ ATT_AI void att_v_key(const int NROWS, const int NV, int r0, __m256 (*acc)[4], c
     }
 }
 
-/* Output rows r < NROWS, values d0 + i for i < 8 * NV: the fma-chain over
- * keys j of p_r[j] * v_j[d0 + i] from 0, for j < nk0 in rows r < split
- * (stored at out0 + r * hd) and j < nk1 (nk1 >= nk0) in the others (at
- * out1 + (r - split) * hd): the rows of two consecutive tokens, the later
- * one seeing nk1 keys. */
-ATT_AI void att_v_tile(const int NROWS, const int NV, int split, float *out0, float *out1,
-                       const float *p, int64_t sld, const uint16_t *vbase, int64_t stride,
-                       const int32_t *slots, int32_t nk0, int32_t nk1, int hd, int d0, bool pf) {
+/* Output rows r = u * NRH + h (query head h of token u < NT), values d0 + i
+ * for i < 8 * NV: the fma-chain over keys j of p_r[j] * v_j[d0 + i] from 0,
+ * for j < att_nk(nk0, u) (stored at out[u] + h * hd). */
+ATT_AI void att_v_tile(const int NT, const int NRH, const int NV, float *const *out, const float *p,
+                       int64_t sld, const uint16_t *vbase, int64_t stride, const int32_t *slots,
+                       int32_t nk0, int hd, int d0, bool pf) {
+    const int NROWS = NT * NRH;
+    const int32_t nkl = att_nk(nk0, NT - 1);
     __m256 acc[ATT_MAX_ROWS][4];
     for (int r = 0; r < NROWS; r++)
         for (int i = 0; i < NV; i++) acc[r][i] = _mm256_setzero_ps();
-    /* keys every row sees, then the later token's rows alone */
-    for (int32_t j = 0; j < nk1; j++) {
+    /* keys every row sees, then the second token's rows alone */
+    for (int32_t j = 0; j < nkl; j++) {
         const uint16_t *row = vbase + (int64_t)slots[j] * stride + d0;
-        if (pf && j + ATT_PF < nk1) att_prefetch_row(vbase + (int64_t)slots[j + ATT_PF] * stride, hd);
+        if (pf && j + ATT_PF < nkl) att_prefetch_row(vbase + (int64_t)slots[j + ATT_PF] * stride, hd);
         if (j < nk0)
             att_v_key(NROWS, NV, 0, acc, p + j, sld, row);
         else
-            att_v_key(NROWS, NV, split, acc, p + j, sld, row);
+            att_v_key(NROWS, NV, NRH, acc, p + j, sld, row);
     }
-    for (int r = 0; r < NROWS; r++) {
-        float *o = r < split ? out0 + r * hd : out1 + (r - split) * hd;
-        for (int i = 0; i < NV; i++) _mm256_storeu_ps(o + d0 + 8 * i, acc[r][i]);
-    }
+    for (int r = 0; r < NROWS; r++)
+        for (int i = 0; i < NV; i++)
+            _mm256_storeu_ps(out[r / NRH] + (r % NRH) * hd + d0 + 8 * i, acc[r][i]);
 }
 
 /* Max of s[0..n) (no NaN in scores: the result equals the ordered scalar
@@ -303,31 +306,37 @@ ATT_AI float att_max(const float *s, int32_t n) {
     return mx;
 }
 
-/* NROWS query rows (qs[r * hd..], scaled) over one chunk: rows r < split
- * see its first nk0 keys and leave their partial at acc0 + r * hd, the
- * others see nk1 >= nk0 keys (acc1 + (r - split) * hd); m[r], l[r] as in
- * att_chunk_ref. One token's heads: split = NROWS, nk1 = nk0. Two
- * consecutive tokens' heads: split = heads, and each K and V row read
- * serves both. sc holds NROWS rows of sld >= nk1 rounded up to 8 floats;
+/* NRH query heads of NT (1 or 2) consecutive tokens over one chunk (rows
+ * r = u * NRH + h, queries qs[r * hd..], scaled): token u sees the chunk's
+ * first att_nk(nk0, u) keys and leaves its heads' partials at acc[u] +
+ * h * hd, m[r], l[r] as in att_chunk_ref. Each K and V row read serves
+ * every row that sees it. ACC is the accumulators a tile may use (12 of
+ * AVX2's 16 registers, 24 of AVX-512's 32): it sets the keys a score tile
+ * takes (4, else 2) and the V tile's width (up to 4 vectors). sc holds the
+ * rows' scores, sld >= the last token's keys rounded up to 8 floats;
  * hd % 8 == 0. The scores of keys past a row's own count are computed with
  * the others' and dropped. */
-ATT_AI void att_chunk_rows(const int NROWS, const int KB, const int NV, int split, float *acc0,
-                           float *acc1, float *m, float *l, const float *qs, float *sc, int64_t sld,
-                           const uint16_t *kbase, const uint16_t *vbase, int64_t stride,
-                           const int32_t *slots, int32_t nk0, int32_t nk1, int hd, bool pf) {
+ATT_AI void att_chunk_rows(const int NT, const int NRH, const int ACC, float *const *acc, float *m,
+                           float *l, const float *qs, float *sc, int64_t sld, const uint16_t *kbase,
+                           const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk0,
+                           int hd, bool pf) {
+    const int NROWS = NT * NRH;
+    const int KB = NROWS * 4 <= ACC ? 4 : 2;
+    const int NV = ACC / NROWS < 4 ? ACC / NROWS : 4;
+    const int32_t nkl = att_nk(nk0, NT - 1);
     const uint16_t *kr[4];
-    for (int32_t j0 = 0; j0 < nk1; j0 += KB) {
-        /* past nk1 (the last tile) key 0 stands in; its scores are dropped */
+    for (int32_t j0 = 0; j0 < nkl; j0 += KB) {
+        /* past nkl (the last tile) key 0 stands in; its scores are dropped */
         for (int i = 0; i < KB; i++)
-            kr[i] = kbase + (int64_t)slots[j0 + i < nk1 ? j0 + i : 0] * stride;
+            kr[i] = kbase + (int64_t)slots[j0 + i < nkl ? j0 + i : 0] * stride;
         if (pf)
             for (int i = 0; i < KB; i++)
-                if (j0 + ATT_PF + i < nk1) att_prefetch_row(kbase + (int64_t)slots[j0 + ATT_PF + i] * stride, hd);
+                if (j0 + ATT_PF + i < nkl) att_prefetch_row(kbase + (int64_t)slots[j0 + ATT_PF + i] * stride, hd);
         att_sc(NROWS, KB, sc, sld, qs, hd, kr, j0);
     }
     for (int r = 0; r < NROWS; r++) {
         float *s = sc + r * sld;
-        int32_t nk = r < split ? nk0 : nk1, nk8 = (nk + 7) & ~7;
+        int32_t nk = att_nk(nk0, r / NRH), nk8 = (nk + 7) & ~7;
         float mx = att_max(s, nk);
         m[r] = mx;
         for (int32_t j = 0; j < nk; j++) s[j] = att_exp(s[j] - mx);
@@ -340,57 +349,40 @@ ATT_AI void att_chunk_rows(const int NROWS, const int KB, const int NV, int spli
     }
     int d0 = 0;
     for (; d0 + 8 * NV <= hd; d0 += 8 * NV)
-        att_v_tile(NROWS, NV, split, acc0, acc1, sc, sld, vbase, stride, slots, nk0, nk1, hd, d0,
-                   pf && d0 == 0);
+        att_v_tile(NT, NRH, NV, acc, sc, sld, vbase, stride, slots, nk0, hd, d0, pf && d0 == 0);
     for (; d0 < hd; d0 += 8)
-        att_v_tile(NROWS, 1, split, acc0, acc1, sc, sld, vbase, stride, slots, nk0, nk1, hd, d0,
-                   pf && d0 == 0);
+        att_v_tile(NT, NRH, 1, acc, sc, sld, vbase, stride, slots, nk0, hd, d0, pf && d0 == 0);
 }
 
-/* The arguments of the fast kernels after the row counts. */
-#define ATT_FAST_ARGS                                                                          \
-    float *acc0, float *acc1, float *m, float *l, const float *qs, float *sc, int64_t sld,      \
-        const uint16_t *kbase, const uint16_t *vbase, int64_t stride, const int32_t *slots,     \
-        int32_t nk0, int32_t nk1, int hd, bool pf
-#define ATT_FAST_PASS acc0, acc1, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk0, nk1, hd, pf
-
-/* nr (1..3) heads of one token (nt = 1: nk1 = nk0, acc1 unused) or of two
- * consecutive tokens (nt = 2) with the 16 vector registers of AVX2: 12
- * accumulators a tile. */
-__attribute__((target("avx2,fma,f16c"))) static void att_chunk_avx2(int nr, int nt, ATT_FAST_ARGS) {
-    if (nt == 1) {
-        if (nr == 3)
-            att_chunk_rows(3, 4, 4, 3, ATT_FAST_PASS);
-        else if (nr == 2)
-            att_chunk_rows(2, 4, 4, 2, ATT_FAST_PASS);
-        else
-            att_chunk_rows(1, 4, 4, 1, ATT_FAST_PASS);
-    } else {
-        if (nr == 3)
-            att_chunk_rows(6, 2, 2, 3, ATT_FAST_PASS);
-        else if (nr == 2)
-            att_chunk_rows(4, 2, 2, 2, ATT_FAST_PASS);
-        else
-            att_chunk_rows(2, 4, 4, 1, ATT_FAST_PASS);
+/* att_chunk_rows for nr (1..4) heads of nt (1 or 2) tokens, ACC
+ * accumulators a tile: the row counts made constants. */
+#define ATT_ROWS_DISPATCH(ACC)                                                                     \
+    switch (nt * 8 + nr) {                                                                         \
+    case 9: att_chunk_rows(1, 1, ACC, ATT_FAST_PASS); break;                                       \
+    case 10: att_chunk_rows(1, 2, ACC, ATT_FAST_PASS); break;                                      \
+    case 11: att_chunk_rows(1, 3, ACC, ATT_FAST_PASS); break;                                      \
+    case 12: att_chunk_rows(1, 4, ACC, ATT_FAST_PASS); break;                                      \
+    case 17: att_chunk_rows(2, 1, ACC, ATT_FAST_PASS); break;                                      \
+    case 18: att_chunk_rows(2, 2, ACC, ATT_FAST_PASS); break;                                      \
+    case 19: att_chunk_rows(2, 3, ACC, ATT_FAST_PASS); break;                                      \
+    default: att_chunk_rows(2, 4, ACC, ATT_FAST_PASS); break;                                      \
     }
+#define ATT_FAST_ARGS                                                                              \
+    int nr, int nt, float *const *acc, float *m, float *l, const float *qs, float *sc, int64_t sld, \
+        const uint16_t *kbase, const uint16_t *vbase, int64_t stride, const int32_t *slots,         \
+        int32_t nk0, int hd, bool pf
+#define ATT_FAST_PASS acc, m, l, qs, sc, sld, kbase, vbase, stride, slots, nk0, hd, pf
+
+/* With AVX2's 16 vector registers: 12 accumulators a tile (nr <= 3). */
+__attribute__((target("avx2,fma,f16c"))) static void att_chunk_avx2(ATT_FAST_ARGS) {
+    ATT_ROWS_DISPATCH(12)
 }
 
-/* The same code with AVX-512's 32 vector registers (up to 24 accumulators a
- * tile, where 16 registers hold 12): 4 heads of one token, or 1 to 4 heads
- * of two tokens. Each row's arithmetic is the one above, so the bits are
- * those of the AVX2 kernel. */
-__attribute__((target("avx2,fma,f16c,avx512f,avx512vl"))) static void
-att_chunk_avx512(int nr, int nt, ATT_FAST_ARGS) {
-    if (nt == 1)
-        att_chunk_rows(4, 4, 4, 4, ATT_FAST_PASS);
-    else if (nr == 4)
-        att_chunk_rows(8, 2, 3, 4, ATT_FAST_PASS);
-    else if (nr == 3)
-        att_chunk_rows(6, 4, 4, 3, ATT_FAST_PASS);
-    else if (nr == 2)
-        att_chunk_rows(4, 4, 4, 2, ATT_FAST_PASS);
-    else
-        att_chunk_rows(2, 4, 4, 1, ATT_FAST_PASS);
+/* The same code with AVX-512's 32 vector registers: 24 accumulators a tile
+ * (4 heads of one token, or a pair of tokens). Each row's arithmetic is the
+ * one above, so the bits are those of the AVX2 kernel. */
+__attribute__((target("avx2,fma,f16c,avx512f,avx512vl"))) static void att_chunk_avx512(ATT_FAST_ARGS) {
+    ATT_ROWS_DISPATCH(24)
 }
 #endif
 
@@ -437,57 +429,32 @@ static void att_finish(float *restrict o, float L, int hd) {
     for (int d = 0; d < hd; d++) o[d] *= inv;
 }
 
-/* The fast kernels' partials of nr query heads of nt (1 or 2) consecutive
- * tokens over one chunk, as att_chunk_part2 describes them (nt = 1: acc1
- * unused, nk1 = nk0). Returns false where there is no fast kernel (no
- * AVX2, or head_dim % 8 != 0): nothing computed. */
-static bool att_chunk_fast(int nr, int nt, float *acc0, float *acc1, float *m, float *l,
-                           const float *qs, att_scratch *sc, const uint16_t *kbase,
-                           const uint16_t *vbase, int64_t stride, const int32_t *slots, int32_t nk0,
-                           int32_t nk1, int hd, bool cold) {
-#ifdef ATT_HAVE_AVX2
-    if (!att_fast || hd % 8 != 0) return false;
-    /* AVX-512's registers: 4 heads, or any pair of tokens */
-    if (nr == 4 || (nt == 2 && att_nr == 4))
-        att_chunk_avx512(nr, nt, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots,
-                         nk0, nk1, hd, cold);
-    else
-        att_chunk_avx2(nr, nt, acc0, acc1, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots,
-                       nk0, nk1, hd, cold);
-    return true;
-#else
-    (void)nr, (void)nt, (void)acc0, (void)acc1, (void)m, (void)l, (void)qs, (void)sc, (void)kbase;
-    (void)vbase, (void)stride, (void)slots, (void)nk0, (void)nk1, (void)hd, (void)cold;
-    return false;
-#endif
-}
-
-/* The partial of nr (1..4) query heads (queries qs[r * hd..], scaled) over
- * the nk keys of one chunk whose slots are slots[0..nk): acc[r * hd..],
- * m[r], l[r] as defined above. */
-static void att_chunk_part(int nr, float *acc, float *m, float *l, const float *qs,
+/* The partials of nr (1..4) query heads of nt (1 or 2) consecutive tokens
+ * over one chunk whose slots are slots[0..]: qs holds token 0's nr scaled
+ * queries, then token 1's; token u sees the first att_nk(nk0, u) keys and
+ * leaves its heads' partials at acc[u] + r * hd, m[u * nr + r], l[u * nr +
+ * r] as defined above. The fast kernels read each K and V row once for
+ * both tokens; the portable loops take one token at a time; the bits are
+ * the same. cold: the chunk is read from memory (prefetch ahead). */
+static void att_chunk_part(int nr, int nt, float *const *acc, float *m, float *l, const float *qs,
                            att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
-                           int64_t stride, const int32_t *slots, int32_t nk, int hd, bool cold) {
-    if (att_chunk_fast(nr, 1, acc, NULL, m, l, qs, sc, kbase, vbase, stride, slots, nk, nk, hd, cold))
+                           int64_t stride, const int32_t *slots, int32_t nk0, int hd, bool cold) {
+#ifdef ATT_HAVE_AVX2
+    if (att_fast && hd % 8 == 0) {
+        /* AVX-512's registers: 4 heads, or any pair of tokens */
+        if (nr == 4 || (nt == 2 && att_nr == 4))
+            att_chunk_avx512(nr, nt, acc, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots, nk0,
+                             hd, cold);
+        else
+            att_chunk_avx2(nr, nt, acc, m, l, qs, sc->score, ATT_LD, kbase, vbase, stride, slots, nk0,
+                           hd, cold);
         return;
-    att_chunk_ref(nr, acc, m, l, qs, kbase, vbase, stride, slots, nk, hd, sc->k, sc->v,
-                  sc->score, ATT_LD);
-}
-
-/* The partials of nr query heads of two consecutive tokens over one chunk:
- * qs holds the first token's nr scaled queries, then the second's; the
- * first sees nk0 keys (acc0, m[r], l[r]), the second nk1 >= nk0 (acc1,
- * m[nr + r], l[nr + r]). The same bits as att_chunk_part on each token; the
- * fast kernels read each K and V row once for both. */
-static void att_chunk_part2(int nr, float *acc0, float *acc1, float *m, float *l, const float *qs,
-                            att_scratch *sc, const uint16_t *kbase, const uint16_t *vbase,
-                            int64_t stride, const int32_t *slots, int32_t nk0, int32_t nk1, int hd,
-                            bool cold) {
-    if (att_chunk_fast(nr, 2, acc0, acc1, m, l, qs, sc, kbase, vbase, stride, slots, nk0, nk1, hd, cold))
-        return;
-    att_chunk_part(nr, acc0, m, l, qs, sc, kbase, vbase, stride, slots, nk0, hd, cold);
-    att_chunk_part(nr, acc1, m + nr, l + nr, qs + nr * hd, sc, kbase, vbase, stride, slots, nk1, hd,
-                   false);
+    }
+#endif
+    (void)cold;
+    for (int u = 0; u < nt; u++)
+        att_chunk_ref(nr, acc[u], m + u * nr, l + u * nr, qs + u * nr * hd, kbase, vbase, stride,
+                      slots, att_nk(nk0, u), hd, sc->k, sc->v, sc->score, ATT_LD);
 }
 
 typedef struct att_job {
@@ -539,8 +506,9 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
             for (int d = 0; d < nr * hd; d++) qs[d] = q[d] * scale;
             int64_t pi = (part0 + chunk) * c->n_heads + h;
             /* the first pass reads the chunk from memory: it prefetches */
-            att_chunk_part(nr, cp->part_acc + pi * hd, m, l, qs, sc, kbase, vbase, kv->kv_dim,
-                           slots + k0, nk, hd, h0 == 0);
+            float *acc = cp->part_acc + pi * hd;
+            att_chunk_part(nr, 1, &acc, m, l, qs, sc, kbase, vbase, kv->kv_dim, slots + k0, nk, hd,
+                           h0 == 0);
             for (int r = 0; r < nr; r++) {
                 cp->part_ml[(pi + r) * 2] = m[r];
                 cp->part_ml[(pi + r) * 2 + 1] = l[r];
@@ -577,7 +545,6 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
             /* two tokens a pass while two are left: each K and V row read
              * serves both */
             int nt = t + 1 < t1 ? 2 : 1;
-            int32_t nk0 = SGL_MIN(nk, ATT_CHUNK), nk1 = SGL_MIN(nk + 1, ATT_CHUNK);
             for (int h0 = 0; h0 < n_rep; h0 += att_nr) {
                 int nr = SGL_MIN(att_nr, n_rep - h0);
                 int h = kvh * n_rep + h0;
@@ -590,12 +557,8 @@ static void attend_item(att_job *aj, int item, att_scratch *sc) {
                     /* chunk 0 starts the state in place; later ones fold in */
                     acc[u] = k == 0 ? o[u] : sc->acc + u * nr * hd;
                 }
-                if (nt == 2)
-                    att_chunk_part2(nr, acc[0], acc[1], m, l, qs, sc, kbase, vbase, kv->kv_dim,
-                                    slots + k0, nk0, nk1, hd, t == t0 && h0 == 0);
-                else
-                    att_chunk_part(nr, acc[0], m, l, qs, sc, kbase, vbase, kv->kv_dim, slots + k0,
-                                   nk0, hd, t == t0 && h0 == 0);
+                att_chunk_part(nr, nt, acc, m, l, qs, sc, kbase, vbase, kv->kv_dim, slots + k0,
+                               SGL_MIN(nk, ATT_CHUNK), hd, t == t0 && h0 == 0);
                 for (int u = 0; u < nt; u++) {
                     float *ml = sc->ml + ((int64_t)(t + u - t0) * n_rep + h0) * 2;
                     for (int r = 0; r < nr; r++) {
