@@ -401,24 +401,25 @@ static int peak_main(void) {
     bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
     bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
     bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+    double wssd_peak = 0, busd_peak = 0, fma_peak = 0;
     typedef struct {
         const char *name;
         void (*fn)(long);
         int ipl, macs; /* instructions a loop turn, products an instruction */
         bool ok;
+        double *peak;  /* the peak this instruction counts towards, or NULL */
     } pk;
     const pk rows[] = {
-        {"vfmadd231ps ymm (AVX2)", pk_fma_avx2, 48, 8, __builtin_cpu_supports("fma")},
-        {"vfmadd231ps ymm", pk_fma_y, 48, 8, avx512},
-        {"vfmadd231ps zmm", pk_fma_z, 48, 16, avx512},
-        {"vpdpwssd ymm (int16)", pk_wssd_y, 48, 16, vnni},
-        {"vpdpwssd zmm (int16)", pk_wssd_z, 48, 32, vnni},
-        {"vpdpbusd ymm (int8)", pk_busd_y, 48, 32, vnni},
-        {"vpdpbusd zmm (int8)", pk_busd_z, 48, 64, vnni},
-        {"vdpbf16ps ymm (bf16)", pk_bf16_y, 48, 16, bf16},
-        {"vdpbf16ps zmm (bf16)", pk_bf16_z, 48, 32, bf16},
+        {"vfmadd231ps ymm (AVX2)", pk_fma_avx2, 48, 8, __builtin_cpu_supports("fma"), &fma_peak},
+        {"vfmadd231ps ymm", pk_fma_y, 48, 8, avx512, &fma_peak},
+        {"vfmadd231ps zmm", pk_fma_z, 48, 16, avx512, &fma_peak},
+        {"vpdpwssd ymm (int16)", pk_wssd_y, 48, 16, vnni, &wssd_peak},
+        {"vpdpwssd zmm (int16)", pk_wssd_z, 48, 32, vnni, &wssd_peak},
+        {"vpdpbusd ymm (int8)", pk_busd_y, 48, 32, vnni, &busd_peak},
+        {"vpdpbusd zmm (int8)", pk_busd_z, 48, 64, vnni, &busd_peak},
+        {"vdpbf16ps ymm (bf16)", pk_bf16_y, 48, 16, bf16, NULL},
+        {"vdpbf16ps zmm (bf16)", pk_bf16_z, 48, 32, bf16, NULL},
     };
-    double wssd_peak = 0, busd_peak = 0, fma_peak = 0;
     printf("\none core, 12 independent accumulators:\n%-24s %10s %12s\n", "instruction", "instr/ns",
            "products/ns");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -426,14 +427,9 @@ static int peak_main(void) {
             printf("%-24s %10s %12s\n", rows[i].name, "-", "(no CPU support)");
             continue;
         }
-        double r = pk_rate(rows[i].fn, rows[i].ipl);
-        printf("%-24s %10.2f %12.1f\n", rows[i].name, r, r * rows[i].macs);
-        if (rows[i].fn == pk_wssd_y || rows[i].fn == pk_wssd_z)
-            wssd_peak = wssd_peak > r * rows[i].macs ? wssd_peak : r * rows[i].macs;
-        if (rows[i].fn == pk_fma_avx2 || rows[i].fn == pk_fma_y || rows[i].fn == pk_fma_z)
-            fma_peak = fma_peak > r * rows[i].macs ? fma_peak : r * rows[i].macs;
-        if (rows[i].fn == pk_busd_y || rows[i].fn == pk_busd_z)
-            busd_peak = busd_peak > r * rows[i].macs ? busd_peak : r * rows[i].macs;
+        double r = pk_rate(rows[i].fn, rows[i].ipl), products = r * rows[i].macs;
+        printf("%-24s %10.2f %12.1f\n", rows[i].name, r, products);
+        if (rows[i].peak && products > *rows[i].peak) *rows[i].peak = products;
     }
     /* the fast matmul on one thread: int16 activations by default, int8
      * with SGL_KERN_INT8=1 (the peak it is held against follows) */
@@ -464,7 +460,7 @@ static int peak_main(void) {
             printf("  %-5s nb=%-4lld %8.1f products/ns  %5.1f%%\n", sgl_dtype_name(t), (long long)nbs[ni],
                    macs, peak > 0 ? 100.0 * macs / peak : 0.0);
         }
-        if (P) free(P);
+        free(P);
         free(W);
     }
     free(X);
